@@ -1,0 +1,23 @@
+//! Notify's vocabulary: channels, priorities, statuses, the accepted-notification request
+//! and its validation, the broker message, the retry policy and send outcomes.
+//!
+//! This crate does no I/O and knows nothing of sqlx, lapin, axum or any provider SDK.
+
+pub mod address;
+pub mod api_key;
+pub mod backoff;
+pub mod channel;
+pub mod job;
+pub mod message;
+pub mod outcome;
+pub mod request;
+pub mod retry;
+pub mod status;
+
+pub use channel::{Channel, Priority};
+pub use job::DeliveryJob;
+pub use message::DeliveryMessage;
+pub use outcome::{FailureKind, SendFailure, SendOutcome, SendReceipt};
+pub use request::{Content, FieldError, NewNotification, PlannedDelivery, Recipient, ValidNotification};
+pub use retry::RetryPolicy;
+pub use status::{DeliveryStatus, NotificationStatus};

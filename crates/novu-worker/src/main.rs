@@ -1,0 +1,17 @@
+use clap::Parser;
+
+/// The novu channel worker of Notify.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    #[command(flatten)]
+    config: bootstrap::ConfigArg,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = novu_worker::load_config(cli.config.config.as_deref())?;
+    bootstrap::telemetry::init("novu-worker");
+    novu_worker::run(config, bootstrap::shutdown_on_signal()).await
+}

@@ -1,0 +1,167 @@
+//! The outbox relay (DESIGN.md §7): claims due outbox rows in batches, most urgent first,
+//! publishes them with confirms and deletes them in the same transaction, committed only
+//! after the broker confirmed every message. Any number of relays may run: `FOR UPDATE
+//! SKIP LOCKED` hands each row to one of them, and a relay that dies mid-batch rolls back,
+//! so its rows are published by another.
+
+use std::{path::Path, time::Duration};
+
+use bootstrap::{ConfigError, ExposeSecret, SecretString};
+use domain::backoff::Backoff;
+use queue::{Publisher, Topology};
+use serde::Deserialize;
+use store::Store;
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    pub database_url: Option<SecretString>,
+    pub amqp_url: Option<SecretString>,
+    pub database_max_connections: u32,
+    pub relay: RelaySettings,
+    pub broker: Topology,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database_url: None,
+            amqp_url: None,
+            database_max_connections: 4,
+            relay: RelaySettings::default(),
+            broker: Topology::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelaySettings {
+    /// Rows claimed and published per transaction.
+    pub batch_size: i64,
+    /// The longest the relay sleeps without looking at the outbox, in case a NOTIFY was
+    /// missed (a dropped LISTEN connection) or another relay died holding due rows.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// How long to wait for the broker to confirm a batch before giving it back.
+    #[serde(with = "humantime_serde")]
+    pub confirm_timeout: Duration,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        Self { batch_size: 500, poll_interval: Duration::from_secs(1), confirm_timeout: Duration::from_secs(10) }
+    }
+}
+
+impl Config {
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let config: Config = bootstrap::layered(file).extract()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        bootstrap::require(&self.database_url, "database_url")?;
+        bootstrap::require(&self.amqp_url, "amqp_url")?;
+        if self.relay.batch_size < 1 {
+            return Err(ConfigError::Invalid { key: "relay.batch_size".into(), message: "must be at least 1".into() });
+        }
+        Ok(())
+    }
+}
+
+/// Declares the broker topology and returns: `outbox-relay declare-topology`.
+pub async fn declare_topology(config: &Config) -> anyhow::Result<()> {
+    let url = bootstrap::require(&config.amqp_url, "amqp_url")?;
+    let conn = queue::connect(url.expose_secret(), "outbox-relay-declare").await?;
+    let channel = conn.create_channel().await?;
+    config.broker.declare(&channel).await?;
+    conn.close(200, "declared".into()).await?;
+    Ok(())
+}
+
+/// Relays until `shutdown` fires. A lost database or broker is waited out with backoff;
+/// a batch in flight at shutdown is finished first.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    config.validate()?;
+    let database_url = bootstrap::require(&config.database_url, "database_url")?;
+    let amqp_url = bootstrap::require(&config.amqp_url, "amqp_url")?.expose_secret().to_owned();
+    let store = Store::connect_lazy(database_url.expose_secret(), config.database_max_connections)?;
+    let mut backoff = Backoff::default();
+    while !shutdown.is_cancelled() {
+        match relay(&config, &store, &amqp_url, &shutdown, &mut backoff).await {
+            Ok(()) => break,
+            Err(e) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %e, retry_in = ?delay, "relay interrupted; its claimed rows go back to the outbox");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+    store.close().await;
+    tracing::info!("relay stopped");
+    Ok(())
+}
+
+async fn relay(
+    config: &Config,
+    store: &Store,
+    amqp_url: &str,
+    shutdown: &CancellationToken,
+    backoff: &mut Backoff,
+) -> anyhow::Result<()> {
+    let Some(conn) = queue::connect_with_backoff(amqp_url, "outbox-relay", shutdown).await else { return Ok(()) };
+    let publisher = Publisher::open(conn, config.relay.confirm_timeout).await?;
+    config.broker.declare(publisher.channel()).await?;
+    let mut listener = store.listen_outbox().await?;
+    tracing::info!(batch_size = config.relay.batch_size, "relaying the outbox");
+    backoff.reset();
+    loop {
+        publish_due(store, &publisher, config.relay.batch_size, shutdown).await?;
+        if shutdown.is_cancelled() {
+            publisher.close().await;
+            return Ok(());
+        }
+        let wait = match store.next_outbox_due().await? {
+            Some(at) => Duration::try_from(at - OffsetDateTime::now_utc()).unwrap_or_default(),
+            None => config.relay.poll_interval,
+        }
+        .min(config.relay.poll_interval);
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            woken = listener.recv() => { woken?; }
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Publishes batches until no due row is left (or shutdown is asked for between batches).
+async fn publish_due(
+    store: &Store,
+    publisher: &Publisher,
+    batch_size: i64,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    while !shutdown.is_cancelled() {
+        let batch = store.claim_outbox(batch_size).await?;
+        let count = batch.rows.len();
+        if count == 0 {
+            return Ok(());
+        }
+        // On any error the batch is dropped unpublished-or-unconfirmed: its transaction
+        // rolls back and the rows are due again.
+        publisher.publish_all(batch.rows.iter().map(|r| &r.message)).await?;
+        batch.commit().await?;
+        tracing::debug!(count, "published");
+        if (count as i64) < batch_size {
+            return Ok(());
+        }
+    }
+    Ok(())
+}

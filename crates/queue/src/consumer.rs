@@ -1,0 +1,68 @@
+use futures_util::StreamExt;
+use lapin::{
+    Channel as AmqpChannel, Connection, Consumer,
+    Acker,
+    options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions},
+    types::FieldTable,
+};
+
+use crate::Result;
+
+/// A consumer on one queue with manual acknowledgement and a bounded prefetch.
+pub struct Subscription {
+    channel: AmqpChannel,
+    consumer: Consumer,
+}
+
+/// One message taken from the queue. Exactly one of `ack`, `dead_letter` or `requeue`
+/// should be called; if none is (the process dies), the broker redelivers it.
+pub struct Incoming {
+    pub body: Vec<u8>,
+    /// The broker delivered it before, to a consumer that did not settle it.
+    pub redelivered: bool,
+    acker: Acker,
+}
+
+impl Subscription {
+    pub async fn open(conn: &Connection, queue: &str, prefetch: u16, tag: &str) -> Result<Self> {
+        let channel = conn.create_channel().await?;
+        channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
+        let consumer = channel
+            .basic_consume(queue.into(), tag.into(), BasicConsumeOptions::default(), FieldTable::default())
+            .await?;
+        Ok(Self { channel, consumer })
+    }
+
+    pub fn channel(&self) -> &AmqpChannel {
+        &self.channel
+    }
+
+    /// The next message; `None` once the consumer is cancelled or the connection is gone.
+    pub async fn next(&mut self) -> Option<Result<Incoming>> {
+        let delivery = self.consumer.next().await?;
+        Some(delivery.map_err(Into::into).map(|d| Incoming {
+            body: d.data,
+            redelivered: d.redelivered,
+            acker: d.acker,
+        }))
+    }
+
+    /// Stops new deliveries; messages already delivered can still be settled.
+    pub async fn cancel(&self) -> Result<()> {
+        self.channel.basic_cancel(self.consumer.tag(), BasicCancelOptions::default()).await?;
+        Ok(())
+    }
+}
+
+impl Incoming {
+    pub async fn ack(&self) -> Result<()> {
+        self.acker.ack(BasicAckOptions::default()).await?;
+        Ok(())
+    }
+
+    /// Rejects without requeue: the queue's dead-letter exchange takes it.
+    pub async fn dead_letter(&self) -> Result<()> {
+        self.acker.reject(BasicRejectOptions { requeue: false }).await?;
+        Ok(())
+    }
+}

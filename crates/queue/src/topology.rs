@@ -1,0 +1,84 @@
+//! DESIGN.md §6: exchange `notify.deliveries` (direct) routes by channel to the quorum
+//! queue `notify.<channel>`, which dead-letters to `notify.dead` and on to
+//! `notify.<channel>.dead`. Declaring is idempotent; every binary that touches the broker
+//! declares at start, and `outbox-relay declare-topology` does it for operators.
+
+use domain::Channel;
+use lapin::{
+    Channel as AmqpChannel, ExchangeKind,
+    options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
+    types::{AMQPValue, FieldTable},
+};
+use serde::Deserialize;
+
+use crate::Result;
+
+pub const EXCHANGE: &str = "notify.deliveries";
+pub const DEAD_LETTER_EXCHANGE: &str = "notify.dead";
+
+pub fn queue_name(channel: Channel) -> String {
+    format!("notify.{channel}")
+}
+
+pub fn dead_letter_queue_name(channel: Channel) -> String {
+    format!("notify.{channel}.dead")
+}
+
+/// Settings of the topology. Changing one on a queue that exists makes the broker refuse
+/// the declaration (PRECONDITION_FAILED): change it with a policy instead, or recreate.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Topology {
+    /// Deliveries of one message (requeues and consumer crashes included) before the
+    /// broker dead-letters it: what stops a message that crashes its worker.
+    pub delivery_limit: u32,
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Self { delivery_limit: 10 }
+    }
+}
+
+impl Topology {
+    pub async fn declare(&self, ch: &AmqpChannel) -> Result<()> {
+        let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+        ch.exchange_declare(EXCHANGE.into(), ExchangeKind::Direct, durable, FieldTable::default()).await?;
+        ch.exchange_declare(DEAD_LETTER_EXCHANGE.into(), ExchangeKind::Direct, durable, FieldTable::default())
+            .await?;
+        for channel in Channel::ALL {
+            let queue = queue_name(channel);
+            let dead = dead_letter_queue_name(channel);
+            ch.queue_declare(queue.as_str().into(), QueueDeclareOptions::durable(), self.work_queue_args()).await?;
+            ch.queue_bind(queue.as_str().into(), EXCHANGE.into(), channel.as_str().into(), QueueBindOptions::default(), FieldTable::default())
+                .await?;
+            ch.queue_declare(dead.as_str().into(), QueueDeclareOptions::durable(), quorum()).await?;
+            ch.queue_bind(
+                dead.as_str().into(),
+                DEAD_LETTER_EXCHANGE.into(),
+                channel.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    fn work_queue_args(&self) -> FieldTable {
+        let mut args = quorum();
+        args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(DEAD_LETTER_EXCHANGE.into()));
+        args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(i64::from(self.delivery_limit)));
+        // At-least-once dead-lettering: the broker keeps a message until the dead-letter
+        // queue confirms it (it requires reject-publish overflow).
+        args.insert("x-dead-letter-strategy".into(), AMQPValue::LongString("at-least-once".into()));
+        args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+        args
+    }
+}
+
+fn quorum() -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    args
+}

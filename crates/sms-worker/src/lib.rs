@@ -1,0 +1,23 @@
+//! The sms channel worker: consumes `notify.sms` and sends through the configured provider.
+
+use std::{path::Path, sync::Arc};
+
+use bootstrap::ConfigError;
+use domain::Channel;
+use tokio_util::sync::CancellationToken;
+use worker::{Provider, ProviderKind, SandboxProvider};
+
+pub use worker::WorkerConfig as Config;
+
+pub const CHANNEL: Channel = Channel::Sms;
+
+pub fn load_config(file: Option<&Path>) -> Result<Config, ConfigError> {
+    Config::load(CHANNEL, file)
+}
+
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let provider: Arc<dyn Provider> = match config.channel.provider {
+        ProviderKind::Sandbox => Arc::new(SandboxProvider::open(CHANNEL, config.channel.sandbox.clone()).await?),
+    };
+    worker::run(CHANNEL, config, provider, shutdown).await
+}

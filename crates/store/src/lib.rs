@@ -1,0 +1,80 @@
+//! PostgreSQL access. Every query on tenant-owned rows filters by `tenant_id`. Queries are
+//! checked at run time (`sqlx::query`, not `query!`), so building needs no database; the
+//! integration tests run every one of them against a real PostgreSQL.
+
+mod deliveries;
+mod notifications;
+mod outbox;
+mod tenants;
+
+use std::time::Duration;
+
+use sqlx::{
+    PgPool,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+
+pub use deliveries::{AttemptRecord, AttemptResult, Claim};
+pub use notifications::{AcceptedDelivery, AcceptedNotification, AttemptView, DeliveryView, NotificationView};
+pub use outbox::{ClaimedBatch, OUTBOX_CHANNEL, OutboxRow};
+pub use sqlx::postgres::PgListener;
+pub use tenants::NewTenant;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    /// A pool that connects lazily: a binary starts while the database is down and its
+    /// queries fail (and are retried by the caller) until it is back.
+    pub fn connect_lazy(url: &str, max_connections: u32) -> Result<Self> {
+        let options: PgConnectOptions = url.parse()?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy_with(options.application_name("notify"));
+        Ok(Self { pool })
+    }
+
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub async fn migrate(&self) -> Result<()> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// For `/readyz`: the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn corrupt(what: impl Into<String>) -> StoreError {
+    StoreError::Corrupt(what.into())
+}

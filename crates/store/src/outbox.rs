@@ -1,0 +1,88 @@
+use domain::{Channel, DeliveryMessage};
+use sqlx::{Postgres, Transaction};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::{Result, Store, corrupt};
+
+/// The LISTEN/NOTIFY channel on which writers of due outbox rows wake the relays.
+pub const OUTBOX_CHANNEL: &str = "notify_outbox";
+
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub message: DeliveryMessage,
+}
+
+/// Outbox rows claimed and already deleted inside an open transaction. Commit once the
+/// broker has confirmed every message; dropping the batch rolls back and the rows are
+/// due again, for this relay or another.
+pub struct ClaimedBatch {
+    tx: Transaction<'static, Postgres>,
+    pub rows: Vec<OutboxRow>,
+}
+
+impl ClaimedBatch {
+    pub async fn commit(self) -> Result<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Claims up to `limit` due rows, most urgent first, skipping rows another relay holds.
+    /// The same statement deletes them and marks their deliveries `queued`; both take
+    /// effect only when the batch commits.
+    pub async fn claim_outbox(&self, limit: i64) -> Result<ClaimedBatch> {
+        let mut tx = self.pool.begin().await?;
+        let rows: Vec<(i64, Uuid, Uuid, Uuid, String, i32)> = sqlx::query_as(
+            "WITH claimed AS (
+                DELETE FROM outbox WHERE id IN (
+                    SELECT id FROM outbox WHERE available_at <= now()
+                    ORDER BY priority DESC, available_at, id
+                    LIMIT $1 FOR UPDATE SKIP LOCKED)
+                RETURNING id, tenant_id, notification_id, delivery_id, channel, attempt, priority, available_at),
+             queued AS (
+                UPDATE deliveries d SET status = 'queued', updated_at = now()
+                FROM claimed c WHERE d.id = c.delivery_id AND d.status IN ('pending', 'retrying'))
+             SELECT id, tenant_id, notification_id, delivery_id, channel, attempt
+             FROM claimed ORDER BY priority DESC, available_at, id",
+        )
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let rows = rows
+            .into_iter()
+            .map(|(id, tenant_id, notification_id, delivery_id, channel, attempt)| {
+                let channel: Channel = channel.parse().map_err(|_| corrupt(format!("outbox channel {channel}")))?;
+                Ok(OutboxRow {
+                    id,
+                    message: DeliveryMessage::new(delivery_id, notification_id, tenant_id, channel, attempt),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ClaimedBatch { tx, rows })
+    }
+
+    /// When the earliest row that is not yet due becomes due, so the relay can sleep until
+    /// then. Rows due now but locked by another relay are that relay's to publish.
+    pub async fn next_outbox_due(&self) -> Result<Option<OffsetDateTime>> {
+        let (at,): (Option<OffsetDateTime>,) =
+            sqlx::query_as("SELECT min(available_at) FROM outbox WHERE available_at > now()")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(at)
+    }
+
+    /// Rows in the outbox, due or not. For tests and operators.
+    pub async fn outbox_len(&self) -> Result<i64> {
+        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM outbox").fetch_one(&self.pool).await?;
+        Ok(n)
+    }
+
+    pub async fn listen_outbox(&self) -> Result<sqlx::postgres::PgListener> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        listener.listen(OUTBOX_CHANNEL).await?;
+        Ok(listener)
+    }
+}

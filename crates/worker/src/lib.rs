@@ -1,0 +1,13 @@
+//! The runtime every channel worker shares (DESIGN.md §7): consume a message, claim its
+//! delivery, call the provider, record the attempt and the new state in one transaction,
+//! then ack. A worker binary only chooses its channel and builds its provider.
+
+mod config;
+mod provider;
+mod runtime;
+mod sandbox;
+
+pub use config::{ChannelSettings, ProviderKind, WorkerConfig, WorkerSettings};
+pub use provider::Provider;
+pub use runtime::run;
+pub use sandbox::{SandboxConfig, SandboxFailure, SandboxProvider};

@@ -1,0 +1,267 @@
+use std::{sync::Arc, time::Instant};
+
+use bootstrap::ExposeSecret;
+use domain::{
+    Channel, DeliveryJob, DeliveryMessage, FailureKind, RetryPolicy, SendFailure, SendOutcome, backoff::Backoff,
+};
+use queue::{Incoming, Subscription, topology};
+use store::{AttemptRecord, AttemptResult, Claim, Store, StoreError};
+use time::OffsetDateTime;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info_span};
+
+use crate::{Provider, WorkerConfig};
+
+struct Context {
+    channel: Channel,
+    store: Store,
+    provider: Arc<dyn Provider>,
+    retry: RetryPolicy,
+    provider_timeout: std::time::Duration,
+}
+
+/// Consumes the channel's queue until `shutdown` fires, reconnecting to the broker with
+/// backoff whenever the connection is lost. On shutdown it stops taking messages, lets
+/// the in-flight ones finish (up to `worker.shutdown_grace`) and returns.
+pub async fn run(
+    channel: Channel,
+    config: WorkerConfig,
+    provider: Arc<dyn Provider>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    config.validate(channel)?;
+    let database_url = bootstrap::require(&config.database_url, "database_url")?;
+    let amqp_url = bootstrap::require(&config.amqp_url, "amqp_url")?.expose_secret().to_owned();
+    let store = Store::connect_lazy(database_url.expose_secret(), config.database_max_connections)?;
+    let ctx = Arc::new(Context {
+        channel,
+        store: store.clone(),
+        provider,
+        retry: config.channel.retry.clone(),
+        provider_timeout: config.worker.provider_timeout,
+    });
+    let queue_name = topology::queue_name(channel);
+    let name = format!("{channel}-worker");
+    let mut in_flight = JoinSet::new();
+    let mut backoff = Backoff::default();
+
+    // The connection outlives the loop so in-flight messages can still be acked while
+    // draining on shutdown.
+    let mut connection = None;
+    'connect: while !shutdown.is_cancelled() {
+        let Some(conn) = queue::connect_with_backoff(&amqp_url, &name, &shutdown).await else { break };
+        let opened = async {
+            let setup = conn.create_channel().await?;
+            config.broker.declare(&setup).await?;
+            let _ = setup.close(200, "declared".into()).await;
+            Subscription::open(&conn, &queue_name, config.worker.prefetch, &name).await
+        }
+        .await;
+        let mut subscription = match opened {
+            Ok(s) => s,
+            Err(e) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %e, retry_in = ?delay, "cannot consume from the broker");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => continue,
+                }
+            }
+        };
+        backoff.reset();
+        tracing::info!(queue = %queue_name, prefetch = config.worker.prefetch, "consuming");
+        connection = Some(conn);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    if let Err(e) = subscription.cancel().await {
+                        tracing::warn!(error = %e, "cancelling the consumer failed");
+                    }
+                    break 'connect;
+                }
+                next = subscription.next() => match next {
+                    Some(Ok(incoming)) => {
+                        in_flight.spawn(handle(ctx.clone(), incoming, shutdown.clone()));
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "lost the broker; reconnecting");
+                        continue 'connect;
+                    }
+                    None => {
+                        tracing::warn!("the broker ended the consumer; reconnecting");
+                        continue 'connect;
+                    }
+                },
+                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => log_panic(done),
+            }
+        }
+    }
+
+    let drained = tokio::time::timeout(config.worker.shutdown_grace, async {
+        while let Some(done) = in_flight.join_next().await {
+            log_panic(done);
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(abandoned = in_flight.len(), "shutdown grace over: the broker will redeliver what was in flight");
+        in_flight.shutdown().await;
+    }
+    if let Some(conn) = connection {
+        let _ = conn.close(200, "shutting down".into()).await;
+    }
+    store.close().await;
+    tracing::info!("worker stopped");
+    Ok(())
+}
+
+fn log_panic(done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done
+        && e.is_panic()
+    {
+        // The message stays unsettled; the broker redelivers it when the channel closes,
+        // and its delivery limit dead-letters one that keeps crashing us.
+        tracing::error!(error = %e, "message handler panicked");
+    }
+}
+
+async fn handle(ctx: Arc<Context>, incoming: Incoming, shutdown: CancellationToken) {
+    let msg = match DeliveryMessage::parse(&incoming.body) {
+        Ok(msg) if msg.channel == ctx.channel => msg,
+        Ok(msg) => {
+            tracing::warn!(message_channel = %msg.channel, "message for another channel: dead-lettering it");
+            return settle(incoming.dead_letter().await);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "unparseable message: dead-lettering it");
+            return settle(incoming.dead_letter().await);
+        }
+    };
+    let span = info_span!("delivery", tenant_id = %msg.tenant_id, notification_id = %msg.notification_id,
+        delivery_id = %msg.delivery_id, channel = %msg.channel, attempt = msg.attempt);
+    process(&ctx, &msg, incoming, &shutdown).instrument(span).await
+}
+
+async fn process(ctx: &Context, msg: &DeliveryMessage, incoming: Incoming, shutdown: &CancellationToken) {
+    let claim = match with_retries(shutdown, || ctx.store.claim_delivery(msg, incoming.redelivered)).await {
+        Retried::Done(claim) => claim,
+        // Left unsettled: the broker redelivers it once this consumer's channel closes.
+        Retried::Cancelled => return,
+        Retried::Fatal(e) => {
+            tracing::error!(error = %e, "cannot read the delivery: dead-lettering the message");
+            return settle(incoming.dead_letter().await);
+        }
+    };
+    let job = match claim {
+        Claim::Claimed(job) => job,
+        Claim::Stale(why) => {
+            tracing::info!(why, "dropping a stale or duplicate message");
+            return settle(incoming.ack().await);
+        }
+        Claim::Unknown => {
+            tracing::warn!("no such delivery: dead-lettering the message");
+            return settle(incoming.dead_letter().await);
+        }
+    };
+
+    let started_at = OffsetDateTime::now_utc();
+    let clock = Instant::now();
+    let outcome = tokio::time::timeout(ctx.provider_timeout, ctx.provider.send(&job))
+        .await
+        .unwrap_or_else(|_| {
+            SendOutcome::Failed(SendFailure::new(
+                FailureKind::Ambiguous,
+                "timeout",
+                format!("no answer from the provider within {:?}", ctx.provider_timeout),
+            ))
+        });
+    let record = AttemptRecord {
+        provider: ctx.provider.name().to_owned(),
+        started_at,
+        latency_ms: i32::try_from(clock.elapsed().as_millis()).unwrap_or(i32::MAX),
+        result: decide(&ctx.retry, &job, outcome),
+    };
+    log_result(&record);
+
+    // The provider has been called: keep trying to record that until it is recorded, or
+    // until the shutdown grace runs out and the task is dropped.
+    match with_retries(&CancellationToken::new(), || ctx.store.record_attempt(&job, &record)).await {
+        Retried::Done(()) => settle(incoming.ack().await),
+        Retried::Cancelled => {}
+        Retried::Fatal(e) => {
+            tracing::error!(error = %e, "cannot record the attempt: dead-lettering the message");
+            settle(incoming.dead_letter().await);
+        }
+    }
+}
+
+/// Success is `sent`; a retryable failure with attempts left is a retry at the policy's
+/// next time; anything else is `failed`.
+fn decide(policy: &RetryPolicy, job: &DeliveryJob, outcome: SendOutcome) -> AttemptResult {
+    match outcome {
+        SendOutcome::Sent(receipt) => AttemptResult::Sent {
+            provider_message_id: receipt.provider_message_id,
+            response_excerpt: receipt.response_excerpt,
+        },
+        SendOutcome::Failed(failure) => {
+            let attempt = u32::try_from(job.attempt).unwrap_or(u32::MAX);
+            if failure.kind.is_retryable() && policy.allows_retry_after(attempt) {
+                let delay = policy.delay_with_random_jitter(attempt, failure.retry_after);
+                AttemptResult::Retry { at: OffsetDateTime::now_utc() + delay, failure }
+            } else {
+                AttemptResult::Failed { failure }
+            }
+        }
+    }
+}
+
+fn log_result(record: &AttemptRecord) {
+    match &record.result {
+        AttemptResult::Sent { provider_message_id, .. } => {
+            tracing::info!(provider = %record.provider, %provider_message_id, latency_ms = record.latency_ms, "sent");
+        }
+        AttemptResult::Retry { failure, at } => tracing::info!(provider = %record.provider, code = %failure.code,
+            kind = failure.kind.as_str(), retry_at = %at, "attempt failed; will retry"),
+        AttemptResult::Failed { failure } => tracing::warn!(provider = %record.provider, code = %failure.code,
+            kind = failure.kind.as_str(), "delivery failed"),
+    }
+}
+
+fn settle(result: queue::Result<()>) {
+    if let Err(e) = result {
+        // The broker redelivers an unsettled message; the claim drops it as a duplicate.
+        tracing::warn!(error = %e, "could not settle the message with the broker");
+    }
+}
+
+enum Retried<T> {
+    Done(T),
+    Cancelled,
+    Fatal(StoreError),
+}
+
+/// Retries a store operation with backoff while the database is unreachable or failing,
+/// so a database outage holds messages instead of failing or dead-lettering them. Data
+/// that cannot be read (`Corrupt`) is not retried.
+async fn with_retries<T, F, Fut>(cancel: &CancellationToken, mut op: F) -> Retried<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = store::Result<T>>,
+{
+    let mut backoff = Backoff::default();
+    loop {
+        match op().await {
+            Ok(v) => return Retried::Done(v),
+            Err(e @ StoreError::Corrupt(_)) => return Retried::Fatal(e),
+            Err(e) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %e, retry_in = ?delay, "database operation failed");
+                tokio::select! {
+                    _ = cancel.cancelled() => return Retried::Cancelled,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
