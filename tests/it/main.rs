@@ -1,0 +1,10 @@
+//! The platform's integration tests: real PostgreSQL, real RabbitMQ, every service in
+//! process. Each test gets a fresh database (cloned from a migrated template) and its own
+//! RabbitMQ vhost, so tests run in parallel without seeing each other.
+
+mod api;
+mod delivery;
+mod failures;
+mod harness;
+mod messages;
+mod relay;

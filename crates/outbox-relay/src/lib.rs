@@ -150,13 +150,13 @@ async fn publish_due(
 ) -> anyhow::Result<()> {
     while !shutdown.is_cancelled() {
         let batch = store.claim_outbox(batch_size).await?;
-        let count = batch.rows.len();
+        let count = batch.messages.len();
         if count == 0 {
             return Ok(());
         }
         // On any error the batch is dropped unpublished-or-unconfirmed: its transaction
         // rolls back and the rows are due again.
-        publisher.publish_all(batch.rows.iter().map(|r| &r.message)).await?;
+        publisher.publish_all(&batch.messages).await?;
         batch.commit().await?;
         tracing::debug!(count, "published");
         if (count as i64) < batch_size {

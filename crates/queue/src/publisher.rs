@@ -36,7 +36,7 @@ impl Publisher {
     /// Publishes every message, then waits for all confirms (pipelined, not one round trip
     /// per message). Any nack, return or timeout fails the whole batch: the caller keeps
     /// the rows and publishes them again, and workers drop the duplicates.
-    pub async fn publish_all(&self, messages: impl IntoIterator<Item = &DeliveryMessage>) -> Result<usize> {
+    pub async fn publish_all(&self, messages: &[DeliveryMessage]) -> Result<usize> {
         let mut pending = Vec::new();
         for msg in messages {
             let props = BasicProperties::default()

@@ -16,7 +16,7 @@ use sqlx::{
 
 pub use deliveries::{AttemptRecord, AttemptResult, Claim};
 pub use notifications::{AcceptedDelivery, AcceptedNotification, AttemptView, DeliveryView, NotificationView};
-pub use outbox::{ClaimedBatch, OUTBOX_CHANNEL, OutboxRow};
+pub use outbox::{ClaimedBatch, OUTBOX_CHANNEL};
 pub use sqlx::postgres::PgListener;
 pub use tenants::NewTenant;
 

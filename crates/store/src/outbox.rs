@@ -8,18 +8,12 @@ use crate::{Result, Store, corrupt};
 /// The LISTEN/NOTIFY channel on which writers of due outbox rows wake the relays.
 pub const OUTBOX_CHANNEL: &str = "notify_outbox";
 
-#[derive(Debug, Clone)]
-pub struct OutboxRow {
-    pub id: i64,
-    pub message: DeliveryMessage,
-}
-
 /// Outbox rows claimed and already deleted inside an open transaction. Commit once the
 /// broker has confirmed every message; dropping the batch rolls back and the rows are
 /// due again, for this relay or another.
 pub struct ClaimedBatch {
     tx: Transaction<'static, Postgres>,
-    pub rows: Vec<OutboxRow>,
+    pub messages: Vec<DeliveryMessage>,
 }
 
 impl ClaimedBatch {
@@ -35,7 +29,7 @@ impl Store {
     /// effect only when the batch commits.
     pub async fn claim_outbox(&self, limit: i64) -> Result<ClaimedBatch> {
         let mut tx = self.pool.begin().await?;
-        let rows: Vec<(i64, Uuid, Uuid, Uuid, String, i32)> = sqlx::query_as(
+        let rows: Vec<(Uuid, Uuid, Uuid, String, i32)> = sqlx::query_as(
             "WITH claimed AS (
                 DELETE FROM outbox WHERE id IN (
                     SELECT id FROM outbox WHERE available_at <= now()
@@ -45,23 +39,20 @@ impl Store {
              queued AS (
                 UPDATE deliveries d SET status = 'queued', updated_at = now()
                 FROM claimed c WHERE d.id = c.delivery_id AND d.status IN ('pending', 'retrying'))
-             SELECT id, tenant_id, notification_id, delivery_id, channel, attempt
+             SELECT tenant_id, notification_id, delivery_id, channel, attempt
              FROM claimed ORDER BY priority DESC, available_at, id",
         )
         .bind(limit)
         .fetch_all(&mut *tx)
         .await?;
-        let rows = rows
+        let messages = rows
             .into_iter()
-            .map(|(id, tenant_id, notification_id, delivery_id, channel, attempt)| {
+            .map(|(tenant_id, notification_id, delivery_id, channel, attempt)| {
                 let channel: Channel = channel.parse().map_err(|_| corrupt(format!("outbox channel {channel}")))?;
-                Ok(OutboxRow {
-                    id,
-                    message: DeliveryMessage::new(delivery_id, notification_id, tenant_id, channel, attempt),
-                })
+                Ok(DeliveryMessage::new(delivery_id, notification_id, tenant_id, channel, attempt))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(ClaimedBatch { tx, rows })
+        Ok(ClaimedBatch { tx, messages })
     }
 
     /// When the earliest row that is not yet due becomes due, so the relay can sleep until

@@ -23,11 +23,20 @@ pub struct SandboxConfig {
     pub failure_kind: SandboxFailure,
     /// Attempts numbered up to this one fail (`failure_kind`), later ones succeed.
     pub fail_first_attempts: u32,
+    /// How long each send takes, to stand in for a real provider's latency.
+    #[serde(with = "humantime_serde")]
+    pub latency: std::time::Duration,
 }
 
 impl Default for SandboxConfig {
     fn default() -> Self {
-        Self { dir: "sandbox".into(), failure_rate: 0.0, failure_kind: SandboxFailure::Retryable, fail_first_attempts: 0 }
+        Self {
+            dir: "sandbox".into(),
+            failure_rate: 0.0,
+            failure_kind: SandboxFailure::Retryable,
+            fail_first_attempts: 0,
+            latency: std::time::Duration::ZERO,
+        }
     }
 }
 
@@ -70,6 +79,9 @@ impl SandboxProvider {
     }
 
     async fn record(&self, job: &DeliveryJob) -> SendOutcome {
+        if !self.config.latency.is_zero() {
+            tokio::time::sleep(self.config.latency).await;
+        }
         if let Some(failure) = self.configured_failure(job.attempt) {
             return SendOutcome::Failed(failure);
         }

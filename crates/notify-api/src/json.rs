@@ -1,0 +1,101 @@
+use axum::{
+    body::Bytes,
+    extract::{FromRequest, Request},
+    http::header,
+};
+use domain::FieldError;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// A JSON body whose errors name the field: malformed JSON is `400`; a well-formed body
+/// of the wrong shape (unknown field, wrong type, missing field) is `422` with the JSON
+/// path of the field; a body over the limit is `413`.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|m| {
+                let m = m.trim().to_ascii_lowercase();
+                m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+            });
+        if !is_json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::MalformedJson(rejection.body_text())
+            }
+        })?;
+        parse(&bytes).map(JsonBody)
+    }
+}
+
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let inner = e.inner();
+        if !inner.is_data() {
+            return ApiError::MalformedJson(inner.to_string());
+        }
+        let message = strip_position(&inner.to_string());
+        ApiError::Validation(vec![field_error(&e.path().to_string(), message)])
+    })?;
+    de.end().map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    Ok(value)
+}
+
+/// serde names a missing field in its message, not in the path: move it to the path.
+fn field_error(path: &str, message: String) -> FieldError {
+    let parent = if path == "." { "" } else { path };
+    if let Some(name) = message.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`')) {
+        let field = if parent.is_empty() { name.to_owned() } else { format!("{parent}.{name}") };
+        return FieldError::new(field, "is required");
+    }
+    FieldError::new(if parent.is_empty() { "(body)" } else { parent }, message)
+}
+
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use domain::NewNotification;
+
+    use super::*;
+
+    fn field(body: &str) -> (String, String) {
+        match parse::<NewNotification>(body.as_bytes()) {
+            Err(ApiError::Validation(errors)) => (errors[0].field.clone(), errors[0].message.clone()),
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn names_the_field_of_shape_errors() {
+        assert_eq!(field(r#"{"to": []}"#).0, "type");
+        assert_eq!(field(r#"{"type": "t", "to": [], "channels": ["fax"]}"#).0, "channels[0]");
+        assert_eq!(field(r#"{"type": "t", "to": [{"email": 5}]}"#).0, "to[0].email");
+        assert_eq!(field(r#"{"type": "t", "to": [{"pager": "x"}]}"#).0, "to[0].pager");
+        assert_eq!(field(r#"{"type": "t", "to": [], "extra": 1}"#).0, "extra");
+    }
+
+    #[test]
+    fn syntax_errors_are_malformed() {
+        assert!(matches!(parse::<NewNotification>(b"{\"type\": "), Err(ApiError::MalformedJson(_))));
+        assert!(matches!(parse::<NewNotification>(br#"{"type": "t", "to": []} x"#), Err(ApiError::MalformedJson(_))));
+    }
+}

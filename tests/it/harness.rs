@@ -1,0 +1,378 @@
+use std::{
+    future::Future,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use bootstrap::SecretString;
+use domain::{Channel, RetryPolicy};
+use queue::Topology;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use sqlx::{Connection, Executor, PgConnection};
+use store::Store;
+use tokio::{sync::OnceCell, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+use worker::{ChannelSettings, ProviderKind, SandboxConfig, WorkerConfig, WorkerSettings};
+
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+fn env_or(key: &str, default: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| default.to_owned())
+}
+
+fn admin_database_url() -> String {
+    env_or("NOTIFY_TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+}
+
+fn amqp_base_url() -> String {
+    env_or("NOTIFY_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672")
+}
+
+fn rabbitmq_api() -> reqwest::Url {
+    env_or("NOTIFY_TEST_RABBITMQ_API", "http://guest:guest@127.0.0.1:15672").parse().expect("NOTIFY_TEST_RABBITMQ_API is a URL")
+}
+
+fn with_database(url: &str, name: &str) -> String {
+    let mut u: reqwest::Url = url.parse().expect("database URL");
+    u.set_path(&format!("/{name}"));
+    u.to_string()
+}
+
+/// A migrated database that test databases are cloned from, made once per test process
+/// and named after the migrations, so a changed migration makes a new one.
+async fn template() -> &'static str {
+    static TEMPLATE: OnceCell<String> = OnceCell::const_new();
+    TEMPLATE
+        .get_or_init(|| async {
+            let mut hash = Sha256::new();
+            for m in store::MIGRATOR.iter() {
+                hash.update(&m.checksum);
+            }
+            let name = format!("notify_test_template_{}", &hex::encode(hash.finalize())[..12]);
+            let mut admin = PgConnection::connect(&admin_database_url()).await.expect("PostgreSQL is reachable");
+            // Serialize template creation across test processes.
+            admin.execute("SELECT pg_advisory_lock(7215001)").await.unwrap();
+            let exists: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
+                .bind(&name)
+                .fetch_optional(&mut admin)
+                .await
+                .unwrap();
+            if exists.is_none() {
+                admin.execute(format!("CREATE DATABASE {name}").as_str()).await.unwrap();
+                let url = with_database(&admin_database_url(), &name);
+                let mut conn = PgConnection::connect(&url).await.unwrap();
+                store::MIGRATOR.run(&mut conn).await.expect("migrations apply");
+                conn.close().await.unwrap();
+            }
+            admin.execute("SELECT pg_advisory_unlock(7215001)").await.unwrap();
+            admin.close().await.unwrap();
+            name
+        })
+        .await
+}
+
+/// A fresh database and RabbitMQ vhost.
+pub struct TestEnv {
+    pub database_url: String,
+    pub amqp_url: String,
+    pub store: Store,
+}
+
+impl TestEnv {
+    pub async fn new() -> Self {
+        let template = template().await;
+        let id = Uuid::new_v4().simple().to_string();
+        let db = format!("notify_test_{id}");
+        let mut admin = PgConnection::connect(&admin_database_url()).await.unwrap();
+        admin.execute(format!("CREATE DATABASE {db} TEMPLATE {template}").as_str()).await.unwrap();
+        admin.close().await.unwrap();
+        let database_url = with_database(&admin_database_url(), &db);
+
+        let vhost = format!("notify-test-{id}");
+        let mut api = rabbitmq_api();
+        let http = reqwest::Client::new();
+        let user = api.username().to_owned();
+        let pass = api.password().unwrap_or_default().to_owned();
+        // Credentials go in the header only: reqwest would send the URL's as well.
+        api.set_username("").unwrap();
+        api.set_password(None).unwrap();
+        let at = |path: &str| api.join(path).unwrap();
+        http.put(at(&format!("/api/vhosts/{vhost}")))
+            .basic_auth(&user, Some(&pass))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .expect("the RabbitMQ management API creates a vhost (is rabbitmq_management enabled?)");
+        let amqp_user = amqp_base_url().parse::<reqwest::Url>().unwrap().username().to_owned();
+        http.put(at(&format!("/api/permissions/{vhost}/{amqp_user}")))
+            .basic_auth(&user, Some(&pass))
+            .json(&serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"}))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .expect("vhost permissions");
+        let amqp_url = format!("{}/{vhost}", amqp_base_url());
+        let store = Store::connect_lazy(&database_url, 4).unwrap();
+        Self { database_url, amqp_url, store }
+    }
+}
+
+/// A service running in this process; `stop` shuts it down gracefully, `kill` drops it
+/// mid-flight as a crash would (its connections close, its transactions roll back).
+pub struct Service {
+    shutdown: CancellationToken,
+    handle: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Service {
+    fn spawn<F>(f: impl FnOnce(CancellationToken) -> F) -> Self
+    where
+        F: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(f(shutdown.clone()));
+        Self { shutdown, handle }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.handle.await.expect("service task").expect("service ran without error");
+    }
+
+    pub async fn kill(self) {
+        self.handle.abort();
+        let _ = self.handle.await;
+    }
+}
+
+/// Fast retries, so tests see the whole schedule in well under a second.
+pub fn fast_retry(max_attempts: u32) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts,
+        initial_delay: Duration::from_millis(50),
+        multiplier: 2.0,
+        max_delay: Duration::from_millis(200),
+        jitter: 0.0,
+    }
+}
+
+#[derive(Clone)]
+pub struct WorkerOptions {
+    pub prefetch: u16,
+    pub retry: RetryPolicy,
+    pub sandbox: SandboxConfig,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        Self { prefetch: 16, retry: fast_retry(4), sandbox: SandboxConfig::default() }
+    }
+}
+
+/// The API, with a tenant and its key, plus whatever relays and workers a test starts.
+pub struct TestApp {
+    pub env: TestEnv,
+    pub api_url: String,
+    pub api_key: String,
+    pub tenant_id: Uuid,
+    pub http: reqwest::Client,
+    pub sandbox: tempfile::TempDir,
+    _api: Service,
+}
+
+impl TestApp {
+    /// The API alone: no relay, no workers.
+    pub async fn api_only() -> Self {
+        let env = TestEnv::new().await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api_url = format!("http://{}", listener.local_addr().unwrap());
+        let config = notify_api::Config {
+            database_url: Some(SecretString::from(env.database_url.clone())),
+            database_max_connections: 8,
+            ..Default::default()
+        };
+        let api = Service::spawn(|shutdown| notify_api::run(config, listener, shutdown));
+        let tenant = env.store.create_tenant("test").await.unwrap();
+        Self {
+            env,
+            api_url,
+            api_key: tenant.api_key,
+            tenant_id: tenant.tenant_id,
+            http: reqwest::Client::new(),
+            sandbox: tempfile::tempdir().unwrap(),
+            _api: api,
+        }
+    }
+
+    /// The API, one relay and a default worker for every channel.
+    pub async fn spawn() -> (Self, Vec<Service>) {
+        let app = Self::api_only().await;
+        let mut services = vec![app.start_relay(500)];
+        for channel in Channel::ALL {
+            services.push(app.start_worker(channel, WorkerOptions::default()));
+        }
+        (app, services)
+    }
+
+    pub fn start_relay(&self, batch_size: i64) -> Service {
+        let config = outbox_relay::Config {
+            database_url: Some(SecretString::from(self.env.database_url.clone())),
+            amqp_url: Some(SecretString::from(self.env.amqp_url.clone())),
+            database_max_connections: 3,
+            relay: outbox_relay::RelaySettings { batch_size, ..Default::default() },
+            broker: Topology::default(),
+        };
+        Service::spawn(|shutdown| outbox_relay::run(config, shutdown))
+    }
+
+    pub fn start_worker(&self, channel: Channel, options: WorkerOptions) -> Service {
+        let sandbox = SandboxConfig { dir: self.sandbox.path().to_owned(), ..options.sandbox };
+        let config = WorkerConfig {
+            database_url: Some(SecretString::from(self.env.database_url.clone())),
+            amqp_url: Some(SecretString::from(self.env.amqp_url.clone())),
+            database_max_connections: 4,
+            worker: WorkerSettings { prefetch: options.prefetch, ..Default::default() },
+            broker: Topology::default(),
+            channel: ChannelSettings { retry: options.retry, provider: ProviderKind::Sandbox, sandbox },
+        };
+        Service::spawn(move |shutdown| async move {
+            match channel {
+                Channel::Email => email_worker::run(config, shutdown).await,
+                Channel::Sms => sms_worker::run(config, shutdown).await,
+                Channel::Whatsapp => whatsapp_worker::run(config, shutdown).await,
+                Channel::Novu => novu_worker::run(config, shutdown).await,
+            }
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.api_url)
+    }
+
+    /// POSTs a notification with the tenant's key; returns status and JSON body.
+    pub async fn post(&self, body: &Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(self.url("/v1/notifications"))
+            .bearer_auth(&self.api_key)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POSTs and expects `202`; returns the notification id.
+    pub async fn accept(&self, body: &Value) -> Uuid {
+        let (status, answer) = self.post(body).await;
+        assert_eq!(status, 202, "answer: {answer}");
+        answer["id"].as_str().unwrap().parse().unwrap()
+    }
+
+    pub async fn get(&self, id: Uuid) -> Value {
+        let response = self
+            .http
+            .get(self.url(&format!("/v1/notifications/{id}")))
+            .bearer_auth(&self.api_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    /// Polls the notification until its status is `status`, up to [`DEADLINE`].
+    pub async fn wait_for_status(&self, id: Uuid, status: &str) -> Value {
+        let started = Instant::now();
+        loop {
+            let n = self.get(id).await;
+            if n["status"] == status {
+                return n;
+            }
+            assert!(started.elapsed() < DEADLINE, "notification {id} never became {status}: {n:#}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn sandbox_file(&self, channel: Channel) -> PathBuf {
+        self.sandbox.path().join(format!("{channel}.jsonl"))
+    }
+
+    /// The messages the sandbox provider of `channel` recorded.
+    pub fn sandbox_messages(&self, channel: Channel) -> Vec<Value> {
+        match std::fs::read_to_string(self.sandbox_file(channel)) {
+            Ok(text) => text.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect(),
+            Err(_) => vec![],
+        }
+    }
+
+    /// How many times the sandbox sent the delivery.
+    pub fn sends_of(&self, channel: Channel, delivery_id: &str) -> usize {
+        self.sandbox_messages(channel).iter().filter(|m| m["delivery_id"] == delivery_id).count()
+    }
+
+    /// A broker connection to the test's vhost, topology declared.
+    pub async fn amqp(&self) -> (lapin::Connection, lapin::Channel) {
+        let conn = queue::connect(&self.env.amqp_url, "test").await.unwrap();
+        let channel = conn.create_channel().await.unwrap();
+        Topology::default().declare(&channel).await.unwrap();
+        (conn, channel)
+    }
+}
+
+/// Polls `check` until it returns `Some`, up to [`DEADLINE`].
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(started.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn email(to: &str) -> Value {
+    serde_json::json!({"type": "test.email", "to": [{"email": to}], "content": {"subject": "Hi", "text": "Hello"}})
+}
+
+impl TestApp {
+    /// Deliveries in status `sent`, and deliveries in all.
+    pub async fn sent_and_total(&self) -> (i64, i64) {
+        sqlx::query_as("SELECT count(*) FILTER (WHERE status = 'sent'), count(*) FROM deliveries")
+            .fetch_one(self.env.store.pool())
+            .await
+            .unwrap()
+    }
+
+    /// Waits until every delivery is `sent`.
+    pub async fn wait_all_sent(&self) {
+        eventually("every delivery sent", || async {
+            let (sent, total) = self.sent_and_total().await;
+            (sent == total).then_some(())
+        })
+        .await
+    }
+
+    /// Accepts `n` email notifications, eight requests at a time; returns their ids.
+    pub async fn accept_many(&self, n: usize) -> Vec<Uuid> {
+        use futures_util::{StreamExt, stream};
+        stream::iter(0..n)
+            .map(|i| async move { self.accept(&email(&format!("user{i}@example.com"))).await })
+            .buffered(8)
+            .collect()
+            .await
+    }
+
+    pub async fn delivery_ids(&self) -> Vec<String> {
+        let rows: Vec<(Uuid,)> = sqlx::query_as("SELECT id FROM deliveries").fetch_all(self.env.store.pool()).await.unwrap();
+        rows.into_iter().map(|r| r.0.to_string()).collect()
+    }
+}

@@ -1,0 +1,66 @@
+//! Relays and workers that die mid-batch lose nothing; several relays share the outbox.
+
+use std::time::Duration;
+
+use domain::Channel;
+use worker::SandboxConfig;
+
+use crate::harness::{TestApp, WorkerOptions, eventually};
+
+#[tokio::test]
+async fn killing_a_relay_mid_batch_loses_nothing() {
+    let app = TestApp::api_only().await;
+    app.accept_many(200).await;
+    let doomed = app.start_relay(10);
+    eventually("the first relay to publish some batches", || async {
+        (app.env.store.outbox_len().await.unwrap() < 200).then_some(())
+    })
+    .await;
+    doomed.kill().await;
+
+    let _relay = app.start_relay(10);
+    let _worker = app.start_worker(Channel::Email, WorkerOptions::default());
+    app.wait_all_sent().await;
+    // A batch published but not committed is published again; the worker drops the
+    // duplicates, so each delivery was sent exactly once.
+    for id in app.delivery_ids().await {
+        assert_eq!(app.sends_of(Channel::Email, &id), 1, "delivery {id}");
+    }
+}
+
+#[tokio::test]
+async fn killing_a_worker_mid_batch_loses_nothing() {
+    let app = TestApp::api_only().await;
+    let _relay = app.start_relay(100);
+    let slow = SandboxConfig { latency: Duration::from_millis(20), ..Default::default() };
+    let doomed = app.start_worker(Channel::Email, WorkerOptions { prefetch: 10, sandbox: slow, ..Default::default() });
+    app.accept_many(100).await;
+    eventually("some deliveries sent by the first worker", || async {
+        (app.sent_and_total().await.0 >= 10).then_some(())
+    })
+    .await;
+    doomed.kill().await;
+
+    let _worker = app.start_worker(Channel::Email, WorkerOptions::default());
+    app.wait_all_sent().await;
+    for id in app.delivery_ids().await {
+        // At least once: a send cut off before its outcome was recorded is sent again.
+        assert!(app.sends_of(Channel::Email, &id) >= 1, "delivery {id}");
+    }
+    let (sent, total) = app.sent_and_total().await;
+    assert_eq!((sent, total), (100, 100));
+}
+
+#[tokio::test]
+async fn two_relays_publish_every_row_once() {
+    let app = TestApp::api_only().await;
+    app.accept_many(300).await;
+    let _a = app.start_relay(20);
+    let _b = app.start_relay(20);
+    let _worker = app.start_worker(Channel::Email, WorkerOptions::default());
+    app.wait_all_sent().await;
+    for id in app.delivery_ids().await {
+        assert_eq!(app.sends_of(Channel::Email, &id), 1, "delivery {id}");
+    }
+    assert_eq!(app.env.store.outbox_len().await.unwrap(), 0);
+}
