@@ -77,6 +77,7 @@ async fn template() -> &'static str {
 pub struct TestEnv {
     pub database_url: String,
     pub amqp_url: String,
+    pub vhost: String,
     pub store: Store,
 }
 
@@ -91,23 +92,16 @@ impl TestEnv {
         let database_url = with_database(&admin_database_url(), &db);
 
         let vhost = format!("notify-test-{id}");
-        let mut api = rabbitmq_api();
-        let http = reqwest::Client::new();
-        let user = api.username().to_owned();
-        let pass = api.password().unwrap_or_default().to_owned();
-        // Credentials go in the header only: reqwest would send the URL's as well.
-        api.set_username("").unwrap();
-        api.set_password(None).unwrap();
-        let at = |path: &str| api.join(path).unwrap();
-        http.put(at(&format!("/api/vhosts/{vhost}")))
-            .basic_auth(&user, Some(&pass))
+        let management = Management::new();
+        management
+            .request(reqwest::Method::PUT, &format!("/api/vhosts/{vhost}"))
             .send()
             .await
             .and_then(|r| r.error_for_status())
             .expect("the RabbitMQ management API creates a vhost (is rabbitmq_management enabled?)");
         let amqp_user = amqp_base_url().parse::<reqwest::Url>().unwrap().username().to_owned();
-        http.put(at(&format!("/api/permissions/{vhost}/{amqp_user}")))
-            .basic_auth(&user, Some(&pass))
+        management
+            .request(reqwest::Method::PUT, &format!("/api/permissions/{vhost}/{amqp_user}"))
             .json(&serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"}))
             .send()
             .await
@@ -115,7 +109,31 @@ impl TestEnv {
             .expect("vhost permissions");
         let amqp_url = format!("{}/{vhost}", amqp_base_url());
         let store = Store::connect_lazy(&database_url, 4).unwrap();
-        Self { database_url, amqp_url, store }
+        Self { database_url, amqp_url, vhost, store }
+    }
+}
+
+/// The RabbitMQ management HTTP API.
+struct Management {
+    base: reqwest::Url,
+    user: String,
+    password: String,
+    http: reqwest::Client,
+}
+
+impl Management {
+    fn new() -> Self {
+        let mut base = rabbitmq_api();
+        let user = base.username().to_owned();
+        let password = base.password().unwrap_or_default().to_owned();
+        // Credentials go in the header only: reqwest would send the URL's as well.
+        base.set_username("").unwrap();
+        base.set_password(None).unwrap();
+        Self { base, user, password, http: reqwest::Client::new() }
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, self.base.join(path).unwrap()).basic_auth(&self.user, Some(&self.password))
     }
 }
 
@@ -371,8 +389,42 @@ impl TestApp {
             .await
     }
 
+    /// Closes every client connection to the test's vhost, as a broker restart or a
+    /// network cut would, once there are at least two (relay and worker). Returns how many.
+    pub async fn close_broker_connections(&self) -> usize {
+        let management = Management::new();
+        let names: Vec<String> = eventually("the services' broker connections", || async {
+            let list: Value = management
+                .request(reqwest::Method::GET, &format!("/api/vhosts/{}/connections", self.env.vhost))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let names: Vec<String> =
+                list.as_array()?.iter().filter_map(|c| c["name"].as_str().map(str::to_owned)).collect();
+            (names.len() >= 2).then_some(names)
+        })
+        .await;
+        for name in &names {
+            let path = format!("/api/connections/{}", urlencode(name));
+            management.request(reqwest::Method::DELETE, &path).send().await.unwrap().error_for_status().unwrap();
+        }
+        names.len()
+    }
+
     pub async fn delivery_ids(&self) -> Vec<String> {
         let rows: Vec<(Uuid,)> = sqlx::query_as("SELECT id FROM deliveries").fetch_all(self.env.store.pool()).await.unwrap();
         rows.into_iter().map(|r| r.0.to_string()).collect()
     }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

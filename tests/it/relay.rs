@@ -64,3 +64,29 @@ async fn two_relays_publish_every_row_once() {
     }
     assert_eq!(app.env.store.outbox_len().await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn urgent_work_is_claimed_before_a_backlog() {
+    let app = TestApp::api_only().await;
+    app.accept_many(30).await;
+    let mut urgent = crate::harness::email("vip@example.com");
+    urgent["priority"] = "urgent".into();
+    let urgent = app.accept(&urgent).await;
+    let batch = app.env.store.claim_outbox(10).await.unwrap();
+    assert_eq!(batch.messages[0].notification_id, urgent);
+    assert_eq!(batch.messages.len(), 10);
+}
+
+#[tokio::test]
+async fn relay_and_worker_reconnect_after_the_broker_drops_them() {
+    let app = TestApp::api_only().await;
+    let _relay = app.start_relay(100);
+    let _worker = app.start_worker(Channel::Email, WorkerOptions::default());
+    let first = app.accept(&crate::harness::email("a@example.com")).await;
+    app.wait_for_status(first, "sent").await;
+
+    let closed = app.close_broker_connections().await;
+    assert!(closed >= 2, "relay and worker were connected");
+    let second = app.accept(&crate::harness::email("b@example.com")).await;
+    app.wait_for_status(second, "sent").await;
+}

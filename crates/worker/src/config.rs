@@ -99,3 +99,61 @@ impl WorkerConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    #[test]
+    fn a_missing_setting_is_named() {
+        let err = WorkerConfig::default().validate(Channel::Email).unwrap_err().to_string();
+        assert!(err.contains("`database_url`") && err.contains("NOTIFY_DATABASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn the_file_sets_shared_and_per_channel_settings() {
+        let mut file = temp_config_file();
+        writeln!(
+            file.1,
+            r#"
+            database_url = "postgres://db/notify"
+            amqp_url = "amqp://broker"
+            [worker]
+            provider_timeout = "3s"
+            [sms.retry]
+            max_attempts = 7
+            initial_delay = "5s"
+            [email.sandbox]
+            failure_rate = 0.5
+            "#
+        )
+        .unwrap();
+        let sms = WorkerConfig::load(Channel::Sms, Some(&file.0)).unwrap();
+        assert_eq!(sms.channel.retry.max_attempts, 7);
+        assert_eq!(sms.channel.retry.initial_delay, Duration::from_secs(5));
+        assert_eq!(sms.channel.retry.max_delay, RetryPolicy::default().max_delay);
+        assert_eq!(sms.worker.provider_timeout, Duration::from_secs(3));
+        assert_eq!(sms.channel.sandbox.failure_rate, 0.0);
+        let email = WorkerConfig::load(Channel::Email, Some(&file.0)).unwrap();
+        assert_eq!(email.channel.retry, RetryPolicy::default());
+        assert_eq!(email.channel.sandbox.failure_rate, 0.5);
+        std::fs::remove_file(&file.0).unwrap();
+    }
+
+    #[test]
+    fn a_bad_value_is_refused() {
+        let mut file = temp_config_file();
+        writeln!(file.1, "database_url = \"x\"\namqp_url = \"y\"\n[novu.retry]\njitter = 3.0").unwrap();
+        let err = WorkerConfig::load(Channel::Novu, Some(&file.0)).unwrap_err().to_string();
+        assert!(err.contains("novu.retry"), "{err}");
+        std::fs::remove_file(&file.0).unwrap();
+    }
+
+    fn temp_config_file() -> (std::path::PathBuf, std::fs::File) {
+        let path = std::env::temp_dir().join(format!("notify-config-{}.toml", uuid::Uuid::new_v4()));
+        let file = std::fs::File::create(&path).unwrap();
+        (path, file)
+    }
+}
