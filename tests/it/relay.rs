@@ -90,3 +90,28 @@ async fn relay_and_worker_reconnect_after_the_broker_drops_them() {
     let second = app.accept(&crate::harness::email("b@example.com")).await;
     app.wait_for_status(second, "sent").await;
 }
+
+#[tokio::test]
+async fn a_worker_stopped_gracefully_finishes_what_it_holds() {
+    let app = TestApp::api_only().await;
+    let _relay = app.start_relay(100);
+    let slow = SandboxConfig { latency: Duration::from_millis(300), ..Default::default() };
+    let stopping = app.start_worker(Channel::Email, WorkerOptions { prefetch: 10, sandbox: slow, ..Default::default() });
+    app.accept_many(10).await;
+    eventually("deliveries in flight", || async {
+        let (sending,): (i64,) = sqlx::query_as("SELECT count(*) FROM deliveries WHERE status = 'sending'")
+            .fetch_one(app.env.store.pool())
+            .await
+            .unwrap();
+        (sending > 0).then_some(())
+    })
+    .await;
+    stopping.stop().await;
+
+    // What was in flight was sent, recorded and acked, not handed back to the broker.
+    let _next = app.start_worker(Channel::Email, WorkerOptions::default());
+    app.wait_all_sent().await;
+    for id in app.delivery_ids().await {
+        assert_eq!(app.sends_of(Channel::Email, &id), 1, "delivery {id}");
+    }
+}

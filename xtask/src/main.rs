@@ -1,1 +1,103 @@
-fn main(){}
+//! Developer tasks of the Notify workspace, run as `cargo xtask <task>`:
+//!
+//! - `cargo xtask dev [--port 8080] [--smoke]`: the whole platform on this machine.
+//! - `cargo xtask test [-- <cargo test args>]`: the test suite on real PostgreSQL and RabbitMQ.
+
+mod dev;
+mod procs;
+mod services;
+mod test;
+
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use anyhow::{Context, bail};
+
+const USAGE: &str = "\
+usage: cargo xtask <task>
+
+tasks:
+  dev [--port <port>] [--smoke]   run the whole platform locally (API on 127.0.0.1:<port>, default 8080);
+                                  --smoke sends one notification, checks it is sent, then stops
+  test [-- <args>]                start PostgreSQL/RabbitMQ if needed, clean old test leftovers,
+                                  then `cargo test --workspace <args>`
+  help                            this text
+";
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(std::env::args().skip(1).collect()).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
+    let Some((task, rest)) = args.split_first() else {
+        eprint!("{USAGE}");
+        return Ok(ExitCode::from(2));
+    };
+    match task.as_str() {
+        "dev" => dev::run(parse_dev_args(rest)?).await,
+        "test" => test::run(test_args(rest)).await,
+        "help" | "-h" | "--help" => {
+            print!("{USAGE}");
+            Ok(ExitCode::SUCCESS)
+        }
+        other => {
+            eprint!("xtask: unknown task `{other}`\n\n{USAGE}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+fn parse_dev_args(args: &[String]) -> anyhow::Result<dev::Options> {
+    let mut options = dev::Options { port: 8080, smoke: false };
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--smoke" => options.smoke = true,
+            "--port" => {
+                let value = args.next().context("--port needs a value")?;
+                options.port = value.parse().with_context(|| format!("invalid port `{value}`"))?;
+            }
+            s if s.starts_with("--port=") => {
+                let value = &s["--port=".len()..];
+                options.port = value.parse().with_context(|| format!("invalid port `{value}`"))?;
+            }
+            other => bail!("unknown argument `{other}` for `dev`\n\n{USAGE}"),
+        }
+    }
+    Ok(options)
+}
+
+/// `cargo xtask test -- a b` reaches us as `test -- a b` (cargo eats only its own `--`):
+/// drop that separator, pass the rest to `cargo test` as they are.
+fn test_args(args: &[String]) -> Vec<String> {
+    match args.split_first() {
+        Some((first, rest)) if first == "--" => rest.to_vec(),
+        _ => args.to_vec(),
+    }
+}
+
+/// The workspace root: the folder above this crate.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+/// The cargo that runs us (cargo sets `CARGO`), else the one on the PATH.
+pub fn cargo() -> std::ffi::OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
+/// Progress, on stderr so it interleaves with the children's logs and keeps stdout for
+/// what a human copies.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => { eprintln!("xtask: {}", format_args!($($arg)*)) };
+}

@@ -46,9 +46,9 @@ pub async fn run(
     let mut in_flight = JoinSet::new();
     let mut backoff = Backoff::default();
 
-    // The connection outlives the loop so in-flight messages can still be acked while
-    // draining on shutdown.
-    let mut connection = None;
+    // On shutdown the connection and the consumer's channel outlive the loop, so the
+    // messages in flight can still be acked while draining.
+    let mut live = None;
     'connect: while !shutdown.is_cancelled() {
         let Some(conn) = queue::connect_with_backoff(&amqp_url, &name, &shutdown).await else { break };
         let opened = async {
@@ -71,13 +71,13 @@ pub async fn run(
         };
         backoff.reset();
         tracing::info!(queue = %queue_name, prefetch = config.worker.prefetch, "consuming");
-        connection = Some(conn);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     if let Err(e) = subscription.cancel().await {
                         tracing::warn!(error = %e, "cancelling the consumer failed");
                     }
+                    live = Some((conn, subscription));
                     break 'connect;
                 }
                 next = subscription.next() => match next {
@@ -108,7 +108,8 @@ pub async fn run(
         tracing::warn!(abandoned = in_flight.len(), "shutdown grace over: the broker will redeliver what was in flight");
         in_flight.shutdown().await;
     }
-    if let Some(conn) = connection {
+    if let Some((conn, subscription)) = live {
+        let _ = subscription.channel().close(200, "shutting down".into()).await;
         let _ = conn.close(200, "shutting down".into()).await;
     }
     store.close().await;

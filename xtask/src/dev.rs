@@ -1,0 +1,345 @@
+//! `cargo xtask dev`: the whole platform on this machine, against the local PostgreSQL
+//! and RabbitMQ, with the sandbox providers writing to `target/dev/sandbox/`.
+
+use std::{
+    future::Future,
+    path::{Path, PathBuf},
+    process::{ExitCode, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+use tokio::process::Command;
+
+use crate::{
+    cargo,
+    procs::{Exit, Signals, Supervisor, describe},
+    say,
+    services::{self, Endpoints},
+    workspace_root,
+};
+
+pub struct Options {
+    pub port: u16,
+    pub smoke: bool,
+}
+
+/// The platform's binaries, in the order they start.
+const BINARIES: [&str; 6] =
+    ["notify-api", "outbox-relay", "email-worker", "sms-worker", "whatsapp-worker", "novu-worker"];
+
+const DEV_DATABASE: &str = "notify_dev";
+const DEV_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/notify_dev";
+const DEV_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+const HEALTH_DEADLINE: Duration = Duration::from_secs(30);
+const SMOKE_DEADLINE: Duration = Duration::from_secs(10);
+const STOP_GRACE: Duration = Duration::from_secs(25);
+
+pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
+    let root = workspace_root();
+    let endpoints = Endpoints::defaults();
+    services::ensure_services(&endpoints).await?;
+
+    build(&root).await?;
+    let bin_dir = target_dir(&root)?.join("debug");
+    let dev_dir = root.join("target").join("dev");
+    std::fs::create_dir_all(&dev_dir).with_context(|| format!("creating {}", dev_dir.display()))?;
+    let sandbox_dir = dev_dir.join("sandbox");
+
+    ensure_database(&endpoints.database_url, DEV_DATABASE).await?;
+
+    let listen = format!("127.0.0.1:{}", options.port);
+    let api = format!("http://{listen}");
+    let env: Vec<(&str, String)> = vec![
+        ("NOTIFY_DATABASE_URL", DEV_DATABASE_URL.into()),
+        ("NOTIFY_AMQP_URL", DEV_AMQP_URL.into()),
+        ("NOTIFY_LISTEN", listen.clone()),
+        ("RUST_LOG", std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty()).unwrap_or_else(|| "info".into())),
+    ];
+    let command = |binary: &str, args: &[&str]| {
+        let mut command = Command::new(bin_dir.join(binary));
+        command.args(args).current_dir(&dev_dir).envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+        command
+    };
+
+    say!("applying migrations to {DEV_DATABASE}");
+    run_step(command("notify-api", &["migrate"]), "notify-api migrate").await?;
+    say!("declaring the RabbitMQ topology");
+    run_step(command("outbox-relay", &["declare-topology"]), "outbox-relay declare-topology").await?;
+    say!("creating the demo tenant");
+    let tenant = create_tenant(command("notify-api", &["admin", "create-tenant", "demo"])).await?;
+
+    if tokio::net::TcpStream::connect(&listen).await.is_ok() {
+        bail!("something already listens on {listen} (another `cargo xtask dev`?): stop it, or pass --port <other>");
+    }
+
+    // From here on, Ctrl-C and SIGTERM are ours to handle: every wait races them.
+    let mut signals = Signals::install()?;
+    let mut supervisor = Supervisor::new();
+    for binary in BINARIES {
+        if let Err(e) = supervisor.spawn(binary, command(binary, &[])) {
+            supervisor.stop(STOP_GRACE).await;
+            return Err(e);
+        }
+    }
+
+    let client = services::http_client()?;
+    say!("waiting for {api}/healthz (at most {}s)", HEALTH_DEADLINE.as_secs());
+    match race(wait_healthy(&client, &api), &mut signals, &mut supervisor).await {
+        Race::Done(Ok(())) => {}
+        Race::Done(Err(e)) => return fail(&mut supervisor, e).await,
+        Race::Signal(name) => return interrupted(&mut supervisor, name).await,
+        Race::Exited(exit) => return died(&mut supervisor, exit).await,
+    }
+
+    print_banner(&api, &tenant, &sandbox_dir);
+
+    if options.smoke {
+        let sandbox_file = sandbox_dir.join("email.jsonl");
+        return match race(smoke(&client, &api, &tenant.api_key, &sandbox_file), &mut signals, &mut supervisor).await {
+            Race::Done(Ok(())) => {
+                if supervisor.stop(STOP_GRACE).await {
+                    say!("smoke test passed");
+                    Ok(ExitCode::SUCCESS)
+                } else {
+                    say!("smoke test failed: the notification was sent, but a process did not stop cleanly on SIGTERM");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+            Race::Done(Err(e)) => fail(&mut supervisor, e.context("smoke test failed")).await,
+            Race::Signal(name) => {
+                supervisor.stop(STOP_GRACE).await;
+                say!("{name}: smoke test interrupted");
+                Ok(ExitCode::FAILURE)
+            }
+            Race::Exited(exit) => died(&mut supervisor, exit).await,
+        };
+    }
+
+    match race(std::future::pending::<()>(), &mut signals, &mut supervisor).await {
+        Race::Signal(name) => interrupted(&mut supervisor, name).await,
+        Race::Exited(exit) => died(&mut supervisor, exit).await,
+        Race::Done(()) => unreachable!("pending never completes"),
+    }
+}
+
+/// `cargo build --bins` of the platform's packages, in one invocation.
+async fn build(root: &Path) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut command = Command::new(cargo());
+    command.args(["build", "--bins"]).current_dir(root);
+    for binary in BINARIES {
+        command.args(["-p", binary]);
+    }
+    say!("building: cargo build --bins -p {}", BINARIES.join(" -p "));
+    let status = command.status().await.context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build failed ({})", describe(&status));
+    }
+    say!("build done in {:.1}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Where cargo puts its output: `CARGO_TARGET_DIR` (relative to where cargo ran) if set,
+/// else the workspace's `target/`.
+fn target_dir(root: &Path) -> anyhow::Result<PathBuf> {
+    match std::env::var_os("CARGO_TARGET_DIR").filter(|v| !v.is_empty()) {
+        Some(dir) => Ok(std::env::current_dir()?.join(dir)),
+        None => Ok(root.join("target")),
+    }
+}
+
+async fn ensure_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
+    let mut conn = services::connect_postgres(admin_url).await?;
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(name)
+        .fetch_optional(&mut conn)
+        .await
+        .context("looking for the dev database")?;
+    if exists.is_none() {
+        say!("creating database {name}");
+        sqlx::query(&format!("CREATE DATABASE {}", quote_ident(name)))
+            .execute(&mut conn)
+            .await
+            .with_context(|| format!("creating database {name}"))?;
+    }
+    Ok(())
+}
+
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+async fn run_step(mut command: Command, what: &str) -> anyhow::Result<()> {
+    let status = command.status().await.with_context(|| format!("running {what}"))?;
+    if !status.success() {
+        bail!("{what} failed ({})", describe(&status));
+    }
+    Ok(())
+}
+
+struct Tenant {
+    id: String,
+    api_key: String,
+}
+
+async fn create_tenant(mut command: Command) -> anyhow::Result<Tenant> {
+    let output = command.stderr(Stdio::inherit()).output().await.context("running notify-api admin create-tenant")?;
+    if !output.status.success() {
+        bail!("notify-api admin create-tenant failed ({})", describe(&output.status));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let field = |key: &str| {
+        stdout
+            .lines()
+            .find_map(|line| line.trim().strip_prefix(key)?.strip_prefix('=').map(str::to_owned))
+            .with_context(|| format!("notify-api admin create-tenant printed no `{key}=` line"))
+    };
+    Ok(Tenant { id: field("tenant_id")?, api_key: field("api_key")? })
+}
+
+enum Race<T> {
+    Done(T),
+    Signal(&'static str),
+    Exited(Exit),
+}
+
+/// Runs `work` until it completes, a signal arrives, or a child exits.
+async fn race<T>(work: impl Future<Output = T>, signals: &mut Signals, supervisor: &mut Supervisor) -> Race<T> {
+    tokio::select! {
+        result = work => Race::Done(result),
+        name = signals.recv() => Race::Signal(name),
+        exit = supervisor.next_exit() => Race::Exited(exit),
+    }
+}
+
+async fn interrupted(supervisor: &mut Supervisor, signal: &str) -> anyhow::Result<ExitCode> {
+    say!("{signal} received: stopping the platform");
+    supervisor.stop(STOP_GRACE).await;
+    say!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn died(supervisor: &mut Supervisor, exit: Exit) -> anyhow::Result<ExitCode> {
+    let how = match &exit.status {
+        Ok(status) => describe(status),
+        Err(e) => format!("status unknown: {e}"),
+    };
+    say!("{} exited unexpectedly ({how}); stopping the others", exit.name);
+    supervisor.stop(STOP_GRACE).await;
+    Ok(ExitCode::FAILURE)
+}
+
+async fn fail(supervisor: &mut Supervisor, error: anyhow::Error) -> anyhow::Result<ExitCode> {
+    say!("error: {error:#}");
+    supervisor.stop(STOP_GRACE).await;
+    Ok(ExitCode::FAILURE)
+}
+
+async fn wait_healthy(client: &reqwest::Client, api: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let response = client.get(format!("{api}/healthz")).timeout(Duration::from_secs(1)).send().await;
+        if response.is_ok_and(|r| r.status() == reqwest::StatusCode::OK) {
+            say!("API healthy after {} ms", started.elapsed().as_millis());
+            return Ok(());
+        }
+        if started.elapsed() > HEALTH_DEADLINE {
+            bail!("{api}/healthz did not answer 200 within {}s", HEALTH_DEADLINE.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The example notification, as printed for curl and as the smoke test sends it.
+const EXAMPLE_BODY: &str = r#"{"type":"demo.hello","to":[{"email":"ada@example.com"}],"content":{"subject":"Hello","text":"Hello from Notify"}}"#;
+
+fn print_banner(api: &str, tenant: &Tenant, sandbox_dir: &Path) {
+    let key = &tenant.api_key;
+    let body = EXAMPLE_BODY;
+    println!(
+        "
+================================================================================
+Notify is running.
+
+  API:            {api}
+  Demo tenant:    {tenant_id}
+  Demo API key:   {key}
+  Sandbox folder: {sandbox}
+                  (each channel's messages land in <channel>.jsonl there)
+
+Send a notification:
+
+  curl -sS -X POST {api}/v1/notifications -H \"Authorization: Bearer {key}\" -H \"Content-Type: application/json\" -d '{body}'
+
+Read it back: replace <id> with the \"id\" of the answer to the command above:
+
+  curl -sS {api}/v1/notifications/<id> -H \"Authorization: Bearer {key}\"
+
+Press Ctrl-C to stop everything.
+================================================================================
+",
+        tenant_id = tenant.id,
+        sandbox = sandbox_dir.display(),
+    );
+}
+
+/// Sends the example notification, waits until it is `sent`, checks the sandbox file.
+async fn smoke(client: &reqwest::Client, api: &str, key: &str, sandbox_file: &Path) -> anyhow::Result<()> {
+    say!("smoke: POST {api}/v1/notifications");
+    let started = Instant::now();
+    let response = client
+        .post(format!("{api}/v1/notifications"))
+        .bearer_auth(key)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(EXAMPLE_BODY)
+        .send()
+        .await
+        .context("POST /v1/notifications")?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    if !status.is_success() {
+        bail!("POST /v1/notifications answered {status}: {text}");
+    }
+    let accepted: Value = serde_json::from_str(&text).with_context(|| format!("POST answer is not JSON: {text}"))?;
+    let id = accepted["id"].as_str().with_context(|| format!("POST answer has no id: {text}"))?.to_owned();
+    say!("smoke: accepted {id} ({status}); polling until it is sent (at most {}s)", SMOKE_DEADLINE.as_secs());
+
+    let mut last = Value::Null;
+    loop {
+        let response = client
+            .get(format!("{api}/v1/notifications/{id}"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .context("GET /v1/notifications/{id}")?;
+        if response.status().is_success() {
+            last = response.json().await.context("GET answer is not JSON")?;
+            match last["status"].as_str() {
+                Some("sent") => break,
+                Some(terminal @ ("failed" | "partial" | "cancelled")) => {
+                    bail!("notification {id} ended `{terminal}`: {last}")
+                }
+                _ => {}
+            }
+        } else {
+            say!("smoke: GET /v1/notifications/{id} answered {}", response.status());
+        }
+        if started.elapsed() > SMOKE_DEADLINE {
+            bail!("notification {id} not sent within {}s; last answer: {last}", SMOKE_DEADLINE.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed();
+    println!("smoke: notification {id} sent {} ms after the POST", elapsed.as_millis());
+
+    let recorded =
+        tokio::fs::read_to_string(sandbox_file).await.with_context(|| format!("reading {}", sandbox_file.display()))?;
+    if !recorded.contains(&id) {
+        bail!("{} does not mention notification {id}", sandbox_file.display());
+    }
+    println!("smoke: {} records notification {id}", sandbox_file.display());
+    Ok(())
+}
