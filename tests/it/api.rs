@@ -15,7 +15,8 @@ async fn problem(response: reqwest::Response) -> (u16, Value) {
 }
 
 async fn rejected_field(app: &TestApp, body: Value) -> String {
-    let response = app.http.post(app.url("/v1/notifications")).bearer_auth(&app.api_key).json(&body).send().await.unwrap();
+    let response =
+        app.http.post(app.url("/v1/notifications")).bearer_auth(&app.api_key).json(&body).send().await.unwrap();
     let (status, problem) = problem(response).await;
     assert_eq!(status, 422, "{problem}");
     assert_eq!(problem["code"], "validation_failed");
@@ -68,13 +69,8 @@ async fn another_tenants_notification_is_404() {
     let app = TestApp::api_only().await;
     let id = app.accept(&email("a@example.com")).await;
     let other = app.env.store.create_tenant("other").await.unwrap();
-    let response = app
-        .http
-        .get(app.url(&format!("/v1/notifications/{id}")))
-        .bearer_auth(&other.api_key)
-        .send()
-        .await
-        .unwrap();
+    let response =
+        app.http.get(app.url(&format!("/v1/notifications/{id}"))).bearer_auth(&other.api_key).send().await.unwrap();
     assert_eq!(problem(response).await.0, 404);
     let not_an_id = app.http.get(app.url("/v1/notifications/nope")).bearer_auth(&app.api_key).send().await.unwrap();
     assert_eq!(problem(not_an_id).await.0, 404);
@@ -99,8 +95,11 @@ async fn bad_input_is_422_naming_the_field_and_writes_nothing() {
         "colour"
     );
     assert_eq!(
-        rejected_field(&app, json!({"type": "t", "to": [{"email": "a@example.com"}], "content": {"text": "no subject"}}))
-            .await,
+        rejected_field(
+            &app,
+            json!({"type": "t", "to": [{"email": "a@example.com"}], "content": {"text": "no subject"}})
+        )
+        .await,
         "content.subject"
     );
     assert_eq!(app.env.store.outbox_len().await.unwrap(), 0);

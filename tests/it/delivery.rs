@@ -58,7 +58,9 @@ async fn send_at_in_the_future_is_not_sent_before_its_time() {
             "content": {"subject": "Later", "text": "later"}}))
         .await;
     let now = app
-        .accept(&json!({"type": "t", "to": [{"email": "now@example.com"}], "content": {"subject": "Now", "text": "now"}}))
+        .accept(
+            &json!({"type": "t", "to": [{"email": "now@example.com"}], "content": {"subject": "Now", "text": "now"}}),
+        )
         .await;
 
     // Once the one sent now has gone through relay and worker, the scheduled one is

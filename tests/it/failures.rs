@@ -38,7 +38,11 @@ async fn retries_run_out_and_the_delivery_fails() {
     let _relay = app.start_relay(100);
     let _worker = app.start_worker(
         Channel::Sms,
-        WorkerOptions { retry: fast_retry(3), sandbox: failing(SandboxFailure::Retryable, 1.0, 0), ..Default::default() },
+        WorkerOptions {
+            retry: fast_retry(3),
+            sandbox: failing(SandboxFailure::Retryable, 1.0, 0),
+            ..Default::default()
+        },
     );
     let id = app.accept(&json!({"type": "t", "to": [{"phone": "+15551234567"}], "content": {"text": "hi"}})).await;
     let n = app.wait_for_status(id, "failed").await;

@@ -31,7 +31,9 @@ fn amqp_base_url() -> String {
 }
 
 fn rabbitmq_api() -> reqwest::Url {
-    env_or("NOTIFY_TEST_RABBITMQ_API", "http://guest:guest@127.0.0.1:15672").parse().expect("NOTIFY_TEST_RABBITMQ_API is a URL")
+    env_or("NOTIFY_TEST_RABBITMQ_API", "http://guest:guest@127.0.0.1:15672")
+        .parse()
+        .expect("NOTIFY_TEST_RABBITMQ_API is a URL")
 }
 
 fn with_database(url: &str, name: &str) -> String {
@@ -271,14 +273,8 @@ impl TestApp {
 
     /// POSTs a notification with the tenant's key; returns status and JSON body.
     pub async fn post(&self, body: &Value) -> (u16, Value) {
-        let response = self
-            .http
-            .post(self.url("/v1/notifications"))
-            .bearer_auth(&self.api_key)
-            .json(body)
-            .send()
-            .await
-            .unwrap();
+        let response =
+            self.http.post(self.url("/v1/notifications")).bearer_auth(&self.api_key).json(body).send().await.unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
@@ -415,7 +411,8 @@ impl TestApp {
     }
 
     pub async fn delivery_ids(&self) -> Vec<String> {
-        let rows: Vec<(Uuid,)> = sqlx::query_as("SELECT id FROM deliveries").fetch_all(self.env.store.pool()).await.unwrap();
+        let rows: Vec<(Uuid,)> =
+            sqlx::query_as("SELECT id FROM deliveries").fetch_all(self.env.store.pool()).await.unwrap();
         rows.into_iter().map(|r| r.0.to_string()).collect()
     }
 }

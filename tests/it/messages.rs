@@ -72,7 +72,8 @@ async fn a_duplicate_message_for_a_sent_delivery_does_not_send_again() {
     publish(&amqp, "email", &duplicate.to_json()).await;
     publish(&amqp, "email", &duplicate.to_json()).await;
     let marker = app.accept(&email("b@example.com")).await;
-    eventually("the marker published", || async { (app.env.store.outbox_len().await.unwrap() == 0).then_some(()) }).await;
+    eventually("the marker published", || async { (app.env.store.outbox_len().await.unwrap() == 0).then_some(()) })
+        .await;
 
     let _worker = app.start_worker(Channel::Email, WorkerOptions { prefetch: 1, ..Default::default() });
     app.wait_for_status(marker, "sent").await;

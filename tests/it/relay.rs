@@ -96,7 +96,8 @@ async fn a_worker_stopped_gracefully_finishes_what_it_holds() {
     let app = TestApp::api_only().await;
     let _relay = app.start_relay(100);
     let slow = SandboxConfig { latency: Duration::from_millis(300), ..Default::default() };
-    let stopping = app.start_worker(Channel::Email, WorkerOptions { prefetch: 10, sandbox: slow, ..Default::default() });
+    let stopping =
+        app.start_worker(Channel::Email, WorkerOptions { prefetch: 10, sandbox: slow, ..Default::default() });
     app.accept_many(10).await;
     eventually("deliveries in flight", || async {
         let (sending,): (i64,) = sqlx::query_as("SELECT count(*) FROM deliveries WHERE status = 'sending'")

@@ -38,10 +38,7 @@ pub struct UnknownChannel(pub String);
 impl FromStr for Channel {
     type Err = UnknownChannel;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Channel::ALL
-            .into_iter()
-            .find(|c| c.as_str() == s)
-            .ok_or_else(|| UnknownChannel(s.to_owned()))
+        Channel::ALL.into_iter().find(|c| c.as_str() == s).ok_or_else(|| UnknownChannel(s.to_owned()))
     }
 }
 
@@ -78,8 +75,6 @@ impl Priority {
     }
 
     pub fn parse(s: &str) -> Option<Priority> {
-        [Priority::Low, Priority::Normal, Priority::High, Priority::Urgent]
-            .into_iter()
-            .find(|p| p.as_str() == s)
+        [Priority::Low, Priority::Normal, Priority::High, Priority::Urgent].into_iter().find(|p| p.as_str() == s)
     }
 }

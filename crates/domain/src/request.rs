@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
-use crate::{address, Channel, Priority};
+use crate::{Channel, Priority, address};
 
 /// Recipients per notification.
 pub const MAX_RECIPIENTS: usize = 100;
@@ -214,10 +214,7 @@ fn dedup(mut v: Vec<Channel>) -> Vec<Channel> {
 fn check_recipient(i: usize, r: &Recipient, errors: &mut Vec<FieldError>) {
     let at = |f: &str| format!("to[{i}].{f}");
     if r.subscriber_id.is_none() && r.email.is_none() && r.phone.is_none() && r.whatsapp.is_none() {
-        errors.push(FieldError::new(
-            format!("to[{i}]"),
-            "needs at least one of subscriber_id, email, phone, whatsapp",
-        ));
+        errors.push(FieldError::new(format!("to[{i}]"), "needs at least one of subscriber_id, email, phone, whatsapp"));
     }
     if let Some(id) = &r.subscriber_id
         && (id.is_empty() || id.len() > 200)
@@ -310,7 +307,9 @@ mod tests {
 
     #[test]
     fn a_recipient_without_an_address_for_the_channels_is_an_error() {
-        let n = parse(json!({"type": "t", "to": [{"email": "a@example.com"}], "channels": ["sms"], "content": {"text": "x"}}));
+        let n = parse(
+            json!({"type": "t", "to": [{"email": "a@example.com"}], "channels": ["sms"], "content": {"text": "x"}}),
+        );
         assert_eq!(fields(n.validate(Limits::default(), OffsetDateTime::now_utc())), vec!["to"]);
     }
 

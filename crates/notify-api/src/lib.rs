@@ -26,10 +26,7 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    routes::routes()
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
+    routes::routes().layer(DefaultBodyLimit::max(MAX_BODY_BYTES)).layer(TraceLayer::new_for_http()).with_state(state)
 }
 
 /// Serves on `listener` until `shutdown` fires, then finishes the requests in flight.

@@ -1,7 +1,6 @@
 use futures_util::StreamExt;
 use lapin::{
-    Channel as AmqpChannel, Connection, Consumer,
-    Acker,
+    Acker, Channel as AmqpChannel, Connection, Consumer,
     options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions},
     types::FieldTable,
 };

@@ -3,9 +3,8 @@ use std::time::Duration;
 use domain::DeliveryMessage;
 use futures_util::future::try_join_all;
 use lapin::{
-    BasicProperties, Channel as AmqpChannel, Connection,
+    BasicProperties, Channel as AmqpChannel, Confirmation, Connection,
     options::{BasicPublishOptions, ConfirmSelectOptions},
-    Confirmation,
 };
 
 use crate::{QueueError, Result, topology};
@@ -56,7 +55,9 @@ impl Publisher {
             pending.push(async move {
                 match confirm.await? {
                     Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
-                    Confirmation::Ack(Some(returned)) => Err(QueueError::Unroutable(returned.delivery.routing_key.to_string())),
+                    Confirmation::Ack(Some(returned)) => {
+                        Err(QueueError::Unroutable(returned.delivery.routing_key.to_string()))
+                    }
                     Confirmation::Nack(_) => Err(QueueError::Nacked),
                 }
             });

@@ -44,14 +44,19 @@ impl Topology {
     pub async fn declare(&self, ch: &AmqpChannel) -> Result<()> {
         let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
         ch.exchange_declare(EXCHANGE.into(), ExchangeKind::Direct, durable, FieldTable::default()).await?;
-        ch.exchange_declare(DEAD_LETTER_EXCHANGE.into(), ExchangeKind::Direct, durable, FieldTable::default())
-            .await?;
+        ch.exchange_declare(DEAD_LETTER_EXCHANGE.into(), ExchangeKind::Direct, durable, FieldTable::default()).await?;
         for channel in Channel::ALL {
             let queue = queue_name(channel);
             let dead = dead_letter_queue_name(channel);
             ch.queue_declare(queue.as_str().into(), QueueDeclareOptions::durable(), self.work_queue_args()).await?;
-            ch.queue_bind(queue.as_str().into(), EXCHANGE.into(), channel.as_str().into(), QueueBindOptions::default(), FieldTable::default())
-                .await?;
+            ch.queue_bind(
+                queue.as_str().into(),
+                EXCHANGE.into(),
+                channel.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
             ch.queue_declare(dead.as_str().into(), QueueDeclareOptions::durable(), quorum()).await?;
             ch.queue_bind(
                 dead.as_str().into(),

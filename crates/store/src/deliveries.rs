@@ -26,11 +26,19 @@ pub struct AttemptRecord {
 
 #[derive(Debug, Clone)]
 pub enum AttemptResult {
-    Sent { provider_message_id: String, response_excerpt: Option<String> },
+    Sent {
+        provider_message_id: String,
+        response_excerpt: Option<String>,
+    },
     /// A retryable failure with attempts left: `retrying`, due again at `at`.
-    Retry { failure: SendFailure, at: OffsetDateTime },
+    Retry {
+        failure: SendFailure,
+        at: OffsetDateTime,
+    },
     /// A permanent failure, or retries exhausted: `failed`.
-    Failed { failure: SendFailure },
+    Failed {
+        failure: SendFailure,
+    },
 }
 
 impl Store {
@@ -82,14 +90,13 @@ impl Store {
             })));
         }
 
-        let current: Option<(String, i32)> = sqlx::query_as(
-            "SELECT status, attempts FROM deliveries WHERE id = $1 AND tenant_id = $2 AND channel = $3",
-        )
-        .bind(msg.delivery_id)
-        .bind(msg.tenant_id)
-        .bind(msg.channel.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
+        let current: Option<(String, i32)> =
+            sqlx::query_as("SELECT status, attempts FROM deliveries WHERE id = $1 AND tenant_id = $2 AND channel = $3")
+                .bind(msg.delivery_id)
+                .bind(msg.tenant_id)
+                .bind(msg.channel.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(match current {
             None => Claim::Unknown,
             Some((status, _)) if domain::DeliveryStatus::parse(&status).is_some_and(|s| s.is_terminal()) => {
@@ -109,7 +116,9 @@ impl Store {
             AttemptResult::Sent { provider_message_id, response_excerpt } => {
                 ("sent", "sent", Some(provider_message_id.as_str()), response_excerpt.as_deref(), None, None)
             }
-            AttemptResult::Retry { failure, at } => ("retrying", failure.kind.as_str(), None, None, Some(failure), Some(*at)),
+            AttemptResult::Retry { failure, at } => {
+                ("retrying", failure.kind.as_str(), None, None, Some(failure), Some(*at))
+            }
             AttemptResult::Failed { failure } => ("failed", failure.kind.as_str(), None, None, Some(failure), None),
         };
         let code = failure.map(|f| f.code.as_str());

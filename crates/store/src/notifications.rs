@@ -227,7 +227,8 @@ impl Store {
         Ok(Some(NotificationView {
             id,
             kind,
-            status: NotificationStatus::parse(&status).ok_or_else(|| corrupt(format!("notification status {status}")))?,
+            status: NotificationStatus::parse(&status)
+                .ok_or_else(|| corrupt(format!("notification status {status}")))?,
             priority: Priority::parse(&priority).ok_or_else(|| corrupt(format!("priority {priority}")))?,
             correlation_id,
             data,

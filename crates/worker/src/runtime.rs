@@ -105,7 +105,10 @@ pub async fn run(
     })
     .await;
     if drained.is_err() {
-        tracing::warn!(abandoned = in_flight.len(), "shutdown grace over: the broker will redeliver what was in flight");
+        tracing::warn!(
+            abandoned = in_flight.len(),
+            "shutdown grace over: the broker will redeliver what was in flight"
+        );
         in_flight.shutdown().await;
     }
     if let Some((conn, subscription)) = live {
@@ -168,15 +171,13 @@ async fn process(ctx: &Context, msg: &DeliveryMessage, incoming: Incoming, shutd
 
     let started_at = OffsetDateTime::now_utc();
     let clock = Instant::now();
-    let outcome = tokio::time::timeout(ctx.provider_timeout, ctx.provider.send(&job))
-        .await
-        .unwrap_or_else(|_| {
-            SendOutcome::Failed(SendFailure::new(
-                FailureKind::Ambiguous,
-                "timeout",
-                format!("no answer from the provider within {:?}", ctx.provider_timeout),
-            ))
-        });
+    let outcome = tokio::time::timeout(ctx.provider_timeout, ctx.provider.send(&job)).await.unwrap_or_else(|_| {
+        SendOutcome::Failed(SendFailure::new(
+            FailureKind::Ambiguous,
+            "timeout",
+            format!("no answer from the provider within {:?}", ctx.provider_timeout),
+        ))
+    });
     let record = AttemptRecord {
         provider: ctx.provider.name().to_owned(),
         started_at,
