@@ -1,8 +1,9 @@
 //! `cargo xtask test`: the services the tests need, a clean slate, then `cargo test`.
 
-use std::process::ExitCode;
+use std::process::{ExitCode, Stdio};
 
 use anyhow::Context;
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::{
     cargo,
@@ -28,22 +29,58 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
     delete_test_vhosts(&rabbit).await?;
 
     let mut command = tokio::process::Command::new(cargo());
-    command.args(["test", "--workspace"]).args(&args).current_dir(workspace_root());
+    command.args(["test", "--workspace"]).args(&args).current_dir(workspace_root()).stdout(Stdio::piped());
     say!("running: cargo test --workspace {}", args.join(" "));
     let mut child = command.spawn().context("running cargo test")?;
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout is piped")).lines();
+    let mut totals = Totals::default();
     // A Ctrl-C reaches cargo test too (same process group): let it end, report its status.
     let status = loop {
         tokio::select! {
-            status = child.wait() => break status.context("waiting for cargo test")?,
+            line = lines.next_line() => match line.context("reading cargo test's output")? {
+                Some(line) => {
+                    println!("{line}");
+                    totals.add(&line);
+                }
+                None => break child.wait().await.context("waiting for cargo test")?,
+            },
             _ = tokio::signal::ctrl_c() => {}
         }
     };
+    // One closing line for the whole run: cargo test prints one per test binary, and the
+    // last of those is usually a crate with no tests.
+    println!("tests: {} passed, {} failed, {} skipped", totals.passed, totals.failed, totals.ignored);
     if status.success() {
         return Ok(ExitCode::SUCCESS);
     }
     say!("cargo test failed ({})", describe(&status));
     let code = status.code().and_then(|c| u8::try_from(c).ok()).filter(|c| *c != 0).unwrap_or(1);
     Ok(ExitCode::from(code))
+}
+
+/// The sum of cargo test's `test result: ok. N passed; N failed; N ignored; ...` lines.
+#[derive(Default)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Totals {
+    fn add(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else { return };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(what), Some(count)) = (words.next(), words.next()) else { continue };
+            let Ok(count) = count.parse::<u64>() else { continue };
+            match what {
+                "passed" => self.passed += count,
+                "failed" => self.failed += count,
+                "ignored" => self.ignored += count,
+                _ => {}
+            }
+        }
+    }
 }
 
 async fn drop_test_databases(admin_url: &str) -> anyhow::Result<()> {
@@ -78,4 +115,18 @@ async fn delete_test_vhosts(rabbit: &RabbitApi) -> anyhow::Result<()> {
         say!("deleted {} leftover test vhosts", leftovers.len());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Totals;
+
+    #[test]
+    fn sums_the_result_lines() {
+        let mut t = Totals::default();
+        t.add("test result: ok. 11 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 0.00s");
+        t.add("test result: FAILED. 3 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1.2s");
+        t.add("test something ... ok");
+        assert_eq!((t.passed, t.failed, t.ignored), (14, 1, 2));
+    }
 }

@@ -8,3 +8,14 @@ pub mod telemetry;
 pub use config::{ConfigArg, ConfigError, layered, require};
 pub use secrecy::{ExposeSecret, SecretString};
 pub use shutdown::shutdown_on_signal;
+
+/// Ends a binary: on error, prints the error chain (no backtrace) and exits with 1.
+pub fn exit_code(result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

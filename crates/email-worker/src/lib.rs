@@ -1,8 +1,7 @@
 //! The email channel worker: consumes `notify.email` and sends through the configured provider.
 
-use std::{path::Path, sync::Arc};
+use std::sync::Arc;
 
-use bootstrap::ConfigError;
 use domain::Channel;
 use tokio_util::sync::CancellationToken;
 use worker::{Provider, ProviderKind, SandboxProvider};
@@ -10,10 +9,6 @@ use worker::{Provider, ProviderKind, SandboxProvider};
 pub use worker::WorkerConfig as Config;
 
 pub const CHANNEL: Channel = Channel::Email;
-
-pub fn load_config(file: Option<&Path>) -> Result<Config, ConfigError> {
-    Config::load(CHANNEL, file)
-}
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let provider: Arc<dyn Provider> = match config.channel.provider {

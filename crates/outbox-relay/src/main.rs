@@ -18,8 +18,11 @@ enum Command {
     DeclareTopology,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    bootstrap::exit_code(tokio::runtime::Runtime::new().map_err(Into::into).and_then(|rt| rt.block_on(run())))
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = outbox_relay::Config::load(cli.config.config.as_deref())?;
     bootstrap::telemetry::init("outbox-relay");
