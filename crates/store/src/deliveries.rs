@@ -1,4 +1,4 @@
-use domain::{Content, DeliveryJob, DeliveryMessage, FailureKind, Priority, SendFailure};
+use domain::{Content, DeliveryJob, DeliveryMessage, Priority, SendFailure};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -123,7 +123,6 @@ impl Store {
         };
         let code = failure.map(|f| f.code.as_str());
         let message = failure.map(|f| truncate(&f.message, 1000));
-        debug_assert!(failure.is_none_or(|f| f.kind != FailureKind::Permanent) || retry_at.is_none());
 
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT 1 FROM notifications WHERE id = $1 FOR NO KEY UPDATE")
