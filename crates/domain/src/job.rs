@@ -10,6 +10,9 @@ pub struct DeliveryJob {
     pub tenant_id: Uuid,
     pub channel: Channel,
     pub attempt: i32,
+    /// Attempts before the current series: an operator's retry starts a new series, and
+    /// the retry policy counts attempts within it.
+    pub retry_base: i32,
     /// The address (or Novu subscriber id) on this channel.
     pub recipient: String,
     /// The notification type; Novu's workflow key.
@@ -17,4 +20,11 @@ pub struct DeliveryJob {
     pub priority: Priority,
     pub content: Content,
     pub data: serde_json::Map<String, serde_json::Value>,
+}
+
+impl DeliveryJob {
+    /// This attempt's number within its series, from 1.
+    pub fn attempt_in_series(&self) -> u32 {
+        u32::try_from(self.attempt - self.retry_base).unwrap_or(1).max(1)
+    }
 }

@@ -13,6 +13,7 @@ pub mod outcome;
 pub mod request;
 pub mod retry;
 pub mod status;
+pub mod view;
 
 pub use channel::{Channel, Priority};
 pub use job::DeliveryJob;

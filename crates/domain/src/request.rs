@@ -31,6 +31,9 @@ pub struct NewNotification {
     pub send_at: Option<OffsetDateTime>,
     #[serde(default)]
     pub correlation_id: Option<String>,
+    /// Also accepted as the `Idempotency-Key` header.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
 }
 
 /// One recipient: addresses given inline. `subscriber_id` is the recipient's id in Novu.
@@ -170,6 +173,11 @@ impl NewNotification {
         {
             errors.push(FieldError::new("correlation_id", "must be 1 to 200 characters"));
         }
+        if let Some(k) = &self.idempotency_key
+            && !is_valid_idempotency_key(k)
+        {
+            errors.push(FieldError::new("idempotency_key", "must be 1 to 255 printable ASCII characters"));
+        }
 
         let mut deliveries = Vec::new();
         for channel in &channels {
@@ -199,6 +207,11 @@ impl NewNotification {
             deliveries,
         })
     }
+}
+
+/// An idempotency key: 1 to 255 printable ASCII characters (it also travels as a header).
+pub fn is_valid_idempotency_key(k: &str) -> bool {
+    (1..=255).contains(&k.len()) && k.bytes().all(|b| (0x21..=0x7e).contains(&b))
 }
 
 fn dedup(mut v: Vec<Channel>) -> Vec<Channel> {

@@ -1,12 +1,19 @@
 use axum::{extract::FromRequestParts, http::request::Parts};
-use uuid::Uuid;
+use store::Caller;
 
 use crate::{AppState, error::ApiError};
 
-/// The tenant of the request's API key (`Authorization: Bearer <key>`).
-pub struct TenantId(pub Uuid);
+/// The caller behind the request's API key (`Authorization: Bearer <key>`).
+pub struct Authenticated(pub Caller);
 
-impl FromRequestParts<AppState> for TenantId {
+impl Authenticated {
+    /// How audit events name this caller.
+    pub fn actor(&self) -> String {
+        format!("api_key:{}", self.0.key_id)
+    }
+}
+
+impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
@@ -22,7 +29,7 @@ impl FromRequestParts<AppState> for TenantId {
             .filter(|k| !k.is_empty())
             .ok_or(ApiError::Unauthorized("the Authorization header must be `Bearer <key>`"))?;
         match state.store.authenticate(key).await? {
-            Some(tenant) => Ok(TenantId(tenant)),
+            Some(caller) => Ok(Authenticated(caller)),
             None => Err(ApiError::Unauthorized("the API key is unknown or revoked")),
         }
     }

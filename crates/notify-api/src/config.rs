@@ -3,6 +3,8 @@ use std::{net::SocketAddr, path::Path, time::Duration};
 use bootstrap::{ConfigError, SecretString};
 use serde::Deserialize;
 
+use crate::rate_limit::Rate;
+
 #[derive(Debug, Deserialize)]
 #[serde(default)]
 pub struct Config {
@@ -11,6 +13,9 @@ pub struct Config {
     /// Where the API listens.
     pub listen: SocketAddr,
     pub limits: Limits,
+    pub idempotency: Idempotency,
+    /// The intake rate of a tenant that has none of its own.
+    pub rate_limit: Rate,
 }
 
 impl Default for Config {
@@ -20,6 +25,8 @@ impl Default for Config {
             database_max_connections: 16,
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             limits: Limits::default(),
+            idempotency: Idempotency::default(),
+            rate_limit: Rate::default(),
         }
     }
 }
@@ -46,6 +53,23 @@ impl Limits {
     }
 }
 
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Idempotency {
+    /// How long a key is remembered (at least 24 h, as the API promises).
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// How often expired keys are deleted.
+    #[serde(with = "humantime_serde")]
+    pub purge_interval: Duration,
+}
+
+impl Default for Idempotency {
+    fn default() -> Self {
+        Self { retention: Duration::from_secs(24 * 3600), purge_interval: Duration::from_secs(3600) }
+    }
+}
+
 impl Config {
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         let config: Config = bootstrap::layered(file).extract()?;
@@ -55,6 +79,13 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         bootstrap::require(&self.database_url, "database_url")?;
+        let invalid = |key: &str, message: &str| ConfigError::Invalid { key: key.into(), message: message.into() };
+        if self.idempotency.retention < Duration::from_secs(24 * 3600) {
+            return Err(invalid("idempotency.retention", "must be at least 24h"));
+        }
+        if self.rate_limit.per_second == 0 || self.rate_limit.burst == 0 {
+            return Err(invalid("rate_limit", "per_second and burst must be at least 1"));
+        }
         Ok(())
     }
 }

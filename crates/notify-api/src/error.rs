@@ -3,11 +3,13 @@
 //! logged, never returned.
 
 use axum::{
-    http::{HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use domain::FieldError;
-use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::rate_limit::Quota;
 
 #[derive(Debug)]
 pub enum ApiError {
@@ -18,23 +20,25 @@ pub enum ApiError {
     Unauthorized(&'static str),
     NotFound,
     MethodNotAllowed,
+    /// The request conflicts with the resource's state: `code` says how.
+    Conflict {
+        code: &'static str,
+        detail: String,
+    },
+    RateLimited {
+        quota: Quota,
+        retry_after: u64,
+    },
     /// The database is unreachable: worth retrying soon.
     Unavailable(String),
     Internal(String),
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
-    #[serde(rename = "type")]
-    kind: String,
-    title: &'a str,
-    status: u16,
-    detail: String,
-    code: &'a str,
-    errors: &'a [FieldError],
-}
-
 impl ApiError {
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
+        ApiError::Validation(vec![FieldError::new(field, message)])
+    }
+
     fn parts(&self) -> (StatusCode, &'static str, &'static str, String) {
         use ApiError::*;
         match self {
@@ -65,6 +69,13 @@ impl ApiError {
                 "Method not allowed",
                 "this resource does not accept that method".into(),
             ),
+            Conflict { code, detail } => (StatusCode::CONFLICT, code, "Conflict", detail.clone()),
+            RateLimited { retry_after, .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "Too many requests",
+                format!("the tenant's intake rate is exhausted; retry in {retry_after} s"),
+            ),
             Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -79,21 +90,36 @@ impl ApiError {
             ),
         }
     }
-}
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        match &self {
+    /// The status and problem body, also used for the items of a batch answer.
+    pub fn problem(&self) -> (StatusCode, Value) {
+        match self {
             ApiError::Internal(cause) => tracing::error!(cause, "request failed"),
             ApiError::Unavailable(cause) => tracing::warn!(cause, "database unavailable"),
             _ => {}
         }
         let (status, code, title, detail) = self.parts();
-        let errors = match &self {
+        let errors = match self {
             ApiError::Validation(errors) => errors.as_slice(),
             _ => &[],
         };
-        let body = Problem { kind: format!("/problems/{code}"), title, status: status.as_u16(), detail, code, errors };
+        let body = json!({"type": format!("/problems/{code}"), "title": title, "status": status.as_u16(),
+            "detail": detail, "code": code, "errors": errors});
+        (status, body)
+    }
+}
+
+/// `RateLimit-*` headers (IETF httpapi draft): the bucket's size, what is left, and
+/// seconds until it is full.
+pub fn rate_limit_headers(headers: &mut HeaderMap, quota: Quota) {
+    headers.insert("ratelimit-limit", HeaderValue::from(quota.limit));
+    headers.insert("ratelimit-remaining", HeaderValue::from(quota.remaining));
+    headers.insert("ratelimit-reset", HeaderValue::from(quota.reset));
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = self.problem();
         let mut response = (status, serde_json::to_vec(&body).expect("a problem serializes")).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
@@ -103,6 +129,10 @@ impl IntoResponse for ApiError {
             }
             ApiError::Unavailable(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::RateLimited { quota, retry_after } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+                rate_limit_headers(headers, quota);
             }
             _ => {}
         }

@@ -42,16 +42,23 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
 
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let inner = e.inner();
-        if !inner.is_data() {
-            return ApiError::MalformedJson(inner.to_string());
-        }
-        let message = strip_position(&inner.to_string());
-        ApiError::Validation(vec![field_error(&e.path().to_string(), message)])
-    })?;
+    let value = serde_path_to_error::deserialize(&mut de).map_err(shape_error)?;
     de.end().map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     Ok(value)
+}
+
+/// Like [`parse`], from a JSON value already parsed (the items of a batch).
+pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(shape_error)
+}
+
+fn shape_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let inner = e.inner();
+    if !inner.is_data() {
+        return ApiError::MalformedJson(inner.to_string());
+    }
+    let message = strip_position(&inner.to_string());
+    ApiError::Validation(vec![field_error(&e.path().to_string(), message)])
 }
 
 /// serde names a missing field in its message, not in the path: move it to the path.

@@ -5,7 +5,10 @@ mod auth;
 mod config;
 mod error;
 mod json;
+mod rate_limit;
 mod routes;
+
+use std::{sync::Arc, time::Duration};
 
 use axum::{Router, extract::DefaultBodyLimit};
 use bootstrap::ExposeSecret;
@@ -14,18 +17,29 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
-pub use config::{Config, Limits};
+pub use config::{Config, Idempotency, Limits};
+pub use rate_limit::Rate;
 
 /// Request bodies larger than this are refused with `413`.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Store,
-    pub limits: domain::request::Limits,
+    store: Store,
+    limits: domain::request::Limits,
+    limiter: Arc<rate_limit::RateLimiter>,
+    default_rate: Rate,
+    idempotency_retention: Duration,
 }
 
-pub fn router(state: AppState) -> Router {
+pub fn router(store: Store, config: &Config) -> Router {
+    let state = AppState {
+        store,
+        limits: config.limits.domain(),
+        limiter: Arc::default(),
+        default_rate: config.rate_limit,
+        idempotency_retention: config.idempotency.retention,
+    };
     routes::routes().layer(DefaultBodyLimit::max(MAX_BODY_BYTES)).layer(TraceLayer::new_for_http()).with_state(state)
 }
 
@@ -34,10 +48,29 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     config.validate()?;
     let url = bootstrap::require(&config.database_url, "database_url")?;
     let store = Store::connect_lazy(url.expose_secret(), config.database_max_connections)?;
-    let app = router(AppState { store: store.clone(), limits: config.limits.domain() });
+    let purge = tokio::spawn(purge_idempotency_keys(store.clone(), config.idempotency.clone(), shutdown.clone()));
+    let app = router(store.clone(), &config);
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
+    axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await?;
+    shutdown.cancel();
+    let _ = purge.await;
     store.close().await;
     tracing::info!("api stopped");
     Ok(())
+}
+
+/// Deletes expired idempotency keys now and then. Every replica may run it; deleting
+/// twice is harmless, and a key past retention counts as unused even before it goes.
+async fn purge_idempotency_keys(store: Store, settings: Idempotency, shutdown: CancellationToken) {
+    loop {
+        match store.purge_idempotency_keys(settings.retention).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "expired idempotency keys deleted"),
+            Err(e) => tracing::warn!(error = %e, "purging idempotency keys failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(settings.purge_interval) => {}
+        }
+    }
 }

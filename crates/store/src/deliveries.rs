@@ -47,18 +47,18 @@ impl Store {
     /// the broker redelivered may also take over a `sending` row of the same attempt: its
     /// previous holder died before recording the outcome.
     pub async fn claim_delivery(&self, msg: &DeliveryMessage, redelivered: bool) -> Result<Claim> {
-        type Row = (Uuid, String, String, serde_json::Value, serde_json::Value, String);
+        type Row = (Uuid, String, i32, String, serde_json::Value, serde_json::Value, String);
         let row: Option<Row> = sqlx::query_as(
             "WITH claimed AS (
                 UPDATE deliveries d SET status = 'sending', attempts = $4, next_attempt_at = NULL, updated_at = now()
                 WHERE d.id = $1 AND d.tenant_id = $2 AND d.channel = $3
                   AND ((d.status IN ('pending', 'queued', 'retrying') AND d.attempts = $4 - 1)
                        OR (d.status = 'sending' AND d.attempts = $4 AND $5))
-                RETURNING d.notification_id, d.recipient),
+                RETURNING d.notification_id, d.recipient, d.retry_base),
              processing AS (
                 UPDATE notifications n SET status = 'processing', updated_at = now()
                 FROM claimed c WHERE n.id = c.notification_id AND n.status = 'pending')
-             SELECT c.notification_id, c.recipient, n.type, n.content, n.data, n.priority
+             SELECT c.notification_id, c.recipient, c.retry_base, n.type, n.content, n.data, n.priority
              FROM claimed c JOIN notifications n ON n.id = c.notification_id",
         )
         .bind(msg.delivery_id)
@@ -69,7 +69,7 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
 
-        if let Some((notification_id, recipient, kind, content, data, priority)) = row {
+        if let Some((notification_id, recipient, retry_base, kind, content, data, priority)) = row {
             let content: Content =
                 serde_json::from_value(content).map_err(|e| corrupt(format!("notification content: {e}")))?;
             let data = match data {
@@ -82,6 +82,7 @@ impl Store {
                 tenant_id: msg.tenant_id,
                 channel: msg.channel,
                 attempt: msg.attempt,
+                retry_base,
                 recipient,
                 kind,
                 priority: Priority::parse(&priority).ok_or_else(|| corrupt(format!("priority {priority}")))?,
@@ -186,7 +187,7 @@ impl Store {
 /// both, `failed` if only failures, `cancelled` if all were cancelled. Suppressed
 /// deliveries count for nothing, so a notification whose deliveries were all suppressed
 /// is `sent`: nothing that should have gone out failed.
-async fn refresh_notification_status(tx: &mut sqlx::PgConnection, notification_id: Uuid) -> Result<()> {
+pub(crate) async fn refresh_notification_status(tx: &mut sqlx::PgConnection, notification_id: Uuid) -> Result<()> {
     sqlx::query(
         "UPDATE notifications n SET status = agg.status, updated_at = now()
          FROM (SELECT CASE

@@ -2,7 +2,9 @@
 //! checked at run time (`sqlx::query`, not `query!`), so building needs no database; the
 //! integration tests run every one of them against a real PostgreSQL.
 
+mod actions;
 mod deliveries;
+mod intake;
 mod notifications;
 mod outbox;
 mod tenants;
@@ -14,11 +16,13 @@ use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 
+pub use actions::{Cancelled, Retried};
 pub use deliveries::{AttemptRecord, AttemptResult, Claim};
-pub use notifications::{AcceptedDelivery, AcceptedNotification, AttemptView, DeliveryView, NotificationView};
+pub use intake::{IdempotencyKey, Intake, IntakeResult};
+pub use notifications::ListFilter;
 pub use outbox::{ClaimedBatch, OUTBOX_CHANNEL};
 pub use sqlx::postgres::PgListener;
-pub use tenants::NewTenant;
+pub use tenants::{ApiKeyInfo, Caller, NewTenant};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
 

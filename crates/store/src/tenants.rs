@@ -6,45 +6,121 @@ use crate::{Result, Store};
 #[derive(Debug)]
 pub struct NewTenant {
     pub tenant_id: Uuid,
+    pub key_id: Uuid,
     /// Shown once; only its hash is stored.
     pub api_key: String,
+}
+
+/// Who is calling: the tenant and key of a valid API key, and the tenant's intake rate.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    pub tenant_id: Uuid,
+    pub key_id: Uuid,
+    /// Notifications per second and burst, when the tenant has its own.
+    pub rate_limit: Option<(u32, u32)>,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct ApiKeyInfo {
+    pub id: Uuid,
+    pub display_prefix: String,
+    pub created_at: time::OffsetDateTime,
+    pub last_used_at: Option<time::OffsetDateTime>,
+    pub revoked_at: Option<time::OffsetDateTime>,
 }
 
 impl Store {
     /// A tenant with its first API key.
     pub async fn create_tenant(&self, name: &str) -> Result<NewTenant> {
         let tenant_id = Uuid::now_v7();
-        let key = api_key::generate();
         let mut tx = self.pool.begin().await?;
         sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, $2)")
             .bind(tenant_id)
             .bind(name)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("INSERT INTO api_keys (id, tenant_id, key_hash, display_prefix) VALUES ($1, $2, $3, $4)")
-            .bind(Uuid::now_v7())
-            .bind(tenant_id)
-            .bind(api_key::hash(&key))
-            .bind(api_key::display_prefix(&key))
-            .execute(&mut *tx)
-            .await?;
+        let (key_id, api_key) = insert_key(&mut tx, tenant_id).await?;
         tx.commit().await?;
-        Ok(NewTenant { tenant_id, api_key: key })
+        Ok(NewTenant { tenant_id, key_id, api_key })
     }
 
-    /// The tenant a key belongs to, if the key exists and is not revoked. Records when the
+    /// Another key for a tenant: `None` if there is no such tenant.
+    pub async fn create_api_key(&self, tenant_id: Uuid) -> Result<Option<(Uuid, String)>> {
+        let mut tx = self.pool.begin().await?;
+        let exists: Option<(Uuid,)> =
+            sqlx::query_as("SELECT id FROM tenants WHERE id = $1").bind(tenant_id).fetch_optional(&mut *tx).await?;
+        if exists.is_none() {
+            return Ok(None);
+        }
+        let key = insert_key(&mut tx, tenant_id).await?;
+        tx.commit().await?;
+        Ok(Some(key))
+    }
+
+    /// Revokes a key at once: the next request with it gets `401`. `false` if there is no
+    /// such key, or it was already revoked.
+    pub async fn revoke_api_key(&self, key_id: Uuid) -> Result<bool> {
+        let done = sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL")
+            .bind(key_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn list_api_keys(&self, tenant_id: Uuid) -> Result<Vec<ApiKeyInfo>> {
+        Ok(sqlx::query_as(
+            "SELECT id, display_prefix, created_at, last_used_at, revoked_at FROM api_keys
+             WHERE tenant_id = $1 ORDER BY created_at",
+        )
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Sets a tenant's intake rate (notifications per second, burst); `None` returns it
+    /// to the API's default. `false` if there is no such tenant.
+    pub async fn set_rate_limit(&self, tenant_id: Uuid, limit: Option<(u32, u32)>) -> Result<bool> {
+        let done = sqlx::query("UPDATE tenants SET rate_limit_per_second = $2, rate_limit_burst = $3 WHERE id = $1")
+            .bind(tenant_id)
+            .bind(limit.map(|l| l.0 as i32))
+            .bind(limit.map(|l| l.1 as i32))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The caller a key belongs to, if the key exists and is not revoked. Records when the
     /// key was last used, at most once a minute per key so hot keys do not write per request.
-    pub async fn authenticate(&self, key: &str) -> Result<Option<Uuid>> {
-        let row: Option<(Uuid,)> = sqlx::query_as(
-            "WITH k AS (SELECT id, tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL),
+    pub async fn authenticate(&self, key: &str) -> Result<Option<Caller>> {
+        let row: Option<(Uuid, Uuid, Option<i32>, Option<i32>)> = sqlx::query_as(
+            "WITH k AS (SELECT k.id, k.tenant_id, t.rate_limit_per_second, t.rate_limit_burst
+                        FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
+                        WHERE k.key_hash = $1 AND k.revoked_at IS NULL),
                   touch AS (UPDATE api_keys SET last_used_at = now()
                             WHERE id = (SELECT id FROM k)
                               AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute'))
-             SELECT tenant_id FROM k",
+             SELECT id, tenant_id, rate_limit_per_second, rate_limit_burst FROM k",
         )
         .bind(api_key::hash(key))
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|r| r.0))
+        Ok(row.map(|(key_id, tenant_id, per_second, burst)| Caller {
+            tenant_id,
+            key_id,
+            rate_limit: per_second.zip(burst).map(|(p, b)| (p as u32, b as u32)),
+        }))
     }
+}
+
+async fn insert_key(tx: &mut sqlx::PgConnection, tenant_id: Uuid) -> Result<(Uuid, String)> {
+    let id = Uuid::now_v7();
+    let key = api_key::generate();
+    sqlx::query("INSERT INTO api_keys (id, tenant_id, key_hash, display_prefix) VALUES ($1, $2, $3, $4)")
+        .bind(id)
+        .bind(tenant_id)
+        .bind(api_key::hash(&key))
+        .bind(api_key::display_prefix(&key))
+        .execute(tx)
+        .await?;
+    Ok((id, key))
 }

@@ -207,7 +207,7 @@ fn decide(policy: &RetryPolicy, job: &DeliveryJob, outcome: SendOutcome) -> Atte
             response_excerpt: receipt.response_excerpt,
         },
         SendOutcome::Failed(failure) => {
-            let attempt = u32::try_from(job.attempt).unwrap_or(u32::MAX);
+            let attempt = job.attempt_in_series();
             if failure.kind.is_retryable() && policy.allows_retry_after(attempt) {
                 let delay = policy.delay_with_random_jitter(attempt, failure.retry_after);
                 AttemptResult::Retry { at: OffsetDateTime::now_utc() + delay, failure }

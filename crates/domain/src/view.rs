@@ -1,0 +1,117 @@
+//! What the API answers: the shapes of accepted notifications, notifications with their
+//! deliveries, attempts and audit events, and pages of them.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::{Channel, DeliveryStatus, NotificationStatus, Priority};
+
+/// The `202` answer to an accepted notification.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AcceptedNotification {
+    pub id: Uuid,
+    pub status: NotificationStatus,
+    pub deliveries: Vec<AcceptedDelivery>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AcceptedDelivery {
+    pub id: Uuid,
+    pub channel: Channel,
+    pub recipient: String,
+    pub status: DeliveryStatus,
+}
+
+/// A notification with its deliveries, their attempts, and its audit trail.
+#[derive(Debug, Clone, Serialize)]
+pub struct NotificationView {
+    pub id: Uuid,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub status: NotificationStatus,
+    pub priority: Priority,
+    pub correlation_id: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub data: serde_json::Value,
+    pub content: serde_json::Value,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub send_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    pub deliveries: Vec<DeliveryView>,
+    pub events: Vec<AuditEventView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryView {
+    pub id: Uuid,
+    pub channel: Channel,
+    pub recipient: String,
+    pub status: DeliveryStatus,
+    pub provider: Option<String>,
+    pub provider_message_id: Option<String>,
+    pub attempt_count: i32,
+    pub last_error_code: Option<String>,
+    pub last_error_message: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub next_attempt_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub sent_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    pub attempts: Vec<AttemptView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptView {
+    #[serde(skip)]
+    pub delivery_id: Uuid,
+    pub number: i32,
+    pub provider: String,
+    /// `sent`, or the failure kind: `retryable`, `ambiguous`, `permanent`, `config`.
+    pub outcome: String,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub latency_ms: i32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub finished_at: OffsetDateTime,
+}
+
+/// A state change a user or operator caused.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEventView {
+    /// `accepted`, `cancelled` or `retried`.
+    pub action: String,
+    pub delivery_id: Option<Uuid>,
+    /// `api_key:<id>` or `operator`.
+    pub actor: String,
+    pub detail: serde_json::Value,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// One notification in a list.
+#[derive(Debug, Clone, Serialize)]
+pub struct NotificationSummary {
+    pub id: Uuid,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub status: NotificationStatus,
+    pub priority: Priority,
+    pub correlation_id: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub send_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}

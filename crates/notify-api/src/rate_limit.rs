@@ -1,0 +1,110 @@
+//! Per-tenant intake rate: a token bucket per tenant, in this process. With several API
+//! replicas each enforces the rate on its own share of the traffic, so the tenant's rate
+//! across the fleet is at most replicas x the configured rate (ARCHITECTURE.md).
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use serde::Deserialize;
+use uuid::Uuid;
+
+/// Notifications per second, and how many may come at once after a quiet spell.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+impl Default for Rate {
+    fn default() -> Self {
+        Self { per_second: 1_000, burst: 2_000 }
+    }
+}
+
+/// What a request learns about its tenant's bucket; sent as `RateLimit-*` headers.
+#[derive(Clone, Copy, Debug)]
+pub struct Quota {
+    pub limit: u32,
+    pub remaining: u32,
+    /// Seconds until the bucket is full again.
+    pub reset: u64,
+}
+
+#[derive(Debug)]
+pub enum Decision {
+    Allowed(Quota),
+    Limited { quota: Quota, retry_after: u64 },
+}
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+#[derive(Default)]
+pub struct RateLimiter {
+    buckets: Mutex<HashMap<Uuid, Bucket>>,
+}
+
+impl RateLimiter {
+    /// Takes `cost` tokens (notifications) from the tenant's bucket. A cost above the
+    /// burst (a large batch) is allowed once the bucket holds a full burst, leaving it in
+    /// debt, so a batch is never refused for its size alone.
+    pub fn take(&self, tenant: Uuid, rate: Rate, cost: u32) -> Decision {
+        self.take_at(tenant, rate, cost, Instant::now())
+    }
+
+    fn take_at(&self, tenant: Uuid, rate: Rate, cost: u32, now: Instant) -> Decision {
+        let per_second = f64::from(rate.per_second.max(1));
+        let burst = f64::from(rate.burst.max(1));
+        let mut buckets = self.buckets.lock().expect("the rate limiter lock is never poisoned");
+        let bucket = buckets.entry(tenant).or_insert(Bucket { tokens: burst, at: now });
+        let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * per_second).min(burst);
+        bucket.at = now;
+        let needed = f64::from(cost).min(burst);
+        let quota = |tokens: f64| Quota {
+            limit: rate.burst,
+            remaining: tokens.max(0.0).floor() as u32,
+            reset: ((burst - tokens) / per_second).ceil().max(0.0) as u64,
+        };
+        if bucket.tokens >= needed {
+            bucket.tokens -= f64::from(cost);
+            Decision::Allowed(quota(bucket.tokens))
+        } else {
+            let wait = Duration::from_secs_f64((needed - bucket.tokens) / per_second);
+            Decision::Limited { quota: quota(bucket.tokens), retry_after: wait.as_secs_f64().ceil().max(1.0) as u64 }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_past_the_burst_and_refills_at_the_rate() {
+        let limiter = RateLimiter::default();
+        let (tenant, rate, t0) = (Uuid::now_v7(), Rate { per_second: 2, burst: 2 }, Instant::now());
+        assert!(matches!(limiter.take_at(tenant, rate, 1, t0), Decision::Allowed(q) if q.remaining == 1));
+        assert!(matches!(limiter.take_at(tenant, rate, 1, t0), Decision::Allowed(q) if q.remaining == 0));
+        assert!(matches!(limiter.take_at(tenant, rate, 1, t0), Decision::Limited { retry_after: 1, .. }));
+        let later = t0 + Duration::from_millis(500);
+        assert!(matches!(limiter.take_at(tenant, rate, 1, later), Decision::Allowed(_)));
+        // Another tenant has its own bucket.
+        assert!(matches!(limiter.take_at(Uuid::now_v7(), rate, 1, t0), Decision::Allowed(_)));
+    }
+
+    #[test]
+    fn a_batch_larger_than_the_burst_passes_on_a_full_bucket_and_leaves_debt() {
+        let limiter = RateLimiter::default();
+        let (tenant, rate, t0) = (Uuid::now_v7(), Rate { per_second: 10, burst: 10 }, Instant::now());
+        assert!(matches!(limiter.take_at(tenant, rate, 30, t0), Decision::Allowed(q) if q.remaining == 0));
+        assert!(matches!(limiter.take_at(tenant, rate, 1, t0 + Duration::from_secs(1)), Decision::Limited { .. }));
+        assert!(matches!(limiter.take_at(tenant, rate, 1, t0 + Duration::from_secs(3)), Decision::Allowed(_)));
+    }
+}

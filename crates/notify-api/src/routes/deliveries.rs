@@ -1,0 +1,31 @@
+use axum::{
+    Json,
+    extract::{Path, State},
+    http::StatusCode,
+};
+use domain::view::NotificationView;
+use store::Retried;
+
+use crate::{AppState, auth::Authenticated, error::ApiError, routes::parse_id};
+
+/// `POST /v1/deliveries/{id}/retry`: queues a `failed` delivery again, as a new series
+/// of attempts. Answers `202` with the notification.
+pub async fn retry(
+    State(app): State<AppState>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<NotificationView>), ApiError> {
+    let tenant = auth.0.tenant_id;
+    match app.store.retry_delivery(tenant, parse_id(&id)?, &auth.actor()).await? {
+        Retried::Queued(notification) => {
+            tracing::info!(tenant_id = %tenant, delivery_id = %id, "delivery retried");
+            let view = app.store.get_notification(tenant, notification).await?.ok_or(ApiError::NotFound)?;
+            Ok((StatusCode::ACCEPTED, Json(view)))
+        }
+        Retried::NotFailed(status) => Err(ApiError::Conflict {
+            code: "not_retryable",
+            detail: format!("only a failed delivery can be retried; this one is {status}"),
+        }),
+        Retried::NotFound => Err(ApiError::NotFound),
+    }
+}

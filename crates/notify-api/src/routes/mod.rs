@@ -1,0 +1,28 @@
+mod deliveries;
+mod health;
+mod notifications;
+
+use axum::{
+    Router,
+    routing::{get, post},
+};
+
+use crate::{AppState, error::ApiError};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/notifications", post(notifications::create).get(notifications::list))
+        .route("/v1/notifications/batch", post(notifications::batch))
+        .route("/v1/notifications/{id}", get(notifications::get))
+        .route("/v1/notifications/{id}/cancel", post(notifications::cancel))
+        .route("/v1/deliveries/{id}/retry", post(deliveries::retry))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+}
+
+/// An id in a path that is not a UUID names nothing: the same 404 as another tenant's id.
+fn parse_id(id: &str) -> Result<uuid::Uuid, ApiError> {
+    id.parse().map_err(|_| ApiError::NotFound)
+}

@@ -1,0 +1,307 @@
+use axum::{
+    Json,
+    extract::{Path, Query, State},
+    http::{HeaderMap, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+};
+use domain::{
+    NewNotification, NotificationStatus, ValidNotification,
+    request::is_valid_idempotency_key,
+    view::{NotificationSummary, NotificationView},
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use store::{Cancelled, IdempotencyKey, Intake, IntakeResult, ListFilter};
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+use uuid::Uuid;
+
+use crate::{
+    AppState,
+    auth::Authenticated,
+    error::{ApiError, rate_limit_headers},
+    json::{self, JsonBody},
+    rate_limit::Quota,
+    routes::parse_id,
+};
+
+/// Items in one batch.
+pub const MAX_BATCH: usize = 1_000;
+/// Page size of the list: default and largest.
+const DEFAULT_PAGE: i64 = 50;
+const MAX_PAGE: i64 = 200;
+
+/// `POST /v1/notifications`.
+pub async fn create(
+    State(app): State<AppState>,
+    auth: Authenticated,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<Response, ApiError> {
+    let quota = app.take_tokens(&auth, 1)?;
+    let header_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => match v.to_str() {
+            Ok(k) if is_valid_idempotency_key(k) => Some(k.to_owned()),
+            _ => return Err(ApiError::field("Idempotency-Key", "must be 1 to 255 printable ASCII characters")),
+        },
+    };
+    let (notification, idempotency) = intake_item(&app, body, header_key)?;
+    let item = Intake { notification: &notification, idempotency };
+    let result = app
+        .store
+        .accept_notifications(auth.0.tenant_id, &auth.actor(), std::slice::from_ref(&item), app.idempotency_retention)
+        .await?
+        .pop()
+        .expect("one result per item");
+    let mut response = match result {
+        IntakeResult::Accepted(accepted) => {
+            tracing::info!(tenant_id = %auth.0.tenant_id, notification_id = %accepted.id,
+                deliveries = accepted.deliveries.len(), scheduled = notification.send_at.is_some(), "accepted");
+            (StatusCode::ACCEPTED, Json(accepted)).into_response()
+        }
+        IntakeResult::Replayed(original) => {
+            let mut r = (StatusCode::ACCEPTED, Json(original)).into_response();
+            r.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+            r
+        }
+        IntakeResult::KeyReused => return Err(key_reused()),
+    };
+    rate_limit_headers(response.headers_mut(), quota);
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    notifications: Vec<Value>,
+}
+
+/// One item of a batch answer: `status` is what a single request would have answered.
+#[derive(Serialize)]
+struct BatchItem {
+    status: u16,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    replayed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    notification: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<Value>,
+}
+
+/// `POST /v1/notifications/batch`: up to 1,000 notifications, each accepted or refused on
+/// its own; the answer has one result per item, in order.
+pub async fn batch(
+    State(app): State<AppState>,
+    auth: Authenticated,
+    JsonBody(request): JsonBody<BatchRequest>,
+) -> Result<Response, ApiError> {
+    let count = request.notifications.len();
+    if count == 0 || count > MAX_BATCH {
+        return Err(ApiError::field("notifications", format!("must hold 1 to {MAX_BATCH} notifications")));
+    }
+    let quota = app.take_tokens(&auth, count as u32)?;
+    let parsed: Vec<_> = request.notifications.into_iter().map(|item| intake_item(&app, item, None)).collect();
+    let intakes: Vec<Intake> = parsed
+        .iter()
+        .filter_map(|p| p.as_ref().ok())
+        .map(|(notification, key)| Intake { notification, idempotency: key.clone() })
+        .collect();
+    let mut accepted = app
+        .store
+        .accept_notifications(auth.0.tenant_id, &auth.actor(), &intakes, app.idempotency_retention)
+        .await?
+        .into_iter();
+    let results: Vec<BatchItem> = parsed
+        .iter()
+        .map(|p| match p {
+            Err(e) => refused(e),
+            Ok(_) => match accepted.next().expect("one result per valid item") {
+                IntakeResult::Accepted(a) => BatchItem {
+                    status: 202,
+                    replayed: false,
+                    notification: Some(serde_json::to_value(a).expect("serializes")),
+                    error: None,
+                },
+                IntakeResult::Replayed(original) => {
+                    BatchItem { status: 202, replayed: true, notification: Some(original), error: None }
+                }
+                IntakeResult::KeyReused => refused(&key_reused()),
+            },
+        })
+        .collect();
+    let taken = results.iter().filter(|r| r.status == 202 && !r.replayed).count();
+    tracing::info!(tenant_id = %auth.0.tenant_id, items = count, accepted = taken, "batch");
+    let mut response = (StatusCode::OK, Json(json!({ "results": results }))).into_response();
+    rate_limit_headers(response.headers_mut(), quota);
+    Ok(response)
+}
+
+fn refused(e: &ApiError) -> BatchItem {
+    let (status, problem) = e.problem();
+    BatchItem { status: status.as_u16(), replayed: false, notification: None, error: Some(problem) }
+}
+
+fn key_reused() -> ApiError {
+    ApiError::Conflict {
+        code: "idempotency_key_reused",
+        detail: "this idempotency key was used with a different request".into(),
+    }
+}
+
+/// Parses and validates one notification; with an idempotency key (the header's or the
+/// body's), binds the key to the SHA-256 of the request without the key. `serde_json`
+/// keeps object keys sorted, so the same request hashes the same whatever its key order.
+fn intake_item(
+    app: &AppState,
+    mut body: Value,
+    header_key: Option<String>,
+) -> Result<(ValidNotification, Option<IdempotencyKey>), ApiError> {
+    let request: NewNotification = json::from_value(body.clone())?;
+    let key = match (header_key, request.idempotency_key.clone()) {
+        (Some(h), Some(b)) if h != b => {
+            return Err(ApiError::field("idempotency_key", "differs from the Idempotency-Key header"));
+        }
+        (h, b) => h.or(b),
+    };
+    let valid = request.validate(app.limits, OffsetDateTime::now_utc()).map_err(ApiError::Validation)?;
+    let idempotency = key.map(|key| {
+        if let Some(object) = body.as_object_mut() {
+            object.remove("idempotency_key");
+        }
+        let request_hash = Sha256::digest(serde_json::to_vec(&body).expect("a JSON value serializes")).to_vec();
+        IdempotencyKey { key, request_hash }
+    });
+    Ok((valid, idempotency))
+}
+
+/// `GET /v1/notifications/{id}`.
+pub async fn get(
+    State(app): State<AppState>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<NotificationView>, ApiError> {
+    app.store.get_notification(auth.0.tenant_id, parse_id(&id)?).await?.map(Json).ok_or(ApiError::NotFound)
+}
+
+/// `POST /v1/notifications/{id}/cancel`: cancels every delivery not yet sent; answers
+/// with the notification as it now is.
+pub async fn cancel(
+    State(app): State<AppState>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<NotificationView>, ApiError> {
+    let (tenant, id) = (auth.0.tenant_id, parse_id(&id)?);
+    match app.store.cancel_notification(tenant, id, &auth.actor()).await? {
+        Cancelled::Some(count) => {
+            tracing::info!(tenant_id = %tenant, notification_id = %id, deliveries = count, "cancelled");
+            app.store.get_notification(tenant, id).await?.map(Json).ok_or(ApiError::NotFound)
+        }
+        Cancelled::Nothing => Err(ApiError::Conflict {
+            code: "nothing_to_cancel",
+            detail: "every delivery has been sent, has failed, or is being sent".into(),
+        }),
+        Cancelled::NotFound => Err(ApiError::NotFound),
+    }
+}
+
+#[derive(Serialize)]
+pub struct Page {
+    items: Vec<NotificationSummary>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<String>,
+}
+
+/// `GET /v1/notifications?status=&type=&correlation_id=&created_after=&created_before=&limit=&cursor=`:
+/// newest first.
+pub async fn list(
+    State(app): State<AppState>,
+    auth: Authenticated,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Result<Json<Page>, ApiError> {
+    let mut filter = ListFilter { limit: DEFAULT_PAGE, ..Default::default() };
+    let time = |field: &str, v: &str| {
+        OffsetDateTime::parse(v, &Rfc3339).map_err(|_| ApiError::field(field, "must be an RFC 3339 time"))
+    };
+    for (name, value) in &params {
+        match name.as_str() {
+            "status" => {
+                filter.status =
+                    Some(NotificationStatus::parse(value).ok_or_else(|| ApiError::field("status", "unknown status"))?)
+            }
+            "type" => filter.kind = Some(value.clone()),
+            "correlation_id" => filter.correlation_id = Some(value.clone()),
+            "created_after" => filter.created_after = Some(time("created_after", value)?),
+            "created_before" => filter.created_before = Some(time("created_before", value)?),
+            "limit" => {
+                filter.limit = value
+                    .parse()
+                    .ok()
+                    .filter(|l| (1..=MAX_PAGE).contains(l))
+                    .ok_or_else(|| ApiError::field("limit", format!("must be 1 to {MAX_PAGE}")))?
+            }
+            "cursor" => {
+                filter.after = Some(
+                    decode_cursor(value).ok_or_else(|| ApiError::field("cursor", "is not a cursor this API gave"))?,
+                )
+            }
+            other => return Err(ApiError::field(other, "unknown query parameter")),
+        }
+    }
+    let page_size = filter.limit;
+    filter.limit += 1;
+    let mut items = app.store.list_notifications(auth.0.tenant_id, &filter).await?;
+    let next_cursor = if items.len() as i64 > page_size {
+        items.truncate(page_size as usize);
+        items.last().map(|last| encode_cursor(last.created_at, last.id))
+    } else {
+        None
+    };
+    Ok(Json(Page { items, next_cursor }))
+}
+
+/// The position after an item: its creation time in microseconds and its id, in hex.
+fn encode_cursor(created_at: OffsetDateTime, id: Uuid) -> String {
+    let micros = (created_at.unix_timestamp_nanos() / 1_000) as i64;
+    let mut bytes = micros.to_be_bytes().to_vec();
+    bytes.extend_from_slice(id.as_bytes());
+    hex::encode(bytes)
+}
+
+fn decode_cursor(cursor: &str) -> Option<(OffsetDateTime, Uuid)> {
+    let bytes = hex::decode(cursor).ok()?;
+    let (micros, id) = bytes.split_at_checked(8)?;
+    let micros = i64::from_be_bytes(micros.try_into().ok()?);
+    let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000).ok()?;
+    Some((at, Uuid::from_slice(id).ok()?))
+}
+
+impl AppState {
+    /// Takes `count` notifications from the caller's tenant's intake rate.
+    fn take_tokens(&self, auth: &Authenticated, count: u32) -> Result<Quota, ApiError> {
+        let rate = auth
+            .0
+            .rate_limit
+            .map(|(per_second, burst)| crate::rate_limit::Rate { per_second, burst })
+            .unwrap_or(self.default_rate);
+        match self.limiter.take(auth.0.tenant_id, rate, count) {
+            crate::rate_limit::Decision::Allowed(quota) => Ok(quota),
+            crate::rate_limit::Decision::Limited { quota, retry_after } => {
+                Err(ApiError::RateLimited { quota, retry_after })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let at = time::OffsetDateTime::from_unix_timestamp_nanos(1_764_000_000_123_456_000).unwrap();
+        let id = uuid::Uuid::now_v7();
+        assert_eq!(super::decode_cursor(&super::encode_cursor(at, id)), Some((at, id)));
+        assert_eq!(super::decode_cursor("zz"), None);
+        assert_eq!(super::decode_cursor("00"), None);
+    }
+}

@@ -1,0 +1,283 @@
+//! Accepting notifications: one or many, with or without idempotency keys, always
+//! set-based (a batch of 1,000 is a handful of statements, not thousands).
+
+use std::{collections::HashMap, time::Duration};
+
+use domain::{
+    DeliveryStatus, NotificationStatus, ValidNotification,
+    view::{AcceptedDelivery, AcceptedNotification},
+};
+use sqlx::{PgConnection, types::Json};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::{OUTBOX_CHANNEL, Result, Store};
+
+/// One notification to accept.
+pub struct Intake<'a> {
+    pub notification: &'a ValidNotification,
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+#[derive(Clone, Debug)]
+pub struct IdempotencyKey {
+    pub key: String,
+    /// SHA-256 of the request it came with; the same key with another hash is refused.
+    pub request_hash: Vec<u8>,
+}
+
+#[derive(Debug)]
+pub enum IntakeResult {
+    Accepted(AcceptedNotification),
+    /// The key was used before with the same request: its original answer.
+    Replayed(serde_json::Value),
+    /// The key was used before with a different request.
+    KeyReused,
+}
+
+impl Store {
+    /// Accepts `items` for `tenant_id` and answers for each, in order. Without keys this is
+    /// one statement. With keys, the keys are inserted first in the same transaction: the
+    /// primary key on (tenant, key) makes a concurrent request with the same key wait for
+    /// this one's commit and then replay its answer, so a key never makes two
+    /// notifications. A key older than `retention` counts as unused.
+    pub async fn accept_notifications(
+        &self,
+        tenant_id: Uuid,
+        actor: &str,
+        items: &[Intake<'_>],
+        retention: Duration,
+    ) -> Result<Vec<IntakeResult>> {
+        let now = now_micros();
+        let planned: Vec<AcceptedNotification> = items.iter().map(|i| plan(i.notification, now)).collect();
+        if items.iter().all(|i| i.idempotency.is_none()) {
+            let all: Vec<usize> = (0..items.len()).collect();
+            insert(self.pool.acquire().await?.as_mut(), tenant_id, actor, items, &planned, &all, now).await?;
+            return Ok(planned.into_iter().map(IntakeResult::Accepted).collect());
+        }
+
+        // The first item with a key claims it for the batch; later ones with the same key
+        // are answered like a concurrent request would be.
+        let mut first_with_key: HashMap<&str, usize> = HashMap::new();
+        for (i, item) in items.iter().enumerate() {
+            if let Some(k) = &item.idempotency {
+                first_with_key.entry(k.key.as_str()).or_insert(i);
+            }
+        }
+        let claimants: Vec<usize> = first_with_key.values().copied().collect();
+        let responses: Vec<serde_json::Value> =
+            claimants.iter().map(|&i| serde_json::to_value(&planned[i]).expect("serializes")).collect();
+
+        let mut tx = self.pool.begin().await?;
+        let won: Vec<(String,)> = sqlx::query_as(
+            "INSERT INTO idempotency_keys (tenant_id, key, request_hash, notification_id, response)
+             SELECT $1, u.key, u.hash, u.id, u.response
+             FROM unnest($2::text[], $3::bytea[], $4::uuid[], $5::jsonb[]) AS u(key, hash, id, response)
+             ON CONFLICT (tenant_id, key) DO UPDATE
+                SET request_hash = EXCLUDED.request_hash, notification_id = EXCLUDED.notification_id,
+                    response = EXCLUDED.response, created_at = now()
+                WHERE idempotency_keys.created_at < now() - $6::interval
+             RETURNING key",
+        )
+        .bind(tenant_id)
+        .bind(claimants.iter().map(|&i| key_of(&items[i]).key.clone()).collect::<Vec<_>>())
+        .bind(claimants.iter().map(|&i| key_of(&items[i]).request_hash.clone()).collect::<Vec<_>>())
+        .bind(claimants.iter().map(|&i| planned[i].id).collect::<Vec<_>>())
+        .bind(&responses)
+        .bind(sqlx::postgres::types::PgInterval::try_from(retention).unwrap_or_default())
+        .fetch_all(&mut *tx)
+        .await?;
+        let won: std::collections::HashSet<String> = won.into_iter().map(|r| r.0).collect();
+
+        // Every key's record: ours where we won it, the stored one where we did not.
+        let lost: Vec<String> = first_with_key.keys().filter(|k| !won.contains(**k)).map(|k| (*k).to_owned()).collect();
+        let stored: Vec<(String, Vec<u8>, serde_json::Value)> = if lost.is_empty() {
+            vec![]
+        } else {
+            sqlx::query_as(
+                "SELECT key, request_hash, response FROM idempotency_keys WHERE tenant_id = $1 AND key = ANY($2)",
+            )
+            .bind(tenant_id)
+            .bind(&lost)
+            .fetch_all(&mut *tx)
+            .await?
+        };
+        let mut record: HashMap<String, (Vec<u8>, serde_json::Value)> =
+            stored.into_iter().map(|(key, hash, response)| (key, (hash, response))).collect();
+        for (&i, response) in claimants.iter().zip(&responses) {
+            let k = key_of(&items[i]);
+            if won.contains(&k.key) {
+                record.insert(k.key.clone(), (k.request_hash.clone(), response.clone()));
+            }
+        }
+
+        let mut results = Vec::with_capacity(items.len());
+        let mut to_insert = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let Some(k) = &item.idempotency else {
+                to_insert.push(i);
+                results.push(None);
+                continue;
+            };
+            let claimant_won = first_with_key[k.key.as_str()] == i && won.contains(&k.key);
+            if claimant_won {
+                to_insert.push(i);
+                results.push(None);
+                continue;
+            }
+            results.push(Some(match record.get(&k.key) {
+                Some((hash, response)) if *hash == k.request_hash => IntakeResult::Replayed(response.clone()),
+                Some(_) => IntakeResult::KeyReused,
+                // The key's row vanished between the two statements (purged): refuse
+                // rather than risk a second notification; a retry will succeed.
+                None => IntakeResult::KeyReused,
+            }));
+        }
+        insert(&mut tx, tenant_id, actor, items, &planned, &to_insert, now).await?;
+        tx.commit().await?;
+
+        Ok(results
+            .into_iter()
+            .zip(planned)
+            .map(|(result, planned)| result.unwrap_or(IntakeResult::Accepted(planned)))
+            .collect())
+    }
+
+    /// Deletes idempotency keys older than `retention`; returns how many.
+    pub async fn purge_idempotency_keys(&self, retention: Duration) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < now() - $1::interval")
+            .bind(sqlx::postgres::types::PgInterval::try_from(retention).unwrap_or_default())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+fn key_of<'a>(item: &'a Intake<'_>) -> &'a IdempotencyKey {
+    item.idempotency.as_ref().expect("only items with a key claim one")
+}
+
+/// PostgreSQL keeps microseconds: the answer must show what a later read will show.
+fn now_micros() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000).expect("a valid nanosecond")
+}
+
+fn plan(n: &ValidNotification, created_at: OffsetDateTime) -> AcceptedNotification {
+    AcceptedNotification {
+        id: Uuid::now_v7(),
+        status: NotificationStatus::Pending,
+        created_at,
+        deliveries: n
+            .deliveries
+            .iter()
+            .map(|d| AcceptedDelivery {
+                id: Uuid::now_v7(),
+                channel: d.channel,
+                recipient: d.recipient.clone(),
+                status: DeliveryStatus::Pending,
+            })
+            .collect(),
+    }
+}
+
+/// Inserts the notifications `which` of `items`, their deliveries, outbox rows and
+/// `accepted` audit events in one statement, and wakes the relays at commit.
+async fn insert(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    actor: &str,
+    items: &[Intake<'_>],
+    planned: &[AcceptedNotification],
+    which: &[usize],
+    now: OffsetDateTime,
+) -> Result<()> {
+    if which.is_empty() {
+        return Ok(());
+    }
+    let mut n = NotificationColumns::default();
+    let mut d = DeliveryColumns::default();
+    for &i in which {
+        let (v, p) = (items[i].notification, &planned[i]);
+        n.ids.push(p.id);
+        n.kinds.push(v.kind.as_str());
+        n.priorities.push(v.priority.as_str());
+        n.data.push(Json(&v.data));
+        n.content.push(Json(&v.content));
+        n.correlation_ids.push(v.correlation_id.as_deref());
+        n.send_ats.push(v.send_at);
+        n.keys.push(items[i].idempotency.as_ref().map(|k| k.key.as_str()));
+        for delivery in &p.deliveries {
+            d.ids.push(delivery.id);
+            d.notification_ids.push(p.id);
+            d.channels.push(delivery.channel.as_str());
+            d.recipients.push(delivery.recipient.as_str());
+            d.ranks.push(v.priority.rank());
+            d.available_at.push(v.send_at);
+        }
+    }
+    sqlx::query(
+        "WITH n AS (
+            INSERT INTO notifications (id, tenant_id, type, priority, data, content, correlation_id, send_at,
+                                       idempotency_key, created_at, updated_at)
+            SELECT u.id, $1, u.type, u.priority, u.data, u.content, u.correlation_id, u.send_at, u.key, $2, $2
+            FROM unnest($3::uuid[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[], $8::text[], $9::timestamptz[],
+                        $10::text[]) AS u(id, type, priority, data, content, correlation_id, send_at, key)),
+         d AS (
+            INSERT INTO deliveries (id, tenant_id, notification_id, channel, recipient, created_at, updated_at)
+            SELECT u.id, $1, u.nid, u.channel, u.recipient, $2, $2
+            FROM unnest($11::uuid[], $12::uuid[], $13::text[], $14::text[]) AS u(id, nid, channel, recipient)),
+         o AS (
+            INSERT INTO outbox (tenant_id, notification_id, delivery_id, channel, attempt, priority, available_at)
+            SELECT $1, u.nid, u.id, u.channel, 1, u.rank, coalesce(u.at, now())
+            FROM unnest($11::uuid[], $12::uuid[], $13::text[], $15::smallint[], $16::timestamptz[])
+                AS u(id, nid, channel, rank, at)),
+         a AS (
+            INSERT INTO audit_events (tenant_id, notification_id, action, actor, created_at)
+            SELECT $1, u.id, 'accepted', $17, $2 FROM unnest($3::uuid[]) AS u(id))
+         SELECT pg_notify($18, '')",
+    )
+    .bind(tenant_id)
+    .bind(now)
+    .bind(&n.ids)
+    .bind(&n.kinds)
+    .bind(&n.priorities)
+    .bind(&n.data)
+    .bind(&n.content)
+    .bind(&n.correlation_ids)
+    .bind(&n.send_ats)
+    .bind(&n.keys)
+    .bind(&d.ids)
+    .bind(&d.notification_ids)
+    .bind(&d.channels)
+    .bind(&d.recipients)
+    .bind(&d.ranks)
+    .bind(&d.available_at)
+    .bind(actor)
+    .bind(OUTBOX_CHANNEL)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+#[derive(Default)]
+struct NotificationColumns<'a> {
+    ids: Vec<Uuid>,
+    kinds: Vec<&'a str>,
+    priorities: Vec<&'a str>,
+    data: Vec<Json<&'a serde_json::Map<String, serde_json::Value>>>,
+    content: Vec<Json<&'a domain::Content>>,
+    correlation_ids: Vec<Option<&'a str>>,
+    send_ats: Vec<Option<OffsetDateTime>>,
+    keys: Vec<Option<&'a str>>,
+}
+
+#[derive(Default)]
+struct DeliveryColumns<'a> {
+    ids: Vec<Uuid>,
+    notification_ids: Vec<Uuid>,
+    channels: Vec<&'a str>,
+    recipients: Vec<&'a str>,
+    ranks: Vec<i16>,
+    available_at: Vec<Option<OffsetDateTime>>,
+}
