@@ -14,11 +14,13 @@ fn failing(kind: SandboxFailure, rate: f64, first: u32) -> SandboxConfig {
 #[tokio::test]
 async fn a_retryable_failure_is_retried_and_then_sent() {
     let app = TestApp::api_only().await;
-    let _relay = app.start_relay(100);
-    let _worker = app.start_worker(
-        Channel::Email,
-        WorkerOptions { sandbox: failing(SandboxFailure::Retryable, 0.0, 1), ..Default::default() },
-    );
+    let _relay = app.start_relay(100).await;
+    let _worker = app
+        .start_worker(
+            Channel::Email,
+            WorkerOptions { sandbox: failing(SandboxFailure::Retryable, 0.0, 1), ..Default::default() },
+        )
+        .await;
     let id = app.accept(&email("a@example.com")).await;
     let n = app.wait_for_status(id, "sent").await;
     let d = &n["deliveries"][0];
@@ -35,15 +37,17 @@ async fn a_retryable_failure_is_retried_and_then_sent() {
 #[tokio::test]
 async fn retries_run_out_and_the_delivery_fails() {
     let app = TestApp::api_only().await;
-    let _relay = app.start_relay(100);
-    let _worker = app.start_worker(
-        Channel::Sms,
-        WorkerOptions {
-            retry: fast_retry(3),
-            sandbox: failing(SandboxFailure::Retryable, 1.0, 0),
-            ..Default::default()
-        },
-    );
+    let _relay = app.start_relay(100).await;
+    let _worker = app
+        .start_worker(
+            Channel::Sms,
+            WorkerOptions {
+                retry: fast_retry(3),
+                sandbox: failing(SandboxFailure::Retryable, 1.0, 0),
+                ..Default::default()
+            },
+        )
+        .await;
     let id = app.accept(&json!({"type": "t", "to": [{"phone": "+15551234567"}], "content": {"text": "hi"}})).await;
     let n = app.wait_for_status(id, "failed").await;
     let d = &n["deliveries"][0];
@@ -58,11 +62,13 @@ async fn retries_run_out_and_the_delivery_fails() {
 #[tokio::test]
 async fn a_permanent_failure_fails_after_one_attempt() {
     let app = TestApp::api_only().await;
-    let _relay = app.start_relay(100);
-    let _worker = app.start_worker(
-        Channel::Whatsapp,
-        WorkerOptions { sandbox: failing(SandboxFailure::Permanent, 1.0, 0), ..Default::default() },
-    );
+    let _relay = app.start_relay(100).await;
+    let _worker = app
+        .start_worker(
+            Channel::Whatsapp,
+            WorkerOptions { sandbox: failing(SandboxFailure::Permanent, 1.0, 0), ..Default::default() },
+        )
+        .await;
     let id = app.accept(&json!({"type": "t", "to": [{"whatsapp": "+15551234567"}], "content": {"text": "hi"}})).await;
     let n = app.wait_for_status(id, "failed").await;
     let d = &n["deliveries"][0];
@@ -74,12 +80,14 @@ async fn a_permanent_failure_fails_after_one_attempt() {
 #[tokio::test]
 async fn some_sent_and_some_failed_is_partial() {
     let app = TestApp::api_only().await;
-    let _relay = app.start_relay(100);
-    let _email = app.start_worker(Channel::Email, WorkerOptions::default());
-    let _sms = app.start_worker(
-        Channel::Sms,
-        WorkerOptions { sandbox: failing(SandboxFailure::Permanent, 1.0, 0), ..Default::default() },
-    );
+    let _relay = app.start_relay(100).await;
+    let _email = app.start_worker(Channel::Email, WorkerOptions::default()).await;
+    let _sms = app
+        .start_worker(
+            Channel::Sms,
+            WorkerOptions { sandbox: failing(SandboxFailure::Permanent, 1.0, 0), ..Default::default() },
+        )
+        .await;
     let id = app
         .accept(&json!({"type": "t", "to": [{"email": "a@example.com", "phone": "+15551234567"}],
             "content": {"subject": "s", "text": "hi"}}))

@@ -75,43 +75,79 @@ async fn template() -> &'static str {
         .await
 }
 
-/// A fresh database and RabbitMQ vhost.
+/// A fresh database, and a RabbitMQ vhost made the first time a test needs the broker.
+/// Both are removed when the test ends, so the broker does not fill up with the quorum
+/// queues of finished tests.
 pub struct TestEnv {
     pub database_url: String,
-    pub amqp_url: String,
-    pub vhost: String,
+    database: String,
+    vhost: OnceCell<String>,
     pub store: Store,
 }
 
 impl TestEnv {
     pub async fn new() -> Self {
         let template = template().await;
-        let id = Uuid::new_v4().simple().to_string();
-        let db = format!("notify_test_{id}");
+        let database = format!("notify_test_{}", Uuid::new_v4().simple());
         let mut admin = PgConnection::connect(&admin_database_url()).await.unwrap();
-        admin.execute(format!("CREATE DATABASE {db} TEMPLATE {template}").as_str()).await.unwrap();
+        admin.execute(format!("CREATE DATABASE {database} TEMPLATE {template}").as_str()).await.unwrap();
         admin.close().await.unwrap();
-        let database_url = with_database(&admin_database_url(), &db);
-
-        let vhost = format!("notify-test-{id}");
-        let management = Management::new();
-        management
-            .request(reqwest::Method::PUT, &format!("/api/vhosts/{vhost}"))
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .expect("the RabbitMQ management API creates a vhost (is rabbitmq_management enabled?)");
-        let amqp_user = amqp_base_url().parse::<reqwest::Url>().unwrap().username().to_owned();
-        management
-            .request(reqwest::Method::PUT, &format!("/api/permissions/{vhost}/{amqp_user}"))
-            .json(&serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"}))
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .expect("vhost permissions");
-        let amqp_url = format!("{}/{vhost}", amqp_base_url());
+        let database_url = with_database(&admin_database_url(), &database);
         let store = Store::connect_lazy(&database_url, 4).unwrap();
-        Self { database_url, amqp_url, vhost, store }
+        Self { database_url, database, vhost: OnceCell::new(), store }
+    }
+
+    pub async fn vhost(&self) -> &str {
+        self.vhost.get_or_init(create_vhost).await
+    }
+
+    pub async fn amqp_url(&self) -> String {
+        format!("{}/{}", amqp_base_url(), self.vhost().await)
+    }
+}
+
+async fn create_vhost() -> String {
+    let vhost = format!("notify-test-{}", Uuid::new_v4().simple());
+    let management = Management::new();
+    management
+        .request(reqwest::Method::PUT, &format!("/api/vhosts/{vhost}"))
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .expect("the RabbitMQ management API creates a vhost (is rabbitmq_management enabled?)");
+    let amqp_user = amqp_base_url().parse::<reqwest::Url>().unwrap().username().to_owned();
+    management
+        .request(reqwest::Method::PUT, &format!("/api/permissions/{vhost}/{amqp_user}"))
+        .json(&serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"}))
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .expect("vhost permissions");
+    vhost
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        let database = self.database.clone();
+        let vhost = self.vhost.get().cloned();
+        // Drop cannot await, and the test's runtime is the one dropping us: clean up on a
+        // thread of its own. Failing to clean up is not a test failure (`cargo xtask test`
+        // removes leftovers before each run).
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                if let Some(vhost) = vhost {
+                    let _ = Management::new()
+                        .request(reqwest::Method::DELETE, &format!("/api/vhosts/{vhost}"))
+                        .send()
+                        .await;
+                }
+                if let Ok(mut admin) = PgConnection::connect(&admin_database_url()).await {
+                    let _ = admin.execute(format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)").as_str()).await;
+                }
+            })
+        })
+        .join();
     }
 }
 
@@ -143,7 +179,15 @@ impl Management {
 /// mid-flight as a crash would (its connections close, its transactions roll back).
 pub struct Service {
     shutdown: CancellationToken,
-    handle: JoinHandle<anyhow::Result<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(handle) = &self.handle {
+            handle.abort();
+        }
+    }
 }
 
 impl Service {
@@ -153,17 +197,19 @@ impl Service {
     {
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(f(shutdown.clone()));
-        Self { shutdown, handle }
+        Self { shutdown, handle: Some(handle) }
     }
 
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         self.shutdown.cancel();
-        self.handle.await.expect("service task").expect("service ran without error");
+        let handle = self.handle.take().expect("running");
+        handle.await.expect("service task").expect("service ran without error");
     }
 
-    pub async fn kill(self) {
-        self.handle.abort();
-        let _ = self.handle.await;
+    pub async fn kill(mut self) {
+        let handle = self.handle.take().expect("running");
+        handle.abort();
+        let _ = handle.await;
     }
 }
 
@@ -229,17 +275,17 @@ impl TestApp {
     /// The API, one relay and a default worker for every channel.
     pub async fn spawn() -> (Self, Vec<Service>) {
         let app = Self::api_only().await;
-        let mut services = vec![app.start_relay(500)];
+        let mut services = vec![app.start_relay(500).await];
         for channel in Channel::ALL {
-            services.push(app.start_worker(channel, WorkerOptions::default()));
+            services.push(app.start_worker(channel, WorkerOptions::default()).await);
         }
         (app, services)
     }
 
-    pub fn start_relay(&self, batch_size: i64) -> Service {
+    pub async fn start_relay(&self, batch_size: i64) -> Service {
         let config = outbox_relay::Config {
             database_url: Some(SecretString::from(self.env.database_url.clone())),
-            amqp_url: Some(SecretString::from(self.env.amqp_url.clone())),
+            amqp_url: Some(SecretString::from(self.env.amqp_url().await)),
             database_max_connections: 3,
             relay: outbox_relay::RelaySettings { batch_size, ..Default::default() },
             broker: Topology::default(),
@@ -247,11 +293,11 @@ impl TestApp {
         Service::spawn(|shutdown| outbox_relay::run(config, shutdown))
     }
 
-    pub fn start_worker(&self, channel: Channel, options: WorkerOptions) -> Service {
+    pub async fn start_worker(&self, channel: Channel, options: WorkerOptions) -> Service {
         let sandbox = SandboxConfig { dir: self.sandbox.path().to_owned(), ..options.sandbox };
         let config = WorkerConfig {
             database_url: Some(SecretString::from(self.env.database_url.clone())),
-            amqp_url: Some(SecretString::from(self.env.amqp_url.clone())),
+            amqp_url: Some(SecretString::from(self.env.amqp_url().await)),
             database_max_connections: 4,
             worker: WorkerSettings { prefetch: options.prefetch, ..Default::default() },
             broker: Topology::default(),
@@ -330,7 +376,7 @@ impl TestApp {
 
     /// A broker connection to the test's vhost, topology declared.
     pub async fn amqp(&self) -> (lapin::Connection, lapin::Channel) {
-        let conn = queue::connect(&self.env.amqp_url, "test").await.unwrap();
+        let conn = queue::connect(&self.env.amqp_url().await, "test").await.unwrap();
         let channel = conn.create_channel().await.unwrap();
         Topology::default().declare(&channel).await.unwrap();
         (conn, channel)
@@ -391,7 +437,7 @@ impl TestApp {
         let management = Management::new();
         let names: Vec<String> = eventually("the services' broker connections", || async {
             let list: Value = management
-                .request(reqwest::Method::GET, &format!("/api/vhosts/{}/connections", self.env.vhost))
+                .request(reqwest::Method::GET, &format!("/api/vhosts/{}/connections", self.env.vhost().await))
                 .send()
                 .await
                 .ok()?

@@ -2,9 +2,14 @@
 //! process. Each test gets a fresh database (cloned from a migrated template) and its own
 //! RabbitMQ vhost, so tests run in parallel without seeing each other.
 
+mod actions;
 mod api;
+mod batch;
 mod delivery;
 mod failures;
 mod harness;
+mod idempotency;
+mod limits;
+mod listing;
 mod messages;
 mod relay;

@@ -37,8 +37,8 @@ async fn poison_messages_are_dead_lettered_and_the_worker_keeps_going() {
 
     // One message at a time, in queue order: once the real notification is sent, both
     // poison messages have been handled before it.
-    let _worker = app.start_worker(Channel::Email, WorkerOptions { prefetch: 1, ..Default::default() });
-    let _relay = app.start_relay(100);
+    let _worker = app.start_worker(Channel::Email, WorkerOptions { prefetch: 1, ..Default::default() }).await;
+    let _relay = app.start_relay(100).await;
     let id = app.accept(&email("a@example.com")).await;
     app.wait_for_status(id, "sent").await;
 
@@ -58,8 +58,8 @@ async fn poison_messages_are_dead_lettered_and_the_worker_keeps_going() {
 #[tokio::test]
 async fn a_duplicate_message_for_a_sent_delivery_does_not_send_again() {
     let app = TestApp::api_only().await;
-    let relay = app.start_relay(100);
-    let worker = app.start_worker(Channel::Email, WorkerOptions::default());
+    let relay = app.start_relay(100).await;
+    let worker = app.start_worker(Channel::Email, WorkerOptions::default()).await;
     let id = app.accept(&email("a@example.com")).await;
     let n = app.wait_for_status(id, "sent").await;
     worker.stop().await;
@@ -75,7 +75,7 @@ async fn a_duplicate_message_for_a_sent_delivery_does_not_send_again() {
     eventually("the marker published", || async { (app.env.store.outbox_len().await.unwrap() == 0).then_some(()) })
         .await;
 
-    let _worker = app.start_worker(Channel::Email, WorkerOptions { prefetch: 1, ..Default::default() });
+    let _worker = app.start_worker(Channel::Email, WorkerOptions { prefetch: 1, ..Default::default() }).await;
     app.wait_for_status(marker, "sent").await;
     assert_eq!(app.sends_of(Channel::Email, &delivery_id.to_string()), 1);
     let again = app.get(id).await;

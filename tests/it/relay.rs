@@ -11,15 +11,15 @@ use crate::harness::{TestApp, WorkerOptions, eventually};
 async fn killing_a_relay_mid_batch_loses_nothing() {
     let app = TestApp::api_only().await;
     app.accept_many(200).await;
-    let doomed = app.start_relay(10);
+    let doomed = app.start_relay(10).await;
     eventually("the first relay to publish some batches", || async {
         (app.env.store.outbox_len().await.unwrap() < 200).then_some(())
     })
     .await;
     doomed.kill().await;
 
-    let _relay = app.start_relay(10);
-    let _worker = app.start_worker(Channel::Email, WorkerOptions::default());
+    let _relay = app.start_relay(10).await;
+    let _worker = app.start_worker(Channel::Email, WorkerOptions::default()).await;
     app.wait_all_sent().await;
     // A batch published but not committed is published again; the worker drops the
     // duplicates, so each delivery was sent exactly once.
@@ -31,9 +31,10 @@ async fn killing_a_relay_mid_batch_loses_nothing() {
 #[tokio::test]
 async fn killing_a_worker_mid_batch_loses_nothing() {
     let app = TestApp::api_only().await;
-    let _relay = app.start_relay(100);
+    let _relay = app.start_relay(100).await;
     let slow = SandboxConfig { latency: Duration::from_millis(20), ..Default::default() };
-    let doomed = app.start_worker(Channel::Email, WorkerOptions { prefetch: 10, sandbox: slow, ..Default::default() });
+    let doomed =
+        app.start_worker(Channel::Email, WorkerOptions { prefetch: 10, sandbox: slow, ..Default::default() }).await;
     app.accept_many(100).await;
     eventually("some deliveries sent by the first worker", || async {
         (app.sent_and_total().await.0 >= 10).then_some(())
@@ -41,7 +42,7 @@ async fn killing_a_worker_mid_batch_loses_nothing() {
     .await;
     doomed.kill().await;
 
-    let _worker = app.start_worker(Channel::Email, WorkerOptions::default());
+    let _worker = app.start_worker(Channel::Email, WorkerOptions::default()).await;
     app.wait_all_sent().await;
     for id in app.delivery_ids().await {
         // At least once: a send cut off before its outcome was recorded is sent again.
@@ -55,9 +56,9 @@ async fn killing_a_worker_mid_batch_loses_nothing() {
 async fn two_relays_publish_every_row_once() {
     let app = TestApp::api_only().await;
     app.accept_many(300).await;
-    let _a = app.start_relay(20);
-    let _b = app.start_relay(20);
-    let _worker = app.start_worker(Channel::Email, WorkerOptions::default());
+    let _a = app.start_relay(20).await;
+    let _b = app.start_relay(20).await;
+    let _worker = app.start_worker(Channel::Email, WorkerOptions::default()).await;
     app.wait_all_sent().await;
     for id in app.delivery_ids().await {
         assert_eq!(app.sends_of(Channel::Email, &id), 1, "delivery {id}");
@@ -80,8 +81,8 @@ async fn urgent_work_is_claimed_before_a_backlog() {
 #[tokio::test]
 async fn relay_and_worker_reconnect_after_the_broker_drops_them() {
     let app = TestApp::api_only().await;
-    let _relay = app.start_relay(100);
-    let _worker = app.start_worker(Channel::Email, WorkerOptions::default());
+    let _relay = app.start_relay(100).await;
+    let _worker = app.start_worker(Channel::Email, WorkerOptions::default()).await;
     let first = app.accept(&crate::harness::email("a@example.com")).await;
     app.wait_for_status(first, "sent").await;
 
@@ -94,10 +95,10 @@ async fn relay_and_worker_reconnect_after_the_broker_drops_them() {
 #[tokio::test]
 async fn a_worker_stopped_gracefully_finishes_what_it_holds() {
     let app = TestApp::api_only().await;
-    let _relay = app.start_relay(100);
+    let _relay = app.start_relay(100).await;
     let slow = SandboxConfig { latency: Duration::from_millis(300), ..Default::default() };
     let stopping =
-        app.start_worker(Channel::Email, WorkerOptions { prefetch: 10, sandbox: slow, ..Default::default() });
+        app.start_worker(Channel::Email, WorkerOptions { prefetch: 10, sandbox: slow, ..Default::default() }).await;
     app.accept_many(10).await;
     eventually("deliveries in flight", || async {
         let (sending,): (i64,) = sqlx::query_as("SELECT count(*) FROM deliveries WHERE status = 'sending'")
@@ -110,7 +111,7 @@ async fn a_worker_stopped_gracefully_finishes_what_it_holds() {
     stopping.stop().await;
 
     // What was in flight was sent, recorded and acked, not handed back to the broker.
-    let _next = app.start_worker(Channel::Email, WorkerOptions::default());
+    let _next = app.start_worker(Channel::Email, WorkerOptions::default()).await;
     app.wait_all_sent().await;
     for id in app.delivery_ids().await {
         assert_eq!(app.sends_of(Channel::Email, &id), 1, "delivery {id}");
