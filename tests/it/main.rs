@@ -12,4 +12,5 @@ mod idempotency;
 mod limits;
 mod listing;
 mod messages;
+mod openapi;
 mod relay;

@@ -13,36 +13,47 @@ pub const MAX_DATA_BYTES: usize = 64 * 1024;
 /// Longest SMS or WhatsApp body a provider accepts (Twilio and SNS: 1600 characters).
 pub const MAX_TEXT_MESSAGE_CHARS: usize = 1600;
 
-#[derive(Debug, Deserialize)]
+/// A notification to send: what happened, to whom, over which channels, with what.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewNotification {
+    /// What happened, as a dotted name (`invoice.overdue`); Novu's workflow key.
     #[serde(rename = "type")]
     pub kind: String,
+    /// 1 to 100 recipients.
     pub to: Vec<Recipient>,
+    /// Default: every channel some recipient has an address for.
     #[serde(default)]
     pub channels: Option<Vec<Channel>>,
+    /// Free data, at most 64 KiB; Novu's payload.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub data: Option<serde_json::Map<String, serde_json::Value>>,
     #[serde(default)]
     pub content: Option<Content>,
     #[serde(default)]
     pub priority: Priority,
+    /// When to send; in the past means now; at most 90 days ahead (configurable).
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub send_at: Option<OffsetDateTime>,
+    /// Your own reference, to find the notification again (`GET /v1/notifications?correlation_id=`).
     #[serde(default)]
     pub correlation_id: Option<String>,
-    /// Also accepted as the `Idempotency-Key` header.
+    /// Makes a retried request safe: the same key and body answer the first request's
+    /// result. Also accepted as the `Idempotency-Key` header.
     #[serde(default)]
     pub idempotency_key: Option<String>,
 }
 
 /// One recipient: addresses given inline. `subscriber_id` is the recipient's id in Novu.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Recipient {
     pub subscriber_id: Option<String>,
     pub email: Option<String>,
+    /// E.164, for SMS.
     pub phone: Option<String>,
+    /// E.164, for WhatsApp.
     pub whatsapp: Option<String>,
 }
 
@@ -60,7 +71,7 @@ impl Recipient {
 
 /// Inline content. Email needs `subject` and `text` or `html`; SMS and WhatsApp need
 /// `text`; Novu renders in its own workflow and takes `data` as its payload.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Content {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -72,7 +83,7 @@ pub struct Content {
 }
 
 /// One rejected field, named by its JSON path (`to[2].email`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,

@@ -3,7 +3,7 @@ use serde::{Deserialize, Serialize};
 /// The life of one delivery (one recipient on one channel):
 /// `pending -> queued -> sending -> sent -> delivered`, with `retrying` (back to `queued`
 /// when due) and the terminal `failed`, `bounced`, `undelivered`, `suppressed`, `cancelled`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryStatus {
     Pending,
@@ -66,7 +66,7 @@ impl DeliveryStatus {
 
 /// The aggregate of a notification's deliveries: `pending -> processing -> sent | partial |
 /// failed | cancelled`. The store computes it in SQL when a delivery changes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum NotificationStatus {
     Pending,

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use crate::{Channel, DeliveryStatus, NotificationStatus, Priority};
 
 /// The `202` answer to an accepted notification.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct AcceptedNotification {
     pub id: Uuid,
     pub status: NotificationStatus,
@@ -17,7 +17,7 @@ pub struct AcceptedNotification {
     pub created_at: OffsetDateTime,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct AcceptedDelivery {
     pub id: Uuid,
     pub channel: Channel,
@@ -26,7 +26,7 @@ pub struct AcceptedDelivery {
 }
 
 /// A notification with its deliveries, their attempts, and its audit trail.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct NotificationView {
     pub id: Uuid,
     #[serde(rename = "type")]
@@ -35,7 +35,9 @@ pub struct NotificationView {
     pub priority: Priority,
     pub correlation_id: Option<String>,
     pub idempotency_key: Option<String>,
+    #[schema(value_type = Object)]
     pub data: serde_json::Value,
+    #[schema(value_type = Object)]
     pub content: serde_json::Value,
     #[serde(with = "time::serde::rfc3339::option")]
     pub send_at: Option<OffsetDateTime>,
@@ -47,7 +49,7 @@ pub struct NotificationView {
     pub events: Vec<AuditEventView>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeliveryView {
     pub id: Uuid,
     pub channel: Channel,
@@ -69,7 +71,7 @@ pub struct DeliveryView {
     pub attempts: Vec<AttemptView>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AttemptView {
     #[serde(skip)]
     pub delivery_id: Uuid,
@@ -87,20 +89,21 @@ pub struct AttemptView {
 }
 
 /// A state change a user or operator caused.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AuditEventView {
     /// `accepted`, `cancelled` or `retried`.
     pub action: String,
     pub delivery_id: Option<Uuid>,
     /// `api_key:<id>` or `operator`.
     pub actor: String,
+    #[schema(value_type = Object)]
     pub detail: serde_json::Value,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
 
 /// One notification in a list.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct NotificationSummary {
     pub id: Uuid,
     #[serde(rename = "type")]

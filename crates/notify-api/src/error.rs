@@ -7,9 +7,25 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use domain::FieldError;
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use crate::rate_limit::Quota;
+
+/// An RFC 9457 problem (`application/problem+json`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// `/problems/<code>`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// Stable machine-readable cause: `validation_failed`, `unauthorized`, `not_found`,
+    /// `idempotency_key_reused`, `nothing_to_cancel`, `not_retryable`, `rate_limited`, ...
+    pub code: String,
+    /// For `validation_failed`: each rejected field, by its JSON path.
+    pub errors: Vec<FieldError>,
+}
 
 #[derive(Debug)]
 pub enum ApiError {
@@ -92,7 +108,7 @@ impl ApiError {
     }
 
     /// The status and problem body, also used for the items of a batch answer.
-    pub fn problem(&self) -> (StatusCode, Value) {
+    pub fn problem(&self) -> (StatusCode, Problem) {
         match self {
             ApiError::Internal(cause) => tracing::error!(cause, "request failed"),
             ApiError::Unavailable(cause) => tracing::warn!(cause, "database unavailable"),
@@ -100,12 +116,18 @@ impl ApiError {
         }
         let (status, code, title, detail) = self.parts();
         let errors = match self {
-            ApiError::Validation(errors) => errors.as_slice(),
-            _ => &[],
+            ApiError::Validation(errors) => errors.clone(),
+            _ => vec![],
         };
-        let body = json!({"type": format!("/problems/{code}"), "title": title, "status": status.as_u16(),
-            "detail": detail, "code": code, "errors": errors});
-        (status, body)
+        let problem = Problem {
+            kind: format!("/problems/{code}"),
+            title: title.into(),
+            status: status.as_u16(),
+            detail,
+            code: code.into(),
+            errors,
+        };
+        (status, problem)
     }
 }
 

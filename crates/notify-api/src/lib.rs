@@ -5,6 +5,7 @@ mod auth;
 mod config;
 mod error;
 mod json;
+mod openapi;
 mod rate_limit;
 mod routes;
 
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
 pub use config::{Config, Idempotency, Limits};
+pub use openapi::ApiDoc;
 pub use rate_limit::Rate;
 
 /// Request bodies larger than this are refused with `413`.

@@ -6,8 +6,20 @@ use axum::{
 use domain::view::NotificationView;
 use store::Retried;
 
-use crate::{AppState, auth::Authenticated, error::ApiError, routes::parse_id};
+use crate::{
+    AppState,
+    auth::Authenticated,
+    error::{ApiError, Problem},
+    routes::parse_id,
+};
 
+#[utoipa::path(post, path = "/v1/deliveries/{id}/retry", tag = "deliveries",
+    params(("id" = Uuid, Path, description = "The delivery's id")),
+    responses(
+        (status = 202, description = "Queued again: the notification as it now is", body = NotificationView),
+        (status = 404, description = "No such delivery for this tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The delivery has not failed", body = Problem, content_type = "application/problem+json"),
+    ))]
 /// `POST /v1/deliveries/{id}/retry`: queues a `failed` delivery again, as a new series
 /// of attempts. Answers `202` with the notification.
 pub async fn retry(

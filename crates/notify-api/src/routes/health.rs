@@ -3,11 +3,15 @@ use serde_json::json;
 
 use crate::AppState;
 
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(),
+    responses((status = 200, description = "The process answers")))]
 /// Alive: the process answers.
 pub async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(),
+    responses((status = 200, description = "The database answers"), (status = 503, description = "The database is unreachable")))]
 /// Ready: the database answers. The API does not use the broker, so the broker's
 /// health does not make it unready.
 pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {

@@ -1,6 +1,6 @@
-mod deliveries;
-mod health;
-mod notifications;
+pub mod deliveries;
+pub mod health;
+pub mod notifications;
 
 use axum::{
     Router,
@@ -18,6 +18,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/deliveries/{id}/retry", post(deliveries::retry))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/openapi.json", get(crate::openapi::serve))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
 }

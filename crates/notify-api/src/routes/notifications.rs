@@ -7,19 +7,20 @@ use axum::{
 use domain::{
     NewNotification, NotificationStatus, ValidNotification,
     request::is_valid_idempotency_key,
-    view::{NotificationSummary, NotificationView},
+    view::{AcceptedNotification, NotificationSummary, NotificationView},
 };
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use store::{Cancelled, IdempotencyKey, Intake, IntakeResult, ListFilter};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
     AppState,
     auth::Authenticated,
-    error::{ApiError, rate_limit_headers},
+    error::{ApiError, Problem, rate_limit_headers},
     json::{self, JsonBody},
     rate_limit::Quota,
     routes::parse_id,
@@ -31,7 +32,25 @@ pub const MAX_BATCH: usize = 1_000;
 const DEFAULT_PAGE: i64 = 50;
 const MAX_PAGE: i64 = 200;
 
-/// `POST /v1/notifications`.
+#[utoipa::path(post, path = "/v1/notifications", tag = "notifications",
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "Makes a retried request safe: the same key and body answer the first request's result.")),
+    request_body(content = NewNotification, example = json!({"type": "order.shipped",
+            "to": [{"email": "ada@example.com", "phone": "+15551234567"}],
+            "content": {"subject": "Your order shipped", "text": "It is on its way."},
+            "data": {"order": "991"}, "priority": "high", "correlation_id": "order-991"})),
+    responses(
+        (status = 202, description = "Accepted: the notification, its deliveries and their outbox rows are committed.",
+            body = AcceptedNotification,
+            headers(("Idempotent-Replayed" = String, description = "`true` when this answers an earlier request with the same key"),
+                    ("RateLimit-Limit" = u32), ("RateLimit-Remaining" = u32), ("RateLimit-Reset" = u64))),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The idempotency key was used with another request", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 256 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid; `errors` names it", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The tenant's intake rate is exhausted; see `Retry-After`", body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn create(
     State(app): State<AppState>,
     auth: Authenticated,
@@ -71,24 +90,49 @@ pub async fn create(
     Ok(response)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
+    /// 1 to 1,000 notifications; each may carry its own `idempotency_key`.
+    #[schema(value_type = Vec<NewNotification>)]
     notifications: Vec<Value>,
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct BatchResponse {
+    /// One per item, in the order of the request.
+    results: Vec<BatchItem>,
+}
+
 /// One item of a batch answer: `status` is what a single request would have answered.
-#[derive(Serialize)]
-struct BatchItem {
+#[derive(Serialize, ToSchema)]
+pub struct BatchItem {
     status: u16,
+    /// The item's idempotency key had been used with the same request: this is that
+    /// request's answer.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     replayed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<AcceptedNotification>)]
     notification: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<Value>,
+    error: Option<Problem>,
 }
 
+#[utoipa::path(post, path = "/v1/notifications/batch", tag = "notifications",
+    request_body(content = BatchRequest, example = json!({"notifications": [
+            {"type": "order.shipped", "to": [{"email": "ada@example.com"}],
+             "content": {"subject": "Shipped", "text": "It is on its way."}, "idempotency_key": "order-991-shipped"},
+            {"type": "order.shipped", "to": [{"phone": "+15551234567"}], "content": {"text": "Order 992 shipped."}}]})),
+    responses(
+        (status = 200, description = "One result per item, in order: each accepted (202) or refused with its problem.",
+            body = BatchResponse),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 256 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No items, or more than 1,000", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The tenant's intake rate is exhausted", body = Problem, content_type = "application/problem+json"),
+    ))]
 /// `POST /v1/notifications/batch`: up to 1,000 notifications, each accepted or refused on
 /// its own; the answer has one result per item, in order.
 pub async fn batch(
@@ -132,14 +176,15 @@ pub async fn batch(
         .collect();
     let taken = results.iter().filter(|r| r.status == 202 && !r.replayed).count();
     tracing::info!(tenant_id = %auth.0.tenant_id, items = count, accepted = taken, "batch");
-    let mut response = (StatusCode::OK, Json(json!({ "results": results }))).into_response();
+    let mut response = (StatusCode::OK, Json(BatchResponse { results })).into_response();
     rate_limit_headers(response.headers_mut(), quota);
     Ok(response)
 }
 
 fn refused(e: &ApiError) -> BatchItem {
     let (status, problem) = e.problem();
-    BatchItem { status: status.as_u16(), replayed: false, notification: None, error: Some(problem) }
+    let problem = Some(problem);
+    BatchItem { status: status.as_u16(), replayed: false, notification: None, error: problem }
 }
 
 fn key_reused() -> ApiError {
@@ -150,8 +195,7 @@ fn key_reused() -> ApiError {
 }
 
 /// Parses and validates one notification; with an idempotency key (the header's or the
-/// body's), binds the key to the SHA-256 of the request without the key. `serde_json`
-/// keeps object keys sorted, so the same request hashes the same whatever its key order.
+/// body's), binds the key to the SHA-256 of the request without the key.
 fn intake_item(
     app: &AppState,
     mut body: Value,
@@ -169,12 +213,35 @@ fn intake_item(
         if let Some(object) = body.as_object_mut() {
             object.remove("idempotency_key");
         }
-        let request_hash = Sha256::digest(serde_json::to_vec(&body).expect("a JSON value serializes")).to_vec();
+        let request_hash = Sha256::digest(canonical_json(&body)).to_vec();
         IdempotencyKey { key, request_hash }
     });
     Ok((valid, idempotency))
 }
 
+/// The value as JSON with every object's keys sorted, so the same request hashes the
+/// same whatever the order of its fields.
+fn canonical_json(value: &Value) -> Vec<u8> {
+    fn sorted(value: &Value) -> Value {
+        match value {
+            Value::Object(map) => {
+                let mut entries: Vec<_> = map.iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(b.0));
+                Value::Object(entries.into_iter().map(|(k, v)| (k.clone(), sorted(v))).collect())
+            }
+            Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+            other => other.clone(),
+        }
+    }
+    serde_json::to_vec(&sorted(value)).expect("a JSON value serializes")
+}
+
+#[utoipa::path(get, path = "/v1/notifications/{id}", tag = "notifications",
+    params(("id" = Uuid, Path, description = "The notification's id")),
+    responses(
+        (status = 200, description = "The notification, its deliveries with every attempt, and its audit events", body = NotificationView),
+        (status = 404, description = "No such notification for this tenant", body = Problem, content_type = "application/problem+json"),
+    ))]
 /// `GET /v1/notifications/{id}`.
 pub async fn get(
     State(app): State<AppState>,
@@ -184,6 +251,13 @@ pub async fn get(
     app.store.get_notification(auth.0.tenant_id, parse_id(&id)?).await?.map(Json).ok_or(ApiError::NotFound)
 }
 
+#[utoipa::path(post, path = "/v1/notifications/{id}/cancel", tag = "notifications",
+    params(("id" = Uuid, Path, description = "The notification's id")),
+    responses(
+        (status = 200, description = "Cancelled: the notification as it now is", body = NotificationView),
+        (status = 404, description = "No such notification for this tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Nothing left to cancel", body = Problem, content_type = "application/problem+json"),
+    ))]
 /// `POST /v1/notifications/{id}/cancel`: cancels every delivery not yet sent; answers
 /// with the notification as it now is.
 pub async fn cancel(
@@ -205,7 +279,7 @@ pub async fn cancel(
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Page {
     items: Vec<NotificationSummary>,
     /// Pass as `cursor` for the next page; absent on the last page.
@@ -213,6 +287,20 @@ pub struct Page {
     next_cursor: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/notifications", tag = "notifications",
+    params(
+        ("status" = Option<NotificationStatus>, Query, example = "pending"),
+        ("type" = Option<String>, Query, example = "order.shipped"),
+        ("correlation_id" = Option<String>, Query, example = "order-991"),
+        ("created_after" = Option<String>, Query, format = DateTime, description = "RFC 3339, inclusive"),
+        ("created_before" = Option<String>, Query, format = DateTime, description = "RFC 3339, exclusive"),
+        ("limit" = Option<i64>, Query, description = "1 to 200, default 50", example = 20),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of notifications, newest first", body = Page),
+        (status = 422, description = "A query parameter is invalid or unknown", body = Problem, content_type = "application/problem+json"),
+    ))]
 /// `GET /v1/notifications?status=&type=&correlation_id=&created_after=&created_before=&limit=&cursor=`:
 /// newest first.
 pub async fn list(
@@ -303,5 +391,15 @@ mod tests {
         assert_eq!(super::decode_cursor(&super::encode_cursor(at, id)), Some((at, id)));
         assert_eq!(super::decode_cursor("zz"), None);
         assert_eq!(super::decode_cursor("00"), None);
+    }
+}
+
+#[cfg(test)]
+mod hashing {
+    #[test]
+    fn canonical_json_ignores_field_order() {
+        let a: serde_json::Value = serde_json::from_str(r#"{"b": {"y": 1, "x": [{"q": 1, "p": 2}]}, "a": 1}"#).unwrap();
+        let b: serde_json::Value = serde_json::from_str(r#"{"a": 1, "b": {"x": [{"p": 2, "q": 1}], "y": 1}}"#).unwrap();
+        assert_eq!(super::canonical_json(&a), super::canonical_json(&b));
     }
 }

@@ -1,0 +1,105 @@
+//! The OpenAPI document, generated from the handlers' annotations and the types they
+//! take and return, served at `GET /openapi.json`.
+
+use axum::Json;
+use utoipa::{
+    Modify, OpenApi,
+    openapi::{
+        Content, RefOr, Response,
+        security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    },
+};
+
+use crate::{error::Problem, routes};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Notify", description = "Notification delivery: accept over HTTP, deliver reliably over email, SMS, WhatsApp and Novu."),
+    paths(
+        routes::notifications::create,
+        routes::notifications::batch,
+        routes::notifications::list,
+        routes::notifications::get,
+        routes::notifications::cancel,
+        routes::deliveries::retry,
+        routes::health::healthz,
+        routes::health::readyz,
+    ),
+    components(schemas(Problem)),
+    modifiers(&Security),
+    security(("api_key" = [])),
+    tags(
+        (name = "notifications", description = "Send notifications and follow them"),
+        (name = "deliveries", description = "One recipient on one channel"),
+        (name = "operations", description = "Health of the process"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The bearer API key, and the answers every authenticated operation can give.
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API key of the tenant: `Authorization: Bearer <key>`"))
+                    .build(),
+            ),
+        );
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/v1/") {
+                continue;
+            }
+            for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
+                for (status, description) in [
+                    ("401", "Missing, unknown or revoked API key"),
+                    ("500", "Internal error (logged)"),
+                    ("503", "Database unreachable; retry shortly"),
+                ] {
+                    operation.responses.responses.entry(status.into()).or_insert_with(|| problem(description));
+                }
+            }
+        }
+    }
+}
+
+fn problem(description: &str) -> RefOr<Response> {
+    let mut response = Response::new(description);
+    response.content.insert(
+        "application/problem+json".into(),
+        RefOr::T(Content::new(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name("Problem"))))),
+    );
+    RefOr::T(response)
+}
+
+pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+#[cfg(test)]
+mod tests {
+    use utoipa::OpenApi;
+
+    #[test]
+    fn every_route_is_documented() {
+        let doc = serde_json::to_value(super::ApiDoc::openapi()).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        for (path, method) in [
+            ("/v1/notifications", "post"),
+            ("/v1/notifications", "get"),
+            ("/v1/notifications/batch", "post"),
+            ("/v1/notifications/{id}", "get"),
+            ("/v1/notifications/{id}/cancel", "post"),
+            ("/v1/deliveries/{id}/retry", "post"),
+            ("/healthz", "get"),
+            ("/readyz", "get"),
+        ] {
+            assert!(paths[path].get(method).is_some(), "{method} {path}");
+        }
+    }
+}
