@@ -14,7 +14,7 @@ use store::Store;
 use tokio::{sync::OnceCell, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-use worker::{ChannelSettings, ProviderKind, SandboxConfig, WorkerConfig, WorkerSettings};
+use worker::{ChannelSettings, SandboxConfig, WorkerConfig, WorkerSettings};
 
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -295,20 +295,29 @@ impl TestApp {
 
     pub async fn start_worker(&self, channel: Channel, options: WorkerOptions) -> Service {
         let sandbox = SandboxConfig { dir: self.sandbox.path().to_owned(), ..options.sandbox };
-        let config = WorkerConfig {
+        let worker = WorkerConfig {
             database_url: Some(SecretString::from(self.env.database_url.clone())),
             amqp_url: Some(SecretString::from(self.env.amqp_url().await)),
             database_max_connections: 4,
             worker: WorkerSettings { prefetch: options.prefetch, ..Default::default() },
             broker: Topology::default(),
-            channel: ChannelSettings { retry: options.retry, provider: ProviderKind::Sandbox, sandbox },
+            channel: ChannelSettings { retry: options.retry, sandbox, ..Default::default() },
         };
         Service::spawn(move |shutdown| async move {
             match channel {
-                Channel::Email => email_worker::run(config, shutdown).await,
-                Channel::Sms => sms_worker::run(config, shutdown).await,
-                Channel::Whatsapp => whatsapp_worker::run(config, shutdown).await,
-                Channel::Novu => novu_worker::run(config, shutdown).await,
+                Channel::Email => {
+                    email_worker::run(email_worker::Config { worker, providers: Default::default() }, shutdown).await
+                }
+                Channel::Sms => {
+                    sms_worker::run(sms_worker::Config { worker, providers: Default::default() }, shutdown).await
+                }
+                Channel::Whatsapp => {
+                    whatsapp_worker::run(whatsapp_worker::Config { worker, providers: Default::default() }, shutdown)
+                        .await
+                }
+                Channel::Novu => {
+                    novu_worker::run(novu_worker::Config { worker, providers: Default::default() }, shutdown).await
+                }
             }
         })
     }

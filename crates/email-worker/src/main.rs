@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    bootstrap::exit_code(worker::cli::main(email_worker::CHANNEL, email_worker::run))
+    bootstrap::exit_code(worker::cli::main(email_worker::CHANNEL, email_worker::load, email_worker::run))
 }

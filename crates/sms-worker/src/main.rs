@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    bootstrap::exit_code(worker::cli::main(sms_worker::CHANNEL, sms_worker::run))
+    bootstrap::exit_code(worker::cli::main(sms_worker::CHANNEL, sms_worker::load, sms_worker::run))
 }

@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    bootstrap::exit_code(worker::cli::main(whatsapp_worker::CHANNEL, whatsapp_worker::run))
+    bootstrap::exit_code(worker::cli::main(whatsapp_worker::CHANNEL, whatsapp_worker::load, whatsapp_worker::run))
 }

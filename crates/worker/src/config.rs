@@ -1,4 +1,4 @@
-use std::{path::Path, time::Duration};
+use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use bootstrap::{ConfigError, SecretString};
 use domain::{Channel, RetryPolicy};
@@ -55,31 +55,59 @@ impl Default for WorkerSettings {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// A channel's settings. Each provider's own settings sit beside these, under the
+/// provider's name (`[sms.twilio]`), and are read by the worker binary that knows them.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
 pub struct ChannelSettings {
     pub retry: RetryPolicy,
-    pub provider: ProviderKind,
+    /// Providers in order of preference. A retryable failure (or a paused provider)
+    /// moves the attempt to the next one. The sandbox is the default, so a platform
+    /// with no configuration runs without any cloud account.
+    pub providers: Vec<String>,
     pub sandbox: SandboxConfig,
+    /// Sends per second allowed to each provider, by provider name; no entry, no limit.
+    pub rate_limits: BTreeMap<String, f64>,
+    /// How long a provider is paused after a configuration or account error.
+    #[serde(with = "humantime_serde")]
+    pub circuit_cool_down: Duration,
 }
 
-/// Which provider a channel sends through. The sandbox is the default, so a platform
-/// with no configuration runs without any cloud account.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ProviderKind {
-    #[default]
-    Sandbox,
+impl Default for ChannelSettings {
+    fn default() -> Self {
+        Self {
+            retry: RetryPolicy::default(),
+            providers: vec!["sandbox".into()],
+            sandbox: SandboxConfig::default(),
+            rate_limits: BTreeMap::new(),
+            circuit_cool_down: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The channel's section of the configuration as `T`: how a worker binary reads the
+/// settings of its providers (`[sms.twilio]`). An absent section gives `T::default()`.
+pub fn channel_section<T: serde::de::DeserializeOwned + Default>(
+    channel: Channel,
+    file: Option<&Path>,
+) -> Result<T, ConfigError> {
+    let figment = bootstrap::layered(file);
+    if figment.contains(channel.as_str()) { Ok(figment.extract_inner(channel.as_str())?) } else { Ok(T::default()) }
+}
+
+/// A provider named in `<channel>.providers` whose settings are missing.
+pub fn missing_provider_settings(channel: Channel, provider: &str) -> ConfigError {
+    ConfigError::Missing {
+        key: format!("{channel}.{provider}"),
+        env: format!("NOTIFY_{}__{}__*", channel.as_str().to_uppercase(), provider.to_uppercase()),
+    }
 }
 
 impl WorkerConfig {
     /// Loads and validates the configuration of the worker for `channel`.
     pub fn load(channel: Channel, file: Option<&Path>) -> Result<Self, ConfigError> {
-        let figment = bootstrap::layered(file);
-        let mut config: WorkerConfig = figment.extract()?;
-        if figment.contains(channel.as_str()) {
-            config.channel = figment.extract_inner(channel.as_str())?;
-        }
+        let mut config: WorkerConfig = bootstrap::layered(file).extract()?;
+        config.channel = channel_section(channel, file)?;
         config.validate(channel)?;
         Ok(config)
     }
@@ -91,6 +119,15 @@ impl WorkerConfig {
         self.channel.retry.validate().map_err(|m| invalid(format!("{channel}.retry"), m))?;
         if self.worker.prefetch == 0 {
             return Err(invalid("worker.prefetch".into(), "must be at least 1".into()));
+        }
+        if self.channel.providers.is_empty() {
+            return Err(invalid(format!("{channel}.providers"), "must name at least one provider".into()));
+        }
+        if let Some((name, _)) = self.channel.rate_limits.iter().find(|(_, r)| !(**r > 0.0 && r.is_finite())) {
+            return Err(invalid(
+                format!("{channel}.rate_limits.{name}"),
+                "must be a number of sends per second above 0".into(),
+            ));
         }
         let rate = self.channel.sandbox.failure_rate;
         if !(0.0..=1.0).contains(&rate) {

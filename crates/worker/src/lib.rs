@@ -4,11 +4,12 @@
 
 pub mod cli;
 mod config;
+mod dispatch;
 mod provider;
 mod runtime;
 mod sandbox;
 
-pub use config::{ChannelSettings, ProviderKind, WorkerConfig, WorkerSettings};
+pub use config::{ChannelSettings, WorkerConfig, WorkerSettings, channel_section, missing_provider_settings};
 pub use provider::Provider;
 pub use runtime::run;
 pub use sandbox::{SandboxConfig, SandboxFailure, SandboxProvider};

@@ -1,9 +1,7 @@
 use std::{sync::Arc, time::Instant};
 
 use bootstrap::ExposeSecret;
-use domain::{
-    Channel, DeliveryJob, DeliveryMessage, FailureKind, RetryPolicy, SendFailure, SendOutcome, backoff::Backoff,
-};
+use domain::{Channel, DeliveryJob, DeliveryMessage, RetryPolicy, SendOutcome, backoff::Backoff};
 use queue::{Incoming, Subscription, topology};
 use store::{AttemptRecord, AttemptResult, Claim, Store, StoreError};
 use time::OffsetDateTime;
@@ -11,14 +9,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info_span};
 
-use crate::{Provider, WorkerConfig};
+use crate::{Provider, WorkerConfig, dispatch::Dispatcher};
 
 struct Context {
     channel: Channel,
     store: Store,
-    provider: Arc<dyn Provider>,
+    providers: Dispatcher,
     retry: RetryPolicy,
-    provider_timeout: std::time::Duration,
 }
 
 /// Consumes the channel's queue until `shutdown` fires, reconnecting to the broker with
@@ -27,7 +24,7 @@ struct Context {
 pub async fn run(
     channel: Channel,
     config: WorkerConfig,
-    provider: Arc<dyn Provider>,
+    providers: Vec<Arc<dyn Provider>>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     config.validate(channel)?;
@@ -37,9 +34,8 @@ pub async fn run(
     let ctx = Arc::new(Context {
         channel,
         store: store.clone(),
-        provider,
+        providers: Dispatcher::new(providers, &config.channel, config.worker.provider_timeout),
         retry: config.channel.retry.clone(),
-        provider_timeout: config.worker.provider_timeout,
     });
     let queue_name = topology::queue_name(channel);
     let name = format!("{channel}-worker");
@@ -148,6 +144,15 @@ async fn handle(ctx: Arc<Context>, incoming: Incoming, shutdown: CancellationTok
 }
 
 async fn process(ctx: &Context, msg: &DeliveryMessage, incoming: Incoming, shutdown: &CancellationToken) {
+    // Every provider paused after configuration errors: hold the message until one
+    // resumes rather than spend its attempts (on shutdown the broker gets it back).
+    while let Some(until) = ctx.providers.all_paused_until() {
+        tracing::warn!(paused = ?ctx.providers.paused(), "every provider is paused; holding the message");
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep_until(until) => {}
+        }
+    }
     let claim = match with_retries(shutdown, || ctx.store.claim_delivery(msg, incoming.redelivered)).await {
         Retried::Done(claim) => claim,
         // Left unsettled: the broker redelivers it once this consumer's channel closes.
@@ -171,18 +176,12 @@ async fn process(ctx: &Context, msg: &DeliveryMessage, incoming: Incoming, shutd
 
     let started_at = OffsetDateTime::now_utc();
     let clock = Instant::now();
-    let outcome = tokio::time::timeout(ctx.provider_timeout, ctx.provider.send(&job)).await.unwrap_or_else(|_| {
-        SendOutcome::Failed(SendFailure::new(
-            FailureKind::Ambiguous,
-            "timeout",
-            format!("no answer from the provider within {:?}", ctx.provider_timeout),
-        ))
-    });
+    let dispatched = ctx.providers.send(&job).await;
     let record = AttemptRecord {
-        provider: ctx.provider.name().to_owned(),
+        provider: dispatched.provider,
         started_at,
         latency_ms: i32::try_from(clock.elapsed().as_millis()).unwrap_or(i32::MAX),
-        result: decide(&ctx.retry, &job, outcome),
+        result: decide(&ctx.retry, &job, dispatched.outcome),
     };
     log_result(&record);
 
