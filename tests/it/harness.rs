@@ -224,16 +224,32 @@ pub fn fast_retry(max_attempts: u32) -> RetryPolicy {
     }
 }
 
-#[derive(Clone)]
 pub struct WorkerOptions {
     pub prefetch: u16,
     pub retry: RetryPolicy,
     pub sandbox: SandboxConfig,
+    /// The channel's providers in order of preference, and their settings.
+    pub providers: Vec<String>,
+    pub rate_limits: std::collections::BTreeMap<String, f64>,
+    pub email: email_worker::Providers,
+    pub sms: sms_worker::Providers,
+    pub whatsapp: whatsapp_worker::Providers,
+    pub novu: novu_worker::Providers,
 }
 
 impl Default for WorkerOptions {
     fn default() -> Self {
-        Self { prefetch: 16, retry: fast_retry(4), sandbox: SandboxConfig::default() }
+        Self {
+            prefetch: 16,
+            retry: fast_retry(4),
+            sandbox: SandboxConfig::default(),
+            providers: vec!["sandbox".into()],
+            rate_limits: Default::default(),
+            email: Default::default(),
+            sms: Default::default(),
+            whatsapp: Default::default(),
+            novu: Default::default(),
+        }
     }
 }
 
@@ -301,22 +317,29 @@ impl TestApp {
             database_max_connections: 4,
             worker: WorkerSettings { prefetch: options.prefetch, ..Default::default() },
             broker: Topology::default(),
-            channel: ChannelSettings { retry: options.retry, sandbox, ..Default::default() },
+            channel: ChannelSettings {
+                retry: options.retry,
+                sandbox,
+                providers: options.providers,
+                rate_limits: options.rate_limits,
+                ..Default::default()
+            },
         };
+        let (email, sms, whatsapp, novu) = (options.email, options.sms, options.whatsapp, options.novu);
         Service::spawn(move |shutdown| async move {
             match channel {
                 Channel::Email => {
-                    email_worker::run(email_worker::Config { worker, providers: Default::default() }, shutdown).await
+                    email_worker::run(email_worker::Config { worker, providers: email }, shutdown).await
                 }
                 Channel::Sms => {
-                    sms_worker::run(sms_worker::Config { worker, providers: Default::default() }, shutdown).await
+                    sms_worker::run(sms_worker::Config { worker, providers: sms }, shutdown).await
                 }
                 Channel::Whatsapp => {
-                    whatsapp_worker::run(whatsapp_worker::Config { worker, providers: Default::default() }, shutdown)
+                    whatsapp_worker::run(whatsapp_worker::Config { worker, providers: whatsapp }, shutdown)
                         .await
                 }
                 Channel::Novu => {
-                    novu_worker::run(novu_worker::Config { worker, providers: Default::default() }, shutdown).await
+                    novu_worker::run(novu_worker::Config { worker, providers: novu }, shutdown).await
                 }
             }
         })
