@@ -14,3 +14,4 @@ mod listing;
 mod messages;
 mod openapi;
 mod relay;
+mod stubs;

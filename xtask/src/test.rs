@@ -2,7 +2,7 @@
 
 use std::process::{ExitCode, Stdio};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::{
@@ -28,8 +28,14 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
     drop_test_databases(&endpoints.database_url).await?;
     delete_test_vhosts(&rabbit).await?;
 
+    let python = ensure_stubs().await?;
     let mut command = tokio::process::Command::new(cargo());
-    command.args(["test", "--workspace"]).args(&args).current_dir(workspace_root()).stdout(Stdio::piped());
+    command
+        .args(["test", "--workspace"])
+        .args(&args)
+        .current_dir(workspace_root())
+        .env("NOTIFY_TEST_PYTHON", &python)
+        .stdout(Stdio::piped());
     say!("running: cargo test --workspace {}", args.join(" "));
     let mut child = command.spawn().context("running cargo test")?;
     let mut lines = BufReader::new(child.stdout.take().expect("stdout is piped")).lines();
@@ -56,6 +62,39 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
     say!("cargo test failed ({})", describe(&status));
     let code = status.code().and_then(|c| u8::try_from(c).ok()).filter(|c| *c != 0).unwrap_or(1);
     Ok(ExitCode::from(code))
+}
+
+/// The providers' stand-ins the tests run (moto for SES and SNS, aiosmtpd for SMTP),
+/// from PyPI into `.venv-stubs` when they are missing. Returns its Python.
+async fn ensure_stubs() -> anyhow::Result<std::path::PathBuf> {
+    let venv = workspace_root().join(".venv-stubs");
+    let python = venv.join("bin").join("python");
+    let ready = |python: std::path::PathBuf| async move {
+        tokio::process::Command::new(python)
+            .args(["-c", "import moto.server, aiosmtpd, flask_cors"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await
+            .is_ok_and(|s| s.success())
+    };
+    if ready(python.clone()).await {
+        return Ok(python);
+    }
+    say!("installing the providers' stand-ins (moto, aiosmtpd) into {}", venv.display());
+    let created = tokio::process::Command::new("python3").arg("-m").arg("venv").arg(&venv).status().await;
+    if !created.is_ok_and(|s| s.success()) {
+        bail!("could not create {} (Debian: apt-get install python3-venv)", venv.display());
+    }
+    let installed = tokio::process::Command::new(venv.join("bin").join("pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check", "moto[server]==5.*", "aiosmtpd==1.*"])
+        .status()
+        .await
+        .context("running pip")?;
+    if !installed.success() || !ready(python.clone()).await {
+        bail!("installing moto and aiosmtpd into {} failed", venv.display());
+    }
+    Ok(python)
 }
 
 /// The sum of cargo test's `test result: ok. N passed; N failed; N ignored; ...` lines.
