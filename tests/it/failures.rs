@@ -96,3 +96,48 @@ async fn some_sent_and_some_failed_is_partial() {
     let statuses: Vec<_> = n["deliveries"].as_array().unwrap().iter().map(|d| d["status"].clone()).collect();
     assert_eq!(statuses, vec![json!("sent"), json!("failed")]);
 }
+
+#[tokio::test]
+async fn a_configuration_error_pauses_the_provider_and_shows_in_readiness() {
+    let app = TestApp::api_only().await;
+    let _relay = app.start_relay(100).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let _worker = app
+        .start_worker(
+            Channel::Email,
+            WorkerOptions {
+                sandbox: failing(SandboxFailure::Config, 1.0, 0),
+                listen: Some(([127, 0, 0, 1], port).into()),
+                ..Default::default()
+            },
+        )
+        .await;
+    let readyz = format!("http://127.0.0.1:{port}/readyz");
+    crate::harness::eventually("the worker to be ready", || async {
+        let r = app.http.get(&readyz).send().await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+
+    let first = app.accept(&email("a@example.com")).await;
+    let (status, body) = crate::harness::eventually("the first attempt recorded", || async {
+        let n = app.get(first).await;
+        n["deliveries"][0]["attempts"].as_array().filter(|a| !a.is_empty())?;
+        let r = app.http.get(&readyz).send().await.unwrap();
+        Some((r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap()))
+    })
+    .await;
+    assert_eq!(status, 503);
+    assert_eq!(body["paused_providers"], json!(["sandbox"]));
+
+    // Not failed: its retry is queued and held while the provider is paused, not attempted.
+    crate::harness::eventually("the retry to be published", || async {
+        (app.env.store.outbox_len().await.unwrap() == 0).then_some(())
+    })
+    .await;
+    let n = app.get(first).await;
+    let d = &n["deliveries"][0];
+    assert_eq!(d["attempts"][0]["outcome"], "config");
+    assert!(d["status"] == "queued" || d["status"] == "retrying", "{d:#}");
+    assert_eq!(d["attempt_count"], 1);
+}

@@ -231,6 +231,8 @@ pub struct WorkerOptions {
     /// The channel's providers in order of preference, and their settings.
     pub providers: Vec<String>,
     pub rate_limits: std::collections::BTreeMap<String, f64>,
+    /// Where the worker serves `/healthz` and `/readyz`.
+    pub listen: Option<std::net::SocketAddr>,
     pub email: email_worker::Providers,
     pub sms: sms_worker::Providers,
     pub whatsapp: whatsapp_worker::Providers,
@@ -245,6 +247,7 @@ impl Default for WorkerOptions {
             sandbox: SandboxConfig::default(),
             providers: vec!["sandbox".into()],
             rate_limits: Default::default(),
+            listen: None,
             email: Default::default(),
             sms: Default::default(),
             whatsapp: Default::default(),
@@ -315,7 +318,7 @@ impl TestApp {
             database_url: Some(SecretString::from(self.env.database_url.clone())),
             amqp_url: Some(SecretString::from(self.env.amqp_url().await)),
             database_max_connections: 4,
-            worker: WorkerSettings { prefetch: options.prefetch, ..Default::default() },
+            worker: WorkerSettings { prefetch: options.prefetch, listen: options.listen, ..Default::default() },
             broker: Topology::default(),
             channel: ChannelSettings {
                 retry: options.retry,

@@ -47,11 +47,18 @@ pub struct WorkerSettings {
     /// broker redelivers them).
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Where `/healthz` and `/readyz` are served (`0.0.0.0:9090`); none when unset.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for WorkerSettings {
     fn default() -> Self {
-        Self { prefetch: 32, provider_timeout: Duration::from_secs(10), shutdown_grace: Duration::from_secs(20) }
+        Self {
+            prefetch: 32,
+            provider_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(20),
+            listen: None,
+        }
     }
 }
 

@@ -1,4 +1,10 @@
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Instant,
+};
 
 use bootstrap::ExposeSecret;
 use domain::{Channel, DeliveryJob, DeliveryMessage, RetryPolicy, SendOutcome, backoff::Backoff};
@@ -16,6 +22,8 @@ struct Context {
     store: Store,
     providers: Dispatcher,
     retry: RetryPolicy,
+    /// Consuming from the broker right now.
+    consuming: AtomicBool,
 }
 
 /// Consumes the channel's queue until `shutdown` fires, reconnecting to the broker with
@@ -36,7 +44,10 @@ pub async fn run(
         store: store.clone(),
         providers: Dispatcher::new(providers, &config.channel, config.worker.provider_timeout),
         retry: config.channel.retry.clone(),
+        consuming: AtomicBool::new(false),
     });
+    let ops =
+        config.worker.listen.map(|addr| tokio::spawn(bootstrap::ops::serve(addr, readiness(&ctx), shutdown.clone())));
     let queue_name = topology::queue_name(channel);
     let name = format!("{channel}-worker");
     let mut in_flight = JoinSet::new();
@@ -66,6 +77,7 @@ pub async fn run(
             }
         };
         backoff.reset();
+        ctx.consuming.store(true, Ordering::Relaxed);
         tracing::info!(queue = %queue_name, prefetch = config.worker.prefetch, "consuming");
         loop {
             tokio::select! {
@@ -81,10 +93,12 @@ pub async fn run(
                         in_flight.spawn(handle(ctx.clone(), incoming, shutdown.clone()));
                     }
                     Some(Err(e)) => {
+                        ctx.consuming.store(false, Ordering::Relaxed);
                         tracing::warn!(error = %e, "lost the broker; reconnecting");
                         continue 'connect;
                     }
                     None => {
+                        ctx.consuming.store(false, Ordering::Relaxed);
                         tracing::warn!("the broker ended the consumer; reconnecting");
                         continue 'connect;
                     }
@@ -111,9 +125,29 @@ pub async fn run(
         let _ = subscription.channel().close(200, "shutting down".into()).await;
         let _ = conn.close(200, "shutting down".into()).await;
     }
+    if let Some(ops) = ops {
+        let _ = ops.await;
+    }
     store.close().await;
     tracing::info!("worker stopped");
     Ok(())
+}
+
+/// Ready when the database answers, the broker is being consumed and at least one
+/// provider is not paused.
+fn readiness(ctx: &Arc<Context>) -> bootstrap::ops::Check {
+    let ctx = ctx.clone();
+    Arc::new(move || {
+        let ctx = ctx.clone();
+        Box::pin(async move {
+            let database = ctx.store.ping().await.is_ok();
+            let broker = ctx.consuming.load(Ordering::Relaxed);
+            let paused = ctx.providers.paused();
+            let providers_available = ctx.providers.all_paused_until().is_none();
+            let details = serde_json::json!({"database": database, "broker": broker, "paused_providers": paused});
+            if database && broker && providers_available { Ok(details) } else { Err(details) }
+        })
+    })
 }
 
 fn log_panic(done: Result<(), tokio::task::JoinError>) {

@@ -45,6 +45,8 @@ impl Default for SandboxConfig {
 pub enum SandboxFailure {
     Retryable,
     Permanent,
+    /// As a provider whose credentials are wrong: the worker pauses it.
+    Config,
 }
 
 pub struct SandboxProvider {
@@ -73,6 +75,7 @@ impl SandboxProvider {
             let (kind, code) = match self.config.failure_kind {
                 SandboxFailure::Retryable => (FailureKind::Retryable, "sandbox_retryable"),
                 SandboxFailure::Permanent => (FailureKind::Permanent, "sandbox_permanent"),
+                SandboxFailure::Config => (FailureKind::Config, "sandbox_config"),
             };
             SendFailure::new(kind, code, "the sandbox provider is configured to fail this attempt")
         })

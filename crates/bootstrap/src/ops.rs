@@ -1,0 +1,30 @@
+//! The small side server of the binaries without an API (workers, relay): `/healthz`
+//! (the process answers) and `/readyz` (what it depends on is reachable), for
+//! Kubernetes probes.
+
+use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc};
+
+use axum::{Json, Router, extract::State, http::StatusCode, routing::get};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+/// A readiness check: `Ok(details)` when ready, `Err(details)` when not.
+pub type Check = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<Value, Value>> + Send>> + Send + Sync>;
+
+/// Serves `/healthz` and `/readyz` on `addr` until `shutdown`.
+pub async fn serve(addr: SocketAddr, check: Check, shutdown: CancellationToken) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "ops endpoints listening");
+    let app = Router::new()
+        .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .with_state(check);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
+}
+
+async fn readyz(State(check): State<Check>) -> (StatusCode, Json<Value>) {
+    match check().await {
+        Ok(details) => (StatusCode::OK, Json(details)),
+        Err(details) => (StatusCode::SERVICE_UNAVAILABLE, Json(details)),
+    }
+}
