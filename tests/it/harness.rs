@@ -302,11 +302,15 @@ impl TestApp {
     }
 
     pub async fn start_relay(&self, batch_size: i64) -> Service {
+        self.start_relay_with(outbox_relay::RelaySettings { batch_size, ..Default::default() }).await
+    }
+
+    pub async fn start_relay_with(&self, relay: outbox_relay::RelaySettings) -> Service {
         let config = outbox_relay::Config {
             database_url: Some(SecretString::from(self.env.database_url.clone())),
             amqp_url: Some(SecretString::from(self.env.amqp_url().await)),
             database_max_connections: 3,
-            relay: outbox_relay::RelaySettings { batch_size, ..Default::default() },
+            relay,
             broker: Topology::default(),
         };
         Service::spawn(|shutdown| outbox_relay::run(config, shutdown))

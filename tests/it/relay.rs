@@ -117,3 +117,23 @@ async fn a_worker_stopped_gracefully_finishes_what_it_holds() {
         assert_eq!(app.sends_of(Channel::Email, &id), 1, "delivery {id}");
     }
 }
+
+#[tokio::test]
+async fn the_relay_reports_readiness_on_its_side_port() {
+    let app = TestApp::api_only().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let _relay = app
+        .start_relay_with(outbox_relay::RelaySettings {
+            listen: Some(([127, 0, 0, 1], port).into()),
+            ..Default::default()
+        })
+        .await;
+    let ready: serde_json::Value = eventually("the relay to be ready", || async {
+        let r = app.http.get(format!("http://127.0.0.1:{port}/readyz")).send().await.ok()?;
+        if r.status() == 200 { r.json().await.ok() } else { None }
+    })
+    .await;
+    assert_eq!(ready, serde_json::json!({"database": true, "broker": true}));
+    let health = app.http.get(format!("http://127.0.0.1:{port}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+}

@@ -4,7 +4,14 @@
 //! SKIP LOCKED` hands each row to one of them, and a relay that dies mid-batch rolls back,
 //! so its rows are published by another.
 
-use std::{path::Path, time::Duration};
+use std::{
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use bootstrap::{ConfigError, ExposeSecret, SecretString};
 use domain::backoff::Backoff;
@@ -48,11 +55,18 @@ pub struct RelaySettings {
     /// How long to wait for the broker to confirm a batch before giving it back.
     #[serde(with = "humantime_serde")]
     pub confirm_timeout: Duration,
+    /// Where `/healthz` and `/readyz` are served (`0.0.0.0:9090`); none when unset.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for RelaySettings {
     fn default() -> Self {
-        Self { batch_size: 500, poll_interval: Duration::from_secs(1), confirm_timeout: Duration::from_secs(10) }
+        Self {
+            batch_size: 500,
+            poll_interval: Duration::from_secs(1),
+            confirm_timeout: Duration::from_secs(10),
+            listen: None,
+        }
     }
 }
 
@@ -90,9 +104,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let database_url = bootstrap::require(&config.database_url, "database_url")?;
     let amqp_url = bootstrap::require(&config.amqp_url, "amqp_url")?.expose_secret().to_owned();
     let store = Store::connect_lazy(database_url.expose_secret(), config.database_max_connections)?;
+    let relaying = Arc::new(AtomicBool::new(false));
+    let ops = config
+        .relay
+        .listen
+        .map(|addr| tokio::spawn(bootstrap::ops::serve(addr, readiness(&store, &relaying), shutdown.clone())));
     let mut backoff = Backoff::default();
     while !shutdown.is_cancelled() {
-        match relay(&config, &store, &amqp_url, &shutdown, &mut backoff).await {
+        let result = relay(&config, &store, &amqp_url, &shutdown, &mut backoff, &relaying).await;
+        relaying.store(false, Ordering::Relaxed);
+        match result {
             Ok(()) => break,
             Err(e) => {
                 let delay = backoff.next_delay();
@@ -104,9 +125,26 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             }
         }
     }
+    if let Some(ops) = ops {
+        let _ = ops.await;
+    }
     store.close().await;
     tracing::info!("relay stopped");
     Ok(())
+}
+
+/// Ready when the database answers and the relay holds a broker connection.
+fn readiness(store: &Store, relaying: &Arc<AtomicBool>) -> bootstrap::ops::Check {
+    let (store, relaying) = (store.clone(), relaying.clone());
+    Arc::new(move || {
+        let (store, relaying) = (store.clone(), relaying.clone());
+        Box::pin(async move {
+            let database = store.ping().await.is_ok();
+            let broker = relaying.load(Ordering::Relaxed);
+            let details = serde_json::json!({"database": database, "broker": broker});
+            if database && broker { Ok(details) } else { Err(details) }
+        })
+    })
 }
 
 async fn relay(
@@ -115,6 +153,7 @@ async fn relay(
     amqp_url: &str,
     shutdown: &CancellationToken,
     backoff: &mut Backoff,
+    relaying: &AtomicBool,
 ) -> anyhow::Result<()> {
     let Some(conn) = queue::connect_with_backoff(amqp_url, "outbox-relay", shutdown).await else { return Ok(()) };
     let publisher = Publisher::open(conn, config.relay.confirm_timeout).await?;
@@ -122,6 +161,7 @@ async fn relay(
     let mut listener = store.listen_outbox().await?;
     tracing::info!(batch_size = config.relay.batch_size, "relaying the outbox");
     backoff.reset();
+    relaying.store(true, Ordering::Relaxed);
     loop {
         publish_due(store, &publisher, config.relay.batch_size, shutdown).await?;
         if shutdown.is_cancelled() {
