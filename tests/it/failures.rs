@@ -140,4 +140,9 @@ async fn a_configuration_error_pauses_the_provider_and_shows_in_readiness() {
     assert_eq!(d["attempts"][0]["outcome"], "config");
     assert!(d["status"] == "queued" || d["status"] == "retrying", "{d:#}");
     assert_eq!(d["attempt_count"], 1);
+    let metrics = app.http.get(format!("http://127.0.0.1:{port}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains(r#"notify_delivery_attempts_total{channel="email",provider="sandbox",outcome="retrying"}"#),
+        "{metrics}"
+    );
 }

@@ -136,4 +136,12 @@ async fn the_relay_reports_readiness_on_its_side_port() {
     assert_eq!(ready, serde_json::json!({"database": true, "broker": true}));
     let health = app.http.get(format!("http://127.0.0.1:{port}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
+
+    app.accept(&crate::harness::email("a@example.com")).await;
+    let metrics = eventually("the publish to be counted", || async {
+        let text = app.http.get(format!("http://127.0.0.1:{port}/metrics")).send().await.ok()?.text().await.ok()?;
+        text.lines().any(|l| l.starts_with("notify_outbox_published_total ") && !l.ends_with(" 0")).then_some(text)
+    })
+    .await;
+    assert!(metrics.contains("# TYPE notify_outbox_lag_seconds gauge"), "{metrics}");
 }

@@ -2,6 +2,7 @@
 //! signal.
 
 pub mod config;
+pub mod metrics;
 pub mod ops;
 pub mod shutdown;
 pub mod telemetry;

@@ -7,14 +7,15 @@
 use std::{
     path::Path,
     sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
+        Arc, LazyLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
 
 use bootstrap::{ConfigError, ExposeSecret, SecretString};
 use domain::backoff::Backoff;
+use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 use queue::{Publisher, Topology};
 use serde::Deserialize;
 use store::Store;
@@ -86,6 +87,30 @@ impl Config {
         Ok(())
     }
 }
+
+struct RelayMetrics {
+    published: Counter,
+    publish_failures: Counter,
+    lag_seconds: Gauge<f64, AtomicU64>,
+}
+
+static METRICS: LazyLock<RelayMetrics> = LazyLock::new(|| {
+    let metrics = RelayMetrics {
+        published: Counter::default(),
+        publish_failures: Counter::default(),
+        lag_seconds: Gauge::default(),
+    };
+    bootstrap::metrics::register(|r| {
+        r.register("outbox_published", "Outbox rows published and confirmed by the broker", metrics.published.clone());
+        r.register(
+            "outbox_publish_failures",
+            "Batches given back to the outbox after a failed publish",
+            metrics.publish_failures.clone(),
+        );
+        r.register("outbox_lag_seconds", "Age of the oldest due outbox row", metrics.lag_seconds.clone());
+    });
+    metrics
+});
 
 /// Declares the broker topology and returns: `outbox-relay declare-topology`.
 pub async fn declare_topology(config: &Config) -> anyhow::Result<()> {
@@ -162,8 +187,14 @@ async fn relay(
     tracing::info!(batch_size = config.relay.batch_size, "relaying the outbox");
     backoff.reset();
     relaying.store(true, Ordering::Relaxed);
+    let mut lag_measured: Option<tokio::time::Instant> = None;
     loop {
         publish_due(store, &publisher, config.relay.batch_size, shutdown).await?;
+        // The lag gauge costs a query: at most once a second, however busy.
+        if lag_measured.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+            METRICS.lag_seconds.set(store.outbox_lag_seconds().await?);
+            lag_measured = Some(tokio::time::Instant::now());
+        }
         if shutdown.is_cancelled() {
             publisher.close().await;
             return Ok(());
@@ -196,8 +227,12 @@ async fn publish_due(
         }
         // On any error the batch is dropped unpublished-or-unconfirmed: its transaction
         // rolls back and the rows are due again.
-        publisher.publish_all(&batch.messages).await?;
+        if let Err(e) = publisher.publish_all(&batch.messages).await {
+            METRICS.publish_failures.inc();
+            return Err(e.into());
+        }
         batch.commit().await?;
+        METRICS.published.inc_by(count as u64);
         tracing::debug!(count, "published");
         if (count as i64) < batch_size {
             return Ok(());

@@ -7,8 +7,9 @@ use crate::{OUTBOX_CHANNEL, Result, Store, corrupt};
 /// What a worker may do with a message.
 #[derive(Debug)]
 pub enum Claim {
-    /// The delivery is now `sending` for this attempt: send it.
-    Claimed(Box<DeliveryJob>),
+    /// The delivery is now `sending` for this attempt: send it. The time is when its
+    /// notification was accepted.
+    Claimed(Box<DeliveryJob>, OffsetDateTime),
     /// Already terminal, an older attempt, or in flight elsewhere: drop the message.
     Stale(&'static str),
     /// No such delivery on this channel: the message is poison.
@@ -47,7 +48,7 @@ impl Store {
     /// the broker redelivered may also take over a `sending` row of the same attempt: its
     /// previous holder died before recording the outcome.
     pub async fn claim_delivery(&self, msg: &DeliveryMessage, redelivered: bool) -> Result<Claim> {
-        type Row = (Uuid, String, i32, String, serde_json::Value, serde_json::Value, String);
+        type Row = (Uuid, String, i32, String, serde_json::Value, serde_json::Value, String, OffsetDateTime);
         let row: Option<Row> = sqlx::query_as(
             "WITH claimed AS (
                 UPDATE deliveries d SET status = 'sending', attempts = $4, next_attempt_at = NULL, updated_at = now()
@@ -58,7 +59,7 @@ impl Store {
              processing AS (
                 UPDATE notifications n SET status = 'processing', updated_at = now()
                 FROM claimed c WHERE n.id = c.notification_id AND n.status = 'pending')
-             SELECT c.notification_id, c.recipient, c.retry_base, n.type, n.content, n.data, n.priority
+             SELECT c.notification_id, c.recipient, c.retry_base, n.type, n.content, n.data, n.priority, n.created_at
              FROM claimed c JOIN notifications n ON n.id = c.notification_id",
         )
         .bind(msg.delivery_id)
@@ -69,26 +70,29 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
 
-        if let Some((notification_id, recipient, retry_base, kind, content, data, priority)) = row {
+        if let Some((notification_id, recipient, retry_base, kind, content, data, priority, accepted_at)) = row {
             let content: Content =
                 serde_json::from_value(content).map_err(|e| corrupt(format!("notification content: {e}")))?;
             let data = match data {
                 serde_json::Value::Object(map) => map,
                 other => return Err(corrupt(format!("notification data is not an object: {other}"))),
             };
-            return Ok(Claim::Claimed(Box::new(DeliveryJob {
-                delivery_id: msg.delivery_id,
-                notification_id,
-                tenant_id: msg.tenant_id,
-                channel: msg.channel,
-                attempt: msg.attempt,
-                retry_base,
-                recipient,
-                kind,
-                priority: Priority::parse(&priority).ok_or_else(|| corrupt(format!("priority {priority}")))?,
-                content,
-                data,
-            })));
+            return Ok(Claim::Claimed(
+                Box::new(DeliveryJob {
+                    delivery_id: msg.delivery_id,
+                    notification_id,
+                    tenant_id: msg.tenant_id,
+                    channel: msg.channel,
+                    attempt: msg.attempt,
+                    retry_base,
+                    recipient,
+                    kind,
+                    priority: Priority::parse(&priority).ok_or_else(|| corrupt(format!("priority {priority}")))?,
+                    content,
+                    data,
+                }),
+                accepted_at,
+            ));
         }
 
         let current: Option<(String, i32)> =

@@ -65,6 +65,17 @@ impl Store {
         Ok(at)
     }
 
+    /// How long the oldest due row has waited, in seconds (0 when none is due): the
+    /// outbox lag.
+    pub async fn outbox_lag_seconds(&self) -> Result<f64> {
+        let (lag,): (Option<f64>,) = sqlx::query_as(
+            "SELECT extract(epoch FROM now() - min(available_at))::float8 FROM outbox WHERE available_at <= now()",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(lag.unwrap_or(0.0).max(0.0))
+    }
+
     /// Rows in the outbox, due or not. For tests and operators.
     pub async fn outbox_len(&self) -> Result<i64> {
         let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM outbox").fetch_one(&self.pool).await?;

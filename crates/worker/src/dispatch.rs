@@ -10,7 +10,10 @@ use std::{
 use domain::{DeliveryJob, FailureKind, SendFailure, SendOutcome};
 use tokio::time::Instant;
 
-use crate::{ChannelSettings, Provider};
+use crate::{
+    ChannelSettings, Provider,
+    metrics::{METRICS, ProviderLabels},
+};
 
 /// What came of an attempt, and which provider it came from.
 pub struct Dispatched {
@@ -85,6 +88,7 @@ impl Dispatcher {
             let Some(wait) = slot.reserve() else { continue };
             tokio::time::sleep_until(wait).await;
             let name = slot.provider.name().to_owned();
+            let started = Instant::now();
             let outcome = tokio::time::timeout(self.timeout, slot.provider.send(job)).await.unwrap_or_else(|_| {
                 SendOutcome::Failed(SendFailure::new(
                     FailureKind::Ambiguous,
@@ -92,6 +96,10 @@ impl Dispatcher {
                     format!("no answer from the provider within {:?}", self.timeout),
                 ))
             });
+            METRICS
+                .provider_latency
+                .get_or_create(&ProviderLabels { channel: job.channel.as_str(), provider: name.clone() })
+                .observe(started.elapsed().as_secs_f64());
             let next = match &outcome {
                 SendOutcome::Sent(_) => false,
                 SendOutcome::Failed(f) => match f.kind {

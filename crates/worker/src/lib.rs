@@ -5,6 +5,7 @@
 pub mod cli;
 mod config;
 mod dispatch;
+mod metrics;
 mod provider;
 mod runtime;
 mod sandbox;

@@ -15,7 +15,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info_span};
 
-use crate::{Provider, WorkerConfig, dispatch::Dispatcher};
+use crate::{
+    Provider, WorkerConfig,
+    dispatch::Dispatcher,
+    metrics::{ChannelLabel, METRICS, OutcomeLabels},
+};
 
 struct Context {
     channel: Channel,
@@ -161,20 +165,33 @@ fn log_panic(done: Result<(), tokio::task::JoinError>) {
 }
 
 async fn handle(ctx: Arc<Context>, incoming: Incoming, shutdown: CancellationToken) {
+    let channel = ChannelLabel { channel: ctx.channel.as_str() };
+    let in_flight = METRICS.in_flight.get_or_create(&channel).clone();
+    in_flight.inc();
+    handle_message(&ctx, incoming, &shutdown).await;
+    in_flight.dec();
+}
+
+async fn handle_message(ctx: &Context, incoming: Incoming, shutdown: &CancellationToken) {
     let msg = match DeliveryMessage::parse(&incoming.body) {
         Ok(msg) if msg.channel == ctx.channel => msg,
         Ok(msg) => {
             tracing::warn!(message_channel = %msg.channel, "message for another channel: dead-lettering it");
-            return settle(incoming.dead_letter().await);
+            return dead_letter(ctx, incoming).await;
         }
         Err(e) => {
             tracing::warn!(error = %e, "unparseable message: dead-lettering it");
-            return settle(incoming.dead_letter().await);
+            return dead_letter(ctx, incoming).await;
         }
     };
     let span = info_span!("delivery", tenant_id = %msg.tenant_id, notification_id = %msg.notification_id,
         delivery_id = %msg.delivery_id, channel = %msg.channel, attempt = msg.attempt);
-    process(&ctx, &msg, incoming, &shutdown).instrument(span).await
+    process(ctx, &msg, incoming, shutdown).instrument(span).await
+}
+
+async fn dead_letter(ctx: &Context, incoming: Incoming) {
+    METRICS.dead_lettered.get_or_create(&ChannelLabel { channel: ctx.channel.as_str() }).inc();
+    settle(incoming.dead_letter().await);
 }
 
 async fn process(ctx: &Context, msg: &DeliveryMessage, incoming: Incoming, shutdown: &CancellationToken) {
@@ -193,18 +210,19 @@ async fn process(ctx: &Context, msg: &DeliveryMessage, incoming: Incoming, shutd
         Retried::Cancelled => return,
         Retried::Fatal(e) => {
             tracing::error!(error = %e, "cannot read the delivery: dead-lettering the message");
-            return settle(incoming.dead_letter().await);
+            return dead_letter(ctx, incoming).await;
         }
     };
-    let job = match claim {
-        Claim::Claimed(job) => job,
+    let (job, accepted_at) = match claim {
+        Claim::Claimed(job, accepted_at) => (job, accepted_at),
         Claim::Stale(why) => {
             tracing::info!(why, "dropping a stale or duplicate message");
+            METRICS.dropped.get_or_create(&ChannelLabel { channel: ctx.channel.as_str() }).inc();
             return settle(incoming.ack().await);
         }
         Claim::Unknown => {
             tracing::warn!("no such delivery: dead-lettering the message");
-            return settle(incoming.dead_letter().await);
+            return dead_letter(ctx, incoming).await;
         }
     };
 
@@ -218,6 +236,7 @@ async fn process(ctx: &Context, msg: &DeliveryMessage, incoming: Incoming, shutd
         result: decide(&ctx.retry, &job, dispatched.outcome),
     };
     log_result(&record);
+    observe(ctx.channel, &record, accepted_at);
 
     // The provider has been called: keep trying to record that until it is recorded, or
     // until the shutdown grace runs out and the task is dropped.
@@ -226,7 +245,7 @@ async fn process(ctx: &Context, msg: &DeliveryMessage, incoming: Incoming, shutd
         Retried::Cancelled => {}
         Retried::Fatal(e) => {
             tracing::error!(error = %e, "cannot record the attempt: dead-lettering the message");
-            settle(incoming.dead_letter().await);
+            dead_letter(ctx, incoming).await;
         }
     }
 }
@@ -261,6 +280,20 @@ fn log_result(record: &AttemptRecord) {
         AttemptResult::Failed { failure } => tracing::warn!(provider = %record.provider, code = %failure.code,
             kind = failure.kind.as_str(), "delivery failed"),
     }
+}
+
+fn observe(channel: Channel, record: &AttemptRecord, accepted_at: OffsetDateTime) {
+    let outcome = match &record.result {
+        AttemptResult::Sent { .. } => {
+            let waited = (OffsetDateTime::now_utc() - accepted_at).as_seconds_f64().max(0.0);
+            METRICS.accept_to_sent.get_or_create(&ChannelLabel { channel: channel.as_str() }).observe(waited);
+            "sent"
+        }
+        AttemptResult::Retry { .. } => "retrying",
+        AttemptResult::Failed { .. } => "failed",
+    };
+    let labels = OutcomeLabels { channel: channel.as_str(), provider: record.provider.clone(), outcome };
+    METRICS.attempts.get_or_create(&labels).inc();
 }
 
 fn settle(result: queue::Result<()>) {
