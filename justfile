@@ -24,3 +24,7 @@ fmt:
 # Lint everything, warnings are errors (as in CI).
 lint:
     cargo clippy --workspace --all-targets -- -D warnings
+
+# Offline checks of docker-compose.yml, the Dockerfile and the Kubernetes manifests (as in CI).
+deploy-check:
+    bash deploy/check

@@ -270,14 +270,20 @@ pub struct TestApp {
 impl TestApp {
     /// The API alone: no relay, no workers.
     pub async fn api_only() -> Self {
+        Self::api_with(|_| {}).await
+    }
+
+    /// The API alone, with settings of the test's own (receipts, ...) set by `configure`.
+    pub async fn api_with(configure: impl FnOnce(&mut notify_api::Config)) -> Self {
         let env = TestEnv::new().await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let api_url = format!("http://{}", listener.local_addr().unwrap());
-        let config = notify_api::Config {
+        let mut config = notify_api::Config {
             database_url: Some(SecretString::from(env.database_url.clone())),
             database_max_connections: 8,
             ..Default::default()
         };
+        configure(&mut config);
         let api = Service::spawn(|shutdown| notify_api::run(config, listener, shutdown));
         let tenant = env.store.create_tenant("test").await.unwrap();
         Self {
@@ -335,19 +341,12 @@ impl TestApp {
         let (email, sms, whatsapp, novu) = (options.email, options.sms, options.whatsapp, options.novu);
         Service::spawn(move |shutdown| async move {
             match channel {
-                Channel::Email => {
-                    email_worker::run(email_worker::Config { worker, providers: email }, shutdown).await
-                }
-                Channel::Sms => {
-                    sms_worker::run(sms_worker::Config { worker, providers: sms }, shutdown).await
-                }
+                Channel::Email => email_worker::run(email_worker::Config { worker, providers: email }, shutdown).await,
+                Channel::Sms => sms_worker::run(sms_worker::Config { worker, providers: sms }, shutdown).await,
                 Channel::Whatsapp => {
-                    whatsapp_worker::run(whatsapp_worker::Config { worker, providers: whatsapp }, shutdown)
-                        .await
+                    whatsapp_worker::run(whatsapp_worker::Config { worker, providers: whatsapp }, shutdown).await
                 }
-                Channel::Novu => {
-                    novu_worker::run(novu_worker::Config { worker, providers: novu }, shutdown).await
-                }
+                Channel::Novu => novu_worker::run(novu_worker::Config { worker, providers: novu }, shutdown).await,
             }
         })
     }

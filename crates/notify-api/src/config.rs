@@ -16,6 +16,8 @@ pub struct Config {
     pub idempotency: Idempotency,
     /// The intake rate of a tenant that has none of its own.
     pub rate_limit: Rate,
+    /// Delivery receipts from the providers.
+    pub receipts: Receipts,
 }
 
 impl Default for Config {
@@ -27,6 +29,7 @@ impl Default for Config {
             limits: Limits::default(),
             idempotency: Idempotency::default(),
             rate_limit: Rate::default(),
+            receipts: Receipts::default(),
         }
     }
 }
@@ -70,6 +73,60 @@ impl Default for Idempotency {
     }
 }
 
+/// Delivery receipts (`/v1/providers/...`). A provider's endpoint answers `404` until its
+/// settings are given: without a secret to check signatures with, nothing is accepted.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Receipts {
+    pub twilio: Option<TwilioReceipts>,
+    pub ses: Option<SesReceipts>,
+    pub meta: Option<MetaReceipts>,
+}
+
+/// Twilio's `StatusCallback` (providers.md §3).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TwilioReceipts {
+    /// The account's auth token, the key of `X-Twilio-Signature`.
+    pub auth_token: SecretString,
+    /// The public URL of `/v1/providers/twilio/status`, exactly as Twilio calls it (the
+    /// `StatusCallback` without its query). The signature covers it, and behind a proxy the
+    /// URL this process sees is another.
+    pub public_url: String,
+}
+
+/// SES events through an SNS topic (providers.md §1, §2.1).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SesReceipts {
+    /// The hosts a `SigningCertURL` or `SubscribeURL` may name, as a regular expression
+    /// matched against the whole host.
+    #[serde(default = "default_cert_host_pattern")]
+    pub cert_host_pattern: String,
+    /// Accept `http` certificate URLs as well as `https`: for a local stand-in only, so it
+    /// is refused with a pattern that admits AWS's hosts.
+    #[serde(default)]
+    pub allow_http_certs: bool,
+    /// The topics whose messages are accepted; any other is refused.
+    pub topic_arns: Vec<String>,
+}
+
+pub const DEFAULT_CERT_HOST_PATTERN: &str = r"^sns\.[a-zA-Z0-9-]{3,}\.amazonaws\.com(\.cn)?$";
+
+fn default_cert_host_pattern() -> String {
+    DEFAULT_CERT_HOST_PATTERN.into()
+}
+
+/// Meta's WhatsApp Cloud API webhook (providers.md §4).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetaReceipts {
+    /// The app secret, the key of `X-Hub-Signature-256`.
+    pub app_secret: SecretString,
+    /// What Meta must send as `hub.verify_token` when it verifies the webhook.
+    pub verify_token: SecretString,
+}
+
 impl Config {
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         let config: Config = bootstrap::layered(file).extract()?;
@@ -86,6 +143,7 @@ impl Config {
         if self.rate_limit.per_second == 0 || self.rate_limit.burst == 0 {
             return Err(invalid("rate_limit", "per_second and burst must be at least 1"));
         }
+        crate::receipts::Receipts::new(&self.receipts)?;
         Ok(())
     }
 }

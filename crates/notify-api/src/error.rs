@@ -21,7 +21,8 @@ pub struct Problem {
     pub status: u16,
     pub detail: String,
     /// Stable machine-readable cause: `validation_failed`, `unauthorized`, `not_found`,
-    /// `idempotency_key_reused`, `nothing_to_cancel`, `not_retryable`, `rate_limited`, ...
+    /// `idempotency_key_reused`, `nothing_to_cancel`, `not_retryable`, `rate_limited`,
+    /// `invalid_signature`, ...
     pub code: String,
     /// For `validation_failed`: each rejected field, by its JSON path.
     pub errors: Vec<FieldError>,
@@ -34,6 +35,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     PayloadTooLarge,
     Unauthorized(&'static str),
+    /// A provider's request without a valid signature, or from a source not allowed.
+    InvalidSignature(&'static str),
     NotFound,
     MethodNotAllowed,
     /// The request conflicts with the resource's state: `code` says how.
@@ -47,6 +50,9 @@ pub enum ApiError {
     },
     /// The database is unreachable: worth retrying soon.
     Unavailable(String),
+    /// A server we need to check a provider's request (its signing certificate) could not
+    /// be reached: the provider should send it again.
+    UpstreamUnavailable(String),
     Internal(String),
 }
 
@@ -78,6 +84,7 @@ impl ApiError {
                 format!("the body may be at most {} KiB", crate::MAX_BODY_BYTES / 1024),
             ),
             Unauthorized(why) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized", (*why).into()),
+            InvalidSignature(why) => (StatusCode::FORBIDDEN, "invalid_signature", "Invalid signature", (*why).into()),
             NotFound => (StatusCode::NOT_FOUND, "not_found", "Not found", "no such resource".into()),
             MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -98,6 +105,12 @@ impl ApiError {
                 "Service unavailable",
                 "the database is unreachable; retry shortly".into(),
             ),
+            UpstreamUnavailable(_) => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_unavailable",
+                "Upstream unavailable",
+                "what proves the request's signature could not be fetched; send it again later".into(),
+            ),
             Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -112,6 +125,8 @@ impl ApiError {
         match self {
             ApiError::Internal(cause) => tracing::error!(cause, "request failed"),
             ApiError::Unavailable(cause) => tracing::warn!(cause, "database unavailable"),
+            ApiError::UpstreamUnavailable(cause) => tracing::warn!(cause, "provider request not checked"),
+            ApiError::InvalidSignature(why) => tracing::info!(why, "provider request refused"),
             _ => {}
         }
         let (status, code, title, detail) = self.parts();
@@ -159,6 +174,15 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         response
+    }
+}
+
+impl From<crate::receipts::Refusal> for ApiError {
+    fn from(refusal: crate::receipts::Refusal) -> Self {
+        match refusal {
+            crate::receipts::Refusal::Signature(why) => ApiError::InvalidSignature(why),
+            crate::receipts::Refusal::Unreachable(cause) => ApiError::UpstreamUnavailable(cause),
+        }
     }
 }
 

@@ -7,18 +7,19 @@ mod error;
 mod json;
 mod openapi;
 mod rate_limit;
+mod receipts;
 mod routes;
 
 use std::{sync::Arc, time::Duration};
 
 use axum::{Router, extract::DefaultBodyLimit};
-use bootstrap::ExposeSecret;
+use bootstrap::{ConfigError, ExposeSecret};
 use store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
-pub use config::{Config, Idempotency, Limits};
+pub use config::{Config, Idempotency, Limits, MetaReceipts, Receipts, SesReceipts, TwilioReceipts};
 pub use openapi::ApiDoc;
 pub use rate_limit::Rate;
 
@@ -32,17 +33,24 @@ pub struct AppState {
     limiter: Arc<rate_limit::RateLimiter>,
     default_rate: Rate,
     idempotency_retention: Duration,
+    /// Signature checkers of the providers whose receipts are configured.
+    receipts: Arc<receipts::Receipts>,
 }
 
-pub fn router(store: Store, config: &Config) -> Router {
+/// The API's routes and state; fails on receipt settings that [`Config::validate`] refuses.
+pub fn router(store: Store, config: &Config) -> Result<Router, ConfigError> {
     let state = AppState {
         store,
         limits: config.limits.domain(),
         limiter: Arc::default(),
         default_rate: config.rate_limit,
         idempotency_retention: config.idempotency.retention,
+        receipts: Arc::new(receipts::Receipts::new(&config.receipts)?),
     };
-    routes::routes().layer(DefaultBodyLimit::max(MAX_BODY_BYTES)).layer(TraceLayer::new_for_http()).with_state(state)
+    Ok(routes::routes()
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state))
 }
 
 /// Serves on `listener` until `shutdown` fires, then finishes the requests in flight.
@@ -51,7 +59,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let url = bootstrap::require(&config.database_url, "database_url")?;
     let store = Store::connect_lazy(url.expose_secret(), config.database_max_connections)?;
     let purge = tokio::spawn(purge_idempotency_keys(store.clone(), config.idempotency.clone(), shutdown.clone()));
-    let app = router(store.clone(), &config);
+    let app = router(store.clone(), &config)?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
     axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await?;
     shutdown.cancel();

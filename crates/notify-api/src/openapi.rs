@@ -22,6 +22,10 @@ use crate::{error::Problem, routes};
         routes::notifications::get,
         routes::notifications::cancel,
         routes::deliveries::retry,
+        routes::providers::twilio_status,
+        routes::providers::ses_events,
+        routes::providers::meta_verify,
+        routes::providers::meta_webhook,
         routes::health::healthz,
         routes::health::readyz,
     ),
@@ -31,12 +35,14 @@ use crate::{error::Problem, routes};
     tags(
         (name = "notifications", description = "Send notifications and follow them"),
         (name = "deliveries", description = "One recipient on one channel"),
+        (name = "providers", description = "Delivery receipts from the providers: signed by the provider, no API key"),
         (name = "operations", description = "Health of the process"),
     )
 )]
 pub struct ApiDoc;
 
-/// The bearer API key, and the answers every authenticated operation can give.
+/// The bearer API key, and the answers every `/v1/` operation can give (`401` only those
+/// that take the key).
 struct Security;
 
 impl Modify for Security {
@@ -56,16 +62,25 @@ impl Modify for Security {
                 continue;
             }
             for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
+                let keyless = operation.security.as_ref().is_some_and(|s| s.iter().all(is_empty_requirement));
                 for (status, description) in [
                     ("401", "Missing, unknown or revoked API key"),
                     ("500", "Internal error (logged)"),
                     ("503", "Database unreachable; retry shortly"),
                 ] {
+                    if keyless && status == "401" {
+                        continue;
+                    }
                     operation.responses.responses.entry(status.into()).or_insert_with(|| problem(description));
                 }
             }
         }
     }
+}
+
+/// `security(())`: the operation takes no credentials.
+fn is_empty_requirement(requirement: &utoipa::openapi::security::SecurityRequirement) -> bool {
+    serde_json::to_value(requirement).is_ok_and(|v| v.as_object().is_some_and(|o| o.is_empty()))
 }
 
 fn problem(description: &str) -> RefOr<Response> {
@@ -96,6 +111,10 @@ mod tests {
             ("/v1/notifications/{id}", "get"),
             ("/v1/notifications/{id}/cancel", "post"),
             ("/v1/deliveries/{id}/retry", "post"),
+            ("/v1/providers/twilio/status", "post"),
+            ("/v1/providers/ses/events", "post"),
+            ("/v1/providers/meta/webhook", "get"),
+            ("/v1/providers/meta/webhook", "post"),
             ("/healthz", "get"),
             ("/readyz", "get"),
         ] {

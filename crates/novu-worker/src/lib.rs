@@ -5,6 +5,7 @@ use std::{path::Path, sync::Arc};
 
 use bootstrap::ConfigError;
 use domain::Channel;
+use providers::novu::{NovuConfig, NovuProvider};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use worker::{Provider, SandboxProvider, WorkerConfig};
@@ -12,7 +13,10 @@ use worker::{Provider, SandboxProvider, WorkerConfig};
 pub const CHANNEL: Channel = Channel::Novu;
 
 /// The providers this worker knows, by the names `novu.providers` lists.
-pub const PROVIDERS: &[&str] = &["sandbox"];
+pub const PROVIDERS: &[&str] = &[
+    "sandbox", // writes to a file, sends nothing
+    "novu",    // Novu workflow triggers
+];
 
 #[derive(Debug)]
 pub struct Config {
@@ -21,8 +25,10 @@ pub struct Config {
 }
 
 /// The settings of each provider, under `[novu.<provider>]`.
-#[derive(Debug, Default, Deserialize)]
-pub struct Providers {}
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Providers {
+    pub novu: Option<NovuConfig>,
+}
 
 pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
     let config =
@@ -32,7 +38,7 @@ pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
 }
 
 impl Config {
-    /// Every provider named in `novu.providers` exists and has its settings.
+    /// Every provider named in `novu.providers` exists and has its settings, and they are valid.
     pub fn validate(&self) -> Result<(), ConfigError> {
         for name in &self.worker.channel.providers {
             if !PROVIDERS.contains(&name.as_str()) {
@@ -41,19 +47,79 @@ impl Config {
                     message: format!("unknown provider `{name}`; this worker knows {}", PROVIDERS.join(", ")),
                 });
             }
+            if name == "novu" {
+                settings(&self.providers.novu, "novu")?.validate()?;
+            }
         }
         Ok(())
     }
 }
 
+/// The settings of a provider that `novu.providers` lists: they must be there.
+fn settings<'a, T>(section: &'a Option<T>, name: &str) -> Result<&'a T, ConfigError> {
+    section.as_ref().ok_or_else(|| worker::missing_provider_settings(CHANNEL, name))
+}
+
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     config.validate()?;
+    // One HTTP client for every provider of the process, so they share its connection pool.
+    let http = providers::http::SharedClient::new(config.worker.worker.provider_timeout);
     let mut providers: Vec<Arc<dyn Provider>> = Vec::new();
     for name in &config.worker.channel.providers {
         providers.push(match name.as_str() {
             "sandbox" => Arc::new(SandboxProvider::open(CHANNEL, config.worker.channel.sandbox.clone()).await?),
+            "novu" => {
+                let novu = settings(&config.providers.novu, "novu")?;
+                Arc::new(NovuProvider::new(novu.clone(), http.get()?)?)
+            }
             other => anyhow::bail!("unknown {CHANNEL} provider `{other}`"),
         });
     }
     worker::run(CHANNEL, config.worker, providers, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    #[test]
+    fn novu_settings_are_read_from_novu_novu() {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let path = std::env::temp_dir().join(format!("notify-novu-{}-{nanos}.toml", std::process::id()));
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(
+                br#"
+                database_url = "postgres://db/notify"
+                amqp_url = "amqp://broker"
+                [novu]
+                providers = ["novu"]
+                [novu.novu]
+                api_key = "key"
+                base_url = "https://eu.api.novu.co"
+                workflow_by_type = { "order.shipped" = "order-shipped" }
+                "#,
+            )
+            .unwrap();
+        let loaded = load(Some(&path));
+        std::fs::remove_file(&path).unwrap();
+        let novu = loaded.unwrap().providers.novu.unwrap();
+        assert_eq!(novu.base_url, "https://eu.api.novu.co");
+        assert_eq!(novu.workflow_by_type["order.shipped"], "order-shipped");
+    }
+
+    #[test]
+    fn listing_novu_without_its_settings_is_refused() {
+        let config = Config {
+            worker: WorkerConfig {
+                channel: worker::ChannelSettings { providers: vec!["novu".into()], ..Default::default() },
+                ..Default::default()
+            },
+            providers: Providers::default(),
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("`novu.novu`"), "{err}");
+    }
 }

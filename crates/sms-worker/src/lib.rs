@@ -1,18 +1,27 @@
 //! The sms channel worker: consumes `notify.sms` and sends through the configured
 //! providers, in order of preference.
 
+mod sns;
+
 use std::{path::Path, sync::Arc};
 
 use bootstrap::ConfigError;
 use domain::Channel;
+use providers::twilio::{TwilioConfig, TwilioMode, TwilioProvider};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use worker::{Provider, SandboxProvider, WorkerConfig};
 
+pub use sns::{SnsConfig, SnsProvider};
+
 pub const CHANNEL: Channel = Channel::Sms;
 
 /// The providers this worker knows, by the names `sms.providers` lists.
-pub const PROVIDERS: &[&str] = &["sandbox"];
+pub const PROVIDERS: &[&str] = &[
+    "sandbox", // writes to a file, sends nothing
+    "twilio",  // Twilio Programmable Messaging, SMS
+    "sns",     // Amazon SNS Publish to a phone number
+];
 
 #[derive(Debug)]
 pub struct Config {
@@ -21,8 +30,11 @@ pub struct Config {
 }
 
 /// The settings of each provider, under `[sms.<provider>]`.
-#[derive(Debug, Default, Deserialize)]
-pub struct Providers {}
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct Providers {
+    pub twilio: Option<TwilioConfig>,
+    pub sns: Option<SnsConfig>,
+}
 
 pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
     let config =
@@ -32,7 +44,7 @@ pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
 }
 
 impl Config {
-    /// Every provider named in `sms.providers` exists and has its settings.
+    /// Every provider named in `sms.providers` exists and has its settings, and they are valid.
     pub fn validate(&self) -> Result<(), ConfigError> {
         for name in &self.worker.channel.providers {
             if !PROVIDERS.contains(&name.as_str()) {
@@ -41,17 +53,35 @@ impl Config {
                     message: format!("unknown provider `{name}`; this worker knows {}", PROVIDERS.join(", ")),
                 });
             }
+            if name == "twilio" {
+                settings(&self.providers.twilio, "twilio")?.validate(TwilioMode::Sms)?;
+            }
+            if name == "sns" {
+                settings(&self.providers.sns, "sns")?.validate(self.worker.worker.provider_timeout)?;
+            }
         }
         Ok(())
     }
 }
 
+/// The settings of a provider that `sms.providers` lists: they must be there.
+fn settings<'a, T>(section: &'a Option<T>, name: &str) -> Result<&'a T, ConfigError> {
+    section.as_ref().ok_or_else(|| worker::missing_provider_settings(CHANNEL, name))
+}
+
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     config.validate()?;
+    // One HTTP client for every provider of the process, so they share its connection pool.
+    let http = providers::http::SharedClient::new(config.worker.worker.provider_timeout);
     let mut providers: Vec<Arc<dyn Provider>> = Vec::new();
     for name in &config.worker.channel.providers {
         providers.push(match name.as_str() {
             "sandbox" => Arc::new(SandboxProvider::open(CHANNEL, config.worker.channel.sandbox.clone()).await?),
+            "twilio" => {
+                let twilio = settings(&config.providers.twilio, "twilio")?;
+                Arc::new(TwilioProvider::new(twilio.clone(), TwilioMode::Sms, http.get()?)?)
+            }
+            "sns" => Arc::new(SnsProvider::new(settings(&config.providers.sns, "sns")?).await),
             other => anyhow::bail!("unknown {CHANNEL} provider `{other}`"),
         });
     }

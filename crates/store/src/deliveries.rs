@@ -211,7 +211,7 @@ pub(crate) async fn refresh_notification_status(tx: &mut sqlx::PgConnection, not
     Ok(())
 }
 
-fn truncate(s: &str, max_chars: usize) -> &str {
+pub(crate) fn truncate(s: &str, max_chars: usize) -> &str {
     match s.char_indices().nth(max_chars) {
         Some((i, _)) => &s[..i],
         None => s,

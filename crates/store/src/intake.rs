@@ -1,7 +1,10 @@
 //! Accepting notifications: one or many, with or without idempotency keys, always
 //! set-based (a batch of 1,000 is a handful of statements, not thousands).
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 
 use domain::{
     DeliveryStatus, NotificationStatus, ValidNotification,
@@ -11,7 +14,7 @@ use sqlx::{PgConnection, types::Json};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::{OUTBOX_CHANNEL, Result, Store};
+use crate::{OUTBOX_CHANNEL, Result, Store, receipts::suppression_address};
 
 /// One notification to accept.
 pub struct Intake<'a> {
@@ -41,6 +44,9 @@ impl Store {
     /// primary key on (tenant, key) makes a concurrent request with the same key wait for
     /// this one's commit and then replay its answer, so a key never makes two
     /// notifications. A key older than `retention` counts as unused.
+    ///
+    /// A delivery to an address on the tenant's suppression list is written `suppressed`,
+    /// without an outbox row, and the answer says so.
     pub async fn accept_notifications(
         &self,
         tenant_id: Uuid,
@@ -49,10 +55,12 @@ impl Store {
         retention: Duration,
     ) -> Result<Vec<IntakeResult>> {
         let now = now_micros();
-        let planned: Vec<AcceptedNotification> = items.iter().map(|i| plan(i.notification, now)).collect();
+        let mut planned: Vec<AcceptedNotification> = items.iter().map(|i| plan(i.notification, now)).collect();
         if items.iter().all(|i| i.idempotency.is_none()) {
             let all: Vec<usize> = (0..items.len()).collect();
-            insert(self.pool.acquire().await?.as_mut(), tenant_id, actor, items, &planned, &all, now).await?;
+            let suppressed =
+                insert(self.pool.acquire().await?.as_mut(), tenant_id, actor, items, &planned, &all, now).await?;
+            mark_suppressed(&mut planned, &all, &suppressed);
             return Ok(planned.into_iter().map(IntakeResult::Accepted).collect());
         }
 
@@ -133,7 +141,21 @@ impl Store {
                 None => IntakeResult::KeyReused,
             }));
         }
-        insert(&mut tx, tenant_id, actor, items, &planned, &to_insert, now).await?;
+        let suppressed = insert(&mut tx, tenant_id, actor, items, &planned, &to_insert, now).await?;
+        let changed = mark_suppressed(&mut planned, &to_insert, &suppressed);
+        if !changed.is_empty() {
+            // The keys were stored with the answer planned before the insert: a replay must
+            // give the answer this request gets, here and later.
+            store_answers(&mut tx, tenant_id, items, &planned, &changed).await?;
+            for (result, item) in results.iter_mut().zip(items) {
+                if let (Some(IntakeResult::Replayed(answer)), Some(k)) = (result, &item.idempotency) {
+                    let first = first_with_key[k.key.as_str()];
+                    if changed.contains(&first) {
+                        *answer = serde_json::to_value(&planned[first]).expect("serializes");
+                    }
+                }
+            }
+        }
         tx.commit().await?;
 
         Ok(results
@@ -181,8 +203,62 @@ fn plan(n: &ValidNotification, created_at: OffsetDateTime) -> AcceptedNotificati
     }
 }
 
+/// Shows in the answers what the insert decided: a delivery to a suppressed address is
+/// `suppressed`, and a notification with nothing left to send is `sent`, as its aggregate
+/// status is computed. Returns the items (of `which`) whose answer changed.
+fn mark_suppressed(planned: &mut [AcceptedNotification], which: &[usize], suppressed: &HashSet<Uuid>) -> Vec<usize> {
+    if suppressed.is_empty() {
+        return vec![];
+    }
+    let mut changed = Vec::new();
+    for &i in which {
+        let notification = &mut planned[i];
+        let mut any = false;
+        for delivery in notification.deliveries.iter_mut().filter(|d| suppressed.contains(&d.id)) {
+            delivery.status = DeliveryStatus::Suppressed;
+            any = true;
+        }
+        if any {
+            if notification.deliveries.iter().all(|d| d.status == DeliveryStatus::Suppressed) {
+                notification.status = NotificationStatus::Sent;
+            }
+            changed.push(i);
+        }
+    }
+    changed
+}
+
+/// Replaces the stored answer of the keys of items `which` (each won its key in this
+/// transaction) with their answer as it now is.
+async fn store_answers(
+    conn: &mut PgConnection,
+    tenant_id: Uuid,
+    items: &[Intake<'_>],
+    planned: &[AcceptedNotification],
+    which: &[usize],
+) -> Result<()> {
+    let keyed: Vec<usize> = which.iter().copied().filter(|&i| items[i].idempotency.is_some()).collect();
+    if keyed.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE idempotency_keys k SET response = u.response
+         FROM unnest($2::text[], $3::jsonb[]) AS u(key, response)
+         WHERE k.tenant_id = $1 AND k.key = u.key",
+    )
+    .bind(tenant_id)
+    .bind(keyed.iter().map(|&i| key_of(&items[i]).key.as_str()).collect::<Vec<_>>())
+    .bind(keyed.iter().map(|&i| serde_json::to_value(&planned[i]).expect("serializes")).collect::<Vec<_>>())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Inserts the notifications `which` of `items`, their deliveries, outbox rows and
-/// `accepted` audit events in one statement, and wakes the relays at commit.
+/// `accepted` audit events in one statement, and wakes the relays at commit. A delivery
+/// whose address the tenant suppressed on its channel is written `suppressed` with the
+/// reason in `last_error_code`, and gets no outbox row; a notification left with nothing
+/// to send is written `sent`. Returns the ids of the suppressed deliveries.
 async fn insert(
     conn: &mut PgConnection,
     tenant_id: Uuid,
@@ -191,9 +267,9 @@ async fn insert(
     planned: &[AcceptedNotification],
     which: &[usize],
     now: OffsetDateTime,
-) -> Result<()> {
+) -> Result<HashSet<Uuid>> {
     if which.is_empty() {
-        return Ok(());
+        return Ok(HashSet::new());
     }
     let mut n = NotificationColumns::default();
     let mut d = DeliveryColumns::default();
@@ -212,30 +288,39 @@ async fn insert(
             d.notification_ids.push(p.id);
             d.channels.push(delivery.channel.as_str());
             d.recipients.push(delivery.recipient.as_str());
+            d.suppression_addresses.push(suppression_address(delivery.channel, &delivery.recipient));
             d.ranks.push(v.priority.rank());
             d.available_at.push(v.send_at);
         }
     }
-    sqlx::query(
-        "WITH n AS (
+    let (suppressed,): (Vec<Uuid>,) = sqlx::query_as(
+        "WITH p AS (
+            SELECT u.id, u.nid, u.channel, u.recipient, u.rank, u.at, s.reason
+            FROM unnest($11::uuid[], $12::uuid[], $13::text[], $14::text[], $15::smallint[], $16::timestamptz[],
+                        $19::text[]) AS u(id, nid, channel, recipient, rank, at, address)
+            LEFT JOIN suppressions s ON s.tenant_id = $1 AND s.channel = u.channel AND s.address = u.address),
+         n AS (
             INSERT INTO notifications (id, tenant_id, type, priority, data, content, correlation_id, send_at,
-                                       idempotency_key, created_at, updated_at)
-            SELECT u.id, $1, u.type, u.priority, u.data, u.content, u.correlation_id, u.send_at, u.key, $2, $2
+                                       idempotency_key, status, created_at, updated_at)
+            SELECT u.id, $1, u.type, u.priority, u.data, u.content, u.correlation_id, u.send_at, u.key,
+                   CASE WHEN g.sends IS FALSE THEN 'sent' ELSE 'pending' END, $2, $2
             FROM unnest($3::uuid[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[], $8::text[], $9::timestamptz[],
-                        $10::text[]) AS u(id, type, priority, data, content, correlation_id, send_at, key)),
+                        $10::text[]) AS u(id, type, priority, data, content, correlation_id, send_at, key)
+            LEFT JOIN (SELECT nid, bool_or(reason IS NULL) AS sends FROM p GROUP BY nid) g ON g.nid = u.id),
          d AS (
-            INSERT INTO deliveries (id, tenant_id, notification_id, channel, recipient, created_at, updated_at)
-            SELECT u.id, $1, u.nid, u.channel, u.recipient, $2, $2
-            FROM unnest($11::uuid[], $12::uuid[], $13::text[], $14::text[]) AS u(id, nid, channel, recipient)),
+            INSERT INTO deliveries (id, tenant_id, notification_id, channel, recipient, status, last_error_code,
+                                    last_error_message, created_at, updated_at)
+            SELECT p.id, $1, p.nid, p.channel, p.recipient,
+                   CASE WHEN p.reason IS NULL THEN 'pending' ELSE 'suppressed' END, p.reason,
+                   CASE WHEN p.reason IS NOT NULL THEN 'the address is on the suppression list' END, $2, $2
+            FROM p),
          o AS (
             INSERT INTO outbox (tenant_id, notification_id, delivery_id, channel, attempt, priority, available_at)
-            SELECT $1, u.nid, u.id, u.channel, 1, u.rank, coalesce(u.at, now())
-            FROM unnest($11::uuid[], $12::uuid[], $13::text[], $15::smallint[], $16::timestamptz[])
-                AS u(id, nid, channel, rank, at)),
+            SELECT $1, p.nid, p.id, p.channel, 1, p.rank, coalesce(p.at, now()) FROM p WHERE p.reason IS NULL),
          a AS (
             INSERT INTO audit_events (tenant_id, notification_id, action, actor, created_at)
             SELECT $1, u.id, 'accepted', $17, $2 FROM unnest($3::uuid[]) AS u(id))
-         SELECT pg_notify($18, '')",
+         SELECT array(SELECT p.id FROM p WHERE p.reason IS NOT NULL) FROM (SELECT pg_notify($18, '')) AS woken",
     )
     .bind(tenant_id)
     .bind(now)
@@ -255,9 +340,10 @@ async fn insert(
     .bind(&d.available_at)
     .bind(actor)
     .bind(OUTBOX_CHANNEL)
-    .execute(conn)
+    .bind(&d.suppression_addresses)
+    .fetch_one(conn)
     .await?;
-    Ok(())
+    Ok(suppressed.into_iter().collect())
 }
 
 #[derive(Default)]
@@ -278,6 +364,8 @@ struct DeliveryColumns<'a> {
     notification_ids: Vec<Uuid>,
     channels: Vec<&'a str>,
     recipients: Vec<&'a str>,
+    /// The recipient as the suppression list holds it.
+    suppression_addresses: Vec<String>,
     ranks: Vec<i16>,
     available_at: Vec<Option<OffsetDateTime>>,
 }

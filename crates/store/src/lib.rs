@@ -7,6 +7,7 @@ mod deliveries;
 mod intake;
 mod notifications;
 mod outbox;
+mod receipts;
 mod tenants;
 
 use std::time::Duration;
@@ -21,6 +22,7 @@ pub use deliveries::{AttemptRecord, AttemptResult, Claim};
 pub use intake::{IdempotencyKey, Intake, IntakeResult};
 pub use notifications::ListFilter;
 pub use outbox::{ClaimedBatch, OUTBOX_CHANNEL};
+pub use receipts::{Receipt, ReceiptApplied, Suppression, SuppressionReason};
 pub use sqlx::postgres::PgListener;
 pub use tenants::{ApiKeyInfo, Caller, NewTenant};
 

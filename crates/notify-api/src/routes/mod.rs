@@ -1,6 +1,7 @@
 pub mod deliveries;
 pub mod health;
 pub mod notifications;
+pub mod providers;
 
 use axum::{
     Router,
@@ -16,6 +17,9 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/notifications/{id}", get(notifications::get))
         .route("/v1/notifications/{id}/cancel", post(notifications::cancel))
         .route("/v1/deliveries/{id}/retry", post(deliveries::retry))
+        .route("/v1/providers/twilio/status", post(providers::twilio_status))
+        .route("/v1/providers/ses/events", post(providers::ses_events))
+        .route("/v1/providers/meta/webhook", get(providers::meta_verify).post(providers::meta_webhook))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(crate::openapi::serve))

@@ -1,0 +1,507 @@
+//! Any SMTP server (a relay, SES's SMTP interface, a company MTA) through lettre's tokio
+//! transport with rustls: one message per delivery, failures sorted by the server's reply
+//! code (RFC 5321 §4.2.1) and by where the conversation broke off.
+
+use std::time::Duration;
+
+use bootstrap::{ConfigError, ExposeSecret, SecretString};
+use domain::{DeliveryJob, FailureKind, SendFailure, SendOutcome, SendReceipt};
+use futures_util::{FutureExt, future::BoxFuture};
+use lettre::{
+    AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
+    message::{
+        Mailbox, MultiPart, SinglePart,
+        header::{HeaderName, HeaderValue},
+    },
+    transport::smtp::{self, authentication::Credentials, response::Response},
+};
+use serde::Deserialize;
+use worker::Provider;
+
+use crate::mail::{self, EmailBody, ListUnsubscribe, invalid, redact};
+
+const SECTION: &str = "email.smtp";
+
+/// How the connection is encrypted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain text: for a relay on the same host or network only.
+    None,
+    /// A plain connection upgraded with STARTTLS, which the server must offer.
+    #[default]
+    Starttls,
+    /// TLS from the first byte ("implicit TLS", SMTPS).
+    Tls,
+}
+
+impl SmtpTls {
+    fn default_port(self) -> u16 {
+        match self {
+            SmtpTls::None => 25,
+            SmtpTls::Starttls => 587,
+            SmtpTls::Tls => 465,
+        }
+    }
+}
+
+/// `[email.smtp]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    /// Default: 587 with `starttls`, 465 with `tls`, 25 with `none`.
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub tls: SmtpTls,
+    pub username: Option<SecretString>,
+    pub password: Option<SecretString>,
+    /// The sender: `noreply@example.com` or `Notify <noreply@example.com>`.
+    pub from: String,
+    pub reply_to: Option<String>,
+    /// An https, http or mailto URL for the `List-Unsubscribe` header; `{delivery_id}` in
+    /// it is replaced by the delivery's id.
+    pub list_unsubscribe: Option<String>,
+    /// How long to wait for the connection (and TLS). Nothing was sent when it runs out.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// How long the whole conversation may take. Must stay below
+    /// `worker.provider_timeout`, so that this provider, which knows how far it got,
+    /// answers first.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(3)
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(8)
+}
+
+impl SmtpConfig {
+    /// The settings with only what has no default.
+    pub fn new(host: impl Into<String>, from: impl Into<String>) -> Self {
+        Self {
+            host: host.into(),
+            port: None,
+            tls: SmtpTls::default(),
+            username: None,
+            password: None,
+            from: from.into(),
+            reply_to: None,
+            list_unsubscribe: None,
+            connect_timeout: default_connect_timeout(),
+            timeout: default_timeout(),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or_else(|| self.tls.default_port())
+    }
+
+    /// Checks every setting; `provider_timeout` is the worker's limit on a provider call.
+    pub fn validate(&self, provider_timeout: Duration) -> Result<(), ConfigError> {
+        if self.host.is_empty() || self.host.contains(|c: char| c.is_whitespace() || c == '/') {
+            return Err(invalid(SECTION, "host", "must be a host name or IP address"));
+        }
+        mail::mailbox(&self.from, SECTION, "from")?;
+        if let Some(reply_to) = &self.reply_to {
+            mail::mailbox(reply_to, SECTION, "reply_to")?;
+        }
+        if let Some(value) = &self.list_unsubscribe {
+            ListUnsubscribe::parse(value, SECTION)?;
+        }
+        let authenticated = mail::both_or_neither((&self.username, "username"), (&self.password, "password"), SECTION)?;
+        if authenticated && self.tls == SmtpTls::None {
+            return Err(invalid(
+                SECTION,
+                "tls",
+                "must be `starttls` or `tls` with a password: it would travel in clear",
+            ));
+        }
+        if self.connect_timeout.is_zero() || self.timeout.is_zero() {
+            return Err(invalid(SECTION, "timeout", "timeouts must be above zero"));
+        }
+        if self.timeout >= provider_timeout {
+            return Err(invalid(
+                SECTION,
+                "timeout",
+                format!("must be below worker.provider_timeout ({provider_timeout:?})"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+pub struct SmtpProvider {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    timeout: Duration,
+    from: Mailbox,
+    reply_to: Option<Mailbox>,
+    list_unsubscribe: Option<ListUnsubscribe>,
+}
+
+impl SmtpProvider {
+    /// Builds the transport; it connects at each send. (No connection pool: see the
+    /// workspace's `lettre` dependency.)
+    pub fn new(config: &SmtpConfig) -> Result<Self, ConfigError> {
+        let builder = match config.tls {
+            SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host),
+            SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&config.host)
+                .map_err(|e| invalid(SECTION, "tls", e.to_string()))?,
+            SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&config.host)
+                .map_err(|e| invalid(SECTION, "tls", e.to_string()))?,
+        };
+        let mut builder = builder.port(config.port()).timeout(Some(config.connect_timeout));
+        if let (Some(user), Some(password)) = (&config.username, &config.password) {
+            let credentials = Credentials::new(user.expose_secret().to_owned(), password.expose_secret().to_owned());
+            builder = builder.credentials(credentials);
+        }
+        let list_unsubscribe =
+            config.list_unsubscribe.as_deref().map(|v| ListUnsubscribe::parse(v, SECTION)).transpose()?;
+        tracing::info!(host = %config.host, port = config.port(), tls = ?config.tls, "SMTP provider ready");
+        Ok(Self {
+            transport: builder.build(),
+            timeout: config.timeout,
+            from: mail::mailbox(&config.from, SECTION, "from")?,
+            reply_to: config.reply_to.as_deref().map(|r| mail::mailbox(r, SECTION, "reply_to")).transpose()?,
+            list_unsubscribe,
+        })
+    }
+
+    async fn send_email(&self, job: &DeliveryJob) -> SendOutcome {
+        let (message, message_id) = match self.message(job) {
+            Ok(built) => built,
+            Err(failure) => return SendOutcome::Failed(failure),
+        };
+        match tokio::time::timeout(self.timeout, self.transport.send(message)).await {
+            Ok(Ok(response)) => SendOutcome::Sent(SendReceipt {
+                provider_message_id: message_id,
+                response_excerpt: Some(redact(&excerpt(&response), &job.recipient)),
+            }),
+            Ok(Err(err)) => SendOutcome::Failed(failure(&err, &job.recipient)),
+            // Connected (the connect timeout is shorter) and then stuck somewhere in the
+            // conversation, maybe after the server took the message.
+            Err(_) => SendOutcome::Failed(SendFailure::new(
+                FailureKind::Ambiguous,
+                "timeout",
+                format!("the SMTP conversation took longer than {:?}", self.timeout),
+            )),
+        }
+    }
+
+    /// The message and its `Message-ID`, which is our provider message id. The id is the
+    /// delivery's, the same on every attempt: should an ambiguous failure be retried and
+    /// both copies arrive, mailboxes that de-duplicate by `Message-ID` show one.
+    fn message(&self, job: &DeliveryJob) -> Result<(Message, String), SendFailure> {
+        let parts = mail::EmailParts::of(job)?;
+        let to: Mailbox = job.recipient.parse().map_err(|_| {
+            SendFailure::new(
+                FailureKind::Permanent,
+                "recipient_invalid",
+                "the recipient is not an address SMTP can carry",
+            )
+        })?;
+        let message_id = format!("<{}@{}>", job.delivery_id, self.from.email.domain());
+        let mut builder = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(parts.subject)
+            .message_id(Some(message_id.clone()));
+        if let Some(reply_to) = &self.reply_to {
+            builder = builder.reply_to(reply_to.clone());
+        }
+        for (name, value) in self.list_unsubscribe.iter().flat_map(|l| l.headers(job)) {
+            builder = builder.raw_header(HeaderValue::new(HeaderName::new_from_ascii_str(name), value));
+        }
+        let message = match parts.body {
+            EmailBody::Alternative { text, html } => {
+                builder.multipart(MultiPart::alternative_plain_html(text.to_owned(), html.to_owned()))
+            }
+            EmailBody::Text(text) => builder.singlepart(SinglePart::plain(text.to_owned())),
+            EmailBody::Html(html) => builder.singlepart(SinglePart::html(html.to_owned())),
+        }
+        .map_err(|e| SendFailure::new(FailureKind::Permanent, "message_invalid", e.to_string()))?;
+        Ok((message, message_id))
+    }
+}
+
+impl Provider for SmtpProvider {
+    fn name(&self) -> &str {
+        "smtp"
+    }
+
+    fn send<'a>(&'a self, job: &'a DeliveryJob) -> BoxFuture<'a, SendOutcome> {
+        self.send_email(job).boxed()
+    }
+}
+
+/// The server's answer to the message (`250 2.0.0 Ok: queued as 4BQ1X`): its queue id
+/// finds the message in the server's log.
+fn excerpt(response: &Response) -> String {
+    let lines: Vec<&str> = response.message().collect();
+    format!("{} {}", response.code(), lines.join(" "))
+}
+
+fn failure(err: &smtp::Error, recipient: &str) -> SendFailure {
+    let (kind, code) = classify(err);
+    SendFailure::new(kind, code, redact(&err.to_string(), recipient))
+}
+
+/// Sorts a failed send into the buckets of providers.md §0.
+fn classify(err: &smtp::Error) -> (FailureKind, String) {
+    if let Some(code) = err.status() {
+        let code = u16::from(code);
+        return (classify_reply(code), format!("smtp_{code}"));
+    }
+    let (kind, code) = if is_connection_error(err) {
+        // Connecting or setting up TLS: nothing of the message went out. A TLS handshake
+        // that the server's certificate fails (rustls' errors arrive as `InvalidData`)
+        // fails every send until an operator fixes it.
+        if io_error_kind(err) == Some(std::io::ErrorKind::InvalidData) {
+            (FailureKind::Config, "smtp_tls")
+        } else {
+            (FailureKind::Retryable, "connection_failed")
+        }
+    } else if err.is_client() {
+        classify_client_error(&err.to_string())
+    } else if err.is_transport_shutdown() {
+        (FailureKind::Retryable, "transport_shutdown")
+    } else {
+        // The connection broke or the answer made no sense once the conversation had
+        // begun, possibly after the message was taken.
+        (FailureKind::Ambiguous, "connection_lost")
+    };
+    (kind, code.to_owned())
+}
+
+/// The bucket of a negative reply: 4xx is transient, 5xx permanent, except the 5xx of
+/// authentication, which are our configuration (RFC 4954: 530 authentication required,
+/// 534 mechanism too weak, 535 credentials invalid, 538 encryption required).
+fn classify_reply(code: u16) -> FailureKind {
+    match code {
+        400..=499 => FailureKind::Retryable,
+        530 | 534 | 535 | 538 => FailureKind::Config,
+        500..=599 => FailureKind::Permanent,
+        // Not a negative reply: lettre reports only 4xx and 5xx as such.
+        _ => FailureKind::Ambiguous,
+    }
+}
+
+/// lettre's errors of its own: the server lacks something a message needs (SMTPUTF8 for
+/// an internationalized address), or something every send needs (STARTTLS, a common
+/// authentication mechanism).
+fn classify_client_error(text: &str) -> (FailureKind, &'static str) {
+    if text.contains("non-ascii") {
+        (FailureKind::Permanent, "smtp_unsupported")
+    } else {
+        (FailureKind::Config, "smtp_client")
+    }
+}
+
+/// lettre has no accessor for its `Connection` kind (failures while connecting or setting
+/// up TLS); its text says it. The tests pin it, should lettre change it.
+fn is_connection_error(err: &smtp::Error) -> bool {
+    err.to_string().starts_with("Connection error")
+}
+
+fn io_error_kind(err: &smtp::Error) -> Option<std::io::ErrorKind> {
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return Some(io.kind());
+        }
+        source = e.source();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use tokio::{
+        io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+        net::TcpListener,
+    };
+
+    use super::*;
+    use crate::mail::tests::job;
+
+    #[test]
+    fn reply_codes_fall_into_the_buckets() {
+        for (code, kind) in [
+            (421, FailureKind::Retryable),
+            (450, FailureKind::Retryable),
+            (452, FailureKind::Retryable),
+            (535, FailureKind::Config),
+            (530, FailureKind::Config),
+            (550, FailureKind::Permanent),
+            (552, FailureKind::Permanent),
+            (554, FailureKind::Permanent),
+        ] {
+            assert_eq!(classify_reply(code), kind, "{code}");
+        }
+        assert_eq!(
+            classify_client_error("Envelope contains non-ascii chars but server does not support SMTPUTF8").0,
+            FailureKind::Permanent
+        );
+        assert_eq!(classify_client_error("STARTTLS is not supported on this server").0, FailureKind::Config);
+    }
+
+    #[test]
+    fn the_settings_are_checked() {
+        let ok = SmtpConfig::new("smtp.example.com", "Notify <noreply@example.com>");
+        let limit = Duration::from_secs(10);
+        ok.validate(limit).unwrap();
+        assert_eq!((ok.port(), SmtpConfig { tls: SmtpTls::Tls, ..ok.clone() }.port()), (587, 465));
+        let cases: [(&str, SmtpConfig); 5] = [
+            ("host", SmtpConfig { host: "smtp example".into(), ..ok.clone() }),
+            ("from", SmtpConfig { from: "nobody".into(), ..ok.clone() }),
+            ("password", SmtpConfig { username: Some("u".into()), ..ok.clone() }),
+            (
+                "tls",
+                SmtpConfig { tls: SmtpTls::None, username: Some("u".into()), password: Some("p".into()), ..ok.clone() },
+            ),
+            ("timeout", SmtpConfig { timeout: limit, ..ok.clone() }),
+        ];
+        for (key, config) in cases {
+            let err = config.validate(limit).unwrap_err().to_string();
+            assert!(err.contains(&format!("email.smtp.{key}")), "{key}: {err}");
+        }
+    }
+
+    /// An SMTP server on loopback that answers each command with `replies[verb]`, else
+    /// with success; a `None` reply leaves the command unanswered.
+    async fn scripted_server(replies: HashMap<&'static str, Option<&'static str>>) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (read, mut write) = stream.into_split();
+            let mut lines = BufReader::new(read).lines();
+            write.write_all(b"220 scripted ESMTP\r\n").await.unwrap();
+            let mut in_data = false;
+            while let Ok(Some(line)) = lines.next_line().await {
+                let verb = if in_data {
+                    if line != "." {
+                        continue;
+                    }
+                    "."
+                } else {
+                    line.split([' ', ':']).next().unwrap_or_default()
+                };
+                let default = match verb {
+                    "EHLO" => "250-scripted\r\n250 AUTH PLAIN LOGIN",
+                    "DATA" => "354 go ahead",
+                    "QUIT" => "221 bye",
+                    _ => "250 2.0.0 Ok",
+                };
+                let Some(reply) = replies.get(verb).copied().unwrap_or(Some(default)) else {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    return;
+                };
+                in_data = verb == "DATA" && reply.starts_with("354");
+                write.write_all(format!("{reply}\r\n").as_bytes()).await.unwrap();
+            }
+        });
+        port
+    }
+
+    fn provider(port: u16, credentials: bool) -> SmtpProvider {
+        let secret = |v: &str| credentials.then(|| SecretString::from(v));
+        let config = SmtpConfig {
+            port: Some(port),
+            tls: SmtpTls::None,
+            username: secret("user"),
+            password: secret("wrong"),
+            timeout: Duration::from_millis(500),
+            ..SmtpConfig::new("127.0.0.1", "noreply@example.com")
+        };
+        SmtpProvider::new(&config).unwrap()
+    }
+
+    fn email_job() -> DeliveryJob {
+        let content = domain::Content { subject: Some("S".into()), text: Some("T".into()), html: None };
+        job("user@example.org", content)
+    }
+
+    async fn failure_from(replies: &[(&'static str, Option<&'static str>)], credentials: bool) -> SendFailure {
+        let port = scripted_server(replies.iter().copied().collect()).await;
+        match provider(port, credentials).send_email(&email_job()).await {
+            SendOutcome::Failed(f) => f,
+            SendOutcome::Sent(_) => panic!("sent despite {replies:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_message_the_server_takes_is_sent_with_our_message_id() {
+        let port = scripted_server(HashMap::from([(".", Some("250 2.0.0 Ok: queued as 4BQ1X"))])).await;
+        let job = email_job();
+        let SendOutcome::Sent(receipt) = provider(port, false).send_email(&job).await else { panic!("not sent") };
+        assert_eq!(receipt.provider_message_id, format!("<{}@example.com>", job.delivery_id));
+        assert_eq!(receipt.response_excerpt.as_deref(), Some("250 2.0.0 Ok: queued as 4BQ1X"));
+    }
+
+    #[tokio::test]
+    async fn a_rejected_recipient_is_permanent_and_not_logged() {
+        let f =
+            failure_from(&[("RCPT", Some("550 5.1.1 <user@example.org>: Recipient address rejected"))], false).await;
+        assert_eq!((f.kind, f.code.as_str()), (FailureKind::Permanent, "smtp_550"));
+        assert!(f.message.contains("<recipient>") && !f.message.contains("user@example.org"), "{}", f.message);
+    }
+
+    #[tokio::test]
+    async fn a_transient_reply_is_retryable() {
+        let f = failure_from(&[("MAIL", Some("451 4.3.0 Try again later"))], false).await;
+        assert_eq!((f.kind, f.code.as_str()), (FailureKind::Retryable, "smtp_451"));
+    }
+
+    #[tokio::test]
+    async fn refused_credentials_are_a_configuration_error() {
+        let f = failure_from(&[("AUTH", Some("535 5.7.8 Authentication credentials invalid"))], true).await;
+        assert_eq!((f.kind, f.code.as_str()), (FailureKind::Config, "smtp_535"));
+    }
+
+    #[tokio::test]
+    async fn no_answer_to_the_message_is_ambiguous() {
+        let f = failure_from(&[(".", None)], false).await;
+        assert_eq!((f.kind, f.code.as_str()), (FailureKind::Ambiguous, "timeout"));
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_mid_conversation_is_ambiguous() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            stream.write_all(b"220 hello\r\n").await.unwrap();
+            // Answer EHLO, then hang up in the middle of the transaction.
+            let mut ehlo = [0; 512];
+            let _ = stream.read(&mut ehlo).await.unwrap();
+            stream.write_all(b"250 scripted\r\n").await.unwrap();
+        });
+        let SendOutcome::Failed(f) = provider(port, false).send_email(&email_job()).await else { panic!("sent") };
+        assert_eq!((f.kind, f.code.as_str()), (FailureKind::Ambiguous, "connection_lost"), "{}", f.message);
+    }
+
+    #[tokio::test]
+    async fn implicit_tls_against_a_plain_server_is_a_configuration_error() {
+        let port = scripted_server(HashMap::new()).await;
+        let config =
+            SmtpConfig { port: Some(port), tls: SmtpTls::Tls, ..SmtpConfig::new("127.0.0.1", "a@example.com") };
+        let SendOutcome::Failed(f) = SmtpProvider::new(&config).unwrap().send_email(&email_job()).await else {
+            panic!("sent")
+        };
+        assert_eq!((f.kind, f.code.as_str()), (FailureKind::Config, "smtp_tls"), "{}", f.message);
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_retryable() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let SendOutcome::Failed(f) = provider(port, false).send_email(&email_job()).await else { panic!("sent") };
+        assert_eq!((f.kind, f.code.as_str()), (FailureKind::Retryable, "connection_failed"), "{}", f.message);
+    }
+}

@@ -1,0 +1,234 @@
+//! What the HTTP providers share: one client per worker process, the provider's answer
+//! with its status and `Retry-After`, transport errors sorted into the failure buckets
+//! of providers.md §0, and failure messages without the recipient's address.
+
+use std::{error::Error as _, sync::OnceLock, time::Duration};
+
+use domain::{FailureKind, SendFailure};
+use reqwest::{RequestBuilder, StatusCode, header::HeaderMap};
+
+pub use reqwest::Client;
+
+/// A healthy provider accepts a connection in well under a second; one that takes
+/// longer is unreachable, and the attempt should move on to the next provider.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Failure messages are kept this short in the attempts log.
+const MAX_MESSAGE_CHARS: usize = 300;
+
+/// A client for provider calls: bounded connect and request times, and no redirects (a
+/// provider API does not redirect; following one would send the message, or turn the
+/// POST into a GET, somewhere we did not configure).
+pub fn client(request_timeout: Duration) -> reqwest::Result<Client> {
+    Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT.min(request_timeout))
+        .timeout(request_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("notify/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// The one client of a worker process, shared by its providers so they share its
+/// connection pool; built when the first provider asks for it, so a worker with only the
+/// sandbox builds none.
+pub struct SharedClient {
+    request_timeout: Duration,
+    client: OnceLock<Client>,
+}
+
+impl SharedClient {
+    pub fn new(request_timeout: Duration) -> Self {
+        Self { request_timeout, client: OnceLock::new() }
+    }
+
+    pub fn get(&self) -> reqwest::Result<Client> {
+        if let Some(client) = self.client.get() {
+            return Ok(client.clone());
+        }
+        let built = client(self.request_timeout)?;
+        Ok(self.client.get_or_init(|| built).clone())
+    }
+}
+
+/// A provider's answer, read whole.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub retry_after: Option<Duration>,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// The body as JSON, or `None` when it is not JSON (a proxy's HTML error page).
+    pub fn json(&self) -> Option<serde_json::Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
+}
+
+/// Sends the request and reads the answer. A failure to reach the provider, or an
+/// answer that breaks off, comes back as the failure it is ([`transport_failure`]).
+pub async fn send(request: RequestBuilder) -> Result<Answer, SendFailure> {
+    let response = request.send().await.map_err(|e| transport_failure(&e))?;
+    let status = response.status();
+    let retry_after = retry_after(response.headers());
+    match response.bytes().await {
+        Ok(body) => Ok(Answer { status, retry_after, body: body.to_vec() }),
+        // The provider did the work but its answer, and the message id in it, was lost.
+        Err(e) if status.is_success() => Err(transport_failure(&e)),
+        // An error status says enough without its body.
+        Err(_) => Ok(Answer { status, retry_after, body: Vec::new() }),
+    }
+}
+
+/// `Retry-After` in seconds. The HTTP-date form is not used by our providers' APIs and
+/// is ignored: the retry policy's own delay applies.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// Sorts an error of the HTTP stack. Nothing was sent when the connection could not be
+/// made (refused, DNS, TLS, connect timeout): retryable. Once the request may have gone
+/// out (a timeout waiting for the answer, a connection lost mid-answer), the provider may
+/// have accepted the message: ambiguous.
+pub fn transport_failure(error: &reqwest::Error) -> SendFailure {
+    let causes = causes(error);
+    if error.is_builder() {
+        SendFailure::new(FailureKind::Config, "invalid_request", format!("the request could not be built: {causes}"))
+    } else if error.is_connect() {
+        SendFailure::new(FailureKind::Retryable, "connect", format!("could not connect to the provider: {causes}"))
+    } else if error.is_timeout() {
+        SendFailure::new(FailureKind::Ambiguous, "timeout", format!("no answer from the provider in time: {causes}"))
+    } else {
+        SendFailure::new(
+            FailureKind::Ambiguous,
+            "transport",
+            format!("the connection failed after the request was sent: {causes}"),
+        )
+    }
+}
+
+/// The error's causes, innermost last. reqwest's own message names the URL, which says
+/// nothing the log does not; the causes say what went wrong.
+fn causes(error: &reqwest::Error) -> String {
+    let mut parts = Vec::new();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        parts.push(cause.to_string());
+        source = cause.source();
+    }
+    if parts.is_empty() { "unknown cause".to_owned() } else { parts.join(": ") }
+}
+
+/// A provider's error, for the attempts log: its message without the recipient's address
+/// (providers quote the number they refuse), cut short.
+pub fn failure(
+    kind: FailureKind,
+    code: impl Into<String>,
+    message: &str,
+    recipient: &str,
+    retry_after: Option<Duration>,
+) -> SendFailure {
+    SendFailure { retry_after, ..SendFailure::new(kind, code, shorten(&without_address(message, recipient))) }
+}
+
+/// `text` with every occurrence of `address` (also without its leading `+`, as WhatsApp
+/// APIs write numbers) replaced by `<recipient>`. Addresses shorter than 4 characters are
+/// left alone: replacing them would shred the message and hide nothing.
+pub fn without_address(text: &str, address: &str) -> String {
+    let mut text = text.to_owned();
+    let bare = address.strip_prefix('+').unwrap_or(address);
+    for form in [address, bare] {
+        if form.chars().count() >= 4 {
+            text = text.replace(form, "<recipient>");
+        }
+    }
+    text
+}
+
+fn shorten(text: &str) -> String {
+    match text.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+/// The kind of an answer that carried no error code we know, from its status alone.
+pub fn kind_from_status(status: StatusCode) -> FailureKind {
+    match status.as_u16() {
+        429 => FailureKind::Retryable,
+        500.. => FailureKind::Ambiguous,
+        401 | 403 => FailureKind::Config,
+        // A redirect or an unexpected informational answer: the base URL is wrong.
+        ..=399 => FailureKind::Config,
+        _ => FailureKind::Permanent,
+    }
+}
+
+/// The code recorded for an answer without a provider code: `http_503`.
+pub fn status_code(status: StatusCode) -> String {
+    format!("http_{}", status.as_u16())
+}
+
+#[cfg(test)]
+mod tests {
+    use reqwest::header::{HeaderValue, RETRY_AFTER};
+
+    use super::*;
+
+    #[test]
+    fn retry_after_is_read_in_seconds() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(retry_after(&headers), None);
+        headers.insert(RETRY_AFTER, HeaderValue::from_static(" 2 "));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(2)));
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
+        assert_eq!(retry_after(&headers), None);
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("-1"));
+        assert_eq!(retry_after(&headers), None);
+    }
+
+    #[test]
+    fn the_address_is_kept_out_of_messages() {
+        let message = "The 'To' number +15005550001 is not a valid phone number.";
+        assert_eq!(
+            without_address(message, "+15005550001"),
+            "The 'To' number <recipient> is not a valid phone number."
+        );
+        assert_eq!(without_address("recipient 15005550001 unknown", "+15005550001"), "recipient <recipient> unknown");
+        assert_eq!(without_address("a 1 b", "1"), "a 1 b");
+    }
+
+    #[test]
+    fn long_messages_are_cut_on_a_character_boundary() {
+        let long = "é".repeat(MAX_MESSAGE_CHARS + 10);
+        let short = shorten(&long);
+        assert_eq!(short.chars().count(), MAX_MESSAGE_CHARS + 1);
+        assert!(short.ends_with('…'));
+        assert_eq!(shorten("short"), "short");
+    }
+
+    #[test]
+    fn statuses_without_a_code_are_sorted() {
+        let kind = |s: u16| kind_from_status(StatusCode::from_u16(s).unwrap());
+        assert_eq!(kind(429), FailureKind::Retryable);
+        assert_eq!(kind(500), FailureKind::Ambiguous);
+        assert_eq!(kind(503), FailureKind::Ambiguous);
+        assert_eq!(kind(401), FailureKind::Config);
+        assert_eq!(kind(403), FailureKind::Config);
+        assert_eq!(kind(301), FailureKind::Config);
+        assert_eq!(kind(400), FailureKind::Permanent);
+        assert_eq!(kind(404), FailureKind::Permanent);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_retryable() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let client = client(Duration::from_secs(2)).unwrap();
+        let failure = send(client.get(format!("http://127.0.0.1:{port}/"))).await.unwrap_err();
+        assert_eq!((failure.kind, failure.code.as_str()), (FailureKind::Retryable, "connect"), "{failure:?}");
+    }
+}

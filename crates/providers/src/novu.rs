@@ -1,0 +1,239 @@
+//! Novu (providers.md §5): one workflow trigger per delivery, `POST
+//! {base_url}/v1/events/trigger` with `Authorization: ApiKey <key>`.
+//!
+//! The workflow is `workflow_by_type[type]`, or the notification's type itself; the
+//! subscriber is the delivery's recipient; the payload is the notification's `data`. The
+//! delivery id is both `transactionId` (Novu ignores a repeated one, so a retry after an
+//! ambiguous failure triggers the workflow once) and the `Idempotency-Key` header (where
+//! the organization has it enabled, a replay gets the first answer).
+
+use std::collections::BTreeMap;
+
+use bootstrap::{ConfigError, ExposeSecret, SecretString};
+use domain::{DeliveryJob, FailureKind, SendOutcome, SendReceipt};
+use futures_util::{FutureExt, future::BoxFuture};
+use reqwest::{StatusCode, header::HeaderValue};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{
+    http::{self, Answer, Client},
+    settings,
+};
+
+pub const DEFAULT_BASE_URL: &str = "https://api.novu.co";
+const SECTION: &str = "novu.novu";
+
+/// `[novu.novu]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NovuConfig {
+    /// The environment's secret key.
+    pub api_key: Option<SecretString>,
+    /// Notification type -> workflow trigger id, where they differ.
+    pub workflow_by_type: BTreeMap<String, String>,
+    /// `https://eu.api.novu.co` for the EU region.
+    pub base_url: String,
+}
+
+impl Default for NovuConfig {
+    fn default() -> Self {
+        Self { api_key: None, workflow_by_type: BTreeMap::new(), base_url: DEFAULT_BASE_URL.to_owned() }
+    }
+}
+
+impl NovuConfig {
+    /// Checks the settings, naming the first one missing or wrong.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.resolve().map(drop)
+    }
+
+    /// The trigger URL and the `Authorization` header.
+    fn resolve(&self) -> Result<(String, HeaderValue), ConfigError> {
+        let key = settings::required_secret(&self.api_key, SECTION, "api_key")?;
+        let mut authorization = HeaderValue::try_from(format!("ApiKey {}", key.expose_secret().trim()))
+            .map_err(|_| settings::invalid(SECTION, "api_key", "holds characters a header cannot carry"))?;
+        authorization.set_sensitive(true);
+        if let Some((kind, _)) = self.workflow_by_type.iter().find(|(_, w)| w.trim().is_empty()) {
+            return Err(settings::invalid(SECTION, "workflow_by_type", format!("`{kind}` maps to an empty workflow")));
+        }
+        let url = format!("{}/v1/events/trigger", settings::base_url(&self.base_url, SECTION)?);
+        Ok((url, authorization))
+    }
+}
+
+pub struct NovuProvider {
+    http: Client,
+    url: String,
+    /// `ApiKey <key>`, marked sensitive so that it never shows in a debug print.
+    authorization: HeaderValue,
+    workflow_by_type: BTreeMap<String, String>,
+}
+
+impl NovuProvider {
+    pub fn new(config: NovuConfig, http: Client) -> Result<Self, ConfigError> {
+        let (url, authorization) = config.resolve()?;
+        Ok(Self { http, url, authorization, workflow_by_type: config.workflow_by_type })
+    }
+
+    fn workflow<'a>(&'a self, job: &'a DeliveryJob) -> &'a str {
+        self.workflow_by_type.get(&job.kind).map_or(&job.kind, String::as_str)
+    }
+
+    async fn deliver(&self, job: &DeliveryJob) -> SendOutcome {
+        let transaction_id = job.delivery_id.to_string();
+        let body = json!({
+            "name": self.workflow(job),
+            "to": {"subscriberId": job.recipient},
+            "payload": job.data,
+            "transactionId": transaction_id,
+        });
+        tracing::debug!(%body, "novu request");
+        let request = self
+            .http
+            .post(&self.url)
+            .header(reqwest::header::AUTHORIZATION, self.authorization.clone())
+            .header("Idempotency-Key", &transaction_id)
+            .json(&body);
+        match http::send(request).await {
+            Ok(answer) => outcome(&answer, &job.recipient, &transaction_id),
+            Err(failure) => SendOutcome::Failed(failure),
+        }
+    }
+}
+
+impl worker::Provider for NovuProvider {
+    fn name(&self) -> &str {
+        "novu"
+    }
+
+    fn send<'a>(&'a self, job: &'a DeliveryJob) -> BoxFuture<'a, SendOutcome> {
+        self.deliver(job).boxed()
+    }
+}
+
+/// Reads Novu's answer: `201 {"data": {"acknowledged": true, "status": "processed",
+/// "transactionId": …}}` is sent; `201` with another status (`no_tenant_found`,
+/// `trigger_not_active`, …) is refused for good, with that status as its code.
+fn outcome(answer: &Answer, recipient: &str, transaction_id: &str) -> SendOutcome {
+    let body = answer.json().unwrap_or(Value::Null);
+    if answer.status.is_success() {
+        let data = &body["data"];
+        return match (data["status"].as_str(), data["acknowledged"].as_bool()) {
+            (Some("processed"), Some(true)) => SendOutcome::Sent(SendReceipt {
+                provider_message_id: data["transactionId"].as_str().unwrap_or(transaction_id).to_owned(),
+                response_excerpt: Some("status=processed".to_owned()),
+            }),
+            (Some("processed"), _) => SendOutcome::Failed(http::failure(
+                FailureKind::Permanent,
+                "not_acknowledged",
+                &format!("Novu processed the trigger but did not acknowledge it{}", error_detail(data)),
+                recipient,
+                None,
+            )),
+            (Some(status), _) => SendOutcome::Failed(http::failure(
+                FailureKind::Permanent,
+                // Novu's status enum, cut to a sane length should it send something else.
+                status.chars().take(64).collect::<String>(),
+                &format!("Novu did not process the trigger: {status}{}", error_detail(data)),
+                recipient,
+                None,
+            )),
+            // Accepted, perhaps, but unreadable: retrying is safe, the transaction id dedupes.
+            (None, _) => SendOutcome::Failed(http::failure(
+                FailureKind::Ambiguous,
+                "unreadable_answer",
+                &format!("Novu answered {} without a trigger status", answer.status),
+                recipient,
+                None,
+            )),
+        };
+    }
+    let message = match &body["message"] {
+        Value::String(message) => message.clone(),
+        Value::Array(messages) => messages.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; "),
+        _ => format!("Novu answered {}", answer.status),
+    };
+    SendOutcome::Failed(http::failure(
+        classify(answer.status),
+        http::status_code(answer.status),
+        &message,
+        recipient,
+        answer.retry_after,
+    ))
+}
+
+/// Novu's `error` list on a trigger it did not process, as `: a; b`.
+fn error_detail(data: &Value) -> String {
+    match data["error"].as_array() {
+        Some(errors) if !errors.is_empty() => {
+            format!(": {}", errors.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; "))
+        }
+        _ => String::new(),
+    }
+}
+
+/// providers.md §5: 409 is an idempotency key still in flight, 429 the rate limit; 5xx
+/// is safe to retry because the transaction id dedupes.
+fn classify(status: StatusCode) -> FailureKind {
+    match status.as_u16() {
+        409 | 429 => FailureKind::Retryable,
+        401 | 403 => FailureKind::Config,
+        _ => http::kind_from_status(status),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_sorted_into_the_buckets() {
+        let kind = |s: u16| classify(StatusCode::from_u16(s).unwrap());
+        assert_eq!(kind(409), FailureKind::Retryable);
+        assert_eq!(kind(429), FailureKind::Retryable);
+        assert_eq!(kind(401), FailureKind::Config);
+        assert_eq!(kind(403), FailureKind::Config);
+        for status in [400, 404, 422] {
+            assert_eq!(kind(status), FailureKind::Permanent, "{status}");
+        }
+        assert_eq!(kind(500), FailureKind::Ambiguous);
+        assert_eq!(kind(503), FailureKind::Ambiguous);
+    }
+
+    fn answer(status: u16, body: Value) -> Answer {
+        Answer { status: StatusCode::from_u16(status).unwrap(), retry_after: None, body: body.to_string().into_bytes() }
+    }
+
+    fn failure(outcome: SendOutcome) -> (FailureKind, String) {
+        match outcome {
+            SendOutcome::Failed(f) => (f.kind, f.code),
+            SendOutcome::Sent(r) => panic!("unexpected send {r:?}"),
+        }
+    }
+
+    #[test]
+    fn a_trigger_counts_as_sent_only_when_processed_and_acknowledged() {
+        let unacknowledged = answer(201, json!({"data": {"acknowledged": false, "status": "processed"}}));
+        assert_eq!(failure(outcome(&unacknowledged, "s-1", "tx")), (FailureKind::Permanent, "not_acknowledged".into()));
+        let inactive = answer(201, json!({"data": {"acknowledged": true, "status": "trigger_not_active"}}));
+        assert_eq!(failure(outcome(&inactive, "s-1", "tx")), (FailureKind::Permanent, "trigger_not_active".into()));
+        let unreadable = answer(201, json!("not the DTO"));
+        assert_eq!(failure(outcome(&unreadable, "s-1", "tx")), (FailureKind::Ambiguous, "unreadable_answer".into()));
+        // Without Novu's transaction id in the answer, ours is the id: it is the one we sent.
+        let processed = answer(201, json!({"data": {"acknowledged": true, "status": "processed"}}));
+        match outcome(&processed, "s-1", "tx") {
+            SendOutcome::Sent(receipt) => assert_eq!(receipt.provider_message_id, "tx"),
+            SendOutcome::Failed(f) => panic!("{f:?}"),
+        }
+    }
+
+    #[test]
+    fn the_api_key_is_required() {
+        let err = NovuConfig::default().validate().unwrap_err().to_string();
+        assert!(err.contains("novu.novu.api_key") && err.contains("NOTIFY_NOVU__NOVU__API_KEY"), "{err}");
+        assert!(NovuConfig { api_key: Some("k".into()), ..Default::default() }.validate().is_ok());
+        let err = NovuConfig { api_key: Some("k\ney".into()), ..Default::default() }.validate().unwrap_err();
+        assert!(err.to_string().contains("novu.novu.api_key"), "{err}");
+    }
+}

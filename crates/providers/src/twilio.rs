@@ -1,0 +1,385 @@
+//! Twilio Programmable Messaging (providers.md §3), for SMS and for WhatsApp: one form
+//! POST per message to `{base_url}/2010-04-01/Accounts/{account_sid}/Messages.json`.
+//!
+//! What is sent: when `content_sid_by_type` maps the notification's type to a Content
+//! template, the template (`ContentSid`) with the notification's `data` as its
+//! `ContentVariables` (a JSON object whose keys are the template's variables, `"1"` or
+//! named); otherwise free-form text, `Body` = `content.text`. WhatsApp outside the 24-hour
+//! customer-service window takes templates only (Twilio error 63016 otherwise).
+
+use std::collections::BTreeMap;
+
+use bootstrap::{ConfigError, ExposeSecret, SecretString};
+use domain::{DeliveryJob, FailureKind, SendFailure, SendOutcome, SendReceipt};
+use futures_util::{FutureExt, future::BoxFuture};
+use reqwest::StatusCode;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::{
+    http::{self, Answer, Client},
+    settings,
+};
+
+pub const DEFAULT_BASE_URL: &str = "https://api.twilio.com";
+
+/// Whether the provider sends SMS or WhatsApp messages: WhatsApp addresses, ours and the
+/// sender's, are written `whatsapp:+E164`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TwilioMode {
+    Sms,
+    Whatsapp,
+}
+
+impl TwilioMode {
+    /// Where the settings live, for error messages.
+    pub fn section(self) -> &'static str {
+        match self {
+            TwilioMode::Sms => "sms.twilio",
+            TwilioMode::Whatsapp => "whatsapp.twilio",
+        }
+    }
+
+    fn address(self, number: &str) -> String {
+        match self {
+            TwilioMode::Whatsapp if !number.starts_with("whatsapp:") => format!("whatsapp:{number}"),
+            _ => number.to_owned(),
+        }
+    }
+}
+
+/// `[sms.twilio]`, `[whatsapp.twilio]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TwilioConfig {
+    /// The account (`AC…`): part of the URL, and the Basic-auth user with `auth_token`.
+    pub account_sid: Option<String>,
+    /// The account's auth token. Either this, or `api_key_sid` and `api_key_secret`.
+    pub auth_token: Option<SecretString>,
+    /// An API key (`SK…`) and its secret; used instead of `auth_token` when set.
+    pub api_key_sid: Option<String>,
+    pub api_key_secret: Option<SecretString>,
+    /// The sender: an E.164 number (WhatsApp: the WhatsApp-enabled number, with or without
+    /// `whatsapp:`), or an alphanumeric sender id for SMS.
+    #[serde(deserialize_with = "settings::text")]
+    pub from: Option<String>,
+    /// A Messaging Service (`MG…`) that picks the sender; instead of, or with, `from`.
+    pub messaging_service_sid: Option<String>,
+    /// Where Twilio posts the message's status changes (`StatusCallback`).
+    pub status_callback: Option<String>,
+    /// Notification type -> Content template sid (`HX…`); such notifications are sent as
+    /// that template with `data` as its variables.
+    pub content_sid_by_type: BTreeMap<String, String>,
+    pub base_url: String,
+}
+
+impl Default for TwilioConfig {
+    fn default() -> Self {
+        Self {
+            account_sid: None,
+            auth_token: None,
+            api_key_sid: None,
+            api_key_secret: None,
+            from: None,
+            messaging_service_sid: None,
+            status_callback: None,
+            content_sid_by_type: BTreeMap::new(),
+            base_url: DEFAULT_BASE_URL.to_owned(),
+        }
+    }
+}
+
+/// The settings, checked and resolved.
+struct Resolved {
+    url: String,
+    user: String,
+    password: SecretString,
+    from: Option<String>,
+    messaging_service_sid: Option<String>,
+    status_callback: Option<String>,
+}
+
+impl TwilioConfig {
+    /// Checks the settings, naming the first one missing or wrong.
+    pub fn validate(&self, mode: TwilioMode) -> Result<(), ConfigError> {
+        self.resolve(mode).map(drop)
+    }
+
+    fn resolve(&self, mode: TwilioMode) -> Result<Resolved, ConfigError> {
+        let section = mode.section();
+        let account_sid = settings::required(&self.account_sid, section, "account_sid")?;
+        if !account_sid.starts_with("AC") {
+            return Err(settings::invalid(section, "account_sid", "must be an account sid, starting with `AC`"));
+        }
+        settings::path_segment(account_sid, section, "account_sid")?;
+        let (user, password) = match (settings::given(&self.api_key_sid), settings::given_secret(&self.api_key_secret))
+        {
+            (Some(sid), Some(secret)) => (sid.to_owned(), secret.clone()),
+            (Some(_), None) => return Err(settings::missing(section, "api_key_secret")),
+            (None, Some(_)) => return Err(settings::missing(section, "api_key_sid")),
+            (None, None) => match settings::given_secret(&self.auth_token) {
+                Some(token) => (account_sid.to_owned(), token.clone()),
+                None => {
+                    return Err(settings::invalid(
+                        section,
+                        "auth_token",
+                        format!(
+                            "missing: set `auth_token` ({}), or `api_key_sid` and `api_key_secret`",
+                            settings::env_name(&format!("{section}.auth_token"))
+                        ),
+                    ));
+                }
+            },
+        };
+        let from = settings::given(&self.from).map(str::to_owned);
+        let messaging_service_sid = settings::given(&self.messaging_service_sid).map(str::to_owned);
+        if from.is_none() && messaging_service_sid.is_none() {
+            return Err(settings::invalid(
+                section,
+                "from",
+                format!(
+                    "missing: set `from` ({}) or `messaging_service_sid`",
+                    settings::env_name(&format!("{section}.from"))
+                ),
+            ));
+        }
+        let status_callback = settings::given(&self.status_callback).map(str::to_owned);
+        if let Some(url) = &status_callback {
+            settings::base_url(url, section)
+                .map_err(|_| settings::invalid(section, "status_callback", "must be an http or https URL"))?;
+        }
+        if let Some((kind, _)) = self.content_sid_by_type.iter().find(|(_, sid)| sid.trim().is_empty()) {
+            return Err(settings::invalid(section, "content_sid_by_type", format!("`{kind}` maps to an empty sid")));
+        }
+        let base = settings::base_url(&self.base_url, section)?;
+        Ok(Resolved {
+            url: format!("{base}/2010-04-01/Accounts/{account_sid}/Messages.json"),
+            user,
+            password,
+            from,
+            messaging_service_sid,
+            status_callback,
+        })
+    }
+}
+
+pub struct TwilioProvider {
+    http: Client,
+    mode: TwilioMode,
+    settings: Resolved,
+    content_sid_by_type: BTreeMap<String, String>,
+}
+
+impl TwilioProvider {
+    pub fn new(config: TwilioConfig, mode: TwilioMode, http: Client) -> Result<Self, ConfigError> {
+        let settings = config.resolve(mode)?;
+        Ok(Self { http, mode, settings, content_sid_by_type: config.content_sid_by_type })
+    }
+
+    /// The form fields of the message, or why it cannot be sent.
+    fn form(&self, job: &DeliveryJob) -> Result<Vec<(&'static str, String)>, SendFailure> {
+        let mut form = vec![("To", self.mode.address(&job.recipient))];
+        if let Some(from) = &self.settings.from {
+            form.push(("From", self.mode.address(from)));
+        }
+        if let Some(sid) = &self.settings.messaging_service_sid {
+            form.push(("MessagingServiceSid", sid.clone()));
+        }
+        match self.content_sid_by_type.get(&job.kind) {
+            Some(content_sid) => {
+                form.push(("ContentSid", content_sid.clone()));
+                form.push(("ContentVariables", Value::Object(job.data.clone()).to_string()));
+            }
+            None => match job.content.text.as_deref().filter(|t| !t.is_empty()) {
+                Some(text) => form.push(("Body", text.to_owned())),
+                None => {
+                    return Err(SendFailure::new(
+                        FailureKind::Permanent,
+                        "missing_body",
+                        "the notification has no content.text and its type has no Content template",
+                    ));
+                }
+            },
+        }
+        if let Some(url) = &self.settings.status_callback {
+            form.push(("StatusCallback", url.clone()));
+        }
+        Ok(form)
+    }
+
+    async fn deliver(&self, job: &DeliveryJob) -> SendOutcome {
+        let form = match self.form(job) {
+            Ok(form) => form,
+            Err(failure) => return SendOutcome::Failed(failure),
+        };
+        tracing::debug!(to = %job.recipient, fields = ?form, "twilio request");
+        let request = self
+            .http
+            .post(&self.settings.url)
+            .basic_auth(&self.settings.user, Some(self.settings.password.expose_secret()))
+            .form(&form);
+        match http::send(request).await {
+            Ok(answer) => outcome(&answer, &job.recipient),
+            Err(failure) => SendOutcome::Failed(failure),
+        }
+    }
+}
+
+impl worker::Provider for TwilioProvider {
+    fn name(&self) -> &str {
+        "twilio"
+    }
+
+    fn send<'a>(&'a self, job: &'a DeliveryJob) -> BoxFuture<'a, SendOutcome> {
+        self.deliver(job).boxed()
+    }
+}
+
+/// Reads Twilio's answer: `201` with the message's `sid`, or an error in the legacy
+/// `{code, message, more_info, status}` shape or the RFC 9457 `{type, title, status,
+/// code, detail}` shape.
+fn outcome(answer: &Answer, recipient: &str) -> SendOutcome {
+    let body = answer.json().unwrap_or(Value::Null);
+    if answer.status.is_success() {
+        return match body["sid"].as_str() {
+            Some(sid) => SendOutcome::Sent(SendReceipt {
+                provider_message_id: sid.to_owned(),
+                response_excerpt: Some(excerpt(&body)),
+            }),
+            // Created, most likely, but we cannot tell which message it is.
+            None => SendOutcome::Failed(http::failure(
+                FailureKind::Ambiguous,
+                "unreadable_answer",
+                &format!("Twilio answered {} without a message sid", answer.status),
+                recipient,
+                None,
+            )),
+        };
+    }
+    let code = error_code(&body);
+    let message = ["message", "detail", "title"]
+        .iter()
+        .find_map(|key| body[*key].as_str())
+        .map_or_else(|| format!("Twilio answered {}", answer.status), str::to_owned);
+    SendOutcome::Failed(http::failure(
+        classify(answer.status, code),
+        code.map_or_else(|| http::status_code(answer.status), |c| c.to_string()),
+        &message,
+        recipient,
+        answer.retry_after,
+    ))
+}
+
+/// Only the message's state: the body also echoes the recipient and the text.
+fn excerpt(body: &Value) -> String {
+    let status = body["status"].as_str().unwrap_or("unknown");
+    match body["num_segments"].as_str() {
+        Some(segments) => format!("status={status} num_segments={segments}"),
+        None => format!("status={status}"),
+    }
+}
+
+/// Twilio's error code, a number (or, defensively, a string of digits).
+fn error_code(body: &Value) -> Option<i64> {
+    let code = &body["code"];
+    code.as_i64().or_else(|| code.as_str().and_then(|c| c.trim().parse().ok()))
+}
+
+/// The buckets of providers.md §3.
+fn classify(status: StatusCode, code: Option<i64>) -> FailureKind {
+    if status == StatusCode::TOO_MANY_REQUESTS || code == Some(20429) {
+        return FailureKind::Retryable;
+    }
+    if status.is_server_error() {
+        return FailureKind::Ambiguous;
+    }
+    match code {
+        // Invalid or unreachable `To`, opted out, body missing or too long, not found,
+        // WhatsApp free-form outside the 24-hour window.
+        Some(21211 | 21610 | 21614 | 21612 | 21617 | 21658 | 21602 | 20404 | 63016) => FailureKind::Permanent,
+        // Credentials, geo permissions, a sender that cannot send SMS, a trial account.
+        Some(20003 | 21408 | 21606 | 21219) => FailureKind::Config,
+        _ => http::kind_from_status(status),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> TwilioConfig {
+        TwilioConfig {
+            account_sid: Some("AC0123".into()),
+            auth_token: Some("token".into()),
+            from: Some("+15005550000".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn codes_are_sorted_into_the_buckets() {
+        let bad = StatusCode::BAD_REQUEST;
+        assert_eq!(classify(StatusCode::TOO_MANY_REQUESTS, None), FailureKind::Retryable);
+        assert_eq!(classify(bad, Some(20429)), FailureKind::Retryable);
+        assert_eq!(classify(StatusCode::INTERNAL_SERVER_ERROR, Some(20500)), FailureKind::Ambiguous);
+        assert_eq!(classify(StatusCode::BAD_GATEWAY, None), FailureKind::Ambiguous);
+        for code in [21211, 21610, 21614, 21612, 21617, 21658, 21602, 20404, 63016] {
+            assert_eq!(classify(bad, Some(code)), FailureKind::Permanent, "{code}");
+        }
+        for code in [20003, 21408, 21606, 21219] {
+            assert_eq!(classify(bad, Some(code)), FailureKind::Config, "{code}");
+        }
+        assert_eq!(classify(StatusCode::UNAUTHORIZED, None), FailureKind::Config);
+        assert_eq!(classify(bad, Some(21999)), FailureKind::Permanent);
+        assert_eq!(classify(bad, None), FailureKind::Permanent);
+    }
+
+    #[test]
+    fn the_code_is_read_from_either_error_shape() {
+        let legacy = serde_json::json!({"code": 21211, "message": "m", "more_info": "u", "status": 400});
+        let rfc9457 = serde_json::json!({"type": "t", "title": "x", "status": 400, "code": "21610", "detail": "d"});
+        assert_eq!(error_code(&legacy), Some(21211));
+        assert_eq!(error_code(&rfc9457), Some(21610));
+        assert_eq!(error_code(&Value::Null), None);
+    }
+
+    #[test]
+    fn settings_name_what_is_missing() {
+        let err = |c: TwilioConfig| c.validate(TwilioMode::Sms).unwrap_err().to_string();
+        assert!(err(TwilioConfig { account_sid: None, ..config() }).contains("sms.twilio.account_sid"));
+        assert!(err(TwilioConfig { account_sid: Some("XY1".into()), ..config() }).contains("`AC`"));
+        assert!(err(TwilioConfig { auth_token: None, ..config() }).contains("api_key_sid"));
+        assert!(
+            err(TwilioConfig { api_key_sid: Some("SK1".into()), ..config() }).contains("sms.twilio.api_key_secret")
+        );
+        let no_sender = TwilioConfig { from: None, ..config() }.validate(TwilioMode::Whatsapp).unwrap_err();
+        assert!(no_sender.to_string().contains("whatsapp.twilio.from"), "{no_sender}");
+        assert!(err(TwilioConfig { base_url: "nope".into(), ..config() }).contains("sms.twilio.base_url"));
+        assert!(config().validate(TwilioMode::Sms).is_ok());
+        let service = TwilioConfig { from: None, messaging_service_sid: Some("MG1".into()), ..config() };
+        assert!(service.validate(TwilioMode::Sms).is_ok());
+    }
+
+    #[test]
+    fn an_api_key_replaces_the_auth_token() {
+        let c = TwilioConfig {
+            auth_token: None,
+            api_key_sid: Some("SK1".into()),
+            api_key_secret: Some("secret".into()),
+            ..config()
+        };
+        let resolved = c.resolve(TwilioMode::Sms).unwrap();
+        assert_eq!((resolved.user.as_str(), resolved.password.expose_secret()), ("SK1", "secret"));
+    }
+
+    #[test]
+    fn settings_come_from_toml_and_refuse_unknown_keys() {
+        let c: TwilioConfig = serde_json::from_value(serde_json::json!({
+            "account_sid": "AC1", "auth_token": "t", "from": "+1500", "content_sid_by_type": {"otp": "HX1"}
+        }))
+        .unwrap();
+        assert_eq!(c.base_url, DEFAULT_BASE_URL);
+        assert_eq!(c.content_sid_by_type["otp"], "HX1");
+        assert!(serde_json::from_value::<TwilioConfig>(serde_json::json!({"acount_sid": "AC1"})).is_err());
+    }
+}

@@ -1,0 +1,126 @@
+//! The Novu client against a wiremock stand-in: the exact trigger, and how each answer is
+//! sorted (providers.md §5).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{client, failed, job, refusing_base_url, sent};
+use domain::{Channel, DeliveryJob, FailureKind};
+use providers::novu::{NovuConfig, NovuProvider};
+use serde_json::json;
+use wiremock::{
+    Mock, MockServer, ResponseTemplate,
+    matchers::{body_json, header, method, path},
+};
+use worker::Provider;
+
+const TRIGGER: &str = "/v1/events/trigger";
+
+fn config(base_url: &str) -> NovuConfig {
+    NovuConfig { api_key: Some("test-key".into()), base_url: base_url.into(), ..Default::default() }
+}
+
+fn trigger_job() -> DeliveryJob {
+    job(Channel::Novu, "subscriber-42", "order.shipped", None, json!({"order": "A-1"}))
+}
+
+fn answered(status: &str, transaction_id: &str) -> ResponseTemplate {
+    ResponseTemplate::new(201).set_body_json(json!({"data": {
+        "acknowledged": true, "status": status, "transactionId": transaction_id,
+    }}))
+}
+
+async fn answer_with(response: ResponseTemplate) -> (MockServer, NovuProvider) {
+    let server = MockServer::start().await;
+    Mock::given(method("POST")).and(path(TRIGGER)).respond_with(response).mount(&server).await;
+    let provider = NovuProvider::new(config(&server.uri()), client()).unwrap();
+    (server, provider)
+}
+
+#[tokio::test]
+async fn a_trigger_carries_the_delivery_id_as_transaction_id_and_idempotency_key() {
+    let server = MockServer::start().await;
+    let job = trigger_job();
+    let id = job.delivery_id.to_string();
+    Mock::given(method("POST"))
+        .and(path(TRIGGER))
+        .and(header("authorization", "ApiKey test-key"))
+        .and(header("idempotency-key", id.as_str()))
+        .and(body_json(json!({
+            "name": "order-shipped", "to": {"subscriberId": "subscriber-42"}, "payload": {"order": "A-1"},
+            "transactionId": id,
+        })))
+        .respond_with(answered("processed", &id))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let config = NovuConfig {
+        workflow_by_type: [("order.shipped".to_owned(), "order-shipped".to_owned())].into(),
+        ..config(&server.uri())
+    };
+    let provider = NovuProvider::new(config, client()).unwrap();
+    assert_eq!(provider.name(), "novu");
+    let receipt = sent(provider.send(&job).await);
+    assert_eq!(receipt.provider_message_id, id);
+}
+
+#[tokio::test]
+async fn without_a_mapping_the_type_is_the_workflow() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(TRIGGER))
+        .respond_with(answered("processed", "tx-from-novu"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let provider = NovuProvider::new(config(&server.uri()), client()).unwrap();
+    assert_eq!(sent(provider.send(&trigger_job()).await).provider_message_id, "tx-from-novu");
+    let request = &server.received_requests().await.unwrap()[0];
+    let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+    assert_eq!(body["name"], "order.shipped");
+}
+
+#[tokio::test]
+async fn a_trigger_that_was_not_processed_is_permanent_with_its_status_as_code() {
+    let (_server, provider) = answer_with(answered("no_tenant_found", "tx")).await;
+    failed(provider.send(&trigger_job()).await, FailureKind::Permanent, "no_tenant_found");
+}
+
+#[tokio::test]
+async fn a_key_in_flight_and_the_rate_limit_are_retryable_after_the_providers_delay() {
+    for status in [409, 429] {
+        let (_server, provider) = answer_with(
+            ResponseTemplate::new(status)
+                .insert_header("Retry-After", "2")
+                .set_body_json(json!({"statusCode": status, "message": "later"})),
+        )
+        .await;
+        let failure = failed(provider.send(&trigger_job()).await, FailureKind::Retryable, &format!("http_{status}"));
+        assert_eq!(failure.retry_after, Some(Duration::from_secs(2)));
+    }
+}
+
+#[tokio::test]
+async fn a_bad_key_is_a_configuration_error_and_a_bad_request_permanent() {
+    let (_server, provider) = answer_with(ResponseTemplate::new(401)).await;
+    failed(provider.send(&trigger_job()).await, FailureKind::Config, "http_401");
+    let (_server, provider) = answer_with(
+        ResponseTemplate::new(422).set_body_json(json!({"statusCode": 422, "message": ["name must be a string"]})),
+    )
+    .await;
+    let failure = failed(provider.send(&trigger_job()).await, FailureKind::Permanent, "http_422");
+    assert_eq!(failure.message, "name must be a string");
+}
+
+#[tokio::test]
+async fn a_server_error_is_ambiguous() {
+    let (_server, provider) = answer_with(ResponseTemplate::new(500)).await;
+    failed(provider.send(&trigger_job()).await, FailureKind::Ambiguous, "http_500");
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_retryable() {
+    let provider = NovuProvider::new(config(&refusing_base_url()), client()).unwrap();
+    failed(provider.send(&trigger_job()).await, FailureKind::Retryable, "connect");
+}

@@ -1,0 +1,224 @@
+//! The Twilio client against a wiremock stand-in: the exact request, and how each answer
+//! is sorted (providers.md §3).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{client, failed, job, refusing_base_url, sent};
+use domain::{Channel, FailureKind};
+use providers::twilio::{TwilioConfig, TwilioMode, TwilioProvider};
+use serde_json::json;
+use wiremock::{
+    Mock, MockServer, ResponseTemplate,
+    matchers::{basic_auth, body_string, method, path},
+};
+use worker::Provider;
+
+const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
+const MESSAGES: &str = "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages.json";
+const TO: &str = "+15005550006";
+
+fn config(base_url: &str) -> TwilioConfig {
+    TwilioConfig {
+        account_sid: Some(ACCOUNT.into()),
+        auth_token: Some("test_auth_token".into()),
+        from: Some("+15005550000".into()),
+        base_url: base_url.into(),
+        ..Default::default()
+    }
+}
+
+fn sms(server: &MockServer) -> TwilioProvider {
+    TwilioProvider::new(config(&server.uri()), TwilioMode::Sms, client()).unwrap()
+}
+
+fn created(sid: &str) -> ResponseTemplate {
+    ResponseTemplate::new(201).set_body_json(json!({
+        "sid": sid, "status": "queued", "num_segments": "1", "error_code": null, "error_message": null,
+        "to": TO, "from": "+15005550000", "body": "hi there",
+    }))
+}
+
+fn error(status: u16, code: u32, message: &str) -> ResponseTemplate {
+    ResponseTemplate::new(status).set_body_json(json!({
+        "code": code, "message": message, "more_info": format!("https://www.twilio.com/docs/errors/{code}"),
+        "status": status,
+    }))
+}
+
+async fn answer_with(response: ResponseTemplate) -> (MockServer, TwilioProvider) {
+    let server = MockServer::start().await;
+    Mock::given(method("POST")).and(path(MESSAGES)).respond_with(response).mount(&server).await;
+    let provider = sms(&server);
+    (server, provider)
+}
+
+#[tokio::test]
+async fn an_sms_is_a_form_post_with_basic_auth_and_its_sid_is_the_message_id() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(MESSAGES))
+        .and(basic_auth(ACCOUNT, "test_auth_token"))
+        .respond_with(created("SM00000000000000000000000000000001"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let provider = TwilioProvider::new(
+        TwilioConfig { status_callback: Some("https://example.com/cb".into()), ..config(&server.uri()) },
+        TwilioMode::Sms,
+        client(),
+    )
+    .unwrap();
+    assert_eq!(provider.name(), "twilio");
+
+    let receipt = sent(provider.send(&job(Channel::Sms, TO, "otp", Some("hi there"), json!({}))).await);
+    assert_eq!(receipt.provider_message_id, "SM00000000000000000000000000000001");
+    let excerpt = receipt.response_excerpt.unwrap();
+    assert_eq!(excerpt, "status=queued num_segments=1");
+
+    let requests = server.received_requests().await.unwrap();
+    let request = &requests[0];
+    assert_eq!(request.headers["content-type"], "application/x-www-form-urlencoded");
+    assert_eq!(
+        String::from_utf8_lossy(&request.body),
+        "To=%2B15005550006&From=%2B15005550000&Body=hi+there&StatusCallback=https%3A%2F%2Fexample.com%2Fcb"
+    );
+}
+
+#[tokio::test]
+async fn an_api_key_and_a_messaging_service_replace_the_token_and_the_number() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(MESSAGES))
+        .and(basic_auth("SK0123", "key-secret"))
+        .and(body_string("To=%2B15005550006&MessagingServiceSid=MG0123&Body=hi"))
+        .respond_with(created("SM2"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let config = TwilioConfig {
+        auth_token: None,
+        api_key_sid: Some("SK0123".into()),
+        api_key_secret: Some("key-secret".into()),
+        from: None,
+        messaging_service_sid: Some("MG0123".into()),
+        ..config(&server.uri())
+    };
+    let provider = TwilioProvider::new(config, TwilioMode::Sms, client()).unwrap();
+    sent(provider.send(&job(Channel::Sms, TO, "otp", Some("hi"), json!({}))).await);
+}
+
+#[tokio::test]
+async fn whatsapp_addresses_carry_the_prefix_and_a_mapped_type_is_sent_as_its_template() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST")).and(path(MESSAGES)).respond_with(created("SM3")).mount(&server).await;
+    let config = TwilioConfig {
+        content_sid_by_type: [("order.shipped".to_owned(), "HX0123".to_owned())].into(),
+        ..config(&server.uri())
+    };
+    let provider = TwilioProvider::new(config, TwilioMode::Whatsapp, client()).unwrap();
+
+    let free_form = job(Channel::Whatsapp, TO, "chat", Some("hello"), json!({}));
+    sent(provider.send(&free_form).await);
+    let template = job(Channel::Whatsapp, TO, "order.shipped", Some("ignored"), json!({"1": "A-1", "2": "Friday"}));
+    sent(provider.send(&template).await);
+
+    let bodies: Vec<String> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .collect();
+    assert_eq!(bodies[0], "To=whatsapp%3A%2B15005550006&From=whatsapp%3A%2B15005550000&Body=hello");
+    assert_eq!(
+        bodies[1],
+        "To=whatsapp%3A%2B15005550006&From=whatsapp%3A%2B15005550000&ContentSid=HX0123\
+         &ContentVariables=%7B%221%22%3A%22A-1%22%2C%222%22%3A%22Friday%22%7D"
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_number_is_permanent_and_its_message_does_not_hold_the_number() {
+    let (_server, provider) =
+        answer_with(error(400, 21211, "The 'To' number +15005550006 is not a valid phone number.")).await;
+    let failure = failed(
+        provider.send(&job(Channel::Sms, TO, "otp", Some("hi"), json!({}))).await,
+        FailureKind::Permanent,
+        "21211",
+    );
+    assert_eq!(failure.message, "The 'To' number <recipient> is not a valid phone number.");
+    assert_eq!(failure.retry_after, None);
+}
+
+#[tokio::test]
+async fn too_many_requests_is_retryable_after_the_providers_delay() {
+    let (_server, provider) =
+        answer_with(error(429, 20429, "Too Many Requests").insert_header("Retry-After", "2")).await;
+    let failure = failed(
+        provider.send(&job(Channel::Sms, TO, "otp", Some("hi"), json!({}))).await,
+        FailureKind::Retryable,
+        "20429",
+    );
+    assert_eq!(failure.retry_after, Some(Duration::from_secs(2)));
+}
+
+#[tokio::test]
+async fn a_server_error_is_ambiguous() {
+    let (_server, provider) = answer_with(ResponseTemplate::new(500).set_body_string("<html>oops</html>")).await;
+    let failure = failed(
+        provider.send(&job(Channel::Sms, TO, "otp", Some("hi"), json!({}))).await,
+        FailureKind::Ambiguous,
+        "http_500",
+    );
+    assert_eq!(failure.message, "Twilio answered 500 Internal Server Error");
+}
+
+#[tokio::test]
+async fn bad_credentials_are_a_configuration_error() {
+    let (_server, provider) = answer_with(error(401, 20003, "Authenticate")).await;
+    failed(provider.send(&job(Channel::Sms, TO, "otp", Some("hi"), json!({}))).await, FailureKind::Config, "20003");
+}
+
+#[tokio::test]
+async fn the_rfc_9457_error_shape_is_read_too() {
+    let (_server, provider) = answer_with(ResponseTemplate::new(400).set_body_json(json!({
+        "type": "https://www.twilio.com/docs/errors/21610", "title": "Unsubscribed recipient", "status": 400,
+        "code": 21610, "detail": "Attempt to send to unsubscribed recipient",
+    })))
+    .await;
+    let failure = failed(
+        provider.send(&job(Channel::Sms, TO, "otp", Some("hi"), json!({}))).await,
+        FailureKind::Permanent,
+        "21610",
+    );
+    assert_eq!(failure.message, "Attempt to send to unsubscribed recipient");
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_retryable() {
+    let provider = TwilioProvider::new(config(&refusing_base_url()), TwilioMode::Sms, client()).unwrap();
+    failed(
+        provider.send(&job(Channel::Sms, TO, "otp", Some("hi"), json!({}))).await,
+        FailureKind::Retryable,
+        "connect",
+    );
+}
+
+#[tokio::test]
+async fn no_answer_in_time_is_ambiguous() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(MESSAGES))
+        .respond_with(created("SM4").set_delay(Duration::from_secs(2)))
+        .mount(&server)
+        .await;
+    let http = providers::http::client(Duration::from_millis(200)).unwrap();
+    let provider = TwilioProvider::new(config(&server.uri()), TwilioMode::Sms, http).unwrap();
+    failed(
+        provider.send(&job(Channel::Sms, TO, "otp", Some("hi"), json!({}))).await,
+        FailureKind::Ambiguous,
+        "timeout",
+    );
+}
