@@ -145,3 +145,18 @@ async fn health_and_readiness() {
     let ready: Value = app.http.get(app.url("/readyz")).send().await.unwrap().json().await.unwrap();
     assert_eq!(ready["database"], "ok");
 }
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_not_by_id() {
+    let app = TestApp::api_only().await;
+    let id = app.accept(&email("a@example.com")).await;
+    app.get(id).await;
+    let text = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        text.contains(r#"notify_http_requests_total{method="POST",route="/v1/notifications",status="202"}"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"route="/v1/notifications/{id}""#), "{text}");
+    assert!(!text.contains(&id.to_string()), "no ids in labels");
+    assert!(text.lines().any(|l| l.starts_with("notify_notifications_accepted_total ")), "{text}");
+}

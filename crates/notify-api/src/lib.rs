@@ -5,6 +5,7 @@ mod auth;
 mod config;
 mod error;
 mod json;
+mod metrics;
 mod openapi;
 mod rate_limit;
 mod receipts;
@@ -48,6 +49,7 @@ pub fn router(store: Store, config: &Config) -> Result<Router, ConfigError> {
         receipts: Arc::new(receipts::Receipts::new(&config.receipts)?),
     };
     Ok(routes::routes()
+        .route_layer(axum::middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
         .with_state(state))

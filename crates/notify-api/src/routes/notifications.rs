@@ -75,6 +75,7 @@ pub async fn create(
         .expect("one result per item");
     let mut response = match result {
         IntakeResult::Accepted(accepted) => {
+            crate::metrics::METRICS.accepted.inc();
             tracing::info!(tenant_id = %auth.0.tenant_id, notification_id = %accepted.id,
                 deliveries = accepted.deliveries.len(), scheduled = notification.send_at.is_some(), "accepted");
             (StatusCode::ACCEPTED, Json(accepted)).into_response()
@@ -175,6 +176,7 @@ pub async fn batch(
         })
         .collect();
     let taken = results.iter().filter(|r| r.status == 202 && !r.replayed).count();
+    crate::metrics::METRICS.accepted.inc_by(taken as u64);
     tracing::info!(tenant_id = %auth.0.tenant_id, items = count, accepted = taken, "batch");
     let mut response = (StatusCode::OK, Json(BatchResponse { results })).into_response();
     rate_limit_headers(response.headers_mut(), quota);
