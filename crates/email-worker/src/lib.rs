@@ -49,23 +49,17 @@ impl Config {
         for name in &self.worker.channel.providers {
             match name.as_str() {
                 "sandbox" => {}
-                "ses" => settings(&self.providers.ses, "ses")?.validate(provider_timeout)?,
-                "smtp" => settings(&self.providers.smtp, "smtp")?.validate(provider_timeout)?,
+                "ses" => worker::provider_settings(CHANNEL, &self.providers.ses, "ses")?.validate(provider_timeout)?,
+                "smtp" => {
+                    worker::provider_settings(CHANNEL, &self.providers.smtp, "smtp")?.validate(provider_timeout)?
+                }
                 _ => {
-                    return Err(ConfigError::Invalid {
-                        key: format!("{CHANNEL}.providers"),
-                        message: format!("unknown provider `{name}`; this worker knows {}", PROVIDERS.join(", ")),
-                    });
+                    return Err(worker::unknown_provider(CHANNEL, name, PROVIDERS));
                 }
             }
         }
         Ok(())
     }
-}
-
-/// The settings of a provider that `email.providers` lists: they must be there.
-fn settings<'a, T>(settings: &'a Option<T>, name: &str) -> Result<&'a T, ConfigError> {
-    settings.as_ref().ok_or_else(|| worker::missing_provider_settings(CHANNEL, name))
 }
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -74,8 +68,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     for name in &config.worker.channel.providers {
         providers.push(match name.as_str() {
             "sandbox" => Arc::new(SandboxProvider::open(CHANNEL, config.worker.channel.sandbox.clone()).await?),
-            "ses" => Arc::new(SesProvider::new(settings(&config.providers.ses, "ses")?).await?),
-            "smtp" => Arc::new(SmtpProvider::new(settings(&config.providers.smtp, "smtp")?)?),
+            "ses" => {
+                Arc::new(SesProvider::new(worker::provider_settings(CHANNEL, &config.providers.ses, "ses")?).await?)
+            }
+            "smtp" => Arc::new(SmtpProvider::new(worker::provider_settings(CHANNEL, &config.providers.smtp, "smtp")?)?),
             other => anyhow::bail!("unknown {CHANNEL} provider `{other}`"),
         });
     }

@@ -42,22 +42,14 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         for name in &self.worker.channel.providers {
             if !PROVIDERS.contains(&name.as_str()) {
-                return Err(ConfigError::Invalid {
-                    key: format!("{CHANNEL}.providers"),
-                    message: format!("unknown provider `{name}`; this worker knows {}", PROVIDERS.join(", ")),
-                });
+                return Err(worker::unknown_provider(CHANNEL, name, PROVIDERS));
             }
             if name == "novu" {
-                settings(&self.providers.novu, "novu")?.validate()?;
+                worker::provider_settings(CHANNEL, &self.providers.novu, "novu")?.validate()?;
             }
         }
         Ok(())
     }
-}
-
-/// The settings of a provider that `novu.providers` lists: they must be there.
-fn settings<'a, T>(section: &'a Option<T>, name: &str) -> Result<&'a T, ConfigError> {
-    section.as_ref().ok_or_else(|| worker::missing_provider_settings(CHANNEL, name))
 }
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -69,7 +61,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         providers.push(match name.as_str() {
             "sandbox" => Arc::new(SandboxProvider::open(CHANNEL, config.worker.channel.sandbox.clone()).await?),
             "novu" => {
-                let novu = settings(&config.providers.novu, "novu")?;
+                let novu = worker::provider_settings(CHANNEL, &config.providers.novu, "novu")?;
                 Arc::new(NovuProvider::new(novu.clone(), http.get()?)?)
             }
             other => anyhow::bail!("unknown {CHANNEL} provider `{other}`"),

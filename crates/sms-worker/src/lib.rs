@@ -48,25 +48,18 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         for name in &self.worker.channel.providers {
             if !PROVIDERS.contains(&name.as_str()) {
-                return Err(ConfigError::Invalid {
-                    key: format!("{CHANNEL}.providers"),
-                    message: format!("unknown provider `{name}`; this worker knows {}", PROVIDERS.join(", ")),
-                });
+                return Err(worker::unknown_provider(CHANNEL, name, PROVIDERS));
             }
             if name == "twilio" {
-                settings(&self.providers.twilio, "twilio")?.validate(TwilioMode::Sms)?;
+                worker::provider_settings(CHANNEL, &self.providers.twilio, "twilio")?.validate(TwilioMode::Sms)?;
             }
             if name == "sns" {
-                settings(&self.providers.sns, "sns")?.validate(self.worker.worker.provider_timeout)?;
+                worker::provider_settings(CHANNEL, &self.providers.sns, "sns")?
+                    .validate(self.worker.worker.provider_timeout)?;
             }
         }
         Ok(())
     }
-}
-
-/// The settings of a provider that `sms.providers` lists: they must be there.
-fn settings<'a, T>(section: &'a Option<T>, name: &str) -> Result<&'a T, ConfigError> {
-    section.as_ref().ok_or_else(|| worker::missing_provider_settings(CHANNEL, name))
 }
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -78,10 +71,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         providers.push(match name.as_str() {
             "sandbox" => Arc::new(SandboxProvider::open(CHANNEL, config.worker.channel.sandbox.clone()).await?),
             "twilio" => {
-                let twilio = settings(&config.providers.twilio, "twilio")?;
+                let twilio = worker::provider_settings(CHANNEL, &config.providers.twilio, "twilio")?;
                 Arc::new(TwilioProvider::new(twilio.clone(), TwilioMode::Sms, http.get()?)?)
             }
-            "sns" => Arc::new(SnsProvider::new(settings(&config.providers.sns, "sns")?).await),
+            "sns" => {
+                Arc::new(SnsProvider::new(worker::provider_settings(CHANNEL, &config.providers.sns, "sns")?).await)
+            }
             other => anyhow::bail!("unknown {CHANNEL} provider `{other}`"),
         });
     }

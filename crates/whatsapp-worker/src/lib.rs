@@ -45,25 +45,17 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         for name in &self.worker.channel.providers {
             if !PROVIDERS.contains(&name.as_str()) {
-                return Err(ConfigError::Invalid {
-                    key: format!("{CHANNEL}.providers"),
-                    message: format!("unknown provider `{name}`; this worker knows {}", PROVIDERS.join(", ")),
-                });
+                return Err(worker::unknown_provider(CHANNEL, name, PROVIDERS));
             }
             if name == "twilio" {
-                settings(&self.providers.twilio, "twilio")?.validate(TwilioMode::Whatsapp)?;
+                worker::provider_settings(CHANNEL, &self.providers.twilio, "twilio")?.validate(TwilioMode::Whatsapp)?;
             }
             if name == "meta" {
-                settings(&self.providers.meta, "meta")?.validate()?;
+                worker::provider_settings(CHANNEL, &self.providers.meta, "meta")?.validate()?;
             }
         }
         Ok(())
     }
-}
-
-/// The settings of a provider that `whatsapp.providers` lists: they must be there.
-fn settings<'a, T>(section: &'a Option<T>, name: &str) -> Result<&'a T, ConfigError> {
-    section.as_ref().ok_or_else(|| worker::missing_provider_settings(CHANNEL, name))
 }
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -75,11 +67,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         providers.push(match name.as_str() {
             "sandbox" => Arc::new(SandboxProvider::open(CHANNEL, config.worker.channel.sandbox.clone()).await?),
             "twilio" => {
-                let twilio = settings(&config.providers.twilio, "twilio")?;
+                let twilio = worker::provider_settings(CHANNEL, &config.providers.twilio, "twilio")?;
                 Arc::new(TwilioProvider::new(twilio.clone(), TwilioMode::Whatsapp, http.get()?)?)
             }
             "meta" => {
-                let meta = settings(&config.providers.meta, "meta")?;
+                let meta = worker::provider_settings(CHANNEL, &config.providers.meta, "meta")?;
                 Arc::new(MetaProvider::new(meta.clone(), http.get()?)?)
             }
             other => anyhow::bail!("unknown {CHANNEL} provider `{other}`"),

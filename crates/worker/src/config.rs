@@ -102,6 +102,23 @@ pub fn channel_section<T: serde::de::DeserializeOwned + Default>(
     if figment.contains(channel.as_str()) { Ok(figment.extract_inner(channel.as_str())?) } else { Ok(T::default()) }
 }
 
+/// The settings of a provider that `<channel>.providers` lists: they must be there.
+pub fn provider_settings<'a, T>(
+    channel: Channel,
+    section: &'a Option<T>,
+    provider: &str,
+) -> Result<&'a T, ConfigError> {
+    section.as_ref().ok_or_else(|| missing_provider_settings(channel, provider))
+}
+
+/// A name in `<channel>.providers` that the worker does not know.
+pub fn unknown_provider(channel: Channel, provider: &str, known: &[&str]) -> ConfigError {
+    ConfigError::Invalid {
+        key: format!("{channel}.providers"),
+        message: format!("unknown provider `{provider}`; this worker knows {}", known.join(", ")),
+    }
+}
+
 /// A provider named in `<channel>.providers` whose settings are missing.
 pub fn missing_provider_settings(channel: Channel, provider: &str) -> ConfigError {
     ConfigError::Missing {

@@ -10,7 +10,10 @@ mod provider;
 mod runtime;
 mod sandbox;
 
-pub use config::{ChannelSettings, WorkerConfig, WorkerSettings, channel_section, missing_provider_settings};
+pub use config::{
+    ChannelSettings, WorkerConfig, WorkerSettings, channel_section, missing_provider_settings, provider_settings,
+    unknown_provider,
+};
 pub use provider::Provider;
 pub use runtime::run;
 pub use sandbox::{SandboxConfig, SandboxFailure, SandboxProvider};
