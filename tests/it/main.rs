@@ -18,3 +18,4 @@ mod providers_http;
 mod receipts;
 mod relay;
 mod stubs;
+mod traces;

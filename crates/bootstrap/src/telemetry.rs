@@ -1,16 +1,90 @@
-use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+//! Logs, and traces when OpenTelemetry is configured.
+//!
+//! Logs go to stderr: human-readable by default, JSON lines when `NOTIFY_LOG_FORMAT=json`
+//! (production); the level comes from `RUST_LOG`, default `info`. At `info`, no binary
+//! logs message bodies or addresses; they appear at `debug` only.
+//!
+//! Traces are exported over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set; the other standard `OTEL_*` variables
+//! (sampler, headers, timeout) are read by the OpenTelemetry SDK. A notification's trace
+//! crosses processes as a W3C `traceparent`: the API stores it with the outbox row, the
+//! relay puts it in the AMQP headers, the worker continues it.
 
-/// Logs to stderr: human-readable by default, JSON lines when `NOTIFY_LOG_FORMAT=json`
-/// (production). The level comes from `RUST_LOG`, default `info`. At `info`, no binary
-/// logs message bodies or addresses; they appear at `debug` only.
-pub fn init(service: &str) {
+use std::collections::HashMap;
+
+use opentelemetry::{global, trace::TracerProvider as _};
+use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::{EnvFilter, Layer, filter::LevelFilter, fmt, prelude::*};
+
+/// Keeps the trace exporter; dropping it flushes the spans not yet exported.
+#[must_use = "dropping it at once would flush and stop trace export"]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take()
+            && let Err(e) = provider.shutdown()
+        {
+            eprintln!("flushing traces failed: {e}");
+        }
+    }
+}
+
+pub fn init(service: &str) -> Telemetry {
+    global::set_text_map_propagator(TraceContextPropagator::new());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("NOTIFY_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
-    let registry = tracing_subscriber::registry().with(filter);
-    if json {
-        registry.with(fmt::layer().json().with_current_span(true).with_writer(std::io::stderr)).init();
+    let logs = if json {
+        fmt::layer().json().with_current_span(true).with_writer(std::io::stderr).with_filter(filter).boxed()
     } else {
-        registry.with(fmt::layer().with_writer(std::io::stderr)).init();
+        fmt::layer().with_writer(std::io::stderr).with_filter(filter).boxed()
+    };
+    let (provider, export_error) = match exporter(service) {
+        Ok(provider) => (provider, None),
+        Err(e) => (None, Some(e)),
+    };
+    let traces = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer().with_tracer(p.tracer(service.to_owned())).with_filter(LevelFilter::INFO)
+    });
+    tracing_subscriber::registry().with(logs).with(traces).init();
+    if let Some(e) = export_error {
+        tracing::warn!(error = %e, "trace export is configured but could not start; continuing without traces");
     }
-    tracing::info!(service, version = env!("CARGO_PKG_VERSION"), "starting");
+    tracing::info!(service, version = env!("CARGO_PKG_VERSION"), traces = provider.is_some(), "starting");
+    Telemetry { provider }
+}
+
+fn exporter(service: &str) -> Result<Option<SdkTracerProvider>, opentelemetry_otlp::ExporterBuildError> {
+    let configured = ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|v| !v.is_empty()));
+    if !configured {
+        return Ok(None);
+    }
+    let exporter = opentelemetry_otlp::SpanExporter::builder().with_http().build()?;
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(Resource::builder().with_service_name(service.to_owned()).build())
+        .build();
+    global::set_tracer_provider(provider.clone());
+    Ok(Some(provider))
+}
+
+/// The span's W3C `traceparent`, when traces are being recorded.
+pub fn traceparent(span: &tracing::Span) -> Option<String> {
+    let context = span.context();
+    let mut carrier = HashMap::new();
+    global::get_text_map_propagator(|p| p.inject_context(&context, &mut carrier));
+    carrier.remove("traceparent")
+}
+
+/// Makes `span` a child of the remote span `traceparent` names (from another process).
+pub fn set_parent(span: &tracing::Span, traceparent: Option<&str>) {
+    let Some(traceparent) = traceparent else { return };
+    let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    let context = global::get_text_map_propagator(|p| p.extract(&carrier));
+    let _ = span.set_parent(context);
 }

@@ -15,6 +15,10 @@ pub struct DeliveryMessage {
     pub channel: Channel,
     /// The attempt this message asks for, starting at 1.
     pub attempt: i32,
+    /// The W3C trace context of the work that asked for this attempt. It travels in the
+    /// AMQP headers, not in the body: the body contract stays ids only.
+    #[serde(skip)]
+    pub traceparent: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +35,7 @@ impl DeliveryMessage {
     pub const VERSION: u32 = 1;
 
     pub fn new(delivery_id: Uuid, notification_id: Uuid, tenant_id: Uuid, channel: Channel, attempt: i32) -> Self {
-        Self { v: Self::VERSION, delivery_id, notification_id, tenant_id, channel, attempt }
+        Self { v: Self::VERSION, delivery_id, notification_id, tenant_id, channel, attempt, traceparent: None }
     }
 
     /// `<delivery_id>/<attempt>`: the AMQP `message_id`.

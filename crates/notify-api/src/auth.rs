@@ -1,15 +1,21 @@
 use axum::{extract::FromRequestParts, http::request::Parts};
-use store::Caller;
+use store::{Caller, Origin};
 
 use crate::{AppState, error::ApiError};
 
-/// The caller behind the request's API key (`Authorization: Bearer <key>`).
-pub struct Authenticated(pub Caller);
+/// The caller behind the request's API key (`Authorization: Bearer <key>`), and the
+/// trace of the request.
+pub struct Authenticated(pub Caller, String, Option<String>);
 
 impl Authenticated {
     /// How audit events name this caller.
-    pub fn actor(&self) -> String {
-        format!("api_key:{}", self.0.key_id)
+    pub fn actor(&self) -> &str {
+        &self.1
+    }
+
+    /// The caller and the request's trace, for changes that write outbox rows.
+    pub fn origin(&self) -> Origin<'_> {
+        Origin { actor: &self.1, traceparent: self.2.as_deref() }
     }
 }
 
@@ -29,7 +35,11 @@ impl FromRequestParts<AppState> for Authenticated {
             .filter(|k| !k.is_empty())
             .ok_or(ApiError::Unauthorized("the Authorization header must be `Bearer <key>`"))?;
         match state.store.authenticate(key).await? {
-            Some(caller) => Ok(Authenticated(caller)),
+            Some(caller) => Ok(Authenticated(
+                caller,
+                format!("api_key:{}", caller.key_id),
+                bootstrap::telemetry::traceparent(&tracing::Span::current()),
+            )),
             None => Err(ApiError::Unauthorized("the API key is unknown or revoked")),
         }
     }

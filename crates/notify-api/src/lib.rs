@@ -51,8 +51,18 @@ pub fn router(store: Store, config: &Config) -> Result<Router, ConfigError> {
     Ok(routes::routes()
         .route_layer(axum::middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(state))
+}
+
+/// One span per request, named by its route (never its raw path), continuing the
+/// caller's trace when it sends a `traceparent`.
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let route = request.extensions().get::<axum::extract::MatchedPath>().map_or("unmatched", |p| p.as_str());
+    let span = tracing::info_span!("request", method = %request.method(), route);
+    let parent = request.headers().get("traceparent").and_then(|v| v.to_str().ok());
+    bootstrap::telemetry::set_parent(&span, parent);
+    span
 }
 
 /// Serves on `listener` until `shutdown` fires, then finishes the requests in flight.

@@ -51,15 +51,18 @@ enum Admin {
 }
 
 fn main() -> std::process::ExitCode {
-    bootstrap::exit_code(tokio::runtime::Runtime::new().map_err(Into::into).and_then(|rt| rt.block_on(run())))
+    let cli = Cli::parse();
+    // Outside the runtime: the trace exporter's blocking HTTP client must not be made or
+    // dropped on an async thread.
+    let _telemetry =
+        matches!(cli.command, None | Some(Command::Serve)).then(|| bootstrap::telemetry::init("notify-api"));
+    bootstrap::exit_code(tokio::runtime::Runtime::new().map_err(Into::into).and_then(|rt| rt.block_on(run(cli))))
 }
 
-async fn run() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.config.as_deref())?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
-            bootstrap::telemetry::init("notify-api");
             let listener = tokio::net::TcpListener::bind(config.listen).await?;
             notify_api::run(config, listener, bootstrap::shutdown_on_signal()).await
         }

@@ -212,6 +212,16 @@ async fn relay(
     }
 }
 
+fn publish_span(message: &mut domain::DeliveryMessage) -> tracing::Span {
+    let span = tracing::info_span!("publish", delivery_id = %message.delivery_id, channel = %message.channel,
+        attempt = message.attempt);
+    bootstrap::telemetry::set_parent(&span, message.traceparent.as_deref());
+    if let Some(traceparent) = bootstrap::telemetry::traceparent(&span) {
+        message.traceparent = Some(traceparent);
+    }
+    span
+}
+
 /// Publishes batches until no due row is left (or shutdown is asked for between batches).
 async fn publish_due(
     store: &Store,
@@ -220,11 +230,14 @@ async fn publish_due(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     while !shutdown.is_cancelled() {
-        let batch = store.claim_outbox(batch_size).await?;
+        let mut batch = store.claim_outbox(batch_size).await?;
         let count = batch.messages.len();
         if count == 0 {
             return Ok(());
         }
+        // One span per message, child of the trace that wrote the row, open until the
+        // broker confirmed it; the message carries it on to the worker.
+        let _spans: Vec<tracing::Span> = batch.messages.iter_mut().map(publish_span).collect();
         // On any error the batch is dropped unpublished-or-unconfirmed: its transaction
         // rolls back and the rows are due again.
         if let Err(e) = publisher.publish_all(&batch.messages).await {

@@ -19,13 +19,15 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    bootstrap::exit_code(tokio::runtime::Runtime::new().map_err(Into::into).and_then(|rt| rt.block_on(run())))
+    let cli = Cli::parse();
+    // Outside the runtime: the trace exporter's blocking HTTP client must not be made or
+    // dropped on an async thread.
+    let _telemetry = bootstrap::telemetry::init("outbox-relay");
+    bootstrap::exit_code(tokio::runtime::Runtime::new().map_err(Into::into).and_then(|rt| rt.block_on(run(cli))))
 }
 
-async fn run() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = outbox_relay::Config::load(cli.config.config.as_deref())?;
-    bootstrap::telemetry::init("outbox-relay");
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => outbox_relay::run(config, bootstrap::shutdown_on_signal()).await,
         Command::DeclareTopology => outbox_relay::declare_topology(&config).await,

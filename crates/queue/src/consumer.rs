@@ -2,7 +2,7 @@ use futures_util::StreamExt;
 use lapin::{
     Acker, Channel as AmqpChannel, Connection, Consumer,
     options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions},
-    types::FieldTable,
+    types::{AMQPValue, FieldTable},
 };
 
 use crate::Result;
@@ -19,6 +19,8 @@ pub struct Incoming {
     pub body: Vec<u8>,
     /// The broker delivered it before, to a consumer that did not settle it.
     pub redelivered: bool,
+    /// The W3C trace context from the message's headers.
+    pub traceparent: Option<String>,
     acker: Acker,
 }
 
@@ -39,10 +41,12 @@ impl Subscription {
     /// The next message; `None` once the consumer is cancelled or the connection is gone.
     pub async fn next(&mut self) -> Option<Result<Incoming>> {
         let delivery = self.consumer.next().await?;
-        Some(delivery.map_err(Into::into).map(|d| Incoming {
-            body: d.data,
-            redelivered: d.redelivered,
-            acker: d.acker,
+        Some(delivery.map_err(Into::into).map(|d| {
+            let traceparent = d.properties.headers().as_ref().and_then(|h| match h.inner().get(crate::TRACEPARENT) {
+                Some(AMQPValue::LongString(s)) => Some(s.to_string()),
+                _ => None,
+            });
+            Incoming { body: d.data, redelivered: d.redelivered, traceparent, acker: d.acker }
         }))
     }
 

@@ -30,6 +30,9 @@ pub enum QueueError {
 
 pub type Result<T, E = QueueError> = std::result::Result<T, E>;
 
+/// The AMQP header carrying a message's W3C trace context.
+pub const TRACEPARENT: &str = "traceparent";
+
 pub async fn connect(url: &str, name: &str) -> Result<Connection> {
     let props = ConnectionProperties::default().with_connection_name(name.into());
     Ok(Connection::connect(url, props).await?)

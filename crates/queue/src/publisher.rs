@@ -5,9 +5,10 @@ use futures_util::future::try_join_all;
 use lapin::{
     BasicProperties, Channel as AmqpChannel, Confirmation, Connection,
     options::{BasicPublishOptions, ConfirmSelectOptions},
+    types::{AMQPValue, FieldTable},
 };
 
-use crate::{QueueError, Result, topology};
+use crate::{QueueError, Result, TRACEPARENT, topology};
 
 /// Publishes delivery messages with publisher confirms and `mandatory` set, so a message
 /// counts as published only when the broker has stored it in a queue.
@@ -38,10 +39,15 @@ impl Publisher {
     pub async fn publish_all(&self, messages: &[DeliveryMessage]) -> Result<usize> {
         let mut pending = Vec::new();
         for msg in messages {
-            let props = BasicProperties::default()
+            let mut props = BasicProperties::default()
                 .with_delivery_mode(2)
                 .with_content_type("application/json".into())
                 .with_message_id(msg.message_id().into());
+            if let Some(traceparent) = &msg.traceparent {
+                let mut headers = FieldTable::default();
+                headers.insert(TRACEPARENT.into(), AMQPValue::LongString(traceparent.as_str().into()));
+                props = props.with_headers(headers);
+            }
             let confirm = self
                 .channel
                 .basic_publish(

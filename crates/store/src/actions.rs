@@ -7,7 +7,7 @@
 use domain::Priority;
 use uuid::Uuid;
 
-use crate::{OUTBOX_CHANNEL, Result, Store, corrupt, deliveries::refresh_notification_status};
+use crate::{OUTBOX_CHANNEL, Origin, Result, Store, corrupt, deliveries::refresh_notification_status};
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Cancelled {
@@ -75,7 +75,7 @@ impl Store {
 
     /// Queues a `failed` delivery again as a new series of attempts: the retry policy
     /// starts over, attempt numbers go on.
-    pub async fn retry_delivery(&self, tenant_id: Uuid, delivery_id: Uuid, actor: &str) -> Result<Retried> {
+    pub async fn retry_delivery(&self, tenant_id: Uuid, delivery_id: Uuid, origin: &Origin<'_>) -> Result<Retried> {
         let mut tx = self.pool.begin().await?;
         let current: Option<(Uuid, String, String)> = sqlx::query_as(
             "SELECT d.notification_id, d.status, n.priority FROM deliveries d JOIN notifications n ON n.id = d.notification_id
@@ -94,8 +94,8 @@ impl Store {
                 WHERE tenant_id = $1 AND id = $2 AND status = 'failed'
                 RETURNING notification_id, channel, attempts),
              queued AS (
-                INSERT INTO outbox (tenant_id, notification_id, delivery_id, channel, attempt, priority)
-                SELECT $1, notification_id, $2, channel, attempts + 1, $3 FROM retried),
+                INSERT INTO outbox (tenant_id, notification_id, delivery_id, channel, attempt, priority, traceparent)
+                SELECT $1, notification_id, $2, channel, attempts + 1, $3, $5 FROM retried),
              audit AS (
                 INSERT INTO audit_events (tenant_id, notification_id, delivery_id, action, actor, detail)
                 SELECT $1, notification_id, $2, 'retried', $4, jsonb_build_object('from_attempt', attempts + 1)
@@ -105,7 +105,8 @@ impl Store {
         .bind(tenant_id)
         .bind(delivery_id)
         .bind(rank)
-        .bind(actor)
+        .bind(origin.actor)
+        .bind(origin.traceparent)
         .fetch_optional(&mut *tx)
         .await?;
         if retried.is_none() {

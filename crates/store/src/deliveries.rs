@@ -20,6 +20,8 @@ pub enum Claim {
 #[derive(Debug, Clone)]
 pub struct AttemptRecord {
     pub provider: String,
+    /// The trace of the attempt, carried by the retry's outbox row.
+    pub traceparent: Option<String>,
     pub started_at: OffsetDateTime,
     pub latency_ms: i32,
     pub result: AttemptResult,
@@ -147,8 +149,9 @@ impl Store {
                     error_message, response_excerpt, latency_ms, started_at)
                 VALUES ($9, $1, $2, $4, $10, $6, $7, $11, $12, $13)),
              retry AS (
-                INSERT INTO outbox (tenant_id, notification_id, delivery_id, channel, attempt, priority, available_at)
-                SELECT $9, $14, id, $15, $2 + 1, $16, $8 FROM updated WHERE $8::timestamptz IS NOT NULL
+                INSERT INTO outbox (tenant_id, notification_id, delivery_id, channel, attempt, priority, available_at,
+                                    traceparent)
+                SELECT $9, $14, id, $15, $2 + 1, $16, $8, $18 FROM updated WHERE $8::timestamptz IS NOT NULL
                 RETURNING id)
              SELECT pg_notify($17, '') FROM retry LIMIT 1",
         )
@@ -169,6 +172,7 @@ impl Store {
         .bind(job.channel.as_str())
         .bind(job.priority.rank())
         .bind(OUTBOX_CHANNEL)
+        .bind(&rec.traceparent)
         .execute(&mut *tx)
         .await?;
         refresh_notification_status(&mut tx, job.notification_id).await?;

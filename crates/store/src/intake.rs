@@ -16,6 +16,15 @@ use uuid::Uuid;
 
 use crate::{OUTBOX_CHANNEL, Result, Store, receipts::suppression_address};
 
+/// Who caused a change (for the audit trail) and the trace it belongs to (carried with
+/// the outbox rows it writes).
+#[derive(Clone, Copy, Debug)]
+pub struct Origin<'a> {
+    /// `api_key:<id>` or `operator`.
+    pub actor: &'a str,
+    pub traceparent: Option<&'a str>,
+}
+
 /// One notification to accept.
 pub struct Intake<'a> {
     pub notification: &'a ValidNotification,
@@ -50,7 +59,7 @@ impl Store {
     pub async fn accept_notifications(
         &self,
         tenant_id: Uuid,
-        actor: &str,
+        origin: &Origin<'_>,
         items: &[Intake<'_>],
         retention: Duration,
     ) -> Result<Vec<IntakeResult>> {
@@ -59,7 +68,7 @@ impl Store {
         if items.iter().all(|i| i.idempotency.is_none()) {
             let all: Vec<usize> = (0..items.len()).collect();
             let suppressed =
-                insert(self.pool.acquire().await?.as_mut(), tenant_id, actor, items, &planned, &all, now).await?;
+                insert(self.pool.acquire().await?.as_mut(), tenant_id, origin, items, &planned, &all, now).await?;
             mark_suppressed(&mut planned, &all, &suppressed);
             return Ok(planned.into_iter().map(IntakeResult::Accepted).collect());
         }
@@ -141,7 +150,7 @@ impl Store {
                 None => IntakeResult::KeyReused,
             }));
         }
-        let suppressed = insert(&mut tx, tenant_id, actor, items, &planned, &to_insert, now).await?;
+        let suppressed = insert(&mut tx, tenant_id, origin, items, &planned, &to_insert, now).await?;
         let changed = mark_suppressed(&mut planned, &to_insert, &suppressed);
         if !changed.is_empty() {
             // The keys were stored with the answer planned before the insert: a replay must
@@ -262,7 +271,7 @@ async fn store_answers(
 async fn insert(
     conn: &mut PgConnection,
     tenant_id: Uuid,
-    actor: &str,
+    origin: &Origin<'_>,
     items: &[Intake<'_>],
     planned: &[AcceptedNotification],
     which: &[usize],
@@ -315,8 +324,9 @@ async fn insert(
                    CASE WHEN p.reason IS NOT NULL THEN 'the address is on the suppression list' END, $2, $2
             FROM p),
          o AS (
-            INSERT INTO outbox (tenant_id, notification_id, delivery_id, channel, attempt, priority, available_at)
-            SELECT $1, p.nid, p.id, p.channel, 1, p.rank, coalesce(p.at, now()) FROM p WHERE p.reason IS NULL),
+            INSERT INTO outbox (tenant_id, notification_id, delivery_id, channel, attempt, priority, available_at,
+                                traceparent)
+            SELECT $1, p.nid, p.id, p.channel, 1, p.rank, coalesce(p.at, now()), $20 FROM p WHERE p.reason IS NULL),
          a AS (
             INSERT INTO audit_events (tenant_id, notification_id, action, actor, created_at)
             SELECT $1, u.id, 'accepted', $17, $2 FROM unnest($3::uuid[]) AS u(id))
@@ -338,9 +348,10 @@ async fn insert(
     .bind(&d.recipients)
     .bind(&d.ranks)
     .bind(&d.available_at)
-    .bind(actor)
+    .bind(origin.actor)
     .bind(OUTBOX_CHANNEL)
     .bind(&d.suppression_addresses)
+    .bind(origin.traceparent)
     .fetch_one(conn)
     .await?;
     Ok(suppressed.into_iter().collect())

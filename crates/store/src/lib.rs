@@ -19,7 +19,7 @@ use sqlx::{
 
 pub use actions::{Cancelled, Retried};
 pub use deliveries::{AttemptRecord, AttemptResult, Claim};
-pub use intake::{IdempotencyKey, Intake, IntakeResult};
+pub use intake::{IdempotencyKey, Intake, IntakeResult, Origin};
 pub use notifications::ListFilter;
 pub use outbox::{ClaimedBatch, OUTBOX_CHANNEL};
 pub use receipts::{Receipt, ReceiptApplied, Suppression, SuppressionReason};

@@ -29,17 +29,18 @@ impl Store {
     /// effect only when the batch commits.
     pub async fn claim_outbox(&self, limit: i64) -> Result<ClaimedBatch> {
         let mut tx = self.pool.begin().await?;
-        let rows: Vec<(Uuid, Uuid, Uuid, String, i32)> = sqlx::query_as(
+        let rows: Vec<(Uuid, Uuid, Uuid, String, i32, Option<String>)> = sqlx::query_as(
             "WITH claimed AS (
                 DELETE FROM outbox WHERE id IN (
                     SELECT id FROM outbox WHERE available_at <= now()
                     ORDER BY priority DESC, available_at, id
                     LIMIT $1 FOR UPDATE SKIP LOCKED)
-                RETURNING id, tenant_id, notification_id, delivery_id, channel, attempt, priority, available_at),
+                RETURNING id, tenant_id, notification_id, delivery_id, channel, attempt, priority, available_at,
+                          traceparent),
              queued AS (
                 UPDATE deliveries d SET status = 'queued', updated_at = now()
                 FROM claimed c WHERE d.id = c.delivery_id AND d.status IN ('pending', 'retrying'))
-             SELECT tenant_id, notification_id, delivery_id, channel, attempt
+             SELECT tenant_id, notification_id, delivery_id, channel, attempt, traceparent
              FROM claimed ORDER BY priority DESC, available_at, id",
         )
         .bind(limit)
@@ -47,9 +48,10 @@ impl Store {
         .await?;
         let messages = rows
             .into_iter()
-            .map(|(tenant_id, notification_id, delivery_id, channel, attempt)| {
+            .map(|(tenant_id, notification_id, delivery_id, channel, attempt, traceparent)| {
                 let channel: Channel = channel.parse().map_err(|_| corrupt(format!("outbox channel {channel}")))?;
-                Ok(DeliveryMessage::new(delivery_id, notification_id, tenant_id, channel, attempt))
+                let message = DeliveryMessage::new(delivery_id, notification_id, tenant_id, channel, attempt);
+                Ok(DeliveryMessage { traceparent, ..message })
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(ClaimedBatch { tx, messages })

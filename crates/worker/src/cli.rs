@@ -24,6 +24,6 @@ where
         .about(format!("Notify's {channel} channel worker."));
     let args = bootstrap::ConfigArg::from_arg_matches(&command.get_matches())?;
     let config = load(args.config.as_deref())?;
-    bootstrap::telemetry::init(&name);
+    let _telemetry = bootstrap::telemetry::init(&name);
     tokio::runtime::Runtime::new()?.block_on(async { run(config, bootstrap::shutdown_on_signal()).await })
 }

@@ -9,6 +9,7 @@ use std::{
 
 use domain::{DeliveryJob, FailureKind, SendFailure, SendOutcome};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::{
     ChannelSettings, Provider,
@@ -89,13 +90,16 @@ impl Dispatcher {
             tokio::time::sleep_until(wait).await;
             let name = slot.provider.name().to_owned();
             let started = Instant::now();
-            let outcome = tokio::time::timeout(self.timeout, slot.provider.send(job)).await.unwrap_or_else(|_| {
-                SendOutcome::Failed(SendFailure::new(
-                    FailureKind::Ambiguous,
-                    "timeout",
-                    format!("no answer from the provider within {:?}", self.timeout),
-                ))
-            });
+            let call = tracing::info_span!("provider", provider = %name);
+            let outcome = tokio::time::timeout(self.timeout, slot.provider.send(job).instrument(call))
+                .await
+                .unwrap_or_else(|_| {
+                    SendOutcome::Failed(SendFailure::new(
+                        FailureKind::Ambiguous,
+                        "timeout",
+                        format!("no answer from the provider within {:?}", self.timeout),
+                    ))
+                });
             METRICS
                 .provider_latency
                 .get_or_create(&ProviderLabels { channel: job.channel.as_str(), provider: name.clone() })

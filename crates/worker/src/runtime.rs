@@ -186,6 +186,7 @@ async fn handle_message(ctx: &Context, incoming: Incoming, shutdown: &Cancellati
     };
     let span = info_span!("delivery", tenant_id = %msg.tenant_id, notification_id = %msg.notification_id,
         delivery_id = %msg.delivery_id, channel = %msg.channel, attempt = msg.attempt);
+    bootstrap::telemetry::set_parent(&span, incoming.traceparent.as_deref());
     process(ctx, &msg, incoming, shutdown).instrument(span).await
 }
 
@@ -231,6 +232,7 @@ async fn process(ctx: &Context, msg: &DeliveryMessage, incoming: Incoming, shutd
     let dispatched = ctx.providers.send(&job).await;
     let record = AttemptRecord {
         provider: dispatched.provider,
+        traceparent: bootstrap::telemetry::traceparent(&tracing::Span::current()),
         started_at,
         latency_ms: i32::try_from(clock.elapsed().as_millis()).unwrap_or(i32::MAX),
         result: decide(&ctx.retry, &job, dispatched.outcome),

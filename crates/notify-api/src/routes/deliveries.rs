@@ -28,7 +28,7 @@ pub async fn retry(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<NotificationView>), ApiError> {
     let tenant = auth.0.tenant_id;
-    match app.store.retry_delivery(tenant, parse_id(&id)?, &auth.actor()).await? {
+    match app.store.retry_delivery(tenant, parse_id(&id)?, &auth.origin()).await? {
         Retried::Queued(notification) => {
             tracing::info!(tenant_id = %tenant, delivery_id = %id, "delivery retried");
             let view = app.store.get_notification(tenant, notification).await?.ok_or(ApiError::NotFound)?;

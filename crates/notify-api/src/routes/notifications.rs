@@ -69,7 +69,7 @@ pub async fn create(
     let item = Intake { notification: &notification, idempotency };
     let result = app
         .store
-        .accept_notifications(auth.0.tenant_id, &auth.actor(), std::slice::from_ref(&item), app.idempotency_retention)
+        .accept_notifications(auth.0.tenant_id, &auth.origin(), std::slice::from_ref(&item), app.idempotency_retention)
         .await?
         .pop()
         .expect("one result per item");
@@ -154,7 +154,7 @@ pub async fn batch(
         .collect();
     let mut accepted = app
         .store
-        .accept_notifications(auth.0.tenant_id, &auth.actor(), &intakes, app.idempotency_retention)
+        .accept_notifications(auth.0.tenant_id, &auth.origin(), &intakes, app.idempotency_retention)
         .await?
         .into_iter();
     let results: Vec<BatchItem> = parsed
@@ -268,7 +268,7 @@ pub async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Json<NotificationView>, ApiError> {
     let (tenant, id) = (auth.0.tenant_id, parse_id(&id)?);
-    match app.store.cancel_notification(tenant, id, &auth.actor()).await? {
+    match app.store.cancel_notification(tenant, id, auth.actor()).await? {
         Cancelled::Some(count) => {
             tracing::info!(tenant_id = %tenant, notification_id = %id, deliveries = count, "cancelled");
             app.store.get_notification(tenant, id).await?.map(Json).ok_or(ApiError::NotFound)
