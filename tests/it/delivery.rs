@@ -80,3 +80,42 @@ async fn send_at_in_the_future_is_not_sent_before_its_time() {
     .unwrap();
     assert!(started >= send_at, "sent at {started}, scheduled for {send_at}");
 }
+
+#[tokio::test]
+async fn each_binary_serves_metrics_that_move_with_a_delivery() {
+    let app = TestApp::api_only().await;
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let relay_addr = free();
+    let _relay =
+        app.start_relay_with(outbox_relay::RelaySettings { listen: Some(relay_addr), ..Default::default() }).await;
+    let mut workers = Vec::new();
+    for channel in Channel::ALL {
+        let addr = free();
+        let options = crate::harness::WorkerOptions { listen: Some(addr), ..Default::default() };
+        workers.push((channel, addr, app.start_worker(channel, options).await));
+    }
+    let id = app
+        .accept(&json!({"type": "t", "to": [{"email": "a@example.com", "phone": "+15551234567",
+            "whatsapp": "+15551234567", "subscriber_id": "u-1"}], "content": {"subject": "s", "text": "t"}}))
+        .await;
+    app.wait_for_status(id, "sent").await;
+
+    let scrape = |url: String| async move { reqwest::get(url).await.unwrap().text().await.unwrap() };
+    let counter = |text: &str, series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("{series} in\n{text}"))
+    };
+    let api = scrape(app.url("/metrics")).await;
+    assert!(counter(&api, "notify_notifications_accepted_total") >= 1.0);
+    let relay = scrape(format!("http://{relay_addr}/metrics")).await;
+    assert!(counter(&relay, "notify_outbox_published_total") >= 4.0);
+    for (channel, addr, _worker) in &workers {
+        let text = scrape(format!("http://{addr}/metrics")).await;
+        let sent =
+            format!(r#"notify_delivery_attempts_total{{channel="{channel}",provider="sandbox",outcome="sent"}}"#);
+        assert!(counter(&text, &sent) >= 1.0, "{channel}");
+        let latency = format!(r#"notify_accept_to_sent_seconds_count{{channel="{channel}"}}"#);
+        assert!(counter(&text, &latency) >= 1.0, "{channel}");
+    }
+}
