@@ -33,6 +33,11 @@ const DEV_DATABASE: &str = "notify_dev";
 const DEV_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/notify_dev";
 const DEV_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
+/// The side port of the relay (9090) and of each worker (9091 to 9094); none for the API.
+fn side_port(binary: &str, index: usize) -> Option<u16> {
+    (binary != "notify-api").then(|| 9089 + index as u16)
+}
+
 const HEALTH_DEADLINE: Duration = Duration::from_secs(30);
 const SMOKE_DEADLINE: Duration = Duration::from_secs(10);
 const STOP_GRACE: Duration = Duration::from_secs(25);
@@ -78,8 +83,14 @@ pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
     // From here on, Ctrl-C and SIGTERM are ours to handle: every wait races them.
     let mut signals = Signals::install()?;
     let mut supervisor = Supervisor::new();
-    for binary in BINARIES {
-        if let Err(e) = supervisor.spawn(binary, command(binary, &[])) {
+    // The relay and the workers serve /healthz, /readyz and /metrics on ports of their own.
+    for (i, binary) in BINARIES.into_iter().enumerate() {
+        let mut process = command(binary, &[]);
+        if let Some(port) = side_port(binary, i) {
+            let key = if binary == "outbox-relay" { "NOTIFY_RELAY__LISTEN" } else { "NOTIFY_WORKER__LISTEN" };
+            process.env(key, format!("127.0.0.1:{port}"));
+        }
+        if let Err(e) = supervisor.spawn(binary, process) {
             supervisor.stop(STOP_GRACE).await;
             return Err(e);
         }
@@ -269,6 +280,9 @@ Notify is running.
   Demo API key:   {key}
   Sandbox folder: {sandbox}
                   (each channel's messages land in <channel>.jsonl there)
+  Metrics:        {api}/metrics; the relay's and workers' /metrics, /healthz and
+                  /readyz at http://127.0.0.1:9090 (relay) to :9094 (email, sms,
+                  whatsapp, novu)
 
 Send a notification:
 
