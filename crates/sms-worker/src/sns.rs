@@ -4,14 +4,9 @@
 
 use std::time::Duration;
 
-use aws_config::{BehaviorVersion, Region, SdkConfig, retry::RetryConfig, timeout::TimeoutConfig};
-use aws_sdk_sns::{
-    Client,
-    config::Credentials,
-    error::{ConnectorError, ProvideErrorMetadata, SdkError},
-    types::MessageAttributeValue,
-};
-use bootstrap::{ConfigError, ExposeSecret, SecretString};
+use aws_sdk_sns::{Client, types::MessageAttributeValue};
+use aws_support::ClientSettings;
+use bootstrap::{ConfigError, SecretString};
 use domain::{DeliveryJob, FailureKind, Priority, SendFailure, SendOutcome, SendReceipt, address::is_valid_e164};
 use futures_util::{FutureExt, future::BoxFuture};
 use serde::{Deserialize, Deserializer};
@@ -90,18 +85,21 @@ impl SnsConfig {
         }
     }
 
+    fn client(&self) -> ClientSettings<'_> {
+        ClientSettings {
+            section: SECTION,
+            region: &self.region,
+            endpoint_url: self.endpoint_url.as_deref(),
+            access_key_id: self.access_key_id.as_ref(),
+            secret_access_key: self.secret_access_key.as_ref(),
+            connect_timeout: self.connect_timeout,
+            attempt_timeout: self.attempt_timeout,
+        }
+    }
+
     /// Checks every setting; `provider_timeout` is the worker's limit on a provider call.
     pub fn validate(&self, provider_timeout: Duration) -> Result<(), ConfigError> {
-        let region_ok = !self.region.is_empty()
-            && self.region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if !region_ok {
-            return Err(invalid("region", "must be an AWS region such as `eu-west-1`"));
-        }
-        if let Some(url) = &self.endpoint_url
-            && !(url.starts_with("https://") || url.starts_with("http://"))
-        {
-            return Err(invalid("endpoint_url", "must be an http or https URL"));
-        }
+        self.client().validate(provider_timeout)?;
         if let Some(id) = &self.sender_id {
             let ok = (1..=11).contains(&id.len())
                 && id.bytes().all(|b| b.is_ascii_alphanumeric())
@@ -115,45 +113,8 @@ impl SnsConfig {
         {
             return Err(invalid("origination_number", "must be an E.164 number such as `+15551234567`"));
         }
-        let given = |s: &Option<SecretString>| s.as_ref().is_some_and(|s| !s.expose_secret().is_empty());
-        match (given(&self.access_key_id), given(&self.secret_access_key)) {
-            (true, false) => return Err(invalid("secret_access_key", "is required with `access_key_id`")),
-            (false, true) => return Err(invalid("access_key_id", "is required with `secret_access_key`")),
-            _ => {}
-        }
-        if self.connect_timeout.is_zero() || self.attempt_timeout.is_zero() {
-            return Err(invalid("attempt_timeout", "timeouts must be above zero"));
-        }
-        if self.attempt_timeout >= provider_timeout {
-            return Err(invalid(
-                "attempt_timeout",
-                format!("must be below worker.provider_timeout ({provider_timeout:?})"),
-            ));
-        }
         Ok(())
     }
-}
-
-/// The AWS configuration of the client: the SDK's own retries off, since the worker's
-/// retry policy retries and an attempt must be one request, and explicit timeouts
-/// (providers.md §8).
-async fn sdk_config(config: &SnsConfig) -> SdkConfig {
-    let timeouts = TimeoutConfig::builder()
-        .connect_timeout(config.connect_timeout)
-        .operation_attempt_timeout(config.attempt_timeout)
-        .build();
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(config.region.clone()))
-        .retry_config(RetryConfig::disabled())
-        .timeout_config(timeouts);
-    if let Some(url) = &config.endpoint_url {
-        loader = loader.endpoint_url(url);
-    }
-    if let (Some(id), Some(secret)) = (&config.access_key_id, &config.secret_access_key) {
-        let credentials = Credentials::new(id.expose_secret(), secret.expose_secret(), None, None, "notify-config");
-        loader = loader.credentials_provider(credentials);
-    }
-    loader.load().await
 }
 
 pub struct SnsProvider {
@@ -167,7 +128,7 @@ impl SnsProvider {
     /// credentials cache. Credentials are resolved at the first send, so a missing one
     /// shows as a configuration failure of that send.
     pub async fn new(config: &SnsConfig) -> Self {
-        let client = Client::new(&sdk_config(config).await);
+        let client = Client::new(&config.client().sdk_config().await);
         tracing::info!(region = %config.region, endpoint = ?config.endpoint_url, "SNS provider ready");
         Self { client, sender_id: config.sender_id.clone(), origination_number: config.origination_number.clone() }
     }
@@ -197,7 +158,7 @@ impl SnsProvider {
                     "SNS accepted the message but returned no MessageId",
                 )),
             },
-            Err(err) => SendOutcome::Failed(failure(&err, &job.recipient)),
+            Err(err) => SendOutcome::Failed(aws_support::failure(&err, classify, |text| redact(text, &job.recipient))),
         }
     }
 
@@ -237,45 +198,6 @@ impl Provider for SnsProvider {
     }
 }
 
-/// Sorts a failed call into the buckets of providers.md §0 (§8 "Classifying SdkError").
-/// The message is redacted: SNS quotes the phone number in some of its errors.
-fn failure<E: ProvideErrorMetadata + std::error::Error + 'static>(err: &SdkError<E>, recipient: &str) -> SendFailure {
-    let context = || redact(&chain(err), recipient);
-    match err {
-        SdkError::ServiceError(e) => {
-            let status = e.raw().status().as_u16();
-            let code = e.err().code();
-            let message = redact(e.err().message().unwrap_or("no message"), recipient);
-            let code_text = code.map_or_else(|| format!("http_{status}"), str::to_owned);
-            SendFailure::new(classify(code, status), code_text, message)
-        }
-        SdkError::DispatchFailure(e) => {
-            let (kind, code) =
-                e.as_connector_error().map_or((FailureKind::Retryable, "dispatch_failure"), classify_dispatch);
-            SendFailure::new(kind, code, context())
-        }
-        // The request went out and no full answer came back: SNS may have sent the SMS.
-        SdkError::TimeoutError(_) => SendFailure::new(FailureKind::Ambiguous, "timeout", context()),
-        SdkError::ResponseError(_) => SendFailure::new(FailureKind::Ambiguous, "response_unreadable", context()),
-        // The request could not be built from this job: the same on every attempt.
-        SdkError::ConstructionFailure(_) => SendFailure::new(FailureKind::Permanent, "request_invalid", context()),
-        _ => SendFailure::new(FailureKind::Ambiguous, "sdk_error", context()),
-    }
-}
-
-/// The error and its causes, `outer: inner: innermost`: the SDK's own text is a bare
-/// "dispatch failure" whose cause (refused connection, missing credentials) is below it.
-fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 /// The bucket of an error answer of SNS, by its code, else by its HTTP status.
 fn classify(code: Option<&str>, status: u16) -> FailureKind {
     match code {
@@ -306,44 +228,6 @@ fn classify(code: Option<&str>, status: u16) -> FailureKind {
         // ParameterValueInvalid, ValidationException: this message, as it is.
         _ => FailureKind::Permanent,
     }
-}
-
-/// A failure before any answer came. Only a connection lost once the request may have
-/// gone out is ambiguous; the rest never reached SNS.
-fn classify_dispatch(e: &ConnectorError) -> (FailureKind, &'static str) {
-    use aws_smithy_types::retry::ErrorKind;
-    if e.is_timeout() {
-        // The connector's only timeout is the connect timeout.
-        (FailureKind::Retryable, "connect_timeout")
-    } else if e.is_user() {
-        (FailureKind::Permanent, "request_invalid")
-    } else if e.is_io() {
-        if connection_lost(e) {
-            (FailureKind::Ambiguous, "connection_lost")
-        } else {
-            (FailureKind::Retryable, "connection_failed")
-        }
-    } else if e.as_other() == Some(ErrorKind::TransientError) {
-        // hyper's "incomplete message": the connection closed after the request was written.
-        (FailureKind::Ambiguous, "connection_lost")
-    } else {
-        // Unclassified failures before transmission are the credentials, the endpoint or
-        // the signing: our configuration.
-        (FailureKind::Config, "client_setup")
-    }
-}
-
-/// The I/O error is one that can happen after the request was written.
-fn connection_lost(e: &ConnectorError) -> bool {
-    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(err) = source {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            return matches!(io.kind(), ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof);
-        }
-        source = err.source();
-    }
-    false
 }
 
 /// `text` without the phone number, with or without its `+`: the attempt log must not
@@ -379,16 +263,6 @@ mod tests {
         for (code, status, kind) in cases {
             assert_eq!(classify(code, status), kind, "{code:?} {status}");
         }
-    }
-
-    #[test]
-    fn failures_before_an_answer_are_retryable_unless_the_request_may_have_gone_out() {
-        use std::io::{Error, ErrorKind::*};
-        let io = |kind| ConnectorError::io(Box::new(Error::from(kind)));
-        assert_eq!(classify_dispatch(&io(ConnectionRefused)), (FailureKind::Retryable, "connection_failed"));
-        assert_eq!(classify_dispatch(&io(BrokenPipe)), (FailureKind::Ambiguous, "connection_lost"));
-        assert_eq!(classify_dispatch(&ConnectorError::timeout("connect".into())).0, FailureKind::Retryable);
-        assert_eq!(classify_dispatch(&ConnectorError::other("no credentials".into(), None)).0, FailureKind::Config);
     }
 
     #[test]
