@@ -17,6 +17,10 @@ test *ARGS:
 smoke:
     cargo xtask dev --smoke
 
+# The stack under load, one table of figures and their ceilings (target/bench/latest.md); `just bench --smoke` for a quick check.
+bench *ARGS:
+    cargo xtask bench {{ARGS}}
+
 # Format the code.
 fmt:
     cargo fmt --all

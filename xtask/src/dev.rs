@@ -26,7 +26,7 @@ pub struct Options {
 }
 
 /// The platform's binaries, in the order they start.
-const BINARIES: [&str; 6] =
+pub const BINARIES: [&str; 6] =
     ["notify-api", "outbox-relay", "email-worker", "sms-worker", "whatsapp-worker", "novu-worker"];
 
 const DEV_DATABASE: &str = "notify_dev";
@@ -40,14 +40,14 @@ fn side_port(binary: &str, index: usize) -> Option<u16> {
 
 const HEALTH_DEADLINE: Duration = Duration::from_secs(30);
 const SMOKE_DEADLINE: Duration = Duration::from_secs(10);
-const STOP_GRACE: Duration = Duration::from_secs(25);
+pub const STOP_GRACE: Duration = Duration::from_secs(25);
 
 pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
     let root = workspace_root();
     let endpoints = Endpoints::defaults();
     services::ensure_services(&endpoints).await?;
 
-    build(&root).await?;
+    build(&root, false).await?;
     let bin_dir = target_dir(&root)?.join("debug");
     let dev_dir = root.join("target").join("dev");
     std::fs::create_dir_all(&dev_dir).with_context(|| format!("creating {}", dev_dir.display()))?;
@@ -136,26 +136,30 @@ pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `cargo build --bins` of the platform's packages, in one invocation.
-async fn build(root: &Path) -> anyhow::Result<()> {
+/// `cargo build --bins` (with `--release` if `release`) of the platform's packages, in one
+/// invocation. Returns how long it took.
+pub async fn build(root: &Path, release: bool) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let mut command = Command::new(cargo());
     command.args(["build", "--bins"]).current_dir(root);
+    if release {
+        command.arg("--release");
+    }
     for binary in BINARIES {
         command.args(["-p", binary]);
     }
-    say!("building: cargo build --bins -p {}", BINARIES.join(" -p "));
+    say!("building: cargo build{} --bins -p {}", if release { " --release" } else { "" }, BINARIES.join(" -p "));
     let status = command.status().await.context("running cargo build")?;
     if !status.success() {
         bail!("cargo build failed ({})", describe(&status));
     }
     say!("build done in {:.1}s", started.elapsed().as_secs_f64());
-    Ok(())
+    Ok(started.elapsed())
 }
 
 /// Where cargo puts its output: `CARGO_TARGET_DIR` (relative to where cargo ran) if set,
 /// else the workspace's `target/`.
-fn target_dir(root: &Path) -> anyhow::Result<PathBuf> {
+pub fn target_dir(root: &Path) -> anyhow::Result<PathBuf> {
     match std::env::var_os("CARGO_TARGET_DIR").filter(|v| !v.is_empty()) {
         Some(dir) => Ok(std::env::current_dir()?.join(dir)),
         None => Ok(root.join("target")),
@@ -183,7 +187,7 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-async fn run_step(mut command: Command, what: &str) -> anyhow::Result<()> {
+pub async fn run_step(mut command: Command, what: &str) -> anyhow::Result<()> {
     let status = command.status().await.with_context(|| format!("running {what}"))?;
     if !status.success() {
         bail!("{what} failed ({})", describe(&status));
@@ -191,12 +195,12 @@ async fn run_step(mut command: Command, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-struct Tenant {
-    id: String,
-    api_key: String,
+pub struct Tenant {
+    pub id: String,
+    pub api_key: String,
 }
 
-async fn create_tenant(mut command: Command) -> anyhow::Result<Tenant> {
+pub async fn create_tenant(mut command: Command) -> anyhow::Result<Tenant> {
     let output = command.stderr(Stdio::inherit()).output().await.context("running notify-api admin create-tenant")?;
     if !output.status.success() {
         bail!("notify-api admin create-tenant failed ({})", describe(&output.status));
@@ -249,7 +253,7 @@ async fn fail(supervisor: &mut Supervisor, error: anyhow::Error) -> anyhow::Resu
     Ok(ExitCode::FAILURE)
 }
 
-async fn wait_healthy(client: &reqwest::Client, api: &str) -> anyhow::Result<()> {
+pub async fn wait_healthy(client: &reqwest::Client, api: &str) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
         let response = client.get(format!("{api}/healthz")).timeout(Duration::from_secs(1)).send().await;

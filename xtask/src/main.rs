@@ -2,7 +2,9 @@
 //!
 //! - `cargo xtask dev [--port 8080] [--smoke]`: the whole platform on this machine.
 //! - `cargo xtask test [-- <cargo test args>]`: the test suite on real PostgreSQL and RabbitMQ.
+//! - `cargo xtask bench [--smoke] [--history 0,1000000] [--no-limits]`: the stack under load, one table.
 
+mod bench;
 mod dev;
 mod procs;
 mod services;
@@ -23,6 +25,13 @@ tasks:
                                   --smoke sends one notification, checks it is sent, then stops
   test [-- <args>]                start PostgreSQL/RabbitMQ if needed, clean old test leftovers,
                                   then `cargo test --workspace <args>`
+  bench [--smoke] [--history N,N..] [--no-limits]
+                                  release builds of the six binaries under load from our own generator;
+                                  prints one table (also target/bench/latest.md and .json): intake, end to
+                                  end, memory and CPU, cost with N historical notifications (default
+                                  0,1000000), each as a ratio to this machine's ceilings (measured first
+                                  with ../shared/bench-limits/run.sh --quick, unless --no-limits);
+                                  --smoke: tiny counts, committed ceilings, a few seconds (CI)
   help                            this text
 ";
 
@@ -45,6 +54,7 @@ async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
     match task.as_str() {
         "dev" => dev::run(parse_dev_args(rest)?).await,
         "test" => test::run(test_args(rest)).await,
+        "bench" => bench::run(parse_bench_args(rest)?).await,
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)
@@ -72,6 +82,34 @@ fn parse_dev_args(args: &[String]) -> anyhow::Result<dev::Options> {
             }
             other => bail!("unknown argument `{other}` for `dev`\n\n{USAGE}"),
         }
+    }
+    Ok(options)
+}
+
+fn parse_bench_args(args: &[String]) -> anyhow::Result<bench::Options> {
+    let mut options = bench::Options { smoke: false, history: None, no_limits: false };
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let history = match arg.as_str() {
+            "--smoke" => {
+                options.smoke = true;
+                continue;
+            }
+            "--no-limits" => {
+                options.no_limits = true;
+                continue;
+            }
+            "--history" => args.next().context("--history needs a value, such as 0,1000000")?.as_str(),
+            s if s.starts_with("--history=") => &s["--history=".len()..],
+            other => bail!("unknown argument `{other}` for `bench`\n\n{USAGE}"),
+        };
+        let mut sizes = history
+            .split(',')
+            .map(|v| v.trim().replace('_', "").parse::<u64>().with_context(|| format!("invalid history size `{v}`")))
+            .collect::<anyhow::Result<Vec<u64>>>()?;
+        sizes.sort_unstable();
+        sizes.dedup();
+        options.history = Some(sizes);
     }
     Ok(options)
 }

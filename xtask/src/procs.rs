@@ -79,6 +79,11 @@ impl Supervisor {
         Ok(())
     }
 
+    /// The name and pid of every child still running.
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        self.running().map(|p| (p.name.clone(), p.pid)).collect()
+    }
+
     fn running(&self) -> impl Iterator<Item = &Proc> {
         self.procs.iter().filter(|p| !p.exited)
     }

@@ -397,6 +397,24 @@ impl RabbitApi {
         Ok(list.iter().filter_map(|v| v.get("name")?.as_str().map(str::to_owned)).collect())
     }
 
+    /// Creates the vhost and gives our user every permission on it (as the tests do).
+    pub async fn create_vhost(&self, name: &str) -> anyhow::Result<()> {
+        let vhost = percent_encode(name);
+        let url = self.url(&format!("/api/vhosts/{vhost}"));
+        self.client.put(url).basic_auth(&self.user, Some(&self.password)).send().await?.error_for_status()?;
+        let url = self.url(&format!("/api/permissions/{vhost}/{}", percent_encode(&self.user)));
+        let permissions = serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"});
+        let request = self.client.put(url).basic_auth(&self.user, Some(&self.password)).json(&permissions);
+        request.send().await?.error_for_status()?;
+        Ok(())
+    }
+
+    /// `GET /api/overview`: the broker's version and more.
+    pub async fn overview(&self) -> anyhow::Result<serde_json::Value> {
+        let request = self.client.get(self.url("/api/overview")).basic_auth(&self.user, Some(&self.password));
+        Ok(request.send().await?.error_for_status()?.json().await?)
+    }
+
     pub async fn delete_vhost(&self, name: &str) -> anyhow::Result<()> {
         let url = self.url(&format!("/api/vhosts/{}", percent_encode(name)));
         let response = self.client.delete(url).basic_auth(&self.user, Some(&self.password)).send().await?;

@@ -1,0 +1,904 @@
+//! `cargo xtask bench`: the real stack (release binaries, six processes, this machine's
+//! PostgreSQL and RabbitMQ, sandbox providers) under load from our own generator, and one
+//! table of what it did, each figure next to this machine's ceiling for the same shape
+//! (`../shared/bench-limits.md`, measured in the same run). Written to
+//! `target/bench/latest.{md,json}` (and a dated copy).
+//!
+//! Phases, in order: the ceilings (before the stack starts); idle memory; intake with
+//! single requests (closed loop, 64 in flight) and with batches of 1,000; end to end, a
+//! burst of 100,000 notifications across the four channels, delivered/s from the database;
+//! open loop at 50 % and 100 % of that rate, accept-to-sent latency from the database
+//! (`deliveries.sent_at - notifications.created_at`); then, for each `--history` size,
+//! the tables filled with that many sent notifications, intake and relay again.
+//! Nothing is asserted: it measures.
+
+mod load;
+mod report;
+mod resources;
+mod stack;
+
+use std::{
+    collections::BTreeMap,
+    process::{ExitCode, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use serde_json::json;
+use sqlx::PgConnection;
+use tokio::process::Command;
+
+use self::{
+    load::{Stop, Target},
+    report::{Ceilings, Report, Row, num},
+    resources::{Sampler, Watched, Who},
+    stack::{SandboxCounter, Stack, Tuning},
+};
+use crate::{
+    dev::{self, STOP_GRACE},
+    procs::{Signals, Supervisor},
+    say,
+    services::{self, Endpoints, RabbitApi},
+    workspace_root,
+};
+
+pub struct Options {
+    pub smoke: bool,
+    /// Sizes of history to measure intake and relay with, in order.
+    pub history: Option<Vec<u64>>,
+    /// Skip measuring the ceilings (use the committed figures, marked as such).
+    pub no_limits: bool,
+}
+
+/// How much of everything: the full run, or the smoke run that only keeps the benchmark
+/// from rotting.
+struct Plan {
+    intake_secs: u64,
+    concurrency: usize,
+    batch_concurrency: usize,
+    batch_size: u64,
+    e2e_notifications: u64,
+    open_loop_secs: u64,
+    history: Vec<u64>,
+    history_intake_secs: u64,
+    relay_backlog: u64,
+    drain_deadline: Duration,
+}
+
+impl Plan {
+    fn new(options: &Options) -> Self {
+        let default_history = if options.smoke { vec![0, 10_000] } else { vec![0, 1_000_000] };
+        let history = options.history.clone().unwrap_or(default_history);
+        if options.smoke {
+            Plan {
+                intake_secs: 2,
+                concurrency: 64,
+                batch_concurrency: 2,
+                batch_size: 1000,
+                e2e_notifications: 2_000,
+                open_loop_secs: 2,
+                history,
+                history_intake_secs: 1,
+                relay_backlog: 2_000,
+                drain_deadline: Duration::from_secs(60),
+            }
+        } else {
+            Plan {
+                intake_secs: 10,
+                concurrency: 64,
+                batch_concurrency: 2,
+                batch_size: 1000,
+                e2e_notifications: 100_000,
+                open_loop_secs: 20,
+                history,
+                history_intake_secs: 5,
+                relay_backlog: 20_000,
+                drain_deadline: Duration::from_secs(900),
+            }
+        }
+    }
+}
+
+pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
+    let run_started = Instant::now();
+    let plan = Plan::new(&options);
+    let root = workspace_root();
+    let endpoints = Endpoints::defaults();
+    services::ensure_services(&endpoints).await?;
+
+    let build = dev::build(&root, true).await?;
+    let bin_dir = dev::target_dir(&root)?.join("release");
+    let dir = root.join("target").join("bench");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+
+    let ceilings = ceilings(&options, &dir).await?;
+
+    let tuning = Tuning { worker_prefetch: 256, relay_batch_size: 1000, rust_log: "warn".into() };
+    let stack = Stack::new(&endpoints, bin_dir, dir.clone(), tuning.clone())?;
+    let tenant = stack.prepare(&endpoints).await?;
+    let machine = machine(&endpoints).await;
+
+    if tokio::net::TcpStream::connect(stack::API_LISTEN).await.is_ok() {
+        bail!("something already listens on {} (another `cargo xtask bench`?)", stack::API_LISTEN);
+    }
+    let mut signals = Signals::install()?;
+    let mut supervisor = Supervisor::new();
+    if let Err(e) = stack.start(&mut supervisor) {
+        supervisor.stop(STOP_GRACE).await;
+        return Err(e);
+    }
+    let mut watched: Vec<Watched> =
+        supervisor.pids().into_iter().map(|(name, pid)| Watched { name, who: Who::Pid(pid) }).collect();
+    watched.push(Watched { name: "postgres".into(), who: Who::Comm("postgres") });
+    watched.push(Watched { name: "rabbitmq (beam.smp)".into(), who: Who::Comm("beam.smp") });
+    watched.push(Watched { name: "load generator (xtask)".into(), who: Who::Pid(std::process::id()) });
+    let sampler = Sampler::start(watched, Duration::from_millis(500));
+
+    let context = Bench { plan, stack, tenant_id: tenant.id.clone(), api_key: tenant.api_key.clone(), sampler };
+    let outcome = tokio::select! {
+        result = context.measure() => result,
+        name = signals.recv() => Err(anyhow::anyhow!("{name} received: benchmark interrupted")),
+        exit = supervisor.next_exit() => Err(anyhow::anyhow!(
+            "{} exited during the benchmark ({}); see target/bench/logs/",
+            exit.name,
+            exit.status.map_or_else(|e| e.to_string(), |s| crate::procs::describe(&s))
+        )),
+    };
+    let clean = supervisor.stop(STOP_GRACE).await;
+    if let Err(e) = RabbitApi::new(&endpoints.rabbitmq_api)?.delete_vhost(stack::VHOST).await {
+        say!("could not delete vhost {}: {e:#}", stack::VHOST);
+    }
+    let measured = outcome?;
+
+    let report = context_report(measured, &options, &tuning, &ceilings, machine, build, run_started.elapsed(), clean);
+    let stem = time::OffsetDateTime::now_utc()
+        .format(&time::macros::format_description!("[year][month][day]-[hour][minute][second]"))
+        .unwrap_or_else(|_| "run".into());
+    let stem = if options.smoke { format!("smoke-{stem}") } else { format!("bench-{stem}") };
+    report.write(&dir, &stem)?;
+    println!("{}", report.markdown());
+    say!("wrote {}/{stem}.md and .json (and latest.md, latest.json)", dir.display());
+    if !clean {
+        say!("a process did not stop cleanly on SIGTERM (see target/bench/logs/)");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The ceilings: measured now by `run.sh --quick` (the full run), or the committed medians
+/// (smoke, `--no-limits`, or when the script cannot run), clearly marked.
+async fn ceilings(options: &Options, dir: &std::path::Path) -> anyhow::Result<Ceilings> {
+    let shared = workspace_root().join("..").join("shared");
+    let committed = || -> anyhow::Result<Ceilings> {
+        let path = shared.join("bench-limits").join("measured-2026-11-25.json");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            say!("no {}: the table has no ceilings", path.display());
+            let source = format!("none: neither measured in this run nor found at {}", path.display());
+            return Ok(Ceilings { cases: Default::default(), source, measured: false });
+        };
+        Ceilings::from_json(
+            &text,
+            "NOT measured in this run: the committed medians of ../shared/bench-limits/measured-2026-11-25.json".into(),
+            false,
+        )
+    };
+    if options.smoke || options.no_limits {
+        return committed();
+    }
+    if services::find_program("wrk").is_none() {
+        let root = std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+        if root {
+            say!("installing wrk (the ceilings' HTTP probe needs it): apt-get install -y wrk");
+            let status = Command::new("apt-get").args(["install", "-y", "wrk"]).status().await;
+            if !status.is_ok_and(|s| s.success()) {
+                say!("could not install wrk: using the committed ceilings instead");
+                return committed();
+            }
+        } else {
+            say!("wrk is missing and we are not root: `sudo apt-get install -y wrk`; using the committed ceilings");
+            return committed();
+        }
+    }
+    let out = dir.join("limits.json");
+    let script = shared.join("bench-limits").join("run.sh");
+    say!("measuring this machine's ceilings: {} --quick --out {}", script.display(), out.display());
+    let started = Instant::now();
+    let status = Command::new("bash")
+        .arg(&script)
+        .args(["--quick", "--out"])
+        .arg(&out)
+        .stdout(Stdio::null())
+        .status()
+        .await
+        .context("running bench-limits/run.sh")?;
+    if !status.success() {
+        bail!("bench-limits/run.sh failed ({})", crate::procs::describe(&status));
+    }
+    say!("ceilings measured in {:.0}s", started.elapsed().as_secs_f64());
+    let text = std::fs::read_to_string(&out)?;
+    Ceilings::from_json(&text, "measured in this run: bench-limits/run.sh --quick (1 repetition of 3 s)".into(), true)
+}
+
+struct Machine {
+    cores: usize,
+    memory_gib: f64,
+    kernel: String,
+    postgres: String,
+    rabbitmq: String,
+}
+
+async fn machine(endpoints: &Endpoints) -> Machine {
+    let memory_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines().find_map(|l| l.strip_prefix("MemTotal:")?.trim().strip_suffix("kB")?.trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned();
+    let postgres = match services::connect_postgres(&endpoints.database_url).await {
+        Ok(mut conn) => {
+            let q = "SELECT current_setting('server_version') || ' (shared_buffers ' || current_setting('shared_buffers') \
+                     || ', synchronous_commit ' || current_setting('synchronous_commit') || ', max_connections ' \
+                     || current_setting('max_connections') || ')'";
+            sqlx::query_scalar::<_, String>(q).fetch_one(&mut conn).await.unwrap_or_default()
+        }
+        Err(_) => "unknown".into(),
+    };
+    let rabbitmq = match RabbitApi::new(&endpoints.rabbitmq_api) {
+        Ok(api) => api
+            .overview()
+            .await
+            .ok()
+            .and_then(|o| {
+                Some(format!("{} (Erlang {})", o["rabbitmq_version"].as_str()?, o["erlang_version"].as_str()?))
+            })
+            .unwrap_or_else(|| "unknown".into()),
+        Err(_) => "unknown".into(),
+    };
+    Machine {
+        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        memory_gib,
+        kernel,
+        postgres,
+        rabbitmq,
+    }
+}
+
+struct Bench {
+    plan: Plan,
+    stack: Stack,
+    tenant_id: String,
+    api_key: String,
+    sampler: Sampler,
+}
+
+/// Accept-to-sent of one phase's deliveries, from the database.
+#[derive(Debug, Default, Clone)]
+struct Delivered {
+    sent: i64,
+    not_sent: i64,
+    by_channel: BTreeMap<String, i64>,
+    p50_ms: f64,
+    p99_ms: f64,
+    /// From the first notification's acceptance to the last delivery's send.
+    span_secs: f64,
+}
+
+impl Delivered {
+    fn rate(&self) -> f64 {
+        self.sent as f64 / self.span_secs.max(1e-9)
+    }
+}
+
+struct HistoryPoint {
+    history: u64,
+    fill_secs: f64,
+    intake: f64,
+    intake_p99_ms: f64,
+    relay: f64,
+    relay_note: Option<String>,
+}
+
+struct Measured {
+    single: load::LoadResult,
+    batch: load::LoadResult,
+    e2e_intake: load::LoadResult,
+    e2e: Delivered,
+    e2e_cpu: BTreeMap<String, f64>,
+    e2e_wall_secs: f64,
+    open: Vec<(f64, f64, u64, load::LoadResult, Delivered)>,
+    single_cpu: BTreeMap<String, f64>,
+    idle: BTreeMap<String, resources::Memory>,
+    peak: BTreeMap<String, resources::Memory>,
+    history: Vec<HistoryPoint>,
+    sandbox_bytes: u64,
+}
+
+impl Bench {
+    async fn db(&self) -> anyhow::Result<PgConnection> {
+        services::connect_postgres(&self.stack.database_url).await
+    }
+
+    async fn measure(&self) -> anyhow::Result<Measured> {
+        let client = services::http_client()?;
+        dev::wait_healthy(&client, &self.stack.api).await?;
+        let target = Target::new(&self.stack.api, &self.api_key, self.plan.concurrency * 2)?;
+        let mut counter = SandboxCounter::new(&self.stack.sandbox_dir());
+        let mut expected = 0u64;
+
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let idle = self.sampler.memory();
+
+        let p = &self.plan;
+        say!("intake: single POSTs, {} in flight, {}s", p.concurrency, p.intake_secs);
+        let cpu0 = self.sampler.cpu();
+        let single = load::closed_loop(
+            &target,
+            "bench.intake.single",
+            p.concurrency,
+            0,
+            Stop::After(Duration::from_secs(p.intake_secs)),
+            None,
+        )
+        .await;
+        let single_cpu: BTreeMap<String, f64> =
+            self.sampler.cpu().since(&cpu0).into_iter().map(|(k, v)| (k, v / single.elapsed.as_secs_f64())).collect();
+        say!(
+            "  {} accepted/s, {} errors {}",
+            num(single.rate()),
+            single.errors,
+            single.first_error.as_deref().unwrap_or("")
+        );
+        expected += single.accepted;
+
+        say!("intake: batches of {}, {} in flight, {}s", p.batch_size, p.batch_concurrency, p.intake_secs);
+        let batch = load::closed_loop(
+            &target,
+            "bench.intake.batch",
+            p.batch_concurrency,
+            p.batch_size,
+            Stop::After(Duration::from_secs(p.intake_secs)),
+            None,
+        )
+        .await;
+        say!(
+            "  {} accepted/s, {} errors {}",
+            num(batch.rate()),
+            batch.errors,
+            batch.first_error.as_deref().unwrap_or("")
+        );
+        expected += batch.accepted;
+        self.drain(&mut counter, expected, "the intake phases").await?;
+
+        say!("end to end: {} notifications in batches, across the four channels", num(p.e2e_notifications as f64));
+        let cpu0 = self.sampler.cpu();
+        let t0 = Instant::now();
+        let e2e_intake = load::closed_loop(
+            &target,
+            "bench.e2e.burst",
+            p.batch_concurrency,
+            p.batch_size,
+            Stop::Requests(p.e2e_notifications.div_ceil(p.batch_size)),
+            None,
+        )
+        .await;
+        expected += e2e_intake.accepted;
+        self.drain(&mut counter, expected, "the end-to-end burst").await?;
+        let e2e_wall_secs = t0.elapsed().as_secs_f64();
+        let e2e_cpu = self.sampler.cpu().since(&cpu0);
+        let e2e = self.delivered("bench.e2e.burst").await?;
+        say!(
+            "  {} delivered/s; accept-to-sent p50 {} ms, p99 {} ms",
+            num(e2e.rate()),
+            num(e2e.p50_ms),
+            num(e2e.p99_ms)
+        );
+
+        let mut open = Vec::new();
+        for share in [0.5, 1.0] {
+            let rate = (e2e.rate() * share).max(1.0);
+            let kind = format!("bench.e2e.open{}", (share * 100.0) as u32);
+            say!("end to end: open loop at {} % of that, {}/s for {}s", share * 100.0, num(rate), p.open_loop_secs);
+            // Single requests while single intake can carry the rate, else small batches at
+            // about 100 requests/s, so that the rate, not the intake path, is what is tested.
+            let per_request = if rate <= 0.8 * single.rate() { 1 } else { (rate / 100.0).ceil() as u64 };
+            say!("  ({per_request} notifications per request)");
+            let duration = Duration::from_secs(p.open_loop_secs);
+            let result = load::open_loop(&target, &kind, rate, per_request, duration, 4096).await;
+            expected += result.accepted;
+            self.drain(&mut counter, expected, &kind).await?;
+            let delivered = self.delivered(&kind).await?;
+            say!(
+                "  accepted {}/s ({} dropped by the generator); accept-to-sent p50 {} ms, p99 {} ms",
+                num(result.rate()),
+                result.dropped,
+                num(delivered.p50_ms),
+                num(delivered.p99_ms)
+            );
+            open.push((share, rate, per_request, result, delivered));
+        }
+
+        let mut history = Vec::new();
+        let mut filled = 0u64;
+        for &size in &p.history {
+            let started = Instant::now();
+            if size > filled {
+                self.fill_history(filled, size).await?;
+                filled = size;
+            }
+            let fill_secs = started.elapsed().as_secs_f64();
+            let kind = format!("bench.history{size}.intake");
+            say!(
+                "history {}: intake, single POSTs, {} in flight, {}s",
+                num(size as f64),
+                p.concurrency,
+                p.history_intake_secs
+            );
+            let intake = load::closed_loop(
+                &target,
+                &kind,
+                p.concurrency,
+                0,
+                Stop::After(Duration::from_secs(p.history_intake_secs)),
+                None,
+            )
+            .await;
+            expected += intake.accepted;
+            self.drain(&mut counter, expected, &kind).await?;
+            let (relay, relay_note, accepted) = self.relay_rate(&target, size, batch.rate()).await?;
+            expected += accepted;
+            self.drain(&mut counter, expected, "the relay backlog").await?;
+            say!("  intake {}/s, relay {}/s", num(intake.rate()), num(relay));
+            history.push(HistoryPoint {
+                history: size,
+                fill_secs,
+                intake: intake.rate(),
+                intake_p99_ms: intake.ms(0.99),
+                relay,
+                relay_note,
+            });
+        }
+
+        let peak = self.sampler.memory();
+        let sandbox_bytes = stack::CHANNELS
+            .iter()
+            .filter_map(|c| std::fs::metadata(self.stack.sandbox_dir().join(format!("{c}.jsonl"))).ok())
+            .map(|m| m.len())
+            .sum();
+        Ok(Measured {
+            single,
+            batch,
+            e2e_intake,
+            e2e,
+            e2e_cpu,
+            e2e_wall_secs,
+            open,
+            single_cpu,
+            idle,
+            peak,
+            history,
+            sandbox_bytes,
+        })
+    }
+
+    /// Waits until the sandbox has recorded `expected` messages, then until the database
+    /// has recorded every outcome.
+    async fn drain(&self, counter: &mut SandboxCounter, expected: u64, what: &str) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let mut said = Instant::now();
+        loop {
+            let lines = counter.lines();
+            if lines >= expected {
+                break;
+            }
+            if started.elapsed() > self.plan.drain_deadline {
+                bail!(
+                    "after {what}: {lines} of {expected} messages sent after {}s",
+                    self.plan.drain_deadline.as_secs()
+                );
+            }
+            if said.elapsed() > Duration::from_secs(5) {
+                say!("  waiting for delivery: {} of {} sent", num(lines as f64), num(expected as f64));
+                said = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut db = self.db().await?;
+        loop {
+            let open: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM deliveries WHERE status NOT IN ('sent', 'failed', 'cancelled', 'suppressed')",
+            )
+            .fetch_one(&mut db)
+            .await?;
+            if open == 0 {
+                return Ok(());
+            }
+            if started.elapsed() > self.plan.drain_deadline {
+                bail!("after {what}: {open} deliveries still not final");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn delivered(&self, kind: &str) -> anyhow::Result<Delivered> {
+        let mut db = self.db().await?;
+        let row: (i64, i64, Option<f64>, Option<f64>, Option<f64>) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE d.status = 'sent'),
+                    count(*) FILTER (WHERE d.status <> 'sent'),
+                    1000 * percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM d.sent_at - n.created_at)::float8)
+                        FILTER (WHERE d.status = 'sent'),
+                    1000 * percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM d.sent_at - n.created_at)::float8)
+                        FILTER (WHERE d.status = 'sent'),
+                    extract(epoch FROM max(d.sent_at) - min(n.created_at))::float8
+             FROM notifications n JOIN deliveries d ON d.notification_id = n.id
+             WHERE n.tenant_id = $1::uuid AND n.type = $2",
+        )
+        .bind(&self.tenant_id)
+        .bind(kind)
+        .fetch_one(&mut db)
+        .await
+        .with_context(|| format!("reading the deliveries of {kind}"))?;
+        let by_channel: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT d.channel, count(*) FROM notifications n JOIN deliveries d ON d.notification_id = n.id
+             WHERE n.tenant_id = $1::uuid AND n.type = $2 AND d.status = 'sent' GROUP BY d.channel ORDER BY d.channel",
+        )
+        .bind(&self.tenant_id)
+        .bind(kind)
+        .fetch_all(&mut db)
+        .await?;
+        Ok(Delivered {
+            sent: row.0,
+            not_sent: row.1,
+            by_channel: by_channel.into_iter().collect(),
+            p50_ms: row.2.unwrap_or(f64::NAN),
+            p99_ms: row.3.unwrap_or(f64::NAN),
+            span_secs: row.4.unwrap_or(f64::NAN),
+        })
+    }
+
+    /// Notifications `from..to` of history: sent, each with its delivery, its attempt and
+    /// its `accepted` audit event, spread over the past days, written set-based in chunks.
+    async fn fill_history(&self, from: u64, to: u64) -> anyhow::Result<()> {
+        const CHUNK: u64 = 250_000;
+        let mut db = self.db().await?;
+        let started = Instant::now();
+        say!("history: filling notifications {} to {}", num(from as f64), num(to as f64));
+        let mut start = from;
+        while start < to {
+            let end = (start + CHUNK).min(to);
+            sqlx::query(HISTORY_SQL)
+                .bind(&self.tenant_id)
+                .bind(start as i64)
+                .bind(end as i64 - 1)
+                .execute(&mut db)
+                .await
+                .context("filling history")?;
+            start = end;
+            say!("  {} rows of each table ({:.0}s)", num(end as f64), started.elapsed().as_secs_f64());
+        }
+        sqlx::query("VACUUM ANALYZE notifications, deliveries, delivery_attempts, audit_events")
+            .execute(&mut db)
+            .await
+            .context("VACUUM ANALYZE after filling history")?;
+        say!(
+            "history: {} notifications in {:.0}s (with VACUUM ANALYZE)",
+            num(to as f64),
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+
+    /// The relay alone on a backlog: `relay_backlog` notifications accepted with one
+    /// `send_at` a little ahead, so their outbox rows all fall due at once; the rate is the
+    /// backlog over the time from that moment until the outbox is empty.
+    async fn relay_rate(
+        &self,
+        target: &Target,
+        history: u64,
+        batch_rate: f64,
+    ) -> anyhow::Result<(f64, Option<String>, u64)> {
+        let k = self.plan.relay_backlog;
+        let lead = Duration::from_secs_f64((k as f64 / batch_rate.max(100.0)) * 2.0 + 2.0);
+        let due = time::OffsetDateTime::now_utc() + lead;
+        let due_at = Instant::now() + lead;
+        let send_at = due.format(&time::format_description::well_known::Rfc3339)?;
+        say!(
+            "history {}: relay, {} scheduled notifications due in {:.1}s",
+            num(history as f64),
+            num(k as f64),
+            lead.as_secs_f64()
+        );
+        let submitted = load::closed_loop(
+            target,
+            &format!("bench.history{history}.relay"),
+            self.plan.batch_concurrency,
+            self.plan.batch_size,
+            Stop::Requests(k.div_ceil(self.plan.batch_size)),
+            Some(send_at),
+        )
+        .await;
+        let mut note = None;
+        if Instant::now() > due_at {
+            note = Some("the backlog was still being accepted when it fell due: the relay rate is understated".into());
+        }
+        let mut db = self.db().await?;
+        let empty_at = loop {
+            let left: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&mut db).await?;
+            let now = Instant::now();
+            if left == 0 && now >= due_at {
+                break now;
+            }
+            if now > due_at + self.plan.drain_deadline {
+                bail!("the relay left {left} outbox rows after {}s", self.plan.drain_deadline.as_secs());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let secs = empty_at.saturating_duration_since(due_at).as_secs_f64().max(0.02);
+        Ok((submitted.accepted as f64 / secs, note, submitted.accepted))
+    }
+}
+
+/// One chunk of history: `$2..=$3` are the notification numbers, `$1` the tenant. Ids are
+/// time-ordered like the API's UUIDv7 (48-bit millisecond prefix).
+const HISTORY_SQL: &str = r#"
+WITH g AS (
+    SELECT i, now() - interval '1 day' - make_interval(secs => i * 0.01) AS at
+    FROM generate_series($2::bigint, $3::bigint) AS i
+), n AS (
+    INSERT INTO notifications (id, tenant_id, type, status, priority, data, content, created_at, updated_at)
+    SELECT (lpad(to_hex((extract(epoch FROM at) * 1000)::bigint), 12, '0') || '7' || substr(md5(i::text), 1, 19))::uuid,
+           $1::uuid, 'history', 'sent', 'normal', jsonb_build_object('order', i::text),
+           '{"subject": "Your order shipped", "text": "It is on its way."}'::jsonb, at, at
+    FROM g
+    RETURNING id, created_at
+), d AS (
+    INSERT INTO deliveries (id, tenant_id, notification_id, channel, recipient, status, attempts, provider,
+                            provider_message_id, sent_at, created_at, updated_at)
+    SELECT (substr(replace(x.id::text, '-', ''), 1, 12) || '7' || substr(md5(x.id::text || 'd'), 1, 19))::uuid,
+           $1::uuid, x.id, x.channel,
+           CASE x.channel WHEN 'email' THEN 'user@example.com' WHEN 'novu' THEN 'subscriber-1' ELSE '+15550000001' END,
+           'sent', 1, 'sandbox', 'sandbox-' || md5(x.id::text), x.created_at + interval '1 second', x.created_at,
+           x.created_at + interval '1 second'
+    FROM (SELECT id, created_at, (ARRAY['email', 'sms', 'whatsapp', 'novu'])[1 + abs(hashtext(id::text)) % 4] AS channel
+          FROM n) AS x
+    RETURNING id, created_at
+), a AS (
+    INSERT INTO delivery_attempts (tenant_id, delivery_id, number, provider, outcome, latency_ms, started_at, finished_at)
+    SELECT $1::uuid, id, 1, 'sandbox', 'sent', 1, created_at + interval '900 milliseconds', created_at + interval '1 second'
+    FROM d
+)
+INSERT INTO audit_events (tenant_id, notification_id, action, actor, created_at)
+SELECT $1::uuid, id, 'accepted', 'api_key:history', created_at FROM n
+"#;
+
+#[allow(clippy::too_many_arguments)]
+fn context_report(
+    m: Measured,
+    options: &Options,
+    tuning: &Tuning,
+    ceilings: &Ceilings,
+    machine: Machine,
+    build: Duration,
+    run: Duration,
+    clean: bool,
+) -> Report {
+    let c = ceilings;
+    let lat = |r: &load::LoadResult| format!("{} / {} / {} ms", num(r.ms(0.5)), num(r.ms(0.99)), num(r.ms(0.999)));
+    let mut rows = Vec::new();
+
+    rows.push(
+        Row::new(
+            "intake",
+            "single `POST /v1/notifications` (1 recipient, 1 channel), closed loop, 64 in flight: accepted/s",
+            format!("{}/s", num(m.single.rate())),
+        )
+        .against(m.single.rate(), [c.get("pg_insert_1row_c64"), c.get("http_json_post_axum_c64")]),
+    );
+    rows.push(Row::new("intake", "single: accept latency p50 / p99 / p99.9", lat(&m.single)));
+    let busy: Vec<String> = {
+        let mut v: Vec<(&String, &f64)> = m.single_cpu.iter().filter(|(_, c)| **c >= 0.005).collect();
+        v.sort_by(|a, b| b.1.total_cmp(a.1));
+        v.iter().map(|(k, c)| format!("{k} {:.0} %", *c * 100.0)).collect()
+    };
+    rows.push(Row::new(
+        "intake",
+        "single: CPU during the phase, % of one core (the relay and workers deliver meanwhile)",
+        busy.join(", "),
+    ));
+    rows.push(
+        Row::new(
+            "intake",
+            "`POST /v1/notifications/batch` (1,000 per request), 2 in flight: accepted notifications/s",
+            format!("{}/s", num(m.batch.rate())),
+        )
+        .against(m.batch.rate(), [c.divided("pg_insert_100rows_c16", 3.0, "notif/s (3 rows each)")]),
+    );
+    rows.push(Row::new("intake", "batch: request latency p50 / p99 / p99.9", lat(&m.batch)));
+
+    let channels =
+        m.e2e.by_channel.iter().map(|(k, v)| format!("{k} {}", num(*v as f64))).collect::<Vec<_>>().join(", ");
+    rows.push(
+        Row::new(
+            "end to end",
+            format!(
+                "delivered/s, burst of {} notifications ({channels}), first accept to last send",
+                num(m.e2e.sent as f64)
+            ),
+            format!("{}/s", num(m.e2e.rate())),
+        )
+        .against(m.e2e.rate(), [c.get("amqp_publish_confirmed_pipelined"), c.get("amqp_consume_ack")]),
+    );
+    rows.push(Row::new(
+        "end to end",
+        "burst: accept-to-sent p50 / p99 (mostly time queued behind the burst)",
+        format!("{} / {} ms", num(m.e2e.p50_ms), num(m.e2e.p99_ms)),
+    ));
+    rows.push(Row::new(
+        "end to end",
+        "burst: intake rate while the pipeline drains",
+        format!("{}/s", num(m.e2e_intake.rate())),
+    ));
+    for (share, rate, per_request, result, delivered) in &m.open {
+        let how = if *per_request == 1 { "single POSTs".to_owned() } else { format!("batches of {per_request}") };
+        rows.push(
+            Row::new(
+                "end to end",
+                format!(
+                    "open loop at {:.0} % of the max ({}/s in {how}, {}s): delivered/s; accept-to-sent p50 / p99; request latency p50 / p99",
+                    share * 100.0,
+                    num(*rate),
+                    result.elapsed.as_secs()
+                ),
+                format!(
+                    "{}/s; {} / {} ms; {} / {} ms{}",
+                    num(delivered.rate()),
+                    num(delivered.p50_ms),
+                    num(delivered.p99_ms),
+                    num(result.ms(0.5)),
+                    num(result.ms(0.99)),
+                    if result.dropped + result.errors > 0 {
+                        format!(" ({} not started: generator at its in-flight cap, {} errors)", result.dropped, result.errors)
+                    } else {
+                        String::new()
+                    }
+                ),
+            )
+            .against(delivered.rate(), [c.get("amqp_publish_confirmed_pipelined")]),
+        );
+    }
+
+    let per_k = (m.e2e_intake.accepted as f64 / 1000.0).max(1e-9);
+    for name in m.peak.keys().chain(m.e2e_cpu.keys().filter(|k| !m.peak.contains_key(*k))) {
+        let idle = m.idle.get(name).map_or(f64::NAN, |x| x.rss_mib);
+        let peak = m.peak.get(name).map_or(f64::NAN, |x| x.peak_mib);
+        let cpu = m.e2e_cpu.get(name).copied().unwrap_or(f64::NAN);
+        rows.push(
+            Row::new(
+                "resources",
+                format!("{name}: RSS idle / peak; CPU s per 1,000 notifications (burst)"),
+                format!("{} / {} MiB; {} s", num(idle), num(peak), num(cpu / per_k)),
+            )
+            .extra(
+                json!({"idle_rss_mib": idle, "peak_rss_mib": peak, "cpu_s_per_1000": cpu / per_k, "cpu_s_burst": cpu}),
+            ),
+        );
+    }
+    let total_cpu: f64 = m.e2e_cpu.values().sum();
+    rows.push(Row::new(
+        "resources",
+        "all of the above: CPU s per 1,000 notifications (burst); CPU used of the 2 cores during the burst",
+        format!("{} s; {:.0} %", num(total_cpu / per_k), 100.0 * total_cpu / (m.e2e_wall_secs * machine.cores as f64)),
+    ));
+
+    for h in &m.history {
+        rows.push(
+            Row::new(
+                "history",
+                format!(
+                    "{} historical notifications: single intake, 64 in flight: accepted/s (p99)",
+                    num(h.history as f64)
+                ),
+                format!("{}/s ({} ms)", num(h.intake), num(h.intake_p99_ms)),
+            )
+            .against(h.intake, [c.get("pg_insert_1row_c64")]),
+        );
+        rows.push(
+            Row::new(
+                "history",
+                format!(
+                    "{} historical notifications: relay, outbox rows published/s{}",
+                    num(h.history as f64),
+                    h.relay_note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()
+                ),
+                format!("{}/s", num(h.relay)),
+            )
+            .against(h.relay, [c.get("amqp_publish_confirmed_pipelined")]),
+        );
+    }
+
+    let date = time::OffsetDateTime::now_utc();
+    let date_s = date.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    let header = vec![
+        ("Date".into(), date_s.clone()),
+        (
+            "Mode".into(),
+            if options.smoke { "--smoke (tiny counts: these figures mean nothing)".into() } else { "full".into() },
+        ),
+        (
+            "Machine".into(),
+            format!(
+                "{} cores, {:.1} GiB, Linux {}; everything, the load generator included, shares the cores",
+                machine.cores, machine.memory_gib, machine.kernel
+            ),
+        ),
+        ("PostgreSQL".into(), machine.postgres.clone()),
+        ("RabbitMQ".into(), machine.rabbitmq.clone()),
+        (
+            "Configuration".into(),
+            format!(
+                "release builds; `NOTIFY_WORKER__PREFETCH={}` (default 32), `NOTIFY_RELAY__BATCH_SIZE={}` (default 500), `RUST_LOG={}`; other settings default; sandbox provider on every channel, files under target/bench/sandbox ({} written)",
+                tuning.worker_prefetch,
+                tuning.relay_batch_size,
+                tuning.rust_log,
+                if m.sandbox_bytes >= 1 << 20 {
+                    format!("{} MiB", num(m.sandbox_bytes as f64 / 1048576.0))
+                } else {
+                    format!("{} bytes", m.sandbox_bytes)
+                }
+            ),
+        ),
+        ("Ceilings".into(), c.source.clone()),
+        ("Times".into(), format!("release build {:.0}s; run {:.0}s", build.as_secs_f64(), run.as_secs_f64())),
+    ];
+    let mut notes = vec![
+        "ratio = measured / ceiling; a ceiling is the fastest this machine does that shape with nothing of Notify in the way (`../shared/bench-limits.md`).".to_owned(),
+        "intake: notifications accepted (`202`, or a batch item's `202`) per second by a closed loop; accept latency is the HTTP round trip seen by the generator.".to_owned(),
+        "end to end: delivered/s = sent deliveries / (last `deliveries.sent_at` - first `notifications.created_at`) of the phase; accept-to-sent = `sent_at - created_at` (both transaction start times). Open loop: requests started at the rate whatever the answers; accept latency counted from the intended start.".to_owned(),
+        "resources: RSS from /proc/<pid>/status (peak: VmHWM; for PostgreSQL and RabbitMQ, the largest sampled sum of their processes' PSS, so shared buffers count once); CPU = utime + stime from /proc/<pid>/stat over the burst phase (its intake and its delivery) divided by its notifications. PostgreSQL's backends that exit are not counted. PostgreSQL and RabbitMQ are the machine's own: anything else using them during the run is counted too.".to_owned(),
+        "history: the tables filled with N sent notifications (one delivery, attempt and audit event each), set-based, then VACUUM ANALYZE; relay = a backlog of scheduled notifications falling due at once, over the time until the outbox is empty (the workers run meanwhile).".to_owned(),
+    ];
+    let sent_failed: i64 = m.open.iter().map(|o| o.4.not_sent).sum::<i64>() + m.e2e.not_sent;
+    if sent_failed > 0 {
+        notes.push(format!("{sent_failed} deliveries of the end-to-end phases ended other than `sent`."));
+    }
+    if !clean {
+        notes.push("a process did not stop cleanly on SIGTERM at the end of the run (target/bench/logs/).".into());
+    }
+    let json = json!({
+        "date": date_s,
+        "smoke": options.smoke,
+        "machine": {"cores": machine.cores, "memory_gib": machine.memory_gib, "kernel": machine.kernel,
+                    "postgres": machine.postgres, "rabbitmq": machine.rabbitmq},
+        "configuration": {"worker_prefetch": tuning.worker_prefetch, "relay_batch_size": tuning.relay_batch_size, "rust_log": tuning.rust_log},
+        "build_secs": build.as_secs_f64(),
+        "run_secs": run.as_secs_f64(),
+        "intake": {
+            "single": {"cpu_cores": m.single_cpu, "accepted_per_s": m.single.rate(), "accepted": m.single.accepted, "errors": m.single.errors,
+                       "first_error": m.single.first_error, "p50_ms": m.single.ms(0.5), "p99_ms": m.single.ms(0.99), "p999_ms": m.single.ms(0.999)},
+            "batch": {"accepted_per_s": m.batch.rate(), "accepted": m.batch.accepted, "errors": m.batch.errors,
+                      "first_error": m.batch.first_error, "p50_ms": m.batch.ms(0.5), "p99_ms": m.batch.ms(0.99), "p999_ms": m.batch.ms(0.999)},
+        },
+        "end_to_end": {
+            "burst": {"notifications": m.e2e_intake.accepted, "sent": m.e2e.sent, "by_channel": m.e2e.by_channel,
+                      "delivered_per_s": m.e2e.rate(), "span_s": m.e2e.span_secs, "p50_ms": m.e2e.p50_ms, "p99_ms": m.e2e.p99_ms,
+                      "intake_per_s": m.e2e_intake.rate(), "cpu_s": m.e2e_cpu},
+            "open_loop": m.open.iter().map(|(share, rate, per_request, r, d)| json!({
+                "share_of_max": share, "target_per_s": rate, "per_request": per_request, "accepted_per_s": r.rate(), "dropped": r.dropped, "errors": r.errors,
+                "accept_p50_ms": r.ms(0.5), "accept_p99_ms": r.ms(0.99), "accept_p999_ms": r.ms(0.999),
+                "delivered_per_s": d.rate(), "sent": d.sent, "accept_to_sent_p50_ms": d.p50_ms, "accept_to_sent_p99_ms": d.p99_ms,
+            })).collect::<Vec<_>>(),
+        },
+        "history": m.history.iter().map(|h| json!({
+            "history": h.history, "fill_s": h.fill_secs, "intake_per_s": h.intake, "intake_p99_ms": h.intake_p99_ms,
+            "relay_per_s": h.relay, "relay_note": h.relay_note,
+        })).collect::<Vec<_>>(),
+    });
+    Report {
+        title: format!("Notify benchmark, {}", &date_s[..10.min(date_s.len())]),
+        header,
+        rows,
+        notes,
+        ceilings: c.clone(),
+        json,
+    }
+}

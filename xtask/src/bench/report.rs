@@ -1,0 +1,212 @@
+//! The benchmark's one table, as Markdown and JSON, under `target/bench/`.
+
+use std::{collections::BTreeMap, path::Path};
+
+use anyhow::Context;
+use serde_json::{Value, json};
+
+/// A ceiling of `../shared/bench-limits.md`: its case name, value and unit.
+#[derive(Clone, Debug)]
+pub struct Ceiling {
+    pub case: String,
+    pub value: f64,
+    pub unit: String,
+}
+
+/// The ceilings of this run: measured by `run.sh --quick`, or (smoke, or when they could
+/// not be measured) the committed medians, marked as such.
+#[derive(Clone, Debug)]
+pub struct Ceilings {
+    pub cases: BTreeMap<String, Ceiling>,
+    /// Where the figures come from, for the reader.
+    pub source: String,
+    pub measured: bool,
+}
+
+impl Ceilings {
+    pub fn get(&self, case: &str) -> Option<Ceiling> {
+        self.cases.get(case).cloned()
+    }
+
+    /// Reads the JSON of `bench-limits/run.sh` (its medians).
+    pub fn from_json(text: &str, source: String, measured: bool) -> anyhow::Result<Self> {
+        let value: Value = serde_json::from_str(text).context("the ceilings' JSON")?;
+        let cases = value["cases"].as_object().context("no `cases` in the ceilings' JSON")?;
+        let cases = cases
+            .iter()
+            .filter_map(|(name, c)| {
+                let ceiling = Ceiling {
+                    case: name.clone(),
+                    value: c["median"].as_f64()?,
+                    unit: c["unit"].as_str().unwrap_or("").to_owned(),
+                };
+                Some((name.clone(), ceiling))
+            })
+            .collect();
+        Ok(Self { cases, source, measured })
+    }
+
+    /// A derived ceiling: `case` divided by `by`, named for what it means.
+    pub fn divided(&self, case: &str, by: f64, unit: &str) -> Option<Ceiling> {
+        let c = self.get(case)?;
+        Some(Ceiling { case: format!("{case} / {by}"), value: c.value / by, unit: unit.into() })
+    }
+}
+
+/// One line of the table: a figure, and (when it has one) its ceiling and the ratio.
+#[derive(Clone, Debug)]
+pub struct Row {
+    pub section: &'static str,
+    pub figure: String,
+    /// As printed.
+    pub measured: String,
+    /// The figure compared with the ceiling, in the ceiling's unit.
+    pub value: Option<f64>,
+    pub ceilings: Vec<Ceiling>,
+    pub extra: Value,
+}
+
+impl Row {
+    pub fn new(section: &'static str, figure: impl Into<String>, measured: impl Into<String>) -> Self {
+        Self {
+            section,
+            figure: figure.into(),
+            measured: measured.into(),
+            value: None,
+            ceilings: Vec::new(),
+            extra: Value::Null,
+        }
+    }
+
+    pub fn against(mut self, value: f64, ceilings: impl IntoIterator<Item = Option<Ceiling>>) -> Self {
+        self.value = Some(value);
+        self.ceilings = ceilings.into_iter().flatten().collect();
+        self
+    }
+
+    pub fn extra(mut self, extra: Value) -> Self {
+        self.extra = extra;
+        self
+    }
+}
+
+pub struct Report {
+    pub title: String,
+    /// `key: value` lines printed above the table.
+    pub header: Vec<(String, String)>,
+    pub rows: Vec<Row>,
+    /// Lines printed below the table.
+    pub notes: Vec<String>,
+    pub ceilings: Ceilings,
+    pub json: Value,
+}
+
+/// `12,345` for figures of 100 and more, `12.3` below, `0.123` below 1.
+pub fn num(v: f64) -> String {
+    if !v.is_finite() {
+        return "n/a".into();
+    }
+    if v == 0.0 {
+        return "0".into();
+    }
+    if v.abs() >= 100.0 {
+        let s = format!("{:.0}", v.abs());
+        let mut out = String::new();
+        for (i, c) in s.chars().enumerate() {
+            if i > 0 && (s.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        if v < 0.0 { format!("-{out}") } else { out }
+    } else if v.abs() >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+impl Report {
+    pub fn markdown(&self) -> String {
+        let mut md = format!("### {}\n\n", self.title);
+        for (k, v) in &self.header {
+            md.push_str(&format!("- **{k}:** {v}\n"));
+        }
+        md.push_str("\n| | figure | measured | ceiling (bench-limits case) | ratio |\n|---|---|---:|---|---:|\n");
+        let mut last = "";
+        for row in &self.rows {
+            let section = if row.section == last { "" } else { row.section };
+            last = row.section;
+            let (ceiling, ratio) = if row.ceilings.is_empty() {
+                ("".to_owned(), "".to_owned())
+            } else {
+                let value = row.value.unwrap_or(f64::NAN);
+                let c: Vec<String> =
+                    row.ceilings.iter().map(|c| format!("{} {} `{}`", num(c.value), c.unit, c.case)).collect();
+                let r: Vec<String> = row.ceilings.iter().map(|c| format!("{:.3}", value / c.value)).collect();
+                (c.join("<br>"), r.join("<br>"))
+            };
+            md.push_str(&format!("| {section} | {} | {} | {ceiling} | {ratio} |\n", row.figure, row.measured));
+        }
+        if !self.notes.is_empty() {
+            md.push('\n');
+            for note in &self.notes {
+                md.push_str(&format!("- {note}\n"));
+            }
+        }
+        md
+    }
+
+    pub fn to_json(&self) -> Value {
+        let rows: Vec<Value> = self
+            .rows
+            .iter()
+            .map(|r| {
+                json!({
+                    "section": r.section,
+                    "figure": r.figure,
+                    "measured": r.measured,
+                    "value": r.value,
+                    "ceilings": r.ceilings.iter().map(|c| json!({
+                        "case": c.case, "value": c.value, "unit": c.unit,
+                        "ratio": r.value.map(|v| v / c.value),
+                    })).collect::<Vec<_>>(),
+                    "extra": r.extra,
+                })
+            })
+            .collect();
+        let ceilings: BTreeMap<&String, Value> =
+            self.ceilings.cases.iter().map(|(k, c)| (k, json!({"median": c.value, "unit": c.unit}))).collect();
+        let mut json = self.json.clone();
+        json["rows"] = json!(rows);
+        json["ceilings"] =
+            json!({"measured_in_this_run": self.ceilings.measured, "source": self.ceilings.source, "cases": ceilings});
+        json["header"] = json!(self.header.iter().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>());
+        json["notes"] = json!(self.notes);
+        json
+    }
+
+    /// Writes `<stem>.md` and `<stem>.json`, and the same as `latest.md`/`latest.json`.
+    pub fn write(&self, dir: &Path, stem: &str) -> anyhow::Result<()> {
+        let md = self.markdown();
+        let json = serde_json::to_string_pretty(&self.to_json())? + "\n";
+        for name in [stem, "latest"] {
+            std::fs::write(dir.join(format!("{name}.md")), &md)?;
+            std::fs::write(dir.join(format!("{name}.json")), &json)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_numbers() {
+        assert_eq!(num(1234567.4), "1,234,567");
+        assert_eq!(num(123.0), "123");
+        assert_eq!(num(12.34), "12.3");
+        assert_eq!(num(0.1234), "0.123");
+    }
+}
