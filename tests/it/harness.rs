@@ -355,6 +355,19 @@ impl TestApp {
         format!("{}{path}", self.api_url)
     }
 
+    /// Any API call with the tenant's key: `method` on `path` with an optional JSON body;
+    /// returns status and JSON body (`null` when there is none).
+    pub async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+        let mut request = self.http.request(method, self.url(path)).bearer_auth(&self.api_key);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     /// POSTs a notification with the tenant's key; returns status and JSON body.
     pub async fn post(&self, body: &Value) -> (u16, Value) {
         let response =

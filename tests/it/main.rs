@@ -4,6 +4,7 @@
 
 mod actions;
 mod api;
+mod audience;
 mod batch;
 mod delivery;
 mod failures;
@@ -18,4 +19,6 @@ mod providers_http;
 mod receipts;
 mod relay;
 mod stubs;
+mod subscribers;
+mod templates;
 mod traces;

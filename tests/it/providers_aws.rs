@@ -207,6 +207,8 @@ fn sms_job(recipient: &str, text: String) -> DeliveryJob {
         priority: Priority::Normal,
         content: Content { text: Some(text), ..Default::default() },
         data: Default::default(),
+        workflow: None,
+        retry: None,
     }
 }
 

@@ -105,6 +105,12 @@ pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
         Race::Exited(exit) => return died(&mut supervisor, exit).await,
     }
 
+    match race(seed_directory(&client, &api, &tenant.api_key), &mut signals, &mut supervisor).await {
+        Race::Done(Ok(())) => {}
+        Race::Done(Err(e)) => return fail(&mut supervisor, e).await,
+        Race::Signal(name) => return interrupted(&mut supervisor, name).await,
+        Race::Exited(exit) => return died(&mut supervisor, exit).await,
+    }
     print_banner(&api, &tenant, &sandbox_dir);
 
     if options.smoke {
@@ -271,6 +277,42 @@ pub async fn wait_healthy(client: &reqwest::Client, api: &str) -> anyhow::Result
 /// The example notification, as printed for curl and as the smoke test sends it.
 const EXAMPLE_BODY: &str = r#"{"type":"demo.hello","to":[{"email":"ada@example.com"}],"content":{"subject":"Hello","text":"Hello from Notify"}}"#;
 
+/// The same by subscriber id: the type's template renders it in the subscriber's locale.
+const SUBSCRIBER_BODY: &str =
+    r#"{"type":"demo.welcome","to":[{"subscriber_id":"demo-user"}],"data":{"product":"Notify"}}"#;
+
+/// What the demo tenant starts with: the type `demo.welcome`, its email template in
+/// English and German, and the subscriber `demo-user` (German), all through the API.
+async fn seed_directory(client: &reqwest::Client, api: &str, key: &str) -> anyhow::Result<()> {
+    let puts = [
+        ("/v1/types/demo.welcome", r#"{"channels":["email"]}"#),
+        (
+            "/v1/templates/demo.welcome/email",
+            r#"{"subject":"Welcome to {{ product }}","text":"Hello {{ subscriber.data.name }}, welcome to {{ product }}."}"#,
+        ),
+        (
+            "/v1/templates/demo.welcome/email?locale=de",
+            r#"{"subject":"Willkommen bei {{ product }}","text":"Hallo {{ subscriber.data.name }}, willkommen bei {{ product }}."}"#,
+        ),
+        ("/v1/subscribers/demo-user", r#"{"email":"grace@example.com","locale":"de-DE","data":{"name":"Grace"}}"#),
+    ];
+    for (path, body) in puts {
+        let response = client
+            .put(format!("{api}{path}"))
+            .bearer_auth(key)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("PUT {path}"))?;
+        if !response.status().is_success() {
+            let status = response.status();
+            bail!("PUT {path} answered {status}: {}", response.text().await.unwrap_or_default());
+        }
+    }
+    Ok(())
+}
+
 fn print_banner(api: &str, tenant: &Tenant, sandbox_dir: &Path) {
     let key = &tenant.api_key;
     let body = EXAMPLE_BODY;
@@ -292,7 +334,12 @@ Send a notification:
 
   curl -sS -X POST {api}/v1/notifications -H \"Authorization: Bearer {key}\" -H \"Content-Type: application/json\" -d '{body}'
 
-Read it back: replace <id> with the \"id\" of the answer to the command above:
+Send one by subscriber id (type, template and subscriber are set up; the email is
+rendered from the German template):
+
+  curl -sS -X POST {api}/v1/notifications -H \"Authorization: Bearer {key}\" -H \"Content-Type: application/json\" -d '{by_subscriber}'
+
+Read it back: replace <id> with the \"id\" of an answer above:
 
   curl -sS {api}/v1/notifications/<id> -H \"Authorization: Bearer {key}\"
 
@@ -301,18 +348,38 @@ Press Ctrl-C to stop everything.
 ",
         tenant_id = tenant.id,
         sandbox = sandbox_dir.display(),
+        by_subscriber = SUBSCRIBER_BODY,
     );
 }
 
-/// Sends the example notification, waits until it is `sent`, checks the sandbox file.
+/// Sends the example notifications (inline content, then by subscriber id), waits until
+/// each is `sent`, and checks the sandbox file holds what was rendered.
 async fn smoke(client: &reqwest::Client, api: &str, key: &str, sandbox_file: &Path) -> anyhow::Result<()> {
-    say!("smoke: POST {api}/v1/notifications");
+    send_and_wait(client, api, key, EXAMPLE_BODY, sandbox_file).await?;
+    let recorded = send_and_wait(client, api, key, SUBSCRIBER_BODY, sandbox_file).await?;
+    if !recorded.contains("Willkommen bei Notify") {
+        bail!("{} lacks the German rendering of the subscriber's notification", sandbox_file.display());
+    }
+    println!("smoke: the notification by subscriber id was rendered from the German template");
+    Ok(())
+}
+
+/// POSTs `body`, polls until the notification is `sent`, checks the sandbox file mentions
+/// it; returns the sandbox file's content.
+async fn send_and_wait(
+    client: &reqwest::Client,
+    api: &str,
+    key: &str,
+    body: &'static str,
+    sandbox_file: &Path,
+) -> anyhow::Result<String> {
+    say!("smoke: POST {api}/v1/notifications {body}");
     let started = Instant::now();
     let response = client
         .post(format!("{api}/v1/notifications"))
         .bearer_auth(key)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(EXAMPLE_BODY)
+        .body(body)
         .send()
         .await
         .context("POST /v1/notifications")?;
@@ -359,5 +426,5 @@ async fn smoke(client: &reqwest::Client, api: &str, key: &str, sandbox_file: &Pa
         bail!("{} does not mention notification {id}", sandbox_file.display());
     }
     println!("smoke: {} records notification {id}", sandbox_file.display());
-    Ok(())
+    Ok(recorded)
 }

@@ -1,6 +1,6 @@
 use uuid::Uuid;
 
-use crate::{Channel, Content, Priority};
+use crate::{Channel, Content, Priority, RetryPolicy};
 
 /// One claimed delivery attempt: everything a provider needs to send it.
 #[derive(Clone, Debug)]
@@ -18,8 +18,13 @@ pub struct DeliveryJob {
     /// The notification type; Novu's workflow key.
     pub kind: String,
     pub priority: Priority,
+    /// What to send: rendered for this delivery, or the notification's inline content.
     pub content: Content,
     pub data: serde_json::Map<String, serde_json::Value>,
+    /// The type's Novu workflow key, when it is not the type's key.
+    pub workflow: Option<String>,
+    /// The type's retry policy, overriding the channel's.
+    pub retry: Option<RetryPolicy>,
 }
 
 impl DeliveryJob {

@@ -1,5 +1,6 @@
 //! Notify's vocabulary: channels, priorities, statuses, the accepted-notification request
-//! and its validation, the broker message, the retry policy and send outcomes.
+//! and its validation, subscribers, types, templates, the planning of deliveries, the
+//! broker message, the retry policy and send outcomes.
 //!
 //! This crate does no I/O and knows nothing of sqlx, lapin, axum or any provider SDK.
 
@@ -8,17 +9,23 @@ pub mod api_key;
 pub mod backoff;
 pub mod channel;
 pub mod job;
+pub mod locale;
 pub mod message;
+pub mod notification_type;
 pub mod outcome;
+pub mod plan;
 pub mod request;
 pub mod retry;
 pub mod status;
+pub mod subscriber;
+pub mod template;
 pub mod view;
 
 pub use channel::{Channel, Priority};
 pub use job::DeliveryJob;
 pub use message::DeliveryMessage;
 pub use outcome::{FailureKind, SendFailure, SendOutcome, SendReceipt};
-pub use request::{Content, FieldError, NewNotification, PlannedDelivery, Recipient, ValidNotification};
+pub use plan::{Directory, Plan, PlannedDelivery, Skip};
+pub use request::{Content, FieldError, NewNotification, Recipient, ValidNotification};
 pub use retry::RetryPolicy;
 pub use status::{DeliveryStatus, NotificationStatus};

@@ -1,12 +1,13 @@
-//! `POST /v1/notifications`: the request body, its validation, and the deliveries it
-//! plans (one per recipient address x channel).
+//! `POST /v1/notifications`: the request body and the checks that need no database.
+//! Working out the deliveries (subscribers, topics, types, templates, preferences) is
+//! [`crate::plan`]'s.
 
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
 use crate::{Channel, Priority, address};
 
-/// Recipients per notification.
+/// Entries in `to` (a topic counts as one, whatever its size).
 pub const MAX_RECIPIENTS: usize = 100;
 /// Serialized size of `data`.
 pub const MAX_DATA_BYTES: usize = 64 * 1024;
@@ -20,15 +21,22 @@ pub struct NewNotification {
     /// What happened, as a dotted name (`invoice.overdue`); Novu's workflow key.
     #[serde(rename = "type")]
     pub kind: String,
-    /// 1 to 100 recipients.
+    /// 1 to 100 recipients: addresses, subscribers by id, topics. Required unless
+    /// `audience` is given.
+    #[serde(default)]
     pub to: Vec<Recipient>,
-    /// Default: every channel some recipient has an address for.
+    /// Instead of `to`: every member of the tenant's `customer` or `support` topic.
+    #[serde(default)]
+    pub audience: Option<Audience>,
+    /// Default: the type's channels; for a type the tenant has not defined, every channel
+    /// some recipient has an address for.
     #[serde(default)]
     pub channels: Option<Vec<Channel>>,
     /// Free data, at most 64 KiB; Novu's payload.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub data: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Inline content for every channel; without it, the type's templates render it.
     #[serde(default)]
     pub content: Option<Content>,
     #[serde(default)]
@@ -45,8 +53,10 @@ pub struct NewNotification {
     pub idempotency_key: Option<String>,
 }
 
-/// One recipient: addresses given inline. `subscriber_id` is the recipient's id in Novu.
-#[derive(Clone, Debug, Default, Deserialize, utoipa::ToSchema)]
+/// One entry of `to`: a subscriber by id (its stored addresses, which addresses given
+/// here override), addresses alone, or every member of a topic (`{"topic": "support"}`,
+/// nothing else). A `subscriber_id` is also the recipient's id in Novu.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Recipient {
     pub subscriber_id: Option<String>,
@@ -55,6 +65,7 @@ pub struct Recipient {
     pub phone: Option<String>,
     /// E.164, for WhatsApp.
     pub whatsapp: Option<String>,
+    pub topic: Option<String>,
 }
 
 impl Recipient {
@@ -67,10 +78,34 @@ impl Recipient {
             Channel::Novu => self.subscriber_id.as_deref(),
         }
     }
+
+    /// Whether an address is given inline (not just an id or a topic).
+    pub fn has_inline_address(&self) -> bool {
+        self.email.is_some() || self.phone.is_some() || self.whatsapp.is_some()
+    }
 }
 
-/// Inline content. Email needs `subject` and `text` or `html`; SMS and WhatsApp need
-/// `text`; Novu renders in its own workflow and takes `data` as its payload.
+/// Who a notification without `to` goes to: the members of the tenant's topic of that name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Audience {
+    Customer,
+    Support,
+}
+
+impl Audience {
+    pub fn topic(self) -> &'static str {
+        match self {
+            Audience::Customer => "customer",
+            Audience::Support => "support",
+        }
+    }
+}
+
+/// Content, given inline or rendered from a template (a template holds the same fields as
+/// minijinja sources). Email needs `subject` and `text` or `html`; SMS and WhatsApp need
+/// `text`; the in-app inbox uses `title`, `body` and `action_url`; Novu renders in its own
+/// workflow and takes `data` as its payload.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Content {
@@ -80,6 +115,12 @@ pub struct Content {
     pub text: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub html: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_url: Option<String>,
 }
 
 /// One rejected field, named by its JSON path (`to[2].email`).
@@ -95,24 +136,31 @@ impl FieldError {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PlannedDelivery {
-    pub channel: Channel,
-    /// The address (or Novu subscriber id) on that channel.
-    pub recipient: String,
-}
-
-/// A notification that passed validation, with the deliveries it makes.
+/// A notification that passed the checks that need no database.
 #[derive(Clone, Debug)]
 pub struct ValidNotification {
     pub kind: String,
     pub priority: Priority,
     pub data: serde_json::Map<String, serde_json::Value>,
-    pub content: Content,
+    /// Inline content; `None`: the type's templates.
+    pub content: Option<Content>,
     /// `None` means now; a time in the past is treated as now.
     pub send_at: Option<OffsetDateTime>,
     pub correlation_id: Option<String>,
-    pub deliveries: Vec<PlannedDelivery>,
+    /// The channels asked for, de-duplicated; `None`: the type's.
+    pub channels: Option<Vec<Channel>>,
+    /// The recipients; an `audience` became its topic.
+    pub to: Vec<Recipient>,
+}
+
+impl ValidNotification {
+    pub fn subscriber_ids(&self) -> impl Iterator<Item = &str> {
+        self.to.iter().filter(|r| r.topic.is_none()).filter_map(|r| r.subscriber_id.as_deref())
+    }
+
+    pub fn topics(&self) -> impl Iterator<Item = &str> {
+        self.to.iter().filter_map(|r| r.topic.as_deref())
+    }
 }
 
 /// Limits that are configuration rather than contract.
@@ -129,39 +177,46 @@ impl Default for Limits {
 }
 
 impl NewNotification {
-    /// Checks everything that can be checked without the database and plans the
-    /// deliveries. Every problem is reported, not just the first.
+    /// Checks everything that can be checked without the database. Every problem is
+    /// reported, not just the first.
     pub fn validate(self, limits: Limits, now: OffsetDateTime) -> Result<ValidNotification, Vec<FieldError>> {
         let mut errors = Vec::new();
 
-        if self.kind.is_empty() || self.kind.len() > 200 {
-            errors.push(FieldError::new("type", "must be 1 to 200 characters"));
-        } else if !self.kind.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '/')) {
-            errors.push(FieldError::new("type", "may contain only letters, digits and . _ - : /"));
+        if !crate::notification_type::is_valid_key(&self.kind) {
+            errors.push(FieldError::new("type", "must be 1 to 200 letters, digits and . _ - : /"));
         }
 
-        if self.to.is_empty() {
-            errors.push(FieldError::new("to", "must name at least one recipient"));
-        } else if self.to.len() > MAX_RECIPIENTS {
-            errors.push(FieldError::new("to", format!("at most {MAX_RECIPIENTS} recipients")));
+        let mut to = self.to;
+        match (to.is_empty(), self.audience) {
+            (true, None) => errors.push(FieldError::new("to", "must name at least one recipient, or give `audience`")),
+            (true, Some(audience)) => {
+                to.push(Recipient { topic: Some(audience.topic().to_owned()), ..Default::default() })
+            }
+            (false, Some(_)) => errors.push(FieldError::new("audience", "give either `to` or `audience`, not both")),
+            (false, None) if to.len() > MAX_RECIPIENTS => {
+                errors.push(FieldError::new("to", format!("at most {MAX_RECIPIENTS} recipients")))
+            }
+            (false, None) => {}
         }
-        for (i, r) in self.to.iter().enumerate() {
+        for (i, r) in to.iter().enumerate() {
             check_recipient(i, r, &mut errors);
         }
 
-        let channels: Vec<Channel> = match &self.channels {
+        let channels = match self.channels {
             Some(list) if list.is_empty() => {
                 errors.push(FieldError::new("channels", "must name at least one channel when given"));
-                vec![]
+                None
             }
-            Some(list) => dedup(list.clone()),
-            // No notification types yet: the channels are those the recipients have addresses for.
-            None => Channel::ALL.into_iter().filter(|c| self.to.iter().any(|r| r.address_for(*c).is_some())).collect(),
+            Some(list) => Some(dedup(list)),
+            None => None,
         };
 
-        let content = self.content.unwrap_or_default();
-        for channel in &channels {
-            check_content(*channel, &content, &mut errors);
+        // Inline content must suit every channel asked for; with the type's channels it is
+        // checked once they are known.
+        if let (Some(content), Some(channels)) = (&self.content, &channels) {
+            for channel in channels {
+                check_content(*channel, content, "content", &mut errors);
+            }
         }
 
         let data = self.data.unwrap_or_default();
@@ -190,21 +245,6 @@ impl NewNotification {
             errors.push(FieldError::new("idempotency_key", "must be 1 to 255 printable ASCII characters"));
         }
 
-        let mut deliveries = Vec::new();
-        for channel in &channels {
-            for r in &self.to {
-                if let Some(addr) = r.address_for(*channel) {
-                    let planned = PlannedDelivery { channel: *channel, recipient: addr.to_owned() };
-                    if !deliveries.contains(&planned) {
-                        deliveries.push(planned);
-                    }
-                }
-            }
-        }
-        if errors.is_empty() && deliveries.is_empty() {
-            errors.push(FieldError::new("to", "no recipient has an address for any of the requested channels"));
-        }
-
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -212,10 +252,11 @@ impl NewNotification {
             kind: self.kind,
             priority: self.priority,
             data,
-            content,
+            content: self.content,
             send_at: self.send_at.filter(|at| *at > now),
             correlation_id: self.correlation_id,
-            deliveries,
+            channels,
+            to,
         })
     }
 }
@@ -237,13 +278,28 @@ fn dedup(mut v: Vec<Channel>) -> Vec<Channel> {
 
 fn check_recipient(i: usize, r: &Recipient, errors: &mut Vec<FieldError>) {
     let at = |f: &str| format!("to[{i}].{f}");
-    if r.subscriber_id.is_none() && r.email.is_none() && r.phone.is_none() && r.whatsapp.is_none() {
-        errors.push(FieldError::new(format!("to[{i}]"), "needs at least one of subscriber_id, email, phone, whatsapp"));
+    if let Some(topic) = &r.topic {
+        if r.subscriber_id.is_some() || r.has_inline_address() {
+            errors.push(FieldError::new(at("topic"), "a topic entry names the topic and nothing else"));
+        }
+        if !crate::notification_type::is_valid_key(topic) {
+            errors.push(FieldError::new(at("topic"), "must be 1 to 200 letters, digits and . _ - : /"));
+        }
+        return;
+    }
+    if r.subscriber_id.is_none() && !r.has_inline_address() {
+        errors.push(FieldError::new(
+            format!("to[{i}]"),
+            "needs at least one of subscriber_id, email, phone, whatsapp, topic",
+        ));
     }
     if let Some(id) = &r.subscriber_id
-        && (id.is_empty() || id.len() > 200)
+        && !crate::subscriber::is_valid_subscriber_id(id)
     {
-        errors.push(FieldError::new(at("subscriber_id"), "must be 1 to 200 characters"));
+        errors.push(FieldError::new(
+            at("subscriber_id"),
+            "must be 1 to 200 characters, without `/` or control characters",
+        ));
     }
     if let Some(e) = &r.email
         && !address::is_valid_email(e)
@@ -262,8 +318,11 @@ fn check_recipient(i: usize, r: &Recipient, errors: &mut Vec<FieldError>) {
     }
 }
 
-fn check_content(channel: Channel, c: &Content, errors: &mut Vec<FieldError>) {
+/// Checks that `c` has what `channel` needs; errors name the fields under `prefix`
+/// (`content.subject`). Used for inline content, template sources and rendered content.
+pub fn check_content(channel: Channel, c: &Content, prefix: &str, errors: &mut Vec<FieldError>) {
     let missing = |errors: &mut Vec<FieldError>, field: &str, why: String| {
+        let field = format!("{prefix}.{field}");
         if !errors.iter().any(|e| e.field == field) {
             errors.push(FieldError::new(field, why));
         }
@@ -271,17 +330,17 @@ fn check_content(channel: Channel, c: &Content, errors: &mut Vec<FieldError>) {
     match channel {
         Channel::Email => {
             if c.subject.as_deref().is_none_or(str::is_empty) {
-                missing(errors, "content.subject", "is required for the email channel".into());
+                missing(errors, "subject", "is required for the email channel".into());
             }
             if c.text.as_deref().is_none_or(str::is_empty) && c.html.as_deref().is_none_or(str::is_empty) {
-                missing(errors, "content.text", "email needs content.text or content.html".into());
+                missing(errors, "text", format!("email needs {prefix}.text or {prefix}.html"));
             }
         }
         Channel::Sms | Channel::Whatsapp => match c.text.as_deref() {
-            None | Some("") => missing(errors, "content.text", format!("is required for the {channel} channel")),
+            None | Some("") => missing(errors, "text", format!("is required for the {channel} channel")),
             Some(t) if t.chars().count() > MAX_TEXT_MESSAGE_CHARS => missing(
                 errors,
-                "content.text",
+                "text",
                 format!("at most {MAX_TEXT_MESSAGE_CHARS} characters for the {channel} channel"),
             ),
             Some(_) => {}
@@ -305,19 +364,6 @@ mod tests {
     }
 
     #[test]
-    fn plans_one_delivery_per_address_and_channel() {
-        let n = parse(json!({"type": "t", "to": [{"email": "a@example.com", "phone": "+15551234567"},
-            {"email": "a@example.com"}, {"subscriber_id": "u-1"}],
-            "content": {"subject": "s", "text": "hi"}}));
-        let v = n.validate(Limits::default(), OffsetDateTime::now_utc()).unwrap();
-        let planned: Vec<_> = v.deliveries.iter().map(|d| (d.channel, d.recipient.as_str())).collect();
-        assert_eq!(
-            planned,
-            vec![(Channel::Email, "a@example.com"), (Channel::Sms, "+15551234567"), (Channel::Novu, "u-1")]
-        );
-    }
-
-    #[test]
     fn names_every_bad_field() {
         let n = parse(json!({"type": "t", "to": [{"email": "nope"}, {"phone": "555"}], "channels": ["email", "sms"],
             "content": {"text": "x"}}));
@@ -330,11 +376,14 @@ mod tests {
     }
 
     #[test]
-    fn a_recipient_without_an_address_for_the_channels_is_an_error() {
-        let n = parse(
-            json!({"type": "t", "to": [{"email": "a@example.com"}], "channels": ["sms"], "content": {"text": "x"}}),
-        );
-        assert_eq!(fields(n.validate(Limits::default(), OffsetDateTime::now_utc())), vec!["to"]);
+    fn audience_stands_for_its_topic_and_excludes_to() {
+        let n = parse(json!({"type": "t", "audience": "support", "content": {"text": "x"}}));
+        let v = n.validate(Limits::default(), OffsetDateTime::now_utc()).unwrap();
+        assert_eq!(v.topics().collect::<Vec<_>>(), ["support"]);
+        let n = parse(json!({"type": "t", "audience": "customer", "to": [{"email": "a@example.com"}]}));
+        assert_eq!(fields(n.validate(Limits::default(), OffsetDateTime::now_utc())), vec!["audience"]);
+        let n = parse(json!({"type": "t", "to": [{"topic": "support", "email": "a@example.com"}]}));
+        assert_eq!(fields(n.validate(Limits::default(), OffsetDateTime::now_utc())), vec!["to[0].topic"]);
     }
 
     #[test]

@@ -21,7 +21,11 @@ pub struct AcceptedNotification {
 pub struct AcceptedDelivery {
     pub id: Uuid,
     pub channel: Channel,
+    /// The address on the channel (empty when the subscriber has none).
     pub recipient: String,
+    /// The subscriber it goes to, when the recipient is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscriber_id: Option<String>,
     pub status: DeliveryStatus,
 }
 
@@ -53,7 +57,15 @@ pub struct NotificationView {
 pub struct DeliveryView {
     pub id: Uuid,
     pub channel: Channel,
+    /// The address on the channel; `[erased]` after the subscriber was erased.
     pub recipient: String,
+    pub subscriber_id: Option<String>,
+    /// The template locale the content was rendered in.
+    pub locale: Option<String>,
+    /// The exact content rendered for this delivery; `null` when it used the
+    /// notification's inline `content` (or Novu's workflow).
+    #[schema(value_type = Option<Object>)]
+    pub content: Option<serde_json::Value>,
     pub status: DeliveryStatus,
     pub provider: Option<String>,
     pub provider_message_id: Option<String>,

@@ -161,11 +161,18 @@ pub(crate) mod tests {
             priority: Priority::Normal,
             content,
             data: Default::default(),
+            workflow: None,
+            retry: None,
         }
     }
 
     fn content(subject: Option<&str>, text: Option<&str>, html: Option<&str>) -> Content {
-        Content { subject: subject.map(Into::into), text: text.map(Into::into), html: html.map(Into::into) }
+        Content {
+            subject: subject.map(Into::into),
+            text: text.map(Into::into),
+            html: html.map(Into::into),
+            ..Default::default()
+        }
     }
 
     #[test]

@@ -301,7 +301,8 @@ mod tests {
             ..SesConfig::new("us-east-1", "noreply@example.com")
         };
         let provider = SesProvider::new(&config).await.unwrap();
-        let content = domain::Content { subject: Some("S".into()), text: Some("T".into()), html: None };
+        let content =
+            domain::Content { subject: Some("S".into()), text: Some("T".into()), html: None, ..Default::default() };
         let SendOutcome::Failed(f) = provider.send_email(&mail::tests::job("user@example.org", content)).await else {
             panic!("sent to nobody")
         };
@@ -337,8 +338,12 @@ mod tests {
             ..SesConfig::new("us-east-1", "noreply@example.com")
         };
         let provider = SesProvider::new(&config).await.unwrap();
-        let content =
-            domain::Content { subject: Some("S".into()), text: Some("T".into()), html: Some("<b>H</b>".into()) };
+        let content = domain::Content {
+            subject: Some("S".into()),
+            text: Some("T".into()),
+            html: Some("<b>H</b>".into()),
+            ..Default::default()
+        };
         let job = mail::tests::job("user@example.org", content);
         let simple = provider.content(&job).unwrap().simple.unwrap();
         assert_eq!(simple.subject.unwrap().data, "S");

@@ -424,7 +424,8 @@ mod tests {
     }
 
     fn email_job() -> DeliveryJob {
-        let content = domain::Content { subject: Some("S".into()), text: Some("T".into()), html: None };
+        let content =
+            domain::Content { subject: Some("S".into()), text: Some("T".into()), html: None, ..Default::default() };
         job("user@example.org", content)
     }
 

@@ -28,7 +28,7 @@ pub struct Problem {
     pub errors: Vec<FieldError>,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum ApiError {
     MalformedJson(String),
     Validation(Vec<FieldError>),

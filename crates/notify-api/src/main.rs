@@ -48,6 +48,17 @@ enum Admin {
         #[arg(long, conflicts_with_all = ["per_second", "burst"])]
         default: bool,
     },
+    /// Set a tenant's fallback template locale and whether notifications may name types it
+    /// has not defined (they then need inline content).
+    SetTenant {
+        tenant_id: Uuid,
+        /// BCP 47 tag: `en`, `de`, `pt-BR`.
+        #[arg(long, required_unless_present = "adhoc_types")]
+        default_locale: Option<String>,
+        /// `false`: every notification must name a type the tenant defined.
+        #[arg(long)]
+        adhoc_types: Option<bool>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -121,6 +132,16 @@ async fn administer(store: &Store, admin: Admin) -> anyhow::Result<()> {
                 Some((p, b)) => println!("tenant {tenant_id}: {p} per second, burst {b}"),
                 None => println!("tenant {tenant_id}: the configured default rate"),
             }
+        }
+        Admin::SetTenant { tenant_id, default_locale, adhoc_types } => {
+            let locale = match default_locale {
+                Some(tag) => Some(domain::locale::normalize(&tag).ok_or_else(|| anyhow!("`{tag}` is not a locale"))?),
+                None => None,
+            };
+            if !store.set_tenant_settings(tenant_id, locale.as_deref(), adhoc_types).await? {
+                bail!("no tenant {tenant_id}");
+            }
+            println!("tenant {tenant_id}: updated");
         }
     }
     Ok(())

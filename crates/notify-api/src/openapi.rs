@@ -22,6 +22,20 @@ use crate::{error::Problem, routes};
         routes::notifications::get,
         routes::notifications::cancel,
         routes::deliveries::retry,
+        routes::templates::put,
+        routes::templates::get,
+        routes::templates::delete,
+        routes::templates::preview,
+        routes::subscribers::put,
+        routes::subscribers::get,
+        routes::subscribers::erase,
+        routes::subscribers::get_preferences,
+        routes::subscribers::put_preferences,
+        routes::topics::change,
+        routes::topics::list,
+        routes::types::put,
+        routes::types::get,
+        routes::types::list,
         routes::providers::twilio_status,
         routes::providers::ses_events,
         routes::providers::meta_verify,
@@ -35,6 +49,10 @@ use crate::{error::Problem, routes};
     tags(
         (name = "notifications", description = "Send notifications and follow them"),
         (name = "deliveries", description = "One recipient on one channel"),
+        (name = "templates", description = "Content of a notification type per channel and locale, as minijinja sources"),
+        (name = "subscribers", description = "The people you notify, by your own ids: addresses, locale, time zone, preferences; erasure"),
+        (name = "topics", description = "Named sets of subscribers: a notification to a topic goes to each member"),
+        (name = "types", description = "Notification types: default channels, critical flag, category, Novu workflow, retry policy, default preferences"),
         (name = "providers", description = "Delivery receipts from the providers: signed by the provider, no API key"),
         (name = "operations", description = "Health of the process"),
     )
@@ -61,7 +79,7 @@ impl Modify for Security {
             if !path.starts_with("/v1/") {
                 continue;
             }
-            for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
+            for operation in [&mut item.get, &mut item.post, &mut item.put, &mut item.delete].into_iter().flatten() {
                 let keyless = operation.security.as_ref().is_some_and(|s| s.iter().all(is_empty_requirement));
                 for (status, description) in [
                     ("401", "Missing, unknown or revoked API key"),
@@ -111,6 +129,20 @@ mod tests {
             ("/v1/notifications/{id}", "get"),
             ("/v1/notifications/{id}/cancel", "post"),
             ("/v1/deliveries/{id}/retry", "post"),
+            ("/v1/templates/{type}/{channel}", "put"),
+            ("/v1/templates/{type}/{channel}", "get"),
+            ("/v1/templates/{type}/{channel}", "delete"),
+            ("/v1/templates/preview", "post"),
+            ("/v1/subscribers/{id}", "put"),
+            ("/v1/subscribers/{id}", "get"),
+            ("/v1/subscribers/{id}", "delete"),
+            ("/v1/subscribers/{id}/preferences", "get"),
+            ("/v1/subscribers/{id}/preferences", "put"),
+            ("/v1/topics/{key}/subscribers", "put"),
+            ("/v1/topics/{key}/subscribers", "get"),
+            ("/v1/types", "get"),
+            ("/v1/types/{key}", "put"),
+            ("/v1/types/{key}", "get"),
             ("/v1/providers/twilio/status", "post"),
             ("/v1/providers/ses/events", "post"),
             ("/v1/providers/meta/webhook", "get"),

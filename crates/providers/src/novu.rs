@@ -76,8 +76,11 @@ impl NovuProvider {
         Ok(Self { http, url, authorization, workflow_by_type: config.workflow_by_type })
     }
 
+    /// The type's own workflow key first, then this worker's mapping, then the type's key.
     fn workflow<'a>(&'a self, job: &'a DeliveryJob) -> &'a str {
-        self.workflow_by_type.get(&job.kind).map_or(&job.kind, String::as_str)
+        job.workflow
+            .as_deref()
+            .unwrap_or_else(|| self.workflow_by_type.get(&job.kind).map_or(&job.kind, String::as_str))
     }
 
     async fn deliver(&self, job: &DeliveryJob) -> SendOutcome {

@@ -50,18 +50,30 @@ impl Store {
     /// the broker redelivered may also take over a `sending` row of the same attempt: its
     /// previous holder died before recording the outcome.
     pub async fn claim_delivery(&self, msg: &DeliveryMessage, redelivered: bool) -> Result<Claim> {
-        type Row = (Uuid, String, i32, String, serde_json::Value, serde_json::Value, String, OffsetDateTime);
+        type Row = (
+            Uuid,
+            String,
+            i32,
+            String,
+            serde_json::Value,
+            serde_json::Value,
+            String,
+            OffsetDateTime,
+            Option<String>,
+            Option<serde_json::Value>,
+        );
         let row: Option<Row> = sqlx::query_as(
             "WITH claimed AS (
                 UPDATE deliveries d SET status = 'sending', attempts = $4, next_attempt_at = NULL, updated_at = now()
                 WHERE d.id = $1 AND d.tenant_id = $2 AND d.channel = $3
                   AND ((d.status IN ('pending', 'queued', 'retrying') AND d.attempts = $4 - 1)
                        OR (d.status = 'sending' AND d.attempts = $4 AND $5))
-                RETURNING d.notification_id, d.recipient, d.retry_base),
+                RETURNING d.notification_id, d.recipient, d.retry_base, d.content),
              processing AS (
                 UPDATE notifications n SET status = 'processing', updated_at = now()
                 FROM claimed c WHERE n.id = c.notification_id AND n.status = 'pending')
-             SELECT c.notification_id, c.recipient, c.retry_base, n.type, n.content, n.data, n.priority, n.created_at
+             SELECT c.notification_id, c.recipient, c.retry_base, n.type, coalesce(c.content, n.content), n.data,
+                    n.priority, n.created_at, n.workflow, n.retry
              FROM claimed c JOIN notifications n ON n.id = c.notification_id",
         )
         .bind(msg.delivery_id)
@@ -72,13 +84,29 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
 
-        if let Some((notification_id, recipient, retry_base, kind, content, data, priority, accepted_at)) = row {
+        if let Some((
+            notification_id,
+            recipient,
+            retry_base,
+            kind,
+            content,
+            data,
+            priority,
+            accepted_at,
+            workflow,
+            retry,
+        )) = row
+        {
             let content: Content =
                 serde_json::from_value(content).map_err(|e| corrupt(format!("notification content: {e}")))?;
             let data = match data {
                 serde_json::Value::Object(map) => map,
                 other => return Err(corrupt(format!("notification data is not an object: {other}"))),
             };
+            let retry = retry
+                .map(serde_json::from_value)
+                .transpose()
+                .map_err(|e| corrupt(format!("notification retry policy: {e}")))?;
             return Ok(Claim::Claimed(
                 Box::new(DeliveryJob {
                     delivery_id: msg.delivery_id,
@@ -92,6 +120,8 @@ impl Store {
                     priority: Priority::parse(&priority).ok_or_else(|| corrupt(format!("priority {priority}")))?,
                     content,
                     data,
+                    workflow,
+                    retry,
                 }),
                 accepted_at,
             ));

@@ -7,7 +7,7 @@ use std::{
 };
 
 use domain::{
-    DeliveryStatus, NotificationStatus, ValidNotification,
+    DeliveryStatus, NotificationStatus, Plan, ValidNotification,
     view::{AcceptedDelivery, AcceptedNotification},
 };
 use sqlx::{PgConnection, types::Json};
@@ -25,9 +25,10 @@ pub struct Origin<'a> {
     pub traceparent: Option<&'a str>,
 }
 
-/// One notification to accept.
+/// One notification to accept, with the deliveries [`domain::plan`] worked out for it.
 pub struct Intake<'a> {
     pub notification: &'a ValidNotification,
+    pub plan: &'a Plan,
     pub idempotency: Option<IdempotencyKey>,
 }
 
@@ -54,8 +55,9 @@ impl Store {
     /// this one's commit and then replay its answer, so a key never makes two
     /// notifications. A key older than `retention` counts as unused.
     ///
-    /// A delivery to an address on the tenant's suppression list is written `suppressed`,
-    /// without an outbox row, and the answer says so.
+    /// A delivery the plan skips (preferences, no address) or to an address on the
+    /// tenant's suppression list is written `suppressed`, without an outbox row, and the
+    /// answer says so.
     pub async fn accept_notifications(
         &self,
         tenant_id: Uuid,
@@ -64,7 +66,7 @@ impl Store {
         retention: Duration,
     ) -> Result<Vec<IntakeResult>> {
         let now = now_micros();
-        let mut planned: Vec<AcceptedNotification> = items.iter().map(|i| plan(i.notification, now)).collect();
+        let mut planned: Vec<AcceptedNotification> = items.iter().map(|i| answer(i.plan, now)).collect();
         if items.iter().all(|i| i.idempotency.is_none()) {
             let all: Vec<usize> = (0..items.len()).collect();
             let suppressed =
@@ -194,21 +196,26 @@ fn now_micros() -> OffsetDateTime {
     now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000).expect("a valid nanosecond")
 }
 
-fn plan(n: &ValidNotification, created_at: OffsetDateTime) -> AcceptedNotification {
+/// The answer as planned, with new ids: skipped deliveries are `suppressed`, and a
+/// notification with nothing to send is `sent`, as its aggregate status is computed.
+fn answer(plan: &Plan, created_at: OffsetDateTime) -> AcceptedNotification {
+    let deliveries: Vec<AcceptedDelivery> = plan
+        .deliveries
+        .iter()
+        .map(|d| AcceptedDelivery {
+            id: Uuid::now_v7(),
+            channel: d.channel,
+            recipient: d.recipient.clone(),
+            subscriber_id: d.subscriber_id.clone(),
+            status: if d.skip.is_some() { DeliveryStatus::Suppressed } else { DeliveryStatus::Pending },
+        })
+        .collect();
+    let sends = deliveries.iter().any(|d| d.status != DeliveryStatus::Suppressed);
     AcceptedNotification {
         id: Uuid::now_v7(),
-        status: NotificationStatus::Pending,
+        status: if sends { NotificationStatus::Pending } else { NotificationStatus::Sent },
         created_at,
-        deliveries: n
-            .deliveries
-            .iter()
-            .map(|d| AcceptedDelivery {
-                id: Uuid::now_v7(),
-                channel: d.channel,
-                recipient: d.recipient.clone(),
-                status: DeliveryStatus::Pending,
-            })
-            .collect(),
+        deliveries,
     }
 }
 
@@ -265,9 +272,10 @@ async fn store_answers(
 
 /// Inserts the notifications `which` of `items`, their deliveries, outbox rows and
 /// `accepted` audit events in one statement, and wakes the relays at commit. A delivery
-/// whose address the tenant suppressed on its channel is written `suppressed` with the
-/// reason in `last_error_code`, and gets no outbox row; a notification left with nothing
-/// to send is written `sent`. Returns the ids of the suppressed deliveries.
+/// the plan skips, or whose address the tenant suppressed on its channel, is written
+/// `suppressed` with the reason in `last_error_code`, and gets no outbox row; a
+/// notification left with nothing to send is written `sent`. A delivery deferred by quiet
+/// hours waits in the outbox until then. Returns the ids of the suppressed deliveries.
 async fn insert(
     conn: &mut PgConnection,
     tenant_id: Uuid,
@@ -283,45 +291,62 @@ async fn insert(
     let mut n = NotificationColumns::default();
     let mut d = DeliveryColumns::default();
     for &i in which {
-        let (v, p) = (items[i].notification, &planned[i]);
+        let (v, plan, p) = (items[i].notification, items[i].plan, &planned[i]);
         n.ids.push(p.id);
         n.kinds.push(v.kind.as_str());
         n.priorities.push(v.priority.as_str());
         n.data.push(Json(&v.data));
-        n.content.push(Json(&v.content));
+        n.content.push(v.content.as_ref().map(Json));
         n.correlation_ids.push(v.correlation_id.as_deref());
         n.send_ats.push(v.send_at);
         n.keys.push(items[i].idempotency.as_ref().map(|k| k.key.as_str()));
-        for delivery in &p.deliveries {
+        n.workflows.push(plan.workflow.as_deref());
+        n.retries.push(plan.retry.as_ref().map(Json));
+        for (delivery, planned) in p.deliveries.iter().zip(&plan.deliveries) {
             d.ids.push(delivery.id);
             d.notification_ids.push(p.id);
             d.channels.push(delivery.channel.as_str());
             d.recipients.push(delivery.recipient.as_str());
             d.suppression_addresses.push(suppression_address(delivery.channel, &delivery.recipient));
             d.ranks.push(v.priority.rank());
-            d.available_at.push(v.send_at);
+            d.available_at.push(planned.not_before.or(v.send_at));
+            d.subscriber_ids.push(planned.subscriber_id.as_deref());
+            d.contents.push(planned.content.as_ref().map(Json));
+            d.locales.push(planned.locale.as_deref());
+            d.skips.push(planned.skip.map(|s| s.code()));
+            d.skip_messages.push(planned.skip.map(|s| s.message()));
+            d.deferred.push(planned.not_before);
         }
     }
     let (suppressed,): (Vec<Uuid>,) = sqlx::query_as(
         "WITH p AS (
-            SELECT u.id, u.nid, u.channel, u.recipient, u.rank, u.at, s.reason
+            SELECT u.id, u.nid, u.channel, u.recipient, u.rank, u.at, u.subscriber_id, u.content, u.locale,
+                   u.deferred, coalesce(u.skip, s.reason) AS reason,
+                   CASE WHEN u.skip IS NOT NULL THEN u.skip_message
+                        WHEN s.reason IS NOT NULL THEN 'the address is on the suppression list' END AS message
             FROM unnest($11::uuid[], $12::uuid[], $13::text[], $14::text[], $15::smallint[], $16::timestamptz[],
-                        $19::text[]) AS u(id, nid, channel, recipient, rank, at, address)
-            LEFT JOIN suppressions s ON s.tenant_id = $1 AND s.channel = u.channel AND s.address = u.address),
+                        $19::text[], $21::text[], $22::jsonb[], $23::text[], $24::text[], $25::text[],
+                        $26::timestamptz[])
+                 AS u(id, nid, channel, recipient, rank, at, address, subscriber_id, content, locale, skip,
+                      skip_message, deferred)
+            LEFT JOIN suppressions s ON u.skip IS NULL AND s.tenant_id = $1 AND s.channel = u.channel
+                                    AND s.address = u.address),
          n AS (
             INSERT INTO notifications (id, tenant_id, type, priority, data, content, correlation_id, send_at,
-                                       idempotency_key, status, created_at, updated_at)
-            SELECT u.id, $1, u.type, u.priority, u.data, u.content, u.correlation_id, u.send_at, u.key,
-                   CASE WHEN g.sends IS FALSE THEN 'sent' ELSE 'pending' END, $2, $2
+                                       idempotency_key, workflow, retry, status, created_at, updated_at)
+            SELECT u.id, $1, u.type, u.priority, u.data, coalesce(u.content, '{}'), u.correlation_id, u.send_at,
+                   u.key, u.workflow, u.retry, CASE WHEN g.sends IS FALSE THEN 'sent' ELSE 'pending' END, $2, $2
             FROM unnest($3::uuid[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[], $8::text[], $9::timestamptz[],
-                        $10::text[]) AS u(id, type, priority, data, content, correlation_id, send_at, key)
+                        $10::text[], $27::text[], $28::jsonb[])
+                 AS u(id, type, priority, data, content, correlation_id, send_at, key, workflow, retry)
             LEFT JOIN (SELECT nid, bool_or(reason IS NULL) AS sends FROM p GROUP BY nid) g ON g.nid = u.id),
          d AS (
-            INSERT INTO deliveries (id, tenant_id, notification_id, channel, recipient, status, last_error_code,
-                                    last_error_message, created_at, updated_at)
-            SELECT p.id, $1, p.nid, p.channel, p.recipient,
-                   CASE WHEN p.reason IS NULL THEN 'pending' ELSE 'suppressed' END, p.reason,
-                   CASE WHEN p.reason IS NOT NULL THEN 'the address is on the suppression list' END, $2, $2
+            INSERT INTO deliveries (id, tenant_id, notification_id, channel, recipient, subscriber_id, content,
+                                    locale, status, last_error_code, last_error_message, next_attempt_at,
+                                    created_at, updated_at)
+            SELECT p.id, $1, p.nid, p.channel, p.recipient, p.subscriber_id, p.content, p.locale,
+                   CASE WHEN p.reason IS NULL THEN 'pending' ELSE 'suppressed' END, p.reason, p.message,
+                   CASE WHEN p.reason IS NULL THEN p.deferred END, $2, $2
             FROM p),
          o AS (
             INSERT INTO outbox (tenant_id, notification_id, delivery_id, channel, attempt, priority, available_at,
@@ -352,6 +377,14 @@ async fn insert(
     .bind(OUTBOX_CHANNEL)
     .bind(&d.suppression_addresses)
     .bind(origin.traceparent)
+    .bind(&d.subscriber_ids)
+    .bind(&d.contents)
+    .bind(&d.locales)
+    .bind(&d.skips)
+    .bind(&d.skip_messages)
+    .bind(&d.deferred)
+    .bind(&n.workflows)
+    .bind(&n.retries)
     .fetch_one(conn)
     .await?;
     Ok(suppressed.into_iter().collect())
@@ -363,10 +396,12 @@ struct NotificationColumns<'a> {
     kinds: Vec<&'a str>,
     priorities: Vec<&'a str>,
     data: Vec<Json<&'a serde_json::Map<String, serde_json::Value>>>,
-    content: Vec<Json<&'a domain::Content>>,
+    content: Vec<Option<Json<&'a domain::Content>>>,
     correlation_ids: Vec<Option<&'a str>>,
     send_ats: Vec<Option<OffsetDateTime>>,
     keys: Vec<Option<&'a str>>,
+    workflows: Vec<Option<&'a str>>,
+    retries: Vec<Option<Json<&'a domain::RetryPolicy>>>,
 }
 
 #[derive(Default)]
@@ -379,4 +414,12 @@ struct DeliveryColumns<'a> {
     suppression_addresses: Vec<String>,
     ranks: Vec<i16>,
     available_at: Vec<Option<OffsetDateTime>>,
+    subscriber_ids: Vec<Option<&'a str>>,
+    contents: Vec<Option<Json<&'a domain::Content>>>,
+    locales: Vec<Option<&'a str>>,
+    /// The plan's reason not to send, as [`domain::Skip::code`].
+    skips: Vec<Option<&'static str>>,
+    skip_messages: Vec<Option<&'static str>>,
+    /// When quiet hours end, for a deferred delivery.
+    deferred: Vec<Option<OffsetDateTime>>,
 }

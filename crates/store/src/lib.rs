@@ -4,11 +4,16 @@
 
 mod actions;
 mod deliveries;
+mod directory;
 mod intake;
 mod notifications;
 mod outbox;
 mod receipts;
+mod subscribers;
+mod templates;
 mod tenants;
+mod topics;
+mod types;
 
 use std::time::Duration;
 
@@ -24,7 +29,10 @@ pub use notifications::ListFilter;
 pub use outbox::{ClaimedBatch, OUTBOX_CHANNEL};
 pub use receipts::{Receipt, ReceiptApplied, Suppression, SuppressionReason};
 pub use sqlx::postgres::PgListener;
+pub use subscribers::ERASED;
+pub use templates::StoredTemplate;
 pub use tenants::{ApiKeyInfo, Caller, NewTenant};
+pub use topics::TopicChange;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
 

@@ -36,21 +36,25 @@ type NotificationRow = (
     OffsetDateTime,
 );
 
-type DeliveryRow = (
-    Uuid,
-    String,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    i32,
-    Option<String>,
-    Option<String>,
-    Option<OffsetDateTime>,
-    Option<OffsetDateTime>,
-    OffsetDateTime,
-    OffsetDateTime,
-);
+#[derive(sqlx::FromRow)]
+struct DeliveryRow {
+    id: Uuid,
+    channel: String,
+    recipient: String,
+    subscriber_id: Option<String>,
+    locale: Option<String>,
+    content: Option<serde_json::Value>,
+    status: String,
+    provider: Option<String>,
+    provider_message_id: Option<String>,
+    attempts: i32,
+    last_error_code: Option<String>,
+    last_error_message: Option<String>,
+    next_attempt_at: Option<OffsetDateTime>,
+    sent_at: Option<OffsetDateTime>,
+    created_at: OffsetDateTime,
+    updated_at: OffsetDateTime,
+}
 
 type AttemptRow = (Uuid, i32, String, String, Option<String>, Option<String>, i32, OffsetDateTime, OffsetDateTime);
 
@@ -68,8 +72,8 @@ impl Store {
         let Some(n) = row else { return Ok(None) };
 
         let deliveries: Vec<DeliveryRow> = sqlx::query_as(
-            "SELECT id, channel, recipient, status, provider, provider_message_id, attempts, last_error_code,
-                    last_error_message, next_attempt_at, sent_at, created_at, updated_at
+            "SELECT id, channel, recipient, subscriber_id, locale, content, status, provider, provider_message_id,
+                    attempts, last_error_code, last_error_message, next_attempt_at, sent_at, created_at, updated_at
              FROM deliveries WHERE tenant_id = $1 AND notification_id = $2 ORDER BY id",
         )
         .bind(tenant_id)
@@ -95,39 +99,41 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
 
-        let mut attempts: Vec<AttemptView> = attempts
-            .into_iter()
-            .map(|a| AttemptView {
-                delivery_id: a.0,
-                number: a.1,
-                provider: a.2,
-                outcome: a.3,
-                error_code: a.4,
-                error_message: a.5,
-                latency_ms: a.6,
-                started_at: a.7,
-                finished_at: a.8,
-            })
-            .collect();
+        let mut attempts_of: std::collections::HashMap<Uuid, Vec<AttemptView>> = std::collections::HashMap::new();
+        for a in attempts.into_iter().map(|a| AttemptView {
+            delivery_id: a.0,
+            number: a.1,
+            provider: a.2,
+            outcome: a.3,
+            error_code: a.4,
+            error_message: a.5,
+            latency_ms: a.6,
+            started_at: a.7,
+            finished_at: a.8,
+        }) {
+            attempts_of.entry(a.delivery_id).or_default().push(a);
+        }
         let mut views = Vec::with_capacity(deliveries.len());
         for d in deliveries {
-            let mine: Vec<AttemptView>;
-            (mine, attempts) = attempts.into_iter().partition(|a| a.delivery_id == d.0);
             views.push(DeliveryView {
-                id: d.0,
-                channel: parse_channel(&d.1)?,
-                recipient: d.2,
-                status: DeliveryStatus::parse(&d.3).ok_or_else(|| corrupt(format!("delivery status {}", d.3)))?,
-                provider: d.4,
-                provider_message_id: d.5,
-                attempt_count: d.6,
-                last_error_code: d.7,
-                last_error_message: d.8,
-                next_attempt_at: d.9,
-                sent_at: d.10,
-                created_at: d.11,
-                updated_at: d.12,
-                attempts: mine,
+                id: d.id,
+                channel: parse_channel(&d.channel)?,
+                recipient: d.recipient,
+                subscriber_id: d.subscriber_id,
+                locale: d.locale,
+                content: d.content,
+                status: DeliveryStatus::parse(&d.status)
+                    .ok_or_else(|| corrupt(format!("delivery status {}", d.status)))?,
+                provider: d.provider,
+                provider_message_id: d.provider_message_id,
+                attempt_count: d.attempts,
+                last_error_code: d.last_error_code,
+                last_error_message: d.last_error_message,
+                next_attempt_at: d.next_attempt_at,
+                sent_at: d.sent_at,
+                created_at: d.created_at,
+                updated_at: d.updated_at,
+                attempts: attempts_of.remove(&d.id).unwrap_or_default(),
             });
         }
         Ok(Some(NotificationView {

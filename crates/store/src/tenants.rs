@@ -89,6 +89,27 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Sets a tenant's fallback locale for templates and whether its notifications may
+    /// name types it has not defined; `None` leaves a setting as it is. `false` if there
+    /// is no such tenant.
+    pub async fn set_tenant_settings(
+        &self,
+        tenant_id: Uuid,
+        default_locale: Option<&str>,
+        adhoc_types: Option<bool>,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE tenants SET default_locale = coalesce($2, default_locale), adhoc_types = coalesce($3, adhoc_types)
+             WHERE id = $1",
+        )
+        .bind(tenant_id)
+        .bind(default_locale)
+        .bind(adhoc_types)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// The caller a key belongs to, if the key exists and is not revoked. Records when the
     /// key was last used, at most once a minute per key so hot keys do not write per request.
     pub async fn authenticate(&self, key: &str) -> Result<Option<Caller>> {

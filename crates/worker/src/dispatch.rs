@@ -203,6 +203,8 @@ mod tests {
             priority: Priority::Normal,
             content: Content::default(),
             data: Default::default(),
+            workflow: None,
+            retry: None,
         }
     }
 

@@ -235,7 +235,8 @@ async fn process(ctx: &Context, msg: &DeliveryMessage, incoming: Incoming, shutd
         traceparent: bootstrap::telemetry::traceparent(&tracing::Span::current()),
         started_at,
         latency_ms: i32::try_from(clock.elapsed().as_millis()).unwrap_or(i32::MAX),
-        result: decide(&ctx.retry, &job, dispatched.outcome),
+        // The notification's type may carry its own retry policy.
+        result: decide(job.retry.as_ref().unwrap_or(&ctx.retry), &job, dispatched.outcome),
     };
     log_result(&record);
     observe(ctx.channel, &record, accepted_at);

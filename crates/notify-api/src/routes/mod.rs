@@ -2,6 +2,10 @@ pub mod deliveries;
 pub mod health;
 pub mod notifications;
 pub mod providers;
+pub mod subscribers;
+pub mod templates;
+pub mod topics;
+pub mod types;
 
 use axum::{
     Router,
@@ -17,6 +21,22 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/notifications/{id}", get(notifications::get))
         .route("/v1/notifications/{id}/cancel", post(notifications::cancel))
         .route("/v1/deliveries/{id}/retry", post(deliveries::retry))
+        .route(
+            "/v1/templates/{type}/{channel}",
+            axum::routing::put(templates::put).get(templates::get).delete(templates::delete),
+        )
+        .route("/v1/templates/preview", post(templates::preview))
+        .route(
+            "/v1/subscribers/{id}",
+            axum::routing::put(subscribers::put).get(subscribers::get).delete(subscribers::erase),
+        )
+        .route(
+            "/v1/subscribers/{id}/preferences",
+            axum::routing::put(subscribers::put_preferences).get(subscribers::get_preferences),
+        )
+        .route("/v1/topics/{key}/subscribers", axum::routing::put(topics::change).get(topics::list))
+        .route("/v1/types", get(types::list))
+        .route("/v1/types/{key}", axum::routing::put(types::put).get(types::get))
         .route("/v1/providers/twilio/status", post(providers::twilio_status))
         .route("/v1/providers/ses/events", post(providers::ses_events))
         .route("/v1/providers/meta/webhook", get(providers::meta_verify).post(providers::meta_webhook))

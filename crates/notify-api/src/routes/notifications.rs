@@ -5,7 +5,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use domain::{
-    NewNotification, NotificationStatus, ValidNotification,
+    NewNotification, NotificationStatus, Plan, ValidNotification,
     request::is_valid_idempotency_key,
     view::{AcceptedNotification, NotificationSummary, NotificationView},
 };
@@ -66,7 +66,10 @@ pub async fn create(
         },
     };
     let (notification, idempotency) = intake_item(&app, body, header_key)?;
-    let item = Intake { notification: &notification, idempotency };
+    let directory = app.store.directory(auth.0.tenant_id, &[&notification]).await?;
+    let plan =
+        domain::plan::plan(&notification, &directory, OffsetDateTime::now_utc()).map_err(ApiError::Validation)?;
+    let item = Intake { notification: &notification, plan: &plan, idempotency };
     let result = app
         .store
         .accept_notifications(auth.0.tenant_id, &auth.origin(), std::slice::from_ref(&item), app.idempotency_retention)
@@ -147,17 +150,28 @@ pub async fn batch(
     }
     let quota = app.take_tokens(&auth, count as u32)?;
     let parsed: Vec<_> = request.notifications.into_iter().map(|item| intake_item(&app, item, None)).collect();
-    let intakes: Vec<Intake> = parsed
+    let valid: Vec<&ValidNotification> = parsed.iter().filter_map(|p| p.as_ref().ok()).map(|(n, _)| n).collect();
+    let directory = app.store.directory(auth.0.tenant_id, &valid).await?;
+    let now = OffsetDateTime::now_utc();
+    let planned: Vec<Result<Planned, ApiError>> = parsed
+        .iter()
+        .map(|p| {
+            let (notification, key) = p.as_ref().map_err(Clone::clone)?;
+            let plan = domain::plan::plan(notification, &directory, now).map_err(ApiError::Validation)?;
+            Ok((notification, key, plan))
+        })
+        .collect();
+    let intakes: Vec<Intake> = planned
         .iter()
         .filter_map(|p| p.as_ref().ok())
-        .map(|(notification, key)| Intake { notification, idempotency: key.clone() })
+        .map(|(notification, key, plan)| Intake { notification, plan, idempotency: (*key).clone() })
         .collect();
     let mut accepted = app
         .store
         .accept_notifications(auth.0.tenant_id, &auth.origin(), &intakes, app.idempotency_retention)
         .await?
         .into_iter();
-    let results: Vec<BatchItem> = parsed
+    let results: Vec<BatchItem> = planned
         .iter()
         .map(|p| match p {
             Err(e) => refused(e),
@@ -182,6 +196,9 @@ pub async fn batch(
     rate_limit_headers(response.headers_mut(), quota);
     Ok(response)
 }
+
+/// A batch item ready to accept: the notification, its key, its deliveries.
+type Planned<'a> = (&'a ValidNotification, &'a Option<IdempotencyKey>, Plan);
 
 fn refused(e: &ApiError) -> BatchItem {
     let (status, problem) = e.problem();

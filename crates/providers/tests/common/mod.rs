@@ -21,6 +21,8 @@ pub fn job(channel: Channel, recipient: &str, kind: &str, text: Option<&str>, da
         priority: Priority::Normal,
         content: Content { text: text.map(str::to_owned), ..Default::default() },
         data: data.as_object().cloned().unwrap_or_default(),
+        workflow: None,
+        retry: None,
     }
 }
 
