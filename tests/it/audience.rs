@@ -367,3 +367,107 @@ async fn a_types_retry_policy_overrides_the_channels() {
     let n = app.wait_for_status(id, "failed").await;
     assert_eq!(n["deliveries"][0]["attempt_count"], 1);
 }
+
+#[tokio::test]
+async fn in_app_deliveries_are_written_to_the_inbox_at_accept_with_their_rendered_content() {
+    let app = TestApp::api_only().await;
+    app.put("/v1/types/invoice.overdue", json!({"channels": ["in_app", "email"]})).await;
+    app.put(
+        "/v1/templates/invoice.overdue/in_app",
+        json!({"title": "Invoice {{ number }}", "body": "Please pay {{ amount }}.", "action_url": "/invoices/{{ number }}"}),
+    )
+    .await;
+    app.put("/v1/templates/invoice.overdue/email", json!({"subject": "Invoice {{ number }}", "text": "Pay"})).await;
+    app.put("/v1/subscribers/u-1", json!({"email": "a@example.com"})).await;
+    app.put("/v1/subscribers/u-2", json!({})).await;
+    app.put("/v1/subscribers/u-3", json!({})).await;
+    app.put("/v1/subscribers/u-3/preferences", json!({"channels": {"in_app": false}})).await;
+
+    let mut body = invoice(json!([{"subscriber_id": "u-1"}, {"subscriber_id": "u-2"}, {"subscriber_id": "u-3"}]));
+    body["tags"] = json!(["billing"]);
+    let (status, answer) = app.post(&body).await;
+    assert_eq!(status, 202, "{answer}");
+    // The email still waits for its worker; the inbox items are already there.
+    assert_eq!(answer["status"], "pending");
+    let mut got: Vec<(String, String, String)> = answer["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let s = |k: &str| d[k].as_str().unwrap().to_owned();
+            (s("subscriber_id"), s("channel"), s("status"))
+        })
+        .collect();
+    got.sort();
+    let row = |s: &str, c: &str, st: &str| (s.to_owned(), c.to_owned(), st.to_owned());
+    assert_eq!(
+        got,
+        [
+            row("u-1", "email", "pending"),
+            row("u-1", "in_app", "delivered"),
+            row("u-2", "email", "suppressed"),
+            row("u-2", "in_app", "delivered"),
+            row("u-3", "email", "suppressed"),
+            row("u-3", "in_app", "suppressed"),
+        ]
+    );
+
+    let items: Vec<(String, String, String, String, Vec<String>)> = sqlx::query_as(
+        "SELECT subscriber_id, title, body, action_url, tags FROM inbox_items WHERE tenant_id = $1 ORDER BY subscriber_id",
+    )
+    .bind(app.tenant_id)
+    .fetch_all(app.env.store.pool())
+    .await
+    .unwrap();
+    let item = |s: &str| {
+        (
+            s.to_owned(),
+            "Invoice F-7".into(),
+            "Please pay 12 EUR.".into(),
+            "/invoices/F-7".into(),
+            vec!["billing".into()],
+        )
+    };
+    assert_eq!(items, [item("u-1"), item("u-2")]);
+
+    // Only in-app: the notification is done when accepted.
+    let mut body = invoice(json!([{"subscriber_id": "u-2"}]));
+    body["channels"] = json!(["in_app"]);
+    let (status, answer) = app.post(&body).await;
+    assert_eq!((status, answer["status"].as_str()), (202, Some("sent")), "{answer}");
+
+    // Erasing a subscriber empties its inbox.
+    let (status, _) = app.call("DELETE", "/v1/subscribers/u-2", None).await;
+    assert_eq!(status, 204);
+    let (left,): (i64,) = sqlx::query_as("SELECT count(*) FROM inbox_items WHERE subscriber_id = 'u-2'")
+        .fetch_one(app.env.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+}
+
+#[tokio::test]
+async fn a_scheduled_in_app_item_stays_out_of_the_inbox_until_its_time() {
+    let app = TestApp::api_only().await;
+    app.put("/v1/subscribers/u-1", json!({})).await;
+    let item = |send_at: Option<&str>| {
+        let mut n = json!({"type": "t", "to": [{"subscriber_id": "u-1"}], "channels": ["in_app"],
+            "content": {"title": "Hi"}});
+        if let Some(at) = send_at {
+            n["send_at"] = at.into();
+        }
+        n
+    };
+    app.accept(&item(None)).await;
+    let tomorrow = (time::OffsetDateTime::now_utc() + time::Duration::days(1))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    app.accept(&item(Some(&tomorrow))).await;
+    let (status, token) = app.call("POST", "/v1/subscribers/u-1/token", None).await;
+    assert_eq!(status, 200);
+    let token = token["token"].as_str().unwrap();
+    let inbox: Value =
+        app.http.get(app.url("/v1/inbox")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+    assert_eq!(inbox["items"].as_array().unwrap().len(), 1, "{inbox}");
+    assert_eq!(inbox["unread_count"], 1);
+}

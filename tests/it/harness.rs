@@ -275,14 +275,30 @@ impl TestApp {
 
     /// The API alone, with settings of the test's own (receipts, ...) set by `configure`.
     pub async fn api_with(configure: impl FnOnce(&mut notify_api::Config)) -> Self {
+        Self::start_api(false, configure).await
+    }
+
+    /// The API alone, connected to the test's vhost: inbox events go through the broker,
+    /// so they reach the sockets of a [`Self::second_api`] too.
+    pub async fn api_with_broker(configure: impl FnOnce(&mut notify_api::Config)) -> Self {
+        Self::start_api(true, configure).await
+    }
+
+    /// Another API replica on the same database, vhost and token secret, with `configure`
+    /// applied; returns its URL.
+    pub async fn second_api(&self, configure: impl FnOnce(&mut notify_api::Config)) -> (String, Service) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let mut config = api_config(&self.env, true).await;
+        configure(&mut config);
+        (url, Service::spawn(|shutdown| notify_api::run(config, listener, shutdown)))
+    }
+
+    async fn start_api(broker: bool, configure: impl FnOnce(&mut notify_api::Config)) -> Self {
         let env = TestEnv::new().await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let api_url = format!("http://{}", listener.local_addr().unwrap());
-        let mut config = notify_api::Config {
-            database_url: Some(SecretString::from(env.database_url.clone())),
-            database_max_connections: 8,
-            ..Default::default()
-        };
+        let mut config = api_config(&env, broker).await;
         configure(&mut config);
         let api = Service::spawn(|shutdown| notify_api::run(config, listener, shutdown));
         let tenant = env.store.create_tenant("test").await.unwrap();
@@ -301,7 +317,7 @@ impl TestApp {
     pub async fn spawn() -> (Self, Vec<Service>) {
         let app = Self::api_only().await;
         let mut services = vec![app.start_relay(500).await];
-        for channel in Channel::ALL {
+        for channel in Channel::QUEUED {
             services.push(app.start_worker(channel, WorkerOptions::default()).await);
         }
         (app, services)
@@ -347,6 +363,7 @@ impl TestApp {
                     whatsapp_worker::run(whatsapp_worker::Config { worker, providers: whatsapp }, shutdown).await
                 }
                 Channel::Novu => novu_worker::run(novu_worker::Config { worker, providers: novu }, shutdown).await,
+                Channel::InApp => unreachable!("in-app deliveries have no worker: the intake writes them"),
             }
         })
     }
@@ -434,6 +451,23 @@ impl TestApp {
     }
 }
 
+/// The key every test API signs subscriber tokens with, so replicas verify each other's.
+pub const TOKEN_SECRET: &str = "notify-tests-inbox-token-secret-0123456789";
+
+/// An API's settings for `env`: its database, and its vhost when `broker`.
+async fn api_config(env: &TestEnv, broker: bool) -> notify_api::Config {
+    let mut config = notify_api::Config {
+        database_url: Some(SecretString::from(env.database_url.clone())),
+        database_max_connections: 8,
+        ..Default::default()
+    };
+    if broker {
+        config.amqp_url = Some(SecretString::from(env.amqp_url().await));
+    }
+    config.inbox.token_secret = Some(SecretString::from(TOKEN_SECRET));
+    config
+}
+
 /// Polls `check` until it returns `Some`, up to [`DEADLINE`].
 pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where
@@ -505,6 +539,20 @@ impl TestApp {
             management.request(reqwest::Method::DELETE, &path).send().await.unwrap().error_for_status().unwrap();
         }
         names.len()
+    }
+
+    /// Waits until `n` API replicas listen for inbox events: the fanout exchange
+    /// `notify.inbox` has a queue bound for each (before that, a replica's events reach
+    /// only its own sockets).
+    pub async fn wait_inbox_replicas(&self, n: usize) {
+        let management = Management::new();
+        let path = format!("/api/exchanges/{}/notify.inbox/bindings/source", self.env.vhost().await);
+        eventually("every API replica bound to notify.inbox", || async {
+            let response = management.request(reqwest::Method::GET, &path).send().await.ok()?;
+            let bindings: Value = response.json().await.ok()?;
+            (bindings.as_array()?.len() >= n).then_some(())
+        })
+        .await
     }
 
     pub async fn delivery_ids(&self) -> Vec<String> {

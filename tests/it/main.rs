@@ -10,6 +10,8 @@ mod delivery;
 mod failures;
 mod harness;
 mod idempotency;
+mod inbox;
+mod inbox_live;
 mod limits;
 mod listing;
 mod messages;

@@ -34,6 +34,15 @@ async fn every_documented_example_succeeds() {
     let (status, _) =
         app.call("PUT", "/v1/subscribers/u-42", Some(&serde_json::json!({"email": "u42@example.com"}))).await;
     assert_eq!(status, 201);
+    // An inbox item of u-42 for the inbox operations, and u-42's token to call them with.
+    let inbox = serde_json::json!({"type": "openapi.inbox", "to": [{"subscriber_id": "u-42"}], "channels": ["in_app"],
+        "content": {"title": "Hello"}});
+    let (status, accepted) = app.post(&inbox).await;
+    assert_eq!(status, 202, "{accepted}");
+    let item = accepted["deliveries"][0]["id"].as_str().unwrap().to_owned();
+    let (status, token) = app.call("POST", "/v1/subscribers/u-42/token", None).await;
+    assert_eq!(status, 200, "{token}");
+    let token = token["token"].as_str().unwrap().to_owned();
 
     let doc: Value = app.http.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
@@ -59,6 +68,7 @@ async fn every_documented_example_succeeds() {
             let value = match (name, p["example"].as_str()) {
                 ("id", _) if path.starts_with("/v1/deliveries/") => failed_delivery.clone(),
                 ("id", _) if path.starts_with("/v1/notifications/") => scheduled.clone(),
+                ("id", _) if path.starts_with("/v1/inbox/") => item.clone(),
                 (_, Some(example)) => example.to_owned(),
                 _ => panic!("{method} {path}: path parameter `{name}` has no example"),
             };
@@ -82,9 +92,14 @@ async fn every_documented_example_succeeds() {
             url = format!("{url}?{}", query.join("&"));
         }
         let mut request = app.http.request(method.to_uppercase().parse().unwrap(), &url);
-        let public =
-            operation["security"].as_array().is_some_and(|s| s.iter().all(|r| r.as_object().unwrap().is_empty()));
-        if !public {
+        let schemes: Vec<&String> = operation["security"]
+            .as_array()
+            .map(|s| s.iter().flat_map(|r| r.as_object().unwrap().keys()).collect())
+            .unwrap_or_default();
+        let public = operation["security"].is_array() && schemes.is_empty();
+        if schemes.iter().any(|s| *s == "subscriber_token") {
+            request = request.bearer_auth(&token);
+        } else if !public {
             request = request.bearer_auth(&app.api_key);
         }
         if let Some(example) = operation["requestBody"]["content"]["application/json"].get("example") {
@@ -102,5 +117,5 @@ async fn every_documented_example_succeeds() {
         );
         checked += 1;
     }
-    assert_eq!(checked, 22, "every operation was tried");
+    assert_eq!(checked, 30, "every operation was tried");
 }

@@ -32,6 +32,9 @@ pub const BINARIES: [&str; 6] =
 const DEV_DATABASE: &str = "notify_dev";
 const DEV_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/notify_dev";
 const DEV_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// The dev API's key for subscriber tokens: fixed, so a demo URL printed by one run works
+/// in the next. Never use it anywhere else.
+const DEV_TOKEN_SECRET: &str = "notify-dev-inbox-token-secret-not-for-production";
 
 /// The side port of the relay (9090) and of each worker (9091 to 9094); none for the API.
 fn side_port(binary: &str, index: usize) -> Option<u16> {
@@ -86,6 +89,10 @@ pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
     // The relay and the workers serve /healthz, /readyz and /metrics on ports of their own.
     for (i, binary) in BINARIES.into_iter().enumerate() {
         let mut process = command(binary, &[]);
+        if binary == "notify-api" {
+            // The inbox demo's token lasts the day (the longest a subscriber token may).
+            process.env("NOTIFY_INBOX__TOKEN_SECRET", DEV_TOKEN_SECRET).env("NOTIFY_INBOX__TOKEN_TTL", "24h");
+        }
         if let Some(port) = side_port(binary, i) {
             let key = if binary == "outbox-relay" { "NOTIFY_RELAY__LISTEN" } else { "NOTIFY_WORKER__LISTEN" };
             process.env(key, format!("127.0.0.1:{port}"));
@@ -105,13 +112,17 @@ pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
         Race::Exited(exit) => return died(&mut supervisor, exit).await,
     }
 
-    match race(seed_directory(&client, &api, &tenant.api_key), &mut signals, &mut supervisor).await {
-        Race::Done(Ok(())) => {}
+    let seed = async {
+        seed_directory(&client, &api, &tenant.api_key).await?;
+        inbox_demo_token(&client, &api, &tenant.api_key).await
+    };
+    let inbox_token = match race(seed, &mut signals, &mut supervisor).await {
+        Race::Done(Ok(token)) => token,
         Race::Done(Err(e)) => return fail(&mut supervisor, e).await,
         Race::Signal(name) => return interrupted(&mut supervisor, name).await,
         Race::Exited(exit) => return died(&mut supervisor, exit).await,
-    }
-    print_banner(&api, &tenant, &sandbox_dir);
+    };
+    print_banner(&api, &tenant, &sandbox_dir, &inbox_token);
 
     if options.smoke {
         let sandbox_file = sandbox_dir.join("email.jsonl");
@@ -313,7 +324,32 @@ async fn seed_directory(client: &reqwest::Client, api: &str, key: &str) -> anyho
     Ok(())
 }
 
-fn print_banner(api: &str, tenant: &Tenant, sandbox_dir: &Path) {
+/// An in-app notification for `demo-user`: it appears on the inbox demo page at once.
+const INBOX_BODY: &str = r#"{"type":"demo.inbox","to":[{"subscriber_id":"demo-user"}],"channels":["in_app"],"content":{"title":"Hello","body":"Hello from Notify"}}"#;
+
+/// A subscriber token for `demo-user`, checked to work on the inbox.
+async fn inbox_demo_token(client: &reqwest::Client, api: &str, key: &str) -> anyhow::Result<String> {
+    let path = "/v1/subscribers/demo-user/token";
+    let response =
+        client.post(format!("{api}{path}")).bearer_auth(key).send().await.with_context(|| format!("POST {path}"))?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    if !status.is_success() {
+        bail!("POST {path} answered {status}: {text}");
+    }
+    let answer: Value =
+        serde_json::from_str(&text).with_context(|| format!("POST {path} answer is not JSON: {text}"))?;
+    let token =
+        answer["token"].as_str().with_context(|| format!("POST {path} answer has no token: {text}"))?.to_owned();
+    let response =
+        client.get(format!("{api}/v1/inbox/count")).bearer_auth(&token).send().await.context("GET /v1/inbox/count")?;
+    if !response.status().is_success() {
+        bail!("GET /v1/inbox/count with demo-user's token answered {}", response.status());
+    }
+    Ok(token)
+}
+
+fn print_banner(api: &str, tenant: &Tenant, sandbox_dir: &Path, inbox_token: &str) {
     let key = &tenant.api_key;
     let body = EXAMPLE_BODY;
     println!(
@@ -343,12 +379,18 @@ Read it back: replace <id> with the \"id\" of an answer above:
 
   curl -sS {api}/v1/notifications/<id> -H \"Authorization: Bearer {key}\"
 
+Inbox demo: {api}/inbox-demo?token={inbox_token}
+  (demo-user's inbox, live; the token lasts 24 h). Send it something:
+
+  curl -sS -X POST {api}/v1/notifications -H \"Authorization: Bearer {key}\" -H \"Content-Type: application/json\" -d '{inbox_body}'
+
 Press Ctrl-C to stop everything.
 ================================================================================
 ",
         tenant_id = tenant.id,
         sandbox = sandbox_dir.display(),
         by_subscriber = SUBSCRIBER_BODY,
+        inbox_body = INBOX_BODY,
     );
 }
 

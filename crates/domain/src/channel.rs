@@ -2,7 +2,8 @@ use std::{fmt, str::FromStr};
 
 use serde::{Deserialize, Serialize};
 
-/// A delivery channel. The routing key of its queue is [`Channel::as_str`].
+/// A delivery channel. The routing key of its queue is [`Channel::as_str`]; `in_app` has
+/// no queue: the intake writes its deliveries to the inbox itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Channel {
@@ -10,10 +11,13 @@ pub enum Channel {
     Sms,
     Whatsapp,
     Novu,
+    InApp,
 }
 
 impl Channel {
-    pub const ALL: [Channel; 4] = [Channel::Email, Channel::Sms, Channel::Whatsapp, Channel::Novu];
+    pub const ALL: [Channel; 5] = [Channel::Email, Channel::Sms, Channel::Whatsapp, Channel::Novu, Channel::InApp];
+    /// The channels delivered through a queue and a worker.
+    pub const QUEUED: [Channel; 4] = [Channel::Email, Channel::Sms, Channel::Whatsapp, Channel::Novu];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -21,7 +25,13 @@ impl Channel {
             Channel::Sms => "sms",
             Channel::Whatsapp => "whatsapp",
             Channel::Novu => "novu",
+            Channel::InApp => "in_app",
         }
+    }
+
+    /// Whether deliveries on this channel go through the outbox, a queue and a worker.
+    pub fn is_queued(self) -> bool {
+        self != Channel::InApp
     }
 }
 

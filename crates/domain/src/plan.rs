@@ -136,7 +136,7 @@ impl<'a> Resolved<'a> {
             Channel::Email => self.email,
             Channel::Sms => self.phone,
             Channel::Whatsapp => self.whatsapp,
-            Channel::Novu => self.id,
+            Channel::Novu | Channel::InApp => self.id,
         }
     }
 }
@@ -154,8 +154,9 @@ pub fn plan(n: &ValidNotification, dir: &Directory, now: OffsetDateTime) -> Resu
     let channels: Vec<Channel> = match (&n.channels, kind) {
         (Some(asked), _) => asked.clone(),
         (None, Some(t)) => t.channels.clone(),
+        // The inbox is asked for, not implied by a subscriber id (which already means Novu).
         (None, None) => {
-            Channel::ALL.into_iter().filter(|c| recipients.iter().any(|r| r.address(*c).is_some())).collect()
+            Channel::QUEUED.into_iter().filter(|c| recipients.iter().any(|r| r.address(*c).is_some())).collect()
         }
     };
     // An id that names no subscriber is still a Novu subscriber id; on other channels it
@@ -207,7 +208,8 @@ pub fn plan(n: &ValidNotification, dir: &Directory, now: OffsetDateTime) -> Resu
                     let prefs = &listed.preferences;
                     if !prefs.allows(&n.kind, category, channel, type_default) {
                         delivery.skip = Some(Skip::OptedOut);
-                    } else if n.priority != Priority::Urgent {
+                    } else if n.priority != Priority::Urgent && channel.is_queued() {
+                        // An inbox item interrupts nobody: quiet hours defer the channels that do.
                         delivery.not_before = prefs
                             .quiet_hours
                             .as_ref()

@@ -11,6 +11,8 @@ use crate::{Channel, Priority, address};
 pub const MAX_RECIPIENTS: usize = 100;
 /// Serialized size of `data`.
 pub const MAX_DATA_BYTES: usize = 64 * 1024;
+/// Tags of one notification.
+pub const MAX_TAGS: usize = 10;
 /// Longest SMS or WhatsApp body a provider accepts (Twilio and SNS: 1600 characters).
 pub const MAX_TEXT_MESSAGE_CHARS: usize = 1600;
 
@@ -44,6 +46,9 @@ pub struct NewNotification {
     /// When to send; in the past means now; at most 90 days ahead (configurable).
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub send_at: Option<OffsetDateTime>,
+    /// Labels of the in-app inbox items (at most 10), which the inbox can filter by.
+    #[serde(default)]
+    pub tags: Vec<String>,
     /// Your own reference, to find the notification again (`GET /v1/notifications?correlation_id=`).
     #[serde(default)]
     pub correlation_id: Option<String>,
@@ -69,16 +74,6 @@ pub struct Recipient {
 }
 
 impl Recipient {
-    /// The address this recipient has for `channel`, if any.
-    pub fn address_for(&self, channel: Channel) -> Option<&str> {
-        match channel {
-            Channel::Email => self.email.as_deref(),
-            Channel::Sms => self.phone.as_deref(),
-            Channel::Whatsapp => self.whatsapp.as_deref(),
-            Channel::Novu => self.subscriber_id.as_deref(),
-        }
-    }
-
     /// Whether an address is given inline (not just an id or a topic).
     pub fn has_inline_address(&self) -> bool {
         self.email.is_some() || self.phone.is_some() || self.whatsapp.is_some()
@@ -151,6 +146,7 @@ pub struct ValidNotification {
     pub channels: Option<Vec<Channel>>,
     /// The recipients; an `audience` became its topic.
     pub to: Vec<Recipient>,
+    pub tags: Vec<String>,
 }
 
 impl ValidNotification {
@@ -234,6 +230,15 @@ impl NewNotification {
             ));
         }
 
+        if self.tags.len() > MAX_TAGS {
+            errors.push(FieldError::new("tags", format!("at most {MAX_TAGS} tags")));
+        }
+        for (i, tag) in self.tags.iter().enumerate() {
+            if !crate::notification_type::is_valid_key(tag) {
+                errors.push(FieldError::new(format!("tags[{i}]"), "must be 1 to 200 letters, digits and . _ - : /"));
+            }
+        }
+
         if let Some(c) = &self.correlation_id
             && (c.is_empty() || c.len() > 200)
         {
@@ -257,6 +262,7 @@ impl NewNotification {
             correlation_id: self.correlation_id,
             channels,
             to,
+            tags: self.tags,
         })
     }
 }
@@ -345,6 +351,11 @@ pub fn check_content(channel: Channel, c: &Content, prefix: &str, errors: &mut V
             ),
             Some(_) => {}
         },
+        Channel::InApp => {
+            if c.title.as_deref().is_none_or(str::is_empty) && c.body.as_deref().is_none_or(str::is_empty) {
+                missing(errors, "title", format!("the in_app channel needs {prefix}.title or {prefix}.body"));
+            }
+        }
         Channel::Novu => {}
     }
 }

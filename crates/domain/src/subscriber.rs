@@ -111,18 +111,6 @@ pub struct Subscriber {
     pub updated_at: OffsetDateTime,
 }
 
-impl Subscriber {
-    /// The address this subscriber has on `channel`; on Novu, the subscriber id itself.
-    pub fn address_for(&self, channel: Channel) -> Option<&str> {
-        match channel {
-            Channel::Email => self.email.as_deref(),
-            Channel::Sms => self.phone.as_deref(),
-            Channel::Whatsapp => self.whatsapp.as_deref(),
-            Channel::Novu => Some(&self.id),
-        }
-    }
-}
-
 /// A subscriber's choices, one document: `GET/PUT /v1/subscribers/{id}/preferences`.
 /// `true` opts in, `false` out; what is not said follows the tenant's defaults.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]

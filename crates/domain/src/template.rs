@@ -73,6 +73,7 @@ fn fields_of(channel: Channel) -> Option<&'static [&'static str]> {
     match channel {
         Channel::Email => Some(&["subject", "text", "html"]),
         Channel::Sms | Channel::Whatsapp => Some(&["text"]),
+        Channel::InApp => Some(&["title", "body", "action_url"]),
         Channel::Novu => None,
     }
 }

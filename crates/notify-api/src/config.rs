@@ -9,6 +9,9 @@ use crate::rate_limit::Rate;
 #[serde(default)]
 pub struct Config {
     pub database_url: Option<SecretString>,
+    /// The broker that carries inbox events between API replicas (`notify.inbox`). Unset:
+    /// inbox sockets hear only of changes made through this replica.
+    pub amqp_url: Option<SecretString>,
     pub database_max_connections: u32,
     /// Where the API listens.
     pub listen: SocketAddr,
@@ -18,18 +21,25 @@ pub struct Config {
     pub rate_limit: Rate,
     /// Delivery receipts from the providers.
     pub receipts: Receipts,
+    /// The end-user inbox: subscriber tokens.
+    pub inbox: InboxSettings,
+    /// The inbox WebSocket (`/v1/inbox/ws`): heartbeat and per-socket queue.
+    pub inbox_socket: crate::inbox::socket::SocketSettings,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
             database_url: None,
+            amqp_url: None,
             database_max_connections: 16,
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             limits: Limits::default(),
             idempotency: Idempotency::default(),
             rate_limit: Rate::default(),
             receipts: Receipts::default(),
+            inbox: InboxSettings::default(),
+            inbox_socket: Default::default(),
         }
     }
 }
@@ -70,6 +80,28 @@ pub struct Idempotency {
 impl Default for Idempotency {
     fn default() -> Self {
         Self { retention: Duration::from_secs(24 * 3600), purge_interval: Duration::from_secs(3600) }
+    }
+}
+
+/// The end-user inbox (`/v1/inbox`): how subscriber tokens are signed and how long they last.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InboxSettings {
+    /// The HMAC-SHA256 key of subscriber tokens, at least 32 bytes; the same on every
+    /// replica. Unset: a random key made at start, so a token verifies only on the replica
+    /// that issued it, until it restarts.
+    pub token_secret: Option<SecretString>,
+    /// How long a subscriber token is valid (at most 24 h).
+    #[serde(with = "humantime_serde")]
+    pub token_ttl: Duration,
+}
+
+/// The longest a subscriber token may live.
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+
+impl Default for InboxSettings {
+    fn default() -> Self {
+        Self { token_secret: None, token_ttl: Duration::from_secs(3600) }
     }
 }
 
@@ -144,6 +176,8 @@ impl Config {
             return Err(invalid("rate_limit", "per_second and burst must be at least 1"));
         }
         crate::receipts::Receipts::new(&self.receipts)?;
+        self.inbox_socket.validate()?;
+        crate::inbox::token::TokenKey::from_settings(&self.inbox)?;
         Ok(())
     }
 }

@@ -4,6 +4,7 @@
 mod auth;
 mod config;
 mod error;
+mod inbox;
 mod json;
 mod metrics;
 mod openapi;
@@ -20,7 +21,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
-pub use config::{Config, Idempotency, Limits, MetaReceipts, Receipts, SesReceipts, TwilioReceipts};
+pub use config::{Config, Idempotency, InboxSettings, Limits, MetaReceipts, Receipts, SesReceipts, TwilioReceipts};
+pub use inbox::socket::SocketSettings as InboxSocket;
+pub use inbox::token::{SubscriberClaims, TokenKey};
 pub use openapi::ApiDoc;
 pub use rate_limit::Rate;
 
@@ -36,10 +39,24 @@ pub struct AppState {
     idempotency_retention: Duration,
     /// Signature checkers of the providers whose receipts are configured.
     receipts: Arc<receipts::Receipts>,
+    /// Signs and verifies subscriber tokens (the inbox).
+    tokens: Arc<TokenKey>,
+    /// How long a subscriber token is valid.
+    token_ttl: Duration,
+    /// This replica's live inbox sockets, and the events that reach them from any replica.
+    inbox_hub: Arc<inbox::hub::Hub>,
+    inbox_socket: inbox::socket::SocketSettings,
 }
 
-/// The API's routes and state; fails on receipt settings that [`Config::validate`] refuses.
-pub fn router(store: Store, config: &Config) -> Result<Router, ConfigError> {
+/// The API's routes and state; fails on receipt and inbox settings that [`Config::validate`] refuses.
+pub fn router(store: Store, config: &Config, inbox_hub: Arc<inbox::hub::Hub>) -> Result<Router, ConfigError> {
+    let tokens = TokenKey::from_settings(&config.inbox)?;
+    if config.inbox.token_secret.is_none() {
+        tracing::info!(
+            "inbox.token_secret is not set: subscriber tokens are signed with a random key made at start, \
+             so they verify only on this replica and only until it restarts"
+        );
+    }
     let state = AppState {
         store,
         limits: config.limits.domain(),
@@ -47,6 +64,10 @@ pub fn router(store: Store, config: &Config) -> Result<Router, ConfigError> {
         default_rate: config.rate_limit,
         idempotency_retention: config.idempotency.retention,
         receipts: Arc::new(receipts::Receipts::new(&config.receipts)?),
+        tokens: Arc::new(tokens),
+        token_ttl: config.inbox.token_ttl,
+        inbox_hub,
+        inbox_socket: config.inbox_socket.clone(),
     };
     Ok(routes::routes()
         .route_layer(axum::middleware::from_fn(metrics::track))
@@ -71,10 +92,15 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let url = bootstrap::require(&config.database_url, "database_url")?;
     let store = Store::connect_lazy(url.expose_secret(), config.database_max_connections)?;
     let purge = tokio::spawn(purge_idempotency_keys(store.clone(), config.idempotency.clone(), shutdown.clone()));
-    let app = router(store.clone(), &config)?;
+    let amqp_url = config.amqp_url.as_ref().map(|u| u.expose_secret().to_owned());
+    let inbox_hub = inbox::hub::Hub::start(store.clone(), amqp_url, config.inbox_socket.send_queue, shutdown.clone());
+    let app = router(store.clone(), &config, Arc::clone(&inbox_hub))?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
     axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await?;
     shutdown.cancel();
+    // Upgraded sockets outlive their requests: they close on `shutdown`; wait for them.
+    inbox_hub.sockets_tracker.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), inbox_hub.sockets_tracker.wait()).await;
     let _ = purge.await;
     store.close().await;
     tracing::info!("api stopped");

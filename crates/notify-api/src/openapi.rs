@@ -40,6 +40,14 @@ use crate::{error::Problem, routes};
         routes::providers::ses_events,
         routes::providers::meta_verify,
         routes::providers::meta_webhook,
+        routes::inbox::issue_token,
+        routes::inbox::list,
+        routes::inbox::count,
+        routes::inbox::read,
+        routes::inbox::unread,
+        routes::inbox::archive,
+        routes::inbox::read_all,
+        routes::inbox::delete,
         routes::health::healthz,
         routes::health::readyz,
     ),
@@ -53,6 +61,7 @@ use crate::{error::Problem, routes};
         (name = "subscribers", description = "The people you notify, by your own ids: addresses, locale, time zone, preferences; erasure"),
         (name = "topics", description = "Named sets of subscribers: a notification to a topic goes to each member"),
         (name = "types", description = "Notification types: default channels, critical flag, category, Novu workflow, retry policy, default preferences"),
+        (name = "inbox", description = "The end-user inbox: a subscriber token from `POST /v1/subscribers/{id}/token` (API key) reads and changes one subscriber's items"),
         (name = "providers", description = "Delivery receipts from the providers: signed by the provider, no API key"),
         (name = "operations", description = "Health of the process"),
     )
@@ -72,6 +81,18 @@ impl Modify for Security {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some("An API key of the tenant: `Authorization: Bearer <key>`"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "subscriber_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A subscriber token from `POST /v1/subscribers/{id}/token`, for that subscriber's inbox only: \
+                         `Authorization: Bearer <token>`",
+                    ))
                     .build(),
             ),
         );
@@ -143,6 +164,14 @@ mod tests {
             ("/v1/types", "get"),
             ("/v1/types/{key}", "put"),
             ("/v1/types/{key}", "get"),
+            ("/v1/subscribers/{id}/token", "post"),
+            ("/v1/inbox", "get"),
+            ("/v1/inbox/count", "get"),
+            ("/v1/inbox/{id}/read", "post"),
+            ("/v1/inbox/{id}/unread", "post"),
+            ("/v1/inbox/{id}/archive", "post"),
+            ("/v1/inbox/read-all", "post"),
+            ("/v1/inbox/{id}", "delete"),
             ("/v1/providers/twilio/status", "post"),
             ("/v1/providers/ses/events", "post"),
             ("/v1/providers/meta/webhook", "get"),

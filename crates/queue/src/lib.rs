@@ -2,6 +2,7 @@
 //! and a consumer with manual acknowledgement. Connections are plain; callers reconnect
 //! with [`connect_with_backoff`] when one is lost.
 
+pub mod broadcast;
 mod consumer;
 mod publisher;
 pub mod topology;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use lapin::{Connection, ConnectionProperties};
 use tokio_util::sync::CancellationToken;
 
+pub use broadcast::{Broadcast, BroadcastLimits};
 pub use consumer::{Incoming, Subscription};
 pub use lapin::Connection as AmqpConnection;
 pub use publisher::Publisher;

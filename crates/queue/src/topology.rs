@@ -45,7 +45,7 @@ impl Topology {
         let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
         ch.exchange_declare(EXCHANGE.into(), ExchangeKind::Direct, durable, FieldTable::default()).await?;
         ch.exchange_declare(DEAD_LETTER_EXCHANGE.into(), ExchangeKind::Direct, durable, FieldTable::default()).await?;
-        for channel in Channel::ALL {
+        for channel in Channel::QUEUED {
             let queue = queue_name(channel);
             let dead = dead_letter_queue_name(channel);
             ch.queue_declare(queue.as_str().into(), QueueDeclareOptions::durable(), self.work_queue_args()).await?;

@@ -2,10 +2,10 @@
 //! names, their templates, the subscribers it names directly or through topics) in at
 //! most three statements, however many notifications and topic members there are.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 use domain::{
-    Channel, ValidNotification,
+    ValidNotification,
     notification_type::NotificationType,
     plan::{Directory, Listed},
     subscriber::{Preferences, Subscriber},
@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::{Result, Store, corrupt};
 
+/// The tenant's settings, and one of the types asked for when there is one (LEFT JOIN).
 #[derive(sqlx::FromRow)]
 struct TypeRow {
     default_locale: String,
@@ -143,30 +144,25 @@ impl Store {
     }
 }
 
+/// The type on a row of the tenant's settings, if the row has one.
 fn notification_type(row: TypeRow) -> Result<Option<NotificationType>> {
-    let Some(key) = row.key else { return Ok(None) };
-    let channels = row
-        .channels
-        .unwrap_or_default()
-        .iter()
-        .map(|c| c.parse::<Channel>().map_err(|e| corrupt(format!("type {key}: {e}"))))
-        .collect::<Result<Vec<_>>>()?;
-    let retry = row.retry.map(serde_json::from_value).transpose().map_err(|e| corrupt(format!("type {key}: {e}")))?;
-    let preferences: BTreeMap<Channel, bool> = match row.preferences {
-        Some(p) => serde_json::from_value(p).map_err(|e| corrupt(format!("type {key}: {e}")))?,
-        None => BTreeMap::new(),
+    let (Some(key), Some(channels), Some(critical), Some(preferences), Some(created_at), Some(updated_at)) =
+        (row.key, row.channels, row.critical, row.preferences, row.created_at, row.updated_at)
+    else {
+        return Ok(None);
     };
-    Ok(Some(NotificationType {
+    let row = crate::types::TypeRow {
+        key,
         channels,
-        critical: row.critical.unwrap_or(false),
+        critical,
         novu_workflow: row.novu_workflow,
-        retry,
+        retry: row.retry,
         category: row.category,
         preferences,
-        created_at: row.created_at.unwrap_or(OffsetDateTime::UNIX_EPOCH),
-        updated_at: row.updated_at.unwrap_or(OffsetDateTime::UNIX_EPOCH),
-        key,
-    }))
+        created_at,
+        updated_at,
+    };
+    row.try_into().map(Some)
 }
 
 /// The distinct values, in first-seen order.

@@ -7,7 +7,7 @@ use std::{
 };
 
 use domain::{
-    DeliveryStatus, NotificationStatus, Plan, ValidNotification,
+    Channel, DeliveryStatus, NotificationStatus, Plan, ValidNotification,
     view::{AcceptedDelivery, AcceptedNotification},
 };
 use sqlx::{PgConnection, types::Json};
@@ -207,21 +207,26 @@ fn answer(plan: &Plan, created_at: OffsetDateTime) -> AcceptedNotification {
             channel: d.channel,
             recipient: d.recipient.clone(),
             subscriber_id: d.subscriber_id.clone(),
-            status: if d.skip.is_some() { DeliveryStatus::Suppressed } else { DeliveryStatus::Pending },
+            status: match (d.skip, d.channel) {
+                (Some(_), _) => DeliveryStatus::Suppressed,
+                // Written to the inbox in the accept transaction itself.
+                (None, Channel::InApp) => DeliveryStatus::Delivered,
+                (None, _) => DeliveryStatus::Pending,
+            },
         })
         .collect();
-    let sends = deliveries.iter().any(|d| d.status != DeliveryStatus::Suppressed);
+    let waits = deliveries.iter().any(|d| d.status == DeliveryStatus::Pending);
     AcceptedNotification {
         id: Uuid::now_v7(),
-        status: if sends { NotificationStatus::Pending } else { NotificationStatus::Sent },
+        status: if waits { NotificationStatus::Pending } else { NotificationStatus::Sent },
         created_at,
         deliveries,
     }
 }
 
-/// Shows in the answers what the insert decided: a delivery to a suppressed address is
-/// `suppressed`, and a notification with nothing left to send is `sent`, as its aggregate
-/// status is computed. Returns the items (of `which`) whose answer changed.
+/// Shows in the answers what the insert decided: a delivery to an address on the
+/// suppression list is `suppressed`, and a notification with nothing left to send is
+/// `sent`, as its aggregate status is computed. Returns the items (of `which`) whose answer changed.
 fn mark_suppressed(planned: &mut [AcceptedNotification], which: &[usize], suppressed: &HashSet<Uuid>) -> Vec<usize> {
     if suppressed.is_empty() {
         return vec![];
@@ -235,7 +240,7 @@ fn mark_suppressed(planned: &mut [AcceptedNotification], which: &[usize], suppre
             any = true;
         }
         if any {
-            if notification.deliveries.iter().all(|d| d.status == DeliveryStatus::Suppressed) {
+            if !notification.deliveries.iter().any(|d| d.status == DeliveryStatus::Pending) {
                 notification.status = NotificationStatus::Sent;
             }
             changed.push(i);
@@ -275,7 +280,9 @@ async fn store_answers(
 /// the plan skips, or whose address the tenant suppressed on its channel, is written
 /// `suppressed` with the reason in `last_error_code`, and gets no outbox row; a
 /// notification left with nothing to send is written `sent`. A delivery deferred by quiet
-/// hours waits in the outbox until then. Returns the ids of the suppressed deliveries.
+/// hours waits in the outbox until then. An in-app delivery is written to the inbox here
+/// and is `delivered` (a scheduled one with the item's time set to `send_at`). Returns the
+/// ids of the deliveries the suppression list stopped.
 async fn insert(
     conn: &mut PgConnection,
     tenant_id: Uuid,
@@ -302,6 +309,7 @@ async fn insert(
         n.keys.push(items[i].idempotency.as_ref().map(|k| k.key.as_str()));
         n.workflows.push(plan.workflow.as_deref());
         n.retries.push(plan.retry.as_ref().map(Json));
+        n.tags.push(Json(&v.tags));
         for (delivery, planned) in p.deliveries.iter().zip(&plan.deliveries) {
             d.ids.push(delivery.id);
             d.notification_ids.push(p.id);
@@ -321,7 +329,7 @@ async fn insert(
     let (suppressed,): (Vec<Uuid>,) = sqlx::query_as(
         "WITH p AS (
             SELECT u.id, u.nid, u.channel, u.recipient, u.rank, u.at, u.subscriber_id, u.content, u.locale,
-                   u.deferred, coalesce(u.skip, s.reason) AS reason,
+                   u.deferred, u.skip, coalesce(u.skip, s.reason) AS reason,
                    CASE WHEN u.skip IS NOT NULL THEN u.skip_message
                         WHEN s.reason IS NOT NULL THEN 'the address is on the suppression list' END AS message
             FROM unnest($11::uuid[], $12::uuid[], $13::text[], $14::text[], $15::smallint[], $16::timestamptz[],
@@ -331,31 +339,43 @@ async fn insert(
                       skip_message, deferred)
             LEFT JOIN suppressions s ON u.skip IS NULL AND s.tenant_id = $1 AND s.channel = u.channel
                                     AND s.address = u.address),
+         u AS (
+            SELECT * FROM unnest($3::uuid[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[], $8::text[],
+                                 $9::timestamptz[], $10::text[], $27::text[], $28::jsonb[], $29::jsonb[])
+                 AS u(id, type, priority, data, content, correlation_id, send_at, key, workflow, retry, tags)),
          n AS (
             INSERT INTO notifications (id, tenant_id, type, priority, data, content, correlation_id, send_at,
                                        idempotency_key, workflow, retry, status, created_at, updated_at)
             SELECT u.id, $1, u.type, u.priority, u.data, coalesce(u.content, '{}'), u.correlation_id, u.send_at,
-                   u.key, u.workflow, u.retry, CASE WHEN g.sends IS FALSE THEN 'sent' ELSE 'pending' END, $2, $2
-            FROM unnest($3::uuid[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[], $8::text[], $9::timestamptz[],
-                        $10::text[], $27::text[], $28::jsonb[])
-                 AS u(id, type, priority, data, content, correlation_id, send_at, key, workflow, retry)
-            LEFT JOIN (SELECT nid, bool_or(reason IS NULL) AS sends FROM p GROUP BY nid) g ON g.nid = u.id),
+                   u.key, u.workflow, u.retry, CASE WHEN g.waits IS FALSE THEN 'sent' ELSE 'pending' END, $2, $2
+            FROM u LEFT JOIN (SELECT nid, bool_or(reason IS NULL AND channel <> 'in_app') AS waits FROM p GROUP BY nid) g
+                   ON g.nid = u.id),
          d AS (
             INSERT INTO deliveries (id, tenant_id, notification_id, channel, recipient, subscriber_id, content,
-                                    locale, status, last_error_code, last_error_message, next_attempt_at,
+                                    locale, status, last_error_code, last_error_message, next_attempt_at, sent_at,
                                     created_at, updated_at)
             SELECT p.id, $1, p.nid, p.channel, p.recipient, p.subscriber_id, p.content, p.locale,
-                   CASE WHEN p.reason IS NULL THEN 'pending' ELSE 'suppressed' END, p.reason, p.message,
-                   CASE WHEN p.reason IS NULL THEN p.deferred END, $2, $2
+                   CASE WHEN p.reason IS NOT NULL THEN 'suppressed' WHEN p.channel = 'in_app' THEN 'delivered'
+                        ELSE 'pending' END,
+                   p.reason, p.message, CASE WHEN p.reason IS NULL THEN p.deferred END,
+                   CASE WHEN p.reason IS NULL AND p.channel = 'in_app' THEN greatest(p.at, $2) END, $2, $2
             FROM p),
+         i AS (
+            INSERT INTO inbox_items (id, tenant_id, subscriber_id, notification_id, type, title, body, action_url,
+                                     tags, created_at)
+            SELECT p.id, $1, p.subscriber_id, p.nid, u.type, c.content->>'title', c.content->>'body',
+                   c.content->>'action_url', ARRAY(SELECT jsonb_array_elements_text(u.tags)), greatest(p.at, $2)
+            FROM p JOIN u ON u.id = p.nid CROSS JOIN LATERAL (SELECT coalesce(p.content, u.content) AS content) c
+            WHERE p.channel = 'in_app' AND p.reason IS NULL),
          o AS (
             INSERT INTO outbox (tenant_id, notification_id, delivery_id, channel, attempt, priority, available_at,
                                 traceparent)
-            SELECT $1, p.nid, p.id, p.channel, 1, p.rank, coalesce(p.at, now()), $20 FROM p WHERE p.reason IS NULL),
+            SELECT $1, p.nid, p.id, p.channel, 1, p.rank, coalesce(p.at, now()), $20 FROM p
+            WHERE p.reason IS NULL AND p.channel <> 'in_app'),
          a AS (
             INSERT INTO audit_events (tenant_id, notification_id, action, actor, created_at)
             SELECT $1, u.id, 'accepted', $17, $2 FROM unnest($3::uuid[]) AS u(id))
-         SELECT array(SELECT p.id FROM p WHERE p.reason IS NOT NULL) FROM (SELECT pg_notify($18, '')) AS woken",
+         SELECT array(SELECT p.id FROM p WHERE p.skip IS NULL AND p.reason IS NOT NULL) FROM (SELECT pg_notify($18, '')) AS woken",
     )
     .bind(tenant_id)
     .bind(now)
@@ -385,6 +405,7 @@ async fn insert(
     .bind(&d.deferred)
     .bind(&n.workflows)
     .bind(&n.retries)
+    .bind(&n.tags)
     .fetch_one(conn)
     .await?;
     Ok(suppressed.into_iter().collect())
@@ -402,6 +423,8 @@ struct NotificationColumns<'a> {
     keys: Vec<Option<&'a str>>,
     workflows: Vec<Option<&'a str>>,
     retries: Vec<Option<Json<&'a domain::RetryPolicy>>>,
+    /// The inbox items' tags (a JSON array each: PostgreSQL has no arrays of arrays).
+    tags: Vec<Json<&'a Vec<String>>>,
 }
 
 #[derive(Default)]

@@ -5,6 +5,7 @@
 mod actions;
 mod deliveries;
 mod directory;
+mod inbox;
 mod intake;
 mod notifications;
 mod outbox;
@@ -24,6 +25,7 @@ use sqlx::{
 
 pub use actions::{Cancelled, Retried};
 pub use deliveries::{AttemptRecord, AttemptResult, Claim};
+pub use inbox::{InboxChange, InboxFilter};
 pub use intake::{IdempotencyKey, Intake, IntakeResult, Origin};
 pub use notifications::ListFilter;
 pub use outbox::{ClaimedBatch, OUTBOX_CHANNEL};

@@ -133,7 +133,8 @@ impl Store {
     /// recipient (`[erased]`), rendered content and error message; their attempts lose
     /// error messages and response excerpts; a notification whose every delivery went to
     /// the subscriber loses its data and inline content; stored idempotent answers lose
-    /// the recipients; the subscriber's addresses leave the suppression list. Deliveries
+    /// the recipients; the subscriber's addresses leave the suppression list; its inbox items
+    /// are deleted. Deliveries
     /// not yet handed to a provider are cancelled. An audit event `subscriber_erased`
     /// records the counts. `false` if there is no such subscriber.
     pub async fn erase_subscriber(&self, tenant_id: Uuid, id: &str, actor: &str) -> Result<bool> {
@@ -258,8 +259,13 @@ impl Store {
         .await?
         .rows_affected();
 
+        let inbox = sqlx::query("DELETE FROM inbox_items WHERE tenant_id = $1 AND subscriber_id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         // Topic memberships go with it (ON DELETE CASCADE).
-        // TODO(inbox): delete the subscriber's inbox items here, in this transaction.
         sqlx::query("DELETE FROM subscribers WHERE tenant_id = $1 AND id = $2")
             .bind(tenant_id)
             .bind(id)
@@ -269,7 +275,8 @@ impl Store {
             "INSERT INTO audit_events (tenant_id, notification_id, subscriber_id, action, actor, detail)
              VALUES ($1, NULL, $2, 'subscriber_erased', $3,
                      jsonb_build_object('deliveries_redacted', $4::bigint, 'deliveries_cancelled', $5::bigint,
-                                        'notifications_redacted', $6::bigint, 'suppressions_removed', $7::bigint))",
+                                        'notifications_redacted', $6::bigint, 'suppressions_removed', $7::bigint,
+                                        'inbox_items_deleted', $8::bigint))",
         )
         .bind(tenant_id)
         .bind(id)
@@ -278,6 +285,7 @@ impl Store {
         .bind(cancelled as i64)
         .bind(notifications_redacted as i64)
         .bind(suppressions as i64)
+        .bind(inbox as i64)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

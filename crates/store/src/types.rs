@@ -13,16 +13,16 @@ use uuid::Uuid;
 use crate::{Result, Store, corrupt};
 
 #[derive(sqlx::FromRow)]
-struct TypeRow {
-    key: String,
-    channels: Vec<String>,
-    critical: bool,
-    novu_workflow: Option<String>,
-    retry: Option<serde_json::Value>,
-    category: Option<String>,
-    preferences: serde_json::Value,
-    created_at: OffsetDateTime,
-    updated_at: OffsetDateTime,
+pub(crate) struct TypeRow {
+    pub(crate) key: String,
+    pub(crate) channels: Vec<String>,
+    pub(crate) critical: bool,
+    pub(crate) novu_workflow: Option<String>,
+    pub(crate) retry: Option<serde_json::Value>,
+    pub(crate) category: Option<String>,
+    pub(crate) preferences: serde_json::Value,
+    pub(crate) created_at: OffsetDateTime,
+    pub(crate) updated_at: OffsetDateTime,
 }
 
 const COLUMNS: &str = "key, channels, critical, novu_workflow, retry, category, preferences, created_at, updated_at";

@@ -12,8 +12,9 @@ pub async fn healthz() -> impl IntoResponse {
 
 #[utoipa::path(get, path = "/readyz", tag = "operations", security(),
     responses((status = 200, description = "The database answers"), (status = 503, description = "The database is unreachable")))]
-/// Ready: the database answers. The API does not use the broker, so the broker's
-/// health does not make it unready.
+/// Ready: the database answers. The API uses the broker only for the inbox push between
+/// replicas, which is best effort (it reconnects on its own, and meanwhile a replica's own
+/// changes still reach its own sockets): the broker's health does not make it unready.
 pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
     match app.store.ping().await {
         Ok(()) => (StatusCode::OK, Json(json!({"status": "ready", "database": "ok"}))),

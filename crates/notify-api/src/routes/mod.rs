@@ -1,5 +1,6 @@
 pub mod deliveries;
 pub mod health;
+pub mod inbox;
 pub mod notifications;
 pub mod providers;
 pub mod subscribers;
@@ -34,12 +35,22 @@ pub fn routes() -> Router<AppState> {
             "/v1/subscribers/{id}/preferences",
             axum::routing::put(subscribers::put_preferences).get(subscribers::get_preferences),
         )
+        .route("/v1/subscribers/{id}/token", post(inbox::issue_token))
+        .route("/v1/inbox", get(inbox::list))
+        .route("/v1/inbox/count", get(inbox::count))
+        .route("/v1/inbox/ws", get(crate::inbox::socket::connect))
+        .route("/v1/inbox/read-all", post(inbox::read_all))
+        .route("/v1/inbox/{id}", axum::routing::delete(inbox::delete))
+        .route("/v1/inbox/{id}/read", post(inbox::read))
+        .route("/v1/inbox/{id}/unread", post(inbox::unread))
+        .route("/v1/inbox/{id}/archive", post(inbox::archive))
         .route("/v1/topics/{key}/subscribers", axum::routing::put(topics::change).get(topics::list))
         .route("/v1/types", get(types::list))
         .route("/v1/types/{key}", axum::routing::put(types::put).get(types::get))
         .route("/v1/providers/twilio/status", post(providers::twilio_status))
         .route("/v1/providers/ses/events", post(providers::ses_events))
         .route("/v1/providers/meta/webhook", get(providers::meta_verify).post(providers::meta_webhook))
+        .route("/inbox-demo", get(crate::inbox::demo::page))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(crate::openapi::serve))

@@ -78,6 +78,7 @@ pub async fn create(
         .expect("one result per item");
     let mut response = match result {
         IntakeResult::Accepted(accepted) => {
+            app.inbox_hub.created(auth.0.tenant_id, inbox_items(&accepted));
             crate::metrics::METRICS.accepted.inc();
             tracing::info!(tenant_id = %auth.0.tenant_id, notification_id = %accepted.id,
                 deliveries = accepted.deliveries.len(), scheduled = notification.send_at.is_some(), "accepted");
@@ -176,12 +177,15 @@ pub async fn batch(
         .map(|p| match p {
             Err(e) => refused(e),
             Ok(_) => match accepted.next().expect("one result per valid item") {
-                IntakeResult::Accepted(a) => BatchItem {
-                    status: 202,
-                    replayed: false,
-                    notification: Some(serde_json::to_value(a).expect("serializes")),
-                    error: None,
-                },
+                IntakeResult::Accepted(a) => {
+                    app.inbox_hub.created(auth.0.tenant_id, inbox_items(&a));
+                    BatchItem {
+                        status: 202,
+                        replayed: false,
+                        notification: Some(serde_json::to_value(a).expect("serializes")),
+                        error: None,
+                    }
+                }
                 IntakeResult::Replayed(original) => {
                     BatchItem { status: 202, replayed: true, notification: Some(original), error: None }
                 }
@@ -204,6 +208,16 @@ fn refused(e: &ApiError) -> BatchItem {
     let (status, problem) = e.problem();
     let problem = Some(problem);
     BatchItem { status: status.as_u16(), replayed: false, notification: None, error: problem }
+}
+
+/// The inbox items an accepted notification wrote, for the sockets: (subscriber, item id).
+fn inbox_items(accepted: &AcceptedNotification) -> Vec<(String, Uuid)> {
+    accepted
+        .deliveries
+        .iter()
+        .filter(|d| d.channel == domain::Channel::InApp && d.status == domain::DeliveryStatus::Delivered)
+        .filter_map(|d| Some((d.subscriber_id.clone()?, d.id)))
+        .collect()
 }
 
 fn key_reused() -> ApiError {
