@@ -14,7 +14,7 @@ use sqlx::{PgConnection, types::Json};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::{OUTBOX_CHANNEL, Result, Store, receipts::suppression_address};
+use crate::{Result, Store, receipts::suppression_address};
 
 /// Who caused a change (for the audit trail) and the trace it belongs to (carried with
 /// the outbox rows it writes).
@@ -72,6 +72,7 @@ impl Store {
             let suppressed =
                 insert(self.pool.acquire().await?.as_mut(), tenant_id, origin, items, &planned, &all, now).await?;
             mark_suppressed(&mut planned, &all, &suppressed);
+            self.wake_relays_for(&planned, &all);
             return Ok(planned.into_iter().map(IntakeResult::Accepted).collect());
         }
 
@@ -168,12 +169,20 @@ impl Store {
             }
         }
         tx.commit().await?;
+        self.wake_relays_for(&planned, &to_insert);
 
         Ok(results
             .into_iter()
             .zip(planned)
             .map(|(result, planned)| result.unwrap_or(IntakeResult::Accepted(planned)))
             .collect())
+    }
+
+    /// Wakes the relays if the notifications `which` wrote outbox rows.
+    fn wake_relays_for(&self, planned: &[AcceptedNotification], which: &[usize]) {
+        if which.iter().any(|&i| planned[i].deliveries.iter().any(|d| d.status == DeliveryStatus::Pending)) {
+            self.wake_relays();
+        }
     }
 
     /// Deletes idempotency keys older than `retention`; returns how many.
@@ -276,7 +285,7 @@ async fn store_answers(
 }
 
 /// Inserts the notifications `which` of `items`, their deliveries, outbox rows and
-/// `accepted` audit events in one statement, and wakes the relays at commit. A delivery
+/// `accepted` audit events in one statement (the caller wakes the relays after commit). A delivery
 /// the plan skips, or whose address the tenant suppressed on its channel, is written
 /// `suppressed` with the reason in `last_error_code`, and gets no outbox row; a
 /// notification left with nothing to send is written `sent`. A delivery deferred by quiet
@@ -333,15 +342,15 @@ async fn insert(
                    CASE WHEN u.skip IS NOT NULL THEN u.skip_message
                         WHEN s.reason IS NOT NULL THEN 'the address is on the suppression list' END AS message
             FROM unnest($11::uuid[], $12::uuid[], $13::text[], $14::text[], $15::smallint[], $16::timestamptz[],
-                        $19::text[], $21::text[], $22::jsonb[], $23::text[], $24::text[], $25::text[],
-                        $26::timestamptz[])
+                        $18::text[], $20::text[], $21::jsonb[], $22::text[], $23::text[], $24::text[],
+                        $25::timestamptz[])
                  AS u(id, nid, channel, recipient, rank, at, address, subscriber_id, content, locale, skip,
                       skip_message, deferred)
             LEFT JOIN suppressions s ON u.skip IS NULL AND s.tenant_id = $1 AND s.channel = u.channel
                                     AND s.address = u.address),
          u AS (
             SELECT * FROM unnest($3::uuid[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[], $8::text[],
-                                 $9::timestamptz[], $10::text[], $27::text[], $28::jsonb[], $29::jsonb[])
+                                 $9::timestamptz[], $10::text[], $26::text[], $27::jsonb[], $28::jsonb[])
                  AS u(id, type, priority, data, content, correlation_id, send_at, key, workflow, retry, tags)),
          n AS (
             INSERT INTO notifications (id, tenant_id, type, priority, data, content, correlation_id, send_at,
@@ -370,12 +379,12 @@ async fn insert(
          o AS (
             INSERT INTO outbox (tenant_id, notification_id, delivery_id, channel, attempt, priority, available_at,
                                 traceparent)
-            SELECT $1, p.nid, p.id, p.channel, 1, p.rank, coalesce(p.at, now()), $20 FROM p
+            SELECT $1, p.nid, p.id, p.channel, 1, p.rank, coalesce(p.at, now()), $19 FROM p
             WHERE p.reason IS NULL AND p.channel <> 'in_app'),
          a AS (
             INSERT INTO audit_events (tenant_id, notification_id, action, actor, created_at)
             SELECT $1, u.id, 'accepted', $17, $2 FROM unnest($3::uuid[]) AS u(id))
-         SELECT array(SELECT p.id FROM p WHERE p.skip IS NULL AND p.reason IS NOT NULL) FROM (SELECT pg_notify($18, '')) AS woken",
+         SELECT array(SELECT p.id FROM p WHERE p.skip IS NULL AND p.reason IS NOT NULL)",
     )
     .bind(tenant_id)
     .bind(now)
@@ -394,7 +403,6 @@ async fn insert(
     .bind(&d.ranks)
     .bind(&d.available_at)
     .bind(origin.actor)
-    .bind(OUTBOX_CHANNEL)
     .bind(&d.suppression_addresses)
     .bind(origin.traceparent)
     .bind(&d.subscriber_ids)

@@ -15,6 +15,7 @@ mod templates;
 mod tenants;
 mod topics;
 mod types;
+mod wake;
 
 use std::time::Duration;
 
@@ -53,6 +54,7 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: PgPool,
+    waker: wake::RelayWaker,
 }
 
 impl Store {
@@ -64,11 +66,11 @@ impl Store {
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
             .connect_lazy_with(options.application_name("notify"));
-        Ok(Self { pool })
+        Ok(Self { pool, waker: Default::default() })
     }
 
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self { pool, waker: Default::default() }
     }
 
     pub fn pool(&self) -> &PgPool {
