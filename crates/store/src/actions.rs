@@ -7,7 +7,7 @@
 use domain::Priority;
 use uuid::Uuid;
 
-use crate::{OUTBOX_CHANNEL, Origin, Result, Store, corrupt, deliveries::refresh_notification_status};
+use crate::{OUTBOX_CHANNEL, Origin, Result, Store, corrupt, deliveries::refresh_notification_statuses};
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Cancelled {
@@ -68,7 +68,7 @@ impl Store {
         if count == 0 {
             return Ok(Cancelled::Nothing);
         }
-        refresh_notification_status(&mut tx, id).await?;
+        refresh_notification_statuses(&mut tx, &[id]).await?;
         tx.commit().await?;
         Ok(Cancelled::Some(count as u64))
     }
@@ -112,7 +112,7 @@ impl Store {
         if retried.is_none() {
             return Ok(Retried::NotFailed(status));
         }
-        refresh_notification_status(&mut tx, notification_id).await?;
+        refresh_notification_statuses(&mut tx, &[notification_id]).await?;
         sqlx::query("SELECT pg_notify($1, '')").bind(OUTBOX_CHANNEL).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(Retried::Queued(notification_id))

@@ -205,7 +205,7 @@ impl Store {
         .bind(&rec.traceparent)
         .execute(&mut *tx)
         .await?;
-        refresh_notification_status(&mut tx, job.notification_id).await?;
+        refresh_notification_statuses(&mut tx, &[job.notification_id]).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -220,15 +220,18 @@ impl Store {
     }
 }
 
-/// Recomputes a notification's status from its deliveries (DESIGN.md §4): `processing`
-/// while any is in flight; then `sent` if some succeeded and none failed, `partial` if
-/// both, `failed` if only failures, `cancelled` if all were cancelled. Suppressed
-/// deliveries count for nothing, so a notification whose deliveries were all suppressed
-/// is `sent`: nothing that should have gone out failed.
-pub(crate) async fn refresh_notification_status(tx: &mut sqlx::PgConnection, notification_id: Uuid) -> Result<()> {
+/// Recomputes the status of the notifications `ids` from their deliveries (DESIGN.md §4),
+/// in one statement: `processing` while any is in flight; then `sent` if some succeeded
+/// and none failed, `partial` if both, `failed` if only failures, `cancelled` if all were
+/// cancelled. Suppressed deliveries count for nothing, so a notification whose deliveries
+/// were all suppressed is `sent`: nothing that should have gone out failed.
+pub(crate) async fn refresh_notification_statuses(tx: &mut sqlx::PgConnection, ids: &[Uuid]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
         "UPDATE notifications n SET status = agg.status, updated_at = now()
-         FROM (SELECT CASE
+         FROM (SELECT notification_id, CASE
                  WHEN bool_or(status IN ('pending', 'queued', 'sending', 'retrying')) THEN 'processing'
                  WHEN bool_or(status IN ('sent', 'delivered')) AND bool_or(status IN ('failed', 'bounced', 'undelivered'))
                      THEN 'partial'
@@ -236,10 +239,10 @@ pub(crate) async fn refresh_notification_status(tx: &mut sqlx::PgConnection, not
                  WHEN bool_or(status IN ('failed', 'bounced', 'undelivered')) THEN 'failed'
                  WHEN bool_or(status = 'cancelled') THEN 'cancelled'
                  ELSE 'sent' END AS status
-               FROM deliveries WHERE notification_id = $1) agg
-         WHERE n.id = $1 AND n.status IS DISTINCT FROM agg.status",
+               FROM deliveries WHERE notification_id = ANY($1) GROUP BY notification_id) agg
+         WHERE n.id = agg.notification_id AND n.status IS DISTINCT FROM agg.status",
     )
-    .bind(notification_id)
+    .bind(ids)
     .execute(tx)
     .await?;
     Ok(())

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::{
     Result, Store,
-    deliveries::{refresh_notification_status, truncate},
+    deliveries::{refresh_notification_statuses, truncate},
 };
 
 /// A provider's report on one message, by the provider's id for it.
@@ -118,7 +118,7 @@ impl Store {
         };
         let notifications: BTreeSet<Uuid> = changed.iter().copied().collect();
         for notification_id in notifications {
-            refresh_notification_status(&mut tx, notification_id).await?;
+            refresh_notification_statuses(&mut tx, &[notification_id]).await?;
         }
         tx.commit().await?;
         Ok(ReceiptApplied { known: true, changed: changed.len() as u64, suppressed })

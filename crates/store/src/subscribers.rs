@@ -220,7 +220,7 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-            refresh_statuses(&mut tx, tenant_id, &touched).await?;
+            crate::deliveries::refresh_notification_statuses(&mut tx, &touched).await?;
             // The `202` answers kept for idempotent replays name the recipients.
             sqlx::query(
                 "UPDATE idempotency_keys k SET response = jsonb_set(k.response, '{deliveries}', coalesce(
@@ -291,30 +291,4 @@ impl Store {
         tx.commit().await?;
         Ok(true)
     }
-}
-
-/// The aggregate status of each of `ids` recomputed from its deliveries, in one
-/// statement: the rule of `deliveries::refresh_notification_status`, for a set.
-async fn refresh_statuses(tx: &mut sqlx::PgConnection, tenant_id: Uuid, ids: &[Uuid]) -> Result<()> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "UPDATE notifications n SET status = agg.status, updated_at = now()
-         FROM (SELECT notification_id, CASE
-                 WHEN bool_or(status IN ('pending', 'queued', 'sending', 'retrying')) THEN 'processing'
-                 WHEN bool_or(status IN ('sent', 'delivered')) AND bool_or(status IN ('failed', 'bounced', 'undelivered'))
-                     THEN 'partial'
-                 WHEN bool_or(status IN ('sent', 'delivered')) THEN 'sent'
-                 WHEN bool_or(status IN ('failed', 'bounced', 'undelivered')) THEN 'failed'
-                 WHEN bool_or(status = 'cancelled') THEN 'cancelled'
-                 ELSE 'sent' END AS status
-               FROM deliveries WHERE tenant_id = $1 AND notification_id = ANY($2) GROUP BY notification_id) agg
-         WHERE n.tenant_id = $1 AND n.id = agg.notification_id AND n.status IS DISTINCT FROM agg.status",
-    )
-    .bind(tenant_id)
-    .bind(ids)
-    .execute(tx)
-    .await?;
-    Ok(())
 }

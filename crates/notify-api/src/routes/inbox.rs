@@ -111,13 +111,7 @@ pub async fn list(
             "include_archived" => filter.include_archived = flag("include_archived", value)?,
             "type" => filter.kind = Some(value.clone()),
             "tag" => filter.tag = Some(value.clone()),
-            "limit" => {
-                filter.limit = value
-                    .parse()
-                    .ok()
-                    .filter(|l| (1..=MAX_PAGE).contains(l))
-                    .ok_or_else(|| ApiError::field("limit", format!("must be 1 to {MAX_PAGE}")))?
-            }
+            "limit" => filter.limit = super::page_limit(value, MAX_PAGE)?,
             "cursor" => {
                 filter.before =
                     Some(value.parse().map_err(|_| ApiError::field("cursor", "is not a cursor this API gave"))?)

@@ -63,3 +63,12 @@ pub fn routes() -> Router<AppState> {
 fn parse_id(id: &str) -> Result<uuid::Uuid, ApiError> {
     id.parse().map_err(|_| ApiError::NotFound)
 }
+
+/// A page size from the `limit` query parameter: 1 to `max`, else a `422` naming it.
+fn page_limit(value: &str, max: i64) -> Result<i64, ApiError> {
+    value
+        .parse()
+        .ok()
+        .filter(|l| (1..=max).contains(l))
+        .ok_or_else(|| ApiError::field("limit", format!("must be 1 to {max}")))
+}

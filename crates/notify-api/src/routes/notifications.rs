@@ -172,13 +172,14 @@ pub async fn batch(
         .accept_notifications(auth.0.tenant_id, &auth.origin(), &intakes, app.idempotency_retention)
         .await?
         .into_iter();
+    let mut inbox = Vec::new();
     let results: Vec<BatchItem> = planned
         .iter()
         .map(|p| match p {
             Err(e) => refused(e),
             Ok(_) => match accepted.next().expect("one result per valid item") {
                 IntakeResult::Accepted(a) => {
-                    app.inbox_hub.created(auth.0.tenant_id, inbox_items(&a));
+                    inbox.extend(inbox_items(&a));
                     BatchItem {
                         status: 202,
                         replayed: false,
@@ -193,6 +194,7 @@ pub async fn batch(
             },
         })
         .collect();
+    app.inbox_hub.created(auth.0.tenant_id, inbox);
     let taken = results.iter().filter(|r| r.status == 202 && !r.replayed).count();
     crate::metrics::METRICS.accepted.inc_by(taken as u64);
     tracing::info!(tenant_id = %auth.0.tenant_id, items = count, accepted = taken, "batch");
@@ -355,13 +357,7 @@ pub async fn list(
             "correlation_id" => filter.correlation_id = Some(value.clone()),
             "created_after" => filter.created_after = Some(time("created_after", value)?),
             "created_before" => filter.created_before = Some(time("created_before", value)?),
-            "limit" => {
-                filter.limit = value
-                    .parse()
-                    .ok()
-                    .filter(|l| (1..=MAX_PAGE).contains(l))
-                    .ok_or_else(|| ApiError::field("limit", format!("must be 1 to {MAX_PAGE}")))?
-            }
+            "limit" => filter.limit = super::page_limit(value, MAX_PAGE)?,
             "cursor" => {
                 filter.after = Some(
                     decode_cursor(value).ok_or_else(|| ApiError::field("cursor", "is not a cursor this API gave"))?,

@@ -117,13 +117,7 @@ pub async fn list(
     let mut after = None;
     for (name, value) in &params {
         match name.as_str() {
-            "limit" => {
-                limit = value
-                    .parse()
-                    .ok()
-                    .filter(|l| (1..=MAX_PAGE).contains(l))
-                    .ok_or_else(|| ApiError::field("limit", format!("must be 1 to {MAX_PAGE}")))?
-            }
+            "limit" => limit = super::page_limit(value, MAX_PAGE)?,
             "cursor" => {
                 after = Some(
                     hex::decode(value)
