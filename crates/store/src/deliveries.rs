@@ -1,8 +1,14 @@
-use domain::{Content, DeliveryJob, DeliveryMessage, Priority, SendFailure};
+use std::collections::HashMap;
+
+use domain::{Channel, Content, DeliveryJob, DeliveryMessage, Priority, SendFailure};
+use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::{OUTBOX_CHANNEL, Result, Store, corrupt};
+use crate::{
+    Result, Store, corrupt,
+    group::{BoxFuture, Grouped},
+};
 
 /// What a worker may do with a message.
 #[derive(Debug)]
@@ -48,165 +54,39 @@ impl Store {
     /// Marks the delivery `sending` for `msg.attempt` if the message is the one it waits
     /// for: status pending/queued/retrying with `attempt - 1` attempts so far. A message
     /// the broker redelivered may also take over a `sending` row of the same attempt: its
-    /// previous holder died before recording the outcome.
+    /// previous holder died before recording the outcome. Concurrent claims share their
+    /// statements (group commit, see [`crate::group`]).
     pub async fn claim_delivery(&self, msg: &DeliveryMessage, redelivered: bool) -> Result<Claim> {
-        type Row = (
-            Uuid,
-            String,
-            i32,
-            String,
-            serde_json::Value,
-            serde_json::Value,
-            String,
-            OffsetDateTime,
-            Option<String>,
-            Option<serde_json::Value>,
-        );
-        let row: Option<Row> = sqlx::query_as(
-            "WITH claimed AS (
-                UPDATE deliveries d SET status = 'sending', attempts = $4, next_attempt_at = NULL, updated_at = now()
-                WHERE d.id = $1 AND d.tenant_id = $2 AND d.channel = $3
-                  AND ((d.status IN ('pending', 'queued', 'retrying') AND d.attempts = $4 - 1)
-                       OR (d.status = 'sending' AND d.attempts = $4 AND $5))
-                RETURNING d.notification_id, d.recipient, d.retry_base, d.content),
-             processing AS (
-                UPDATE notifications n SET status = 'processing', updated_at = now()
-                FROM claimed c WHERE n.id = c.notification_id AND n.status = 'pending')
-             SELECT c.notification_id, c.recipient, c.retry_base, n.type, coalesce(c.content, n.content), n.data,
-                    n.priority, n.created_at, n.workflow, n.retry
-             FROM claimed c JOIN notifications n ON n.id = c.notification_id",
-        )
-        .bind(msg.delivery_id)
-        .bind(msg.tenant_id)
-        .bind(msg.channel.as_str())
-        .bind(msg.attempt)
-        .bind(redelivered)
-        .fetch_optional(&self.pool)
-        .await?;
-
-        if let Some((
-            notification_id,
-            recipient,
-            retry_base,
-            kind,
-            content,
-            data,
-            priority,
-            accepted_at,
-            workflow,
-            retry,
-        )) = row
-        {
-            let content: Content =
-                serde_json::from_value(content).map_err(|e| corrupt(format!("notification content: {e}")))?;
-            let data = match data {
-                serde_json::Value::Object(map) => map,
-                other => return Err(corrupt(format!("notification data is not an object: {other}"))),
-            };
-            let retry = retry
-                .map(serde_json::from_value)
-                .transpose()
-                .map_err(|e| corrupt(format!("notification retry policy: {e}")))?;
-            return Ok(Claim::Claimed(
-                Box::new(DeliveryJob {
-                    delivery_id: msg.delivery_id,
-                    notification_id,
-                    tenant_id: msg.tenant_id,
-                    channel: msg.channel,
-                    attempt: msg.attempt,
-                    retry_base,
-                    recipient,
-                    kind,
-                    priority: Priority::parse(&priority).ok_or_else(|| corrupt(format!("priority {priority}")))?,
-                    content,
-                    data,
-                    workflow,
-                    retry,
-                }),
-                accepted_at,
-            ));
-        }
-
-        let current: Option<(String, i32)> =
-            sqlx::query_as("SELECT status, attempts FROM deliveries WHERE id = $1 AND tenant_id = $2 AND channel = $3")
-                .bind(msg.delivery_id)
-                .bind(msg.tenant_id)
-                .bind(msg.channel.as_str())
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(match current {
-            None => Claim::Unknown,
-            Some((status, _)) if domain::DeliveryStatus::parse(&status).is_some_and(|s| s.is_terminal()) => {
-                Claim::Stale("delivery is already final")
-            }
-            Some((_, attempts)) if attempts >= msg.attempt => Claim::Stale("attempt already taken"),
-            Some(_) => Claim::Stale("message is ahead of the delivery's attempts"),
-        })
+        let claims = self
+            .groups
+            .claims
+            .get_or_init(|| Grouped::start(self.pool.clone(), claim_group, WORKER_GROUPS_IN_FLIGHT, WORKER_GROUP_MAX));
+        claims.call((msg.clone(), redelivered)).await?
     }
 
     /// Records the attempt and the delivery's new state, schedules the retry (an outbox
-    /// row, with a NOTIFY so relays wake for it) and refreshes the notification's aggregate
-    /// status, all in one transaction. The notification row is locked first so concurrent
-    /// outcomes for its deliveries serialize and the aggregate sees all of them.
+    /// row; the relays are woken after commit) and refreshes the notification's aggregate
+    /// status, all in one transaction. The notification rows are locked first, in id
+    /// order, so concurrent outcomes for one notification serialize and its aggregate
+    /// sees all of them. Concurrent records share that transaction (group commit).
     pub async fn record_attempt(&self, job: &DeliveryJob, rec: &AttemptRecord) -> Result<()> {
-        let (status, outcome, provider_message_id, excerpt, failure, retry_at) = match &rec.result {
-            AttemptResult::Sent { provider_message_id, response_excerpt } => {
-                ("sent", "sent", Some(provider_message_id.as_str()), response_excerpt.as_deref(), None, None)
-            }
-            AttemptResult::Retry { failure, at } => {
-                ("retrying", failure.kind.as_str(), None, None, Some(failure), Some(*at))
-            }
-            AttemptResult::Failed { failure } => ("failed", failure.kind.as_str(), None, None, Some(failure), None),
+        let records = self
+            .groups
+            .records
+            .get_or_init(|| Grouped::start(self.pool.clone(), record_group, WORKER_GROUPS_IN_FLIGHT, WORKER_GROUP_MAX));
+        let outcome = Outcome {
+            delivery_id: job.delivery_id,
+            notification_id: job.notification_id,
+            tenant_id: job.tenant_id,
+            channel: job.channel,
+            attempt: job.attempt,
+            rank: job.priority.rank(),
+            record: rec.clone(),
         };
-        let code = failure.map(|f| f.code.as_str());
-        let message = failure.map(|f| truncate(&f.message, 1000));
-
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT 1 FROM notifications WHERE id = $1 FOR NO KEY UPDATE")
-            .bind(job.notification_id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "WITH updated AS (
-                UPDATE deliveries SET status = $3, provider = $4,
-                    provider_message_id = coalesce($5, provider_message_id),
-                    last_error_code = $6, last_error_message = $7, next_attempt_at = $8,
-                    sent_at = CASE WHEN $3 = 'sent' THEN now() ELSE sent_at END, updated_at = now()
-                WHERE id = $1 AND status = 'sending' AND attempts = $2
-                RETURNING id),
-             attempt AS (
-                INSERT INTO delivery_attempts (tenant_id, delivery_id, number, provider, outcome, error_code,
-                    error_message, response_excerpt, latency_ms, started_at)
-                VALUES ($9, $1, $2, $4, $10, $6, $7, $11, $12, $13)),
-             retry AS (
-                INSERT INTO outbox (tenant_id, notification_id, delivery_id, channel, attempt, priority, available_at,
-                                    traceparent)
-                SELECT $9, $14, id, $15, $2 + 1, $16, $8, $18 FROM updated WHERE $8::timestamptz IS NOT NULL
-                RETURNING id)
-             SELECT pg_notify($17, '') FROM retry LIMIT 1",
-        )
-        .bind(job.delivery_id)
-        .bind(job.attempt)
-        .bind(status)
-        .bind(&rec.provider)
-        .bind(provider_message_id)
-        .bind(code)
-        .bind(message)
-        .bind(retry_at)
-        .bind(job.tenant_id)
-        .bind(outcome)
-        .bind(excerpt.map(|e| truncate(e, 1000)))
-        .bind(rec.latency_ms)
-        .bind(rec.started_at)
-        .bind(job.notification_id)
-        .bind(job.channel.as_str())
-        .bind(job.priority.rank())
-        .bind(OUTBOX_CHANNEL)
-        .bind(&rec.traceparent)
-        .execute(&mut *tx)
-        .await?;
-        refresh_notification_statuses(&mut tx, &[job.notification_id]).await?;
-        tx.commit().await?;
+        records.call(outcome).await?;
+        if matches!(rec.result, AttemptResult::Retry { .. }) {
+            self.wake_relays();
+        }
         Ok(())
     }
 
@@ -220,18 +100,277 @@ impl Store {
     }
 }
 
+/// Claims and records of a worker written at once: a worker holds `prefetch` messages,
+/// and a few groups in flight keep its database work overlapping its provider calls.
+const WORKER_GROUPS_IN_FLIGHT: usize = 2;
+const WORKER_GROUP_MAX: usize = 500;
+
+type ClaimRow = (
+    Uuid,
+    i32,
+    Uuid,
+    String,
+    i32,
+    String,
+    serde_json::Value,
+    serde_json::Value,
+    String,
+    OffsetDateTime,
+    Option<String>,
+    Option<serde_json::Value>,
+);
+
+/// Claims a group of messages in one statement; the ones it could not claim are told
+/// apart (stale or unknown) with a second.
+fn claim_group<'a>(
+    pool: &'a PgPool,
+    messages: &'a [(DeliveryMessage, bool)],
+) -> BoxFuture<'a, Result<Vec<Result<Claim>>>> {
+    Box::pin(async move {
+        let ids: Vec<Uuid> = messages.iter().map(|(m, _)| m.delivery_id).collect();
+        let tenants: Vec<Uuid> = messages.iter().map(|(m, _)| m.tenant_id).collect();
+        let channels: Vec<&str> = messages.iter().map(|(m, _)| m.channel.as_str()).collect();
+        let attempts: Vec<i32> = messages.iter().map(|(m, _)| m.attempt).collect();
+        let redelivered: Vec<bool> = messages.iter().map(|(_, r)| *r).collect();
+        // The notifications go `processing` in id order, as `record_group` locks them.
+        let rows: Vec<ClaimRow> = sqlx::query_as(
+            "WITH m AS (
+                SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int[], $5::bool[])
+                     AS m(id, tenant_id, channel, attempt, redelivered)),
+             claimed AS (
+                UPDATE deliveries d SET status = 'sending', attempts = m.attempt, next_attempt_at = NULL,
+                                        updated_at = now()
+                FROM m
+                WHERE d.id = m.id AND d.tenant_id = m.tenant_id AND d.channel = m.channel
+                  AND ((d.status IN ('pending', 'queued', 'retrying') AND d.attempts = m.attempt - 1)
+                       OR (d.status = 'sending' AND d.attempts = m.attempt AND m.redelivered))
+                RETURNING d.id, d.attempts, d.notification_id, d.recipient, d.retry_base, d.content),
+             waiting AS (
+                SELECT n.id FROM notifications n
+                WHERE n.id IN (SELECT notification_id FROM claimed) AND n.status = 'pending'
+                ORDER BY n.id FOR NO KEY UPDATE),
+             processing AS (
+                UPDATE notifications n SET status = 'processing', updated_at = now()
+                FROM waiting w WHERE n.id = w.id)
+             SELECT c.id, c.attempts, c.notification_id, c.recipient, c.retry_base, n.type,
+                    coalesce(c.content, n.content), n.data, n.priority, n.created_at, n.workflow, n.retry
+             FROM claimed c JOIN notifications n ON n.id = c.notification_id",
+        )
+        .bind(&ids)
+        .bind(&tenants)
+        .bind(&channels)
+        .bind(&attempts)
+        .bind(&redelivered)
+        .fetch_all(pool)
+        .await?;
+        let mut claimed: HashMap<(Uuid, i32), ClaimRow> = rows.into_iter().map(|r| ((r.0, r.1), r)).collect();
+        let mut answers: Vec<Option<Result<Claim>>> =
+            messages.iter().map(|(m, _)| claimed.remove(&(m.delivery_id, m.attempt)).map(|row| job(m, row))).collect();
+
+        let missed: Vec<usize> = (0..messages.len()).filter(|&i| answers[i].is_none()).collect();
+        if !missed.is_empty() {
+            let current: Vec<(Uuid, String, i32)> = sqlx::query_as(
+                "SELECT d.id, d.status, d.attempts
+                 FROM deliveries d JOIN unnest($1::uuid[], $2::uuid[], $3::text[]) AS m(id, tenant_id, channel)
+                      ON d.id = m.id AND d.tenant_id = m.tenant_id AND d.channel = m.channel",
+            )
+            .bind(missed.iter().map(|&i| ids[i]).collect::<Vec<_>>())
+            .bind(missed.iter().map(|&i| tenants[i]).collect::<Vec<_>>())
+            .bind(missed.iter().map(|&i| channels[i]).collect::<Vec<_>>())
+            .fetch_all(pool)
+            .await?;
+            let current: HashMap<Uuid, (String, i32)> = current.into_iter().map(|(id, s, a)| (id, (s, a))).collect();
+            for i in missed {
+                let (m, _) = &messages[i];
+                answers[i] = Some(Ok(match current.get(&m.delivery_id) {
+                    None => Claim::Unknown,
+                    Some((status, _)) if domain::DeliveryStatus::parse(status).is_some_and(|s| s.is_terminal()) => {
+                        Claim::Stale("delivery is already final")
+                    }
+                    Some((_, attempts)) if *attempts >= m.attempt => Claim::Stale("attempt already taken"),
+                    Some(_) => Claim::Stale("message is ahead of the delivery's attempts"),
+                }));
+            }
+        }
+        Ok(answers.into_iter().map(|a| a.expect("every message answered")).collect())
+    })
+}
+
+/// The job of a claimed message, or `Corrupt` if its stored data cannot be read.
+fn job(msg: &DeliveryMessage, row: ClaimRow) -> Result<Claim> {
+    let (_, _, notification_id, recipient, retry_base, kind, content, data, priority, accepted_at, workflow, retry) =
+        row;
+    let content: Content =
+        serde_json::from_value(content).map_err(|e| corrupt(format!("notification content: {e}")))?;
+    let data = match data {
+        serde_json::Value::Object(map) => map,
+        other => return Err(corrupt(format!("notification data is not an object: {other}"))),
+    };
+    let retry = retry
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| corrupt(format!("notification retry policy: {e}")))?;
+    Ok(Claim::Claimed(
+        Box::new(DeliveryJob {
+            delivery_id: msg.delivery_id,
+            notification_id,
+            tenant_id: msg.tenant_id,
+            channel: msg.channel,
+            attempt: msg.attempt,
+            retry_base,
+            recipient,
+            kind,
+            priority: Priority::parse(&priority).ok_or_else(|| corrupt(format!("priority {priority}")))?,
+            content,
+            data,
+            workflow,
+            retry,
+        }),
+        accepted_at,
+    ))
+}
+
+/// An attempt's outcome with what recording it needs of its job.
+pub(crate) struct Outcome {
+    delivery_id: Uuid,
+    notification_id: Uuid,
+    tenant_id: Uuid,
+    channel: Channel,
+    attempt: i32,
+    rank: i16,
+    record: AttemptRecord,
+}
+
+/// Records a group of outcomes in one transaction of four statements.
+fn record_group<'a>(pool: &'a PgPool, outcomes: &'a [Outcome]) -> BoxFuture<'a, Result<Vec<()>>> {
+    Box::pin(async move {
+        let mut c = OutcomeColumns::default();
+        for o in outcomes {
+            let (status, outcome, provider_message_id, excerpt, failure, retry_at) = match &o.record.result {
+                AttemptResult::Sent { provider_message_id, response_excerpt } => {
+                    ("sent", "sent", Some(provider_message_id.as_str()), response_excerpt.as_deref(), None, None)
+                }
+                AttemptResult::Retry { failure, at } => {
+                    ("retrying", failure.kind.as_str(), None, None, Some(failure), Some(*at))
+                }
+                AttemptResult::Failed { failure } => ("failed", failure.kind.as_str(), None, None, Some(failure), None),
+            };
+            c.delivery_ids.push(o.delivery_id);
+            c.attempts.push(o.attempt);
+            c.statuses.push(status);
+            c.providers.push(&o.record.provider);
+            c.provider_message_ids.push(provider_message_id);
+            c.codes.push(failure.map(|f| f.code.as_str()));
+            c.messages.push(failure.map(|f| truncate(&f.message, 1000)));
+            c.retry_at.push(retry_at);
+            c.tenants.push(o.tenant_id);
+            c.outcomes.push(outcome);
+            c.excerpts.push(excerpt.map(|e| truncate(e, 1000)));
+            c.latencies.push(o.record.latency_ms);
+            c.started_at.push(o.record.started_at);
+            c.notification_ids.push(o.notification_id);
+            c.channels.push(o.channel.as_str());
+            c.ranks.push(o.rank);
+            c.traceparents.push(o.record.traceparent.as_deref());
+        }
+        let mut tx = pool.begin().await?;
+        sqlx::query("SELECT 1 FROM notifications WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
+            .bind(&c.notification_ids)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "WITH r AS (
+                SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                                     $8::timestamptz[], $9::uuid[], $10::text[], $11::text[], $12::int[],
+                                     $13::timestamptz[], $14::uuid[], $15::text[], $16::smallint[], $17::text[])
+                     AS r(delivery_id, attempt, status, provider, provider_message_id, code, message, retry_at,
+                          tenant_id, outcome, excerpt, latency_ms, started_at, notification_id, channel, rank,
+                          traceparent)),
+             updated AS (
+                UPDATE deliveries d SET status = r.status, provider = r.provider,
+                    provider_message_id = coalesce(r.provider_message_id, d.provider_message_id),
+                    last_error_code = r.code, last_error_message = r.message, next_attempt_at = r.retry_at,
+                    sent_at = CASE WHEN r.status = 'sent' THEN now() ELSE d.sent_at END, updated_at = now()
+                FROM r
+                WHERE d.id = r.delivery_id AND d.status = 'sending' AND d.attempts = r.attempt
+                RETURNING d.id, d.attempts),
+             attempt AS (
+                INSERT INTO delivery_attempts (tenant_id, delivery_id, number, provider, outcome, error_code,
+                    error_message, response_excerpt, latency_ms, started_at)
+                SELECT r.tenant_id, r.delivery_id, r.attempt, r.provider, r.outcome, r.code, r.message, r.excerpt,
+                       r.latency_ms, r.started_at
+                FROM r)
+             INSERT INTO outbox (tenant_id, notification_id, delivery_id, channel, attempt, priority, available_at,
+                                 traceparent)
+             SELECT r.tenant_id, r.notification_id, r.delivery_id, r.channel, r.attempt + 1, r.rank, r.retry_at,
+                    r.traceparent
+             FROM updated u JOIN r ON r.delivery_id = u.id AND r.attempt = u.attempts
+             WHERE r.retry_at IS NOT NULL",
+        )
+        .bind(&c.delivery_ids)
+        .bind(&c.attempts)
+        .bind(&c.statuses)
+        .bind(&c.providers)
+        .bind(&c.provider_message_ids)
+        .bind(&c.codes)
+        .bind(&c.messages)
+        .bind(&c.retry_at)
+        .bind(&c.tenants)
+        .bind(&c.outcomes)
+        .bind(&c.excerpts)
+        .bind(&c.latencies)
+        .bind(&c.started_at)
+        .bind(&c.notification_ids)
+        .bind(&c.channels)
+        .bind(&c.ranks)
+        .bind(&c.traceparents)
+        .execute(&mut *tx)
+        .await?;
+        refresh_notification_statuses(&mut tx, &c.notification_ids).await?;
+        tx.commit().await?;
+        Ok(vec![(); outcomes.len()])
+    })
+}
+
+#[derive(Default)]
+struct OutcomeColumns<'a> {
+    delivery_ids: Vec<Uuid>,
+    attempts: Vec<i32>,
+    statuses: Vec<&'static str>,
+    providers: Vec<&'a str>,
+    provider_message_ids: Vec<Option<&'a str>>,
+    codes: Vec<Option<&'a str>>,
+    messages: Vec<Option<&'a str>>,
+    retry_at: Vec<Option<OffsetDateTime>>,
+    tenants: Vec<Uuid>,
+    outcomes: Vec<&'static str>,
+    excerpts: Vec<Option<&'a str>>,
+    latencies: Vec<i32>,
+    started_at: Vec<OffsetDateTime>,
+    notification_ids: Vec<Uuid>,
+    channels: Vec<&'static str>,
+    ranks: Vec<i16>,
+    traceparents: Vec<Option<&'a str>>,
+}
+
 /// Recomputes the status of the notifications `ids` from their deliveries (DESIGN.md §4),
 /// in one statement: `processing` while any is in flight; then `sent` if some succeeded
 /// and none failed, `partial` if both, `failed` if only failures, `cancelled` if all were
 /// cancelled. Suppressed deliveries count for nothing, so a notification whose deliveries
 /// were all suppressed is `sent`: nothing that should have gone out failed.
+///
+/// Each notification's deliveries are read by their own index lookup (the LATERAL join):
+/// without statistics on `notification_id`, the planner takes `= ANY(ids)` to match a
+/// large share of the table and scans all of it.
 pub(crate) async fn refresh_notification_statuses(tx: &mut sqlx::PgConnection, ids: &[Uuid]) -> Result<()> {
     if ids.is_empty() {
         return Ok(());
     }
     sqlx::query(
         "UPDATE notifications n SET status = agg.status, updated_at = now()
-         FROM (SELECT notification_id, CASE
+         FROM unnest($1::uuid[]) AS ids(id)
+         CROSS JOIN LATERAL (
+             SELECT CASE
                  WHEN bool_or(status IN ('pending', 'queued', 'sending', 'retrying')) THEN 'processing'
                  WHEN bool_or(status IN ('sent', 'delivered')) AND bool_or(status IN ('failed', 'bounced', 'undelivered'))
                      THEN 'partial'
@@ -239,8 +378,8 @@ pub(crate) async fn refresh_notification_statuses(tx: &mut sqlx::PgConnection, i
                  WHEN bool_or(status IN ('failed', 'bounced', 'undelivered')) THEN 'failed'
                  WHEN bool_or(status = 'cancelled') THEN 'cancelled'
                  ELSE 'sent' END AS status
-               FROM deliveries WHERE notification_id = ANY($1) GROUP BY notification_id) agg
-         WHERE n.id = agg.notification_id AND n.status IS DISTINCT FROM agg.status",
+             FROM deliveries WHERE notification_id = ids.id HAVING count(*) > 0) agg
+         WHERE n.id = ids.id AND n.status IS DISTINCT FROM agg.status",
     )
     .bind(ids)
     .execute(tx)

@@ -10,11 +10,15 @@ use domain::{
     Channel, DeliveryStatus, NotificationStatus, Plan, ValidNotification,
     view::{AcceptedDelivery, AcceptedNotification},
 };
-use sqlx::{PgConnection, types::Json};
+use sqlx::{PgConnection, PgPool, types::Json};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::{Result, Store, receipts::suppression_address};
+use crate::{
+    Result, Store,
+    group::{BoxFuture, Grouped},
+    receipts::suppression_address,
+};
 
 /// Who caused a change (for the audit trail) and the trace it belongs to (carried with
 /// the outbox rows it writes).
@@ -70,7 +74,7 @@ impl Store {
         if items.iter().all(|i| i.idempotency.is_none()) {
             let all: Vec<usize> = (0..items.len()).collect();
             let suppressed =
-                insert(self.pool.acquire().await?.as_mut(), tenant_id, origin, items, &planned, &all, now).await?;
+                insert(self.pool.acquire().await?.as_mut(), &rows(tenant_id, origin, items, &planned, &all)).await?;
             mark_suppressed(&mut planned, &all, &suppressed);
             self.wake_relays_for(&planned, &all);
             return Ok(planned.into_iter().map(IntakeResult::Accepted).collect());
@@ -153,7 +157,7 @@ impl Store {
                 None => IntakeResult::KeyReused,
             }));
         }
-        let suppressed = insert(&mut tx, tenant_id, origin, items, &planned, &to_insert, now).await?;
+        let suppressed = insert(&mut tx, &rows(tenant_id, origin, items, &planned, &to_insert)).await?;
         let changed = mark_suppressed(&mut planned, &to_insert, &suppressed);
         if !changed.is_empty() {
             // The keys were stored with the answer planned before the insert: a replay must
@@ -178,6 +182,19 @@ impl Store {
             .collect())
     }
 
+    /// Accepts one notification without an idempotency key. Concurrent calls share one
+    /// statement and one commit (group commit, see [`crate::group`]): the commit rate of
+    /// the database no longer bounds the rate of single requests.
+    pub async fn accept_notification(&self, single: Single) -> Result<AcceptedNotification> {
+        let accepts = self
+            .groups
+            .accepts
+            .get_or_init(|| Grouped::start(self.pool.clone(), accept_group, ACCEPT_GROUPS_IN_FLIGHT, ACCEPT_GROUP_MAX));
+        let accepted = accepts.call(single).await?;
+        self.wake_relays_for(std::slice::from_ref(&accepted), &[0]);
+        Ok(accepted)
+    }
+
     /// Wakes the relays if the notifications `which` wrote outbox rows.
     fn wake_relays_for(&self, planned: &[AcceptedNotification], which: &[usize]) {
         if which.iter().any(|&i| planned[i].deliveries.iter().any(|d| d.status == DeliveryStatus::Pending)) {
@@ -193,6 +210,57 @@ impl Store {
             .await?;
         Ok(done.rows_affected())
     }
+}
+
+/// The rows of the items `which`, all of `tenant_id` and `origin`.
+fn rows<'a>(
+    tenant_id: Uuid,
+    origin: &Origin<'a>,
+    items: &'a [Intake<'a>],
+    planned: &'a [AcceptedNotification],
+    which: &[usize],
+) -> Vec<Row<'a>> {
+    which.iter().map(|&i| Row { tenant_id, origin: *origin, intake: &items[i], answer: &planned[i] }).collect()
+}
+
+/// Groups of single accepts written at once: enough to keep both of a small database's
+/// cores busy while one group commits, few enough to leave the pool to the reads.
+const ACCEPT_GROUPS_IN_FLIGHT: usize = 4;
+const ACCEPT_GROUP_MAX: usize = 1_000;
+
+/// A notification without an idempotency key, for [`Store::accept_notification`].
+pub struct Single {
+    pub tenant_id: Uuid,
+    pub actor: String,
+    pub traceparent: Option<String>,
+    pub notification: ValidNotification,
+    pub plan: Plan,
+}
+
+fn accept_group<'a>(pool: &'a PgPool, requests: &'a [Single]) -> BoxFuture<'a, Result<Vec<AcceptedNotification>>> {
+    Box::pin(async move {
+        let now = now_micros();
+        let intakes: Vec<Intake> = requests
+            .iter()
+            .map(|r| Intake { notification: &r.notification, plan: &r.plan, idempotency: None })
+            .collect();
+        let mut planned: Vec<AcceptedNotification> = requests.iter().map(|r| answer(&r.plan, now)).collect();
+        let rows: Vec<Row> = requests
+            .iter()
+            .zip(&intakes)
+            .zip(&planned)
+            .map(|((r, intake), answer)| Row {
+                tenant_id: r.tenant_id,
+                origin: Origin { actor: &r.actor, traceparent: r.traceparent.as_deref() },
+                intake,
+                answer,
+            })
+            .collect();
+        let suppressed = insert(pool.acquire().await?.as_mut(), &rows).await?;
+        let all: Vec<usize> = (0..planned.len()).collect();
+        mark_suppressed(&mut planned, &all, &suppressed);
+        Ok(planned)
+    })
 }
 
 fn key_of<'a>(item: &'a Intake<'_>) -> &'a IdempotencyKey {
@@ -284,41 +352,45 @@ async fn store_answers(
     Ok(())
 }
 
-/// Inserts the notifications `which` of `items`, their deliveries, outbox rows and
-/// `accepted` audit events in one statement (the caller wakes the relays after commit). A delivery
-/// the plan skips, or whose address the tenant suppressed on its channel, is written
+/// One notification to write: whose, on whose behalf, as planned and as answered.
+struct Row<'a> {
+    tenant_id: Uuid,
+    origin: Origin<'a>,
+    intake: &'a Intake<'a>,
+    answer: &'a AcceptedNotification,
+}
+
+/// Inserts `rows` (of any tenants), their deliveries, outbox rows and `accepted` audit
+/// events in one statement (the caller wakes the relays after commit). A delivery the
+/// plan skips, or whose address the tenant suppressed on its channel, is written
 /// `suppressed` with the reason in `last_error_code`, and gets no outbox row; a
 /// notification left with nothing to send is written `sent`. A delivery deferred by quiet
 /// hours waits in the outbox until then. An in-app delivery is written to the inbox here
 /// and is `delivered` (a scheduled one with the item's time set to `send_at`). Returns the
 /// ids of the deliveries the suppression list stopped.
-async fn insert(
-    conn: &mut PgConnection,
-    tenant_id: Uuid,
-    origin: &Origin<'_>,
-    items: &[Intake<'_>],
-    planned: &[AcceptedNotification],
-    which: &[usize],
-    now: OffsetDateTime,
-) -> Result<HashSet<Uuid>> {
-    if which.is_empty() {
+async fn insert(conn: &mut PgConnection, rows: &[Row<'_>]) -> Result<HashSet<Uuid>> {
+    if rows.is_empty() {
         return Ok(HashSet::new());
     }
     let mut n = NotificationColumns::default();
     let mut d = DeliveryColumns::default();
-    for &i in which {
-        let (v, plan, p) = (items[i].notification, items[i].plan, &planned[i]);
+    for row in rows {
+        let (v, plan, p) = (row.intake.notification, row.intake.plan, row.answer);
         n.ids.push(p.id);
+        n.tenants.push(row.tenant_id);
+        n.created_at.push(p.created_at);
         n.kinds.push(v.kind.as_str());
         n.priorities.push(v.priority.as_str());
         n.data.push(Json(&v.data));
         n.content.push(v.content.as_ref().map(Json));
         n.correlation_ids.push(v.correlation_id.as_deref());
         n.send_ats.push(v.send_at);
-        n.keys.push(items[i].idempotency.as_ref().map(|k| k.key.as_str()));
+        n.keys.push(row.intake.idempotency.as_ref().map(|k| k.key.as_str()));
         n.workflows.push(plan.workflow.as_deref());
         n.retries.push(plan.retry.as_ref().map(Json));
         n.tags.push(Json(&v.tags));
+        n.actors.push(row.origin.actor);
+        n.traceparents.push(row.origin.traceparent);
         for (delivery, planned) in p.deliveries.iter().zip(&plan.deliveries) {
             d.ids.push(delivery.id);
             d.notification_ids.push(p.id);
@@ -336,59 +408,65 @@ async fn insert(
         }
     }
     let (suppressed,): (Vec<Uuid>,) = sqlx::query_as(
-        "WITH p AS (
-            SELECT u.id, u.nid, u.channel, u.recipient, u.rank, u.at, u.subscriber_id, u.content, u.locale,
-                   u.deferred, u.skip, coalesce(u.skip, s.reason) AS reason,
-                   CASE WHEN u.skip IS NOT NULL THEN u.skip_message
+        "WITH u AS (
+            SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::text[], $5::text[], $6::jsonb[],
+                                 $7::jsonb[], $8::text[], $9::timestamptz[], $10::text[], $11::text[], $12::jsonb[],
+                                 $13::jsonb[], $14::text[], $15::text[])
+                 AS u(id, tenant_id, created_at, type, priority, data, content, correlation_id, send_at, key,
+                      workflow, retry, tags, actor, traceparent)),
+         p AS (
+            SELECT x.id, x.nid, u.tenant_id, u.created_at, u.traceparent, x.channel, x.recipient, x.rank, x.at,
+                   x.subscriber_id, x.content, x.locale, x.deferred, x.skip, coalesce(x.skip, s.reason) AS reason,
+                   CASE WHEN x.skip IS NOT NULL THEN x.skip_message
                         WHEN s.reason IS NOT NULL THEN 'the address is on the suppression list' END AS message
-            FROM unnest($11::uuid[], $12::uuid[], $13::text[], $14::text[], $15::smallint[], $16::timestamptz[],
-                        $18::text[], $20::text[], $21::jsonb[], $22::text[], $23::text[], $24::text[],
-                        $25::timestamptz[])
-                 AS u(id, nid, channel, recipient, rank, at, address, subscriber_id, content, locale, skip,
+            FROM unnest($16::uuid[], $17::uuid[], $18::text[], $19::text[], $20::smallint[], $21::timestamptz[],
+                        $22::text[], $23::text[], $24::jsonb[], $25::text[], $26::text[], $27::text[],
+                        $28::timestamptz[])
+                 AS x(id, nid, channel, recipient, rank, at, address, subscriber_id, content, locale, skip,
                       skip_message, deferred)
-            LEFT JOIN suppressions s ON u.skip IS NULL AND s.tenant_id = $1 AND s.channel = u.channel
-                                    AND s.address = u.address),
-         u AS (
-            SELECT * FROM unnest($3::uuid[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[], $8::text[],
-                                 $9::timestamptz[], $10::text[], $26::text[], $27::jsonb[], $28::jsonb[])
-                 AS u(id, type, priority, data, content, correlation_id, send_at, key, workflow, retry, tags)),
+            JOIN u ON u.id = x.nid
+            LEFT JOIN suppressions s ON x.skip IS NULL AND s.tenant_id = u.tenant_id AND s.channel = x.channel
+                                    AND s.address = x.address),
          n AS (
             INSERT INTO notifications (id, tenant_id, type, priority, data, content, correlation_id, send_at,
                                        idempotency_key, workflow, retry, status, created_at, updated_at)
-            SELECT u.id, $1, u.type, u.priority, u.data, coalesce(u.content, '{}'), u.correlation_id, u.send_at,
-                   u.key, u.workflow, u.retry, CASE WHEN g.waits IS FALSE THEN 'sent' ELSE 'pending' END, $2, $2
+            SELECT u.id, u.tenant_id, u.type, u.priority, u.data, coalesce(u.content, '{}'), u.correlation_id,
+                   u.send_at, u.key, u.workflow, u.retry, CASE WHEN g.waits IS FALSE THEN 'sent' ELSE 'pending' END,
+                   u.created_at, u.created_at
             FROM u LEFT JOIN (SELECT nid, bool_or(reason IS NULL AND channel <> 'in_app') AS waits FROM p GROUP BY nid) g
                    ON g.nid = u.id),
          d AS (
             INSERT INTO deliveries (id, tenant_id, notification_id, channel, recipient, subscriber_id, content,
                                     locale, status, last_error_code, last_error_message, next_attempt_at, sent_at,
                                     created_at, updated_at)
-            SELECT p.id, $1, p.nid, p.channel, p.recipient, p.subscriber_id, p.content, p.locale,
+            SELECT p.id, p.tenant_id, p.nid, p.channel, p.recipient, p.subscriber_id, p.content, p.locale,
                    CASE WHEN p.reason IS NOT NULL THEN 'suppressed' WHEN p.channel = 'in_app' THEN 'delivered'
                         ELSE 'pending' END,
                    p.reason, p.message, CASE WHEN p.reason IS NULL THEN p.deferred END,
-                   CASE WHEN p.reason IS NULL AND p.channel = 'in_app' THEN greatest(p.at, $2) END, $2, $2
+                   CASE WHEN p.reason IS NULL AND p.channel = 'in_app' THEN greatest(p.at, p.created_at) END,
+                   p.created_at, p.created_at
             FROM p),
          i AS (
             INSERT INTO inbox_items (id, tenant_id, subscriber_id, notification_id, type, title, body, action_url,
                                      tags, created_at)
-            SELECT p.id, $1, p.subscriber_id, p.nid, u.type, c.content->>'title', c.content->>'body',
-                   c.content->>'action_url', ARRAY(SELECT jsonb_array_elements_text(u.tags)), greatest(p.at, $2)
+            SELECT p.id, p.tenant_id, p.subscriber_id, p.nid, u.type, c.content->>'title', c.content->>'body',
+                   c.content->>'action_url', ARRAY(SELECT jsonb_array_elements_text(u.tags)),
+                   greatest(p.at, p.created_at)
             FROM p JOIN u ON u.id = p.nid CROSS JOIN LATERAL (SELECT coalesce(p.content, u.content) AS content) c
             WHERE p.channel = 'in_app' AND p.reason IS NULL),
          o AS (
             INSERT INTO outbox (tenant_id, notification_id, delivery_id, channel, attempt, priority, available_at,
                                 traceparent)
-            SELECT $1, p.nid, p.id, p.channel, 1, p.rank, coalesce(p.at, now()), $19 FROM p
+            SELECT p.tenant_id, p.nid, p.id, p.channel, 1, p.rank, coalesce(p.at, now()), p.traceparent FROM p
             WHERE p.reason IS NULL AND p.channel <> 'in_app'),
          a AS (
             INSERT INTO audit_events (tenant_id, notification_id, action, actor, created_at)
-            SELECT $1, u.id, 'accepted', $17, $2 FROM unnest($3::uuid[]) AS u(id))
+            SELECT u.tenant_id, u.id, 'accepted', u.actor, u.created_at FROM u)
          SELECT array(SELECT p.id FROM p WHERE p.skip IS NULL AND p.reason IS NOT NULL)",
     )
-    .bind(tenant_id)
-    .bind(now)
     .bind(&n.ids)
+    .bind(&n.tenants)
+    .bind(&n.created_at)
     .bind(&n.kinds)
     .bind(&n.priorities)
     .bind(&n.data)
@@ -396,24 +474,24 @@ async fn insert(
     .bind(&n.correlation_ids)
     .bind(&n.send_ats)
     .bind(&n.keys)
+    .bind(&n.workflows)
+    .bind(&n.retries)
+    .bind(&n.tags)
+    .bind(&n.actors)
+    .bind(&n.traceparents)
     .bind(&d.ids)
     .bind(&d.notification_ids)
     .bind(&d.channels)
     .bind(&d.recipients)
     .bind(&d.ranks)
     .bind(&d.available_at)
-    .bind(origin.actor)
     .bind(&d.suppression_addresses)
-    .bind(origin.traceparent)
     .bind(&d.subscriber_ids)
     .bind(&d.contents)
     .bind(&d.locales)
     .bind(&d.skips)
     .bind(&d.skip_messages)
     .bind(&d.deferred)
-    .bind(&n.workflows)
-    .bind(&n.retries)
-    .bind(&n.tags)
     .fetch_one(conn)
     .await?;
     Ok(suppressed.into_iter().collect())
@@ -422,6 +500,8 @@ async fn insert(
 #[derive(Default)]
 struct NotificationColumns<'a> {
     ids: Vec<Uuid>,
+    tenants: Vec<Uuid>,
+    created_at: Vec<OffsetDateTime>,
     kinds: Vec<&'a str>,
     priorities: Vec<&'a str>,
     data: Vec<Json<&'a serde_json::Map<String, serde_json::Value>>>,
@@ -433,6 +513,8 @@ struct NotificationColumns<'a> {
     retries: Vec<Option<Json<&'a domain::RetryPolicy>>>,
     /// The inbox items' tags (a JSON array each: PostgreSQL has no arrays of arrays).
     tags: Vec<Json<&'a Vec<String>>>,
+    actors: Vec<&'a str>,
+    traceparents: Vec<Option<&'a str>>,
 }
 
 #[derive(Default)]

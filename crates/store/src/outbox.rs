@@ -1,5 +1,5 @@
 use domain::{Channel, DeliveryMessage};
-use sqlx::{Postgres, Transaction};
+use sqlx::{PgPool, Postgres, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -13,20 +13,33 @@ pub const OUTBOX_CHANNEL: &str = "notify_outbox";
 /// due again, for this relay or another.
 pub struct ClaimedBatch {
     tx: Transaction<'static, Postgres>,
+    pool: PgPool,
     pub messages: Vec<DeliveryMessage>,
 }
 
 impl ClaimedBatch {
+    /// Commits the claim, then marks the deliveries `queued`. Not in the claim's
+    /// transaction: it would hold their rows locked until the broker confirmed, and the
+    /// workers, which get the messages sooner, would wait on those locks to claim them.
+    /// A delivery a worker holds or took meanwhile is skipped: the worker moves it on.
     pub async fn commit(self) -> Result<()> {
         self.tx.commit().await?;
+        let ids: Vec<Uuid> = self.messages.iter().map(|m| m.delivery_id).collect();
+        sqlx::query(
+            "UPDATE deliveries SET status = 'queued', updated_at = now()
+             WHERE id IN (SELECT id FROM deliveries WHERE id = ANY($1) AND status IN ('pending', 'retrying')
+                          FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(&ids)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 }
 
 impl Store {
     /// Claims up to `limit` due rows, most urgent first, skipping rows another relay holds.
-    /// The same statement deletes them and marks their deliveries `queued`; both take
-    /// effect only when the batch commits.
+    /// The same statement deletes them; that takes effect only when the batch commits.
     pub async fn claim_outbox(&self, limit: i64) -> Result<ClaimedBatch> {
         let mut tx = self.pool.begin().await?;
         let rows: Vec<(Uuid, Uuid, Uuid, String, i32, Option<String>)> = sqlx::query_as(
@@ -36,10 +49,7 @@ impl Store {
                     ORDER BY priority DESC, available_at, id
                     LIMIT $1 FOR UPDATE SKIP LOCKED)
                 RETURNING id, tenant_id, notification_id, delivery_id, channel, attempt, priority, available_at,
-                          traceparent),
-             queued AS (
-                UPDATE deliveries d SET status = 'queued', updated_at = now()
-                FROM claimed c WHERE d.id = c.delivery_id AND d.status IN ('pending', 'retrying'))
+                          traceparent)
              SELECT tenant_id, notification_id, delivery_id, channel, attempt, traceparent
              FROM claimed ORDER BY priority DESC, available_at, id",
         )
@@ -54,7 +64,7 @@ impl Store {
                 Ok(DeliveryMessage { traceparent, ..message })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(ClaimedBatch { tx, messages })
+        Ok(ClaimedBatch { tx, pool: self.pool.clone(), messages })
     }
 
     /// When the earliest row that is not yet due becomes due, so the relay can sleep until

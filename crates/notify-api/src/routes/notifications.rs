@@ -12,7 +12,7 @@ use domain::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use store::{Cancelled, IdempotencyKey, Intake, IntakeResult, ListFilter};
+use store::{Cancelled, IdempotencyKey, Intake, IntakeResult, ListFilter, Single};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -69,19 +69,40 @@ pub async fn create(
     let directory = app.store.directory(auth.0.tenant_id, &[&notification]).await?;
     let plan =
         domain::plan::plan(&notification, &directory, OffsetDateTime::now_utc()).map_err(ApiError::Validation)?;
-    let item = Intake { notification: &notification, plan: &plan, idempotency };
-    let result = app
-        .store
-        .accept_notifications(auth.0.tenant_id, &auth.origin(), std::slice::from_ref(&item), app.idempotency_retention)
-        .await?
-        .pop()
-        .expect("one result per item");
+    let scheduled = notification.send_at.is_some();
+    let result = match idempotency {
+        // Without a key, concurrent requests share their commit.
+        None => {
+            let origin = auth.origin();
+            let single = Single {
+                tenant_id: auth.0.tenant_id,
+                actor: origin.actor.to_owned(),
+                traceparent: origin.traceparent.map(str::to_owned),
+                notification,
+                plan,
+            };
+            IntakeResult::Accepted(app.store.accept_notification(single).await?)
+        }
+        Some(_) => {
+            let item = Intake { notification: &notification, plan: &plan, idempotency };
+            app.store
+                .accept_notifications(
+                    auth.0.tenant_id,
+                    &auth.origin(),
+                    std::slice::from_ref(&item),
+                    app.idempotency_retention,
+                )
+                .await?
+                .pop()
+                .expect("one result per item")
+        }
+    };
     let mut response = match result {
         IntakeResult::Accepted(accepted) => {
             app.inbox_hub.created(auth.0.tenant_id, inbox_items(&accepted));
             crate::metrics::METRICS.accepted.inc();
             tracing::info!(tenant_id = %auth.0.tenant_id, notification_id = %accepted.id,
-                deliveries = accepted.deliveries.len(), scheduled = notification.send_at.is_some(), "accepted");
+                deliveries = accepted.deliveries.len(), scheduled, "accepted");
             (StatusCode::ACCEPTED, Json(accepted)).into_response()
         }
         IntakeResult::Replayed(original) => {
