@@ -156,6 +156,7 @@ fn claim_group<'a>(
                     coalesce(c.content, n.content), n.data, n.priority, n.created_at, n.workflow, n.retry
              FROM claimed c JOIN notifications n ON n.id = c.notification_id",
         )
+        .persistent(false)
         .bind(&ids)
         .bind(&tenants)
         .bind(&channels)
@@ -174,6 +175,7 @@ fn claim_group<'a>(
                  FROM deliveries d JOIN unnest($1::uuid[], $2::uuid[], $3::text[]) AS m(id, tenant_id, channel)
                       ON d.id = m.id AND d.tenant_id = m.tenant_id AND d.channel = m.channel",
             )
+            .persistent(false)
             .bind(missed.iter().map(|&i| ids[i]).collect::<Vec<_>>())
             .bind(missed.iter().map(|&i| tenants[i]).collect::<Vec<_>>())
             .bind(missed.iter().map(|&i| channels[i]).collect::<Vec<_>>())
@@ -275,6 +277,7 @@ fn record_group<'a>(pool: &'a PgPool, outcomes: &'a [Outcome]) -> BoxFuture<'a, 
         }
         let mut tx = pool.begin().await?;
         sqlx::query("SELECT 1 FROM notifications WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
+            .persistent(false)
             .bind(&c.notification_ids)
             .execute(&mut *tx)
             .await?;
@@ -307,6 +310,7 @@ fn record_group<'a>(pool: &'a PgPool, outcomes: &'a [Outcome]) -> BoxFuture<'a, 
              FROM updated u JOIN r ON r.delivery_id = u.id AND r.attempt = u.attempts
              WHERE r.retry_at IS NOT NULL",
         )
+        .persistent(false)
         .bind(&c.delivery_ids)
         .bind(&c.attempts)
         .bind(&c.statuses)
@@ -381,6 +385,7 @@ pub(crate) async fn refresh_notification_statuses(tx: &mut sqlx::PgConnection, i
              FROM deliveries WHERE notification_id = ids.id HAVING count(*) > 0) agg
          WHERE n.id = ids.id AND n.status IS DISTINCT FROM agg.status",
     )
+    .persistent(false)
     .bind(ids)
     .execute(tx)
     .await?;

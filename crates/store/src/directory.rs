@@ -112,6 +112,7 @@ impl Store {
              GROUP BY s.tenant_id, s.id
              ORDER BY s.id",
         )
+        .persistent(false)
         .bind(tenant_id)
         .bind(&ids)
         .bind(&topics)

@@ -63,18 +63,19 @@ impl Store {
     /// A pool that connects lazily: a binary starts while the database is down and its
     /// queries fail (and are retried by the caller) until it is back.
     ///
-    /// Two settings for short statements, both found by the benchmark:
-    /// - every statement is planned for its parameters and the tables as they are now
-    ///   (`plan_cache_mode = force_custom_plan`). Left to choose, PostgreSQL may keep a
-    ///   generic plan made while the tables were small (a fresh install, or statistics not
-    ///   refreshed) and scan whole tables with it as they grow. A plan costs about a tenth
-    ///   of a millisecond.
-    /// - no JIT compilation (`jit = off`): without statistics the planner overestimates
-    ///   the cost of a grouped write, and compiling it took longer than running it.
+    /// Connections run without JIT compilation (`jit = off`): the benchmark found the
+    /// planner overestimating grouped writes on tables without statistics, and compiling
+    /// each took longer than running it.
+    ///
+    /// The statements driven by arrays (grouped writes, claims, the directory's
+    /// subscribers) are sent unprepared (`persistent(false)`), so each is planned for its
+    /// parameters and the tables as they are now: a prepared statement may keep a generic
+    /// plan made while the tables were small (a fresh install, or statistics not
+    /// refreshed) and scan whole tables with it as they grow. The others (key lookups on
+    /// the hot path) are prepared once per connection and not planned again.
     pub fn connect_lazy(url: &str, max_connections: u32) -> Result<Self> {
         let options: PgConnectOptions = url.parse()?;
-        let options =
-            options.application_name("notify").options([("plan_cache_mode", "force_custom_plan"), ("jit", "off")]);
+        let options = options.application_name("notify").options([("jit", "off")]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))

@@ -30,6 +30,7 @@ impl ClaimedBatch {
              WHERE id IN (SELECT id FROM deliveries WHERE id = ANY($1) AND status IN ('pending', 'retrying')
                           FOR UPDATE SKIP LOCKED)",
         )
+        .persistent(false)
         .bind(&ids)
         .execute(&self.pool)
         .await?;
@@ -53,6 +54,7 @@ impl Store {
              SELECT tenant_id, notification_id, delivery_id, channel, attempt, traceparent
              FROM claimed ORDER BY priority DESC, available_at, id",
         )
+        .persistent(false)
         .bind(limit)
         .fetch_all(&mut *tx)
         .await?;
