@@ -121,3 +121,59 @@ async fn another_tenants_notifications_are_not_listed() {
         .unwrap();
     assert!(page["items"].as_array().unwrap().is_empty());
 }
+
+/// Concurrent single requests share one commit whatever their tenant (group commit): each
+/// notification still belongs to the tenant whose key sent it, and only it sees it.
+#[tokio::test]
+async fn concurrent_requests_of_two_tenants_each_land_in_their_own_tenant() {
+    use futures_util::future::join_all;
+
+    let app = TestApp::api_only().await;
+    let other = app.env.store.create_tenant("other").await.unwrap();
+    let send = |key: String, to: String| {
+        let app = &app;
+        async move {
+            let response =
+                app.http.post(app.url("/v1/notifications")).bearer_auth(&key).json(&email(&to)).send().await.unwrap();
+            assert_eq!(response.status().as_u16(), 202);
+            let answer: Value = response.json().await.unwrap();
+            answer["id"].as_str().unwrap().parse::<Uuid>().unwrap()
+        }
+    };
+    let ours = (0..20).map(|i| send(app.api_key.clone(), format!("ours{i}@example.com")));
+    let theirs = (0..20).map(|i| send(other.api_key.clone(), format!("theirs{i}@example.com")));
+    let (ours, theirs) = tokio::join!(join_all(ours), join_all(theirs));
+
+    let ids = |page: &Value| -> HashSet<Uuid> {
+        page["items"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap().parse().unwrap()).collect()
+    };
+    let (status, page) = app.list("limit=100").await;
+    assert_eq!(status, 200);
+    assert_eq!(ids(&page), ours.iter().copied().collect());
+    let page: Value = app
+        .http
+        .get(app.url("/v1/notifications?limit=100"))
+        .bearer_auth(&other.api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ids(&page), theirs.iter().copied().collect());
+
+    let (status, _) = app.call("GET", &format!("/v1/notifications/{}", theirs[0]), None).await;
+    assert_eq!(status, 404, "another tenant's notification is not found");
+    let theirs_seen: Value = app
+        .http
+        .get(app.url(&format!("/v1/notifications/{}", theirs[0])))
+        .bearer_auth(&other.api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let recipient = theirs_seen["deliveries"][0]["recipient"].as_str().unwrap();
+    assert!(recipient.starts_with("theirs"), "{theirs_seen:#}");
+}

@@ -132,6 +132,12 @@ fn claim_group<'a>(
         let channels: Vec<&str> = messages.iter().map(|(m, _)| m.channel.as_str()).collect();
         let attempts: Vec<i32> = messages.iter().map(|(m, _)| m.attempt).collect();
         let redelivered: Vec<bool> = messages.iter().map(|(_, r)| *r).collect();
+        // The claim does not wait for its commit to reach the disk: the outcome record
+        // that follows it waits for the log up to and past it. If the database loses the
+        // claim in a crash, the outcome was not recorded either and the message was not
+        // acked: it comes back and is claimed again, as after any crash mid-send.
+        let mut tx = pool.begin().await?;
+        sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
         // The notifications go `processing` in id order, as `record_group` locks them.
         let rows: Vec<ClaimRow> = sqlx::query_as(
             "WITH m AS (
@@ -162,7 +168,7 @@ fn claim_group<'a>(
         .bind(&channels)
         .bind(&attempts)
         .bind(&redelivered)
-        .fetch_all(pool)
+        .fetch_all(&mut *tx)
         .await?;
         let mut claimed: HashMap<(Uuid, i32), ClaimRow> = rows.into_iter().map(|r| ((r.0, r.1), r)).collect();
         let mut answers: Vec<Option<Result<Claim>>> =
@@ -179,7 +185,7 @@ fn claim_group<'a>(
             .bind(missed.iter().map(|&i| ids[i]).collect::<Vec<_>>())
             .bind(missed.iter().map(|&i| tenants[i]).collect::<Vec<_>>())
             .bind(missed.iter().map(|&i| channels[i]).collect::<Vec<_>>())
-            .fetch_all(pool)
+            .fetch_all(&mut *tx)
             .await?;
             let current: HashMap<Uuid, (String, i32)> = current.into_iter().map(|(id, s, a)| (id, (s, a))).collect();
             for i in missed {
@@ -194,6 +200,7 @@ fn claim_group<'a>(
                 }));
             }
         }
+        tx.commit().await?;
         Ok(answers.into_iter().map(|a| a.expect("every message answered")).collect())
     })
 }

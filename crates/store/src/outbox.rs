@@ -22,9 +22,13 @@ impl ClaimedBatch {
     /// transaction: it would hold their rows locked until the broker confirmed, and the
     /// workers, which get the messages sooner, would wait on those locks to claim them.
     /// A delivery a worker holds or took meanwhile is skipped: the worker moves it on.
+    /// The mark does not wait for the disk: lost in a crash, it leaves `pending`, which
+    /// the workers claim all the same.
     pub async fn commit(self) -> Result<()> {
         self.tx.commit().await?;
         let ids: Vec<Uuid> = self.messages.iter().map(|m| m.delivery_id).collect();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
         sqlx::query(
             "UPDATE deliveries SET status = 'queued', updated_at = now()
              WHERE id IN (SELECT id FROM deliveries WHERE id = ANY($1) AND status IN ('pending', 'retrying')
@@ -32,8 +36,9 @@ impl ClaimedBatch {
         )
         .persistent(false)
         .bind(&ids)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 }
