@@ -8,6 +8,11 @@ use uuid::Uuid;
 use crate::harness::{TestApp, email};
 
 impl TestApp {
+    /// `GET path` with another tenant's key; the JSON answer.
+    async fn get_as(&self, api_key: &str, path: &str) -> Value {
+        self.http.get(self.url(path)).bearer_auth(api_key).send().await.unwrap().json().await.unwrap()
+    }
+
     async fn list(&self, query: &str) -> (u16, Value) {
         let response = self
             .http
@@ -109,16 +114,7 @@ async fn another_tenants_notifications_are_not_listed() {
     let app = TestApp::api_only().await;
     app.accept(&email("a@example.com")).await;
     let other = app.env.store.create_tenant("other").await.unwrap();
-    let page: Value = app
-        .http
-        .get(app.url("/v1/notifications"))
-        .bearer_auth(&other.api_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = app.get_as(&other.api_key, "/v1/notifications").await;
     assert!(page["items"].as_array().unwrap().is_empty());
 }
 
@@ -150,30 +146,12 @@ async fn concurrent_requests_of_two_tenants_each_land_in_their_own_tenant() {
     let (status, page) = app.list("limit=100").await;
     assert_eq!(status, 200);
     assert_eq!(ids(&page), ours.iter().copied().collect());
-    let page: Value = app
-        .http
-        .get(app.url("/v1/notifications?limit=100"))
-        .bearer_auth(&other.api_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = app.get_as(&other.api_key, "/v1/notifications?limit=100").await;
     assert_eq!(ids(&page), theirs.iter().copied().collect());
 
     let (status, _) = app.call("GET", &format!("/v1/notifications/{}", theirs[0]), None).await;
     assert_eq!(status, 404, "another tenant's notification is not found");
-    let theirs_seen: Value = app
-        .http
-        .get(app.url(&format!("/v1/notifications/{}", theirs[0])))
-        .bearer_auth(&other.api_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let theirs_seen = app.get_as(&other.api_key, &format!("/v1/notifications/{}", theirs[0])).await;
     let recipient = theirs_seen["deliveries"][0]["recipient"].as_str().unwrap();
     assert!(recipient.starts_with("theirs"), "{theirs_seen:#}");
 }
