@@ -7,7 +7,7 @@
 use domain::Priority;
 use uuid::Uuid;
 
-use crate::{OUTBOX_CHANNEL, Origin, Result, Store, corrupt, deliveries::refresh_notification_statuses};
+use crate::{Origin, Result, Store, corrupt, deliveries::refresh_notification_statuses};
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Cancelled {
@@ -113,8 +113,8 @@ impl Store {
             return Ok(Retried::NotFailed(status));
         }
         refresh_notification_statuses(&mut tx, &[notification_id]).await?;
-        sqlx::query("SELECT pg_notify($1, '')").bind(OUTBOX_CHANNEL).execute(&mut *tx).await?;
         tx.commit().await?;
+        self.wake_relays();
         Ok(Retried::Queued(notification_id))
     }
 }

@@ -76,7 +76,7 @@ impl Store {
             let suppressed =
                 insert(self.pool.acquire().await?.as_mut(), &rows(tenant_id, origin, items, &planned, &all)).await?;
             mark_suppressed(&mut planned, &all, &suppressed);
-            self.wake_relays_for(&planned, &all);
+            self.wake_relays_for(&planned);
             return Ok(planned.into_iter().map(IntakeResult::Accepted).collect());
         }
 
@@ -173,7 +173,7 @@ impl Store {
             }
         }
         tx.commit().await?;
-        self.wake_relays_for(&planned, &to_insert);
+        self.wake_relays_for(to_insert.iter().map(|&i| &planned[i]));
 
         Ok(results
             .into_iter()
@@ -191,13 +191,13 @@ impl Store {
             .accepts
             .get_or_init(|| Grouped::start(self.pool.clone(), accept_group, ACCEPT_GROUPS_IN_FLIGHT, ACCEPT_GROUP_MAX));
         let accepted = accepts.call(single).await?;
-        self.wake_relays_for(std::slice::from_ref(&accepted), &[0]);
+        self.wake_relays_for([&accepted]);
         Ok(accepted)
     }
 
-    /// Wakes the relays if the notifications `which` wrote outbox rows.
-    fn wake_relays_for(&self, planned: &[AcceptedNotification], which: &[usize]) {
-        if which.iter().any(|&i| planned[i].deliveries.iter().any(|d| d.status == DeliveryStatus::Pending)) {
+    /// Wakes the relays if any of `accepted` wrote outbox rows.
+    fn wake_relays_for<'a>(&self, accepted: impl IntoIterator<Item = &'a AcceptedNotification>) {
+        if accepted.into_iter().any(|a| a.deliveries.iter().any(|d| d.status == DeliveryStatus::Pending)) {
             self.wake_relays();
         }
     }

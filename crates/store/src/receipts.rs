@@ -116,10 +116,8 @@ impl Store {
             Some(suppression) => suppress(&mut tx, receipt, suppression).await?,
             None => 0,
         };
-        let notifications: BTreeSet<Uuid> = changed.iter().copied().collect();
-        for notification_id in notifications {
-            refresh_notification_statuses(&mut tx, &[notification_id]).await?;
-        }
+        let notifications: Vec<Uuid> = changed.iter().copied().collect::<BTreeSet<_>>().into_iter().collect();
+        refresh_notification_statuses(&mut tx, &notifications).await?;
         tx.commit().await?;
         Ok(ReceiptApplied { known: true, changed: changed.len() as u64, suppressed })
     }
