@@ -233,6 +233,9 @@ pub struct WorkerOptions {
     pub rate_limits: std::collections::BTreeMap<String, f64>,
     /// Where the worker serves `/healthz` and `/readyz`.
     pub listen: Option<std::net::SocketAddr>,
+    /// How long a claim holds a delivery, and a provider call may take.
+    pub lease: Duration,
+    pub provider_timeout: Duration,
     pub email: email_worker::Providers,
     pub sms: sms_worker::Providers,
     pub whatsapp: whatsapp_worker::Providers,
@@ -248,6 +251,8 @@ impl Default for WorkerOptions {
             providers: vec!["sandbox".into()],
             rate_limits: Default::default(),
             listen: None,
+            lease: WorkerSettings::default().lease,
+            provider_timeout: WorkerSettings::default().provider_timeout,
             email: Default::default(),
             sms: Default::default(),
             whatsapp: Default::default(),
@@ -344,7 +349,13 @@ impl TestApp {
             database_url: Some(SecretString::from(self.env.database_url.clone())),
             amqp_url: Some(SecretString::from(self.env.amqp_url().await)),
             database_max_connections: 4,
-            worker: WorkerSettings { prefetch: options.prefetch, listen: options.listen, ..Default::default() },
+            worker: WorkerSettings {
+                prefetch: options.prefetch,
+                listen: options.listen,
+                lease: options.lease,
+                provider_timeout: options.provider_timeout,
+                ..Default::default()
+            },
             broker: Topology::default(),
             channel: ChannelSettings {
                 retry: options.retry,

@@ -19,6 +19,7 @@ mod openapi;
 mod providers_aws;
 mod providers_http;
 mod receipts;
+mod recovery;
 mod relay;
 mod stubs;
 mod subscribers;

@@ -31,10 +31,18 @@ async fn killing_a_relay_mid_batch_loses_nothing() {
 #[tokio::test]
 async fn killing_a_worker_mid_batch_loses_nothing() {
     let app = TestApp::api_only().await;
-    let _relay = app.start_relay(100).await;
+    // The sweeper takes over what the dead worker held once its short lease runs out.
+    let sweeping = outbox_relay::RelaySettings { sweep_interval: Duration::from_millis(100), ..Default::default() };
+    let _relay = app.start_relay_with(sweeping).await;
     let slow = SandboxConfig { latency: Duration::from_millis(20), ..Default::default() };
-    let doomed =
-        app.start_worker(Channel::Email, WorkerOptions { prefetch: 10, sandbox: slow, ..Default::default() }).await;
+    let short_lease = WorkerOptions {
+        prefetch: 10,
+        sandbox: slow,
+        lease: Duration::from_millis(500),
+        provider_timeout: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let doomed = app.start_worker(Channel::Email, short_lease).await;
     app.accept_many(100).await;
     eventually("some deliveries sent by the first worker", || async {
         (app.sent_and_total().await.0 >= 10).then_some(())

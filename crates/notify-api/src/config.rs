@@ -50,13 +50,21 @@ pub struct Limits {
     /// How far ahead `send_at` may be.
     #[serde(with = "humantime_serde")]
     pub max_schedule_ahead: Duration,
+    /// How long a delivery must have been stranded (not final, no outbox row, no live
+    /// claim) before `POST /v1/deliveries/{id}/retry` queues it again; as the relay's
+    /// `relay.stranded_after`.
+    #[serde(with = "humantime_serde")]
+    pub stranded_after: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_schedule_ahead: Duration::from_secs(90 * 24 * 3600) }
+        Self { max_schedule_ahead: Duration::from_secs(90 * 24 * 3600), stranded_after: STRANDED_AFTER }
     }
 }
+
+/// The default of `limits.stranded_after` and the relay's `relay.stranded_after`.
+pub const STRANDED_AFTER: Duration = Duration::from_secs(600);
 
 impl Limits {
     pub fn domain(&self) -> domain::request::Limits {

@@ -37,6 +37,8 @@ pub struct AppState {
     limiter: Arc<rate_limit::RateLimiter>,
     default_rate: Rate,
     idempotency_retention: Duration,
+    /// How long a delivery must be stranded before a retry may queue it again.
+    stranded_after: Duration,
     /// Signature checkers of the providers whose receipts are configured.
     receipts: Arc<receipts::Receipts>,
     /// Signs and verifies subscriber tokens (the inbox).
@@ -63,6 +65,7 @@ pub fn router(store: Store, config: &Config, inbox_hub: Arc<inbox::hub::Hub>) ->
         limiter: Arc::default(),
         default_rate: config.rate_limit,
         idempotency_retention: config.idempotency.retention,
+        stranded_after: config.limits.stranded_after,
         receipts: Arc::new(receipts::Receipts::new(&config.receipts)?),
         tokens: Arc::new(tokens),
         token_ttl: config.inbox.token_ttl,

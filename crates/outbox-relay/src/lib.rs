@@ -15,7 +15,10 @@ use std::{
 
 use bootstrap::{ConfigError, ExposeSecret, SecretString};
 use domain::backoff::Backoff;
-use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+};
 use queue::{Publisher, Topology};
 use serde::Deserialize;
 use store::Store;
@@ -58,6 +61,17 @@ pub struct RelaySettings {
     pub confirm_timeout: Duration,
     /// Where `/healthz` and `/readyz` are served (`0.0.0.0:9090`); none when unset.
     pub listen: Option<std::net::SocketAddr>,
+    /// How often the sweeper looks for stranded deliveries (see `store::recovery`).
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+    /// How long a delivery must have been stranded (not final, no outbox row, no live
+    /// claim, unchanged) before the sweeper queues it again. Longer than a message may
+    /// wait in a queue, or a slow queue gets a copy of each of its messages.
+    #[serde(with = "humantime_serde")]
+    pub stranded_after: Duration,
+    /// Times a delivery is queued again without an outcome before it is failed as
+    /// `stranded`.
+    pub max_recoveries: i32,
 }
 
 impl Default for RelaySettings {
@@ -67,6 +81,9 @@ impl Default for RelaySettings {
             poll_interval: Duration::from_secs(1),
             confirm_timeout: Duration::from_secs(10),
             listen: None,
+            sweep_interval: Duration::from_secs(30),
+            stranded_after: Duration::from_secs(600),
+            max_recoveries: 3,
         }
     }
 }
@@ -84,6 +101,15 @@ impl Config {
         if self.relay.batch_size < 1 {
             return Err(ConfigError::Invalid { key: "relay.batch_size".into(), message: "must be at least 1".into() });
         }
+        if self.relay.max_recoveries < 0 {
+            return Err(ConfigError::Invalid {
+                key: "relay.max_recoveries".into(),
+                message: "must be 0 or more".into(),
+            });
+        }
+        if self.relay.sweep_interval.is_zero() {
+            return Err(ConfigError::Invalid { key: "relay.sweep_interval".into(), message: "must be above 0".into() });
+        }
         Ok(())
     }
 }
@@ -92,6 +118,12 @@ struct RelayMetrics {
     published: Counter,
     publish_failures: Counter,
     lag_seconds: Gauge<f64, AtomicU64>,
+    recovered: Family<RecoveredLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RecoveredLabels {
+    outcome: &'static str,
 }
 
 static METRICS: LazyLock<RelayMetrics> = LazyLock::new(|| {
@@ -99,6 +131,7 @@ static METRICS: LazyLock<RelayMetrics> = LazyLock::new(|| {
         published: Counter::default(),
         publish_failures: Counter::default(),
         lag_seconds: Gauge::default(),
+        recovered: Family::default(),
     };
     bootstrap::metrics::register(|r| {
         r.register("outbox_published", "Outbox rows published and confirmed by the broker", metrics.published.clone());
@@ -108,6 +141,11 @@ static METRICS: LazyLock<RelayMetrics> = LazyLock::new(|| {
             metrics.publish_failures.clone(),
         );
         r.register("outbox_lag_seconds", "Age of the oldest due outbox row", metrics.lag_seconds.clone());
+        r.register(
+            "deliveries_recovered",
+            "Stranded deliveries the sweeper queued again (requeued), failed or cancelled",
+            metrics.recovered.clone(),
+        );
     });
     metrics
 });
@@ -188,8 +226,13 @@ async fn relay(
     backoff.reset();
     relaying.store(true, Ordering::Relaxed);
     let mut lag_measured: Option<tokio::time::Instant> = None;
+    let mut swept: Option<tokio::time::Instant> = None;
     loop {
         publish_due(store, &publisher, config.relay.batch_size, shutdown).await?;
+        if swept.is_none_or(|at| at.elapsed() >= config.relay.sweep_interval) {
+            sweep(store, &config.relay).await?;
+            swept = Some(tokio::time::Instant::now());
+        }
         // The lag gauge costs a query: at most once a second, however busy.
         if lag_measured.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
             METRICS.lag_seconds.set(store.outbox_lag_seconds().await?);
@@ -208,6 +251,33 @@ async fn relay(
             _ = shutdown.cancelled() => {}
             woken = listener.recv() => { woken?; }
             _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Queues stranded deliveries again (their outbox rows are published on the next turn),
+/// a batch at a time until none is left.
+async fn sweep(store: &Store, settings: &RelaySettings) -> anyhow::Result<()> {
+    loop {
+        let recovered =
+            store.recover_stranded(settings.stranded_after, settings.max_recoveries, settings.batch_size).await?;
+        for (outcome, count) in
+            [("requeued", recovered.requeued), ("failed", recovered.failed), ("cancelled", recovered.cancelled)]
+        {
+            if count > 0 {
+                METRICS.recovered.get_or_create(&RecoveredLabels { outcome }).inc_by(count);
+            }
+        }
+        if recovered.total() > 0 {
+            tracing::warn!(
+                requeued = recovered.requeued,
+                failed = recovered.failed,
+                cancelled = recovered.cancelled,
+                "recovered stranded deliveries"
+            );
+        }
+        if (recovered.total() as i64) < settings.batch_size {
+            return Ok(());
         }
     }
 }

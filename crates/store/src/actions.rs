@@ -22,8 +22,10 @@ pub enum Cancelled {
 pub enum Retried {
     /// The delivery is queued again, for the notification with this id.
     Queued(Uuid),
-    /// Only a `failed` delivery can be retried; this is its status.
+    /// Only a `failed` delivery can be retried, or a stranded one; this is its status.
     NotFailed(String),
+    /// Not final but not stranded either: in flight, or waiting for its outbox row.
+    InFlight(String),
     NotFound,
 }
 
@@ -74,8 +76,15 @@ impl Store {
     }
 
     /// Queues a `failed` delivery again as a new series of attempts: the retry policy
-    /// starts over, attempt numbers go on.
-    pub async fn retry_delivery(&self, tenant_id: Uuid, delivery_id: Uuid, origin: &Origin<'_>) -> Result<Retried> {
+    /// starts over, attempt numbers go on. A delivery stranded for longer than
+    /// `stranded_after` (see [`crate::recovery`]) is queued again as its lost message was.
+    pub async fn retry_delivery(
+        &self,
+        tenant_id: Uuid,
+        delivery_id: Uuid,
+        origin: &Origin<'_>,
+        stranded_after: std::time::Duration,
+    ) -> Result<Retried> {
         let mut tx = self.pool.begin().await?;
         let current: Option<(Uuid, String, String)> = sqlx::query_as(
             "SELECT d.notification_id, d.status, n.priority FROM deliveries d JOIN notifications n ON n.id = d.notification_id
@@ -86,6 +95,20 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let Some((notification_id, status, priority)) = current else { return Ok(Retried::NotFound) };
+        let unsettled = domain::DeliveryStatus::parse(&status).is_some_and(|s| !s.is_terminal());
+        if unsettled {
+            let requeued = self
+                .retry_stranded(&mut tx, tenant_id, delivery_id, stranded_after, origin.actor, origin.traceparent)
+                .await?;
+            tx.commit().await?;
+            return Ok(match requeued {
+                Some(notification_id) => {
+                    self.wake_relays();
+                    Retried::Queued(notification_id)
+                }
+                None => Retried::InFlight(status),
+            });
+        }
         let rank = Priority::parse(&priority).ok_or_else(|| corrupt(format!("priority {priority}")))?.rank();
         let retried: Option<(i32,)> = sqlx::query_as(
             "WITH retried AS (

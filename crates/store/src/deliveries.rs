@@ -1,6 +1,6 @@
-use std::collections::HashMap;
+use std::{borrow::Cow, collections::HashMap};
 
-use domain::{Channel, Content, DeliveryJob, DeliveryMessage, Priority, SendFailure};
+use domain::{Channel, Content, DeliveryJob, DeliveryMessage, DeliveryStatus, Priority, SendFailure};
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -10,13 +10,29 @@ use crate::{
     group::{BoxFuture, Grouped},
 };
 
+/// A worker's hold on the deliveries it claims: an id it draws once per message, so a
+/// claim repeated after a lost reply finds its own row, and how long the hold lasts
+/// before another message may take the delivery over.
+#[derive(Debug, Clone, Copy)]
+pub struct Lease {
+    pub claim: Uuid,
+    pub duration: std::time::Duration,
+}
+
+impl Lease {
+    pub fn new(duration: std::time::Duration) -> Self {
+        Self { claim: Uuid::new_v4(), duration }
+    }
+}
+
 /// What a worker may do with a message.
 #[derive(Debug)]
 pub enum Claim {
     /// The delivery is now `sending` for this attempt: send it. The time is when its
     /// notification was accepted.
     Claimed(Box<DeliveryJob>, OffsetDateTime),
-    /// Already terminal, an older attempt, or in flight elsewhere: drop the message.
+    /// Already terminal, an older attempt, or held by another live claim: drop the
+    /// message (a delivery whose holder dies is recovered by the sweeper).
     Stale(&'static str),
     /// No such delivery on this channel: the message is poison.
     Unknown,
@@ -51,17 +67,20 @@ pub enum AttemptResult {
 }
 
 impl Store {
-    /// Marks the delivery `sending` for `msg.attempt` if the message is the one it waits
-    /// for: status pending/queued/retrying with `attempt - 1` attempts so far. A message
-    /// the broker redelivered may also take over a `sending` row of the same attempt: its
-    /// previous holder died before recording the outcome. Concurrent claims share their
-    /// statements (group commit, see [`crate::group`]).
-    pub async fn claim_delivery(&self, msg: &DeliveryMessage, redelivered: bool) -> Result<Claim> {
+    /// Marks the delivery `sending` for `msg.attempt` under `lease` if the message is the
+    /// one it waits for: status pending/queued/retrying with `attempt - 1` attempts so far.
+    /// A `sending` row of the same attempt is taken only by its own claim (a claim
+    /// repeated after its reply was lost) or once its lease has run out (its holder died
+    /// or lost its way); while the lease holds, a redelivered copy is stale, so one
+    /// delivery is never sent by two live workers at once. A delivery whose recipient
+    /// was erased is never claimed. Concurrent claims share their statements (group
+    /// commit, see [`crate::group`]).
+    pub async fn claim_delivery(&self, msg: &DeliveryMessage, lease: Lease) -> Result<Claim> {
         let claims = self
             .groups
             .claims
             .get_or_init(|| Grouped::start(self.pool.clone(), claim_group, WORKER_GROUPS_IN_FLIGHT, WORKER_GROUP_MAX));
-        claims.call((msg.clone(), redelivered)).await?
+        claims.call((msg.clone(), lease)).await?
     }
 
     /// Records the attempt and the delivery's new state, schedules the retry (an outbox
@@ -69,7 +88,13 @@ impl Store {
     /// status, all in one transaction. The notification rows are locked first, in id
     /// order, so concurrent outcomes for one notification serialize and its aggregate
     /// sees all of them. Concurrent records share that transaction (group commit).
-    pub async fn record_attempt(&self, job: &DeliveryJob, rec: &AttemptRecord) -> Result<()> {
+    ///
+    /// The outcome applies to the delivery while `lease` still holds it, or when the claim
+    /// was lost (the database crashed before the claim reached its disk: the delivery is
+    /// back where the claim found it), so a send is never forgotten. It does not apply
+    /// when another claim has taken the delivery over or it is final: then only the
+    /// attempt is logged (a duplicate send shows there) and `false` is returned.
+    pub async fn record_attempt(&self, job: &DeliveryJob, lease: Lease, rec: &AttemptRecord) -> Result<bool> {
         let records = self
             .groups
             .records
@@ -81,13 +106,14 @@ impl Store {
             channel: job.channel,
             attempt: job.attempt,
             rank: job.priority.rank(),
+            claim: lease.claim,
             record: rec.clone(),
         };
-        records.call(outcome).await?;
-        if matches!(rec.result, AttemptResult::Retry { .. }) {
+        let applied = records.call(outcome).await?;
+        if applied && matches!(rec.result, AttemptResult::Retry { .. }) {
             self.wake_relays();
         }
-        Ok(())
+        Ok(applied)
     }
 
     /// Delivery status and attempt count, for tests and operators.
@@ -107,7 +133,7 @@ const WORKER_GROUP_MAX: usize = 500;
 
 type ClaimRow = (
     Uuid,
-    i32,
+    Uuid,
     Uuid,
     String,
     i32,
@@ -124,33 +150,38 @@ type ClaimRow = (
 /// apart (stale or unknown) with a second.
 fn claim_group<'a>(
     pool: &'a PgPool,
-    messages: &'a [(DeliveryMessage, bool)],
+    messages: &'a [(DeliveryMessage, Lease)],
 ) -> BoxFuture<'a, Result<Vec<Result<Claim>>>> {
     Box::pin(async move {
         let ids: Vec<Uuid> = messages.iter().map(|(m, _)| m.delivery_id).collect();
         let tenants: Vec<Uuid> = messages.iter().map(|(m, _)| m.tenant_id).collect();
         let channels: Vec<&str> = messages.iter().map(|(m, _)| m.channel.as_str()).collect();
         let attempts: Vec<i32> = messages.iter().map(|(m, _)| m.attempt).collect();
-        let redelivered: Vec<bool> = messages.iter().map(|(_, r)| *r).collect();
+        let claims: Vec<Uuid> = messages.iter().map(|(_, l)| l.claim).collect();
+        let lease_ms: Vec<i64> =
+            messages.iter().map(|(_, l)| i64::try_from(l.duration.as_millis()).unwrap_or(i64::MAX)).collect();
         // The claim does not wait for its commit to reach the disk: the outcome record
         // that follows it waits for the log up to and past it. If the database loses the
-        // claim in a crash, the outcome was not recorded either and the message was not
-        // acked: it comes back and is claimed again, as after any crash mid-send.
+        // claim in a crash, the outcome record finds the delivery as the claim found it
+        // and applies all the same (see `record_group`).
         let mut tx = pool.begin().await?;
         sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
         // The notifications go `processing` in id order, as `record_group` locks them.
         let rows: Vec<ClaimRow> = sqlx::query_as(
             "WITH m AS (
-                SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int[], $5::bool[])
-                     AS m(id, tenant_id, channel, attempt, redelivered)),
+                SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int[], $5::uuid[], $6::bigint[])
+                     AS m(id, tenant_id, channel, attempt, claim, lease_ms)),
              claimed AS (
                 UPDATE deliveries d SET status = 'sending', attempts = m.attempt, next_attempt_at = NULL,
+                                        claimed_by = m.claim,
+                                        lease_until = now() + m.lease_ms * interval '1 millisecond',
                                         updated_at = now()
                 FROM m
-                WHERE d.id = m.id AND d.tenant_id = m.tenant_id AND d.channel = m.channel
+                WHERE d.id = m.id AND d.tenant_id = m.tenant_id AND d.channel = m.channel AND d.recipient <> $7
                   AND ((d.status IN ('pending', 'queued', 'retrying') AND d.attempts = m.attempt - 1)
-                       OR (d.status = 'sending' AND d.attempts = m.attempt AND m.redelivered))
-                RETURNING d.id, d.attempts, d.notification_id, d.recipient, d.retry_base, d.content),
+                       OR (d.status = 'sending' AND d.attempts = m.attempt
+                           AND (d.claimed_by = m.claim OR d.lease_until IS NULL OR d.lease_until < now())))
+                RETURNING d.id, d.claimed_by, d.notification_id, d.recipient, d.retry_base, d.content),
              waiting AS (
                 SELECT n.id FROM notifications n
                 WHERE n.id IN (SELECT notification_id FROM claimed) AND n.status = 'pending'
@@ -158,7 +189,7 @@ fn claim_group<'a>(
              processing AS (
                 UPDATE notifications n SET status = 'processing', updated_at = now()
                 FROM waiting w WHERE n.id = w.id)
-             SELECT c.id, c.attempts, c.notification_id, c.recipient, c.retry_base, n.type,
+             SELECT c.id, c.claimed_by, c.notification_id, c.recipient, c.retry_base, n.type,
                     coalesce(c.content, n.content), n.data, n.priority, n.created_at, n.workflow, n.retry
              FROM claimed c JOIN notifications n ON n.id = c.notification_id",
         )
@@ -167,17 +198,21 @@ fn claim_group<'a>(
         .bind(&tenants)
         .bind(&channels)
         .bind(&attempts)
-        .bind(&redelivered)
+        .bind(&claims)
+        .bind(&lease_ms)
+        .bind(crate::ERASED)
         .fetch_all(&mut *tx)
         .await?;
-        let mut claimed: HashMap<(Uuid, i32), ClaimRow> = rows.into_iter().map(|r| ((r.0, r.1), r)).collect();
+        // Two copies of one message in a group both match the row; the update takes one
+        // of them, and the one whose claim it recorded is the one that sends.
+        let mut claimed: HashMap<(Uuid, Uuid), ClaimRow> = rows.into_iter().map(|r| ((r.0, r.1), r)).collect();
         let mut answers: Vec<Option<Result<Claim>>> =
-            messages.iter().map(|(m, _)| claimed.remove(&(m.delivery_id, m.attempt)).map(|row| job(m, row))).collect();
+            messages.iter().map(|(m, l)| claimed.remove(&(m.delivery_id, l.claim)).map(|row| job(m, row))).collect();
 
         let missed: Vec<usize> = (0..messages.len()).filter(|&i| answers[i].is_none()).collect();
         if !missed.is_empty() {
-            let current: Vec<(Uuid, String, i32)> = sqlx::query_as(
-                "SELECT d.id, d.status, d.attempts
+            let current: Vec<(Uuid, String, i32, String)> = sqlx::query_as(
+                "SELECT d.id, d.status, d.attempts, d.recipient
                  FROM deliveries d JOIN unnest($1::uuid[], $2::uuid[], $3::text[]) AS m(id, tenant_id, channel)
                       ON d.id = m.id AND d.tenant_id = m.tenant_id AND d.channel = m.channel",
             )
@@ -187,15 +222,20 @@ fn claim_group<'a>(
             .bind(missed.iter().map(|&i| channels[i]).collect::<Vec<_>>())
             .fetch_all(&mut *tx)
             .await?;
-            let current: HashMap<Uuid, (String, i32)> = current.into_iter().map(|(id, s, a)| (id, (s, a))).collect();
+            let current: HashMap<Uuid, (String, i32, String)> =
+                current.into_iter().map(|(id, s, a, r)| (id, (s, a, r))).collect();
             for i in missed {
                 let (m, _) = &messages[i];
                 answers[i] = Some(Ok(match current.get(&m.delivery_id) {
                     None => Claim::Unknown,
-                    Some((status, _)) if domain::DeliveryStatus::parse(status).is_some_and(|s| s.is_terminal()) => {
+                    Some((status, _, _)) if DeliveryStatus::parse(status).is_some_and(|s| s.is_terminal()) => {
                         Claim::Stale("delivery is already final")
                     }
-                    Some((_, attempts)) if *attempts >= m.attempt => Claim::Stale("attempt already taken"),
+                    Some((_, _, recipient)) if recipient == crate::ERASED => Claim::Stale("recipient was erased"),
+                    Some((status, attempts, _)) if status == "sending" && *attempts == m.attempt => {
+                        Claim::Stale("attempt is held by another claim")
+                    }
+                    Some((_, attempts, _)) if *attempts >= m.attempt => Claim::Stale("attempt already taken"),
                     Some(_) => Claim::Stale("message is ahead of the delivery's attempts"),
                 }));
             }
@@ -247,11 +287,13 @@ pub(crate) struct Outcome {
     channel: Channel,
     attempt: i32,
     rank: i16,
+    claim: Uuid,
     record: AttemptRecord,
 }
 
-/// Records a group of outcomes in one transaction of four statements.
-fn record_group<'a>(pool: &'a PgPool, outcomes: &'a [Outcome]) -> BoxFuture<'a, Result<Vec<()>>> {
+/// Records a group of outcomes in one transaction; answers whether each applied to its
+/// delivery (see [`Store::record_attempt`]).
+fn record_group<'a>(pool: &'a PgPool, outcomes: &'a [Outcome]) -> BoxFuture<'a, Result<Vec<bool>>> {
     Box::pin(async move {
         let mut c = OutcomeColumns::default();
         for o in outcomes {
@@ -268,19 +310,20 @@ fn record_group<'a>(pool: &'a PgPool, outcomes: &'a [Outcome]) -> BoxFuture<'a, 
             c.attempts.push(o.attempt);
             c.statuses.push(status);
             c.providers.push(&o.record.provider);
-            c.provider_message_ids.push(provider_message_id);
-            c.codes.push(failure.map(|f| f.code.as_str()));
-            c.messages.push(failure.map(|f| truncate(&f.message, 1000)));
+            c.provider_message_ids.push(provider_message_id.map(|id| clean(id, 1000)));
+            c.codes.push(failure.map(|f| clean(&f.code, 200)));
+            c.messages.push(failure.map(|f| clean(&f.message, 1000)));
             c.retry_at.push(retry_at);
             c.tenants.push(o.tenant_id);
             c.outcomes.push(outcome);
-            c.excerpts.push(excerpt.map(|e| truncate(e, 1000)));
+            c.excerpts.push(excerpt.map(|e| clean(e, 1000)));
             c.latencies.push(o.record.latency_ms);
             c.started_at.push(o.record.started_at);
             c.notification_ids.push(o.notification_id);
             c.channels.push(o.channel.as_str());
             c.ranks.push(o.rank);
             c.traceparents.push(o.record.traceparent.as_deref());
+            c.claims.push(o.claim);
         }
         let mut tx = pool.begin().await?;
         sqlx::query("SELECT 1 FROM notifications WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
@@ -288,34 +331,48 @@ fn record_group<'a>(pool: &'a PgPool, outcomes: &'a [Outcome]) -> BoxFuture<'a, 
             .bind(&c.notification_ids)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
+        // The outcome applies while its claim holds the delivery, or when the claim was
+        // lost in a crash (the delivery is back as the claim found it, and nobody else
+        // took it). A retry for a recipient erased while it was being sent is cancelled
+        // instead: nothing more goes to an erased person.
+        let applied: Vec<(Uuid,)> = sqlx::query_as(
             "WITH r AS (
                 SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
                                      $8::timestamptz[], $9::uuid[], $10::text[], $11::text[], $12::int[],
-                                     $13::timestamptz[], $14::uuid[], $15::text[], $16::smallint[], $17::text[])
+                                     $13::timestamptz[], $14::uuid[], $15::text[], $16::smallint[], $17::text[],
+                                     $18::uuid[])
                      AS r(delivery_id, attempt, status, provider, provider_message_id, code, message, retry_at,
                           tenant_id, outcome, excerpt, latency_ms, started_at, notification_id, channel, rank,
-                          traceparent)),
+                          traceparent, claim)),
              updated AS (
-                UPDATE deliveries d SET status = r.status, provider = r.provider,
+                UPDATE deliveries d SET
+                    status = CASE WHEN r.status = 'retrying' AND d.recipient = $19 THEN 'cancelled' ELSE r.status END,
+                    attempts = r.attempt, provider = r.provider,
                     provider_message_id = coalesce(r.provider_message_id, d.provider_message_id),
-                    last_error_code = r.code, last_error_message = r.message, next_attempt_at = r.retry_at,
-                    sent_at = CASE WHEN r.status = 'sent' THEN now() ELSE d.sent_at END, updated_at = now()
+                    last_error_code = r.code,
+                    last_error_message = CASE WHEN d.recipient = $19 THEN NULL ELSE r.message END,
+                    next_attempt_at = CASE WHEN d.recipient = $19 THEN NULL ELSE r.retry_at END,
+                    sent_at = CASE WHEN r.status = 'sent' THEN now() ELSE d.sent_at END,
+                    claimed_by = NULL, lease_until = NULL, recoveries = 0, updated_at = now()
                 FROM r
-                WHERE d.id = r.delivery_id AND d.status = 'sending' AND d.attempts = r.attempt
-                RETURNING d.id, d.attempts),
+                WHERE d.id = r.delivery_id
+                  AND ((d.status = 'sending' AND d.attempts = r.attempt AND d.claimed_by = r.claim)
+                       OR (d.status IN ('pending', 'queued', 'retrying') AND d.attempts = r.attempt - 1))
+                RETURNING d.id, d.status),
              attempt AS (
                 INSERT INTO delivery_attempts (tenant_id, delivery_id, number, provider, outcome, error_code,
                     error_message, response_excerpt, latency_ms, started_at)
                 SELECT r.tenant_id, r.delivery_id, r.attempt, r.provider, r.outcome, r.code, r.message, r.excerpt,
                        r.latency_ms, r.started_at
-                FROM r)
-             INSERT INTO outbox (tenant_id, notification_id, delivery_id, channel, attempt, priority, available_at,
-                                 traceparent)
-             SELECT r.tenant_id, r.notification_id, r.delivery_id, r.channel, r.attempt + 1, r.rank, r.retry_at,
-                    r.traceparent
-             FROM updated u JOIN r ON r.delivery_id = u.id AND r.attempt = u.attempts
-             WHERE r.retry_at IS NOT NULL",
+                FROM r),
+             retry AS (
+                INSERT INTO outbox (tenant_id, notification_id, delivery_id, channel, attempt, priority, available_at,
+                                    traceparent)
+                SELECT r.tenant_id, r.notification_id, r.delivery_id, r.channel, r.attempt + 1, r.rank, r.retry_at,
+                       r.traceparent
+                FROM updated u JOIN r ON r.delivery_id = u.id
+                WHERE u.status = 'retrying')
+             SELECT id FROM updated",
         )
         .persistent(false)
         .bind(&c.delivery_ids)
@@ -335,11 +392,14 @@ fn record_group<'a>(pool: &'a PgPool, outcomes: &'a [Outcome]) -> BoxFuture<'a, 
         .bind(&c.channels)
         .bind(&c.ranks)
         .bind(&c.traceparents)
-        .execute(&mut *tx)
+        .bind(&c.claims)
+        .bind(crate::ERASED)
+        .fetch_all(&mut *tx)
         .await?;
         refresh_notification_statuses(&mut tx, &c.notification_ids).await?;
         tx.commit().await?;
-        Ok(vec![(); outcomes.len()])
+        let applied: std::collections::HashSet<Uuid> = applied.into_iter().map(|(id,)| id).collect();
+        Ok(outcomes.iter().map(|o| applied.contains(&o.delivery_id)).collect())
     })
 }
 
@@ -349,19 +409,20 @@ struct OutcomeColumns<'a> {
     attempts: Vec<i32>,
     statuses: Vec<&'static str>,
     providers: Vec<&'a str>,
-    provider_message_ids: Vec<Option<&'a str>>,
-    codes: Vec<Option<&'a str>>,
-    messages: Vec<Option<&'a str>>,
+    provider_message_ids: Vec<Option<Cow<'a, str>>>,
+    codes: Vec<Option<Cow<'a, str>>>,
+    messages: Vec<Option<Cow<'a, str>>>,
     retry_at: Vec<Option<OffsetDateTime>>,
     tenants: Vec<Uuid>,
     outcomes: Vec<&'static str>,
-    excerpts: Vec<Option<&'a str>>,
+    excerpts: Vec<Option<Cow<'a, str>>>,
     latencies: Vec<i32>,
     started_at: Vec<OffsetDateTime>,
     notification_ids: Vec<Uuid>,
     channels: Vec<&'static str>,
     ranks: Vec<i16>,
     traceparents: Vec<Option<&'a str>>,
+    claims: Vec<Uuid>,
 }
 
 /// Recomputes the status of the notifications `ids` from their deliveries (DESIGN.md §4),
@@ -397,6 +458,13 @@ pub(crate) async fn refresh_notification_statuses(tx: &mut sqlx::PgConnection, i
     .execute(tx)
     .await?;
     Ok(())
+}
+
+/// What a provider said, fit to store: at most `max_chars` characters and no NUL, which
+/// PostgreSQL's text refuses (a provider's reply must never make an outcome unrecordable).
+fn clean(s: &str, max_chars: usize) -> Cow<'_, str> {
+    let s = truncate(s, max_chars);
+    if s.contains('\0') { Cow::Owned(s.replace('\0', "")) } else { Cow::Borrowed(s) }
 }
 
 pub(crate) fn truncate(s: &str, max_chars: usize) -> &str {

@@ -26,8 +26,8 @@ pub(crate) type Run<Req, Resp> = for<'a> fn(&'a PgPool, &'a [Req]) -> BoxFuture<
 #[derive(Default)]
 pub(crate) struct Groups {
     pub(crate) accepts: OnceLock<Grouped<crate::Single, domain::view::AcceptedNotification>>,
-    pub(crate) claims: OnceLock<Grouped<(domain::DeliveryMessage, bool), Result<crate::Claim>>>,
-    pub(crate) records: OnceLock<Grouped<crate::deliveries::Outcome, ()>>,
+    pub(crate) claims: OnceLock<Grouped<(domain::DeliveryMessage, crate::Lease), Result<crate::Claim>>>,
+    pub(crate) records: OnceLock<Grouped<crate::deliveries::Outcome, bool>>,
 }
 
 impl std::fmt::Debug for Groups {

@@ -11,6 +11,7 @@ mod intake;
 mod notifications;
 mod outbox;
 mod receipts;
+mod recovery;
 mod subscribers;
 mod templates;
 mod tenants;
@@ -26,12 +27,13 @@ use sqlx::{
 };
 
 pub use actions::{Cancelled, Retried};
-pub use deliveries::{AttemptRecord, AttemptResult, Claim};
+pub use deliveries::{AttemptRecord, AttemptResult, Claim, Lease};
 pub use inbox::{InboxChange, InboxFilter};
 pub use intake::{IdempotencyKey, Intake, IntakeResult, Origin, Single};
 pub use notifications::ListFilter;
 pub use outbox::{ClaimedBatch, OUTBOX_CHANNEL};
 pub use receipts::{Receipt, ReceiptApplied, Suppression, SuppressionReason};
+pub use recovery::Recovered;
 pub use sqlx::postgres::PgListener;
 pub use subscribers::ERASED;
 pub use templates::StoredTemplate;
@@ -51,6 +53,36 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// SQLSTATE classes of errors that may pass if tried again: connection exceptions (08),
+/// lost serialization or deadlock races (40), insufficient resources (53), locks not
+/// available (55), operator intervention such as a shutdown or restart (57), system
+/// errors (58).
+const TRANSIENT_SQLSTATE_CLASSES: [&str; 6] = ["08", "40", "53", "55", "57", "58"];
+
+impl StoreError {
+    /// Whether trying again may succeed: the database is unreachable or restarting, the
+    /// pool is exhausted, or the statement lost a race. Anything else (bad data, a
+    /// violated constraint, a statement the schema refuses) fails the same way each time,
+    /// so a caller that retries must give up on it.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Db(sqlx::Error::Database(e)) => e.code().is_some_and(|code| {
+                // A read-only transaction: a failover is putting a standby in charge.
+                code == "25006" || TRANSIENT_SQLSTATE_CLASSES.iter().any(|class| code.starts_with(class))
+            }),
+            StoreError::Db(
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed,
+            ) => true,
+            StoreError::Db(_) | StoreError::Migrate(_) | StoreError::Corrupt(_) => false,
+        }
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct Store {

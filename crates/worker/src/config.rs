@@ -49,6 +49,11 @@ pub struct WorkerSettings {
     pub shutdown_grace: Duration,
     /// Where `/healthz` and `/readyz` are served (`0.0.0.0:9090`); none when unset.
     pub listen: Option<std::net::SocketAddr>,
+    /// How long a claim holds a delivery: no other message for it is sent before the
+    /// lease runs out, and the relay's sweeper recovers a delivery whose holder died only
+    /// after it. It must outlast a send to every provider in turn.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
 }
 
 impl Default for WorkerSettings {
@@ -58,6 +63,7 @@ impl Default for WorkerSettings {
             provider_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(20),
             listen: None,
+            lease: Duration::from_secs(120),
         }
     }
 }
@@ -146,6 +152,17 @@ impl WorkerConfig {
         }
         if self.channel.providers.is_empty() {
             return Err(invalid(format!("{channel}.providers"), "must name at least one provider".into()));
+        }
+        // Each provider in turn may take the whole timeout, and recording takes a moment.
+        let sends = u32::try_from(self.channel.providers.len() + 1).unwrap_or(u32::MAX);
+        if self.worker.lease < self.worker.provider_timeout.saturating_mul(sends) {
+            return Err(invalid(
+                "worker.lease".into(),
+                format!(
+                    "must be at least worker.provider_timeout times (providers + 1), {:?}",
+                    self.worker.provider_timeout.saturating_mul(sends)
+                ),
+            ));
         }
         if let Some((name, _)) = self.channel.rate_limits.iter().find(|(_, r)| !(**r > 0.0 && r.is_finite())) {
             return Err(invalid(

@@ -3,13 +3,13 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use bootstrap::ExposeSecret;
 use domain::{Channel, DeliveryJob, DeliveryMessage, RetryPolicy, SendOutcome, backoff::Backoff};
 use queue::{Incoming, Subscription, topology};
-use store::{AttemptRecord, AttemptResult, Claim, Store, StoreError};
+use store::{AttemptRecord, AttemptResult, Claim, Lease, Store, StoreError};
 use time::OffsetDateTime;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +26,8 @@ struct Context {
     store: Store,
     providers: Dispatcher,
     retry: RetryPolicy,
+    /// How long a claim holds a delivery against other messages for it.
+    lease: Duration,
     /// Consuming from the broker right now.
     consuming: AtomicBool,
 }
@@ -48,6 +50,7 @@ pub async fn run(
         store: store.clone(),
         providers: Dispatcher::new(providers, &config.channel, config.worker.provider_timeout),
         retry: config.channel.retry.clone(),
+        lease: config.worker.lease,
         consuming: AtomicBool::new(false),
     });
     let ops =
@@ -205,7 +208,10 @@ async fn process(ctx: &Context, msg: &DeliveryMessage, incoming: Incoming, shutd
             _ = tokio::time::sleep_until(until) => {}
         }
     }
-    let claim = match with_retries(shutdown, || ctx.store.claim_delivery(msg, incoming.redelivered)).await {
+    // One claim id for this message however often the claim is tried: a retry after a
+    // lost reply finds the claim it made.
+    let lease = Lease::new(ctx.lease);
+    let claim = match with_retries(shutdown, || ctx.store.claim_delivery(msg, lease)).await {
         Retried::Done(claim) => claim,
         // Left unsettled: the broker redelivers it once this consumer's channel closes.
         Retried::Cancelled => return,
@@ -243,8 +249,15 @@ async fn process(ctx: &Context, msg: &DeliveryMessage, incoming: Incoming, shutd
 
     // The provider has been called: keep trying to record that until it is recorded, or
     // until the shutdown grace runs out and the task is dropped.
-    match with_retries(&CancellationToken::new(), || ctx.store.record_attempt(&job, &record)).await {
-        Retried::Done(()) => settle(incoming.ack().await),
+    match with_retries(&CancellationToken::new(), || ctx.store.record_attempt(&job, lease, &record)).await {
+        Retried::Done(true) => settle(incoming.ack().await),
+        Retried::Done(false) => {
+            // The lease ran out while this attempt was under way and another claim took
+            // the delivery over (or it became final): the attempt is logged, the delivery
+            // is the other holder's to settle.
+            tracing::warn!("the delivery was taken over or settled meanwhile; only the attempt was recorded");
+            settle(incoming.ack().await);
+        }
         Retried::Cancelled => {}
         Retried::Fatal(e) => {
             tracing::error!(error = %e, "cannot record the attempt: dead-lettering the message");
@@ -312,9 +325,11 @@ enum Retried<T> {
     Fatal(StoreError),
 }
 
-/// Retries a store operation with backoff while the database is unreachable or failing,
-/// so a database outage holds messages instead of failing or dead-lettering them. Data
-/// that cannot be read (`Corrupt`) is not retried.
+/// Retries a store operation with backoff while the database is unreachable or failing
+/// for a passing reason, so a database outage holds messages instead of failing or
+/// dead-lettering them. An error that would come back every time (stored data that cannot
+/// be read, a constraint or data error) is not retried: the caller dead-letters the
+/// message.
 async fn with_retries<T, F, Fut>(cancel: &CancellationToken, mut op: F) -> Retried<T>
 where
     F: FnMut() -> Fut,
@@ -324,7 +339,7 @@ where
     loop {
         match op().await {
             Ok(v) => return Retried::Done(v),
-            Err(e @ StoreError::Corrupt(_)) => return Retried::Fatal(e),
+            Err(e) if !e.is_transient() => return Retried::Fatal(e),
             Err(e) => {
                 let delay = backoff.next_delay();
                 tracing::warn!(error = %e, retry_in = ?delay, "database operation failed");

@@ -1,0 +1,331 @@
+//! Nothing stranded: claims hold a delivery under a lease, an outcome is never forgotten,
+//! and the relay's sweeper queues again what lost its message (a purge, a dead letter, a
+//! worker that died holding it). A database error that would recur dead-letters the
+//! message instead of holding the worker.
+
+use std::time::Duration;
+
+use domain::{Channel, DeliveryMessage, FailureKind, SendFailure};
+use lapin::options::{QueueDeclareOptions, QueuePurgeOptions};
+use serde_json::{Value, json};
+use store::{AttemptRecord, AttemptResult, Claim, Lease};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::harness::{TestApp, WorkerOptions, email, eventually};
+
+const LEASE: Duration = Duration::from_secs(60);
+
+/// A relay that sweeps often and takes a delivery as stranded after `after`.
+fn sweeping(after: Duration) -> outbox_relay::RelaySettings {
+    outbox_relay::RelaySettings {
+        batch_size: 100,
+        sweep_interval: Duration::from_millis(100),
+        stranded_after: after,
+        ..Default::default()
+    }
+}
+
+/// The message the relay publishes for the one delivery of `notification`.
+async fn message_of(app: &TestApp, notification: Uuid) -> DeliveryMessage {
+    let (delivery, attempts): (Uuid, i32) =
+        sqlx::query_as("SELECT id, attempts FROM deliveries WHERE notification_id = $1")
+            .bind(notification)
+            .fetch_one(app.env.store.pool())
+            .await
+            .unwrap();
+    DeliveryMessage::new(delivery, notification, app.tenant_id, Channel::Email, attempts + 1)
+}
+
+async fn claim(app: &TestApp, msg: &DeliveryMessage, lease: Lease) -> Claim {
+    app.env.store.claim_delivery(msg, lease).await.unwrap()
+}
+
+fn sent(id: &str) -> AttemptRecord {
+    AttemptRecord {
+        provider: "sandbox".into(),
+        traceparent: None,
+        started_at: OffsetDateTime::now_utc(),
+        latency_ms: 1,
+        result: AttemptResult::Sent { provider_message_id: id.into(), response_excerpt: None },
+    }
+}
+
+async fn delivery(app: &TestApp, id: Uuid) -> (String, i32, Option<String>) {
+    sqlx::query_as("SELECT status, attempts, last_error_code FROM deliveries WHERE id = $1")
+        .bind(id)
+        .fetch_one(app.env.store.pool())
+        .await
+        .unwrap()
+}
+
+async fn expire_lease(app: &TestApp, id: Uuid) {
+    sqlx::query("UPDATE deliveries SET lease_until = now() - interval '1 second' WHERE id = $1")
+        .bind(id)
+        .execute(app.env.store.pool())
+        .await
+        .unwrap();
+}
+
+async fn attempts_logged(app: &TestApp, id: Uuid) -> i64 {
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM delivery_attempts WHERE delivery_id = $1")
+        .bind(id)
+        .fetch_one(app.env.store.pool())
+        .await
+        .unwrap();
+    n
+}
+
+async fn audit_actions(app: &TestApp, notification: Uuid) -> Vec<(String, String, Value)> {
+    sqlx::query_as("SELECT action, actor, detail FROM audit_events WHERE notification_id = $1 ORDER BY id")
+        .bind(notification)
+        .fetch_all(app.env.store.pool())
+        .await
+        .unwrap()
+}
+
+async fn purge_email_queue(app: &TestApp) -> u32 {
+    let (_conn, amqp) = app.amqp().await;
+    let queue = queue::topology::queue_name(Channel::Email);
+    amqp.queue_purge(queue.as_str().into(), QueuePurgeOptions::default()).await.unwrap()
+}
+
+async fn queued_messages(app: &TestApp, queue: &str) -> u32 {
+    let (_conn, amqp) = app.amqp().await;
+    let declared = amqp
+        .queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, Default::default())
+        .await
+        .unwrap();
+    declared.message_count()
+}
+
+/// Waits until the relay has published the notification's delivery (it is `queued` and
+/// its outbox row is gone), so what a test does to the broker's copy is not undone.
+async fn wait_queued(app: &TestApp, notification: Uuid) -> Uuid {
+    let msg = message_of(app, notification).await;
+    eventually("the delivery queued", || async {
+        let (status, _, _) = delivery(app, msg.delivery_id).await;
+        (status == "queued" && app.env.store.outbox_len().await.unwrap() == 0).then_some(())
+    })
+    .await;
+    msg.delivery_id
+}
+
+#[tokio::test]
+async fn a_claim_tried_again_after_a_lost_reply_finds_its_own() {
+    let app = TestApp::api_only().await;
+    let notification = app.accept(&email("a@example.com")).await;
+    let msg = message_of(&app, notification).await;
+    let lease = Lease::new(LEASE);
+    assert!(matches!(claim(&app, &msg, lease).await, Claim::Claimed(..)));
+    // The reply was lost and the worker claims again with the same claim: still its own.
+    assert!(matches!(claim(&app, &msg, lease).await, Claim::Claimed(..)), "the retried claim is refused");
+}
+
+#[tokio::test]
+async fn a_copy_of_the_message_cannot_take_a_live_claim_over_only_an_expired_one() {
+    let app = TestApp::api_only().await;
+    let notification = app.accept(&email("a@example.com")).await;
+    let msg = message_of(&app, notification).await;
+    let first = Lease::new(LEASE);
+    let Claim::Claimed(job, _) = claim(&app, &msg, first).await else { panic!("claimed") };
+    // A redelivered copy (the broker connection dropped) while the first is sending.
+    let second = Lease::new(LEASE);
+    assert!(matches!(claim(&app, &msg, second).await, Claim::Stale(_)), "two live claims on one delivery");
+
+    // Once the lease has run out, the copy takes over; the first holder's late outcome
+    // is logged as an attempt but leaves the delivery to the new holder.
+    expire_lease(&app, msg.delivery_id).await;
+    assert!(matches!(claim(&app, &msg, second).await, Claim::Claimed(..)));
+    assert!(!app.env.store.record_attempt(&job, first, &sent("first")).await.unwrap());
+    assert_eq!(delivery(&app, msg.delivery_id).await.0, "sending");
+    assert!(app.env.store.record_attempt(&job, second, &sent("second")).await.unwrap());
+    assert_eq!(delivery(&app, msg.delivery_id).await.0, "sent");
+    assert_eq!(attempts_logged(&app, msg.delivery_id).await, 2, "both sends are in the attempts log");
+}
+
+#[tokio::test]
+async fn an_outcome_whose_claim_the_database_lost_still_settles_the_delivery() {
+    let app = TestApp::api_only().await;
+    let notification = app.accept(&email("a@example.com")).await;
+    let msg = message_of(&app, notification).await;
+    let lease = Lease::new(LEASE);
+    let Claim::Claimed(job, _) = claim(&app, &msg, lease).await else { panic!("claimed") };
+    // The claim committed without waiting for the disk and a crash lost it: the row is
+    // back as the claim found it.
+    sqlx::query(
+        "UPDATE deliveries SET status = 'queued', attempts = attempts - 1, claimed_by = NULL, lease_until = NULL
+         WHERE id = $1",
+    )
+    .bind(msg.delivery_id)
+    .execute(app.env.store.pool())
+    .await
+    .unwrap();
+
+    assert!(app.env.store.record_attempt(&job, lease, &sent("p-1")).await.unwrap());
+    assert_eq!(delivery(&app, msg.delivery_id).await, ("sent".into(), 1, None));
+    assert_eq!(app.get(notification).await["status"], "sent");
+}
+
+#[tokio::test]
+async fn a_provider_reply_with_a_nul_byte_is_recorded() {
+    let app = TestApp::api_only().await;
+    let notification = app.accept(&email("a@example.com")).await;
+    let msg = message_of(&app, notification).await;
+    let lease = Lease::new(LEASE);
+    let Claim::Claimed(job, _) = claim(&app, &msg, lease).await else { panic!("claimed") };
+    let failure = SendFailure::new(FailureKind::Permanent, "bad\0code", "the provider said \0 this");
+    let record = AttemptRecord { result: AttemptResult::Failed { failure }, ..sent("unused") };
+    assert!(app.env.store.record_attempt(&job, lease, &record).await.unwrap());
+    assert_eq!(delivery(&app, msg.delivery_id).await, ("failed".into(), 1, Some("badcode".into())));
+}
+
+#[tokio::test]
+async fn a_retry_for_a_recipient_erased_while_it_was_sent_is_cancelled() {
+    let app = TestApp::api_only().await;
+    let (status, _) = app.call("PUT", "/v1/subscribers/u-1", Some(&json!({"email": "ada@example.org"}))).await;
+    assert_eq!(status, 201);
+    let notification = app
+        .accept(&json!({"type": "t", "to": [{"subscriber_id": "u-1"}], "channels": ["email"],
+                        "content": {"subject": "Hi", "text": "Hello"}}))
+        .await;
+    let msg = message_of(&app, notification).await;
+    let lease = Lease::new(LEASE);
+    let Claim::Claimed(job, _) = claim(&app, &msg, lease).await else { panic!("claimed") };
+    let (status, _) = app.call("DELETE", "/v1/subscribers/u-1", None).await;
+    assert_eq!(status, 204);
+
+    let failure = SendFailure::new(FailureKind::Retryable, "throttled", "slow down");
+    let retry =
+        AttemptRecord { result: AttemptResult::Retry { failure, at: OffsetDateTime::now_utc() }, ..sent("unused") };
+    assert!(app.env.store.record_attempt(&job, lease, &retry).await.unwrap());
+    assert_eq!(delivery(&app, msg.delivery_id).await.0, "cancelled");
+    let (retries,): (i64,) = sqlx::query_as("SELECT count(*) FROM outbox WHERE delivery_id = $1 AND attempt = 2")
+        .bind(msg.delivery_id)
+        .fetch_one(app.env.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(retries, 0, "a retry to [erased] was queued");
+}
+
+#[tokio::test]
+async fn a_purged_queue_is_recovered_by_the_sweeper() {
+    let app = TestApp::api_only().await;
+    let relay = app.start_relay(100).await;
+    let notification = app.accept(&email("a@example.com")).await;
+    let delivery_id = wait_queued(&app, notification).await;
+    assert_eq!(purge_email_queue(&app).await, 1);
+    relay.stop().await;
+
+    // Nothing carries the delivery now but the sweeper.
+    let _relay = app.start_relay_with(sweeping(Duration::from_millis(300))).await;
+    let _worker = app.start_worker(Channel::Email, WorkerOptions::default()).await;
+    app.wait_for_status(notification, "sent").await;
+    assert_eq!(app.sends_of(Channel::Email, &delivery_id.to_string()), 1);
+    let events = audit_actions(&app, notification).await;
+    let recovered: Vec<_> = events.iter().filter(|(action, _, _)| action == "recovered").collect();
+    assert_eq!(recovered.len(), 1, "events: {events:?}");
+    assert_eq!(recovered[0].1, "sweeper");
+    assert_eq!(recovered[0].2["stranded"], "queued");
+}
+
+#[tokio::test]
+async fn a_delivery_whose_sender_died_is_recovered_once_its_lease_runs_out() {
+    let app = TestApp::api_only().await;
+    let relay = app.start_relay(100).await;
+    let notification = app.accept(&email("a@example.com")).await;
+    wait_queued(&app, notification).await;
+    relay.stop().await;
+    // A worker claimed it and died, and its message was lost with the broker.
+    let msg = message_of(&app, notification).await;
+    assert!(matches!(claim(&app, &msg, Lease::new(Duration::from_millis(200))).await, Claim::Claimed(..)));
+    purge_email_queue(&app).await;
+
+    let _relay = app.start_relay_with(sweeping(Duration::from_millis(100))).await;
+    let _worker = app.start_worker(Channel::Email, WorkerOptions::default()).await;
+    app.wait_for_status(notification, "sent").await;
+    let (status, attempts, _) = delivery(&app, msg.delivery_id).await;
+    assert_eq!((status.as_str(), attempts), ("sent", 1), "the recovered send keeps the attempt it took over");
+}
+
+#[tokio::test]
+async fn a_delivery_that_never_gets_an_outcome_is_failed_as_stranded() {
+    let app = TestApp::api_only().await;
+    let notification = app.accept(&email("a@example.com")).await;
+    let msg = message_of(&app, notification).await;
+    // Its messages vanish each time (the outbox row is removed as if published and lost).
+    let lose_outbox_row = || async {
+        sqlx::query("DELETE FROM outbox").execute(app.env.store.pool()).await.unwrap();
+    };
+    lose_outbox_row().await;
+    let store = &app.env.store;
+    let recovered = store.recover_stranded(Duration::ZERO, 1, 100).await.unwrap();
+    assert_eq!((recovered.requeued, recovered.failed), (1, 0));
+    assert_eq!(store.outbox_len().await.unwrap(), 1);
+    lose_outbox_row().await;
+    let recovered = store.recover_stranded(Duration::ZERO, 1, 100).await.unwrap();
+    assert_eq!((recovered.requeued, recovered.failed), (0, 1));
+    assert_eq!(delivery(&app, msg.delivery_id).await, ("failed".into(), 0, Some("stranded".into())));
+    assert_eq!(app.get(notification).await["status"], "failed");
+    assert_eq!(store.outbox_len().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_stranded_delivery_can_be_retried_by_hand() {
+    let app = TestApp::api_with(|c| c.limits.stranded_after = Duration::ZERO).await;
+    let notification = app.accept(&email("a@example.com")).await;
+    let msg = message_of(&app, notification).await;
+    let path = format!("/v1/deliveries/{}/retry", msg.delivery_id);
+    // Still in the outbox: it is moving, not stranded.
+    let (status, body) = app.call("POST", &path, None).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("in_flight")), "{body}");
+
+    let relay = app.start_relay(100).await;
+    wait_queued(&app, notification).await;
+    relay.stop().await;
+    purge_email_queue(&app).await;
+    let (status, body) = app.call("POST", &path, None).await;
+    assert_eq!(status, 202, "{body}");
+    let _relay = app.start_relay(100).await;
+    let _worker = app.start_worker(Channel::Email, WorkerOptions::default()).await;
+    app.wait_for_status(notification, "sent").await;
+    let events = audit_actions(&app, notification).await;
+    assert!(
+        events.iter().any(|(action, actor, detail)| action == "retried"
+            && actor.starts_with("api_key:")
+            && detail["stranded"] == "queued"),
+        "events: {events:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_database_error_that_would_recur_dead_letters_the_message() {
+    let app = TestApp::api_only().await;
+    // Attempts of this one recipient cannot be written: a deterministic error, as a
+    // constraint or bad data would give, not an outage.
+    let notification = app.accept(&email("refused@example.com")).await;
+    let refused = message_of(&app, notification).await.delivery_id;
+    sqlx::raw_sql(&format!(
+        "CREATE FUNCTION refuse_attempt() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.delivery_id = '{refused}' THEN
+                 RAISE EXCEPTION 'refused' USING ERRCODE = 'check_violation';
+             END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse_attempt BEFORE INSERT ON delivery_attempts
+             FOR EACH ROW EXECUTE FUNCTION refuse_attempt();"
+    ))
+    .execute(app.env.store.pool())
+    .await
+    .unwrap();
+
+    let _relay = app.start_relay(100).await;
+    let _worker = app.start_worker(Channel::Email, WorkerOptions { prefetch: 1, ..Default::default() }).await;
+    let dead_queue = queue::topology::dead_letter_queue_name(Channel::Email);
+    eventually("the message dead-lettered", || async { (queued_messages(&app, &dead_queue).await == 1).then_some(()) })
+        .await;
+    // The worker is free for the next message.
+    let next = app.accept(&email("b@example.com")).await;
+    app.wait_for_status(next, "sent").await;
+}
