@@ -3,8 +3,10 @@
 //! - `cargo xtask dev [--port 8080] [--smoke]`: the whole platform on this machine.
 //! - `cargo xtask test [-- <cargo test args>]`: the test suite on real PostgreSQL and RabbitMQ.
 //! - `cargo xtask bench [--smoke] [--history 0,1000000] [--no-limits]`: the stack under load, one table.
+//! - `cargo xtask chaos [--notifications N]`: the stack under load through crashes and restarts.
 
 mod bench;
+mod chaos;
 mod dev;
 mod procs;
 mod services;
@@ -32,6 +34,11 @@ tasks:
                                   0,1000000), each as a ratio to this machine's ceilings (measured first
                                   with ../shared/bench-limits/run.sh --quick, unless --no-limits);
                                   --smoke: tiny counts, committed ceilings, a few seconds (CI)
+  chaos [--notifications <n>]     the six binaries on a PostgreSQL and a RabbitMQ of their own (root), sent
+                                  <n> notifications (default 1000) while the relay and workers are killed
+                                  with SIGKILL, broker connections closed, a queue purged, RabbitMQ
+                                  restarted and PostgreSQL crashed; fails unless every accepted
+                                  notification ends final and none is lost
   help                            this text
 ";
 
@@ -55,6 +62,7 @@ async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
         "dev" => dev::run(parse_dev_args(rest)?).await,
         "test" => test::run(test_args(rest)).await,
         "bench" => bench::run(parse_bench_args(rest)?).await,
+        "chaos" => chaos::run(parse_chaos_args(rest)?).await,
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)
@@ -82,6 +90,20 @@ fn parse_dev_args(args: &[String]) -> anyhow::Result<dev::Options> {
             }
             other => bail!("unknown argument `{other}` for `dev`\n\n{USAGE}"),
         }
+    }
+    Ok(options)
+}
+
+fn parse_chaos_args(args: &[String]) -> anyhow::Result<chaos::Options> {
+    let mut options = chaos::Options { notifications: 1000 };
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let value = match arg.as_str() {
+            "--notifications" => args.next().context("--notifications needs a value")?.as_str(),
+            s if s.starts_with("--notifications=") => &s["--notifications=".len()..],
+            other => bail!("unknown argument `{other}` for `chaos`\n\n{USAGE}"),
+        };
+        options.notifications = value.parse().with_context(|| format!("invalid count `{value}`"))?;
     }
     Ok(options)
 }

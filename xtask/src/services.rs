@@ -159,7 +159,7 @@ fn installed_locally(service: Service) -> bool {
     }
 }
 
-fn postgres_version() -> anyhow::Result<String> {
+pub fn postgres_version() -> anyhow::Result<String> {
     let mut versions: Vec<String> = std::fs::read_dir("/etc/postgresql")
         .context("reading /etc/postgresql")?
         .filter_map(|e| e.ok())
