@@ -182,3 +182,43 @@ async fn a_nul_character_is_422_naming_the_field_and_refuses_only_its_batch_item
     assert_eq!(results[1]["error"]["errors"][0]["field"], field);
     assert_eq!(app.notification_count().await, 2);
 }
+
+#[tokio::test]
+async fn metrics_are_on_the_side_port_only_and_made_up_methods_and_paths_add_no_series() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let app = TestApp::api_with(|c| c.ops_listen = Some(([127, 0, 0, 1], port).into())).await;
+    let side = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    crate::harness::eventually("the side port", || async {
+        let r = app.http.get(side("/readyz")).send().await.ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    let public = app.http.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(public.status(), 404, "not on the public port");
+
+    let scrape = || async { app.http.get(side("/metrics")).send().await.unwrap().text().await.unwrap() };
+    let series = |text: &str| text.lines().filter(|l| l.starts_with("notify_http_requests_total{")).count();
+    for i in 0..3 {
+        let method = reqwest::Method::from_bytes(format!("MADEUP{i}").as_bytes()).unwrap();
+        let r = app.http.request(method, app.url("/v1/notifications")).send().await.unwrap();
+        assert_eq!(r.status(), 405);
+        let r = app.http.get(app.url(&format!("/no/such/path/{i}"))).send().await.unwrap();
+        assert_eq!(r.status(), 404);
+    }
+    let text = scrape().await;
+    assert!(!text.contains("MADEUP") && !text.contains("/no/such"), "{text}");
+    assert!(
+        text.contains(r#"notify_http_requests_total{method="other",route="/v1/notifications",status="405"} 3"#),
+        "{text}"
+    );
+    // The three made-up paths and the public `/metrics`.
+    assert!(text.contains(r#"notify_http_requests_total{method="GET",route="unmatched",status="404"} 4"#), "{text}");
+    // More of the same adds to the counts, not to the series.
+    let before = series(&text);
+    let r = app.http.request(reqwest::Method::from_bytes(b"ANOTHER").unwrap(), app.url("/v1/x")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let r =
+        app.http.request(reqwest::Method::from_bytes(b"YETANOTHER").unwrap(), app.url("/v1/x")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(series(&scrape().await), before + 1, "one series for both: other, unmatched, 404");
+}
