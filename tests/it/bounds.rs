@@ -118,7 +118,7 @@ async fn a_batch_shares_one_fan_out_budget_in_item_order() {
     };
     let results = batch(&app, vec![to("north"), to("south"), crate::harness::email("a@example.com")]).await;
     let statuses: Vec<_> = results.iter().map(|r| r["status"].as_u64().unwrap()).collect();
-    assert_eq!(statuses, [202, 422, 202], "{results:?}");
+    assert_eq!(statuses, [202, 422, 202], "{:?}", results[1]);
     assert_eq!(results[1]["error"]["errors"][0]["field"], "to");
     assert!(results[1]["error"]["errors"][0]["message"].as_str().unwrap().contains("another request"));
     assert_eq!((app.notification_count().await, deliveries(&app).await), (2, 30_001));
