@@ -199,8 +199,9 @@ def check_probes(obj: dict, binary: str, container: dict, report: Report) -> Non
         report.check(get.get("path") != "/metrics", what, f"{kind} must not probe /metrics")
     annotations = obj["spec"]["template"]["metadata"].get("annotations", {})
     report.check(annotations.get("prometheus.io/scrape") == "true", what, "prometheus.io/scrape annotation missing")
+    # Every binary, the API included, serves /metrics on the side port only.
     report.check(
-        annotations.get("prometheus.io/port") == str(expected), what, f"prometheus.io/port must be {expected}"
+        annotations.get("prometheus.io/port") == str(OPS_PORT), what, f"prometheus.io/port must be {OPS_PORT}"
     )
     report.check(annotations.get("prometheus.io/path") == "/metrics", what, "prometheus.io/path must be /metrics")
 
@@ -239,16 +240,18 @@ def check_platform(docs: list[dict], report: Report) -> None:
             if cm:
                 report.check(cm in configmaps, what, f"envFrom names ConfigMap {cm}, which is not in the output")
 
-        # Side port of the relay and workers: the setting must bind where the probes look.
-        listen_key = {"outbox-relay": "NOTIFY_RELAY__LISTEN"}.get(name, "NOTIFY_WORKER__LISTEN")
-        if name != "notify-api":
-            listen = env_value(c, listen_key, configmaps)
-            report.check(
-                listen is not None and listen.endswith(f":{OPS_PORT}"),
-                what,
-                f"{listen_key} must be set to an address on :{OPS_PORT} (is {listen!r})",
-            )
-        else:
+        # Side port of every binary (the API's serves /metrics only): the setting must bind
+        # where the probes and Prometheus look.
+        listen_key = {"outbox-relay": "NOTIFY_RELAY__LISTEN", "notify-api": "NOTIFY_OPS_LISTEN"}.get(
+            name, "NOTIFY_WORKER__LISTEN"
+        )
+        listen = env_value(c, listen_key, configmaps)
+        report.check(
+            listen is not None and listen.endswith(f":{OPS_PORT}"),
+            what,
+            f"{listen_key} must be set to an address on :{OPS_PORT} (is {listen!r})",
+        )
+        if name == "notify-api":
             listen = env_value(c, "NOTIFY_LISTEN", configmaps) or f"0.0.0.0:{API_PORT}"
             report.check(listen.endswith(f":{API_PORT}"), what, f"NOTIFY_LISTEN must be on :{API_PORT}")
 

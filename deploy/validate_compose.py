@@ -74,6 +74,8 @@ def main(path: str) -> int:
             check(deps.get("rabbitmq", {}).get("condition") == "service_healthy", f"{name}: must wait for rabbitmq (service_healthy)")
             listen = env.get("NOTIFY_RELAY__LISTEN" if name == "outbox-relay" else "NOTIFY_WORKER__LISTEN", "")
             check(str(listen).endswith(":9090"), f"{name}: its /readyz must listen on :9090 for the healthcheck")
+        else:
+            check(str(env.get("NOTIFY_OPS_LISTEN", "")).endswith(":9090"), f"{name}: /metrics must be served on :9090")
         grace = svc.get("stop_grace_period", "10s")
         if name.endswith("-worker"):
             seconds = int(str(grace).rstrip("s")) if str(grace).rstrip("s").isdigit() else 0

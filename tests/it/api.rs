@@ -148,10 +148,15 @@ async fn health_and_readiness() {
 
 #[tokio::test]
 async fn metrics_count_requests_by_route_not_by_id() {
-    let app = TestApp::api_only().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let app = TestApp::api_with(|c| c.ops_listen = Some(([127, 0, 0, 1], port).into())).await;
     let id = app.accept(&email("a@example.com")).await;
     app.get(id).await;
-    let text = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = format!("http://127.0.0.1:{port}/metrics");
+    let text = crate::harness::eventually("the side port", || async {
+        app.http.get(&metrics).send().await.ok()?.text().await.ok()
+    })
+    .await;
     assert!(
         text.contains(r#"notify_http_requests_total{method="POST",route="/v1/notifications",status="202"}"#),
         "{text}"

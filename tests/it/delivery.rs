@@ -83,8 +83,9 @@ async fn send_at_in_the_future_is_not_sent_before_its_time() {
 
 #[tokio::test]
 async fn each_binary_serves_metrics_that_move_with_a_delivery() {
-    let app = TestApp::api_only().await;
     let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let api_addr = free();
+    let app = TestApp::api_with(|c| c.ops_listen = Some(api_addr)).await;
     let relay_addr = free();
     let _relay =
         app.start_relay_with(outbox_relay::RelaySettings { listen: Some(relay_addr), ..Default::default() }).await;
@@ -106,7 +107,7 @@ async fn each_binary_serves_metrics_that_move_with_a_delivery() {
             .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
             .unwrap_or_else(|| panic!("{series} in\n{text}"))
     };
-    let api = scrape(app.url("/metrics")).await;
+    let api = scrape(format!("http://{api_addr}/metrics")).await;
     assert!(counter(&api, "notify_notifications_accepted_total") >= 1.0);
     let relay = scrape(format!("http://{relay_addr}/metrics")).await;
     assert!(counter(&relay, "notify_outbox_published_total") >= 4.0);

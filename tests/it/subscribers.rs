@@ -216,7 +216,7 @@ async fn types_are_put_read_listed_and_checked() {
     assert_eq!(fields(status, &body), ["channels"]);
     let bad = json!({"channels": ["email", "email"], "retry": {"max_attempts": 0}, "category": "a b"});
     let (status, body) = app.call("PUT", "/v1/types/t", Some(&bad)).await;
-    assert_eq!(fields(status, &body), ["channels[1]", "retry", "category"]);
+    assert_eq!(fields(status, &body), ["channels[1]", "retry.max_attempts", "category"]);
     let (status, body) = app.call("PUT", "/v1/types/t", Some(&json!({"channels": ["fax"]}))).await;
     assert_eq!(fields(status, &body), ["channels[0]"]);
     let (status, body) = app.call("PUT", "/v1/types/t", Some(&json!({"channels": ["email"], "retries": 3}))).await;

@@ -36,9 +36,10 @@ const DEV_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// in the next. Never use it anywhere else.
 const DEV_TOKEN_SECRET: &str = "notify-dev-inbox-token-secret-not-for-production";
 
-/// The side port of the relay (9090) and of each worker (9091 to 9094); none for the API.
-fn side_port(binary: &str, index: usize) -> Option<u16> {
-    (binary != "notify-api").then(|| 9089 + index as u16)
+/// The side port of the API (9089, `/metrics` only there), the relay (9090) and each
+/// worker (9091 to 9094).
+fn side_port(index: usize) -> u16 {
+    9089 + index as u16
 }
 
 const HEALTH_DEADLINE: Duration = Duration::from_secs(30);
@@ -86,17 +87,19 @@ pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
     // From here on, Ctrl-C and SIGTERM are ours to handle: every wait races them.
     let mut signals = Signals::install()?;
     let mut supervisor = Supervisor::new();
-    // The relay and the workers serve /healthz, /readyz and /metrics on ports of their own.
+    // Every binary serves /healthz, /readyz and /metrics on a port of its own.
     for (i, binary) in BINARIES.into_iter().enumerate() {
         let mut process = command(binary, &[]);
         if binary == "notify-api" {
             // The inbox demo's token lasts the day (the longest a subscriber token may).
             process.env("NOTIFY_INBOX__TOKEN_SECRET", DEV_TOKEN_SECRET).env("NOTIFY_INBOX__TOKEN_TTL", "24h");
         }
-        if let Some(port) = side_port(binary, i) {
-            let key = if binary == "outbox-relay" { "NOTIFY_RELAY__LISTEN" } else { "NOTIFY_WORKER__LISTEN" };
-            process.env(key, format!("127.0.0.1:{port}"));
-        }
+        let key = match binary {
+            "notify-api" => "NOTIFY_OPS_LISTEN",
+            "outbox-relay" => "NOTIFY_RELAY__LISTEN",
+            _ => "NOTIFY_WORKER__LISTEN",
+        };
+        process.env(key, format!("127.0.0.1:{}", side_port(i)));
         if let Err(e) = supervisor.spawn(binary, process) {
             supervisor.stop(STOP_GRACE).await;
             return Err(e);
@@ -362,9 +365,8 @@ Notify is running.
   Demo API key:   {key}
   Sandbox folder: {sandbox}
                   (each channel's messages land in <channel>.jsonl there)
-  Metrics:        {api}/metrics; the relay's and workers' /metrics, /healthz and
-                  /readyz at http://127.0.0.1:9090 (relay) to :9094 (email, sms,
-                  whatsapp, novu)
+  Metrics:        /metrics, /healthz and /readyz at http://127.0.0.1:9089 (API),
+                  :9090 (relay) to :9094 (email, sms, whatsapp, novu)
 
 Send a notification:
 

@@ -1,6 +1,6 @@
-//! The small side server of the binaries without an API (workers, relay): `/healthz`
-//! (the process answers), `/readyz` (what it depends on is reachable), for Kubernetes
-//! probes, and `/metrics` for Prometheus.
+//! The small side server of every binary (workers, relay, and the API off its public
+//! port): `/healthz` (the process answers), `/readyz` (what it depends on is reachable),
+//! for Kubernetes probes, and `/metrics` for Prometheus.
 
 use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc};
 
@@ -23,7 +23,7 @@ pub async fn serve(addr: SocketAddr, check: Check, shutdown: CancellationToken) 
     axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }
 
-pub async fn metrics() -> ([(axum::http::HeaderName, &'static str); 1], String) {
+async fn metrics() -> ([(axum::http::HeaderName, &'static str); 1], String) {
     ([(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], crate::metrics::render())
 }
 

@@ -58,9 +58,9 @@ impl NotificationTypeInput {
             errors.push(FieldError::new("novu_workflow", "must be 1 to 200 letters, digits and . _ - : /"));
         }
         if let Some(r) = &self.retry
-            && let Err(why) = r.validate()
+            && let Err(e) = r.validate()
         {
-            errors.push(FieldError::new("retry", why));
+            errors.push(FieldError::new(format!("retry.{}", e.field), e.message));
         }
         if let Some(c) = &self.category
             && !is_valid_key(c)
@@ -110,7 +110,7 @@ mod tests {
             "novu_workflow": "", "retry": {"max_attempts": 0}, "category": "a b"}))
         .unwrap();
         let fields: Vec<String> = input.validate().unwrap_err().into_iter().map(|e| e.field).collect();
-        assert_eq!(fields, ["channels[2]", "novu_workflow", "retry", "category"]);
+        assert_eq!(fields, ["channels[2]", "novu_workflow", "retry.max_attempts", "category"]);
         let input: NotificationTypeInput = serde_json::from_value(json!({"channels": []})).unwrap();
         assert_eq!(input.validate().unwrap_err()[0].field, "channels");
         let ok: NotificationTypeInput = serde_json::from_value(json!({"channels": ["email"], "critical": true,

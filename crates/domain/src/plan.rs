@@ -19,8 +19,57 @@ use crate::{
     template::{RenderError, Template},
 };
 
-/// Deliveries one notification may fan out to (topics included).
+/// Deliveries one request (a notification, or a whole batch) may fan out to, topics
+/// included; also the topic members it may name.
 pub const MAX_DELIVERIES: usize = 50_000;
+/// Content one request may render for its deliveries in all (each delivery stores its own).
+pub const MAX_RENDERED_BYTES: usize = 64 * 1024 * 1024;
+
+/// What a request may still fan out to. The items of a batch share one, in order: an item
+/// that does not fit is refused (on `to`) and costs nothing; the ones before it stand.
+#[derive(Clone, Debug)]
+pub struct Budget {
+    /// Topic members still to be named, counted before any member is loaded.
+    pub members: usize,
+    pub deliveries: usize,
+    pub rendered_bytes: usize,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self { members: MAX_DELIVERIES, deliveries: MAX_DELIVERIES, rendered_bytes: MAX_RENDERED_BYTES }
+    }
+}
+
+impl Budget {
+    /// Takes the members of the topics `n` names (`sizes`: members per topic, as counted in
+    /// the database), or refuses `n` on `to` when they do not fit: then its topics need not be
+    /// loaded, let alone rendered for. A member of two topics named counts twice.
+    pub fn take_members(
+        &mut self,
+        n: &ValidNotification,
+        sizes: &HashMap<String, usize>,
+    ) -> Result<(), Vec<FieldError>> {
+        let members = n.topics().map(|t| sizes.get(t).copied().unwrap_or(0)).fold(0, usize::saturating_add);
+        if members > self.members {
+            let first = self.members == MAX_DELIVERIES;
+            return Err(vec![FieldError::new("to", over(first, &format!("{MAX_DELIVERIES} topic members")))]);
+        }
+        self.members -= members;
+        Ok(())
+    }
+}
+
+/// Why an item does not fit: alone, or after the items before it took their share.
+fn over(first: bool, limit: &str) -> String {
+    if first {
+        format!("fans out to more than {limit}, the most one request may")
+    } else {
+        format!(
+            "fans out to more than this request has left of {limit} after its earlier items; send it in another request"
+        )
+    }
+}
 
 /// What the tenant has stored that a batch of notifications refers to.
 #[derive(Default)]
@@ -143,6 +192,18 @@ impl<'a> Resolved<'a> {
 
 /// The deliveries of `n`, or every reason it cannot be accepted.
 pub fn plan(n: &ValidNotification, dir: &Directory, now: OffsetDateTime) -> Result<Plan, Vec<FieldError>> {
+    plan_within(n, dir, now, &mut Budget::default())
+}
+
+/// [`plan`], within what is left of the request's `budget`, which an accepted plan takes
+/// from. Stops at the first delivery or byte over it: the rest is neither planned nor
+/// rendered.
+pub fn plan_within(
+    n: &ValidNotification,
+    dir: &Directory,
+    now: OffsetDateTime,
+    budget: &mut Budget,
+) -> Result<Plan, Vec<FieldError>> {
     let mut errors = Errors::default();
     let kind = dir.types.get(&n.kind);
     if kind.is_none() && !dir.adhoc_types {
@@ -186,8 +247,9 @@ pub fn plan(n: &ValidNotification, dir: &Directory, now: OffsetDateTime) -> Resu
     let start = n.send_at.filter(|at| *at > now).unwrap_or(now);
     let mut renderer = Renderer::new(n, dir);
     let mut deliveries = Vec::new();
+    let mut rendered_bytes = 0usize;
     let mut seen: HashSet<(Channel, &str)> = HashSet::new();
-    for &channel in &channels {
+    'fan_out: for &channel in &channels {
         let type_default = kind.and_then(|t| t.preferences.get(&channel).copied());
         for r in &recipients {
             let address = r.address(channel);
@@ -218,9 +280,21 @@ pub fn plan(n: &ValidNotification, dir: &Directory, now: OffsetDateTime) -> Resu
                 }
                 (Some(_), _) => {}
             }
+            if deliveries.len() == budget.deliveries {
+                let first = budget.deliveries == MAX_DELIVERIES;
+                errors.push("to", over(first, &format!("{MAX_DELIVERIES} deliveries")));
+                break 'fan_out;
+            }
             if delivery.skip.is_none() && n.content.is_none() && channel != Channel::Novu {
                 match renderer.render(channel, r.listed) {
                     Ok((content, locale)) => {
+                        rendered_bytes = rendered_bytes.saturating_add(content_bytes(&content));
+                        if rendered_bytes > budget.rendered_bytes {
+                            let first = budget.rendered_bytes == MAX_RENDERED_BYTES;
+                            let limit = format!("{} MiB of rendered content", MAX_RENDERED_BYTES >> 20);
+                            errors.push("to", over(first, &limit));
+                            break 'fan_out;
+                        }
                         delivery.content = Some(content);
                         delivery.locale = Some(locale);
                     }
@@ -234,12 +308,11 @@ pub fn plan(n: &ValidNotification, dir: &Directory, now: OffsetDateTime) -> Resu
     if deliveries.is_empty() && errors.0.is_empty() {
         errors.push("to", "no recipient has an address for any of the requested channels");
     }
-    if deliveries.len() > MAX_DELIVERIES {
-        errors.push("to", format!("fans out to {} deliveries; at most {MAX_DELIVERIES}", deliveries.len()));
-    }
     if !errors.0.is_empty() {
         return Err(errors.0);
     }
+    budget.deliveries -= deliveries.len();
+    budget.rendered_bytes -= rendered_bytes;
     Ok(Plan {
         deliveries,
         workflow: kind.and_then(|t| t.novu_workflow.clone()),
@@ -326,6 +399,15 @@ impl<'a> Renderer<'a> {
         }
         render_checked(template, channel, &locale, &context).map(|c| (c, locale))
     }
+}
+
+/// The bytes of a delivery's content, as its deliveries row will hold them (about).
+fn content_bytes(c: &Content) -> usize {
+    [&c.subject, &c.text, &c.html, &c.title, &c.body, &c.action_url]
+        .iter()
+        .filter_map(|f| f.as_ref())
+        .map(String::len)
+        .sum()
 }
 
 /// Renders and checks the result is sendable on `channel` (an SMS within its length).

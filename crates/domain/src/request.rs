@@ -15,6 +15,9 @@ pub const MAX_DATA_BYTES: usize = 64 * 1024;
 pub const MAX_TAGS: usize = 10;
 /// Longest SMS or WhatsApp body a provider accepts (Twilio and SNS: 1600 characters).
 pub const MAX_TEXT_MESSAGE_CHARS: usize = 1600;
+/// Largest field of content, inline or rendered (an email's `html` included; Gmail clips
+/// a message past 102 KB).
+pub const MAX_CONTENT_FIELD_BYTES: usize = 128 * 1024;
 
 /// A notification to send: what happened, to whom, over which channels, with what.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -333,6 +336,23 @@ pub fn check_content(channel: Channel, c: &Content, prefix: &str, errors: &mut V
             errors.push(FieldError::new(field, why));
         }
     };
+    let fields = [
+        ("subject", &c.subject),
+        ("text", &c.text),
+        ("html", &c.html),
+        ("title", &c.title),
+        ("body", &c.body),
+        ("action_url", &c.action_url),
+    ];
+    for (name, value) in fields {
+        let Some(value) = value else { continue };
+        if value.len() > MAX_CONTENT_FIELD_BYTES {
+            missing(errors, name, format!("at most {} KiB", MAX_CONTENT_FIELD_BYTES / 1024));
+        } else if value.contains('\0') {
+            // PostgreSQL's text and jsonb cannot hold it (a template can render one).
+            missing(errors, name, "must not contain a NUL character".into());
+        }
+    }
     match channel {
         Channel::Email => {
             if c.subject.as_deref().is_none_or(str::is_empty) {

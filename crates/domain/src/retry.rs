@@ -1,6 +1,15 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::FieldError;
+
+/// The longest delay a policy may set between two attempts: a type's override cannot park
+/// a delivery for longer, and no computed instant can overflow.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The most attempts a policy may allow, the first included.
+pub const MAX_ATTEMPTS: u32 = 25;
 
 /// When to try a delivery again. Defaults are DESIGN.md §7: three retries after the first
 /// attempt, 60 s initial delay, x2, 30 min cap, +/-20 % jitter.
@@ -31,18 +40,23 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    pub fn validate(&self) -> Result<(), String> {
-        if self.max_attempts == 0 {
-            return Err("max_attempts must be at least 1".into());
+    /// The first problem, naming the field within the policy (`max_delay`).
+    pub fn validate(&self) -> Result<(), FieldError> {
+        let days = MAX_RETRY_DELAY.as_secs() / 86_400;
+        if !(1..=MAX_ATTEMPTS).contains(&self.max_attempts) {
+            return Err(FieldError::new("max_attempts", format!("must be 1 to {MAX_ATTEMPTS}")));
         }
         if !(self.multiplier >= 1.0 && self.multiplier.is_finite()) {
-            return Err("multiplier must be a number >= 1".into());
+            return Err(FieldError::new("multiplier", "must be a number >= 1"));
         }
         if !(0.0..1.0).contains(&self.jitter) {
-            return Err("jitter must be in [0, 1)".into());
+            return Err(FieldError::new("jitter", "must be in [0, 1)"));
+        }
+        if self.max_delay > MAX_RETRY_DELAY {
+            return Err(FieldError::new("max_delay", format!("must be at most {days} days")));
         }
         if self.initial_delay > self.max_delay {
-            return Err("initial_delay must not exceed max_delay".into());
+            return Err(FieldError::new("initial_delay", "must not exceed max_delay"));
         }
         Ok(())
     }
@@ -54,15 +68,19 @@ impl RetryPolicy {
 
     /// The delay before the attempt after `attempt`. `unit` is a uniform random number in
     /// [0, 1) that places the jitter. A provider's `Retry-After` is a floor, clamped to
-    /// `max_delay` so a provider cannot park a delivery for days.
+    /// `max_delay` so a provider cannot park a delivery for days. Never more than
+    /// [`MAX_RETRY_DELAY`], whatever the policy: one stored before the bound existed (a
+    /// notification keeps its type's policy) must not panic the worker.
     pub fn delay_after(&self, attempt: u32, retry_after: Option<Duration>, unit: f64) -> Duration {
+        let max_delay = self.max_delay.min(MAX_RETRY_DELAY);
         let exponent = attempt.saturating_sub(1).min(64) as i32;
         let base = self.initial_delay.as_secs_f64() * self.multiplier.powi(exponent);
-        let capped = base.min(self.max_delay.as_secs_f64());
+        let capped = base.min(max_delay.as_secs_f64());
         let jittered = capped * (1.0 + self.jitter * (2.0 * unit - 1.0));
-        let delay = Duration::from_secs_f64(jittered.max(0.0));
+        // NaN (a policy that never passed `validate`) and out-of-range values fall to the bounds.
+        let delay = Duration::try_from_secs_f64(jittered.max(0.0)).unwrap_or(max_delay).min(MAX_RETRY_DELAY);
         match retry_after {
-            Some(floor) => delay.max(floor.min(self.max_delay)),
+            Some(floor) => delay.max(floor.min(max_delay)),
             None => delay,
         }
     }
@@ -70,6 +88,20 @@ impl RetryPolicy {
     pub fn delay_with_random_jitter(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
         self.delay_after(attempt, retry_after, rand::random::<f64>())
     }
+
+    /// When the attempt after `attempt` is due, counted from `now`, with random jitter.
+    /// Never panics: the delay is bounded and the sum saturates.
+    pub fn retry_at(&self, now: OffsetDateTime, attempt: u32, retry_after: Option<Duration>) -> OffsetDateTime {
+        add_saturating(now, self.delay_with_random_jitter(attempt, retry_after))
+    }
+}
+
+/// `now + delay`, or the latest representable instant.
+fn add_saturating(now: OffsetDateTime, delay: Duration) -> OffsetDateTime {
+    time::Duration::try_from(delay)
+        .ok()
+        .and_then(|d| now.checked_add(d))
+        .unwrap_or_else(|| time::PrimitiveDateTime::MAX.assume_offset(now.offset()))
 }
 
 #[cfg(test)]
@@ -93,6 +125,44 @@ mod tests {
         assert_eq!(p.delay_after(1, Some(Duration::from_secs(300)), 0.5), Duration::from_secs(300));
         assert_eq!(p.delay_after(1, Some(Duration::from_secs(5)), 0.5), Duration::from_secs(60));
         assert_eq!(p.delay_after(1, Some(Duration::from_secs(86_400)), 0.5), Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn a_huge_delay_is_clamped_and_never_panics() {
+        // As a policy stored before the bound could hold it: never validated.
+        let huge = RetryPolicy {
+            initial_delay: Duration::MAX,
+            max_delay: Duration::MAX,
+            multiplier: f64::MAX,
+            ..RetryPolicy::default()
+        };
+        assert!(huge.validate().is_err());
+        for attempt in [1, 2, 64, u32::MAX] {
+            assert_eq!(huge.delay_after(attempt, None, 0.999), MAX_RETRY_DELAY);
+            assert_eq!(huge.delay_after(attempt, Some(Duration::MAX), 0.0), MAX_RETRY_DELAY);
+        }
+        let now = OffsetDateTime::now_utc();
+        let at = huge.retry_at(now, 3, Some(Duration::MAX));
+        assert_eq!(at, now + MAX_RETRY_DELAY);
+        let nan = RetryPolicy { multiplier: f64::NAN, jitter: f64::NAN, ..RetryPolicy::default() };
+        assert!(nan.retry_at(now, 2, None) <= now + MAX_RETRY_DELAY);
+        // Even at the end of time the sum saturates instead of overflowing.
+        let end = time::PrimitiveDateTime::MAX.assume_utc();
+        assert_eq!(huge.retry_at(end, 1, None), end);
+    }
+
+    #[test]
+    fn validate_names_the_field_and_bounds_delays_and_attempts() {
+        let field = |p: RetryPolicy| p.validate().unwrap_err().field;
+        let days = |d: u64| Duration::from_secs(d * 86_400);
+        assert_eq!(field(RetryPolicy { max_delay: days(8), ..Default::default() }), "max_delay");
+        assert_eq!(
+            field(RetryPolicy { initial_delay: days(2), max_delay: days(1), ..Default::default() }),
+            "initial_delay"
+        );
+        assert_eq!(field(RetryPolicy { max_attempts: 26, ..Default::default() }), "max_attempts");
+        assert_eq!(field(RetryPolicy { max_attempts: 0, ..Default::default() }), "max_attempts");
+        assert!(RetryPolicy { max_delay: days(7), max_attempts: 25, ..Default::default() }.validate().is_ok());
     }
 
     #[test]

@@ -15,6 +15,9 @@ pub struct Config {
     pub database_max_connections: u32,
     /// Where the API listens.
     pub listen: SocketAddr,
+    /// Where `/metrics` (with `/healthz` and `/readyz`) is served, off the public port, as
+    /// the relay's and workers' `listen` (`0.0.0.0:9090`); none when unset.
+    pub ops_listen: Option<SocketAddr>,
     pub limits: Limits,
     pub idempotency: Idempotency,
     /// The intake rate of a tenant that has none of its own.
@@ -34,6 +37,7 @@ impl Default for Config {
             amqp_url: None,
             database_max_connections: 16,
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            ops_listen: None,
             limits: Limits::default(),
             idempotency: Idempotency::default(),
             rate_limit: Rate::default(),

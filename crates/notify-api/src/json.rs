@@ -5,18 +5,38 @@ use axum::{
 };
 use domain::FieldError;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use crate::error::ApiError;
 
 /// A JSON body whose errors name the field: malformed JSON is `400`; a well-formed body
-/// of the wrong shape (unknown field, wrong type, missing field) is `422` with the JSON
-/// path of the field; a body over the limit is `413`.
+/// of the wrong shape (unknown field, wrong type, missing field) or with a NUL character
+/// in a string is `422` with the JSON path of the field; a body over the limit is `413`.
 pub struct JsonBody<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        parse(&read(req, state).await?).map(JsonBody)
+    }
+}
+
+/// Like [`JsonBody`], but NUL characters are left to the checks of each item
+/// ([`from_value`]), so a batch refuses the item that holds one, not the whole batch.
+pub struct JsonItems<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonItems<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        parse_shape(&read(req, state).await?).map(JsonItems)
+    }
+}
+
+/// The body of a JSON request: `415` unless it says it is JSON, `413` over the limit.
+async fn read<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    {
         let is_json = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -29,18 +49,27 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
         if !is_json {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+        Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge
             } else {
                 ApiError::MalformedJson(rejection.body_text())
             }
-        })?;
-        parse(&bytes).map(JsonBody)
+        })
     }
 }
 
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value = parse_shape(bytes)?;
+    // Only the escape `\u0000` puts a NUL in a JSON string (a raw one is a syntax error):
+    // look for the rare body that has one, then find where.
+    if bytes.windows(6).any(|w| w == br"\u0000") {
+        reject_nul(&serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?)?;
+    }
+    Ok(value)
+}
+
+fn parse_shape<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(shape_error)?;
     de.end().map_err(|e| ApiError::MalformedJson(e.to_string()))?;
@@ -48,8 +77,36 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 }
 
 /// Like [`parse`], from a JSON value already parsed (the items of a batch).
-pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
+    reject_nul(&value)?;
     serde_path_to_error::deserialize(value).map_err(shape_error)
+}
+
+/// PostgreSQL's `text` and `jsonb` cannot hold U+0000: a string (or key) with one is a
+/// `422` naming its JSON path, before anything tries to write it.
+pub fn reject_nul(value: &Value) -> Result<(), ApiError> {
+    match nul_path(value, String::new()) {
+        None => Ok(()),
+        Some(path) => Err(ApiError::Validation(vec![FieldError::new(
+            if path.is_empty() { "(body)".to_owned() } else { path },
+            "must not contain a NUL character (\\u0000)",
+        )])),
+    }
+}
+
+fn nul_path(value: &Value, path: String) -> Option<String> {
+    match value {
+        Value::String(s) => s.contains('\0').then_some(path),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| nul_path(v, format!("{path}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            // A key with a NUL is named by the object that holds it.
+            if k.contains('\0') {
+                return Some(path.clone());
+            }
+            nul_path(v, if path.is_empty() { k.clone() } else { format!("{path}.{k}") })
+        }),
+        _ => None,
+    }
 }
 
 fn shape_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
@@ -98,6 +155,18 @@ mod tests {
         assert_eq!(field(r#"{"type": "t", "to": [{"email": 5}]}"#).0, "to[0].email");
         assert_eq!(field(r#"{"type": "t", "to": [{"pager": "x"}]}"#).0, "to[0].pager");
         assert_eq!(field(r#"{"type": "t", "to": [], "extra": 1}"#).0, "extra");
+    }
+
+    #[test]
+    fn a_nul_character_is_422_naming_its_path() {
+        let body = r#"{"type": "t", "to": [{"email": "a@example.com"}], "data": {"a": ["x", "y\u0000"]}}"#;
+        assert_eq!(field(body).0, "data.a[1]");
+        assert_eq!(field(r#"{"type": "t", "to": [], "correlation_id": "\u0000"}"#).0, "correlation_id");
+        assert_eq!(field(r#"{"type": "t", "to": [], "data": {"k\u0000": 1}}"#).0, "data");
+        // An escaped backslash before `u0000` is no NUL.
+        assert!(parse::<Value>(br#"{"a": "\\u0000"}"#).is_ok());
+        let value: Value = serde_json::from_str(r#"{"content": {"text": "\u0000"}}"#).unwrap();
+        assert!(matches!(from_value::<Value>(value), Err(ApiError::Validation(e)) if e[0].field == "content.text"));
     }
 
     #[test]

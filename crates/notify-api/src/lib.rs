@@ -72,8 +72,9 @@ pub fn router(store: Store, config: &Config, inbox_hub: Arc<inbox::hub::Hub>) ->
         inbox_hub,
         inbox_socket: config.inbox_socket.clone(),
     };
+    // `layer`, not `route_layer`: unmatched paths (404) and methods (405) are counted too.
     Ok(routes::routes()
-        .route_layer(axum::middleware::from_fn(metrics::track))
+        .layer(axum::middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(state))
@@ -98,9 +99,15 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let amqp_url = config.amqp_url.as_ref().map(|u| u.expose_secret().to_owned());
     let inbox_hub = inbox::hub::Hub::start(store.clone(), amqp_url, config.inbox_socket.send_queue, shutdown.clone());
     let app = router(store.clone(), &config, Arc::clone(&inbox_hub))?;
+    // `/metrics` is served only here, off the public port, beside the probes.
+    let ops =
+        config.ops_listen.map(|addr| tokio::spawn(bootstrap::ops::serve(addr, readiness(&store), shutdown.clone())));
     tracing::info!(addr = %listener.local_addr()?, "listening");
     axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await?;
     shutdown.cancel();
+    if let Some(ops) = ops {
+        let _ = ops.await;
+    }
     // Upgraded sockets outlive their requests: they close on `shutdown`; wait for them.
     inbox_hub.sockets_tracker.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), inbox_hub.sockets_tracker.wait()).await;
@@ -108,6 +115,19 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     store.close().await;
     tracing::info!("api stopped");
     Ok(())
+}
+
+/// Ready when the database answers, as the public `/readyz`.
+fn readiness(store: &Store) -> bootstrap::ops::Check {
+    let store = store.clone();
+    Arc::new(move || {
+        let store = store.clone();
+        Box::pin(async move {
+            let database = store.ping().await.is_ok();
+            let details = serde_json::json!({"database": database});
+            if database { Ok(details) } else { Err(details) }
+        })
+    })
 }
 
 /// Deletes expired idempotency keys now and then. Every replica may run it; deleting

@@ -2,7 +2,7 @@
 //! names, their templates, the subscribers it names directly or through topics) in at
 //! most three statements, however many notifications and topic members there are.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use domain::{
     ValidNotification,
@@ -49,6 +49,29 @@ struct SubscriberRow {
 }
 
 impl Store {
+    /// The members of each of `topics`, counted up to `cap + 1` (no more index entries are
+    /// read, however large a topic): enough to refuse a fan-out over `cap` before loading it.
+    pub async fn topic_sizes(&self, tenant_id: Uuid, topics: &[&str], cap: usize) -> Result<HashMap<String, usize>> {
+        if topics.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT t.topic, c.members
+             FROM unnest($2::text[]) AS t(topic)
+             CROSS JOIN LATERAL (
+                 SELECT count(*) AS members FROM (
+                     SELECT 1 FROM topic_members m WHERE m.tenant_id = $1 AND m.topic = t.topic LIMIT $3
+                 ) capped
+             ) c",
+        )
+        .bind(tenant_id)
+        .bind(topics)
+        .bind(i64::try_from(cap).unwrap_or(i64::MAX).saturating_add(1))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(topic, n)| (topic, usize::try_from(n).unwrap_or(usize::MAX))).collect())
+    }
+
     /// Everything `items` refer to, for [`domain::plan::plan`].
     pub async fn directory(&self, tenant_id: Uuid, items: &[&ValidNotification]) -> Result<Directory> {
         let kinds: Vec<&str> = unique(items.iter().map(|n| n.kind.as_str()));
@@ -96,6 +119,8 @@ impl Store {
             }
         }
 
+        // A subscriber's `data` (up to 64 KiB each) is loaded only for templates that use it.
+        let with_data = directory.templates.values().any(Template::uses_subscriber);
         let ids: Vec<&str> = unique(items.iter().flat_map(|n| n.subscriber_ids()));
         let topics: Vec<&str> = unique(items.iter().flat_map(|n| n.topics()));
         if ids.is_empty() && topics.is_empty() {
@@ -104,7 +129,8 @@ impl Store {
         // One statement for the subscribers named and every member of the topics named: a
         // topic of 10,000 members is one index range scan, not 10,000 lookups.
         let rows: Vec<SubscriberRow> = sqlx::query_as(
-            "SELECT s.id, s.email, s.phone, s.whatsapp, s.locale, s.timezone, s.data, s.preferences, s.created_at,
+            "SELECT s.id, s.email, s.phone, s.whatsapp, s.locale, s.timezone,
+                    CASE WHEN $4 THEN s.data ELSE '{}' END AS data, s.preferences, s.created_at,
                     s.updated_at, coalesce(array_agg(m.topic) FILTER (WHERE m.topic IS NOT NULL), '{}') AS topics
              FROM subscribers s
              LEFT JOIN topic_members m ON m.tenant_id = s.tenant_id AND m.subscriber_id = s.id AND m.topic = ANY($3)
@@ -116,6 +142,7 @@ impl Store {
         .bind(tenant_id)
         .bind(&ids)
         .bind(&topics)
+        .bind(with_data)
         .fetch_all(&self.pool)
         .await?;
         for row in rows {

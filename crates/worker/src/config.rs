@@ -146,7 +146,7 @@ impl WorkerConfig {
         bootstrap::require(&self.database_url, "database_url")?;
         bootstrap::require(&self.amqp_url, "amqp_url")?;
         let invalid = |key: String, message: String| ConfigError::Invalid { key, message };
-        self.channel.retry.validate().map_err(|m| invalid(format!("{channel}.retry"), m))?;
+        self.channel.retry.validate().map_err(|e| invalid(format!("{channel}.retry.{}", e.field), e.message))?;
         if self.worker.prefetch == 0 {
             return Err(invalid("worker.prefetch".into(), "must be at least 1".into()));
         }
@@ -225,7 +225,13 @@ mod tests {
         let mut file = temp_config_file();
         writeln!(file.1, "database_url = \"x\"\namqp_url = \"y\"\n[novu.retry]\njitter = 3.0").unwrap();
         let err = WorkerConfig::load(Channel::Novu, Some(&file.0)).unwrap_err().to_string();
-        assert!(err.contains("novu.retry"), "{err}");
+        assert!(err.contains("novu.retry.jitter"), "{err}");
+        std::fs::remove_file(&file.0).unwrap();
+
+        let mut file = temp_config_file();
+        writeln!(file.1, "database_url = \"x\"\namqp_url = \"y\"\n[sms.retry]\nmax_delay = \"30days\"").unwrap();
+        let err = WorkerConfig::load(Channel::Sms, Some(&file.0)).unwrap_err().to_string();
+        assert!(err.contains("sms.retry.max_delay") && err.contains("7 days"), "{err}");
         std::fs::remove_file(&file.0).unwrap();
     }
 

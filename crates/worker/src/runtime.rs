@@ -277,8 +277,8 @@ fn decide(policy: &RetryPolicy, job: &DeliveryJob, outcome: SendOutcome) -> Atte
         SendOutcome::Failed(failure) => {
             let attempt = job.attempt_in_series();
             if failure.kind.is_retryable() && policy.allows_retry_after(attempt) {
-                let delay = policy.delay_with_random_jitter(attempt, failure.retry_after);
-                AttemptResult::Retry { at: OffsetDateTime::now_utc() + delay, failure }
+                let at = policy.retry_at(OffsetDateTime::now_utc(), attempt, failure.retry_after);
+                AttemptResult::Retry { at, failure }
             } else {
                 AttemptResult::Failed { failure }
             }

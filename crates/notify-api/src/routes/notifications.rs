@@ -6,6 +6,7 @@ use axum::{
 };
 use domain::{
     NewNotification, NotificationStatus, Plan, ValidNotification,
+    plan::{Budget, MAX_DELIVERIES, plan_within},
     request::is_valid_idempotency_key,
     view::{AcceptedNotification, NotificationSummary, NotificationView},
 };
@@ -21,7 +22,7 @@ use crate::{
     AppState,
     auth::Authenticated,
     error::{ApiError, Problem, rate_limit_headers},
-    json::{self, JsonBody},
+    json::{self, JsonBody, JsonItems},
     rate_limit::Quota,
     routes::parse_id,
 };
@@ -66,6 +67,9 @@ pub async fn create(
         },
     };
     let (notification, idempotency) = intake_item(&app, body, header_key)?;
+    let mut budget = Budget::default();
+    let sizes = app.store.topic_sizes(auth.0.tenant_id, &topics_of([&notification]), MAX_DELIVERIES).await?;
+    budget.take_members(&notification, &sizes).map_err(ApiError::Validation)?;
     let directory = app.store.directory(auth.0.tenant_id, &[&notification]).await?;
     let plan =
         domain::plan::plan(&notification, &directory, OffsetDateTime::now_utc()).map_err(ApiError::Validation)?;
@@ -164,7 +168,7 @@ pub struct BatchItem {
 pub async fn batch(
     State(app): State<AppState>,
     auth: Authenticated,
-    JsonBody(request): JsonBody<BatchRequest>,
+    JsonItems(request): JsonItems<BatchRequest>,
 ) -> Result<Response, ApiError> {
     let count = request.notifications.len();
     if count == 0 || count > MAX_BATCH {
@@ -172,6 +176,19 @@ pub async fn batch(
     }
     let quota = app.take_tokens(&auth, count as u32)?;
     let parsed: Vec<_> = request.notifications.into_iter().map(|item| intake_item(&app, item, None)).collect();
+    // The items share one budget, in order: topics are counted before any member is
+    // loaded, and an item past the budget is refused without being loaded or rendered.
+    let mut budget = Budget::default();
+    let topics = topics_of(parsed.iter().filter_map(|p| p.as_ref().ok()).map(|(n, _)| n));
+    let sizes = app.store.topic_sizes(auth.0.tenant_id, &topics, MAX_DELIVERIES).await?;
+    let parsed: Vec<Result<_, ApiError>> = parsed
+        .into_iter()
+        .map(|p| {
+            let (notification, key) = p?;
+            budget.take_members(&notification, &sizes).map_err(ApiError::Validation)?;
+            Ok((notification, key))
+        })
+        .collect();
     let valid: Vec<&ValidNotification> = parsed.iter().filter_map(|p| p.as_ref().ok()).map(|(n, _)| n).collect();
     let directory = app.store.directory(auth.0.tenant_id, &valid).await?;
     let now = OffsetDateTime::now_utc();
@@ -179,7 +196,7 @@ pub async fn batch(
         .iter()
         .map(|p| {
             let (notification, key) = p.as_ref().map_err(Clone::clone)?;
-            let plan = domain::plan::plan(notification, &directory, now).map_err(ApiError::Validation)?;
+            let plan = plan_within(notification, &directory, now, &mut budget).map_err(ApiError::Validation)?;
             Ok((notification, key, plan))
         })
         .collect();
@@ -222,6 +239,14 @@ pub async fn batch(
     let mut response = (StatusCode::OK, Json(BatchResponse { results })).into_response();
     rate_limit_headers(response.headers_mut(), quota);
     Ok(response)
+}
+
+/// Every topic `items` name, once.
+fn topics_of<'a>(items: impl IntoIterator<Item = &'a ValidNotification>) -> Vec<&'a str> {
+    let mut topics: Vec<&str> = items.into_iter().flat_map(ValidNotification::topics).collect();
+    topics.sort_unstable();
+    topics.dedup();
+    topics
 }
 
 /// A batch item ready to accept: the notification, its key, its deliveries.
@@ -369,6 +394,10 @@ pub async fn list(
         OffsetDateTime::parse(v, &Rfc3339).map_err(|_| ApiError::field(field, "must be an RFC 3339 time"))
     };
     for (name, value) in &params {
+        if value.contains('\0') {
+            // PostgreSQL's text cannot hold it: no stored value has one.
+            return Err(ApiError::field(name, "must not contain a NUL character"));
+        }
         match name.as_str() {
             "status" => {
                 filter.status =
