@@ -4,6 +4,8 @@
 //! SKIP LOCKED` hands each row to one of them, and a relay that dies mid-batch rolls back,
 //! so its rows are published by another.
 
+mod dead_letters;
+
 use std::{
     path::Path,
     sync::{
@@ -58,6 +60,9 @@ pub struct RelaySettings {
     pub confirm_timeout: Duration,
     /// Where `/healthz` and `/readyz` are served (`0.0.0.0:9090`); none when unset.
     pub listen: Option<std::net::SocketAddr>,
+    /// How often the dead-letter queues' depth (`notify_dead_letters`) is read.
+    #[serde(with = "humantime_serde")]
+    pub dead_letter_interval: Duration,
 }
 
 impl Default for RelaySettings {
@@ -67,6 +72,7 @@ impl Default for RelaySettings {
             poll_interval: Duration::from_secs(1),
             confirm_timeout: Duration::from_secs(10),
             listen: None,
+            dead_letter_interval: Duration::from_secs(15),
         }
     }
 }
@@ -83,6 +89,10 @@ impl Config {
         bootstrap::require(&self.amqp_url, "amqp_url")?;
         if self.relay.batch_size < 1 {
             return Err(ConfigError::Invalid { key: "relay.batch_size".into(), message: "must be at least 1".into() });
+        }
+        if self.relay.dead_letter_interval.is_zero() {
+            let message = "must be more than 0s".into();
+            return Err(ConfigError::Invalid { key: "relay.dead_letter_interval".into(), message });
         }
         Ok(())
     }
@@ -134,6 +144,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .relay
         .listen
         .map(|addr| tokio::spawn(bootstrap::ops::serve(addr, readiness(&store, &relaying), shutdown.clone())));
+    let dead_letters =
+        tokio::spawn(dead_letters::watch(amqp_url.clone(), config.relay.dead_letter_interval, shutdown.clone()));
     let mut backoff = Backoff::default();
     while !shutdown.is_cancelled() {
         let result = relay(&config, &store, &amqp_url, &shutdown, &mut backoff, &relaying).await;
@@ -150,6 +162,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             }
         }
     }
+    shutdown.cancel();
+    let _ = dead_letters.await;
     if let Some(ops) = ops {
         let _ = ops.await;
     }
