@@ -6,6 +6,7 @@ mod actions;
 mod api;
 mod audience;
 mod batch;
+mod dead_letters;
 mod delivery;
 mod failures;
 mod harness;

@@ -88,7 +88,7 @@ async fn pass(
     amqp_url: &str,
     channel: Channel,
     selection: Selection,
-    mut act: impl AsyncFnMut(&DeadLetters, DeadLetter) -> queue::Result<bool>,
+    mut act: impl AsyncFnMut(&mut DeadLetters, DeadLetter) -> queue::Result<bool>,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(channel.is_queued(), "`{channel}` has no queue, so no dead letters");
     let conn = queue::connect(amqp_url, "notify-api-dlq").await?;
@@ -98,7 +98,7 @@ async fn pass(
         while left > 0 && selection.limit.is_none_or(|limit| counted < limit) {
             let Some(letter) = dlq.next().await? else { break };
             left -= 1;
-            if selection.takes(&letter) && act(&dlq, letter).await? {
+            if selection.takes(&letter) && act(&mut dlq, letter).await? {
                 counted += 1;
             }
         }

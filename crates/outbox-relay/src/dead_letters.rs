@@ -29,7 +29,12 @@ static DEPTH: LazyLock<Family<ChannelLabel, Gauge>> = LazyLock::new(|| {
 /// it is lost. A failed look (the topology not declared yet) is tried again next time.
 pub(crate) async fn watch(amqp_url: String, interval: Duration, shutdown: CancellationToken) {
     let mut conn = None;
-    while !shutdown.is_cancelled() {
+    loop {
+        // Wait first: at start the relay has yet to declare the queues.
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(interval) => {}
+        }
         if conn.as_ref().is_none_or(|c: &queue::AmqpConnection| !c.status().connected()) {
             conn = queue::connect_with_backoff(&amqp_url, "outbox-relay-dead-letters", &shutdown).await;
         }
@@ -37,10 +42,6 @@ pub(crate) async fn watch(amqp_url: String, interval: Duration, shutdown: Cancel
             && let Err(e) = measure(c).await
         {
             tracing::warn!(error = %e, "cannot read the dead-letter queues' depth");
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => {}
-            _ = tokio::time::sleep(interval) => {}
         }
     }
     if let Some(c) = conn {

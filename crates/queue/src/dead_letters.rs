@@ -9,7 +9,7 @@
 //! every return towards the quorum queue's delivery limit, 20 by default, which drops a
 //! dead letter looked at that often: lift it there with a policy, `delivery-limit: -1`).
 
-use std::time::Duration;
+use std::{collections::BTreeSet, time::Duration};
 
 use domain::{Channel, DeliveryMessage};
 use lapin::{
@@ -56,8 +56,8 @@ pub struct DeadLetters {
     queue: String,
     depth: u32,
     confirm_timeout: Duration,
-    /// The highest delivery tag taken: [`Self::release`] gives back every unsettled one up to it.
-    last_tag: u64,
+    /// The delivery tags taken and not settled; [`Self::release`] gives them back.
+    held: BTreeSet<u64>,
 }
 
 impl DeadLetters {
@@ -66,7 +66,7 @@ impl DeadLetters {
         let depth = depth(&amqp, channel).await?;
         amqp.confirm_select(ConfirmSelectOptions::default()).await?;
         let queue = topology::dead_letter_queue_name(channel);
-        Ok(Self { channel: amqp, queue, depth, confirm_timeout, last_tag: 0 })
+        Ok(Self { channel: amqp, queue, depth, confirm_timeout, held: BTreeSet::new() })
     }
 
     /// The messages in the queue when the pass began.
@@ -79,7 +79,7 @@ impl DeadLetters {
         let options = BasicGetOptions { no_ack: false };
         let Some(got) = self.channel.basic_get(self.queue.as_str().into(), options).await? else { return Ok(None) };
         let delivery = got.delivery;
-        self.last_tag = self.last_tag.max(delivery.delivery_tag);
+        self.held.insert(delivery.delivery_tag);
         let headers = delivery.properties.headers().clone().unwrap_or_default();
         let message = DeliveryMessage::parse(&delivery.data)
             .map(|mut m| {
@@ -97,23 +97,25 @@ impl DeadLetters {
     /// channel, persistent, `mandatory`, with its `traceparent`), and removes it from the
     /// dead-letter queue only once the broker confirmed the new copy. An unreadable message
     /// is refused and stays.
-    pub async fn replay(&self, letter: &DeadLetter) -> Result<()> {
+    pub async fn replay(&mut self, letter: &DeadLetter) -> Result<()> {
         let Ok(message) = &letter.message else { return Err(crate::QueueError::Unreadable) };
         publisher::publish_confirmed(&self.channel, std::slice::from_ref(message), self.confirm_timeout).await?;
         self.remove(letter).await
     }
 
     /// Deletes the message for good.
-    pub async fn remove(&self, letter: &DeadLetter) -> Result<()> {
+    pub async fn remove(&mut self, letter: &DeadLetter) -> Result<()> {
         self.channel.basic_ack(letter.tag, BasicAckOptions { multiple: false }).await?;
+        self.held.remove(&letter.tag);
         Ok(())
     }
 
     /// Gives back every message taken and not replayed or removed, and ends the pass.
     pub async fn release(self) -> Result<()> {
-        if self.last_tag > 0 {
+        // `multiple` up to the highest held: the broker refuses a tag already settled.
+        if let Some(&last) = self.held.last() {
             let options = BasicNackOptions { multiple: true, requeue: true };
-            self.channel.basic_nack(self.last_tag, options).await?;
+            self.channel.basic_nack(last, options).await?;
         }
         self.channel.close(200, "done".into()).await?;
         Ok(())
