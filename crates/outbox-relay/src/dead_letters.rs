@@ -20,7 +20,11 @@ struct ChannelLabel {
 static DEPTH: LazyLock<Family<ChannelLabel, Gauge>> = LazyLock::new(|| {
     let depth = Family::default();
     bootstrap::metrics::register(|r| {
-        r.register("dead_letters", "Messages in the channel's dead-letter queue (notify.<channel>.dead)", depth.clone());
+        r.register(
+            "dead_letters",
+            "Messages in the channel's dead-letter queue (notify.<channel>.dead)",
+            depth.clone(),
+        );
     });
     depth
 });

@@ -76,7 +76,9 @@ pub(crate) async fn publish_confirmed(
         pending.push(async move {
             match confirm.await? {
                 Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
-                Confirmation::Ack(Some(returned)) => Err(QueueError::Unroutable(returned.delivery.routing_key.to_string())),
+                Confirmation::Ack(Some(returned)) => {
+                    Err(QueueError::Unroutable(returned.delivery.routing_key.to_string()))
+                }
                 Confirmation::Nack(_) => Err(QueueError::Nacked),
             }
         });
