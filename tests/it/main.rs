@@ -7,6 +7,7 @@ mod api;
 mod audience;
 mod batch;
 mod bounds;
+mod dead_letters;
 mod delivery;
 mod failures;
 mod harness;

@@ -12,7 +12,7 @@ use wiremock::{
     matchers::{basic_auth, bearer_token, header, method, path},
 };
 
-use crate::harness::{TestApp, WorkerOptions, fast_retry};
+use crate::harness::{TestApp, WorkerOptions, eventually, fast_retry};
 
 const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
 const MESSAGES: &str = "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages.json";
@@ -260,9 +260,10 @@ fn novu_answers(status: &'static str) -> impl Fn(&Request) -> ResponseTemplate +
 async fn novu_app(server: &MockServer) -> (TestApp, Vec<crate::harness::Service>) {
     let app = TestApp::api_only().await;
     let relay = app.start_relay(100).await;
+    let mapping = [("order.shipped".to_owned(), "order-shipped".to_owned())].into();
     let novu = NovuConfig {
         api_key: Some("test-key".into()),
-        workflow_by_type: [("order.shipped".to_owned(), "order-shipped".to_owned())].into(),
+        workflow_by_tenant: [(app.tenant_id, mapping)].into(),
         base_url: server.uri(),
     };
     let options = WorkerOptions {
@@ -300,9 +301,52 @@ async fn a_novu_trigger_carries_the_delivery_id_as_transaction_id_and_idempotenc
     let body: Value = serde_json::from_slice(&request.body).unwrap();
     assert_eq!(
         body,
-        json!({"name": "order-shipped", "to": {"subscriberId": "subscriber-42"}, "payload": {"order": "A-1"},
-            "transactionId": delivery_id})
+        json!({"name": "order-shipped", "to": {"subscriberId": format!("{}:subscriber-42", app.tenant_id)},
+            "payload": {"order": "A-1"}, "transactionId": delivery_id, "tenant": {"identifier": app.tenant_id}})
     );
+}
+
+#[tokio::test]
+async fn two_tenants_naming_the_same_subscriber_reach_two_novu_subscribers() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/events/trigger"))
+        .respond_with(novu_answers("processed"))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let (app, _services) = novu_app(&server).await;
+    let other = app.env.store.create_tenant("other").await.unwrap();
+
+    let mine = app.accept(&novu_notification()).await;
+    let response = app
+        .http
+        .post(app.url("/v1/notifications"))
+        .bearer_auth(&other.api_key)
+        .json(&novu_notification())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    app.wait_for_status(mine, "sent").await;
+    eventually("both triggers", || async { (server.received_requests().await?.len() == 2).then_some(()) }).await;
+
+    let mut triggers: Vec<(Value, Value, Value)> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_slice::<Value>(&r.body).unwrap())
+        .map(|b| (b["tenant"]["identifier"].clone(), b["to"]["subscriberId"].clone(), b["name"].clone()))
+        .collect();
+    triggers.sort_by_key(|t| t.0.as_str().map(str::to_owned));
+    let mut expected = vec![
+        (json!(app.tenant_id), json!(format!("{}:subscriber-42", app.tenant_id)), json!("order-shipped")),
+        // The mapping is the first tenant's: the other one's type is its own workflow key.
+        (json!(other.tenant_id), json!(format!("{}:subscriber-42", other.tenant_id)), json!("order.shipped")),
+    ];
+    expected.sort_by_key(|t| t.0.as_str().map(str::to_owned));
+    assert_eq!(triggers, expected);
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 
 mod auth;
 mod config;
+pub mod dlq;
 mod error;
 mod inbox;
 mod json;

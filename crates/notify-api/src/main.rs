@@ -1,5 +1,6 @@
 use anyhow::{anyhow, bail};
 use clap::{Parser, Subcommand};
+use domain::Channel;
 use notify_api::Config;
 use store::Store;
 use uuid::Uuid;
@@ -59,6 +60,52 @@ enum Admin {
         #[arg(long)]
         adhoc_types: Option<bool>,
     },
+    /// A channel's dead-letter queue (`notify.<channel>.dead`); needs `amqp_url`.
+    #[command(subcommand)]
+    Dlq(Dlq),
+}
+
+#[derive(Subcommand)]
+enum Dlq {
+    /// Show the dead letters, oldest first, leaving them in the queue.
+    List {
+        channel: Channel,
+        /// Show at most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Publish the dead letters to the channel's queue again (each removed once the broker
+    /// confirmed its copy); unreadable ones stay.
+    Replay {
+        channel: Channel,
+        #[command(flatten)]
+        selection: Selection,
+    },
+    /// Delete dead letters for good, unreadable ones included.
+    Discard {
+        channel: Channel,
+        #[command(flatten)]
+        selection: Selection,
+        /// Confirms the deletion.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct Selection {
+    /// Act on at most this many.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Only the messages of this delivery.
+    #[arg(long)]
+    delivery: Option<Uuid>,
+}
+
+impl From<Selection> for notify_api::dlq::Selection {
+    fn from(s: Selection) -> Self {
+        Self { limit: s.limit, delivery: s.delivery }
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -83,6 +130,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             store.close().await;
             println!("migrations applied");
             Ok(())
+        }
+        Command::Admin(Admin::Dlq(command)) => {
+            let url = bootstrap::require(&config.amqp_url, "amqp_url")?;
+            dead_letters(bootstrap::ExposeSecret::expose_secret(url), command).await
         }
         Command::Admin(admin) => {
             let store = connect(&config)?;
@@ -143,8 +194,57 @@ async fn administer(store: &Store, admin: Admin) -> anyhow::Result<()> {
             }
             println!("tenant {tenant_id}: updated");
         }
+        Admin::Dlq(_) => unreachable!("needs no database: run handles it"),
     }
     Ok(())
+}
+
+async fn dead_letters(amqp_url: &str, command: Dlq) -> anyhow::Result<()> {
+    use notify_api::dlq;
+    match command {
+        Dlq::List { channel, limit } => {
+            let letters = dlq::list(amqp_url, channel, dlq::Selection { limit: Some(limit), delivery: None }).await?;
+            for letter in &letters {
+                println!("{}", describe(letter));
+            }
+            println!("{} listed", letters.len());
+        }
+        Dlq::Replay { channel, selection } => {
+            let done = dlq::replay(amqp_url, channel, selection.into()).await?;
+            println!("{} replayed", done.replayed);
+            if done.unreadable > 0 {
+                println!("{} unreadable, left in the queue (remove them with discard)", done.unreadable);
+            }
+        }
+        Dlq::Discard { channel, selection, yes } => {
+            if !yes {
+                bail!("discard deletes dead letters for good: add --yes");
+            }
+            println!("{} discarded", dlq::discard(amqp_url, channel, selection.into()).await?);
+        }
+    }
+    Ok(())
+}
+
+/// One line per dead letter: its ids (never content), and the broker's latest `x-death`.
+fn describe(letter: &queue::DeadLetter) -> String {
+    let what = match &letter.message {
+        Ok(m) => format!(
+            "delivery={} notification={} tenant={} attempt={}",
+            m.delivery_id, m.notification_id, m.tenant_id, m.attempt
+        ),
+        Err(e) => format!("unreadable ({} bytes): {e}", letter.body.len()),
+    };
+    let death = match letter.deaths.first() {
+        Some(d) => {
+            let time = d.time.and_then(|t| time::OffsetDateTime::from_unix_timestamp(i64::try_from(t).ok()?).ok());
+            let time = time.and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok());
+            let time = time.unwrap_or_else(|| "?".into());
+            format!(" reason={} count={} time={time} queue={}", d.reason, d.count, d.queue)
+        }
+        None => String::new(),
+    };
+    format!("{what}{death}")
 }
 
 fn connect(config: &Config) -> anyhow::Result<Store> {

@@ -91,7 +91,8 @@ mod tests {
                 [novu.novu]
                 api_key = "key"
                 base_url = "https://eu.api.novu.co"
-                workflow_by_type = { "order.shipped" = "order-shipped" }
+                [novu.novu.workflow_by_tenant."0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"]
+                "order.shipped" = "order-shipped"
                 "#,
             )
             .unwrap();
@@ -99,7 +100,25 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         let novu = loaded.unwrap().providers.novu.unwrap();
         assert_eq!(novu.base_url, "https://eu.api.novu.co");
-        assert_eq!(novu.workflow_by_type["order.shipped"], "order-shipped");
+        let (tenant, mapping) = novu.workflow_by_tenant.iter().next().unwrap();
+        assert_eq!(tenant.to_string(), "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b");
+        assert_eq!(mapping["order.shipped"], "order-shipped");
+    }
+
+    #[test]
+    fn a_mapping_shared_by_every_tenant_is_refused() {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let path = std::env::temp_dir().join(format!("notify-novu-shared-{}-{nanos}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            "database_url = \"postgres://db/notify\"\namqp_url = \"amqp://broker\"\n[novu]\nproviders = [\"novu\"]\n\
+             [novu.novu]\napi_key = \"key\"\nworkflow_by_type = { \"order.shipped\" = \"order-shipped\" }\n",
+        )
+        .unwrap();
+        let loaded = load(Some(&path));
+        std::fs::remove_file(&path).unwrap();
+        let err = loaded.unwrap_err().to_string();
+        assert!(err.contains("workflow_by_type") && err.contains("workflow_by_tenant"), "{err}");
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! SKIP LOCKED` hands each row to one of them, and a relay that dies mid-batch rolls back,
 //! so its rows are published by another.
 
+mod dead_letters;
+
 use std::{
     path::Path,
     sync::{
@@ -72,6 +74,9 @@ pub struct RelaySettings {
     /// Times a delivery is queued again without an outcome before it is failed as
     /// `stranded`.
     pub max_recoveries: i32,
+    /// How often the dead-letter queues' depth (`notify_dead_letters`) is read.
+    #[serde(with = "humantime_serde")]
+    pub dead_letter_interval: Duration,
 }
 
 impl Default for RelaySettings {
@@ -84,6 +89,7 @@ impl Default for RelaySettings {
             sweep_interval: Duration::from_secs(30),
             stranded_after: Duration::from_secs(600),
             max_recoveries: 3,
+            dead_letter_interval: Duration::from_secs(15),
         }
     }
 }
@@ -109,6 +115,10 @@ impl Config {
         }
         if self.relay.sweep_interval.is_zero() {
             return Err(ConfigError::Invalid { key: "relay.sweep_interval".into(), message: "must be above 0".into() });
+        }
+        if self.relay.dead_letter_interval.is_zero() {
+            let message = "must be more than 0s".into();
+            return Err(ConfigError::Invalid { key: "relay.dead_letter_interval".into(), message });
         }
         Ok(())
     }
@@ -172,6 +182,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .relay
         .listen
         .map(|addr| tokio::spawn(bootstrap::ops::serve(addr, readiness(&store, &relaying), shutdown.clone())));
+    let dead_letters =
+        tokio::spawn(dead_letters::watch(amqp_url.clone(), config.relay.dead_letter_interval, shutdown.clone()));
     let mut backoff = Backoff::default();
     while !shutdown.is_cancelled() {
         let result = relay(&config, &store, &amqp_url, &shutdown, &mut backoff, &relaying).await;
@@ -188,6 +200,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             }
         }
     }
+    shutdown.cancel();
+    let _ = dead_letters.await;
     if let Some(ops) = ops {
         let _ = ops.await;
     }

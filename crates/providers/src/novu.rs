@@ -1,11 +1,15 @@
 //! Novu (providers.md §5): one workflow trigger per delivery, `POST
 //! {base_url}/v1/events/trigger` with `Authorization: ApiKey <key>`.
 //!
-//! The workflow is `workflow_by_type[type]`, or the notification's type itself; the
-//! subscriber is the delivery's recipient; the payload is the notification's `data`. The
-//! delivery id is both `transactionId` (Novu ignores a repeated one, so a retry after an
-//! ambiguous failure triggers the workflow once) and the `Idempotency-Key` header (where
-//! the organization has it enabled, a replay gets the first answer).
+//! Every tenant shares the one Novu environment, so a trigger is scoped to its tenant: it
+//! names the Novu tenant `{"identifier": <tenant id>}` (Novu creates it on first use), and
+//! the subscriber is `<tenant id>:<subscriber id>` ([`subscriber_id`]), so two tenants'
+//! `u-42` are two Novu subscribers and no tenant can reach another's. The workflow is the
+//! type's `novu_workflow`, else `workflow_by_tenant[tenant][type]` (the operator's mapping
+//! for that tenant alone), else the type itself. The payload is the notification's `data`.
+//! The delivery id is both `transactionId` (Novu ignores a repeated one, so a retry after
+//! an ambiguous failure triggers the workflow once) and the `Idempotency-Key` header
+//! (where the organization has it enabled, a replay gets the first answer).
 
 use std::collections::BTreeMap;
 
@@ -15,6 +19,7 @@ use futures_util::{FutureExt, future::BoxFuture};
 use reqwest::{StatusCode, header::HeaderValue};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 use crate::{
     http::{self, Answer, Client},
@@ -30,15 +35,15 @@ const SECTION: &str = "novu.novu";
 pub struct NovuConfig {
     /// The environment's secret key.
     pub api_key: Option<SecretString>,
-    /// Notification type -> workflow trigger id, where they differ.
-    pub workflow_by_type: BTreeMap<String, String>,
+    /// Per tenant (by id): notification type -> workflow trigger id, where they differ.
+    pub workflow_by_tenant: BTreeMap<Uuid, BTreeMap<String, String>>,
     /// `https://eu.api.novu.co` for the EU region.
     pub base_url: String,
 }
 
 impl Default for NovuConfig {
     fn default() -> Self {
-        Self { api_key: None, workflow_by_type: BTreeMap::new(), base_url: DEFAULT_BASE_URL.to_owned() }
+        Self { api_key: None, workflow_by_tenant: BTreeMap::new(), base_url: DEFAULT_BASE_URL.to_owned() }
     }
 }
 
@@ -54,8 +59,11 @@ impl NovuConfig {
         let mut authorization = HeaderValue::try_from(format!("ApiKey {}", key.expose_secret().trim()))
             .map_err(|_| settings::invalid(SECTION, "api_key", "holds characters a header cannot carry"))?;
         authorization.set_sensitive(true);
-        if let Some((kind, _)) = self.workflow_by_type.iter().find(|(_, w)| w.trim().is_empty()) {
-            return Err(settings::invalid(SECTION, "workflow_by_type", format!("`{kind}` maps to an empty workflow")));
+        for (tenant, mapping) in &self.workflow_by_tenant {
+            if let Some((kind, _)) = mapping.iter().find(|(_, w)| w.trim().is_empty()) {
+                let message = format!("`{tenant}`: `{kind}` maps to an empty workflow");
+                return Err(settings::invalid(SECTION, "workflow_by_tenant", message));
+            }
         }
         let url = format!("{}/v1/events/trigger", settings::base_url(&self.base_url, SECTION)?);
         Ok((url, authorization))
@@ -67,29 +75,30 @@ pub struct NovuProvider {
     url: String,
     /// `ApiKey <key>`, marked sensitive so that it never shows in a debug print.
     authorization: HeaderValue,
-    workflow_by_type: BTreeMap<String, String>,
+    workflow_by_tenant: BTreeMap<Uuid, BTreeMap<String, String>>,
 }
 
 impl NovuProvider {
     pub fn new(config: NovuConfig, http: Client) -> Result<Self, ConfigError> {
         let (url, authorization) = config.resolve()?;
-        Ok(Self { http, url, authorization, workflow_by_type: config.workflow_by_type })
+        Ok(Self { http, url, authorization, workflow_by_tenant: config.workflow_by_tenant })
     }
 
-    /// The type's own workflow key first, then this worker's mapping, then the type's key.
+    /// The type's own workflow key first, then this worker's mapping for the job's tenant,
+    /// then the type's key.
     fn workflow<'a>(&'a self, job: &'a DeliveryJob) -> &'a str {
-        job.workflow
-            .as_deref()
-            .unwrap_or_else(|| self.workflow_by_type.get(&job.kind).map_or(&job.kind, String::as_str))
+        let mapped = || self.workflow_by_tenant.get(&job.tenant_id)?.get(&job.kind);
+        job.workflow.as_deref().unwrap_or_else(|| mapped().map_or(&job.kind, String::as_str))
     }
 
     async fn deliver(&self, job: &DeliveryJob) -> SendOutcome {
         let transaction_id = job.delivery_id.to_string();
         let body = json!({
             "name": self.workflow(job),
-            "to": {"subscriberId": job.recipient},
+            "to": {"subscriberId": subscriber_id(job.tenant_id, &job.recipient)},
             "payload": job.data,
             "transactionId": transaction_id,
+            "tenant": {"identifier": job.tenant_id.to_string()},
         });
         tracing::debug!(%body, "novu request");
         let request = self
@@ -103,6 +112,12 @@ impl NovuProvider {
             Err(failure) => SendOutcome::Failed(failure),
         }
     }
+}
+
+/// The Novu subscriber of a tenant's subscriber: `<tenant id>:<subscriber id>`, the tenant
+/// id hyphenated in lower case. Stable: changing it would orphan every Novu subscriber.
+pub fn subscriber_id(tenant_id: Uuid, subscriber: &str) -> String {
+    format!("{tenant_id}:{subscriber}")
 }
 
 impl worker::Provider for NovuProvider {
@@ -229,6 +244,18 @@ mod tests {
             SendOutcome::Sent(receipt) => assert_eq!(receipt.provider_message_id, "tx"),
             SendOutcome::Failed(f) => panic!("{f:?}"),
         }
+    }
+
+    #[test]
+    fn the_mapping_is_per_tenant() {
+        let tenant = Uuid::now_v7();
+        let empty = [(tenant, [("t".to_owned(), " ".to_owned())].into())].into();
+        let err = NovuConfig { api_key: Some("k".into()), workflow_by_tenant: empty, ..Default::default() }
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("novu.novu.workflow_by_tenant") && err.contains(&tenant.to_string()), "{err}");
+        assert_eq!(subscriber_id(tenant, "u-42"), format!("{tenant}:u-42"));
     }
 
     #[test]

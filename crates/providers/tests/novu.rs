@@ -48,15 +48,15 @@ async fn a_trigger_carries_the_delivery_id_as_transaction_id_and_idempotency_key
         .and(header("authorization", "ApiKey test-key"))
         .and(header("idempotency-key", id.as_str()))
         .and(body_json(json!({
-            "name": "order-shipped", "to": {"subscriberId": "subscriber-42"}, "payload": {"order": "A-1"},
-            "transactionId": id,
+            "name": "order-shipped", "to": {"subscriberId": format!("{}:subscriber-42", job.tenant_id)},
+            "payload": {"order": "A-1"}, "transactionId": id, "tenant": {"identifier": job.tenant_id.to_string()},
         })))
         .respond_with(answered("processed", &id))
         .expect(1)
         .mount(&server)
         .await;
     let config = NovuConfig {
-        workflow_by_type: [("order.shipped".to_owned(), "order-shipped".to_owned())].into(),
+        workflow_by_tenant: [(job.tenant_id, [("order.shipped".to_owned(), "order-shipped".to_owned())].into())].into(),
         ..config(&server.uri())
     };
     let provider = NovuProvider::new(config, client()).unwrap();
@@ -79,6 +79,47 @@ async fn without_a_mapping_the_type_is_the_workflow() {
     let request = &server.received_requests().await.unwrap()[0];
     let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
     assert_eq!(body["name"], "order.shipped");
+}
+
+async fn bodies(server: &MockServer) -> Vec<serde_json::Value> {
+    let requests = server.received_requests().await.unwrap();
+    requests.iter().map(|r| serde_json::from_slice(&r.body).unwrap()).collect()
+}
+
+#[tokio::test]
+async fn two_tenants_with_the_same_subscriber_id_reach_two_novu_subscribers() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST")).and(path(TRIGGER)).respond_with(answered("processed", "tx")).mount(&server).await;
+    let provider = NovuProvider::new(config(&server.uri()), client()).unwrap();
+    let (a, b) = (trigger_job(), trigger_job());
+    assert_ne!(a.tenant_id, b.tenant_id);
+    sent(provider.send(&a).await);
+    sent(provider.send(&b).await);
+    let scopes: Vec<_> = bodies(&server).await.iter().map(|b| (b["to"].clone(), b["tenant"].clone())).collect();
+    assert_eq!(
+        scopes,
+        [
+            (json!({"subscriberId": format!("{}:subscriber-42", a.tenant_id)}), json!({"identifier": a.tenant_id})),
+            (json!({"subscriberId": format!("{}:subscriber-42", b.tenant_id)}), json!({"identifier": b.tenant_id})),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_tenants_workflow_mapping_applies_to_that_tenant_alone() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST")).and(path(TRIGGER)).respond_with(answered("processed", "tx")).mount(&server).await;
+    let (mapped, other) = (trigger_job(), trigger_job());
+    let mapping = [("order.shipped".to_owned(), "acme-order-shipped".to_owned())].into();
+    let config = NovuConfig { workflow_by_tenant: [(mapped.tenant_id, mapping)].into(), ..config(&server.uri()) };
+    let provider = NovuProvider::new(config, client()).unwrap();
+    sent(provider.send(&mapped).await);
+    sent(provider.send(&other).await);
+    // The type's own workflow (its `novu_workflow`) comes before the mapping.
+    let own = DeliveryJob { workflow: Some("own-workflow".into()), ..mapped.clone() };
+    sent(provider.send(&own).await);
+    let names: Vec<_> = bodies(&server).await.iter().map(|b| b["name"].clone()).collect();
+    assert_eq!(names, [json!("acme-order-shipped"), json!("order.shipped"), json!("own-workflow")]);
 }
 
 #[tokio::test]

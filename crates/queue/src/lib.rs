@@ -1,9 +1,10 @@
 //! RabbitMQ for Notify (DESIGN.md §6): the topology, a publisher that waits for confirms,
-//! and a consumer with manual acknowledgement. Connections are plain; callers reconnect
-//! with [`connect_with_backoff`] when one is lost.
+//! a consumer with manual acknowledgement, and the dead-letter queues' redrive.
+//! Connections are plain; callers reconnect with [`connect_with_backoff`] when one is lost.
 
 pub mod broadcast;
 mod consumer;
+pub mod dead_letters;
 mod publisher;
 pub mod topology;
 
@@ -14,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use broadcast::{Broadcast, BroadcastLimits};
 pub use consumer::{Incoming, Subscription};
+pub use dead_letters::{DeadLetter, DeadLetters, Death};
 pub use lapin::Connection as AmqpConnection;
 pub use publisher::Publisher;
 pub use topology::Topology;
@@ -28,6 +30,8 @@ pub enum QueueError {
     Nacked,
     #[error("no publisher confirm within {0:?}")]
     ConfirmTimeout(Duration),
+    #[error("the message is not a delivery message of the v1 contract")]
+    Unreadable,
 }
 
 pub type Result<T, E = QueueError> = std::result::Result<T, E>;
