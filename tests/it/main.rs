@@ -7,6 +7,7 @@ mod api;
 mod audience;
 mod batch;
 mod delivery;
+mod erasure_race;
 mod failures;
 mod harness;
 mod idempotency;
