@@ -9,6 +9,7 @@ mod batch;
 mod bounds;
 mod dead_letters;
 mod delivery;
+mod erasure_race;
 mod failures;
 mod harness;
 mod idempotency;

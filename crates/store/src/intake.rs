@@ -8,6 +8,7 @@ use std::{
 
 use domain::{
     Channel, DeliveryStatus, NotificationStatus, Plan, ValidNotification,
+    plan::Directory,
     view::{AcceptedDelivery, AcceptedNotification},
 };
 use sqlx::{PgConnection, PgPool, types::Json};
@@ -34,6 +35,29 @@ pub struct Intake<'a> {
     pub notification: &'a ValidNotification,
     pub plan: &'a Plan,
     pub idempotency: Option<IdempotencyKey>,
+    /// The stored subscribers the plan sends to ([`planned_subscribers`]).
+    pub subscribers: Vec<PlannedSubscriber>,
+}
+
+/// A stored subscriber a plan sends to, as the directory read it. The directory is read
+/// before the accept, so the accept statement locks each (`FOR KEY SHARE`, which the
+/// erasure's `FOR UPDATE` waits for) and writes nothing for a notification one of whose
+/// subscribers is gone, or was erased and created again (another `created_at`), since.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedSubscriber {
+    pub id: String,
+    pub created_at: OffsetDateTime,
+}
+
+/// The stored subscribers (named or topic members) that `plan`'s deliveries go to, each once.
+pub fn planned_subscribers(plan: &Plan, directory: &Directory) -> Vec<PlannedSubscriber> {
+    let mut seen = HashSet::new();
+    plan.deliveries
+        .iter()
+        .filter_map(|d| directory.subscribers.get(d.subscriber_id.as_deref()?))
+        .filter(|listed| seen.insert(listed.subscriber.id.as_str()))
+        .map(|listed| PlannedSubscriber { id: listed.subscriber.id.clone(), created_at: listed.subscriber.created_at })
+        .collect()
 }
 
 #[derive(Clone, Debug)]
@@ -50,6 +74,9 @@ pub enum IntakeResult {
     Replayed(serde_json::Value),
     /// The key was used before with a different request.
     KeyReused,
+    /// These subscribers of the plan were erased after the directory was read: nothing
+    /// was written (and a key given with it stays unused).
+    Erased(Vec<String>),
 }
 
 impl Store {
@@ -73,11 +100,11 @@ impl Store {
         let mut planned: Vec<AcceptedNotification> = items.iter().map(|i| answer(i.plan, now)).collect();
         if items.iter().all(|i| i.idempotency.is_none()) {
             let all: Vec<usize> = (0..items.len()).collect();
-            let suppressed =
+            let inserted =
                 insert(self.pool.acquire().await?.as_mut(), &rows(tenant_id, origin, items, &planned, &all)).await?;
-            mark_suppressed(&mut planned, &all, &suppressed);
-            self.wake_relays_for(&planned);
-            return Ok(planned.into_iter().map(IntakeResult::Accepted).collect());
+            mark_suppressed(&mut planned, &all, &inserted.suppressed);
+            self.wake_relays_for(planned.iter().filter(|p| inserted.written(p)));
+            return Ok(planned.into_iter().map(|p| inserted.result(p)).collect());
         }
 
         // The first item with a key claims it for the batch; later ones with the same key
@@ -157,8 +184,29 @@ impl Store {
                 None => IntakeResult::KeyReused,
             }));
         }
-        let suppressed = insert(&mut tx, &rows(tenant_id, origin, items, &planned, &to_insert)).await?;
-        let changed = mark_suppressed(&mut planned, &to_insert, &suppressed);
+        let inserted = insert(&mut tx, &rows(tenant_id, origin, items, &planned, &to_insert)).await?;
+        if !inserted.erased.is_empty() {
+            // Nothing was written for these: their keys stay unused (a retry plans afresh),
+            // and a later item with the same key gets the same answer.
+            let refused: Vec<&str> = to_insert
+                .iter()
+                .filter(|&&i| !inserted.written(&planned[i]))
+                .filter_map(|&i| items[i].idempotency.as_ref().map(|k| k.key.as_str()))
+                .collect();
+            sqlx::query("DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = ANY($2)")
+                .bind(tenant_id)
+                .bind(&refused)
+                .execute(&mut *tx)
+                .await?;
+            for (result, item) in results.iter_mut().zip(items) {
+                if let (Some(result @ IntakeResult::Replayed(_)), Some(k)) = (result, &item.idempotency)
+                    && let Some(ids) = inserted.erased.get(&planned[first_with_key[k.key.as_str()]].id)
+                {
+                    *result = IntakeResult::Erased(ids.clone());
+                }
+            }
+        }
+        let changed = mark_suppressed(&mut planned, &to_insert, &inserted.suppressed);
         if !changed.is_empty() {
             // The keys were stored with the answer planned before the insert: a replay must
             // give the answer this request gets, here and later.
@@ -173,26 +221,29 @@ impl Store {
             }
         }
         tx.commit().await?;
-        self.wake_relays_for(to_insert.iter().map(|&i| &planned[i]));
+        self.wake_relays_for(to_insert.iter().map(|&i| &planned[i]).filter(|p| inserted.written(p)));
 
         Ok(results
             .into_iter()
             .zip(planned)
-            .map(|(result, planned)| result.unwrap_or(IntakeResult::Accepted(planned)))
+            .map(|(result, planned)| result.unwrap_or_else(|| inserted.result(planned)))
             .collect())
     }
 
     /// Accepts one notification without an idempotency key. Concurrent calls share one
     /// statement and one commit (group commit, see [`crate::group`]): the commit rate of
-    /// the database no longer bounds the rate of single requests.
-    pub async fn accept_notification(&self, single: Single) -> Result<AcceptedNotification> {
+    /// the database no longer bounds the rate of single requests. A notification refused
+    /// as [`IntakeResult::Erased`] does not fail the others of its group.
+    pub async fn accept_notification(&self, single: Single) -> Result<IntakeResult> {
         let accepts = self
             .groups
             .accepts
             .get_or_init(|| Grouped::start(self.pool.clone(), accept_group, ACCEPT_GROUPS_IN_FLIGHT, ACCEPT_GROUP_MAX));
-        let accepted = accepts.call(single).await?;
-        self.wake_relays_for([&accepted]);
-        Ok(accepted)
+        let result = accepts.call(single).await?;
+        if let IntakeResult::Accepted(accepted) = &result {
+            self.wake_relays_for([accepted]);
+        }
+        Ok(result)
     }
 
     /// Wakes the relays if any of `accepted` wrote outbox rows.
@@ -235,14 +286,21 @@ pub struct Single {
     pub traceparent: Option<String>,
     pub notification: ValidNotification,
     pub plan: Plan,
+    /// The stored subscribers the plan sends to ([`planned_subscribers`]).
+    pub subscribers: Vec<PlannedSubscriber>,
 }
 
-fn accept_group<'a>(pool: &'a PgPool, requests: &'a [Single]) -> BoxFuture<'a, Result<Vec<AcceptedNotification>>> {
+fn accept_group<'a>(pool: &'a PgPool, requests: &'a [Single]) -> BoxFuture<'a, Result<Vec<IntakeResult>>> {
     Box::pin(async move {
         let now = now_micros();
         let intakes: Vec<Intake> = requests
             .iter()
-            .map(|r| Intake { notification: &r.notification, plan: &r.plan, idempotency: None })
+            .map(|r| Intake {
+                notification: &r.notification,
+                plan: &r.plan,
+                idempotency: None,
+                subscribers: r.subscribers.clone(),
+            })
             .collect();
         let mut planned: Vec<AcceptedNotification> = requests.iter().map(|r| answer(&r.plan, now)).collect();
         let rows: Vec<Row> = requests
@@ -256,10 +314,10 @@ fn accept_group<'a>(pool: &'a PgPool, requests: &'a [Single]) -> BoxFuture<'a, R
                 answer,
             })
             .collect();
-        let suppressed = insert(pool.acquire().await?.as_mut(), &rows).await?;
+        let inserted = insert(pool.acquire().await?.as_mut(), &rows).await?;
         let all: Vec<usize> = (0..planned.len()).collect();
-        mark_suppressed(&mut planned, &all, &suppressed);
-        Ok(planned)
+        mark_suppressed(&mut planned, &all, &inserted.suppressed);
+        Ok(planned.into_iter().map(|p| inserted.result(p)).collect())
     })
 }
 
@@ -366,20 +424,27 @@ struct Row<'a> {
 /// `suppressed` with the reason in `last_error_code`, and gets no outbox row; a
 /// notification left with nothing to send is written `sent`. A delivery deferred by quiet
 /// hours waits in the outbox until then. An in-app delivery is written to the inbox here
-/// and is `delivered` (a scheduled one with the item's time set to `send_at`). Returns the
-/// ids of the deliveries the suppression list stopped.
+/// and is `delivered` (a scheduled one with the item's time set to `send_at`). A
+/// notification whose stored subscribers are not all still there, as the directory read
+/// them, is not written at all (see [`PlannedSubscriber`]); the others are.
 ///
 /// Prepared once per connection (planning it cost more than running it for a small
 /// group): no part of its plan depends on how big the tables are, as the suppression
 /// list is read by primary-key lookups (the LATERAL join), never scanned.
-async fn insert(conn: &mut PgConnection, rows: &[Row<'_>]) -> Result<HashSet<Uuid>> {
+async fn insert(conn: &mut PgConnection, rows: &[Row<'_>]) -> Result<Inserted> {
     if rows.is_empty() {
-        return Ok(HashSet::new());
+        return Ok(Inserted { suppressed: HashSet::new(), erased: HashMap::new() });
     }
     let mut n = NotificationColumns::default();
     let mut d = DeliveryColumns::default();
+    let mut held = HeldColumns::default();
     for row in rows {
         let (v, plan, p) = (row.intake.notification, row.intake.plan, row.answer);
+        for s in &row.intake.subscribers {
+            held.notification_ids.push(p.id);
+            held.ids.push(&s.id);
+            held.created_at.push(s.created_at);
+        }
         n.ids.push(p.id);
         n.tenants.push(row.tenant_id);
         n.created_at.push(p.created_at);
@@ -411,13 +476,25 @@ async fn insert(conn: &mut PgConnection, rows: &[Row<'_>]) -> Result<HashSet<Uui
             d.deferred.push(planned.not_before);
         }
     }
-    let (suppressed,): (Vec<Uuid>,) = sqlx::query_as(
-        "WITH u AS (
+    let (suppressed, erased_notifications, erased_subscribers): (Vec<Uuid>, Vec<Uuid>, Vec<String>) = sqlx::query_as(
+        "WITH given AS (
             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::text[], $5::text[], $6::jsonb[],
                                  $7::jsonb[], $8::text[], $9::timestamptz[], $10::text[], $11::text[], $12::jsonb[],
                                  $13::jsonb[], $14::text[], $15::text[])
                  AS u(id, tenant_id, created_at, type, priority, data, content, correlation_id, send_at, key,
                       workflow, retry, tags, actor, traceparent)),
+         w AS (
+            SELECT w.nid, w.subscriber_id, s.id IS NOT NULL AS held
+            FROM unnest($29::uuid[], $30::text[], $31::timestamptz[]) AS w(nid, subscriber_id, created_at)
+            JOIN given g ON g.id = w.nid
+            LEFT JOIN LATERAL (
+                SELECT s.id FROM subscribers s
+                WHERE s.tenant_id = g.tenant_id AND s.id = w.subscriber_id AND s.created_at = w.created_at
+                FOR KEY SHARE
+            ) s ON true),
+         u AS (
+            SELECT g.* FROM given g
+            WHERE g.id <> ALL (ARRAY(SELECT w.nid FROM w WHERE NOT w.held))),
          p AS (
             SELECT x.id, x.nid, u.tenant_id, u.created_at, u.traceparent, x.channel, x.recipient, x.rank, x.at,
                    x.subscriber_id, x.content, x.locale, x.deferred, x.skip, coalesce(x.skip, s.reason) AS reason,
@@ -468,7 +545,9 @@ async fn insert(conn: &mut PgConnection, rows: &[Row<'_>]) -> Result<HashSet<Uui
          a AS (
             INSERT INTO audit_events (tenant_id, notification_id, action, actor, created_at)
             SELECT u.tenant_id, u.id, 'accepted', u.actor, u.created_at FROM u)
-         SELECT array(SELECT p.id FROM p WHERE p.skip IS NULL AND p.reason IS NOT NULL)",
+         SELECT array(SELECT p.id FROM p WHERE p.skip IS NULL AND p.reason IS NOT NULL),
+                array(SELECT w.nid FROM w WHERE NOT w.held ORDER BY w.nid, w.subscriber_id),
+                array(SELECT w.subscriber_id FROM w WHERE NOT w.held ORDER BY w.nid, w.subscriber_id)",
     )
     .bind(&n.ids)
     .bind(&n.tenants)
@@ -498,9 +577,45 @@ async fn insert(conn: &mut PgConnection, rows: &[Row<'_>]) -> Result<HashSet<Uui
     .bind(&d.skips)
     .bind(&d.skip_messages)
     .bind(&d.deferred)
+    .bind(&held.notification_ids)
+    .bind(&held.ids)
+    .bind(&held.created_at)
     .fetch_one(conn)
     .await?;
-    Ok(suppressed.into_iter().collect())
+    let mut erased: HashMap<Uuid, Vec<String>> = HashMap::new();
+    for (notification, subscriber) in erased_notifications.into_iter().zip(erased_subscribers) {
+        erased.entry(notification).or_default().push(subscriber);
+    }
+    Ok(Inserted { suppressed: suppressed.into_iter().collect(), erased })
+}
+
+/// What [`insert`] decided beyond the plan.
+struct Inserted {
+    /// Deliveries the suppression list stopped.
+    suppressed: HashSet<Uuid>,
+    /// Notifications not written, with their subscribers erased since the directory was read.
+    erased: HashMap<Uuid, Vec<String>>,
+}
+
+impl Inserted {
+    fn result(&self, accepted: AcceptedNotification) -> IntakeResult {
+        match self.erased.get(&accepted.id) {
+            Some(ids) => IntakeResult::Erased(ids.clone()),
+            None => IntakeResult::Accepted(accepted),
+        }
+    }
+
+    fn written(&self, accepted: &AcceptedNotification) -> bool {
+        !self.erased.contains_key(&accepted.id)
+    }
+}
+
+/// The subscribers each notification's plan sends to, as parallel columns.
+#[derive(Default)]
+struct HeldColumns<'a> {
+    notification_ids: Vec<Uuid>,
+    ids: Vec<&'a str>,
+    created_at: Vec<OffsetDateTime>,
 }
 
 #[derive(Default)]

@@ -29,7 +29,7 @@ use sqlx::{
 pub use actions::{Cancelled, Retried};
 pub use deliveries::{AttemptRecord, AttemptResult, Claim, Lease};
 pub use inbox::{InboxChange, InboxFilter};
-pub use intake::{IdempotencyKey, Intake, IntakeResult, Origin, Single};
+pub use intake::{IdempotencyKey, Intake, IntakeResult, Origin, PlannedSubscriber, Single, planned_subscribers};
 pub use notifications::ListFilter;
 pub use outbox::{ClaimedBatch, OUTBOX_CHANNEL};
 pub use receipts::{Receipt, ReceiptApplied, Suppression, SuppressionReason};

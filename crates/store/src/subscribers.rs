@@ -139,8 +139,10 @@ impl Store {
     /// records the counts. `false` if there is no such subscriber.
     pub async fn erase_subscriber(&self, tenant_id: Uuid, id: &str, actor: &str) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
-        // Locked first: an intake reading the subscriber with `FOR KEY SHARE` either
-        // finishes before the erasure (its deliveries are then found below) or finds it gone.
+        // Locked first: the accept statement locks the subscribers its plan sends to with
+        // `FOR KEY SHARE`, which this waits for. An accept that locked it first commits
+        // before the erasure goes on (its deliveries are then found below); one that comes
+        // later finds it gone and writes nothing.
         let found: Option<(Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
             "SELECT email, phone, whatsapp FROM subscribers WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
         )

@@ -5,9 +5,9 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use domain::{
-    NewNotification, NotificationStatus, Plan, ValidNotification,
-    plan::{Budget, MAX_DELIVERIES, plan_within},
-    request::is_valid_idempotency_key,
+    FieldError, NewNotification, NotificationStatus, Plan, ValidNotification,
+    plan::{Budget, Directory, MAX_DELIVERIES, plan_within},
+    request::{Recipient, is_valid_idempotency_key},
     view::{AcceptedNotification, NotificationSummary, NotificationView},
 };
 use serde::{Deserialize, Serialize};
@@ -74,6 +74,9 @@ pub async fn create(
     let plan =
         domain::plan::plan(&notification, &directory, OffsetDateTime::now_utc()).map_err(ApiError::Validation)?;
     let scheduled = notification.send_at.is_some();
+    let subscribers = store::planned_subscribers(&plan, &directory);
+    // What a refusal for an erased subscriber names (the notification moves into the group).
+    let to = if subscribers.is_empty() { vec![] } else { notification.to.clone() };
     let result = match idempotency {
         // Without a key, concurrent requests share their commit.
         None => {
@@ -84,11 +87,12 @@ pub async fn create(
                 traceparent: origin.traceparent.map(str::to_owned),
                 notification,
                 plan,
+                subscribers,
             };
-            IntakeResult::Accepted(app.store.accept_notification(single).await?)
+            app.store.accept_notification(single).await?
         }
         Some(_) => {
-            let item = Intake { notification: &notification, plan: &plan, idempotency };
+            let item = Intake { notification: &notification, plan: &plan, idempotency, subscribers };
             app.store
                 .accept_notifications(
                     auth.0.tenant_id,
@@ -115,6 +119,7 @@ pub async fn create(
             r
         }
         IntakeResult::KeyReused => return Err(key_reused()),
+        IntakeResult::Erased(ids) => return Err(erased(&directory, &to, &ids)),
     };
     rate_limit_headers(response.headers_mut(), quota);
     Ok(response)
@@ -203,7 +208,12 @@ pub async fn batch(
     let intakes: Vec<Intake> = planned
         .iter()
         .filter_map(|p| p.as_ref().ok())
-        .map(|(notification, key, plan)| Intake { notification, plan, idempotency: (*key).clone() })
+        .map(|(notification, key, plan)| Intake {
+            notification,
+            plan,
+            idempotency: (*key).clone(),
+            subscribers: store::planned_subscribers(plan, &directory),
+        })
         .collect();
     let mut accepted = app
         .store
@@ -229,6 +239,9 @@ pub async fn batch(
                     BatchItem { status: 202, replayed: true, notification: Some(original), error: None }
                 }
                 IntakeResult::KeyReused => refused(&key_reused()),
+                IntakeResult::Erased(ids) => {
+                    refused(&erased(&directory, &p.as_ref().expect("accepted items").0.to, &ids))
+                }
             },
         })
         .collect();
@@ -266,6 +279,39 @@ fn inbox_items(accepted: &AcceptedNotification) -> Vec<(String, Uuid)> {
         .filter(|d| d.channel == domain::Channel::InApp && d.status == domain::DeliveryStatus::Delivered)
         .filter_map(|d| Some((d.subscriber_id.clone()?, d.id)))
         .collect()
+}
+
+/// A `422` for a notification whose subscribers `ids` were erased after its directory was
+/// read: a named one is `to[i].subscriber_id`, as if the request had come after the
+/// erasure; a topic's member is `to` (sent again, the topic no longer holds it).
+fn erased(directory: &Directory, to: &[Recipient], ids: &[String]) -> ApiError {
+    let errors = ids
+        .iter()
+        .map(|id| {
+            let named = to.iter().position(|r| r.topic.is_none() && r.subscriber_id.as_ref() == Some(id));
+            match named {
+                Some(i) => FieldError::new(
+                    format!("to[{i}].subscriber_id"),
+                    "no subscriber with this id: it was erased while this request was being accepted",
+                ),
+                None => {
+                    let topic = to
+                        .iter()
+                        .filter_map(|r| r.topic.as_deref())
+                        .find(|t| directory.topics.get(*t).is_some_and(|members| members.contains(id)))
+                        .unwrap_or_default();
+                    FieldError::new(
+                        "to",
+                        format!(
+                            "subscriber `{id}` of topic `{topic}` was erased while this request was being accepted; \
+                             send it again"
+                        ),
+                    )
+                }
+            }
+        })
+        .collect();
+    ApiError::Validation(errors)
 }
 
 fn key_reused() -> ApiError {
