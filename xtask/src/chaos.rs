@@ -145,12 +145,10 @@ async fn inject_faults(
     pause().await;
     step("RabbitMQ restart");
     rabbit.stop().await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
     rabbit.start().await?;
     pause().await;
     step("PostgreSQL crash: pg_ctl stop -m immediate, then start");
     postgres.stop("immediate").await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
     postgres.start().await?;
     pause().await;
     step("kill -9 email-worker and sms-worker");
