@@ -4,7 +4,9 @@
 
 use std::sync::{Arc, Mutex};
 
+use domain::Channel;
 use notify_api::{MetaReceipts, SesReceipts, TwilioReceipts};
+use providers::twilio::TwilioConfig;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::{
@@ -14,9 +16,13 @@ use tokio::{
     task::JoinHandle,
 };
 use uuid::Uuid;
+use wiremock::{
+    Mock, MockServer, ResponseTemplate,
+    matchers::{method, path},
+};
 
 use crate::{
-    harness::{DEADLINE, TestApp, email},
+    harness::{DEADLINE, TestApp, WorkerOptions, email, eventually},
     stubs::Moto,
 };
 
@@ -124,6 +130,85 @@ async fn a_signed_twilio_callback_delivers_and_a_mis_signed_one_changes_nothing(
     // Twilio repeats callbacks: the same one again changes nothing.
     assert_eq!(twilio_post(&app, &twilio_callback("delivered"), Some(TWILIO_SIGNATURE)).await.0, 200);
     assert_eq!(delivery(&app, id).await["status"], "delivered");
+}
+
+/// The SMS worker sending through a wiremock Twilio that answers with `TWILIO_SID` only
+/// after `delay`: the status callback can come first, as it does when Twilio's answer
+/// is slow to reach the worker.
+async fn slow_twilio(app: &TestApp, delay: std::time::Duration) -> (MockServer, Vec<crate::harness::Service>) {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages.json"))
+        .respond_with(
+            ResponseTemplate::new(201).set_body_json(json!({"sid": TWILIO_SID, "status": "queued"})).set_delay(delay),
+        )
+        .mount(&server)
+        .await;
+    let twilio = TwilioConfig {
+        account_sid: Some("AC0123456789abcdef0123456789abcdef".into()),
+        auth_token: Some("test_auth_token".into()),
+        from: Some("+15005550000".into()),
+        base_url: server.uri(),
+        ..Default::default()
+    };
+    let options = WorkerOptions {
+        providers: vec!["twilio".into()],
+        sms: sms_worker::Providers { twilio: Some(twilio), ..Default::default() },
+        ..Default::default()
+    };
+    let services = vec![app.start_relay(100).await, app.start_worker(Channel::Sms, options).await];
+    (server, services)
+}
+
+async fn pending_receipts(app: &TestApp) -> i64 {
+    let (n,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM pending_receipts").fetch_one(app.env.store.pool()).await.unwrap();
+    n
+}
+
+#[tokio::test]
+async fn a_receipt_that_comes_before_the_send_is_recorded_applies_when_it_is() {
+    let app = TestApp::api_with(|config| {
+        config.receipts.twilio =
+            Some(TwilioReceipts { auth_token: "test_auth_token".into(), public_url: TWILIO_URL.into() })
+    })
+    .await;
+    let (_twilio, _services) = slow_twilio(&app, std::time::Duration::from_secs(2)).await;
+    let id = app.accept(&sms("+15555550100")).await;
+    eventually("the worker waiting for Twilio", || async {
+        (delivery(&app, id).await["status"] == "sending").then_some(())
+    })
+    .await;
+
+    // Twilio's callback, before its answer reached the worker: kept, not dropped.
+    assert_eq!(twilio_post(&app, &twilio_callback("delivered"), Some(TWILIO_SIGNATURE)).await.0, 200);
+    assert_eq!(delivery(&app, id).await["status"], "sending");
+    assert_eq!(pending_receipts(&app).await, 1);
+
+    // The outcome, once recorded, takes the receipt with it.
+    eventually("the delivery delivered", || async {
+        (delivery(&app, id).await["status"] == "delivered").then_some(())
+    })
+    .await;
+    let n = app.get(id).await;
+    assert_eq!(n["status"], "sent");
+    assert_eq!(n["deliveries"][0]["provider_message_id"], TWILIO_SID);
+    assert_eq!(pending_receipts(&app).await, 0, "an applied receipt is not kept");
+}
+
+#[tokio::test]
+async fn receipts_no_send_claims_are_purged() {
+    let app = TestApp::api_with(|config| {
+        config.receipts.twilio =
+            Some(TwilioReceipts { auth_token: "test_auth_token".into(), public_url: TWILIO_URL.into() })
+    })
+    .await;
+    // Another system's message on the same Twilio account.
+    assert_eq!(twilio_post(&app, &twilio_callback("delivered"), Some(TWILIO_SIGNATURE)).await.0, 200);
+    assert_eq!(pending_receipts(&app).await, 1);
+    assert_eq!(app.env.store.purge_pending_receipts(std::time::Duration::from_secs(3600)).await.unwrap(), 0);
+    assert_eq!(app.env.store.purge_pending_receipts(std::time::Duration::ZERO).await.unwrap(), 1);
+    assert_eq!(pending_receipts(&app).await, 0);
 }
 
 // --- Meta ----------------------------------------------------------------------------

@@ -141,7 +141,8 @@ async fn a_copy_of_the_message_cannot_take_a_live_claim_over_only_an_expired_one
     assert_eq!(delivery(&app, msg.delivery_id).await.0, "sending");
     assert!(app.env.store.record_attempt(&job, second, &sent("second")).await.unwrap());
     assert_eq!(delivery(&app, msg.delivery_id).await.0, "sent");
-    assert_eq!(attempts_logged(&app, msg.delivery_id).await, 2, "both sends are in the attempts log");
+    // The takeover's `ambiguous` entry for the replaced claim, and both sends.
+    assert_eq!(attempts_logged(&app, msg.delivery_id).await, 3, "both sends are in the attempts log");
 }
 
 #[tokio::test]
@@ -246,6 +247,21 @@ async fn a_delivery_whose_sender_died_is_recovered_once_its_lease_runs_out() {
     app.wait_for_status(notification, "sent").await;
     let (status, attempts, _) = delivery(&app, msg.delivery_id).await;
     assert_eq!((status.as_str(), attempts), ("sent", 1), "the recovered send keeps the attempt it took over");
+    // The dead worker may have sent it: the attempts log says so, beside the send that
+    // followed, so a duplicate the recipient saw is visible.
+    let logged: Vec<(i64, String, Option<String>)> = app.get(notification).await["deliveries"][0]["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["number"].as_i64().unwrap(),
+                a["outcome"].as_str().unwrap().to_owned(),
+                a["error_code"].as_str().map(str::to_owned),
+            )
+        })
+        .collect();
+    assert_eq!(logged, [(1, "ambiguous".into(), Some("worker_lost".into())), (1, "sent".into(), None)]);
 }
 
 #[tokio::test]

@@ -241,6 +241,9 @@ struct Report {
     duplicate_attempts: i64,
     /// Deliveries the sandbox providers sent more than once.
     sent_twice: usize,
+    /// Of those, deliveries whose attempts log has fewer entries than the sandbox's sends:
+    /// a duplicate nobody could see from the API.
+    unlogged_duplicates: usize,
     recovered: i64,
     dead_letters: String,
 }
@@ -271,6 +274,12 @@ impl Report {
         )
         .fetch_one(&mut *conn)
         .await?;
+        let logged: HashMap<String, i64> =
+            counts("SELECT delivery_id::text, count(*) FROM delivery_attempts GROUP BY delivery_id")
+                .fetch_all(&mut *conn)
+                .await?
+                .into_iter()
+                .collect();
         let (recovered,): (i64,) = sqlx::query_as("SELECT count(*) FROM audit_events WHERE action = 'recovered'")
             .fetch_one(&mut *conn)
             .await?;
@@ -296,6 +305,10 @@ impl Report {
             deliveries: deliveries.into_iter().collect(),
             duplicate_attempts,
             sent_twice: sends.values().filter(|n| **n > 1).count(),
+            unlogged_duplicates: sends
+                .iter()
+                .filter(|(id, n)| **n > 1 && logged.get(*id).copied().unwrap_or(0) < **n as i64)
+                .count(),
             recovered,
             dead_letters: dead_letters
                 .lines()
@@ -307,7 +320,7 @@ impl Report {
     }
 
     fn passed(&self) -> bool {
-        self.lost == 0 && self.unsettled == 0
+        self.lost == 0 && self.unsettled == 0 && self.unlogged_duplicates == 0
     }
 }
 
@@ -325,14 +338,19 @@ impl std::fmt::Display for Report {
         writeln!(f, "chaos: deliveries by status {:?}", self.deliveries)?;
         writeln!(
             f,
-            "chaos: deliveries sent more than once by the sandbox {}, with a repeated attempt number in the attempts log {}",
-            self.sent_twice, self.duplicate_attempts
+            "chaos: deliveries sent more than once by the sandbox {}, with a repeated attempt number in the attempts log {}, \
+             with fewer attempts logged than sent {}",
+            self.sent_twice, self.duplicate_attempts, self.unlogged_duplicates
         )?;
         writeln!(f, "chaos: recovered by the sweeper {}; dead-letter queues: {}", self.recovered, self.dead_letters)?;
         write!(
             f,
             "chaos: {}",
-            if self.passed() { "passed" } else { "FAILED: an accepted notification was lost or never finished" }
+            if self.passed() {
+                "passed"
+            } else {
+                "FAILED: an accepted notification was lost or never finished, or a duplicate send is not in the attempts log"
+            }
         )
     }
 }

@@ -89,7 +89,9 @@ pub struct AttemptView {
     pub delivery_id: Uuid,
     pub number: i32,
     pub provider: String,
-    /// `sent`, or the failure kind: `retryable`, `ambiguous`, `permanent`, `config`.
+    /// `sent`, or the failure kind: `retryable`, `ambiguous`, `permanent`, `config`. An
+    /// `ambiguous` attempt with `error_code` `worker_lost` is one whose worker died before
+    /// recording it (the provider may have sent it); the attempt is made again.
     pub outcome: String,
     pub error_code: Option<String>,
     pub error_message: Option<String>,

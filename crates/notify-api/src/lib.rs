@@ -96,7 +96,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     config.validate()?;
     let url = bootstrap::require(&config.database_url, "database_url")?;
     let store = Store::connect_lazy(url.expose_secret(), config.database_max_connections)?;
-    let purge = tokio::spawn(purge_idempotency_keys(store.clone(), config.idempotency.clone(), shutdown.clone()));
+    let purge = tokio::spawn(purge_expired(store.clone(), config.idempotency.clone(), shutdown.clone()));
     let amqp_url = config.amqp_url.as_ref().map(|u| u.expose_secret().to_owned());
     let inbox_hub = inbox::hub::Hub::start(store.clone(), amqp_url, config.inbox_socket.send_queue, shutdown.clone());
     let app = router(store.clone(), &config, Arc::clone(&inbox_hub))?;
@@ -131,14 +131,20 @@ fn readiness(store: &Store) -> bootstrap::ops::Check {
     })
 }
 
-/// Deletes expired idempotency keys now and then. Every replica may run it; deleting
-/// twice is harmless, and a key past retention counts as unused even before it goes.
-async fn purge_idempotency_keys(store: Store, settings: Idempotency, shutdown: CancellationToken) {
+/// Deletes expired idempotency keys and pending receipts now and then. Every replica may
+/// run it; deleting twice is harmless, and a key past retention counts as unused even
+/// before it goes.
+async fn purge_expired(store: Store, settings: Idempotency, shutdown: CancellationToken) {
     loop {
         match store.purge_idempotency_keys(settings.retention).await {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "expired idempotency keys deleted"),
             Err(e) => tracing::warn!(error = %e, "purging idempotency keys failed"),
+        }
+        match store.purge_pending_receipts(store::PENDING_RECEIPT_RETENTION).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "pending receipts no send claimed deleted"),
+            Err(e) => tracing::warn!(error = %e, "purging pending receipts failed"),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -146,8 +146,14 @@ type ClaimRow = (
     Option<serde_json::Value>,
 );
 
+/// The attempt a takeover logs for the claim it replaces: the holder may have sent it
+/// before it died, so a duplicate send shows in the attempts log.
+const ABANDONED: &str = "the worker sending this attempt stopped before recording its outcome; \
+                         the provider may have sent it";
+
 /// Claims a group of messages in one statement; the ones it could not claim are told
-/// apart (stale or unknown) with a second.
+/// apart (stale or unknown) with a second. A claim that takes over an expired one logs
+/// the replaced attempt as `ambiguous` (`worker_lost`).
 fn claim_group<'a>(
     pool: &'a PgPool,
     messages: &'a [(DeliveryMessage, Lease)],
@@ -171,6 +177,9 @@ fn claim_group<'a>(
             "WITH m AS (
                 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int[], $5::uuid[], $6::bigint[])
                      AS m(id, tenant_id, channel, attempt, claim, lease_ms)),
+             held AS (
+                SELECT d.id, d.tenant_id, d.attempts, d.claimed_by, d.updated_at FROM deliveries d
+                WHERE d.id IN (SELECT id FROM m) AND d.status = 'sending'),
              claimed AS (
                 UPDATE deliveries d SET status = 'sending', attempts = m.attempt, next_attempt_at = NULL,
                                         claimed_by = m.claim,
@@ -182,6 +191,13 @@ fn claim_group<'a>(
                        OR (d.status = 'sending' AND d.attempts = m.attempt
                            AND (d.claimed_by = m.claim OR d.lease_until IS NULL OR d.lease_until < now())))
                 RETURNING d.id, d.claimed_by, d.notification_id, d.recipient, d.retry_base, d.content),
+             abandoned AS (
+                INSERT INTO delivery_attempts (tenant_id, delivery_id, number, provider, outcome, error_code,
+                    error_message, latency_ms, started_at)
+                SELECT h.tenant_id, h.id, h.attempts, 'unknown', 'ambiguous', 'worker_lost', $8,
+                       (extract(epoch FROM now() - h.updated_at) * 1000)::int, h.updated_at
+                FROM claimed c JOIN held h ON h.id = c.id
+                WHERE h.claimed_by IS DISTINCT FROM c.claimed_by),
              waiting AS (
                 SELECT n.id FROM notifications n
                 WHERE n.id IN (SELECT notification_id FROM claimed) AND n.status = 'pending'
@@ -201,6 +217,7 @@ fn claim_group<'a>(
         .bind(&claims)
         .bind(&lease_ms)
         .bind(crate::ERASED)
+        .bind(ABANDONED)
         .fetch_all(&mut *tx)
         .await?;
         // Two copies of one message in a group both match the row; the update takes one
@@ -326,16 +343,29 @@ fn record_group<'a>(pool: &'a PgPool, outcomes: &'a [Outcome]) -> BoxFuture<'a, 
             c.claims.push(o.claim);
         }
         let mut tx = pool.begin().await?;
-        sqlx::query("SELECT 1 FROM notifications WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
-            .persistent(false)
-            .bind(&c.notification_ids)
-            .execute(&mut *tx)
-            .await?;
+        // The advisory lock of every message id this group records, in a fixed order and
+        // before any row lock (the scalar subquery runs once, first), as a receipt takes
+        // it: a receipt for one of them either waits for this commit or is pending by the
+        // time the next statement reads (see `receipts::apply_pending_receipts`).
+        sqlx::query(
+            "SELECT 1 FROM notifications
+             WHERE id = ANY($1)
+               AND (SELECT count(lock_provider_message(p, m)) FROM (
+                        SELECT DISTINCT p, m FROM unnest($2::text[], $3::text[]) AS x(p, m)
+                        WHERE m IS NOT NULL ORDER BY p, m) k) >= 0
+             ORDER BY id FOR NO KEY UPDATE",
+        )
+        .persistent(false)
+        .bind(&c.notification_ids)
+        .bind(&c.providers)
+        .bind(&c.provider_message_ids)
+        .execute(&mut *tx)
+        .await?;
         // The outcome applies while its claim holds the delivery, or when the claim was
         // lost in a crash (the delivery is back as the claim found it, and nobody else
         // took it). A retry for a recipient erased while it was being sent is cancelled
         // instead: nothing more goes to an erased person.
-        let applied: Vec<(Uuid,)> = sqlx::query_as(
+        let applied: Vec<(Uuid, Option<String>, Option<String>, bool)> = sqlx::query_as(
             "WITH r AS (
                 SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
                                      $8::timestamptz[], $9::uuid[], $10::text[], $11::text[], $12::int[],
@@ -358,7 +388,7 @@ fn record_group<'a>(pool: &'a PgPool, outcomes: &'a [Outcome]) -> BoxFuture<'a, 
                 WHERE d.id = r.delivery_id
                   AND ((d.status = 'sending' AND d.attempts = r.attempt AND d.claimed_by = r.claim)
                        OR (d.status IN ('pending', 'queued', 'retrying') AND d.attempts = r.attempt - 1))
-                RETURNING d.id, d.status),
+                RETURNING d.id, d.status, d.provider, d.provider_message_id),
              attempt AS (
                 INSERT INTO delivery_attempts (tenant_id, delivery_id, number, provider, outcome, error_code,
                     error_message, response_excerpt, latency_ms, started_at)
@@ -372,7 +402,11 @@ fn record_group<'a>(pool: &'a PgPool, outcomes: &'a [Outcome]) -> BoxFuture<'a, 
                        r.traceparent
                 FROM updated u JOIN r ON r.delivery_id = u.id
                 WHERE u.status = 'retrying')
-             SELECT id FROM updated",
+             SELECT u.id, u.provider, u.provider_message_id,
+                    u.status = 'sent' AND EXISTS (
+                        SELECT 1 FROM pending_receipts p
+                        WHERE p.provider = u.provider AND p.provider_message_id = u.provider_message_id)
+             FROM updated u",
         )
         .persistent(false)
         .bind(&c.delivery_ids)
@@ -396,9 +430,20 @@ fn record_group<'a>(pool: &'a PgPool, outcomes: &'a [Outcome]) -> BoxFuture<'a, 
         .bind(crate::ERASED)
         .fetch_all(&mut *tx)
         .await?;
+        // Receipts that arrived before their send was recorded.
+        let pending: Vec<(&str, &str)> = applied
+            .iter()
+            .filter_map(|(_, provider, id, pending)| match (pending, provider, id) {
+                (true, Some(provider), Some(id)) => Some((provider.as_str(), id.as_str())),
+                _ => None,
+            })
+            .collect();
+        if !pending.is_empty() {
+            crate::receipts::apply_pending_receipts(&mut tx, &pending).await?;
+        }
         refresh_notification_statuses(&mut tx, &c.notification_ids).await?;
         tx.commit().await?;
-        let applied: std::collections::HashSet<Uuid> = applied.into_iter().map(|(id,)| id).collect();
+        let applied: std::collections::HashSet<Uuid> = applied.into_iter().map(|(id, ..)| id).collect();
         Ok(outcomes.iter().map(|o| applied.contains(&o.delivery_id)).collect())
     })
 }

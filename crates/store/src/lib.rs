@@ -32,7 +32,7 @@ pub use inbox::{InboxChange, InboxFilter};
 pub use intake::{IdempotencyKey, Intake, IntakeResult, Origin, PlannedSubscriber, Single, planned_subscribers};
 pub use notifications::ListFilter;
 pub use outbox::{ClaimedBatch, OUTBOX_CHANNEL};
-pub use receipts::{Receipt, ReceiptApplied, Suppression, SuppressionReason};
+pub use receipts::{PENDING_RECEIPT_RETENTION, Receipt, ReceiptApplied, Suppression, SuppressionReason};
 pub use recovery::Recovered;
 pub use sqlx::postgres::PgListener;
 pub use subscribers::ERASED;

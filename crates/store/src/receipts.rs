@@ -11,7 +11,7 @@ use domain::{Channel, DeliveryStatus};
 use uuid::Uuid;
 
 use crate::{
-    Result, Store,
+    Result, Store, corrupt,
     deliveries::{refresh_notification_statuses, truncate},
 };
 
@@ -58,6 +58,8 @@ impl SuppressionReason {
 pub struct ReceiptApplied {
     /// Some delivery has the receipt's provider message id.
     pub known: bool,
+    /// None has it yet: the receipt is kept until an outcome records the id.
+    pub pending: bool,
     /// Of those, deliveries whose status changed.
     pub changed: u64,
     /// Addresses newly put on a suppression list.
@@ -87,13 +89,57 @@ pub(crate) fn suppression_address(channel: Channel, address: &str) -> String {
     }
 }
 
+/// How many of the newest pending receipts are kept, whatever their age: receipts of other
+/// systems' messages on a shared provider account are stored too, and must not fill the
+/// table faster than the purge empties it.
+const PENDING_RECEIPTS_KEPT: i64 = 100_000;
+
+/// How long a pending receipt waits for its send to be recorded. An outcome is recorded
+/// within seconds of the provider's answer (at worst a lease, `worker.lease`, later); an
+/// older receipt names another system's message or a send whose worker died, which is
+/// sent again under a new id.
+pub const PENDING_RECEIPT_RETENTION: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// A receipt as applying it needs it, borrowed from a [`Receipt`] or a pending row.
+struct Report<'a> {
+    provider: &'a str,
+    provider_message_id: &'a str,
+    status: Option<DeliveryStatus>,
+    error_code: Option<&'a str>,
+    error_message: Option<&'a str>,
+    suppress: Option<&'a Suppression>,
+}
+
+impl Receipt {
+    fn report(&self) -> Report<'_> {
+        Report {
+            provider: self.provider,
+            provider_message_id: &self.provider_message_id,
+            status: self.status,
+            error_code: self.error_code.as_deref(),
+            error_message: self.error_message.as_deref(),
+            suppress: self.suppress.as_ref(),
+        }
+    }
+}
+
 impl Store {
     /// Applies a receipt in one transaction: moves the deliveries it names forwards (never
     /// backwards), suppresses its addresses for their tenants, and refreshes the status of
-    /// every notification whose delivery changed. A receipt for a message we do not know
-    /// (another system's, or one whose send is not recorded yet) does nothing.
+    /// every notification whose delivery changed. A receipt for a message no delivery has
+    /// yet is kept as pending, and applied when the outcome that records the message's id
+    /// commits (see [`apply_pending_receipts`]).
+    ///
+    /// Both sides first take the message's advisory lock (`lock_provider_message`), and
+    /// read in a later statement: a receipt and the outcome naming its message cannot miss
+    /// each other's uncommitted rows. One waits for the other's commit and then sees it.
     pub async fn apply_receipt(&self, receipt: &Receipt) -> Result<ReceiptApplied> {
         let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT lock_provider_message($1, $2)")
+            .bind(receipt.provider)
+            .bind(&receipt.provider_message_id)
+            .execute(&mut *tx)
+            .await?;
         // The notifications first, as `record_attempt` locks them: concurrent outcomes and
         // receipts of one notification serialize, and its aggregate sees all of them.
         let locked: Vec<(Uuid,)> = sqlx::query_as(
@@ -106,20 +152,24 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         if locked.is_empty() {
-            return Ok(ReceiptApplied::default());
+            keep_pending(&mut tx, receipt).await?;
+            tx.commit().await?;
+            return Ok(ReceiptApplied { pending: true, ..Default::default() });
         }
-        let changed = match receipt.status {
-            Some(status) => move_forward(&mut tx, receipt, status).await?,
-            None => vec![],
-        };
-        let suppressed = match &receipt.suppress {
-            Some(suppression) => suppress(&mut tx, receipt, suppression).await?,
-            None => 0,
-        };
+        let (changed, suppressed) = apply(&mut tx, &receipt.report()).await?;
         let notifications: Vec<Uuid> = changed.iter().copied().collect::<BTreeSet<_>>().into_iter().collect();
         refresh_notification_statuses(&mut tx, &notifications).await?;
         tx.commit().await?;
-        Ok(ReceiptApplied { known: true, changed: changed.len() as u64, suppressed })
+        Ok(ReceiptApplied { known: true, pending: false, changed: changed.len() as u64, suppressed })
+    }
+
+    /// Deletes pending receipts older than `retention`; returns how many.
+    pub async fn purge_pending_receipts(&self, retention: std::time::Duration) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM pending_receipts WHERE received_at < now() - $1::interval")
+            .bind(sqlx::postgres::types::PgInterval::try_from(retention).unwrap_or_default())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 
     /// Whether `address` is on the tenant's suppression list for `channel`, and why.
@@ -135,19 +185,118 @@ impl Store {
     }
 }
 
-/// Moves the receipt's deliveries to `status` where that is forwards; returns the
+/// Stores a receipt that names no delivery yet, and drops the oldest beyond the window.
+async fn keep_pending(tx: &mut sqlx::PgConnection, receipt: &Receipt) -> Result<()> {
+    let suppress = receipt.suppress.as_ref();
+    let (id,): (i64,) = sqlx::query_as(
+        "INSERT INTO pending_receipts (provider, provider_message_id, status, error_code, error_message,
+                                       suppress_channel, suppress_reason, suppress_addresses)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+    )
+    .bind(receipt.provider)
+    .bind(&receipt.provider_message_id)
+    .bind(receipt.status.map(|s| s.as_str()))
+    .bind(receipt.error_code.as_deref())
+    .bind(receipt.error_message.as_deref().map(|m| truncate(m, 1000)))
+    .bind(suppress.map(|s| s.channel.as_str()))
+    .bind(suppress.map(|s| s.reason.as_str()))
+    .bind(suppress.map(|s| &s.addresses))
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query("DELETE FROM pending_receipts WHERE id <= $1")
+        .bind(id - PENDING_RECEIPTS_KEPT)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+type PendingRow = (
+    i64,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<Vec<String>>,
+);
+
+/// Applies, in the order they arrived, the pending receipts of `messages` (provider and
+/// provider message id pairs an outcome has just recorded), and deletes them. The caller
+/// holds the messages' advisory locks and their notifications' row locks, and refreshes
+/// the notifications' statuses afterwards.
+pub(crate) async fn apply_pending_receipts(tx: &mut sqlx::PgConnection, messages: &[(&str, &str)]) -> Result<()> {
+    let providers: Vec<&str> = messages.iter().map(|m| m.0).collect();
+    let ids: Vec<&str> = messages.iter().map(|m| m.1).collect();
+    let mut rows: Vec<PendingRow> = sqlx::query_as(
+        "DELETE FROM pending_receipts p USING unnest($1::text[], $2::text[]) AS m(provider, id)
+         WHERE p.provider = m.provider AND p.provider_message_id = m.id
+         RETURNING p.id, p.provider, p.provider_message_id, p.status, p.error_code, p.error_message,
+                   p.suppress_channel, p.suppress_reason, p.suppress_addresses",
+    )
+    .persistent(false)
+    .bind(&providers)
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    rows.sort_by_key(|r| r.0);
+    for (_, provider, provider_message_id, status, error_code, error_message, channel, reason, addresses) in rows {
+        let suppress = match (channel, reason, addresses) {
+            (Some(channel), Some(reason), Some(addresses)) => Some(Suppression {
+                channel: channel.parse().map_err(|_| corrupt(format!("pending receipt channel {channel}")))?,
+                reason: match reason.as_str() {
+                    "bounce" => SuppressionReason::Bounce,
+                    "complaint" => SuppressionReason::Complaint,
+                    other => return Err(corrupt(format!("pending receipt suppression reason {other}"))),
+                },
+                addresses,
+            }),
+            _ => None,
+        };
+        let status = status
+            .map(|s| DeliveryStatus::parse(&s).ok_or_else(|| corrupt(format!("pending receipt status {s}"))))
+            .transpose()?;
+        let report = Report {
+            provider: &provider,
+            provider_message_id: &provider_message_id,
+            status,
+            error_code: error_code.as_deref(),
+            error_message: error_message.as_deref(),
+            suppress: suppress.as_ref(),
+        };
+        apply(&mut *tx, &report).await?;
+    }
+    Ok(())
+}
+
+/// Moves the report's deliveries forwards and suppresses its addresses; returns the
+/// notification of each delivery that changed, and how many addresses were new.
+async fn apply(tx: &mut sqlx::PgConnection, report: &Report<'_>) -> Result<(Vec<Uuid>, u64)> {
+    let changed = match report.status {
+        Some(status) => move_forward(&mut *tx, report, status).await?,
+        None => vec![],
+    };
+    let suppressed = match report.suppress {
+        Some(suppression) => suppress(&mut *tx, report, suppression).await?,
+        None => 0,
+    };
+    Ok((changed, suppressed))
+}
+
+/// Moves the report's deliveries to `status` where that is forwards; returns the
 /// notification of each delivery that changed.
-async fn move_forward(tx: &mut sqlx::PgConnection, receipt: &Receipt, status: DeliveryStatus) -> Result<Vec<Uuid>> {
+async fn move_forward(tx: &mut sqlx::PgConnection, report: &Report<'_>, status: DeliveryStatus) -> Result<Vec<Uuid>> {
     let rows: Vec<(Uuid,)> = sqlx::query_as(
         "UPDATE deliveries SET status = $3, last_error_code = $4, last_error_message = $5, updated_at = now()
          WHERE provider = $1 AND provider_message_id = $2 AND status = ANY($6)
          RETURNING notification_id",
     )
-    .bind(receipt.provider)
-    .bind(&receipt.provider_message_id)
+    .bind(report.provider)
+    .bind(report.provider_message_id)
     .bind(status.as_str())
-    .bind(receipt.error_code.as_deref())
-    .bind(receipt.error_message.as_deref().map(|m| truncate(m, 1000)))
+    .bind(report.error_code)
+    .bind(report.error_message.map(|m| truncate(m, 1000)))
     .bind(replaceable_by(status))
     .fetch_all(tx)
     .await?;
@@ -155,8 +304,8 @@ async fn move_forward(tx: &mut sqlx::PgConnection, receipt: &Receipt, status: De
 }
 
 /// Puts the addresses on the suppression list of each tenant with a delivery of the
-/// receipt's message on the suppression's channel; returns how many were new.
-async fn suppress(tx: &mut sqlx::PgConnection, receipt: &Receipt, suppression: &Suppression) -> Result<u64> {
+/// report's message on the suppression's channel; returns how many were new.
+async fn suppress(tx: &mut sqlx::PgConnection, report: &Report<'_>, suppression: &Suppression) -> Result<u64> {
     let addresses: BTreeSet<String> =
         suppression.addresses.iter().map(|a| suppression_address(suppression.channel, a)).collect();
     let addresses: Vec<String> = addresses.into_iter().filter(|a| !a.is_empty()).collect();
@@ -170,8 +319,8 @@ async fn suppress(tx: &mut sqlx::PgConnection, receipt: &Receipt, suppression: &
          WHERE d.provider = $1 AND d.provider_message_id = $2 AND d.channel = $3
          ON CONFLICT (tenant_id, channel, address) DO NOTHING",
     )
-    .bind(receipt.provider)
-    .bind(&receipt.provider_message_id)
+    .bind(report.provider)
+    .bind(report.provider_message_id)
     .bind(suppression.channel.as_str())
     .bind(suppression.reason.as_str())
     .bind(&addresses)

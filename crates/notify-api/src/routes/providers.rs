@@ -158,9 +158,9 @@ async fn apply(app: &AppState, receipt: Receipt) -> Result<(), ApiError> {
             "receipt applied"
         );
     } else {
-        // Another system's message on the same account, or one whose send is not recorded
-        // yet: nothing to attach it to.
-        tracing::info!(provider = receipt.provider, status, "receipt for an unknown message");
+        // A send not recorded yet (its outcome applies it), or another system's message on
+        // the same account (purged unclaimed).
+        tracing::info!(provider = receipt.provider, status, "receipt kept until its send is recorded");
     }
     tracing::debug!(provider = receipt.provider, provider_message_id = receipt.provider_message_id, "receipt");
     Ok(())
