@@ -156,8 +156,10 @@ pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `cargo build --bins` (with `--release` if `release`) of the platform's packages, in one
-/// invocation. Returns how long it took.
+/// `cargo build --bins` (with `--release` if `release`) of the whole workspace, in one
+/// invocation: the same command as CI's build step, so its features, and so its build,
+/// are shared (naming the packages with `-p` unifies other features and builds the
+/// dependencies again). Returns how long it took.
 pub async fn build(root: &Path, release: bool) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let mut command = Command::new(cargo());
@@ -165,10 +167,7 @@ pub async fn build(root: &Path, release: bool) -> anyhow::Result<Duration> {
     if release {
         command.arg("--release");
     }
-    for binary in BINARIES {
-        command.args(["-p", binary]);
-    }
-    say!("building: cargo build{} --bins -p {}", if release { " --release" } else { "" }, BINARIES.join(" -p "));
+    say!("building: cargo build{} --bins", if release { " --release" } else { "" });
     let status = command.status().await.context("running cargo build")?;
     if !status.success() {
         bail!("cargo build failed ({})", describe(&status));
