@@ -307,14 +307,17 @@ fn publish_span(message: &mut domain::DeliveryMessage) -> tracing::Span {
 }
 
 /// Publishes batches until no due row is left (or shutdown is asked for between batches).
+/// While the broker confirms a full batch, the next one is claimed (`SKIP LOCKED` passes
+/// over the rows the unconfirmed batch still holds), so a backlog moves without waiting
+/// for the database and the broker in turn.
 async fn publish_due(
     store: &Store,
     publisher: &Publisher,
     batch_size: i64,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    while !shutdown.is_cancelled() {
-        let mut batch = store.claim_outbox(batch_size).await?;
+    let mut next = Some(store.claim_outbox(batch_size).await?);
+    while let Some(mut batch) = next.take() {
         let count = batch.messages.len();
         if count == 0 {
             return Ok(());
@@ -322,18 +325,20 @@ async fn publish_due(
         // One span per message, child of the trace that wrote the row, open until the
         // broker confirmed it; the message carries it on to the worker.
         let _spans: Vec<tracing::Span> = batch.messages.iter_mut().map(publish_span).collect();
+        let full = count as i64 == batch_size && !shutdown.is_cancelled();
+        let (published, claimed) = tokio::join!(publisher.publish_all(&batch.messages), async {
+            if full { Some(store.claim_outbox(batch_size).await) } else { None }
+        });
         // On any error the batch is dropped unpublished-or-unconfirmed: its transaction
-        // rolls back and the rows are due again.
-        if let Err(e) = publisher.publish_all(&batch.messages).await {
+        // rolls back and the rows are due again (as are the next batch's).
+        if let Err(e) = published {
             METRICS.publish_failures.inc();
             return Err(e.into());
         }
         batch.commit().await?;
         METRICS.published.inc_by(count as u64);
         tracing::debug!(count, "published");
-        if (count as i64) < batch_size {
-            return Ok(());
-        }
+        next = claimed.transpose()?;
     }
     Ok(())
 }

@@ -76,10 +76,9 @@ impl Store {
     /// was erased is never claimed. Concurrent claims share their statements (group
     /// commit, see [`crate::group`]).
     pub async fn claim_delivery(&self, msg: &DeliveryMessage, lease: Lease) -> Result<Claim> {
-        let claims = self
-            .groups
-            .claims
-            .get_or_init(|| Grouped::start(self.pool.clone(), claim_group, WORKER_GROUPS_IN_FLIGHT, WORKER_GROUP_MAX));
+        let claims = self.groups.claims.get_or_init(|| {
+            Grouped::start(self.relaxed.clone(), claim_group, WORKER_GROUPS_IN_FLIGHT, WORKER_GROUP_MAX)
+        });
         claims.call((msg.clone(), lease)).await?
     }
 
@@ -166,12 +165,11 @@ fn claim_group<'a>(
         let claims: Vec<Uuid> = messages.iter().map(|(_, l)| l.claim).collect();
         let lease_ms: Vec<i64> =
             messages.iter().map(|(_, l)| i64::try_from(l.duration.as_millis()).unwrap_or(i64::MAX)).collect();
-        // The claim does not wait for its commit to reach the disk: the outcome record
-        // that follows it waits for the log up to and past it. If the database loses the
-        // claim in a crash, the outcome record finds the delivery as the claim found it
-        // and applies all the same (see `record_group`).
-        let mut tx = pool.begin().await?;
-        sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
+        // The claim does not wait for its commit to reach the disk (`pool` is the
+        // relaxed one): the outcome record that follows it waits for the log up to and
+        // past it. If the database loses the claim in a crash, the outcome record finds
+        // the delivery as the claim found it and applies all the same (see
+        // `record_group`). One statement, committed on its own.
         // The notifications go `processing` in id order, as `record_group` locks them.
         let rows: Vec<ClaimRow> = sqlx::query_as(
             "WITH m AS (
@@ -218,7 +216,7 @@ fn claim_group<'a>(
         .bind(&lease_ms)
         .bind(crate::ERASED)
         .bind(ABANDONED)
-        .fetch_all(&mut *tx)
+        .fetch_all(pool)
         .await?;
         // Two copies of one message in a group both match the row; the update takes one
         // of them, and the one whose claim it recorded is the one that sends.
@@ -237,7 +235,7 @@ fn claim_group<'a>(
             .bind(missed.iter().map(|&i| ids[i]).collect::<Vec<_>>())
             .bind(missed.iter().map(|&i| tenants[i]).collect::<Vec<_>>())
             .bind(missed.iter().map(|&i| channels[i]).collect::<Vec<_>>())
-            .fetch_all(&mut *tx)
+            .fetch_all(pool)
             .await?;
             let current: HashMap<Uuid, (String, i32, String)> =
                 current.into_iter().map(|(id, s, a, r)| (id, (s, a, r))).collect();
@@ -257,7 +255,6 @@ fn claim_group<'a>(
                 }));
             }
         }
-        tx.commit().await?;
         Ok(answers.into_iter().map(|a| a.expect("every message answered")).collect())
     })
 }

@@ -87,9 +87,19 @@ impl StoreError {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: PgPool,
+    /// Connections whose commits do not wait for the disk (`synchronous_commit = off`),
+    /// for the writes a crash may lose because what follows them repairs the loss: a
+    /// worker's claim (its outcome record waits for the log up to and past it) and the
+    /// relay's `queued` mark. A session setting rather than `SET LOCAL`, so each is one
+    /// statement, not a transaction of four. Connected only when first used.
+    relaxed: PgPool,
     waker: wake::RelayWaker,
     groups: Arc<group::Groups>,
 }
+
+/// Connections of the relaxed pool: a worker has at most two claim groups in flight, and
+/// a relay marks one batch at a time.
+const RELAXED_CONNECTIONS: u32 = 2;
 
 impl Store {
     /// A pool that connects lazily: a binary starts while the database is down and its
@@ -117,7 +127,12 @@ impl Store {
     }
 
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool, waker: Default::default(), groups: Default::default() }
+        let relaxed = (*pool.connect_options()).clone().options([("synchronous_commit", "off")]);
+        let relaxed = PgPoolOptions::new()
+            .max_connections(RELAXED_CONNECTIONS)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy_with(relaxed);
+        Self { pool, relaxed, waker: Default::default(), groups: Default::default() }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -137,6 +152,7 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
+        self.relaxed.close().await;
     }
 }
 

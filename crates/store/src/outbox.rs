@@ -13,7 +13,8 @@ pub const OUTBOX_CHANNEL: &str = "notify_outbox";
 /// due again, for this relay or another.
 pub struct ClaimedBatch {
     tx: Transaction<'static, Postgres>,
-    pool: PgPool,
+    /// The store's relaxed pool, for the `queued` mark.
+    relaxed: PgPool,
     pub messages: Vec<DeliveryMessage>,
 }
 
@@ -27,8 +28,6 @@ impl ClaimedBatch {
     pub async fn commit(self) -> Result<()> {
         self.tx.commit().await?;
         let ids: Vec<Uuid> = self.messages.iter().map(|m| m.delivery_id).collect();
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
         sqlx::query(
             "UPDATE deliveries SET status = 'queued', updated_at = now()
              WHERE id IN (SELECT id FROM deliveries WHERE id = ANY($1) AND status IN ('pending', 'retrying')
@@ -36,9 +35,8 @@ impl ClaimedBatch {
         )
         .persistent(false)
         .bind(&ids)
-        .execute(&mut *tx)
+        .execute(&self.relaxed)
         .await?;
-        tx.commit().await?;
         Ok(())
     }
 }
@@ -71,7 +69,7 @@ impl Store {
                 Ok(DeliveryMessage { traceparent, ..message })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(ClaimedBatch { tx, pool: self.pool.clone(), messages })
+        Ok(ClaimedBatch { tx, relaxed: self.relaxed.clone(), messages })
     }
 
     /// When the earliest row that is not yet due becomes due, so the relay can sleep until
