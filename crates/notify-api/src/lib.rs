@@ -141,6 +141,12 @@ async fn purge_expired(store: Store, settings: Idempotency, shutdown: Cancellati
             Ok(purged) => tracing::info!(purged, "expired idempotency keys deleted"),
             Err(e) => tracing::warn!(error = %e, "purging idempotency keys failed"),
         }
+        // A receipt an outcome left pending when its worker died before applying it.
+        match store.apply_claimable_receipts().await {
+            Ok(0) => {}
+            Ok(messages) => tracing::info!(messages, "pending receipts applied"),
+            Err(e) => tracing::warn!(error = %e, "applying pending receipts failed"),
+        }
         match store.purge_pending_receipts(store::PENDING_RECEIPT_RETENTION).await {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "pending receipts no send claimed deleted"),

@@ -305,8 +305,9 @@ pub(crate) struct Outcome {
     record: AttemptRecord,
 }
 
-/// Records a group of outcomes in one transaction; answers whether each applied to its
-/// delivery (see [`Store::record_attempt`]).
+/// Records a group of outcomes in one call of `record_outcomes` (one round trip, its own
+/// transaction); answers whether each applied to its delivery (see
+/// [`Store::record_attempt`]).
 fn record_group<'a>(pool: &'a PgPool, outcomes: &'a [Outcome]) -> BoxFuture<'a, Result<Vec<bool>>> {
     Box::pin(async move {
         let mut c = OutcomeColumns::default();
@@ -339,73 +340,12 @@ fn record_group<'a>(pool: &'a PgPool, outcomes: &'a [Outcome]) -> BoxFuture<'a, 
             c.traceparents.push(o.record.traceparent.as_deref());
             c.claims.push(o.claim);
         }
-        let mut tx = pool.begin().await?;
-        // The advisory lock of every message id this group records, in a fixed order and
-        // before any row lock (the scalar subquery runs once, first), as a receipt takes
-        // it: a receipt for one of them either waits for this commit or is pending by the
-        // time the next statement reads (see `receipts::apply_pending_receipts`).
-        sqlx::query(
-            "SELECT 1 FROM notifications
-             WHERE id = ANY($1)
-               AND (SELECT count(lock_provider_message(p, m)) FROM (
-                        SELECT DISTINCT p, m FROM unnest($2::text[], $3::text[]) AS x(p, m)
-                        WHERE m IS NOT NULL ORDER BY p, m) k) >= 0
-             ORDER BY id FOR NO KEY UPDATE",
-        )
-        .persistent(false)
-        .bind(&c.notification_ids)
-        .bind(&c.providers)
-        .bind(&c.provider_message_ids)
-        .execute(&mut *tx)
-        .await?;
-        // The outcome applies while its claim holds the delivery, or when the claim was
-        // lost in a crash (the delivery is back as the claim found it, and nobody else
-        // took it). A retry for a recipient erased while it was being sent is cancelled
-        // instead: nothing more goes to an erased person.
+        // One call, committed on its own: the locks, the record and the aggregates are
+        // statements of `record_outcomes` (migrations/20261203000013_record_outcomes.sql).
         let applied: Vec<(Uuid, Option<String>, Option<String>, bool)> = sqlx::query_as(
-            "WITH r AS (
-                SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                                     $8::timestamptz[], $9::uuid[], $10::text[], $11::text[], $12::int[],
-                                     $13::timestamptz[], $14::uuid[], $15::text[], $16::smallint[], $17::text[],
-                                     $18::uuid[])
-                     AS r(delivery_id, attempt, status, provider, provider_message_id, code, message, retry_at,
-                          tenant_id, outcome, excerpt, latency_ms, started_at, notification_id, channel, rank,
-                          traceparent, claim)),
-             updated AS (
-                UPDATE deliveries d SET
-                    status = CASE WHEN r.status = 'retrying' AND d.recipient = $19 THEN 'cancelled' ELSE r.status END,
-                    attempts = r.attempt, provider = r.provider,
-                    provider_message_id = coalesce(r.provider_message_id, d.provider_message_id),
-                    last_error_code = r.code,
-                    last_error_message = CASE WHEN d.recipient = $19 THEN NULL ELSE r.message END,
-                    next_attempt_at = CASE WHEN d.recipient = $19 THEN NULL ELSE r.retry_at END,
-                    sent_at = CASE WHEN r.status = 'sent' THEN now() ELSE d.sent_at END,
-                    claimed_by = NULL, lease_until = NULL, recoveries = 0, updated_at = now()
-                FROM r
-                WHERE d.id = r.delivery_id
-                  AND ((d.status = 'sending' AND d.attempts = r.attempt AND d.claimed_by = r.claim)
-                       OR (d.status IN ('pending', 'queued', 'retrying') AND d.attempts = r.attempt - 1))
-                RETURNING d.id, d.status, d.provider, d.provider_message_id),
-             attempt AS (
-                INSERT INTO delivery_attempts (tenant_id, delivery_id, number, provider, outcome, error_code,
-                    error_message, response_excerpt, latency_ms, started_at)
-                SELECT r.tenant_id, r.delivery_id, r.attempt, r.provider, r.outcome, r.code, r.message, r.excerpt,
-                       r.latency_ms, r.started_at
-                FROM r),
-             retry AS (
-                INSERT INTO outbox (tenant_id, notification_id, delivery_id, channel, attempt, priority, available_at,
-                                    traceparent)
-                SELECT r.tenant_id, r.notification_id, r.delivery_id, r.channel, r.attempt + 1, r.rank, r.retry_at,
-                       r.traceparent
-                FROM updated u JOIN r ON r.delivery_id = u.id
-                WHERE u.status = 'retrying')
-             SELECT u.id, u.provider, u.provider_message_id,
-                    u.status = 'sent' AND EXISTS (
-                        SELECT 1 FROM pending_receipts p
-                        WHERE p.provider = u.provider AND p.provider_message_id = u.provider_message_id)
-             FROM updated u",
+            "SELECT * FROM record_outcomes($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                                           $17, $18, $19)",
         )
-        .persistent(false)
         .bind(&c.delivery_ids)
         .bind(&c.attempts)
         .bind(&c.statuses)
@@ -425,21 +365,19 @@ fn record_group<'a>(pool: &'a PgPool, outcomes: &'a [Outcome]) -> BoxFuture<'a, 
         .bind(&c.traceparents)
         .bind(&c.claims)
         .bind(crate::ERASED)
-        .fetch_all(&mut *tx)
+        .fetch_all(pool)
         .await?;
-        // Receipts that arrived before their send was recorded.
-        let pending: Vec<(&str, &str)> = applied
-            .iter()
-            .filter_map(|(_, provider, id, pending)| match (pending, provider, id) {
-                (true, Some(provider), Some(id)) => Some((provider.as_str(), id.as_str())),
-                _ => None,
-            })
-            .collect();
-        if !pending.is_empty() {
-            crate::receipts::apply_pending_receipts(&mut tx, &pending).await?;
+        // Receipts that came before their send was recorded. Applied after the record
+        // commits, so a failure here must not fail the record (the worker would record
+        // it again): one left behind is applied by the API's purge (see
+        // `Store::apply_claimable_receipts`).
+        for (_, provider, id, pending) in &applied {
+            if let (true, Some(provider), Some(id)) = (pending, provider, id)
+                && let Err(e) = crate::receipts::apply_reports(pool, provider, id, None).await
+            {
+                tracing::warn!(error = %e, provider, "applying pending receipts failed; the API's purge will");
+            }
         }
-        refresh_notification_statuses(&mut tx, &c.notification_ids).await?;
-        tx.commit().await?;
         let applied: std::collections::HashSet<Uuid> = applied.into_iter().map(|(id, ..)| id).collect();
         Ok(outcomes.iter().map(|o| applied.contains(&o.delivery_id)).collect())
     })
@@ -468,37 +406,13 @@ struct OutcomeColumns<'a> {
 }
 
 /// Recomputes the status of the notifications `ids` from their deliveries (DESIGN.md §4),
-/// in one statement: `processing` while any is in flight; then `sent` if some succeeded
-/// and none failed, `partial` if both, `failed` if only failures, `cancelled` if all were
-/// cancelled. Suppressed deliveries count for nothing, so a notification whose deliveries
-/// were all suppressed is `sent`: nothing that should have gone out failed.
-///
-/// Each notification's deliveries are read by their own index lookup (the LATERAL join):
-/// without statistics on `notification_id`, the planner takes `= ANY(ids)` to match a
-/// large share of the table and scans all of it.
+/// in one statement: the SQL function `refresh_notification_statuses`
+/// (migrations/20261203000013_record_outcomes.sql), which `record_outcomes` calls too.
 pub(crate) async fn refresh_notification_statuses(tx: &mut sqlx::PgConnection, ids: &[Uuid]) -> Result<()> {
     if ids.is_empty() {
         return Ok(());
     }
-    sqlx::query(
-        "UPDATE notifications n SET status = agg.status, updated_at = now()
-         FROM unnest($1::uuid[]) AS ids(id)
-         CROSS JOIN LATERAL (
-             SELECT CASE
-                 WHEN bool_or(status IN ('pending', 'queued', 'sending', 'retrying')) THEN 'processing'
-                 WHEN bool_or(status IN ('sent', 'delivered')) AND bool_or(status IN ('failed', 'bounced', 'undelivered'))
-                     THEN 'partial'
-                 WHEN bool_or(status IN ('sent', 'delivered')) THEN 'sent'
-                 WHEN bool_or(status IN ('failed', 'bounced', 'undelivered')) THEN 'failed'
-                 WHEN bool_or(status = 'cancelled') THEN 'cancelled'
-                 ELSE 'sent' END AS status
-             FROM deliveries WHERE notification_id = ids.id HAVING count(*) > 0) agg
-         WHERE n.id = ids.id AND n.status IS DISTINCT FROM agg.status",
-    )
-    .persistent(false)
-    .bind(ids)
-    .execute(tx)
-    .await?;
+    sqlx::query("SELECT refresh_notification_statuses($1)").bind(ids).execute(tx).await?;
     Ok(())
 }
 

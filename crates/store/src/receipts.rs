@@ -8,6 +8,7 @@
 use std::collections::BTreeSet;
 
 use domain::{Channel, DeliveryStatus};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::{
@@ -128,39 +129,26 @@ impl Store {
     /// backwards), suppresses its addresses for their tenants, and refreshes the status of
     /// every notification whose delivery changed. A receipt for a message no delivery has
     /// yet is kept as pending, and applied when the outcome that records the message's id
-    /// commits (see [`apply_pending_receipts`]).
-    ///
-    /// Both sides first take the message's advisory lock (`lock_provider_message`), and
-    /// read in a later statement: a receipt and the outcome naming its message cannot miss
-    /// each other's uncommitted rows. One waits for the other's commit and then sees it.
+    /// commits (see [`apply_reports`]).
     pub async fn apply_receipt(&self, receipt: &Receipt) -> Result<ReceiptApplied> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT lock_provider_message($1, $2)")
-            .bind(receipt.provider)
-            .bind(&receipt.provider_message_id)
-            .execute(&mut *tx)
-            .await?;
-        // The notifications first, as `record_attempt` locks them: concurrent outcomes and
-        // receipts of one notification serialize, and its aggregate sees all of them.
-        let locked: Vec<(Uuid,)> = sqlx::query_as(
-            "SELECT n.id FROM notifications n
-             WHERE n.id IN (SELECT notification_id FROM deliveries WHERE provider = $1 AND provider_message_id = $2)
-             ORDER BY n.id FOR NO KEY UPDATE",
+        apply_reports(&self.pool, receipt.provider, &receipt.provider_message_id, Some(receipt)).await
+    }
+
+    /// Applies the pending receipts whose message a delivery has now: those an outcome
+    /// record left behind when its process died between its commit and applying them.
+    /// Returns how many messages had some.
+    pub async fn apply_claimable_receipts(&self) -> Result<u64> {
+        let messages: Vec<(String, String)> = sqlx::query_as(
+            "SELECT DISTINCT p.provider, p.provider_message_id FROM pending_receipts p
+             WHERE EXISTS (SELECT 1 FROM deliveries d
+                           WHERE d.provider = p.provider AND d.provider_message_id = p.provider_message_id)",
         )
-        .bind(receipt.provider)
-        .bind(&receipt.provider_message_id)
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.pool)
         .await?;
-        if locked.is_empty() {
-            keep_pending(&mut tx, receipt).await?;
-            tx.commit().await?;
-            return Ok(ReceiptApplied { pending: true, ..Default::default() });
+        for (provider, id) in &messages {
+            apply_reports(&self.pool, provider, id, None).await?;
         }
-        let (changed, suppressed) = apply(&mut tx, &receipt.report()).await?;
-        let notifications: Vec<Uuid> = changed.iter().copied().collect::<BTreeSet<_>>().into_iter().collect();
-        refresh_notification_statuses(&mut tx, &notifications).await?;
-        tx.commit().await?;
-        Ok(ReceiptApplied { known: true, pending: false, changed: changed.len() as u64, suppressed })
+        Ok(messages.len() as u64)
     }
 
     /// Deletes pending receipts older than `retention`; returns how many.
@@ -210,38 +198,59 @@ async fn keep_pending(tx: &mut sqlx::PgConnection, receipt: &Receipt) -> Result<
     Ok(())
 }
 
-type PendingRow = (
-    i64,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<Vec<String>>,
-);
+type PendingRow =
+    (i64, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>, Option<Vec<String>>);
 
-/// Applies, in the order they arrived, the pending receipts of `messages` (provider and
-/// provider message id pairs an outcome has just recorded), and deletes them. The caller
-/// holds the messages' advisory locks and their notifications' row locks, and refreshes
-/// the notifications' statuses afterwards.
-pub(crate) async fn apply_pending_receipts(tx: &mut sqlx::PgConnection, messages: &[(&str, &str)]) -> Result<()> {
-    let providers: Vec<&str> = messages.iter().map(|m| m.0).collect();
-    let ids: Vec<&str> = messages.iter().map(|m| m.1).collect();
-    let mut rows: Vec<PendingRow> = sqlx::query_as(
-        "DELETE FROM pending_receipts p USING unnest($1::text[], $2::text[]) AS m(provider, id)
-         WHERE p.provider = m.provider AND p.provider_message_id = m.id
-         RETURNING p.id, p.provider, p.provider_message_id, p.status, p.error_code, p.error_message,
-                   p.suppress_channel, p.suppress_reason, p.suppress_addresses",
+/// Applies, in one transaction, the pending receipts of one message, in the order they
+/// arrived, then `new` (if any); or, when no delivery has the message yet, keeps `new` as
+/// pending.
+///
+/// It first takes the message's advisory lock (`lock_provider_message`), as the outcome
+/// record that gives a delivery its message id does (`record_outcomes`), and reads in a
+/// later statement: a receipt and that outcome cannot miss each other's uncommitted rows,
+/// one waits for the other's commit and then sees it.
+pub(crate) async fn apply_reports(
+    pool: &PgPool,
+    provider: &str,
+    provider_message_id: &str,
+    new: Option<&Receipt>,
+) -> Result<ReceiptApplied> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT lock_provider_message($1, $2)")
+        .bind(provider)
+        .bind(provider_message_id)
+        .execute(&mut *tx)
+        .await?;
+    // The notifications first, as the outcome record locks them: concurrent outcomes and
+    // receipts of one notification serialize, and its aggregate sees all of them.
+    let locked: Vec<(Uuid,)> = sqlx::query_as(
+        "SELECT n.id FROM notifications n
+         WHERE n.id IN (SELECT notification_id FROM deliveries WHERE provider = $1 AND provider_message_id = $2)
+         ORDER BY n.id FOR NO KEY UPDATE",
     )
-    .persistent(false)
-    .bind(&providers)
-    .bind(&ids)
+    .bind(provider)
+    .bind(provider_message_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    if locked.is_empty() {
+        if let Some(receipt) = new {
+            keep_pending(&mut tx, receipt).await?;
+        }
+        tx.commit().await?;
+        return Ok(ReceiptApplied { pending: new.is_some(), ..Default::default() });
+    }
+    let mut rows: Vec<PendingRow> = sqlx::query_as(
+        "DELETE FROM pending_receipts WHERE provider = $1 AND provider_message_id = $2
+         RETURNING id, status, error_code, error_message, suppress_channel, suppress_reason, suppress_addresses",
+    )
+    .bind(provider)
+    .bind(provider_message_id)
     .fetch_all(&mut *tx)
     .await?;
     rows.sort_by_key(|r| r.0);
-    for (_, provider, provider_message_id, status, error_code, error_message, channel, reason, addresses) in rows {
+    let mut applied = ReceiptApplied { known: true, ..Default::default() };
+    let mut notifications = BTreeSet::new();
+    for (_, status, error_code, error_message, channel, reason, addresses) in rows {
         let suppress = match (channel, reason, addresses) {
             (Some(channel), Some(reason), Some(addresses)) => Some(Suppression {
                 channel: channel.parse().map_err(|_| corrupt(format!("pending receipt channel {channel}")))?,
@@ -258,16 +267,26 @@ pub(crate) async fn apply_pending_receipts(tx: &mut sqlx::PgConnection, messages
             .map(|s| DeliveryStatus::parse(&s).ok_or_else(|| corrupt(format!("pending receipt status {s}"))))
             .transpose()?;
         let report = Report {
-            provider: &provider,
-            provider_message_id: &provider_message_id,
+            provider,
+            provider_message_id,
             status,
             error_code: error_code.as_deref(),
             error_message: error_message.as_deref(),
             suppress: suppress.as_ref(),
         };
-        apply(&mut *tx, &report).await?;
+        let (changed, _) = apply(&mut tx, &report).await?;
+        notifications.extend(changed);
     }
-    Ok(())
+    if let Some(receipt) = new {
+        let (changed, suppressed) = apply(&mut tx, &receipt.report()).await?;
+        applied.changed = changed.len() as u64;
+        applied.suppressed = suppressed;
+        notifications.extend(changed);
+    }
+    let notifications: Vec<Uuid> = notifications.into_iter().collect();
+    refresh_notification_statuses(&mut tx, &notifications).await?;
+    tx.commit().await?;
+    Ok(applied)
 }
 
 /// Moves the report's deliveries forwards and suppresses its addresses; returns the
