@@ -3,6 +3,7 @@
 //! integration tests run every one of them against a real PostgreSQL.
 
 mod actions;
+mod cache;
 mod deliveries;
 mod directory;
 mod group;
@@ -27,6 +28,7 @@ use sqlx::{
 };
 
 pub use actions::{Cancelled, Retried};
+pub use cache::{CACHE_CHANNEL, CACHE_LISTENER_NAME};
 pub use deliveries::{AttemptRecord, AttemptResult, Claim, Lease};
 pub use inbox::{InboxChange, InboxFilter};
 pub use intake::{IdempotencyKey, Intake, IntakeResult, Origin, PlannedSubscriber, Single, planned_subscribers};
@@ -89,6 +91,8 @@ pub struct Store {
     pool: PgPool,
     waker: wake::RelayWaker,
     groups: Arc<group::Groups>,
+    /// Off unless [`Store::with_cache`] turned it on (the API does; the CLI does not).
+    cache: Arc<cache::Cache>,
 }
 
 impl Store {
@@ -117,7 +121,7 @@ impl Store {
     }
 
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool, waker: Default::default(), groups: Default::default() }
+        Self { pool, waker: Default::default(), groups: Default::default(), cache: Arc::new(cache::Cache::new(0)) }
     }
 
     pub fn pool(&self) -> &PgPool {
