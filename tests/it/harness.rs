@@ -480,7 +480,16 @@ async fn api_config(env: &TestEnv, broker: bool) -> notify_api::Config {
 }
 
 /// Polls `check` until it returns `Some`, up to [`DEADLINE`].
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    within(DEADLINE, what, check).await
+}
+
+/// Polls `check` until it returns `Some`, up to `deadline`.
+pub async fn within<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -490,10 +499,14 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(started.elapsed() < DEADLINE, "timed out waiting for {what}");
+        assert!(started.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// How long a change made through another connection may take to reach an API replica's
+/// cache (its change notification; normally milliseconds).
+pub const NOTIFIED: Duration = Duration::from_secs(2);
 
 pub fn email(to: &str) -> Value {
     serde_json::json!({"type": "test.email", "to": [{"email": to}], "content": {"subject": "Hi", "text": "Hello"}})

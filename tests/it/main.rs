@@ -7,6 +7,7 @@ mod api;
 mod audience;
 mod batch;
 mod bounds;
+mod cache;
 mod dead_letters;
 mod delivery;
 mod erasure_race;

@@ -28,6 +28,8 @@ pub struct Config {
     pub inbox: InboxSettings,
     /// The inbox WebSocket (`/v1/inbox/ws`): heartbeat and per-socket queue.
     pub inbox_socket: crate::inbox::socket::SocketSettings,
+    /// What every request reads (callers, tenant settings, types, compiled templates).
+    pub cache: CacheSettings,
 }
 
 impl Default for Config {
@@ -44,7 +46,24 @@ impl Default for Config {
             receipts: Receipts::default(),
             inbox: InboxSettings::default(),
             inbox_socket: Default::default(),
+            cache: CacheSettings::default(),
         }
+    }
+}
+
+/// The cache of callers by API key, tenant settings, notification types and compiled
+/// templates (`store::cache`), kept true by the database's change notifications.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheSettings {
+    /// Entries kept at most (a caller, a tenant's settings, a type or a type's templates
+    /// each count one), least recently used out first; 0 turns the cache off.
+    pub capacity: usize,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self { capacity: 10_000 }
     }
 }
 

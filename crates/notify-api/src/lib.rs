@@ -22,7 +22,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
-pub use config::{Config, Idempotency, InboxSettings, Limits, MetaReceipts, Receipts, SesReceipts, TwilioReceipts};
+pub use config::{
+    CacheSettings, Config, Idempotency, InboxSettings, Limits, MetaReceipts, Receipts, SesReceipts, TwilioReceipts,
+};
 pub use inbox::socket::SocketSettings as InboxSocket;
 pub use inbox::token::{SubscriberClaims, TokenKey};
 pub use openapi::ApiDoc;
@@ -95,11 +97,16 @@ fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Spa
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     config.validate()?;
     let url = bootstrap::require(&config.database_url, "database_url")?;
-    let store = Store::connect_lazy(url.expose_secret(), config.database_max_connections)?;
+    let store =
+        Store::connect_lazy(url.expose_secret(), config.database_max_connections)?.with_cache(config.cache.capacity);
     let purge = tokio::spawn(purge_expired(store.clone(), config.idempotency.clone(), shutdown.clone()));
     let amqp_url = config.amqp_url.as_ref().map(|u| u.expose_secret().to_owned());
     let inbox_hub = inbox::hub::Hub::start(store.clone(), amqp_url, config.inbox_socket.send_queue, shutdown.clone());
     let app = router(store.clone(), &config, Arc::clone(&inbox_hub))?;
+    let cache = tokio::spawn({
+        let (store, shutdown) = (store.clone(), shutdown.clone());
+        async move { store.keep_cache(shutdown.cancelled()).await }
+    });
     // `/metrics` is served only here, off the public port, beside the probes.
     let ops =
         config.ops_listen.map(|addr| tokio::spawn(bootstrap::ops::serve(addr, readiness(&store), shutdown.clone())));
@@ -113,19 +120,21 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     inbox_hub.sockets_tracker.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), inbox_hub.sockets_tracker.wait()).await;
     let _ = purge.await;
+    let _ = cache.await;
     store.close().await;
     tracing::info!("api stopped");
     Ok(())
 }
 
-/// Ready when the database answers, as the public `/readyz`.
+/// Ready when the database answers, as the public `/readyz`; also says whether the cache
+/// serves (it is not needed to be ready: without it requests read the database).
 fn readiness(store: &Store) -> bootstrap::ops::Check {
     let store = store.clone();
     Arc::new(move || {
         let store = store.clone();
         Box::pin(async move {
             let database = store.ping().await.is_ok();
-            let details = serde_json::json!({"database": database});
+            let details = serde_json::json!({"database": database, "cache": routes::health::cache_state(&store)});
             if database { Ok(details) } else { Err(details) }
         })
     })

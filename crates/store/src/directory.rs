@@ -1,11 +1,13 @@
 //! Loading what a batch of notifications refers to (the tenant's settings, the types it
 //! names, their templates, the subscribers it names directly or through topics) in at
-//! most three statements, however many notifications and topic members there are.
+//! most three statements, however many notifications and topic members there are. The
+//! tenant, its types and their compiled templates come from the cache when it has them
+//! (`cache.rs`).
 
 use std::collections::{HashMap, HashSet};
 
 use domain::{
-    ValidNotification,
+    Channel, ValidNotification,
     notification_type::NotificationType,
     plan::{Directory, Listed},
     subscriber::{Preferences, Subscriber},
@@ -14,7 +16,11 @@ use domain::{
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::{Result, Store, corrupt};
+use crate::{
+    Result, Store,
+    cache::{Templates, TenantSettings},
+    corrupt,
+};
 
 /// The tenant's settings, and one of the types asked for when there is one (LEFT JOIN).
 #[derive(sqlx::FromRow)]
@@ -74,50 +80,8 @@ impl Store {
 
     /// Everything `items` refer to, for [`domain::plan::plan`].
     pub async fn directory(&self, tenant_id: Uuid, items: &[&ValidNotification]) -> Result<Directory> {
-        let kinds: Vec<&str> = unique(items.iter().map(|n| n.kind.as_str()));
-        let rows: Vec<TypeRow> = sqlx::query_as(
-            "SELECT t.default_locale, t.adhoc_types, nt.key, nt.channels, nt.critical, nt.novu_workflow, nt.retry,
-                    nt.category, nt.preferences, nt.created_at, nt.updated_at
-             FROM tenants t LEFT JOIN notification_types nt ON nt.tenant_id = t.id AND nt.key = ANY($2)
-             WHERE t.id = $1",
-        )
-        .bind(tenant_id)
-        .bind(&kinds)
-        .fetch_all(&self.pool)
-        .await?;
-        let first = rows.first().ok_or_else(|| corrupt(format!("tenant {tenant_id} does not exist")))?;
-        let mut directory = Directory {
-            default_locale: first.default_locale.clone(),
-            adhoc_types: first.adhoc_types,
-            ..Default::default()
-        };
-        for row in rows {
-            if let Some(t) = notification_type(row)? {
-                directory.types.insert(t.key.clone(), t);
-            }
-        }
-
-        // Templates are needed only by notifications of a defined type without inline content.
-        let templated: Vec<String> = unique(
-            items
-                .iter()
-                .filter(|n| n.content.is_none() && directory.types.contains_key(&n.kind))
-                .map(|n| n.kind.as_str()),
-        )
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
-        if !templated.is_empty() {
-            for stored in self.templates_of(tenant_id, &templated).await? {
-                let template = Template::compile(stored.channel, &stored.content).map_err(|e| {
-                    corrupt(format!(
-                        "stored template {} {} {} does not compile: {e:?}",
-                        stored.kind, stored.channel, stored.locale
-                    ))
-                })?;
-                directory.templates.insert((stored.kind, stored.channel, stored.locale), template);
-            }
-        }
+        let mut directory = self.tenant_types(tenant_id, items).await?;
+        self.add_templates(tenant_id, items, &mut directory).await?;
 
         // A subscriber's `data` (up to 64 KiB each) is loaded only for templates that use it.
         let with_data = directory.templates.values().any(Template::uses_subscriber);
@@ -191,6 +155,108 @@ fn notification_type(row: TypeRow) -> Result<Option<NotificationType>> {
         updated_at,
     };
     row.try_into().map(Some)
+}
+
+impl Store {
+    /// The tenant's settings and the types `items` name (none for a type it lacks), from
+    /// the cache where it has them, the rest in one statement.
+    async fn tenant_types(&self, tenant_id: Uuid, items: &[&ValidNotification]) -> Result<Directory> {
+        let kinds: Vec<&str> = unique(items.iter().map(|n| n.kind.as_str()));
+        let mut directory = Directory::default();
+        let mut missing = Vec::new();
+        for kind in kinds {
+            match self.cache.notification_type(tenant_id, kind) {
+                Some(Some(t)) => {
+                    directory.types.insert(t.key.clone(), t);
+                }
+                Some(None) => {}
+                None => missing.push(kind),
+            }
+        }
+        let settings = match self.cache.settings(tenant_id) {
+            Some(settings) if missing.is_empty() => settings,
+            _ => {
+                let fill = self.cache.fill();
+                let rows: Vec<TypeRow> = sqlx::query_as(
+                    "SELECT t.default_locale, t.adhoc_types, nt.key, nt.channels, nt.critical, nt.novu_workflow,
+                            nt.retry, nt.category, nt.preferences, nt.created_at, nt.updated_at
+                     FROM tenants t LEFT JOIN notification_types nt ON nt.tenant_id = t.id AND nt.key = ANY($2)
+                     WHERE t.id = $1",
+                )
+                .bind(tenant_id)
+                .bind(&missing)
+                .fetch_all(&self.pool)
+                .await?;
+                let first = rows.first().ok_or_else(|| corrupt(format!("tenant {tenant_id} does not exist")))?;
+                let settings =
+                    TenantSettings { default_locale: first.default_locale.clone(), adhoc_types: first.adhoc_types };
+                self.cache.put_settings(fill, tenant_id, settings.clone());
+                for row in rows {
+                    if let Some(t) = notification_type(row)? {
+                        directory.types.insert(t.key.clone(), t);
+                    }
+                }
+                for kind in missing {
+                    self.cache.put_type(fill, tenant_id, kind.to_owned(), directory.types.get(kind).cloned());
+                }
+                settings
+            }
+        };
+        directory.default_locale = settings.default_locale;
+        directory.adhoc_types = settings.adhoc_types;
+        Ok(directory)
+    }
+
+    /// The compiled templates of the defined types that notifications without inline
+    /// content name, from the cache where it has them, the rest in one statement.
+    async fn add_templates(
+        &self,
+        tenant_id: Uuid,
+        items: &[&ValidNotification],
+        directory: &mut Directory,
+    ) -> Result<()> {
+        let templated = unique(
+            items
+                .iter()
+                .filter(|n| n.content.is_none() && directory.types.contains_key(&n.kind))
+                .map(|n| n.kind.as_str()),
+        );
+        let mut missing = Vec::new();
+        for kind in templated {
+            match self.cache.templates(tenant_id, kind) {
+                Some(templates) => add(directory, kind, &templates),
+                None => missing.push(kind.to_owned()),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let fill = self.cache.fill();
+        let mut compiled: HashMap<String, Vec<(Channel, String, Template)>> =
+            missing.iter().map(|kind| (kind.clone(), Vec::new())).collect();
+        for stored in self.templates_of(tenant_id, &missing).await? {
+            let template = Template::compile(stored.channel, &stored.content).map_err(|e| {
+                corrupt(format!(
+                    "stored template {} {} {} does not compile: {e:?}",
+                    stored.kind, stored.channel, stored.locale
+                ))
+            })?;
+            compiled.entry(stored.kind).or_default().push((stored.channel, stored.locale, template));
+        }
+        for (kind, templates) in compiled {
+            let templates: Templates = templates.into();
+            add(directory, &kind, &templates);
+            self.cache.put_templates(fill, tenant_id, kind, templates);
+        }
+        Ok(())
+    }
+}
+
+/// A type's templates into the directory.
+fn add(directory: &mut Directory, kind: &str, templates: &[(Channel, String, Template)]) {
+    for (channel, locale, template) in templates {
+        directory.templates.insert((kind.to_owned(), *channel, locale.clone()), template.clone());
+    }
 }
 
 /// The distinct values, in first-seen order.

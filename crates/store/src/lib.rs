@@ -3,6 +3,7 @@
 //! integration tests run every one of them against a real PostgreSQL.
 
 mod actions;
+mod cache;
 mod deliveries;
 mod directory;
 mod group;
@@ -27,6 +28,7 @@ use sqlx::{
 };
 
 pub use actions::{Cancelled, Retried};
+pub use cache::{CACHE_CHANNEL, CACHE_LISTENER_NAME};
 pub use deliveries::{AttemptRecord, AttemptResult, Claim, Lease};
 pub use inbox::{InboxChange, InboxFilter};
 pub use intake::{IdempotencyKey, Intake, IntakeResult, Origin, PlannedSubscriber, Single, planned_subscribers};
@@ -95,6 +97,8 @@ pub struct Store {
     relaxed: PgPool,
     waker: wake::RelayWaker,
     groups: Arc<group::Groups>,
+    /// Off unless [`Store::with_cache`] turned it on (the API does; the CLI does not).
+    cache: Arc<cache::Cache>,
 }
 
 /// Connections of the relaxed pool: a worker has at most two claim groups in flight, and
@@ -132,7 +136,13 @@ impl Store {
             .max_connections(RELAXED_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(5))
             .connect_lazy_with(relaxed);
-        Self { pool, relaxed, waker: Default::default(), groups: Default::default() }
+        Self {
+            pool,
+            relaxed,
+            waker: Default::default(),
+            groups: Default::default(),
+            cache: Arc::new(cache::Cache::new(0)),
+        }
     }
 
     pub fn pool(&self) -> &PgPool {

@@ -46,6 +46,7 @@ impl Store {
         .bind(json)
         .fetch_optional(&self.pool)
         .await?;
+        self.cache.evict(tenant_id);
         row.map(view).transpose()
     }
 
@@ -79,6 +80,7 @@ impl Store {
                 .bind(locale)
                 .execute(&self.pool)
                 .await?;
+        self.cache.evict(tenant_id);
         Ok(done.rows_affected() == 1)
     }
 

@@ -57,14 +57,20 @@ impl Store {
         Ok(Some(key))
     }
 
-    /// Revokes a key at once: the next request with it gets `401`. `false` if there is no
+    /// Revokes a key at once: the next request with it gets `401` (from an API replica of
+    /// another process, once the change notification reached it). `false` if there is no
     /// such key, or it was already revoked.
     pub async fn revoke_api_key(&self, key_id: Uuid) -> Result<bool> {
-        let done = sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL")
-            .bind(key_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        let revoked: Option<(Uuid,)> = sqlx::query_as(
+            "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING tenant_id",
+        )
+        .bind(key_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some((tenant_id,)) = revoked {
+            self.cache.evict(tenant_id);
+        }
+        Ok(revoked.is_some())
     }
 
     pub async fn list_api_keys(&self, tenant_id: Uuid) -> Result<Vec<ApiKeyInfo>> {
@@ -86,6 +92,7 @@ impl Store {
             .bind(limit.map(|l| l.1 as i32))
             .execute(&self.pool)
             .await?;
+        self.cache.evict(tenant_id);
         Ok(done.rows_affected() == 1)
     }
 
@@ -107,12 +114,23 @@ impl Store {
         .bind(adhoc_types)
         .execute(&self.pool)
         .await?;
+        self.cache.evict(tenant_id);
         Ok(done.rows_affected() == 1)
     }
 
-    /// The caller a key belongs to, if the key exists and is not revoked. Records when the
-    /// key was last used, at most once a minute per key so hot keys do not write per request.
+    /// The caller a key belongs to, if the key exists and is not revoked: from the cache,
+    /// else from the database (unknown keys are not cached, so a new key works at once).
+    /// Records when the key was last used, at most once a minute per key and process, so
+    /// hot keys do not write per request; a cache hit does it in the background.
     pub async fn authenticate(&self, key: &str) -> Result<Option<Caller>> {
+        let key_hash = api_key::hash(key);
+        if let Some((caller, touch)) = self.cache.caller(&key_hash) {
+            if touch {
+                self.touch_api_key(caller.key_id);
+            }
+            return Ok(Some(caller));
+        }
+        let fill = self.cache.fill();
         let row: Option<(Uuid, Uuid, Option<i32>, Option<i32>)> = sqlx::query_as(
             "WITH k AS (SELECT k.id, k.tenant_id, t.rate_limit_per_second, t.rate_limit_burst
                         FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
@@ -122,14 +140,36 @@ impl Store {
                               AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute'))
              SELECT id, tenant_id, rate_limit_per_second, rate_limit_burst FROM k",
         )
-        .bind(api_key::hash(key))
+        .bind(&key_hash)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|(key_id, tenant_id, per_second, burst)| Caller {
+        let caller = row.map(|(key_id, tenant_id, per_second, burst)| Caller {
             tenant_id,
             key_id,
             rate_limit: per_second.zip(burst).map(|(p, b)| (p as u32, b as u32)),
-        }))
+        });
+        if let Some(caller) = caller {
+            self.cache.put_caller(fill, key_hash, caller);
+        }
+        Ok(caller)
+    }
+
+    /// Writes a key's `last_used_at` (unless another process did within the minute),
+    /// without making the request wait for it.
+    fn touch_api_key(&self, key_id: Uuid) {
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            let touched = sqlx::query(
+                "UPDATE api_keys SET last_used_at = now()
+                 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
+            )
+            .bind(key_id)
+            .execute(&pool)
+            .await;
+            if let Err(e) = touched {
+                tracing::debug!(error = %e, "recording when an API key was last used failed");
+            }
+        });
     }
 }
 

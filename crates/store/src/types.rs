@@ -86,6 +86,7 @@ impl Store {
         .bind(Json(&input.preferences))
         .fetch_one(&self.pool)
         .await?;
+        self.cache.evict(tenant_id);
         Ok((row.row.try_into()?, row.created))
     }
 

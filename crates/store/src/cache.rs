@@ -1,0 +1,405 @@
+//! What every request reads, cached in the API process: callers by API key, tenant
+//! settings, notification types (and the answer that a type does not exist) and compiled
+//! templates by type. A bounded LRU: at most `capacity` entries, whoever fills it.
+//!
+//! Kept true to the database by `LISTEN notify_cache`: the triggers of migration 000012
+//! name the tenant of every change to tenants, api_keys, notification_types and templates,
+//! whoever made it, and [`Store::keep_cache`] drops that tenant's entries. While that
+//! connection is down (at start, after it dropped) notifications may be missed, so the
+//! cache is empty and takes nothing: every request reads through to the database until
+//! LISTEN is back. The store's own writes also drop the tenant's entries before they
+//! return, so this process never serves what it has just changed.
+//!
+//! A read that started before a change may finish after its notification was applied; it
+//! must not put the old row back. Each read-through takes a [`Fill`] (the epoch) before it
+//! reads, and its result is kept only if no eviction happened since.
+
+use std::{
+    future::Future,
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use domain::{Channel, backoff::Backoff, notification_type::NotificationType, template::Template};
+use hashlink::LruCache;
+use sqlx::{
+    PgPool,
+    postgres::{PgListener, PgPoolOptions},
+};
+use uuid::Uuid;
+
+use crate::{Caller, Store};
+
+/// The channel the triggers notify, with a tenant id (or `*`, everything) as payload.
+pub const CACHE_CHANNEL: &str = "notify_cache";
+/// How the LISTEN connection shows in `pg_stat_activity`.
+pub const CACHE_LISTENER_NAME: &str = "notify-cache";
+/// `last_used_at` is written at most this often per key and process.
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
+/// A LISTEN connection quiet this long is checked with a query, so one that died without
+/// a word (a half-open TCP connection) stops the cache within a bound.
+const HEARTBEAT: Duration = Duration::from_secs(10);
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The tenant's settings the intake reads.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct TenantSettings {
+    pub default_locale: String,
+    pub adhoc_types: bool,
+}
+
+/// A type's compiled templates: channel, locale, template.
+pub(crate) type Templates = Arc<[(Channel, String, Template)]>;
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Key {
+    /// By the SHA-256 of the key, as stored.
+    Caller(Vec<u8>),
+    Tenant(Uuid),
+    Type(Uuid, String),
+    Templates(Uuid, String),
+}
+
+enum Entry {
+    /// `touched`: when this process last had `last_used_at` written (or read it fresh).
+    Caller {
+        caller: Caller,
+        touched: Instant,
+    },
+    Tenant(TenantSettings),
+    /// `None`: the tenant has no such type.
+    Type(Option<NotificationType>),
+    Templates(Templates),
+}
+
+fn of_tenant(key: &Key, entry: &Entry, tenant_id: Uuid) -> bool {
+    match (key, entry) {
+        (_, Entry::Caller { caller, .. }) => caller.tenant_id == tenant_id,
+        (Key::Tenant(t) | Key::Type(t, _) | Key::Templates(t, _), _) => *t == tenant_id,
+        (Key::Caller(_), _) => false,
+    }
+}
+
+/// Where a read-through started: the epoch, or `None` while the cache is off.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Fill(Option<u64>);
+
+pub(crate) struct Cache {
+    capacity: usize,
+    state: Mutex<State>,
+}
+
+struct State {
+    /// LISTEN is up: entries may be served and kept.
+    listening: bool,
+    /// Moves on every eviction, so a read that started before it keeps nothing.
+    epoch: u64,
+    entries: LruCache<Key, Entry>,
+}
+
+impl State {
+    fn clear(&mut self) {
+        self.epoch += 1;
+        self.entries.clear();
+    }
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache").field("capacity", &self.capacity).finish_non_exhaustive()
+    }
+}
+
+impl Cache {
+    /// Off (capacity 0) or on with room for `capacity` entries; it serves only once
+    /// [`Cache::start_listening`] was called.
+    pub(crate) fn new(capacity: usize) -> Self {
+        let entries = LruCache::new(capacity.max(1));
+        Self { capacity, state: Mutex::new(State { listening: false, epoch: 0, entries }) }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Nothing panics while holding the lock; a poisoned one holds consistent data.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// To be taken before reading what will be put.
+    pub(crate) fn fill(&self) -> Fill {
+        let state = self.state();
+        Fill(state.listening.then_some(state.epoch))
+    }
+
+    fn put(&self, fill: Fill, key: Key, entry: Entry) {
+        let mut state = self.state();
+        if state.listening && fill.0 == Some(state.epoch) {
+            state.entries.insert(key, entry);
+        }
+    }
+
+    /// The caller of a key, and whether its `last_used_at` is due to be written (which
+    /// this answer counts as done).
+    pub(crate) fn caller(&self, key_hash: &[u8]) -> Option<(Caller, bool)> {
+        match self.state().entries.get_mut(&Key::Caller(key_hash.to_vec()))? {
+            Entry::Caller { caller, touched } => {
+                let due = touched.elapsed() >= TOUCH_EVERY;
+                if due {
+                    *touched = Instant::now();
+                }
+                Some((*caller, due))
+            }
+            _ => None,
+        }
+    }
+
+    pub(crate) fn put_caller(&self, fill: Fill, key_hash: Vec<u8>, caller: Caller) {
+        self.put(fill, Key::Caller(key_hash), Entry::Caller { caller, touched: Instant::now() });
+    }
+
+    pub(crate) fn settings(&self, tenant_id: Uuid) -> Option<TenantSettings> {
+        match self.state().entries.get(&Key::Tenant(tenant_id))? {
+            Entry::Tenant(settings) => Some(settings.clone()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn put_settings(&self, fill: Fill, tenant_id: Uuid, settings: TenantSettings) {
+        self.put(fill, Key::Tenant(tenant_id), Entry::Tenant(settings));
+    }
+
+    /// `Some(None)`: known not to exist.
+    pub(crate) fn notification_type(&self, tenant_id: Uuid, key: &str) -> Option<Option<NotificationType>> {
+        match self.state().entries.get(&Key::Type(tenant_id, key.to_owned()))? {
+            Entry::Type(found) => Some(found.clone()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn put_type(&self, fill: Fill, tenant_id: Uuid, key: String, found: Option<NotificationType>) {
+        self.put(fill, Key::Type(tenant_id, key), Entry::Type(found));
+    }
+
+    pub(crate) fn templates(&self, tenant_id: Uuid, kind: &str) -> Option<Templates> {
+        match self.state().entries.get(&Key::Templates(tenant_id, kind.to_owned()))? {
+            Entry::Templates(templates) => Some(Arc::clone(templates)),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn put_templates(&self, fill: Fill, tenant_id: Uuid, kind: String, templates: Templates) {
+        self.put(fill, Key::Templates(tenant_id, kind), Entry::Templates(templates));
+    }
+
+    /// Drops every entry of the tenant, its callers included.
+    pub(crate) fn evict(&self, tenant_id: Uuid) {
+        let mut state = self.state();
+        state.epoch += 1;
+        let doomed: Vec<Key> =
+            state.entries.iter().filter(|(k, e)| of_tenant(k, e, tenant_id)).map(|(k, _)| k.clone()).collect();
+        for key in doomed {
+            state.entries.remove(&key);
+        }
+    }
+
+    /// A notification's payload: a tenant id, else everything goes.
+    fn invalidate(&self, payload: &str) {
+        match payload.parse() {
+            Ok(tenant_id) => self.evict(tenant_id),
+            Err(_) => self.clear(),
+        }
+    }
+
+    fn clear(&self) {
+        self.state().clear();
+    }
+
+    /// Empties the cache, and serves (or stops serving) from now on.
+    fn set_listening(&self, listening: bool) {
+        let mut state = self.state();
+        state.clear();
+        state.listening = listening;
+    }
+
+    fn listening(&self) -> bool {
+        self.state().listening
+    }
+}
+
+impl Store {
+    /// This store (and its clones) with a cache of up to `capacity` entries, served once
+    /// [`Store::keep_cache`] runs; 0 leaves it off.
+    pub fn with_cache(mut self, capacity: usize) -> Self {
+        self.cache = Arc::new(Cache::new(capacity));
+        self
+    }
+
+    /// Whether the cache serves: on, and LISTEN is up. Otherwise every request reads the
+    /// database.
+    pub fn cache_listening(&self) -> bool {
+        self.cache.listening()
+    }
+
+    /// Keeps the cache true to the database until `stop`: LISTENs on [`CACHE_CHANNEL`]
+    /// over a connection of its own (named [`CACHE_LISTENER_NAME`]) and drops the entries
+    /// of each tenant named. The cache serves only while that connection is up; when it
+    /// drops, the cache is emptied and off until LISTEN is back. Returns at once when the
+    /// cache is off.
+    pub async fn keep_cache(&self, stop: impl Future<Output = ()>) {
+        if self.cache.capacity == 0 {
+            return;
+        }
+        let options = (*self.pool.connect_options()).clone().application_name(CACHE_LISTENER_NAME);
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .connect_lazy_with(options);
+        tokio::select! {
+            () = stop => {}
+            () = listen(&pool, &self.cache) => {}
+        }
+        self.cache.set_listening(false);
+        pool.close().await;
+    }
+}
+
+async fn listen(pool: &PgPool, cache: &Cache) {
+    let mut backoff = Backoff::default();
+    loop {
+        match subscribe(pool).await {
+            Ok(mut listener) => {
+                // Anything cached before may have missed a notification.
+                cache.set_listening(true);
+                backoff.reset();
+                tracing::info!("cache on: listening for changes");
+                follow(&mut listener, cache).await;
+                cache.set_listening(false);
+            }
+            Err(e) => tracing::warn!(error = %e, "cache off: LISTEN failed; reading through to the database"),
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+async fn subscribe(pool: &PgPool) -> sqlx::Result<PgListener> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    // A lost connection is reported at once, not after a silent reconnect.
+    listener.eager_reconnect(false);
+    listener.listen(CACHE_CHANNEL).await?;
+    Ok(listener)
+}
+
+/// Applies notifications until the connection is lost.
+async fn follow(listener: &mut PgListener, cache: &Cache) {
+    loop {
+        let why = match tokio::time::timeout(HEARTBEAT, listener.try_recv()).await {
+            Ok(Ok(Some(notification))) => {
+                cache.invalidate(notification.payload());
+                continue;
+            }
+            Ok(Ok(None)) => "connection lost".to_owned(),
+            Ok(Err(e)) => e.to_string(),
+            Err(_quiet) => {
+                let ping = sqlx::query("SELECT 1").execute(&mut *listener);
+                match tokio::time::timeout(HEARTBEAT_TIMEOUT, ping).await {
+                    Ok(Ok(_)) => continue,
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => "heartbeat timed out".to_owned(),
+                }
+            }
+        };
+        tracing::warn!(error = %why, "cache off until LISTEN is back; reading through to the database");
+        return;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller(tenant_id: Uuid) -> Caller {
+        Caller { tenant_id, key_id: Uuid::now_v7(), rate_limit: None }
+    }
+
+    fn settings() -> TenantSettings {
+        TenantSettings { default_locale: "en".into(), adhoc_types: true }
+    }
+
+    fn listening(capacity: usize) -> Cache {
+        let cache = Cache::new(capacity);
+        cache.set_listening(true);
+        cache
+    }
+
+    #[test]
+    fn nothing_is_kept_while_not_listening() {
+        let cache = Cache::new(10);
+        let tenant = Uuid::now_v7();
+        cache.put_settings(cache.fill(), tenant, settings());
+        assert_eq!(cache.settings(tenant), None);
+        cache.set_listening(true);
+        cache.put_settings(cache.fill(), tenant, settings());
+        assert_eq!(cache.settings(tenant), Some(settings()));
+        cache.set_listening(false);
+        assert_eq!(cache.settings(tenant), None, "stopping empties the cache");
+    }
+
+    #[test]
+    fn a_read_that_started_before_an_eviction_keeps_nothing() {
+        let cache = listening(10);
+        let (tenant, other) = (Uuid::now_v7(), Uuid::now_v7());
+        let fill = cache.fill();
+        cache.evict(other);
+        cache.put_settings(fill, tenant, settings());
+        assert_eq!(cache.settings(tenant), None);
+        cache.put_settings(cache.fill(), tenant, settings());
+        assert_eq!(cache.settings(tenant), Some(settings()));
+    }
+
+    #[test]
+    fn eviction_drops_the_tenants_entries_and_callers_only() {
+        let cache = listening(10);
+        let (tenant, other) = (Uuid::now_v7(), Uuid::now_v7());
+        let fill = cache.fill();
+        cache.put_caller(fill, vec![1], caller(tenant));
+        cache.put_caller(fill, vec![2], caller(other));
+        cache.put_type(fill, tenant, "a".into(), None);
+        cache.put_templates(fill, tenant, "a".into(), Arc::from(vec![]));
+        cache.put_settings(fill, other, settings());
+        cache.evict(tenant);
+        assert!(cache.caller(&[1]).is_none());
+        assert!(cache.notification_type(tenant, "a").is_none());
+        assert!(cache.templates(tenant, "a").is_none());
+        assert!(cache.caller(&[2]).is_some());
+        assert_eq!(cache.settings(other), Some(settings()));
+        cache.invalidate("*");
+        assert!(cache.caller(&[2]).is_none());
+    }
+
+    #[test]
+    fn the_least_recently_used_entry_goes_when_full() {
+        let cache = listening(2);
+        let tenant = Uuid::now_v7();
+        for key in ["a", "b"] {
+            cache.put_type(cache.fill(), tenant, key.into(), None);
+        }
+        assert!(matches!(cache.notification_type(tenant, "a"), Some(None)));
+        cache.put_type(cache.fill(), tenant, "c".into(), None);
+        assert!(cache.notification_type(tenant, "b").is_none());
+        assert!(matches!(cache.notification_type(tenant, "a"), Some(None)));
+        assert_eq!(cache.state().entries.len(), 2);
+    }
+
+    #[test]
+    fn a_key_is_due_a_touch_once_a_minute() {
+        let cache = listening(10);
+        let tenant = Uuid::now_v7();
+        cache.put_caller(cache.fill(), vec![1], caller(tenant));
+        assert!(!cache.caller(&[1]).unwrap().1);
+        if let Some(Entry::Caller { touched, .. }) = cache.state().entries.get_mut(&Key::Caller(vec![1])) {
+            *touched = touched.checked_sub(TOUCH_EVERY).unwrap();
+        }
+        assert!(cache.caller(&[1]).unwrap().1);
+        assert!(!cache.caller(&[1]).unwrap().1, "the touch is counted as done");
+    }
+}
