@@ -4,11 +4,11 @@
 //! delivery (inline, or rendered from the type's templates in the best locale).
 //!
 //! Pure: the store loads a [`Directory`] for a whole batch in a few statements, and this
-//! module decides.
+//! module decides; the subscribers' `data` it asks for a page at a time ([`plan_all`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 use crate::{
@@ -80,6 +80,7 @@ pub struct Directory {
     pub types: HashMap<String, NotificationType>,
     /// Compiled templates by (type, channel, locale).
     pub templates: HashMap<(String, Channel, String), Template>,
+    /// Without their `data` (empty here), which [`plan_all`] reads a page at a time.
     pub subscribers: HashMap<String, Listed>,
     /// Each topic's member ids, in a stable order.
     pub topics: HashMap<String, Vec<String>>,
@@ -190,25 +191,92 @@ impl<'a> Resolved<'a> {
     }
 }
 
-/// The deliveries of `n`, or every reason it cannot be accepted.
-pub fn plan(n: &ValidNotification, dir: &Directory, now: OffsetDateTime) -> Result<Plan, Vec<FieldError>> {
-    plan_within(n, dir, now, &mut Budget::default())
+/// Where [`plan_all`] reads the `data` of stored subscribers (up to 64 KiB each), which the
+/// [`Directory`] leaves out.
+pub trait SubscriberData {
+    type Error;
+
+    /// The `data` of those of `subscribers` still stored as the directory listed them (the
+    /// same `created_at`), by id, as JSON text: a page keeps it as stored (parsed, JSON can
+    /// take many times its size) and each subscriber's is parsed only for its own renders.
+    /// One erased since is left out.
+    fn load(
+        &mut self,
+        subscribers: &[&Subscriber],
+    ) -> impl Future<Output = Result<HashMap<String, String>, Self::Error>> + Send;
 }
 
-/// [`plan`], within what is left of the request's `budget`, which an accepted plan takes
-/// from. Stops at the first delivery or byte over it: the rest is neither planned nor
-/// rendered.
-pub fn plan_within(
-    n: &ValidNotification,
+/// Plans `items` in order, each within what `budget` has left after the ones before it
+/// (a batch's items share one budget); an accepted plan takes from it. Answers for each
+/// item its deliveries or every reason it cannot be accepted.
+///
+/// Deliveries whose template uses `subscriber` are rendered a page of at most `page`
+/// subscribers at a time: the page's `data` is read from `data`, the page's deliveries
+/// are rendered, and the page is dropped before the next one is read. A page is filled
+/// with the subscribers the next items may need too, so a batch of small notifications
+/// reads one page, not one per item. The memory this takes is bounded by the page, not by
+/// the topics: at most `page` × 64 KiB of `data` as stored, plus one subscriber's parsed,
+/// besides the rendered content (bounded by the budget, 64 MiB) and the directory (no
+/// `data`).
+pub async fn plan_all<D: SubscriberData>(
+    items: &[&ValidNotification],
     dir: &Directory,
     now: OffsetDateTime,
     budget: &mut Budget,
-) -> Result<Plan, Vec<FieldError>> {
+    page: usize,
+    data: &mut D,
+) -> Result<Vec<Result<Plan, Vec<FieldError>>>, D::Error> {
+    let mut loaded = Page::default();
+    let mut plans = Vec::with_capacity(items.len());
+    for (i, n) in items.iter().enumerate() {
+        let mut draft = fan_out(n, dir, now, budget);
+        while !draft.render(&loaded) {
+            let ahead = items[i + 1..].iter().flat_map(|n| data_wanted(n, dir));
+            let wanted = first_distinct(draft.wanted().chain(ahead), page.max(1));
+            // Dropped before the next page is read: one page at a time.
+            loaded.0.clear();
+            let mut found = data.load(&wanted).await?;
+            loaded.0.extend(wanted.iter().map(|s| (s.id.clone(), found.remove(&s.id))));
+        }
+        plans.push(draft.finish(budget));
+    }
+    Ok(plans)
+}
+
+/// Stored subscribers' `data` as read (JSON text), by id: `None` for one asked for that
+/// was erased since the directory was read.
+#[derive(Default)]
+struct Page(HashMap<String, Option<String>>);
+
+/// The stored subscribers whose `data` planning `n` may need, in the order its draft asks
+/// for them: every stored recipient, if a template of its type uses `subscriber`.
+fn data_wanted<'a>(n: &'a ValidNotification, dir: &'a Directory) -> Vec<&'a Subscriber> {
+    let per_subscriber = n.content.is_none()
+        && dir.templates.iter().any(|((kind, _, _), template)| *kind == n.kind && template.uses_subscriber());
+    if !per_subscriber {
+        return vec![];
+    }
+    resolve(n, dir).0.into_iter().filter_map(|r| r.listed.map(|l| &l.subscriber)).collect()
+}
+
+/// The first `limit` distinct subscribers of `subscribers`.
+fn first_distinct<'a>(subscribers: impl Iterator<Item = &'a Subscriber>, limit: usize) -> Vec<&'a Subscriber> {
+    let mut seen = HashSet::new();
+    subscribers.filter(|s| seen.insert(s.id.as_str())).take(limit).collect()
+}
+
+/// The deliveries of `n` within what is left of `budget`: fan-out, de-duplication,
+/// preferences, quiet hours, and the content that needs no subscriber's `data`. Stops
+/// at the first delivery or byte over the budget: the rest is neither planned nor
+/// rendered.
+fn fan_out<'a>(n: &'a ValidNotification, dir: &'a Directory, now: OffsetDateTime, budget: &Budget) -> Draft<'a> {
     let mut errors = Errors::default();
     let kind = dir.types.get(&n.kind);
+    let mut bytes = Bytes { used: 0, left: budget.rendered_bytes };
     if kind.is_none() && !dir.adhoc_types {
         errors.push("type", format!("no notification type `{}`; define it with PUT /v1/types/{}", n.kind, n.kind));
-        return Err(errors.0);
+        let (context, deliveries, awaiting, rendered) = (Value::Null, vec![], vec![], 0);
+        return Draft { kind, context, deliveries, awaiting, rendered, bytes, errors };
     }
 
     let (recipients, unknown) = resolve(n, dir);
@@ -247,11 +315,12 @@ pub fn plan_within(
     let start = n.send_at.filter(|at| *at > now).unwrap_or(now);
     let mut renderer = Renderer::new(n, dir);
     let mut deliveries = Vec::new();
-    let mut rendered_bytes = 0usize;
+    // By recipient, so the subscribers' data is asked for in the order they were named.
+    let mut awaiting: BTreeMap<usize, Awaiting> = BTreeMap::new();
     let mut seen: HashSet<(Channel, &str)> = HashSet::new();
     'fan_out: for &channel in &channels {
         let type_default = kind.and_then(|t| t.preferences.get(&channel).copied());
-        for r in &recipients {
+        for (at, r) in recipients.iter().enumerate() {
             let address = r.address(channel);
             let mut delivery = PlannedDelivery {
                 channel,
@@ -283,41 +352,159 @@ pub fn plan_within(
             if deliveries.len() == budget.deliveries {
                 let first = budget.deliveries == MAX_DELIVERIES;
                 errors.push("to", over(first, &format!("{MAX_DELIVERIES} deliveries")));
+                awaiting.clear();
                 break 'fan_out;
             }
             if delivery.skip.is_none() && n.content.is_none() && channel != Channel::Novu {
-                match renderer.render(channel, r.listed) {
-                    Ok((content, locale)) => {
-                        rendered_bytes = rendered_bytes.saturating_add(content_bytes(&content));
-                        if rendered_bytes > budget.rendered_bytes {
-                            let first = budget.rendered_bytes == MAX_RENDERED_BYTES;
-                            let limit = format!("{} MiB of rendered content", MAX_RENDERED_BYTES >> 20);
-                            errors.push("to", over(first, &limit));
-                            break 'fan_out;
+                match renderer.template(channel, r.listed) {
+                    Ok((template, locale)) => match r.listed {
+                        Some(listed) if template.uses_subscriber() => {
+                            let waiting = awaiting
+                                .entry(at)
+                                .or_insert_with(|| Awaiting { subscriber: &listed.subscriber, renders: vec![] });
+                            waiting.renders.push((deliveries.len(), template));
+                            delivery.locale = Some(locale);
                         }
-                        delivery.content = Some(content);
-                        delivery.locale = Some(locale);
-                    }
+                        _ => match renderer.shared(template, channel, &locale) {
+                            Ok(content) => {
+                                if !bytes.take(&content) {
+                                    errors.extend([bytes.over()]);
+                                    awaiting.clear();
+                                    break 'fan_out;
+                                }
+                                delivery.content = Some(content);
+                                delivery.locale = Some(locale);
+                            }
+                            Err(found) => errors.extend(found),
+                        },
+                    },
                     Err(found) => errors.extend(found),
                 }
             }
             deliveries.push(delivery);
         }
     }
+    let awaiting = awaiting.into_values().collect();
+    Draft { kind, context: renderer.context, deliveries, awaiting, rendered: 0, bytes, errors }
+}
 
-    if deliveries.is_empty() && errors.0.is_empty() {
-        errors.push("to", "no recipient has an address for any of the requested channels");
+/// A notification fanned out, with the content still to render of the deliveries whose
+/// template uses the subscriber (they need its `data`).
+struct Draft<'a> {
+    kind: Option<&'a NotificationType>,
+    /// The template context without `subscriber`: the notification's `data`.
+    context: Value,
+    deliveries: Vec<PlannedDelivery>,
+    /// Subscribers whose deliveries await their `data`, in the order they were named.
+    awaiting: Vec<Awaiting<'a>>,
+    /// How many of `awaiting` are rendered.
+    rendered: usize,
+    bytes: Bytes,
+    errors: Errors,
+}
+
+struct Awaiting<'a> {
+    subscriber: &'a Subscriber,
+    /// Its deliveries (indexes into [`Draft::deliveries`]) and their templates.
+    renders: Vec<(usize, &'a Template)>,
+}
+
+impl<'a> Draft<'a> {
+    /// The subscribers whose `data` the deliveries still to render need, in order.
+    fn wanted(&self) -> impl Iterator<Item = &'a Subscriber> + '_ {
+        self.awaiting[self.rendered..].iter().map(|a| a.subscriber)
     }
-    if !errors.0.is_empty() {
-        return Err(errors.0);
+
+    /// Renders the deliveries of the subscribers awaiting their data, in order, while
+    /// `page` has it; true once none awaits it any more.
+    fn render(&mut self, page: &Page) -> bool {
+        while let Some(next) = self.awaiting.get(self.rendered) {
+            let Some(data) = page.0.get(&next.subscriber.id) else {
+                return false;
+            };
+            self.rendered += 1;
+            // Erased since the directory was read: its deliveries stay unrendered, as the
+            // accept statement, which locks the subscriber by its `created_at`, writes
+            // nothing for this notification and answers 422.
+            let Some(data) = data else { continue };
+            let data: Map<String, Value> = match serde_json::from_str(data) {
+                Ok(data) => data,
+                Err(e) => {
+                    let id = &next.subscriber.id;
+                    self.errors.push("to", format!("the stored data of subscriber `{id}` cannot be read: {e}"));
+                    continue;
+                }
+            };
+            let context = with_subscriber(&self.context, next.subscriber, data);
+            for &(i, template) in &next.renders {
+                let delivery = &mut self.deliveries[i];
+                let locale = delivery.locale.as_deref().unwrap_or_default();
+                match render_checked(template, delivery.channel, locale, &context) {
+                    Ok(content) => {
+                        if !self.bytes.take(&content) {
+                            // Refused: the rest is not rendered.
+                            self.errors.extend([self.bytes.over()]);
+                            self.rendered = self.awaiting.len();
+                            return true;
+                        }
+                        delivery.content = Some(content);
+                    }
+                    Err(found) => self.errors.extend(found),
+                }
+            }
+        }
+        true
     }
-    budget.deliveries -= deliveries.len();
-    budget.rendered_bytes -= rendered_bytes;
-    Ok(Plan {
-        deliveries,
-        workflow: kind.and_then(|t| t.novu_workflow.clone()),
-        retry: kind.and_then(|t| t.retry.clone()),
-    })
+
+    /// The plan, taken from `budget`, or every reason it cannot be accepted.
+    fn finish(self, budget: &mut Budget) -> Result<Plan, Vec<FieldError>> {
+        let mut errors = self.errors;
+        if self.deliveries.is_empty() && errors.0.is_empty() {
+            errors.push("to", "no recipient has an address for any of the requested channels");
+        }
+        if !errors.0.is_empty() {
+            return Err(errors.0);
+        }
+        budget.deliveries -= self.deliveries.len();
+        budget.rendered_bytes -= self.bytes.used;
+        Ok(Plan {
+            deliveries: self.deliveries,
+            workflow: self.kind.and_then(|t| t.novu_workflow.clone()),
+            retry: self.kind.and_then(|t| t.retry.clone()),
+        })
+    }
+}
+
+/// Content a notification renders, against what the request's budget left it.
+struct Bytes {
+    used: usize,
+    left: usize,
+}
+
+impl Bytes {
+    /// Counts `content`; false when it does not fit any more.
+    fn take(&mut self, content: &Content) -> bool {
+        self.used = self.used.saturating_add(content_bytes(content));
+        self.used <= self.left
+    }
+
+    fn over(&self) -> FieldError {
+        let limit = format!("{} MiB of rendered content", MAX_RENDERED_BYTES >> 20);
+        FieldError::new("to", over(self.left == MAX_RENDERED_BYTES, &limit))
+    }
+}
+
+/// The template context `context` with `subscriber` (its stored fields and `data`).
+fn with_subscriber(context: &Value, subscriber: &Subscriber, data: Map<String, Value>) -> Value {
+    let mut subscriber = serde_json::to_value(subscriber).unwrap_or(Value::Null);
+    if let Value::Object(fields) = &mut subscriber {
+        fields.insert("data".into(), Value::Object(data));
+    }
+    let mut context = context.clone();
+    if let Value::Object(map) = &mut context {
+        map.insert("subscriber".into(), subscriber);
+    }
+    context
 }
 
 /// The recipients of `n`, each subscriber once whether named by id or through topics, and
@@ -354,8 +541,8 @@ fn resolve<'a>(n: &'a ValidNotification, dir: &'a Directory) -> (Vec<Resolved<'a
     (recipients, unknown)
 }
 
-/// Renders the type's templates, once per channel and locale unless a template refers to
-/// the subscriber.
+/// Finds the type's templates in the best locale, and renders those that do not refer to
+/// the subscriber once per channel and locale.
 struct Renderer<'a> {
     n: &'a ValidNotification,
     dir: &'a Directory,
@@ -369,35 +556,35 @@ impl<'a> Renderer<'a> {
         Self { n, dir, context: Value::Object(n.data.clone()), shared: HashMap::new() }
     }
 
-    fn render(&mut self, channel: Channel, listed: Option<&Listed>) -> Result<(Content, String), Vec<FieldError>> {
+    /// The template for `channel` in the first locale of the recipient's fallback chain
+    /// that has one, and that locale.
+    fn template(&self, channel: Channel, listed: Option<&Listed>) -> Result<(&'a Template, String), Vec<FieldError>> {
         let subscriber_locale = listed.and_then(|l| l.subscriber.locale.as_deref());
         let chain = locale::fallback_chain(subscriber_locale, &self.dir.default_locale);
+        let templates = &self.dir.templates;
         let found = chain
             .iter()
-            .find_map(|l| self.dir.templates.get(&(self.n.kind.clone(), channel, l.clone())).map(|t| (t, l.clone())));
-        let Some((template, locale)) = found else {
-            return Err(vec![FieldError::new(
+            .find_map(|l| templates.get(&(self.n.kind.clone(), channel, l.clone())).map(|t| (t, l.clone())));
+        found.ok_or_else(|| {
+            vec![FieldError::new(
                 "type",
                 format!(
                     "type `{}` has no {channel} template in {} and the notification has no inline content",
                     self.n.kind,
                     chain.join(", ")
                 ),
-            )]);
-        };
-        if !template.uses_subscriber() {
-            let key = (channel, locale.clone());
-            if !self.shared.contains_key(&key) {
-                let rendered = render_checked(template, channel, &locale, &self.context);
-                self.shared.insert(key.clone(), rendered);
-            }
-            return self.shared[&key].clone().map(|c| (c, locale));
+            )]
+        })
+    }
+
+    /// `template` rendered without a subscriber (once per channel and locale).
+    fn shared(&mut self, template: &Template, channel: Channel, locale: &str) -> Result<Content, Vec<FieldError>> {
+        let key = (channel, locale.to_owned());
+        if !self.shared.contains_key(&key) {
+            let rendered = render_checked(template, channel, locale, &self.context);
+            self.shared.insert(key.clone(), rendered);
         }
-        let mut context = self.context.clone();
-        if let (Value::Object(map), Some(listed)) = (&mut context, listed) {
-            map.insert("subscriber".into(), serde_json::to_value(&listed.subscriber).unwrap_or(Value::Null));
-        }
-        render_checked(template, channel, &locale, &context).map(|c| (c, locale))
+        self.shared[&key].clone()
     }
 }
 
@@ -523,6 +710,60 @@ mod tests {
         r.unwrap_err().into_iter().map(|e| e.field).collect()
     }
 
+    /// Subscribers' `data` as the store holds it, recording every page asked for.
+    #[derive(Default)]
+    struct Stored {
+        data: HashMap<String, String>,
+        pages: Vec<Vec<String>>,
+    }
+
+    impl SubscriberData for Stored {
+        type Error = std::convert::Infallible;
+
+        fn load(
+            &mut self,
+            subscribers: &[&Subscriber],
+        ) -> impl Future<Output = Result<HashMap<String, String>, Self::Error>> + Send {
+            self.pages.push(subscribers.iter().map(|s| s.id.clone()).collect());
+            let found = subscribers.iter().filter_map(|s| Some((s.id.clone(), self.data.get(&s.id)?.clone())));
+            std::future::ready(Ok(found.collect()))
+        }
+    }
+
+    /// [`plan_all`], with a store that answers at once.
+    fn plan_pages(
+        items: &[&ValidNotification],
+        dir: &Directory,
+        page: usize,
+        stored: &mut Stored,
+    ) -> Vec<Result<Plan, Vec<FieldError>>> {
+        let mut budget = Budget::default();
+        let planning = std::pin::pin!(plan_all(items, dir, now(), &mut budget, page, stored));
+        match planning.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+            std::task::Poll::Ready(Ok(plans)) => plans,
+            std::task::Poll::Ready(Err(never)) => match never {},
+            std::task::Poll::Pending => unreachable!("the store answers at once"),
+        }
+    }
+
+    fn plan(n: &ValidNotification, dir: &Directory, _now: OffsetDateTime) -> Result<Plan, Vec<FieldError>> {
+        plan_pages(&[n], dir, 500, &mut Stored::default()).pop().unwrap()
+    }
+
+    /// `dir` with the type `invoice.overdue` on email and in-app, whose templates show the
+    /// subscriber's `data.x`, and subscribers `ids` (with an email each) whose `x` is stored.
+    fn per_subscriber(ids: &[&str]) -> (Directory, Stored) {
+        let mut dir = typed(&[Channel::Email, Channel::InApp]);
+        template(&mut dir, Channel::Email, "en", json!({"subject": "Hi", "text": "x is {{ subscriber.data.x }}"}));
+        template(&mut dir, Channel::InApp, "en", json!({"title": "{{ subscriber.data.x }}"}));
+        let mut stored = Stored::default();
+        for id in ids {
+            dir.subscribers.insert((*id).into(), subscriber(id, Some(&format!("{id}@example.com")), None));
+            stored.data.insert((*id).into(), json!({"x": format!("{id}'s")}).to_string());
+        }
+        (dir, stored)
+    }
+
     #[test]
     fn plans_one_delivery_per_address_and_channel() {
         let n = valid(json!({"type": "t", "to": [{"email": "a@example.com", "phone": "+15551234567"},
@@ -617,6 +858,65 @@ mod tests {
         assert_eq!(rendered, vec![("pt", "Fatura 7"), ("en", "Invoice 7")]);
 
         let n = valid(json!({"type": "invoice.overdue", "to": [{"subscriber_id": "u-pt"}, {"subscriber_id": "u-fr"}]}));
-        assert_eq!(fields(super::plan(&n, &dir, now())), vec!["data.number"]);
+        assert_eq!(fields(self::plan(&n, &dir, now())), vec!["data.number"]);
+    }
+
+    #[test]
+    fn per_subscriber_content_is_rendered_a_page_of_data_at_a_time() {
+        let (mut dir, mut stored) = per_subscriber(&["u-0", "u-1", "u-2", "u-3", "u-4"]);
+        dir.topics.insert("staff".into(), ["u-0", "u-1", "u-2", "u-3", "u-4"].map(String::from).to_vec());
+        let n = valid(json!({"type": "invoice.overdue", "to": [{"subscriber_id": "u-2"}, {"topic": "staff"}]}));
+        let plan = plan_pages(&[&n], &dir, 2, &mut stored).pop().unwrap().unwrap();
+        // Each subscriber's data read once, named directly or not, in the order they are named.
+        assert_eq!(stored.pages, [vec!["u-2", "u-0"], vec!["u-1", "u-3"], vec!["u-4"]]);
+        let rendered: Vec<_> = plan
+            .deliveries
+            .iter()
+            .map(|d| {
+                let content = d.content.as_ref().unwrap();
+                (
+                    d.channel,
+                    d.subscriber_id.as_deref().unwrap(),
+                    content.text.as_ref().or(content.title.as_ref()).unwrap(),
+                )
+            })
+            .map(|(channel, id, text)| (channel, id.to_owned(), text.clone()))
+            .collect();
+        let expected: Vec<_> = [(Channel::Email, "x is "), (Channel::InApp, "")]
+            .into_iter()
+            .flat_map(|(channel, prefix)| {
+                ["u-2", "u-0", "u-1", "u-3", "u-4"].map(|id| (channel, id.to_owned(), format!("{prefix}{id}'s")))
+            })
+            .collect();
+        assert_eq!(rendered, expected, "the order of the fan-out, channel by channel");
+    }
+
+    #[test]
+    fn a_page_takes_the_subscribers_of_the_next_items_too() {
+        let (dir, mut stored) = per_subscriber(&["u-0", "u-1", "u-2"]);
+        let to = |id: &str| valid(json!({"type": "invoice.overdue", "to": [{"subscriber_id": id}]}));
+        let items = [to("u-0"), to("u-1"), to("u-0"), to("u-2")];
+        let plans = plan_pages(&items.iter().collect::<Vec<_>>(), &dir, 2, &mut stored);
+        assert!(plans.iter().all(Result::is_ok));
+        // The first page serves the first three items; the fourth's subscriber is read next.
+        assert_eq!(stored.pages, [vec!["u-0", "u-1"], vec!["u-2"]]);
+
+        // Templates that do not use the subscriber read no data.
+        let mut dir = typed(&[Channel::Email]);
+        template(&mut dir, Channel::Email, "en", json!({"subject": "Hi", "text": "Pay"}));
+        dir.subscribers.insert("u-0".into(), subscriber("u-0", Some("a@example.com"), None));
+        let mut stored = Stored::default();
+        assert!(plan_pages(&[&to("u-0")], &dir, 2, &mut stored).pop().unwrap().is_ok());
+        assert!(stored.pages.is_empty());
+    }
+
+    #[test]
+    fn a_subscriber_erased_before_its_data_was_read_is_left_for_the_accept_to_refuse() {
+        let (dir, mut stored) = per_subscriber(&["u-0", "u-1"]);
+        stored.data.remove("u-1");
+        let n = valid(json!({"type": "invoice.overdue", "to": [{"subscriber_id": "u-0"}, {"subscriber_id": "u-1"}]}));
+        let plan = plan_pages(&[&n], &dir, 10, &mut stored).pop().unwrap().unwrap();
+        let rendered: Vec<_> = plan.deliveries.iter().map(|d| d.content.is_some()).collect();
+        assert_eq!(rendered, [true, false, true, false]);
     }
 }

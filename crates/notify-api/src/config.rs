@@ -78,11 +78,19 @@ pub struct Limits {
     /// `relay.stranded_after`.
     #[serde(with = "humantime_serde")]
     pub stranded_after: Duration,
+    /// Subscribers whose `data` (up to 64 KiB each) a request holds at once while it renders
+    /// templates that use `subscriber`: memory per request is about this times 64 KiB,
+    /// whatever the size of its topics.
+    pub subscriber_data_page: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_schedule_ahead: Duration::from_secs(90 * 24 * 3600), stranded_after: STRANDED_AFTER }
+        Self {
+            max_schedule_ahead: Duration::from_secs(90 * 24 * 3600),
+            stranded_after: STRANDED_AFTER,
+            subscriber_data_page: 500,
+        }
     }
 }
 
@@ -202,6 +210,9 @@ impl Config {
         let invalid = |key: &str, message: &str| ConfigError::Invalid { key: key.into(), message: message.into() };
         if self.idempotency.retention < Duration::from_secs(24 * 3600) {
             return Err(invalid("idempotency.retention", "must be at least 24h"));
+        }
+        if self.limits.subscriber_data_page == 0 {
+            return Err(invalid("limits.subscriber_data_page", "must be at least 1"));
         }
         if self.rate_limit.per_second == 0 || self.rate_limit.burst == 0 {
             return Err(invalid("rate_limit", "per_second and burst must be at least 1"));

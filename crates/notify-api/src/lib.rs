@@ -42,6 +42,8 @@ pub struct AppState {
     idempotency_retention: Duration,
     /// How long a delivery must be stranded before a retry may queue it again.
     stranded_after: Duration,
+    /// Subscribers whose `data` planning reads at once.
+    subscriber_data_page: usize,
     /// Signature checkers of the providers whose receipts are configured.
     receipts: Arc<receipts::Receipts>,
     /// Signs and verifies subscriber tokens (the inbox).
@@ -69,6 +71,7 @@ pub fn router(store: Store, config: &Config, inbox_hub: Arc<inbox::hub::Hub>) ->
         default_rate: config.rate_limit,
         idempotency_retention: config.idempotency.retention,
         stranded_after: config.limits.stranded_after,
+        subscriber_data_page: config.limits.subscriber_data_page,
         receipts: Arc::new(receipts::Receipts::new(&config.receipts)?),
         tokens: Arc::new(tokens),
         token_ttl: config.inbox.token_ttl,

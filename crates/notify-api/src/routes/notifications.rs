@@ -6,7 +6,7 @@ use axum::{
 };
 use domain::{
     FieldError, NewNotification, NotificationStatus, Plan, ValidNotification,
-    plan::{Budget, Directory, MAX_DELIVERIES, plan_within},
+    plan::{Budget, Directory, MAX_DELIVERIES, plan_all},
     request::{Recipient, is_valid_idempotency_key},
     view::{AcceptedNotification, NotificationSummary, NotificationView},
 };
@@ -70,9 +70,8 @@ pub async fn create(
     let mut budget = Budget::default();
     let sizes = app.store.topic_sizes(auth.0.tenant_id, &topics_of([&notification]), MAX_DELIVERIES).await?;
     budget.take_members(&notification, &sizes).map_err(ApiError::Validation)?;
-    let directory = app.store.directory(auth.0.tenant_id, &[&notification]).await?;
-    let plan =
-        domain::plan::plan(&notification, &directory, OffsetDateTime::now_utc()).map_err(ApiError::Validation)?;
+    let (directory, mut plans) = plan(&app, auth.0.tenant_id, &[&notification], &mut budget).await?;
+    let plan = plans.pop().expect("one plan per item").map_err(ApiError::Validation)?;
     let scheduled = notification.send_at.is_some();
     let subscribers = store::planned_subscribers(&plan, &directory);
     // What a refusal for an erased subscriber names (the notification moves into the group).
@@ -195,13 +194,13 @@ pub async fn batch(
         })
         .collect();
     let valid: Vec<&ValidNotification> = parsed.iter().filter_map(|p| p.as_ref().ok()).map(|(n, _)| n).collect();
-    let directory = app.store.directory(auth.0.tenant_id, &valid).await?;
-    let now = OffsetDateTime::now_utc();
+    let (directory, plans) = plan(&app, auth.0.tenant_id, &valid, &mut budget).await?;
+    let mut plans = plans.into_iter();
     let planned: Vec<Result<Planned, ApiError>> = parsed
         .iter()
         .map(|p| {
             let (notification, key) = p.as_ref().map_err(Clone::clone)?;
-            let plan = plan_within(notification, &directory, now, &mut budget).map_err(ApiError::Validation)?;
+            let plan = plans.next().expect("one plan per valid item").map_err(ApiError::Validation)?;
             Ok((notification, key, plan))
         })
         .collect();
@@ -252,6 +251,21 @@ pub async fn batch(
     let mut response = (StatusCode::OK, Json(BatchResponse { results })).into_response();
     rate_limit_headers(response.headers_mut(), quota);
     Ok(response)
+}
+
+/// The directory `items` refer to, and their plans in order within `budget`; the
+/// subscribers' `data` is read a page of `limits.subscriber_data_page` at a time.
+async fn plan(
+    app: &AppState,
+    tenant_id: Uuid,
+    items: &[&ValidNotification],
+    budget: &mut Budget,
+) -> Result<(Directory, Vec<Result<Plan, Vec<FieldError>>>), ApiError> {
+    let directory = app.store.directory(tenant_id, items).await?;
+    let mut data = app.store.subscriber_data(tenant_id);
+    let now = OffsetDateTime::now_utc();
+    let plans = plan_all(items, &directory, now, budget, app.subscriber_data_page, &mut data).await?;
+    Ok((directory, plans))
 }
 
 /// Every topic `items` name, once.
