@@ -1,7 +1,16 @@
 //! Bounds that keep one tenant from hurting all: retry delays, metric labels, fan-out and
 //! rendered sizes, NUL characters.
 
+use std::collections::HashMap;
+
+use domain::{
+    NewNotification,
+    plan::{Budget, SubscriberData, plan_all},
+    request::Limits,
+    subscriber::Subscriber,
+};
 use serde_json::{Value, json};
+use time::OffsetDateTime;
 
 use crate::harness::TestApp;
 
@@ -48,11 +57,13 @@ async fn put(app: &TestApp, path: &str, body: Value) {
     assert!(matches!(status, 200 | 201), "PUT {path}: {status} {answer}");
 }
 
-/// `count` subscribers `<topic>-0`... with addresses, members of `topic`, in two statements.
+/// `count` subscribers `<topic>-0`... with addresses and `data.x` = `x of <id>`, members of
+/// `topic`, in two statements.
 async fn topic_of(app: &TestApp, topic: &str, count: i32) {
     let pool = app.env.store.pool();
     sqlx::query(
-        "INSERT INTO subscribers (tenant_id, id, email) SELECT $1, $2 || '-' || i, $2 || i || '@example.com'
+        "INSERT INTO subscribers (tenant_id, id, email, data)
+         SELECT $1, $2 || '-' || i, $2 || i || '@example.com', jsonb_build_object('x', 'x of ' || $2 || '-' || i)
          FROM generate_series(0, $3 - 1) i",
     )
     .bind(app.tenant_id)
@@ -147,6 +158,107 @@ async fn an_oversized_render_is_422_naming_the_field_and_writes_nothing() {
     assert_eq!(fields(&problem), ["to"], "{problem}");
     assert!(problem["errors"][0]["message"].as_str().unwrap().contains("MiB"), "{problem}");
     assert_eq!((app.notification_count().await, deliveries(&app).await), (0, 0));
+}
+
+/// The type `digest` on email, its template showing the subscriber's id and `data.x`.
+async fn digest_type(app: &TestApp) {
+    put(app, "/v1/types/digest", json!({"channels": ["email"]})).await;
+    put(
+        app,
+        "/v1/templates/digest/email",
+        json!({"subject": "Digest", "text": "{{ subscriber.id }}: {{ subscriber.data.x }}"}),
+    )
+    .await;
+}
+
+/// (subscriber, rendered text) of each delivery of `notification`, by subscriber.
+async fn rendered(app: &TestApp, notification: &Value) -> Vec<(String, String)> {
+    let id: uuid::Uuid = notification["id"].as_str().unwrap().parse().unwrap();
+    sqlx::query_as("SELECT subscriber_id, content->>'text' FROM deliveries WHERE notification_id = $1 ORDER BY 1")
+        .bind(id)
+        .fetch_all(app.env.store.pool())
+        .await
+        .unwrap()
+}
+
+/// What each of `ids` gets from the `digest` template.
+fn own_content(ids: impl IntoIterator<Item = i32>) -> Vec<(String, String)> {
+    ids.into_iter().map(|i| (format!("staff-{i}"), format!("staff-{i}: x of staff-{i}"))).collect()
+}
+
+#[tokio::test]
+async fn a_topic_larger_than_a_data_page_renders_every_member_its_own_content_once() {
+    let app = TestApp::api_with(|c| c.limits.subscriber_data_page = 2).await;
+    digest_type(&app).await;
+    topic_of(&app, "staff", 5).await;
+
+    // `staff-3` is named directly and through the topic: one delivery.
+    let (status, answer) =
+        app.post(&json!({"type": "digest", "to": [{"subscriber_id": "staff-3"}, {"topic": "staff"}]})).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(rendered(&app, &answer).await, own_content(0..5));
+
+    // Batch items share the pages; each still renders with its own subscribers' data.
+    let results = batch(
+        &app,
+        vec![
+            json!({"type": "digest", "to": [{"topic": "staff"}]}),
+            json!({"type": "digest", "to": [{"subscriber_id": "staff-1"}]}),
+        ],
+    )
+    .await;
+    assert_eq!((results[0]["status"].as_u64(), results[1]["status"].as_u64()), (Some(202), Some(202)), "{results:?}");
+    assert_eq!(rendered(&app, &results[0]["notification"]).await, own_content(0..5));
+    assert_eq!(rendered(&app, &results[1]["notification"]).await, own_content([1]));
+}
+
+/// The store's data pages, with the subscribers each was asked for.
+struct Recording<D> {
+    store: D,
+    pages: Vec<Vec<String>>,
+}
+
+impl<D: SubscriberData> SubscriberData for Recording<D> {
+    type Error = D::Error;
+
+    fn load(
+        &mut self,
+        subscribers: &[&Subscriber],
+    ) -> impl Future<Output = Result<HashMap<String, String>, Self::Error>> + Send {
+        self.pages.push(subscribers.iter().map(|s| s.id.clone()).collect());
+        self.store.load(subscribers)
+    }
+}
+
+#[tokio::test]
+async fn a_topic_is_planned_holding_one_page_of_its_members_data_at_a_time() {
+    let app = TestApp::api_only().await;
+    digest_type(&app).await;
+    topic_of(&app, "staff", 7).await;
+    let request: NewNotification =
+        serde_json::from_value(json!({"type": "digest", "to": [{"subscriber_id": "staff-3"}, {"topic": "staff"}]}))
+            .unwrap();
+    let n = request.validate(Limits::default(), OffsetDateTime::now_utc()).unwrap();
+    let store = &app.env.store;
+
+    let directory = store.directory(app.tenant_id, &[&n]).await.unwrap();
+    assert_eq!(directory.subscribers.len(), 7);
+    assert!(directory.subscribers.values().all(|l| l.subscriber.data.is_empty()), "members are listed without data");
+    let mut data = Recording { store: store.subscriber_data(app.tenant_id), pages: vec![] };
+    let mut plans =
+        plan_all(&[&n], &directory, OffsetDateTime::now_utc(), &mut Budget::default(), 3, &mut data).await.unwrap();
+
+    // Never more than a page of 3; each member read once, in the order named.
+    let pages: Vec<Vec<&str>> = data.pages.iter().map(|p| p.iter().map(String::as_str).collect()).collect();
+    assert_eq!(pages, [vec!["staff-3", "staff-0", "staff-1"], vec!["staff-2", "staff-4", "staff-5"], vec!["staff-6"]]);
+    let plan = plans.pop().unwrap().unwrap();
+    let mut texts: Vec<(String, String)> = plan
+        .deliveries
+        .iter()
+        .map(|d| (d.subscriber_id.clone().unwrap(), d.content.as_ref().unwrap().text.clone().unwrap()))
+        .collect();
+    texts.sort();
+    assert_eq!(texts, own_content(0..7));
 }
 
 #[tokio::test]

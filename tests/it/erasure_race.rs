@@ -3,10 +3,20 @@
 //! held by the test on a connection of its own; either order ends with nothing written, or
 //! nothing left to send, to the erased address.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
 
+use domain::{
+    NewNotification,
+    plan::{Budget, plan_all},
+    request::Limits,
+};
 use serde_json::{Value, json};
 use sqlx::{PgPool, Postgres, Transaction};
+use store::{Intake, IntakeResult, Origin};
+use time::OffsetDateTime;
 
 use crate::harness::{TestApp, eventually};
 
@@ -207,4 +217,50 @@ async fn a_key_given_with_a_request_refused_for_an_erasure_stays_unused() {
     let (status, replayed, answer) = post().await;
     assert_eq!((status, replayed), (202, false), "{answer}");
     assert_eq!(answer["deliveries"][0]["recipient"], "new-u1@example.com");
+}
+
+#[tokio::test]
+async fn a_member_erased_before_its_data_page_was_read_is_refused_by_the_accept() {
+    // Planning reads a topic's members first and their `data` after, a page at a time; the
+    // steps are taken here one by one, with the erasure between them.
+    let app = TestApp::api_only().await;
+    let pool = app.env.store.pool();
+    for (id, email) in [("u-1", ADA), ("u-2", "grace@example.com")] {
+        let body = json!({"email": email, "data": {"name": id}});
+        let (status, answer) = app.call("PUT", &format!("/v1/subscribers/{id}"), Some(&body)).await;
+        assert!(matches!(status, 200 | 201), "PUT {id}: {status} {answer}");
+    }
+    let (status, answer) = app.call("PUT", "/v1/topics/team/subscribers", Some(&json!({"add": ["u-1", "u-2"]}))).await;
+    assert!(status < 300, "{status} {answer}");
+    for (path, body) in [
+        ("/v1/types/digest", json!({"channels": ["email"]})),
+        ("/v1/templates/digest/email", json!({"subject": "Hi", "text": "Hello {{ subscriber.data.name }}"})),
+    ] {
+        let (status, answer) = app.call("PUT", path, Some(&body)).await;
+        assert!(matches!(status, 200 | 201), "PUT {path}: {status} {answer}");
+    }
+    let request: NewNotification =
+        serde_json::from_value(json!({"type": "digest", "to": [{"topic": "team"}]})).unwrap();
+    let n = request.validate(Limits::default(), OffsetDateTime::now_utc()).unwrap();
+    let store = &app.env.store;
+
+    let directory = store.directory(app.tenant_id, &[&n]).await.unwrap();
+    erase(&app, "u-1").await;
+    let mut data = store.subscriber_data(app.tenant_id);
+    let mut plans =
+        plan_all(&[&n], &directory, OffsetDateTime::now_utc(), &mut Budget::default(), 1, &mut data).await.unwrap();
+    let plan = plans.pop().unwrap().unwrap();
+    let intake = Intake {
+        notification: &n,
+        plan: &plan,
+        idempotency: None,
+        subscribers: store::planned_subscribers(&plan, &directory),
+    };
+    let origin = Origin { actor: "test", traceparent: None };
+    let results =
+        store.accept_notifications(app.tenant_id, &origin, &[intake], Duration::from_secs(24 * 3600)).await.unwrap();
+
+    assert!(matches!(&results[..], [IntakeResult::Erased(ids)] if ids == &["u-1"]), "{results:?}");
+    let (notifications,): (i64,) = sqlx::query_as("SELECT count(*) FROM notifications").fetch_one(pool).await.unwrap();
+    assert_eq!(notifications, 0, "nothing written, to the erased member or the other");
 }
