@@ -262,6 +262,55 @@ async fn a_topic_is_planned_holding_one_page_of_its_members_data_at_a_time() {
 }
 
 #[tokio::test]
+async fn members_are_listed_with_only_the_preferences_planning_consults() {
+    let app = TestApp::api_only().await;
+    put(&app, "/v1/types/digest", json!({"channels": ["email", "sms"], "category": "news"})).await;
+    topic_of(&app, "staff", 2).await;
+    // A document may hold 1,000 entries (up to 256 KiB); a topic's members are many.
+    let others =
+        |value: Value| (0..400).map(|i| (format!("other.{i}"), value.clone())).collect::<serde_json::Map<_, _>>();
+    let mut types = others(json!({"email": true}));
+    types.insert("digest".into(), json!({"email": false}));
+    let mut categories = others(json!({"sms": true}));
+    categories.insert("news".into(), json!({"sms": false}));
+    let quiet = json!({"start": "00:00", "end": "23:59"});
+    let document = json!({"channels": {"sms": true}, "types": types, "categories": categories, "quiet_hours": quiet});
+    put(&app, "/v1/subscribers/staff-0/preferences", document).await;
+
+    let request: NewNotification = serde_json::from_value(
+        json!({"type": "digest", "to": [{"topic": "staff"}], "content": {"subject": "News", "text": "Hello"}}),
+    )
+    .unwrap();
+    let n = request.validate(Limits::default(), OffsetDateTime::now_utc()).unwrap();
+    let directory = app.env.store.directory(app.tenant_id, &[&n]).await.unwrap();
+    let listed = serde_json::to_value(&directory.subscribers["staff-0"].preferences).unwrap();
+    assert_eq!(
+        listed,
+        json!({"channels": {"sms": true}, "types": {"digest": {"email": false}}, "categories": {"news": {"sms": false}},
+               "quiet_hours": quiet})
+    );
+    assert_eq!(serde_json::to_value(&directory.subscribers["staff-1"].preferences).unwrap()["types"], json!({}));
+
+    // And they still decide: the type's entry beats the category's, which beats the channel's.
+    sqlx::query("UPDATE subscribers SET phone = '+15551234567' WHERE id = 'staff-0'")
+        .execute(app.env.store.pool())
+        .await
+        .unwrap();
+    let (status, answer) = app
+        .post(&json!({"type": "digest", "to": [{"subscriber_id": "staff-0"}],
+                      "content": {"subject": "News", "text": "Hello"}}))
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    let reasons: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT channel, last_error_code FROM deliveries ORDER BY channel")
+            .fetch_all(app.env.store.pool())
+            .await
+            .unwrap();
+    let opted_out = Some("opted_out".to_owned());
+    assert_eq!(reasons, [("email".into(), opted_out.clone()), ("sms".into(), opted_out)]);
+}
+
+#[tokio::test]
 async fn a_nul_character_is_422_naming_the_field_and_refuses_only_its_batch_item() {
     let app = TestApp::api_only().await;
     let with = |field: &str, value: Value| {

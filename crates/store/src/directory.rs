@@ -88,13 +88,27 @@ impl Store {
         if ids.is_empty() && topics.is_empty() {
             return Ok(directory);
         }
+        // A preference may name a type the tenant has not defined (an ad-hoc one): every kind.
+        let kinds: Vec<&str> = unique(items.iter().map(|n| n.kind.as_str()));
+        let categories: Vec<&str> = unique(directory.types.values().filter_map(|t| t.category.as_deref()));
         // One statement for the subscribers named and every member of the topics named: a
         // topic of 10,000 members is one index range scan, not 10,000 lookups. Without their
         // `data`: 50,000 members of 64 KiB each would be 3 GB; planning reads it by pages
-        // ([`Store::subscriber_data`]).
+        // ([`Store::subscriber_data`]). Of their preferences only what planning these items
+        // consults (a document may hold 1,000 entries, up to 256 KiB): the channels, quiet
+        // hours, and the entries of the batch's types and their categories.
         let rows: Vec<SubscriberRow> = sqlx::query_as(
-            "SELECT s.id, s.email, s.phone, s.whatsapp, s.locale, s.timezone, s.preferences, s.created_at,
-                    s.updated_at, coalesce(array_agg(m.topic) FILTER (WHERE m.topic IS NOT NULL), '{}') AS topics
+            "SELECT s.id, s.email, s.phone, s.whatsapp, s.locale, s.timezone,
+                    jsonb_build_object(
+                        'channels', coalesce(s.preferences->'channels', '{}'),
+                        'quiet_hours', s.preferences->'quiet_hours',
+                        'types', coalesce((SELECT jsonb_object_agg(k, s.preferences->'types'->k) FROM unnest($4::text[]) k
+                                           WHERE s.preferences->'types' ? k), '{}'),
+                        'categories', coalesce((SELECT jsonb_object_agg(c, s.preferences->'categories'->c)
+                                                FROM unnest($5::text[]) c WHERE s.preferences->'categories' ? c), '{}')
+                    ) AS preferences,
+                    s.created_at, s.updated_at,
+                    coalesce(array_agg(m.topic) FILTER (WHERE m.topic IS NOT NULL), '{}') AS topics
              FROM subscribers s
              LEFT JOIN topic_members m ON m.tenant_id = s.tenant_id AND m.subscriber_id = s.id AND m.topic = ANY($3)
              WHERE s.tenant_id = $1 AND (s.id = ANY($2) OR m.topic IS NOT NULL)
@@ -105,6 +119,8 @@ impl Store {
         .bind(tenant_id)
         .bind(&ids)
         .bind(&topics)
+        .bind(&kinds)
+        .bind(&categories)
         .fetch_all(&self.pool)
         .await?;
         for row in rows {
