@@ -78,7 +78,7 @@ impl Store {
         Ok(rows.into_iter().map(|(topic, n)| (topic, usize::try_from(n).unwrap_or(usize::MAX))).collect())
     }
 
-    /// Everything `items` refer to, for [`domain::plan::plan`].
+    /// Everything `items` refer to, for [`domain::plan::plan_all`], but the subscribers' `data`.
     pub async fn directory(&self, tenant_id: Uuid, items: &[&ValidNotification]) -> Result<Directory> {
         let mut directory = self.tenant_types(tenant_id, items).await?;
         self.add_templates(tenant_id, items, &mut directory).await?;
