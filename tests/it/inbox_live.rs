@@ -380,7 +380,7 @@ mod webdriver {
             for path in [&driver, &browser] {
                 assert!(
                     std::path::Path::new(path).exists(),
-                    "{path} is missing: install Debian's `chromium` and `chromium-driver` (.ci/run does)"
+                    "{path} is missing: install Debian's `chromium` and `chromium-driver` (`cargo xtask test` does as root)"
                 );
             }
             let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

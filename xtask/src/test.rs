@@ -1,6 +1,11 @@
-//! `cargo xtask test`: the services the tests need, a clean slate, then `cargo test`.
+//! `cargo xtask test`: what the tests need (PostgreSQL, RabbitMQ, the providers'
+//! stand-ins, Chromium and chromedriver), a clean slate, then `cargo test` over every test
+//! binary, with one closing total.
 
-use std::process::{ExitCode, Stdio};
+use std::{
+    path::PathBuf,
+    process::{ExitCode, Stdio},
+};
 
 use anyhow::{Context, bail};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -20,6 +25,8 @@ const DATABASE_PREFIX: &str = "notify_test_";
 const VHOST_PREFIX: &str = "notify-test-";
 
 pub async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
+    // First, as it may stop us: before the services are touched and the tests are built.
+    let browser = ensure_browser().await?;
     let endpoints = Endpoints::from_test_env();
     services::ensure_services(&endpoints).await?;
     let rabbit = RabbitApi::new(&endpoints.rabbitmq_api)?;
@@ -30,13 +37,15 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
 
     let python = ensure_stubs().await?;
     let mut command = tokio::process::Command::new(cargo());
+    // --no-fail-fast: every test binary runs, not only those before the first failure.
     command
-        .args(["test", "--workspace"])
+        .args(["test", "--workspace", "--no-fail-fast"])
         .args(&args)
         .current_dir(workspace_root())
         .env("NOTIFY_TEST_PYTHON", &python)
+        .envs(browser.iter().map(|(tool, path)| (tool.env, path)))
         .stdout(Stdio::piped());
-    say!("running: cargo test --workspace {}", args.join(" "));
+    say!("running: cargo test --workspace --no-fail-fast {}", args.join(" "));
     let mut child = command.spawn().context("running cargo test")?;
     let mut lines = BufReader::new(child.stdout.take().expect("stdout is piped")).lines();
     let mut totals = Totals::default();
@@ -55,13 +64,113 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
     };
     // One closing line for the whole run: cargo test prints one per test binary, and the
     // last of those is usually a crate with no tests.
-    println!("tests: {} passed, {} failed, {} skipped", totals.passed, totals.failed, totals.ignored);
+    println!("{}", totals.summary(status.success()));
     if status.success() {
         return Ok(ExitCode::SUCCESS);
     }
     say!("cargo test failed ({})", describe(&status));
     let code = status.code().and_then(|c| u8::try_from(c).ok()).filter(|c| *c != 0).unwrap_or(1);
     Ok(ExitCode::from(code))
+}
+
+/// A program the demo page's browser test runs (tests/it/inbox_live.rs): the variable
+/// that tells the test where it is, and the Debian package that installs it.
+#[derive(Debug)]
+struct Tool {
+    program: &'static str,
+    env: &'static str,
+    package: &'static str,
+}
+
+const BROWSER: [Tool; 2] = [
+    Tool { program: "chromium", env: "NOTIFY_TEST_CHROMIUM", package: "chromium" },
+    Tool { program: "chromedriver", env: "NOTIFY_TEST_CHROMEDRIVER", package: "chromium-driver" },
+];
+
+/// Chromium and chromedriver, installed with apt-get when missing and we are root.
+/// Returns each tool's path, for the test (which otherwise looks only in /usr/bin).
+async fn ensure_browser() -> anyhow::Result<Vec<(&'static Tool, PathBuf)>> {
+    // A variable naming no file is not "missing": installing would not help; the loop
+    // below reports it.
+    let missing: Vec<&Tool> = BROWSER.iter().filter(|t| matches!(locate(t), Ok(None))).collect();
+    let apt = services::find_program("apt-get");
+    match browser_step(&missing, services::is_root(), apt.is_some()) {
+        BrowserStep::Ready => {}
+        BrowserStep::Stop(message) => bail!("{message}"),
+        BrowserStep::Install(packages) => apt_install(&apt.expect("checked"), &packages).await?,
+    }
+    let mut found = Vec::new();
+    for tool in &BROWSER {
+        match locate(tool)? {
+            Some(path) => found.push((tool, path)),
+            None => bail!("{} is still missing after installing {}", tool.program, tool.package),
+        }
+    }
+    say!("{} and {} are at {}", BROWSER[0].program, BROWSER[1].program, describe_paths(&found));
+    Ok(found)
+}
+
+fn describe_paths(found: &[(&Tool, PathBuf)]) -> String {
+    found.iter().map(|(_, path)| path.display().to_string()).collect::<Vec<_>>().join(" and ")
+}
+
+/// Where a tool is: the file its variable names (an error if there is none), else the
+/// program on the PATH.
+fn locate(tool: &Tool) -> anyhow::Result<Option<PathBuf>> {
+    match std::env::var_os(tool.env).filter(|v| !v.is_empty()) {
+        Some(path) if std::path::Path::new(&path).is_file() => Ok(Some(path.into())),
+        Some(path) => bail!("{} names {}, which is not a file", tool.env, path.display()),
+        None => Ok(services::find_program(tool.program)),
+    }
+}
+
+/// What to do about the browser tools, given which are missing.
+#[derive(Debug, PartialEq)]
+enum BrowserStep {
+    Ready,
+    /// `apt-get install` these packages.
+    Install(Vec<&'static str>),
+    /// Stop with this message, before building anything.
+    Stop(String),
+}
+
+fn browser_step(missing: &[&Tool], root: bool, apt: bool) -> BrowserStep {
+    if missing.is_empty() {
+        return BrowserStep::Ready;
+    }
+    let packages: Vec<&'static str> = missing.iter().map(|t| t.package).collect();
+    if root && apt {
+        return BrowserStep::Install(packages);
+    }
+    let programs = missing.iter().map(|t| t.program).collect::<Vec<_>>().join(" and ");
+    let why = if apt { "we are not root" } else { "there is no apt-get here" };
+    BrowserStep::Stop(format!(
+        "{programs} missing: the demo page's browser test drives headless Chromium through chromedriver, and \
+         xtask installs them only as root with apt-get ({why}). Install them (Debian: `sudo apt-get install {}`), \
+         or set {} and {} to where they are, then run this again.",
+        packages.join(" "),
+        BROWSER[0].env,
+        BROWSER[1].env,
+    ))
+}
+
+/// `apt-get update` (a fresh machine's package lists are empty or stale), then the install.
+async fn apt_install(apt: &std::path::Path, packages: &[&str]) -> anyhow::Result<()> {
+    say!("installing {} for the browser test (apt-get update, then apt-get install)", packages.join(" "));
+    let install: Vec<&str> =
+        ["install", "-y", "--no-install-recommends"].into_iter().chain(packages.iter().copied()).collect();
+    for args in [vec!["update"], install] {
+        let status = tokio::process::Command::new(apt)
+            .args(&args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .await
+            .context("running apt-get")?;
+        if !status.success() {
+            bail!("apt-get {} failed ({})", args.join(" "), describe(&status));
+        }
+    }
+    Ok(())
 }
 
 /// The providers' stand-ins the tests run (moto for SES and SNS, aiosmtpd for SMTP),
@@ -97,17 +206,26 @@ async fn ensure_stubs() -> anyhow::Result<std::path::PathBuf> {
     Ok(python)
 }
 
-/// The sum of cargo test's `test result: ok. N passed; N failed; N ignored; ...` lines.
+/// The sum of cargo test's `test result: ok. N passed; N failed; N ignored; ...` lines,
+/// and how many test binaries started (`running N tests`) and reported (`test result:`):
+/// one that crashed started without reporting, one that did not compile did neither.
 #[derive(Default)]
 struct Totals {
     passed: u64,
     failed: u64,
     ignored: u64,
+    started: u64,
+    reported: u64,
 }
 
 impl Totals {
     fn add(&mut self, line: &str) {
+        if is_binary_start(line) {
+            self.started += 1;
+            return;
+        }
         let Some(rest) = line.strip_prefix("test result: ") else { return };
+        self.reported += 1;
         for part in rest.split(';') {
             let mut words = part.split_whitespace().rev();
             let (Some(what), Some(count)) = (words.next(), words.next()) else { continue };
@@ -120,6 +238,28 @@ impl Totals {
             }
         }
     }
+
+    /// The closing line. Failed tests are in the counts; a failure of cargo test that no
+    /// test explains (a binary that crashed or did not build) is named too.
+    fn summary(&self, cargo_succeeded: bool) -> String {
+        let mut line = format!("tests: {} passed, {} failed, {} skipped", self.passed, self.failed, self.ignored);
+        let unfinished = self.started.saturating_sub(self.reported);
+        if unfinished > 0 {
+            let binaries = if unfinished == 1 { "test binary" } else { "test binaries" };
+            line.push_str(&format!("; {unfinished} {binaries} stopped without a result (see above)"));
+        }
+        if !cargo_succeeded && self.failed == 0 && unfinished == 0 {
+            line.push_str("; cargo test failed outside the tests (a build error? see above)");
+        }
+        line
+    }
+}
+
+/// libtest's first line for a test binary: `running 3 tests`, `running 1 test`.
+fn is_binary_start(line: &str) -> bool {
+    let Some(rest) = line.strip_prefix("running ") else { return false };
+    let count = rest.strip_suffix(" tests").or_else(|| rest.strip_suffix(" test"));
+    count.is_some_and(|n| n.parse::<u64>().is_ok())
 }
 
 async fn drop_test_databases(admin_url: &str) -> anyhow::Result<()> {
@@ -158,14 +298,53 @@ async fn delete_test_vhosts(rabbit: &RabbitApi) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::Totals;
+    use super::*;
 
     #[test]
     fn sums_the_result_lines() {
         let mut t = Totals::default();
+        t.add("running 13 tests");
         t.add("test result: ok. 11 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 0.00s");
+        t.add("running 4 tests");
         t.add("test result: FAILED. 3 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1.2s");
         t.add("test something ... ok");
         assert_eq!((t.passed, t.failed, t.ignored), (14, 1, 2));
+        assert_eq!(t.summary(false), "tests: 14 passed, 1 failed, 2 skipped");
+    }
+
+    #[test]
+    fn names_a_binary_that_crashed_or_did_not_build() {
+        let mut crashed = Totals::default();
+        crashed.add("running 1 test");
+        crashed.add("test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s");
+        crashed.add("running 5 tests");
+        assert_eq!(
+            crashed.summary(false),
+            "tests: 1 passed, 0 failed, 0 skipped; 1 test binary stopped without a result (see above)"
+        );
+
+        let not_built = Totals::default();
+        assert_eq!(
+            not_built.summary(false),
+            "tests: 0 passed, 0 failed, 0 skipped; cargo test failed outside the tests (a build error? see above)"
+        );
+        assert_eq!(not_built.summary(true), "tests: 0 passed, 0 failed, 0 skipped");
+    }
+
+    #[test]
+    fn installs_the_browser_only_when_missing_and_root() {
+        let [chromium, driver] = &BROWSER;
+        assert_eq!(browser_step(&[], false, false), BrowserStep::Ready);
+        assert_eq!(browser_step(&[driver], true, true), BrowserStep::Install(vec!["chromium-driver"]));
+        assert_eq!(
+            browser_step(&[chromium, driver], true, true),
+            BrowserStep::Install(vec!["chromium", "chromium-driver"])
+        );
+        let BrowserStep::Stop(message) = browser_step(&[chromium, driver], false, true) else { panic!("not root") };
+        assert!(message.contains("chromium and chromedriver missing"), "{message}");
+        assert!(message.contains("`sudo apt-get install chromium chromium-driver`"), "{message}");
+        assert!(message.contains("we are not root"), "{message}");
+        let BrowserStep::Stop(message) = browser_step(&[chromium], true, false) else { panic!("no apt-get") };
+        assert!(message.contains("no apt-get"), "{message}");
     }
 }
