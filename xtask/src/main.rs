@@ -2,7 +2,7 @@
 //!
 //! - `cargo xtask dev [--port 8080] [--smoke]`: the whole platform on this machine.
 //! - `cargo xtask test [-- <cargo test args>]`: the test suite on real PostgreSQL and RabbitMQ.
-//! - `cargo xtask bench [--smoke] [--history 0,1000000] [--no-limits]`: the stack under load, one table.
+//! - `cargo xtask bench [--smoke] [--history 0,1000000] [--no-limits] [--only peer]`: the stack under load, one table.
 //! - `cargo xtask chaos [--notifications N]`: the stack under load through crashes and restarts.
 
 mod bench;
@@ -25,14 +25,17 @@ usage: cargo xtask <task>
 tasks:
   dev [--port <port>] [--smoke]   run the whole platform locally (API on 127.0.0.1:<port>, default 8080);
                                   --smoke sends one notification, checks it is sent, then stops
-  test [-- <args>]                start PostgreSQL/RabbitMQ if needed, clean old test leftovers,
-                                  then `cargo test --workspace <args>`
-  bench [--smoke] [--history N,N..] [--no-limits]
+  test [-- <args>]                install Chromium and chromedriver if missing (as root, with apt-get),
+                                  start PostgreSQL/RabbitMQ if needed, clean old test leftovers, then
+                                  `cargo test --workspace --no-fail-fast <args>` and one closing total
+  bench [--smoke] [--history N,N..] [--no-limits] [--only peer]
                                   release builds of the six binaries under load from our own generator;
-                                  prints one table (also target/bench/latest.md and .json): intake, end to
-                                  end, memory and CPU, cost with N historical notifications (default
-                                  0,1000000), each as a ratio to this machine's ceilings (measured first
-                                  with ../shared/bench-limits/run.sh --quick, unless --no-limits);
+                                  prints one table (also target/bench/latest.md and .json): the peer
+                                  shape (single POSTs at 4, 8 and 64 in flight, delivered over HTTP to a
+                                  Novu stand-in), intake, end to end, memory and CPU, cost with N
+                                  historical notifications (default 0,1000000), each as a ratio to this
+                                  machine's ceilings (measured first with ../shared/bench-limits/run.sh
+                                  --quick, unless --no-limits); --only peer: the peer shape alone;
                                   --smoke: tiny counts, committed ceilings, a few seconds (CI)
   chaos [--notifications <n>]     the six binaries on a PostgreSQL and a RabbitMQ of their own (root), sent
                                   <n> notifications (default 1000) while the relay and workers are killed
@@ -109,7 +112,7 @@ fn parse_chaos_args(args: &[String]) -> anyhow::Result<chaos::Options> {
 }
 
 fn parse_bench_args(args: &[String]) -> anyhow::Result<bench::Options> {
-    let mut options = bench::Options { smoke: false, history: None, no_limits: false };
+    let mut options = bench::Options { smoke: false, history: None, no_limits: false, only_peer: false };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         let history = match arg.as_str() {
@@ -119,6 +122,17 @@ fn parse_bench_args(args: &[String]) -> anyhow::Result<bench::Options> {
             }
             "--no-limits" => {
                 options.no_limits = true;
+                continue;
+            }
+            s if s == "--only" || s.starts_with("--only=") => {
+                let phase = match arg.strip_prefix("--only=") {
+                    Some(phase) => phase,
+                    None => args.next().context("--only needs a phase: peer")?.as_str(),
+                };
+                if phase != "peer" {
+                    bail!("unknown phase `{phase}` for --only (known: peer)");
+                }
+                options.only_peer = true;
                 continue;
             }
             "--history" => args.next().context("--history needs a value, such as 0,1000000")?.as_str(),

@@ -86,6 +86,15 @@ pub fn notification(kind: &str, i: u64, send_at: Option<&str>) -> String {
     )
 }
 
+/// One notification of the peer shape: about 300 bytes, to one subscriber on the novu
+/// channel, which the bench's novu-worker delivers over HTTP to its Novu stand-in.
+pub fn peer_notification(kind: &str, i: u64) -> String {
+    let n = i % 10_000_000;
+    format!(
+        r#"{{"type":"{kind}","to":[{{"subscriber_id":"subscriber-{n}"}}],"channels":["novu"],"data":{{"order":"order-{i:08}","customer":"Ada Lovelace","total":"129.90 EUR","carrier":"DHL Express","tracking":"JD01460000{n:07}","message":"Your order is on its way and should arrive within two days."}}}}"#
+    )
+}
+
 pub fn batch(kind: &str, first: u64, size: u64, send_at: Option<&str>) -> String {
     let items: Vec<String> = (first..first + size).map(|i| notification(kind, i, send_at)).collect();
     format!(r#"{{"notifications":[{}]}}"#, items.join(","))
@@ -163,13 +172,23 @@ pub enum Stop {
     Requests(u64),
 }
 
+/// What each request of a closed loop carries.
+#[derive(Clone, Copy)]
+pub enum Body {
+    /// One notification, its channel turning with its number ([`notification`]).
+    Single,
+    /// A batch of this many of those.
+    Batch(u64),
+    /// One notification of the peer shape ([`peer_notification`]).
+    Peer,
+}
+
 /// `concurrency` tasks, each sending its next request as soon as the previous answered.
-/// `batch_size` 0 sends single notifications, else batches of that many.
 pub async fn closed_loop(
     target: &Target,
     kind: &str,
     concurrency: usize,
-    batch_size: u64,
+    body: Body,
     stop: Stop,
     send_at: Option<String>,
 ) -> LoadResult {
@@ -188,11 +207,15 @@ pub async fn closed_loop(
                     _ => {}
                 }
                 let t0 = Instant::now();
-                let outcome = if batch_size == 0 {
-                    target.post(&target.single_url, notification(&kind, i, send_at.as_deref()), false).await
-                } else {
-                    let body = batch(&kind, i * batch_size, batch_size, send_at.as_deref());
-                    target.post(&target.batch_url, body, true).await
+                let outcome = match body {
+                    Body::Single => {
+                        target.post(&target.single_url, notification(&kind, i, send_at.as_deref()), false).await
+                    }
+                    Body::Batch(size) => {
+                        let body = batch(&kind, i * size, size, send_at.as_deref());
+                        target.post(&target.batch_url, body, true).await
+                    }
+                    Body::Peer => target.post(&target.single_url, peer_notification(&kind, i), false).await,
                 };
                 result.record(outcome, t0.elapsed().as_micros() as u64);
             }
@@ -270,5 +293,16 @@ mod tests {
         assert_eq!(items[3]["to"][0]["subscriber_id"], "subscriber-3");
         assert_eq!(items[0]["send_at"], "2030-01-01T00:00:00Z");
         assert_eq!(count(br#"{"status":202,"x":{"status":"pending"}},{"status":202}"#, br#""status":202"#), 2);
+    }
+
+    #[test]
+    fn the_peer_shape_is_about_300_bytes_for_novu() {
+        for i in [0, 12_345_678] {
+            let body = peer_notification("bench.peer.c64", i);
+            assert!((280..=320).contains(&body.len()), "{} bytes: {body}", body.len());
+            let b: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(b["channels"], serde_json::json!(["novu"]));
+            assert!(b["to"][0]["subscriber_id"].as_str().unwrap().starts_with("subscriber-"));
+        }
     }
 }

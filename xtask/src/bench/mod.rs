@@ -1,10 +1,13 @@
 //! `cargo xtask bench`: the real stack (release binaries, six processes, this machine's
-//! PostgreSQL and RabbitMQ, sandbox providers) under load from our own generator, and one
-//! table of what it did, each figure next to this machine's ceiling for the same shape
-//! (`../shared/bench-limits.md`, measured in the same run). Written to
-//! `target/bench/latest.{md,json}` (and a dated copy).
+//! PostgreSQL and RabbitMQ, sandbox providers but for the peer shape) under load from our
+//! own generator, and one table of what it did, each figure next to this machine's
+//! ceiling for the same shape (`../shared/bench-limits.md`, measured in the same run) and,
+//! for the peer shape, the project's targets. Written to `target/bench/latest.{md,json}`
+//! (and a dated copy).
 //!
-//! Phases, in order: the ceilings (before the stack starts); idle memory; intake with
+//! Phases, in order: the ceilings (before the stack starts); the peer shape (`peer.rs`:
+//! single ~300 B requests at 4, 8 and 64 in flight, delivered over HTTP to a Novu
+//! stand-in); then the stack again on the sandbox providers: idle memory; intake with
 //! single requests (closed loop, 64 in flight) and with batches of 1,000; end to end, a
 //! burst of 100,000 notifications across the four channels, delivered/s from the database;
 //! open loop at 50 % and 100 % of that rate, accept-to-sent latency from the database
@@ -13,6 +16,8 @@
 //! Nothing is asserted: it measures.
 
 mod load;
+mod novu;
+mod peer;
 mod report;
 mod resources;
 mod stack;
@@ -29,13 +34,14 @@ use sqlx::PgConnection;
 use tokio::process::Command;
 
 use self::{
-    load::{Stop, Target},
+    load::{Body, Stop, Target},
+    novu::NovuStandIn,
     report::{Ceilings, Report, Row, num},
     resources::{Sampler, Watched, Who},
     stack::{SandboxCounter, Stack, Tuning},
 };
 use crate::{
-    dev::{self, STOP_GRACE},
+    dev::{self, STOP_GRACE, Tenant},
     procs::{Signals, Supervisor},
     say,
     services::{self, Endpoints, RabbitApi},
@@ -48,11 +54,16 @@ pub struct Options {
     pub history: Option<Vec<u64>>,
     /// Skip measuring the ceilings (use the committed figures, marked as such).
     pub no_limits: bool,
+    /// `--only peer`: the peer shape alone (the ceilings too, unless `--no-limits`).
+    pub only_peer: bool,
 }
 
 /// How much of everything: the full run, or the smoke run that only keeps the benchmark
 /// from rotting.
+#[derive(Clone)]
 struct Plan {
+    /// Each concurrency of the peer shape.
+    peer_secs: u64,
     intake_secs: u64,
     concurrency: usize,
     batch_concurrency: usize,
@@ -71,6 +82,7 @@ impl Plan {
         let history = options.history.clone().unwrap_or(default_history);
         if options.smoke {
             Plan {
+                peer_secs: 2,
                 intake_secs: 2,
                 concurrency: 64,
                 batch_concurrency: 2,
@@ -84,6 +96,7 @@ impl Plan {
             }
         } else {
             Plan {
+                peer_secs: 10,
                 intake_secs: 10,
                 concurrency: 64,
                 batch_concurrency: 2,
@@ -122,33 +135,28 @@ pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
         bail!("something already listens on {} (another `cargo xtask bench`?)", stack::API_LISTEN);
     }
     let mut signals = Signals::install()?;
-    let mut supervisor = Supervisor::new();
-    if let Err(e) = stack.start(&mut supervisor) {
-        supervisor.stop(STOP_GRACE).await;
-        return Err(e);
-    }
-    let mut watched: Vec<Watched> =
-        supervisor.pids().into_iter().map(|(name, pid)| Watched { name, who: Who::Pid(pid) }).collect();
-    watched.push(Watched { name: "postgres".into(), who: Who::Comm("postgres") });
-    watched.push(Watched { name: "rabbitmq (beam.smp)".into(), who: Who::Comm("beam.smp") });
-    watched.push(Watched { name: "load generator (xtask)".into(), who: Who::Pid(std::process::id()) });
-    let sampler = Sampler::start(watched, Duration::from_millis(500));
-
-    let context = Bench { plan, stack, tenant_id: tenant.id.clone(), api_key: tenant.api_key.clone(), sampler };
-    let outcome = tokio::select! {
-        result = context.measure() => result,
-        name = signals.recv() => Err(anyhow::anyhow!("{name} received: benchmark interrupted")),
-        exit = supervisor.next_exit() => Err(anyhow::anyhow!(
-            "{} exited during the benchmark ({}); see target/bench/logs/",
-            exit.name,
-            exit.status.map_or_else(|e| e.to_string(), |s| crate::procs::describe(&s))
-        )),
+    // The peer shape first, on fresh tables, with the novu-worker sending to the stand-in;
+    // then the stack again, sandbox everywhere, for the other phases.
+    let stand_in = NovuStandIn::start().await?;
+    let peer_stack = stack.with_novu(stand_in.worker_env());
+    let (peer, peer_clean) =
+        on_stack(&peer_stack, &tenant, &plan, &mut signals, peer::GENERATOR, async |bench: &Bench| {
+            bench.measure_peer(&stand_in).await
+        })
+        .await;
+    let (main, main_clean) = if peer.is_err() || options.only_peer {
+        (Ok(None), true)
+    } else {
+        on_stack(&stack, &tenant, &plan, &mut signals, "load generator (xtask)", async |bench: &Bench| {
+            bench.measure().await.map(Some)
+        })
+        .await
     };
-    let clean = supervisor.stop(STOP_GRACE).await;
+    let clean = peer_clean && main_clean;
     if let Err(e) = RabbitApi::new(&endpoints.rabbitmq_api)?.delete_vhost(stack::VHOST).await {
         say!("could not delete vhost {}: {e:#}", stack::VHOST);
     }
-    let measured = outcome?;
+    let measured = Measured { peer: peer?, main: main? };
 
     let report = context_report(measured, &options, &tuning, &ceilings, machine, build, run_started.elapsed(), clean);
     let stem = time::OffsetDateTime::now_utc()
@@ -163,6 +171,48 @@ pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the six binaries, runs `phases` on them (failing if a signal comes or one of
+/// them exits meanwhile), then stops them. Returns what the phases measured, and whether
+/// every binary stopped cleanly.
+async fn on_stack<T>(
+    stack: &Stack,
+    tenant: &Tenant,
+    plan: &Plan,
+    signals: &mut Signals,
+    generator: &str,
+    phases: impl AsyncFnOnce(&Bench) -> anyhow::Result<T>,
+) -> (anyhow::Result<T>, bool) {
+    let mut supervisor = Supervisor::new();
+    if let Err(e) = stack.start(&mut supervisor) {
+        supervisor.stop(STOP_GRACE).await;
+        return (Err(e), false);
+    }
+    let mut watched: Vec<Watched> =
+        supervisor.pids().into_iter().map(|(name, pid)| Watched { name, who: Who::Pid(pid) }).collect();
+    watched.push(Watched { name: "postgres".into(), who: Who::Postgres { database: stack::DATABASE } });
+    watched.push(Watched { name: "rabbitmq (beam.smp)".into(), who: Who::Comm("beam.smp") });
+    watched.push(Watched { name: generator.into(), who: Who::Pid(std::process::id()) });
+    let sampler = Sampler::start(watched, Duration::from_millis(500));
+
+    let bench = Bench {
+        plan: plan.clone(),
+        stack: stack.clone(),
+        tenant_id: tenant.id.clone(),
+        api_key: tenant.api_key.clone(),
+        sampler,
+    };
+    let outcome = tokio::select! {
+        result = phases(&bench) => result,
+        name = signals.recv() => Err(anyhow::anyhow!("{name} received: benchmark interrupted")),
+        exit = supervisor.next_exit() => Err(anyhow::anyhow!(
+            "{} exited during the benchmark ({}); see target/bench/logs/",
+            exit.name,
+            exit.status.map_or_else(|e| e.to_string(), |s| crate::procs::describe(&s))
+        )),
+    };
+    (outcome, supervisor.stop(STOP_GRACE).await)
 }
 
 /// The ceilings: measured now by `run.sh --quick` (the full run), or the committed medians
@@ -186,8 +236,7 @@ async fn ceilings(options: &Options, dir: &std::path::Path) -> anyhow::Result<Ce
         return committed();
     }
     if services::find_program("wrk").is_none() {
-        let root = std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0");
-        if root {
+        if services::is_root() {
             say!("installing wrk (the ceilings' HTTP probe needs it): apt-get install -y wrk");
             let status = Command::new("apt-get").args(["install", "-y", "wrk"]).status().await;
             if !status.is_ok_and(|s| s.success()) {
@@ -299,7 +348,14 @@ struct HistoryPoint {
     relay_note: Option<String>,
 }
 
+/// What the run measured: the peer shape, and the other phases unless `--only peer`.
 struct Measured {
+    peer: Vec<peer::PeerPoint>,
+    main: Option<Phases>,
+}
+
+/// What the phases after the peer shape measured.
+struct Phases {
     single: load::LoadResult,
     batch: load::LoadResult,
     e2e_intake: load::LoadResult,
@@ -319,7 +375,7 @@ impl Bench {
         services::connect_postgres(&self.stack.database_url).await
     }
 
-    async fn measure(&self) -> anyhow::Result<Measured> {
+    async fn measure(&self) -> anyhow::Result<Phases> {
         let client = services::http_client()?;
         dev::wait_healthy(&client, &self.stack.api).await?;
         let target = Target::new(&self.stack.api, &self.api_key, self.plan.concurrency * 2)?;
@@ -336,7 +392,7 @@ impl Bench {
             &target,
             "bench.intake.single",
             p.concurrency,
-            0,
+            Body::Single,
             Stop::After(Duration::from_secs(p.intake_secs)),
             None,
         )
@@ -356,7 +412,7 @@ impl Bench {
             &target,
             "bench.intake.batch",
             p.batch_concurrency,
-            p.batch_size,
+            Body::Batch(p.batch_size),
             Stop::After(Duration::from_secs(p.intake_secs)),
             None,
         )
@@ -368,7 +424,7 @@ impl Bench {
             batch.first_error.as_deref().unwrap_or("")
         );
         expected += batch.accepted;
-        self.drain(&mut counter, expected, "the intake phases").await?;
+        self.drain(|| counter.lines(), expected, "the intake phases").await?;
 
         say!("end to end: {} notifications in batches, across the four channels", num(p.e2e_notifications as f64));
         let cpu0 = self.sampler.cpu();
@@ -377,13 +433,13 @@ impl Bench {
             &target,
             "bench.e2e.burst",
             p.batch_concurrency,
-            p.batch_size,
+            Body::Batch(p.batch_size),
             Stop::Requests(p.e2e_notifications.div_ceil(p.batch_size)),
             None,
         )
         .await;
         expected += e2e_intake.accepted;
-        self.drain(&mut counter, expected, "the end-to-end burst").await?;
+        self.drain(|| counter.lines(), expected, "the end-to-end burst").await?;
         let e2e_wall_secs = t0.elapsed().as_secs_f64();
         let e2e_cpu = self.sampler.cpu().since(&cpu0);
         let e2e = self.delivered("bench.e2e.burst").await?;
@@ -406,7 +462,7 @@ impl Bench {
             let duration = Duration::from_secs(p.open_loop_secs);
             let result = load::open_loop(&target, &kind, rate, per_request, duration, 4096).await;
             expected += result.accepted;
-            self.drain(&mut counter, expected, &kind).await?;
+            self.drain(|| counter.lines(), expected, &kind).await?;
             let delivered = self.delivered(&kind).await?;
             say!(
                 "  accepted {}/s ({} dropped by the generator); accept-to-sent p50 {} ms, p99 {} ms",
@@ -438,16 +494,16 @@ impl Bench {
                 &target,
                 &kind,
                 p.concurrency,
-                0,
+                Body::Single,
                 Stop::After(Duration::from_secs(p.history_intake_secs)),
                 None,
             )
             .await;
             expected += intake.accepted;
-            self.drain(&mut counter, expected, &kind).await?;
+            self.drain(|| counter.lines(), expected, &kind).await?;
             let (relay, relay_note, accepted) = self.relay_rate(&target, size, batch.rate()).await?;
             expected += accepted;
-            self.drain(&mut counter, expected, "the relay backlog").await?;
+            self.drain(|| counter.lines(), expected, "the relay backlog").await?;
             say!("  intake {}/s, relay {}/s", num(intake.rate()), num(relay));
             history.push(HistoryPoint {
                 history: size,
@@ -465,7 +521,7 @@ impl Bench {
             .filter_map(|c| std::fs::metadata(self.stack.sandbox_dir().join(format!("{c}.jsonl"))).ok())
             .map(|m| m.len())
             .sum();
-        Ok(Measured {
+        Ok(Phases {
             single,
             batch,
             e2e_intake,
@@ -481,13 +537,13 @@ impl Bench {
         })
     }
 
-    /// Waits until the sandbox has recorded `expected` messages, then until the database
-    /// has recorded every outcome.
-    async fn drain(&self, counter: &mut SandboxCounter, expected: u64, what: &str) -> anyhow::Result<()> {
+    /// Waits until `sent` (the sandbox's lines, or the Novu stand-in's triggers) reaches
+    /// `expected` messages, then until the database has recorded every outcome.
+    async fn drain(&self, mut sent: impl FnMut() -> u64, expected: u64, what: &str) -> anyhow::Result<()> {
         let started = Instant::now();
         let mut said = Instant::now();
         loop {
-            let lines = counter.lines();
+            let lines = sent();
             if lines >= expected {
                 break;
             }
@@ -612,7 +668,7 @@ impl Bench {
             target,
             &format!("bench.history{history}.relay"),
             self.plan.batch_concurrency,
-            self.plan.batch_size,
+            Body::Batch(self.plan.batch_size),
             Stop::Requests(k.div_ceil(self.plan.batch_size)),
             Some(send_at),
         )
@@ -683,6 +739,85 @@ fn context_report(
     clean: bool,
 ) -> Report {
     let c = ceilings;
+    let mut rows = peer::rows(&m.peer, c);
+    if let Some(main) = &m.main {
+        rows.extend(main_rows(main, c, machine.cores));
+    }
+    let date = time::OffsetDateTime::now_utc();
+    let date_s = date.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    let header = vec![
+        ("Date".into(), date_s.clone()),
+        (
+            "Mode".into(),
+            format!(
+                "{}{}",
+                if options.smoke { "--smoke (tiny counts: these figures mean nothing)" } else { "full" },
+                if options.only_peer { "; --only peer" } else { "" }
+            ),
+        ),
+        (
+            "Machine".into(),
+            format!(
+                "{} cores, {:.1} GiB, Linux {}; everything, the load generator included, shares the cores",
+                machine.cores, machine.memory_gib, machine.kernel
+            ),
+        ),
+        ("PostgreSQL".into(), machine.postgres.clone()),
+        ("RabbitMQ".into(), machine.rabbitmq.clone()),
+        (
+            "Configuration".into(),
+            format!(
+                "release builds; `NOTIFY_WORKER__PREFETCH={}` (default 32), `NOTIFY_RELAY__BATCH_SIZE={}` (default 500), `RUST_LOG={}`; other settings default; peer shape: the novu provider at a Novu stand-in in the load generator's process (`NOTIFY_NOVU__PROVIDERS=[\"novu\"]`, `NOTIFY_NOVU__NOVU__BASE_URL`); other phases: sandbox provider on every channel, files under target/bench/sandbox ({})",
+                tuning.worker_prefetch,
+                tuning.relay_batch_size,
+                tuning.rust_log,
+                match m.main.as_ref().map(|main| main.sandbox_bytes) {
+                    None => "not run: --only peer".to_owned(),
+                    Some(bytes) if bytes >= 1 << 20 => format!("{} MiB written", num(bytes as f64 / 1048576.0)),
+                    Some(bytes) => format!("{bytes} bytes written"),
+                }
+            ),
+        ),
+        ("Ceilings".into(), c.source.clone()),
+        ("Times".into(), format!("release build {:.0}s; run {:.0}s", build.as_secs_f64(), run.as_secs_f64())),
+    ];
+    let mut notes = vec![
+        "ratio = measured / ceiling; a ceiling is the fastest this machine does that shape with nothing of Notify in the way (`../shared/bench-limits.md`).".to_owned(),
+        "peer shape: run first, on fresh tables; each concurrency starts on an empty pipeline and its CPU (utime + stime from /proc, as for resources) runs from its first request until its last delivery is recorded, divided by its notifications; the platform is every process but the load generator (PostgreSQL: its server-wide processes and the backends of `notify_bench`; RabbitMQ: the whole node). The intake ceilings: `http_json_post_axum_c64`, and the single-row commit rate measured with the fewest clients at least the concurrency (bench-limits measures 1, 16 and 64). Targets are issue 16's, printed, not asserted.".to_owned(),
+    ];
+    if let Some(main) = &m.main {
+        notes.extend(main_notes(main));
+    }
+    if !clean {
+        notes.push("a process did not stop cleanly on SIGTERM at the end of the run (target/bench/logs/).".into());
+    }
+    let mut json = json!({
+        "date": date_s,
+        "smoke": options.smoke,
+        "machine": {"cores": machine.cores, "memory_gib": machine.memory_gib, "kernel": machine.kernel,
+                    "postgres": machine.postgres, "rabbitmq": machine.rabbitmq},
+        "configuration": {"worker_prefetch": tuning.worker_prefetch, "relay_batch_size": tuning.relay_batch_size, "rust_log": tuning.rust_log},
+        "build_secs": build.as_secs_f64(),
+        "run_secs": run.as_secs_f64(),
+        "peer_shape": peer::json(&m.peer),
+    });
+    if let (Some(main), Some(json)) = (&m.main, json.as_object_mut())
+        && let serde_json::Value::Object(main) = main_json(main)
+    {
+        json.extend(main);
+    }
+    Report {
+        title: format!("Notify benchmark, {}", &date_s[..10.min(date_s.len())]),
+        header,
+        rows,
+        notes,
+        ceilings: c.clone(),
+        json,
+    }
+}
+
+/// The rows of the phases after the peer shape.
+fn main_rows(m: &Phases, c: &Ceilings, cores: usize) -> Vec<Row> {
     let lat = |r: &load::LoadResult| format!("{} / {} / {} ms", num(r.ms(0.5)), num(r.ms(0.99)), num(r.ms(0.999)));
     let mut rows = Vec::new();
 
@@ -787,7 +922,7 @@ fn context_report(
     rows.push(Row::new(
         "resources",
         "all of the above: CPU s per 1,000 notifications (burst); CPU used of the 2 cores during the burst",
-        format!("{} s; {:.0} %", num(total_cpu / per_k), 100.0 * total_cpu / (m.e2e_wall_secs * machine.cores as f64)),
+        format!("{} s; {:.0} %", num(total_cpu / per_k), 100.0 * total_cpu / (m.e2e_wall_secs * cores as f64)),
     ));
 
     for h in &m.history {
@@ -816,62 +951,27 @@ fn context_report(
         );
     }
 
-    let date = time::OffsetDateTime::now_utc();
-    let date_s = date.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
-    let header = vec![
-        ("Date".into(), date_s.clone()),
-        (
-            "Mode".into(),
-            if options.smoke { "--smoke (tiny counts: these figures mean nothing)".into() } else { "full".into() },
-        ),
-        (
-            "Machine".into(),
-            format!(
-                "{} cores, {:.1} GiB, Linux {}; everything, the load generator included, shares the cores",
-                machine.cores, machine.memory_gib, machine.kernel
-            ),
-        ),
-        ("PostgreSQL".into(), machine.postgres.clone()),
-        ("RabbitMQ".into(), machine.rabbitmq.clone()),
-        (
-            "Configuration".into(),
-            format!(
-                "release builds; `NOTIFY_WORKER__PREFETCH={}` (default 32), `NOTIFY_RELAY__BATCH_SIZE={}` (default 500), `RUST_LOG={}`; other settings default; sandbox provider on every channel, files under target/bench/sandbox ({} written)",
-                tuning.worker_prefetch,
-                tuning.relay_batch_size,
-                tuning.rust_log,
-                if m.sandbox_bytes >= 1 << 20 {
-                    format!("{} MiB", num(m.sandbox_bytes as f64 / 1048576.0))
-                } else {
-                    format!("{} bytes", m.sandbox_bytes)
-                }
-            ),
-        ),
-        ("Ceilings".into(), c.source.clone()),
-        ("Times".into(), format!("release build {:.0}s; run {:.0}s", build.as_secs_f64(), run.as_secs_f64())),
-    ];
+    rows
+}
+
+/// The notes on the phases after the peer shape.
+fn main_notes(m: &Phases) -> Vec<String> {
     let mut notes = vec![
-        "ratio = measured / ceiling; a ceiling is the fastest this machine does that shape with nothing of Notify in the way (`../shared/bench-limits.md`).".to_owned(),
         "intake: notifications accepted (`202`, or a batch item's `202`) per second by a closed loop; accept latency is the HTTP round trip seen by the generator.".to_owned(),
         "end to end: delivered/s = sent deliveries / (last `deliveries.sent_at` - first `notifications.created_at`) of the phase; accept-to-sent = `sent_at - created_at` (both transaction start times). Open loop: requests started at the rate whatever the answers; accept latency counted from the intended start.".to_owned(),
-        "resources: RSS from /proc/<pid>/status (peak: VmHWM; for PostgreSQL and RabbitMQ, the largest sampled sum of their processes' PSS, so shared buffers count once); CPU = utime + stime from /proc/<pid>/stat over the burst phase (its intake and its delivery) divided by its notifications. PostgreSQL's backends that exit are not counted. PostgreSQL and RabbitMQ are the machine's own: anything else using them during the run is counted too.".to_owned(),
+        "resources: RSS from /proc/<pid>/status (peak: VmHWM; for PostgreSQL and RabbitMQ, the largest sampled sum of their processes' PSS, so shared buffers count once); CPU = utime + stime from /proc/<pid>/stat over the burst phase (its intake and its delivery) divided by its notifications. PostgreSQL's backends that exit are not counted. PostgreSQL is its server-wide processes (WAL writer, checkpointer, ...) and the backends of `notify_bench`, not other databases' backends (though its server-wide processes serve them too); RabbitMQ is the whole node: anything else using it during the run is counted too.".to_owned(),
         "history: the tables filled with N sent notifications (one delivery, attempt and audit event each), set-based, then VACUUM ANALYZE; relay = a backlog of scheduled notifications falling due at once, over the time until the outbox is empty (the workers run meanwhile).".to_owned(),
     ];
     let sent_failed: i64 = m.open.iter().map(|o| o.4.not_sent).sum::<i64>() + m.e2e.not_sent;
     if sent_failed > 0 {
         notes.push(format!("{sent_failed} deliveries of the end-to-end phases ended other than `sent`."));
     }
-    if !clean {
-        notes.push("a process did not stop cleanly on SIGTERM at the end of the run (target/bench/logs/).".into());
-    }
-    let json = json!({
-        "date": date_s,
-        "smoke": options.smoke,
-        "machine": {"cores": machine.cores, "memory_gib": machine.memory_gib, "kernel": machine.kernel,
-                    "postgres": machine.postgres, "rabbitmq": machine.rabbitmq},
-        "configuration": {"worker_prefetch": tuning.worker_prefetch, "relay_batch_size": tuning.relay_batch_size, "rust_log": tuning.rust_log},
-        "build_secs": build.as_secs_f64(),
-        "run_secs": run.as_secs_f64(),
+    notes
+}
+
+/// The JSON of the phases after the peer shape.
+fn main_json(m: &Phases) -> serde_json::Value {
+    json!({
         "intake": {
             "single": {"cpu_cores": m.single_cpu, "accepted_per_s": m.single.rate(), "accepted": m.single.accepted, "errors": m.single.errors,
                        "first_error": m.single.first_error, "p50_ms": m.single.ms(0.5), "p99_ms": m.single.ms(0.99), "p999_ms": m.single.ms(0.999)},
@@ -892,13 +992,5 @@ fn context_report(
             "history": h.history, "fill_s": h.fill_secs, "intake_per_s": h.intake, "intake_p99_ms": h.intake_p99_ms,
             "relay_per_s": h.relay, "relay_note": h.relay_note,
         })).collect::<Vec<_>>(),
-    });
-    Report {
-        title: format!("Notify benchmark, {}", &date_s[..10.min(date_s.len())]),
-        header,
-        rows,
-        notes,
-        ceilings: c.clone(),
-        json,
-    }
+    })
 }

@@ -53,7 +53,8 @@ impl Ceilings {
     }
 }
 
-/// One line of the table: a figure, and (when it has one) its ceiling and the ratio.
+/// One line of the table: a figure, and (when it has them) a target and its ceiling and
+/// the ratio.
 #[derive(Clone, Debug)]
 pub struct Row {
     pub section: &'static str,
@@ -63,6 +64,8 @@ pub struct Row {
     /// The figure compared with the ceiling, in the ceiling's unit.
     pub value: Option<f64>,
     pub ceilings: Vec<Ceiling>,
+    /// What the figure should reach, and whether it did (the project's targets).
+    pub target: Option<String>,
     pub extra: Value,
 }
 
@@ -74,8 +77,14 @@ impl Row {
             measured: measured.into(),
             value: None,
             ceilings: Vec::new(),
+            target: None,
             extra: Value::Null,
         }
+    }
+
+    pub fn target(mut self, target: String) -> Self {
+        self.target = Some(target);
+        self
     }
 
     pub fn against(mut self, value: f64, ceilings: impl IntoIterator<Item = Option<Ceiling>>) -> Self {
@@ -132,7 +141,9 @@ impl Report {
         for (k, v) in &self.header {
             md.push_str(&format!("- **{k}:** {v}\n"));
         }
-        md.push_str("\n| | figure | measured | ceiling (bench-limits case) | ratio |\n|---|---|---:|---|---:|\n");
+        md.push_str(
+            "\n| | figure | measured | target | ceiling (bench-limits case) | ratio |\n|---|---|---:|---|---|---:|\n",
+        );
         let mut last = "";
         for row in &self.rows {
             let section = if row.section == last { "" } else { row.section };
@@ -146,7 +157,11 @@ impl Report {
                 let r: Vec<String> = row.ceilings.iter().map(|c| format!("{:.3}", value / c.value)).collect();
                 (c.join("<br>"), r.join("<br>"))
             };
-            md.push_str(&format!("| {section} | {} | {} | {ceiling} | {ratio} |\n", row.figure, row.measured));
+            let target = row.target.as_deref().unwrap_or("");
+            md.push_str(&format!(
+                "| {section} | {} | {} | {target} | {ceiling} | {ratio} |\n",
+                row.figure, row.measured
+            ));
         }
         if !self.notes.is_empty() {
             md.push('\n');
@@ -166,6 +181,7 @@ impl Report {
                     "section": r.section,
                     "figure": r.figure,
                     "measured": r.measured,
+                    "target": r.target,
                     "value": r.value,
                     "ceilings": r.ceilings.iter().map(|c| json!({
                         "case": c.case, "value": c.value, "unit": c.unit,

@@ -1,7 +1,8 @@
 //! Memory and CPU of the platform's processes, read from `/proc`: `VmRSS` and `VmHWM`
 //! of `/proc/<pid>/status`, `utime + stime` of `/proc/<pid>/stat`. PostgreSQL and
 //! RabbitMQ are many processes (PostgreSQL's backends come and go): each is the sum of
-//! the processes named `postgres`, resp. `beam.smp`, alive when sampled.
+//! the processes named `beam.smp`, resp. `postgres` (the server's own and the backends of
+//! the bench's database, not those of the machine's other databases), alive when sampled.
 
 use std::{
     collections::BTreeMap,
@@ -14,6 +15,11 @@ use std::{
 pub enum Who {
     Pid(u32),
     Comm(&'static str),
+    /// PostgreSQL's own processes (postmaster, checkpointer, WAL writer, ...) and its
+    /// client backends of this database.
+    Postgres {
+        database: &'static str,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -27,8 +33,24 @@ impl Watched {
         match &self.who {
             Who::Pid(pid) => vec![*pid],
             Who::Comm(comm) => pids_named(comm),
+            Who::Postgres { database } => pids_named("postgres")
+                .into_iter()
+                .filter(|pid| {
+                    let title = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                    backend_database(&String::from_utf8_lossy(&title)).is_none_or(|db| db == *database)
+                })
+                .collect(),
         }
     }
+}
+
+/// The database a PostgreSQL client backend serves, from its process title
+/// (`postgres: 15/main: <user> <database> <host>(<port>) <state>`, or `[local]` for a
+/// socket); `None` for the server's own processes, which name no client.
+fn backend_database(title: &str) -> Option<&str> {
+    let words: Vec<&str> = title.split(['\0', ' ']).filter(|w| !w.is_empty()).collect();
+    let client = words.iter().position(|w| *w == "[local]" || (w.contains('(') && w.ends_with(')')))?;
+    words.get(client.checked_sub(1)?).copied()
 }
 
 fn pids_named(comm: &str) -> Vec<u32> {
@@ -136,7 +158,7 @@ impl Sampler {
                 let rss = rss_mib(w);
                 let hwm = match w.who {
                     Who::Pid(pid) => memory_kib(pid).map_or(0.0, |(_, hwm)| hwm as f64 / 1024.0),
-                    Who::Comm(_) => 0.0,
+                    Who::Comm(_) | Who::Postgres { .. } => 0.0,
                 };
                 let peak = [rss, hwm, peaks.get(&w.name).copied().unwrap_or(0.0)].into_iter().fold(0.0, f64::max);
                 (w.name.clone(), Memory { rss_mib: rss, peak_mib: peak })
@@ -157,7 +179,9 @@ impl Drop for Sampler {
 fn rss_mib(w: &Watched) -> f64 {
     let kib: u64 = match w.who {
         Who::Pid(pid) => memory_kib(pid).map_or(0, |(rss, _)| rss),
-        Who::Comm(_) => w.pids().into_iter().filter_map(|pid| pss_kib(pid).or_else(|| Some(memory_kib(pid)?.0))).sum(),
+        Who::Comm(_) | Who::Postgres { .. } => {
+            w.pids().into_iter().filter_map(|pid| pss_kib(pid).or_else(|| Some(memory_kib(pid)?.0))).sum()
+        }
     };
     kib as f64 / 1024.0
 }
@@ -177,5 +201,14 @@ mod tests {
         let (rss, hwm) = memory_kib(me).unwrap();
         assert!(rss > 0 && hwm >= rss);
         assert!(cpu_ticks(me).is_some());
+    }
+
+    #[test]
+    fn tells_the_bench_backends_from_the_servers_own() {
+        let db = |title| backend_database(title);
+        assert_eq!(db("postgres: 15/main: postgres notify_bench 127.0.0.1(54321) idle"), Some("notify_bench"));
+        assert_eq!(db("postgres: postgres notify_test_1 [local] SELECT"), Some("notify_test_1"));
+        assert_eq!(db("postgres: 15/main: checkpointer        "), None);
+        assert_eq!(db("/usr/lib/postgresql/15/bin/postgres\0-D\0/var/lib/postgresql/15/main\0"), None);
     }
 }

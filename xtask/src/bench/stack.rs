@@ -1,10 +1,11 @@
 //! The platform as the benchmark runs it: release binaries, six processes, a database
 //! `notify_bench` and a RabbitMQ vhost `notify-bench` of their own (dropped and made again
 //! on each run, so the benchmark never touches dev or test data), the sandbox provider on
-//! every channel writing under `target/bench/sandbox/`.
+//! every channel writing under `target/bench/sandbox/` (but for the peer shape, whose
+//! novu-worker sends to the Novu stand-in).
 
 use std::{
-    fs::File,
+    fs::{File, OpenOptions},
     io::{Read, Seek, SeekFrom},
     path::{Path, PathBuf},
     process::Stdio,
@@ -45,6 +46,7 @@ impl Tuning {
     }
 }
 
+#[derive(Clone)]
 pub struct Stack {
     bin_dir: PathBuf,
     /// `target/bench`: the children's working directory (sandbox files, logs).
@@ -53,6 +55,8 @@ pub struct Stack {
     pub amqp_url: String,
     pub api: String,
     tuning: Tuning,
+    /// The novu-worker's own settings (its provider), when not the sandbox.
+    novu_env: Vec<(&'static str, String)>,
 }
 
 impl Stack {
@@ -67,7 +71,13 @@ impl Stack {
             amqp_url,
             api: format!("http://{API_LISTEN}"),
             tuning,
+            novu_env: Vec::new(),
         })
+    }
+
+    /// The same stack, its novu-worker configured with `env` instead of the sandbox.
+    pub fn with_novu(&self, env: Vec<(&'static str, String)>) -> Self {
+        Self { novu_env: env, ..self.clone() }
     }
 
     fn command(&self, binary: &str, args: &[&str]) -> Command {
@@ -128,12 +138,20 @@ impl Stack {
         Ok(tenant)
     }
 
-    /// Starts the six binaries, each logging to `target/bench/logs/<binary>.log`.
+    /// Starts the six binaries, each logging to `target/bench/logs/<binary>.log` (appended:
+    /// a run starts the stack twice).
     pub fn start(&self, supervisor: &mut Supervisor) -> anyhow::Result<()> {
         for binary in BINARIES {
             let log_path = self.dir.join("logs").join(format!("{binary}.log"));
-            let log = File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+            let log = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .with_context(|| format!("opening {}", log_path.display()))?;
             let mut command = self.command(binary, &[]);
+            if binary == "novu-worker" {
+                command.envs(self.novu_env.iter().map(|(k, v)| (*k, v)));
+            }
             command.stdout(log.try_clone()?).stderr(log);
             supervisor.spawn(binary, command)?;
         }
