@@ -211,6 +211,25 @@ async fn receipts_no_send_claims_are_purged() {
     assert_eq!(pending_receipts(&app).await, 0);
 }
 
+#[tokio::test]
+async fn a_pending_receipt_left_behind_by_a_crash_is_applied_by_the_purge() {
+    let app = TestApp::api_with(|config| {
+        config.receipts.twilio =
+            Some(TwilioReceipts { auth_token: "test_auth_token".into(), public_url: TWILIO_URL.into() })
+    })
+    .await;
+    // The callback came first and was kept; the worker recorded the send and died before
+    // it applied the receipt.
+    assert_eq!(twilio_post(&app, &twilio_callback("delivered"), Some(TWILIO_SIGNATURE)).await.0, 200);
+    let id = sent(&app, &sms("+15555550100"), "twilio", TWILIO_SID).await;
+    assert_eq!(delivery(&app, id).await["status"], "sent");
+
+    assert_eq!(app.env.store.apply_claimable_receipts().await.unwrap(), 1);
+    assert_eq!(delivery(&app, id).await["status"], "delivered");
+    assert_eq!(pending_receipts(&app).await, 0);
+    assert_eq!(app.env.store.apply_claimable_receipts().await.unwrap(), 0, "applied once");
+}
+
 // --- Meta ----------------------------------------------------------------------------
 
 const META_SECRET: &str = "meta-app-secret";
