@@ -100,6 +100,15 @@ fn twilio_callback(status: &str) -> Vec<(&'static str, String)> {
     .collect()
 }
 
+/// An API taking Twilio's status callbacks, signed with the test's auth token.
+async fn twilio_app() -> TestApp {
+    TestApp::api_with(|config| {
+        config.receipts.twilio =
+            Some(TwilioReceipts { auth_token: "test_auth_token".into(), public_url: TWILIO_URL.into() })
+    })
+    .await
+}
+
 async fn twilio_post(app: &TestApp, form: &[(&str, String)], signature: Option<&str>) -> (u16, String) {
     let mut request = app.http.post(app.url("/v1/providers/twilio/status")).form(form);
     if let Some(signature) = signature {
@@ -110,11 +119,7 @@ async fn twilio_post(app: &TestApp, form: &[(&str, String)], signature: Option<&
 
 #[tokio::test]
 async fn a_signed_twilio_callback_delivers_and_a_mis_signed_one_changes_nothing() {
-    let app = TestApp::api_with(|config| {
-        config.receipts.twilio =
-            Some(TwilioReceipts { auth_token: "test_auth_token".into(), public_url: TWILIO_URL.into() })
-    })
-    .await;
+    let app = twilio_app().await;
     let id = sent(&app, &sms("+15555550100"), "twilio", TWILIO_SID).await;
 
     let unsigned = twilio_post(&app, &twilio_callback("delivered"), None).await;
@@ -168,11 +173,7 @@ async fn pending_receipts(app: &TestApp) -> i64 {
 
 #[tokio::test]
 async fn a_receipt_that_comes_before_the_send_is_recorded_applies_when_it_is() {
-    let app = TestApp::api_with(|config| {
-        config.receipts.twilio =
-            Some(TwilioReceipts { auth_token: "test_auth_token".into(), public_url: TWILIO_URL.into() })
-    })
-    .await;
+    let app = twilio_app().await;
     let (_twilio, _services) = slow_twilio(&app, std::time::Duration::from_secs(2)).await;
     let id = app.accept(&sms("+15555550100")).await;
     eventually("the worker waiting for Twilio", || async {
@@ -198,11 +199,7 @@ async fn a_receipt_that_comes_before_the_send_is_recorded_applies_when_it_is() {
 
 #[tokio::test]
 async fn receipts_no_send_claims_are_purged() {
-    let app = TestApp::api_with(|config| {
-        config.receipts.twilio =
-            Some(TwilioReceipts { auth_token: "test_auth_token".into(), public_url: TWILIO_URL.into() })
-    })
-    .await;
+    let app = twilio_app().await;
     // Another system's message on the same Twilio account.
     assert_eq!(twilio_post(&app, &twilio_callback("delivered"), Some(TWILIO_SIGNATURE)).await.0, 200);
     assert_eq!(pending_receipts(&app).await, 1);
@@ -213,11 +210,7 @@ async fn receipts_no_send_claims_are_purged() {
 
 #[tokio::test]
 async fn a_pending_receipt_left_behind_by_a_crash_is_applied_by_the_purge() {
-    let app = TestApp::api_with(|config| {
-        config.receipts.twilio =
-            Some(TwilioReceipts { auth_token: "test_auth_token".into(), public_url: TWILIO_URL.into() })
-    })
-    .await;
+    let app = twilio_app().await;
     // The callback came first and was kept; the worker recorded the send and died before
     // it applied the receipt.
     assert_eq!(twilio_post(&app, &twilio_callback("delivered"), Some(TWILIO_SIGNATURE)).await.0, 200);
