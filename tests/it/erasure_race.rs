@@ -15,7 +15,7 @@ use domain::{
 };
 use serde_json::{Value, json};
 use sqlx::{PgPool, Postgres, Transaction};
-use store::{Intake, IntakeResult, Origin};
+use store::{Accept, Intake, IntakeResult};
 use time::OffsetDateTime;
 
 use crate::harness::{TestApp, eventually};
@@ -250,15 +250,16 @@ async fn a_member_erased_before_its_data_page_was_read_is_refused_by_the_accept(
     let mut plans =
         plan_all(&[&n], &directory, OffsetDateTime::now_utc(), &mut Budget::default(), 1, &mut data).await.unwrap();
     let plan = plans.pop().unwrap().unwrap();
-    let intake = Intake {
-        notification: &n,
-        plan: &plan,
-        idempotency: None,
-        subscribers: store::planned_subscribers(&plan, &directory),
+    let subscribers = plan.subscribers(&directory);
+    let intake = Intake { notification: n, plan, idempotency: None, subscribers };
+    let accept = Accept {
+        tenant_id: app.tenant_id,
+        actor: "test".into(),
+        traceparent: None,
+        items: vec![intake],
+        retention: Duration::from_secs(24 * 3600),
     };
-    let origin = Origin { actor: "test", traceparent: None };
-    let results =
-        store.accept_notifications(app.tenant_id, &origin, &[intake], Duration::from_secs(24 * 3600)).await.unwrap();
+    let results = store.accept(accept).await.unwrap().results;
 
     assert!(matches!(&results[..], [IntakeResult::Erased(ids)] if ids == &["u-1"]), "{results:?}");
     let (notifications,): (i64,) = sqlx::query_as("SELECT count(*) FROM notifications").fetch_one(pool).await.unwrap();

@@ -318,9 +318,13 @@ impl TestApp {
         }
     }
 
-    /// The API, one relay and a default worker for every channel.
+    /// The API (publishing what it accepts itself, as it does with a broker), one relay
+    /// and a default worker for every channel.
     pub async fn spawn() -> (Self, Vec<Service>) {
-        let app = Self::api_only().await;
+        let app = Self::api_with_broker(|_| {}).await;
+        // Declared before the first accept, which the relay's own declaration may not be.
+        let (conn, _) = app.amqp().await;
+        let _ = conn.close(200, "declared".into()).await;
         let mut services = vec![app.start_relay(500).await];
         for channel in Channel::QUEUED {
             services.push(app.start_worker(channel, WorkerOptions::default()).await);

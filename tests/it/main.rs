@@ -12,6 +12,7 @@ mod dead_letters;
 mod delivery;
 mod erasure_race;
 mod failures;
+mod handoff;
 mod harness;
 mod idempotency;
 mod inbox;

@@ -81,6 +81,19 @@ pub fn traceparent(span: &tracing::Span) -> Option<String> {
     carrier.remove("traceparent")
 }
 
+/// The span of publishing `message`: a child of the trace that asked for it (its
+/// `traceparent`), which the message then carries on to the worker as this span's. Open
+/// until the broker confirmed the message.
+pub fn publish_span(message: &mut domain::DeliveryMessage) -> tracing::Span {
+    let span = tracing::info_span!("publish", delivery_id = %message.delivery_id, channel = %message.channel,
+        attempt = message.attempt);
+    set_parent(&span, message.traceparent.as_deref());
+    if let Some(traceparent) = traceparent(&span) {
+        message.traceparent = Some(traceparent);
+    }
+    span
+}
+
 /// Makes `span` a child of the remote span `traceparent` names (from another process).
 pub fn set_parent(span: &tracing::Span, traceparent: Option<&str>) {
     let Some(traceparent) = traceparent else { return };

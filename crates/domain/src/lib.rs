@@ -26,7 +26,7 @@ pub use channel::{Channel, Priority};
 pub use job::DeliveryJob;
 pub use message::DeliveryMessage;
 pub use outcome::{FailureKind, SendFailure, SendOutcome, SendReceipt};
-pub use plan::{Directory, Plan, PlannedDelivery, Skip};
+pub use plan::{Directory, Plan, PlannedDelivery, PlannedSubscriber, Skip};
 pub use request::{Content, FieldError, NewNotification, Recipient, ValidNotification};
 pub use retry::RetryPolicy;
 pub use status::{DeliveryStatus, NotificationStatus};

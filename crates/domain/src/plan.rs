@@ -103,6 +103,33 @@ pub struct Plan {
     pub retry: Option<RetryPolicy>,
 }
 
+impl Plan {
+    /// The stored subscribers (named or topic members) this plan's deliveries go to, each
+    /// once, as `directory` read them.
+    pub fn subscribers(&self, directory: &Directory) -> Vec<PlannedSubscriber> {
+        let mut seen = HashSet::new();
+        self.deliveries
+            .iter()
+            .filter_map(|d| directory.subscribers.get(d.subscriber_id.as_deref()?))
+            .filter(|listed| seen.insert(listed.subscriber.id.as_str()))
+            .map(|listed| PlannedSubscriber {
+                id: listed.subscriber.id.clone(),
+                created_at: listed.subscriber.created_at,
+            })
+            .collect()
+    }
+}
+
+/// A stored subscriber a plan sends to, as the directory read it. The directory is read
+/// before the notification is written, so the write locks each (`FOR KEY SHARE`, which an
+/// erasure's `FOR UPDATE` waits for) and writes nothing for a notification one of whose
+/// subscribers is gone, or was erased and created again (another `created_at`), since.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedSubscriber {
+    pub id: String,
+    pub created_at: OffsetDateTime,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct PlannedDelivery {
     pub channel: Channel,

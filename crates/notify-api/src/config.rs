@@ -9,8 +9,9 @@ use crate::rate_limit::Rate;
 #[serde(default)]
 pub struct Config {
     pub database_url: Option<SecretString>,
-    /// The broker that carries inbox events between API replicas (`notify.inbox`). Unset:
-    /// inbox sockets hear only of changes made through this replica.
+    /// The broker: the API publishes the deliveries it accepts (`hand_off`), and carries
+    /// inbox events between API replicas (`notify.inbox`). Unset: the relays publish
+    /// everything, and inbox sockets hear only of changes made through this replica.
     pub amqp_url: Option<SecretString>,
     pub database_max_connections: u32,
     /// Where the API listens.
@@ -30,6 +31,8 @@ pub struct Config {
     pub inbox_socket: crate::inbox::socket::SocketSettings,
     /// What every request reads (callers, tenant settings, types, compiled templates).
     pub cache: CacheSettings,
+    /// Publishing accepted deliveries from the API, right after their commit.
+    pub hand_off: crate::handoff::HandOffSettings,
 }
 
 impl Default for Config {
@@ -47,6 +50,7 @@ impl Default for Config {
             inbox: InboxSettings::default(),
             inbox_socket: Default::default(),
             cache: CacheSettings::default(),
+            hand_off: Default::default(),
         }
     }
 }
@@ -219,6 +223,7 @@ impl Config {
         }
         crate::receipts::Receipts::new(&self.receipts)?;
         self.inbox_socket.validate()?;
+        self.hand_off.validate()?;
         crate::inbox::token::TokenKey::from_settings(&self.inbox)?;
         Ok(())
     }

@@ -1,10 +1,12 @@
 //! The producer HTTP API (DESIGN.md §5): accepts notifications, writing the notification,
 //! its deliveries and their outbox rows in one transaction, and reports on them.
 
+mod accept;
 mod auth;
 mod config;
 pub mod dlq;
 mod error;
+mod handoff;
 mod inbox;
 mod json;
 mod metrics;
@@ -25,6 +27,7 @@ use tower_http::trace::TraceLayer;
 pub use config::{
     CacheSettings, Config, Idempotency, InboxSettings, Limits, MetaReceipts, Receipts, SesReceipts, TwilioReceipts,
 };
+pub use handoff::HandOffSettings;
 pub use inbox::socket::SocketSettings as InboxSocket;
 pub use inbox::token::{SubscriberClaims, TokenKey};
 pub use openapi::ApiDoc;
@@ -53,10 +56,17 @@ pub struct AppState {
     /// This replica's live inbox sockets, and the events that reach them from any replica.
     inbox_hub: Arc<inbox::hub::Hub>,
     inbox_socket: inbox::socket::SocketSettings,
+    /// Publishes accepted deliveries right after their commit; none without a broker.
+    hand_off: Option<handoff::HandOff>,
 }
 
 /// The API's routes and state; fails on receipt and inbox settings that [`Config::validate`] refuses.
-pub fn router(store: Store, config: &Config, inbox_hub: Arc<inbox::hub::Hub>) -> Result<Router, ConfigError> {
+pub fn router(
+    store: Store,
+    config: &Config,
+    inbox_hub: Arc<inbox::hub::Hub>,
+    hand_off: Option<handoff::HandOff>,
+) -> Result<Router, ConfigError> {
     let tokens = TokenKey::from_settings(&config.inbox)?;
     if config.inbox.token_secret.is_none() {
         tracing::info!(
@@ -77,6 +87,7 @@ pub fn router(store: Store, config: &Config, inbox_hub: Arc<inbox::hub::Hub>) ->
         token_ttl: config.inbox.token_ttl,
         inbox_hub,
         inbox_socket: config.inbox_socket.clone(),
+        hand_off,
     };
     // `layer`, not `route_layer`: unmatched paths (404) and methods (405) are counted too.
     Ok(routes::routes()
@@ -100,12 +111,21 @@ fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Spa
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     config.validate()?;
     let url = bootstrap::require(&config.database_url, "database_url")?;
-    let store =
+    let mut store =
         Store::connect_lazy(url.expose_secret(), config.database_max_connections)?.with_cache(config.cache.capacity);
-    let purge = tokio::spawn(purge_expired(store.clone(), config.idempotency.clone(), shutdown.clone()));
     let amqp_url = config.amqp_url.as_ref().map(|u| u.expose_secret().to_owned());
+    // With a broker the API publishes what it accepts itself; the relays only if it could not.
+    let (hand_off, publishing) = match &amqp_url {
+        Some(url) if config.hand_off.enabled => {
+            store = store.with_hand_off(config.hand_off.grace);
+            let (hand_off, task) = handoff::HandOff::start(store.clone(), url.clone(), &config.hand_off);
+            (Some(hand_off), Some(task))
+        }
+        _ => (None, None),
+    };
+    let purge = tokio::spawn(purge_expired(store.clone(), config.idempotency.clone(), shutdown.clone()));
     let inbox_hub = inbox::hub::Hub::start(store.clone(), amqp_url, config.inbox_socket.send_queue, shutdown.clone());
-    let app = router(store.clone(), &config, Arc::clone(&inbox_hub))?;
+    let app = router(store.clone(), &config, Arc::clone(&inbox_hub), hand_off)?;
     let cache = tokio::spawn({
         let (store, shutdown) = (store.clone(), shutdown.clone());
         async move { store.keep_cache(shutdown.cancelled()).await }
@@ -124,6 +144,11 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let _ = tokio::time::timeout(Duration::from_secs(5), inbox_hub.sockets_tracker.wait()).await;
     let _ = purge.await;
     let _ = cache.await;
+    // The router, and with it every hand-off, is gone: the task publishes what it holds
+    // (each group bounded by the confirm timeout) and ends.
+    if let Some(publishing) = publishing {
+        let _ = publishing.await;
+    }
     store.close().await;
     tracing::info!("api stopped");
     Ok(())

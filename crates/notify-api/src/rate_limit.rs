@@ -11,6 +11,8 @@ use std::{
 use serde::Deserialize;
 use uuid::Uuid;
 
+use crate::{auth::Authenticated, error::ApiError};
+
 /// Notifications per second, and how many may come at once after a quiet spell.
 #[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,6 +58,16 @@ impl RateLimiter {
     /// debt, so a batch is never refused for its size alone.
     pub fn take(&self, tenant: Uuid, rate: Rate, cost: u32) -> Decision {
         self.take_at(tenant, rate, cost, Instant::now())
+    }
+
+    /// Takes `count` notifications from the caller's tenant's bucket, at the tenant's own
+    /// rate or else `default`; a refusal is the API's `429`.
+    pub fn take_for(&self, caller: &Authenticated, default: Rate, count: u32) -> Result<Quota, ApiError> {
+        let rate = caller.0.rate_limit.map(|(per_second, burst)| Rate { per_second, burst }).unwrap_or(default);
+        match self.take(caller.0.tenant_id, rate, count) {
+            Decision::Allowed(quota) => Ok(quota),
+            Decision::Limited { quota, retry_after } => Err(ApiError::RateLimited { quota, retry_after }),
+        }
     }
 
     fn take_at(&self, tenant: Uuid, rate: Rate, cost: u32, now: Instant) -> Decision {

@@ -296,16 +296,6 @@ async fn sweep(store: &Store, settings: &RelaySettings) -> anyhow::Result<()> {
     }
 }
 
-fn publish_span(message: &mut domain::DeliveryMessage) -> tracing::Span {
-    let span = tracing::info_span!("publish", delivery_id = %message.delivery_id, channel = %message.channel,
-        attempt = message.attempt);
-    bootstrap::telemetry::set_parent(&span, message.traceparent.as_deref());
-    if let Some(traceparent) = bootstrap::telemetry::traceparent(&span) {
-        message.traceparent = Some(traceparent);
-    }
-    span
-}
-
 /// Publishes batches until no due row is left (or shutdown is asked for between batches).
 /// While the broker confirms a full batch, the next one is claimed (`SKIP LOCKED` passes
 /// over the rows the unconfirmed batch still holds), so a backlog moves without waiting
@@ -324,7 +314,7 @@ async fn publish_due(
         }
         // One span per message, child of the trace that wrote the row, open until the
         // broker confirmed it; the message carries it on to the worker.
-        let _spans: Vec<tracing::Span> = batch.messages.iter_mut().map(publish_span).collect();
+        let _spans: Vec<tracing::Span> = batch.messages.iter_mut().map(bootstrap::telemetry::publish_span).collect();
         let full = count as i64 == batch_size && !shutdown.is_cancelled();
         let (published, claimed) = tokio::join!(publisher.publish_all(&batch.messages), async {
             if full { Some(store.claim_outbox(batch_size).await) } else { None }

@@ -5,7 +5,10 @@
 //! tenant, its types and their compiled templates come from the cache when it has them
 //! (`cache.rs`).
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::LazyLock,
+};
 
 use domain::{
     Channel, ValidNotification,
@@ -54,6 +57,41 @@ struct SubscriberRow {
     topics: Vec<String>,
 }
 
+/// The part of a subscriber's preferences that planning the batch consults, for the
+/// directory's statements: `$3` the batch's types, `$4` their categories.
+const PREFERENCES: &str = "jsonb_build_object(
+    'channels', coalesce(s.preferences->'channels', '{}'),
+    'quiet_hours', s.preferences->'quiet_hours',
+    'types', coalesce((SELECT jsonb_object_agg(k, s.preferences->'types'->k) FROM unnest($3::text[]) k
+                       WHERE s.preferences->'types' ? k), '{}'),
+    'categories', coalesce((SELECT jsonb_object_agg(c, s.preferences->'categories'->c)
+                            FROM unnest($4::text[]) c WHERE s.preferences->'categories' ? c), '{}'))";
+
+/// The subscribers named (`$2`), by primary key.
+static BY_KEY: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT s.id, s.email, s.phone, s.whatsapp, s.locale, s.timezone, {PREFERENCES} AS preferences,
+                    s.created_at, s.updated_at, '{{}}'::text[] AS topics
+             FROM unnest($2::text[]) AS w(id) JOIN subscribers s ON s.tenant_id = $1 AND s.id = w.id
+             ORDER BY s.id"
+    )
+});
+
+/// The subscribers named (`$2`) and the members of the topics named (`$5`).
+static WITH_TOPICS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT s.id, s.email, s.phone, s.whatsapp, s.locale, s.timezone, {PREFERENCES} AS preferences,
+                    s.created_at, s.updated_at,
+                    coalesce(array_agg(m.topic) FILTER (WHERE m.topic IS NOT NULL), '{{}}') AS topics
+             FROM subscribers s
+             LEFT JOIN topic_members m
+                    ON m.tenant_id = s.tenant_id AND m.subscriber_id = s.id AND m.topic = ANY($5)
+             WHERE s.tenant_id = $1 AND (s.id = ANY($2) OR m.topic IS NOT NULL)
+             GROUP BY s.tenant_id, s.id
+             ORDER BY s.id"
+    )
+});
+
 impl Store {
     /// The members of each of `topics`, counted up to `cap + 1` (no more index entries are
     /// read, however large a topic): enough to refuse a fan-out over `cap` before loading it.
@@ -97,32 +135,27 @@ impl Store {
         // ([`Store::subscriber_data`]). Of their preferences only what planning these items
         // consults (a document may hold 1,000 entries, up to 256 KiB): the channels, quiet
         // hours, and the entries of the batch's types and their categories.
-        let rows: Vec<SubscriberRow> = sqlx::query_as(
-            "SELECT s.id, s.email, s.phone, s.whatsapp, s.locale, s.timezone,
-                    jsonb_build_object(
-                        'channels', coalesce(s.preferences->'channels', '{}'),
-                        'quiet_hours', s.preferences->'quiet_hours',
-                        'types', coalesce((SELECT jsonb_object_agg(k, s.preferences->'types'->k) FROM unnest($4::text[]) k
-                                           WHERE s.preferences->'types' ? k), '{}'),
-                        'categories', coalesce((SELECT jsonb_object_agg(c, s.preferences->'categories'->c)
-                                                FROM unnest($5::text[]) c WHERE s.preferences->'categories' ? c), '{}')
-                    ) AS preferences,
-                    s.created_at, s.updated_at,
-                    coalesce(array_agg(m.topic) FILTER (WHERE m.topic IS NOT NULL), '{}') AS topics
-             FROM subscribers s
-             LEFT JOIN topic_members m ON m.tenant_id = s.tenant_id AND m.subscriber_id = s.id AND m.topic = ANY($3)
-             WHERE s.tenant_id = $1 AND (s.id = ANY($2) OR m.topic IS NOT NULL)
-             GROUP BY s.tenant_id, s.id
-             ORDER BY s.id",
-        )
-        .persistent(false)
-        .bind(tenant_id)
-        .bind(&ids)
-        .bind(&topics)
-        .bind(&kinds)
-        .bind(&categories)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<SubscriberRow> = if topics.is_empty() {
+            // Named subscribers only (most requests): primary-key lookups, whose plan
+            // never depends on the tables, so the statement is prepared once.
+            sqlx::query_as(&BY_KEY)
+                .bind(tenant_id)
+                .bind(&ids)
+                .bind(&kinds)
+                .bind(&categories)
+                .fetch_all(&self.pool)
+                .await?
+        } else {
+            sqlx::query_as(&WITH_TOPICS)
+                .persistent(false)
+                .bind(tenant_id)
+                .bind(&ids)
+                .bind(&kinds)
+                .bind(&categories)
+                .bind(&topics)
+                .fetch_all(&self.pool)
+                .await?
+        };
         for row in rows {
             for topic in &row.topics {
                 directory.topics.entry(topic.clone()).or_default().push(row.id.clone());

@@ -25,7 +25,7 @@ pub(crate) type Run<Req, Resp> = for<'a> fn(&'a PgPool, &'a [Req]) -> BoxFuture<
 /// The store's grouped operations, each started on first use (it needs a runtime).
 #[derive(Default)]
 pub(crate) struct Groups {
-    pub(crate) accepts: OnceLock<Grouped<crate::Single, crate::IntakeResult>>,
+    pub(crate) accepts: OnceLock<Grouped<(crate::Accept, std::time::Duration), crate::Accepted>>,
     pub(crate) claims: OnceLock<Grouped<(domain::DeliveryMessage, crate::Lease), Result<crate::Claim>>>,
     pub(crate) records: OnceLock<Grouped<crate::deliveries::Outcome, bool>>,
 }

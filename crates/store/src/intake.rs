@@ -1,23 +1,27 @@
 //! Accepting notifications: one or many, with or without idempotency keys, always
-//! set-based (a batch of 1,000 is a handful of statements, not thousands).
+//! set-based (a batch of 1,000 is a handful of statements, not thousands). One entry,
+//! [`Store::accept`], which decides how: requests without keys share a statement and a
+//! commit with concurrent ones (group commit); a request with keys is a transaction of
+//! its own that claims them first.
 
 use std::{
     collections::{HashMap, HashSet},
+    sync::LazyLock,
     time::Duration,
 };
 
 use domain::{
-    Channel, DeliveryStatus, NotificationStatus, Plan, ValidNotification,
-    plan::Directory,
+    Channel, DeliveryMessage, DeliveryStatus, NotificationStatus, Plan, PlannedSubscriber, ValidNotification,
     view::{AcceptedDelivery, AcceptedNotification},
 };
-use sqlx::{PgConnection, PgPool, types::Json};
+use sqlx::{PgConnection, PgPool, postgres::PgArguments, types::Json};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
     Result, Store,
     group::{BoxFuture, Grouped},
+    named::{self, Columns, Named},
     receipts::suppression_address,
 };
 
@@ -30,34 +34,25 @@ pub struct Origin<'a> {
     pub traceparent: Option<&'a str>,
 }
 
+/// What one request asks to accept: its notifications, all of one tenant, in order.
+pub struct Accept {
+    pub tenant_id: Uuid,
+    /// How the audit trail names the caller (`api_key:<id>`).
+    pub actor: String,
+    /// The request's trace, carried by the outbox rows and the messages.
+    pub traceparent: Option<String>,
+    pub items: Vec<Intake>,
+    /// How long an idempotency key is remembered: an older one counts as unused.
+    pub retention: Duration,
+}
+
 /// One notification to accept, with the deliveries [`domain::plan`] worked out for it.
-pub struct Intake<'a> {
-    pub notification: &'a ValidNotification,
-    pub plan: &'a Plan,
+pub struct Intake {
+    pub notification: ValidNotification,
+    pub plan: Plan,
     pub idempotency: Option<IdempotencyKey>,
-    /// The stored subscribers the plan sends to ([`planned_subscribers`]).
+    /// The stored subscribers the plan sends to ([`Plan::subscribers`]).
     pub subscribers: Vec<PlannedSubscriber>,
-}
-
-/// A stored subscriber a plan sends to, as the directory read it. The directory is read
-/// before the accept, so the accept statement locks each (`FOR KEY SHARE`, which the
-/// erasure's `FOR UPDATE` waits for) and writes nothing for a notification one of whose
-/// subscribers is gone, or was erased and created again (another `created_at`), since.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PlannedSubscriber {
-    pub id: String,
-    pub created_at: OffsetDateTime,
-}
-
-/// The stored subscribers (named or topic members) that `plan`'s deliveries go to, each once.
-pub fn planned_subscribers(plan: &Plan, directory: &Directory) -> Vec<PlannedSubscriber> {
-    let mut seen = HashSet::new();
-    plan.deliveries
-        .iter()
-        .filter_map(|d| directory.subscribers.get(d.subscriber_id.as_deref()?))
-        .filter(|listed| seen.insert(listed.subscriber.id.as_str()))
-        .map(|listed| PlannedSubscriber { id: listed.subscriber.id.clone(), created_at: listed.subscriber.created_at })
-        .collect()
 }
 
 #[derive(Clone, Debug)]
@@ -79,178 +74,63 @@ pub enum IntakeResult {
     Erased(Vec<String>),
 }
 
+/// What an accept did: an answer per item, in order, and, when the store hands off (see
+/// [`Store::with_hand_off`]), the messages of the deliveries it wrote due now, for the
+/// caller to publish.
+#[derive(Debug, Default)]
+pub struct Accepted {
+    pub results: Vec<IntakeResult>,
+    pub due: Vec<DeliveryMessage>,
+}
+
 impl Store {
-    /// Accepts `items` for `tenant_id` and answers for each, in order. Without keys this is
-    /// one statement. With keys, the keys are inserted first in the same transaction: the
-    /// primary key on (tenant, key) makes a concurrent request with the same key wait for
-    /// this one's commit and then replay its answer, so a key never makes two
-    /// notifications. A key older than `retention` counts as unused.
+    /// Accepts `request`'s notifications and answers for each, in order. Without keys the
+    /// request joins the next group commit. With keys, the keys are inserted first in the
+    /// request's own transaction: the primary key on (tenant, key) makes a concurrent
+    /// request with the same key wait for this one's commit and then replay its answer,
+    /// so a key never makes two notifications.
     ///
     /// A delivery the plan skips (preferences, no address) or to an address on the
     /// tenant's suppression list is written `suppressed`, without an outbox row, and the
-    /// answer says so.
-    pub async fn accept_notifications(
-        &self,
-        tenant_id: Uuid,
-        origin: &Origin<'_>,
-        items: &[Intake<'_>],
-        retention: Duration,
-    ) -> Result<Vec<IntakeResult>> {
-        let now = now_micros();
-        let mut planned: Vec<AcceptedNotification> = items.iter().map(|i| answer(i.plan, now)).collect();
-        if items.iter().all(|i| i.idempotency.is_none()) {
-            let all: Vec<usize> = (0..items.len()).collect();
-            let inserted =
-                insert(self.pool.acquire().await?.as_mut(), &rows(tenant_id, origin, items, &planned, &all)).await?;
-            mark_suppressed(&mut planned, &all, &inserted.suppressed);
-            self.wake_relays_for(planned.iter().filter(|p| inserted.written(p)));
-            return Ok(planned.into_iter().map(|p| inserted.result(p)).collect());
-        }
-
-        // The first item with a key claims it for the batch; later ones with the same key
-        // are answered like a concurrent request would be.
-        let mut first_with_key: HashMap<&str, usize> = HashMap::new();
-        for (i, item) in items.iter().enumerate() {
-            if let Some(k) = &item.idempotency {
-                first_with_key.entry(k.key.as_str()).or_insert(i);
-            }
-        }
-        let claimants: Vec<usize> = first_with_key.values().copied().collect();
-        let responses: Vec<serde_json::Value> =
-            claimants.iter().map(|&i| serde_json::to_value(&planned[i]).expect("serializes")).collect();
-
-        let mut tx = self.pool.begin().await?;
-        let won: Vec<(String,)> = sqlx::query_as(
-            "INSERT INTO idempotency_keys (tenant_id, key, request_hash, notification_id, response)
-             SELECT $1, u.key, u.hash, u.id, u.response
-             FROM unnest($2::text[], $3::bytea[], $4::uuid[], $5::jsonb[]) AS u(key, hash, id, response)
-             ON CONFLICT (tenant_id, key) DO UPDATE
-                SET request_hash = EXCLUDED.request_hash, notification_id = EXCLUDED.notification_id,
-                    response = EXCLUDED.response, created_at = now()
-                WHERE idempotency_keys.created_at < now() - $6::interval
-             RETURNING key",
-        )
-        .bind(tenant_id)
-        .bind(claimants.iter().map(|&i| key_of(&items[i]).key.clone()).collect::<Vec<_>>())
-        .bind(claimants.iter().map(|&i| key_of(&items[i]).request_hash.clone()).collect::<Vec<_>>())
-        .bind(claimants.iter().map(|&i| planned[i].id).collect::<Vec<_>>())
-        .bind(&responses)
-        .bind(sqlx::postgres::types::PgInterval::try_from(retention).unwrap_or_default())
-        .fetch_all(&mut *tx)
-        .await?;
-        let won: std::collections::HashSet<String> = won.into_iter().map(|r| r.0).collect();
-
-        // Every key's record: ours where we won it, the stored one where we did not.
-        let lost: Vec<String> = first_with_key.keys().filter(|k| !won.contains(**k)).map(|k| (*k).to_owned()).collect();
-        let stored: Vec<(String, Vec<u8>, serde_json::Value)> = if lost.is_empty() {
-            vec![]
+    /// answer says so. A notification one of whose subscribers was erased meanwhile is not
+    /// written ([`IntakeResult::Erased`]) and fails nothing else.
+    ///
+    /// Every delivery that waits gets an outbox row. Without a hand-off the rows due now
+    /// are due at once and the relays are woken; with one they fall due a grace period
+    /// later, and their messages are returned for the caller to publish at once.
+    pub async fn accept(&self, request: Accept) -> Result<Accepted> {
+        let grace = self.hand_off.unwrap_or_default();
+        let mut accepted = if request.items.iter().all(|i| i.idempotency.is_none()) {
+            let accepts = self.groups.accepts.get_or_init(|| {
+                Grouped::start(self.pool.clone(), accept_group, ACCEPT_GROUPS_IN_FLIGHT, ACCEPT_GROUP_MAX)
+            });
+            accepts.call((request, grace)).await?
         } else {
-            sqlx::query_as(
-                "SELECT key, request_hash, response FROM idempotency_keys WHERE tenant_id = $1 AND key = ANY($2)",
-            )
-            .bind(tenant_id)
-            .bind(&lost)
-            .fetch_all(&mut *tx)
-            .await?
+            accept_keyed(&self.pool, request, grace).await?
         };
-        let mut record: HashMap<String, (Vec<u8>, serde_json::Value)> =
-            stored.into_iter().map(|(key, hash, response)| (key, (hash, response))).collect();
-        for (&i, response) in claimants.iter().zip(&responses) {
-            let k = key_of(&items[i]);
-            if won.contains(&k.key) {
-                record.insert(k.key.clone(), (k.request_hash.clone(), response.clone()));
-            }
-        }
-
-        let mut results = Vec::with_capacity(items.len());
-        let mut to_insert = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            let Some(k) = &item.idempotency else {
-                to_insert.push(i);
-                results.push(None);
-                continue;
-            };
-            let claimant_won = first_with_key[k.key.as_str()] == i && won.contains(&k.key);
-            if claimant_won {
-                to_insert.push(i);
-                results.push(None);
-                continue;
-            }
-            results.push(Some(match record.get(&k.key) {
-                Some((hash, response)) if *hash == k.request_hash => IntakeResult::Replayed(response.clone()),
-                Some(_) => IntakeResult::KeyReused,
-                // The key's row vanished between the two statements (purged): refuse
-                // rather than risk a second notification; a retry will succeed.
-                None => IntakeResult::KeyReused,
-            }));
-        }
-        let inserted = insert(&mut tx, &rows(tenant_id, origin, items, &planned, &to_insert)).await?;
-        if !inserted.erased.is_empty() {
-            // Nothing was written for these: their keys stay unused (a retry plans afresh),
-            // and a later item with the same key gets the same answer.
-            let refused: Vec<&str> = to_insert
-                .iter()
-                .filter(|&&i| !inserted.written(&planned[i]))
-                .filter_map(|&i| items[i].idempotency.as_ref().map(|k| k.key.as_str()))
-                .collect();
-            sqlx::query("DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = ANY($2)")
-                .bind(tenant_id)
-                .bind(&refused)
-                .execute(&mut *tx)
-                .await?;
-            for (result, item) in results.iter_mut().zip(items) {
-                if let (Some(result @ IntakeResult::Replayed(_)), Some(k)) = (result, &item.idempotency)
-                    && let Some(ids) = inserted.erased.get(&planned[first_with_key[k.key.as_str()]].id)
-                {
-                    *result = IntakeResult::Erased(ids.clone());
-                }
-            }
-        }
-        let changed = mark_suppressed(&mut planned, &to_insert, &inserted.suppressed);
-        if !changed.is_empty() {
-            // The keys were stored with the answer planned before the insert: a replay must
-            // give the answer this request gets, here and later.
-            store_answers(&mut tx, tenant_id, items, &planned, &changed).await?;
-            for (result, item) in results.iter_mut().zip(items) {
-                if let (Some(IntakeResult::Replayed(answer)), Some(k)) = (result, &item.idempotency) {
-                    let first = first_with_key[k.key.as_str()];
-                    if changed.contains(&first) {
-                        *answer = serde_json::to_value(&planned[first]).expect("serializes");
-                    }
-                }
-            }
-        }
-        tx.commit().await?;
-        self.wake_relays_for(to_insert.iter().map(|&i| &planned[i]).filter(|p| inserted.written(p)));
-
-        Ok(results
-            .into_iter()
-            .zip(planned)
-            .map(|(result, planned)| result.unwrap_or_else(|| inserted.result(planned)))
-            .collect())
-    }
-
-    /// Accepts one notification without an idempotency key. Concurrent calls share one
-    /// statement and one commit (group commit, see [`crate::group`]): the commit rate of
-    /// the database no longer bounds the rate of single requests. A notification refused
-    /// as [`IntakeResult::Erased`] does not fail the others of its group.
-    pub async fn accept_notification(&self, single: Single) -> Result<IntakeResult> {
-        let accepts = self
-            .groups
-            .accepts
-            .get_or_init(|| Grouped::start(self.pool.clone(), accept_group, ACCEPT_GROUPS_IN_FLIGHT, ACCEPT_GROUP_MAX));
-        let result = accepts.call(single).await?;
-        if let IntakeResult::Accepted(accepted) = &result {
-            self.wake_relays_for([accepted]);
-        }
-        Ok(result)
-    }
-
-    /// Wakes the relays if any of `accepted` wrote outbox rows.
-    fn wake_relays_for<'a>(&self, accepted: impl IntoIterator<Item = &'a AcceptedNotification>) {
-        if accepted.into_iter().any(|a| a.deliveries.iter().any(|d| d.status == DeliveryStatus::Pending)) {
+        if self.hand_off.is_none() && !accepted.due.is_empty() {
             self.wake_relays();
+            accepted.due.clear();
         }
+        Ok(accepted)
+    }
+
+    /// Deletes the outbox rows of `messages` once the broker confirmed them: the relay
+    /// would otherwise publish them again when they fall due (harmless, since workers drop
+    /// duplicates, but work). The commit does not wait for the disk: a delete lost in a
+    /// crash costs only that duplicate.
+    pub async fn forget_published(&self, messages: &[DeliveryMessage]) -> Result<u64> {
+        let ids: Vec<Uuid> = messages.iter().map(|m| m.delivery_id).collect();
+        let attempts: Vec<i32> = messages.iter().map(|m| m.attempt).collect();
+        let done = sqlx::query(
+            "DELETE FROM outbox o USING unnest($1::uuid[], $2::int[]) AS p(delivery_id, attempt)
+             WHERE o.delivery_id = p.delivery_id AND o.attempt = p.attempt",
+        )
+        .bind(&ids)
+        .bind(&attempts)
+        .execute(&self.relaxed)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     /// Deletes idempotency keys older than `retention`; returns how many.
@@ -263,65 +143,205 @@ impl Store {
     }
 }
 
-/// The rows of the items `which`, all of `tenant_id` and `origin`.
-fn rows<'a>(
-    tenant_id: Uuid,
-    origin: &Origin<'a>,
-    items: &'a [Intake<'a>],
-    planned: &'a [AcceptedNotification],
-    which: &[usize],
-) -> Vec<Row<'a>> {
-    which.iter().map(|&i| Row { tenant_id, origin: *origin, intake: &items[i], answer: &planned[i] }).collect()
-}
-
-/// Groups of single accepts written at once: enough to keep both of a small database's
-/// cores busy while one group commits, few enough to leave the pool to the reads.
+/// Groups of accepts written at once: enough to keep both of a small database's cores
+/// busy while one group commits, few enough to leave the pool to the reads.
 const ACCEPT_GROUPS_IN_FLIGHT: usize = 4;
 const ACCEPT_GROUP_MAX: usize = 1_000;
 
-/// A notification without an idempotency key, for [`Store::accept_notification`].
-pub struct Single {
-    pub tenant_id: Uuid,
-    pub actor: String,
-    pub traceparent: Option<String>,
-    pub notification: ValidNotification,
-    pub plan: Plan,
-    /// The stored subscribers the plan sends to ([`planned_subscribers`]).
-    pub subscribers: Vec<PlannedSubscriber>,
-}
-
-fn accept_group<'a>(pool: &'a PgPool, requests: &'a [Single]) -> BoxFuture<'a, Result<Vec<IntakeResult>>> {
+/// Writes the requests of a group (none has a key) in one statement, committed on its
+/// own. `grace` is the same for all: they come from one store.
+fn accept_group<'a>(pool: &'a PgPool, requests: &'a [(Accept, Duration)]) -> BoxFuture<'a, Result<Vec<Accepted>>> {
     Box::pin(async move {
+        let grace = requests.first().map(|(_, g)| *g).unwrap_or_default();
         let now = now_micros();
-        let intakes: Vec<Intake> = requests
-            .iter()
-            .map(|r| Intake {
-                notification: &r.notification,
-                plan: &r.plan,
-                idempotency: None,
-                subscribers: r.subscribers.clone(),
-            })
-            .collect();
-        let mut planned: Vec<AcceptedNotification> = requests.iter().map(|r| answer(&r.plan, now)).collect();
+        let mut planned: Vec<Vec<AcceptedNotification>> =
+            requests.iter().map(|(r, _)| r.items.iter().map(|i| answer(&i.plan, now)).collect()).collect();
         let rows: Vec<Row> = requests
             .iter()
-            .zip(&intakes)
             .zip(&planned)
-            .map(|((r, intake), answer)| Row {
-                tenant_id: r.tenant_id,
-                origin: Origin { actor: &r.actor, traceparent: r.traceparent.as_deref() },
-                intake,
-                answer,
+            .flat_map(|((r, _), answers)| {
+                r.items.iter().zip(answers).map(move |(intake, answer)| row(r, intake, answer))
             })
             .collect();
-        let inserted = insert(pool.acquire().await?.as_mut(), &rows).await?;
-        let all: Vec<usize> = (0..planned.len()).collect();
-        mark_suppressed(&mut planned, &all, &inserted.suppressed);
-        Ok(planned.into_iter().map(|p| inserted.result(p)).collect())
+        let inserted = insert(pool.acquire().await?.as_mut(), &rows, grace).await?;
+        Ok(requests
+            .iter()
+            .zip(planned.iter_mut())
+            .map(|((request, _), answers)| {
+                let all: Vec<usize> = (0..answers.len()).collect();
+                mark_suppressed(answers, &all, &inserted.suppressed);
+                let due = due_now(request, answers, &all, &inserted);
+                let results = std::mem::take(answers).into_iter().map(|a| inserted.result(a)).collect();
+                Accepted { results, due }
+            })
+            .collect())
     })
 }
 
-fn key_of<'a>(item: &'a Intake<'_>) -> &'a IdempotencyKey {
+/// Accepts a request with idempotency keys in a transaction of its own. The first item
+/// with a key claims it for the request; later ones with the same key are answered as a
+/// concurrent request would be. A key older than the request's retention counts as unused.
+async fn accept_keyed(pool: &PgPool, request: Accept, grace: Duration) -> Result<Accepted> {
+    let items = &request.items;
+    let tenant_id = request.tenant_id;
+    let now = now_micros();
+    let mut planned: Vec<AcceptedNotification> = items.iter().map(|i| answer(&i.plan, now)).collect();
+    let mut first_with_key: HashMap<&str, usize> = HashMap::new();
+    for (i, item) in items.iter().enumerate() {
+        if let Some(k) = &item.idempotency {
+            first_with_key.entry(k.key.as_str()).or_insert(i);
+        }
+    }
+    let claimants: Vec<usize> = first_with_key.values().copied().collect();
+    let responses: Vec<serde_json::Value> =
+        claimants.iter().map(|&i| serde_json::to_value(&planned[i]).expect("serializes")).collect();
+
+    let mut tx = pool.begin().await?;
+    let won: Vec<(String,)> = sqlx::query_as(
+        "INSERT INTO idempotency_keys (tenant_id, key, request_hash, notification_id, response)
+         SELECT $1, u.key, u.hash, u.id, u.response
+         FROM unnest($2::text[], $3::bytea[], $4::uuid[], $5::jsonb[]) AS u(key, hash, id, response)
+         ON CONFLICT (tenant_id, key) DO UPDATE
+            SET request_hash = EXCLUDED.request_hash, notification_id = EXCLUDED.notification_id,
+                response = EXCLUDED.response, created_at = now()
+            WHERE idempotency_keys.created_at < now() - $6::interval
+         RETURNING key",
+    )
+    .bind(tenant_id)
+    .bind(claimants.iter().map(|&i| key_of(&items[i]).key.clone()).collect::<Vec<_>>())
+    .bind(claimants.iter().map(|&i| key_of(&items[i]).request_hash.clone()).collect::<Vec<_>>())
+    .bind(claimants.iter().map(|&i| planned[i].id).collect::<Vec<_>>())
+    .bind(&responses)
+    .bind(sqlx::postgres::types::PgInterval::try_from(request.retention).unwrap_or_default())
+    .fetch_all(&mut *tx)
+    .await?;
+    let won: HashSet<String> = won.into_iter().map(|r| r.0).collect();
+
+    // Every key's record: ours where we won it, the stored one where we did not.
+    let lost: Vec<String> = first_with_key.keys().filter(|k| !won.contains(**k)).map(|k| (*k).to_owned()).collect();
+    let stored: Vec<(String, Vec<u8>, serde_json::Value)> = if lost.is_empty() {
+        vec![]
+    } else {
+        sqlx::query_as(
+            "SELECT key, request_hash, response FROM idempotency_keys WHERE tenant_id = $1 AND key = ANY($2)",
+        )
+        .bind(tenant_id)
+        .bind(&lost)
+        .fetch_all(&mut *tx)
+        .await?
+    };
+    let mut record: HashMap<String, (Vec<u8>, serde_json::Value)> =
+        stored.into_iter().map(|(key, hash, response)| (key, (hash, response))).collect();
+    for (&i, response) in claimants.iter().zip(&responses) {
+        let k = key_of(&items[i]);
+        if won.contains(&k.key) {
+            record.insert(k.key.clone(), (k.request_hash.clone(), response.clone()));
+        }
+    }
+
+    let mut results = Vec::with_capacity(items.len());
+    let mut to_insert = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let Some(k) = &item.idempotency else {
+            to_insert.push(i);
+            results.push(None);
+            continue;
+        };
+        if first_with_key[k.key.as_str()] == i && won.contains(&k.key) {
+            to_insert.push(i);
+            results.push(None);
+            continue;
+        }
+        results.push(Some(match record.get(&k.key) {
+            Some((hash, response)) if *hash == k.request_hash => IntakeResult::Replayed(response.clone()),
+            Some(_) => IntakeResult::KeyReused,
+            // The key's row vanished between the two statements (purged): refuse rather
+            // than risk a second notification; a retry will succeed.
+            None => IntakeResult::KeyReused,
+        }));
+    }
+    let rows: Vec<Row> = to_insert.iter().map(|&i| row(&request, &items[i], &planned[i])).collect();
+    let inserted = insert(&mut tx, &rows, grace).await?;
+    if !inserted.erased.is_empty() {
+        // Nothing was written for these: their keys stay unused (a retry plans afresh),
+        // and a later item with the same key gets the same answer.
+        let refused: Vec<&str> = to_insert
+            .iter()
+            .filter(|&&i| !inserted.written(&planned[i]))
+            .filter_map(|&i| items[i].idempotency.as_ref().map(|k| k.key.as_str()))
+            .collect();
+        sqlx::query("DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = ANY($2)")
+            .bind(tenant_id)
+            .bind(&refused)
+            .execute(&mut *tx)
+            .await?;
+        for (result, item) in results.iter_mut().zip(items) {
+            if let (Some(result @ IntakeResult::Replayed(_)), Some(k)) = (result, &item.idempotency)
+                && let Some(ids) = inserted.erased.get(&planned[first_with_key[k.key.as_str()]].id)
+            {
+                *result = IntakeResult::Erased(ids.clone());
+            }
+        }
+    }
+    let changed = mark_suppressed(&mut planned, &to_insert, &inserted.suppressed);
+    if !changed.is_empty() {
+        // The keys were stored with the answer planned before the insert: a replay must
+        // give the answer this request gets, here and later.
+        store_answers(&mut tx, tenant_id, items, &planned, &changed).await?;
+        for (result, item) in results.iter_mut().zip(items) {
+            if let (Some(IntakeResult::Replayed(answer)), Some(k)) = (result, &item.idempotency) {
+                let first = first_with_key[k.key.as_str()];
+                if changed.contains(&first) {
+                    *answer = serde_json::to_value(&planned[first]).expect("serializes");
+                }
+            }
+        }
+    }
+    tx.commit().await?;
+    let due = due_now(&request, &planned, &to_insert, &inserted);
+    let results = results
+        .into_iter()
+        .zip(planned)
+        .map(|(result, planned)| result.unwrap_or_else(|| inserted.result(planned)))
+        .collect();
+    Ok(Accepted { results, due })
+}
+
+/// The messages of the deliveries of items `which` that were written and wait for nothing:
+/// not suppressed, not in the inbox, neither scheduled nor deferred by quiet hours.
+fn due_now(
+    request: &Accept,
+    answers: &[AcceptedNotification],
+    which: &[usize],
+    inserted: &Inserted,
+) -> Vec<DeliveryMessage> {
+    let mut due = Vec::new();
+    for &i in which {
+        let (intake, answer) = (&request.items[i], &answers[i]);
+        if !inserted.written(answer) || intake.notification.send_at.is_some() {
+            continue;
+        }
+        for (delivery, planned) in answer.deliveries.iter().zip(&intake.plan.deliveries) {
+            if delivery.status == DeliveryStatus::Pending && planned.not_before.is_none() {
+                let message = DeliveryMessage::new(delivery.id, answer.id, request.tenant_id, delivery.channel, 1);
+                due.push(DeliveryMessage { traceparent: request.traceparent.clone(), ..message });
+            }
+        }
+    }
+    due
+}
+
+fn row<'a>(request: &'a Accept, intake: &'a Intake, answer: &'a AcceptedNotification) -> Row<'a> {
+    Row {
+        tenant_id: request.tenant_id,
+        actor: &request.actor,
+        traceparent: request.traceparent.as_deref(),
+        intake,
+        answer,
+    }
+}
+
+fn key_of(item: &Intake) -> &IdempotencyKey {
     item.idempotency.as_ref().expect("only items with a key claim one")
 }
 
@@ -389,7 +409,7 @@ fn mark_suppressed(planned: &mut [AcceptedNotification], which: &[usize], suppre
 async fn store_answers(
     conn: &mut PgConnection,
     tenant_id: Uuid,
-    items: &[Intake<'_>],
+    items: &[Intake],
     planned: &[AcceptedNotification],
     which: &[usize],
 ) -> Result<()> {
@@ -413,25 +433,19 @@ async fn store_answers(
 /// One notification to write: whose, on whose behalf, as planned and as answered.
 struct Row<'a> {
     tenant_id: Uuid,
-    origin: Origin<'a>,
-    intake: &'a Intake<'a>,
+    actor: &'a str,
+    traceparent: Option<&'a str>,
+    intake: &'a Intake,
     answer: &'a AcceptedNotification,
 }
 
+/// The accept statement (`sql/accept.sql`), prepared once per connection.
+static ACCEPT: LazyLock<Named> = LazyLock::new(|| Named::parse(include_str!("sql/accept.sql")));
+
 /// Inserts `rows` (of any tenants), their deliveries, outbox rows and `accepted` audit
-/// events in one statement (the caller wakes the relays after commit). A delivery the
-/// plan skips, or whose address the tenant suppressed on its channel, is written
-/// `suppressed` with the reason in `last_error_code`, and gets no outbox row; a
-/// notification left with nothing to send is written `sent`. A delivery deferred by quiet
-/// hours waits in the outbox until then. An in-app delivery is written to the inbox here
-/// and is `delivered` (a scheduled one with the item's time set to `send_at`). A
-/// notification whose stored subscribers are not all still there, as the directory read
-/// them, is not written at all (see [`PlannedSubscriber`]); the others are.
-///
-/// Prepared once per connection (planning it cost more than running it for a small
-/// group): no part of its plan depends on how big the tables are, as the suppression
-/// list is read by primary-key lookups (the LATERAL join), never scanned.
-async fn insert(conn: &mut PgConnection, rows: &[Row<'_>]) -> Result<Inserted> {
+/// events in one statement (`sql/accept.sql` says what it decides). The outbox rows of
+/// deliveries due now fall due `grace` from now.
+async fn insert(conn: &mut PgConnection, rows: &[Row<'_>], grace: Duration) -> Result<Inserted> {
     if rows.is_empty() {
         return Ok(Inserted { suppressed: HashSet::new(), erased: HashMap::new() });
     }
@@ -439,7 +453,7 @@ async fn insert(conn: &mut PgConnection, rows: &[Row<'_>]) -> Result<Inserted> {
     let mut d = DeliveryColumns::default();
     let mut held = HeldColumns::default();
     for row in rows {
-        let (v, plan, p) = (row.intake.notification, row.intake.plan, row.answer);
+        let (v, plan, p) = (&row.intake.notification, &row.intake.plan, row.answer);
         for s in &row.intake.subscribers {
             held.notification_ids.push(p.id);
             held.ids.push(&s.id);
@@ -458,8 +472,8 @@ async fn insert(conn: &mut PgConnection, rows: &[Row<'_>]) -> Result<Inserted> {
         n.workflows.push(plan.workflow.as_deref());
         n.retries.push(plan.retry.as_ref().map(Json));
         n.tags.push(Json(&v.tags));
-        n.actors.push(row.origin.actor);
-        n.traceparents.push(row.origin.traceparent);
+        n.actors.push(row.actor);
+        n.traceparents.push(row.traceparent);
         for (delivery, planned) in p.deliveries.iter().zip(&plan.deliveries) {
             d.ids.push(delivery.id);
             d.notification_ids.push(p.id);
@@ -476,112 +490,10 @@ async fn insert(conn: &mut PgConnection, rows: &[Row<'_>]) -> Result<Inserted> {
             d.deferred.push(planned.not_before);
         }
     }
-    let (suppressed, erased_notifications, erased_subscribers): (Vec<Uuid>, Vec<Uuid>, Vec<String>) = sqlx::query_as(
-        "WITH given AS (
-            SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::text[], $5::text[], $6::jsonb[],
-                                 $7::jsonb[], $8::text[], $9::timestamptz[], $10::text[], $11::text[], $12::jsonb[],
-                                 $13::jsonb[], $14::text[], $15::text[])
-                 AS u(id, tenant_id, created_at, type, priority, data, content, correlation_id, send_at, key,
-                      workflow, retry, tags, actor, traceparent)),
-         w AS (
-            SELECT w.nid, w.subscriber_id, s.id IS NOT NULL AS held
-            FROM unnest($29::uuid[], $30::text[], $31::timestamptz[]) AS w(nid, subscriber_id, created_at)
-            JOIN given g ON g.id = w.nid
-            LEFT JOIN LATERAL (
-                SELECT s.id FROM subscribers s
-                WHERE s.tenant_id = g.tenant_id AND s.id = w.subscriber_id AND s.created_at = w.created_at
-                FOR KEY SHARE
-            ) s ON true),
-         u AS (
-            SELECT g.* FROM given g
-            WHERE g.id <> ALL (ARRAY(SELECT w.nid FROM w WHERE NOT w.held))),
-         p AS (
-            SELECT x.id, x.nid, u.tenant_id, u.created_at, u.traceparent, x.channel, x.recipient, x.rank, x.at,
-                   x.subscriber_id, x.content, x.locale, x.deferred, x.skip, coalesce(x.skip, s.reason) AS reason,
-                   CASE WHEN x.skip IS NOT NULL THEN x.skip_message
-                        WHEN s.reason IS NOT NULL THEN 'the address is on the suppression list' END AS message
-            FROM unnest($16::uuid[], $17::uuid[], $18::text[], $19::text[], $20::smallint[], $21::timestamptz[],
-                        $22::text[], $23::text[], $24::jsonb[], $25::text[], $26::text[], $27::text[],
-                        $28::timestamptz[])
-                 AS x(id, nid, channel, recipient, rank, at, address, subscriber_id, content, locale, skip,
-                      skip_message, deferred)
-            JOIN u ON u.id = x.nid
-            LEFT JOIN LATERAL (
-                SELECT s.reason FROM suppressions s
-                WHERE x.skip IS NULL AND s.tenant_id = u.tenant_id AND s.channel = x.channel AND s.address = x.address
-            ) s ON true),
-         n AS (
-            INSERT INTO notifications (id, tenant_id, type, priority, data, content, correlation_id, send_at,
-                                       idempotency_key, workflow, retry, status, created_at, updated_at)
-            SELECT u.id, u.tenant_id, u.type, u.priority, u.data, coalesce(u.content, '{}'), u.correlation_id,
-                   u.send_at, u.key, u.workflow, u.retry, CASE WHEN g.waits IS FALSE THEN 'sent' ELSE 'pending' END,
-                   u.created_at, u.created_at
-            FROM u LEFT JOIN (SELECT nid, bool_or(reason IS NULL AND channel <> 'in_app') AS waits FROM p GROUP BY nid) g
-                   ON g.nid = u.id),
-         d AS (
-            INSERT INTO deliveries (id, tenant_id, notification_id, channel, recipient, subscriber_id, content,
-                                    locale, status, last_error_code, last_error_message, next_attempt_at, sent_at,
-                                    created_at, updated_at)
-            SELECT p.id, p.tenant_id, p.nid, p.channel, p.recipient, p.subscriber_id, p.content, p.locale,
-                   CASE WHEN p.reason IS NOT NULL THEN 'suppressed' WHEN p.channel = 'in_app' THEN 'delivered'
-                        ELSE 'pending' END,
-                   p.reason, p.message, CASE WHEN p.reason IS NULL THEN p.deferred END,
-                   CASE WHEN p.reason IS NULL AND p.channel = 'in_app' THEN greatest(p.at, p.created_at) END,
-                   p.created_at, p.created_at
-            FROM p),
-         i AS (
-            INSERT INTO inbox_items (id, tenant_id, subscriber_id, notification_id, type, title, body, action_url,
-                                     tags, created_at)
-            SELECT p.id, p.tenant_id, p.subscriber_id, p.nid, u.type, c.content->>'title', c.content->>'body',
-                   c.content->>'action_url', ARRAY(SELECT jsonb_array_elements_text(u.tags)),
-                   greatest(p.at, p.created_at)
-            FROM p JOIN u ON u.id = p.nid CROSS JOIN LATERAL (SELECT coalesce(p.content, u.content) AS content) c
-            WHERE p.channel = 'in_app' AND p.reason IS NULL),
-         o AS (
-            INSERT INTO outbox (tenant_id, notification_id, delivery_id, channel, attempt, priority, available_at,
-                                traceparent)
-            SELECT p.tenant_id, p.nid, p.id, p.channel, 1, p.rank, coalesce(p.at, now()), p.traceparent FROM p
-            WHERE p.reason IS NULL AND p.channel <> 'in_app'),
-         a AS (
-            INSERT INTO audit_events (tenant_id, notification_id, action, actor, created_at)
-            SELECT u.tenant_id, u.id, 'accepted', u.actor, u.created_at FROM u)
-         SELECT array(SELECT p.id FROM p WHERE p.skip IS NULL AND p.reason IS NOT NULL),
-                array(SELECT w.nid FROM w WHERE NOT w.held ORDER BY w.nid, w.subscriber_id),
-                array(SELECT w.subscriber_id FROM w WHERE NOT w.held ORDER BY w.nid, w.subscriber_id)",
-    )
-    .bind(&n.ids)
-    .bind(&n.tenants)
-    .bind(&n.created_at)
-    .bind(&n.kinds)
-    .bind(&n.priorities)
-    .bind(&n.data)
-    .bind(&n.content)
-    .bind(&n.correlation_ids)
-    .bind(&n.send_ats)
-    .bind(&n.keys)
-    .bind(&n.workflows)
-    .bind(&n.retries)
-    .bind(&n.tags)
-    .bind(&n.actors)
-    .bind(&n.traceparents)
-    .bind(&d.ids)
-    .bind(&d.notification_ids)
-    .bind(&d.channels)
-    .bind(&d.recipients)
-    .bind(&d.ranks)
-    .bind(&d.available_at)
-    .bind(&d.suppression_addresses)
-    .bind(&d.subscriber_ids)
-    .bind(&d.contents)
-    .bind(&d.locales)
-    .bind(&d.skips)
-    .bind(&d.skip_messages)
-    .bind(&d.deferred)
-    .bind(&held.notification_ids)
-    .bind(&held.ids)
-    .bind(&held.created_at)
-    .fetch_one(conn)
-    .await?;
+    let grace = Grace(sqlx::postgres::types::PgInterval::try_from(grace).unwrap_or_default());
+    let arguments = ACCEPT.arguments(&[&n, &d, &held, &grace])?;
+    let (suppressed, erased_notifications, erased_subscribers): (Vec<Uuid>, Vec<Uuid>, Vec<String>) =
+        sqlx::query_as_with(ACCEPT.sql(), arguments).fetch_one(conn).await?;
     let mut erased: HashMap<Uuid, Vec<String>> = HashMap::new();
     for (notification, subscriber) in erased_notifications.into_iter().zip(erased_subscribers) {
         erased.entry(notification).or_default().push(subscriber);
@@ -610,7 +522,19 @@ impl Inserted {
     }
 }
 
-/// The subscribers each notification's plan sends to, as parallel columns.
+/// `:grace` of the accept statement.
+struct Grace(sqlx::postgres::types::PgInterval);
+
+impl Columns for Grace {
+    fn bind(&self, name: &str, args: &mut PgArguments) -> Result<bool, sqlx::error::BoxDynError> {
+        match name {
+            "grace" => named::add(args, self.0),
+            _ => Ok(false),
+        }
+    }
+}
+
+/// The subscribers each notification's plan sends to, as parallel columns (`:h_*`).
 #[derive(Default)]
 struct HeldColumns<'a> {
     notification_ids: Vec<Uuid>,
@@ -618,6 +542,18 @@ struct HeldColumns<'a> {
     created_at: Vec<OffsetDateTime>,
 }
 
+impl Columns for HeldColumns<'_> {
+    fn bind(&self, name: &str, args: &mut PgArguments) -> Result<bool, sqlx::error::BoxDynError> {
+        match name {
+            "h_notification_id" => named::add(args, &self.notification_ids),
+            "h_subscriber_id" => named::add(args, &self.ids),
+            "h_created_at" => named::add(args, &self.created_at),
+            _ => Ok(false),
+        }
+    }
+}
+
+/// The notifications, as parallel columns (`:n_*`).
 #[derive(Default)]
 struct NotificationColumns<'a> {
     ids: Vec<Uuid>,
@@ -638,6 +574,30 @@ struct NotificationColumns<'a> {
     traceparents: Vec<Option<&'a str>>,
 }
 
+impl Columns for NotificationColumns<'_> {
+    fn bind(&self, name: &str, args: &mut PgArguments) -> Result<bool, sqlx::error::BoxDynError> {
+        match name {
+            "n_id" => named::add(args, &self.ids),
+            "n_tenant_id" => named::add(args, &self.tenants),
+            "n_created_at" => named::add(args, &self.created_at),
+            "n_type" => named::add(args, &self.kinds),
+            "n_priority" => named::add(args, &self.priorities),
+            "n_data" => named::add(args, &self.data),
+            "n_content" => named::add(args, &self.content),
+            "n_correlation_id" => named::add(args, &self.correlation_ids),
+            "n_send_at" => named::add(args, &self.send_ats),
+            "n_key" => named::add(args, &self.keys),
+            "n_workflow" => named::add(args, &self.workflows),
+            "n_retry" => named::add(args, &self.retries),
+            "n_tags" => named::add(args, &self.tags),
+            "n_actor" => named::add(args, &self.actors),
+            "n_traceparent" => named::add(args, &self.traceparents),
+            _ => Ok(false),
+        }
+    }
+}
+
+/// The deliveries, as parallel columns (`:d_*`).
 #[derive(Default)]
 struct DeliveryColumns<'a> {
     ids: Vec<Uuid>,
@@ -656,4 +616,25 @@ struct DeliveryColumns<'a> {
     skip_messages: Vec<Option<&'static str>>,
     /// When quiet hours end, for a deferred delivery.
     deferred: Vec<Option<OffsetDateTime>>,
+}
+
+impl Columns for DeliveryColumns<'_> {
+    fn bind(&self, name: &str, args: &mut PgArguments) -> Result<bool, sqlx::error::BoxDynError> {
+        match name {
+            "d_id" => named::add(args, &self.ids),
+            "d_notification_id" => named::add(args, &self.notification_ids),
+            "d_channel" => named::add(args, &self.channels),
+            "d_recipient" => named::add(args, &self.recipients),
+            "d_rank" => named::add(args, &self.ranks),
+            "d_at" => named::add(args, &self.available_at),
+            "d_address" => named::add(args, &self.suppression_addresses),
+            "d_subscriber_id" => named::add(args, &self.subscriber_ids),
+            "d_content" => named::add(args, &self.contents),
+            "d_locale" => named::add(args, &self.locales),
+            "d_skip" => named::add(args, &self.skips),
+            "d_skip_message" => named::add(args, &self.skip_messages),
+            "d_deferred" => named::add(args, &self.deferred),
+            _ => Ok(false),
+        }
+    }
 }

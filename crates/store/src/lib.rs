@@ -9,6 +9,7 @@ mod directory;
 mod group;
 mod inbox;
 mod intake;
+mod named;
 mod notifications;
 mod outbox;
 mod receipts;
@@ -31,7 +32,7 @@ pub use actions::{Cancelled, Retried};
 pub use cache::{CACHE_CHANNEL, CACHE_LISTENER_NAME};
 pub use deliveries::{AttemptRecord, AttemptResult, Claim, Lease};
 pub use inbox::{InboxChange, InboxFilter};
-pub use intake::{IdempotencyKey, Intake, IntakeResult, Origin, PlannedSubscriber, Single, planned_subscribers};
+pub use intake::{Accept, Accepted, IdempotencyKey, Intake, IntakeResult, Origin};
 pub use notifications::ListFilter;
 pub use outbox::{ClaimedBatch, OUTBOX_CHANNEL};
 pub use receipts::{PENDING_RECEIPT_RETENTION, Receipt, ReceiptApplied, Suppression, SuppressionReason};
@@ -99,6 +100,9 @@ pub struct Store {
     groups: Arc<group::Groups>,
     /// Off unless [`Store::with_cache`] turned it on (the API does; the CLI does not).
     cache: Arc<cache::Cache>,
+    /// Set by [`Store::with_hand_off`]: how long after an accept its outbox rows due now
+    /// fall due, while the caller publishes their messages itself.
+    hand_off: Option<Duration>,
 }
 
 /// Connections of the relaxed pool: a worker has at most two claim groups in flight, and
@@ -142,7 +146,17 @@ impl Store {
             waker: Default::default(),
             groups: Default::default(),
             cache: Arc::new(cache::Cache::new(0)),
+            hand_off: None,
         }
+    }
+
+    /// The same store, its accepts handing the deliveries due now to the caller
+    /// ([`Accepted::due`]), who publishes them right after the commit: their outbox rows
+    /// fall due `grace` later, for the relay to publish if the caller could not (it
+    /// crashed, or the broker was down). `grace` must outlast the caller's wait for the
+    /// broker's confirms, or the relay publishes a copy of what is being confirmed.
+    pub fn with_hand_off(self, grace: Duration) -> Self {
+        Self { hand_off: Some(grace), ..self }
     }
 
     pub fn pool(&self) -> &PgPool {

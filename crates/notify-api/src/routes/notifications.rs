@@ -5,25 +5,23 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use domain::{
-    FieldError, NewNotification, NotificationStatus, Plan, ValidNotification,
-    plan::{Budget, Directory, MAX_DELIVERIES, plan_all},
-    request::{Recipient, is_valid_idempotency_key},
+    NewNotification, NotificationStatus,
+    request::is_valid_idempotency_key,
     view::{AcceptedNotification, NotificationSummary, NotificationView},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
-use store::{Cancelled, IdempotencyKey, Intake, IntakeResult, ListFilter, Single};
+use store::{Cancelled, ListFilter};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
     AppState,
+    accept::{self, Outcome},
     auth::Authenticated,
     error::{ApiError, Problem, rate_limit_headers},
-    json::{self, JsonBody, JsonItems},
-    rate_limit::Quota,
+    json::{JsonBody, JsonItems},
     routes::parse_id,
 };
 
@@ -58,7 +56,7 @@ pub async fn create(
     headers: HeaderMap,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, ApiError> {
-    let quota = app.take_tokens(&auth, 1)?;
+    let quota = app.limiter.take_for(&auth, app.default_rate, 1)?;
     let header_key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => match v.to_str() {
@@ -66,59 +64,16 @@ pub async fn create(
             _ => return Err(ApiError::field("Idempotency-Key", "must be 1 to 255 printable ASCII characters")),
         },
     };
-    let (notification, idempotency) = intake_item(&app, body, header_key)?;
-    let mut budget = Budget::default();
-    let sizes = app.store.topic_sizes(auth.0.tenant_id, &topics_of([&notification]), MAX_DELIVERIES).await?;
-    budget.take_members(&notification, &sizes).map_err(ApiError::Validation)?;
-    let (directory, mut plans) = plan(&app, auth.0.tenant_id, &[&notification], &mut budget).await?;
-    let plan = plans.pop().expect("one plan per item").map_err(ApiError::Validation)?;
-    let scheduled = notification.send_at.is_some();
-    let subscribers = store::planned_subscribers(&plan, &directory);
-    // What a refusal for an erased subscriber names (the notification moves into the group).
-    let to = if subscribers.is_empty() { vec![] } else { notification.to.clone() };
-    let result = match idempotency {
-        // Without a key, concurrent requests share their commit.
-        None => {
-            let origin = auth.origin();
-            let single = Single {
-                tenant_id: auth.0.tenant_id,
-                actor: origin.actor.to_owned(),
-                traceparent: origin.traceparent.map(str::to_owned),
-                notification,
-                plan,
-                subscribers,
-            };
-            app.store.accept_notification(single).await?
-        }
-        Some(_) => {
-            let item = Intake { notification: &notification, plan: &plan, idempotency, subscribers };
-            app.store
-                .accept_notifications(
-                    auth.0.tenant_id,
-                    &auth.origin(),
-                    std::slice::from_ref(&item),
-                    app.idempotency_retention,
-                )
-                .await?
-                .pop()
-                .expect("one result per item")
-        }
-    };
-    let mut response = match result {
-        IntakeResult::Accepted(accepted) => {
-            app.inbox_hub.created(auth.0.tenant_id, inbox_items(&accepted));
-            crate::metrics::METRICS.accepted.inc();
-            tracing::info!(tenant_id = %auth.0.tenant_id, notification_id = %accepted.id,
-                deliveries = accepted.deliveries.len(), scheduled, "accepted");
-            (StatusCode::ACCEPTED, Json(accepted)).into_response()
-        }
-        IntakeResult::Replayed(original) => {
+    let item = accept::parse(&app, body, header_key)?;
+    let outcome = accept::accept(&app, &auth, vec![Ok(item)]).await?.pop().expect("one outcome per item");
+    let mut response = match outcome {
+        Outcome::Accepted(accepted) => (StatusCode::ACCEPTED, Json(accepted)).into_response(),
+        Outcome::Replayed(original) => {
             let mut r = (StatusCode::ACCEPTED, Json(original)).into_response();
             r.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
             r
         }
-        IntakeResult::KeyReused => return Err(key_reused()),
-        IntakeResult::Erased(ids) => return Err(erased(&directory, &to, &ids)),
+        Outcome::Refused(e) => return Err(e),
     };
     rate_limit_headers(response.headers_mut(), quota);
     Ok(response)
@@ -178,203 +133,30 @@ pub async fn batch(
     if count == 0 || count > MAX_BATCH {
         return Err(ApiError::field("notifications", format!("must hold 1 to {MAX_BATCH} notifications")));
     }
-    let quota = app.take_tokens(&auth, count as u32)?;
-    let parsed: Vec<_> = request.notifications.into_iter().map(|item| intake_item(&app, item, None)).collect();
-    // The items share one budget, in order: topics are counted before any member is
-    // loaded, and an item past the budget is refused without being loaded or rendered.
-    let mut budget = Budget::default();
-    let topics = topics_of(parsed.iter().filter_map(|p| p.as_ref().ok()).map(|(n, _)| n));
-    let sizes = app.store.topic_sizes(auth.0.tenant_id, &topics, MAX_DELIVERIES).await?;
-    let parsed: Vec<Result<_, ApiError>> = parsed
-        .into_iter()
-        .map(|p| {
-            let (notification, key) = p?;
-            budget.take_members(&notification, &sizes).map_err(ApiError::Validation)?;
-            Ok((notification, key))
-        })
-        .collect();
-    let valid: Vec<&ValidNotification> = parsed.iter().filter_map(|p| p.as_ref().ok()).map(|(n, _)| n).collect();
-    let (directory, plans) = plan(&app, auth.0.tenant_id, &valid, &mut budget).await?;
-    let mut plans = plans.into_iter();
-    let planned: Vec<Result<Planned, ApiError>> = parsed
-        .iter()
-        .map(|p| {
-            let (notification, key) = p.as_ref().map_err(Clone::clone)?;
-            let plan = plans.next().expect("one plan per valid item").map_err(ApiError::Validation)?;
-            Ok((notification, key, plan))
-        })
-        .collect();
-    let intakes: Vec<Intake> = planned
-        .iter()
-        .filter_map(|p| p.as_ref().ok())
-        .map(|(notification, key, plan)| Intake {
-            notification,
-            plan,
-            idempotency: (*key).clone(),
-            subscribers: store::planned_subscribers(plan, &directory),
-        })
-        .collect();
-    let mut accepted = app
-        .store
-        .accept_notifications(auth.0.tenant_id, &auth.origin(), &intakes, app.idempotency_retention)
+    let quota = app.limiter.take_for(&auth, app.default_rate, count as u32)?;
+    let items = request.notifications.into_iter().map(|item| accept::parse(&app, item, None)).collect();
+    let results = accept::accept(&app, &auth, items)
         .await?
-        .into_iter();
-    let mut inbox = Vec::new();
-    let results: Vec<BatchItem> = planned
-        .iter()
-        .map(|p| match p {
-            Err(e) => refused(e),
-            Ok(_) => match accepted.next().expect("one result per valid item") {
-                IntakeResult::Accepted(a) => {
-                    inbox.extend(inbox_items(&a));
-                    BatchItem {
-                        status: 202,
-                        replayed: false,
-                        notification: Some(serde_json::to_value(a).expect("serializes")),
-                        error: None,
-                    }
-                }
-                IntakeResult::Replayed(original) => {
-                    BatchItem { status: 202, replayed: true, notification: Some(original), error: None }
-                }
-                IntakeResult::KeyReused => refused(&key_reused()),
-                IntakeResult::Erased(ids) => {
-                    refused(&erased(&directory, &p.as_ref().expect("accepted items").0.to, &ids))
-                }
+        .into_iter()
+        .map(|outcome| match outcome {
+            Outcome::Accepted(a) => BatchItem {
+                status: 202,
+                replayed: false,
+                notification: Some(serde_json::to_value(a).expect("serializes")),
+                error: None,
             },
+            Outcome::Replayed(original) => {
+                BatchItem { status: 202, replayed: true, notification: Some(original), error: None }
+            }
+            Outcome::Refused(e) => {
+                let (status, problem) = e.problem();
+                BatchItem { status: status.as_u16(), replayed: false, notification: None, error: Some(problem) }
+            }
         })
         .collect();
-    app.inbox_hub.created(auth.0.tenant_id, inbox);
-    let taken = results.iter().filter(|r| r.status == 202 && !r.replayed).count();
-    crate::metrics::METRICS.accepted.inc_by(taken as u64);
-    tracing::info!(tenant_id = %auth.0.tenant_id, items = count, accepted = taken, "batch");
     let mut response = (StatusCode::OK, Json(BatchResponse { results })).into_response();
     rate_limit_headers(response.headers_mut(), quota);
     Ok(response)
-}
-
-/// The directory `items` refer to, and their plans in order within `budget`; the
-/// subscribers' `data` is read a page of `limits.subscriber_data_page` at a time.
-async fn plan(
-    app: &AppState,
-    tenant_id: Uuid,
-    items: &[&ValidNotification],
-    budget: &mut Budget,
-) -> Result<(Directory, Vec<Result<Plan, Vec<FieldError>>>), ApiError> {
-    let directory = app.store.directory(tenant_id, items).await?;
-    let mut data = app.store.subscriber_data(tenant_id);
-    let now = OffsetDateTime::now_utc();
-    let plans = plan_all(items, &directory, now, budget, app.subscriber_data_page, &mut data).await?;
-    Ok((directory, plans))
-}
-
-/// Every topic `items` name, once.
-fn topics_of<'a>(items: impl IntoIterator<Item = &'a ValidNotification>) -> Vec<&'a str> {
-    let mut topics: Vec<&str> = items.into_iter().flat_map(ValidNotification::topics).collect();
-    topics.sort_unstable();
-    topics.dedup();
-    topics
-}
-
-/// A batch item ready to accept: the notification, its key, its deliveries.
-type Planned<'a> = (&'a ValidNotification, &'a Option<IdempotencyKey>, Plan);
-
-fn refused(e: &ApiError) -> BatchItem {
-    let (status, problem) = e.problem();
-    let problem = Some(problem);
-    BatchItem { status: status.as_u16(), replayed: false, notification: None, error: problem }
-}
-
-/// The inbox items an accepted notification wrote, for the sockets: (subscriber, item id).
-fn inbox_items(accepted: &AcceptedNotification) -> Vec<(String, Uuid)> {
-    accepted
-        .deliveries
-        .iter()
-        .filter(|d| d.channel == domain::Channel::InApp && d.status == domain::DeliveryStatus::Delivered)
-        .filter_map(|d| Some((d.subscriber_id.clone()?, d.id)))
-        .collect()
-}
-
-/// A `422` for a notification whose subscribers `ids` were erased after its directory was
-/// read: a named one is `to[i].subscriber_id`, as if the request had come after the
-/// erasure; a topic's member is `to` (sent again, the topic no longer holds it).
-fn erased(directory: &Directory, to: &[Recipient], ids: &[String]) -> ApiError {
-    let errors = ids
-        .iter()
-        .map(|id| {
-            let named = to.iter().position(|r| r.topic.is_none() && r.subscriber_id.as_ref() == Some(id));
-            match named {
-                Some(i) => FieldError::new(
-                    format!("to[{i}].subscriber_id"),
-                    "no subscriber with this id: it was erased while this request was being accepted",
-                ),
-                None => {
-                    let topic = to
-                        .iter()
-                        .filter_map(|r| r.topic.as_deref())
-                        .find(|t| directory.topics.get(*t).is_some_and(|members| members.contains(id)))
-                        .unwrap_or_default();
-                    FieldError::new(
-                        "to",
-                        format!(
-                            "subscriber `{id}` of topic `{topic}` was erased while this request was being accepted; \
-                             send it again"
-                        ),
-                    )
-                }
-            }
-        })
-        .collect();
-    ApiError::Validation(errors)
-}
-
-fn key_reused() -> ApiError {
-    ApiError::Conflict {
-        code: "idempotency_key_reused",
-        detail: "this idempotency key was used with a different request".into(),
-    }
-}
-
-/// Parses and validates one notification; with an idempotency key (the header's or the
-/// body's), binds the key to the SHA-256 of the request without the key.
-fn intake_item(
-    app: &AppState,
-    mut body: Value,
-    header_key: Option<String>,
-) -> Result<(ValidNotification, Option<IdempotencyKey>), ApiError> {
-    let request: NewNotification = json::from_value(body.clone())?;
-    let key = match (header_key, request.idempotency_key.clone()) {
-        (Some(h), Some(b)) if h != b => {
-            return Err(ApiError::field("idempotency_key", "differs from the Idempotency-Key header"));
-        }
-        (h, b) => h.or(b),
-    };
-    let valid = request.validate(app.limits, OffsetDateTime::now_utc()).map_err(ApiError::Validation)?;
-    let idempotency = key.map(|key| {
-        if let Some(object) = body.as_object_mut() {
-            object.remove("idempotency_key");
-        }
-        let request_hash = Sha256::digest(canonical_json(&body)).to_vec();
-        IdempotencyKey { key, request_hash }
-    });
-    Ok((valid, idempotency))
-}
-
-/// The value as JSON with every object's keys sorted, so the same request hashes the
-/// same whatever the order of its fields.
-fn canonical_json(value: &Value) -> Vec<u8> {
-    fn sorted(value: &Value) -> Value {
-        match value {
-            Value::Object(map) => {
-                let mut entries: Vec<_> = map.iter().collect();
-                entries.sort_by(|a, b| a.0.cmp(b.0));
-                Value::Object(entries.into_iter().map(|(k, v)| (k.clone(), sorted(v))).collect())
-            }
-            Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
-            other => other.clone(),
-        }
-    }
-    serde_json::to_vec(&sorted(value)).expect("a JSON value serializes")
 }
 
 #[utoipa::path(get, path = "/v1/notifications/{id}", tag = "notifications",
@@ -504,23 +286,6 @@ fn decode_cursor(cursor: &str) -> Option<(OffsetDateTime, Uuid)> {
     Some((at, Uuid::from_slice(id).ok()?))
 }
 
-impl AppState {
-    /// Takes `count` notifications from the caller's tenant's intake rate.
-    fn take_tokens(&self, auth: &Authenticated, count: u32) -> Result<Quota, ApiError> {
-        let rate = auth
-            .0
-            .rate_limit
-            .map(|(per_second, burst)| crate::rate_limit::Rate { per_second, burst })
-            .unwrap_or(self.default_rate);
-        match self.limiter.take(auth.0.tenant_id, rate, count) {
-            crate::rate_limit::Decision::Allowed(quota) => Ok(quota),
-            crate::rate_limit::Decision::Limited { quota, retry_after } => {
-                Err(ApiError::RateLimited { quota, retry_after })
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
@@ -530,15 +295,5 @@ mod tests {
         assert_eq!(super::decode_cursor(&super::encode_cursor(at, id)), Some((at, id)));
         assert_eq!(super::decode_cursor("zz"), None);
         assert_eq!(super::decode_cursor("00"), None);
-    }
-}
-
-#[cfg(test)]
-mod hashing {
-    #[test]
-    fn canonical_json_ignores_field_order() {
-        let a: serde_json::Value = serde_json::from_str(r#"{"b": {"y": 1, "x": [{"q": 1, "p": 2}]}, "a": 1}"#).unwrap();
-        let b: serde_json::Value = serde_json::from_str(r#"{"a": 1, "b": {"x": [{"p": 2, "q": 1}], "y": 1}}"#).unwrap();
-        assert_eq!(super::canonical_json(&a), super::canonical_json(&b));
     }
 }

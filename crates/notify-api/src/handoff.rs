@@ -1,0 +1,184 @@
+//! Publishing accepted deliveries right after their commit, so a notification reaches its
+//! worker without waiting for a relay. The accept writes each delivery's outbox row due a
+//! grace period later (`store::Store::with_hand_off`) and hands the messages due now
+//! here; this task publishes them with publisher confirms (`mandatory`, as the relay does)
+//! on a connection it keeps, and once the broker confirmed them deletes their outbox rows.
+//!
+//! Nothing here is needed for a notification to be delivered: a message not confirmed (the
+//! broker is down, the API dies, the queue of messages waiting here is full) keeps its
+//! outbox row, which falls due after the grace and is published by a relay. A message
+//! confirmed whose row delete is lost is published again by a relay, and the worker drops
+//! the copy (its claim finds the attempt taken).
+
+use std::{
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
+
+use domain::{DeliveryMessage, backoff::Backoff};
+use prometheus_client::{encoding::EncodeLabelSet, metrics::counter::Counter, metrics::family::Family};
+use queue::Publisher;
+use serde::Deserialize;
+use store::Store;
+use tokio::{
+    sync::{Semaphore, mpsc},
+    task::JoinSet,
+    time::Instant,
+};
+
+/// The hand-off's settings (`hand_off.*`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HandOffSettings {
+    /// Publish accepted deliveries from the API (needs `amqp_url`). Off: the relays
+    /// publish everything, woken after each accept.
+    pub enabled: bool,
+    /// How long to wait for the broker's confirms of a group of messages.
+    #[serde(with = "humantime_serde")]
+    pub confirm_timeout: Duration,
+    /// How long after the accept its outbox rows fall due for the relays: at least twice
+    /// the confirm timeout, so a relay does not publish what is still being confirmed.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+}
+
+impl Default for HandOffSettings {
+    fn default() -> Self {
+        Self { enabled: true, confirm_timeout: Duration::from_secs(5), grace: Duration::from_secs(15) }
+    }
+}
+
+impl HandOffSettings {
+    pub fn validate(&self) -> Result<(), bootstrap::ConfigError> {
+        if self.confirm_timeout.is_zero() || self.grace < 2 * self.confirm_timeout {
+            return Err(bootstrap::ConfigError::Invalid {
+                key: "hand_off.grace".into(),
+                message: "must be at least twice hand_off.confirm_timeout, which must be above 0".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Messages waiting here at most; beyond, they are left to the relays.
+const QUEUED_MAX: usize = 10_000;
+/// Messages published as one group (one wait for confirms).
+const GROUP_MAX: usize = 1_000;
+/// Groups waiting for their confirms at once: publishing goes on while the broker confirms.
+const GROUPS_IN_FLIGHT: usize = 4;
+
+/// Where the API's accepts leave their messages.
+#[derive(Clone)]
+pub struct HandOff {
+    queue: mpsc::Sender<DeliveryMessage>,
+}
+
+impl HandOff {
+    /// Starts the publishing task; it ends once every `HandOff` is dropped and what it
+    /// holds is published (or left to the relays).
+    pub fn start(store: Store, amqp_url: String, settings: &HandOffSettings) -> (Self, tokio::task::JoinHandle<()>) {
+        let (queue, waiting) = mpsc::channel(QUEUED_MAX);
+        let task = tokio::spawn(publish(store, amqp_url, settings.confirm_timeout, waiting));
+        (Self { queue }, task)
+    }
+
+    /// Publishes `messages` soon; returns at once. What cannot wait here is left to the relays.
+    pub fn send(&self, messages: Vec<DeliveryMessage>) {
+        for message in messages {
+            if self.queue.try_send(message).is_err() {
+                METRICS.get_or_create(&Outcome { outcome: "left_to_relay" }).inc();
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: &'static str,
+}
+
+static METRICS: LazyLock<Family<Outcome, Counter>> = LazyLock::new(|| {
+    let family = Family::default();
+    bootstrap::metrics::register(|r| {
+        r.register(
+            "handed_off",
+            "Accepted deliveries the API published itself (published) or left to the relays (left_to_relay)",
+            family.clone(),
+        );
+    });
+    family
+});
+
+/// Takes what is waiting, a group at a time, and publishes each group on the connection
+/// it keeps (reconnecting with backoff, meanwhile leaving groups to the relays); a group
+/// confirmed has its outbox rows deleted.
+async fn publish(
+    store: Store,
+    amqp_url: String,
+    confirm_timeout: Duration,
+    mut waiting: mpsc::Receiver<DeliveryMessage>,
+) {
+    let slots = Arc::new(Semaphore::new(GROUPS_IN_FLIGHT));
+    let mut in_flight = JoinSet::new();
+    let mut publisher: Option<Arc<Publisher>> = None;
+    let mut backoff = Backoff::default();
+    let mut next_connect = Instant::now();
+    loop {
+        let slot = Arc::clone(&slots).acquire_owned().await.expect("the semaphore is never closed");
+        let mut group = Vec::new();
+        if waiting.recv_many(&mut group, GROUP_MAX).await == 0 {
+            break;
+        }
+        if publisher.as_ref().is_some_and(|p| !p.is_connected()) {
+            publisher = None;
+        }
+        if publisher.is_none() && Instant::now() >= next_connect {
+            match connect(&amqp_url, confirm_timeout).await {
+                Ok(p) => {
+                    backoff.reset();
+                    publisher = Some(Arc::new(p));
+                }
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %e, retry_in = ?delay, "cannot publish accepted deliveries; the relays will");
+                    next_connect = Instant::now() + delay;
+                }
+            }
+        }
+        let Some(p) = publisher.clone() else {
+            METRICS.get_or_create(&Outcome { outcome: "left_to_relay" }).inc_by(group.len() as u64);
+            continue;
+        };
+        let store = store.clone();
+        in_flight.spawn(async move {
+            publish_group(&store, &p, group).await;
+            drop(slot);
+        });
+        while in_flight.try_join_next().is_some() {}
+    }
+    while in_flight.join_next().await.is_some() {}
+    if let Some(p) = publisher.and_then(Arc::into_inner) {
+        p.close().await;
+    }
+}
+
+async fn connect(amqp_url: &str, confirm_timeout: Duration) -> anyhow::Result<Publisher> {
+    let conn = tokio::time::timeout(Duration::from_secs(5), queue::connect(amqp_url, "notify-api-hand-off")).await??;
+    Ok(Publisher::open(conn, confirm_timeout).await?)
+}
+
+async fn publish_group(store: &Store, publisher: &Publisher, mut group: Vec<DeliveryMessage>) {
+    let count = group.len() as u64;
+    // One span per message, child of the request that accepted it, open until confirmed.
+    let _spans: Vec<tracing::Span> = group.iter_mut().map(bootstrap::telemetry::publish_span).collect();
+    if let Err(e) = publisher.publish_all(&group).await {
+        tracing::warn!(error = %e, messages = count, "publishing accepted deliveries failed; the relays will");
+        METRICS.get_or_create(&Outcome { outcome: "left_to_relay" }).inc_by(count);
+        return;
+    }
+    METRICS.get_or_create(&Outcome { outcome: "published" }).inc_by(count);
+    if let Err(e) = store.forget_published(&group).await {
+        // The rows fall due after the grace; the workers drop the copies the relays send.
+        tracing::debug!(error = %e, "deleting published outbox rows failed");
+    }
+}

@@ -1,0 +1,94 @@
+-- Accepting notifications (store/src/intake.rs, `insert`): the notifications, their
+-- deliveries, in-app inbox items, outbox rows and `accepted` audit events of any number
+-- of requests and tenants, in one statement. Parameters are parallel arrays: `:n_*` one
+-- element per notification, `:d_*` one per delivery, `:h_*` one per stored subscriber a
+-- notification's plan sends to; `:grace` is how much later than now the outbox rows of
+-- deliveries due now fall due (the API publishes those itself right after the commit, and
+-- the relay only if it did not).
+--
+-- A notification one of whose stored subscribers is gone, or was erased and created again
+-- (another `created_at`), since the directory was read is not written at all: `w` locks
+-- each one the plans name (`FOR KEY SHARE`, which an erasure's `FOR UPDATE` waits for).
+-- A delivery the plan skips, or whose address the tenant suppressed on its channel, is
+-- written `suppressed` with the reason, and gets no outbox row. The suppression list is
+-- read by primary-key lookups (the LATERAL join), never scanned: no part of the plan
+-- depends on how big the tables are, so the statement is prepared once per connection.
+--
+-- Returns the deliveries the suppression list stopped, and the notifications not written
+-- with the subscribers that were erased (pairs, in order).
+WITH given AS (
+    SELECT * FROM unnest(:n_id::uuid[], :n_tenant_id::uuid[], :n_created_at::timestamptz[], :n_type::text[],
+                         :n_priority::text[], :n_data::jsonb[], :n_content::jsonb[], :n_correlation_id::text[],
+                         :n_send_at::timestamptz[], :n_key::text[], :n_workflow::text[], :n_retry::jsonb[],
+                         :n_tags::jsonb[], :n_actor::text[], :n_traceparent::text[])
+         AS u(id, tenant_id, created_at, type, priority, data, content, correlation_id, send_at, key,
+              workflow, retry, tags, actor, traceparent)),
+ w AS (
+    SELECT w.nid, w.subscriber_id, s.id IS NOT NULL AS held
+    FROM unnest(:h_notification_id::uuid[], :h_subscriber_id::text[], :h_created_at::timestamptz[])
+         AS w(nid, subscriber_id, created_at)
+    JOIN given g ON g.id = w.nid
+    LEFT JOIN LATERAL (
+        SELECT s.id FROM subscribers s
+        WHERE s.tenant_id = g.tenant_id AND s.id = w.subscriber_id AND s.created_at = w.created_at
+        FOR KEY SHARE
+    ) s ON true),
+ u AS (
+    SELECT g.* FROM given g
+    WHERE g.id <> ALL (ARRAY(SELECT w.nid FROM w WHERE NOT w.held))),
+ p AS (
+    SELECT x.id, x.nid, u.tenant_id, u.created_at, u.traceparent, x.channel, x.recipient, x.rank, x.at,
+           x.subscriber_id, x.content, x.locale, x.deferred, x.skip, coalesce(x.skip, s.reason) AS reason,
+           CASE WHEN x.skip IS NOT NULL THEN x.skip_message
+                WHEN s.reason IS NOT NULL THEN 'the address is on the suppression list' END AS message
+    FROM unnest(:d_id::uuid[], :d_notification_id::uuid[], :d_channel::text[], :d_recipient::text[],
+                :d_rank::smallint[], :d_at::timestamptz[], :d_address::text[], :d_subscriber_id::text[],
+                :d_content::jsonb[], :d_locale::text[], :d_skip::text[], :d_skip_message::text[],
+                :d_deferred::timestamptz[])
+         AS x(id, nid, channel, recipient, rank, at, address, subscriber_id, content, locale, skip,
+              skip_message, deferred)
+    JOIN u ON u.id = x.nid
+    LEFT JOIN LATERAL (
+        SELECT s.reason FROM suppressions s
+        WHERE x.skip IS NULL AND s.tenant_id = u.tenant_id AND s.channel = x.channel AND s.address = x.address
+    ) s ON true),
+ n AS (
+    INSERT INTO notifications (id, tenant_id, type, priority, data, content, correlation_id, send_at,
+                               idempotency_key, workflow, retry, status, created_at, updated_at)
+    SELECT u.id, u.tenant_id, u.type, u.priority, u.data, coalesce(u.content, '{}'), u.correlation_id,
+           u.send_at, u.key, u.workflow, u.retry, CASE WHEN g.waits IS FALSE THEN 'sent' ELSE 'pending' END,
+           u.created_at, u.created_at
+    FROM u LEFT JOIN (SELECT nid, bool_or(reason IS NULL AND channel <> 'in_app') AS waits FROM p GROUP BY nid) g
+           ON g.nid = u.id),
+ d AS (
+    INSERT INTO deliveries (id, tenant_id, notification_id, channel, recipient, subscriber_id, content,
+                            locale, status, last_error_code, last_error_message, next_attempt_at, sent_at,
+                            created_at, updated_at)
+    SELECT p.id, p.tenant_id, p.nid, p.channel, p.recipient, p.subscriber_id, p.content, p.locale,
+           CASE WHEN p.reason IS NOT NULL THEN 'suppressed' WHEN p.channel = 'in_app' THEN 'delivered'
+                ELSE 'pending' END,
+           p.reason, p.message, CASE WHEN p.reason IS NULL THEN p.deferred END,
+           CASE WHEN p.reason IS NULL AND p.channel = 'in_app' THEN greatest(p.at, p.created_at) END,
+           p.created_at, p.created_at
+    FROM p),
+ i AS (
+    INSERT INTO inbox_items (id, tenant_id, subscriber_id, notification_id, type, title, body, action_url,
+                             tags, created_at)
+    SELECT p.id, p.tenant_id, p.subscriber_id, p.nid, u.type, c.content->>'title', c.content->>'body',
+           c.content->>'action_url', ARRAY(SELECT jsonb_array_elements_text(u.tags)),
+           greatest(p.at, p.created_at)
+    FROM p JOIN u ON u.id = p.nid CROSS JOIN LATERAL (SELECT coalesce(p.content, u.content) AS content) c
+    WHERE p.channel = 'in_app' AND p.reason IS NULL),
+ o AS (
+    INSERT INTO outbox (tenant_id, notification_id, delivery_id, channel, attempt, priority, available_at,
+                        traceparent)
+    SELECT p.tenant_id, p.nid, p.id, p.channel, 1, p.rank, coalesce(p.at, now() + :grace::interval),
+           p.traceparent
+    FROM p
+    WHERE p.reason IS NULL AND p.channel <> 'in_app'),
+ a AS (
+    INSERT INTO audit_events (tenant_id, notification_id, action, actor, created_at)
+    SELECT u.tenant_id, u.id, 'accepted', u.actor, u.created_at FROM u)
+SELECT array(SELECT p.id FROM p WHERE p.skip IS NULL AND p.reason IS NOT NULL),
+       array(SELECT w.nid FROM w WHERE NOT w.held ORDER BY w.nid, w.subscriber_id),
+       array(SELECT w.subscriber_id FROM w WHERE NOT w.held ORDER BY w.nid, w.subscriber_id)

@@ -1,0 +1,61 @@
+//! The API publishes what it accepts right after the commit; what it could not publish is
+//! published by a relay once its outbox row falls due.
+
+use std::time::Duration;
+
+use domain::Channel;
+use notify_api::HandOffSettings;
+use serde_json::json;
+
+use crate::harness::{TestApp, WorkerOptions, email, eventually};
+
+#[tokio::test]
+async fn an_api_with_a_broker_delivers_without_a_relay_and_leaves_no_outbox_row() {
+    let app = TestApp::api_with_broker(|_| {}).await;
+    let (conn, _) = app.amqp().await;
+    let _ = conn.close(200, "declared".into()).await;
+    let _worker = app.start_worker(Channel::Email, WorkerOptions::default()).await;
+
+    let single = app.accept(&email("ada@example.com")).await;
+    let (status, batch) = app
+        .call("POST", "/v1/notifications/batch", Some(&json!({"notifications": [email("grace@example.com")]})))
+        .await;
+    assert_eq!(status, 200, "{batch}");
+    let batched = batch["results"][0]["notification"]["id"].as_str().unwrap().parse().unwrap();
+
+    for id in [single, batched] {
+        app.wait_for_status(id, "sent").await;
+    }
+    eventually("the published rows deleted from the outbox", || async {
+        (app.env.store.outbox_len().await.unwrap() == 0).then_some(())
+    })
+    .await;
+    for id in app.delivery_ids().await {
+        assert_eq!(app.sends_of(Channel::Email, &id), 1, "delivery {id}");
+    }
+}
+
+#[tokio::test]
+async fn what_the_api_cannot_publish_a_relay_publishes_once_it_falls_due() {
+    let grace = Duration::from_secs(2);
+    // A broker nobody listens on: the API's publish fails, as when it dies after the commit.
+    let app = TestApp::api_with(|config| {
+        config.amqp_url = Some(bootstrap::SecretString::from("amqp://guest:guest@127.0.0.1:1/%2f"));
+        config.hand_off = HandOffSettings { grace, confirm_timeout: Duration::from_secs(1), ..Default::default() };
+    })
+    .await;
+    let _relay = app.start_relay(100).await;
+    let _worker = app.start_worker(Channel::Email, WorkerOptions::default()).await;
+
+    let accepted_at = time::OffsetDateTime::now_utc();
+    let id = app.accept(&email("ada@example.com")).await;
+    let n = app.wait_for_status(id, "sent").await;
+    let attempt = &n["deliveries"][0]["attempts"][0];
+    let started = time::OffsetDateTime::parse(
+        attempt["started_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert!(started - accepted_at >= grace, "sent {} after the accept, before its row fell due", started - accepted_at);
+    assert_eq!(app.sends_of(Channel::Email, n["deliveries"][0]["id"].as_str().unwrap()), 1);
+}
