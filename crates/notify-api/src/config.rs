@@ -154,7 +154,7 @@ pub struct Receipts {
     pub meta: Option<MetaReceipts>,
 }
 
-/// Twilio's `StatusCallback` (providers.md §3).
+/// Twilio's `StatusCallback` (docs/providers.md §9.1).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TwilioReceipts {
@@ -166,7 +166,7 @@ pub struct TwilioReceipts {
     pub public_url: String,
 }
 
-/// SES events through an SNS topic (providers.md §1, §2.1).
+/// SES events through an SNS topic (docs/providers.md §9.2).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SesReceipts {
@@ -188,7 +188,7 @@ fn default_cert_host_pattern() -> String {
     DEFAULT_CERT_HOST_PATTERN.into()
 }
 
-/// Meta's WhatsApp Cloud API webhook (providers.md §4).
+/// Meta's WhatsApp Cloud API webhook (docs/providers.md §9.3).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetaReceipts {
