@@ -38,7 +38,7 @@ fn sns_config(moto: &Moto) -> SnsConfig {
 }
 
 /// SES v2 `CreateEmailIdentity`; moto verifies the identity at once. moto checks no
-/// signature, only the service named in the credential scope (providers.md §7.1).
+/// signature, only the service named in the credential scope (docs/providers.md §10.1).
 async fn create_email_identity(moto: &Moto, identity: &str) {
     let response = reqwest::Client::new()
         .post(format!("{}/v2/email/identities", moto.url))
@@ -90,7 +90,7 @@ async fn ses_sends_the_email_and_its_message_id_is_recorded() {
     assert_eq!(m["source"], "Notify <noreply@example.com>");
     assert_eq!(m["destinations"]["ToAddresses"], json!(["user@example.org"]));
     assert_eq!(m["subject"], "Welcome aboard");
-    // moto keeps one body of the two, the HTML one (providers.md §7.1).
+    // moto keeps one body of the two, the HTML one (docs/providers.md §10.1).
     assert_eq!(m["body"], "<p>Hello in HTML</p>");
     let d = &n["deliveries"][0];
     assert_eq!((&d["provider"], &d["provider_message_id"]), (&json!("ses"), &m["id"]));

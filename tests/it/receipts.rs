@@ -78,7 +78,7 @@ async fn unconfigured_providers_answer_404() {
 
 // --- Twilio --------------------------------------------------------------------------
 
-/// providers.md §3's status-callback vector: this URL, token and these parameters are
+/// docs/providers.md §9.1's status-callback vector: this URL, token and these parameters are
 /// signed `muiEAkSM4g0DrlU3XyoUZXQqcLU=` (computed independently of our code).
 const TWILIO_URL: &str = "https://notify.example.com/webhooks/twilio/status";
 const TWILIO_SIGNATURE: &str = "muiEAkSM4g0DrlU3XyoUZXQqcLU=";
@@ -315,7 +315,7 @@ async fn meta_verifies_the_webhook_and_signed_statuses_move_deliveries_forwards(
 // --- SES through SNS, signed by moto -------------------------------------------------
 
 /// moto picks the service from the credential scope of `Authorization` and checks no
-/// signature (providers.md §7.1).
+/// signature (docs/providers.md §10.1).
 const SNS_AUTH: &str = "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/sns/aws4_request, \
                         SignedHeaders=host;x-amz-date, Signature=abc";
 
@@ -337,7 +337,7 @@ async fn create_topic(moto: &Moto, name: &str) -> String {
 /// A loopback stand-in for the SNS edge around moto. moto POSTs its signed messages here
 /// (they are kept for the test to send on); the certificate a message names lives under
 /// the real `https://sns.<region>.amazonaws.com/` in the message, and moto serves it only
-/// to a request carrying an SNS-scoped `Authorization` (providers.md §7.3), so this serves
+/// to a request carrying an SNS-scoped `Authorization` (docs/providers.md §10.2), so this serves
 /// it at `http://127.0.0.1:<port>/<name>.pem` with that header added. `SigningCertURL` is
 /// not signed, which is why the API allows only configured hosts for it.
 struct SnsEdge {

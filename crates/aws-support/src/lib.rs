@@ -1,7 +1,7 @@
-//! What the SES and SNS providers share (providers.md §8): the SDK client's configuration
+//! What the SES and SNS providers share (docs/providers.md §2): the SDK client's configuration
 //! (the SDK's own retries off, since the worker's retry policy retries and an attempt must
 //! be one request; explicit timeouts; static credentials or the standard chain) and the
-//! sorting of a failed call into the buckets of providers.md §0.
+//! sorting of a failed call into the buckets of docs/providers.md §1.
 
 use std::{error::Error, time::Duration};
 
@@ -85,7 +85,7 @@ impl ClientSettings<'_> {
     }
 }
 
-/// Sorts a failed call into the buckets of providers.md §0 (§8 "Classifying SdkError").
+/// Sorts a failed call into the buckets of docs/providers.md §1 (the table of §2).
 /// `classify` sorts the service's error answers by code and status; `redact` keeps the
 /// recipient out of the messages stored in the attempt log (services quote it).
 pub fn failure<E: ProvideErrorMetadata + Error + 'static>(

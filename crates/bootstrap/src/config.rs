@@ -1,4 +1,4 @@
-//! Configuration is layered (DESIGN.md §8): the defaults written into each config struct
+//! Configuration is layered (docs/contract.md §7): the defaults written into each config struct
 //! (`#[serde(default)]`), then an optional TOML file, then `NOTIFY_*` environment
 //! variables, where `__` separates levels (`NOTIFY_EMAIL__RETRY__MAX_ATTEMPTS=5`).
 

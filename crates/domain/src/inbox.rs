@@ -1,4 +1,4 @@
-//! The end-user inbox (DESIGN.md §5): what an in-app delivery leaves for its subscriber.
+//! The end-user inbox (docs/contract.md §3.3): what an in-app delivery leaves for its subscriber.
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;

@@ -3,7 +3,7 @@ use uuid::Uuid;
 
 use crate::Channel;
 
-/// The broker message of DESIGN.md §6. It carries ids, never content: the worker reads the
+/// The broker message of docs/contract.md §5. It carries ids, never content: the worker reads the
 /// delivery it names from PostgreSQL.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -14,7 +14,7 @@ pub struct SendReceipt {
     pub response_excerpt: Option<String>,
 }
 
-/// The four buckets of providers.md §0.
+/// The four buckets of docs/providers.md §1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailureKind {
     /// Not processed by the provider (429, throttling, connection refused): retry.

@@ -11,7 +11,7 @@ pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The most attempts a policy may allow, the first included.
 pub const MAX_ATTEMPTS: u32 = 25;
 
-/// When to try a delivery again. Defaults are DESIGN.md §7: three retries after the first
+/// When to try a delivery again. Defaults are docs/contract.md §6.5: three retries after the first
 /// attempt, 60 s initial delay, x2, 30 min cap, +/-20 % jitter.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

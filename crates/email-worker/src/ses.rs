@@ -1,6 +1,6 @@
-//! Amazon SES v2 `SendEmail` (providers.md §1, §8): one message with simple content per
+//! Amazon SES v2 `SendEmail` (docs/providers.md §3, §2): one message with simple content per
 //! delivery, tagged with our ids so that SES events can be matched to deliveries, and
-//! every failure sorted into the buckets of providers.md §0.
+//! every failure sorted into the buckets of docs/providers.md §1.
 
 use std::time::Duration;
 

@@ -250,7 +250,7 @@ fn failure(err: &smtp::Error, recipient: &str) -> SendFailure {
     SendFailure::new(kind, code, redact(&err.to_string(), recipient))
 }
 
-/// Sorts a failed send into the buckets of providers.md §0.
+/// Sorts a failed send into the buckets of docs/providers.md §1.
 fn classify(err: &smtp::Error) -> (FailureKind, String) {
     if let Some(code) = err.status() {
         let code = u16::from(code);

@@ -158,7 +158,7 @@ pub struct Receipts {
     pub meta: Option<MetaReceipts>,
 }
 
-/// Twilio's `StatusCallback` (providers.md §3).
+/// Twilio's `StatusCallback` (docs/providers.md §9.1).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TwilioReceipts {
@@ -170,7 +170,7 @@ pub struct TwilioReceipts {
     pub public_url: String,
 }
 
-/// SES events through an SNS topic (providers.md §1, §2.1).
+/// SES events through an SNS topic (docs/providers.md §9.2).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SesReceipts {
@@ -192,7 +192,7 @@ fn default_cert_host_pattern() -> String {
     DEFAULT_CERT_HOST_PATTERN.into()
 }
 
-/// Meta's WhatsApp Cloud API webhook (providers.md §4).
+/// Meta's WhatsApp Cloud API webhook (docs/providers.md §9.3).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetaReceipts {

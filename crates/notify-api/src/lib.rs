@@ -1,4 +1,4 @@
-//! The producer HTTP API (DESIGN.md §5): accepts notifications, writing the notification,
+//! The producer HTTP API (docs/contract.md §3): accepts notifications, writing the notification,
 //! its deliveries and their outbox rows in one transaction, and reports on them.
 
 mod accept;

@@ -1,4 +1,4 @@
-//! The outbox relay (DESIGN.md §7): claims due outbox rows in batches, most urgent first,
+//! The outbox relay (docs/contract.md §6.2): claims due outbox rows in batches, most urgent first,
 //! publishes them with confirms and deletes them in the same transaction, committed only
 //! after the broker confirmed every message. Any number of relays may run: `FOR UPDATE
 //! SKIP LOCKED` hands each row to one of them, and a relay that dies mid-batch rolls back,

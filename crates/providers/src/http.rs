@@ -1,6 +1,6 @@
 //! What the HTTP providers share: one client per worker process, the provider's answer
 //! with its status and `Retry-After`, transport errors sorted into the failure buckets
-//! of providers.md §0, and failure messages without the recipient's address.
+//! of docs/providers.md §1, and failure messages without the recipient's address.
 
 use std::{error::Error as _, sync::OnceLock, time::Duration};
 

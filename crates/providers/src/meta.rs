@@ -1,4 +1,4 @@
-//! Meta's WhatsApp Cloud API (providers.md §4): one JSON POST per message to
+//! Meta's WhatsApp Cloud API (docs/providers.md §7): one JSON POST per message to
 //! `{base_url}/{api_version}/{phone_number_id}/messages` with a bearer token.
 //!
 //! What is sent: when `template_by_type` maps the notification's type to a template, that
@@ -226,7 +226,7 @@ fn outcome(answer: &Answer, recipient: &str) -> SendOutcome {
     ))
 }
 
-/// The buckets of providers.md §4; a code not in the table, or no code, goes by status.
+/// The buckets of docs/providers.md §7; a code not in the table, or no code, goes by status.
 fn classify(status: StatusCode, code: Option<i64>) -> FailureKind {
     match code {
         // Temporary or overloaded, rate limits, throughput, generic, service unavailable,

@@ -1,4 +1,4 @@
-//! Novu (providers.md §5): one workflow trigger per delivery, `POST
+//! Novu (docs/providers.md §8): one workflow trigger per delivery, `POST
 //! {base_url}/v1/events/trigger` with `Authorization: ApiKey <key>`.
 //!
 //! Every tenant shares the one Novu environment, so a trigger is scoped to its tenant: it
@@ -191,7 +191,7 @@ fn error_detail(data: &Value) -> String {
     }
 }
 
-/// providers.md §5: 409 is an idempotency key still in flight, 429 the rate limit; 5xx
+/// docs/providers.md §8: 409 is an idempotency key still in flight, 429 the rate limit; 5xx
 /// is safe to retry because the transaction id dedupes.
 fn classify(status: StatusCode) -> FailureKind {
     match status.as_u16() {

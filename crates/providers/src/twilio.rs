@@ -1,4 +1,4 @@
-//! Twilio Programmable Messaging (providers.md §3), for SMS and for WhatsApp: one form
+//! Twilio Programmable Messaging (docs/providers.md §6), for SMS and for WhatsApp: one form
 //! POST per message to `{base_url}/2010-04-01/Accounts/{account_sid}/Messages.json`.
 //!
 //! What is sent: when `content_sid_by_type` maps the notification's type to a Content
@@ -285,7 +285,7 @@ fn error_code(body: &Value) -> Option<i64> {
     code.as_i64().or_else(|| code.as_str().and_then(|c| c.trim().parse().ok()))
 }
 
-/// The buckets of providers.md §3.
+/// The buckets of docs/providers.md §6.
 fn classify(status: StatusCode, code: Option<i64>) -> FailureKind {
     if status == StatusCode::TOO_MANY_REQUESTS || code == Some(20429) {
         return FailureKind::Retryable;

@@ -1,5 +1,5 @@
 //! The Meta WhatsApp Cloud API client against a wiremock stand-in: the exact request, and
-//! how each answer is sorted on its error code (providers.md §4).
+//! how each answer is sorted on its error code (docs/providers.md §7).
 
 mod common;
 

@@ -1,5 +1,5 @@
 //! The Novu client against a wiremock stand-in: the exact trigger, and how each answer is
-//! sorted (providers.md §5).
+//! sorted (docs/providers.md §8).
 
 mod common;
 

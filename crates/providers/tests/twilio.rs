@@ -1,5 +1,5 @@
 //! The Twilio client against a wiremock stand-in: the exact request, and how each answer
-//! is sorted (providers.md §3).
+//! is sorted (docs/providers.md §6).
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! RabbitMQ for Notify (DESIGN.md §6): the topology, a publisher that waits for confirms,
+//! RabbitMQ for Notify (docs/contract.md §5): the topology, a publisher that waits for confirms,
 //! a consumer with manual acknowledgement, and the dead-letter queues' redrive.
 //! Connections are plain; callers reconnect with [`connect_with_backoff`] when one is lost.
 

@@ -1,4 +1,4 @@
-//! DESIGN.md §6: exchange `notify.deliveries` (direct) routes by channel to the quorum
+//! docs/contract.md §5: exchange `notify.deliveries` (direct) routes by channel to the quorum
 //! queue `notify.<channel>`, which dead-letters to `notify.dead` and on to
 //! `notify.<channel>.dead`. Declaring is idempotent; every binary that touches the broker
 //! declares at start, and `outbox-relay declare-topology` does it for operators.

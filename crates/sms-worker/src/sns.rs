@@ -1,6 +1,6 @@
-//! Amazon SNS `Publish` to a phone number (providers.md §2, §8): one SMS per delivery,
+//! Amazon SNS `Publish` to a phone number (docs/providers.md §4, §2): one SMS per delivery,
 //! transactional or promotional by the notification's priority, and every failure sorted
-//! into the buckets of providers.md §0.
+//! into the buckets of docs/providers.md §1.
 
 use std::time::Duration;
 

@@ -405,7 +405,7 @@ struct OutcomeColumns<'a> {
     claims: Vec<Uuid>,
 }
 
-/// Recomputes the status of the notifications `ids` from their deliveries (DESIGN.md §4),
+/// Recomputes the status of the notifications `ids` from their deliveries (docs/contract.md §4.2),
 /// in one statement: the SQL function `refresh_notification_statuses`
 /// (migrations/20261203000013_record_outcomes.sql), which `record_outcomes` calls too.
 pub(crate) async fn refresh_notification_statuses(tx: &mut sqlx::PgConnection, ids: &[Uuid]) -> Result<()> {

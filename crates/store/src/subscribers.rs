@@ -126,7 +126,7 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Erases the subscriber in one transaction (DESIGN.md §5): deletes it with its
+    /// Erases the subscriber in one transaction (docs/contract.md §2): deletes it with its
     /// preferences and topic memberships, and redacts it from history. Every delivery of
     /// the tenant that went to it (by `subscriber_id`, or to one of its addresses on that
     /// channel, email without regard to case) keeps its id and status but loses its

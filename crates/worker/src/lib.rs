@@ -1,4 +1,4 @@
-//! The runtime every channel worker shares (DESIGN.md §7): consume a message, claim its
+//! The runtime every channel worker shares (docs/contract.md §6.3): consume a message, claim its
 //! delivery, call the provider, record the attempt and the new state in one transaction,
 //! then ack. A worker binary only chooses its channel and builds its provider.
 

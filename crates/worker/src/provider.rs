@@ -1,7 +1,7 @@
 use domain::{DeliveryJob, SendOutcome};
 use futures_util::future::BoxFuture;
 
-/// A way to send one delivery. Implementations classify every failure (providers.md §0)
+/// A way to send one delivery. Implementations classify every failure (docs/providers.md §1)
 /// and never retry on their own: the worker's retry policy decides.
 pub trait Provider: Send + Sync + 'static {
     /// Recorded with each attempt.

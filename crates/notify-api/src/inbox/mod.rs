@@ -1,4 +1,4 @@
-//! The end-user inbox (DESIGN.md §5): subscriber tokens, and the real-time side.
+//! The end-user inbox (docs/contract.md §3.3): subscriber tokens, and the real-time side.
 
 pub mod demo;
 pub mod hub;

@@ -1,5 +1,5 @@
 //! `GET /v1/inbox/ws?token=<subscriber token>&since=<item id>`: the subscriber's live
-//! inbox (DESIGN.md §5). Not in the OpenAPI document, which cannot describe a WebSocket;
+//! inbox (docs/contract.md §3.3). Not in the OpenAPI document, which cannot describe a WebSocket;
 //! README "Inbox WebSocket" is its reference.
 //!
 //! The token travels in the query: a browser's `WebSocket` cannot send an `Authorization`

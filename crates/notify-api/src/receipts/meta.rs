@@ -1,4 +1,4 @@
-//! Meta's WhatsApp Cloud API webhook (providers.md §4): a `GET` to verify the subscription
+//! Meta's WhatsApp Cloud API webhook (docs/providers.md §9.3): a `GET` to verify the subscription
 //! (`hub.verify_token`), then `POST`s of `statuses[]` signed with `X-Hub-Signature-256:
 //! sha256=<hex HMAC-SHA256(app secret, raw body)>`.
 

@@ -1,5 +1,5 @@
 //! Delivery receipts: proving that a request comes from the provider (each signs in its
-//! own way, providers.md §6) and reading what it reports. The handlers are in
+//! own way, docs/providers.md §9) and reading what it reports. The handlers are in
 //! `routes/providers.rs`; the state change is `Store::apply_receipt`.
 
 pub mod meta;

@@ -1,4 +1,4 @@
-//! SES events (providers.md §1 "Delivery events"), the JSON string in an SNS
+//! SES events (docs/providers.md §9.2), the JSON string in an SNS
 //! notification's `Message`.
 
 use domain::{Channel, DeliveryStatus};

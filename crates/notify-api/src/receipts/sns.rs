@@ -1,4 +1,4 @@
-//! SNS HTTP(S) messages (providers.md §2.1), how SES events reach us. SNS signs each
+//! SNS HTTP(S) messages (docs/providers.md §9.2), how SES events reach us. SNS signs each
 //! message with RSA (PKCS#1 v1.5, SHA1 for `SignatureVersion` 1, SHA256 for 2) under a
 //! certificate it names by URL; the URL is not part of what is signed, so only URLs on the
 //! configured hosts are fetched, and only messages of allow-listed topics are taken.

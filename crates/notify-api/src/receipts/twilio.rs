@@ -1,4 +1,4 @@
-//! Twilio's `StatusCallback` (providers.md §3): a form POST signed with
+//! Twilio's `StatusCallback` (docs/providers.md §9.1): a form POST signed with
 //! `X-Twilio-Signature`, base64 of HMAC-SHA1 keyed with the auth token over the URL Twilio
 //! requested followed by every parameter, sorted, as `name` + `value`.
 
@@ -134,7 +134,7 @@ mod tests {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
 
-    /// Twilio's published example (providers.md §3): the URL carries a query.
+    /// Twilio's published example (docs/providers.md §9.1): the URL carries a query.
     #[test]
     fn twilios_published_example_verifies() {
         let twilio = twilio("12345", "https://mycompany.com/myapp.php");

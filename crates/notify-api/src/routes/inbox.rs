@@ -1,4 +1,4 @@
-//! The end-user inbox over REST (DESIGN.md §5): the tenant's backend gets a subscriber
+//! The end-user inbox over REST (docs/contract.md §3.3): the tenant's backend gets a subscriber
 //! token with its API key (`POST /v1/subscribers/{id}/token`); with that token the
 //! subscriber's page lists, counts and changes its own items under `/v1/inbox`. Every
 //! change answers the unread count after it, for the badge.

@@ -1,4 +1,4 @@
-//! Delivery receipts from the providers (providers.md §2.1, §3, §4). These take no API
+//! Delivery receipts from the providers (docs/providers.md §9). These take no API
 //! key: a request must carry its provider's signature, checked on the raw request before
 //! anything in it is used. A provider without receipt settings answers `404`.
 
