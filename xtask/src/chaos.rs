@@ -6,7 +6,8 @@
 //! `target/chaos/`, on ports 55432 and 56720), so crashing them disturbs nothing else on
 //! the machine; that needs root, as the servers run as their own users. The faults, one
 //! after another while notifications are being sent: `kill -9` of the relay, then of the
-//! email and SMS workers; `rabbitmqctl close_all_connections`; a purged queue; a RabbitMQ
+//! email and SMS workers, then of the API (which publishes what it accepts after the
+//! commit); `rabbitmqctl close_all_connections`; a purged queue; a RabbitMQ
 //! restart; a PostgreSQL crash (`pg_ctl stop -m immediate`, losing the commits that did
 //! not wait for the disk); `kill -9` of the workers again.
 
@@ -136,6 +137,10 @@ async fn inject_faults(
     pause().await;
     step("kill -9 email-worker and sms-worker");
     procs.lock().await.kill_and_restart(&["email-worker", "sms-worker"]).await?;
+    pause().await;
+    // Accepts committed but not yet published by the API are left to the relays.
+    step("kill -9 notify-api");
+    procs.lock().await.kill_and_restart(&["notify-api"]).await?;
     pause().await;
     step("rabbitmqctl close_all_connections");
     rabbit.ctl(&["close_all_connections", "chaos"]).await?;
