@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use domain::{Channel, DeliveryStatus};
+use domain::{Channel, DeliveryStatus, status::Phase};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -68,16 +68,16 @@ pub struct ReceiptApplied {
 }
 
 /// The statuses a receipt may move a delivery out of, into `to`. Receipts only confirm or
-/// refute a send, so they start from `sent`; `delivered`, `bounced`, `undelivered` and
-/// `failed` are final, except that a delivered email may still bounce (a receiving server
-/// can accept a message and bounce it later). A delivery in any other state (retried by an
-/// operator, say) is left alone.
-fn replaceable_by(to: DeliveryStatus) -> &'static [&'static str] {
-    match to {
-        DeliveryStatus::Bounced => &["sent", "delivered"],
-        DeliveryStatus::Delivered | DeliveryStatus::Undelivered | DeliveryStatus::Failed => &["sent"],
-        _ => &[],
-    }
+/// refute a send, so they start from a success (`sent`, or `delivered`, which an email may
+/// still leave for `bounced`: a receiving server can accept a message and bounce it later),
+/// along the moves [`DeliveryStatus::next`] allows. A delivery in any other state (retried
+/// by an operator, say) is left alone.
+fn replaceable_by(to: DeliveryStatus) -> Vec<&'static str> {
+    DeliveryStatus::ALL
+        .into_iter()
+        .filter(|from| from.phase() == Phase::Succeeded && from.can_become(to))
+        .map(DeliveryStatus::as_str)
+        .collect()
 }
 
 /// The form an address has on the suppression list, so that the intake matches it however
