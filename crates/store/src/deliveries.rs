@@ -1,7 +1,7 @@
 use std::{borrow::Cow, collections::HashMap};
 
 use domain::{Channel, Content, DeliveryJob, DeliveryMessage, DeliveryStatus, Priority, SendFailure};
-use sqlx::PgPool;
+use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -77,7 +77,8 @@ impl Store {
     /// commit, see [`crate::group`]).
     pub async fn claim_delivery(&self, msg: &DeliveryMessage, lease: Lease) -> Result<Claim> {
         let claims = self.groups.claims.get_or_init(|| {
-            Grouped::start(self.relaxed.clone(), claim_group, WORKER_GROUPS_IN_FLIGHT, WORKER_GROUP_MAX)
+            let closing = &self.groups.closing;
+            Grouped::holding(self.relaxed.clone(), claim_group, WORKER_GROUPS_IN_FLIGHT, WORKER_GROUP_MAX, closing)
         });
         claims.call((msg.clone(), lease)).await?
     }
@@ -94,10 +95,10 @@ impl Store {
     /// when another claim has taken the delivery over or it is final: then only the
     /// attempt is logged (a duplicate send shows there) and `false` is returned.
     pub async fn record_attempt(&self, job: &DeliveryJob, lease: Lease, rec: &AttemptRecord) -> Result<bool> {
-        let records = self
-            .groups
-            .records
-            .get_or_init(|| Grouped::start(self.pool.clone(), record_group, WORKER_GROUPS_IN_FLIGHT, WORKER_GROUP_MAX));
+        let records = self.groups.records.get_or_init(|| {
+            let closing = &self.groups.closing;
+            Grouped::holding(self.pool.clone(), record_group, WORKER_GROUPS_IN_FLIGHT, WORKER_GROUP_MAX, closing)
+        });
         let outcome = Outcome {
             delivery_id: job.delivery_id,
             notification_id: job.notification_id,
@@ -154,7 +155,7 @@ const ABANDONED: &str = "the worker sending this attempt stopped before recordin
 /// apart (stale or unknown) with a second. A claim that takes over an expired one logs
 /// the replaced attempt as `ambiguous` (`worker_lost`).
 fn claim_group<'a>(
-    pool: &'a PgPool,
+    conn: &'a mut PgConnection,
     messages: &'a [(DeliveryMessage, Lease)],
 ) -> BoxFuture<'a, Result<Vec<Result<Claim>>>> {
     Box::pin(async move {
@@ -165,8 +166,8 @@ fn claim_group<'a>(
         let claims: Vec<Uuid> = messages.iter().map(|(_, l)| l.claim).collect();
         let lease_ms: Vec<i64> =
             messages.iter().map(|(_, l)| i64::try_from(l.duration.as_millis()).unwrap_or(i64::MAX)).collect();
-        // The claim does not wait for its commit to reach the disk (`pool` is the
-        // relaxed one): the outcome record that follows it waits for the log up to and
+        // The claim does not wait for its commit to reach the disk (the slot's connection
+        // is from the relaxed pool): the outcome record that follows it waits for the log up to and
         // past it. If the database loses the claim in a crash, the outcome record finds
         // the delivery as the claim found it and applies all the same (see
         // `record_group`). One statement, committed on its own.
@@ -216,7 +217,7 @@ fn claim_group<'a>(
         .bind(&lease_ms)
         .bind(crate::ERASED)
         .bind(ABANDONED)
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await?;
         // Two copies of one message in a group both match the row; the update takes one
         // of them, and the one whose claim it recorded is the one that sends.
@@ -235,7 +236,7 @@ fn claim_group<'a>(
             .bind(missed.iter().map(|&i| ids[i]).collect::<Vec<_>>())
             .bind(missed.iter().map(|&i| tenants[i]).collect::<Vec<_>>())
             .bind(missed.iter().map(|&i| channels[i]).collect::<Vec<_>>())
-            .fetch_all(pool)
+            .fetch_all(&mut *conn)
             .await?;
             let current: HashMap<Uuid, (String, i32, String)> =
                 current.into_iter().map(|(id, s, a, r)| (id, (s, a, r))).collect();
@@ -308,7 +309,7 @@ pub(crate) struct Outcome {
 /// Records a group of outcomes in one call of `record_outcomes` (one round trip, its own
 /// transaction); answers whether each applied to its delivery (see
 /// [`Store::record_attempt`]).
-fn record_group<'a>(pool: &'a PgPool, outcomes: &'a [Outcome]) -> BoxFuture<'a, Result<Vec<bool>>> {
+fn record_group<'a>(conn: &'a mut PgConnection, outcomes: &'a [Outcome]) -> BoxFuture<'a, Result<Vec<bool>>> {
     Box::pin(async move {
         let mut c = OutcomeColumns::default();
         for o in outcomes {
@@ -365,7 +366,7 @@ fn record_group<'a>(pool: &'a PgPool, outcomes: &'a [Outcome]) -> BoxFuture<'a, 
         .bind(&c.traceparents)
         .bind(&c.claims)
         .bind(crate::ERASED)
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await?;
         // Receipts that came before their send was recorded. Applied after the record
         // commits, so a failure here must not fail the record (the worker would record
@@ -373,7 +374,7 @@ fn record_group<'a>(pool: &'a PgPool, outcomes: &'a [Outcome]) -> BoxFuture<'a, 
         // `Store::apply_claimable_receipts`).
         for (_, provider, id, pending) in &applied {
             if let (true, Some(provider), Some(id)) = (pending, provider, id)
-                && let Err(e) = crate::receipts::apply_reports(pool, provider, id, None).await
+                && let Err(e) = crate::receipts::apply_reports(&mut *conn, provider, id, None).await
             {
                 tracing::warn!(error = %e, provider, "applying pending receipts failed; the API's purge will");
             }

@@ -5,22 +5,37 @@
 //! request and waits for nothing; under heavy load groups grow, and the round trips and
 //! commits per request fall with them. A group that fails is run again one request at a
 //! time, so a request that cannot be written fails alone.
+//!
+//! A slot of [`Grouped::holding`] keeps one connection for its lifetime: taken from the
+//! pool at its first group, pinged only after [`IDLE_BEFORE_PING`] unused, replaced when a
+//! group fails in a way that may have broken it, and given back when the store closes. So
+//! the hot writes pay neither the pool's acquire nor the ping sqlx sends on every release.
 
 use std::{
     future::Future,
     pin::Pin,
-    sync::{Arc, OnceLock},
+    sync::OnceLock,
+    time::{Duration, Instant},
 };
 
-use sqlx::PgPool;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, pool::PoolConnection};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
-use crate::Result;
+use crate::{Result, StoreError};
 
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Runs one group: one answer per request, in order.
-pub(crate) type Run<Req, Resp> = for<'a> fn(&'a PgPool, &'a [Req]) -> BoxFuture<'a, Result<Vec<Resp>>>;
+/// Runs one group on the slot's connection: one answer per request, in order.
+pub(crate) type Run<Req, Resp> = for<'a> fn(&'a mut PgConnection, &'a [Req]) -> BoxFuture<'a, Result<Vec<Resp>>>;
+
+/// Runs one group on a connection it takes from the pool ([`Grouped::start`]).
+pub(crate) type PoolRun<Req, Resp> = for<'a> fn(&'a PgPool, &'a [Req]) -> BoxFuture<'a, Result<Vec<Resp>>>;
+
+/// A held connection unused for longer than this is pinged before its next group: the
+/// database may have closed it meanwhile (a restart, `idle_session_timeout`), and a group
+/// failing on it would cost its callers a retry.
+pub(crate) const IDLE_BEFORE_PING: Duration = Duration::from_secs(5);
 
 /// The store's grouped operations, each started on first use (it needs a runtime).
 #[derive(Default)]
@@ -28,6 +43,9 @@ pub(crate) struct Groups {
     pub(crate) accepts: OnceLock<Grouped<crate::Single, crate::IntakeResult>>,
     pub(crate) claims: OnceLock<Grouped<(domain::DeliveryMessage, crate::Lease), Result<crate::Claim>>>,
     pub(crate) records: OnceLock<Grouped<crate::deliveries::Outcome, bool>>,
+    /// Cancelled by [`crate::Store::close`]: the slots give their connections back, as the
+    /// pools close only once every connection is back.
+    pub(crate) closing: CancellationToken,
 }
 
 impl std::fmt::Debug for Groups {
@@ -42,11 +60,50 @@ pub(crate) struct Grouped<Req, Resp> {
     queue: mpsc::UnboundedSender<Waiting<Req, Resp>>,
 }
 
+enum Runner<Req, Resp> {
+    Held(Run<Req, Resp>),
+    /// For the accepts until they run on a held connection too.
+    Pooled(PoolRun<Req, Resp>),
+}
+
+// Not derived: that would ask `Req` and `Resp` to be `Copy` as well.
+impl<Req, Resp> Clone for Runner<Req, Resp> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<Req, Resp> Copy for Runner<Req, Resp> {}
+
 impl<Req: Send + Sync + 'static, Resp: Send + 'static> Grouped<Req, Resp> {
-    /// Starts the task that forms the groups; it ends when the last handle is dropped.
-    pub(crate) fn start(pool: PgPool, run: Run<Req, Resp>, concurrency: usize, max: usize) -> Self {
+    /// Groups whose slots each hold a connection of `pool` until `closing` is cancelled.
+    /// Starts the task that forms the groups; it ends when the last handle is dropped or
+    /// `closing` is cancelled.
+    pub(crate) fn holding(
+        pool: PgPool,
+        run: Run<Req, Resp>,
+        concurrency: usize,
+        max: usize,
+        closing: &CancellationToken,
+    ) -> Self {
+        Self::spawn(pool, Runner::Held(run), concurrency, max, closing.clone())
+    }
+
+    /// Groups that each take a connection from `pool` (acquired for the group, released
+    /// after it).
+    pub(crate) fn start(pool: PgPool, run: PoolRun<Req, Resp>, concurrency: usize, max: usize) -> Self {
+        Self::spawn(pool, Runner::Pooled(run), concurrency, max, CancellationToken::new())
+    }
+
+    fn spawn(
+        pool: PgPool,
+        runner: Runner<Req, Resp>,
+        concurrency: usize,
+        max: usize,
+        closing: CancellationToken,
+    ) -> Self {
         let (queue, waiting) = mpsc::unbounded_channel();
-        tokio::spawn(form_groups(pool, run, waiting, concurrency, max));
+        tokio::spawn(form_groups(pool, runner, waiting, concurrency, max, closing));
         Self { queue }
     }
 
@@ -59,56 +116,138 @@ impl<Req: Send + Sync + 'static, Resp: Send + 'static> Grouped<Req, Resp> {
     }
 }
 
-fn closed() -> crate::StoreError {
-    crate::StoreError::Db(sqlx::Error::PoolClosed)
+fn closed() -> StoreError {
+    StoreError::Db(sqlx::Error::PoolClosed)
 }
 
 async fn form_groups<Req: Send + Sync + 'static, Resp: Send + 'static>(
     pool: PgPool,
-    run: Run<Req, Resp>,
+    runner: Runner<Req, Resp>,
     mut waiting: mpsc::UnboundedReceiver<Waiting<Req, Resp>>,
     concurrency: usize,
     max: usize,
+    closing: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(concurrency));
+    // Slots not running a group; a group's task gives its slot back when it ends. Slots
+    // still out when this task ends drop their connections as their groups end.
+    let mut idle: Vec<Slot> = (0..concurrency).map(|_| Slot::default()).collect();
+    let (give_back, mut returned) = mpsc::unbounded_channel::<Slot>();
     loop {
-        let slot = Arc::clone(&slots).acquire_owned().await.expect("the semaphore is never closed");
+        let mut slot = match idle.pop() {
+            Some(slot) => slot,
+            None => tokio::select! {
+                _ = closing.cancelled() => return,
+                slot = returned.recv() => slot.expect("this task holds a sender"),
+            },
+        };
         let mut group = Vec::new();
-        if waiting.recv_many(&mut group, max).await == 0 {
-            return;
+        tokio::select! {
+            _ = closing.cancelled() => return,
+            received = waiting.recv_many(&mut group, max) => if received == 0 { return },
         }
-        let pool = pool.clone();
+        let (pool, give_back) = (pool.clone(), give_back.clone());
         tokio::spawn(async move {
-            run_group(&pool, run, group).await;
-            drop(slot);
+            slot.run_group(&pool, runner, group).await;
+            let _ = give_back.send(slot);
         });
     }
 }
 
-async fn run_group<Req, Resp>(pool: &PgPool, run: Run<Req, Resp>, group: Vec<Waiting<Req, Resp>>) {
-    let (requests, replies): (Vec<Req>, Vec<_>) = group.into_iter().unzip();
-    match run(pool, &requests).await {
-        Ok(answers) => {
-            debug_assert_eq!(answers.len(), replies.len(), "one answer per request");
-            for (reply, answer) in replies.into_iter().zip(answers) {
-                let _ = reply.send(Ok(answer));
+/// One group in flight at a time, with the connection it holds (for [`Runner::Held`]).
+#[derive(Default)]
+struct Slot {
+    held: Option<Held>,
+}
+
+struct Held {
+    conn: PoolConnection<Postgres>,
+    last_used: Instant,
+}
+
+impl Slot {
+    async fn run_group<Req, Resp>(&mut self, pool: &PgPool, runner: Runner<Req, Resp>, group: Vec<Waiting<Req, Resp>>) {
+        let (requests, replies): (Vec<Req>, Vec<_>) = group.into_iter().unzip();
+        match self.run(pool, runner, &requests).await {
+            Ok(answers) => {
+                debug_assert_eq!(answers.len(), replies.len(), "one answer per request");
+                for (reply, answer) in replies.into_iter().zip(answers) {
+                    let _ = reply.send(Ok(answer));
+                }
+            }
+            Err(e) if requests.len() == 1 => {
+                let _ = replies.into_iter().next().expect("one request").send(Err(e));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, requests = requests.len(), "a grouped write failed; running its requests one by one");
+                for (request, reply) in requests.chunks(1).zip(replies) {
+                    let answer =
+                        self.run(pool, runner, request).await.map(|mut a| a.pop().expect("one answer for one request"));
+                    let _ = reply.send(answer);
+                }
             }
         }
-        Err(e) if requests.len() == 1 => {
-            let _ = replies.into_iter().next().expect("one request").send(Err(e));
+    }
+
+    async fn run<Req, Resp>(
+        &mut self,
+        pool: &PgPool,
+        runner: Runner<Req, Resp>,
+        requests: &[Req],
+    ) -> Result<Vec<Resp>> {
+        let run = match runner {
+            Runner::Pooled(run) => return run(pool, requests).await,
+            Runner::Held(run) => run,
+        };
+        let held = self.connection(pool).await?;
+        let result = run(&mut held.conn, requests).await;
+        held.last_used = Instant::now();
+        if let Err(e) = &result
+            && !still_usable(&mut held.conn, e).await
+        {
+            self.drop_connection();
         }
-        Err(e) => {
-            tracing::warn!(error = %e, requests = requests.len(), "a grouped write failed; running its requests one by one");
-            for (request, reply) in requests.chunks(1).zip(replies) {
-                let answer = run(pool, request).await.map(|mut a| a.pop().expect("one answer for one request"));
-                let _ = reply.send(answer);
-            }
+        result
+    }
+
+    /// The slot's connection: the one it holds, if it still answers after being idle, else
+    /// a new one from the pool.
+    async fn connection(&mut self, pool: &PgPool) -> Result<&mut Held> {
+        if let Some(held) = &mut self.held
+            && held.last_used.elapsed() > IDLE_BEFORE_PING
+            && held.conn.ping().await.is_err()
+        {
+            self.drop_connection();
         }
+        let held = match self.held.take() {
+            Some(held) => held,
+            None => Held { conn: pool.acquire().await?, last_used: Instant::now() },
+        };
+        Ok(self.held.insert(held))
+    }
+
+    fn drop_connection(&mut self) {
+        if let Some(mut held) = self.held.take() {
+            // Closed, not given back to the pool: it may be broken.
+            held.conn.close_on_drop();
+        }
+    }
+}
+
+/// Whether a connection on which a group just failed can run the next group: the database
+/// refused a statement (and still answers), or the rows read could not be used. Any other
+/// error (I/O, protocol) may have left the session broken or mid-exchange.
+async fn still_usable(conn: &mut PgConnection, error: &StoreError) -> bool {
+    match error {
+        StoreError::Corrupt(_) => true,
+        StoreError::Db(sqlx::Error::Database(_)) => conn.ping().await.is_ok(),
+        _ => false,
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     fn doubled<'a>(_: &'a PgPool, requests: &'a [i64]) -> BoxFuture<'a, Result<Vec<i64>>> {

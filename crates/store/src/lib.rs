@@ -23,7 +23,7 @@ mod wake;
 use std::{sync::Arc, time::Duration};
 
 use sqlx::{
-    PgPool,
+    Connection, PgPool,
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 
@@ -101,8 +101,8 @@ pub struct Store {
     cache: Arc<cache::Cache>,
 }
 
-/// Connections of the relaxed pool: a worker has at most two claim groups in flight, and
-/// a relay marks one batch at a time.
+/// Connections of the relaxed pool: a worker's two claim slots hold one each, and a relay
+/// marks one batch at a time.
 const RELAXED_CONNECTIONS: u32 = 2;
 
 impl Store {
@@ -123,19 +123,13 @@ impl Store {
     pub fn connect_lazy(url: &str, max_connections: u32) -> Result<Self> {
         let options: PgConnectOptions = url.parse()?;
         let options = options.application_name("notify").options([("jit", "off")]);
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_lazy_with(options);
+        let pool = pool_options(max_connections).connect_lazy_with(options);
         Ok(Self::from_pool(pool))
     }
 
     pub fn from_pool(pool: PgPool) -> Self {
         let relaxed = (*pool.connect_options()).clone().options([("synchronous_commit", "off")]);
-        let relaxed = PgPoolOptions::new()
-            .max_connections(RELAXED_CONNECTIONS)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_lazy_with(relaxed);
+        let relaxed = pool_options(RELAXED_CONNECTIONS).connect_lazy_with(relaxed);
         Self {
             pool,
             relaxed,
@@ -160,10 +154,31 @@ impl Store {
         Ok(())
     }
 
+    /// Closes the pools, once the group-commit slots have given their connections back
+    /// (at the end of the groups they are running).
     pub async fn close(&self) {
+        self.groups.closing.cancel();
         self.pool.close().await;
         self.relaxed.close().await;
     }
+}
+
+/// Pools that ping a connection before handing it out only when it was idle for longer than
+/// [`group::IDLE_BEFORE_PING`] (the database may have closed it meanwhile), not on every
+/// acquire as sqlx does by default: a round trip per use of a connection in steady use.
+fn pool_options(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > group::IDLE_BEFORE_PING {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
 }
 
 fn corrupt(what: impl Into<String>) -> StoreError {
