@@ -113,13 +113,16 @@ impl Store {
     /// planner overestimating grouped writes on tables without statistics, and compiling
     /// each took longer than running it.
     ///
-    /// The statements driven by arrays whose plan depends on the tables (claims, outcome
-    /// records, the directory's subscribers) are sent unprepared (`persistent(false)`),
-    /// so each is planned for its parameters and the tables as they are now: a prepared
-    /// statement may keep a generic plan made while the tables were small (a fresh
-    /// install, or statistics not refreshed) and scan whole tables with it as they grow.
-    /// The others (the key lookups of every request, the accept) are prepared once per
-    /// connection and not planned again.
+    /// The worker's and the relay's hot statements (claims, outcome records, the
+    /// aggregate status, the relay's claim and mark) are plpgsql functions that plan each
+    /// of their statements once per connection, as probes of indexes whatever the tables
+    /// hold (migrations/20261206000014_generic_plans.sql), and are called prepared. Other
+    /// statements driven by arrays whose plan depends on the tables (the directory's
+    /// subscribers, the sweeper) are sent unprepared (`persistent(false)`), so each is
+    /// planned for its parameters and the tables as they are now: a prepared statement may
+    /// keep a generic plan made while the tables were small and scan whole tables with it
+    /// as they grow. The rest (the key lookups of every request, the accept) are prepared
+    /// once per connection and not planned again.
     pub fn connect_lazy(url: &str, max_connections: u32) -> Result<Self> {
         let options: PgConnectOptions = url.parse()?;
         let options = options.application_name("notify").options([("jit", "off")]);
