@@ -345,3 +345,45 @@ async fn a_database_error_that_would_recur_dead_letters_the_message() {
     let next = app.accept(&email("b@example.com")).await;
     app.wait_for_status(next, "sent").await;
 }
+
+/// Sessions of the worker's claim slots and record slots, told by their last statements.
+async fn slot_sessions(app: &TestApp) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE query LIKE 'SELECT * FROM claim_deliveries(%'),
+                count(*) FILTER (WHERE query LIKE 'SELECT * FROM record_outcomes(%')
+         FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_one(app.env.store.pool())
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_worker_replaces_the_connections_it_holds_when_the_database_drops_them() {
+    let app = TestApp::api_only().await;
+    let _relay = app.start_relay(100).await;
+    let _worker = app.start_worker(Channel::Email, WorkerOptions { prefetch: 1, ..Default::default() }).await;
+    let first = app.accept(&email("a@example.com")).await;
+    app.wait_for_status(first, "sent").await;
+    assert_eq!(slot_sessions(&app).await, (1, 1), "one claim slot and one record slot used");
+
+    // Their sessions end (waited for), as in a database restart or an idle timeout.
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid()
+           AND (query LIKE 'SELECT * FROM claim_deliveries(%' OR query LIKE 'SELECT * FROM record_outcomes(%')",
+    )
+    .execute(app.env.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(slot_sessions(&app).await, (0, 0));
+
+    // Slots take turns, so messages one at a time reach the slots whose sessions ended:
+    // each connects anew rather than failing for ever, and every message is sent.
+    eventually("both claim slots and both record slots connected", || async {
+        let next = app.accept(&email("b@example.com")).await;
+        app.wait_for_status(next, "sent").await;
+        (slot_sessions(&app).await == (2, 2)).then_some(())
+    })
+    .await;
+}

@@ -1,7 +1,7 @@
 use std::{borrow::Cow, collections::HashMap};
 
 use domain::{Channel, Content, DeliveryJob, DeliveryMessage, DeliveryStatus, Priority, SendFailure};
-use sqlx::PgPool;
+use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -77,16 +77,19 @@ impl Store {
     /// commit, see [`crate::group`]).
     pub async fn claim_delivery(&self, msg: &DeliveryMessage, lease: Lease) -> Result<Claim> {
         let claims = self.groups.claims.get_or_init(|| {
-            Grouped::start(self.relaxed.clone(), claim_group, WORKER_GROUPS_IN_FLIGHT, WORKER_GROUP_MAX)
+            let closing = &self.groups.closing;
+            Grouped::holding(self.relaxed.clone(), claim_group, WORKER_GROUPS_IN_FLIGHT, WORKER_GROUP_MAX, closing)
         });
         claims.call((msg.clone(), lease)).await?
     }
 
     /// Records the attempt and the delivery's new state, schedules the retry (an outbox
-    /// row; the relays are woken after commit) and refreshes the notification's aggregate
-    /// status, all in one transaction. The notification rows are locked first, in id
-    /// order, so concurrent outcomes for one notification serialize and its aggregate
-    /// sees all of them. Concurrent records share that transaction (group commit).
+    /// row; the relays are woken after commit) and updates the notification's status, all
+    /// in one transaction: from the delivery's new status alone when it is the
+    /// notification's only delivery, else the aggregate of all of them. The notification
+    /// rows are locked first, in id order, so concurrent outcomes for one notification
+    /// serialize and its aggregate sees all of them. Concurrent records share that
+    /// transaction (group commit).
     ///
     /// The outcome applies to the delivery while `lease` still holds it, or when the claim
     /// was lost (the database crashed before the claim reached its disk: the delivery is
@@ -94,10 +97,10 @@ impl Store {
     /// when another claim has taken the delivery over or it is final: then only the
     /// attempt is logged (a duplicate send shows there) and `false` is returned.
     pub async fn record_attempt(&self, job: &DeliveryJob, lease: Lease, rec: &AttemptRecord) -> Result<bool> {
-        let records = self
-            .groups
-            .records
-            .get_or_init(|| Grouped::start(self.pool.clone(), record_group, WORKER_GROUPS_IN_FLIGHT, WORKER_GROUP_MAX));
+        let records = self.groups.records.get_or_init(|| {
+            let closing = &self.groups.closing;
+            Grouped::holding(self.pool.clone(), record_group, WORKER_GROUPS_IN_FLIGHT, WORKER_GROUP_MAX, closing)
+        });
         let outcome = Outcome {
             delivery_id: job.delivery_id,
             notification_id: job.notification_id,
@@ -130,166 +133,122 @@ impl Store {
 const WORKER_GROUPS_IN_FLIGHT: usize = 2;
 const WORKER_GROUP_MAX: usize = 500;
 
-type ClaimRow = (
-    Uuid,
-    Uuid,
-    Uuid,
-    String,
-    i32,
-    String,
-    serde_json::Value,
-    serde_json::Value,
-    String,
-    OffsetDateTime,
-    Option<String>,
-    Option<serde_json::Value>,
-);
+/// A row of `claim_deliveries`: a claimed message's delivery with what sending it needs,
+/// or the state of a delivery a message could not claim (the rest `None`).
+#[derive(sqlx::FromRow)]
+struct ClaimRow {
+    delivery_id: Uuid,
+    claim: Uuid,
+    claimed: bool,
+    status: String,
+    attempts: i32,
+    recipient: String,
+    notification_id: Option<Uuid>,
+    retry_base: Option<i32>,
+    #[sqlx(rename = "type")]
+    kind: Option<String>,
+    content: Option<serde_json::Value>,
+    data: Option<serde_json::Value>,
+    priority: Option<String>,
+    accepted_at: Option<OffsetDateTime>,
+    workflow: Option<String>,
+    retry: Option<serde_json::Value>,
+}
 
 /// The attempt a takeover logs for the claim it replaces: the holder may have sent it
 /// before it died, so a duplicate send shows in the attempts log.
 const ABANDONED: &str = "the worker sending this attempt stopped before recording its outcome; \
                          the provider may have sent it";
 
-/// Claims a group of messages in one statement; the ones it could not claim are told
-/// apart (stale or unknown) with a second. A claim that takes over an expired one logs
-/// the replaced attempt as `ambiguous` (`worker_lost`).
+/// Claims a group of messages in one call of `claim_deliveries`
+/// (migrations/20261206000014_generic_plans.sql), which also returns the state of the
+/// deliveries it could not claim, to tell stale messages from unknown ones. A claim that
+/// takes over an expired one logs the replaced attempt as `ambiguous` (`worker_lost`).
 fn claim_group<'a>(
-    pool: &'a PgPool,
+    conn: &'a mut PgConnection,
     messages: &'a [(DeliveryMessage, Lease)],
 ) -> BoxFuture<'a, Result<Vec<Result<Claim>>>> {
     Box::pin(async move {
-        let ids: Vec<Uuid> = messages.iter().map(|(m, _)| m.delivery_id).collect();
-        let tenants: Vec<Uuid> = messages.iter().map(|(m, _)| m.tenant_id).collect();
-        let channels: Vec<&str> = messages.iter().map(|(m, _)| m.channel.as_str()).collect();
-        let attempts: Vec<i32> = messages.iter().map(|(m, _)| m.attempt).collect();
-        let claims: Vec<Uuid> = messages.iter().map(|(_, l)| l.claim).collect();
         let lease_ms: Vec<i64> =
             messages.iter().map(|(_, l)| i64::try_from(l.duration.as_millis()).unwrap_or(i64::MAX)).collect();
-        // The claim does not wait for its commit to reach the disk (`pool` is the
-        // relaxed one): the outcome record that follows it waits for the log up to and
-        // past it. If the database loses the claim in a crash, the outcome record finds
-        // the delivery as the claim found it and applies all the same (see
-        // `record_group`). One statement, committed on its own.
-        // The notifications go `processing` in id order, as `record_group` locks them.
-        let rows: Vec<ClaimRow> = sqlx::query_as(
-            "WITH m AS (
-                SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int[], $5::uuid[], $6::bigint[])
-                     AS m(id, tenant_id, channel, attempt, claim, lease_ms)),
-             held AS (
-                SELECT d.id, d.tenant_id, d.attempts, d.claimed_by, d.updated_at FROM deliveries d
-                WHERE d.id IN (SELECT id FROM m) AND d.status = 'sending'),
-             claimed AS (
-                UPDATE deliveries d SET status = 'sending', attempts = m.attempt, next_attempt_at = NULL,
-                                        claimed_by = m.claim,
-                                        lease_until = now() + m.lease_ms * interval '1 millisecond',
-                                        updated_at = now()
-                FROM m
-                WHERE d.id = m.id AND d.tenant_id = m.tenant_id AND d.channel = m.channel AND d.recipient <> $7
-                  AND ((d.status IN ('pending', 'queued', 'retrying') AND d.attempts = m.attempt - 1)
-                       OR (d.status = 'sending' AND d.attempts = m.attempt
-                           AND (d.claimed_by = m.claim OR d.lease_until IS NULL OR d.lease_until < now())))
-                RETURNING d.id, d.claimed_by, d.notification_id, d.recipient, d.retry_base, d.content),
-             abandoned AS (
-                INSERT INTO delivery_attempts (tenant_id, delivery_id, number, provider, outcome, error_code,
-                    error_message, latency_ms, started_at)
-                SELECT h.tenant_id, h.id, h.attempts, 'unknown', 'ambiguous', 'worker_lost', $8,
-                       (extract(epoch FROM now() - h.updated_at) * 1000)::int, h.updated_at
-                FROM claimed c JOIN held h ON h.id = c.id
-                WHERE h.claimed_by IS DISTINCT FROM c.claimed_by),
-             waiting AS (
-                SELECT n.id FROM notifications n
-                WHERE n.id IN (SELECT notification_id FROM claimed) AND n.status = 'pending'
-                ORDER BY n.id FOR NO KEY UPDATE),
-             processing AS (
-                UPDATE notifications n SET status = 'processing', updated_at = now()
-                FROM waiting w WHERE n.id = w.id)
-             SELECT c.id, c.claimed_by, c.notification_id, c.recipient, c.retry_base, n.type,
-                    coalesce(c.content, n.content), n.data, n.priority, n.created_at, n.workflow, n.retry
-             FROM claimed c JOIN notifications n ON n.id = c.notification_id",
-        )
-        .persistent(false)
-        .bind(&ids)
-        .bind(&tenants)
-        .bind(&channels)
-        .bind(&attempts)
-        .bind(&claims)
-        .bind(&lease_ms)
-        .bind(crate::ERASED)
-        .bind(ABANDONED)
-        .fetch_all(pool)
-        .await?;
+        // The claim does not wait for its commit to reach the disk (the slot's connection
+        // is from the relaxed pool): the outcome record that follows it waits for the log
+        // up to and past it. If the database loses the claim in a crash, the outcome
+        // record finds the delivery as the claim found it and applies all the same (see
+        // `record_group`). One call, committed on its own.
+        let rows: Vec<ClaimRow> = sqlx::query_as("SELECT * FROM claim_deliveries($1, $2, $3, $4, $5, $6, $7, $8)")
+            .bind(messages.iter().map(|(m, _)| m.delivery_id).collect::<Vec<_>>())
+            .bind(messages.iter().map(|(m, _)| m.tenant_id).collect::<Vec<_>>())
+            .bind(messages.iter().map(|(m, _)| m.channel.as_str()).collect::<Vec<_>>())
+            .bind(messages.iter().map(|(m, _)| m.attempt).collect::<Vec<_>>())
+            .bind(messages.iter().map(|(_, l)| l.claim).collect::<Vec<_>>())
+            .bind(&lease_ms)
+            .bind(crate::ERASED)
+            .bind(ABANDONED)
+            .fetch_all(conn)
+            .await?;
         // Two copies of one message in a group both match the row; the update takes one
         // of them, and the one whose claim it recorded is the one that sends.
-        let mut claimed: HashMap<(Uuid, Uuid), ClaimRow> = rows.into_iter().map(|r| ((r.0, r.1), r)).collect();
-        let mut answers: Vec<Option<Result<Claim>>> =
-            messages.iter().map(|(m, l)| claimed.remove(&(m.delivery_id, l.claim)).map(|row| job(m, row))).collect();
-
-        let missed: Vec<usize> = (0..messages.len()).filter(|&i| answers[i].is_none()).collect();
-        if !missed.is_empty() {
-            let current: Vec<(Uuid, String, i32, String)> = sqlx::query_as(
-                "SELECT d.id, d.status, d.attempts, d.recipient
-                 FROM deliveries d JOIN unnest($1::uuid[], $2::uuid[], $3::text[]) AS m(id, tenant_id, channel)
-                      ON d.id = m.id AND d.tenant_id = m.tenant_id AND d.channel = m.channel",
-            )
-            .persistent(false)
-            .bind(missed.iter().map(|&i| ids[i]).collect::<Vec<_>>())
-            .bind(missed.iter().map(|&i| tenants[i]).collect::<Vec<_>>())
-            .bind(missed.iter().map(|&i| channels[i]).collect::<Vec<_>>())
-            .fetch_all(pool)
-            .await?;
-            let current: HashMap<Uuid, (String, i32, String)> =
-                current.into_iter().map(|(id, s, a, r)| (id, (s, a, r))).collect();
-            for i in missed {
-                let (m, _) = &messages[i];
-                answers[i] = Some(Ok(match current.get(&m.delivery_id) {
-                    None => Claim::Unknown,
-                    Some((status, _, _)) if DeliveryStatus::parse(status).is_some_and(|s| s.is_terminal()) => {
-                        Claim::Stale("delivery is already final")
-                    }
-                    Some((_, _, recipient)) if recipient == crate::ERASED => Claim::Stale("recipient was erased"),
-                    Some((status, attempts, _)) if status == "sending" && *attempts == m.attempt => {
-                        Claim::Stale("attempt is held by another claim")
-                    }
-                    Some((_, attempts, _)) if *attempts >= m.attempt => Claim::Stale("attempt already taken"),
-                    Some(_) => Claim::Stale("message is ahead of the delivery's attempts"),
-                }));
-            }
-        }
-        Ok(answers.into_iter().map(|a| a.expect("every message answered")).collect())
+        let (claimed, current): (Vec<ClaimRow>, Vec<ClaimRow>) = rows.into_iter().partition(|r| r.claimed);
+        let mut claimed: HashMap<(Uuid, Uuid), ClaimRow> =
+            claimed.into_iter().map(|r| ((r.delivery_id, r.claim), r)).collect();
+        let current: HashMap<Uuid, ClaimRow> = current.into_iter().map(|r| (r.delivery_id, r)).collect();
+        Ok(messages
+            .iter()
+            .map(|(m, l)| match claimed.remove(&(m.delivery_id, l.claim)) {
+                Some(row) => job(m, row),
+                None => Ok(stale(m, current.get(&m.delivery_id))),
+            })
+            .collect())
     })
+}
+
+/// Why a message claimed nothing, from its delivery as it is after the claim.
+fn stale(msg: &DeliveryMessage, current: Option<&ClaimRow>) -> Claim {
+    let Some(row) = current else { return Claim::Unknown };
+    match DeliveryStatus::parse(&row.status) {
+        Some(status) if status.is_terminal() => Claim::Stale("delivery is already final"),
+        _ if row.recipient == crate::ERASED => Claim::Stale("recipient was erased"),
+        Some(DeliveryStatus::Sending) if row.attempts == msg.attempt => {
+            Claim::Stale("attempt is held by another claim")
+        }
+        _ if row.attempts >= msg.attempt => Claim::Stale("attempt already taken"),
+        _ => Claim::Stale("message is ahead of the delivery's attempts"),
+    }
 }
 
 /// The job of a claimed message, or `Corrupt` if its stored data cannot be read.
 fn job(msg: &DeliveryMessage, row: ClaimRow) -> Result<Claim> {
-    let (_, _, notification_id, recipient, retry_base, kind, content, data, priority, accepted_at, workflow, retry) =
-        row;
-    let content: Content =
-        serde_json::from_value(content).map_err(|e| corrupt(format!("notification content: {e}")))?;
-    let data = match data {
+    let missing = |column: &str| corrupt(format!("claimed delivery without {column}"));
+    let content: Content = serde_json::from_value(row.content.ok_or_else(|| missing("content"))?)
+        .map_err(|e| corrupt(format!("notification content: {e}")))?;
+    let data = match row.data.ok_or_else(|| missing("data"))? {
         serde_json::Value::Object(map) => map,
         other => return Err(corrupt(format!("notification data is not an object: {other}"))),
     };
-    let retry = retry
+    let retry = row
+        .retry
         .map(serde_json::from_value)
         .transpose()
         .map_err(|e| corrupt(format!("notification retry policy: {e}")))?;
+    let priority = row.priority.ok_or_else(|| missing("priority"))?;
     Ok(Claim::Claimed(
         Box::new(DeliveryJob {
             delivery_id: msg.delivery_id,
-            notification_id,
+            notification_id: row.notification_id.ok_or_else(|| missing("notification_id"))?,
             tenant_id: msg.tenant_id,
             channel: msg.channel,
             attempt: msg.attempt,
-            retry_base,
-            recipient,
-            kind,
+            retry_base: row.retry_base.ok_or_else(|| missing("retry_base"))?,
+            recipient: row.recipient,
+            kind: row.kind.ok_or_else(|| missing("type"))?,
             priority: Priority::parse(&priority).ok_or_else(|| corrupt(format!("priority {priority}")))?,
             content,
             data,
-            workflow,
+            workflow: row.workflow,
             retry,
         }),
-        accepted_at,
+        row.accepted_at.ok_or_else(|| missing("accepted_at"))?,
     ))
 }
 
@@ -308,7 +267,7 @@ pub(crate) struct Outcome {
 /// Records a group of outcomes in one call of `record_outcomes` (one round trip, its own
 /// transaction); answers whether each applied to its delivery (see
 /// [`Store::record_attempt`]).
-fn record_group<'a>(pool: &'a PgPool, outcomes: &'a [Outcome]) -> BoxFuture<'a, Result<Vec<bool>>> {
+fn record_group<'a>(conn: &'a mut PgConnection, outcomes: &'a [Outcome]) -> BoxFuture<'a, Result<Vec<bool>>> {
     Box::pin(async move {
         let mut c = OutcomeColumns::default();
         for o in outcomes {
@@ -341,7 +300,7 @@ fn record_group<'a>(pool: &'a PgPool, outcomes: &'a [Outcome]) -> BoxFuture<'a, 
             c.claims.push(o.claim);
         }
         // One call, committed on its own: the locks, the record and the aggregates are
-        // statements of `record_outcomes` (migrations/20261203000013_record_outcomes.sql).
+        // statements of `record_outcomes` (migrations/20261206000014_generic_plans.sql).
         let applied: Vec<(Uuid, Option<String>, Option<String>, bool)> = sqlx::query_as(
             "SELECT * FROM record_outcomes($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
                                            $17, $18, $19)",
@@ -365,7 +324,7 @@ fn record_group<'a>(pool: &'a PgPool, outcomes: &'a [Outcome]) -> BoxFuture<'a, 
         .bind(&c.traceparents)
         .bind(&c.claims)
         .bind(crate::ERASED)
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await?;
         // Receipts that came before their send was recorded. Applied after the record
         // commits, so a failure here must not fail the record (the worker would record
@@ -373,7 +332,7 @@ fn record_group<'a>(pool: &'a PgPool, outcomes: &'a [Outcome]) -> BoxFuture<'a, 
         // `Store::apply_claimable_receipts`).
         for (_, provider, id, pending) in &applied {
             if let (true, Some(provider), Some(id)) = (pending, provider, id)
-                && let Err(e) = crate::receipts::apply_reports(pool, provider, id, None).await
+                && let Err(e) = crate::receipts::apply_reports(&mut *conn, provider, id, None).await
             {
                 tracing::warn!(error = %e, provider, "applying pending receipts failed; the API's purge will");
             }
@@ -407,7 +366,7 @@ struct OutcomeColumns<'a> {
 
 /// Recomputes the status of the notifications `ids` from their deliveries (docs/contract.md §4.2),
 /// in one statement: the SQL function `refresh_notification_statuses`
-/// (migrations/20261203000013_record_outcomes.sql), which `record_outcomes` calls too.
+/// (migrations/20261206000014_generic_plans.sql), which `record_outcomes` calls too.
 pub(crate) async fn refresh_notification_statuses(tx: &mut sqlx::PgConnection, ids: &[Uuid]) -> Result<()> {
     if ids.is_empty() {
         return Ok(());

@@ -136,14 +136,14 @@ impl Store {
         // consults (a document may hold 1,000 entries, up to 256 KiB): the channels, quiet
         // hours, and the entries of the batch's types and their categories.
         let rows: Vec<SubscriberRow> = if topics.is_empty() {
-            // Named subscribers only (most requests): primary-key lookups, whose plan
-            // never depends on the tables, so the statement is prepared once.
+            // Named subscribers only (most requests): primary-key lookups, prepared once on
+            // the indexed pool (its generic plans probe indexes whatever the tables hold).
             sqlx::query_as(&BY_KEY)
                 .bind(tenant_id)
                 .bind(&ids)
                 .bind(&kinds)
                 .bind(&categories)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.indexed)
                 .await?
         } else {
             sqlx::query_as(&WITH_TOPICS)
@@ -193,7 +193,7 @@ struct DataPages<'a> {
 impl SubscriberData for DataPages<'_> {
     type Error = StoreError;
 
-    /// One statement per page, by primary key, matching the `created_at` the directory
+    /// One statement per page, by primary key (prepared, on the indexed pool), matching the `created_at` the directory
     /// read (one erased since, or erased and created again, is left out). As text: parsed
     /// one subscriber at a time while rendering.
     async fn load(&mut self, subscribers: &[&Subscriber]) -> Result<HashMap<String, String>> {
@@ -204,11 +204,10 @@ impl SubscriberData for DataPages<'_> {
              FROM unnest($2::text[], $3::timestamptz[]) AS w(id, created_at)
              JOIN subscribers s ON s.tenant_id = $1 AND s.id = w.id AND s.created_at = w.created_at",
         )
-        .persistent(false)
         .bind(self.tenant_id)
         .bind(&ids)
         .bind(&created_at)
-        .fetch_all(&self.store.pool)
+        .fetch_all(&self.store.indexed)
         .await?;
         Ok(rows.into_iter().collect())
     }
@@ -263,7 +262,7 @@ impl Store {
                 )
                 .bind(tenant_id)
                 .bind(&missing)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.indexed)
                 .await?;
                 let first = rows.first().ok_or_else(|| corrupt(format!("tenant {tenant_id} does not exist")))?;
                 let settings =

@@ -5,22 +5,34 @@
 //! request and waits for nothing; under heavy load groups grow, and the round trips and
 //! commits per request fall with them. A group that fails is run again one request at a
 //! time, so a request that cannot be written fails alone.
+//!
+//! A slot of [`Grouped::holding`] keeps one connection for its lifetime: taken from the
+//! pool at its first group, pinged only after [`IDLE_BEFORE_PING`] unused, replaced when a
+//! group fails in a way that may have broken it, and given back when the store closes. So
+//! the hot writes pay neither the pool's acquire nor the ping sqlx sends on every release.
 
 use std::{
     future::Future,
     pin::Pin,
-    sync::{Arc, OnceLock},
+    sync::OnceLock,
+    time::{Duration, Instant},
 };
 
-use sqlx::PgPool;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, pool::PoolConnection};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
-use crate::Result;
+use crate::{Result, StoreError};
 
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Runs one group: one answer per request, in order.
-pub(crate) type Run<Req, Resp> = for<'a> fn(&'a PgPool, &'a [Req]) -> BoxFuture<'a, Result<Vec<Resp>>>;
+/// Runs one group on the slot's connection: one answer per request, in order.
+pub(crate) type Run<Req, Resp> = for<'a> fn(&'a mut PgConnection, &'a [Req]) -> BoxFuture<'a, Result<Vec<Resp>>>;
+
+/// A held connection unused for longer than this is pinged before its next group: the
+/// database may have closed it meanwhile (a restart, `idle_session_timeout`), and a group
+/// failing on it would cost its callers a retry.
+pub(crate) const IDLE_BEFORE_PING: Duration = Duration::from_secs(5);
 
 /// The store's grouped operations, each started on first use (it needs a runtime).
 #[derive(Default)]
@@ -28,6 +40,9 @@ pub(crate) struct Groups {
     pub(crate) accepts: OnceLock<Grouped<(crate::Accept, std::time::Duration), crate::Accepted>>,
     pub(crate) claims: OnceLock<Grouped<(domain::DeliveryMessage, crate::Lease), Result<crate::Claim>>>,
     pub(crate) records: OnceLock<Grouped<crate::deliveries::Outcome, bool>>,
+    /// Cancelled by [`crate::Store::close`]: the slots give their connections back, as the
+    /// pools close only once every connection is back.
+    pub(crate) closing: CancellationToken,
 }
 
 impl std::fmt::Debug for Groups {
@@ -43,10 +58,22 @@ pub(crate) struct Grouped<Req, Resp> {
 }
 
 impl<Req: Send + Sync + 'static, Resp: Send + 'static> Grouped<Req, Resp> {
-    /// Starts the task that forms the groups; it ends when the last handle is dropped.
-    pub(crate) fn start(pool: PgPool, run: Run<Req, Resp>, concurrency: usize, max: usize) -> Self {
+    /// Groups whose slots each hold a connection of `pool` until `closing` is cancelled.
+    /// Starts the task that forms the groups; it ends when the last handle is dropped or
+    /// `closing` is cancelled.
+    pub(crate) fn holding(
+        pool: PgPool,
+        run: Run<Req, Resp>,
+        concurrency: usize,
+        max: usize,
+        closing: &CancellationToken,
+    ) -> Self {
+        Self::spawn(pool, run, concurrency, max, closing.clone())
+    }
+
+    fn spawn(pool: PgPool, run: Run<Req, Resp>, concurrency: usize, max: usize, closing: CancellationToken) -> Self {
         let (queue, waiting) = mpsc::unbounded_channel();
-        tokio::spawn(form_groups(pool, run, waiting, concurrency, max));
+        tokio::spawn(form_groups(pool, run, waiting, concurrency, max, closing));
         Self { queue }
     }
 
@@ -59,8 +86,8 @@ impl<Req: Send + Sync + 'static, Resp: Send + 'static> Grouped<Req, Resp> {
     }
 }
 
-fn closed() -> crate::StoreError {
-    crate::StoreError::Db(sqlx::Error::PoolClosed)
+fn closed() -> StoreError {
+    StoreError::Db(sqlx::Error::PoolClosed)
 }
 
 async fn form_groups<Req: Send + Sync + 'static, Resp: Send + 'static>(
@@ -69,49 +96,122 @@ async fn form_groups<Req: Send + Sync + 'static, Resp: Send + 'static>(
     mut waiting: mpsc::UnboundedReceiver<Waiting<Req, Resp>>,
     concurrency: usize,
     max: usize,
+    closing: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(concurrency));
+    // Slots not running a group; a group's task gives its slot back when it ends. Slots
+    // still out when this task ends drop their connections as their groups end.
+    let mut idle: Vec<Slot> = (0..concurrency).map(|_| Slot::default()).collect();
+    let (give_back, mut returned) = mpsc::unbounded_channel::<Slot>();
     loop {
-        let slot = Arc::clone(&slots).acquire_owned().await.expect("the semaphore is never closed");
+        let mut slot = match idle.pop() {
+            Some(slot) => slot,
+            None => tokio::select! {
+                _ = closing.cancelled() => return,
+                slot = returned.recv() => slot.expect("this task holds a sender"),
+            },
+        };
         let mut group = Vec::new();
-        if waiting.recv_many(&mut group, max).await == 0 {
-            return;
+        tokio::select! {
+            _ = closing.cancelled() => return,
+            received = waiting.recv_many(&mut group, max) => if received == 0 { return },
         }
-        let pool = pool.clone();
+        let (pool, give_back) = (pool.clone(), give_back.clone());
         tokio::spawn(async move {
-            run_group(&pool, run, group).await;
-            drop(slot);
+            slot.run_group(&pool, run, group).await;
+            let _ = give_back.send(slot);
         });
     }
 }
 
-async fn run_group<Req, Resp>(pool: &PgPool, run: Run<Req, Resp>, group: Vec<Waiting<Req, Resp>>) {
-    let (requests, replies): (Vec<Req>, Vec<_>) = group.into_iter().unzip();
-    match run(pool, &requests).await {
-        Ok(answers) => {
-            debug_assert_eq!(answers.len(), replies.len(), "one answer per request");
-            for (reply, answer) in replies.into_iter().zip(answers) {
-                let _ = reply.send(Ok(answer));
+/// One group in flight at a time, with the connection it holds.
+#[derive(Default)]
+struct Slot {
+    held: Option<Held>,
+}
+
+struct Held {
+    conn: PoolConnection<Postgres>,
+    last_used: Instant,
+}
+
+impl Slot {
+    async fn run_group<Req, Resp>(&mut self, pool: &PgPool, run: Run<Req, Resp>, group: Vec<Waiting<Req, Resp>>) {
+        let (requests, replies): (Vec<Req>, Vec<_>) = group.into_iter().unzip();
+        match self.run(pool, run, &requests).await {
+            Ok(answers) => {
+                debug_assert_eq!(answers.len(), replies.len(), "one answer per request");
+                for (reply, answer) in replies.into_iter().zip(answers) {
+                    let _ = reply.send(Ok(answer));
+                }
+            }
+            Err(e) if requests.len() == 1 => {
+                let _ = replies.into_iter().next().expect("one request").send(Err(e));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, requests = requests.len(), "a grouped write failed; running its requests one by one");
+                for (request, reply) in requests.chunks(1).zip(replies) {
+                    let answer =
+                        self.run(pool, run, request).await.map(|mut a| a.pop().expect("one answer for one request"));
+                    let _ = reply.send(answer);
+                }
             }
         }
-        Err(e) if requests.len() == 1 => {
-            let _ = replies.into_iter().next().expect("one request").send(Err(e));
+    }
+
+    async fn run<Req, Resp>(&mut self, pool: &PgPool, run: Run<Req, Resp>, requests: &[Req]) -> Result<Vec<Resp>> {
+        let held = self.connection(pool).await?;
+        let result = run(&mut held.conn, requests).await;
+        held.last_used = Instant::now();
+        if let Err(e) = &result
+            && !still_usable(&mut held.conn, e).await
+        {
+            self.drop_connection();
         }
-        Err(e) => {
-            tracing::warn!(error = %e, requests = requests.len(), "a grouped write failed; running its requests one by one");
-            for (request, reply) in requests.chunks(1).zip(replies) {
-                let answer = run(pool, request).await.map(|mut a| a.pop().expect("one answer for one request"));
-                let _ = reply.send(answer);
-            }
+        result
+    }
+
+    /// The slot's connection: the one it holds, if it still answers after being idle, else
+    /// a new one from the pool.
+    async fn connection(&mut self, pool: &PgPool) -> Result<&mut Held> {
+        if let Some(held) = &mut self.held
+            && held.last_used.elapsed() > IDLE_BEFORE_PING
+            && held.conn.ping().await.is_err()
+        {
+            self.drop_connection();
         }
+        let held = match self.held.take() {
+            Some(held) => held,
+            None => Held { conn: pool.acquire().await?, last_used: Instant::now() },
+        };
+        Ok(self.held.insert(held))
+    }
+
+    fn drop_connection(&mut self) {
+        if let Some(mut held) = self.held.take() {
+            // Closed, not given back to the pool: it may be broken.
+            held.conn.close_on_drop();
+        }
+    }
+}
+
+/// Whether a connection on which a group just failed can run the next group: the database
+/// refused a statement (and still answers), or the rows read could not be used. Any other
+/// error (I/O, protocol) may have left the session broken or mid-exchange.
+async fn still_usable(conn: &mut PgConnection, error: &StoreError) -> bool {
+    match error {
+        StoreError::Corrupt(_) => true,
+        StoreError::Db(sqlx::Error::Database(_)) => conn.ping().await.is_ok(),
+        _ => false,
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
-    fn doubled<'a>(_: &'a PgPool, requests: &'a [i64]) -> BoxFuture<'a, Result<Vec<i64>>> {
+    fn doubled<'a>(_: &'a mut PgConnection, requests: &'a [i64]) -> BoxFuture<'a, Result<Vec<i64>>> {
         Box::pin(async move {
             if requests.len() > 1 && requests.contains(&-1) {
                 return Err(crate::StoreError::Corrupt("a bad request in the group".into()));
@@ -123,13 +223,16 @@ mod tests {
         })
     }
 
+    /// The slot holds a real connection, though `doubled` does not use it.
     fn pool() -> PgPool {
-        sqlx::postgres::PgPoolOptions::new().connect_lazy("postgres://unused@127.0.0.1/unused").expect("lazy pool")
+        let url = std::env::var("NOTIFY_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        sqlx::postgres::PgPoolOptions::new().connect_lazy(&url).expect("lazy pool")
     }
 
     #[tokio::test]
     async fn concurrent_requests_are_answered_in_order_and_a_bad_one_fails_alone() {
-        let grouped = Arc::new(Grouped::start(pool(), doubled, 1, 100));
+        let grouped = Arc::new(Grouped::holding(pool(), doubled, 1, 100, &CancellationToken::new()));
         let calls: Vec<_> = [1, 2, -1, 4]
             .into_iter()
             .map(|r| {

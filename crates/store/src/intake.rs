@@ -102,11 +102,12 @@ impl Store {
         let grace = self.hand_off.unwrap_or_default();
         let mut accepted = if request.items.iter().all(|i| i.idempotency.is_none()) {
             let accepts = self.groups.accepts.get_or_init(|| {
-                Grouped::start(self.pool.clone(), accept_group, ACCEPT_GROUPS_IN_FLIGHT, ACCEPT_GROUP_MAX)
+                let closing = &self.groups.closing;
+                Grouped::holding(self.indexed.clone(), accept_group, ACCEPT_GROUPS_IN_FLIGHT, ACCEPT_GROUP_MAX, closing)
             });
             accepts.call((request, grace)).await?
         } else {
-            accept_keyed(&self.pool, request, grace).await?
+            accept_keyed(&self.indexed, request, grace).await?
         };
         if self.hand_off.is_none() && !accepted.due.is_empty() {
             self.wake_relays();
@@ -150,7 +151,10 @@ const ACCEPT_GROUP_MAX: usize = 1_000;
 
 /// Writes the requests of a group (none has a key) in one statement, committed on its
 /// own. `grace` is the same for all: they come from one store.
-fn accept_group<'a>(pool: &'a PgPool, requests: &'a [(Accept, Duration)]) -> BoxFuture<'a, Result<Vec<Accepted>>> {
+fn accept_group<'a>(
+    conn: &'a mut PgConnection,
+    requests: &'a [(Accept, Duration)],
+) -> BoxFuture<'a, Result<Vec<Accepted>>> {
     Box::pin(async move {
         let grace = requests.first().map(|(_, g)| *g).unwrap_or_default();
         let now = now_micros();
@@ -163,7 +167,7 @@ fn accept_group<'a>(pool: &'a PgPool, requests: &'a [(Accept, Duration)]) -> Box
                 r.items.iter().zip(answers).map(move |(intake, answer)| row(r, intake, answer))
             })
             .collect();
-        let inserted = insert(pool.acquire().await?.as_mut(), &rows, grace).await?;
+        let inserted = insert(conn, &rows, grace).await?;
         Ok(requests
             .iter()
             .zip(planned.iter_mut())
@@ -351,8 +355,8 @@ fn now_micros() -> OffsetDateTime {
     now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000).expect("a valid nanosecond")
 }
 
-/// The answer as planned, with new ids: skipped deliveries are `suppressed`, and a
-/// notification with nothing to send is `sent`, as its aggregate status is computed.
+/// The answer as planned, with new ids: skipped deliveries are `suppressed`, and the
+/// notification's status is what the statement writes (`NotificationStatus::initial`).
 fn answer(plan: &Plan, created_at: OffsetDateTime) -> AcceptedNotification {
     let deliveries: Vec<AcceptedDelivery> = plan
         .deliveries
@@ -370,18 +374,17 @@ fn answer(plan: &Plan, created_at: OffsetDateTime) -> AcceptedNotification {
             },
         })
         .collect();
-    let waits = deliveries.iter().any(|d| d.status == DeliveryStatus::Pending);
     AcceptedNotification {
         id: Uuid::now_v7(),
-        status: if waits { NotificationStatus::Pending } else { NotificationStatus::Sent },
+        status: NotificationStatus::initial(deliveries.iter().map(|d| d.status)),
         created_at,
         deliveries,
     }
 }
 
 /// Shows in the answers what the insert decided: a delivery to an address on the
-/// suppression list is `suppressed`, and a notification with nothing left to send is
-/// `sent`, as its aggregate status is computed. Returns the items (of `which`) whose answer changed.
+/// suppression list is `suppressed`, and the notification's status follows. Returns the
+/// items (of `which`) whose answer changed.
 fn mark_suppressed(planned: &mut [AcceptedNotification], which: &[usize], suppressed: &HashSet<Uuid>) -> Vec<usize> {
     if suppressed.is_empty() {
         return vec![];
@@ -395,9 +398,7 @@ fn mark_suppressed(planned: &mut [AcceptedNotification], which: &[usize], suppre
             any = true;
         }
         if any {
-            if !notification.deliveries.iter().any(|d| d.status == DeliveryStatus::Pending) {
-                notification.status = NotificationStatus::Sent;
-            }
+            notification.status = NotificationStatus::initial(notification.deliveries.iter().map(|d| d.status));
             changed.push(i);
         }
     }
@@ -439,7 +440,7 @@ struct Row<'a> {
     answer: &'a AcceptedNotification,
 }
 
-/// The accept statement (`sql/accept.sql`), prepared once per connection.
+/// The accept statement (`sql/accept.sql`), prepared once per connection of the indexed pool.
 static ACCEPT: LazyLock<Named> = LazyLock::new(|| Named::parse(include_str!("sql/accept.sql")));
 
 /// Inserts `rows` (of any tenants), their deliveries, outbox rows and `accepted` audit

@@ -24,7 +24,7 @@ mod wake;
 use std::{sync::Arc, time::Duration};
 
 use sqlx::{
-    PgPool,
+    Connection, PgPool,
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 
@@ -96,6 +96,14 @@ pub struct Store {
     /// relay's `queued` mark. A session setting rather than `SET LOCAL`, so each is one
     /// statement, not a transaction of four. Connected only when first used.
     relaxed: PgPool,
+    /// Connections whose generic plans probe indexes only, whatever the tables hold
+    /// (`plan_cache_mode = force_generic_plan`, sequential, bitmap, hash and merge paths
+    /// off), for the statements of every accept: the directory's reads and the accept
+    /// itself, prepared once per connection and never planned again. The worker's and
+    /// relay's hot statements get the same settings as plpgsql functions. The API's other
+    /// statements, planned for their parameters, stay on `pool`. Connected only when first
+    /// used, up to as many as `pool`.
+    indexed: PgPool,
     waker: wake::RelayWaker,
     groups: Arc<group::Groups>,
     /// Off unless [`Store::with_cache`] turned it on (the API does; the CLI does not).
@@ -105,8 +113,18 @@ pub struct Store {
     hand_off: Option<Duration>,
 }
 
-/// Connections of the relaxed pool: a worker has at most two claim groups in flight, and
-/// a relay marks one batch at a time.
+/// The session settings of the indexed pool, as migrations/20261206000014_generic_plans.sql
+/// gives its functions.
+const INDEX_PROBES: [(&str, &str); 5] = [
+    ("plan_cache_mode", "force_generic_plan"),
+    ("enable_seqscan", "off"),
+    ("enable_bitmapscan", "off"),
+    ("enable_hashjoin", "off"),
+    ("enable_mergejoin", "off"),
+];
+
+/// Connections of the relaxed pool: a worker's two claim slots hold one each, and a relay
+/// marks one batch at a time.
 const RELAXED_CONNECTIONS: u32 = 2;
 
 impl Store {
@@ -117,32 +135,33 @@ impl Store {
     /// planner overestimating grouped writes on tables without statistics, and compiling
     /// each took longer than running it.
     ///
-    /// The statements driven by arrays whose plan depends on the tables (claims, outcome
-    /// records, the directory's subscribers) are sent unprepared (`persistent(false)`),
+    /// The worker's and the relay's hot statements (claims, outcome records, the
+    /// aggregate status, the relay's claim and mark) are plpgsql functions that plan each
+    /// of their statements once per connection, as probes of indexes whatever the tables
+    /// hold (migrations/20261206000014_generic_plans.sql), and are called prepared; the
+    /// accept's statements get the same plans from the session settings of the indexed
+    /// pool. Other statements driven by arrays whose plan depends on the tables (the
+    /// directory's topic members, the sweeper) are sent unprepared (`persistent(false)`),
     /// so each is planned for its parameters and the tables as they are now: a prepared
-    /// statement may keep a generic plan made while the tables were small (a fresh
-    /// install, or statistics not refreshed) and scan whole tables with it as they grow.
-    /// The others (the key lookups of every request, the accept) are prepared once per
-    /// connection and not planned again.
+    /// statement may keep a generic plan made while the tables were small and scan whole
+    /// tables with it as they grow. The rest (the key lookups of the other requests) are
+    /// prepared once per connection.
     pub fn connect_lazy(url: &str, max_connections: u32) -> Result<Self> {
         let options: PgConnectOptions = url.parse()?;
         let options = options.application_name("notify").options([("jit", "off")]);
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_lazy_with(options);
+        let pool = pool_options(max_connections).connect_lazy_with(options);
         Ok(Self::from_pool(pool))
     }
 
     pub fn from_pool(pool: PgPool) -> Self {
         let relaxed = (*pool.connect_options()).clone().options([("synchronous_commit", "off")]);
-        let relaxed = PgPoolOptions::new()
-            .max_connections(RELAXED_CONNECTIONS)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_lazy_with(relaxed);
+        let relaxed = pool_options(RELAXED_CONNECTIONS).connect_lazy_with(relaxed);
+        let indexed = (*pool.connect_options()).clone().options(INDEX_PROBES);
+        let indexed = pool_options(pool.options().get_max_connections()).connect_lazy_with(indexed);
         Self {
             pool,
             relaxed,
+            indexed,
             waker: Default::default(),
             groups: Default::default(),
             cache: Arc::new(cache::Cache::new(0)),
@@ -163,6 +182,12 @@ impl Store {
         &self.pool
     }
 
+    /// The pool of the accept's statements, whose generic plans probe indexes only (for
+    /// tests that check those plans).
+    pub fn indexed_pool(&self) -> &PgPool {
+        &self.indexed
+    }
+
     pub async fn migrate(&self) -> Result<()> {
         MIGRATOR.run(&self.pool).await?;
         Ok(())
@@ -174,10 +199,32 @@ impl Store {
         Ok(())
     }
 
+    /// Closes the pools, once the group-commit slots have given their connections back
+    /// (at the end of the groups they are running).
     pub async fn close(&self) {
+        self.groups.closing.cancel();
         self.pool.close().await;
         self.relaxed.close().await;
+        self.indexed.close().await;
     }
+}
+
+/// Pools that ping a connection before handing it out only when it was idle for longer than
+/// [`group::IDLE_BEFORE_PING`] (the database may have closed it meanwhile), not on every
+/// acquire as sqlx does by default: a round trip per use of a connection in steady use.
+fn pool_options(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > group::IDLE_BEFORE_PING {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
 }
 
 fn corrupt(what: impl Into<String>) -> StoreError {

@@ -28,15 +28,9 @@ impl ClaimedBatch {
     pub async fn commit(self) -> Result<()> {
         self.tx.commit().await?;
         let ids: Vec<Uuid> = self.messages.iter().map(|m| m.delivery_id).collect();
-        sqlx::query(
-            "UPDATE deliveries SET status = 'queued', updated_at = now()
-             WHERE id IN (SELECT id FROM deliveries WHERE id = ANY($1) AND status IN ('pending', 'retrying')
-                          FOR UPDATE SKIP LOCKED)",
-        )
-        .persistent(false)
-        .bind(&ids)
-        .execute(&self.relaxed)
-        .await?;
+        // The function's statement is planned once per connection
+        // (migrations/20261206000014_generic_plans.sql).
+        sqlx::query("SELECT mark_queued($1)").bind(&ids).execute(&self.relaxed).await?;
         Ok(())
     }
 }
@@ -44,23 +38,12 @@ impl ClaimedBatch {
 impl Store {
     /// Claims up to `limit` due rows, most urgent first, skipping rows another relay holds.
     /// The same statement deletes them; that takes effect only when the batch commits.
+    /// The statement is the SQL function `claim_outbox`, planned once per connection
+    /// (migrations/20261206000014_generic_plans.sql).
     pub async fn claim_outbox(&self, limit: i64) -> Result<ClaimedBatch> {
         let mut tx = self.pool.begin().await?;
-        let rows: Vec<(Uuid, Uuid, Uuid, String, i32, Option<String>)> = sqlx::query_as(
-            "WITH claimed AS (
-                DELETE FROM outbox WHERE id IN (
-                    SELECT id FROM outbox WHERE available_at <= now()
-                    ORDER BY priority DESC, available_at, id
-                    LIMIT $1 FOR UPDATE SKIP LOCKED)
-                RETURNING id, tenant_id, notification_id, delivery_id, channel, attempt, priority, available_at,
-                          traceparent)
-             SELECT tenant_id, notification_id, delivery_id, channel, attempt, traceparent
-             FROM claimed ORDER BY priority DESC, available_at, id",
-        )
-        .persistent(false)
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows: Vec<(Uuid, Uuid, Uuid, String, i32, Option<String>)> =
+            sqlx::query_as("SELECT * FROM claim_outbox($1)").bind(limit).fetch_all(&mut *tx).await?;
         let messages = rows
             .into_iter()
             .map(|(tenant_id, notification_id, delivery_id, channel, attempt, traceparent)| {

@@ -7,8 +7,8 @@
 
 use std::collections::BTreeSet;
 
-use domain::{Channel, DeliveryStatus};
-use sqlx::PgPool;
+use domain::{Channel, DeliveryStatus, status::Phase};
+use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 use crate::{
@@ -68,16 +68,16 @@ pub struct ReceiptApplied {
 }
 
 /// The statuses a receipt may move a delivery out of, into `to`. Receipts only confirm or
-/// refute a send, so they start from `sent`; `delivered`, `bounced`, `undelivered` and
-/// `failed` are final, except that a delivered email may still bounce (a receiving server
-/// can accept a message and bounce it later). A delivery in any other state (retried by an
-/// operator, say) is left alone.
-fn replaceable_by(to: DeliveryStatus) -> &'static [&'static str] {
-    match to {
-        DeliveryStatus::Bounced => &["sent", "delivered"],
-        DeliveryStatus::Delivered | DeliveryStatus::Undelivered | DeliveryStatus::Failed => &["sent"],
-        _ => &[],
-    }
+/// refute a send, so they start from a success (`sent`, or `delivered`, which an email may
+/// still leave for `bounced`: a receiving server can accept a message and bounce it later),
+/// along the moves [`DeliveryStatus::next`] allows. A delivery in any other state (retried
+/// by an operator, say) is left alone.
+fn replaceable_by(to: DeliveryStatus) -> Vec<&'static str> {
+    DeliveryStatus::ALL
+        .into_iter()
+        .filter(|from| from.phase() == Phase::Succeeded && from.can_become(to))
+        .map(DeliveryStatus::as_str)
+        .collect()
 }
 
 /// The form an address has on the suppression list, so that the intake matches it however
@@ -131,7 +131,8 @@ impl Store {
     /// yet is kept as pending, and applied when the outcome that records the message's id
     /// commits (see [`apply_reports`]).
     pub async fn apply_receipt(&self, receipt: &Receipt) -> Result<ReceiptApplied> {
-        apply_reports(&self.pool, receipt.provider, &receipt.provider_message_id, Some(receipt)).await
+        let mut conn = self.pool.acquire().await?;
+        apply_reports(&mut conn, receipt.provider, &receipt.provider_message_id, Some(receipt)).await
     }
 
     /// Applies the pending receipts whose message a delivery has now: those an outcome
@@ -145,8 +146,12 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await?;
+        if messages.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = self.pool.acquire().await?;
         for (provider, id) in &messages {
-            apply_reports(&self.pool, provider, id, None).await?;
+            apply_reports(&mut conn, provider, id, None).await?;
         }
         Ok(messages.len() as u64)
     }
@@ -210,12 +215,12 @@ type PendingRow =
 /// later statement: a receipt and that outcome cannot miss each other's uncommitted rows,
 /// one waits for the other's commit and then sees it.
 pub(crate) async fn apply_reports(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     provider: &str,
     provider_message_id: &str,
     new: Option<&Receipt>,
 ) -> Result<ReceiptApplied> {
-    let mut tx = pool.begin().await?;
+    let mut tx = conn.begin().await?;
     sqlx::query("SELECT lock_provider_message($1, $2)")
         .bind(provider)
         .bind(provider_message_id)

@@ -10,9 +10,12 @@
 -- (another `created_at`), since the directory was read is not written at all: `w` locks
 -- each one the plans name (`FOR KEY SHARE`, which an erasure's `FOR UPDATE` waits for).
 -- A delivery the plan skips, or whose address the tenant suppressed on its channel, is
--- written `suppressed` with the reason, and gets no outbox row. The suppression list is
--- read by primary-key lookups (the LATERAL join), never scanned: no part of the plan
--- depends on how big the tables are, so the statement is prepared once per connection.
+-- written `suppressed` with the reason, and gets no outbox row. A notification's status is
+-- `notification_initial_status` of its deliveries' (the one rule, shared with Rust's
+-- `NotificationStatus::initial`), and its `delivery_count` lets an outcome set the status
+-- of a notification with one delivery without reading the others. The suppression list is
+-- read by primary-key lookups (the LATERAL join), never scanned: it runs prepared on a
+-- connection that makes generic plans of index probes only (store/src/lib.rs, `indexed`).
 --
 -- Returns the deliveries the suppression list stopped, and the notifications not written
 -- with the subscribers that were erased (pairs, in order).
@@ -52,25 +55,28 @@ WITH given AS (
         SELECT s.reason FROM suppressions s
         WHERE x.skip IS NULL AND s.tenant_id = u.tenant_id AND s.channel = x.channel AND s.address = x.address
     ) s ON true),
+ s AS (
+    SELECT p.*, CASE WHEN p.reason IS NOT NULL THEN 'suppressed' WHEN p.channel = 'in_app' THEN 'delivered'
+                     ELSE 'pending' END AS status
+    FROM p),
  n AS (
     INSERT INTO notifications (id, tenant_id, type, priority, data, content, correlation_id, send_at,
-                               idempotency_key, workflow, retry, status, created_at, updated_at)
+                               idempotency_key, workflow, retry, status, delivery_count, created_at, updated_at)
     SELECT u.id, u.tenant_id, u.type, u.priority, u.data, coalesce(u.content, '{}'), u.correlation_id,
-           u.send_at, u.key, u.workflow, u.retry, CASE WHEN g.waits IS FALSE THEN 'sent' ELSE 'pending' END,
-           u.created_at, u.created_at
-    FROM u LEFT JOIN (SELECT nid, bool_or(reason IS NULL AND channel <> 'in_app') AS waits FROM p GROUP BY nid) g
+           u.send_at, u.key, u.workflow, u.retry, notification_initial_status(coalesce(g.statuses, '{}')),
+           g.deliveries, u.created_at, u.created_at
+    FROM u LEFT JOIN (SELECT s.nid, array_agg(s.status) AS statuses, count(*)::int AS deliveries
+                      FROM s GROUP BY s.nid) g
            ON g.nid = u.id),
  d AS (
     INSERT INTO deliveries (id, tenant_id, notification_id, channel, recipient, subscriber_id, content,
                             locale, status, last_error_code, last_error_message, next_attempt_at, sent_at,
                             created_at, updated_at)
-    SELECT p.id, p.tenant_id, p.nid, p.channel, p.recipient, p.subscriber_id, p.content, p.locale,
-           CASE WHEN p.reason IS NOT NULL THEN 'suppressed' WHEN p.channel = 'in_app' THEN 'delivered'
-                ELSE 'pending' END,
+    SELECT p.id, p.tenant_id, p.nid, p.channel, p.recipient, p.subscriber_id, p.content, p.locale, p.status,
            p.reason, p.message, CASE WHEN p.reason IS NULL THEN p.deferred END,
            CASE WHEN p.reason IS NULL AND p.channel = 'in_app' THEN greatest(p.at, p.created_at) END,
            p.created_at, p.created_at
-    FROM p),
+    FROM s p),
  i AS (
     INSERT INTO inbox_items (id, tenant_id, subscriber_id, notification_id, type, title, body, action_url,
                              tags, created_at)
