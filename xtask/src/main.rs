@@ -2,7 +2,8 @@
 //!
 //! - `cargo xtask dev [--port 8080] [--smoke]`: the whole platform on this machine.
 //! - `cargo xtask test [-- <cargo test args>]`: the test suite on real PostgreSQL and RabbitMQ.
-//! - `cargo xtask bench [--smoke] [--history 0,1000000] [--no-limits] [--only peer]`: the stack under load, one table.
+//! - `cargo xtask bench [--smoke] [--history 0,1000000] [--no-limits] [--only peer] [--peer-count N] [--bin-dir DIR]`:
+//!   the stack under load, one table.
 //! - `cargo xtask chaos [--notifications N]`: the stack under load through crashes and restarts.
 
 mod bench;
@@ -28,15 +29,18 @@ tasks:
   test [-- <args>]                install Chromium and chromedriver if missing (as root, with apt-get),
                                   start PostgreSQL/RabbitMQ if needed, clean old test leftovers, then
                                   `cargo test --workspace --no-fail-fast <args>` and one closing total
-  bench [--smoke] [--history N,N..] [--no-limits] [--only peer]
+  bench [--smoke] [--history N,N..] [--no-limits] [--only peer] [--peer-count N] [--bin-dir DIR]
                                   release builds of the six binaries under load from our own generator;
-                                  prints one table (also target/bench/latest.md and .json): the peer
-                                  shape (single POSTs at 4, 8 and 64 in flight, delivered over HTTP to a
-                                  Novu stand-in), intake, end to end, memory and CPU, cost with N
-                                  historical notifications (default 0,1000000), each as a ratio to this
-                                  machine's ceilings (measured first with ../shared/bench-limits/run.sh
-                                  --quick, unless --no-limits); --only peer: the peer shape alone;
-                                  --smoke: tiny counts, committed ceilings, a few seconds (CI)
+                                  prints one table (also target/bench/latest.md and .json): this
+                                  machine's ceilings (PostgreSQL inserts, RabbitMQ publish and consume,
+                                  a bare axum POST; measured first, unless --no-limits), the peer shape
+                                  (N single POSTs at 4, 8 and 64 in flight, default 20000, delivered
+                                  over HTTP to a Novu stand-in; then PostgreSQL round trips and commits
+                                  per notification through a counting proxy), intake, end to end,
+                                  memory and CPU, cost with N historical notifications (default
+                                  0,1000000), each as a ratio to the ceilings; --only peer: the peer
+                                  shape alone; --bin-dir: run the release binaries in DIR instead of
+                                  building; --smoke: tiny counts, ceilings measured briefly (CI)
   chaos [--notifications <n>]     the six binaries on a PostgreSQL and a RabbitMQ of their own (root), sent
                                   <n> notifications (default 1000) while the relay and workers are killed
                                   with SIGKILL, broker connections closed, a queue purged, RabbitMQ
@@ -112,7 +116,14 @@ fn parse_chaos_args(args: &[String]) -> anyhow::Result<chaos::Options> {
 }
 
 fn parse_bench_args(args: &[String]) -> anyhow::Result<bench::Options> {
-    let mut options = bench::Options { smoke: false, history: None, no_limits: false, only_peer: false };
+    let mut options = bench::Options {
+        smoke: false,
+        history: None,
+        no_limits: false,
+        only_peer: false,
+        peer_count: None,
+        bin_dir: None,
+    };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         let history = match arg.as_str() {
@@ -133,6 +144,27 @@ fn parse_bench_args(args: &[String]) -> anyhow::Result<bench::Options> {
                     bail!("unknown phase `{phase}` for --only (known: peer)");
                 }
                 options.only_peer = true;
+                continue;
+            }
+            s if s == "--peer-count" || s.starts_with("--peer-count=") => {
+                let value = match arg.strip_prefix("--peer-count=") {
+                    Some(value) => value,
+                    None => args.next().context("--peer-count needs a number")?.as_str(),
+                };
+                let count =
+                    value.replace('_', "").parse::<u64>().with_context(|| format!("invalid count `{value}`"))?;
+                if count == 0 {
+                    bail!("--peer-count must be at least 1");
+                }
+                options.peer_count = Some(count);
+                continue;
+            }
+            s if s == "--bin-dir" || s.starts_with("--bin-dir=") => {
+                let dir = match arg.strip_prefix("--bin-dir=") {
+                    Some(dir) => dir,
+                    None => args.next().context("--bin-dir needs a directory")?.as_str(),
+                };
+                options.bin_dir = Some(PathBuf::from(dir));
                 continue;
             }
             "--history" => args.next().context("--history needs a value, such as 0,1000000")?.as_str(),
