@@ -126,58 +126,48 @@ fn parse_bench_args(args: &[String]) -> anyhow::Result<bench::Options> {
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
-        let history = match arg.as_str() {
-            "--smoke" => {
-                options.smoke = true;
-                continue;
-            }
-            "--no-limits" => {
-                options.no_limits = true;
-                continue;
-            }
-            s if s == "--only" || s.starts_with("--only=") => {
-                let phase = match arg.strip_prefix("--only=") {
-                    Some(phase) => phase,
-                    None => args.next().context("--only needs a phase: peer")?.as_str(),
-                };
+        let (name, inline) = match arg.split_once('=') {
+            Some((name, value)) => (name, Some(value)),
+            None => (arg.as_str(), None),
+        };
+        // The flag's value: after `=`, or the next argument.
+        let mut value = |what: &str| match inline {
+            Some(value) => Ok(value),
+            None => args.next().map(String::as_str).with_context(|| format!("{name} needs {what}")),
+        };
+        match name {
+            "--smoke" if inline.is_none() => options.smoke = true,
+            "--no-limits" if inline.is_none() => options.no_limits = true,
+            "--only" => {
+                let phase = value("a phase: peer")?;
                 if phase != "peer" {
                     bail!("unknown phase `{phase}` for --only (known: peer)");
                 }
                 options.only_peer = true;
-                continue;
             }
-            s if s == "--peer-count" || s.starts_with("--peer-count=") => {
-                let value = match arg.strip_prefix("--peer-count=") {
-                    Some(value) => value,
-                    None => args.next().context("--peer-count needs a number")?.as_str(),
-                };
+            "--peer-count" => {
+                let count = value("a number")?;
                 let count =
-                    value.replace('_', "").parse::<u64>().with_context(|| format!("invalid count `{value}`"))?;
+                    count.replace('_', "").parse::<u64>().with_context(|| format!("invalid count `{count}`"))?;
                 if count == 0 {
                     bail!("--peer-count must be at least 1");
                 }
                 options.peer_count = Some(count);
-                continue;
             }
-            s if s == "--bin-dir" || s.starts_with("--bin-dir=") => {
-                let dir = match arg.strip_prefix("--bin-dir=") {
-                    Some(dir) => dir,
-                    None => args.next().context("--bin-dir needs a directory")?.as_str(),
-                };
-                options.bin_dir = Some(PathBuf::from(dir));
-                continue;
+            "--bin-dir" => options.bin_dir = Some(PathBuf::from(value("a directory")?)),
+            "--history" => {
+                let mut sizes = value("a value, such as 0,1000000")?
+                    .split(',')
+                    .map(|v| {
+                        v.trim().replace('_', "").parse::<u64>().with_context(|| format!("invalid history size `{v}`"))
+                    })
+                    .collect::<anyhow::Result<Vec<u64>>>()?;
+                sizes.sort_unstable();
+                sizes.dedup();
+                options.history = Some(sizes);
             }
-            "--history" => args.next().context("--history needs a value, such as 0,1000000")?.as_str(),
-            s if s.starts_with("--history=") => &s["--history=".len()..],
-            other => bail!("unknown argument `{other}` for `bench`\n\n{USAGE}"),
-        };
-        let mut sizes = history
-            .split(',')
-            .map(|v| v.trim().replace('_', "").parse::<u64>().with_context(|| format!("invalid history size `{v}`")))
-            .collect::<anyhow::Result<Vec<u64>>>()?;
-        sizes.sort_unstable();
-        sizes.dedup();
-        options.history = Some(sizes);
+            _ => bail!("unknown argument `{arg}` for `bench`\n\n{USAGE}"),
+        }
     }
     Ok(options)
 }
@@ -206,4 +196,26 @@ pub fn cargo() -> std::ffi::OsString {
 #[macro_export]
 macro_rules! say {
     ($($arg:tt)*) => { eprintln!("xtask: {}", format_args!($($arg)*)) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_bench_flags_either_way() {
+        let args = |line: &str| line.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+        let options =
+            parse_bench_args(&args("--only peer --peer-count=2_000 --bin-dir /b/release --history 1000,0")).unwrap();
+        assert!(options.only_peer && !options.smoke && !options.no_limits);
+        assert_eq!(options.peer_count, Some(2000));
+        assert_eq!(options.bin_dir, Some(PathBuf::from("/b/release")));
+        assert_eq!(options.history, Some(vec![0, 1000]));
+        let options = parse_bench_args(&args("--smoke --no-limits --only=peer --peer-count 5")).unwrap();
+        assert!(options.smoke && options.no_limits && options.only_peer);
+        assert_eq!(options.peer_count, Some(5));
+        for wrong in ["--only intake", "--peer-count 0", "--peer-count", "--smoke=yes", "--history 1,x", "--fast"] {
+            assert!(parse_bench_args(&args(wrong)).is_err(), "{wrong}");
+        }
+    }
 }
