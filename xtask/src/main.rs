@@ -68,7 +68,7 @@ async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
     match task.as_str() {
         "dev" => dev::run(parse_dev_args(rest)?).await,
         "test" => test::run(test_args(rest)).await,
-        "bench" => bench::run(parse_bench_args(rest)?).await,
+        "bench" => bench::run(parse_bench_args(rest)?, rest).await,
         "chaos" => chaos::run(parse_chaos_args(rest)?).await,
         "help" | "-h" | "--help" => {
             print!("{USAGE}");

@@ -129,10 +129,17 @@ impl Plan {
     }
 }
 
-pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
+/// How long the release build took, from a debug build that handed the run over.
+const BUILD_SECS_ENV: &str = "XTASK_BENCH_BUILD_SECS";
+
+/// `args`: the task's arguments as given, for [`hand_over`].
+pub async fn run(options: Options, args: &[String]) -> anyhow::Result<ExitCode> {
+    let root = workspace_root();
+    if cfg!(debug_assertions) {
+        return hand_over(&root, &options, args).await;
+    }
     let run_started = Instant::now();
     let plan = Plan::new(&options);
-    let root = workspace_root();
     let endpoints = Endpoints::defaults();
     services::ensure_services(&endpoints).await?;
 
@@ -144,7 +151,8 @@ pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
                     bail!("--bin-dir: no {}", path.display());
                 }
             }
-            (None, std::path::absolute(dir)?)
+            let build = std::env::var(BUILD_SECS_ENV).ok().and_then(|s| s.parse().ok()).map(Duration::from_secs_f64);
+            (build, std::path::absolute(dir)?)
         }
         None => (Some(dev::build(&root, true).await?), dev::target_dir(&root)?.join("release")),
     };
@@ -226,6 +234,36 @@ pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `cargo xtask` runs a debug build of this task, but the bench's own side (the load
+/// generator, the Novu stand-in, the ceilings, the proxy) must run optimized, as the
+/// platform does: unoptimized it takes several times the CPU the platform then lacks, and
+/// measures ceilings a fraction of the machine's. So a debug build builds the release one
+/// (with the six binaries, as `cargo build --release --bins` does; alone under
+/// `--bin-dir`, with the workspace's features so that nothing is compiled twice) and hands
+/// the run over to it.
+async fn hand_over(root: &std::path::Path, options: &Options, args: &[String]) -> anyhow::Result<ExitCode> {
+    let release = dev::target_dir(root)?.join("release");
+    let mut command = tokio::process::Command::new(release.join("xtask"));
+    command.arg("bench").args(args);
+    if options.bin_dir.is_none() {
+        let build = dev::build(root, true).await?;
+        command.arg("--bin-dir").arg(&release).env(BUILD_SECS_ENV, build.as_secs_f64().to_string());
+    } else {
+        let mut build = tokio::process::Command::new(crate::cargo());
+        build.args(["build", "--release", "--workspace", "--bin", "xtask"]).current_dir(root);
+        say!("building the bench itself: cargo build --release --workspace --bin xtask");
+        dev::run_step(build, "cargo build --release --workspace --bin xtask").await?;
+    }
+    // Ctrl-C reaches both processes: the release one stops its stack, this one waits for it.
+    let _signals = Signals::install()?;
+    let status = command.status().await.context("running the bench's release build")?;
+    Ok(match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        None => ExitCode::FAILURE,
+    })
 }
 
 /// Starts the six binaries, runs `phases` on them (failing if a signal comes or one of
