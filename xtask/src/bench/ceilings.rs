@@ -14,8 +14,8 @@
 //! - `amqp_publish_confirmed_pipelined`: persistent 512 B messages to a durable quorum
 //!   queue with publisher confirms, up to 1,000 unconfirmed; `amqp_consume_ack`: the same
 //!   messages consumed and acked one by one, prefetch 200 (msg/s).
-//! - `http_json_post_axum_c64`: axum parsing a JSON body and answering 202, on a thread of
-//!   its own, under the bench's load generator with 64 connections (req/s).
+//! - `http_json_post_axum_c64`: axum parsing a JSON body of 120 B and answering 202, on a
+//!   thread of its own, under the bench's load generator with 64 connections (req/s).
 //!
 //! PostgreSQL's cases run in a schema of their own in the maintenance database,
 //! RabbitMQ's in a vhost of their own; both are dropped afterwards.
@@ -285,8 +285,11 @@ async fn publish_and_consume(url: &str, count: u64) -> anyhow::Result<(f64, f64)
     Ok((published, consumed))
 }
 
-/// The cheapest JSON intake: axum parsing the body and answering 202, on a thread of its
-/// own, loaded by the bench's generator with 64 connections for `secs`.
+/// What the HTTP ceiling posts: the body the reference measurement posted.
+const HTTP_BODY: &str = r#"{"type":"order_shipped","recipient":{"email":"ana@example.com"},"payload":{"order":"991"},"idempotency_key":"evt-7781"}"#;
+
+/// The cheapest JSON intake: axum parsing the body and answering 202 with an id, on a
+/// thread of its own, loaded by the bench's generator with 64 connections for `secs`.
 async fn http_json_post(secs: f64) -> anyhow::Result<f64> {
     use axum::{Json, Router, http::StatusCode, routing::post};
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -297,7 +300,7 @@ async fn http_json_post(secs: f64) -> anyhow::Result<f64> {
         let app = Router::new().route(
             "/v1/notifications",
             post(|Json(body): Json<serde_json::Value>| async move {
-                let answer = serde_json::json!({"type": body.get("type"), "status": "accepted"});
+                let answer = serde_json::json!({"id": body.get("idempotency_key"), "status": "accepted"});
                 (StatusCode::ACCEPTED, Json(answer))
             }),
         );
@@ -305,8 +308,8 @@ async fn http_json_post(secs: f64) -> anyhow::Result<f64> {
         axum::serve(listener, app).with_graceful_shutdown(async { _ = stopped.await }).await
     })
     .await?;
-    let load =
-        load::closed_loop(&target, "ceiling", 64, Body::Peer, Stop::After(Duration::from_secs_f64(secs)), None).await;
+    let stop_after = Stop::After(Duration::from_secs_f64(secs));
+    let load = load::closed_loop(&target, "ceiling", 64, Body::Fixed(HTTP_BODY), stop_after, None).await;
     let _ = stop.send(());
     server.join().await.0.context("the ceiling's HTTP server")?;
     let load = load?;

@@ -187,6 +187,8 @@ pub enum Body {
     Batch(u64),
     /// One notification of the peer shape ([`peer_notification`]).
     Peer,
+    /// This JSON, as it is, to the single intake path.
+    Fixed(&'static str),
 }
 
 /// Runs a load phase on a thread of its own; its CPU goes into the result.
@@ -233,6 +235,7 @@ pub async fn closed_loop(
                         Body::Single => (SINGLE_PATH, notification(kind, i, send_at)),
                         Body::Batch(size) => (BATCH_PATH, batch(kind, i * size, size, send_at)),
                         Body::Peer => (SINGLE_PATH, peer_notification(kind, i)),
+                        Body::Fixed(json) => (SINGLE_PATH, json.to_owned()),
                     };
                     let sent = clock_us();
                     result.sent.push((i, sent));

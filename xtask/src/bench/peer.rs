@@ -406,8 +406,8 @@ pub(super) fn rows(points: &[PeerPoint], round_trips: Option<&RoundTrips>, c: &C
         );
         rows.push(Row::new(
             "round trips",
-            "transactions committed per notification (`pg_stat_database.xact_commit` of `notify_bench`, read-only ones \
-             included: at least the synchronous commits)",
+            "transactions committed per notification (`pg_stat_database.xact_commit` of `notify_bench`: every \
+             transaction PostgreSQL ends, read-only ones included, so more than the synchronous commits)",
             num(r.per_notification(r.commits as f64)),
         ));
         let syncs = r.per_notification(r.wal_syncs as f64);
