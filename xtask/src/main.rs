@@ -2,7 +2,8 @@
 //!
 //! - `cargo xtask dev [--port 8080] [--smoke]`: the whole platform on this machine.
 //! - `cargo xtask test [-- <cargo test args>]`: the test suite on real PostgreSQL and RabbitMQ.
-//! - `cargo xtask bench [--smoke] [--history 0,1000000] [--no-limits] [--only peer]`: the stack under load, one table.
+//! - `cargo xtask bench [--smoke] [--history 0,1000000] [--no-limits] [--only peer] [--peer-count N] [--bin-dir DIR]`:
+//!   the stack under load, one table.
 //! - `cargo xtask chaos [--notifications N]`: the stack under load through crashes and restarts.
 
 mod bench;
@@ -28,15 +29,18 @@ tasks:
   test [-- <args>]                install Chromium and chromedriver if missing (as root, with apt-get),
                                   start PostgreSQL/RabbitMQ if needed, clean old test leftovers, then
                                   `cargo test --workspace --no-fail-fast <args>` and one closing total
-  bench [--smoke] [--history N,N..] [--no-limits] [--only peer]
+  bench [--smoke] [--history N,N..] [--no-limits] [--only peer] [--peer-count N] [--bin-dir DIR]
                                   release builds of the six binaries under load from our own generator;
-                                  prints one table (also target/bench/latest.md and .json): the peer
-                                  shape (single POSTs at 4, 8 and 64 in flight, delivered over HTTP to a
-                                  Novu stand-in), intake, end to end, memory and CPU, cost with N
-                                  historical notifications (default 0,1000000), each as a ratio to this
-                                  machine's ceilings (measured first with ../shared/bench-limits/run.sh
-                                  --quick, unless --no-limits); --only peer: the peer shape alone;
-                                  --smoke: tiny counts, committed ceilings, a few seconds (CI)
+                                  prints one table (also target/bench/latest.md and .json): this
+                                  machine's ceilings (PostgreSQL inserts, RabbitMQ publish and consume,
+                                  a bare axum POST; measured first, unless --no-limits), the peer shape
+                                  (N single POSTs at 4, 8 and 64 in flight, default 20000, delivered
+                                  over HTTP to a Novu stand-in; then PostgreSQL round trips and commits
+                                  per notification through a counting proxy), intake, end to end,
+                                  memory and CPU, cost with N historical notifications (default
+                                  0,1000000), each as a ratio to the ceilings; --only peer: the peer
+                                  shape alone; --bin-dir: run the release binaries in DIR instead of
+                                  building; --smoke: tiny counts, ceilings measured briefly (CI)
   chaos [--notifications <n>]     the six binaries on a PostgreSQL and a RabbitMQ of their own (root), sent
                                   <n> notifications (default 1000) while the relay and workers are killed
                                   with SIGKILL, broker connections closed, a queue purged, RabbitMQ
@@ -64,7 +68,7 @@ async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
     match task.as_str() {
         "dev" => dev::run(parse_dev_args(rest)?).await,
         "test" => test::run(test_args(rest)).await,
-        "bench" => bench::run(parse_bench_args(rest)?).await,
+        "bench" => bench::run(parse_bench_args(rest)?, rest).await,
         "chaos" => chaos::run(parse_chaos_args(rest)?).await,
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
@@ -112,40 +116,58 @@ fn parse_chaos_args(args: &[String]) -> anyhow::Result<chaos::Options> {
 }
 
 fn parse_bench_args(args: &[String]) -> anyhow::Result<bench::Options> {
-    let mut options = bench::Options { smoke: false, history: None, no_limits: false, only_peer: false };
+    let mut options = bench::Options {
+        smoke: false,
+        history: None,
+        no_limits: false,
+        only_peer: false,
+        peer_count: None,
+        bin_dir: None,
+    };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
-        let history = match arg.as_str() {
-            "--smoke" => {
-                options.smoke = true;
-                continue;
-            }
-            "--no-limits" => {
-                options.no_limits = true;
-                continue;
-            }
-            s if s == "--only" || s.starts_with("--only=") => {
-                let phase = match arg.strip_prefix("--only=") {
-                    Some(phase) => phase,
-                    None => args.next().context("--only needs a phase: peer")?.as_str(),
-                };
+        let (name, inline) = match arg.split_once('=') {
+            Some((name, value)) => (name, Some(value)),
+            None => (arg.as_str(), None),
+        };
+        // The flag's value: after `=`, or the next argument.
+        let mut value = |what: &str| match inline {
+            Some(value) => Ok(value),
+            None => args.next().map(String::as_str).with_context(|| format!("{name} needs {what}")),
+        };
+        match name {
+            "--smoke" if inline.is_none() => options.smoke = true,
+            "--no-limits" if inline.is_none() => options.no_limits = true,
+            "--only" => {
+                let phase = value("a phase: peer")?;
                 if phase != "peer" {
                     bail!("unknown phase `{phase}` for --only (known: peer)");
                 }
                 options.only_peer = true;
-                continue;
             }
-            "--history" => args.next().context("--history needs a value, such as 0,1000000")?.as_str(),
-            s if s.starts_with("--history=") => &s["--history=".len()..],
-            other => bail!("unknown argument `{other}` for `bench`\n\n{USAGE}"),
-        };
-        let mut sizes = history
-            .split(',')
-            .map(|v| v.trim().replace('_', "").parse::<u64>().with_context(|| format!("invalid history size `{v}`")))
-            .collect::<anyhow::Result<Vec<u64>>>()?;
-        sizes.sort_unstable();
-        sizes.dedup();
-        options.history = Some(sizes);
+            "--peer-count" => {
+                let count = value("a number")?;
+                let count =
+                    count.replace('_', "").parse::<u64>().with_context(|| format!("invalid count `{count}`"))?;
+                if count == 0 {
+                    bail!("--peer-count must be at least 1");
+                }
+                options.peer_count = Some(count);
+            }
+            "--bin-dir" => options.bin_dir = Some(PathBuf::from(value("a directory")?)),
+            "--history" => {
+                let mut sizes = value("a value, such as 0,1000000")?
+                    .split(',')
+                    .map(|v| {
+                        v.trim().replace('_', "").parse::<u64>().with_context(|| format!("invalid history size `{v}`"))
+                    })
+                    .collect::<anyhow::Result<Vec<u64>>>()?;
+                sizes.sort_unstable();
+                sizes.dedup();
+                options.history = Some(sizes);
+            }
+            _ => bail!("unknown argument `{arg}` for `bench`\n\n{USAGE}"),
+        }
     }
     Ok(options)
 }
@@ -174,4 +196,26 @@ pub fn cargo() -> std::ffi::OsString {
 #[macro_export]
 macro_rules! say {
     ($($arg:tt)*) => { eprintln!("xtask: {}", format_args!($($arg)*)) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_bench_flags_either_way() {
+        let args = |line: &str| line.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+        let options =
+            parse_bench_args(&args("--only peer --peer-count=2_000 --bin-dir /b/release --history 1000,0")).unwrap();
+        assert!(options.only_peer && !options.smoke && !options.no_limits);
+        assert_eq!(options.peer_count, Some(2000));
+        assert_eq!(options.bin_dir, Some(PathBuf::from("/b/release")));
+        assert_eq!(options.history, Some(vec![0, 1000]));
+        let options = parse_bench_args(&args("--smoke --no-limits --only=peer --peer-count 5")).unwrap();
+        assert!(options.smoke && options.no_limits && options.only_peer);
+        assert_eq!(options.peer_count, Some(5));
+        for wrong in ["--only intake", "--peer-count 0", "--peer-count", "--smoke=yes", "--history 1,x", "--fast"] {
+            assert!(parse_bench_args(&args(wrong)).is_err(), "{wrong}");
+        }
+    }
 }

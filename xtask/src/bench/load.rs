@@ -1,67 +1,60 @@
 //! The load generator: closed loop (a fixed number of requests in flight, each sent as
 //! soon as the previous one answered) and open loop (requests started at a target rate,
-//! whatever the answers do), over one pooled reqwest client. Latencies go into HDR
-//! histograms in microseconds; the open loop measures from each request's intended start,
-//! so a stalled server is not hidden by a generator that waits for it.
+//! whatever the answers do), over our own HTTP/1.1 client (`client.rs`), on a thread of
+//! its own with a current-thread runtime (`threads.rs`), which reports its CPU apart from
+//! the platform's. Latencies go into HDR histograms in microseconds; the open loop
+//! measures from each request's intended start, so a stalled server is not hidden by a
+//! generator that waits for it.
 
 use std::{
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    cell::{Cell, RefCell},
+    net::SocketAddr,
+    rc::Rc,
+    sync::{Arc, OnceLock},
     time::{Duration, Instant},
 };
 
 use anyhow::Context;
+use futures_util::future::join_all;
 use hdrhistogram::Histogram;
 use tokio::sync::Semaphore;
 
-/// The API under load and the client that drives it.
+use super::{client::Conn, threads};
+
+const SINGLE_PATH: &str = "/v1/notifications";
+const BATCH_PATH: &str = "/v1/notifications/batch";
+
+/// Microseconds on the bench's one clock, which the load generator and the Novu stand-in
+/// share (they live in this process): end-to-end latency is an arrival minus a send.
+pub fn clock_us() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64
+}
+
+/// The API under load.
 #[derive(Clone)]
 pub struct Target {
-    client: reqwest::Client,
-    single_url: String,
-    batch_url: String,
+    addr: SocketAddr,
     authorization: String,
 }
 
 impl Target {
-    pub fn new(api: &str, api_key: &str, connections: usize) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .tcp_nodelay(true)
-            .pool_max_idle_per_host(connections)
-            .timeout(Duration::from_secs(60))
-            .build()
-            .context("building the load generator's HTTP client")?;
-        Ok(Self {
-            client,
-            single_url: format!("{api}/v1/notifications"),
-            batch_url: format!("{api}/v1/notifications/batch"),
-            authorization: format!("Bearer {api_key}"),
-        })
+    /// `api` is `http://<ip>:<port>`.
+    pub fn new(api: &str, api_key: &str) -> anyhow::Result<Self> {
+        let addr = api.strip_prefix("http://").unwrap_or(api).trim_end_matches('/');
+        let addr = addr.parse().with_context(|| format!("the load generator needs http://<ip>:<port>, not {api}"))?;
+        Ok(Self { addr, authorization: format!("Bearer {api_key}") })
     }
 
     /// One request; `Ok(accepted notifications)` or the reason it failed.
-    async fn post(&self, url: &str, body: String, batch: bool) -> Result<u64, String> {
-        let response = self
-            .client
-            .post(url)
-            .header("authorization", &self.authorization)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| format!("{e}"))?;
-        let status = response.status();
-        let bytes = response.bytes().await.map_err(|e| format!("{e}"))?;
-        if batch && status == reqwest::StatusCode::OK {
+    async fn post(&self, conn: &mut Conn, path: &str, body: &str) -> Result<u64, String> {
+        let (status, answer) =
+            conn.post(path, &self.authorization, body.as_bytes()).await.map_err(|e| e.to_string())?;
+        match (path, status) {
             // One `"status":202` per accepted item (the nested notification's status is a string).
-            Ok(count(&bytes, br#""status":202"#))
-        } else if !batch && status == reqwest::StatusCode::ACCEPTED {
-            Ok(1)
-        } else {
-            Err(format!("{status}: {}", String::from_utf8_lossy(&bytes[..bytes.len().min(300)])))
+            (BATCH_PATH, 200) => Ok(count(answer, br#""status":202"#)),
+            (SINGLE_PATH, 202) => Ok(1),
+            _ => Err(format!("{status}: {}", String::from_utf8_lossy(&answer[..answer.len().min(300)]))),
         }
     }
 }
@@ -112,9 +105,14 @@ pub struct LoadResult {
     /// Open loop only: requests not started because `max_in_flight` were outstanding.
     pub dropped: u64,
     pub first_error: Option<String>,
+    /// From the first request to the last answer (connections are opened before).
     pub elapsed: Duration,
     /// Per request, microseconds.
     pub latency: Histogram<u64>,
+    /// Closed loop only: each request's number and when it was sent ([`clock_us`]).
+    pub sent: Vec<(u64, u64)>,
+    /// CPU seconds of the generator's thread over the phase.
+    pub cpu_secs: f64,
 }
 
 impl LoadResult {
@@ -127,6 +125,8 @@ impl LoadResult {
             first_error: None,
             elapsed: Duration::ZERO,
             latency: histogram(),
+            sent: Vec::new(),
+            cpu_secs: 0.0,
         }
     }
 
@@ -139,6 +139,7 @@ impl LoadResult {
             self.first_error = other.first_error;
         }
         self.latency.add(&other.latency).expect("same bounds");
+        self.sent.extend(other.sent);
     }
 
     fn record(&mut self, outcome: Result<u64, String>, micros: u64) {
@@ -162,6 +163,11 @@ impl LoadResult {
     pub fn ms(&self, q: f64) -> f64 {
         self.latency.value_at_quantile(q) as f64 / 1000.0
     }
+
+    /// The generator's CPU per request, in milliseconds.
+    pub fn cpu_ms_per_request(&self) -> f64 {
+        1000.0 * self.cpu_secs / (self.requests as f64).max(1.0)
+    }
 }
 
 /// When a closed loop stops.
@@ -181,9 +187,22 @@ pub enum Body {
     Batch(u64),
     /// One notification of the peer shape ([`peer_notification`]).
     Peer,
+    /// This JSON, as it is, to the single intake path.
+    Fixed(&'static str),
 }
 
-/// `concurrency` tasks, each sending its next request as soon as the previous answered.
+/// Runs a load phase on a thread of its own; its CPU goes into the result.
+async fn on_own_thread<F>(job: impl FnOnce() -> F + Send + 'static) -> anyhow::Result<LoadResult>
+where
+    F: Future<Output = LoadResult>,
+{
+    let (mut result, cpu) = threads::spawn("load-generator", job).await?.join().await;
+    result.cpu_secs = cpu;
+    Ok(result)
+}
+
+/// `concurrency` connections, each sending its next request as soon as the previous
+/// answered.
 pub async fn closed_loop(
     target: &Target,
     kind: &str,
@@ -191,48 +210,55 @@ pub async fn closed_loop(
     body: Body,
     stop: Stop,
     send_at: Option<String>,
-) -> LoadResult {
-    let started = Instant::now();
-    let next = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::with_capacity(concurrency);
-    for _ in 0..concurrency {
-        let (target, kind, next, send_at) = (target.clone(), kind.to_owned(), next.clone(), send_at.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut result = LoadResult::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                match stop {
-                    Stop::After(d) if started.elapsed() >= d => break,
-                    Stop::Requests(n) if i >= n => break,
-                    _ => {}
+) -> anyhow::Result<LoadResult> {
+    let (target, kind) = (target.clone(), kind.to_owned());
+    on_own_thread(move || async move {
+        let mut conns: Vec<Conn> = (0..concurrency).map(|_| Conn::new(target.addr)).collect();
+        for conn in &mut conns {
+            // A connection that fails now is tried again by its first request, which reports it.
+            let _ = conn.open().await;
+        }
+        let started = Instant::now();
+        let next = Cell::new(0u64);
+        let slots = conns.into_iter().map(|mut conn| {
+            let (target, kind, next, send_at) = (&target, &kind, &next, send_at.as_deref());
+            async move {
+                let mut result = LoadResult::new();
+                loop {
+                    let i = next.replace(next.get() + 1);
+                    match stop {
+                        Stop::After(d) if started.elapsed() >= d => break,
+                        Stop::Requests(n) if i >= n => break,
+                        _ => {}
+                    }
+                    let (path, body) = match body {
+                        Body::Single => (SINGLE_PATH, notification(kind, i, send_at)),
+                        Body::Batch(size) => (BATCH_PATH, batch(kind, i * size, size, send_at)),
+                        Body::Peer => (SINGLE_PATH, peer_notification(kind, i)),
+                        Body::Fixed(json) => (SINGLE_PATH, json.to_owned()),
+                    };
+                    let sent = clock_us();
+                    result.sent.push((i, sent));
+                    let outcome = target.post(&mut conn, path, &body).await;
+                    result.record(outcome, clock_us() - sent);
                 }
-                let t0 = Instant::now();
-                let outcome = match body {
-                    Body::Single => {
-                        target.post(&target.single_url, notification(&kind, i, send_at.as_deref()), false).await
-                    }
-                    Body::Batch(size) => {
-                        let body = batch(&kind, i * size, size, send_at.as_deref());
-                        target.post(&target.batch_url, body, true).await
-                    }
-                    Body::Peer => target.post(&target.single_url, peer_notification(&kind, i), false).await,
-                };
-                result.record(outcome, t0.elapsed().as_micros() as u64);
+                result
             }
-            result
-        }));
-    }
-    let mut total = LoadResult::new();
-    for task in tasks {
-        total.merge(task.await.expect("a load task does not panic"));
-    }
-    total.elapsed = started.elapsed();
-    total
+        });
+        let mut total = LoadResult::new();
+        for result in join_all(slots).await {
+            total.merge(result);
+        }
+        total.elapsed = started.elapsed();
+        total
+    })
+    .await
 }
 
 /// Notifications started at `rate` per second for `duration`, `per_request` per request
 /// (1: single requests, more: batches of that many), at most `max_in_flight` requests
-/// outstanding (a request that would exceed it is counted as dropped).
+/// outstanding (a request that would exceed it is counted as dropped), each on an idle
+/// connection or a new one.
 pub async fn open_loop(
     target: &Target,
     kind: &str,
@@ -240,44 +266,52 @@ pub async fn open_loop(
     per_request: u64,
     duration: Duration,
     max_in_flight: usize,
-) -> LoadResult {
-    let started = Instant::now();
-    let shared = Arc::new(Mutex::new(LoadResult::new()));
-    let permits = Arc::new(Semaphore::new(max_in_flight));
-    let interval = Duration::from_secs_f64(per_request as f64 / rate.max(1.0));
-    let mut dropped = 0;
-    for i in 0u64.. {
-        let intended = started + interval.mul_f64(i as f64);
-        if intended.duration_since(started) >= duration {
-            break;
-        }
-        tokio::time::sleep_until(intended.into()).await;
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            dropped += 1;
-            continue;
-        };
-        let (target, shared) = (target.clone(), shared.clone());
-        let body = if per_request == 1 {
-            notification(kind, i, None)
-        } else {
-            batch(kind, i * per_request, per_request, None)
-        };
-        tokio::spawn(async move {
-            let outcome = if per_request == 1 {
-                target.post(&target.single_url, body, false).await
-            } else {
-                target.post(&target.batch_url, body, true).await
-            };
-            let micros = intended.elapsed().as_micros() as u64;
-            shared.lock().expect("not poisoned").record(outcome, micros);
-            drop(permit);
-        });
-    }
-    let _all = permits.acquire_many(max_in_flight as u32).await.expect("never closed");
-    let mut result = std::mem::replace(&mut *shared.lock().expect("not poisoned"), LoadResult::new());
-    result.dropped = dropped;
-    result.elapsed = started.elapsed();
-    result
+) -> anyhow::Result<LoadResult> {
+    let (target, kind) = (target.clone(), kind.to_owned());
+    on_own_thread(move || async move {
+        let target = Rc::new(target);
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async move {
+                let started = Instant::now();
+                let shared = Rc::new(RefCell::new(LoadResult::new()));
+                let idle: Rc<RefCell<Vec<Conn>>> = Rc::default();
+                let permits = Arc::new(Semaphore::new(max_in_flight));
+                let interval = Duration::from_secs_f64(per_request as f64 / rate.max(1.0));
+                let mut dropped = 0;
+                for i in 0u64.. {
+                    let intended = started + interval.mul_f64(i as f64);
+                    if intended.duration_since(started) >= duration {
+                        break;
+                    }
+                    tokio::time::sleep_until(intended.into()).await;
+                    let Ok(permit) = permits.clone().try_acquire_owned() else {
+                        dropped += 1;
+                        continue;
+                    };
+                    let (path, body) = if per_request == 1 {
+                        (SINGLE_PATH, notification(&kind, i, None))
+                    } else {
+                        (BATCH_PATH, batch(&kind, i * per_request, per_request, None))
+                    };
+                    let mut conn = idle.borrow_mut().pop().unwrap_or_else(|| Conn::new(target.addr));
+                    let (target, shared, idle) = (target.clone(), shared.clone(), idle.clone());
+                    tokio::task::spawn_local(async move {
+                        let outcome = target.post(&mut conn, path, &body).await;
+                        shared.borrow_mut().record(outcome, intended.elapsed().as_micros() as u64);
+                        idle.borrow_mut().push(conn);
+                        drop(permit);
+                    });
+                }
+                let _all = permits.acquire_many(max_in_flight as u32).await.expect("never closed");
+                let mut result = shared.replace(LoadResult::new());
+                result.dropped = dropped;
+                result.elapsed = started.elapsed();
+                result
+            })
+            .await
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -293,6 +327,24 @@ mod tests {
         assert_eq!(items[3]["to"][0]["subscriber_id"], "subscriber-3");
         assert_eq!(items[0]["send_at"], "2030-01-01T00:00:00Z");
         assert_eq!(count(br#"{"status":202,"x":{"status":"pending"}},{"status":202}"#, br#""status":202"#), 2);
+    }
+
+    #[tokio::test]
+    async fn the_loops_send_what_they_are_asked() {
+        use axum::{Router, http::StatusCode, routing::post};
+        let app = Router::new().route(SINGLE_PATH, post(|| async { (StatusCode::ACCEPTED, "{}") }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = Target::new(&format!("http://{}", listener.local_addr().unwrap()), "key").unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let closed = closed_loop(&target, "bench.x", 4, Body::Peer, Stop::Requests(100), None).await.unwrap();
+        assert_eq!((closed.requests, closed.accepted, closed.errors), (100, 100, 0), "{:?}", closed.first_error);
+        let mut numbers: Vec<u64> = closed.sent.iter().map(|(i, _)| *i).collect();
+        numbers.sort_unstable();
+        assert_eq!(numbers, (0..100).collect::<Vec<_>>());
+
+        let open = open_loop(&target, "bench.x", 400.0, 1, Duration::from_millis(100), 8).await.unwrap();
+        assert_eq!((open.requests, open.accepted + open.dropped), (open.accepted, 40));
     }
 
     #[test]

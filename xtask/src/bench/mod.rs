@@ -1,42 +1,48 @@
 //! `cargo xtask bench`: the real stack (release binaries, six processes, this machine's
 //! PostgreSQL and RabbitMQ, sandbox providers but for the peer shape) under load from our
 //! own generator, and one table of what it did, each figure next to this machine's
-//! ceiling for the same shape (`../shared/bench-limits.md`, measured in the same run) and,
-//! for the peer shape, the project's targets. Written to `target/bench/latest.{md,json}`
-//! (and a dated copy).
+//! ceiling for the same shape (`ceilings.rs`, measured in the same run) and, for the peer
+//! shape, issue 21's targets. Written to `target/bench/latest.{md,json}` (and a dated
+//! copy).
 //!
 //! Phases, in order: the ceilings (before the stack starts); the peer shape (`peer.rs`:
-//! single ~300 B requests at 4, 8 and 64 in flight, delivered over HTTP to a Novu
-//! stand-in); then the stack again on the sandbox providers: idle memory; intake with
-//! single requests (closed loop, 64 in flight) and with batches of 1,000; end to end, a
-//! burst of 100,000 notifications across the four channels, delivered/s from the database;
-//! open loop at 50 % and 100 % of that rate, accept-to-sent latency from the database
-//! (`deliveries.sent_at - notifications.created_at`); then, for each `--history` size,
-//! the tables filled with that many sent notifications, intake and relay again.
-//! Nothing is asserted: it measures.
+//! a fixed count of single ~300 B requests at 4, 8 and 64 in flight, delivered over HTTP
+//! to a Novu stand-in), then its round trips and commits per notification on the stack
+//! started again behind a counting PostgreSQL proxy (`pg_proxy.rs`); then the stack again
+//! on the sandbox providers: idle memory; intake with single requests (closed loop, 64 in
+//! flight) and with batches of 1,000; end to end, a burst of 100,000 notifications across
+//! the four channels, delivered/s from the database; open loop at 50 % and 100 % of that
+//! rate, accept-to-sent latency from the database (`deliveries.sent_at -
+//! notifications.created_at`); then, for each `--history` size, the tables filled with
+//! that many sent notifications, intake and relay again. Nothing is asserted: it measures.
 
+mod ceilings;
+mod client;
 mod load;
 mod novu;
 mod peer;
+mod pg_proxy;
 mod report;
 mod resources;
 mod stack;
+mod threads;
 
 use std::{
     collections::BTreeMap,
-    process::{ExitCode, Stdio},
+    path::PathBuf,
+    process::ExitCode,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail};
 use serde_json::json;
 use sqlx::PgConnection;
-use tokio::process::Command;
 
 use self::{
+    ceilings::{Budget, Ceilings},
     load::{Body, Stop, Target},
     novu::NovuStandIn,
-    report::{Ceilings, Report, Row, num},
+    report::{Report, Row, num},
     resources::{Sampler, Watched, Who},
     stack::{SandboxCounter, Stack, Tuning},
 };
@@ -52,18 +58,25 @@ pub struct Options {
     pub smoke: bool,
     /// Sizes of history to measure intake and relay with, in order.
     pub history: Option<Vec<u64>>,
-    /// Skip measuring the ceilings (use the committed figures, marked as such).
+    /// Skip measuring the ceilings (use the reference medians, marked as such).
     pub no_limits: bool,
     /// `--only peer`: the peer shape alone (the ceilings too, unless `--no-limits`).
     pub only_peer: bool,
+    /// Notifications per concurrency of the peer shape, instead of the plan's.
+    pub peer_count: Option<u64>,
+    /// Prebuilt release binaries to run instead of building this checkout's.
+    pub bin_dir: Option<PathBuf>,
 }
 
 /// How much of everything: the full run, or the smoke run that only keeps the benchmark
 /// from rotting.
 #[derive(Clone)]
 struct Plan {
-    /// Each concurrency of the peer shape.
-    peer_secs: u64,
+    ceilings: Budget,
+    /// Notifications per concurrency of the peer shape.
+    peer_count: u64,
+    /// Notifications of the round-trip phase.
+    round_trip_count: u64,
     intake_secs: u64,
     concurrency: usize,
     batch_concurrency: usize,
@@ -82,7 +95,9 @@ impl Plan {
         let history = options.history.clone().unwrap_or(default_history);
         if options.smoke {
             Plan {
-                peer_secs: 2,
+                ceilings: Budget { secs: 0.3, messages: 1_000 },
+                peer_count: options.peer_count.unwrap_or(200),
+                round_trip_count: 100,
                 intake_secs: 2,
                 concurrency: 64,
                 batch_concurrency: 2,
@@ -96,7 +111,9 @@ impl Plan {
             }
         } else {
             Plan {
-                peer_secs: 10,
+                ceilings: Budget { secs: 3.0, messages: 20_000 },
+                peer_count: options.peer_count.unwrap_or(20_000),
+                round_trip_count: 2_000,
                 intake_secs: 10,
                 concurrency: 64,
                 batch_concurrency: 2,
@@ -112,22 +129,56 @@ impl Plan {
     }
 }
 
-pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
+/// How long the release build took, from a debug build that handed the run over.
+const BUILD_SECS_ENV: &str = "XTASK_BENCH_BUILD_SECS";
+
+/// `args`: the task's arguments as given, for [`hand_over`].
+pub async fn run(options: Options, args: &[String]) -> anyhow::Result<ExitCode> {
+    let root = workspace_root();
+    if cfg!(debug_assertions) {
+        return hand_over(&root, &options, args).await;
+    }
     let run_started = Instant::now();
     let plan = Plan::new(&options);
-    let root = workspace_root();
     let endpoints = Endpoints::defaults();
     services::ensure_services(&endpoints).await?;
 
-    let build = dev::build(&root, true).await?;
-    let bin_dir = dev::target_dir(&root)?.join("release");
+    let (build, bin_dir) = match &options.bin_dir {
+        Some(dir) => {
+            for binary in dev::BINARIES {
+                let path = dir.join(binary);
+                if !path.is_file() {
+                    bail!("--bin-dir: no {}", path.display());
+                }
+            }
+            let build = std::env::var(BUILD_SECS_ENV).ok().and_then(|s| s.parse().ok()).map(Duration::from_secs_f64);
+            (build, std::path::absolute(dir)?)
+        }
+        None => (Some(dev::build(&root, true).await?), dev::target_dir(&root)?.join("release")),
+    };
     let dir = root.join("target").join("bench");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
 
-    let ceilings = ceilings(&options, &dir).await?;
+    let ceilings = if options.no_limits {
+        Ceilings::reference()
+    } else {
+        let source = if options.smoke {
+            format!(
+                "measured in this run, briefly (--smoke: {}s per case, {} messages): these figures mean little",
+                plan.ceilings.secs, plan.ceilings.messages
+            )
+        } else {
+            format!(
+                "measured in this run by the bench itself ({}s per case, {} messages)",
+                plan.ceilings.secs,
+                num(plan.ceilings.messages as f64)
+            )
+        };
+        ceilings::measure(&endpoints, plan.ceilings, source).await
+    };
 
     let tuning = Tuning { worker_prefetch: 256, relay_batch_size: 1000, rust_log: "warn".into() };
-    let stack = Stack::new(&endpoints, bin_dir, dir.clone(), tuning.clone())?;
+    let stack = Stack::new(&endpoints, bin_dir.clone(), dir.clone(), tuning.clone())?;
     let tenant = stack.prepare(&endpoints).await?;
     let machine = machine(&endpoints).await;
 
@@ -136,29 +187,41 @@ pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
     }
     let mut signals = Signals::install()?;
     // The peer shape first, on fresh tables, with the novu-worker sending to the stand-in;
-    // then the stack again, sandbox everywhere, for the other phases.
+    // then its round trips, through the proxy; then the stack again, sandbox everywhere,
+    // for the other phases.
     let stand_in = NovuStandIn::start().await?;
     let peer_stack = stack.with_novu(stand_in.worker_env());
     let (peer, peer_clean) =
-        on_stack(&peer_stack, &tenant, &plan, &mut signals, peer::GENERATOR, async |bench: &Bench| {
+        on_stack(&peer_stack, &tenant, &plan, &mut signals, peer::watched(&stand_in), async |bench: &Bench| {
             bench.measure_peer(&stand_in).await
         })
         .await;
-    let (main, main_clean) = if peer.is_err() || options.only_peer {
+    let (round_trips, round_trips_clean) = if peer.is_err() {
         (Ok(None), true)
     } else {
-        on_stack(&stack, &tenant, &plan, &mut signals, "load generator (xtask)", async |bench: &Bench| {
-            bench.measure().await.map(Some)
-        })
-        .await
+        let (measured, clean) =
+            peer::round_trips(&peer_stack, &tenant, &plan, &mut signals, &endpoints.database_url, &stand_in).await;
+        (measured.map(Some), clean)
     };
-    let clean = peer_clean && main_clean;
+    let (main, main_clean) = if peer.is_err() || round_trips.is_err() || options.only_peer {
+        (Ok(None), true)
+    } else {
+        let xtask = vec![Watched { name: "load generator (xtask)".into(), who: Who::Pid(std::process::id()) }];
+        on_stack(&stack, &tenant, &plan, &mut signals, xtask, async |bench: &Bench| bench.measure().await.map(Some))
+            .await
+    };
+    let clean = peer_clean && round_trips_clean && main_clean;
     if let Err(e) = RabbitApi::new(&endpoints.rabbitmq_api)?.delete_vhost(stack::VHOST).await {
         say!("could not delete vhost {}: {e:#}", stack::VHOST);
     }
-    let measured = Measured { peer: peer?, main: main? };
+    let measured = Measured { peer: peer?, round_trips: round_trips?, main: main? };
 
-    let report = context_report(measured, &options, &tuning, &ceilings, machine, build, run_started.elapsed(), clean);
+    let binaries = match build {
+        Some(secs) => format!("release build of this checkout ({:.0}s)", secs.as_secs_f64()),
+        None => format!("prebuilt, from {} (--bin-dir)", bin_dir.display()),
+    };
+    let report =
+        context_report(measured, &options, &tuning, &ceilings, machine, binaries, run_started.elapsed(), clean);
     let stem = time::OffsetDateTime::now_utc()
         .format(&time::macros::format_description!("[year][month][day]-[hour][minute][second]"))
         .unwrap_or_else(|_| "run".into());
@@ -173,15 +236,46 @@ pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `cargo xtask` runs a debug build of this task, but the bench's own side (the load
+/// generator, the Novu stand-in, the ceilings, the proxy) must run optimized, as the
+/// platform does: unoptimized it takes several times the CPU the platform then lacks, and
+/// measures ceilings a fraction of the machine's. So a debug build builds the release one
+/// (with the six binaries, as `cargo build --release --bins` does; alone under
+/// `--bin-dir`, with the workspace's features so that nothing is compiled twice) and hands
+/// the run over to it.
+async fn hand_over(root: &std::path::Path, options: &Options, args: &[String]) -> anyhow::Result<ExitCode> {
+    let release = dev::target_dir(root)?.join("release");
+    let mut command = tokio::process::Command::new(release.join("xtask"));
+    command.arg("bench").args(args);
+    if options.bin_dir.is_none() {
+        let build = dev::build(root, true).await?;
+        command.arg("--bin-dir").arg(&release).env(BUILD_SECS_ENV, build.as_secs_f64().to_string());
+    } else {
+        let mut build = tokio::process::Command::new(crate::cargo());
+        build.args(["build", "--release", "--workspace", "--bin", "xtask"]).current_dir(root);
+        say!("building the bench itself: cargo build --release --workspace --bin xtask");
+        dev::run_step(build, "cargo build --release --workspace --bin xtask").await?;
+    }
+    // Ctrl-C reaches both processes: the release one stops its stack, this one waits for it.
+    let _signals = Signals::install()?;
+    let status = command.status().await.context("running the bench's release build")?;
+    Ok(match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        None => ExitCode::FAILURE,
+    })
+}
+
 /// Starts the six binaries, runs `phases` on them (failing if a signal comes or one of
-/// them exits meanwhile), then stops them. Returns what the phases measured, and whether
-/// every binary stopped cleanly.
+/// them exits meanwhile), then stops them. The sampler watches the binaries, PostgreSQL,
+/// RabbitMQ and `xtask` (this process, or its threads). Returns what the phases measured,
+/// and whether every binary stopped cleanly.
 async fn on_stack<T>(
     stack: &Stack,
     tenant: &Tenant,
     plan: &Plan,
     signals: &mut Signals,
-    generator: &str,
+    xtask: Vec<Watched>,
     phases: impl AsyncFnOnce(&Bench) -> anyhow::Result<T>,
 ) -> (anyhow::Result<T>, bool) {
     let mut supervisor = Supervisor::new();
@@ -193,7 +287,7 @@ async fn on_stack<T>(
         supervisor.pids().into_iter().map(|(name, pid)| Watched { name, who: Who::Pid(pid) }).collect();
     watched.push(Watched { name: "postgres".into(), who: Who::Postgres { database: stack::DATABASE } });
     watched.push(Watched { name: "rabbitmq (beam.smp)".into(), who: Who::Comm("beam.smp") });
-    watched.push(Watched { name: generator.into(), who: Who::Pid(std::process::id()) });
+    watched.extend(xtask);
     let sampler = Sampler::start(watched, Duration::from_millis(500));
 
     let bench = Bench {
@@ -213,59 +307,6 @@ async fn on_stack<T>(
         )),
     };
     (outcome, supervisor.stop(STOP_GRACE).await)
-}
-
-/// The ceilings: measured now by `run.sh --quick` (the full run), or the committed medians
-/// (smoke, `--no-limits`, or when the script cannot run), clearly marked.
-async fn ceilings(options: &Options, dir: &std::path::Path) -> anyhow::Result<Ceilings> {
-    let shared = workspace_root().join("..").join("shared");
-    let committed = || -> anyhow::Result<Ceilings> {
-        let path = shared.join("bench-limits").join("measured-2026-11-25.json");
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            say!("no {}: the table has no ceilings", path.display());
-            let source = format!("none: neither measured in this run nor found at {}", path.display());
-            return Ok(Ceilings { cases: Default::default(), source, measured: false });
-        };
-        Ceilings::from_json(
-            &text,
-            "NOT measured in this run: the committed medians of ../shared/bench-limits/measured-2026-11-25.json".into(),
-            false,
-        )
-    };
-    if options.smoke || options.no_limits {
-        return committed();
-    }
-    if services::find_program("wrk").is_none() {
-        if services::is_root() {
-            say!("installing wrk (the ceilings' HTTP probe needs it): apt-get install -y wrk");
-            let status = Command::new("apt-get").args(["install", "-y", "wrk"]).status().await;
-            if !status.is_ok_and(|s| s.success()) {
-                say!("could not install wrk: using the committed ceilings instead");
-                return committed();
-            }
-        } else {
-            say!("wrk is missing and we are not root: `sudo apt-get install -y wrk`; using the committed ceilings");
-            return committed();
-        }
-    }
-    let out = dir.join("limits.json");
-    let script = shared.join("bench-limits").join("run.sh");
-    say!("measuring this machine's ceilings: {} --quick --out {}", script.display(), out.display());
-    let started = Instant::now();
-    let status = Command::new("bash")
-        .arg(&script)
-        .args(["--quick", "--out"])
-        .arg(&out)
-        .stdout(Stdio::null())
-        .status()
-        .await
-        .context("running bench-limits/run.sh")?;
-    if !status.success() {
-        bail!("bench-limits/run.sh failed ({})", crate::procs::describe(&status));
-    }
-    say!("ceilings measured in {:.0}s", started.elapsed().as_secs_f64());
-    let text = std::fs::read_to_string(&out)?;
-    Ceilings::from_json(&text, "measured in this run: bench-limits/run.sh --quick (1 repetition of 3 s)".into(), true)
 }
 
 struct Machine {
@@ -348,9 +389,11 @@ struct HistoryPoint {
     relay_note: Option<String>,
 }
 
-/// What the run measured: the peer shape, and the other phases unless `--only peer`.
+/// What the run measured: the peer shape and its round trips, and the other phases
+/// unless `--only peer`.
 struct Measured {
     peer: Vec<peer::PeerPoint>,
+    round_trips: Option<peer::RoundTrips>,
     main: Option<Phases>,
 }
 
@@ -378,7 +421,7 @@ impl Bench {
     async fn measure(&self) -> anyhow::Result<Phases> {
         let client = services::http_client()?;
         dev::wait_healthy(&client, &self.stack.api).await?;
-        let target = Target::new(&self.stack.api, &self.api_key, self.plan.concurrency * 2)?;
+        let target = Target::new(&self.stack.api, &self.api_key)?;
         let mut counter = SandboxCounter::new(&self.stack.sandbox_dir());
         let mut expected = 0u64;
 
@@ -396,7 +439,7 @@ impl Bench {
             Stop::After(Duration::from_secs(p.intake_secs)),
             None,
         )
-        .await;
+        .await?;
         let single_cpu: BTreeMap<String, f64> =
             self.sampler.cpu().since(&cpu0).into_iter().map(|(k, v)| (k, v / single.elapsed.as_secs_f64())).collect();
         say!(
@@ -416,7 +459,7 @@ impl Bench {
             Stop::After(Duration::from_secs(p.intake_secs)),
             None,
         )
-        .await;
+        .await?;
         say!(
             "  {} accepted/s, {} errors {}",
             num(batch.rate()),
@@ -437,7 +480,7 @@ impl Bench {
             Stop::Requests(p.e2e_notifications.div_ceil(p.batch_size)),
             None,
         )
-        .await;
+        .await?;
         expected += e2e_intake.accepted;
         self.drain(|| counter.lines(), expected, "the end-to-end burst").await?;
         let e2e_wall_secs = t0.elapsed().as_secs_f64();
@@ -460,7 +503,7 @@ impl Bench {
             let per_request = if rate <= 0.8 * single.rate() { 1 } else { (rate / 100.0).ceil() as u64 };
             say!("  ({per_request} notifications per request)");
             let duration = Duration::from_secs(p.open_loop_secs);
-            let result = load::open_loop(&target, &kind, rate, per_request, duration, 4096).await;
+            let result = load::open_loop(&target, &kind, rate, per_request, duration, 4096).await?;
             expected += result.accepted;
             self.drain(|| counter.lines(), expected, &kind).await?;
             let delivered = self.delivered(&kind).await?;
@@ -498,7 +541,7 @@ impl Bench {
                 Stop::After(Duration::from_secs(p.history_intake_secs)),
                 None,
             )
-            .await;
+            .await?;
             expected += intake.accepted;
             self.drain(|| counter.lines(), expected, &kind).await?;
             let (relay, relay_note, accepted) = self.relay_rate(&target, size, batch.rate()).await?;
@@ -672,7 +715,7 @@ impl Bench {
             Stop::Requests(k.div_ceil(self.plan.batch_size)),
             Some(send_at),
         )
-        .await;
+        .await?;
         let mut note = None;
         if Instant::now() > due_at {
             note = Some("the backlog was still being accepted when it fell due: the relay rate is understated".into());
@@ -734,12 +777,13 @@ fn context_report(
     tuning: &Tuning,
     ceilings: &Ceilings,
     machine: Machine,
-    build: Duration,
+    binaries: String,
     run: Duration,
     clean: bool,
 ) -> Report {
     let c = ceilings;
-    let mut rows = peer::rows(&m.peer, c);
+    let mut rows = ceiling_rows(c);
+    rows.extend(peer::rows(&m.peer, m.round_trips.as_ref(), c));
     if let Some(main) = &m.main {
         rows.extend(main_rows(main, c, machine.cores));
     }
@@ -750,9 +794,10 @@ fn context_report(
         (
             "Mode".into(),
             format!(
-                "{}{}",
+                "{}{}; peer shape: {} notifications per concurrency",
                 if options.smoke { "--smoke (tiny counts: these figures mean nothing)" } else { "full" },
-                if options.only_peer { "; --only peer" } else { "" }
+                if options.only_peer { "; --only peer" } else { "" },
+                num(m.peer.first().map_or(0, |p| p.load.requests) as f64)
             ),
         ),
         (
@@ -767,7 +812,7 @@ fn context_report(
         (
             "Configuration".into(),
             format!(
-                "release builds; `NOTIFY_WORKER__PREFETCH={}` (default 32), `NOTIFY_RELAY__BATCH_SIZE={}` (default 500), `RUST_LOG={}`; other settings default; peer shape: the novu provider at a Novu stand-in in the load generator's process (`NOTIFY_NOVU__PROVIDERS=[\"novu\"]`, `NOTIFY_NOVU__NOVU__BASE_URL`); other phases: sandbox provider on every channel, files under target/bench/sandbox ({})",
+                "release binaries; `NOTIFY_WORKER__PREFETCH={}` (default 32), `NOTIFY_RELAY__BATCH_SIZE={}` (default 500), `RUST_LOG={}`; other settings default; peer shape: the novu provider at a Novu stand-in on a thread of the bench's process (`NOTIFY_NOVU__PROVIDERS=[\"novu\"]`, `NOTIFY_NOVU__NOVU__BASE_URL`); other phases: sandbox provider on every channel, files under target/bench/sandbox ({})",
                 tuning.worker_prefetch,
                 tuning.relay_batch_size,
                 tuning.rust_log,
@@ -779,11 +824,13 @@ fn context_report(
             ),
         ),
         ("Ceilings".into(), c.source.clone()),
-        ("Times".into(), format!("release build {:.0}s; run {:.0}s", build.as_secs_f64(), run.as_secs_f64())),
+        ("Binaries".into(), binaries.clone()),
+        ("Time".into(), format!("run {:.0}s", run.as_secs_f64())),
     ];
     let mut notes = vec![
-        "ratio = measured / ceiling; a ceiling is the fastest this machine does that shape with nothing of Notify in the way (`../shared/bench-limits.md`).".to_owned(),
-        "peer shape: run first, on fresh tables; each concurrency starts on an empty pipeline and its CPU (utime + stime from /proc, as for resources) runs from its first request until its last delivery is recorded, divided by its notifications; the platform is every process but the load generator (PostgreSQL: its server-wide processes and the backends of `notify_bench`; RabbitMQ: the whole node). The intake ceilings: `http_json_post_axum_c64`, and the single-row commit rate measured with the fewest clients at least the concurrency (bench-limits measures 1, 16 and 64). Targets are issue 16's, printed, not asserted.".to_owned(),
+        format!("ratio = measured / ceiling; a ceiling is the fastest this machine does that shape with nothing of Notify in the way, measured by the bench before the stack starts (`xtask/src/bench/ceilings.rs`). The ceilings' own ratios are to the reference medians of {}: these machines differ by up to 2x from day to day, so judge a figure on a run whose ceilings are within 20 % of the reference, or scale it by the ceilings of its run.", ceilings::REFERENCE_DATE),
+        "peer shape: run first, on fresh tables; each concurrency sends its notifications on an empty pipeline, waits until the stand-in has them all and the database has every outcome, and its CPU (utime + stime from /proc, as for resources) runs over that span, divided by its notifications. The platform is the API, the relay, the four workers, PostgreSQL (its server-wide processes and the backends of `notify_bench`) and RabbitMQ (the whole node); the load generator (its own thread, our HTTP/1.1 client on a current-thread runtime), the Novu stand-in (the provider, its own thread) and the rest of the bench's process are counted apart. End to end: the stand-in's arrival minus the generator's clock before the POST, matched by the request number the notification's `data` carries to the trigger's payload. The intake ceilings: `http_json_post_axum_c64`, and the single-row commit rate measured with the fewest clients at least the concurrency (measured: 1, 16 and 64). Targets are issue 21's, printed, not asserted.".to_owned(),
+        "round trips: the stack started again with its binaries' `database_url` at a TCP proxy in the bench that counts the frontend messages after which a client waits (`Query`, and `Sync`, which ends every extended-protocol statement and is sqlx's ping on acquiring and releasing a pooled connection); over the stack's whole life (start, load, idle polling, stop) divided by the phase's notifications. `xact_commit` of `notify_bench` and `pg_stat_wal.wal_sync` over the same span; wal_sync is server-wide, so another database's commits during the run count too. Not part of the figures above: the proxy adds a hop to each round trip.".to_owned(),
     ];
     if let Some(main) = &m.main {
         notes.extend(main_notes(main));
@@ -797,9 +844,9 @@ fn context_report(
         "machine": {"cores": machine.cores, "memory_gib": machine.memory_gib, "kernel": machine.kernel,
                     "postgres": machine.postgres, "rabbitmq": machine.rabbitmq},
         "configuration": {"worker_prefetch": tuning.worker_prefetch, "relay_batch_size": tuning.relay_batch_size, "rust_log": tuning.rust_log},
-        "build_secs": build.as_secs_f64(),
+        "binaries": binaries,
         "run_secs": run.as_secs_f64(),
-        "peer_shape": peer::json(&m.peer),
+        "peer_shape": peer::json(&m.peer, m.round_trips.as_ref()),
     });
     if let (Some(main), Some(json)) = (&m.main, json.as_object_mut())
         && let serde_json::Value::Object(main) = main_json(main)
@@ -814,6 +861,17 @@ fn context_report(
         ceilings: c.clone(),
         json,
     }
+}
+
+/// The ceilings themselves, each beside its reference median.
+fn ceiling_rows(c: &Ceilings) -> Vec<Row> {
+    c.cases
+        .values()
+        .map(|ceiling| {
+            Row::new("ceilings", format!("`{}`", ceiling.case), format!("{} {}", num(ceiling.value), ceiling.unit))
+                .against(ceiling.value, [Ceilings::reference_of(&ceiling.case)])
+        })
+        .collect()
 }
 
 /// The rows of the phases after the peer shape.

@@ -3,10 +3,13 @@
 //! /v1/events/trigger` with `Authorization: ApiKey <key>` and a body naming the workflow,
 //! the subscriber and our `transactionId` answers `201 {"data": {"acknowledged": true,
 //! "status": "processed", "transactionId": …}}`. It counts the triggers it acknowledged,
-//! as the sandbox files count the other channels' messages.
+//! as the sandbox files count the other channels' messages, and notes when each peer-shape
+//! notification arrived (its `payload.order`, the notification's `data`, carries the load
+//! generator's request number) on the generator's clock. It is the provider, neither
+//! platform nor generator: it runs on a thread of its own, its CPU read apart.
 
 use std::sync::{
-    Arc,
+    Arc, Mutex,
     atomic::{AtomicU64, Ordering},
 };
 
@@ -18,35 +21,60 @@ use axum::{
     routing::post,
 };
 use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use super::{load, threads};
 
 /// The key the bench's novu-worker is given; the stand-in refuses any other, as Novu would.
 pub const API_KEY: &str = "bench-novu-secret-key";
 
+#[derive(Default)]
+struct Seen {
+    triggers: AtomicU64,
+    /// `(request number, load::clock_us())` of each trigger whose `payload.order` is
+    /// `order-<number>`.
+    arrivals: Mutex<Vec<(u64, u64)>>,
+}
+
 pub struct NovuStandIn {
     /// `http://127.0.0.1:<port>`: the novu provider's `base_url`.
     pub base_url: String,
-    triggers: Arc<AtomicU64>,
-    server: tokio::task::JoinHandle<()>,
+    /// The thread it runs on, for the CPU sampler.
+    pub tid: u32,
+    seen: Arc<Seen>,
+    stop: Option<oneshot::Sender<()>>,
 }
 
 impl NovuStandIn {
-    /// Listens on a free loopback port, in this process, until dropped.
+    /// Listens on a free loopback port, on a thread of its own, until dropped.
     pub async fn start() -> anyhow::Result<Self> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding the Novu stand-in")?;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding the Novu stand-in")?;
+        listener.set_nonblocking(true)?;
         let base_url = format!("http://{}", listener.local_addr()?);
-        let triggers = Arc::new(AtomicU64::new(0));
-        let app = Router::new().route("/v1/events/trigger", post(trigger)).with_state(triggers.clone());
-        let server = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
+        let seen = Arc::new(Seen::default());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let app = Router::new().route("/v1/events/trigger", post(trigger)).with_state(seen.clone());
+        let thread = threads::spawn("novu-stand-in", move || async move {
+            let served = match tokio::net::TcpListener::from_std(listener) {
+                Ok(listener) => axum::serve(listener, app).with_graceful_shutdown(async { _ = stopped.await }).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = served {
                 crate::say!("the Novu stand-in stopped: {e}");
             }
-        });
-        Ok(Self { base_url, triggers, server })
+        })
+        .await?;
+        Ok(Self { base_url, tid: thread.tid, seen, stop: Some(stop) })
     }
 
     /// Triggers acknowledged so far.
     pub fn triggers(&self) -> u64 {
-        self.triggers.load(Ordering::Relaxed)
+        self.seen.triggers.load(Ordering::Relaxed)
+    }
+
+    /// The arrivals noted since the last call: `(request number, clock_us)`.
+    pub fn take_arrivals(&self) -> Vec<(u64, u64)> {
+        std::mem::take(&mut *self.seen.arrivals.lock().expect("not poisoned"))
     }
 
     /// The novu-worker's environment that makes it send to this stand-in.
@@ -63,17 +91,20 @@ impl NovuStandIn {
 
 impl Drop for NovuStandIn {
     fn drop(&mut self) {
-        self.server.abort();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 }
 
 /// Novu's answers: 401 for a wrong key, 400 for a body without the workflow, subscriber or
 /// transaction id (messages as Novu words them), else 201 processed.
 async fn trigger(
-    State(triggers): State<Arc<AtomicU64>>,
+    State(seen): State<Arc<Seen>>,
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> (StatusCode, Json<Value>) {
+    let arrived = load::clock_us();
     let authorized = headers.get(AUTHORIZATION).is_some_and(|v| v.as_bytes() == format!("ApiKey {API_KEY}").as_bytes());
     if !authorized {
         let answer = json!({"statusCode": 401, "message": "API Key not found", "error": "Unauthorized"});
@@ -87,7 +118,11 @@ async fn trigger(
             json!({"statusCode": 400, "message": ["name, to and transactionId are required"], "error": "Bad Request"});
         return (StatusCode::BAD_REQUEST, Json(answer));
     };
-    triggers.fetch_add(1, Ordering::Relaxed);
+    seen.triggers.fetch_add(1, Ordering::Relaxed);
+    let number = body["payload"]["order"].as_str().and_then(|o| o.strip_prefix("order-")?.parse().ok());
+    if let Some(number) = number {
+        seen.arrivals.lock().expect("not poisoned").push((number, arrived));
+    }
     let answer = json!({"data": {"acknowledged": true, "status": "processed", "transactionId": transaction_id}});
     (StatusCode::CREATED, Json(answer))
 }
@@ -117,5 +152,14 @@ mod tests {
         let answer: Value = answer.json().await.unwrap();
         assert_eq!(answer["data"], json!({"acknowledged": true, "status": "processed", "transactionId": "d-1"}));
         assert_eq!(stand_in.triggers(), 1);
+        assert!(stand_in.take_arrivals().is_empty(), "its payload names no request number");
+
+        let numbered = json!({"name": "order.shipped", "to": {"subscriberId": "t:u-1"},
+                              "payload": {"order": "order-00000042"}, "transactionId": "d-2"});
+        let request = client.post(&url).header("authorization", format!("ApiKey {API_KEY}")).json(&numbered);
+        assert_eq!(request.send().await.unwrap().status(), 201);
+        let arrivals = stand_in.take_arrivals();
+        assert_eq!(arrivals.iter().map(|(n, _)| *n).collect::<Vec<_>>(), [42]);
+        assert!(stand_in.take_arrivals().is_empty());
     }
 }

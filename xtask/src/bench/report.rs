@@ -2,56 +2,9 @@
 
 use std::{collections::BTreeMap, path::Path};
 
-use anyhow::Context;
 use serde_json::{Value, json};
 
-/// A ceiling of `../shared/bench-limits.md`: its case name, value and unit.
-#[derive(Clone, Debug)]
-pub struct Ceiling {
-    pub case: String,
-    pub value: f64,
-    pub unit: String,
-}
-
-/// The ceilings of this run: measured by `run.sh --quick`, or (smoke, or when they could
-/// not be measured) the committed medians, marked as such.
-#[derive(Clone, Debug)]
-pub struct Ceilings {
-    pub cases: BTreeMap<String, Ceiling>,
-    /// Where the figures come from, for the reader.
-    pub source: String,
-    pub measured: bool,
-}
-
-impl Ceilings {
-    pub fn get(&self, case: &str) -> Option<Ceiling> {
-        self.cases.get(case).cloned()
-    }
-
-    /// Reads the JSON of `bench-limits/run.sh` (its medians).
-    pub fn from_json(text: &str, source: String, measured: bool) -> anyhow::Result<Self> {
-        let value: Value = serde_json::from_str(text).context("the ceilings' JSON")?;
-        let cases = value["cases"].as_object().context("no `cases` in the ceilings' JSON")?;
-        let cases = cases
-            .iter()
-            .filter_map(|(name, c)| {
-                let ceiling = Ceiling {
-                    case: name.clone(),
-                    value: c["median"].as_f64()?,
-                    unit: c["unit"].as_str().unwrap_or("").to_owned(),
-                };
-                Some((name.clone(), ceiling))
-            })
-            .collect();
-        Ok(Self { cases, source, measured })
-    }
-
-    /// A derived ceiling: `case` divided by `by`, named for what it means.
-    pub fn divided(&self, case: &str, by: f64, unit: &str) -> Option<Ceiling> {
-        let c = self.get(case)?;
-        Some(Ceiling { case: format!("{case} / {by}"), value: c.value / by, unit: unit.into() })
-    }
-}
+use super::ceilings::{Ceiling, Ceilings};
 
 /// One line of the table: a figure, and (when it has them) a target and its ceiling and
 /// the ratio.
@@ -141,9 +94,7 @@ impl Report {
         for (k, v) in &self.header {
             md.push_str(&format!("- **{k}:** {v}\n"));
         }
-        md.push_str(
-            "\n| | figure | measured | target | ceiling (bench-limits case) | ratio |\n|---|---|---:|---|---|---:|\n",
-        );
+        md.push_str("\n| | figure | measured | target | ceiling (case) | ratio |\n|---|---|---:|---|---|---:|\n");
         let mut last = "";
         for row in &self.rows {
             let section = if row.section == last { "" } else { row.section };

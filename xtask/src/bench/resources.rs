@@ -3,9 +3,12 @@
 //! RabbitMQ are many processes (PostgreSQL's backends come and go): each is the sum of
 //! the processes named `beam.smp`, resp. `postgres` (the server's own and the backends of
 //! the bench's database, not those of the machine's other databases), alive when sampled.
+//! A thread of this process (the load generator, the Novu stand-in) is read apart from
+//! `/proc/self/task/<tid>/stat`.
 
 use std::{
     collections::BTreeMap,
+    sync::OnceLock,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -14,6 +17,8 @@ use std::{
 #[derive(Clone, Debug)]
 pub enum Who {
     Pid(u32),
+    /// A thread of this process: its CPU only (memory is the process's).
+    Thread(u32),
     Comm(&'static str),
     /// PostgreSQL's own processes (postmaster, checkpointer, WAL writer, ...) and its
     /// client backends of this database.
@@ -32,6 +37,7 @@ impl Watched {
     fn pids(&self) -> Vec<u32> {
         match &self.who {
             Who::Pid(pid) => vec![*pid],
+            Who::Thread(_) => Vec::new(),
             Who::Comm(comm) => pids_named(comm),
             Who::Postgres { database } => pids_named("postgres")
                 .into_iter()
@@ -71,7 +77,12 @@ fn memory_kib(pid: u32) -> Option<(u64, u64)> {
 
 /// `utime + stime` of a process, in clock ticks.
 fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu_ticks(&format!("/proc/{pid}/stat"))
+}
+
+/// `utime + stime` of a `stat` file of /proc (a process's or a thread's), in clock ticks.
+fn stat_cpu_ticks(path: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // The command name may hold spaces and parentheses: fields start after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -81,12 +92,26 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
 
 /// Clock ticks per second (`getconf CLK_TCK`, 100 on Linux).
 pub fn ticks_per_second() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
-        .unwrap_or(100.0)
+    static TICKS: OnceLock<f64> = OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// CPU seconds the calling thread has spent (to a clock tick, 10 ms).
+pub fn thread_cpu_secs() -> f64 {
+    stat_cpu_ticks("/proc/thread-self/stat").unwrap_or(0) as f64 / ticks_per_second()
+}
+
+/// The calling thread's id (`/proc/thread-self` links to `<pid>/task/<tid>`).
+pub fn thread_id() -> Option<u32> {
+    let link = std::fs::read_link("/proc/thread-self").ok()?;
+    link.file_name()?.to_str()?.parse().ok()
 }
 
 /// CPU seconds of each watched process (family) at one moment.
@@ -143,7 +168,10 @@ impl Sampler {
             self.watched
                 .iter()
                 .map(|w| {
-                    let ticks: u64 = w.pids().into_iter().filter_map(cpu_ticks).sum();
+                    let ticks: u64 = match w.who {
+                        Who::Thread(tid) => stat_cpu_ticks(&format!("/proc/self/task/{tid}/stat")).unwrap_or(0),
+                        _ => w.pids().into_iter().filter_map(cpu_ticks).sum(),
+                    };
                     (w.name.clone(), ticks as f64 / self.ticks)
                 })
                 .collect(),
@@ -158,7 +186,7 @@ impl Sampler {
                 let rss = rss_mib(w);
                 let hwm = match w.who {
                     Who::Pid(pid) => memory_kib(pid).map_or(0.0, |(_, hwm)| hwm as f64 / 1024.0),
-                    Who::Comm(_) | Who::Postgres { .. } => 0.0,
+                    Who::Thread(_) | Who::Comm(_) | Who::Postgres { .. } => 0.0,
                 };
                 let peak = [rss, hwm, peaks.get(&w.name).copied().unwrap_or(0.0)].into_iter().fold(0.0, f64::max);
                 (w.name.clone(), Memory { rss_mib: rss, peak_mib: peak })
@@ -179,6 +207,7 @@ impl Drop for Sampler {
 fn rss_mib(w: &Watched) -> f64 {
     let kib: u64 = match w.who {
         Who::Pid(pid) => memory_kib(pid).map_or(0, |(rss, _)| rss),
+        Who::Thread(_) => 0,
         Who::Comm(_) | Who::Postgres { .. } => {
             w.pids().into_iter().filter_map(|pid| pss_kib(pid).or_else(|| Some(memory_kib(pid)?.0))).sum()
         }
@@ -201,6 +230,8 @@ mod tests {
         let (rss, hwm) = memory_kib(me).unwrap();
         assert!(rss > 0 && hwm >= rss);
         assert!(cpu_ticks(me).is_some());
+        let tid = thread_id().unwrap();
+        assert!(stat_cpu_ticks(&format!("/proc/self/task/{tid}/stat")).is_some());
     }
 
     #[test]

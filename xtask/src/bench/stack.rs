@@ -51,7 +51,10 @@ pub struct Stack {
     bin_dir: PathBuf,
     /// `target/bench`: the children's working directory (sandbox files, logs).
     pub dir: PathBuf,
+    /// The bench's own way to the database.
     pub database_url: String,
+    /// The binaries' way, when not `database_url` (the round trips' counting proxy).
+    binaries_database_url: Option<String>,
     pub amqp_url: String,
     pub api: String,
     tuning: Tuning,
@@ -68,6 +71,7 @@ impl Stack {
             bin_dir,
             dir,
             database_url: database_url.to_string(),
+            binaries_database_url: None,
             amqp_url,
             api: format!("http://{API_LISTEN}"),
             tuning,
@@ -80,12 +84,17 @@ impl Stack {
         Self { novu_env: env, ..self.clone() }
     }
 
+    /// The same stack, its binaries reaching the database at `url`.
+    pub fn with_binaries_database_url(&self, url: String) -> Self {
+        Self { binaries_database_url: Some(url), ..self.clone() }
+    }
+
     fn command(&self, binary: &str, args: &[&str]) -> Command {
         let mut command = Command::new(self.bin_dir.join(binary));
         command
             .args(args)
             .current_dir(&self.dir)
-            .env("NOTIFY_DATABASE_URL", &self.database_url)
+            .env("NOTIFY_DATABASE_URL", self.binaries_database_url.as_ref().unwrap_or(&self.database_url))
             .env("NOTIFY_AMQP_URL", &self.amqp_url)
             .env("NOTIFY_LISTEN", API_LISTEN)
             // No trace export during a benchmark, whatever the shell has.
