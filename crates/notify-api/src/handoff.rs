@@ -25,6 +25,7 @@ use tokio::{
     task::JoinSet,
     time::Instant,
 };
+use tokio_util::sync::CancellationToken;
 
 /// The hand-off's settings (`hand_off.*`).
 #[derive(Clone, Debug, Deserialize)]
@@ -74,11 +75,18 @@ pub struct HandOff {
 }
 
 impl HandOff {
-    /// Starts the publishing task; it ends once every `HandOff` is dropped and what it
-    /// holds is published (or left to the relays).
-    pub fn start(store: Store, amqp_url: String, settings: &HandOffSettings) -> (Self, tokio::task::JoinHandle<()>) {
+    /// Starts the publishing task; it ends once `finish` is cancelled (or every `HandOff`
+    /// is dropped) and what it holds is published (or left to the relays). Cancel
+    /// `finish` once no request can hand anything off any more: a clone kept somewhere
+    /// must not keep the process from stopping.
+    pub fn start(
+        store: Store,
+        amqp_url: String,
+        settings: &HandOffSettings,
+        finish: CancellationToken,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
         let (queue, waiting) = mpsc::channel(QUEUED_MAX);
-        let task = tokio::spawn(publish(store, amqp_url, settings.confirm_timeout, waiting));
+        let task = tokio::spawn(publish(store, amqp_url, settings.confirm_timeout, waiting, finish));
         (Self { queue }, task)
     }
 
@@ -117,6 +125,7 @@ async fn publish(
     amqp_url: String,
     confirm_timeout: Duration,
     mut waiting: mpsc::Receiver<DeliveryMessage>,
+    finish: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(GROUPS_IN_FLIGHT));
     let mut in_flight = JoinSet::new();
@@ -126,7 +135,15 @@ async fn publish(
     loop {
         let slot = Arc::clone(&slots).acquire_owned().await.expect("the semaphore is never closed");
         let mut group = Vec::new();
-        if waiting.recv_many(&mut group, GROUP_MAX).await == 0 {
+        let received = tokio::select! {
+            received = waiting.recv_many(&mut group, GROUP_MAX) => received,
+            // Takes no more, and publishes what is already waiting.
+            _ = finish.cancelled(), if !waiting.is_closed() => {
+                waiting.close();
+                waiting.recv_many(&mut group, GROUP_MAX).await
+            }
+        };
+        if received == 0 {
             break;
         }
         if publisher.as_ref().is_some_and(|p| !p.is_connected()) {

@@ -115,10 +115,12 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         Store::connect_lazy(url.expose_secret(), config.database_max_connections)?.with_cache(config.cache.capacity);
     let amqp_url = config.amqp_url.as_ref().map(|u| u.expose_secret().to_owned());
     // With a broker the API publishes what it accepts itself; the relays only if it could not.
+    let handed_off = CancellationToken::new();
     let (hand_off, publishing) = match &amqp_url {
         Some(url) if config.hand_off.enabled => {
             store = store.with_hand_off(config.hand_off.grace);
-            let (hand_off, task) = handoff::HandOff::start(store.clone(), url.clone(), &config.hand_off);
+            let (hand_off, task) =
+                handoff::HandOff::start(store.clone(), url.clone(), &config.hand_off, handed_off.clone());
             (Some(hand_off), Some(task))
         }
         _ => (None, None),
@@ -144,8 +146,9 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let _ = tokio::time::timeout(Duration::from_secs(5), inbox_hub.sockets_tracker.wait()).await;
     let _ = purge.await;
     let _ = cache.await;
-    // The router, and with it every hand-off, is gone: the task publishes what it holds
-    // (each group bounded by the confirm timeout) and ends.
+    // No request is left to hand anything off: the task publishes what it holds (each
+    // group bounded by the confirm timeout) and ends.
+    handed_off.cancel();
     if let Some(publishing) = publishing {
         let _ = publishing.await;
     }
