@@ -42,7 +42,7 @@ tasks:
                                   shape alone; --bin-dir: run the release binaries in DIR instead of
                                   building; --smoke: tiny counts, ceilings measured briefly (CI)
   chaos [--notifications <n>]     the six binaries on a PostgreSQL and a RabbitMQ of their own (root), sent
-                                  <n> notifications (default 1000) while the relay and workers are killed
+                                  <n> notifications (default 1000) while the relay, workers and API are killed
                                   with SIGKILL, broker connections closed, a queue purged, RabbitMQ
                                   restarted and PostgreSQL crashed; fails unless every accepted
                                   notification ends final and none is lost
