@@ -97,8 +97,8 @@ pub struct Store {
     /// statement, not a transaction of four. Connected only when first used.
     relaxed: PgPool,
     /// Connections whose generic plans probe indexes only, whatever the tables hold
-    /// (`plan_cache_mode = force_generic_plan`, sequential, bitmap, hash and merge paths
-    /// off), for the statements of every accept: the directory's reads and the accept
+    /// (`plan_cache_mode = force_generic_plan`, sequential, bitmap and merge paths off:
+    /// [`INDEX_PROBES`]), for the statements of every accept: the directory's reads and the accept
     /// itself, prepared once per connection and never planned again. The worker's and
     /// relay's hot statements get the same settings as plpgsql functions. The API's other
     /// statements, planned for their parameters, stay on `pool`. Connected only when first
@@ -113,13 +113,14 @@ pub struct Store {
     hand_off: Option<Duration>,
 }
 
-/// The session settings of the indexed pool, as migrations/20261206000014_generic_plans.sql
-/// gives its functions.
-const INDEX_PROBES: [(&str, &str); 5] = [
+/// The session settings of the indexed pool: as migrations/20261206000014_generic_plans.sql
+/// gives its functions, but for hash joins, which the accept needs to join a batch's
+/// notifications and deliveries (1,000 each) without a nested loop over both; its reads
+/// of tables are LATERAL probes the planner cannot turn into a hash join (`sql/accept.sql`).
+const INDEX_PROBES: [(&str, &str); 4] = [
     ("plan_cache_mode", "force_generic_plan"),
     ("enable_seqscan", "off"),
     ("enable_bitmapscan", "off"),
-    ("enable_hashjoin", "off"),
     ("enable_mergejoin", "off"),
 ];
 

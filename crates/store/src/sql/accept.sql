@@ -14,8 +14,11 @@
 -- `notification_initial_status` of its deliveries' (the one rule, shared with Rust's
 -- `NotificationStatus::initial`), and its `delivery_count` lets an outcome set the status
 -- of a notification with one delivery without reading the others. The suppression list is
--- read by primary-key lookups (the LATERAL join), never scanned: it runs prepared on a
--- connection that makes generic plans of index probes only (store/src/lib.rs, `indexed`).
+-- read by primary-key lookups, never scanned: each LATERAL subquery is fenced (`OFFSET 0`)
+-- so the planner cannot turn it into a join that reads the whole table, and the
+-- statement runs prepared on a connection whose generic plans probe indexes
+-- (store/src/lib.rs, `indexed`). The joins between this statement's own rows (a batch of
+-- 1,000 notifications and their deliveries) are hash joins, not nested loops.
 --
 -- Returns the deliveries the suppression list stopped, and the notifications not written
 -- with the subscribers that were erased (pairs, in order).
@@ -34,7 +37,7 @@ WITH given AS (
     LEFT JOIN LATERAL (
         SELECT s.id FROM subscribers s
         WHERE s.tenant_id = g.tenant_id AND s.id = w.subscriber_id AND s.created_at = w.created_at
-        FOR KEY SHARE
+        OFFSET 0 FOR KEY SHARE
     ) s ON true),
  u AS (
     SELECT g.* FROM given g
@@ -54,6 +57,7 @@ WITH given AS (
     LEFT JOIN LATERAL (
         SELECT s.reason FROM suppressions s
         WHERE x.skip IS NULL AND s.tenant_id = u.tenant_id AND s.channel = x.channel AND s.address = x.address
+        OFFSET 0
     ) s ON true),
  s AS (
     SELECT p.*, CASE WHEN p.reason IS NOT NULL THEN 'suppressed' WHEN p.channel = 'in_app' THEN 'delivered'
