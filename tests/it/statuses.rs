@@ -58,8 +58,9 @@ async fn messages_of(app: &TestApp, notification: Uuid) -> Vec<DeliveryMessage> 
         .collect()
 }
 
-/// What the accept is to write (`notifications.delivery_count`): how many deliveries each
-/// notification has; `None` leaves it unknown, as for notifications accepted before it.
+/// Sets `notifications.delivery_count` as the accept writes it (how many deliveries the
+/// notification has), or, with `known` false, leaves it unknown, as for notifications
+/// accepted before the column existed.
 async fn count_deliveries(app: &TestApp, notification: Uuid, known: bool) {
     sqlx::query(
         "UPDATE notifications n SET delivery_count = CASE WHEN $2 THEN

@@ -215,6 +215,14 @@ impl Config {
         if self.idempotency.retention < Duration::from_secs(24 * 3600) {
             return Err(invalid("idempotency.retention", "must be at least 24h"));
         }
+        if self.database_max_connections < 2 * store::ACCEPT_SLOTS {
+            let message = format!(
+                "must be at least {}: the accepts hold {} for good",
+                2 * store::ACCEPT_SLOTS,
+                store::ACCEPT_SLOTS
+            );
+            return Err(ConfigError::Invalid { key: "database_max_connections".into(), message });
+        }
         if self.limits.subscriber_data_page == 0 {
             return Err(invalid("limits.subscriber_data_page", "must be at least 1"));
         }

@@ -38,7 +38,8 @@ pub struct HandOffSettings {
     #[serde(with = "humantime_serde")]
     pub confirm_timeout: Duration,
     /// How long after the accept its outbox rows fall due for the relays: at least twice
-    /// the confirm timeout, so a relay does not publish what is still being confirmed.
+    /// the confirm timeout, so a relay seldom publishes what is still being confirmed (a
+    /// copy it does publish is dropped by the worker).
     #[serde(with = "humantime_serde")]
     pub grace: Duration,
 }
@@ -168,21 +169,33 @@ async fn publish(
         };
         let store = store.clone();
         in_flight.spawn(async move {
-            publish_group(&store, &p, group).await;
+            // The confirm timeout bounds only the wait for confirms: a broker that blocks
+            // publishers (a memory or disk alarm) would hold the frames' writes for ever.
+            let count = group.len() as u64;
+            if tokio::time::timeout(2 * confirm_timeout, publish_group(&store, &p, group)).await.is_err() {
+                tracing::warn!(messages = count, "publishing accepted deliveries timed out; the relays will");
+                METRICS.get_or_create(&Outcome { outcome: "left_to_relay" }).inc_by(count);
+            }
             drop(slot);
         });
         while in_flight.try_join_next().is_some() {}
     }
     while in_flight.join_next().await.is_some() {}
     if let Some(p) = publisher.and_then(Arc::into_inner) {
-        p.close().await;
+        let _ = tokio::time::timeout(CONNECT_TIMEOUT, p.close()).await;
     }
 }
 
 async fn connect(amqp_url: &str, confirm_timeout: Duration) -> anyhow::Result<Publisher> {
-    let conn = tokio::time::timeout(Duration::from_secs(5), queue::connect(amqp_url, "notify-api-hand-off")).await??;
-    Ok(Publisher::open(conn, confirm_timeout).await?)
+    let open = async {
+        let conn = queue::connect(amqp_url, "notify-api-hand-off").await?;
+        anyhow::Ok(Publisher::open(conn, confirm_timeout).await?)
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, open).await?
 }
+
+/// The longest connecting to the broker, or closing the connection, may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 async fn publish_group(store: &Store, publisher: &Publisher, mut group: Vec<DeliveryMessage>) {
     let count = group.len() as u64;

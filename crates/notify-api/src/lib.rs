@@ -146,11 +146,14 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let _ = tokio::time::timeout(Duration::from_secs(5), inbox_hub.sockets_tracker.wait()).await;
     let _ = purge.await;
     let _ = cache.await;
-    // No request is left to hand anything off: the task publishes what it holds (each
-    // group bounded by the confirm timeout) and ends.
+    // No request is left to hand anything off: the task publishes what it holds and ends,
+    // or is given up after the grace (what it still held falls due for the relays).
     handed_off.cancel();
-    if let Some(publishing) = publishing {
-        let _ = publishing.await;
+    if let Some(mut publishing) = publishing
+        && tokio::time::timeout(config.hand_off.grace, &mut publishing).await.is_err()
+    {
+        tracing::warn!("the hand-off did not finish within its grace; the relays publish what it held");
+        publishing.abort();
     }
     store.close().await;
     tracing::info!("api stopped");

@@ -130,7 +130,7 @@ impl Store {
 
 /// Claims and records of a worker written at once: a worker holds `prefetch` messages,
 /// and a few groups in flight keep its database work overlapping its provider calls.
-const WORKER_GROUPS_IN_FLIGHT: usize = 2;
+const WORKER_GROUPS_IN_FLIGHT: usize = crate::RECORD_SLOTS as usize;
 const WORKER_GROUP_MAX: usize = 500;
 
 /// A row of `claim_deliveries`: a claimed message's delivery with what sending it needs,

@@ -115,11 +115,27 @@ async fn form_groups<Req: Send + Sync + 'static, Resp: Send + 'static>(
             _ = closing.cancelled() => return,
             received = waiting.recv_many(&mut group, max) => if received == 0 { return },
         }
-        let (pool, give_back) = (pool.clone(), give_back.clone());
+        let pool = pool.clone();
+        let mut out = Out { slot: None, give_back: give_back.clone() };
         tokio::spawn(async move {
             slot.run_group(&pool, run, group).await;
-            let _ = give_back.send(slot);
+            out.slot = Some(slot);
+            drop(out);
         });
+    }
+}
+
+/// A slot out with its group's task: given back when the task ends, even by a panic (a
+/// new, empty slot then, as the held connection may be mid-exchange), so a panicking
+/// group does not take a slot away for good.
+struct Out {
+    slot: Option<Slot>,
+    give_back: mpsc::UnboundedSender<Slot>,
+}
+
+impl Drop for Out {
+    fn drop(&mut self) {
+        let _ = self.give_back.send(self.slot.take().unwrap_or_default());
     }
 }
 
@@ -218,6 +234,7 @@ mod tests {
             }
             match requests {
                 [-1] => Err(crate::StoreError::Corrupt("bad request".into())),
+                [-2] => panic!("a bug in a group's statement"),
                 _ => Ok(requests.iter().map(|r| r * 2).collect()),
             }
         })
@@ -245,5 +262,13 @@ mod tests {
             answers.push(call.await.expect("no panic").ok());
         }
         assert_eq!(answers, vec![Some(2), Some(4), None, Some(8)]);
+    }
+
+    #[tokio::test]
+    async fn a_group_that_panics_gives_its_slot_back() {
+        let grouped = Grouped::holding(pool(), doubled, 1, 100, &CancellationToken::new());
+        assert!(grouped.call(-2).await.is_err(), "the panicking request is answered with an error");
+        let next = tokio::time::timeout(Duration::from_secs(10), grouped.call(3)).await;
+        assert_eq!(next.expect("the only slot came back").ok(), Some(6));
     }
 }

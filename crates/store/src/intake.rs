@@ -84,9 +84,9 @@ pub struct Accepted {
 }
 
 impl Store {
-    /// Accepts `request`'s notifications and answers for each, in order. Without keys the
-    /// request joins the next group commit. With keys, the keys are inserted first in the
-    /// request's own transaction: the primary key on (tenant, key) makes a concurrent
+    /// Accepts `request`'s notifications and answers for each, in order. A single
+    /// notification without a key joins the next group commit; a batch is one statement
+    /// of its own. With keys, the keys are inserted first in the request's own transaction: the primary key on (tenant, key) makes a concurrent
     /// request with the same key wait for this one's commit and then replay its answer,
     /// so a key never makes two notifications.
     ///
@@ -99,15 +99,22 @@ impl Store {
     /// are due at once and the relays are woken; with one they fall due a grace period
     /// later, and their messages are returned for the caller to publish at once.
     pub async fn accept(&self, request: Accept) -> Result<Accepted> {
+        if request.items.is_empty() {
+            return Ok(Accepted::default());
+        }
         let grace = self.hand_off.unwrap_or_default();
-        let mut accepted = if request.items.iter().all(|i| i.idempotency.is_none()) {
+        // A batch is a statement of its own already, and grouping several would make one
+        // statement of any size.
+        let mut accepted = if let [item] = &request.items[..]
+            && item.idempotency.is_none()
+        {
             let accepts = self.groups.accepts.get_or_init(|| {
                 let closing = &self.groups.closing;
                 Grouped::holding(self.indexed.clone(), accept_group, ACCEPT_GROUPS_IN_FLIGHT, ACCEPT_GROUP_MAX, closing)
             });
             accepts.call((request, grace)).await?
         } else {
-            accept_keyed(&self.indexed, request, grace).await?
+            accept_alone(&self.indexed, request, grace).await?
         };
         if self.hand_off.is_none() && !accepted.due.is_empty() {
             self.wake_relays();
@@ -121,12 +128,14 @@ impl Store {
     /// duplicates, but work). The commit does not wait for the disk: a delete lost in a
     /// crash costs only that duplicate.
     pub async fn forget_published(&self, messages: &[DeliveryMessage]) -> Result<u64> {
+        let tenants: Vec<Uuid> = messages.iter().map(|m| m.tenant_id).collect();
         let ids: Vec<Uuid> = messages.iter().map(|m| m.delivery_id).collect();
         let attempts: Vec<i32> = messages.iter().map(|m| m.attempt).collect();
         let done = sqlx::query(
-            "DELETE FROM outbox o USING unnest($1::uuid[], $2::int[]) AS p(delivery_id, attempt)
-             WHERE o.delivery_id = p.delivery_id AND o.attempt = p.attempt",
+            "DELETE FROM outbox o USING unnest($1::uuid[], $2::uuid[], $3::int[]) AS p(tenant_id, delivery_id, attempt)
+             WHERE o.tenant_id = p.tenant_id AND o.delivery_id = p.delivery_id AND o.attempt = p.attempt",
         )
+        .bind(&tenants)
         .bind(&ids)
         .bind(&attempts)
         .execute(&self.relaxed)
@@ -145,12 +154,15 @@ impl Store {
 }
 
 /// Groups of accepts written at once: enough to keep both of a small database's cores
-/// busy while one group commits, few enough to leave the pool to the reads.
-const ACCEPT_GROUPS_IN_FLIGHT: usize = 4;
+/// busy while one group commits, few enough to leave the pool to the reads. Each holds a
+/// connection of the indexed pool for good, so that pool needs more than this
+/// ([`crate::ACCEPT_SLOTS`]).
+const ACCEPT_GROUPS_IN_FLIGHT: usize = crate::ACCEPT_SLOTS as usize;
 const ACCEPT_GROUP_MAX: usize = 1_000;
 
-/// Writes the requests of a group (none has a key) in one statement, committed on its
-/// own. `grace` is the same for all: they come from one store.
+/// Writes the requests of a group (single notifications without keys) in one statement,
+/// committed on its own. `grace` is the same for all: a store's groups serve only stores
+/// with its hand-off (see [`Store::with_hand_off`]).
 fn accept_group<'a>(
     conn: &'a mut PgConnection,
     requests: &'a [(Accept, Duration)],
@@ -182,10 +194,11 @@ fn accept_group<'a>(
     })
 }
 
-/// Accepts a request with idempotency keys in a transaction of its own. The first item
-/// with a key claims it for the request; later ones with the same key are answered as a
-/// concurrent request would be. A key older than the request's retention counts as unused.
-async fn accept_keyed(pool: &PgPool, request: Accept, grace: Duration) -> Result<Accepted> {
+/// Accepts a request of its own: a batch without keys in one statement, or a request with
+/// idempotency keys in a transaction. The first item with a key claims it for the
+/// request; later ones with the same key are answered as a concurrent request would be. A
+/// key older than the request's retention counts as unused.
+async fn accept_alone(pool: &PgPool, request: Accept, grace: Duration) -> Result<Accepted> {
     let items = &request.items;
     let tenant_id = request.tenant_id;
     let now = now_micros();
@@ -196,10 +209,23 @@ async fn accept_keyed(pool: &PgPool, request: Accept, grace: Duration) -> Result
             first_with_key.entry(k.key.as_str()).or_insert(i);
         }
     }
-    let claimants: Vec<usize> = first_with_key.values().copied().collect();
+    // In key order: two requests claiming the same keys (a batch sent again while the first
+    // copy is being accepted) lock them in the same order rather than deadlock.
+    let mut claimants: Vec<usize> = first_with_key.values().copied().collect();
+    claimants.sort_unstable_by(|&a, &b| key_of(&items[a]).key.cmp(&key_of(&items[b]).key));
     let responses: Vec<serde_json::Value> =
         claimants.iter().map(|&i| serde_json::to_value(&planned[i]).expect("serializes")).collect();
 
+    if claimants.is_empty() {
+        // No keys: the one statement commits on its own.
+        let all: Vec<usize> = (0..items.len()).collect();
+        let rows: Vec<Row> = all.iter().map(|&i| row(&request, &items[i], &planned[i])).collect();
+        let inserted = insert(pool.acquire().await?.as_mut(), &rows, grace).await?;
+        mark_suppressed(&mut planned, &all, &inserted.suppressed);
+        let due = due_now(&request, &planned, &all, &inserted);
+        let results = planned.into_iter().map(|p| inserted.result(p)).collect();
+        return Ok(Accepted { results, due });
+    }
     let mut tx = pool.begin().await?;
     let won: Vec<(String,)> = sqlx::query_as(
         "INSERT INTO idempotency_keys (tenant_id, key, request_hash, notification_id, response)
@@ -491,6 +517,8 @@ async fn insert(conn: &mut PgConnection, rows: &[Row<'_>], grace: Duration) -> R
             d.deferred.push(planned.not_before);
         }
     }
+    // Whole microseconds, as an interval holds: a finer duration would not convert.
+    let grace = Duration::from_micros(u64::try_from(grace.as_micros()).unwrap_or(u64::MAX));
     let grace = Grace(sqlx::postgres::types::PgInterval::try_from(grace).unwrap_or_default());
     let arguments = ACCEPT.arguments(&[&n, &d, &held, &grace])?;
     let (suppressed, erased_notifications, erased_subscribers): (Vec<Uuid>, Vec<Uuid>, Vec<String>) =

@@ -92,9 +92,11 @@ pub struct Store {
     pool: PgPool,
     /// Connections whose commits do not wait for the disk (`synchronous_commit = off`),
     /// for the writes a crash may lose because what follows them repairs the loss: a
-    /// worker's claim (its outcome record waits for the log up to and past it) and the
-    /// relay's `queued` mark. A session setting rather than `SET LOCAL`, so each is one
-    /// statement, not a transaction of four. Connected only when first used.
+    /// worker's claim (its outcome record waits for the log up to and past it), the
+    /// relay's `queued` mark, and the API's deletion of the outbox rows it published
+    /// itself (a lost one lets a relay publish a copy, which the worker drops). A session
+    /// setting rather than `SET LOCAL`, so each is one statement, not a transaction of
+    /// four. Connected only when first used.
     relaxed: PgPool,
     /// Connections whose generic plans probe indexes only, whatever the tables hold
     /// (`plan_cache_mode = force_generic_plan`, sequential, bitmap and merge paths off:
@@ -123,6 +125,15 @@ const INDEX_PROBES: [(&str, &str); 4] = [
     ("enable_bitmapscan", "off"),
     ("enable_mergejoin", "off"),
 ];
+
+/// Connections the accepts' group-commit slots hold for good, of a pool of
+/// `max_connections` (the indexed one): the API needs at least twice as many, so its reads
+/// always find a connection.
+pub const ACCEPT_SLOTS: u32 = 4;
+
+/// Connections the outcome records' group-commit slots hold for good, of a worker's pool of
+/// `max_connections`: a worker needs at least twice as many.
+pub const RECORD_SLOTS: u32 = 2;
 
 /// Connections of the relaxed pool: a worker's two claim slots hold one each, and a relay
 /// marks one batch at a time.
@@ -176,7 +187,8 @@ impl Store {
     /// crashed, or the broker was down). `grace` must outlast the caller's wait for the
     /// broker's confirms, or the relay publishes a copy of what is being confirmed.
     pub fn with_hand_off(self, grace: Duration) -> Self {
-        Self { hand_off: Some(grace), ..self }
+        // Groups of its own: a group writes all its requests with one grace.
+        Self { hand_off: Some(grace), groups: Default::default(), ..self }
     }
 
     pub fn pool(&self) -> &PgPool {

@@ -150,6 +150,14 @@ impl WorkerConfig {
         if self.worker.prefetch == 0 {
             return Err(invalid("worker.prefetch".into(), "must be at least 1".into()));
         }
+        if self.database_max_connections < 2 * store::RECORD_SLOTS {
+            let message = format!(
+                "must be at least {}: the outcome records hold {} for good",
+                2 * store::RECORD_SLOTS,
+                store::RECORD_SLOTS
+            );
+            return Err(invalid("database_max_connections".into(), message));
+        }
         if self.channel.providers.is_empty() {
             return Err(invalid(format!("{channel}.providers"), "must name at least one provider".into()));
         }
