@@ -95,14 +95,18 @@ impl Store {
     /// answer says so. A notification one of whose subscribers was erased meanwhile is not
     /// written ([`IntakeResult::Erased`]) and fails nothing else.
     ///
-    /// Every delivery that waits gets an outbox row. Without a hand-off the rows due now
-    /// are due at once and the relays are woken; with one they fall due a grace period
-    /// later, and their messages are returned for the caller to publish at once.
+    /// Every delivery that waits gets an outbox row. Without a hand-off, and for a batch,
+    /// the rows due now are due at once and the relays are woken; for a single
+    /// notification with one, they fall due a grace period later, and their messages are
+    /// returned for the caller to publish at once.
     pub async fn accept(&self, request: Accept) -> Result<Accepted> {
         if request.items.is_empty() {
             return Ok(Accepted::default());
         }
-        let grace = self.hand_off.unwrap_or_default();
+        // A batch is left to the relays, which publish a thousand rows per confirm: handed
+        // off, a burst of batches outran the hand-off and waited out its grace.
+        let hand_off = if request.items.len() == 1 { self.hand_off } else { None };
+        let grace = hand_off.unwrap_or_default();
         // A batch is a statement of its own already, and grouping several would make one
         // statement of any size.
         let mut accepted = if let [item] = &request.items[..]
@@ -116,7 +120,7 @@ impl Store {
         } else {
             accept_alone(&self.indexed, request, grace).await?
         };
-        if self.hand_off.is_none() && !accepted.due.is_empty() {
+        if hand_off.is_none() && !accepted.due.is_empty() {
             self.wake_relays();
             accepted.due.clear();
         }
