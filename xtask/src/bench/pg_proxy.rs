@@ -228,12 +228,20 @@ mod tests {
         assert_eq!(delta(&proxy), (0, 1), "ping");
 
         let pool = PgPoolOptions::new().max_connections(1).connect(&proxy.url).await.unwrap();
+        // The release's ping runs after the statement returns: the connection is idle in the
+        // pool again once it has answered.
+        let released = async |pool: &sqlx::PgPool| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while pool.num_idle() < 1 {
+                assert!(std::time::Instant::now() < deadline, "the connection never came back to the pool");
+                tokio::task::yield_now().await;
+            }
+        };
         sqlx::query("SELECT 1").execute(&pool).await.unwrap();
-        // The release's ping runs after the statement returns.
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        released(&pool).await;
         delta(&proxy);
         sqlx::query("SELECT 1").execute(&pool).await.unwrap();
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        released(&pool).await;
         assert_eq!(delta(&proxy), (0, 3), "pooled, cached");
         assert_eq!(proxy.counts().connections, 2);
     }
