@@ -109,16 +109,20 @@ impl Store {
         let grace = hand_off.unwrap_or_default();
         // A batch is a statement of its own already, and grouping several would make one
         // statement of any size.
-        let mut accepted = if let [item] = &request.items[..]
-            && item.idempotency.is_none()
-        {
+        let keyed = request.items.iter().any(|i| i.idempotency.is_some());
+        let mut accepted = if keyed {
+            accept_keyed(&self.indexed, request, grace).await?
+        } else if request.items.len() == 1 {
             let accepts = self.groups.accepts.get_or_init(|| {
                 let closing = &self.groups.closing;
                 Grouped::holding(self.indexed.clone(), accept_group, ACCEPT_GROUPS_IN_FLIGHT, ACCEPT_GROUP_MAX, closing)
             });
             accepts.call((request, grace)).await?
         } else {
-            accept_alone(&self.indexed, request, grace).await?
+            // A batch without keys: a group of its own.
+            let mut conn = self.indexed.acquire().await?;
+            let mut alone = accept_group(&mut conn, std::slice::from_ref(&(request, grace))).await?;
+            alone.pop().expect("one answer for one request")
         };
         if hand_off.is_none() && !accepted.due.is_empty() {
             self.wake_relays();
@@ -164,8 +168,8 @@ impl Store {
 const ACCEPT_GROUPS_IN_FLIGHT: usize = crate::ACCEPT_SLOTS as usize;
 const ACCEPT_GROUP_MAX: usize = 1_000;
 
-/// Writes the requests of a group (single notifications without keys) in one statement,
-/// committed on its own. `grace` is the same for all: a store's groups serve only stores
+/// Writes the requests of a group (single notifications without keys, or one batch
+/// without keys) in one statement, committed on its own. `grace` is the same for all: a store's groups serve only stores
 /// with its hand-off (see [`Store::with_hand_off`]).
 fn accept_group<'a>(
     conn: &'a mut PgConnection,
@@ -198,11 +202,10 @@ fn accept_group<'a>(
     })
 }
 
-/// Accepts a request of its own: a batch without keys in one statement, or a request with
-/// idempotency keys in a transaction. The first item with a key claims it for the
-/// request; later ones with the same key are answered as a concurrent request would be. A
-/// key older than the request's retention counts as unused.
-async fn accept_alone(pool: &PgPool, request: Accept, grace: Duration) -> Result<Accepted> {
+/// Accepts a request with idempotency keys in a transaction of its own. The first item
+/// with a key claims it for the request; later ones with the same key are answered as a
+/// concurrent request would be. A key older than the request's retention counts as unused.
+async fn accept_keyed(pool: &PgPool, request: Accept, grace: Duration) -> Result<Accepted> {
     let items = &request.items;
     let tenant_id = request.tenant_id;
     let now = now_micros();
@@ -220,16 +223,6 @@ async fn accept_alone(pool: &PgPool, request: Accept, grace: Duration) -> Result
     let responses: Vec<serde_json::Value> =
         claimants.iter().map(|&i| serde_json::to_value(&planned[i]).expect("serializes")).collect();
 
-    if claimants.is_empty() {
-        // No keys: the one statement commits on its own.
-        let all: Vec<usize> = (0..items.len()).collect();
-        let rows: Vec<Row> = all.iter().map(|&i| row(&request, &items[i], &planned[i])).collect();
-        let inserted = insert(pool.acquire().await?.as_mut(), &rows, grace).await?;
-        mark_suppressed(&mut planned, &all, &inserted.suppressed);
-        let due = due_now(&request, &planned, &all, &inserted);
-        let results = planned.into_iter().map(|p| inserted.result(p)).collect();
-        return Ok(Accepted { results, due });
-    }
     let mut tx = pool.begin().await?;
     let won: Vec<(String,)> = sqlx::query_as(
         "INSERT INTO idempotency_keys (tenant_id, key, request_hash, notification_id, response)
