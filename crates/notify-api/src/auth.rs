@@ -34,7 +34,18 @@ impl FromRequestParts<AppState> for Authenticated {
             .map(str::trim)
             .filter(|k| !k.is_empty())
             .ok_or(ApiError::Unauthorized("the Authorization header must be `Bearer <key>`"))?;
-        match state.store.authenticate(key).await? {
+        let caller = match state.store.authenticate_cached(key) {
+            Some(answer) => answer,
+            None => {
+                // Only the database knows: a few lookups at a time, so made-up keys (each
+                // one new) cannot take every pooled connection.
+                let Ok(_lookup) = state.key_lookups.try_acquire() else {
+                    return Err(ApiError::Overloaded("too many API keys are being looked up at once"));
+                };
+                state.store.authenticate(key).await?
+            }
+        };
+        match caller {
             Some(caller) => Ok(Authenticated(
                 caller,
                 format!("api_key:{}", caller.key_id),
