@@ -39,7 +39,15 @@ mod tests {
         assert_eq!(super::hash(&a), super::hash(&a));
         assert_ne!(super::hash(&a), super::hash(&b));
         assert!(super::is_well_formed(&a));
-        for bad in ["", "nk_", "nk_abc", &a[1..], &format!("{a}0"), &a.replace("nk_", "xk_"), &format!("nk_{}", "g".repeat(64))] {
+        for bad in [
+            "",
+            "nk_",
+            "nk_abc",
+            &a[1..],
+            &format!("{a}0"),
+            &a.replace("nk_", "xk_"),
+            &format!("nk_{}", "g".repeat(64)),
+        ] {
             assert!(!super::is_well_formed(bad), "{bad}");
         }
     }

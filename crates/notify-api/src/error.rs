@@ -121,7 +121,9 @@ impl ApiError {
                 "Upstream unavailable",
                 "what proves the request's signature could not be fetched; send it again later".into(),
             ),
-            Overloaded(why) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded", "Overloaded", format!("{why}; retry shortly")),
+            Overloaded(why) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "overloaded", "Overloaded", format!("{why}; retry shortly"))
+            }
             TimedOut(limit) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "timeout",

@@ -125,12 +125,8 @@ fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Spa
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     config.validate()?;
     let url = bootstrap::require(&config.database_url, "database_url")?;
-    let mut store =
-        Store::connect_lazy(url.expose_secret(), config.database_max_connections)?.with_cache_of_unknown_keys(
-            config.cache.capacity,
-            config.cache.unknown_keys,
-            config.cache.unknown_key_ttl,
-        );
+    let mut store = Store::connect_lazy(url.expose_secret(), config.database_max_connections)?
+        .with_cache_of_unknown_keys(config.cache.capacity, config.cache.unknown_keys, config.cache.unknown_key_ttl);
     let amqp_url = config.amqp_url.as_ref().map(|u| u.expose_secret().to_owned());
     // With a broker the API publishes what it accepts itself; the relays only if it could not.
     let handed_off = CancellationToken::new();

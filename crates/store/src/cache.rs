@@ -278,7 +278,12 @@ impl Store {
 
     /// As [`Store::with_cache`], remembering up to `unknown_keys` API keys found unknown
     /// for `unknown_key_ttl` each, so they are refused without a database read.
-    pub fn with_cache_of_unknown_keys(mut self, capacity: usize, unknown_keys: usize, unknown_key_ttl: Duration) -> Self {
+    pub fn with_cache_of_unknown_keys(
+        mut self,
+        capacity: usize,
+        unknown_keys: usize,
+        unknown_key_ttl: Duration,
+    ) -> Self {
         self.cache = Arc::new(Cache::remembering_unknown_keys(capacity, unknown_keys, unknown_key_ttl));
         self
     }
