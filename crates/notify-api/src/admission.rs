@@ -25,6 +25,10 @@ pub struct AdmissionSettings {
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
     /// How long a connection may take to send a request's headers before it is closed.
+    /// hyper's timer also runs while a keep-alive connection waits for its next request,
+    /// so it is the idle keep-alive timeout too: behind a load balancer keep it above the
+    /// balancer's idle timeout (60 s on AWS's ALB), or the balancer reuses connections the
+    /// API is closing.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
     /// Requests this replica serves at once; past it, `503` (`overloaded`) with
@@ -43,7 +47,7 @@ impl Default for AdmissionSettings {
     fn default() -> Self {
         Self {
             request_timeout: Duration::from_secs(30),
-            header_read_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(30),
             max_concurrent_requests: 512,
             key_lookups: 4,
             inbox_rate: Rate { per_second: 10, burst: 50 },
