@@ -35,8 +35,8 @@ pub struct AdmissionSettings {
     /// `Retry-After` at once. `/healthz` and `/readyz` are not counted.
     pub max_concurrent_requests: usize,
     /// API keys looked up in the database at once (keys neither cached nor known to be
-    /// unknown); past it, `503` (`overloaded`): a flood of made-up keys takes no more of
-    /// the database's connections than this.
+    /// unknown); a request waits up to a second for its turn, then `503` (`overloaded`): a
+    /// flood of made-up keys takes no more of the database's connections than this.
     pub key_lookups: usize,
     /// Each subscriber's rate of requests on `/v1/inbox` (its socket's connects included),
     /// on this replica; past it, `429` with `Retry-After`.
