@@ -570,6 +570,21 @@ mod tests {
         Push { item_id: None, text: unread_count_frame(n) }
     }
 
+    #[test]
+    fn seats_are_capped_per_subscriber_and_tenant_and_given_back() {
+        let hub = hub(4);
+        let a = hub.seat(tenant(), "u-1", 2, 3).unwrap();
+        let _b = hub.seat(tenant(), "u-1", 2, 3).unwrap();
+        assert_eq!(hub.seat(tenant(), "u-1", 2, 3).err(), Some("too many sockets for this subscriber"));
+        let _c = hub.seat(tenant(), "u-2", 2, 3).unwrap();
+        assert_eq!(hub.seat(tenant(), "u-3", 2, 3).err(), Some("too many sockets for this tenant"));
+        assert!(hub.seat(Uuid::from_u128(8), "u-1", 2, 3).is_ok(), "another tenant counts apart");
+        drop(a);
+        assert!(hub.seat(tenant(), "u-3", 2, 3).is_ok());
+        let seats = hub.seats.lock().unwrap();
+        assert!(!seats.by_tenant.contains_key(&Uuid::from_u128(8)), "a place given back leaves no count");
+    }
+
     #[tokio::test]
     async fn a_socket_that_does_not_read_is_dropped_when_its_queue_is_full() {
         let hub = hub(4);
