@@ -283,6 +283,37 @@ async fn a_silent_client_is_disconnected_and_the_token_expiry_closes_the_socket(
     assert!(time::OffsetDateTime::now_utc() >= expires_at);
 }
 
+#[tokio::test]
+async fn sockets_past_the_caps_are_closed_with_1008() {
+    let app = TestApp::api_with(|c| {
+        c.inbox_socket.max_per_subscriber = 2;
+        c.inbox_socket.max_per_tenant = 3;
+    })
+    .await;
+    let mut tokens = vec![];
+    for subscriber in ["u-1", "u-2", "u-3"] {
+        put_subscriber(&app, &app.api_key, subscriber).await;
+        tokens.push(token(&app, &app.api_key, subscriber).await);
+    }
+    let (first, _) = Socket::open(&app.api_url, &tokens[0], None).await;
+    let (_second, _) = Socket::open(&app.api_url, &tokens[0], None).await;
+    let mut third = Socket::try_open(&app.api_url, &tokens[0], None).await.expect("upgraded, then closed");
+    assert_eq!(third.closed(Duration::from_secs(2), &mut 0).await, Some(1008), "a third socket of u-1");
+
+    let (_u2, _) = Socket::open(&app.api_url, &tokens[1], None).await;
+    let mut u3 = Socket::try_open(&app.api_url, &tokens[2], None).await.expect("upgraded, then closed");
+    assert_eq!(u3.closed(Duration::from_secs(2), &mut 0).await, Some(1008), "a fourth socket of the tenant");
+
+    // A closed socket gives its place back.
+    drop(first);
+    eventually("u-3's socket to be taken once u-1's first is gone", || async {
+        let mut socket = Socket::try_open(&app.api_url, &tokens[2], None).await.ok()?;
+        let first = tokio::time::timeout(PUSH_DEADLINE, socket.ws.next()).await.ok()??.ok()?;
+        matches!(first, Message::Text(_)).then_some(())
+    })
+    .await;
+}
+
 /// Opens the inbox socket over a bare TCP stream, never answers, and reads until the
 /// server closes the connection (within `within`); returns the bytes the server sent.
 async fn silent_client_until_dropped(api_url: &str, token: &str, within: Duration) -> Vec<u8> {

@@ -3,6 +3,7 @@
 //! RabbitMQ vhost, so tests run in parallel without seeing each other.
 
 mod actions;
+mod admission;
 mod api;
 mod audience;
 mod batch;

@@ -13,6 +13,12 @@ pub fn generate() -> String {
     format!("{PREFIX}{}", hex::encode(bytes))
 }
 
+/// Whether `key` could be one [`generate`] made: anything else is refused without a look
+/// in the database.
+pub fn is_well_formed(key: &str) -> bool {
+    key.strip_prefix(PREFIX).is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// What the store keeps and looks keys up by.
 pub fn hash(key: &str) -> Vec<u8> {
     Sha256::digest(key.as_bytes()).to_vec()
@@ -32,5 +38,17 @@ mod tests {
         assert!(a.starts_with("nk_") && a.len() == 3 + 64);
         assert_eq!(super::hash(&a), super::hash(&a));
         assert_ne!(super::hash(&a), super::hash(&b));
+        assert!(super::is_well_formed(&a));
+        for bad in [
+            "",
+            "nk_",
+            "nk_abc",
+            &a[1..],
+            &format!("{a}0"),
+            &a.replace("nk_", "xk_"),
+            &format!("nk_{}", "g".repeat(64)),
+        ] {
+            assert!(!super::is_well_formed(bad), "{bad}");
+        }
     }
 }

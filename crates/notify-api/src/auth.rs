@@ -3,6 +3,9 @@ use store::{Caller, Origin};
 
 use crate::{AppState, error::ApiError};
 
+/// How long a request waits for one of the `admission.key_lookups`.
+const KEY_LOOKUP_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The caller behind the request's API key (`Authorization: Bearer <key>`), and the
 /// trace of the request.
 pub struct Authenticated(pub Caller, String, Option<String>);
@@ -34,7 +37,21 @@ impl FromRequestParts<AppState> for Authenticated {
             .map(str::trim)
             .filter(|k| !k.is_empty())
             .ok_or(ApiError::Unauthorized("the Authorization header must be `Bearer <key>`"))?;
-        match state.store.authenticate(key).await? {
+        let caller = match state.store.authenticate_cached(key) {
+            Some(answer) => answer,
+            None => {
+                // Only the database knows: a few lookups at a time, so made-up keys (each
+                // one new) cannot take every pooled connection. A lookup is a millisecond:
+                // a burst of real ones (a cold cache) waits its turn; only a queue that
+                // does not move is refused.
+                let lookup = tokio::time::timeout(KEY_LOOKUP_WAIT, state.key_lookups.acquire()).await;
+                let Ok(Ok(_lookup)) = lookup else {
+                    return Err(ApiError::Overloaded("too many API keys are being looked up at once"));
+                };
+                state.store.authenticate(key).await?
+            }
+        };
+        match caller {
             Some(caller) => Ok(Authenticated(
                 caller,
                 format!("api_key:{}", caller.key_id),

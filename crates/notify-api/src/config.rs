@@ -33,6 +33,9 @@ pub struct Config {
     pub cache: CacheSettings,
     /// Publishing accepted deliveries from the API, right after their commit.
     pub hand_off: crate::handoff::HandOffSettings,
+    /// What one client may take of this replica: timeouts, requests in flight, key
+    /// lookups, the inbox's rate per subscriber.
+    pub admission: crate::admission::AdmissionSettings,
 }
 
 impl Default for Config {
@@ -51,6 +54,7 @@ impl Default for Config {
             inbox_socket: Default::default(),
             cache: CacheSettings::default(),
             hand_off: Default::default(),
+            admission: Default::default(),
         }
     }
 }
@@ -63,11 +67,18 @@ pub struct CacheSettings {
     /// Entries kept at most (a caller, a tenant's settings, a type or a type's templates
     /// each count one), least recently used out first; 0 turns the cache off.
     pub capacity: usize,
+    /// API keys found unknown that are remembered (apart from the entries above), so a
+    /// client repeating one costs no database read; 0 remembers none.
+    pub unknown_keys: usize,
+    /// How long an unknown key is remembered. A key created meanwhile is heard of at once
+    /// (every unknown key is then forgotten); this bounds the rest.
+    #[serde(with = "humantime_serde")]
+    pub unknown_key_ttl: Duration,
 }
 
 impl Default for CacheSettings {
     fn default() -> Self {
-        Self { capacity: 10_000 }
+        Self { capacity: 10_000, unknown_keys: store::UNKNOWN_KEYS, unknown_key_ttl: store::UNKNOWN_KEY_TTL }
     }
 }
 
@@ -231,6 +242,7 @@ impl Config {
         }
         crate::receipts::Receipts::new(&self.receipts)?;
         self.inbox_socket.validate()?;
+        self.admission.validate()?;
         self.hand_off.validate()?;
         crate::inbox::token::TokenKey::from_settings(&self.inbox)?;
         Ok(())

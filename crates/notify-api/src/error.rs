@@ -22,7 +22,7 @@ pub struct Problem {
     pub detail: String,
     /// Stable machine-readable cause: `validation_failed`, `unauthorized`, `not_found`,
     /// `idempotency_key_reused`, `nothing_to_cancel`, `not_retryable`, `rate_limited`,
-    /// `invalid_signature`, ...
+    /// `overloaded`, `timeout`, `invalid_signature`, ...
     pub code: String,
     /// For `validation_failed`: each rejected field, by its JSON path.
     pub errors: Vec<FieldError>,
@@ -54,6 +54,16 @@ pub enum ApiError {
     /// be reached: the provider should send it again.
     UpstreamUnavailable(String),
     Internal(String),
+    /// Past an admission limit of this replica (requests in flight, key lookups): retry
+    /// shortly.
+    Overloaded(&'static str),
+    /// The request took longer than `admission.request_timeout`.
+    TimedOut(std::time::Duration),
+    /// The subscriber's request rate on the inbox is exhausted.
+    SubscriberRateLimited {
+        quota: Quota,
+        retry_after: u64,
+    },
 }
 
 impl ApiError {
@@ -111,6 +121,25 @@ impl ApiError {
                 "Upstream unavailable",
                 "what proves the request's signature could not be fetched; send it again later".into(),
             ),
+            Overloaded(why) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "overloaded", "Overloaded", format!("{why}; retry shortly"))
+            }
+            TimedOut(limit) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                "Timed out",
+                format!(
+                    "the request took longer than {} ms and was abandoned; retry (an accept with its \
+                     Idempotency-Key, which answers it if it was accepted)",
+                    limit.as_millis()
+                ),
+            ),
+            SubscriberRateLimited { retry_after, .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "Too many requests",
+                format!("the subscriber's inbox request rate is exhausted; retry in {retry_after} s"),
+            ),
             Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -127,6 +156,8 @@ impl ApiError {
             ApiError::Unavailable(cause) => tracing::warn!(cause, "database unavailable"),
             ApiError::UpstreamUnavailable(cause) => tracing::warn!(cause, "provider request not checked"),
             ApiError::InvalidSignature(why) => tracing::info!(why, "provider request refused"),
+            ApiError::Overloaded(why) => tracing::info!(why, "request refused: overloaded"),
+            ApiError::TimedOut(_) => tracing::warn!("request timed out"),
             _ => {}
         }
         let (status, code, title, detail) = self.parts();
@@ -164,10 +195,10 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized(_) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ApiError::Unavailable(_) => {
+            ApiError::Unavailable(_) | ApiError::Overloaded(_) | ApiError::TimedOut(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
-            ApiError::RateLimited { quota, retry_after } => {
+            ApiError::RateLimited { quota, retry_after } | ApiError::SubscriberRateLimited { quota, retry_after } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
                 rate_limit_headers(headers, quota);
             }

@@ -2,6 +2,7 @@
 //! its deliveries and their outbox rows in one transaction, and reports on them.
 
 mod accept;
+mod admission;
 mod auth;
 mod config;
 pub mod dlq;
@@ -14,6 +15,7 @@ mod openapi;
 mod rate_limit;
 mod receipts;
 mod routes;
+mod serve;
 
 use std::{sync::Arc, time::Duration};
 
@@ -24,6 +26,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
+pub use admission::AdmissionSettings;
 pub use config::{
     CacheSettings, Config, Idempotency, InboxSettings, Limits, MetaReceipts, Receipts, SesReceipts, TwilioReceipts,
 };
@@ -58,6 +61,11 @@ pub struct AppState {
     inbox_socket: inbox::socket::SocketSettings,
     /// Publishes accepted deliveries right after their commit; none without a broker.
     hand_off: Option<handoff::HandOff>,
+    /// Database lookups of API keys at once (`admission.key_lookups`).
+    key_lookups: Arc<tokio::sync::Semaphore>,
+    /// Each subscriber's requests on the inbox (`admission.inbox_rate`).
+    inbox_limiter: Arc<rate_limit::RateLimiter<(uuid::Uuid, String)>>,
+    inbox_rate: Rate,
 }
 
 /// The API's routes and state; fails on receipt and inbox settings that [`Config::validate`] refuses.
@@ -88,9 +96,15 @@ pub fn router(
         inbox_hub,
         inbox_socket: config.inbox_socket.clone(),
         hand_off,
+        key_lookups: Arc::new(tokio::sync::Semaphore::new(config.admission.key_lookups)),
+        inbox_limiter: Arc::default(),
+        inbox_rate: config.admission.inbox_rate,
     };
-    // `layer`, not `route_layer`: unmatched paths (404) and methods (405) are counted too.
+    let admission = admission::Admission::new(&config.admission);
+    // `layer`, not `route_layer`: unmatched paths (404) and methods (405) are counted too,
+    // and so are the requests admission refuses.
     Ok(routes::routes()
+        .layer(axum::middleware::from_fn_with_state(admission, admission::admit))
         .layer(axum::middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
@@ -111,8 +125,8 @@ fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Spa
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     config.validate()?;
     let url = bootstrap::require(&config.database_url, "database_url")?;
-    let mut store =
-        Store::connect_lazy(url.expose_secret(), config.database_max_connections)?.with_cache(config.cache.capacity);
+    let mut store = Store::connect_lazy(url.expose_secret(), config.database_max_connections)?
+        .with_cache_of_unknown_keys(config.cache.capacity, config.cache.unknown_keys, config.cache.unknown_key_ttl);
     let amqp_url = config.amqp_url.as_ref().map(|u| u.expose_secret().to_owned());
     // With a broker the API publishes what it accepts itself; the relays only if it could not.
     let handed_off = CancellationToken::new();
@@ -136,7 +150,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let ops =
         config.ops_listen.map(|addr| tokio::spawn(bootstrap::ops::serve(addr, readiness(&store), shutdown.clone())));
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await?;
+    serve::serve(listener, app, config.admission.header_read_timeout, shutdown.clone()).await;
     shutdown.cancel();
     if let Some(ops) = ops {
         let _ = ops.await;

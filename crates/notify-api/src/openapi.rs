@@ -105,7 +105,11 @@ impl Modify for Security {
                 for (status, description) in [
                     ("401", "Missing, unknown or revoked API key"),
                     ("500", "Internal error (logged)"),
-                    ("503", "Database unreachable; retry shortly"),
+                    (
+                        "503",
+                        "Database unreachable (`unavailable`), this replica at its admission limits (`overloaded`), \
+                         or the request outlived `admission.request_timeout` (`timeout`); retry after `Retry-After`",
+                    ),
                 ] {
                     if keyless && status == "401" {
                         continue;

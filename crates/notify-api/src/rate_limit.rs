@@ -1,9 +1,11 @@
 //! Per-tenant intake rate: a token bucket per tenant, in this process. With several API
 //! replicas each enforces the rate on its own share of the traffic, so the tenant's rate
-//! across the fleet is at most replicas x the configured rate (ARCHITECTURE.md).
+//! across the fleet is at most replicas x the configured rate (ARCHITECTURE.md). The same
+//! buckets, one per subscriber, bound the inbox's requests (`admission.inbox_rate`).
 
 use std::{
     collections::HashMap,
+    hash::Hash,
     sync::Mutex,
     time::{Duration, Instant},
 };
@@ -47,19 +49,28 @@ struct Bucket {
     at: Instant,
 }
 
-#[derive(Default)]
-pub struct RateLimiter {
-    buckets: Mutex<HashMap<Uuid, Bucket>>,
+/// Buckets by tenant (the intake), or by anything else that has a rate of its own.
+pub struct RateLimiter<K = Uuid> {
+    buckets: Mutex<Buckets<K>>,
+}
+
+struct Buckets<K> {
+    by_key: HashMap<K, Bucket>,
+    /// How many buckets there may be before the full ones are dropped (a full bucket is
+    /// the same as none): twice what was left after the last drop, so it costs little per
+    /// take however many keys come and go (subscribers).
+    prune_at: usize,
+}
+
+const PRUNE_AT_LEAST: usize = 1_024;
+
+impl<K> Default for RateLimiter<K> {
+    fn default() -> Self {
+        Self { buckets: Mutex::new(Buckets { by_key: HashMap::new(), prune_at: PRUNE_AT_LEAST }) }
+    }
 }
 
 impl RateLimiter {
-    /// Takes `cost` tokens (notifications) from the tenant's bucket. A cost above the
-    /// burst (a large batch) is allowed once the bucket holds a full burst, leaving it in
-    /// debt, so a batch is never refused for its size alone.
-    pub fn take(&self, tenant: Uuid, rate: Rate, cost: u32) -> Decision {
-        self.take_at(tenant, rate, cost, Instant::now())
-    }
-
     /// Takes `count` notifications from the caller's tenant's bucket, at the tenant's own
     /// rate or else `default`; a refusal is the API's `429`.
     pub fn take_for(&self, caller: &Authenticated, default: Rate, count: u32) -> Result<Quota, ApiError> {
@@ -69,12 +80,27 @@ impl RateLimiter {
             Decision::Limited { quota, retry_after } => Err(ApiError::RateLimited { quota, retry_after }),
         }
     }
+}
 
-    fn take_at(&self, tenant: Uuid, rate: Rate, cost: u32, now: Instant) -> Decision {
+impl<K: Hash + Eq> RateLimiter<K> {
+    /// Takes `cost` tokens (notifications) from the key's bucket. A cost above the burst
+    /// (a large batch) is allowed once the bucket holds a full burst, leaving it in debt, so
+    /// a batch is never refused for its size alone.
+    pub fn take(&self, key: K, rate: Rate, cost: u32) -> Decision {
+        self.take_at(key, rate, cost, Instant::now())
+    }
+
+    fn take_at(&self, key: K, rate: Rate, cost: u32, now: Instant) -> Decision {
         let per_second = f64::from(rate.per_second.max(1));
         let burst = f64::from(rate.burst.max(1));
         let mut buckets = self.buckets.lock().expect("the rate limiter lock is never poisoned");
-        let bucket = buckets.entry(tenant).or_insert(Bucket { tokens: burst, at: now });
+        if buckets.by_key.len() >= buckets.prune_at {
+            // Full by now: refilled for longer than a whole burst takes.
+            let refill = Duration::from_secs_f64(burst / per_second);
+            buckets.by_key.retain(|_, b| now.saturating_duration_since(b.at) < refill);
+            buckets.prune_at = (2 * buckets.by_key.len()).max(PRUNE_AT_LEAST);
+        }
+        let bucket = buckets.by_key.entry(key).or_insert(Bucket { tokens: burst, at: now });
         let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * per_second).min(burst);
         bucket.at = now;
@@ -109,6 +135,19 @@ mod tests {
         assert!(matches!(limiter.take_at(tenant, rate, 1, later), Decision::Allowed(_)));
         // Another tenant has its own bucket.
         assert!(matches!(limiter.take_at(Uuid::now_v7(), rate, 1, t0), Decision::Allowed(_)));
+    }
+
+    #[test]
+    fn buckets_of_keys_gone_quiet_are_dropped() {
+        let limiter = RateLimiter::<u32>::default();
+        let (rate, t0) = (Rate { per_second: 1, burst: 1 }, Instant::now());
+        for key in 0..PRUNE_AT_LEAST as u32 {
+            limiter.take_at(key, rate, 1, t0);
+        }
+        let later = t0 + Duration::from_secs(2);
+        assert!(matches!(limiter.take_at(0, rate, 1, later), Decision::Allowed(_)));
+        assert_eq!(limiter.buckets.lock().unwrap().by_key.len(), 1, "only the bucket just taken from is left");
+        assert!(matches!(limiter.take_at(0, rate, 1, later), Decision::Limited { .. }), "and it remembers");
     }
 
     #[test]

@@ -13,6 +13,12 @@
 //! A read that started before a change may finish after its notification was applied; it
 //! must not put the old row back. Each read-through takes a [`Fill`] (the epoch) before it
 //! reads, and its result is kept only if no eviction happened since.
+//!
+//! Beside it, apart so a flood of made-up keys cannot push the callers out, the keys
+//! found unknown: at most `unknown_keys` of them, each for `unknown_key_ttl`, so a client
+//! repeating a wrong or revoked key costs no database read per request. A new key names
+//! its tenant like any change (migration 20261207000030); any notification forgets every
+//! unknown key, since nothing links an unknown key to a tenant.
 
 use std::{
     future::Future,
@@ -40,6 +46,9 @@ const TOUCH_EVERY: Duration = Duration::from_secs(60);
 /// a word (a half-open TCP connection) stops the cache within a bound.
 const HEARTBEAT: Duration = Duration::from_secs(10);
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The defaults of the API's `cache.unknown_keys` and `cache.unknown_key_ttl`.
+pub const UNKNOWN_KEYS: usize = 10_000;
+pub const UNKNOWN_KEY_TTL: Duration = Duration::from_secs(30);
 
 /// The tenant's settings the intake reads.
 #[derive(Clone, Debug, PartialEq)]
@@ -86,6 +95,7 @@ pub(crate) struct Fill(Option<u64>);
 
 pub(crate) struct Cache {
     capacity: usize,
+    unknown_key_ttl: Duration,
     state: Mutex<State>,
 }
 
@@ -95,12 +105,15 @@ struct State {
     /// Moves on every eviction, so a read that started before it keeps nothing.
     epoch: u64,
     entries: LruCache<Key, Entry>,
+    /// The hashes of keys found unknown, and when they were.
+    unknown: LruCache<Vec<u8>, Instant>,
 }
 
 impl State {
     fn clear(&mut self) {
         self.epoch += 1;
         self.entries.clear();
+        self.unknown.clear();
     }
 }
 
@@ -114,8 +127,17 @@ impl Cache {
     /// Off (capacity 0) or on with room for `capacity` entries; it serves only once
     /// [`Cache::start_listening`] was called.
     pub(crate) fn new(capacity: usize) -> Self {
+        Self::remembering_unknown_keys(capacity, UNKNOWN_KEYS, UNKNOWN_KEY_TTL)
+    }
+
+    /// As [`Cache::new`], remembering up to `unknown_keys` keys found unknown for
+    /// `unknown_key_ttl` each (0 keys: none).
+    pub(crate) fn remembering_unknown_keys(capacity: usize, unknown_keys: usize, unknown_key_ttl: Duration) -> Self {
         let entries = LruCache::new(capacity.max(1));
-        Self { capacity, state: Mutex::new(State { listening: false, epoch: 0, entries }) }
+        // With the cache off nothing is kept, unknown keys included: `put` needs LISTEN.
+        let unknown_key_ttl = if unknown_keys == 0 { Duration::ZERO } else { unknown_key_ttl };
+        let unknown = LruCache::new(unknown_keys.max(1));
+        Self { capacity, unknown_key_ttl, state: Mutex::new(State { listening: false, epoch: 0, entries, unknown }) }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -155,6 +177,26 @@ impl Cache {
         self.put(fill, Key::Caller(key_hash), Entry::Caller { caller, touched: Instant::now() });
     }
 
+    /// Whether the key was found unknown within `unknown_key_ttl`.
+    pub(crate) fn unknown_key(&self, key_hash: &[u8]) -> bool {
+        let mut state = self.state();
+        match state.unknown.get(key_hash) {
+            Some(at) if at.elapsed() < self.unknown_key_ttl => true,
+            Some(_) => {
+                state.unknown.remove(key_hash);
+                false
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn put_unknown_key(&self, fill: Fill, key_hash: Vec<u8>) {
+        let mut state = self.state();
+        if state.listening && fill.0 == Some(state.epoch) && !self.unknown_key_ttl.is_zero() {
+            state.unknown.insert(key_hash, Instant::now());
+        }
+    }
+
     pub(crate) fn settings(&self, tenant_id: Uuid) -> Option<TenantSettings> {
         match self.state().entries.get(&Key::Tenant(tenant_id))? {
             Entry::Tenant(settings) => Some(settings.clone()),
@@ -189,10 +231,12 @@ impl Cache {
         self.put(fill, Key::Templates(tenant_id, kind), Entry::Templates(templates));
     }
 
-    /// Drops every entry of the tenant, its callers included.
+    /// Drops every entry of the tenant, its callers included, and every unknown key (one
+    /// may be the tenant's new key).
     pub(crate) fn evict(&self, tenant_id: Uuid) {
         let mut state = self.state();
         state.epoch += 1;
+        state.unknown.clear();
         let doomed: Vec<Key> =
             state.entries.iter().filter(|(k, e)| of_tenant(k, e, tenant_id)).map(|(k, _)| k.clone()).collect();
         for key in doomed {
@@ -229,6 +273,18 @@ impl Store {
     /// [`Store::keep_cache`] runs; 0 leaves it off.
     pub fn with_cache(mut self, capacity: usize) -> Self {
         self.cache = Arc::new(Cache::new(capacity));
+        self
+    }
+
+    /// As [`Store::with_cache`], remembering up to `unknown_keys` API keys found unknown
+    /// for `unknown_key_ttl` each, so they are refused without a database read.
+    pub fn with_cache_of_unknown_keys(
+        mut self,
+        capacity: usize,
+        unknown_keys: usize,
+        unknown_key_ttl: Duration,
+    ) -> Self {
+        self.cache = Arc::new(Cache::remembering_unknown_keys(capacity, unknown_keys, unknown_key_ttl));
         self
     }
 
@@ -388,6 +444,31 @@ mod tests {
         assert!(cache.notification_type(tenant, "b").is_none());
         assert!(matches!(cache.notification_type(tenant, "a"), Some(None)));
         assert_eq!(cache.state().entries.len(), 2);
+    }
+
+    #[test]
+    fn unknown_keys_are_remembered_for_their_ttl_and_forgotten_on_any_change() {
+        let cache = Cache::remembering_unknown_keys(10, 2, Duration::from_secs(60));
+        cache.put_unknown_key(cache.fill(), vec![1]);
+        assert!(!cache.unknown_key(&[1]), "nothing is kept while not listening");
+        cache.set_listening(true);
+        let fill = cache.fill();
+        cache.put_unknown_key(fill, vec![1]);
+        assert!(cache.unknown_key(&[1]));
+        // A key created for any tenant may be one found unknown before.
+        cache.evict(Uuid::now_v7());
+        assert!(!cache.unknown_key(&[1]));
+        cache.put_unknown_key(fill, vec![1]);
+        assert!(!cache.unknown_key(&[1]), "a read that started before the change keeps nothing");
+        for key in 1..=3 {
+            cache.put_unknown_key(cache.fill(), vec![key]);
+        }
+        assert!(!cache.unknown_key(&[1]), "bounded: the oldest goes");
+        assert!(cache.unknown_key(&[3]));
+        if let Some(at) = cache.state().unknown.get_mut(&vec![3]) {
+            *at = at.checked_sub(Duration::from_secs(60)).unwrap();
+        }
+        assert!(!cache.unknown_key(&[3]), "expired");
     }
 
     #[test]

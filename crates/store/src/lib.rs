@@ -29,7 +29,7 @@ use sqlx::{
 };
 
 pub use actions::{Cancelled, Retried};
-pub use cache::{CACHE_CHANNEL, CACHE_LISTENER_NAME};
+pub use cache::{CACHE_CHANNEL, CACHE_LISTENER_NAME, UNKNOWN_KEY_TTL, UNKNOWN_KEYS};
 pub use deliveries::{AttemptRecord, AttemptResult, Claim, Lease};
 pub use inbox::{InboxChange, InboxFilter};
 pub use intake::{Accept, Accepted, IdempotencyKey, Intake, IntakeResult, Origin};

@@ -41,6 +41,8 @@ impl Store {
             .await?;
         let (key_id, api_key) = insert_key(&mut tx, tenant_id).await?;
         tx.commit().await?;
+        // Forgets the unknown keys (the triggers do for the other processes).
+        self.cache.evict(tenant_id);
         Ok(NewTenant { tenant_id, key_id, api_key })
     }
 
@@ -54,6 +56,7 @@ impl Store {
         }
         let key = insert_key(&mut tx, tenant_id).await?;
         tx.commit().await?;
+        self.cache.evict(tenant_id);
         Ok(Some(key))
     }
 
@@ -118,18 +121,35 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// The caller a key belongs to, if the key exists and is not revoked: from the cache,
-    /// else from the database (unknown keys are not cached, so a new key works at once).
-    /// Records when the key was last used, at most once a minute per key and process, so
-    /// hot keys do not write per request; a cache hit does it in the background.
-    pub async fn authenticate(&self, key: &str) -> Result<Option<Caller>> {
+    /// The answer for a key without reading the database, when there is one: a key not of
+    /// the form keys are made in, or found unknown within `unknown_key_ttl`, is refused
+    /// (`Some(None)`); a cached one is its caller. `None`: only the database knows. Records
+    /// when the key was last used, as [`Store::authenticate`].
+    pub fn authenticate_cached(&self, key: &str) -> Option<Option<Caller>> {
+        if !api_key::is_well_formed(key) {
+            return Some(None);
+        }
         let key_hash = api_key::hash(key);
         if let Some((caller, touch)) = self.cache.caller(&key_hash) {
             if touch {
                 self.touch_api_key(caller.key_id);
             }
-            return Ok(Some(caller));
+            return Some(Some(caller));
         }
+        self.cache.unknown_key(&key_hash).then_some(None)
+    }
+
+    /// The caller a key belongs to, if the key exists and is not revoked: without a
+    /// database read when [`Store::authenticate_cached`] knows, else from the database.
+    /// An unknown key is remembered only for `unknown_key_ttl`, and forgotten as soon as
+    /// any key is created, so a new key works at once. Records when the key was last used,
+    /// at most once a minute per key and process, so hot keys do not write per request; a
+    /// cache hit does it in the background.
+    pub async fn authenticate(&self, key: &str) -> Result<Option<Caller>> {
+        if let Some(answer) = self.authenticate_cached(key) {
+            return Ok(answer);
+        }
+        let key_hash = api_key::hash(key);
         let fill = self.cache.fill();
         let row: Option<(Uuid, Uuid, Option<i32>, Option<i32>)> = sqlx::query_as(
             "WITH k AS (SELECT k.id, k.tenant_id, t.rate_limit_per_second, t.rate_limit_burst
@@ -148,8 +168,9 @@ impl Store {
             key_id,
             rate_limit: per_second.zip(burst).map(|(p, b)| (p as u32, b as u32)),
         });
-        if let Some(caller) = caller {
-            self.cache.put_caller(fill, key_hash, caller);
+        match caller {
+            Some(caller) => self.cache.put_caller(fill, key_hash, caller),
+            None => self.cache.put_unknown_key(fill, key_hash),
         }
         Ok(caller)
     }

@@ -145,8 +145,39 @@ impl Drop for Registration {
     }
 }
 
+/// The sockets each subscriber and each tenant holds on this replica, counted from before
+/// the upgrade to the close (`inbox_socket.max_per_subscriber`, `max_per_tenant`).
+#[derive(Default)]
+struct Seats {
+    by_subscriber: HashMap<Key, usize>,
+    by_tenant: HashMap<Uuid, usize>,
+}
+
+/// One socket's place in [`Seats`]; dropping it gives the place back.
+pub struct Seat {
+    hub: Arc<Hub>,
+    key: Key,
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        let mut seats = self.hub.seats.lock().expect("hub lock");
+        fn leave<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, key: &K) {
+            if let Some(n) = counts.get_mut(key) {
+                *n -= 1;
+                if *n == 0 {
+                    counts.remove(key);
+                }
+            }
+        }
+        leave(&mut seats.by_subscriber, &self.key);
+        leave(&mut seats.by_tenant, &self.key.0);
+    }
+}
+
 pub struct Hub {
     sockets: Mutex<HashMap<Key, Vec<Entry>>>,
+    seats: Mutex<Seats>,
     next_id: AtomicU64,
     outgoing: mpsc::Sender<Vec<u8>>,
     /// Messages each socket may have waiting before it counts as too slow.
@@ -175,6 +206,7 @@ impl Hub {
         let (outgoing, outgoing_rx) = mpsc::channel(OUTGOING_CAPACITY);
         let hub = Arc::new(Self {
             sockets: Mutex::default(),
+            seats: Mutex::default(),
             next_id: AtomicU64::new(0),
             outgoing,
             socket_queue: socket_queue.max(1),
@@ -233,6 +265,28 @@ impl Hub {
         METRICS.sockets.inc();
         self.sockets.lock().expect("hub lock").entry(key.clone()).or_default().push(entry);
         Registration { hub: Arc::clone(self), key, id, pushes, overflow }
+    }
+
+    /// A place for one more socket of the subscriber, unless the subscriber already holds
+    /// `per_subscriber` on this replica or its tenant `per_tenant`: then why not.
+    pub fn seat(
+        self: &Arc<Self>,
+        tenant_id: Uuid,
+        subscriber_id: &str,
+        per_subscriber: usize,
+        per_tenant: usize,
+    ) -> Result<Seat, &'static str> {
+        let key = (tenant_id, subscriber_id.to_owned());
+        let mut seats = self.seats.lock().expect("hub lock");
+        if seats.by_subscriber.get(&key).is_some_and(|n| *n >= per_subscriber) {
+            return Err("too many sockets for this subscriber");
+        }
+        if seats.by_tenant.get(&tenant_id).is_some_and(|n| *n >= per_tenant) {
+            return Err("too many sockets for this tenant");
+        }
+        *seats.by_subscriber.entry(key.clone()).or_default() += 1;
+        *seats.by_tenant.entry(tenant_id).or_default() += 1;
+        Ok(Seat { hub: Arc::clone(self), key })
     }
 
     fn is_connected(&self, tenant_id: Uuid, subscriber_id: &str) -> bool {
@@ -503,6 +557,7 @@ mod tests {
         let (outgoing, _rx) = mpsc::channel(1);
         Arc::new(Hub {
             sockets: Mutex::default(),
+            seats: Mutex::default(),
             next_id: AtomicU64::new(0),
             outgoing,
             socket_queue,
@@ -513,6 +568,21 @@ mod tests {
 
     fn text(n: i64) -> Push {
         Push { item_id: None, text: unread_count_frame(n) }
+    }
+
+    #[test]
+    fn seats_are_capped_per_subscriber_and_tenant_and_given_back() {
+        let hub = hub(4);
+        let a = hub.seat(tenant(), "u-1", 2, 3).unwrap();
+        let _b = hub.seat(tenant(), "u-1", 2, 3).unwrap();
+        assert_eq!(hub.seat(tenant(), "u-1", 2, 3).err(), Some("too many sockets for this subscriber"));
+        let _c = hub.seat(tenant(), "u-2", 2, 3).unwrap();
+        assert_eq!(hub.seat(tenant(), "u-3", 2, 3).err(), Some("too many sockets for this tenant"));
+        assert!(hub.seat(Uuid::from_u128(8), "u-1", 2, 3).is_ok(), "another tenant counts apart");
+        drop(a);
+        assert!(hub.seat(tenant(), "u-3", 2, 3).is_ok());
+        let seats = hub.seats.lock().unwrap();
+        assert!(!seats.by_tenant.contains_key(&Uuid::from_u128(8)), "a place given back leaves no count");
     }
 
     #[tokio::test]

@@ -17,7 +17,9 @@
 //! Pings every `heartbeat`; a client silent for two intervals (no pong, no message) is
 //! closed. A client that does not keep up (its queue of `send_queue` messages is full, or a
 //! write stalls for a heartbeat) is closed with 1013, so it reconnects with `since`; the
-//! token's expiry closes with 1008; the server's shutdown with 1001.
+//! token's expiry closes with 1008; the server's shutdown with 1001. A subscriber may hold
+//! `max_per_subscriber` sockets on a replica and a tenant `max_per_tenant`: one more is
+//! closed with 1008 as soon as it opens (a browser's `WebSocket` sees no HTTP status).
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
@@ -46,7 +48,8 @@ use crate::{AppState, error::ApiError};
 /// Missed items a socket replays from `since`.
 pub const MAX_REPLAY: usize = 1_000;
 const REPLAY_PAGE: i64 = 100;
-/// The largest message a client may send (it has nothing to say but pongs).
+/// The largest message a client may send (it has nothing to say but pongs), and the size
+/// of each socket's read buffer (128 KiB by default: 1.3 GB for 10,000 sockets).
 const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
 
 /// `inbox_socket` in the configuration.
@@ -58,11 +61,17 @@ pub struct SocketSettings {
     pub heartbeat: Duration,
     /// Messages a socket may have waiting; a client that lets more pile up is closed.
     pub send_queue: usize,
+    /// Sockets one subscriber may hold open on this replica (its tabs and devices); one
+    /// more is closed with 1008.
+    pub max_per_subscriber: usize,
+    /// Sockets one tenant's subscribers may hold open on this replica together; one more
+    /// is closed with 1008.
+    pub max_per_tenant: usize,
 }
 
 impl Default for SocketSettings {
     fn default() -> Self {
-        Self { heartbeat: Duration::from_secs(20), send_queue: 64 }
+        Self { heartbeat: Duration::from_secs(20), send_queue: 64, max_per_subscriber: 8, max_per_tenant: 10_000 }
     }
 }
 
@@ -75,6 +84,9 @@ impl SocketSettings {
         }
         if self.send_queue == 0 {
             return Err(invalid("inbox_socket.send_queue", "must be at least 1"));
+        }
+        if self.max_per_subscriber == 0 || self.max_per_tenant == 0 {
+            return Err(invalid("inbox_socket", "max_per_subscriber and max_per_tenant must be at least 1"));
         }
         Ok(())
     }
@@ -111,14 +123,30 @@ pub async fn connect(
         Ok(upgrade) => upgrade,
         Err(rejection) => return rejection.into_response(),
     };
+    // A page reconnecting in a loop is a page polling.
+    if let Err(limited) = crate::routes::inbox::admit(&app, &claims) {
+        return limited.into_response();
+    }
     let hub = Arc::clone(&app.inbox_hub);
+    let (store, settings) = (app.store.clone(), app.inbox_socket.clone());
+    let seat = hub.seat(claims.tenant_id, &claims.subscriber_id, settings.max_per_subscriber, settings.max_per_tenant);
     let alive = hub.sockets_tracker.token();
     let span = tracing::info_span!("inbox_socket", tenant_id = %claims.tenant_id);
-    let (store, settings) = (app.store.clone(), app.inbox_socket.clone());
-    upgrade.max_message_size(MAX_CLIENT_MESSAGE).max_frame_size(MAX_CLIENT_MESSAGE).on_upgrade(move |socket| {
+    let upgrade = upgrade
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
+        .read_buffer_size(MAX_CLIENT_MESSAGE);
+    upgrade.on_upgrade(move |socket| {
         async move {
             let _alive = alive;
-            Socket { socket, settings }.serve(&store, &hub, claims, since).await;
+            let mut socket = Socket { socket, settings };
+            match seat {
+                Ok(_seat) => socket.serve(&store, &hub, claims, since).await,
+                Err(reason) => {
+                    tracing::info!(reason, "inbox socket refused");
+                    socket.close(1008, reason).await;
+                }
+            }
         }
         .instrument(span)
     })
@@ -137,14 +165,18 @@ struct Socket {
 }
 
 impl Socket {
-    async fn serve(mut self, store: &Store, hub: &Arc<Hub>, claims: SubscriberClaims, since: Option<Uuid>) {
+    async fn serve(&mut self, store: &Store, hub: &Arc<Hub>, claims: SubscriberClaims, since: Option<Uuid>) {
         tracing::debug!("inbox socket open");
         let closing = self.run(store, hub, &claims, since).await;
         if let Closing::Close(code, reason) = closing {
-            tracing::debug!(code, reason, "closing inbox socket");
-            let frame = CloseFrame { code, reason: reason.into() };
-            let _ = self.send(Message::Close(Some(frame))).await;
+            self.close(code, reason).await;
         }
+    }
+
+    async fn close(&mut self, code: u16, reason: &'static str) {
+        tracing::debug!(code, reason, "closing inbox socket");
+        let frame = CloseFrame { code, reason: reason.into() };
+        let _ = self.send(Message::Close(Some(frame))).await;
     }
 
     async fn run(&mut self, store: &Store, hub: &Arc<Hub>, claims: &SubscriberClaims, since: Option<Uuid>) -> Closing {

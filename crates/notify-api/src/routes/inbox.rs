@@ -22,6 +22,17 @@ use crate::{
     routes::parse_id,
 };
 
+/// Takes one request from the subscriber's bucket (`admission.inbox_rate`, per replica): a
+/// page polling in a loop gets `429` with `Retry-After`, and leaves the database to the rest.
+pub(crate) fn admit(app: &AppState, me: &crate::SubscriberClaims) -> Result<(), ApiError> {
+    match app.inbox_limiter.take((me.tenant_id, me.subscriber_id.clone()), app.inbox_rate, 1) {
+        crate::rate_limit::Decision::Allowed(_) => Ok(()),
+        crate::rate_limit::Decision::Limited { quota, retry_after } => {
+            Err(ApiError::SubscriberRateLimited { quota, retry_after })
+        }
+    }
+}
+
 /// Page size of the inbox list: default and largest.
 const DEFAULT_PAGE: i64 = 20;
 const MAX_PAGE: i64 = 100;
@@ -92,6 +103,8 @@ pub struct UnreadCount {
         (status = 200, description = "A page of the subscriber's items, newest first, and its unread count", body = InboxPage),
         (status = 401, description = "Missing, invalid or expired subscriber token", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A query parameter is invalid or unknown", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The subscriber's request rate (`admission.inbox_rate`) is exhausted: retry after `Retry-After` seconds",
+            body = Problem, content_type = "application/problem+json"),
     ))]
 /// `GET /v1/inbox?unread_only=&type=&tag=&include_archived=&limit=&cursor=`: newest first.
 pub async fn list(
@@ -99,6 +112,7 @@ pub async fn list(
     InboxCaller(me): InboxCaller,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Json<InboxPage>, ApiError> {
+    admit(&app, &me)?;
     let mut filter = InboxFilter { limit: DEFAULT_PAGE, ..Default::default() };
     let flag = |field: &str, v: &str| match v {
         "true" => Ok(true),
@@ -139,9 +153,12 @@ pub async fn list(
     responses(
         (status = 200, description = "The subscriber's unread count", body = UnreadCount),
         (status = 401, description = "Missing, invalid or expired subscriber token", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The subscriber's request rate (`admission.inbox_rate`) is exhausted: retry after `Retry-After` seconds",
+            body = Problem, content_type = "application/problem+json"),
     ))]
 /// `GET /v1/inbox/count`: the badge.
 pub async fn count(State(app): State<AppState>, InboxCaller(me): InboxCaller) -> Result<Json<UnreadCount>, ApiError> {
+    admit(&app, &me)?;
     Ok(Json(UnreadCount { unread_count: app.store.inbox_unread_count(me.tenant_id, &me.subscriber_id).await? }))
 }
 
@@ -153,6 +170,7 @@ async fn mark(
     id: &str,
     change: InboxChange,
 ) -> Result<Json<UnreadCount>, ApiError> {
+    admit(app, me)?;
     let id: Uuid = parse_id(id)?;
     if !app.store.inbox_mark(me.tenant_id, &me.subscriber_id, id, change).await? {
         return Err(ApiError::NotFound);
@@ -168,6 +186,8 @@ async fn mark(
     responses(
         (status = 200, description = "Read (reading it again keeps the first time); the unread count after it", body = UnreadCount),
         (status = 401, description = "Missing, invalid or expired subscriber token", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The subscriber's request rate (`admission.inbox_rate`) is exhausted: retry after `Retry-After` seconds",
+            body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "The subscriber has no such item", body = Problem, content_type = "application/problem+json"),
     ))]
 /// `POST /v1/inbox/{id}/read`.
@@ -185,6 +205,8 @@ pub async fn read(
     responses(
         (status = 200, description = "Unread again; the unread count after it", body = UnreadCount),
         (status = 401, description = "Missing, invalid or expired subscriber token", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The subscriber's request rate (`admission.inbox_rate`) is exhausted: retry after `Retry-After` seconds",
+            body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "The subscriber has no such item", body = Problem, content_type = "application/problem+json"),
     ))]
 /// `POST /v1/inbox/{id}/unread`.
@@ -203,6 +225,8 @@ pub async fn unread(
         (status = 200, description = "Archived: it leaves the list (unless `include_archived=true`) and the unread count; \
             the unread count after it", body = UnreadCount),
         (status = 401, description = "Missing, invalid or expired subscriber token", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The subscriber's request rate (`admission.inbox_rate`) is exhausted: retry after `Retry-After` seconds",
+            body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "The subscriber has no such item", body = Problem, content_type = "application/problem+json"),
     ))]
 /// `POST /v1/inbox/{id}/archive`.
@@ -220,6 +244,8 @@ pub async fn archive(
     responses(
         (status = 200, description = "Deleted (the delivery and its status stay); the unread count after it", body = UnreadCount),
         (status = 401, description = "Missing, invalid or expired subscriber token", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The subscriber's request rate (`admission.inbox_rate`) is exhausted: retry after `Retry-After` seconds",
+            body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "The subscriber has no such item", body = Problem, content_type = "application/problem+json"),
     ))]
 /// `DELETE /v1/inbox/{id}`.
@@ -237,12 +263,15 @@ pub async fn delete(
         (status = 200, description = "Every item is read; the unread count after it (0 unless items arrived meanwhile)",
             body = UnreadCount),
         (status = 401, description = "Missing, invalid or expired subscriber token", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The subscriber's request rate (`admission.inbox_rate`) is exhausted: retry after `Retry-After` seconds",
+            body = Problem, content_type = "application/problem+json"),
     ))]
 /// `POST /v1/inbox/read-all`.
 pub async fn read_all(
     State(app): State<AppState>,
     InboxCaller(me): InboxCaller,
 ) -> Result<Json<UnreadCount>, ApiError> {
+    admit(&app, &me)?;
     if app.store.inbox_read_all(me.tenant_id, &me.subscriber_id).await? > 0 {
         app.inbox_hub.changed(me.tenant_id, &me.subscriber_id);
     }
