@@ -23,6 +23,7 @@ mod messages;
 mod openapi;
 mod plans;
 mod providers_aws;
+mod publishing;
 mod providers_http;
 mod receipts;
 mod recovery;

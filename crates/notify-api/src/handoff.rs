@@ -201,13 +201,39 @@ async fn publish_group(store: &Store, publisher: &Publisher, mut group: Vec<Deli
     let count = group.len() as u64;
     // One span per message, child of the request that accepted it, open until confirmed.
     let _spans: Vec<tracing::Span> = group.iter_mut().map(bootstrap::telemetry::publish_span).collect();
-    if let Err(e) = publisher.publish_all(&group).await {
-        tracing::warn!(error = %e, messages = count, "publishing accepted deliveries failed; the relays will");
-        METRICS.get_or_create(&Outcome { outcome: "left_to_relay" }).inc_by(count);
+    let outcomes = match publisher.publish_each(&group).await {
+        Ok(outcomes) => outcomes,
+        Err(e) => {
+            tracing::warn!(error = %e, messages = count, "publishing accepted deliveries failed; the relays will");
+            METRICS.get_or_create(&Outcome { outcome: "left_to_relay" }).inc_by(count);
+            return;
+        }
+    };
+    // A message the broker refused (its queue full or without a quorum) keeps its row for
+    // the relays, which park it until its queue takes messages again; the others go on.
+    let mut refused = 0;
+    let confirmed: Vec<DeliveryMessage> = group
+        .into_iter()
+        .zip(&outcomes)
+        .filter_map(|(message, outcome)| match outcome {
+            Ok(()) => Some(message),
+            Err(e) => {
+                if refused == 0 {
+                    tracing::warn!(channel = %message.channel, error = %e, "the broker refused an accepted delivery; the relays will publish it");
+                }
+                refused += 1;
+                None
+            }
+        })
+        .collect();
+    if refused > 0 {
+        METRICS.get_or_create(&Outcome { outcome: "left_to_relay" }).inc_by(refused);
+    }
+    if confirmed.is_empty() {
         return;
     }
-    METRICS.get_or_create(&Outcome { outcome: "published" }).inc_by(count);
-    if let Err(e) = store.forget_published(&group).await {
+    METRICS.get_or_create(&Outcome { outcome: "published" }).inc_by(confirmed.len() as u64);
+    if let Err(e) = store.forget_published(&confirmed).await {
         // The rows fall due after the grace; the workers drop the copies the relays send.
         tracing::debug!(error = %e, "deleting published outbox rows failed");
     }

@@ -7,6 +7,7 @@
 mod dead_letters;
 
 use std::{
+    collections::{BTreeMap, HashMap},
     path::Path,
     sync::{
         Arc, LazyLock,
@@ -16,14 +17,14 @@ use std::{
 };
 
 use bootstrap::{ConfigError, ExposeSecret, SecretString};
-use domain::backoff::Backoff;
+use domain::{Channel, backoff::Backoff};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
 };
 use queue::{Publisher, Topology};
 use serde::Deserialize;
-use store::Store;
+use store::{ClaimedBatch, Store};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
@@ -129,6 +130,12 @@ struct RelayMetrics {
     publish_failures: Counter,
     lag_seconds: Gauge<f64, AtomicU64>,
     recovered: Family<RecoveredLabels, Counter>,
+    parked: Family<ChannelLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChannelLabels {
+    channel: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -142,6 +149,7 @@ static METRICS: LazyLock<RelayMetrics> = LazyLock::new(|| {
         publish_failures: Counter::default(),
         lag_seconds: Gauge::default(),
         recovered: Family::default(),
+        parked: Family::default(),
     };
     bootstrap::metrics::register(|r| {
         r.register("outbox_published", "Outbox rows published and confirmed by the broker", metrics.published.clone());
@@ -155,6 +163,11 @@ static METRICS: LazyLock<RelayMetrics> = LazyLock::new(|| {
             "deliveries_recovered",
             "Stranded deliveries the sweeper queued again (requeued), failed or cancelled",
             metrics.recovered.clone(),
+        );
+        r.register(
+            "outbox_parked",
+            "Outbox rows whose messages the broker refused, written back due a backoff later",
+            metrics.parked.clone(),
         );
     });
     metrics
@@ -241,8 +254,9 @@ async fn relay(
     relaying.store(true, Ordering::Relaxed);
     let mut lag_measured: Option<tokio::time::Instant> = None;
     let mut swept: Option<tokio::time::Instant> = None;
+    let mut parking = Parking::default();
     loop {
-        publish_due(store, &publisher, config.relay.batch_size, shutdown).await?;
+        publish_due(store, &publisher, config.relay.batch_size, &mut parking, shutdown).await?;
         if swept.is_none_or(|at| at.elapsed() >= config.relay.sweep_interval) {
             sweep(store, &config.relay).await?;
             swept = Some(tokio::time::Instant::now());
@@ -304,6 +318,7 @@ async fn publish_due(
     store: &Store,
     publisher: &Publisher,
     batch_size: i64,
+    parking: &mut Parking,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let mut next = Some(store.claim_outbox(batch_size).await?);
@@ -316,19 +331,69 @@ async fn publish_due(
         // broker confirmed it; the message carries it on to the worker.
         let _spans: Vec<tracing::Span> = batch.messages.iter_mut().map(bootstrap::telemetry::publish_span).collect();
         let full = count as i64 == batch_size && !shutdown.is_cancelled();
-        let (published, claimed) = tokio::join!(publisher.publish_all(&batch.messages), async {
+        let (published, claimed) = tokio::join!(publisher.publish_each(&batch.messages), async {
             if full { Some(store.claim_outbox(batch_size).await) } else { None }
         });
-        // On any error the batch is dropped unpublished-or-unconfirmed: its transaction
-        // rolls back and the rows are due again (as are the next batch's).
-        if let Err(e) = published {
-            METRICS.publish_failures.inc();
-            return Err(e.into());
-        }
+        // A lost channel or connection drops the batch unconfirmed: its transaction rolls
+        // back and the rows are due again (as are the next batch's).
+        let outcomes = match published {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                METRICS.publish_failures.inc();
+                return Err(e.into());
+            }
+        };
+        parking.park_refused(&mut batch, &outcomes).await?;
+        let published = batch.messages.len();
         batch.commit().await?;
-        METRICS.published.inc_by(count as u64);
-        tracing::debug!(count, "published");
+        METRICS.published.inc_by(published as u64);
+        tracing::debug!(count = published, "published");
         next = claimed.transpose()?;
     }
     Ok(())
+}
+
+/// The rows of messages the broker refused (a queue at its `max-length` with
+/// `reject-publish`, a queue without a quorum, no binding), parked rather than retried at
+/// once: written back due a backoff later, per channel, so one channel's queue does not
+/// hold up the others, and a refusing queue is tried again less and less often (up to
+/// every 10 s) until it takes messages again.
+#[derive(Default)]
+struct Parking {
+    backoff: HashMap<Channel, Backoff>,
+}
+
+impl Parking {
+    async fn park_refused(&mut self, batch: &mut ClaimedBatch, outcomes: &[queue::Outcome]) -> anyhow::Result<()> {
+        let mut refused: BTreeMap<Channel, (Vec<usize>, &queue::QueueError)> = BTreeMap::new();
+        for (i, (message, outcome)) in batch.messages.iter().zip(outcomes).enumerate() {
+            if let Err(e) = outcome {
+                refused.entry(message.channel).or_insert_with(|| (Vec::new(), e)).0.push(i);
+            }
+        }
+        for channel in batch.messages.iter().map(|m| m.channel) {
+            if !refused.contains_key(&channel) {
+                self.backoff.remove(&channel);
+            }
+        }
+        if refused.is_empty() {
+            return Ok(());
+        }
+        let mut parked = Vec::new();
+        for (channel, (rows, error)) in refused {
+            let delay = self.backoff.entry(channel).or_default().next_delay();
+            tracing::warn!(
+                channel = %channel,
+                queue = %queue::topology::queue_name(channel),
+                rows = rows.len(),
+                retry_in = ?delay,
+                error = %error,
+                "the broker refused messages of this channel; their outbox rows are parked"
+            );
+            METRICS.parked.get_or_create(&ChannelLabels { channel: channel.as_str() }).inc_by(rows.len() as u64);
+            parked.extend(rows.into_iter().map(|i| (i, delay)));
+        }
+        batch.park(&parked).await?;
+        Ok(())
+    }
 }
