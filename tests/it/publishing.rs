@@ -94,3 +94,62 @@ async fn a_queue_that_refuses_messages_holds_up_only_its_own_channel() {
         assert_eq!(app.sends_of(Channel::Sms, message["delivery_id"].as_str().unwrap()), 1);
     }
 }
+
+#[tokio::test]
+async fn the_api_publishes_what_a_full_queue_refuses_to_the_others_and_leaves_it_to_the_relays() {
+    let app = TestApp::api_with_broker(|_| {}).await;
+    fill_queue(&app, Channel::Sms).await;
+    let _email = app.start_worker(Channel::Email, WorkerOptions::default()).await;
+    // One notification, two deliveries handed off together: the email goes at once.
+    let both = json!({"type": "t", "to": [{"email": "a@example.com", "phone": "+15551230001"}],
+                      "content": {"subject": "s", "text": "t"}});
+    let id = app.accept(&both).await;
+    eventually("the email sent without a relay", || async {
+        let n = app.get(id).await;
+        let statuses: Vec<&str> = n["deliveries"].as_array()?.iter().filter_map(|d| d["status"].as_str()).collect();
+        statuses.contains(&"sent").then_some(())
+    })
+    .await;
+    // The text message's row stays for the relays.
+    let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM outbox WHERE channel = 'sms'")
+        .fetch_one(app.env.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, 1);
+    eventually("the email's row deleted", || async { (app.env.store.outbox_len().await.ok()? == 1).then_some(()) })
+        .await;
+}
+
+#[tokio::test]
+async fn an_urgent_notification_overtakes_a_backlog_of_normal_ones() {
+    const MAX_READY: u32 = 10;
+    let app = TestApp::api_with_broker(|c| c.hand_off.max_ready = MAX_READY).await;
+    let (conn, _) = app.amqp().await;
+    let _ = conn.close(200, "declared".into()).await;
+    let _relay = app
+        .start_relay_with(outbox_relay::RelaySettings { max_ready: MAX_READY, ..Default::default() })
+        .await;
+    // A backlog of 1,000 normal emails, queued with no worker to take them.
+    let items: Vec<Value> = (0..1_000).map(|i| email(&format!("user{i}@example.com"))).collect();
+    let (status, batch) = app.call("POST", "/v1/notifications/batch", Some(&json!({"notifications": items}))).await;
+    assert_eq!(status, 200, "{batch}");
+    eventually("the relay to have published what the queue takes", || async {
+        (app.env.store.outbox_len().await.ok()? <= 1_000 - i64::from(MAX_READY)).then_some(())
+    })
+    .await;
+    // Then an urgent one, handed off by the API.
+    let mut otp = email("vip@example.com");
+    otp["priority"] = "urgent".into();
+    let urgent = app.accept(&otp).await;
+
+    let _worker = app.start_worker(Channel::Email, WorkerOptions { prefetch: 1, ..Default::default() }).await;
+    let sent = app.wait_for_status(urgent, "sent").await;
+    let delivery = sent["deliveries"][0]["id"].as_str().unwrap().to_owned();
+    let position = app
+        .sandbox_messages(Channel::Email)
+        .iter()
+        .position(|m| m["delivery_id"] == delivery.as_str())
+        .expect("the sandbox recorded the urgent email");
+    // Behind at most what the queue held ready, and what the worker had taken.
+    assert!(position <= MAX_READY as usize + 2, "the urgent email was sent after {position} others");
+}

@@ -1,10 +1,10 @@
 use std::time::Duration;
 
-use domain::DeliveryMessage;
+use domain::{Channel, DeliveryMessage};
 use futures_util::future::join_all;
 use lapin::{
     BasicProperties, Channel as AmqpChannel, Confirmation, Connection,
-    options::{BasicPublishOptions, ConfirmSelectOptions},
+    options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions},
     types::{AMQPValue, FieldTable},
 };
 
@@ -40,6 +40,14 @@ impl Publisher {
     /// nothing is known of any message.
     pub async fn publish_each(&self, messages: &[DeliveryMessage]) -> Result<Vec<Outcome>> {
         publish_each(&self.channel, messages, self.confirm_timeout).await
+    }
+
+    /// Messages ready in `channel`'s queue: published, not yet delivered to a consumer
+    /// (what consumers hold unacknowledged is not counted). A passive declare.
+    pub async fn ready(&self, channel: Channel) -> Result<u32> {
+        let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+        let queue = topology::queue_name(channel);
+        Ok(self.channel.queue_declare(queue.as_str().into(), passive, FieldTable::default()).await?.message_count())
     }
 
     pub async fn close(self) {

@@ -84,14 +84,22 @@ impl ClaimedBatch {
 }
 
 impl Store {
-    /// Claims up to `limit` due rows, most urgent first, skipping rows another relay holds.
-    /// The same statement deletes them; that takes effect only when the batch commits.
-    /// The statement is the SQL function `claim_outbox`, planned once per connection
-    /// (migrations/20261206000014_generic_plans.sql).
-    pub async fn claim_outbox(&self, limit: i64) -> Result<ClaimedBatch> {
+    /// Claims up to `limit` due rows, most urgent first, skipping rows another relay holds,
+    /// of the channels in `room` and at most as many of each as its room says (what its
+    /// queue may still take). The same statement deletes them; that takes effect only when
+    /// the batch commits. The statement is the SQL function `claim_outbox`, planned once
+    /// per connection (migrations/20261207000011_outbox_room.sql).
+    pub async fn claim_outbox(&self, limit: i64, room: &[(Channel, i64)]) -> Result<ClaimedBatch> {
         let mut tx = self.pool.begin().await?;
+        let channels: Vec<&str> = room.iter().map(|(c, _)| c.as_str()).collect();
+        let rooms: Vec<i64> = room.iter().map(|(_, n)| *n).collect();
         let rows: Vec<(Uuid, Uuid, Uuid, String, i32, Option<String>, i16)> =
-            sqlx::query_as("SELECT * FROM claim_outbox($1)").bind(limit).fetch_all(&mut *tx).await?;
+            sqlx::query_as("SELECT * FROM claim_outbox($1, $2, $3)")
+                .bind(limit)
+                .bind(&channels)
+                .bind(&rooms)
+                .fetch_all(&mut *tx)
+                .await?;
         let priorities = rows.iter().map(|row| row.6).collect();
         let messages = rows
             .into_iter()
