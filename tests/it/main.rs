@@ -8,6 +8,7 @@ mod audience;
 mod batch;
 mod bounds;
 mod cache;
+mod commit;
 mod dead_letters;
 mod delivery;
 mod erasure_race;
