@@ -130,21 +130,23 @@ async fn a_group_whose_connection_drops_after_its_commit_is_not_written_again() 
     let mut locker = PgConnection::connect(&env.database_url).await.unwrap();
     let mut lock = locker.begin().await.unwrap();
     sqlx::query("LOCK TABLE notifications IN SHARE MODE").execute(&mut *lock).await.unwrap();
+    // One at a time, each a group of its own: the next is sent once the last waits.
     let mut blockers = Vec::new();
     for i in 0..store::ACCEPT_SLOTS {
         let (store, accept) = (store.clone(), single(&env.store, tenant, &format!("first {i}")).await);
         blockers.push(tokio::spawn(async move { store.accept(accept).await }));
+        eventually("the accept waiting for the lock", || async {
+            let (waiting,): (i64,) = sqlx::query_as(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(env.store.pool())
+            .await
+            .ok()?;
+            (waiting > i64::from(i)).then_some(())
+        })
+        .await;
     }
-    eventually("every accept slot waiting for the lock", || async {
-        let (waiting,): (i64,) = sqlx::query_as(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(env.store.pool())
-        .await
-        .ok()?;
-        (waiting >= i64::from(store::ACCEPT_SLOTS)).then_some(())
-    })
-    .await;
     // Three more queue meanwhile, to be written as one group.
     let mut grouped = Vec::new();
     for _ in 0..3 {

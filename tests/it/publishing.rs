@@ -126,9 +126,7 @@ async fn an_urgent_notification_overtakes_a_backlog_of_normal_ones() {
     let app = TestApp::api_with_broker(|c| c.hand_off.max_ready = MAX_READY).await;
     let (conn, _) = app.amqp().await;
     let _ = conn.close(200, "declared".into()).await;
-    let _relay = app
-        .start_relay_with(outbox_relay::RelaySettings { max_ready: MAX_READY, ..Default::default() })
-        .await;
+    let _relay = app.start_relay_with(outbox_relay::RelaySettings { max_ready: MAX_READY, ..Default::default() }).await;
     // A backlog of 1,000 normal emails, queued with no worker to take them.
     let items: Vec<Value> = (0..1_000).map(|i| email(&format!("user{i}@example.com"))).collect();
     let (status, batch) = app.call("POST", "/v1/notifications/batch", Some(&json!({"notifications": items}))).await;

@@ -1,8 +1,10 @@
 //! The outbox relay (docs/contract.md §6.2): claims due outbox rows in batches, most urgent first,
 //! publishes them with confirms and deletes them in the same transaction, committed only
-//! after the broker confirmed every message. Any number of relays may run: `FOR UPDATE
-//! SKIP LOCKED` hands each row to one of them, and a relay that dies mid-batch rolls back,
-//! so its rows are published by another.
+//! after the broker answered for every message (the rows of those it refused are parked:
+//! written back due later). It keeps each channel's queue short (`relay.max_ready`), so
+//! the outbox, claimed most urgent first, is where a backlog waits. Any number of relays
+//! may run: `FOR UPDATE SKIP LOCKED` hands each row to one of them, and a relay that dies
+//! mid-batch rolls back, so its rows are published by another.
 
 mod dead_letters;
 

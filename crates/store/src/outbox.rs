@@ -11,8 +11,8 @@ use crate::{Result, Store, corrupt};
 pub const OUTBOX_CHANNEL: &str = "notify_outbox";
 
 /// Outbox rows claimed and already deleted inside an open transaction. Commit once the
-/// broker has confirmed every message; dropping the batch rolls back and the rows are
-/// due again, for this relay or another.
+/// broker has answered for every message (the refused ones [`ClaimedBatch::park`]ed);
+/// dropping the batch rolls back and the rows are due again, for this relay or another.
 pub struct ClaimedBatch {
     tx: Transaction<'static, Postgres>,
     /// The store's relaxed pool, for the `queued` mark.
