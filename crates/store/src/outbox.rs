@@ -7,6 +7,10 @@ use uuid::Uuid;
 
 use crate::{Result, Store, corrupt};
 
+/// A row `claim_outbox` returns: tenant, notification, delivery, channel, attempt,
+/// traceparent, priority.
+type ClaimedRow = (Uuid, Uuid, Uuid, String, i32, Option<String>, i16);
+
 /// The LISTEN/NOTIFY channel on which writers of due outbox rows wake the relays.
 pub const OUTBOX_CHANNEL: &str = "notify_outbox";
 
@@ -93,7 +97,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let channels: Vec<&str> = room.iter().map(|(c, _)| c.as_str()).collect();
         let rooms: Vec<i64> = room.iter().map(|(_, n)| *n).collect();
-        let rows: Vec<(Uuid, Uuid, Uuid, String, i32, Option<String>, i16)> =
+        let rows: Vec<ClaimedRow> =
             sqlx::query_as("SELECT * FROM claim_outbox($1, $2, $3)")
                 .bind(limit)
                 .bind(&channels)
