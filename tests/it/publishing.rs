@@ -96,7 +96,7 @@ async fn a_queue_that_refuses_messages_holds_up_only_its_own_channel() {
 }
 
 #[tokio::test]
-async fn the_api_publishes_what_a_full_queue_refuses_to_the_others_and_leaves_it_to_the_relays() {
+async fn a_message_the_broker_refuses_leaves_the_api_publishing_the_others() {
     let app = TestApp::api_with_broker(|_| {}).await;
     fill_queue(&app, Channel::Sms).await;
     let _email = app.start_worker(Channel::Email, WorkerOptions::default()).await;

@@ -97,13 +97,12 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let channels: Vec<&str> = room.iter().map(|(c, _)| c.as_str()).collect();
         let rooms: Vec<i64> = room.iter().map(|(_, n)| *n).collect();
-        let rows: Vec<ClaimedRow> =
-            sqlx::query_as("SELECT * FROM claim_outbox($1, $2, $3)")
-                .bind(limit)
-                .bind(&channels)
-                .bind(&rooms)
-                .fetch_all(&mut *tx)
-                .await?;
+        let rows: Vec<ClaimedRow> = sqlx::query_as("SELECT * FROM claim_outbox($1, $2, $3)")
+            .bind(limit)
+            .bind(&channels)
+            .bind(&rooms)
+            .fetch_all(&mut *tx)
+            .await?;
         let priorities = rows.iter().map(|row| row.6).collect();
         let messages = rows
             .into_iter()
