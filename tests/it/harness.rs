@@ -152,7 +152,7 @@ impl Drop for TestEnv {
 }
 
 /// The RabbitMQ management HTTP API.
-struct Management {
+pub struct Management {
     base: reqwest::Url,
     user: String,
     password: String,
@@ -160,7 +160,7 @@ struct Management {
 }
 
 impl Management {
-    fn new() -> Self {
+    pub fn new() -> Self {
         let mut base = rabbitmq_api();
         let user = base.username().to_owned();
         let password = base.password().unwrap_or_default().to_owned();
@@ -170,7 +170,7 @@ impl Management {
         Self { base, user, password, http: reqwest::Client::new() }
     }
 
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http.request(method, self.base.join(path).unwrap()).basic_auth(&self.user, Some(&self.password))
     }
 }

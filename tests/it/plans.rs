@@ -123,7 +123,11 @@ impl Seed {
         let (t, (n1, d1), (n2, [d2, d3])) = (self.tenant, self.single, self.pair);
         let (c1, c2) = (Uuid::new_v4(), Uuid::new_v4());
         vec![
-            ("BEGIN; SELECT * FROM claim_outbox(100); ROLLBACK;".to_owned(), vec!["WITH claimed AS ( DELETE FROM outbox"]),
+            (
+                "BEGIN; SELECT * FROM claim_outbox(100, '{email,sms,whatsapp,novu}', '{100,100,0,100}'); ROLLBACK;"
+                    .to_owned(),
+                vec!["WITH claimed AS ( DELETE FROM outbox"],
+            ),
             (
                 format!("SELECT mark_queued('{{{d1},{d2},{d3}}}');"),
                 vec!["UPDATE deliveries d SET status = 'queued'"],

@@ -81,7 +81,7 @@ async fn urgent_work_is_claimed_before_a_backlog() {
     let mut urgent = crate::harness::email("vip@example.com");
     urgent["priority"] = "urgent".into();
     let urgent = app.accept(&urgent).await;
-    let batch = app.env.store.claim_outbox(10).await.unwrap();
+    let batch = app.env.store.claim_outbox(10, &[(Channel::Email, 100)]).await.unwrap();
     assert_eq!(batch.messages[0].notification_id, urgent);
     assert_eq!(batch.messages.len(), 10);
 }

@@ -219,11 +219,9 @@ impl From<crate::receipts::Refusal> for ApiError {
 
 impl From<store::StoreError> for ApiError {
     fn from(e: store::StoreError) -> Self {
-        match &e {
-            store::StoreError::Db(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed) => {
-                ApiError::Unavailable(e.to_string())
-            }
-            _ => ApiError::Internal(e.to_string()),
-        }
+        // Transient: the database is unreachable or restarting, the pool exhausted, a race
+        // lost, or a write cut off whose commit is unknown (`store::group`). The producer
+        // retries, with its idempotency key where a write may have happened.
+        if e.is_transient() { ApiError::Unavailable(e.to_string()) } else { ApiError::Internal(e.to_string()) }
     }
 }

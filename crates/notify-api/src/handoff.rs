@@ -15,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use domain::{DeliveryMessage, backoff::Backoff};
+use domain::{Channel, DeliveryMessage, backoff::Backoff};
 use prometheus_client::{encoding::EncodeLabelSet, metrics::counter::Counter, metrics::family::Family};
 use queue::Publisher;
 use serde::Deserialize;
@@ -42,11 +42,20 @@ pub struct HandOffSettings {
     /// copy it does publish is dropped by the worker).
     #[serde(with = "humantime_serde")]
     pub grace: Duration,
+    /// Publish to a channel's queue only while it holds fewer ready messages than this
+    /// (the relays' `relay.max_ready`, set the same); beyond, the messages are left to the
+    /// relays at once, which claim the outbox most urgent first.
+    pub max_ready: u32,
 }
 
 impl Default for HandOffSettings {
     fn default() -> Self {
-        Self { enabled: true, confirm_timeout: Duration::from_secs(5), grace: Duration::from_secs(15) }
+        Self {
+            enabled: true,
+            confirm_timeout: Duration::from_secs(5),
+            grace: Duration::from_secs(15),
+            max_ready: 1_000,
+        }
     }
 }
 
@@ -57,6 +66,10 @@ impl HandOffSettings {
                 key: "hand_off.grace".into(),
                 message: "must be at least twice hand_off.confirm_timeout, which must be above 0".into(),
             });
+        }
+        if self.max_ready < 1 {
+            let message = "must be at least 1".into();
+            return Err(bootstrap::ConfigError::Invalid { key: "hand_off.max_ready".into(), message });
         }
         Ok(())
     }
@@ -87,7 +100,7 @@ impl HandOff {
         finish: CancellationToken,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (queue, waiting) = mpsc::channel(QUEUED_MAX);
-        let task = tokio::spawn(publish(store, amqp_url, settings.confirm_timeout, waiting, finish));
+        let task = tokio::spawn(publish(store, amqp_url, settings.clone(), waiting, finish));
         (Self { queue }, task)
     }
 
@@ -124,10 +137,11 @@ static METRICS: LazyLock<Family<Outcome, Counter>> = LazyLock::new(|| {
 async fn publish(
     store: Store,
     amqp_url: String,
-    confirm_timeout: Duration,
+    settings: HandOffSettings,
     mut waiting: mpsc::Receiver<DeliveryMessage>,
     finish: CancellationToken,
 ) {
+    let (confirm_timeout, max_ready) = (settings.confirm_timeout, settings.max_ready);
     let slots = Arc::new(Semaphore::new(GROUPS_IN_FLIGHT));
     let mut in_flight = JoinSet::new();
     let mut publisher: Option<Arc<Publisher>> = None;
@@ -172,7 +186,7 @@ async fn publish(
             // The confirm timeout bounds only the wait for confirms: a broker that blocks
             // publishers (a memory or disk alarm) would hold the frames' writes for ever.
             let count = group.len() as u64;
-            if tokio::time::timeout(2 * confirm_timeout, publish_group(&store, &p, group)).await.is_err() {
+            if tokio::time::timeout(2 * confirm_timeout, publish_group(&store, &p, group, max_ready)).await.is_err() {
                 tracing::warn!(messages = count, "publishing accepted deliveries timed out; the relays will");
                 METRICS.get_or_create(&Outcome { outcome: "left_to_relay" }).inc_by(count);
             }
@@ -197,18 +211,93 @@ async fn connect(amqp_url: &str, confirm_timeout: Duration) -> anyhow::Result<Pu
 /// The longest connecting to the broker, or closing the connection, may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-async fn publish_group(store: &Store, publisher: &Publisher, mut group: Vec<DeliveryMessage>) {
+async fn publish_group(store: &Store, publisher: &Publisher, group: Vec<DeliveryMessage>, max_ready: u32) {
     let count = group.len() as u64;
-    // One span per message, child of the request that accepted it, open until confirmed.
-    let _spans: Vec<tracing::Span> = group.iter_mut().map(bootstrap::telemetry::publish_span).collect();
-    if let Err(e) = publisher.publish_all(&group).await {
-        tracing::warn!(error = %e, messages = count, "publishing accepted deliveries failed; the relays will");
-        METRICS.get_or_create(&Outcome { outcome: "left_to_relay" }).inc_by(count);
+    let mut group = match leave_full_queues(store, publisher, group, max_ready).await {
+        Ok(group) => group,
+        Err(e) => {
+            tracing::warn!(error = %e, messages = count, "reading the queues failed; the relays will publish");
+            METRICS.get_or_create(&Outcome { outcome: "left_to_relay" }).inc_by(count);
+            return;
+        }
+    };
+    let count = group.len() as u64;
+    if group.is_empty() {
         return;
     }
-    METRICS.get_or_create(&Outcome { outcome: "published" }).inc_by(count);
-    if let Err(e) = store.forget_published(&group).await {
+    // One span per message, child of the request that accepted it, open until confirmed.
+    let _spans: Vec<tracing::Span> = group.iter_mut().map(bootstrap::telemetry::publish_span).collect();
+    let outcomes = match publisher.publish_each(&group).await {
+        Ok(outcomes) => outcomes,
+        Err(e) => {
+            tracing::warn!(error = %e, messages = count, "publishing accepted deliveries failed; the relays will");
+            METRICS.get_or_create(&Outcome { outcome: "left_to_relay" }).inc_by(count);
+            return;
+        }
+    };
+    // A message the broker refused (its queue full or without a quorum) keeps its row for
+    // the relays, which park it until its queue takes messages again; the others go on.
+    let mut refused = 0;
+    let confirmed: Vec<DeliveryMessage> = group
+        .into_iter()
+        .zip(&outcomes)
+        .filter_map(|(message, outcome)| match outcome {
+            Ok(()) => Some(message),
+            Err(e) => {
+                if refused == 0 {
+                    tracing::warn!(channel = %message.channel, error = %e, "the broker refused an accepted delivery; the relays will publish it");
+                }
+                refused += 1;
+                None
+            }
+        })
+        .collect();
+    if refused > 0 {
+        METRICS.get_or_create(&Outcome { outcome: "left_to_relay" }).inc_by(refused);
+    }
+    if confirmed.is_empty() {
+        return;
+    }
+    METRICS.get_or_create(&Outcome { outcome: "published" }).inc_by(confirmed.len() as u64);
+    if let Err(e) = store.forget_published(&confirmed).await {
         // The rows fall due after the grace; the workers drop the copies the relays send.
         tracing::debug!(error = %e, "deleting published outbox rows failed");
     }
+}
+
+/// Keeps the messages whose channel's queue has room under `max_ready` ready messages (in
+/// the group's order, as many as fit) and gives the others to the relays at once: their
+/// rows fall due now, not after the grace, and the relays, which claim the outbox most
+/// urgent first, publish them as the queue empties. So a backlog waits in the outbox,
+/// where an urgent message overtakes it, whoever publishes.
+async fn leave_full_queues(
+    store: &Store,
+    publisher: &Publisher,
+    group: Vec<DeliveryMessage>,
+    max_ready: u32,
+) -> anyhow::Result<Vec<DeliveryMessage>> {
+    let mut room: Vec<(Channel, u32)> = Vec::new();
+    let (mut publish, mut left) = (Vec::with_capacity(group.len()), Vec::new());
+    for message in group {
+        let n = match room.iter_mut().find(|(c, _)| *c == message.channel) {
+            Some((_, n)) => n,
+            None => {
+                let ready = publisher.ready(message.channel).await?;
+                room.push((message.channel, max_ready.saturating_sub(ready)));
+                &mut room.last_mut().expect("just pushed").1
+            }
+        };
+        if *n > 0 {
+            *n -= 1;
+            publish.push(message);
+        } else {
+            left.push(message);
+        }
+    }
+    if !left.is_empty() {
+        METRICS.get_or_create(&Outcome { outcome: "left_to_relay" }).inc_by(left.len() as u64);
+        // Not released, the rows fall due after the grace all the same.
+        store.release_to_relays(&left).await?;
+    }
+    Ok(publish)
 }

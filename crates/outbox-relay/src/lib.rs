@@ -1,12 +1,15 @@
 //! The outbox relay (docs/contract.md §6.2): claims due outbox rows in batches, most urgent first,
 //! publishes them with confirms and deletes them in the same transaction, committed only
-//! after the broker confirmed every message. Any number of relays may run: `FOR UPDATE
-//! SKIP LOCKED` hands each row to one of them, and a relay that dies mid-batch rolls back,
-//! so its rows are published by another.
+//! after the broker answered for every message (the rows of those it refused are parked:
+//! written back due later). It keeps each channel's queue short (`relay.max_ready`), so
+//! the outbox, claimed most urgent first, is where a backlog waits. Any number of relays
+//! may run: `FOR UPDATE SKIP LOCKED` hands each row to one of them, and a relay that dies
+//! mid-batch rolls back, so its rows are published by another.
 
 mod dead_letters;
 
 use std::{
+    collections::{BTreeMap, HashMap},
     path::Path,
     sync::{
         Arc, LazyLock,
@@ -16,14 +19,14 @@ use std::{
 };
 
 use bootstrap::{ConfigError, ExposeSecret, SecretString};
-use domain::backoff::Backoff;
+use domain::{Channel, backoff::Backoff};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
 };
 use queue::{Publisher, Topology};
 use serde::Deserialize;
-use store::Store;
+use store::{ClaimedBatch, Store};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
@@ -77,6 +80,11 @@ pub struct RelaySettings {
     /// How often the dead-letter queues' depth (`notify_dead_letters`) is read.
     #[serde(with = "humantime_serde")]
     pub dead_letter_interval: Duration,
+    /// The most messages the relay keeps ready (published, not yet taken by a worker) in
+    /// each channel's queue; the rest wait in the outbox, claimed most urgent first, so an
+    /// urgent message waits behind at most this many. Set `hand_off.max_ready` of the API
+    /// the same.
+    pub max_ready: u32,
 }
 
 impl Default for RelaySettings {
@@ -90,6 +98,7 @@ impl Default for RelaySettings {
             stranded_after: Duration::from_secs(600),
             max_recoveries: 3,
             dead_letter_interval: Duration::from_secs(15),
+            max_ready: 1_000,
         }
     }
 }
@@ -113,6 +122,9 @@ impl Config {
                 message: "must be 0 or more".into(),
             });
         }
+        if self.relay.max_ready < 1 {
+            return Err(ConfigError::Invalid { key: "relay.max_ready".into(), message: "must be at least 1".into() });
+        }
         if self.relay.sweep_interval.is_zero() {
             return Err(ConfigError::Invalid { key: "relay.sweep_interval".into(), message: "must be above 0".into() });
         }
@@ -129,6 +141,12 @@ struct RelayMetrics {
     publish_failures: Counter,
     lag_seconds: Gauge<f64, AtomicU64>,
     recovered: Family<RecoveredLabels, Counter>,
+    parked: Family<ChannelLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChannelLabels {
+    channel: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -142,6 +160,7 @@ static METRICS: LazyLock<RelayMetrics> = LazyLock::new(|| {
         publish_failures: Counter::default(),
         lag_seconds: Gauge::default(),
         recovered: Family::default(),
+        parked: Family::default(),
     };
     bootstrap::metrics::register(|r| {
         r.register("outbox_published", "Outbox rows published and confirmed by the broker", metrics.published.clone());
@@ -155,6 +174,11 @@ static METRICS: LazyLock<RelayMetrics> = LazyLock::new(|| {
             "deliveries_recovered",
             "Stranded deliveries the sweeper queued again (requeued), failed or cancelled",
             metrics.recovered.clone(),
+        );
+        r.register(
+            "outbox_parked",
+            "Outbox rows whose messages the broker refused, written back due a backoff later",
+            metrics.parked.clone(),
         );
     });
     metrics
@@ -241,8 +265,9 @@ async fn relay(
     relaying.store(true, Ordering::Relaxed);
     let mut lag_measured: Option<tokio::time::Instant> = None;
     let mut swept: Option<tokio::time::Instant> = None;
+    let mut parking = Parking::default();
     loop {
-        publish_due(store, &publisher, config.relay.batch_size, shutdown).await?;
+        let held_back = publish_due(store, &publisher, &config.relay, &mut parking, shutdown).await?;
         if swept.is_none_or(|at| at.elapsed() >= config.relay.sweep_interval) {
             sweep(store, &config.relay).await?;
             swept = Some(tokio::time::Instant::now());
@@ -256,11 +281,15 @@ async fn relay(
             publisher.close().await;
             return Ok(());
         }
-        let wait = match store.next_outbox_due().await? {
+        let mut wait = match store.next_outbox_due().await? {
             Some(at) => Duration::try_from(at - OffsetDateTime::now_utc()).unwrap_or_default(),
             None => config.relay.poll_interval,
         }
         .min(config.relay.poll_interval);
+        if held_back {
+            // No NOTIFY says a worker took messages: look at the queues again soon.
+            wait = wait.min(FULL_QUEUE_RECHECK);
+        }
         tokio::select! {
             _ = shutdown.cancelled() => {}
             woken = listener.recv() => { woken?; }
@@ -296,39 +325,139 @@ async fn sweep(store: &Store, settings: &RelaySettings) -> anyhow::Result<()> {
     }
 }
 
-/// Publishes batches until no due row is left (or shutdown is asked for between batches).
-/// While the broker confirms a full batch, the next one is claimed (`SKIP LOCKED` passes
-/// over the rows the unconfirmed batch still holds), so a backlog moves without waiting
-/// for the database and the broker in turn.
+/// How soon the relay looks again at a channel's queue that holds `relay.max_ready`
+/// messages: the workers take messages without telling it.
+const FULL_QUEUE_RECHECK: Duration = Duration::from_millis(100);
+
+/// Publishes batches until no due row is left, every queue holds `relay.max_ready` ready
+/// messages, or shutdown is asked for between batches; returns whether a queue was full
+/// (due rows of its channel may still wait). While the broker confirms a full batch, the
+/// next one is claimed (`SKIP LOCKED` passes over the rows the unconfirmed batch still
+/// holds), so a backlog moves without waiting for the database and the broker in turn.
 async fn publish_due(
     store: &Store,
     publisher: &Publisher,
-    batch_size: i64,
+    settings: &RelaySettings,
+    parking: &mut Parking,
     shutdown: &CancellationToken,
-) -> anyhow::Result<()> {
-    let mut next = Some(store.claim_outbox(batch_size).await?);
+) -> anyhow::Result<bool> {
+    let batch_size = settings.batch_size;
+    let mut room = Room::read(publisher, settings.max_ready).await?;
+    let open = room.open();
+    if open.is_empty() {
+        return Ok(true);
+    }
+    let mut next = Some(store.claim_outbox(batch_size, &open).await?);
     while let Some(mut batch) = next.take() {
         let count = batch.messages.len();
         if count == 0 {
-            return Ok(());
+            break;
         }
+        room.take(&batch.messages);
         // One span per message, child of the trace that wrote the row, open until the
         // broker confirmed it; the message carries it on to the worker.
         let _spans: Vec<tracing::Span> = batch.messages.iter_mut().map(bootstrap::telemetry::publish_span).collect();
-        let full = count as i64 == batch_size && !shutdown.is_cancelled();
-        let (published, claimed) = tokio::join!(publisher.publish_all(&batch.messages), async {
-            if full { Some(store.claim_outbox(batch_size).await) } else { None }
+        let open = room.open();
+        let full = count as i64 == batch_size && !open.is_empty() && !shutdown.is_cancelled();
+        let (published, claimed) = tokio::join!(publisher.publish_each(&batch.messages), async {
+            if full { Some(store.claim_outbox(batch_size, &open).await) } else { None }
         });
-        // On any error the batch is dropped unpublished-or-unconfirmed: its transaction
-        // rolls back and the rows are due again (as are the next batch's).
-        if let Err(e) = published {
-            METRICS.publish_failures.inc();
-            return Err(e.into());
-        }
+        // A lost channel or connection drops the batch unconfirmed: its transaction rolls
+        // back and the rows are due again (as are the next batch's).
+        let outcomes = match published {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                METRICS.publish_failures.inc();
+                return Err(e.into());
+            }
+        };
+        parking.park_refused(&mut batch, &outcomes).await?;
+        let published = batch.messages.len();
         batch.commit().await?;
-        METRICS.published.inc_by(count as u64);
-        tracing::debug!(count, "published");
+        METRICS.published.inc_by(published as u64);
+        tracing::debug!(count = published, "published");
         next = claimed.transpose()?;
     }
-    Ok(())
+    Ok(room.any_full())
+}
+
+/// How many more messages each channel's queue may take before it holds `max_ready`
+/// ready ones, read from the broker once per [`publish_due`] and counted down as batches
+/// are claimed. Other relays and the API publish too, so together they may go past it by
+/// what each publishes between two reads.
+struct Room {
+    left: Vec<(Channel, i64)>,
+}
+
+impl Room {
+    async fn read(publisher: &Publisher, max_ready: u32) -> anyhow::Result<Self> {
+        let mut left = Vec::with_capacity(Channel::QUEUED.len());
+        for channel in Channel::QUEUED {
+            let ready = publisher.ready(channel).await?;
+            left.push((channel, i64::from(max_ready.saturating_sub(ready))));
+        }
+        Ok(Self { left })
+    }
+
+    /// The channels that may take more, with how many.
+    fn open(&self) -> Vec<(Channel, i64)> {
+        self.left.iter().copied().filter(|(_, n)| *n > 0).collect()
+    }
+
+    fn take(&mut self, messages: &[domain::DeliveryMessage]) {
+        for message in messages {
+            if let Some((_, n)) = self.left.iter_mut().find(|(c, _)| *c == message.channel) {
+                *n -= 1;
+            }
+        }
+    }
+
+    fn any_full(&self) -> bool {
+        self.left.iter().any(|(_, n)| *n <= 0)
+    }
+}
+
+/// The rows of messages the broker refused (a queue at its `max-length` with
+/// `reject-publish`, a queue without a quorum, no binding), parked rather than retried at
+/// once: written back due a backoff later, per channel, so one channel's queue does not
+/// hold up the others, and a refusing queue is tried again less and less often (up to
+/// every 10 s) until it takes messages again.
+#[derive(Default)]
+struct Parking {
+    backoff: HashMap<Channel, Backoff>,
+}
+
+impl Parking {
+    async fn park_refused(&mut self, batch: &mut ClaimedBatch, outcomes: &[queue::Outcome]) -> anyhow::Result<()> {
+        let mut refused: BTreeMap<Channel, (Vec<usize>, &queue::QueueError)> = BTreeMap::new();
+        for (i, (message, outcome)) in batch.messages.iter().zip(outcomes).enumerate() {
+            if let Err(e) = outcome {
+                refused.entry(message.channel).or_insert_with(|| (Vec::new(), e)).0.push(i);
+            }
+        }
+        for channel in batch.messages.iter().map(|m| m.channel) {
+            if !refused.contains_key(&channel) {
+                self.backoff.remove(&channel);
+            }
+        }
+        if refused.is_empty() {
+            return Ok(());
+        }
+        let mut parked = Vec::new();
+        for (channel, (rows, error)) in refused {
+            let delay = self.backoff.entry(channel).or_default().next_delay();
+            tracing::warn!(
+                channel = %channel,
+                queue = %queue::topology::queue_name(channel),
+                rows = rows.len(),
+                retry_in = ?delay,
+                error = %error,
+                "the broker refused messages of this channel; their outbox rows are parked"
+            );
+            METRICS.parked.get_or_create(&ChannelLabels { channel: channel.as_str() }).inc_by(rows.len() as u64);
+            parked.extend(rows.into_iter().map(|i| (i, delay)));
+        }
+        batch.park(&parked).await?;
+        Ok(())
+    }
 }

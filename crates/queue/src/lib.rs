@@ -17,7 +17,7 @@ pub use broadcast::{Broadcast, BroadcastLimits};
 pub use consumer::{Incoming, Subscription};
 pub use dead_letters::{DeadLetter, DeadLetters, Death};
 pub use lapin::Connection as AmqpConnection;
-pub use publisher::Publisher;
+pub use publisher::{Outcome, Publisher};
 pub use topology::Topology;
 
 #[derive(Debug, thiserror::Error)]

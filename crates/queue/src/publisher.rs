@@ -1,10 +1,10 @@
 use std::time::Duration;
 
-use domain::DeliveryMessage;
-use futures_util::future::try_join_all;
+use domain::{Channel, DeliveryMessage};
+use futures_util::future::join_all;
 use lapin::{
     BasicProperties, Channel as AmqpChannel, Confirmation, Connection,
-    options::{BasicPublishOptions, ConfirmSelectOptions},
+    options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions},
     types::{AMQPValue, FieldTable},
 };
 
@@ -34,10 +34,20 @@ impl Publisher {
     }
 
     /// Publishes every message, then waits for all confirms (pipelined, not one round trip
-    /// per message). Any nack, return or timeout fails the whole batch: the caller keeps
-    /// the rows and publishes them again, and workers drop the duplicates.
-    pub async fn publish_all(&self, messages: &[DeliveryMessage]) -> Result<usize> {
-        publish_confirmed(&self.channel, messages, self.confirm_timeout).await
+    /// per message), and says what became of each, in order: confirmed, or refused (a nack,
+    /// a return as unroutable, no confirm within the timeout). One queue refusing its
+    /// messages does not fail the others'. An `Err` is a lost channel or connection: then
+    /// nothing is known of any message.
+    pub async fn publish_each(&self, messages: &[DeliveryMessage]) -> Result<Vec<Outcome>> {
+        publish_each(&self.channel, messages, self.confirm_timeout).await
+    }
+
+    /// Messages ready in `channel`'s queue: published, not yet delivered to a consumer
+    /// (what consumers hold unacknowledged is not counted). A passive declare.
+    pub async fn ready(&self, channel: Channel) -> Result<u32> {
+        let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+        let queue = topology::queue_name(channel);
+        Ok(self.channel.queue_declare(queue.as_str().into(), passive, FieldTable::default()).await?.message_count())
     }
 
     pub async fn close(self) {
@@ -45,15 +55,28 @@ impl Publisher {
     }
 }
 
-/// [`Publisher::publish_all`] on a channel in confirm mode: to [`topology::EXCHANGE`] with
-/// the message's channel as routing key, persistent and `mandatory`, its trace context in
-/// the headers.
+/// What the broker did with one message: `Ok` once it confirmed storing it in a queue.
+pub type Outcome = std::result::Result<(), QueueError>;
+
+/// [`publish_each`] of messages that stand or fall together: the first refusal is the error.
 pub(crate) async fn publish_confirmed(
     channel: &AmqpChannel,
     messages: &[DeliveryMessage],
     confirm_timeout: Duration,
 ) -> Result<usize> {
-    let mut pending = Vec::new();
+    publish_each(channel, messages, confirm_timeout).await?.into_iter().collect::<Result<Vec<()>>>()?;
+    Ok(messages.len())
+}
+
+/// [`Publisher::publish_each`] on a channel in confirm mode: to [`topology::EXCHANGE`] with
+/// the message's channel as routing key, persistent and `mandatory`, its trace context in
+/// the headers.
+pub(crate) async fn publish_each(
+    channel: &AmqpChannel,
+    messages: &[DeliveryMessage],
+    confirm_timeout: Duration,
+) -> Result<Vec<Outcome>> {
+    let mut confirms = Vec::with_capacity(messages.len());
     for msg in messages {
         let mut props = BasicProperties::default()
             .with_delivery_mode(2)
@@ -73,19 +96,23 @@ pub(crate) async fn publish_confirmed(
                 props,
             )
             .await?;
-        pending.push(async move {
-            match confirm.await? {
+        confirms.push(confirm);
+    }
+    // One deadline for the whole group: a queue that never confirms (a lost quorum) costs
+    // the timeout once, and the messages confirmed meanwhile count.
+    let deadline = tokio::time::Instant::now() + confirm_timeout;
+    let outcomes = join_all(confirms.into_iter().map(|confirm| async move {
+        match tokio::time::timeout_at(deadline, confirm).await {
+            Err(_) => Ok(Err(QueueError::ConfirmTimeout(confirm_timeout))),
+            Ok(confirmation) => Ok(match confirmation? {
                 Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
                 Confirmation::Ack(Some(returned)) => {
                     Err(QueueError::Unroutable(returned.delivery.routing_key.to_string()))
                 }
                 Confirmation::Nack(_) => Err(QueueError::Nacked),
-            }
-        });
-    }
-    let count = pending.len();
-    tokio::time::timeout(confirm_timeout, try_join_all(pending))
-        .await
-        .map_err(|_| QueueError::ConfirmTimeout(confirm_timeout))??;
-    Ok(count)
+            }),
+        }
+    }))
+    .await;
+    outcomes.into_iter().collect()
 }

@@ -3,8 +3,12 @@
 //! Requests queue while up to `concurrency` groups are in flight; the next free slot takes
 //! everything queued (up to `max`) as one group. Under light load a group is a single
 //! request and waits for nothing; under heavy load groups grow, and the round trips and
-//! commits per request fall with them. A group that fails is run again one request at a
-//! time, so a request that cannot be written fails alone.
+//! commits per request fall with them. A group the database refused (an error it answered
+//! with, so the group wrote nothing) is run again one request at a time, so a request that
+//! cannot be written fails alone. A group that failed otherwise (the connection dropped,
+//! during its COMMIT too) may have been written: it is not run again, as that would write
+//! its requests twice, and each caller is answered with a connection error, which the API
+//! answers with 503 for the producer to retry with its idempotency key.
 //!
 //! A slot of [`Grouped::holding`] keeps one connection for its lifetime: taken from the
 //! pool at its first group, pinged only after [`IDLE_BEFORE_PING`] unused, replaced when a
@@ -18,7 +22,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sqlx::{Connection, PgConnection, PgPool, Postgres, pool::PoolConnection};
+use sqlx::{
+    Connection, PgConnection, PgPool, Postgres,
+    pool::PoolConnection,
+    postgres::{PgDatabaseError, PgSeverity},
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -163,6 +171,12 @@ impl Slot {
             Err(e) if requests.len() == 1 => {
                 let _ = replies.into_iter().next().expect("one request").send(Err(e));
             }
+            Err(e) if !wrote_nothing(&e) => {
+                tracing::warn!(error = %e, requests = requests.len(), "a grouped write failed and may have been committed; not running it again");
+                for reply in replies {
+                    let _ = reply.send(Err(may_have_written(&e)));
+                }
+            }
             Err(e) => {
                 tracing::warn!(error = %e, requests = requests.len(), "a grouped write failed; running its requests one by one");
                 for (request, reply) in requests.chunks(1).zip(replies) {
@@ -221,22 +235,53 @@ async fn still_usable(conn: &mut PgConnection, error: &StoreError) -> bool {
     }
 }
 
+/// Whether a failed group is known to have written nothing: the server refused one of its
+/// statements with an `ERROR` (its transaction rolled back, the session goes on). A lost
+/// connection, a `FATAL` error (a backend terminated while its COMMIT waited for a
+/// synchronous standby has committed locally), or rows that could not be read after the
+/// commit leave it unknown.
+fn wrote_nothing(error: &StoreError) -> bool {
+    match error {
+        StoreError::Db(sqlx::Error::Database(e)) => {
+            e.try_downcast_ref::<PgDatabaseError>().is_some_and(|e| e.severity() == PgSeverity::Error)
+        }
+        _ => false,
+    }
+}
+
+/// The error each caller of a group that may have been written gets: a connection error
+/// (transient, so the API answers 503 and a worker tries again), whatever ended the group.
+fn may_have_written(error: &StoreError) -> StoreError {
+    let why = format!("the write may have been committed before it failed: {error}");
+    StoreError::Db(sqlx::Error::Io(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, why)))
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
     use super::*;
 
-    fn doubled<'a>(_: &'a mut PgConnection, requests: &'a [i64]) -> BoxFuture<'a, Result<Vec<i64>>> {
+    /// The server refuses a group with a bad request (-1) in it.
+    fn doubled<'a>(conn: &'a mut PgConnection, requests: &'a [i64]) -> BoxFuture<'a, Result<Vec<i64>>> {
         Box::pin(async move {
-            if requests.len() > 1 && requests.contains(&-1) {
-                return Err(crate::StoreError::Corrupt("a bad request in the group".into()));
+            if requests.contains(&-1) {
+                sqlx::query("SELECT 1 / 0").execute(&mut *conn).await?;
             }
             match requests {
-                [-1] => Err(crate::StoreError::Corrupt("bad request".into())),
                 [-2] => panic!("a bug in a group's statement"),
                 _ => Ok(requests.iter().map(|r| r * 2).collect()),
             }
+        })
+    }
+
+    static WRITTEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    /// Writes its requests, then loses the connection before the answer.
+    fn written_then_lost<'a>(_: &'a mut PgConnection, requests: &'a [i64]) -> BoxFuture<'a, Result<Vec<i64>>> {
+        Box::pin(async move {
+            WRITTEN.fetch_add(requests.len(), std::sync::atomic::Ordering::SeqCst);
+            Err(StoreError::Db(sqlx::Error::Io(std::io::ErrorKind::ConnectionReset.into())))
         })
     }
 
@@ -262,6 +307,23 @@ mod tests {
             answers.push(call.await.expect("no panic").ok());
         }
         assert_eq!(answers, vec![Some(2), Some(4), None, Some(8)]);
+    }
+
+    #[tokio::test]
+    async fn a_group_that_may_have_been_written_is_not_written_again() {
+        let grouped = Arc::new(Grouped::holding(pool(), written_then_lost, 1, 100, &CancellationToken::new()));
+        // The first request holds the only slot while the others queue into one group.
+        let calls: Vec<_> = (1..=4)
+            .map(|r| {
+                let grouped = Arc::clone(&grouped);
+                tokio::spawn(async move { grouped.call(r).await })
+            })
+            .collect();
+        for call in calls {
+            let answer = call.await.expect("no panic");
+            assert!(answer.is_err_and(|e| e.is_transient()), "a transient error for every caller");
+        }
+        assert_eq!(WRITTEN.load(std::sync::atomic::Ordering::SeqCst), 4, "each request written once");
     }
 
     #[tokio::test]

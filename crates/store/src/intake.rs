@@ -151,6 +151,27 @@ impl Store {
         Ok(done.rows_affected())
     }
 
+    /// Makes the outbox rows of `messages` due now and wakes the relays: the hand-off leaves
+    /// them to the relays rather than publishing them itself (their queue is full).
+    pub async fn release_to_relays(&self, messages: &[DeliveryMessage]) -> Result<u64> {
+        let tenants: Vec<Uuid> = messages.iter().map(|m| m.tenant_id).collect();
+        let ids: Vec<Uuid> = messages.iter().map(|m| m.delivery_id).collect();
+        let attempts: Vec<i32> = messages.iter().map(|m| m.attempt).collect();
+        let done = sqlx::query(
+            "UPDATE outbox o SET available_at = now()
+             FROM unnest($1::uuid[], $2::uuid[], $3::int[]) AS p(tenant_id, delivery_id, attempt)
+             WHERE o.tenant_id = p.tenant_id AND o.delivery_id = p.delivery_id AND o.attempt = p.attempt
+               AND o.available_at > now()",
+        )
+        .bind(&tenants)
+        .bind(&ids)
+        .bind(&attempts)
+        .execute(&self.pool)
+        .await?;
+        self.wake_relays();
+        Ok(done.rows_affected())
+    }
+
     /// Deletes idempotency keys older than `retention`; returns how many.
     pub async fn purge_idempotency_keys(&self, retention: Duration) -> Result<u64> {
         let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < now() - $1::interval")

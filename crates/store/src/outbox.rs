@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use domain::{Channel, DeliveryMessage};
 use sqlx::{PgPool, Postgres, Transaction};
 use time::OffsetDateTime;
@@ -5,20 +7,70 @@ use uuid::Uuid;
 
 use crate::{Result, Store, corrupt};
 
+/// A row `claim_outbox` returns: tenant, notification, delivery, channel, attempt,
+/// traceparent, priority.
+type ClaimedRow = (Uuid, Uuid, Uuid, String, i32, Option<String>, i16);
+
 /// The LISTEN/NOTIFY channel on which writers of due outbox rows wake the relays.
 pub const OUTBOX_CHANNEL: &str = "notify_outbox";
 
 /// Outbox rows claimed and already deleted inside an open transaction. Commit once the
-/// broker has confirmed every message; dropping the batch rolls back and the rows are
-/// due again, for this relay or another.
+/// broker has answered for every message (the refused ones [`ClaimedBatch::park`]ed);
+/// dropping the batch rolls back and the rows are due again, for this relay or another.
 pub struct ClaimedBatch {
     tx: Transaction<'static, Postgres>,
     /// The store's relaxed pool, for the `queued` mark.
     relaxed: PgPool,
     pub messages: Vec<DeliveryMessage>,
+    /// Each message's outbox priority, for writing back the rows it parks.
+    priorities: Vec<i16>,
 }
 
 impl ClaimedBatch {
+    /// Writes the rows of the messages at `refused` back, each due its delay from now, and takes
+    /// those messages out of the batch: the broker would not take them (their queue is
+    /// full or has no quorum), and the rest of the batch need not wait for them. Commit
+    /// afterwards; a batch dropped instead rolls the write-back back with the claim.
+    pub async fn park(&mut self, refused: &[(usize, Duration)]) -> Result<()> {
+        if refused.is_empty() {
+            return Ok(());
+        }
+        let parked: Vec<&DeliveryMessage> = refused.iter().map(|&(i, _)| &self.messages[i]).collect();
+        let column = |f: fn(&DeliveryMessage) -> Uuid| parked.iter().map(|m| f(m)).collect::<Vec<Uuid>>();
+        let channels: Vec<&str> = parked.iter().map(|m| m.channel.as_str()).collect();
+        let attempts: Vec<i32> = parked.iter().map(|m| m.attempt).collect();
+        let traceparents: Vec<Option<&str>> = parked.iter().map(|m| m.traceparent.as_deref()).collect();
+        let priorities: Vec<i16> = refused.iter().map(|&(i, _)| self.priorities[i]).collect();
+        let delays_ms: Vec<i64> = refused.iter().map(|(_, delay)| delay.as_millis() as i64).collect();
+        sqlx::query(
+            "INSERT INTO outbox (tenant_id, notification_id, delivery_id, channel, attempt, priority, traceparent,
+                                 available_at)
+             SELECT tenant_id, notification_id, delivery_id, channel, attempt, priority, traceparent,
+                    now() + delay_ms * interval '1 millisecond'
+             FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::int[], $6::smallint[], $7::text[],
+                         $8::bigint[])
+                  AS p(tenant_id, notification_id, delivery_id, channel, attempt, priority, traceparent, delay_ms)",
+        )
+        .bind(column(|m| m.tenant_id))
+        .bind(column(|m| m.notification_id))
+        .bind(column(|m| m.delivery_id))
+        .bind(&channels)
+        .bind(&attempts)
+        .bind(&priorities)
+        .bind(&traceparents)
+        .bind(&delays_ms)
+        .execute(&mut *self.tx)
+        .await?;
+        let kept = std::mem::take(&mut self.messages)
+            .into_iter()
+            .zip(std::mem::take(&mut self.priorities))
+            .enumerate()
+            .filter(|(i, _)| !refused.iter().any(|(r, _)| r == i))
+            .map(|(_, kept)| kept);
+        (self.messages, self.priorities) = kept.unzip();
+        Ok(())
+    }
+
     /// Commits the claim, then marks the deliveries `queued`. Not in the claim's
     /// transaction: it would hold their rows locked until the broker confirmed, and the
     /// workers, which get the messages sooner, would wait on those locks to claim them.
@@ -36,23 +88,31 @@ impl ClaimedBatch {
 }
 
 impl Store {
-    /// Claims up to `limit` due rows, most urgent first, skipping rows another relay holds.
-    /// The same statement deletes them; that takes effect only when the batch commits.
-    /// The statement is the SQL function `claim_outbox`, planned once per connection
-    /// (migrations/20261206000014_generic_plans.sql).
-    pub async fn claim_outbox(&self, limit: i64) -> Result<ClaimedBatch> {
+    /// Claims up to `limit` due rows, most urgent first, skipping rows another relay holds,
+    /// of the channels in `room` and at most as many of each as its room says (what its
+    /// queue may still take). The same statement deletes them; that takes effect only when
+    /// the batch commits. The statement is the SQL function `claim_outbox`, planned once
+    /// per connection (migrations/20261207000011_outbox_room.sql).
+    pub async fn claim_outbox(&self, limit: i64, room: &[(Channel, i64)]) -> Result<ClaimedBatch> {
         let mut tx = self.pool.begin().await?;
-        let rows: Vec<(Uuid, Uuid, Uuid, String, i32, Option<String>)> =
-            sqlx::query_as("SELECT * FROM claim_outbox($1)").bind(limit).fetch_all(&mut *tx).await?;
+        let channels: Vec<&str> = room.iter().map(|(c, _)| c.as_str()).collect();
+        let rooms: Vec<i64> = room.iter().map(|(_, n)| *n).collect();
+        let rows: Vec<ClaimedRow> = sqlx::query_as("SELECT * FROM claim_outbox($1, $2, $3)")
+            .bind(limit)
+            .bind(&channels)
+            .bind(&rooms)
+            .fetch_all(&mut *tx)
+            .await?;
+        let priorities = rows.iter().map(|row| row.6).collect();
         let messages = rows
             .into_iter()
-            .map(|(tenant_id, notification_id, delivery_id, channel, attempt, traceparent)| {
+            .map(|(tenant_id, notification_id, delivery_id, channel, attempt, traceparent, _)| {
                 let channel: Channel = channel.parse().map_err(|_| corrupt(format!("outbox channel {channel}")))?;
                 let message = DeliveryMessage::new(delivery_id, notification_id, tenant_id, channel, attempt);
                 Ok(DeliveryMessage { traceparent, ..message })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(ClaimedBatch { tx, relaxed: self.relaxed.clone(), messages })
+        Ok(ClaimedBatch { tx, relaxed: self.relaxed.clone(), messages, priorities })
     }
 
     /// When the earliest row that is not yet due becomes due, so the relay can sleep until
