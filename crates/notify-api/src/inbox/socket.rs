@@ -99,8 +99,9 @@ pub async fn connect(
     let Some(token) = params.token.filter(|t| !t.is_empty()) else {
         return ApiError::Unauthorized("send a subscriber token as `?token=<token>`").into_response();
     };
-    let Some(claims) = app.tokens.verify(&token) else {
-        return ApiError::Unauthorized("the subscriber token is invalid or expired").into_response();
+    let claims = match super::token::authorize(&app, &token).await {
+        Ok(claims) => claims,
+        Err(e) => return e.into_response(),
     };
     let since = match params.since.as_deref().filter(|s| !s.is_empty()).map(str::parse::<Uuid>) {
         None => None,
