@@ -46,6 +46,7 @@ const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) struct TenantSettings {
     pub default_locale: String,
     pub adhoc_types: bool,
+    pub http_action_urls: bool,
 }
 
 /// A type's compiled templates: channel, locale, template.
@@ -322,7 +323,7 @@ mod tests {
     }
 
     fn settings() -> TenantSettings {
-        TenantSettings { default_locale: "en".into(), adhoc_types: true }
+        TenantSettings { default_locale: "en".into(), adhoc_types: true, http_action_urls: false }
     }
 
     fn listening(capacity: usize) -> Cache {
