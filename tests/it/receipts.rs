@@ -495,6 +495,7 @@ async fn ses_events_signed_by_sns_bounce_suppress_and_never_move_backwards() {
             cert_host_pattern: r"^127\.0\.0\.1$".into(),
             allow_http_certs: true,
             topic_arns: vec![topic.clone()],
+            cert_issuers: vec!["Amazon".into()],
         })
     })
     .await;
@@ -588,6 +589,7 @@ async fn a_subscription_confirmation_not_signed_by_sns_is_refused_and_not_follow
             cert_host_pattern: r"^127\.0\.0\.1$".into(),
             allow_http_certs: true,
             topic_arns: vec![topic.clone()],
+            cert_issuers: vec!["Amazon".into()],
         })
     })
     .await;
