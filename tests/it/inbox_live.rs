@@ -240,6 +240,20 @@ async fn a_token_issued_before_an_erasure_opens_no_socket_on_the_namesake() {
 }
 
 #[tokio::test]
+async fn an_open_socket_is_closed_when_its_subscriber_is_erased() {
+    let app = TestApp::api_only().await;
+    put_subscriber(&app, &app.api_key, "u-1").await;
+    let before = token(&app, &app.api_key, "u-1").await;
+    let (mut socket, _) = Socket::open(&app.api_url, &before, None).await;
+    let (status, _) = call(&app, &app.api_url, &app.api_key, "DELETE", "/v1/subscribers/u-1", None).await;
+    assert_eq!(status, 204);
+    // Closed, so it hears nothing of whoever is given the id next (and cannot come back).
+    assert_eq!(socket.closed(Duration::from_secs(5), &mut 0).await, Some(1008));
+    put_subscriber(&app, &app.api_key, "u-1").await;
+    assert_eq!(Socket::try_open(&app.api_url, &before, None).await.err(), Some(401));
+}
+
+#[tokio::test]
 async fn a_reconnecting_socket_gets_what_it_missed_since_an_item() {
     let app = TestApp::api_only().await;
     put_subscriber(&app, &app.api_key, "u-1").await;

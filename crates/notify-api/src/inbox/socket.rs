@@ -17,7 +17,7 @@
 //! Pings every `heartbeat`; a client silent for two intervals (no pong, no message) is
 //! closed. A client that does not keep up (its queue of `send_queue` messages is full, or a
 //! write stalls for a heartbeat) is closed with 1013, so it reconnects with `since`; the
-//! token's expiry closes with 1008; the server's shutdown with 1001.
+//! token's expiry or the subscriber's erasure closes with 1008; the server's shutdown with 1001.
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
@@ -186,6 +186,7 @@ impl Socket {
                 _ = hub.shutdown.cancelled() => return Closing::Close(1001, "server shutting down"),
                 _ = registration.overflow.cancelled() => return Closing::Close(1013, "too slow: reconnect with since"),
                 _ = &mut expiry => return Closing::Close(1008, "token expired"),
+                _ = registration.erased.cancelled() => return Closing::Close(1008, "subscriber erased"),
                 push = registration.pushes.recv() => {
                     let Some(push) = push else { return Closing::Close(1013, "too slow: reconnect with since") };
                     if push.item_id.is_some_and(|id| replayed.contains(&id)) {
