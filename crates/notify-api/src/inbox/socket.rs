@@ -17,7 +17,7 @@
 //! Pings every `heartbeat`; a client silent for two intervals (no pong, no message) is
 //! closed. A client that does not keep up (its queue of `send_queue` messages is full, or a
 //! write stalls for a heartbeat) is closed with 1013, so it reconnects with `since`; the
-//! token's expiry or the subscriber's erasure closes with 1008; the server's shutdown with 1001.
+//! token's expiry closes with 1008; the server's shutdown with 1001.
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
