@@ -42,8 +42,8 @@ const AWS_HOSTS: [&str; 3] =
     ["sns.us-east-1.amazonaws.com", "sns.cn-north-1.amazonaws.com.cn", "sns.us-gov-west-1.amazonaws.com"];
 /// The subject SNS's signing certificates name.
 const CERT_SUBJECT: &str = "sns.amazonaws.com";
-/// A message older than this (by its signed `Timestamp`) is a replay: SNS delivers within
-/// its retry policy's hour by default, and a real new event comes with a new timestamp.
+/// A message older than this (by its signed `Timestamp`) is a replay: SNS stops retrying
+/// an HTTP delivery within an hour (a delivery policy's retries last at most 3,600 s).
 pub const MAX_MESSAGE_AGE: time::Duration = time::Duration::hours(1);
 const COMMON_NAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
 const ORGANIZATION: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.10");

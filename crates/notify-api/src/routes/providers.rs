@@ -150,7 +150,6 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Applies a receipt and logs what it did (never the addresses).
 /// The longest callback token remembered; a longer one is not Twilio's and is ignored.
 const MAX_TOKEN: usize = 256;
 
@@ -171,6 +170,7 @@ async fn apply_once(app: &AppState, receipt: Receipt, token: Option<&str>) -> Re
     Ok(())
 }
 
+/// Applies a receipt and logs what it did (never the addresses).
 async fn apply(app: &AppState, receipt: Receipt) -> Result<(), ApiError> {
     let applied = app.store.apply_receipt(&receipt).await?;
     let status = receipt.status.map(|s| s.as_str());
