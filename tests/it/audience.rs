@@ -338,7 +338,7 @@ async fn unknown_types_are_refused_when_the_tenant_requires_defined_types() {
 
     // Changed from another process (as `admin set-tenant`): the API hears of it through
     // the change notification.
-    app.env.store.set_tenant_settings(app.tenant_id, None, Some(false)).await.unwrap();
+    app.env.store.set_tenant_settings(app.tenant_id, None, Some(false), None).await.unwrap();
     let answer = within(NOTIFIED, "the setting applied", || async {
         let (status, answer) = app.post(&adhoc).await;
         (status != 202).then_some(answer)
@@ -476,4 +476,84 @@ async fn a_scheduled_in_app_item_stays_out_of_the_inbox_until_its_time() {
         app.http.get(app.url("/v1/inbox")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
     assert_eq!(inbox["items"].as_array().unwrap().len(), 1, "{inbox}");
     assert_eq!(inbox["unread_count"], 1);
+}
+
+/// The fields a 422 names.
+fn refused_fields(status: u16, answer: &Value) -> Vec<String> {
+    assert_eq!(status, 422, "{answer}");
+    answer["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test]
+async fn an_in_app_action_url_is_https_a_path_or_http_where_the_tenant_allows_it() {
+    let app = TestApp::api_only().await;
+    app.put("/v1/subscribers/u-1", json!({})).await;
+    let inline = |url: &str| {
+        json!({"type": "t", "to": [{"subscriber_id": "u-1"}], "channels": ["in_app"],
+               "content": {"title": "Hi", "action_url": url}})
+    };
+    for bad in [
+        "javascript:alert(document.cookie)",
+        "JavaScript:alert(1)",
+        "data:text/html,<script>alert(1)</script>",
+        "vbscript:msgbox(1)",
+        " https://example.com",
+        "java\tscript:alert(1)",
+        "//evil.example/x",
+        "/\\evil.example/x",
+        "https://",
+        "example.com/x",
+        "http://example.com/x",
+    ] {
+        let (status, answer) = app.post(&inline(bad)).await;
+        assert_eq!(refused_fields(status, &answer), ["content.action_url"], "{bad:?}: {answer}");
+    }
+    for good in ["https://example.com/orders/1?x=y#z", "HTTPS://example.com", "/orders/1"] {
+        let (status, answer) = app.post(&inline(good)).await;
+        assert_eq!(status, 202, "{good:?}: {answer}");
+    }
+    // A tenant that allows http (set from another process, as `admin set-tenant`: the API
+    // hears of it through the change notification).
+    assert!(app.env.store.set_tenant_settings(app.tenant_id, None, None, Some(true)).await.unwrap());
+    within(NOTIFIED, "http allowed", || async {
+        (app.post(&inline("http://intranet.example/x")).await.0 == 202).then_some(())
+    })
+    .await;
+    let (status, answer) = app.post(&inline("javascript:alert(1)")).await;
+    assert_eq!(refused_fields(status, &answer), ["content.action_url"], "{answer}");
+    assert!(app.env.store.set_tenant_settings(app.tenant_id, None, None, Some(false)).await.unwrap());
+    within(NOTIFIED, "http refused again", || async {
+        (app.post(&inline("http://intranet.example/x")).await.0 == 422).then_some(())
+    })
+    .await;
+
+    // From a template: a source that can only make another scheme is refused when stored,
+    // and what a template renders is checked like inline content.
+    app.put("/v1/types/link", json!({"channels": ["in_app"]})).await;
+    let (status, answer) = app
+        .call("PUT", "/v1/templates/link/in_app", Some(&json!({"title": "Hi", "action_url": "javascript:{{ x }}"})))
+        .await;
+    assert_eq!(refused_fields(status, &answer), ["content.action_url"], "{answer}");
+    app.put("/v1/templates/link/in_app", json!({"title": "Hi", "action_url": "{{ link }}"})).await;
+    let templated = |link: &str| json!({"type": "link", "to": [{"subscriber_id": "u-1"}], "data": {"link": link}});
+    for bad in ["javascript:alert(1)", "http://example.com"] {
+        let (status, answer) = app.post(&templated(bad)).await;
+        assert_eq!(refused_fields(status, &answer), ["content.action_url"], "{bad:?}: {answer}");
+    }
+    let (status, answer) = app.post(&templated("https://example.com/ok")).await;
+    assert_eq!(status, 202, "{answer}");
+    let stored: Vec<String> = sqlx::query_scalar(
+        "SELECT action_url FROM inbox_items WHERE tenant_id = $1 AND action_url IS NOT NULL ORDER BY id",
+    )
+    .bind(app.tenant_id)
+    .fetch_all(app.env.store.pool())
+    .await
+    .unwrap();
+    assert!(
+        stored.iter().all(|u| u.starts_with("https://")
+            || u.starts_with("HTTPS://")
+            || u.starts_with("/")
+            || u == "http://intranet.example/x"),
+        "{stored:?}"
+    );
 }

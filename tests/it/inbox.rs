@@ -94,12 +94,14 @@ async fn tokens_are_issued_for_the_tenants_subscribers_and_checked() {
 
     // The configured secret signs them: a token made with it elsewhere (another replica) works.
     let key = notify_api::TokenKey::new(SECRET.as_bytes());
-    let (elsewhere, _) = key.issue(app.tenant_id, "u-1", Duration::from_secs(60));
+    let incarnation = app.env.store.subscriber_incarnation(app.tenant_id, "u-1").await.unwrap().unwrap();
+    let (elsewhere, _) = key.issue(app.tenant_id, "u-1", incarnation, Duration::from_secs(60));
     assert_eq!(call_as(&app, &elsewhere, "GET", "/v1/inbox/count").await.0, 200);
 
     // Expired, tampered, signed with another key, absent.
-    let (expired, _) = key.issue(app.tenant_id, "u-1", Duration::ZERO);
-    let (other_key, _) = notify_api::TokenKey::new(&[7; 32]).issue(app.tenant_id, "u-1", Duration::from_secs(60));
+    let (expired, _) = key.issue(app.tenant_id, "u-1", incarnation, Duration::ZERO);
+    let (other_key, _) =
+        notify_api::TokenKey::new(&[7; 32]).issue(app.tenant_id, "u-1", incarnation, Duration::from_secs(60));
     let (signed, tag) = token.rsplit_once('.').unwrap();
     let tampered = format!("{signed}x.{tag}");
     for bad in [expired.as_str(), other_key.as_str(), tampered.as_str(), "v1.garbage.garbage"] {
@@ -305,4 +307,35 @@ async fn a_subscriber_sees_only_its_own_items() {
     }
     // The other tenant's key cannot issue tokens for this tenant's subscribers.
     assert_eq!(call_as(&app, &other.api_key, "POST", "/v1/subscribers/u-2/token").await.0, 404);
+}
+
+#[tokio::test]
+async fn a_token_issued_before_an_erasure_does_not_read_the_namesake_made_after_it() {
+    let app = TestApp::api_only().await;
+    put_subscriber(&app, &app.api_key, "u-1").await;
+    let before = token(&app, &app.api_key, "u-1").await;
+    assert_eq!(call_as(&app, &before, "GET", "/v1/inbox/count").await, (200, json!({"unread_count": 0})));
+
+    let (status, _) = app.call("DELETE", "/v1/subscribers/u-1", None).await;
+    assert_eq!(status, 204);
+    // Erased, the subscriber's token is refused at once.
+    assert_eq!(call_as(&app, &before, "GET", "/v1/inbox").await.0, 401);
+
+    // Another person is given the id `u-1`; their inbox is theirs alone.
+    put_subscriber(&app, &app.api_key, "u-1").await;
+    let theirs = add_item(&app, app.tenant_id, "u-1", "order.shipped", &[]).await;
+    for (method, path) in [
+        ("GET", "/v1/inbox".to_owned()),
+        ("GET", "/v1/inbox/count".to_owned()),
+        ("POST", format!("/v1/inbox/{theirs}/read")),
+        ("POST", "/v1/inbox/read-all".to_owned()),
+        ("DELETE", format!("/v1/inbox/{theirs}")),
+    ] {
+        let (status, body) = call_as(&app, &before, method, &path).await;
+        assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")), "{method} {path}: {body}");
+    }
+    let after = token(&app, &app.api_key, "u-1").await;
+    let (status, page) = call_as(&app, &after, "GET", "/v1/inbox").await;
+    assert_eq!((status, ids(&page)), (200, vec![theirs]), "untouched by the old token: {page}");
+    assert_eq!(page["unread_count"], 1);
 }

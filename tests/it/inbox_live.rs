@@ -205,10 +205,12 @@ async fn tokens_are_checked_before_the_upgrade() {
     put_subscriber(&app, &app.api_key, "u-1").await;
     let valid = token(&app, &app.api_key, "u-1").await;
     let key = notify_api::TokenKey::new(TOKEN_SECRET.as_bytes());
-    let (expired, _) = key.issue(app.tenant_id, "u-1", Duration::ZERO);
+    let incarnation = app.env.store.subscriber_incarnation(app.tenant_id, "u-1").await.unwrap().unwrap();
+    let (expired, _) = key.issue(app.tenant_id, "u-1", incarnation, Duration::ZERO);
     let (foreign, _) = notify_api::TokenKey::new(b"another secret of at least thirty-two bytes").issue(
         app.tenant_id,
         "u-1",
+        incarnation,
         Duration::from_secs(60),
     );
     for bad in ["", "nonsense", &expired, &foreign, &app.api_key, &valid[..valid.len() - 1]] {
@@ -222,6 +224,33 @@ async fn tokens_are_checked_before_the_upgrade() {
         other => panic!("{:?}", other.map(|_| ())),
     }
     assert!(Socket::try_open(&app.api_url, &valid, None).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_token_issued_before_an_erasure_opens_no_socket_on_the_namesake() {
+    let app = TestApp::api_only().await;
+    put_subscriber(&app, &app.api_key, "u-1").await;
+    let before = token(&app, &app.api_key, "u-1").await;
+    let (status, _) = call(&app, &app.api_url, &app.api_key, "DELETE", "/v1/subscribers/u-1", None).await;
+    assert_eq!(status, 204);
+    put_subscriber(&app, &app.api_key, "u-1").await;
+    assert_eq!(Socket::try_open(&app.api_url, &before, None).await.err(), Some(401));
+    let after = token(&app, &app.api_key, "u-1").await;
+    assert!(Socket::try_open(&app.api_url, &after, None).await.is_ok());
+}
+
+#[tokio::test]
+async fn an_open_socket_is_closed_when_its_subscriber_is_erased() {
+    let app = TestApp::api_only().await;
+    put_subscriber(&app, &app.api_key, "u-1").await;
+    let before = token(&app, &app.api_key, "u-1").await;
+    let (mut socket, _) = Socket::open(&app.api_url, &before, None).await;
+    let (status, _) = call(&app, &app.api_url, &app.api_key, "DELETE", "/v1/subscribers/u-1", None).await;
+    assert_eq!(status, 204);
+    // Closed, so it hears nothing of whoever is given the id next (and cannot come back).
+    assert_eq!(socket.closed(Duration::from_secs(5), &mut 0).await, Some(1008));
+    put_subscriber(&app, &app.api_key, "u-1").await;
+    assert_eq!(Socket::try_open(&app.api_url, &before, None).await.err(), Some(401));
 }
 
 #[tokio::test]
@@ -277,7 +306,8 @@ async fn a_silent_client_is_disconnected_and_the_token_expiry_closes_the_socket(
     // The token's expiry closes the socket (1008), so a client must get a new one.
     let key = notify_api::TokenKey::new(TOKEN_SECRET.as_bytes());
     // Whole seconds: it expires 1 to 2 s from now.
-    let (short, expires_at) = key.issue(app.tenant_id, "u-1", Duration::from_secs(2));
+    let incarnation = app.env.store.subscriber_incarnation(app.tenant_id, "u-1").await.unwrap().unwrap();
+    let (short, expires_at) = key.issue(app.tenant_id, "u-1", incarnation, Duration::from_secs(2));
     let (mut socket, _) = Socket::open(&app.api_url, &short, None).await;
     assert_eq!(socket.closed(Duration::from_secs(4), &mut 0).await, Some(1008));
     assert!(time::OffsetDateTime::now_utc() >= expires_at);

@@ -137,6 +137,28 @@ async fn a_signed_twilio_callback_delivers_and_a_mis_signed_one_changes_nothing(
     assert_eq!(delivery(&app, id).await["status"], "delivered");
 }
 
+#[tokio::test]
+async fn a_twilio_callback_retried_with_its_idempotency_token_is_taken_once() {
+    let app = twilio_app().await;
+    let post = |token: &'static str| {
+        let request = app.http.post(app.url("/v1/providers/twilio/status")).form(&twilio_callback("delivered"));
+        request.header("X-Twilio-Signature", TWILIO_SIGNATURE).header("I-Twilio-Idempotency-Token", token).send()
+    };
+    // No send is recorded under the sid yet, so each receipt taken is kept until it is.
+    assert_eq!(post("0123-4567-89ab").await.unwrap().status(), 200);
+    assert_eq!(pending_receipts(&app).await, 1);
+    // Twilio retrying that webhook, with the same token: acknowledged, not taken again.
+    assert_eq!(post("0123-4567-89ab").await.unwrap().status(), 200);
+    assert_eq!(pending_receipts(&app).await, 1);
+    // Another callback (another token) is taken.
+    assert_eq!(post("cdef-0123-4567").await.unwrap().status(), 200);
+    assert_eq!(pending_receipts(&app).await, 2);
+    // Tokens are kept for a bounded time: purged, a token is new again.
+    assert_eq!(app.env.store.purge_receipt_tokens(std::time::Duration::ZERO).await.unwrap(), 2);
+    assert_eq!(post("0123-4567-89ab").await.unwrap().status(), 200);
+    assert_eq!(pending_receipts(&app).await, 3);
+}
+
 /// The SMS worker sending through a wiremock Twilio that answers with `TWILIO_SID` only
 /// after `delay`: the status callback can come first, as it does when Twilio's answer
 /// is slow to reach the worker.
@@ -495,6 +517,7 @@ async fn ses_events_signed_by_sns_bounce_suppress_and_never_move_backwards() {
             cert_host_pattern: r"^127\.0\.0\.1$".into(),
             allow_http_certs: true,
             topic_arns: vec![topic.clone()],
+            cert_issuers: vec!["Amazon".into()],
         })
     })
     .await;
@@ -588,6 +611,7 @@ async fn a_subscription_confirmation_not_signed_by_sns_is_refused_and_not_follow
             cert_host_pattern: r"^127\.0\.0\.1$".into(),
             allow_http_certs: true,
             topic_arns: vec![topic.clone()],
+            cert_issuers: vec!["Amazon".into()],
         })
     })
     .await;

@@ -503,9 +503,9 @@ async fn tenant_settings_are_set_one_at_a_time() {
         row
     };
     assert_eq!(read().await, ("en".to_owned(), true));
-    assert!(store.set_tenant_settings(app.tenant_id, Some("de"), None).await.unwrap());
+    assert!(store.set_tenant_settings(app.tenant_id, Some("de"), None, None).await.unwrap());
     assert_eq!(read().await, ("de".to_owned(), true));
-    assert!(store.set_tenant_settings(app.tenant_id, None, Some(false)).await.unwrap());
+    assert!(store.set_tenant_settings(app.tenant_id, None, Some(false), None).await.unwrap());
     assert_eq!(read().await, ("de".to_owned(), false));
-    assert!(!store.set_tenant_settings(Uuid::now_v7(), Some("fr"), None).await.unwrap());
+    assert!(!store.set_tenant_settings(Uuid::now_v7(), Some("fr"), None, None).await.unwrap());
 }

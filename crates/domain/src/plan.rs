@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use crate::{
     Channel, Content, FieldError, Priority, RetryPolicy, ValidNotification, locale,
     notification_type::NotificationType,
-    request::{Recipient, check_content},
+    request::{Recipient, check_action_url, check_content},
     subscriber::{Preferences, Subscriber},
     template::{RenderError, Template},
 };
@@ -77,6 +77,8 @@ pub struct Directory {
     pub default_locale: String,
     /// Whether a notification may name a type the tenant has not defined.
     pub adhoc_types: bool,
+    /// Whether the tenant's in-app action URLs may be `http` (else `https` or a path only).
+    pub http_action_urls: bool,
     pub types: HashMap<String, NotificationType>,
     /// Compiled templates by (type, channel, locale).
     pub templates: HashMap<(String, Channel, String), Template>,
@@ -303,7 +305,8 @@ fn fan_out<'a>(n: &'a ValidNotification, dir: &'a Directory, now: OffsetDateTime
     if kind.is_none() && !dir.adhoc_types {
         errors.push("type", format!("no notification type `{}`; define it with PUT /v1/types/{}", n.kind, n.kind));
         let (context, deliveries, awaiting, rendered) = (Value::Null, vec![], vec![], 0);
-        return Draft { kind, context, deliveries, awaiting, rendered, bytes, errors };
+        let http_action_urls = dir.http_action_urls;
+        return Draft { kind, context, deliveries, awaiting, rendered, bytes, errors, http_action_urls };
     }
 
     let (recipients, unknown) = resolve(n, dir);
@@ -335,6 +338,13 @@ fn fan_out<'a>(n: &'a ValidNotification, dir: &'a Directory, now: OffsetDateTime
             errors.push("content", format!("type `{}` is not defined, so inline content is required", n.kind))
         }
         _ => {}
+    }
+    // Inline content's action URL passed `validate` as https, http or a path; whether http
+    // will do is the tenant's setting.
+    if let Some(content) = &n.content {
+        let mut found = Vec::new();
+        check_action_url(content, "content", dir.http_action_urls, &mut found);
+        errors.extend(found);
     }
 
     let critical = kind.is_some_and(|t| t.critical);
@@ -412,7 +422,8 @@ fn fan_out<'a>(n: &'a ValidNotification, dir: &'a Directory, now: OffsetDateTime
         }
     }
     let awaiting = awaiting.into_values().collect();
-    Draft { kind, context: renderer.context, deliveries, awaiting, rendered: 0, bytes, errors }
+    let http_action_urls = dir.http_action_urls;
+    Draft { kind, context: renderer.context, deliveries, awaiting, rendered: 0, bytes, errors, http_action_urls }
 }
 
 /// A notification fanned out, with the content still to render of the deliveries whose
@@ -428,6 +439,8 @@ struct Draft<'a> {
     rendered: usize,
     bytes: Bytes,
     errors: Errors,
+    /// The tenant's [`Directory::http_action_urls`].
+    http_action_urls: bool,
 }
 
 struct Awaiting<'a> {
@@ -466,7 +479,7 @@ impl<'a> Draft<'a> {
             for &(i, template) in &next.renders {
                 let delivery = &mut self.deliveries[i];
                 let locale = delivery.locale.as_deref().unwrap_or_default();
-                match render_checked(template, delivery.channel, locale, &context) {
+                match render_checked(template, delivery.channel, locale, &context, self.http_action_urls) {
                     Ok(content) => {
                         if !self.bytes.take(&content) {
                             // Refused: the rest is not rendered.
@@ -608,7 +621,7 @@ impl<'a> Renderer<'a> {
     fn shared(&mut self, template: &Template, channel: Channel, locale: &str) -> Result<Content, Vec<FieldError>> {
         let key = (channel, locale.to_owned());
         if !self.shared.contains_key(&key) {
-            let rendered = render_checked(template, channel, locale, &self.context);
+            let rendered = render_checked(template, channel, locale, &self.context, self.dir.http_action_urls);
             self.shared.insert(key.clone(), rendered);
         }
         self.shared[&key].clone()
@@ -630,6 +643,7 @@ fn render_checked(
     channel: Channel,
     locale: &str,
     context: &Value,
+    http_action_urls: bool,
 ) -> Result<Content, Vec<FieldError>> {
     let content = template.render(context).map_err(|e| {
         vec![match e {
@@ -646,6 +660,7 @@ fn render_checked(
     })?;
     let mut errors = Vec::new();
     check_content(channel, &content, "content", &mut errors);
+    check_action_url(&content, "content", http_action_urls, &mut errors);
     for e in &mut errors {
         e.message = format!("rendered from the {channel} template ({locale}): {}", e.message);
     }

@@ -217,6 +217,10 @@ impl NewNotification {
                 check_content(*channel, content, "content", &mut errors);
             }
         }
+        // Whether http is allowed is the tenant's to say, checked when planning.
+        if let Some(content) = &self.content {
+            check_action_url(content, "content", true, &mut errors);
+        }
 
         let data = self.data.unwrap_or_default();
         let data_len = serde_json::to_vec(&data).map(|v| v.len()).unwrap_or(usize::MAX);
@@ -327,6 +331,69 @@ fn check_recipient(i: usize, r: &Recipient, errors: &mut Vec<FieldError>) {
     }
 }
 
+/// Checks the in-app `action_url` of `c`, if any, naming `{prefix}.action_url`: the inbox
+/// page puts it in a link, so it must be an `https` URL, an `http` one where the tenant
+/// allows it (`http_allowed`), or a path on the tenant's own site (`/…`, but not `//…`,
+/// which names another host). Never `javascript:`, `data:` or any other scheme.
+pub fn check_action_url(c: &Content, prefix: &str, http_allowed: bool, errors: &mut Vec<FieldError>) {
+    let Some(url) = c.action_url.as_deref() else { return };
+    if let Some(why) = action_url_problem(url, http_allowed) {
+        let field = format!("{prefix}.action_url");
+        if !errors.iter().any(|e| e.field == field) {
+            errors.push(FieldError::new(field, why));
+        }
+    }
+}
+
+/// Why `url` cannot be an in-app action URL, if it cannot.
+fn action_url_problem(url: &str, http_allowed: bool) -> Option<&'static str> {
+    const ALLOWED: &str = "must be an https URL or a path starting with `/`";
+    // Browsers drop tabs and newlines anywhere in a URL and spaces around it, which would
+    // let a scheme hide behind them: none is taken.
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some("must not contain spaces or control characters");
+    }
+    let after =
+        |scheme: &str| url.get(..scheme.len()).filter(|s| s.eq_ignore_ascii_case(scheme)).map(|_| &url[scheme.len()..]);
+    let host_given = |rest: &str| !rest.is_empty() && !rest.starts_with(['/', '\\']);
+    if let Some(rest) = after("https://") {
+        return (!host_given(rest)).then_some("must name a host after `https://`");
+    }
+    if let Some(rest) = after("http://") {
+        if !http_allowed {
+            return Some("must be an https URL: this tenant does not allow http action URLs");
+        }
+        return (!host_given(rest)).then_some("must name a host after `http://`");
+    }
+    match url.strip_prefix('/') {
+        // `//host` and `/\host` name another host, with the page's scheme.
+        Some(rest) if !rest.starts_with(['/', '\\']) => None,
+        _ => Some(ALLOWED),
+    }
+}
+
+/// Checks that a template's `action_url` source can only render an allowed URL as far as
+/// its literal start tells: `https://`, `http://` or `/`, unless it starts with an
+/// expression (its rendering is checked by [`check_action_url`]).
+pub fn check_action_url_source(source: &Content, errors: &mut Vec<FieldError>) {
+    let Some(url) = source.action_url.as_deref() else { return };
+    let literal = url.split('{').next().unwrap_or_default();
+    if literal.is_empty() {
+        return;
+    }
+    let starts = |prefix: &str| {
+        let n = prefix.len().min(literal.len());
+        literal.get(..n).is_some_and(|s| s.eq_ignore_ascii_case(&prefix[..n]))
+    };
+    let path = literal.starts_with('/') && !literal[1..].starts_with(['/', '\\']);
+    if !(starts("https://") || starts("http://") || path) {
+        errors.push(FieldError::new(
+            "content.action_url",
+            "must start with `https://`, `http://`, `/` or a template expression",
+        ));
+    }
+}
+
 /// Checks that `c` has what `channel` needs; errors name the fields under `prefix`
 /// (`content.subject`). Used for inline content, template sources and rendered content.
 pub fn check_content(channel: Channel, c: &Content, prefix: &str, errors: &mut Vec<FieldError>) {
@@ -385,6 +452,41 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn action_urls_are_https_a_path_or_http_where_allowed() {
+        for good in ["https://example.com/a?b#c", "HtTpS://example.com", "/orders/1", "/"] {
+            assert_eq!(action_url_problem(good, false), None, "{good}");
+        }
+        assert_eq!(action_url_problem("http://example.com", true), None);
+        for bad in [
+            "http://example.com",
+            "javascript:alert(1)",
+            "data:text/html,x",
+            "//evil.example",
+            "/\\evil.example",
+            "https://",
+            "https:///x",
+            "https:\\\\evil.example",
+            "\nhttps://example.com",
+            "java\tscript:x",
+            "",
+            "orders/1",
+        ] {
+            assert!(action_url_problem(bad, false).is_some(), "{bad:?}");
+        }
+        // A template's literal start is checked; an expression decides at render.
+        let source = |url: &str| {
+            let mut errors = Vec::new();
+            check_action_url_source(&Content { action_url: Some(url.into()), ..Default::default() }, &mut errors);
+            errors.len()
+        };
+        assert_eq!(
+            source("{{ link }}") + source("https://{{ host }}/x") + source("/i/{{ n }}") + source("htt{{ s }}"),
+            0
+        );
+        assert_eq!(source("javascript:{{ x }}") + source("//{{ host }}") + source("data:{{ x }}"), 3);
+    }
 
     fn parse(v: serde_json::Value) -> NewNotification {
         serde_json::from_value(v).unwrap()

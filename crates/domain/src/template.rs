@@ -13,7 +13,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use crate::{Channel, Content, FieldError, request::check_content};
+use crate::{
+    Channel, Content, FieldError,
+    request::{check_action_url_source, check_content},
+};
 
 /// A stored template, as the API answers it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -164,6 +167,7 @@ impl Template {
             fields.push(CompiledField { name, variables, paths });
         }
         check_content(channel, source, "content", &mut errors);
+        check_action_url_source(source, &mut errors);
         if !errors.is_empty() {
             return Err(errors);
         }

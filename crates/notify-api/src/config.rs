@@ -195,12 +195,23 @@ pub struct SesReceipts {
     pub allow_http_certs: bool,
     /// The topics whose messages are accepted; any other is refused.
     pub topic_arns: Vec<String>,
+    /// Organizations (`O` of the issuer) whose certificates are taken as SNS's.
+    #[serde(default = "default_cert_issuers")]
+    pub cert_issuers: Vec<String>,
 }
 
-pub const DEFAULT_CERT_HOST_PATTERN: &str = r"^sns\.[a-zA-Z0-9-]{3,}\.amazonaws\.com(\.cn)?$";
+/// Exactly SNS's regional hosts: `sns.<region>.amazonaws.com` (GovCloud's `us-gov-…`
+/// regions included) and, in China, `sns.cn-<…>.amazonaws.com.cn`; never an S3
+/// virtual-hosted name such as `sns.s3-accelerate.amazonaws.com`.
+pub const DEFAULT_CERT_HOST_PATTERN: &str =
+    r"sns\.[a-z]{2}(-gov)?-[a-z]+-[0-9]+\.amazonaws\.com|sns\.cn-[a-z]+-[0-9]+\.amazonaws\.com\.cn";
 
 fn default_cert_host_pattern() -> String {
     DEFAULT_CERT_HOST_PATTERN.into()
+}
+
+fn default_cert_issuers() -> Vec<String> {
+    vec!["Amazon".into()]
 }
 
 /// Meta's WhatsApp Cloud API webhook (docs/providers.md §9.3).

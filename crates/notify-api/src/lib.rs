@@ -209,6 +209,9 @@ async fn purge_expired(store: Store, settings: Idempotency, shutdown: Cancellati
             Ok(purged) => tracing::info!(purged, "pending receipts no send claimed deleted"),
             Err(e) => tracing::warn!(error = %e, "purging pending receipts failed"),
         }
+        if let Err(e) = store.purge_receipt_tokens(store::RECEIPT_TOKEN_RETENTION).await {
+            tracing::warn!(error = %e, "purging receipt tokens failed");
+        }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(settings.purge_interval) => {}

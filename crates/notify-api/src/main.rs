@@ -49,16 +49,20 @@ enum Admin {
         #[arg(long, conflicts_with_all = ["per_second", "burst"])]
         default: bool,
     },
-    /// Set a tenant's fallback template locale and whether notifications may name types it
-    /// has not defined (they then need inline content).
+    /// Set a tenant's fallback template locale, whether notifications may name types it
+    /// has not defined (they then need inline content), and whether its in-app action URLs
+    /// may be `http`.
     SetTenant {
         tenant_id: Uuid,
         /// BCP 47 tag: `en`, `de`, `pt-BR`.
-        #[arg(long, required_unless_present = "adhoc_types")]
+        #[arg(long, required_unless_present_any = ["adhoc_types", "http_action_urls"])]
         default_locale: Option<String>,
         /// `false`: every notification must name a type the tenant defined.
         #[arg(long)]
         adhoc_types: Option<bool>,
+        /// `true`: in-app action URLs may be `http` as well as `https` (or a path).
+        #[arg(long)]
+        http_action_urls: Option<bool>,
     },
     /// A channel's dead-letter queue (`notify.<channel>.dead`); needs `amqp_url`.
     #[command(subcommand)]
@@ -184,12 +188,12 @@ async fn administer(store: &Store, admin: Admin) -> anyhow::Result<()> {
                 None => println!("tenant {tenant_id}: the configured default rate"),
             }
         }
-        Admin::SetTenant { tenant_id, default_locale, adhoc_types } => {
+        Admin::SetTenant { tenant_id, default_locale, adhoc_types, http_action_urls } => {
             let locale = match default_locale {
                 Some(tag) => Some(domain::locale::normalize(&tag).ok_or_else(|| anyhow!("`{tag}` is not a locale"))?),
                 None => None,
             };
-            if !store.set_tenant_settings(tenant_id, locale.as_deref(), adhoc_types).await? {
+            if !store.set_tenant_settings(tenant_id, locale.as_deref(), adhoc_types, http_action_urls).await? {
                 bail!("no tenant {tenant_id}");
             }
             println!("tenant {tenant_id}: updated");

@@ -1,12 +1,15 @@
 //! Meta's WhatsApp Cloud API (docs/providers.md §7): one JSON POST per message to
 //! `{base_url}/{api_version}/{phone_number_id}/messages` with a bearer token.
 //!
-//! What is sent: when `template_by_type` maps the notification's type to a template, that
-//! template (`type: template`) in its language, with one body parameter per name in its
-//! `body_parameters`, taken in order from the notification's `data` (strings, numbers and
-//! booleans as text; a missing one fails the delivery rather than send a broken
-//! template); otherwise free-form text (`type: text`) from `content.text`, which WhatsApp
-//! delivers only inside the 24-hour customer-service window (error 131047 otherwise).
+//! What is sent: when `template_by_tenant[tenant][type]` maps the notification's tenant and
+//! type to a template, that template (`type: template`) in its language, with one body
+//! parameter per name in its `body_parameters`, taken in order from the notification's
+//! `data` (strings, numbers and booleans as text; a missing one fails the delivery rather
+//! than send a broken template); otherwise free-form text (`type: text`) from
+//! `content.text`, which WhatsApp delivers only inside the 24-hour customer-service window
+//! (error 131047 otherwise). The mapping is per tenant because an approved template speaks
+//! in the name of the business that owns it: one tenant's type never picks another's
+//! template, and a job with neither a template nor text fails as `template_not_configured`.
 
 use std::collections::BTreeMap;
 
@@ -16,6 +19,7 @@ use futures_util::{FutureExt, future::BoxFuture};
 use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 use crate::{
     http::{self, Answer, Client},
@@ -37,8 +41,8 @@ pub struct MetaConfig {
     pub phone_number_id: Option<String>,
     /// The Graph API version in the URL.
     pub api_version: String,
-    /// Notification type -> approved template to send for it.
-    pub template_by_type: BTreeMap<String, MetaTemplate>,
+    /// Per tenant (by id): notification type -> the approved template to send for it.
+    pub template_by_tenant: BTreeMap<Uuid, BTreeMap<String, MetaTemplate>>,
     pub base_url: String,
 }
 
@@ -48,7 +52,7 @@ impl Default for MetaConfig {
             access_token: None,
             phone_number_id: None,
             api_version: DEFAULT_API_VERSION.to_owned(),
-            template_by_type: BTreeMap::new(),
+            template_by_tenant: BTreeMap::new(),
             base_url: DEFAULT_BASE_URL.to_owned(),
         }
     }
@@ -83,13 +87,13 @@ impl MetaConfig {
         if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit() || c == '.') {
             return Err(settings::invalid(SECTION, "api_version", "must be a Graph API version such as `v21.0`"));
         }
-        if let Some((kind, _)) = self.template_by_type.iter().find(|(_, t)| t.name.is_empty() || t.language.is_empty())
-        {
-            return Err(settings::invalid(
-                SECTION,
-                "template_by_type",
-                format!("`{kind}` needs a template `name` and `language`"),
-            ));
+        for (tenant, mapping) in &self.template_by_tenant {
+            if let Some((kind, _)) =
+                mapping.iter().find(|(_, t)| t.name.trim().is_empty() || t.language.trim().is_empty())
+            {
+                let message = format!("`{tenant}`: `{kind}` needs a template `name` and `language`");
+                return Err(settings::invalid(SECTION, "template_by_tenant", message));
+            }
         }
         let base = settings::base_url(&self.base_url, SECTION)?;
         Ok(format!("{base}/{version}/{phone_number_id}/messages"))
@@ -100,14 +104,19 @@ pub struct MetaProvider {
     http: Client,
     url: String,
     token: SecretString,
-    template_by_type: BTreeMap<String, MetaTemplate>,
+    template_by_tenant: BTreeMap<Uuid, BTreeMap<String, MetaTemplate>>,
 }
 
 impl MetaProvider {
     pub fn new(config: MetaConfig, http: Client) -> Result<Self, ConfigError> {
         let url = config.messages_url()?;
         let token = settings::required_secret(&config.access_token, SECTION, "access_token")?.clone();
-        Ok(Self { http, url, token, template_by_type: config.template_by_type })
+        Ok(Self { http, url, token, template_by_tenant: config.template_by_tenant })
+    }
+
+    /// The template of the job's tenant for its type, if that tenant mapped one.
+    fn template(&self, job: &DeliveryJob) -> Option<&MetaTemplate> {
+        self.template_by_tenant.get(&job.tenant_id)?.get(&job.kind)
     }
 
     /// The message's JSON, or why it cannot be sent.
@@ -115,7 +124,7 @@ impl MetaProvider {
         // Meta writes numbers as E.164 digits, without the `+`.
         let to = job.recipient.strip_prefix('+').unwrap_or(&job.recipient);
         let mut body = json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": to});
-        match self.template_by_type.get(&job.kind) {
+        match self.template(job) {
             Some(template) => {
                 body["type"] = json!("template");
                 body["template"] = template_json(template, &job.data)?;
@@ -128,8 +137,13 @@ impl MetaProvider {
                 None => {
                     return Err(SendFailure::new(
                         FailureKind::Permanent,
-                        "missing_body",
-                        "the notification has no content.text and its type has no template",
+                        "template_not_configured",
+                        format!(
+                            "no template is mapped for this tenant's type `{}` (`whatsapp.meta.template_by_tenant`) \
+                             and the notification has no content.text: a business-initiated WhatsApp message \
+                             needs a template",
+                            job.kind
+                        ),
                     ));
                 }
             },
@@ -293,6 +307,23 @@ mod tests {
         assert!(err(MetaConfig { phone_number_id: None, ..ok.clone() }).contains("NOTIFY_WHATSAPP__META__PHONE"));
         assert!(err(MetaConfig { phone_number_id: Some("1/../2".into()), ..ok.clone() }).contains("digits"));
         assert!(err(MetaConfig { api_version: "21".into(), ..ok.clone() }).contains("api_version"));
+    }
+
+    #[test]
+    fn templates_are_mapped_per_tenant() {
+        let tenant = Uuid::now_v7();
+        let template = MetaTemplate { name: " ".into(), language: "en_US".into(), body_parameters: vec![] };
+        let c = MetaConfig {
+            access_token: Some("t".into()),
+            phone_number_id: Some("1".into()),
+            template_by_tenant: [(tenant, [("otp".to_owned(), template)].into())].into(),
+            ..Default::default()
+        };
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("whatsapp.meta.template_by_tenant") && err.contains(&tenant.to_string()), "{err}");
+        // The former mapping shared by every tenant is refused, naming the one that replaced it.
+        let shared = serde_json::from_value::<MetaConfig>(json!({"template_by_type": {}})).unwrap_err().to_string();
+        assert!(shared.contains("template_by_type") && shared.contains("template_by_tenant"), "{shared}");
     }
 
     #[test]

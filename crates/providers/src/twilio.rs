@@ -1,11 +1,14 @@
 //! Twilio Programmable Messaging (docs/providers.md §6), for SMS and for WhatsApp: one form
 //! POST per message to `{base_url}/2010-04-01/Accounts/{account_sid}/Messages.json`.
 //!
-//! What is sent: when `content_sid_by_type` maps the notification's type to a Content
-//! template, the template (`ContentSid`) with the notification's `data` as its
-//! `ContentVariables` (a JSON object whose keys are the template's variables, `"1"` or
-//! named); otherwise free-form text, `Body` = `content.text`. WhatsApp outside the 24-hour
-//! customer-service window takes templates only (Twilio error 63016 otherwise).
+//! What is sent: when `content_sid_by_tenant[tenant][type]` maps the notification's tenant
+//! and type to a Content template, the template (`ContentSid`) with the notification's
+//! `data` as its `ContentVariables` (a JSON object whose keys are the template's variables,
+//! `"1"` or named); otherwise free-form text, `Body` = `content.text`. The mapping is per
+//! tenant because a template goes out under the name of the business that had it
+//! approved: one tenant's type never picks another's template. WhatsApp outside the
+//! 24-hour customer-service window takes templates only (Twilio error 63016 otherwise), so
+//! a WhatsApp job with neither a template nor text fails as `template_not_configured`.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +18,7 @@ use futures_util::{FutureExt, future::BoxFuture};
 use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
+use uuid::Uuid;
 
 use crate::{
     http::{self, Answer, Client},
@@ -67,9 +71,10 @@ pub struct TwilioConfig {
     pub messaging_service_sid: Option<String>,
     /// Where Twilio posts the message's status changes (`StatusCallback`).
     pub status_callback: Option<String>,
-    /// Notification type -> Content template sid (`HX…`); such notifications are sent as
-    /// that template with `data` as its variables.
-    pub content_sid_by_type: BTreeMap<String, String>,
+    /// Per tenant (by id): notification type -> Content template sid (`HX…`); that
+    /// tenant's notifications of the type are sent as the template with `data` as its
+    /// variables.
+    pub content_sid_by_tenant: BTreeMap<Uuid, BTreeMap<String, String>>,
     pub base_url: String,
 }
 
@@ -83,7 +88,7 @@ impl Default for TwilioConfig {
             from: None,
             messaging_service_sid: None,
             status_callback: None,
-            content_sid_by_type: BTreeMap::new(),
+            content_sid_by_tenant: BTreeMap::new(),
             base_url: DEFAULT_BASE_URL.to_owned(),
         }
     }
@@ -148,8 +153,11 @@ impl TwilioConfig {
             settings::base_url(url, section)
                 .map_err(|_| settings::invalid(section, "status_callback", "must be an http or https URL"))?;
         }
-        if let Some((kind, _)) = self.content_sid_by_type.iter().find(|(_, sid)| sid.trim().is_empty()) {
-            return Err(settings::invalid(section, "content_sid_by_type", format!("`{kind}` maps to an empty sid")));
+        for (tenant, mapping) in &self.content_sid_by_tenant {
+            if let Some((kind, _)) = mapping.iter().find(|(_, sid)| sid.trim().is_empty()) {
+                let message = format!("`{tenant}`: `{kind}` maps to an empty sid");
+                return Err(settings::invalid(section, "content_sid_by_tenant", message));
+            }
         }
         let base = settings::base_url(&self.base_url, section)?;
         Ok(Resolved {
@@ -167,13 +175,18 @@ pub struct TwilioProvider {
     http: Client,
     mode: TwilioMode,
     settings: Resolved,
-    content_sid_by_type: BTreeMap<String, String>,
+    content_sid_by_tenant: BTreeMap<Uuid, BTreeMap<String, String>>,
 }
 
 impl TwilioProvider {
     pub fn new(config: TwilioConfig, mode: TwilioMode, http: Client) -> Result<Self, ConfigError> {
         let settings = config.resolve(mode)?;
-        Ok(Self { http, mode, settings, content_sid_by_type: config.content_sid_by_type })
+        Ok(Self { http, mode, settings, content_sid_by_tenant: config.content_sid_by_tenant })
+    }
+
+    /// The Content template of the job's tenant for its type, if that tenant mapped one.
+    fn content_sid(&self, job: &DeliveryJob) -> Option<&String> {
+        self.content_sid_by_tenant.get(&job.tenant_id)?.get(&job.kind)
     }
 
     /// The form fields of the message, or why it cannot be sent.
@@ -185,18 +198,30 @@ impl TwilioProvider {
         if let Some(sid) = &self.settings.messaging_service_sid {
             form.push(("MessagingServiceSid", sid.clone()));
         }
-        match self.content_sid_by_type.get(&job.kind) {
+        match self.content_sid(job) {
             Some(content_sid) => {
                 form.push(("ContentSid", content_sid.clone()));
                 form.push(("ContentVariables", Value::Object(job.data.clone()).to_string()));
             }
             None => match job.content.text.as_deref().filter(|t| !t.is_empty()) {
                 Some(text) => form.push(("Body", text.to_owned())),
+                None if self.mode == TwilioMode::Whatsapp => {
+                    return Err(SendFailure::new(
+                        FailureKind::Permanent,
+                        "template_not_configured",
+                        format!(
+                            "no Content template is mapped for this tenant's type `{}` \
+                             (`whatsapp.twilio.content_sid_by_tenant`) and the notification has no \
+                             content.text: a business-initiated WhatsApp message needs a template",
+                            job.kind
+                        ),
+                    ));
+                }
                 None => {
                     return Err(SendFailure::new(
                         FailureKind::Permanent,
                         "missing_body",
-                        "the notification has no content.text and its type has no Content template",
+                        "the notification has no content.text and its tenant has no Content template for its type",
                     ));
                 }
             },
@@ -375,11 +400,28 @@ mod tests {
     #[test]
     fn settings_come_from_toml_and_refuse_unknown_keys() {
         let c: TwilioConfig = serde_json::from_value(serde_json::json!({
-            "account_sid": "AC1", "auth_token": "t", "from": "+1500", "content_sid_by_type": {"otp": "HX1"}
+            "account_sid": "AC1", "auth_token": "t", "from": "+1500",
+            "content_sid_by_tenant": {"0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b": {"otp": "HX1"}}
         }))
         .unwrap();
         assert_eq!(c.base_url, DEFAULT_BASE_URL);
-        assert_eq!(c.content_sid_by_type["otp"], "HX1");
+        let tenant: Uuid = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".parse().unwrap();
+        assert_eq!(c.content_sid_by_tenant[&tenant]["otp"], "HX1");
         assert!(serde_json::from_value::<TwilioConfig>(serde_json::json!({"acount_sid": "AC1"})).is_err());
+        // The former mapping shared by every tenant is refused, naming the one that replaced it.
+        let shared = serde_json::from_value::<TwilioConfig>(serde_json::json!({"content_sid_by_type": {"otp": "HX1"}}));
+        let err = shared.unwrap_err().to_string();
+        assert!(err.contains("content_sid_by_type") && err.contains("content_sid_by_tenant"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_sid_is_refused_naming_the_tenant() {
+        let tenant = Uuid::now_v7();
+        let c = TwilioConfig {
+            content_sid_by_tenant: [(tenant, [("otp".to_owned(), " ".to_owned())].into())].into(),
+            ..config()
+        };
+        let err = c.validate(TwilioMode::Whatsapp).unwrap_err().to_string();
+        assert!(err.contains("whatsapp.twilio.content_sid_by_tenant") && err.contains(&tenant.to_string()), "{err}");
     }
 }

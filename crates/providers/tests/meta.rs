@@ -94,14 +94,46 @@ async fn a_mapped_type_is_sent_as_its_template_with_parameters_from_data() {
         language: "en_US".into(),
         body_parameters: vec!["order".into(), "days".into()],
     };
+    let job = job(Channel::Whatsapp, TO, "order.shipped", Some("unused"), json!({"order": "A-1", "days": 2}));
     let config = MetaConfig {
-        template_by_type: [("order.shipped".to_owned(), template)].into(),
+        template_by_tenant: [(job.tenant_id, [("order.shipped".to_owned(), template)].into())].into(),
         api_version: "v21.0".into(),
         ..config(&server.uri())
     };
     let provider = MetaProvider::new(config, client()).unwrap();
-    let job = job(Channel::Whatsapp, TO, "order.shipped", Some("unused"), json!({"order": "A-1", "days": 2}));
     assert_eq!(sent(provider.send(&job).await).provider_message_id, "wamid.T2");
+}
+
+#[tokio::test]
+async fn another_tenant_never_gets_a_tenants_template() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(MESSAGES))
+        .and(body_json(json!({
+            "messaging_product": "whatsapp", "recipient_type": "individual", "to": "15551234567",
+            "type": "text", "text": {"body": "B's text"},
+        })))
+        .respond_with(accepted("wamid.B"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let (a, b) = (
+        job(Channel::Whatsapp, TO, "order.shipped", Some("A's text"), json!({})),
+        job(Channel::Whatsapp, TO, "order.shipped", Some("B's text"), json!({})),
+    );
+    let template =
+        MetaTemplate { name: "acme_order_shipped".into(), language: "en_US".into(), body_parameters: vec![] };
+    let config = MetaConfig {
+        template_by_tenant: [(a.tenant_id, [("order.shipped".to_owned(), template)].into())].into(),
+        ..config(&server.uri())
+    };
+    let provider = MetaProvider::new(config, client()).unwrap();
+    // B, with no template of its own, sends its own text, never A's template.
+    assert_eq!(sent(provider.send(&b).await).provider_message_id, "wamid.B");
+    // Without text it cannot go at all: it fails for good, and nothing is sent.
+    let textless = domain::DeliveryJob { content: domain::Content::default(), ..b };
+    let failure = failed(provider.send(&textless).await, FailureKind::Permanent, "template_not_configured");
+    assert!(failure.message.contains("order.shipped"), "{}", failure.message);
 }
 
 #[tokio::test]

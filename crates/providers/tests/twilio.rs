@@ -110,33 +110,70 @@ async fn an_api_key_and_a_messaging_service_replace_the_token_and_the_number() {
 }
 
 #[tokio::test]
-async fn whatsapp_addresses_carry_the_prefix_and_a_mapped_type_is_sent_as_its_template() {
+async fn whatsapp_addresses_carry_the_prefix_and_a_tenants_mapped_type_is_sent_as_its_template() {
     let server = MockServer::start().await;
     Mock::given(method("POST")).and(path(MESSAGES)).respond_with(created("SM3")).mount(&server).await;
+    let template = job(Channel::Whatsapp, TO, "order.shipped", Some("ignored"), json!({"1": "A-1", "2": "Friday"}));
     let config = TwilioConfig {
-        content_sid_by_type: [("order.shipped".to_owned(), "HX0123".to_owned())].into(),
+        content_sid_by_tenant: [(template.tenant_id, [("order.shipped".to_owned(), "HX0123".to_owned())].into())]
+            .into(),
         ..config(&server.uri())
     };
     let provider = TwilioProvider::new(config, TwilioMode::Whatsapp, client()).unwrap();
 
-    let free_form = job(Channel::Whatsapp, TO, "chat", Some("hello"), json!({}));
+    let free_form = domain::DeliveryJob { kind: "chat".into(), content: text("hello"), ..template.clone() };
     sent(provider.send(&free_form).await);
-    let template = job(Channel::Whatsapp, TO, "order.shipped", Some("ignored"), json!({"1": "A-1", "2": "Friday"}));
     sent(provider.send(&template).await);
 
-    let bodies: Vec<String> = server
-        .received_requests()
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
-        .collect();
+    let bodies = bodies(&server).await;
     assert_eq!(bodies[0], "To=whatsapp%3A%2B15005550006&From=whatsapp%3A%2B15005550000&Body=hello");
     assert_eq!(
         bodies[1],
         "To=whatsapp%3A%2B15005550006&From=whatsapp%3A%2B15005550000&ContentSid=HX0123\
          &ContentVariables=%7B%221%22%3A%22A-1%22%2C%222%22%3A%22Friday%22%7D"
     );
+}
+
+#[tokio::test]
+async fn another_tenant_never_gets_a_tenants_template() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST")).and(path(MESSAGES)).respond_with(created("SM4")).mount(&server).await;
+    let (a, b) = (
+        job(Channel::Whatsapp, TO, "order.shipped", Some("A's text"), json!({"1": "A-1"})),
+        job(Channel::Whatsapp, TO, "order.shipped", Some("B's text"), json!({"1": "B-1"})),
+    );
+    let config = TwilioConfig {
+        content_sid_by_tenant: [(a.tenant_id, [("order.shipped".to_owned(), "HX-A".to_owned())].into())].into(),
+        ..config(&server.uri())
+    };
+    let provider = TwilioProvider::new(config, TwilioMode::Whatsapp, client()).unwrap();
+    sent(provider.send(&b).await);
+    sent(provider.send(&a).await);
+    // B, with no template of its own, sends its own text, never A's template.
+    let bodies = bodies(&server).await;
+    assert_eq!(bodies[0], "To=whatsapp%3A%2B15005550006&From=whatsapp%3A%2B15005550000&Body=B%27s+text");
+    assert!(bodies[1].contains("ContentSid=HX-A"), "{}", bodies[1]);
+
+    // Without text, B's WhatsApp message cannot go at all: it fails for good, sending nothing.
+    let textless = domain::DeliveryJob { content: domain::Content::default(), ..b.clone() };
+    let failure = failed(provider.send(&textless).await, FailureKind::Permanent, "template_not_configured");
+    assert!(failure.message.contains("order.shipped"), "{}", failure.message);
+    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+    // An SMS without text is just a message without a body.
+    let sms = sms(&server);
+    failed(
+        sms.send(&domain::DeliveryJob { channel: Channel::Sms, ..textless }).await,
+        FailureKind::Permanent,
+        "missing_body",
+    );
+}
+
+fn text(text: &str) -> domain::Content {
+    domain::Content { text: Some(text.to_owned()), ..Default::default() }
+}
+
+async fn bodies(server: &MockServer) -> Vec<String> {
+    server.received_requests().await.unwrap().iter().map(|r| String::from_utf8_lossy(&r.body).into_owned()).collect()
 }
 
 #[tokio::test]

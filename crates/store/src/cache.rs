@@ -55,6 +55,7 @@ pub const UNKNOWN_KEY_TTL: Duration = Duration::from_secs(30);
 pub(crate) struct TenantSettings {
     pub default_locale: String,
     pub adhoc_types: bool,
+    pub http_action_urls: bool,
 }
 
 /// A type's compiled templates: channel, locale, template.
@@ -378,7 +379,7 @@ mod tests {
     }
 
     fn settings() -> TenantSettings {
-        TenantSettings { default_locale: "en".into(), adhoc_types: true }
+        TenantSettings { default_locale: "en".into(), adhoc_types: true, http_action_urls: false }
     }
 
     fn listening(capacity: usize) -> Cache {

@@ -31,6 +31,7 @@ use crate::{
 struct TypeRow {
     default_locale: String,
     adhoc_types: bool,
+    http_action_urls: bool,
     key: Option<String>,
     channels: Option<Vec<String>>,
     critical: Option<bool>,
@@ -255,7 +256,7 @@ impl Store {
             _ => {
                 let fill = self.cache.fill();
                 let rows: Vec<TypeRow> = sqlx::query_as(
-                    "SELECT t.default_locale, t.adhoc_types, nt.key, nt.channels, nt.critical, nt.novu_workflow,
+                    "SELECT t.default_locale, t.adhoc_types, t.http_action_urls, nt.key, nt.channels, nt.critical, nt.novu_workflow,
                             nt.retry, nt.category, nt.preferences, nt.created_at, nt.updated_at
                      FROM tenants t LEFT JOIN notification_types nt ON nt.tenant_id = t.id AND nt.key = ANY($2)
                      WHERE t.id = $1",
@@ -265,8 +266,11 @@ impl Store {
                 .fetch_all(&self.indexed)
                 .await?;
                 let first = rows.first().ok_or_else(|| corrupt(format!("tenant {tenant_id} does not exist")))?;
-                let settings =
-                    TenantSettings { default_locale: first.default_locale.clone(), adhoc_types: first.adhoc_types };
+                let settings = TenantSettings {
+                    default_locale: first.default_locale.clone(),
+                    adhoc_types: first.adhoc_types,
+                    http_action_urls: first.http_action_urls,
+                };
                 self.cache.put_settings(fill, tenant_id, settings.clone());
                 for row in rows {
                     if let Some(t) = notification_type(row)? {
@@ -281,6 +285,7 @@ impl Store {
         };
         directory.default_locale = settings.default_locale;
         directory.adhoc_types = settings.adhoc_types;
+        directory.http_action_urls = settings.http_action_urls;
         Ok(directory)
     }
 

@@ -35,7 +35,9 @@ pub use inbox::{InboxChange, InboxFilter};
 pub use intake::{Accept, Accepted, IdempotencyKey, Intake, IntakeResult, Origin};
 pub use notifications::ListFilter;
 pub use outbox::{ClaimedBatch, OUTBOX_CHANNEL};
-pub use receipts::{PENDING_RECEIPT_RETENTION, Receipt, ReceiptApplied, Suppression, SuppressionReason};
+pub use receipts::{
+    PENDING_RECEIPT_RETENTION, RECEIPT_TOKEN_RETENTION, Receipt, ReceiptApplied, Suppression, SuppressionReason,
+};
 pub use recovery::Recovered;
 pub use sqlx::postgres::PgListener;
 pub use subscribers::ERASED;

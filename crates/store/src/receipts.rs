@@ -100,6 +100,9 @@ const PENDING_RECEIPTS_KEPT: i64 = 100_000;
 /// older receipt names another system's message or a send whose worker died, which is
 /// sent again under a new id.
 pub const PENDING_RECEIPT_RETENTION: std::time::Duration = std::time::Duration::from_secs(3600);
+/// How long a callback's token is remembered: providers retry a callback within minutes
+/// (Twilio), and SNS messages older than an hour are refused anyway.
+pub const RECEIPT_TOKEN_RETENTION: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// A receipt as applying it needs it, borrowed from a [`Receipt`] or a pending row.
 struct Report<'a> {
@@ -154,6 +157,37 @@ impl Store {
             apply_reports(&mut conn, provider, id, None).await?;
         }
         Ok(messages.len() as u64)
+    }
+
+    /// Whether the provider's callback `token` (its own id for the callback, the same on its
+    /// retries) was taken already.
+    pub async fn receipt_token_seen(&self, provider: &str, token: &str) -> Result<bool> {
+        let seen: Option<i32> = sqlx::query_scalar("SELECT 1 FROM receipt_tokens WHERE provider = $1 AND token = $2")
+            .bind(provider)
+            .bind(token)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(seen.is_some())
+    }
+
+    /// Records that the callback `token` was taken: after it was applied, so a failure in
+    /// between lets the provider's retry apply it (applying twice moves nothing backwards).
+    pub async fn remember_receipt_token(&self, provider: &str, token: &str) -> Result<()> {
+        sqlx::query("INSERT INTO receipt_tokens (provider, token) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(provider)
+            .bind(token)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets callback tokens seen more than `retention` ago; returns how many.
+    pub async fn purge_receipt_tokens(&self, retention: std::time::Duration) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM receipt_tokens WHERE seen_at <= now() - $1::interval")
+            .bind(sqlx::postgres::types::PgInterval::try_from(retention).unwrap_or_default())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 
     /// Deletes pending receipts older than `retention`; returns how many.

@@ -103,6 +103,20 @@ impl Store {
 
     /// The subscriber's preferences (the defaults if never set); `None` if there is no
     /// such subscriber.
+    /// Which incarnation of the subscriber `id` is current: its row's creation time in
+    /// microseconds, which an erasure and a later `PUT` of the same id change. `None` if
+    /// there is no such subscriber. Subscriber tokens carry it, so that a token issued
+    /// before an erasure reads no inbox of a namesake made after it.
+    pub async fn subscriber_incarnation(&self, tenant_id: Uuid, id: &str) -> Result<Option<i64>> {
+        let created: Option<OffsetDateTime> =
+            sqlx::query_scalar("SELECT created_at FROM subscribers WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant_id)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(created.map(incarnation))
+    }
+
     pub async fn get_preferences(&self, tenant_id: Uuid, id: &str) -> Result<Option<Preferences>> {
         let row: Option<(serde_json::Value,)> =
             sqlx::query_as("SELECT preferences FROM subscribers WHERE tenant_id = $1 AND id = $2")
@@ -293,4 +307,10 @@ impl Store {
         tx.commit().await?;
         Ok(true)
     }
+}
+
+/// A subscriber's incarnation from its row's creation time (microseconds since the epoch,
+/// PostgreSQL's precision).
+fn incarnation(created_at: OffsetDateTime) -> i64 {
+    (created_at.unix_timestamp_nanos() / 1_000) as i64
 }

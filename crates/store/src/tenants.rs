@@ -99,22 +99,25 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Sets a tenant's fallback locale for templates and whether its notifications may
-    /// name types it has not defined; `None` leaves a setting as it is. `false` if there
-    /// is no such tenant.
+    /// Sets a tenant's fallback locale for templates, whether its notifications may name
+    /// types it has not defined, and whether its in-app action URLs may be `http`; `None`
+    /// leaves a setting as it is. `false` if there is no such tenant.
     pub async fn set_tenant_settings(
         &self,
         tenant_id: Uuid,
         default_locale: Option<&str>,
         adhoc_types: Option<bool>,
+        http_action_urls: Option<bool>,
     ) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE tenants SET default_locale = coalesce($2, default_locale), adhoc_types = coalesce($3, adhoc_types)
+            "UPDATE tenants SET default_locale = coalesce($2, default_locale), adhoc_types = coalesce($3, adhoc_types),
+                                http_action_urls = coalesce($4, http_action_urls)
              WHERE id = $1",
         )
         .bind(tenant_id)
         .bind(default_locale)
         .bind(adhoc_types)
+        .bind(http_action_urls)
         .execute(&self.pool)
         .await?;
         self.cache.evict(tenant_id);

@@ -115,7 +115,7 @@ mod tests {
             [whatsapp.meta]
             access_token = "token"
             phone_number_id = 106540352242922
-            [whatsapp.meta.template_by_type."order.shipped"]
+            [whatsapp.meta.template_by_tenant."0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"."order.shipped"]
             name = "order_shipped"
             language = "en_US"
             body_parameters = ["order"]
@@ -129,7 +129,9 @@ mod tests {
         let meta = config.providers.meta.unwrap();
         assert_eq!(meta.phone_number_id.as_deref(), Some("106540352242922"));
         assert_eq!(meta.api_version, "v21.0");
-        assert_eq!(meta.template_by_type["order.shipped"].body_parameters, ["order"]);
+        let (tenant, templates) = meta.template_by_tenant.iter().next().unwrap();
+        assert_eq!(tenant.to_string(), "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b");
+        assert_eq!(templates["order.shipped"].body_parameters, ["order"]);
         assert_eq!(config.providers.twilio.unwrap().from.as_deref(), Some("+14155238886"));
     }
 

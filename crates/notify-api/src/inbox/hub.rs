@@ -74,7 +74,8 @@ fn dropped_event() {
 }
 
 /// A broker message: `{"v":1,"tenant_id":..,"events":[{"event":"created",
-/// "subscriber_id":..,"item_ids":[..]}, {"event":"changed","subscriber_id":..}]}`.
+/// "subscriber_id":..,"item_ids":[..]}, {"event":"changed","subscriber_id":..},
+/// {"event":"erased","subscriber_id":..}]}`.
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
 struct Envelope {
     v: u32,
@@ -85,14 +86,25 @@ struct Envelope {
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 enum Event {
-    Created { subscriber_id: String, item_ids: Vec<Uuid> },
-    Changed { subscriber_id: String },
+    Created {
+        subscriber_id: String,
+        item_ids: Vec<Uuid>,
+    },
+    Changed {
+        subscriber_id: String,
+    },
+    /// The subscriber was erased: its sockets close (their tokens are refused from now on).
+    Erased {
+        subscriber_id: String,
+    },
 }
 
 impl Event {
     fn subscriber_id(&self) -> &str {
         match self {
-            Event::Created { subscriber_id, .. } | Event::Changed { subscriber_id } => subscriber_id,
+            Event::Created { subscriber_id, .. }
+            | Event::Changed { subscriber_id }
+            | Event::Erased { subscriber_id } => subscriber_id,
         }
     }
 }
@@ -120,6 +132,8 @@ struct Entry {
     tx: mpsc::Sender<Push>,
     /// Cancelled when the socket's queue overflowed: it is closed, not waited for.
     overflow: CancellationToken,
+    /// Cancelled when the subscriber was erased.
+    erased: CancellationToken,
 }
 
 /// A live socket's place in the hub; dropping it unregisters the socket.
@@ -130,6 +144,8 @@ pub struct Registration {
     pub pushes: mpsc::Receiver<Push>,
     /// Cancelled when the hub gave up on this socket (its queue was full).
     pub overflow: CancellationToken,
+    /// Cancelled when the socket's subscriber was erased: its token is no longer good.
+    pub erased: CancellationToken,
 }
 
 impl Drop for Registration {
@@ -246,6 +262,12 @@ impl Hub {
         self.publish(&Envelope { v: 1, tenant_id, events });
     }
 
+    /// The subscriber was erased: its sockets, on every replica, close.
+    pub fn erased(&self, tenant_id: Uuid, subscriber_id: &str) {
+        let events = vec![Event::Erased { subscriber_id: subscriber_id.to_owned() }];
+        self.publish(&Envelope { v: 1, tenant_id, events });
+    }
+
     fn publish(&self, envelope: &Envelope) {
         let body = serde_json::to_vec(envelope).expect("an envelope serializes");
         match self.outgoing.try_send(body) {
@@ -258,13 +280,13 @@ impl Hub {
     /// Registers a socket of `tenant_id`'s `subscriber_id`.
     pub fn register(self: &Arc<Self>, tenant_id: Uuid, subscriber_id: &str) -> Registration {
         let (tx, pushes) = mpsc::channel(self.socket_queue);
-        let overflow = CancellationToken::new();
+        let (overflow, erased) = (CancellationToken::new(), CancellationToken::new());
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let key = (tenant_id, subscriber_id.to_owned());
-        let entry = Entry { id, tx, overflow: overflow.clone() };
+        let entry = Entry { id, tx, overflow: overflow.clone(), erased: erased.clone() };
         METRICS.sockets.inc();
         self.sockets.lock().expect("hub lock").entry(key.clone()).or_default().push(entry);
-        Registration { hub: Arc::clone(self), key, id, pushes, overflow }
+        Registration { hub: Arc::clone(self), key, id, pushes, overflow, erased }
     }
 
     /// A place for one more socket of the subscriber, unless the subscriber already holds
@@ -301,6 +323,9 @@ impl Hub {
         let mut sockets = self.sockets.lock().expect("hub lock");
         let Some(entries) = sockets.get_mut(&key) else { return };
         entries.retain(|entry| {
+            if entry.erased.is_cancelled() {
+                return true;
+            }
             for push in pushes {
                 match entry.tx.try_send(push.clone()) {
                     Ok(()) => {}
@@ -328,12 +353,24 @@ impl Hub {
         futures_util::stream::iter(wanted)
             .for_each_concurrent(LOAD_CONCURRENCY, |event| async move {
                 let subscriber_id = event.subscriber_id().to_owned();
+                if let Event::Erased { .. } = event {
+                    return self.close_erased(tenant_id, &subscriber_id);
+                }
                 match load(store, tenant_id, event).await {
                     Ok(pushes) => self.push(tenant_id, &subscriber_id, &pushes),
                     Err(e) => tracing::warn!(error = %e, tenant_id = %tenant_id, "inbox push: loading failed"),
                 }
             })
             .await;
+    }
+
+    /// Tells the sockets of an erased subscriber to close; nothing is pushed to them any more
+    /// (they leave the hub as they close, so their queues stay open until then).
+    fn close_erased(&self, tenant_id: Uuid, subscriber_id: &str) {
+        let sockets = self.sockets.lock().expect("hub lock");
+        for entry in sockets.get(&(tenant_id, subscriber_id.to_owned())).into_iter().flatten() {
+            entry.erased.cancel();
+        }
     }
 
     /// How many sockets this replica has (all subscribers).
@@ -356,6 +393,7 @@ async fn load(store: &Store, tenant_id: Uuid, event: Event) -> store::Result<Vec
             let count = store.inbox_unread_count(tenant_id, &subscriber_id).await?;
             Ok(vec![Push { item_id: None, text: unread_count_frame(count) }])
         }
+        Event::Erased { .. } => Ok(vec![]),
     }
 }
 
@@ -516,7 +554,7 @@ mod tests {
                 .iter()
                 .map(|e| match e {
                     Event::Created { item_ids, .. } => item_ids.len(),
-                    Event::Changed { .. } => unreachable!(),
+                    Event::Changed { .. } | Event::Erased { .. } => unreachable!(),
                 })
                 .sum();
             assert!(total <= ITEMS_PER_MESSAGE);

@@ -111,8 +111,9 @@ pub async fn connect(
     let Some(token) = params.token.filter(|t| !t.is_empty()) else {
         return ApiError::Unauthorized("send a subscriber token as `?token=<token>`").into_response();
     };
-    let Some(claims) = app.tokens.verify(&token) else {
-        return ApiError::Unauthorized("the subscriber token is invalid or expired").into_response();
+    let claims = match super::token::authorize(&app, &token).await {
+        Ok(claims) => claims,
+        Err(e) => return e.into_response(),
     };
     let since = match params.since.as_deref().filter(|s| !s.is_empty()).map(str::parse::<Uuid>) {
         None => None,
@@ -217,6 +218,7 @@ impl Socket {
                 _ = hub.shutdown.cancelled() => return Closing::Close(1001, "server shutting down"),
                 _ = registration.overflow.cancelled() => return Closing::Close(1013, "too slow: reconnect with since"),
                 _ = &mut expiry => return Closing::Close(1008, "token expired"),
+                _ = registration.erased.cancelled() => return Closing::Close(1008, "subscriber erased"),
                 push = registration.pushes.recv() => {
                     let Some(push) = push else { return Closing::Close(1013, "too slow: reconnect with since") };
                     if push.item_id.is_some_and(|id| replayed.contains(&id)) {

@@ -3,8 +3,10 @@
 //! key (`POST /v1/subscribers/{id}/token`) and hands it to the page.
 //!
 //! A token is `v1.<base64url(JSON claims)>.<base64url(HMAC-SHA256(key, "v1.<claims>"))>`,
-//! unpadded base64url. It is stateless: any replica with the same key verifies it, and it
-//! stays valid until it expires (the inbox of an erased subscriber is empty).
+//! unpadded base64url. Any replica with the same key verifies it. It names the subscriber's
+//! incarnation (`Store::subscriber_incarnation`), checked on every use ([`authorize`]): once
+//! the subscriber is erased its tokens are refused, even when the id is given to someone
+//! new.
 
 use std::time::Duration;
 
@@ -34,6 +36,8 @@ const MAX_TOKEN_LEN: usize = 2048;
 pub struct SubscriberClaims {
     pub tenant_id: Uuid,
     pub subscriber_id: String,
+    /// The subscriber's incarnation when the token was issued.
+    pub incarnation: i64,
     pub expires_at: OffsetDateTime,
 }
 
@@ -44,6 +48,8 @@ struct Wire {
     t: Uuid,
     /// Subscriber.
     s: String,
+    /// The subscriber's incarnation.
+    i: i64,
     /// Expiry, Unix seconds.
     e: i64,
 }
@@ -86,13 +92,20 @@ impl TokenKey {
         }
     }
 
-    /// `v1.<base64url(JSON claims)>.<base64url(HMAC)>`, valid for `ttl` in whole seconds
-    /// (at most 24 h: a longer one is cut), and when it expires.
-    pub fn issue(&self, tenant_id: Uuid, subscriber_id: &str, ttl: Duration) -> (String, OffsetDateTime) {
+    /// `v1.<base64url(JSON claims)>.<base64url(HMAC)>` for this incarnation of the
+    /// subscriber, valid for `ttl` in whole seconds (at most 24 h: a longer one is cut), and
+    /// when it expires.
+    pub fn issue(
+        &self,
+        tenant_id: Uuid,
+        subscriber_id: &str,
+        incarnation: i64,
+        ttl: Duration,
+    ) -> (String, OffsetDateTime) {
         let ttl = ttl.min(MAX_TOKEN_TTL).as_secs() as i64;
         let expires_at = OffsetDateTime::from_unix_timestamp(OffsetDateTime::now_utc().unix_timestamp() + ttl)
             .expect("a day from now is a valid time");
-        let wire = Wire { t: tenant_id, s: subscriber_id.to_owned(), e: expires_at.unix_timestamp() };
+        let wire = Wire { t: tenant_id, s: subscriber_id.to_owned(), i: incarnation, e: expires_at.unix_timestamp() };
         let claims = serde_json::to_vec(&wire).expect("claims serialize");
         let signed = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(claims));
         let tag = hmac::sign(&self.key, signed.as_bytes());
@@ -114,7 +127,24 @@ impl TokenKey {
         let claims = URL_SAFE_NO_PAD.decode(&signed[PREFIX.len()..]).ok()?;
         let wire: Wire = serde_json::from_slice(&claims).ok()?;
         let expires_at = OffsetDateTime::from_unix_timestamp(wire.e).ok()?;
-        (now < expires_at).then_some(SubscriberClaims { tenant_id: wire.t, subscriber_id: wire.s, expires_at })
+        (now < expires_at).then_some(SubscriberClaims {
+            tenant_id: wire.t,
+            subscriber_id: wire.s,
+            incarnation: wire.i,
+            expires_at,
+        })
+    }
+}
+
+/// The claims of `token` if this API's key signed it, it has not expired, and the
+/// incarnation it names is still the subscriber's: a token outlives neither its expiry nor
+/// its subscriber. For the inbox's REST endpoints and its WebSocket alike.
+pub async fn authorize(state: &AppState, token: &str) -> Result<SubscriberClaims, ApiError> {
+    let claims =
+        state.tokens.verify(token).ok_or(ApiError::Unauthorized("the subscriber token is invalid or expired"))?;
+    match state.store.subscriber_incarnation(claims.tenant_id, &claims.subscriber_id).await? {
+        Some(current) if current == claims.incarnation => Ok(claims),
+        _ => Err(ApiError::Unauthorized("the subscriber token's subscriber was erased")),
     }
 }
 
@@ -138,11 +168,7 @@ impl FromRequestParts<AppState> for InboxCaller {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(ApiError::Unauthorized("the Authorization header must be `Bearer <token>`"))?;
-        state
-            .tokens
-            .verify(token)
-            .map(InboxCaller)
-            .ok_or(ApiError::Unauthorized("the subscriber token is invalid or expired"))
+        authorize(state, token).await.map(InboxCaller)
     }
 }
 
@@ -159,12 +185,17 @@ mod tests {
     #[test]
     fn round_trip() {
         let key = TokenKey::new(SECRET);
-        let (token, expires_at) = key.issue(tenant(), "u-1.with.dots/é", Duration::from_secs(3600));
+        let (token, expires_at) = key.issue(tenant(), "u-1.with.dots/é", 7, Duration::from_secs(3600));
         assert!(token.starts_with("v1."));
         let claims = key.verify(&token).expect("a fresh token verifies");
         assert_eq!(
             claims,
-            SubscriberClaims { tenant_id: tenant(), subscriber_id: "u-1.with.dots/é".into(), expires_at }
+            SubscriberClaims {
+                tenant_id: tenant(),
+                subscriber_id: "u-1.with.dots/é".into(),
+                incarnation: 7,
+                expires_at
+            }
         );
         let left = expires_at - OffsetDateTime::now_utc();
         assert!(left > time::Duration::seconds(3590) && left <= time::Duration::seconds(3600), "{left}");
@@ -174,13 +205,14 @@ mod tests {
     #[test]
     fn tampering_is_refused() {
         let key = TokenKey::new(SECRET);
-        let (token, _) = key.issue(tenant(), "u-1", Duration::from_secs(60));
+        let (token, _) = key.issue(tenant(), "u-1", 7, Duration::from_secs(60));
         let (signed, tag) = token.rsplit_once('.').unwrap();
         // Another subscriber's claims under the original signature.
         let forged = URL_SAFE_NO_PAD.encode(
             serde_json::to_vec(&Wire {
                 t: tenant(),
                 s: "u-2".into(),
+                i: 7,
                 e: OffsetDateTime::now_utc().unix_timestamp() + 60,
             })
             .unwrap(),
@@ -203,17 +235,17 @@ mod tests {
     #[test]
     fn expired_tokens_are_refused() {
         let key = TokenKey::new(SECRET);
-        let (token, expires_at) = key.issue(tenant(), "u-1", Duration::from_secs(60));
+        let (token, expires_at) = key.issue(tenant(), "u-1", 7, Duration::from_secs(60));
         assert!(key.verify_at(&token, expires_at - time::Duration::seconds(1)).is_some());
         assert_eq!(key.verify_at(&token, expires_at), None);
         assert_eq!(key.verify_at(&token, expires_at + time::Duration::hours(1)), None);
-        let (now_expired, _) = key.issue(tenant(), "u-1", Duration::ZERO);
+        let (now_expired, _) = key.issue(tenant(), "u-1", 7, Duration::ZERO);
         assert_eq!(key.verify(&now_expired), None);
     }
 
     #[test]
     fn another_key_does_not_verify() {
-        let (token, _) = TokenKey::new(SECRET).issue(tenant(), "u-1", Duration::from_secs(60));
+        let (token, _) = TokenKey::new(SECRET).issue(tenant(), "u-1", 7, Duration::from_secs(60));
         assert_eq!(TokenKey::new(b"fedcba9876543210fedcba9876543210").verify(&token), None);
         assert_eq!(TokenKey::random().verify(&token), None);
     }
@@ -238,7 +270,8 @@ mod tests {
         }
         // The key made from a configured secret verifies what another replica issued.
         let configured = settings(Some(std::str::from_utf8(SECRET).unwrap()), 60);
-        let (token, _) = TokenKey::from_settings(&configured).unwrap().issue(tenant(), "u-1", Duration::from_secs(60));
+        let (token, _) =
+            TokenKey::from_settings(&configured).unwrap().issue(tenant(), "u-1", 7, Duration::from_secs(60));
         assert!(TokenKey::from_settings(&configured).unwrap().verify(&token).is_some());
     }
 }

@@ -62,10 +62,8 @@ pub async fn issue_token(
     auth: Authenticated,
     Path(id): Path<String>,
 ) -> Result<Json<IssuedToken>, ApiError> {
-    if app.store.get_subscriber(auth.0.tenant_id, &id).await?.is_none() {
-        return Err(ApiError::NotFound);
-    }
-    let (token, expires_at) = app.tokens.issue(auth.0.tenant_id, &id, app.token_ttl);
+    let incarnation = app.store.subscriber_incarnation(auth.0.tenant_id, &id).await?.ok_or(ApiError::NotFound)?;
+    let (token, expires_at) = app.tokens.issue(auth.0.tenant_id, &id, incarnation, app.token_ttl);
     tracing::debug!(tenant_id = %auth.0.tenant_id, "subscriber token issued");
     Ok(Json(IssuedToken { token, expires_at, subscriber_id: id }))
 }

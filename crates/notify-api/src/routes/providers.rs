@@ -41,9 +41,13 @@ pub async fn twilio_status(
     if !twilio.verify(uri.query(), &params, signature) {
         return Err(ApiError::InvalidSignature("X-Twilio-Signature does not sign this request"));
     }
-    if let Some(receipt) = twilio::receipt(&params).map_err(|field| ApiError::field(field, "is required"))? {
-        apply(&app, receipt).await?;
-    }
+    let Some(receipt) = twilio::receipt(&params).map_err(|field| ApiError::field(field, "is required"))? else {
+        return Ok(StatusCode::OK);
+    };
+    // Twilio's id for this callback, the same when it retries it (not signed: it spares
+    // work, while applying a receipt twice would move nothing backwards anyway).
+    let token = header_str(&headers, "i-twilio-idempotency-token").filter(|t| !t.is_empty() && t.len() <= MAX_TOKEN);
+    apply_once(&app, receipt, token).await?;
     Ok(StatusCode::OK)
 }
 
@@ -74,7 +78,8 @@ pub async fn ses_events(State(app): State<AppState>, headers: HeaderMap, body: B
             tracing::info!(topic_arn = envelope.topic_arn, "SNS subscription confirmed");
         }
         "Notification" => match ses::receipt(&envelope.message) {
-            Ok(Some(receipt)) => apply(&app, receipt).await?,
+            // SNS repeats a message under its MessageId (signed).
+            Ok(Some(receipt)) => apply_once(&app, receipt, Some(&envelope.message_id)).await?,
             Ok(None) => tracing::debug!(message_id = envelope.message_id, "SES event changes nothing"),
             // Sending it again would not make it readable: take it, and say so.
             Err(e) => tracing::warn!(message_id = envelope.message_id, error = %e, "SNS message is not an SES event"),
@@ -143,6 +148,26 @@ pub async fn meta_webhook(
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The longest callback token remembered; a longer one is not Twilio's and is ignored.
+const MAX_TOKEN: usize = 256;
+
+/// Applies the receipt unless its callback's `token` was taken already, then remembers
+/// the token (so a retry is acknowledged without applying it twice).
+async fn apply_once(app: &AppState, receipt: Receipt, token: Option<&str>) -> Result<(), ApiError> {
+    let provider = receipt.provider;
+    if let Some(token) = token
+        && app.store.receipt_token_seen(provider, token).await?
+    {
+        tracing::debug!(provider, "callback seen already: acknowledged, not applied again");
+        return Ok(());
+    }
+    apply(app, receipt).await?;
+    if let Some(token) = token {
+        app.store.remember_receipt_token(provider, token).await?;
+    }
+    Ok(())
 }
 
 /// Applies a receipt and logs what it did (never the addresses).

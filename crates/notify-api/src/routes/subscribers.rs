@@ -67,6 +67,8 @@ pub async fn erase(
     if !app.store.erase_subscriber(auth.0.tenant_id, &id, auth.actor()).await? {
         return Err(ApiError::NotFound);
     }
+    // Its open inbox sockets close: their tokens would not open them again.
+    app.inbox_hub.erased(auth.0.tenant_id, &id);
     tracing::info!(tenant_id = %auth.0.tenant_id, "subscriber erased");
     Ok(StatusCode::NO_CONTENT)
 }
