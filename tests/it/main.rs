@@ -21,6 +21,7 @@ mod limits;
 mod listing;
 mod messages;
 mod openapi;
+mod parameters;
 mod plans;
 mod providers_aws;
 mod providers_http;
