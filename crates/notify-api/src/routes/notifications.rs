@@ -109,6 +109,8 @@ pub struct BatchItem {
 }
 
 #[utoipa::path(post, path = "/v1/notifications/batch", tag = "notifications",
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "Refused (`422`): a key names one notification, so give each item its own `idempotency_key`.")),
     request_body(content = BatchRequest, example = json!({"notifications": [
             {"type": "order.shipped", "to": [{"email": "ada@example.com"}],
              "content": {"subject": "Shipped", "text": "It is on its way."}, "idempotency_key": "order-991-shipped"},
@@ -119,7 +121,7 @@ pub struct BatchItem {
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 256 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "No items, or more than 1,000", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No items, or more than 1,000, or an `Idempotency-Key` header", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "The tenant's intake rate is exhausted", body = Problem, content_type = "application/problem+json"),
     ))]
 /// `POST /v1/notifications/batch`: up to 1,000 notifications, each accepted or refused on
@@ -127,8 +129,17 @@ pub struct BatchItem {
 pub async fn batch(
     State(app): State<AppState>,
     auth: Authenticated,
+    headers: HeaderMap,
     JsonItems(request): JsonItems<BatchRequest>,
 ) -> Result<Response, ApiError> {
+    // A key names one notification (its answer is replayed): a whole batch has no such
+    // answer, and taking the header silently would leave the batch unprotected.
+    if headers.contains_key("idempotency-key") {
+        return Err(ApiError::field(
+            "Idempotency-Key",
+            "is not taken by a batch: give each item its own `idempotency_key`",
+        ));
+    }
     let count = request.notifications.len();
     if count == 0 || count > MAX_BATCH {
         return Err(ApiError::field("notifications", format!("must hold 1 to {MAX_BATCH} notifications")));
