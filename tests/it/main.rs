@@ -20,6 +20,7 @@ mod inbox_live;
 mod limits;
 mod listing;
 mod messages;
+mod notification_view;
 mod openapi;
 mod parameters;
 mod plans;

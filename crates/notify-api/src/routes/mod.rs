@@ -23,6 +23,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/notifications", post(notifications::create).get(notifications::list))
         .route("/v1/notifications/batch", post(notifications::batch))
         .route("/v1/notifications/{id}", get(notifications::get))
+        .route("/v1/notifications/{id}/deliveries", get(notifications::deliveries))
         .route("/v1/notifications/{id}/cancel", post(notifications::cancel))
         .route("/v1/deliveries/{id}/retry", post(deliveries::retry))
         .route(
