@@ -29,6 +29,7 @@ mod providers_http;
 mod receipts;
 mod recovery;
 mod relay;
+mod rendering;
 mod statuses;
 mod stubs;
 mod subscribers;
