@@ -152,10 +152,11 @@ static PLANNING: LazyLock<Semaphore> =
 
 type Planned = (Vec<Result<Item, ApiError>>, Directory, Result<Vec<Result<Plan, Vec<FieldError>>>, StoreError>);
 
-/// Plans `items` on the blocking pool rather than the async runtime: up to 50,000 renders,
-/// bounded by the request's fuel, would otherwise hold a runtime thread (and `/healthz`
-/// with it) for as long. At most one request per core plans at once; the others wait
-/// here. The subscribers' `data` pages are still read through the runtime.
+/// Plans `items` on the blocking pool rather than the async runtime when any renders a
+/// template: up to 50,000 renders, bounded by the request's fuel, would otherwise hold a
+/// runtime thread (and `/healthz` with it) for as long. At most one such request per core
+/// plans at once; the others wait here. The subscribers' `data` pages are still read
+/// through the runtime. Inline content renders nothing: planned in place.
 async fn plan_off_runtime(
     app: &AppState,
     tenant_id: uuid::Uuid,
@@ -163,6 +164,14 @@ async fn plan_off_runtime(
     directory: Directory,
     mut budget: Budget,
 ) -> Result<Planned, ApiError> {
+    let valid = || items.iter().filter_map(|i| i.as_ref().ok()).map(|i| &i.notification);
+    if valid().all(|n| n.content.is_some()) {
+        let valid: Vec<&ValidNotification> = valid().collect();
+        let mut data = app.store.subscriber_data(tenant_id);
+        let now = OffsetDateTime::now_utc();
+        let plans = plan_all(&valid, &directory, now, &mut budget, app.subscriber_data_page, &mut data).await;
+        return Ok((items, directory, plans));
+    }
     let _slot = PLANNING.acquire().await.expect("the planning semaphore is never closed");
     let (store, page, runtime) = (app.store.clone(), app.subscriber_data_page, tokio::runtime::Handle::current());
     tokio::task::spawn_blocking(move || {
