@@ -30,6 +30,7 @@ mod receipts;
 mod recovery;
 mod relay;
 mod rendering;
+mod schemathesis;
 mod statuses;
 mod stubs;
 mod subscribers;
