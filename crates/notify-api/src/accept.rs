@@ -4,7 +4,7 @@
 //! (`store::Store::accept`), hand the deliveries due now to the publisher (`handoff.rs`)
 //! and push the new inbox items to the live sockets.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use domain::{
     FieldError, NewNotification, Plan, ValidNotification,
@@ -147,8 +147,8 @@ pub async fn accept(
 }
 
 /// Requests planned (and rendered for) at once, each on a thread of the blocking pool.
-static PLANNING: LazyLock<Semaphore> =
-    LazyLock::new(|| Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())));
+static PLANNING: LazyLock<Arc<Semaphore>> =
+    LazyLock::new(|| Arc::new(Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))));
 
 type Planned = (Vec<Result<Item, ApiError>>, Directory, Result<Vec<Result<Plan, Vec<FieldError>>>, StoreError>);
 
@@ -172,9 +172,12 @@ async fn plan_off_runtime(
         let plans = plan_all(&valid, &directory, now, &mut budget, app.subscriber_data_page, &mut data).await;
         return Ok((items, directory, plans));
     }
-    let _slot = PLANNING.acquire().await.expect("the planning semaphore is never closed");
+    let slot = Arc::clone(&PLANNING).acquire_owned().await.expect("the planning semaphore is never closed");
     let (store, page, runtime) = (app.store.clone(), app.subscriber_data_page, tokio::runtime::Handle::current());
     tokio::task::spawn_blocking(move || {
+        // Held by the thread, not the request: one whose client went away still holds its
+        // slot until its renders end.
+        let _slot = slot;
         let plans = {
             let valid: Vec<&ValidNotification> =
                 items.iter().filter_map(|i| i.as_ref().ok()).map(|i| &i.notification).collect();
