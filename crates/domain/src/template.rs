@@ -346,6 +346,18 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn a_render_answers_the_steps_it_took_and_a_failed_one_the_most_a_field_may_take() {
+        let looping = email("Hi", "{% for i in range(100) %}{{ i }}{% endfor %}", None);
+        let (rendered, fuel) = Template::compile(Channel::Email, &looping).unwrap().render_metered(&json!({}));
+        assert!(rendered.is_ok());
+        assert!((100..RENDER_FUEL).contains(&fuel), "{fuel}");
+        let missing = email("Hi", "{{ nope }}", None);
+        let (rendered, fuel) = Template::compile(Channel::Email, &missing).unwrap().render_metered(&json!({}));
+        assert!(rendered.is_err());
+        assert!(fuel >= RENDER_FUEL, "{fuel}");
+    }
+
     fn email(subject: &str, text: &str, html: Option<&str>) -> Content {
         Content {
             subject: Some(subject.into()),
