@@ -83,8 +83,8 @@ async fn a_notification_by_subscriber_id_is_rendered_from_the_template_and_sent(
     app.put("/v1/subscribers/u-42", json!({"email": "ada@example.com", "locale": "en-GB"})).await;
 
     let id = app.accept(&invoice(json!([{"subscriber_id": "u-42"}]))).await;
-    let n = app.wait_for_status(id, "sent").await;
-    let delivery = &n["deliveries"][0];
+    app.wait_for_status(id, "sent").await;
+    let delivery = &app.deliveries_with_content(id).await[0];
     assert_eq!(delivery["recipient"], "ada@example.com");
     assert_eq!(delivery["subscriber_id"], "u-42");
     assert_eq!(delivery["locale"], "en");
@@ -175,10 +175,8 @@ async fn templates_fall_back_from_the_subscribers_locale_to_its_language_to_the_
         .accept(&invoice(json!([{"subscriber_id": "br"}, {"subscriber_id": "at"}, {"subscriber_id": "de"},
                                  {"subscriber_id": "none"}])))
         .await;
-    let n = app.get(id).await;
-    let rendered: Vec<(&str, &str, &str)> = n["deliveries"]
-        .as_array()
-        .unwrap()
+    let deliveries = app.deliveries_with_content(id).await;
+    let rendered: Vec<(&str, &str, &str)> = deliveries
         .iter()
         .map(|d| {
             (
@@ -218,8 +216,8 @@ async fn a_variable_missing_from_data_is_refused_at_accept_and_data_is_escaped_i
 
     let mut body = invoice(json!([{"subscriber_id": "u-1"}]));
     body["data"]["name"] = "<script>alert(1)</script>".into();
-    let n = app.get(app.accept(&body).await).await;
-    let content = &n["deliveries"][0]["content"];
+    let deliveries = app.deliveries_with_content(app.accept(&body).await).await;
+    let content = &deliveries[0]["content"];
     assert_eq!(content["html"], "<p>Hello &lt;script&gt;alert(1)&lt;&#x2f;script&gt;, please pay <b>12 EUR</b>.</p>");
     assert_eq!(content["text"], "Hello <script>alert(1)</script>, please pay 12 EUR.");
 }

@@ -59,7 +59,7 @@ async fn put(app: &TestApp, path: &str, body: Value) {
 
 /// `count` subscribers `<topic>-0`... with addresses and `data.x` = `x of <id>`, members of
 /// `topic`, in two statements.
-async fn topic_of(app: &TestApp, topic: &str, count: i32) {
+pub async fn topic_of(app: &TestApp, topic: &str, count: i32) {
     let pool = app.env.store.pool();
     sqlx::query(
         "INSERT INTO subscribers (tenant_id, id, email, data)

@@ -41,10 +41,8 @@ async fn rendered(app: &TestApp, api: &str) -> Vec<(String, String)> {
     let status = response.status();
     let answer: Value = response.json().await.unwrap();
     assert_eq!(status, 202, "{answer}");
-    let n = app.get(answer["id"].as_str().unwrap().parse().unwrap()).await;
-    let mut out: Vec<(String, String)> = n["deliveries"]
-        .as_array()
-        .unwrap()
+    let deliveries = app.deliveries_with_content(answer["id"].as_str().unwrap().parse().unwrap()).await;
+    let mut out: Vec<(String, String)> = deliveries
         .iter()
         .map(|d| (d["channel"].as_str().unwrap().to_owned(), d["content"]["text"].as_str().unwrap().to_owned()))
         .collect();

@@ -427,6 +427,14 @@ impl TestApp {
         response.json().await.unwrap()
     }
 
+    /// The notification's deliveries (its first 500) with their rendered content.
+    pub async fn deliveries_with_content(&self, id: Uuid) -> Vec<Value> {
+        let path = format!("/v1/notifications/{id}/deliveries?include=content&limit=500");
+        let (status, page) = self.call("GET", &path, None).await;
+        assert_eq!(status, 200, "{page}");
+        page["items"].as_array().unwrap().clone()
+    }
+
     /// Polls the notification until its status is `status`, up to [`DEADLINE`].
     pub async fn wait_for_status(&self, id: Uuid, status: &str) -> Value {
         let started = Instant::now();

@@ -121,3 +121,23 @@ async fn keys_belong_to_a_tenant_and_expire() {
     let purged = app.env.store.purge_idempotency_keys(std::time::Duration::from_secs(24 * 3600)).await.unwrap();
     assert_eq!(purged, 2);
 }
+
+#[tokio::test]
+async fn a_batch_refuses_an_idempotency_key_header_and_writes_nothing() {
+    let app = TestApp::api_only().await;
+    let send = || {
+        app.http
+            .post(app.url("/v1/notifications/batch"))
+            .bearer_auth(&app.api_key)
+            .header("Idempotency-Key", "batch-1")
+            .json(&serde_json::json!({"notifications": [email("a@example.com"), email("b@example.com")]}))
+            .send()
+    };
+    for _ in 0..2 {
+        let response = send().await.unwrap();
+        assert_eq!(response.status(), 422);
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["errors"][0]["field"], "Idempotency-Key", "{problem}");
+    }
+    assert_eq!(app.notification_count().await, 0, "a refused batch writes nothing");
+}

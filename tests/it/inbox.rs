@@ -339,3 +339,34 @@ async fn a_token_issued_before_an_erasure_does_not_read_the_namesake_made_after_
     assert_eq!((status, ids(&page)), (200, vec![theirs]), "untouched by the old token: {page}");
     assert_eq!(page["unread_count"], 1);
 }
+
+/// An inbox item is stamped with the database's clock, which its readers compare with
+/// (`created_at <= now()`), not the API host's: with the host's, an API a second ahead of
+/// the database would hide every new item (and lose its live push) for that second. The
+/// accept's transaction time is what its email's outbox row is due at (no broker: no
+/// grace).
+#[tokio::test]
+async fn an_inbox_item_is_stamped_with_the_databases_clock() {
+    let app = TestApp::api_only().await;
+    put_subscriber(&app, &app.api_key, "u-1").await;
+    let (status, answer) = app
+        .call(
+            "POST",
+            "/v1/notifications",
+            Some(&json!({"type": "t", "to": [{"subscriber_id": "u-1"}], "channels": ["in_app", "email"],
+                         "content": {"subject": "Hi", "text": "Hello", "title": "Hi", "body": "Hello"}})),
+        )
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    let (item, sent, due): (OffsetDateTime, OffsetDateTime, OffsetDateTime) = sqlx::query_as(
+        "SELECT i.created_at, d.sent_at, o.available_at
+         FROM inbox_items i JOIN deliveries d ON d.id = i.id JOIN outbox o ON o.notification_id = i.notification_id",
+    )
+    .fetch_one(app.env.store.pool())
+    .await
+    .unwrap();
+    assert_eq!((item, sent), (due, due), "the item and its delivery are stamped at the accept's transaction time");
+    let token = token(&app, &app.api_key, "u-1").await;
+    let (status, page) = call_as(&app, &token, "GET", "/v1/inbox").await;
+    assert_eq!((status, page["items"].as_array().map(Vec::len)), (200, Some(1)), "{page}");
+}

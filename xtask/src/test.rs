@@ -36,6 +36,7 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
     delete_test_vhosts(&rabbit).await?;
 
     let python = ensure_stubs().await?;
+    let schemathesis = ensure_schemathesis().await?;
     let mut command = tokio::process::Command::new(cargo());
     // --no-fail-fast: every test binary runs, not only those before the first failure.
     command
@@ -43,6 +44,7 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
         .args(&args)
         .current_dir(workspace_root())
         .env("NOTIFY_TEST_PYTHON", &python)
+        .env("NOTIFY_TEST_SCHEMATHESIS", &schemathesis)
         .envs(browser.iter().map(|(tool, path)| (tool.env, path)))
         .stdout(Stdio::piped());
     say!("running: cargo test --workspace --no-fail-fast {}", args.join(" "));
@@ -204,6 +206,43 @@ async fn ensure_stubs() -> anyhow::Result<std::path::PathBuf> {
         bail!("installing moto and aiosmtpd into {} failed", venv.display());
     }
     Ok(python)
+}
+
+/// The schemathesis version tests/it/schemathesis.rs runs: pinned, so its generated cases
+/// (seeded) and checks do not change under the suite.
+const SCHEMATHESIS: &str = "schemathesis==4.32.5";
+
+/// schemathesis (PyPI), which fuzzes the served OpenAPI document (tests/it/schemathesis.rs),
+/// in a venv of its own, `.venv-schemathesis` (its dependencies and moto's need not agree);
+/// returns its `st` program.
+async fn ensure_schemathesis() -> anyhow::Result<std::path::PathBuf> {
+    let venv = workspace_root().join(".venv-schemathesis");
+    let st = venv.join("bin").join("st");
+    let wanted = SCHEMATHESIS.split("==").nth(1).expect("a pinned version");
+    let ready = |st: std::path::PathBuf| async move {
+        tokio::process::Command::new(st)
+            .arg("--version")
+            .output()
+            .await
+            .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains(wanted))
+    };
+    if ready(st.clone()).await {
+        return Ok(st);
+    }
+    say!("installing {SCHEMATHESIS} into {}", venv.display());
+    let created = tokio::process::Command::new("python3").arg("-m").arg("venv").arg(&venv).status().await;
+    if !created.is_ok_and(|s| s.success()) {
+        bail!("could not create {} (Debian: apt-get install python3-venv)", venv.display());
+    }
+    let installed = tokio::process::Command::new(venv.join("bin").join("pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check", SCHEMATHESIS])
+        .status()
+        .await
+        .context("running pip")?;
+    if !installed.success() || !ready(st.clone()).await {
+        bail!("installing {SCHEMATHESIS} into {} failed", venv.display());
+    }
+    Ok(st)
 }
 
 /// The sum of cargo test's `test result: ok. N passed; N failed; N ignored; ...` lines,

@@ -24,6 +24,10 @@ use crate::{
 pub const MAX_DELIVERIES: usize = 50_000;
 /// Content one request may render for its deliveries in all (each delivery stores its own).
 pub const MAX_RENDERED_BYTES: usize = 64 * 1024 * 1024;
+/// Render steps (minijinja's fuel) one request may spend on its renders in all, by
+/// default (`limits.render_fuel`): a few hundred per render of a 50,000-member topic, and
+/// about a second of one core; a render alone may take [`crate::template::RENDER_FUEL`].
+pub const RENDER_FUEL_PER_REQUEST: u64 = 20_000_000;
 
 /// What a request may still fan out to. The items of a batch share one, in order: an item
 /// that does not fit is refused (on `to`) and costs nothing; the ones before it stand.
@@ -33,11 +37,18 @@ pub struct Budget {
     pub members: usize,
     pub deliveries: usize,
     pub rendered_bytes: usize,
+    /// Render steps left: spent by every render, an item's refused ones too.
+    pub render_fuel: u64,
 }
 
 impl Default for Budget {
     fn default() -> Self {
-        Self { members: MAX_DELIVERIES, deliveries: MAX_DELIVERIES, rendered_bytes: MAX_RENDERED_BYTES }
+        Self {
+            members: MAX_DELIVERIES,
+            deliveries: MAX_DELIVERIES,
+            rendered_bytes: MAX_RENDERED_BYTES,
+            render_fuel: RENDER_FUEL_PER_REQUEST,
+        }
     }
 }
 
@@ -302,11 +313,12 @@ fn fan_out<'a>(n: &'a ValidNotification, dir: &'a Directory, now: OffsetDateTime
     let mut errors = Errors::default();
     let kind = dir.types.get(&n.kind);
     let mut bytes = Bytes { used: 0, left: budget.rendered_bytes };
+    let fuel = Fuel { used: 0, left: budget.render_fuel };
     if kind.is_none() && !dir.adhoc_types {
         errors.push("type", format!("no notification type `{}`; define it with PUT /v1/types/{}", n.kind, n.kind));
         let (context, deliveries, awaiting, rendered) = (Value::Null, vec![], vec![], 0);
         let http_action_urls = dir.http_action_urls;
-        return Draft { kind, context, deliveries, awaiting, rendered, bytes, errors, http_action_urls };
+        return Draft { kind, context, deliveries, awaiting, rendered, bytes, fuel, errors, http_action_urls };
     }
 
     let (recipients, unknown) = resolve(n, dir);
@@ -350,7 +362,7 @@ fn fan_out<'a>(n: &'a ValidNotification, dir: &'a Directory, now: OffsetDateTime
     let critical = kind.is_some_and(|t| t.critical);
     let category = kind.and_then(|t| t.category.as_deref());
     let start = n.send_at.filter(|at| *at > now).unwrap_or(now);
-    let mut renderer = Renderer::new(n, dir);
+    let mut renderer = Renderer::new(n, dir, fuel);
     let mut deliveries = Vec::new();
     // By recipient, so the subscribers' data is asked for in the order they were named.
     let mut awaiting: BTreeMap<usize, Awaiting> = BTreeMap::new();
@@ -403,6 +415,11 @@ fn fan_out<'a>(n: &'a ValidNotification, dir: &'a Directory, now: OffsetDateTime
                             delivery.locale = Some(locale);
                         }
                         _ => match renderer.shared(template, channel, &locale) {
+                            _ if renderer.fuel.is_over() => {
+                                errors.extend([renderer.fuel.over(channel, &locale)]);
+                                awaiting.clear();
+                                break 'fan_out;
+                            }
                             Ok(content) => {
                                 if !bytes.take(&content) {
                                     errors.extend([bytes.over()]);
@@ -423,7 +440,8 @@ fn fan_out<'a>(n: &'a ValidNotification, dir: &'a Directory, now: OffsetDateTime
     }
     let awaiting = awaiting.into_values().collect();
     let http_action_urls = dir.http_action_urls;
-    Draft { kind, context: renderer.context, deliveries, awaiting, rendered: 0, bytes, errors, http_action_urls }
+    let (context, fuel) = (renderer.context, renderer.fuel);
+    Draft { kind, context, deliveries, awaiting, rendered: 0, bytes, fuel, errors, http_action_urls }
 }
 
 /// A notification fanned out, with the content still to render of the deliveries whose
@@ -438,6 +456,7 @@ struct Draft<'a> {
     /// How many of `awaiting` are rendered.
     rendered: usize,
     bytes: Bytes,
+    fuel: Fuel,
     errors: Errors,
     /// The tenant's [`Directory::http_action_urls`].
     http_action_urls: bool,
@@ -479,7 +498,13 @@ impl<'a> Draft<'a> {
             for &(i, template) in &next.renders {
                 let delivery = &mut self.deliveries[i];
                 let locale = delivery.locale.as_deref().unwrap_or_default();
-                match render_checked(template, delivery.channel, locale, &context, self.http_action_urls) {
+                match render_checked(template, delivery.channel, locale, &context, self.http_action_urls, &mut self.fuel) {
+                    _ if self.fuel.is_over() => {
+                        // Refused: the rest is not rendered.
+                        self.errors.extend([self.fuel.over(delivery.channel, locale)]);
+                        self.rendered = self.awaiting.len();
+                        return true;
+                    }
                     Ok(content) => {
                         if !self.bytes.take(&content) {
                             // Refused: the rest is not rendered.
@@ -498,6 +523,8 @@ impl<'a> Draft<'a> {
 
     /// The plan, taken from `budget`, or every reason it cannot be accepted.
     fn finish(self, budget: &mut Budget) -> Result<Plan, Vec<FieldError>> {
+        // Spent whether or not the plan stands: the renders ran.
+        budget.render_fuel = budget.render_fuel.saturating_sub(self.fuel.used);
         let mut errors = self.errors;
         if self.deliveries.is_empty() && errors.0.is_empty() {
             errors.push("to", "no recipient has an address for any of the requested channels");
@@ -531,6 +558,30 @@ impl Bytes {
     fn over(&self) -> FieldError {
         let limit = format!("{} MiB of rendered content", MAX_RENDERED_BYTES >> 20);
         FieldError::new("to", over(self.left == MAX_RENDERED_BYTES, &limit))
+    }
+}
+
+/// Render steps a notification spends, against what the request's budget left it.
+struct Fuel {
+    used: u64,
+    left: u64,
+}
+
+impl Fuel {
+    fn is_over(&self) -> bool {
+        self.used > self.left
+    }
+
+    /// Names the template whose render went over, on `type` (whose templates they are).
+    fn over(&self, channel: Channel, locale: &str) -> FieldError {
+        FieldError::new(
+            "type",
+            format!(
+                "rendering the {channel} template ({locale}) for this request's recipients went over the {} render \
+                 steps a request may take; simplify the template, or send to fewer recipients per request",
+                self.left
+            ),
+        )
     }
 }
 
@@ -589,11 +640,12 @@ struct Renderer<'a> {
     context: Value,
     /// Renders that do not depend on the subscriber, by (channel, locale).
     shared: HashMap<(Channel, String), Result<Content, Vec<FieldError>>>,
+    fuel: Fuel,
 }
 
 impl<'a> Renderer<'a> {
-    fn new(n: &'a ValidNotification, dir: &'a Directory) -> Self {
-        Self { n, dir, context: Value::Object(n.data.clone()), shared: HashMap::new() }
+    fn new(n: &'a ValidNotification, dir: &'a Directory, fuel: Fuel) -> Self {
+        Self { n, dir, context: Value::Object(n.data.clone()), shared: HashMap::new(), fuel }
     }
 
     /// The template for `channel` in the first locale of the recipient's fallback chain
@@ -621,7 +673,8 @@ impl<'a> Renderer<'a> {
     fn shared(&mut self, template: &Template, channel: Channel, locale: &str) -> Result<Content, Vec<FieldError>> {
         let key = (channel, locale.to_owned());
         if !self.shared.contains_key(&key) {
-            let rendered = render_checked(template, channel, locale, &self.context, self.dir.http_action_urls);
+            let rendered =
+                render_checked(template, channel, locale, &self.context, self.dir.http_action_urls, &mut self.fuel);
             self.shared.insert(key.clone(), rendered);
         }
         self.shared[&key].clone()
@@ -644,8 +697,11 @@ fn render_checked(
     locale: &str,
     context: &Value,
     http_action_urls: bool,
+    fuel: &mut Fuel,
 ) -> Result<Content, Vec<FieldError>> {
-    let content = template.render(context).map_err(|e| {
+    let (rendered, spent) = template.render_metered(context);
+    fuel.used = fuel.used.saturating_add(spent);
+    let content = rendered.map_err(|e| {
         vec![match e {
             RenderError::MissingVariable { field, variable } => FieldError::new(
                 format!("data.{variable}"),

@@ -167,11 +167,13 @@ impl ValidNotification {
 pub struct Limits {
     /// How far ahead `send_at` may be.
     pub max_schedule_ahead: Duration,
+    /// Render steps one request may spend on its templates in all (`plan::Budget`).
+    pub render_fuel: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_schedule_ahead: Duration::days(90) }
+        Self { max_schedule_ahead: Duration::days(90), render_fuel: crate::plan::RENDER_FUEL_PER_REQUEST }
     }
 }
 

@@ -107,7 +107,7 @@ fn field_mut<'c>(content: &'c mut Content, name: &str) -> &'c mut Option<String>
 
 /// Instructions one render of one field may execute: far beyond any real message, far
 /// below a render that would hold a request for long.
-const RENDER_FUEL: u64 = 100_000;
+pub const RENDER_FUEL: u64 = 100_000;
 
 #[cfg(test)]
 thread_local! {
@@ -188,14 +188,27 @@ impl Template {
     /// Renders every field with `context`, a JSON object: the notification's `data` at the
     /// top level, and `subscriber` when rendering for one.
     pub fn render(&self, context: &Value) -> Result<Content, RenderError> {
+        self.render_metered(context).0
+    }
+
+    /// Like [`Self::render`], also answering the render steps (minijinja's fuel) it took: a
+    /// field that failed counts as the most a field may take, as minijinja does not say
+    /// what a failed render used.
+    pub fn render_metered(&self, context: &Value) -> (Result<Content, RenderError>, u64) {
         let ctx = minijinja::Value::from(Serde(context));
         let mut out = Content::default();
+        let mut fuel = 0u64;
         for f in &self.inner.fields {
             let template = self.inner.env.get_template(f.name).expect("every compiled field is in the environment");
-            let rendered = template.render(&ctx).map_err(|e| self.render_error(f, &e, context))?;
-            *field_mut(&mut out, f.name) = Some(rendered);
+            match template.render_captured(&ctx) {
+                Ok(rendered) => {
+                    fuel += rendered.state().fuel_levels().map_or(0, |(consumed, _)| consumed);
+                    *field_mut(&mut out, f.name) = Some(rendered.output().to_owned());
+                }
+                Err(e) => return (Err(self.render_error(f, &e, context)), fuel + RENDER_FUEL),
+            }
         }
-        Ok(out)
+        (Ok(out), fuel)
     }
 
     fn render_error(&self, f: &CompiledField, e: &minijinja::Error, context: &Value) -> RenderError {
@@ -336,6 +349,18 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_render_answers_the_steps_it_took_and_a_failed_one_the_most_a_field_may_take() {
+        let looping = email("Hi", "{% for i in range(100) %}{{ i }}{% endfor %}", None);
+        let (rendered, fuel) = Template::compile(Channel::Email, &looping).unwrap().render_metered(&json!({}));
+        assert!(rendered.is_ok());
+        assert!((100..RENDER_FUEL).contains(&fuel), "{fuel}");
+        let missing = email("Hi", "{{ nope }}", None);
+        let (rendered, fuel) = Template::compile(Channel::Email, &missing).unwrap().render_metered(&json!({}));
+        assert!(rendered.is_err());
+        assert!(fuel >= RENDER_FUEL, "{fuel}");
+    }
 
     fn email(subject: &str, text: &str, html: Option<&str>) -> Content {
         Content {

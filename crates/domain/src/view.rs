@@ -1,6 +1,8 @@
 //! What the API answers: the shapes of accepted notifications, notifications with their
 //! deliveries, attempts and audit events, and pages of them.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -29,7 +31,15 @@ pub struct AcceptedDelivery {
     pub status: DeliveryStatus,
 }
 
-/// A notification with its deliveries, their attempts, and its audit trail.
+/// Deliveries a [`NotificationView`] shows at most; the rest are paged from
+/// `GET /v1/notifications/{id}/deliveries`.
+pub const VIEW_DELIVERIES: usize = 100;
+/// Audit events a [`NotificationView`] shows at most (the oldest); each delivery's own
+/// events are also in its [`DeliveryView`].
+pub const VIEW_EVENTS: usize = 100;
+
+/// A notification with its delivery counts, its first deliveries and their attempts, and
+/// its audit trail: bounded whatever its fan-out.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct NotificationView {
     pub id: Uuid,
@@ -49,8 +59,32 @@ pub struct NotificationView {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+    /// How many deliveries the notification has.
+    pub delivery_count: i64,
+    /// Its deliveries counted by channel, then status: `{"email": {"sent": 2, "failed": 1}}`.
+    #[schema(value_type = std::collections::HashMap<String, std::collections::HashMap<String, i64>>)]
+    pub delivery_counts: BTreeMap<String, BTreeMap<String, i64>>,
+    /// The first 100 deliveries, by id, without their rendered content (see
+    /// `GET /v1/notifications/{id}/deliveries?include=content`).
     pub deliveries: Vec<DeliveryView>,
+    /// Present when the notification has more deliveries than `deliveries` shows: pass as
+    /// `cursor` to `GET /v1/notifications/{id}/deliveries` for the next page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deliveries_cursor: Option<String>,
+    /// The first 100 audit events, oldest first.
     pub events: Vec<AuditEventView>,
+    /// `true` when the notification has more audit events than `events` shows (each
+    /// delivery's own are in its view).
+    pub events_truncated: bool,
+}
+
+/// A page of a notification's deliveries, by id.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct DeliveryPage {
+    pub items: Vec<DeliveryView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -63,7 +97,9 @@ pub struct DeliveryView {
     /// The template locale the content was rendered in.
     pub locale: Option<String>,
     /// The exact content rendered for this delivery; `null` when it used the
-    /// notification's inline `content` (or Novu's workflow).
+    /// notification's inline `content` (or Novu's workflow). Only in the delivery listing
+    /// asked with `include=content`: left out everywhere else.
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub content: Option<serde_json::Value>,
     pub status: DeliveryStatus,
@@ -81,6 +117,8 @@ pub struct DeliveryView {
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
     pub attempts: Vec<AttemptView>,
+    /// The audit events about this delivery (`retried`, `recovered`), oldest first.
+    pub events: Vec<AuditEventView>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -105,7 +143,7 @@ pub struct AttemptView {
 /// A state change a user or operator caused.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AuditEventView {
-    /// `accepted`, `cancelled` or `retried`.
+    /// `accepted`, `cancelled`, `retried` or `recovered`.
     pub action: String,
     pub delivery_id: Option<Uuid>,
     /// `api_key:<id>` or `operator`.

@@ -4,6 +4,8 @@
 //! (`store::Store::accept`), hand the deliveries due now to the publisher (`handoff.rs`)
 //! and push the new inbox items to the live sockets.
 
+use std::sync::{Arc, LazyLock};
+
 use domain::{
     FieldError, NewNotification, Plan, ValidNotification,
     plan::{Budget, Directory, MAX_DELIVERIES, plan_all},
@@ -12,8 +14,9 @@ use domain::{
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use store::{Accept, IdempotencyKey, Intake, IntakeResult};
+use store::{Accept, IdempotencyKey, Intake, IntakeResult, StoreError};
 use time::OffsetDateTime;
+use tokio::sync::Semaphore;
 
 use crate::{AppState, auth::Authenticated, error::ApiError, json};
 
@@ -63,7 +66,7 @@ pub async fn accept(
     items: Vec<Result<Item, ApiError>>,
 ) -> Result<Vec<Outcome>, ApiError> {
     let tenant_id = auth.0.tenant_id;
-    let mut budget = Budget::default();
+    let mut budget = Budget { render_fuel: app.limits.render_fuel, ..Budget::default() };
     let topics = topics_of(items.iter().filter_map(|i| i.as_ref().ok()).map(|i| &i.notification));
     let sizes = app.store.topic_sizes(tenant_id, &topics, MAX_DELIVERIES).await?;
     let items: Vec<Result<Item, ApiError>> = items
@@ -78,11 +81,8 @@ pub async fn accept(
     let valid: Vec<&ValidNotification> =
         items.iter().filter_map(|i| i.as_ref().ok()).map(|i| &i.notification).collect();
     let directory = app.store.directory(tenant_id, &valid).await?;
-    let mut data = app.store.subscriber_data(tenant_id);
-    let plans =
-        plan_all(&valid, &directory, OffsetDateTime::now_utc(), &mut budget, app.subscriber_data_page, &mut data)
-            .await?;
-    let mut plans = plans.into_iter();
+    let (items, directory, plans) = plan_off_runtime(app, tenant_id, items, directory, budget).await?;
+    let mut plans = plans?.into_iter();
     // Each item planned, or why not; what an erased subscriber's refusal names (`to`) is
     // kept aside, as the notification moves into the store's request.
     let mut planned: Vec<Result<Vec<Recipient>, ApiError>> = Vec::with_capacity(items.len());
@@ -144,6 +144,51 @@ pub async fn accept(
         _ => tracing::info!(%tenant_id, items = outcomes.len(), accepted = taken, "batch"),
     }
     Ok(outcomes)
+}
+
+/// Requests planned (and rendered for) at once, each on a thread of the blocking pool.
+static PLANNING: LazyLock<Arc<Semaphore>> =
+    LazyLock::new(|| Arc::new(Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))));
+
+type Planned = (Vec<Result<Item, ApiError>>, Directory, Result<Vec<Result<Plan, Vec<FieldError>>>, StoreError>);
+
+/// Plans `items` on the blocking pool rather than the async runtime when any renders a
+/// template: up to 50,000 renders, bounded by the request's fuel, would otherwise hold a
+/// runtime thread (and `/healthz` with it) for as long. At most one such request per core
+/// plans at once; the others wait here. The subscribers' `data` pages are still read
+/// through the runtime. Inline content renders nothing: planned in place.
+async fn plan_off_runtime(
+    app: &AppState,
+    tenant_id: uuid::Uuid,
+    items: Vec<Result<Item, ApiError>>,
+    directory: Directory,
+    mut budget: Budget,
+) -> Result<Planned, ApiError> {
+    let valid = || items.iter().filter_map(|i| i.as_ref().ok()).map(|i| &i.notification);
+    if valid().all(|n| n.content.is_some()) {
+        let valid: Vec<&ValidNotification> = valid().collect();
+        let mut data = app.store.subscriber_data(tenant_id);
+        let now = OffsetDateTime::now_utc();
+        let plans = plan_all(&valid, &directory, now, &mut budget, app.subscriber_data_page, &mut data).await;
+        return Ok((items, directory, plans));
+    }
+    let slot = Arc::clone(&PLANNING).acquire_owned().await.expect("the planning semaphore is never closed");
+    let (store, page, runtime) = (app.store.clone(), app.subscriber_data_page, tokio::runtime::Handle::current());
+    tokio::task::spawn_blocking(move || {
+        // Held by the thread, not the request: one whose client went away still holds its
+        // slot until its renders end.
+        let _slot = slot;
+        let plans = {
+            let valid: Vec<&ValidNotification> =
+                items.iter().filter_map(|i| i.as_ref().ok()).map(|i| &i.notification).collect();
+            let mut data = store.subscriber_data(tenant_id);
+            let now = OffsetDateTime::now_utc();
+            runtime.block_on(plan_all(&valid, &directory, now, &mut budget, page, &mut data))
+        };
+        (items, directory, plans)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("planning failed: {e}")))
 }
 
 /// Every topic `items` name, once.

@@ -97,6 +97,9 @@ pub struct Limits {
     /// templates that use `subscriber`: memory per request is about this times 64 KiB,
     /// whatever the size of its topics.
     pub subscriber_data_page: usize,
+    /// Render steps (minijinja's fuel) one request may spend on its templates in all, for
+    /// every recipient of its topics: past it, the request is a `422` on `type`.
+    pub render_fuel: u64,
 }
 
 impl Default for Limits {
@@ -105,6 +108,7 @@ impl Default for Limits {
             max_schedule_ahead: Duration::from_secs(90 * 24 * 3600),
             stranded_after: STRANDED_AFTER,
             subscriber_data_page: 500,
+            render_fuel: domain::plan::RENDER_FUEL_PER_REQUEST,
         }
     }
 }
@@ -116,6 +120,7 @@ impl Limits {
     pub fn domain(&self) -> domain::request::Limits {
         domain::request::Limits {
             max_schedule_ahead: time::Duration::try_from(self.max_schedule_ahead).unwrap_or(time::Duration::MAX),
+            render_fuel: self.render_fuel,
         }
     }
 }

@@ -20,6 +20,7 @@ use crate::{error::Problem, routes};
         routes::notifications::batch,
         routes::notifications::list,
         routes::notifications::get,
+        routes::notifications::deliveries,
         routes::notifications::cancel,
         routes::deliveries::retry,
         routes::templates::put,

@@ -1,8 +1,13 @@
-//! Reading notifications: one with everything about it, or a page of summaries.
+//! Reading notifications: one with its counts and first deliveries, a page of its
+//! deliveries, or a page of summaries.
+
+use std::collections::{BTreeMap, HashMap};
 
 use domain::{
     Channel, DeliveryStatus, NotificationStatus, Priority,
-    view::{AttemptView, AuditEventView, DeliveryView, NotificationSummary, NotificationView},
+    view::{
+        AttemptView, AuditEventView, DeliveryView, NotificationSummary, NotificationView, VIEW_DELIVERIES, VIEW_EVENTS,
+    },
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -59,6 +64,9 @@ struct DeliveryRow {
 type AttemptRow = (Uuid, i32, String, String, Option<String>, Option<String>, i32, OffsetDateTime, OffsetDateTime);
 
 impl Store {
+    /// The notification with its delivery counts, its first [`VIEW_DELIVERIES`] deliveries
+    /// (without rendered content) and its first [`VIEW_EVENTS`] audit events: a bounded
+    /// read whatever its fan-out.
     pub async fn get_notification(&self, tenant_id: Uuid, id: Uuid) -> Result<Option<NotificationView>> {
         let row: Option<NotificationRow> = sqlx::query_as(
             "SELECT id, type, status, priority, correlation_id, idempotency_key, data, content, send_at, created_at,
@@ -71,71 +79,35 @@ impl Store {
         .await?;
         let Some(n) = row else { return Ok(None) };
 
-        let deliveries: Vec<DeliveryRow> = sqlx::query_as(
-            "SELECT id, channel, recipient, subscriber_id, locale, content, status, provider, provider_message_id,
-                    attempts, last_error_code, last_error_message, next_attempt_at, sent_at, created_at, updated_at
-             FROM deliveries WHERE tenant_id = $1 AND notification_id = $2 ORDER BY id",
+        let counts: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT channel, status, count(*) FROM deliveries WHERE tenant_id = $1 AND notification_id = $2
+             GROUP BY channel, status",
         )
         .bind(tenant_id)
         .bind(id)
         .fetch_all(&self.pool)
         .await?;
-        let attempts: Vec<AttemptRow> = sqlx::query_as(
-            "SELECT a.delivery_id, a.number, a.provider, a.outcome, a.error_code, a.error_message, a.latency_ms,
-                    a.started_at, a.finished_at
-             FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id
-             WHERE d.tenant_id = $1 AND d.notification_id = $2 ORDER BY a.id",
-        )
-        .bind(tenant_id)
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
-        let events: Vec<(String, Option<Uuid>, String, serde_json::Value, OffsetDateTime)> = sqlx::query_as(
-            "SELECT action, delivery_id, actor, detail, created_at FROM audit_events
-             WHERE tenant_id = $1 AND notification_id = $2 ORDER BY id",
-        )
-        .bind(tenant_id)
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
+        let mut delivery_counts: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+        for (channel, status, count) in counts {
+            delivery_counts.entry(channel).or_default().insert(status, count);
+        }
+        let delivery_count = delivery_counts.values().flat_map(BTreeMap::values).sum();
 
-        let mut attempts_of: std::collections::HashMap<Uuid, Vec<AttemptView>> = std::collections::HashMap::new();
-        for a in attempts.into_iter().map(|a| AttemptView {
-            delivery_id: a.0,
-            number: a.1,
-            provider: a.2,
-            outcome: a.3,
-            error_code: a.4,
-            error_message: a.5,
-            latency_ms: a.6,
-            started_at: a.7,
-            finished_at: a.8,
-        }) {
-            attempts_of.entry(a.delivery_id).or_default().push(a);
-        }
-        let mut views = Vec::with_capacity(deliveries.len());
-        for d in deliveries {
-            views.push(DeliveryView {
-                id: d.id,
-                channel: parse_channel(&d.channel)?,
-                recipient: d.recipient,
-                subscriber_id: d.subscriber_id,
-                locale: d.locale,
-                content: d.content,
-                status: DeliveryStatus::parse(&d.status)
-                    .ok_or_else(|| corrupt(format!("delivery status {}", d.status)))?,
-                provider: d.provider,
-                provider_message_id: d.provider_message_id,
-                attempt_count: d.attempts,
-                last_error_code: d.last_error_code,
-                last_error_message: d.last_error_message,
-                next_attempt_at: d.next_attempt_at,
-                sent_at: d.sent_at,
-                created_at: d.created_at,
-                updated_at: d.updated_at,
-                attempts: attempts_of.remove(&d.id).unwrap_or_default(),
-            });
-        }
+        let mut deliveries = self.deliveries_of(tenant_id, id, None, VIEW_DELIVERIES + 1, false).await?;
+        let deliveries_cursor = more(&mut deliveries, VIEW_DELIVERIES).map(|last| last.id.to_string());
+        let mut events: Vec<AuditEventView> = sqlx::query_as::<_, EventRow>(
+            "SELECT action, delivery_id, actor, detail, created_at FROM audit_events
+             WHERE tenant_id = $1 AND notification_id = $2 ORDER BY id LIMIT $3",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .bind(VIEW_EVENTS as i64 + 1)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(EventRow::view)
+        .collect();
+        let events_truncated = more(&mut events, VIEW_EVENTS).is_some();
         Ok(Some(NotificationView {
             id: n.0,
             kind: n.1,
@@ -148,12 +120,125 @@ impl Store {
             send_at: n.8,
             created_at: n.9,
             updated_at: n.10,
-            deliveries: views,
-            events: events
-                .into_iter()
-                .map(|e| AuditEventView { action: e.0, delivery_id: e.1, actor: e.2, detail: e.3, created_at: e.4 })
-                .collect(),
+            delivery_count,
+            delivery_counts,
+            deliveries,
+            deliveries_cursor,
+            events,
+            events_truncated,
         }))
+    }
+
+    /// A page of the notification's deliveries by id, after delivery `after`, each with its
+    /// attempts and audit events, and its rendered content when `content`; `None` when the
+    /// tenant has no such notification.
+    pub async fn list_deliveries(
+        &self,
+        tenant_id: Uuid,
+        notification_id: Uuid,
+        after: Option<Uuid>,
+        limit: usize,
+        content: bool,
+    ) -> Result<Option<Vec<DeliveryView>>> {
+        let exists: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM notifications WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(notification_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        if exists.is_none() {
+            return Ok(None);
+        }
+        self.deliveries_of(tenant_id, notification_id, after, limit, content).await.map(Some)
+    }
+
+    async fn deliveries_of(
+        &self,
+        tenant_id: Uuid,
+        notification_id: Uuid,
+        after: Option<Uuid>,
+        limit: usize,
+        content: bool,
+    ) -> Result<Vec<DeliveryView>> {
+        let deliveries: Vec<DeliveryRow> = sqlx::query_as(
+            "SELECT id, channel, recipient, subscriber_id, locale, CASE WHEN $4 THEN content END AS content, status,
+                    provider, provider_message_id, attempts, last_error_code, last_error_message, next_attempt_at,
+                    sent_at, created_at, updated_at
+             FROM deliveries
+             WHERE tenant_id = $1 AND notification_id = $2 AND ($3::uuid IS NULL OR id > $3)
+             ORDER BY id LIMIT $5",
+        )
+        .bind(tenant_id)
+        .bind(notification_id)
+        .bind(after)
+        .bind(content)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let ids: Vec<Uuid> = deliveries.iter().map(|d| d.id).collect();
+        let attempts: Vec<AttemptRow> = sqlx::query_as(
+            "SELECT delivery_id, number, provider, outcome, error_code, error_message, latency_ms, started_at,
+                    finished_at
+             FROM delivery_attempts WHERE delivery_id = ANY ($1) ORDER BY id",
+        )
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await?;
+        let events: Vec<EventRow> = sqlx::query_as(
+            "SELECT action, delivery_id, actor, detail, created_at FROM audit_events
+             WHERE tenant_id = $1 AND delivery_id = ANY ($2) ORDER BY id",
+        )
+        .bind(tenant_id)
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await?;
+
+        let mut attempts_of: HashMap<Uuid, Vec<AttemptView>> = HashMap::new();
+        for a in attempts {
+            attempts_of.entry(a.0).or_default().push(AttemptView {
+                delivery_id: a.0,
+                number: a.1,
+                provider: a.2,
+                outcome: a.3,
+                error_code: a.4,
+                error_message: a.5,
+                latency_ms: a.6,
+                started_at: a.7,
+                finished_at: a.8,
+            });
+        }
+        let mut events_of: HashMap<Uuid, Vec<AuditEventView>> = HashMap::new();
+        for e in events {
+            if let Some(delivery) = e.delivery_id {
+                events_of.entry(delivery).or_default().push(e.view());
+            }
+        }
+        deliveries
+            .into_iter()
+            .map(|d| {
+                Ok(DeliveryView {
+                    id: d.id,
+                    channel: parse_channel(&d.channel)?,
+                    recipient: d.recipient,
+                    subscriber_id: d.subscriber_id,
+                    locale: d.locale,
+                    // Asked for, a delivery that used the inline content shows `null`.
+                    content: content.then(|| d.content.unwrap_or_default()),
+                    status: DeliveryStatus::parse(&d.status)
+                        .ok_or_else(|| corrupt(format!("delivery status {}", d.status)))?,
+                    provider: d.provider,
+                    provider_message_id: d.provider_message_id,
+                    attempt_count: d.attempts,
+                    last_error_code: d.last_error_code,
+                    last_error_message: d.last_error_message,
+                    next_attempt_at: d.next_attempt_at,
+                    sent_at: d.sent_at,
+                    created_at: d.created_at,
+                    updated_at: d.updated_at,
+                    attempts: attempts_of.remove(&d.id).unwrap_or_default(),
+                    events: events_of.remove(&d.id).unwrap_or_default(),
+                })
+            })
+            .collect()
     }
 
     /// Newest first. Paging by (created_at, id) keeps pages stable while notifications
@@ -199,6 +284,38 @@ impl Store {
                 })
             })
             .collect()
+    }
+}
+
+/// Truncates `items` (read one longer than a page) to `page`, returning the page's last
+/// item when there were more.
+fn more<T>(items: &mut Vec<T>, page: usize) -> Option<&T> {
+    if items.len() > page {
+        items.truncate(page);
+        items.last()
+    } else {
+        None
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    action: String,
+    delivery_id: Option<Uuid>,
+    actor: String,
+    detail: serde_json::Value,
+    created_at: OffsetDateTime,
+}
+
+impl EventRow {
+    fn view(self) -> AuditEventView {
+        AuditEventView {
+            action: self.action,
+            delivery_id: self.delivery_id,
+            actor: self.actor,
+            detail: self.detail,
+            created_at: self.created_at,
+        }
     }
 }
 

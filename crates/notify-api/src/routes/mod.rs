@@ -10,6 +10,9 @@ pub mod types;
 
 use axum::{
     Router,
+    extract::{MatchedPath, Request},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
     routing::{get, post},
 };
 
@@ -20,6 +23,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/notifications", post(notifications::create).get(notifications::list))
         .route("/v1/notifications/batch", post(notifications::batch))
         .route("/v1/notifications/{id}", get(notifications::get))
+        .route("/v1/notifications/{id}/deliveries", get(notifications::deliveries))
         .route("/v1/notifications/{id}/cancel", post(notifications::cancel))
         .route("/v1/deliveries/{id}/retry", post(deliveries::retry))
         .route(
@@ -54,8 +58,41 @@ pub fn routes() -> Router<AppState> {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(crate::openapi::serve))
+        .route_layer(middleware::from_fn(refuse_nul))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+}
+
+/// Refuses a request with a NUL character in a path or query parameter with a `422` naming
+/// it, before any handler runs: PostgreSQL's text cannot hold one (so no stored value has
+/// one), and a query would fail on it.
+async fn refuse_nul(request: Request, next: Next) -> Response {
+    match nul_parameter(&request) {
+        Some(name) => ApiError::field(&name, "must not contain a NUL character").into_response(),
+        None => next.run(request).await,
+    }
+}
+
+/// The name of the first parameter holding a NUL. A raw NUL cannot be in a URI, so only
+/// `%00` decodes to one.
+fn nul_parameter(request: &Request) -> Option<String> {
+    let uri = request.uri();
+    if let Some(query) = uri.query().filter(|q| q.contains("%00")) {
+        let pair = form_urlencoded::parse(query.as_bytes()).find(|(n, v)| n.contains('\0') || v.contains('\0'));
+        if let Some((name, _)) = pair {
+            return Some(if name.contains('\0') { "(query)".to_owned() } else { name.into_owned() });
+        }
+    }
+    if !uri.path().contains("%00") {
+        return None;
+    }
+    // The route's pattern names each segment: `/v1/subscribers/{id}`.
+    let pattern = request.extensions().get::<MatchedPath>()?.as_str();
+    uri.path()
+        .split('/')
+        .zip(pattern.split('/'))
+        .find(|(segment, _)| segment.contains("%00"))
+        .map(|(_, name)| name.trim_start_matches('{').trim_end_matches('}').to_owned())
 }
 
 /// An id in a path that is not a UUID names nothing: the same 404 as another tenant's id.

@@ -7,7 +7,7 @@ use axum::{
 use domain::{
     NewNotification, NotificationStatus,
     request::is_valid_idempotency_key,
-    view::{AcceptedNotification, NotificationSummary, NotificationView},
+    view::{AcceptedNotification, DeliveryPage, NotificationSummary, NotificationView},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -30,6 +30,9 @@ pub const MAX_BATCH: usize = 1_000;
 /// Page size of the list: default and largest.
 const DEFAULT_PAGE: i64 = 50;
 const MAX_PAGE: i64 = 200;
+/// Page size of a notification's deliveries: default and largest.
+const DEFAULT_DELIVERIES: i64 = 100;
+const MAX_DELIVERIES: i64 = 500;
 
 #[utoipa::path(post, path = "/v1/notifications", tag = "notifications",
     params(("Idempotency-Key" = Option<String>, Header,
@@ -109,6 +112,8 @@ pub struct BatchItem {
 }
 
 #[utoipa::path(post, path = "/v1/notifications/batch", tag = "notifications",
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "Refused (`422`): a key names one notification, so give each item its own `idempotency_key`.")),
     request_body(content = BatchRequest, example = json!({"notifications": [
             {"type": "order.shipped", "to": [{"email": "ada@example.com"}],
              "content": {"subject": "Shipped", "text": "It is on its way."}, "idempotency_key": "order-991-shipped"},
@@ -119,7 +124,7 @@ pub struct BatchItem {
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 256 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body is not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "No items, or more than 1,000", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No items, or more than 1,000, or an `Idempotency-Key` header", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "The tenant's intake rate is exhausted", body = Problem, content_type = "application/problem+json"),
     ))]
 /// `POST /v1/notifications/batch`: up to 1,000 notifications, each accepted or refused on
@@ -127,8 +132,17 @@ pub struct BatchItem {
 pub async fn batch(
     State(app): State<AppState>,
     auth: Authenticated,
+    headers: HeaderMap,
     JsonItems(request): JsonItems<BatchRequest>,
 ) -> Result<Response, ApiError> {
+    // A key names one notification (its answer is replayed): a whole batch has no such
+    // answer, and taking the header silently would leave the batch unprotected.
+    if headers.contains_key("idempotency-key") {
+        return Err(ApiError::field(
+            "Idempotency-Key",
+            "is not taken by a batch: give each item its own `idempotency_key`",
+        ));
+    }
     let count = request.notifications.len();
     if count == 0 || count > MAX_BATCH {
         return Err(ApiError::field("notifications", format!("must hold 1 to {MAX_BATCH} notifications")));
@@ -162,7 +176,9 @@ pub async fn batch(
 #[utoipa::path(get, path = "/v1/notifications/{id}", tag = "notifications",
     params(("id" = Uuid, Path, description = "The notification's id")),
     responses(
-        (status = 200, description = "The notification, its deliveries with every attempt, and its audit events", body = NotificationView),
+        (status = 200, description = "The notification, its delivery counts by channel and status, its first 100 deliveries \
+            (without rendered content) with their attempts, and its first 100 audit events; `deliveries_cursor` pages the rest \
+            from `GET /v1/notifications/{id}/deliveries`", body = NotificationView),
         (status = 404, description = "No such notification for this tenant", body = Problem, content_type = "application/problem+json"),
     ))]
 /// `GET /v1/notifications/{id}`.
@@ -174,10 +190,55 @@ pub async fn get(
     app.store.get_notification(auth.0.tenant_id, parse_id(&id)?).await?.map(Json).ok_or(ApiError::NotFound)
 }
 
+#[utoipa::path(get, path = "/v1/notifications/{id}/deliveries", tag = "notifications",
+    params(
+        ("id" = Uuid, Path, description = "The notification's id"),
+        ("limit" = Option<i64>, Query, description = "1 to 500, default 100", example = 100),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page, or the notification's `deliveries_cursor`"),
+        ("include" = Option<String>, Query, description = "`content`: each delivery's rendered content too (left out by default)", example = "content"),
+    ),
+    responses(
+        (status = 200, description = "A page of the notification's deliveries by id, each with its attempts and audit events", body = DeliveryPage),
+        (status = 404, description = "No such notification for this tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A query parameter is invalid or unknown", body = Problem, content_type = "application/problem+json"),
+    ))]
+/// `GET /v1/notifications/{id}/deliveries?limit=&cursor=&include=content`: by id.
+pub async fn deliveries(
+    State(app): State<AppState>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Result<Json<DeliveryPage>, ApiError> {
+    let id = parse_id(&id)?;
+    let (mut limit, mut after, mut content) = (DEFAULT_DELIVERIES, None, false);
+    for (name, value) in &params {
+        match name.as_str() {
+            "limit" => limit = super::page_limit(value, MAX_DELIVERIES)?,
+            "cursor" => {
+                after = Some(value.parse().map_err(|_| ApiError::field("cursor", "is not a cursor this API gave"))?)
+            }
+            "include" if value == "content" => content = true,
+            "include" => return Err(ApiError::field("include", "the one value is `content`")),
+            other => return Err(ApiError::field(other, "unknown query parameter")),
+        }
+    }
+    let page = limit as usize;
+    let Some(mut items) = app.store.list_deliveries(auth.0.tenant_id, id, after, page + 1, content).await? else {
+        return Err(ApiError::NotFound);
+    };
+    let next_cursor = if items.len() > page {
+        items.truncate(page);
+        items.last().map(|last| last.id.to_string())
+    } else {
+        None
+    };
+    Ok(Json(DeliveryPage { items, next_cursor }))
+}
+
 #[utoipa::path(post, path = "/v1/notifications/{id}/cancel", tag = "notifications",
     params(("id" = Uuid, Path, description = "The notification's id")),
     responses(
-        (status = 200, description = "Cancelled: the notification as it now is", body = NotificationView),
+        (status = 200, description = "Cancelled: the notification as it now is (bounded as `GET /v1/notifications/{id}` answers it)", body = NotificationView),
         (status = 404, description = "No such notification for this tenant", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Nothing left to cancel", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -236,10 +297,6 @@ pub async fn list(
         OffsetDateTime::parse(v, &Rfc3339).map_err(|_| ApiError::field(field, "must be an RFC 3339 time"))
     };
     for (name, value) in &params {
-        if value.contains('\0') {
-            // PostgreSQL's text cannot hold it: no stored value has one.
-            return Err(ApiError::field(name, "must not contain a NUL character"));
-        }
         match name.as_str() {
             "status" => {
                 filter.status =

@@ -123,6 +123,7 @@ pub async fn list(
                     hex::decode(value)
                         .ok()
                         .and_then(|b| String::from_utf8(b).ok())
+                        .filter(|id| is_valid_subscriber_id(id))
                         .ok_or_else(|| ApiError::field("cursor", "is not a cursor this API gave"))?,
                 )
             }

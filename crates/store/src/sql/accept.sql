@@ -20,6 +20,11 @@
 -- (store/src/lib.rs, `indexed`). The joins between this statement's own rows (a batch of
 -- 1,000 notifications and their deliveries) are hash joins, not nested loops.
 --
+-- An inbox item (and its in-app delivery's `sent_at`) is stamped with the database's clock,
+-- as its readers compare it with `now()`: stamped with the API host's, an item from a host
+-- whose clock runs ahead would stay hidden, and miss its live push, until the database's
+-- clock caught up.
+--
 -- Returns the deliveries the suppression list stopped, and the notifications not written
 -- with the subscribers that were erased (pairs, in order).
 WITH given AS (
@@ -78,7 +83,7 @@ WITH given AS (
                             created_at, updated_at)
     SELECT p.id, p.tenant_id, p.nid, p.channel, p.recipient, p.subscriber_id, p.content, p.locale, p.status,
            p.reason, p.message, CASE WHEN p.reason IS NULL THEN p.deferred END,
-           CASE WHEN p.reason IS NULL AND p.channel = 'in_app' THEN greatest(p.at, p.created_at) END,
+           CASE WHEN p.reason IS NULL AND p.channel = 'in_app' THEN greatest(p.at, now()) END,
            p.created_at, p.created_at
     FROM s p),
  i AS (
@@ -86,7 +91,7 @@ WITH given AS (
                              tags, created_at)
     SELECT p.id, p.tenant_id, p.subscriber_id, p.nid, u.type, c.content->>'title', c.content->>'body',
            c.content->>'action_url', ARRAY(SELECT jsonb_array_elements_text(u.tags)),
-           greatest(p.at, p.created_at)
+           greatest(p.at, now())
     FROM p JOIN u ON u.id = p.nid CROSS JOIN LATERAL (SELECT coalesce(p.content, u.content) AS content) c
     WHERE p.channel = 'in_app' AND p.reason IS NULL),
  o AS (
