@@ -264,6 +264,92 @@ async fn a_delivery_whose_sender_died_is_recovered_once_its_lease_runs_out() {
     assert_eq!(logged, [(1, "ambiguous".into(), Some("worker_lost".into())), (1, "sent".into(), None)]);
 }
 
+/// Checks `check` every 50 ms for `period`: what must hold however often the relay sweeps.
+async fn throughout<F, Fut>(period: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let end = tokio::time::Instant::now() + period;
+    while tokio::time::Instant::now() < end {
+        check().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A relay sweeping every 50 ms that takes a delivery as stranded after 100 ms and fails
+/// it after one recovery: a long wait with no worker lasts many `stranded_after`s.
+fn impatient() -> outbox_relay::RelaySettings {
+    outbox_relay::RelaySettings {
+        sweep_interval: Duration::from_millis(50),
+        poll_interval: Duration::from_millis(50),
+        max_recoveries: 1,
+        ..sweeping(STRANDED)
+    }
+}
+const STRANDED: Duration = Duration::from_millis(100);
+
+#[tokio::test]
+async fn a_claim_whose_lease_ran_out_with_no_worker_waits_with_at_most_two_copies() {
+    let app = TestApp::api_only().await;
+    let relay = app.start_relay(100).await;
+    let notification = app.accept(&email("a@example.com")).await;
+    let delivery_id = wait_queued(&app, notification).await;
+    relay.stop().await;
+    // A worker claimed it and was killed: its message went back to the queue, and no
+    // worker runs for a long while.
+    let msg = message_of(&app, notification).await;
+    assert!(matches!(claim(&app, &msg, Lease::new(LEASE)).await, Claim::Claimed(..)));
+    expire_lease(&app, delivery_id).await;
+
+    let _relay = app.start_relay_with(impatient()).await;
+    eventually("the expired claim recovered", || async {
+        audit_actions(&app, notification).await.iter().any(|(action, ..)| action == "recovered").then_some(())
+    })
+    .await;
+    let queue = queue::topology::queue_name(Channel::Email);
+    throughout(STRANDED * 10, || async {
+        assert_eq!(delivery(&app, delivery_id).await.0, "sending");
+        assert!(queued_messages(&app, &queue).await <= 2, "more than two copies queued");
+    })
+    .await;
+    assert_eq!(queued_messages(&app, &queue).await, 2);
+
+    let _worker = app.start_worker(Channel::Email, WorkerOptions::default()).await;
+    app.wait_for_status(notification, "sent").await;
+    eventually("both copies consumed", || async { (queued_messages(&app, &queue).await == 0).then_some(()) }).await;
+    assert_eq!(app.sends_of(Channel::Email, &delivery_id.to_string()), 1);
+}
+
+#[tokio::test]
+async fn a_queued_backlog_with_no_worker_for_long_is_delivered_once_a_worker_starts() {
+    let app = TestApp::api_only().await;
+    let _relay = app.start_relay_with(impatient()).await;
+    let mut notifications = vec![];
+    for i in 0..5 {
+        notifications.push(app.accept(&email(&format!("u{i}@example.com"))).await);
+    }
+    let mut deliveries = vec![];
+    for n in &notifications {
+        deliveries.push(wait_queued(&app, *n).await);
+    }
+    let queue = queue::topology::queue_name(Channel::Email);
+    // stranded_after x (max_recoveries + 1), and more.
+    throughout(STRANDED * 2 * 5, || async {
+        for d in &deliveries {
+            assert_eq!(delivery(&app, *d).await.0, "queued");
+        }
+        assert_eq!(queued_messages(&app, &queue).await, 5, "a waiting message was queued again");
+    })
+    .await;
+
+    let _worker = app.start_worker(Channel::Email, WorkerOptions::default()).await;
+    for (n, d) in notifications.iter().zip(&deliveries) {
+        app.wait_for_status(*n, "sent").await;
+        assert_eq!(app.sends_of(Channel::Email, &d.to_string()), 1);
+    }
+}
+
 #[tokio::test]
 async fn a_delivery_that_never_gets_an_outcome_is_failed_as_stranded() {
     let app = TestApp::api_only().await;
@@ -275,11 +361,11 @@ async fn a_delivery_that_never_gets_an_outcome_is_failed_as_stranded() {
     };
     lose_outbox_row().await;
     let store = &app.env.store;
-    let recovered = store.recover_stranded(Duration::ZERO, 1, 100).await.unwrap();
+    let recovered = store.recover_stranded(Duration::ZERO, 1, 100, &[Channel::Email]).await.unwrap();
     assert_eq!((recovered.requeued, recovered.failed), (1, 0));
     assert_eq!(store.outbox_len().await.unwrap(), 1);
     lose_outbox_row().await;
-    let recovered = store.recover_stranded(Duration::ZERO, 1, 100).await.unwrap();
+    let recovered = store.recover_stranded(Duration::ZERO, 1, 100, &[Channel::Email]).await.unwrap();
     assert_eq!((recovered.requeued, recovered.failed), (0, 1));
     assert_eq!(delivery(&app, msg.delivery_id).await, ("failed".into(), 0, Some("stranded".into())));
     assert_eq!(app.get(notification).await["status"], "failed");

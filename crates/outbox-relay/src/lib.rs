@@ -66,13 +66,14 @@ pub struct RelaySettings {
     /// How often the sweeper looks for stranded deliveries (see `store::recovery`).
     #[serde(with = "humantime_serde")]
     pub sweep_interval: Duration,
-    /// How long a delivery must have been stranded (not final, no outbox row, no live
-    /// claim, unchanged) before the sweeper queues it again. Longer than a message may
-    /// wait in a queue, or a slow queue gets a copy of each of its messages.
+    /// How long a delivery that is not being sent must have been unchanged, with no outbox
+    /// row and its channel's queue holding no ready message, before the sweeper queues it
+    /// again (a claim whose lease ran out is queued again at once; the recovery rule,
+    /// ARCHITECTURE.md).
     #[serde(with = "humantime_serde")]
     pub stranded_after: Duration,
-    /// Times a delivery is queued again without an outcome before it is failed as
-    /// `stranded`.
+    /// Times a delivery is queued again without an outcome (each time its last copy was
+    /// claimed or gone) before it is failed as `stranded`: a crash loop.
     pub max_recoveries: i32,
     /// How often the dead-letter queues' depth (`notify_dead_letters`) is read.
     #[serde(with = "humantime_serde")]
@@ -244,7 +245,7 @@ async fn relay(
     loop {
         publish_due(store, &publisher, config.relay.batch_size, shutdown).await?;
         if swept.is_none_or(|at| at.elapsed() >= config.relay.sweep_interval) {
-            sweep(store, &config.relay).await?;
+            sweep(store, &publisher, &config.relay).await?;
             swept = Some(tokio::time::Instant::now());
         }
         // The lag gauge costs a query: at most once a second, however busy.
@@ -270,11 +271,20 @@ async fn relay(
 }
 
 /// Queues stranded deliveries again (their outbox rows are published on the next turn),
-/// a batch at a time until none is left.
-async fn sweep(store: &Store, settings: &RelaySettings) -> anyhow::Result<()> {
+/// a batch at a time until none is left. A delivery that waits is recovered only when its
+/// channel's queue holds no ready message (`store::recovery`, the recovery rule), so the
+/// queues are looked at first.
+async fn sweep(store: &Store, publisher: &Publisher, settings: &RelaySettings) -> anyhow::Result<()> {
+    let mut drained = vec![];
+    for channel in domain::Channel::QUEUED {
+        if queue::topology::ready(publisher.channel(), channel).await? == 0 {
+            drained.push(channel);
+        }
+    }
     loop {
-        let recovered =
-            store.recover_stranded(settings.stranded_after, settings.max_recoveries, settings.batch_size).await?;
+        let recovered = store
+            .recover_stranded(settings.stranded_after, settings.max_recoveries, settings.batch_size, &drained)
+            .await?;
         for (outcome, count) in
             [("requeued", recovered.requeued), ("failed", recovered.failed), ("cancelled", recovered.cancelled)]
         {
