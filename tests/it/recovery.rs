@@ -473,3 +473,38 @@ async fn a_worker_replaces_the_connections_it_holds_when_the_database_drops_them
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_slow_rate_limit_with_a_large_prefetch_keeps_every_claim_within_its_lease() {
+    let app = TestApp::api_only().await;
+    // The sweeper recovers an expired claim at once.
+    let _relay = app.start_relay_with(sweeping(Duration::from_secs(60))).await;
+    // 30 messages at 10 a second take 3 s of pacing, the whole lease; each send then
+    // takes 1 s more. Paced inside the lease, the last claims would run out.
+    let options = WorkerOptions {
+        prefetch: 30,
+        rate_limits: [("sandbox".to_owned(), 10.0)].into(),
+        lease: Duration::from_secs(3),
+        provider_timeout: Duration::from_millis(1500),
+        sandbox: worker::SandboxConfig { latency: Duration::from_secs(1), ..Default::default() },
+        ..Default::default()
+    };
+    let _worker = app.start_worker(Channel::Email, options).await;
+    let mut notifications = vec![];
+    for i in 0..50 {
+        notifications.push(app.accept(&email(&format!("u{i}@example.com"))).await);
+    }
+    for n in &notifications {
+        app.wait_for_status(*n, "sent").await;
+        let delivery_id = message_of(&app, *n).await.delivery_id;
+        assert_eq!(app.sends_of(Channel::Email, &delivery_id.to_string()), 1, "sent twice");
+        let events = audit_actions(&app, *n).await;
+        assert!(!events.iter().any(|(action, ..)| action == "recovered"), "a claim ran out: {events:?}");
+    }
+    let (taken_over,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM delivery_attempts WHERE error_code = 'worker_lost'")
+            .fetch_one(app.env.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(taken_over, 0, "a claim was taken over");
+}

@@ -178,6 +178,23 @@ impl WorkerConfig {
                 "must be a number of sends per second above 0".into(),
             ));
         }
+        // A worker takes a provider's rate slot before it claims, and holds `prefetch`
+        // messages: the last of them waits prefetch / rate for its slot, and a slower
+        // rate than that leaves messages unclaimed in the worker longer than a lease.
+        let prefetch = f64::from(self.worker.prefetch);
+        if let Some((name, rate)) =
+            self.channel.rate_limits.iter().find(|(_, r)| prefetch / **r > self.worker.lease.as_secs_f64())
+        {
+            return Err(invalid(
+                format!("{channel}.rate_limits.{name}"),
+                format!(
+                    "{rate}/s paces worker.prefetch ({prefetch}) messages over {:.0}s, longer than worker.lease \
+                     ({:?}): lower worker.prefetch, raise the rate or lengthen the lease",
+                    prefetch / rate,
+                    self.worker.lease
+                ),
+            ));
+        }
         let rate = self.channel.sandbox.failure_rate;
         if !(0.0..=1.0).contains(&rate) {
             return Err(invalid(format!("{channel}.sandbox.failure_rate"), "must be between 0 and 1".into()));
@@ -241,6 +258,26 @@ mod tests {
         let err = WorkerConfig::load(Channel::Sms, Some(&file.0)).unwrap_err().to_string();
         assert!(err.contains("sms.retry.max_delay") && err.contains("7 days"), "{err}");
         std::fs::remove_file(&file.0).unwrap();
+    }
+
+    #[test]
+    fn a_rate_limit_too_slow_for_the_prefetch_within_a_lease_is_refused() {
+        let mut config = WorkerConfig {
+            database_url: Some("postgres://db/notify".into()),
+            amqp_url: Some("amqp://broker".into()),
+            ..Default::default()
+        };
+        config.worker.prefetch = 64;
+        config.worker.lease = Duration::from_secs(30);
+        config.channel.rate_limits.insert("sandbox".into(), 2.0);
+        let err = config.validate(Channel::Sms).unwrap_err().to_string();
+        assert!(
+            err.contains("sms.rate_limits.sandbox") && err.contains("worker.prefetch") && err.contains("worker.lease"),
+            "{err}"
+        );
+        // 64 messages at 2.2/s take 29 s: within the lease.
+        config.channel.rate_limits.insert("sandbox".into(), 2.2);
+        config.validate(Channel::Sms).unwrap();
     }
 
     fn temp_config_file() -> (std::path::PathBuf, std::fs::File) {

@@ -208,6 +208,12 @@ async fn process(ctx: &Context, msg: &DeliveryMessage, incoming: Incoming, shutd
             _ = tokio::time::sleep_until(until) => {}
         }
     }
+    // The provider's rate slot before the claim, so waiting for it does not use up the
+    // lease (on shutdown the broker gets the message back).
+    let paced = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        paced = ctx.providers.pace() => paced,
+    };
     // One claim id for this message however often the claim is tried: a retry after a
     // lost reply finds the claim it made.
     let lease = Lease::new(ctx.lease);
@@ -235,7 +241,7 @@ async fn process(ctx: &Context, msg: &DeliveryMessage, incoming: Incoming, shutd
 
     let started_at = OffsetDateTime::now_utc();
     let clock = Instant::now();
-    let dispatched = ctx.providers.send(&job).await;
+    let dispatched = ctx.providers.send(&job, paced).await;
     let record = AttemptRecord {
         provider: dispatched.provider,
         traceparent: bootstrap::telemetry::traceparent(&tracing::Span::current()),
