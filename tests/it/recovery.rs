@@ -197,8 +197,7 @@ async fn a_retry_for_a_recipient_erased_while_it_was_sent_is_cancelled() {
     assert_eq!(status, 204);
 
     let failure = SendFailure::new(FailureKind::Retryable, "throttled", "slow down");
-    let retry =
-        AttemptRecord { result: AttemptResult::Retry { failure, at: OffsetDateTime::now_utc() }, ..sent("unused") };
+    let retry = AttemptRecord { result: AttemptResult::Retry { failure, after: Duration::ZERO }, ..sent("unused") };
     assert!(app.env.store.record_attempt(&job, lease, &retry).await.unwrap());
     assert_eq!(delivery(&app, msg.delivery_id).await.0, "cancelled");
     let (retries,): (i64,) = sqlx::query_as("SELECT count(*) FROM outbox WHERE delivery_id = $1 AND attempt = 2")
@@ -507,4 +506,41 @@ async fn a_slow_rate_limit_with_a_large_prefetch_keeps_every_claim_within_its_le
             .await
             .unwrap();
     assert_eq!(taken_over, 0, "a claim was taken over");
+}
+
+#[tokio::test]
+async fn a_retry_is_due_by_the_database_clock_not_the_workers() {
+    let app = TestApp::api_only().await;
+    let _relay = app.start_relay(100).await;
+    let hour = Duration::from_secs(3600);
+    let options = WorkerOptions {
+        retry: domain::RetryPolicy {
+            max_attempts: 3,
+            initial_delay: hour,
+            multiplier: 1.0,
+            max_delay: hour,
+            jitter: 0.0,
+        },
+        sandbox: worker::SandboxConfig { fail_first_attempts: 1, ..Default::default() },
+        ..Default::default()
+    };
+    let _worker = app.start_worker(Channel::Email, options).await;
+    let notification = app.accept(&email("a@example.com")).await;
+    let delivery_id = message_of(&app, notification).await.delivery_id;
+    eventually("the first attempt failed", || async {
+        (delivery(&app, delivery_id).await.0 == "retrying").then_some(())
+    })
+    .await;
+    // The delay counts from the database's `now()` of the outcome's own transaction (its
+    // `updated_at`), whatever the worker's clock says: exactly an hour, to the microsecond.
+    let (next_attempt, available): (f64, f64) = sqlx::query_as(
+        "SELECT extract(epoch FROM d.next_attempt_at - d.updated_at)::float8,
+                extract(epoch FROM o.available_at - d.updated_at)::float8
+         FROM deliveries d JOIN outbox o ON o.delivery_id = d.id WHERE d.id = $1",
+    )
+    .bind(delivery_id)
+    .fetch_one(app.env.store.pool())
+    .await
+    .unwrap();
+    assert_eq!((next_attempt, available), (3600.0, 3600.0));
 }

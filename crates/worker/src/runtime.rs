@@ -283,8 +283,9 @@ fn decide(policy: &RetryPolicy, job: &DeliveryJob, outcome: SendOutcome) -> Atte
         SendOutcome::Failed(failure) => {
             let attempt = job.attempt_in_series();
             if failure.kind.is_retryable() && policy.allows_retry_after(attempt) {
-                let at = policy.retry_at(OffsetDateTime::now_utc(), attempt, failure.retry_after);
-                AttemptResult::Retry { at, failure }
+                // A delay, not a time: the database stamps when it is due, by its clock.
+                let after = policy.delay_with_random_jitter(attempt, failure.retry_after);
+                AttemptResult::Retry { after, failure }
             } else {
                 AttemptResult::Failed { failure }
             }
@@ -297,8 +298,8 @@ fn log_result(record: &AttemptRecord) {
         AttemptResult::Sent { provider_message_id, .. } => {
             tracing::info!(provider = %record.provider, %provider_message_id, latency_ms = record.latency_ms, "sent");
         }
-        AttemptResult::Retry { failure, at } => tracing::info!(provider = %record.provider, code = %failure.code,
-            kind = failure.kind.as_str(), retry_at = %at, "attempt failed; will retry"),
+        AttemptResult::Retry { failure, after } => tracing::info!(provider = %record.provider, code = %failure.code,
+            kind = failure.kind.as_str(), retry_in = ?after, "attempt failed; will retry"),
         AttemptResult::Failed { failure } => tracing::warn!(provider = %record.provider, code = %failure.code,
             kind = failure.kind.as_str(), "delivery failed"),
     }
