@@ -544,3 +544,49 @@ async fn a_retry_is_due_by_the_database_clock_not_the_workers() {
     .unwrap();
     assert_eq!((next_attempt, available), (3600.0, 3600.0));
 }
+
+/// A provider that panics on one recipient and sends to every other.
+struct PanicsOn(&'static str);
+
+impl worker::Provider for PanicsOn {
+    fn name(&self) -> &str {
+        "panicky"
+    }
+
+    fn send<'a>(&'a self, job: &'a domain::DeliveryJob) -> futures_util::future::BoxFuture<'a, domain::SendOutcome> {
+        Box::pin(async move {
+            assert_ne!(job.recipient, self.0, "the provider cannot take this recipient");
+            domain::SendOutcome::Sent(domain::SendReceipt {
+                provider_message_id: format!("p-{}", job.delivery_id),
+                response_excerpt: None,
+            })
+        })
+    }
+}
+
+fn panics_counted() -> u64 {
+    bootstrap::metrics::render()
+        .lines()
+        .find_map(|l| l.strip_prefix("notify_message_handler_panics_total{channel=\"email\"} "))
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_message_whose_handler_panics_is_dead_lettered_and_the_worker_goes_on() {
+    let app = TestApp::api_only().await;
+    let _relay = app.start_relay(100).await;
+    let before = panics_counted();
+    // One message at a time: a leaked prefetch slot would stop the worker.
+    let options = WorkerOptions { prefetch: 1, ..Default::default() };
+    let _worker =
+        app.start_worker_with(Channel::Email, options, vec![std::sync::Arc::new(PanicsOn("boom@example.com"))]).await;
+    app.accept(&email("boom@example.com")).await;
+    let dead_queue = queue::topology::dead_letter_queue_name(Channel::Email);
+    eventually("the message dead-lettered", || async { (queued_messages(&app, &dead_queue).await == 1).then_some(()) })
+        .await;
+    for i in 0..3 {
+        let next = app.accept(&email(&format!("u{i}@example.com"))).await;
+        app.wait_for_status(next, "sent").await;
+    }
+    assert!(panics_counted() > before, "the panic was not counted");
+}

@@ -30,6 +30,7 @@ pub struct WorkerMetrics {
     pub attempts: Family<OutcomeLabels, Counter>,
     pub dead_lettered: Family<ChannelLabel, Counter>,
     pub dropped: Family<ChannelLabel, Counter>,
+    pub panics: Family<ChannelLabel, Counter>,
     pub in_flight: Family<ChannelLabel, Gauge>,
     pub provider_latency: Family<ProviderLabels, Histogram, fn() -> Histogram>,
     pub accept_to_sent: Family<ChannelLabel, Histogram, fn() -> Histogram>,
@@ -48,6 +49,7 @@ pub static METRICS: LazyLock<WorkerMetrics> = LazyLock::new(|| {
         attempts: Family::default(),
         dead_lettered: Family::default(),
         dropped: Family::default(),
+        panics: Family::default(),
         in_flight: Family::default(),
         provider_latency: Family::new_with_constructor(provider_call_buckets),
         accept_to_sent: Family::new_with_constructor(accept_to_sent_buckets),
@@ -60,6 +62,11 @@ pub static METRICS: LazyLock<WorkerMetrics> = LazyLock::new(|| {
         );
         r.register("messages_dead_lettered", "Messages sent to the dead-letter queue", metrics.dead_lettered.clone());
         r.register("messages_dropped", "Stale or duplicate messages dropped", metrics.dropped.clone());
+        r.register(
+            "message_handler_panics",
+            "Messages whose handling panicked (each dead-lettered)",
+            metrics.panics.clone(),
+        );
         r.register("consumer_in_flight", "Messages being handled", metrics.in_flight.clone());
         r.register("provider_call_seconds", "Duration of provider calls", metrics.provider_latency.clone());
         r.register(

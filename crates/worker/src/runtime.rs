@@ -1,4 +1,5 @@
 use std::{
+    panic::AssertUnwindSafe,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -8,6 +9,7 @@ use std::{
 
 use bootstrap::ExposeSecret;
 use domain::{Channel, DeliveryJob, DeliveryMessage, RetryPolicy, SendOutcome, backoff::Backoff};
+use futures_util::FutureExt;
 use queue::{Incoming, Subscription, topology};
 use store::{AttemptRecord, AttemptResult, Claim, Lease, Store, StoreError};
 use time::OffsetDateTime;
@@ -161,9 +163,8 @@ fn log_panic(done: Result<(), tokio::task::JoinError>) {
     if let Err(e) = done
         && e.is_panic()
     {
-        // The message stays unsettled; the broker redelivers it when the channel closes,
-        // and its delivery limit dead-letters one that keeps crashing us.
-        tracing::error!(error = %e, "message handler panicked");
+        // `handle` catches the handler's panics; this would be one of its own.
+        tracing::error!(error = %e, "message task panicked");
     }
 }
 
@@ -171,11 +172,25 @@ async fn handle(ctx: Arc<Context>, incoming: Incoming, shutdown: CancellationTok
     let channel = ChannelLabel { channel: ctx.channel.as_str() };
     let in_flight = METRICS.in_flight.get_or_create(&channel).clone();
     in_flight.inc();
-    handle_message(&ctx, incoming, &shutdown).await;
+    // A panic must not leak the message and its prefetch slot (after `prefetch` of them
+    // the worker would consume nothing more): it is dead-lettered and counted. A delivery
+    // it had claimed is recovered by the sweeper once the lease runs out, and failed as
+    // `stranded` if it keeps doing so.
+    let handled = AssertUnwindSafe(handle_message(&ctx, &incoming, &shutdown)).catch_unwind().await;
+    if let Err(panic) = handled {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(panic = %what, "message handler panicked: dead-lettering the message");
+        METRICS.panics.get_or_create(&channel).inc();
+        dead_letter(&ctx, &incoming).await;
+    }
     in_flight.dec();
 }
 
-async fn handle_message(ctx: &Context, incoming: Incoming, shutdown: &CancellationToken) {
+async fn handle_message(ctx: &Context, incoming: &Incoming, shutdown: &CancellationToken) {
     let msg = match DeliveryMessage::parse(&incoming.body) {
         Ok(msg) if msg.channel == ctx.channel => msg,
         Ok(msg) => {
@@ -193,12 +208,12 @@ async fn handle_message(ctx: &Context, incoming: Incoming, shutdown: &Cancellati
     process(ctx, &msg, incoming, shutdown).instrument(span).await
 }
 
-async fn dead_letter(ctx: &Context, incoming: Incoming) {
+async fn dead_letter(ctx: &Context, incoming: &Incoming) {
     METRICS.dead_lettered.get_or_create(&ChannelLabel { channel: ctx.channel.as_str() }).inc();
     settle(incoming.dead_letter().await);
 }
 
-async fn process(ctx: &Context, msg: &DeliveryMessage, incoming: Incoming, shutdown: &CancellationToken) {
+async fn process(ctx: &Context, msg: &DeliveryMessage, incoming: &Incoming, shutdown: &CancellationToken) {
     // Every provider paused after configuration errors: hold the message until one
     // resumes rather than spend its attempts (on shutdown the broker gets it back).
     while let Some(until) = ctx.providers.all_paused_until() {
