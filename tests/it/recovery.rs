@@ -545,17 +545,17 @@ async fn a_retry_is_due_by_the_database_clock_not_the_workers() {
     assert_eq!((next_attempt, available), (3600.0, 3600.0));
 }
 
-/// A provider that panics on one recipient and sends to every other.
-struct PanicsOn(&'static str);
+/// A provider named `.0` that panics on recipient `.1` and sends to every other.
+struct PanicsOn(&'static str, &'static str);
 
 impl worker::Provider for PanicsOn {
     fn name(&self) -> &str {
-        "panicky"
+        self.0
     }
 
     fn send<'a>(&'a self, job: &'a domain::DeliveryJob) -> futures_util::future::BoxFuture<'a, domain::SendOutcome> {
         Box::pin(async move {
-            assert_ne!(job.recipient, self.0, "the provider cannot take this recipient");
+            assert_ne!(job.recipient, self.1, "the provider cannot take this recipient");
             domain::SendOutcome::Sent(domain::SendReceipt {
                 provider_message_id: format!("p-{}", job.delivery_id),
                 response_excerpt: None,
@@ -578,8 +578,9 @@ async fn a_message_whose_handler_panics_is_dead_lettered_and_the_worker_goes_on(
     let before = panics_counted();
     // One message at a time: a leaked prefetch slot would stop the worker.
     let options = WorkerOptions { prefetch: 1, ..Default::default() };
-    let _worker =
-        app.start_worker_with(Channel::Email, options, vec![std::sync::Arc::new(PanicsOn("boom@example.com"))]).await;
+    let _worker = app
+        .start_worker_with(Channel::Email, options, vec![std::sync::Arc::new(PanicsOn("panicky", "boom@example.com"))])
+        .await;
     app.accept(&email("boom@example.com")).await;
     let dead_queue = queue::topology::dead_letter_queue_name(Channel::Email);
     eventually("the message dead-lettered", || async { (queued_messages(&app, &dead_queue).await == 1).then_some(()) })
@@ -589,4 +590,30 @@ async fn a_message_whose_handler_panics_is_dead_lettered_and_the_worker_goes_on(
         app.wait_for_status(next, "sent").await;
     }
     assert!(panics_counted() > before, "the panic was not counted");
+}
+
+#[tokio::test]
+async fn an_idle_worker_publishes_its_metrics_before_its_first_message() {
+    let app = TestApp::api_only().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let options = WorkerOptions { listen: Some(([127, 0, 0, 1], port).into()), ..Default::default() };
+    // A provider name of this test's own: the registry is shared with the other tests.
+    let _worker =
+        app.start_worker_with(Channel::Novu, options, vec![std::sync::Arc::new(PanicsOn("idle", "nobody"))]).await;
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let text =
+        eventually("the worker's /metrics", || async { app.http.get(&url).send().await.ok()?.text().await.ok() }).await;
+    for series in [
+        r#"notify_delivery_attempts_total{channel="novu",provider="idle",outcome="sent"} 0"#,
+        r#"notify_delivery_attempts_total{channel="novu",provider="idle",outcome="failed"} 0"#,
+        r#"notify_provider_call_seconds_count{channel="novu",provider="idle"} 0"#,
+        r#"notify_messages_dead_lettered_total{channel="novu"}"#,
+        r#"notify_message_handler_panics_total{channel="novu"}"#,
+        r#"notify_consumer_in_flight{channel="novu"}"#,
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "notify_build_info{version=",
+    ] {
+        assert!(text.lines().any(|l| l.starts_with(series)), "{series} missing from:\n{text}");
+    }
 }

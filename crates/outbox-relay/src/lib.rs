@@ -178,6 +178,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let database_url = bootstrap::require(&config.database_url, "database_url")?;
     let amqp_url = bootstrap::require(&config.amqp_url, "amqp_url")?.expose_secret().to_owned();
     let store = Store::connect_lazy(database_url.expose_secret(), config.database_max_connections)?;
+    // Every series from the start, at zero: an idle relay's `/metrics` has them.
+    for outcome in ["requeued", "failed", "cancelled"] {
+        let _ = METRICS.recovered.get_or_create(&RecoveredLabels { outcome });
+    }
     let relaying = Arc::new(AtomicBool::new(false));
     let ops = config
         .relay

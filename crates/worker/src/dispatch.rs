@@ -62,6 +62,11 @@ impl Dispatcher {
         Self { slots, cool_down: settings.circuit_cool_down, timeout }
     }
 
+    /// The providers' names, in order.
+    pub fn names(&self) -> Vec<&str> {
+        self.slots.iter().map(|s| s.provider.name()).collect()
+    }
+
     /// When every provider is paused, the earliest time one resumes.
     pub fn all_paused_until(&self) -> Option<Instant> {
         let now = Instant::now();

@@ -2,6 +2,8 @@
 
 use std::sync::LazyLock;
 
+use domain::Channel;
+
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -77,3 +79,24 @@ pub static METRICS: LazyLock<WorkerMetrics> = LazyLock::new(|| {
     });
     metrics
 });
+
+/// Creates every series of a worker of `channel` calling `providers`, at zero, so an idle
+/// worker's `/metrics` has them before its first message (a series missing until then
+/// reads as "no data" rather than "nothing happened").
+pub fn publish(channel: Channel, providers: &[&str]) {
+    let label = ChannelLabel { channel: channel.as_str() };
+    for family in [&METRICS.dead_lettered, &METRICS.dropped, &METRICS.panics] {
+        let _ = family.get_or_create(&label);
+    }
+    let _ = METRICS.in_flight.get_or_create(&label);
+    let _ = METRICS.accept_to_sent.get_or_create(&label);
+    for provider in providers {
+        for outcome in ["sent", "retrying", "failed"] {
+            let labels = OutcomeLabels { channel: label.channel, provider: (*provider).to_owned(), outcome };
+            let _ = METRICS.attempts.get_or_create(&labels);
+        }
+        let _ = METRICS
+            .provider_latency
+            .get_or_create(&ProviderLabels { channel: label.channel, provider: (*provider).to_owned() });
+    }
+}

@@ -55,6 +55,7 @@ pub async fn run(
         lease: config.worker.lease,
         consuming: AtomicBool::new(false),
     });
+    crate::metrics::publish(channel, &ctx.providers.names());
     let ops =
         config.worker.listen.map(|addr| tokio::spawn(bootstrap::ops::serve(addr, readiness(&ctx), shutdown.clone())));
     let queue_name = topology::queue_name(channel);
