@@ -1,6 +1,6 @@
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
-use bootstrap::{ConfigError, SecretString};
+use bootstrap::{ConfigError, Environment, SecretString};
 use domain::{Channel, RetryPolicy};
 use queue::Topology;
 use serde::Deserialize;
@@ -16,6 +16,8 @@ pub struct WorkerConfig {
     pub database_url: Option<SecretString>,
     pub amqp_url: Option<SecretString>,
     pub database_max_connections: u32,
+    /// `production` refuses the sandbox provider unless `worker.allow_sandbox`.
+    pub environment: Environment,
     pub worker: WorkerSettings,
     pub broker: Topology,
     #[serde(skip)]
@@ -28,6 +30,7 @@ impl Default for WorkerConfig {
             database_url: None,
             amqp_url: None,
             database_max_connections: 8,
+            environment: Environment::default(),
             worker: WorkerSettings::default(),
             broker: Topology::default(),
             channel: ChannelSettings::default(),
@@ -54,6 +57,10 @@ pub struct WorkerSettings {
     /// after it. It must outlast a send to every provider in turn.
     #[serde(with = "humantime_serde")]
     pub lease: Duration,
+    /// Lets a worker in production (`environment = "production"`) use the sandbox
+    /// provider, which sends nothing: an overlay that forgot to name the real provider
+    /// must not start silently.
+    pub allow_sandbox: bool,
 }
 
 impl Default for WorkerSettings {
@@ -64,6 +71,7 @@ impl Default for WorkerSettings {
             shutdown_grace: Duration::from_secs(20),
             listen: None,
             lease: Duration::from_secs(120),
+            allow_sandbox: false,
         }
     }
 }
@@ -90,7 +98,7 @@ impl Default for ChannelSettings {
     fn default() -> Self {
         Self {
             retry: RetryPolicy::default(),
-            providers: vec!["sandbox".into()],
+            providers: vec![crate::SANDBOX.into()],
             sandbox: SandboxConfig::default(),
             rate_limits: BTreeMap::new(),
             circuit_cool_down: Duration::from_secs(60),
@@ -160,6 +168,17 @@ impl WorkerConfig {
         }
         if self.channel.providers.is_empty() {
             return Err(invalid(format!("{channel}.providers"), "must name at least one provider".into()));
+        }
+        if self.environment == Environment::Production
+            && !self.worker.allow_sandbox
+            && self.channel.providers.iter().any(|p| p == crate::SANDBOX)
+        {
+            return Err(invalid(
+                format!("{channel}.providers"),
+                "names the sandbox, which sends nothing, in production (environment = \"production\"): name the \
+                 channel's real providers, or set worker.allow_sandbox = true"
+                    .into(),
+            ));
         }
         // Each provider in turn may take the whole timeout, and recording takes a moment.
         let sends = u32::try_from(self.channel.providers.len() + 1).unwrap_or(u32::MAX);
@@ -278,6 +297,33 @@ mod tests {
         // 64 messages at 2.2/s take 29 s: within the lease.
         config.channel.rate_limits.insert("sandbox".into(), 2.2);
         config.validate(Channel::Sms).unwrap();
+    }
+
+    #[test]
+    fn a_worker_in_production_refuses_the_sandbox_unless_allowed() {
+        let mut config = WorkerConfig {
+            database_url: Some("postgres://db/notify".into()),
+            amqp_url: Some("amqp://broker".into()),
+            ..Default::default()
+        };
+        config.validate(Channel::Email).unwrap();
+        config.environment = Environment::Production;
+        let err = config.validate(Channel::Email).unwrap_err().to_string();
+        assert!(err.contains("email.providers") && err.contains("worker.allow_sandbox"), "{err}");
+        config.worker.allow_sandbox = true;
+        config.validate(Channel::Email).unwrap();
+        config.worker.allow_sandbox = false;
+        config.channel.providers = vec!["ses".into()];
+        config.validate(Channel::Email).unwrap();
+    }
+
+    #[test]
+    fn the_environment_is_read_from_the_shared_settings() {
+        let mut file = temp_config_file();
+        writeln!(file.1, "database_url = \"x\"\namqp_url = \"y\"\nenvironment = \"production\"").unwrap();
+        let err = WorkerConfig::load(Channel::Sms, Some(&file.0)).unwrap_err().to_string();
+        assert!(err.contains("sms.providers"), "{err}");
+        std::fs::remove_file(&file.0).unwrap();
     }
 
     fn temp_config_file() -> (std::path::PathBuf, std::fs::File) {
