@@ -364,6 +364,7 @@ impl TestApp {
             database_url: Some(SecretString::from(self.env.database_url.clone())),
             amqp_url: Some(SecretString::from(self.env.amqp_url().await)),
             database_max_connections: 4,
+            environment: Default::default(),
             worker: WorkerSettings {
                 prefetch: options.prefetch,
                 listen: options.listen,
