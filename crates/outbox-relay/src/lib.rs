@@ -7,6 +7,7 @@
 mod dead_letters;
 
 use std::{
+    collections::HashMap,
     path::Path,
     sync::{
         Arc, LazyLock,
@@ -16,7 +17,7 @@ use std::{
 };
 
 use bootstrap::{ConfigError, ExposeSecret, SecretString};
-use domain::backoff::Backoff;
+use domain::{Channel, backoff::Backoff};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
@@ -67,9 +68,9 @@ pub struct RelaySettings {
     #[serde(with = "humantime_serde")]
     pub sweep_interval: Duration,
     /// How long a delivery that is not being sent must have been unchanged, with no outbox
-    /// row and its channel's queue holding no ready message, before the sweeper queues it
-    /// again (a claim whose lease ran out is queued again at once; the recovery rule,
-    /// ARCHITECTURE.md).
+    /// row, and its channel's queue must have held no ready message, before the sweeper
+    /// queues it again (a claim whose lease ran out is queued again at once; the recovery
+    /// rule, ARCHITECTURE.md). Longer than `worker.lease`.
     #[serde(with = "humantime_serde")]
     pub stranded_after: Duration,
     /// Times a delivery is queued again without an outcome (each time its last copy was
@@ -246,10 +247,11 @@ async fn relay(
     relaying.store(true, Ordering::Relaxed);
     let mut lag_measured: Option<tokio::time::Instant> = None;
     let mut swept: Option<tokio::time::Instant> = None;
+    let mut drained_since = HashMap::new();
     loop {
         publish_due(store, &publisher, config.relay.batch_size, shutdown).await?;
         if swept.is_none_or(|at| at.elapsed() >= config.relay.sweep_interval) {
-            sweep(store, &publisher, &config.relay).await?;
+            sweep(store, &publisher, &config.relay, &mut drained_since).await?;
             swept = Some(tokio::time::Instant::now());
         }
         // The lag gauge costs a query: at most once a second, however busy.
@@ -275,13 +277,25 @@ async fn relay(
 }
 
 /// Queues stranded deliveries again (their outbox rows are published on the next turn),
-/// a batch at a time until none is left. A delivery that waits is recovered only when its
-/// channel's queue holds no ready message (`store::recovery`, the recovery rule), so the
-/// queues are looked at first.
-async fn sweep(store: &Store, publisher: &Publisher, settings: &RelaySettings) -> anyhow::Result<()> {
+/// a batch at a time until none is left. A delivery that waits is recovered only once its
+/// channel's queue has held no ready message for `stranded_after` (`store::recovery`, the
+/// recovery rule): a copy a worker took before the queue drained is claimed within a
+/// lease, which is shorter. `drained_since`, kept across sweeps, is when each queue was
+/// first seen empty in a row of sweeps that found it so.
+async fn sweep(
+    store: &Store,
+    publisher: &Publisher,
+    settings: &RelaySettings,
+    drained_since: &mut HashMap<Channel, tokio::time::Instant>,
+) -> anyhow::Result<()> {
     let mut drained = vec![];
-    for channel in domain::Channel::QUEUED {
-        if queue::topology::ready(publisher.channel(), channel).await? == 0 {
+    for channel in Channel::QUEUED {
+        if queue::topology::ready(publisher.channel(), channel).await? > 0 {
+            drained_since.remove(&channel);
+            continue;
+        }
+        let since = *drained_since.entry(channel).or_insert_with(tokio::time::Instant::now);
+        if since.elapsed() >= settings.stranded_after {
             drained.push(channel);
         }
     }

@@ -21,8 +21,8 @@ use crate::{ERASED, Result, Store, corrupt, deliveries::refresh_notification_sta
 ///   recovery clears the lease, so one claim is recovered once, however long the copy
 ///   queued for it waits; a new claim sets a lease again; or
 /// - it has not changed for `$1` milliseconds and its channel's queue is one of `$2` (the
-///   queues the sweeper found holding no message ready to deliver): no copy of its message
-///   is left to consume, so it was purged, dead-lettered or lost. A delivery whose message
+///   queues the sweeper found holding no message ready to deliver for as long): no copy
+///   of its message is left to consume, so it was purged, dead-lettered or lost. A delivery whose message
 ///   waits in a deep queue, however long, is never queued twice, nor failed.
 fn stranded(after: &str, drained: &str) -> String {
     format!(
@@ -92,7 +92,7 @@ struct Recoverer<'a> {
 
 impl Store {
     /// One sweep: up to `limit` stranded deliveries (see [`stranded`]; `drained`: the
-    /// channels whose queue held no ready message when the sweep began) are queued again,
+    /// channels whose queue has held no ready message for `after`) are queued again,
     /// each as the attempt its lost message carried (a `sending` one keeps its attempt:
     /// the new message takes the expired claim over). Since a delivery is recovered only
     /// once no copy of it is left (its last one was claimed, or is gone from its queue), a

@@ -178,13 +178,10 @@ async fn handle(ctx: Arc<Context>, incoming: Incoming, shutdown: CancellationTok
     // it had claimed is recovered by the sweeper once the lease runs out, and failed as
     // `stranded` if it keeps doing so.
     let handled = AssertUnwindSafe(handle_message(&ctx, &incoming, &shutdown)).catch_unwind().await;
-    if let Err(panic) = handled {
-        let what = panic
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
-        tracing::error!(panic = %what, "message handler panicked: dead-lettering the message");
+    if handled.is_err() {
+        // Not the panic's payload, which may hold an address or a body (the panic hook
+        // prints it, with where it happened, to stderr).
+        tracing::error!("message handler panicked: dead-lettering the message");
         METRICS.panics.get_or_create(&channel).inc();
         dead_letter(&ctx, &incoming).await;
     }
