@@ -347,12 +347,24 @@ impl TestApp {
         Service::spawn(|shutdown| outbox_relay::run(config, shutdown))
     }
 
-    pub async fn start_worker(&self, channel: Channel, options: WorkerOptions) -> Service {
-        let sandbox = SandboxConfig { dir: self.sandbox.path().to_owned(), ..options.sandbox };
-        let worker = WorkerConfig {
+    /// A worker of `channel` calling `providers`, test doubles of the provider trait.
+    pub async fn start_worker_with(
+        &self,
+        channel: Channel,
+        options: WorkerOptions,
+        providers: Vec<std::sync::Arc<dyn worker::Provider>>,
+    ) -> Service {
+        let config = self.worker_config(&options).await;
+        Service::spawn(move |shutdown| worker::run(channel, config, providers, shutdown))
+    }
+
+    async fn worker_config(&self, options: &WorkerOptions) -> WorkerConfig {
+        let sandbox = SandboxConfig { dir: self.sandbox.path().to_owned(), ..options.sandbox.clone() };
+        WorkerConfig {
             database_url: Some(SecretString::from(self.env.database_url.clone())),
             amqp_url: Some(SecretString::from(self.env.amqp_url().await)),
             database_max_connections: 4,
+            environment: Default::default(),
             worker: WorkerSettings {
                 prefetch: options.prefetch,
                 listen: options.listen,
@@ -362,13 +374,17 @@ impl TestApp {
             },
             broker: Topology::default(),
             channel: ChannelSettings {
-                retry: options.retry,
+                retry: options.retry.clone(),
                 sandbox,
-                providers: options.providers,
-                rate_limits: options.rate_limits,
+                providers: options.providers.clone(),
+                rate_limits: options.rate_limits.clone(),
                 ..Default::default()
             },
-        };
+        }
+    }
+
+    pub async fn start_worker(&self, channel: Channel, options: WorkerOptions) -> Service {
+        let worker = self.worker_config(&options).await;
         let (email, sms, whatsapp, novu) = (options.email, options.sms, options.whatsapp, options.novu);
         Service::spawn(move |shutdown| async move {
             match channel {

@@ -197,8 +197,7 @@ async fn a_retry_for_a_recipient_erased_while_it_was_sent_is_cancelled() {
     assert_eq!(status, 204);
 
     let failure = SendFailure::new(FailureKind::Retryable, "throttled", "slow down");
-    let retry =
-        AttemptRecord { result: AttemptResult::Retry { failure, at: OffsetDateTime::now_utc() }, ..sent("unused") };
+    let retry = AttemptRecord { result: AttemptResult::Retry { failure, after: Duration::ZERO }, ..sent("unused") };
     assert!(app.env.store.record_attempt(&job, lease, &retry).await.unwrap());
     assert_eq!(delivery(&app, msg.delivery_id).await.0, "cancelled");
     let (retries,): (i64,) = sqlx::query_as("SELECT count(*) FROM outbox WHERE delivery_id = $1 AND attempt = 2")
@@ -264,6 +263,92 @@ async fn a_delivery_whose_sender_died_is_recovered_once_its_lease_runs_out() {
     assert_eq!(logged, [(1, "ambiguous".into(), Some("worker_lost".into())), (1, "sent".into(), None)]);
 }
 
+/// Checks `check` every 50 ms for `period`: what must hold however often the relay sweeps.
+async fn throughout<F, Fut>(period: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let end = tokio::time::Instant::now() + period;
+    while tokio::time::Instant::now() < end {
+        check().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A relay sweeping every 50 ms that takes a delivery as stranded after 200 ms and fails
+/// it after one recovery: a long wait with no worker lasts many `stranded_after`s.
+fn impatient() -> outbox_relay::RelaySettings {
+    outbox_relay::RelaySettings {
+        sweep_interval: Duration::from_millis(50),
+        poll_interval: Duration::from_millis(50),
+        max_recoveries: 1,
+        ..sweeping(STRANDED)
+    }
+}
+const STRANDED: Duration = Duration::from_millis(200);
+
+#[tokio::test]
+async fn a_claim_whose_lease_ran_out_with_no_worker_waits_with_at_most_two_copies() {
+    let app = TestApp::api_only().await;
+    let relay = app.start_relay(100).await;
+    let notification = app.accept(&email("a@example.com")).await;
+    let delivery_id = wait_queued(&app, notification).await;
+    relay.stop().await;
+    // A worker claimed it and was killed: its message went back to the queue, and no
+    // worker runs for a long while.
+    let msg = message_of(&app, notification).await;
+    assert!(matches!(claim(&app, &msg, Lease::new(LEASE)).await, Claim::Claimed(..)));
+    expire_lease(&app, delivery_id).await;
+
+    let _relay = app.start_relay_with(impatient()).await;
+    eventually("the expired claim recovered", || async {
+        audit_actions(&app, notification).await.iter().any(|(action, ..)| action == "recovered").then_some(())
+    })
+    .await;
+    let queue = queue::topology::queue_name(Channel::Email);
+    throughout(STRANDED * 10, || async {
+        assert_eq!(delivery(&app, delivery_id).await.0, "sending");
+        assert!(queued_messages(&app, &queue).await <= 2, "more than two copies queued");
+    })
+    .await;
+    assert_eq!(queued_messages(&app, &queue).await, 2);
+
+    let _worker = app.start_worker(Channel::Email, WorkerOptions::default()).await;
+    app.wait_for_status(notification, "sent").await;
+    eventually("both copies consumed", || async { (queued_messages(&app, &queue).await == 0).then_some(()) }).await;
+    assert_eq!(app.sends_of(Channel::Email, &delivery_id.to_string()), 1);
+}
+
+#[tokio::test]
+async fn a_queued_backlog_with_no_worker_for_long_is_delivered_once_a_worker_starts() {
+    let app = TestApp::api_only().await;
+    let _relay = app.start_relay_with(impatient()).await;
+    let mut notifications = vec![];
+    for i in 0..5 {
+        notifications.push(app.accept(&email(&format!("u{i}@example.com"))).await);
+    }
+    let mut deliveries = vec![];
+    for n in &notifications {
+        deliveries.push(wait_queued(&app, *n).await);
+    }
+    let queue = queue::topology::queue_name(Channel::Email);
+    // stranded_after x (max_recoveries + 1), and more.
+    throughout(STRANDED * 2 * 5, || async {
+        for d in &deliveries {
+            assert_eq!(delivery(&app, *d).await.0, "queued");
+        }
+        assert_eq!(queued_messages(&app, &queue).await, 5, "a waiting message was queued again");
+    })
+    .await;
+
+    let _worker = app.start_worker(Channel::Email, WorkerOptions::default()).await;
+    for (n, d) in notifications.iter().zip(&deliveries) {
+        app.wait_for_status(*n, "sent").await;
+        assert_eq!(app.sends_of(Channel::Email, &d.to_string()), 1);
+    }
+}
+
 #[tokio::test]
 async fn a_delivery_that_never_gets_an_outcome_is_failed_as_stranded() {
     let app = TestApp::api_only().await;
@@ -275,11 +360,11 @@ async fn a_delivery_that_never_gets_an_outcome_is_failed_as_stranded() {
     };
     lose_outbox_row().await;
     let store = &app.env.store;
-    let recovered = store.recover_stranded(Duration::ZERO, 1, 100).await.unwrap();
+    let recovered = store.recover_stranded(Duration::ZERO, 1, 100, &[Channel::Email]).await.unwrap();
     assert_eq!((recovered.requeued, recovered.failed), (1, 0));
     assert_eq!(store.outbox_len().await.unwrap(), 1);
     lose_outbox_row().await;
-    let recovered = store.recover_stranded(Duration::ZERO, 1, 100).await.unwrap();
+    let recovered = store.recover_stranded(Duration::ZERO, 1, 100, &[Channel::Email]).await.unwrap();
     assert_eq!((recovered.requeued, recovered.failed), (0, 1));
     assert_eq!(delivery(&app, msg.delivery_id).await, ("failed".into(), 0, Some("stranded".into())));
     assert_eq!(app.get(notification).await["status"], "failed");
@@ -386,4 +471,149 @@ async fn a_worker_replaces_the_connections_it_holds_when_the_database_drops_them
         (slot_sessions(&app).await == (2, 2)).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_slow_rate_limit_with_a_large_prefetch_keeps_every_claim_within_its_lease() {
+    let app = TestApp::api_only().await;
+    // The sweeper recovers an expired claim at once.
+    let _relay = app.start_relay_with(sweeping(Duration::from_secs(60))).await;
+    // 30 messages at 10 a second take 3 s of pacing, the whole lease; each send then
+    // takes 1 s more. Paced inside the lease, the last claims would run out.
+    let options = WorkerOptions {
+        prefetch: 30,
+        rate_limits: [("sandbox".to_owned(), 10.0)].into(),
+        lease: Duration::from_secs(3),
+        provider_timeout: Duration::from_millis(1500),
+        sandbox: worker::SandboxConfig { latency: Duration::from_secs(1), ..Default::default() },
+        ..Default::default()
+    };
+    let _worker = app.start_worker(Channel::Email, options).await;
+    let mut notifications = vec![];
+    for i in 0..50 {
+        notifications.push(app.accept(&email(&format!("u{i}@example.com"))).await);
+    }
+    for n in &notifications {
+        app.wait_for_status(*n, "sent").await;
+        let delivery_id = message_of(&app, *n).await.delivery_id;
+        assert_eq!(app.sends_of(Channel::Email, &delivery_id.to_string()), 1, "sent twice");
+        let events = audit_actions(&app, *n).await;
+        assert!(!events.iter().any(|(action, ..)| action == "recovered"), "a claim ran out: {events:?}");
+    }
+    let (taken_over,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM delivery_attempts WHERE error_code = 'worker_lost'")
+            .fetch_one(app.env.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(taken_over, 0, "a claim was taken over");
+}
+
+#[tokio::test]
+async fn a_retry_is_due_by_the_database_clock_not_the_workers() {
+    let app = TestApp::api_only().await;
+    let _relay = app.start_relay(100).await;
+    let hour = Duration::from_secs(3600);
+    let options = WorkerOptions {
+        retry: domain::RetryPolicy {
+            max_attempts: 3,
+            initial_delay: hour,
+            multiplier: 1.0,
+            max_delay: hour,
+            jitter: 0.0,
+        },
+        sandbox: worker::SandboxConfig { fail_first_attempts: 1, ..Default::default() },
+        ..Default::default()
+    };
+    let _worker = app.start_worker(Channel::Email, options).await;
+    let notification = app.accept(&email("a@example.com")).await;
+    let delivery_id = message_of(&app, notification).await.delivery_id;
+    eventually("the first attempt failed", || async {
+        (delivery(&app, delivery_id).await.0 == "retrying").then_some(())
+    })
+    .await;
+    // The delay counts from the database's `now()` of the outcome's own transaction (its
+    // `updated_at`), whatever the worker's clock says: exactly an hour, to the microsecond.
+    let (next_attempt, available): (f64, f64) = sqlx::query_as(
+        "SELECT extract(epoch FROM d.next_attempt_at - d.updated_at)::float8,
+                extract(epoch FROM o.available_at - d.updated_at)::float8
+         FROM deliveries d JOIN outbox o ON o.delivery_id = d.id WHERE d.id = $1",
+    )
+    .bind(delivery_id)
+    .fetch_one(app.env.store.pool())
+    .await
+    .unwrap();
+    assert_eq!((next_attempt, available), (3600.0, 3600.0));
+}
+
+/// A provider named `.0` that panics on recipient `.1` and sends to every other.
+struct PanicsOn(&'static str, &'static str);
+
+impl worker::Provider for PanicsOn {
+    fn name(&self) -> &str {
+        self.0
+    }
+
+    fn send<'a>(&'a self, job: &'a domain::DeliveryJob) -> futures_util::future::BoxFuture<'a, domain::SendOutcome> {
+        Box::pin(async move {
+            assert!(job.recipient != self.1, "the provider cannot take this recipient");
+            domain::SendOutcome::Sent(domain::SendReceipt {
+                provider_message_id: format!("p-{}", job.delivery_id),
+                response_excerpt: None,
+            })
+        })
+    }
+}
+
+fn panics_counted() -> u64 {
+    bootstrap::metrics::render()
+        .lines()
+        .find_map(|l| l.strip_prefix("notify_message_handler_panics_total{channel=\"email\"} "))
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_message_whose_handler_panics_is_dead_lettered_and_the_worker_goes_on() {
+    let app = TestApp::api_only().await;
+    let _relay = app.start_relay(100).await;
+    let before = panics_counted();
+    // One message at a time: a leaked prefetch slot would stop the worker.
+    let options = WorkerOptions { prefetch: 1, ..Default::default() };
+    let _worker = app
+        .start_worker_with(Channel::Email, options, vec![std::sync::Arc::new(PanicsOn("panicky", "boom@example.com"))])
+        .await;
+    app.accept(&email("boom@example.com")).await;
+    let dead_queue = queue::topology::dead_letter_queue_name(Channel::Email);
+    eventually("the message dead-lettered", || async { (queued_messages(&app, &dead_queue).await == 1).then_some(()) })
+        .await;
+    for i in 0..3 {
+        let next = app.accept(&email(&format!("u{i}@example.com"))).await;
+        app.wait_for_status(next, "sent").await;
+    }
+    assert!(panics_counted() > before, "the panic was not counted");
+}
+
+#[tokio::test]
+async fn an_idle_worker_publishes_its_metrics_before_its_first_message() {
+    let app = TestApp::api_only().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let options = WorkerOptions { listen: Some(([127, 0, 0, 1], port).into()), ..Default::default() };
+    // A provider name of this test's own: the registry is shared with the other tests.
+    let _worker =
+        app.start_worker_with(Channel::Novu, options, vec![std::sync::Arc::new(PanicsOn("idle", "nobody"))]).await;
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let text =
+        eventually("the worker's /metrics", || async { app.http.get(&url).send().await.ok()?.text().await.ok() }).await;
+    for series in [
+        r#"notify_delivery_attempts_total{channel="novu",provider="idle",outcome="sent"} 0"#,
+        r#"notify_delivery_attempts_total{channel="novu",provider="idle",outcome="failed"} 0"#,
+        r#"notify_provider_call_seconds_count{channel="novu",provider="idle"} 0"#,
+        r#"notify_messages_dead_lettered_total{channel="novu"}"#,
+        r#"notify_message_handler_panics_total{channel="novu"}"#,
+        r#"notify_consumer_in_flight{channel="novu"}"#,
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "notify_build_info{version=",
+    ] {
+        assert!(text.lines().any(|l| l.starts_with(series)), "{series} missing from:\n{text}");
+    }
 }

@@ -110,7 +110,7 @@ fn sent() -> AttemptResult {
 
 fn retry() -> AttemptResult {
     let failure = SendFailure::new(FailureKind::Retryable, "throttled", "slow down");
-    AttemptResult::Retry { failure, at: OffsetDateTime::now_utc() }
+    AttemptResult::Retry { failure, after: Duration::ZERO }
 }
 
 #[tokio::test]

@@ -235,6 +235,9 @@ async fn unsettled_count(conn: &mut sqlx::PgConnection, accepted: &[Uuid]) -> an
     Ok(n)
 }
 
+/// Deliveries sent more than once, as a share of those sent, that fail the run (0.1 %).
+const MAX_DUPLICATE_RATIO: f64 = 0.001;
+
 struct Report {
     accepted: usize,
     lost: i64,
@@ -246,6 +249,10 @@ struct Report {
     duplicate_attempts: i64,
     /// Deliveries the sandbox providers sent more than once.
     sent_twice: usize,
+    /// Deliveries the sandbox providers sent at all.
+    sent: usize,
+    /// Deliveries failed as `stranded`: failed without a reason of their own.
+    stranded: i64,
     /// Of those, deliveries whose attempts log has fewer entries than the sandbox's sends:
     /// a duplicate nobody could see from the API.
     unlogged_duplicates: usize,
@@ -288,6 +295,10 @@ impl Report {
         let (recovered,): (i64,) = sqlx::query_as("SELECT count(*) FROM audit_events WHERE action = 'recovered'")
             .fetch_one(&mut *conn)
             .await?;
+        let (stranded,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM deliveries WHERE status = 'failed' AND last_error_code = 'stranded'")
+                .fetch_one(&mut *conn)
+                .await?;
         let mut sends: HashMap<String, usize> = HashMap::new();
         for channel in ["email", "sms"] {
             let text =
@@ -310,6 +321,8 @@ impl Report {
             deliveries: deliveries.into_iter().collect(),
             duplicate_attempts,
             sent_twice: sends.values().filter(|n| **n > 1).count(),
+            sent: sends.len(),
+            stranded,
             unlogged_duplicates: sends
                 .iter()
                 .filter(|(id, n)| **n > 1 && logged.get(*id).copied().unwrap_or(0) < **n as i64)
@@ -324,8 +337,17 @@ impl Report {
         })
     }
 
+    /// Deliveries sent more than once, of those sent.
+    fn duplicate_ratio(&self) -> f64 {
+        if self.sent == 0 { 0.0 } else { self.sent_twice as f64 / self.sent as f64 }
+    }
+
     fn passed(&self) -> bool {
-        self.lost == 0 && self.unsettled == 0 && self.unlogged_duplicates == 0
+        self.lost == 0
+            && self.unsettled == 0
+            && self.unlogged_duplicates == 0
+            && self.stranded == 0
+            && self.duplicate_ratio() < MAX_DUPLICATE_RATIO
     }
 }
 
@@ -343,18 +365,28 @@ impl std::fmt::Display for Report {
         writeln!(f, "chaos: deliveries by status {:?}", self.deliveries)?;
         writeln!(
             f,
-            "chaos: deliveries sent more than once by the sandbox {}, with a repeated attempt number in the attempts log {}, \
-             with fewer attempts logged than sent {}",
-            self.sent_twice, self.duplicate_attempts, self.unlogged_duplicates
+            "chaos: deliveries sent more than once by the sandbox {} of {} sent ({:.3} %, the bar is under {} %), \
+             with a repeated attempt number in the attempts log {}, with fewer attempts logged than sent {}",
+            self.sent_twice,
+            self.sent,
+            self.duplicate_ratio() * 100.0,
+            MAX_DUPLICATE_RATIO * 100.0,
+            self.duplicate_attempts,
+            self.unlogged_duplicates
         )?;
-        writeln!(f, "chaos: recovered by the sweeper {}; dead-letter queues: {}", self.recovered, self.dead_letters)?;
+        writeln!(
+            f,
+            "chaos: recovered by the sweeper {}, failed as stranded {}; dead-letter queues: {}",
+            self.recovered, self.stranded, self.dead_letters
+        )?;
         write!(
             f,
             "chaos: {}",
             if self.passed() {
                 "passed"
             } else {
-                "FAILED: an accepted notification was lost or never finished, or a duplicate send is not in the attempts log"
+                "FAILED: an accepted notification was lost or never finished, a delivery failed as stranded, \
+                 duplicates reached the bar, or a duplicate send is not in the attempts log"
             }
         )
     }

@@ -26,6 +26,16 @@ impl From<figment::Error> for ConfigError {
     }
 }
 
+/// Where a binary runs (`environment`, `NOTIFY_ENVIRONMENT`): `development` (the default)
+/// or `production`, where a worker refuses the sandbox provider unless told otherwise.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    #[default]
+    Development,
+    Production,
+}
+
 /// The figment for a binary: the config file if one is given, then the environment.
 /// Structs supply their own defaults.
 pub fn layered(file: Option<&Path>) -> Figment {

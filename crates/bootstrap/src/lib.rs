@@ -7,7 +7,7 @@ pub mod ops;
 pub mod shutdown;
 pub mod telemetry;
 
-pub use config::{ConfigArg, ConfigError, layered, require};
+pub use config::{ConfigArg, ConfigError, Environment, layered, require};
 pub use secrecy::{ExposeSecret, SecretString};
 pub use shutdown::shutdown_on_signal;
 

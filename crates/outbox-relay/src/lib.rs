@@ -69,13 +69,14 @@ pub struct RelaySettings {
     /// How often the sweeper looks for stranded deliveries (see `store::recovery`).
     #[serde(with = "humantime_serde")]
     pub sweep_interval: Duration,
-    /// How long a delivery must have been stranded (not final, no outbox row, no live
-    /// claim, unchanged) before the sweeper queues it again. Longer than a message may
-    /// wait in a queue, or a slow queue gets a copy of each of its messages.
+    /// How long a delivery that is not being sent must have been unchanged, with no outbox
+    /// row, and its channel's queue must have held no ready message, before the sweeper
+    /// queues it again (a claim whose lease ran out is queued again at once; the recovery
+    /// rule, ARCHITECTURE.md). Longer than `worker.lease`.
     #[serde(with = "humantime_serde")]
     pub stranded_after: Duration,
-    /// Times a delivery is queued again without an outcome before it is failed as
-    /// `stranded`.
+    /// Times a delivery is queued again without an outcome (each time its last copy was
+    /// claimed or gone) before it is failed as `stranded`: a crash loop.
     pub max_recoveries: i32,
     /// How often the dead-letter queues' depth (`notify_dead_letters`) is read.
     #[serde(with = "humantime_serde")]
@@ -201,6 +202,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let database_url = bootstrap::require(&config.database_url, "database_url")?;
     let amqp_url = bootstrap::require(&config.amqp_url, "amqp_url")?.expose_secret().to_owned();
     let store = Store::connect_lazy(database_url.expose_secret(), config.database_max_connections)?;
+    // Every series from the start, at zero: an idle relay's `/metrics` has them.
+    for outcome in ["requeued", "failed", "cancelled"] {
+        let _ = METRICS.recovered.get_or_create(&RecoveredLabels { outcome });
+    }
     let relaying = Arc::new(AtomicBool::new(false));
     let ops = config
         .relay
@@ -266,10 +271,11 @@ async fn relay(
     let mut lag_measured: Option<tokio::time::Instant> = None;
     let mut swept: Option<tokio::time::Instant> = None;
     let mut parking = Parking::default();
+    let mut drained_since = HashMap::new();
     loop {
         let held_back = publish_due(store, &publisher, &config.relay, &mut parking, shutdown).await?;
         if swept.is_none_or(|at| at.elapsed() >= config.relay.sweep_interval) {
-            sweep(store, &config.relay).await?;
+            sweep(store, &publisher, &config.relay, &mut drained_since).await?;
             swept = Some(tokio::time::Instant::now());
         }
         // The lag gauge costs a query: at most once a second, however busy.
@@ -299,11 +305,32 @@ async fn relay(
 }
 
 /// Queues stranded deliveries again (their outbox rows are published on the next turn),
-/// a batch at a time until none is left.
-async fn sweep(store: &Store, settings: &RelaySettings) -> anyhow::Result<()> {
+/// a batch at a time until none is left. A delivery that waits is recovered only once its
+/// channel's queue has held no ready message for `stranded_after` (`store::recovery`, the
+/// recovery rule): a copy a worker took before the queue drained is claimed within a
+/// lease, which is shorter. `drained_since`, kept across sweeps, is when each queue was
+/// first seen empty in a row of sweeps that found it so.
+async fn sweep(
+    store: &Store,
+    publisher: &Publisher,
+    settings: &RelaySettings,
+    drained_since: &mut HashMap<Channel, tokio::time::Instant>,
+) -> anyhow::Result<()> {
+    let mut drained = vec![];
+    for channel in Channel::QUEUED {
+        if publisher.ready(channel).await? > 0 {
+            drained_since.remove(&channel);
+            continue;
+        }
+        let since = *drained_since.entry(channel).or_insert_with(tokio::time::Instant::now);
+        if since.elapsed() >= settings.stranded_after {
+            drained.push(channel);
+        }
+    }
     loop {
-        let recovered =
-            store.recover_stranded(settings.stranded_after, settings.max_recoveries, settings.batch_size).await?;
+        let recovered = store
+            .recover_stranded(settings.stranded_after, settings.max_recoveries, settings.batch_size, &drained)
+            .await?;
         for (outcome, count) in
             [("requeued", recovered.requeued), ("failed", recovered.failed), ("cancelled", recovered.cancelled)]
         {

@@ -43,11 +43,9 @@ impl Publisher {
     }
 
     /// Messages ready in `channel`'s queue: published, not yet delivered to a consumer
-    /// (what consumers hold unacknowledged is not counted). A passive declare.
+    /// (what consumers hold unacknowledged is not counted).
     pub async fn ready(&self, channel: Channel) -> Result<u32> {
-        let passive = QueueDeclareOptions { passive: true, ..Default::default() };
-        let queue = topology::queue_name(channel);
-        Ok(self.channel.queue_declare(queue.as_str().into(), passive, FieldTable::default()).await?.message_count())
+        topology::ready(&self.channel, channel).await
     }
 
     pub async fn close(self) {

@@ -24,6 +24,13 @@ pub fn dead_letter_queue_name(channel: Channel) -> String {
     format!("notify.{channel}.dead")
 }
 
+/// The messages ready to deliver in `channel`'s queue (not those a consumer holds), by a
+/// passive declare (the queue must exist; a missing one closes `amqp` with `NOT_FOUND`).
+pub async fn ready(amqp: &AmqpChannel, channel: Channel) -> Result<u32> {
+    let options = QueueDeclareOptions { passive: true, ..Default::default() };
+    Ok(amqp.queue_declare(queue_name(channel).as_str().into(), options, FieldTable::default()).await?.message_count())
+}
+
 /// Settings of the topology. Changing one on a queue that exists makes the broker refuse
 /// the declaration (PRECONDITION_FAILED): change it with a policy instead, or recreate.
 #[derive(Clone, Debug, Deserialize)]

@@ -55,10 +55,11 @@ pub enum AttemptResult {
         provider_message_id: String,
         response_excerpt: Option<String>,
     },
-    /// A retryable failure with attempts left: `retrying`, due again at `at`.
+    /// A retryable failure with attempts left: `retrying`, due again `after` this, by the
+    /// database's clock (the record stamps it, so a worker's clock does not matter).
     Retry {
         failure: SendFailure,
-        at: OffsetDateTime,
+        after: std::time::Duration,
     },
     /// A permanent failure, or retries exhausted: `failed`.
     Failed {
@@ -271,12 +272,13 @@ fn record_group<'a>(conn: &'a mut PgConnection, outcomes: &'a [Outcome]) -> BoxF
     Box::pin(async move {
         let mut c = OutcomeColumns::default();
         for o in outcomes {
-            let (status, outcome, provider_message_id, excerpt, failure, retry_at) = match &o.record.result {
+            let (status, outcome, provider_message_id, excerpt, failure, retry_delay_ms) = match &o.record.result {
                 AttemptResult::Sent { provider_message_id, response_excerpt } => {
                     ("sent", "sent", Some(provider_message_id.as_str()), response_excerpt.as_deref(), None, None)
                 }
-                AttemptResult::Retry { failure, at } => {
-                    ("retrying", failure.kind.as_str(), None, None, Some(failure), Some(*at))
+                AttemptResult::Retry { failure, after } => {
+                    let ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+                    ("retrying", failure.kind.as_str(), None, None, Some(failure), Some(ms))
                 }
                 AttemptResult::Failed { failure } => ("failed", failure.kind.as_str(), None, None, Some(failure), None),
             };
@@ -287,7 +289,7 @@ fn record_group<'a>(conn: &'a mut PgConnection, outcomes: &'a [Outcome]) -> BoxF
             c.provider_message_ids.push(provider_message_id.map(|id| clean(id, 1000)));
             c.codes.push(failure.map(|f| clean(&f.code, 200)));
             c.messages.push(failure.map(|f| clean(&f.message, 1000)));
-            c.retry_at.push(retry_at);
+            c.retry_delay_ms.push(retry_delay_ms);
             c.tenants.push(o.tenant_id);
             c.outcomes.push(outcome);
             c.excerpts.push(excerpt.map(|e| clean(e, 1000)));
@@ -300,7 +302,8 @@ fn record_group<'a>(conn: &'a mut PgConnection, outcomes: &'a [Outcome]) -> BoxF
             c.claims.push(o.claim);
         }
         // One call, committed on its own: the locks, the record and the aggregates are
-        // statements of `record_outcomes` (migrations/20261206000014_generic_plans.sql).
+        // statements of `record_outcomes` (migrations/20261206000014_generic_plans.sql;
+        // a retry's delay made a time by the database, 20261207000001).
         let applied: Vec<(Uuid, Option<String>, Option<String>, bool)> = sqlx::query_as(
             "SELECT * FROM record_outcomes($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
                                            $17, $18, $19)",
@@ -312,7 +315,7 @@ fn record_group<'a>(conn: &'a mut PgConnection, outcomes: &'a [Outcome]) -> BoxF
         .bind(&c.provider_message_ids)
         .bind(&c.codes)
         .bind(&c.messages)
-        .bind(&c.retry_at)
+        .bind(&c.retry_delay_ms)
         .bind(&c.tenants)
         .bind(&c.outcomes)
         .bind(&c.excerpts)
@@ -351,7 +354,7 @@ struct OutcomeColumns<'a> {
     provider_message_ids: Vec<Option<Cow<'a, str>>>,
     codes: Vec<Option<Cow<'a, str>>>,
     messages: Vec<Option<Cow<'a, str>>>,
-    retry_at: Vec<Option<OffsetDateTime>>,
+    retry_delay_ms: Vec<Option<i64>>,
     tenants: Vec<Uuid>,
     outcomes: Vec<&'static str>,
     excerpts: Vec<Option<Cow<'a, str>>>,

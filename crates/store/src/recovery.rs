@@ -1,8 +1,8 @@
-//! Recovering stranded deliveries: not final, no outbox row to move them on, and no live
-//! claim on them. A message that the broker dead-lettered at its delivery limit, that a
-//! purge removed, or that was lost with a broker (and a worker that died holding a claim,
-//! if no copy of its message comes back) leaves its delivery so. The relay's sweeper
-//! queues such deliveries again after a bound, and an operator may do so at once through
+//! Recovering stranded deliveries: not final, no outbox row to move them on, and no copy
+//! of their message left to consume. A message that the broker dead-lettered at its
+//! delivery limit, that a purge removed, or that was lost with a broker, and a worker that
+//! died holding a claim, leave a delivery so. The relay's sweeper queues such deliveries
+//! again (ARCHITECTURE.md, "the recovery rule"), and an operator may do so at once through
 //! `POST /v1/deliveries/{id}/retry`; both write an audit event.
 //!
 //! Lock order as everywhere: the deliveries (the outbox rows written here are new), then
@@ -10,19 +10,32 @@
 
 use std::time::Duration;
 
-use domain::Priority;
+use domain::{Channel, Priority};
 use uuid::Uuid;
 
 use crate::{ERASED, Result, Store, corrupt, deliveries::refresh_notification_statuses};
 
-/// A delivery is stranded when it is not final, has no outbox row, and either it is
-/// `sending` under a lease that has run out (its holder died or lost its way), or it has
-/// not changed for `$1` milliseconds (its message is gone).
-const STRANDED: &str = "d.status IN ('pending', 'queued', 'sending', 'retrying')
-    AND CASE WHEN d.status = 'sending'
-             THEN coalesce(d.lease_until, d.updated_at + $1 * interval '1 millisecond') < now()
-             ELSE d.updated_at < now() - $1 * interval '1 millisecond' END
-    AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.delivery_id = d.id)";
+/// The recovery rule: a delivery is stranded when it is not final, has no outbox row, and
+/// either
+/// - it is `sending` under a lease that has run out: its holder died or lost its way. The
+///   recovery clears the lease, so one claim is recovered once, however long the copy
+///   queued for it waits; a new claim sets a lease again; or
+/// - it has not changed for `$1` milliseconds and its channel's queue is one of `$2` (the
+///   queues the sweeper found holding no message ready to deliver for as long): no copy
+///   of its message is left to consume, so it was purged, dead-lettered or lost. A delivery whose message
+///   waits in a deep queue, however long, is never queued twice, nor failed.
+fn stranded(after: &str, drained: &str) -> String {
+    format!(
+        "d.status IN ('pending', 'queued', 'sending', 'retrying')
+         AND ((d.status = 'sending' AND d.lease_until < now())
+              OR (d.updated_at < now() - {after} * interval '1 millisecond' AND d.channel = ANY({drained})))
+         AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.delivery_id = d.id)"
+    )
+}
+
+fn channel_names(channels: &[Channel]) -> Vec<&'static str> {
+    channels.iter().map(|c| c.as_str()).collect()
+}
 
 /// What a sweep did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -78,24 +91,34 @@ struct Recoverer<'a> {
 }
 
 impl Store {
-    /// One sweep: up to `limit` stranded deliveries (see [`STRANDED`]) are queued
-    /// again, each as the attempt its lost message carried (a `sending` one keeps its
-    /// attempt: the new message takes the expired claim over). A delivery already
-    /// recovered `max_recoveries` times without an outcome in between is failed with
-    /// `stranded` instead of going round for ever (a message that crashes every worker),
-    /// and one whose recipient was erased is cancelled. Rows another sweeper holds are
-    /// skipped, so any number of relays may sweep at once.
-    pub async fn recover_stranded(&self, after: Duration, max_recoveries: i32, limit: i64) -> Result<Recovered> {
+    /// One sweep: up to `limit` stranded deliveries (see [`stranded`]; `drained`: the
+    /// channels whose queue has held no ready message for `after`) are queued again,
+    /// each as the attempt its lost message carried (a `sending` one keeps its attempt:
+    /// the new message takes the expired claim over). Since a delivery is recovered only
+    /// once no copy of it is left (its last one was claimed, or is gone from its queue), a
+    /// delivery recovered `max_recoveries` times without an outcome in between is in a
+    /// crash loop (a message that crashes every worker): it is failed with `stranded`
+    /// instead of going round for ever. One whose recipient was erased is cancelled. Rows
+    /// another sweeper holds are skipped, so any number of relays may sweep at once.
+    pub async fn recover_stranded(
+        &self,
+        after: Duration,
+        max_recoveries: i32,
+        limit: i64,
+        drained: &[Channel],
+    ) -> Result<Recovered> {
         let mut tx = self.pool.begin().await?;
         let stranded: Vec<Stranded> = sqlx::query_as(&format!(
-            "SELECT d.id, d.notification_id, d.status, d.attempts, d.recipient = $2 AS erased, d.recoveries, n.priority
+            "SELECT d.id, d.notification_id, d.status, d.attempts, d.recipient = $3 AS erased, d.recoveries, n.priority
              FROM deliveries d JOIN notifications n ON n.id = d.notification_id
-             WHERE {STRANDED}
-             ORDER BY d.updated_at LIMIT $3
-             FOR UPDATE OF d SKIP LOCKED"
+             WHERE {}
+             ORDER BY d.updated_at LIMIT $4
+             FOR UPDATE OF d SKIP LOCKED",
+            stranded("$1", "$2")
         ))
         .persistent(false)
         .bind(millis(after))
+        .bind(channel_names(drained))
         .bind(ERASED)
         .bind(limit)
         .fetch_all(&mut *tx)
@@ -116,7 +139,8 @@ impl Store {
 
     /// Queues one stranded delivery of the tenant again at once (an operator's retry),
     /// however often it was recovered before. `None` if it is not stranded for longer
-    /// than `after` (in flight, or still waiting for its outbox row), or not found.
+    /// than `after` (in flight, or still waiting for its outbox row), or not found. The
+    /// operator vouches that its message is gone: its queue counts as drained.
     pub(crate) async fn retry_stranded(
         &self,
         tx: &mut sqlx::PgConnection,
@@ -127,12 +151,14 @@ impl Store {
         traceparent: Option<&str>,
     ) -> Result<Option<Uuid>> {
         let stranded: Option<Stranded> = sqlx::query_as(&format!(
-            "SELECT d.id, d.notification_id, d.status, d.attempts, d.recipient = $2 AS erased, d.recoveries, n.priority
+            "SELECT d.id, d.notification_id, d.status, d.attempts, d.recipient = $3 AS erased, d.recoveries, n.priority
              FROM deliveries d JOIN notifications n ON n.id = d.notification_id
-             WHERE d.tenant_id = $3 AND d.id = $4 AND {STRANDED}
-             FOR UPDATE OF d"
+             WHERE d.tenant_id = $4 AND d.id = $5 AND {}
+             FOR UPDATE OF d",
+            stranded("$1", "$2")
         ))
         .bind(millis(after))
+        .bind(channel_names(&Channel::QUEUED))
         .bind(ERASED)
         .bind(tenant_id)
         .bind(delivery_id)
@@ -189,6 +215,9 @@ async fn settle(
                 last_error_message = CASE s.fate WHEN 'failed' THEN 'no outcome after ' || d.recoveries || ' recoveries'
                                      WHEN 'cancelled' THEN NULL ELSE d.last_error_message END,
                 next_attempt_at = NULL,
+                -- A recovered claim is recovered once: its holder keeps its claim id (a
+                -- late outcome still applies), and the next claim sets a lease again.
+                lease_until = NULL,
                 recoveries = CASE WHEN $8 = 'recovered' THEN d.recoveries + 1 ELSE 0 END,
                 updated_at = now()
             FROM s WHERE d.id = s.id

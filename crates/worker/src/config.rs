@@ -1,6 +1,6 @@
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
-use bootstrap::{ConfigError, SecretString};
+use bootstrap::{ConfigError, Environment, SecretString};
 use domain::{Channel, RetryPolicy};
 use queue::Topology;
 use serde::Deserialize;
@@ -16,6 +16,8 @@ pub struct WorkerConfig {
     pub database_url: Option<SecretString>,
     pub amqp_url: Option<SecretString>,
     pub database_max_connections: u32,
+    /// `production` refuses the sandbox provider unless `worker.allow_sandbox`.
+    pub environment: Environment,
     pub worker: WorkerSettings,
     pub broker: Topology,
     #[serde(skip)]
@@ -28,6 +30,7 @@ impl Default for WorkerConfig {
             database_url: None,
             amqp_url: None,
             database_max_connections: 8,
+            environment: Environment::default(),
             worker: WorkerSettings::default(),
             broker: Topology::default(),
             channel: ChannelSettings::default(),
@@ -54,6 +57,10 @@ pub struct WorkerSettings {
     /// after it. It must outlast a send to every provider in turn.
     #[serde(with = "humantime_serde")]
     pub lease: Duration,
+    /// Lets a worker in production (`environment = "production"`) use the sandbox
+    /// provider, which sends nothing: an overlay that forgot to name the real provider
+    /// must not start silently.
+    pub allow_sandbox: bool,
 }
 
 impl Default for WorkerSettings {
@@ -64,6 +71,7 @@ impl Default for WorkerSettings {
             shutdown_grace: Duration::from_secs(20),
             listen: None,
             lease: Duration::from_secs(120),
+            allow_sandbox: false,
         }
     }
 }
@@ -90,7 +98,7 @@ impl Default for ChannelSettings {
     fn default() -> Self {
         Self {
             retry: RetryPolicy::default(),
-            providers: vec!["sandbox".into()],
+            providers: vec![crate::SANDBOX.into()],
             sandbox: SandboxConfig::default(),
             rate_limits: BTreeMap::new(),
             circuit_cool_down: Duration::from_secs(60),
@@ -161,6 +169,17 @@ impl WorkerConfig {
         if self.channel.providers.is_empty() {
             return Err(invalid(format!("{channel}.providers"), "must name at least one provider".into()));
         }
+        if self.environment == Environment::Production
+            && !self.worker.allow_sandbox
+            && self.channel.providers.iter().any(|p| p == crate::SANDBOX)
+        {
+            return Err(invalid(
+                format!("{channel}.providers"),
+                "names the sandbox, which sends nothing, in production (environment = \"production\"): name the \
+                 channel's real providers, or set worker.allow_sandbox = true"
+                    .into(),
+            ));
+        }
         // Each provider in turn may take the whole timeout, and recording takes a moment.
         let sends = u32::try_from(self.channel.providers.len() + 1).unwrap_or(u32::MAX);
         if self.worker.lease < self.worker.provider_timeout.saturating_mul(sends) {
@@ -176,6 +195,23 @@ impl WorkerConfig {
             return Err(invalid(
                 format!("{channel}.rate_limits.{name}"),
                 "must be a number of sends per second above 0".into(),
+            ));
+        }
+        // A worker takes a provider's rate slot before it claims, and holds `prefetch`
+        // messages: the last of them waits prefetch / rate for its slot, and a slower
+        // rate than that leaves messages unclaimed in the worker longer than a lease.
+        let prefetch = f64::from(self.worker.prefetch);
+        if let Some((name, rate)) =
+            self.channel.rate_limits.iter().find(|(_, r)| prefetch / **r > self.worker.lease.as_secs_f64())
+        {
+            return Err(invalid(
+                format!("{channel}.rate_limits.{name}"),
+                format!(
+                    "{rate}/s paces worker.prefetch ({prefetch}) messages over {:.0}s, longer than worker.lease \
+                     ({:?}): lower worker.prefetch, raise the rate or lengthen the lease",
+                    prefetch / rate,
+                    self.worker.lease
+                ),
             ));
         }
         let rate = self.channel.sandbox.failure_rate;
@@ -240,6 +276,53 @@ mod tests {
         writeln!(file.1, "database_url = \"x\"\namqp_url = \"y\"\n[sms.retry]\nmax_delay = \"30days\"").unwrap();
         let err = WorkerConfig::load(Channel::Sms, Some(&file.0)).unwrap_err().to_string();
         assert!(err.contains("sms.retry.max_delay") && err.contains("7 days"), "{err}");
+        std::fs::remove_file(&file.0).unwrap();
+    }
+
+    #[test]
+    fn a_rate_limit_too_slow_for_the_prefetch_within_a_lease_is_refused() {
+        let mut config = WorkerConfig {
+            database_url: Some("postgres://db/notify".into()),
+            amqp_url: Some("amqp://broker".into()),
+            ..Default::default()
+        };
+        config.worker.prefetch = 64;
+        config.worker.lease = Duration::from_secs(30);
+        config.channel.rate_limits.insert("sandbox".into(), 2.0);
+        let err = config.validate(Channel::Sms).unwrap_err().to_string();
+        assert!(
+            err.contains("sms.rate_limits.sandbox") && err.contains("worker.prefetch") && err.contains("worker.lease"),
+            "{err}"
+        );
+        // 64 messages at 2.2/s take 29 s: within the lease.
+        config.channel.rate_limits.insert("sandbox".into(), 2.2);
+        config.validate(Channel::Sms).unwrap();
+    }
+
+    #[test]
+    fn a_worker_in_production_refuses_the_sandbox_unless_allowed() {
+        let mut config = WorkerConfig {
+            database_url: Some("postgres://db/notify".into()),
+            amqp_url: Some("amqp://broker".into()),
+            ..Default::default()
+        };
+        config.validate(Channel::Email).unwrap();
+        config.environment = Environment::Production;
+        let err = config.validate(Channel::Email).unwrap_err().to_string();
+        assert!(err.contains("email.providers") && err.contains("worker.allow_sandbox"), "{err}");
+        config.worker.allow_sandbox = true;
+        config.validate(Channel::Email).unwrap();
+        config.worker.allow_sandbox = false;
+        config.channel.providers = vec!["ses".into()];
+        config.validate(Channel::Email).unwrap();
+    }
+
+    #[test]
+    fn the_environment_is_read_from_the_shared_settings() {
+        let mut file = temp_config_file();
+        writeln!(file.1, "database_url = \"x\"\namqp_url = \"y\"\nenvironment = \"production\"").unwrap();
+        let err = WorkerConfig::load(Channel::Sms, Some(&file.0)).unwrap_err().to_string();
+        assert!(err.contains("sms.providers"), "{err}");
         std::fs::remove_file(&file.0).unwrap();
     }
 

@@ -35,6 +35,12 @@ struct SlotState {
     paused_until: Option<Instant>,
 }
 
+/// A provider's rate slot, taken and waited for before the claim: the wait for a slow
+/// rate limit is spent before the lease starts, so it cannot outlive the lease.
+pub struct Paced {
+    slot: usize,
+}
+
 pub struct Dispatcher {
     slots: Vec<Slot>,
     cool_down: Duration,
@@ -54,6 +60,11 @@ impl Dispatcher {
             })
             .collect();
         Self { slots, cool_down: settings.circuit_cool_down, timeout }
+    }
+
+    /// The providers' names, in order.
+    pub fn names(&self) -> Vec<&str> {
+        self.slots.iter().map(|s| s.provider.name()).collect()
     }
 
     /// When every provider is paused, the earliest time one resumes.
@@ -79,15 +90,30 @@ impl Dispatcher {
             .collect()
     }
 
+    /// Takes the rate slot of the first provider not paused and waits for it; `None` if
+    /// every provider is paused. For the send that follows the claim ([`Self::send`]).
+    pub async fn pace(&self) -> Option<Paced> {
+        for (i, slot) in self.slots.iter().enumerate() {
+            if let Some(at) = slot.reserve() {
+                tokio::time::sleep_until(at).await;
+                return Some(Paced { slot: i });
+            }
+        }
+        None
+    }
+
     /// Tries the providers in order. A success or a permanent or ambiguous failure ends the
     /// attempt (an ambiguous failure may have reached the recipient: another provider
     /// would send a duplicate). A retryable or configuration failure moves on to the next
     /// provider; a configuration failure also pauses its provider for the cool-down.
-    pub async fn send(&self, job: &DeliveryJob) -> Dispatched {
+    /// `paced`: the slot already taken for this send, used without waiting again.
+    pub async fn send(&self, job: &DeliveryJob, paced: Option<Paced>) -> Dispatched {
         let mut last: Option<Dispatched> = None;
-        for slot in &self.slots {
-            let Some(wait) = slot.reserve() else { continue };
-            tokio::time::sleep_until(wait).await;
+        for (i, slot) in self.slots.iter().enumerate() {
+            if paced.as_ref().is_none_or(|p| p.slot != i) {
+                let Some(wait) = slot.reserve() else { continue };
+                tokio::time::sleep_until(wait).await;
+            }
             let name = slot.provider.name().to_owned();
             let started = Instant::now();
             let call = tracing::info_span!("provider", provider = %name);
@@ -220,13 +246,13 @@ mod tests {
     async fn a_retryable_failure_fails_over_and_an_ambiguous_one_does_not() {
         let (first, second) = (provider("first", Some(FailureKind::Retryable)), provider("second", None));
         let d = dispatcher(vec![first.clone(), second.clone()], ChannelSettings::default());
-        let result = d.send(&job()).await;
+        let result = d.send(&job(), None).await;
         assert_eq!(result.provider, "second");
         assert!(matches!(result.outcome, SendOutcome::Sent(_)));
 
         let (first, second) = (provider("first", Some(FailureKind::Ambiguous)), provider("second", None));
         let d = dispatcher(vec![first, second.clone()], ChannelSettings::default());
-        assert_eq!(d.send(&job()).await.provider, "first");
+        assert_eq!(d.send(&job(), None).await.provider, "first");
         assert_eq!(second.calls.load(Ordering::SeqCst), 0);
     }
 
@@ -234,17 +260,17 @@ mod tests {
     async fn a_configuration_error_pauses_the_provider_for_the_cool_down() {
         let broken = provider("broken", Some(FailureKind::Config));
         let d = dispatcher(vec![broken.clone()], ChannelSettings::default());
-        let result = d.send(&job()).await;
+        let result = d.send(&job(), None).await;
         assert_eq!(result.provider, "broken");
         assert_eq!(d.paused(), vec!["broken"]);
         assert!(d.all_paused_until().is_some());
         // Paused: not called again.
-        let result = d.send(&job()).await;
+        let result = d.send(&job(), None).await;
         assert_eq!(result.provider, "none");
         assert_eq!(broken.calls.load(Ordering::SeqCst), 1);
         tokio::time::advance(Duration::from_secs(61)).await;
         assert!(d.all_paused_until().is_none());
-        d.send(&job()).await;
+        d.send(&job(), None).await;
         assert_eq!(broken.calls.load(Ordering::SeqCst), 2);
     }
 
@@ -256,7 +282,7 @@ mod tests {
         let d = dispatcher(vec![p], settings);
         let start = Instant::now();
         for _ in 0..5 {
-            d.send(&job()).await;
+            d.send(&job(), None).await;
         }
         assert_eq!(start.elapsed(), Duration::from_millis(400));
     }

@@ -16,4 +16,4 @@ pub use config::{
 };
 pub use provider::Provider;
 pub use runtime::run;
-pub use sandbox::{SandboxConfig, SandboxFailure, SandboxProvider};
+pub use sandbox::{SANDBOX, SandboxConfig, SandboxFailure, SandboxProvider};

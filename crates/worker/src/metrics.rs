@@ -2,6 +2,8 @@
 
 use std::sync::LazyLock;
 
+use domain::Channel;
+
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -30,6 +32,7 @@ pub struct WorkerMetrics {
     pub attempts: Family<OutcomeLabels, Counter>,
     pub dead_lettered: Family<ChannelLabel, Counter>,
     pub dropped: Family<ChannelLabel, Counter>,
+    pub panics: Family<ChannelLabel, Counter>,
     pub in_flight: Family<ChannelLabel, Gauge>,
     pub provider_latency: Family<ProviderLabels, Histogram, fn() -> Histogram>,
     pub accept_to_sent: Family<ChannelLabel, Histogram, fn() -> Histogram>,
@@ -48,6 +51,7 @@ pub static METRICS: LazyLock<WorkerMetrics> = LazyLock::new(|| {
         attempts: Family::default(),
         dead_lettered: Family::default(),
         dropped: Family::default(),
+        panics: Family::default(),
         in_flight: Family::default(),
         provider_latency: Family::new_with_constructor(provider_call_buckets),
         accept_to_sent: Family::new_with_constructor(accept_to_sent_buckets),
@@ -60,6 +64,11 @@ pub static METRICS: LazyLock<WorkerMetrics> = LazyLock::new(|| {
         );
         r.register("messages_dead_lettered", "Messages sent to the dead-letter queue", metrics.dead_lettered.clone());
         r.register("messages_dropped", "Stale or duplicate messages dropped", metrics.dropped.clone());
+        r.register(
+            "message_handler_panics",
+            "Messages whose handling panicked (each dead-lettered)",
+            metrics.panics.clone(),
+        );
         r.register("consumer_in_flight", "Messages being handled", metrics.in_flight.clone());
         r.register("provider_call_seconds", "Duration of provider calls", metrics.provider_latency.clone());
         r.register(
@@ -70,3 +79,24 @@ pub static METRICS: LazyLock<WorkerMetrics> = LazyLock::new(|| {
     });
     metrics
 });
+
+/// Creates every series of a worker of `channel` calling `providers`, at zero, so an idle
+/// worker's `/metrics` has them before its first message (a series missing until then
+/// reads as "no data" rather than "nothing happened").
+pub fn publish(channel: Channel, providers: &[&str]) {
+    let label = ChannelLabel { channel: channel.as_str() };
+    for family in [&METRICS.dead_lettered, &METRICS.dropped, &METRICS.panics] {
+        let _ = family.get_or_create(&label);
+    }
+    let _ = METRICS.in_flight.get_or_create(&label);
+    let _ = METRICS.accept_to_sent.get_or_create(&label);
+    for provider in providers {
+        for outcome in ["sent", "retrying", "failed"] {
+            let labels = OutcomeLabels { channel: label.channel, provider: (*provider).to_owned(), outcome };
+            let _ = METRICS.attempts.get_or_create(&labels);
+        }
+        let _ = METRICS
+            .provider_latency
+            .get_or_create(&ProviderLabels { channel: label.channel, provider: (*provider).to_owned() });
+    }
+}

@@ -1,4 +1,5 @@
 use std::{
+    panic::AssertUnwindSafe,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -8,6 +9,7 @@ use std::{
 
 use bootstrap::ExposeSecret;
 use domain::{Channel, DeliveryJob, DeliveryMessage, RetryPolicy, SendOutcome, backoff::Backoff};
+use futures_util::FutureExt;
 use queue::{Incoming, Subscription, topology};
 use store::{AttemptRecord, AttemptResult, Claim, Lease, Store, StoreError};
 use time::OffsetDateTime;
@@ -53,6 +55,7 @@ pub async fn run(
         lease: config.worker.lease,
         consuming: AtomicBool::new(false),
     });
+    crate::metrics::publish(channel, &ctx.providers.names());
     let ops =
         config.worker.listen.map(|addr| tokio::spawn(bootstrap::ops::serve(addr, readiness(&ctx), shutdown.clone())));
     let queue_name = topology::queue_name(channel);
@@ -161,9 +164,8 @@ fn log_panic(done: Result<(), tokio::task::JoinError>) {
     if let Err(e) = done
         && e.is_panic()
     {
-        // The message stays unsettled; the broker redelivers it when the channel closes,
-        // and its delivery limit dead-letters one that keeps crashing us.
-        tracing::error!(error = %e, "message handler panicked");
+        // `handle` catches the handler's panics; this would be one of its own.
+        tracing::error!(error = %e, "message task panicked");
     }
 }
 
@@ -171,11 +173,22 @@ async fn handle(ctx: Arc<Context>, incoming: Incoming, shutdown: CancellationTok
     let channel = ChannelLabel { channel: ctx.channel.as_str() };
     let in_flight = METRICS.in_flight.get_or_create(&channel).clone();
     in_flight.inc();
-    handle_message(&ctx, incoming, &shutdown).await;
+    // A panic must not leak the message and its prefetch slot (after `prefetch` of them
+    // the worker would consume nothing more): it is dead-lettered and counted. A delivery
+    // it had claimed is recovered by the sweeper once the lease runs out, and failed as
+    // `stranded` if it keeps doing so.
+    let handled = AssertUnwindSafe(handle_message(&ctx, &incoming, &shutdown)).catch_unwind().await;
+    if handled.is_err() {
+        // Not the panic's payload, which may hold an address or a body (the panic hook
+        // prints it, with where it happened, to stderr).
+        tracing::error!("message handler panicked: dead-lettering the message");
+        METRICS.panics.get_or_create(&channel).inc();
+        dead_letter(&ctx, &incoming).await;
+    }
     in_flight.dec();
 }
 
-async fn handle_message(ctx: &Context, incoming: Incoming, shutdown: &CancellationToken) {
+async fn handle_message(ctx: &Context, incoming: &Incoming, shutdown: &CancellationToken) {
     let msg = match DeliveryMessage::parse(&incoming.body) {
         Ok(msg) if msg.channel == ctx.channel => msg,
         Ok(msg) => {
@@ -193,12 +206,12 @@ async fn handle_message(ctx: &Context, incoming: Incoming, shutdown: &Cancellati
     process(ctx, &msg, incoming, shutdown).instrument(span).await
 }
 
-async fn dead_letter(ctx: &Context, incoming: Incoming) {
+async fn dead_letter(ctx: &Context, incoming: &Incoming) {
     METRICS.dead_lettered.get_or_create(&ChannelLabel { channel: ctx.channel.as_str() }).inc();
     settle(incoming.dead_letter().await);
 }
 
-async fn process(ctx: &Context, msg: &DeliveryMessage, incoming: Incoming, shutdown: &CancellationToken) {
+async fn process(ctx: &Context, msg: &DeliveryMessage, incoming: &Incoming, shutdown: &CancellationToken) {
     // Every provider paused after configuration errors: hold the message until one
     // resumes rather than spend its attempts (on shutdown the broker gets it back).
     while let Some(until) = ctx.providers.all_paused_until() {
@@ -208,6 +221,12 @@ async fn process(ctx: &Context, msg: &DeliveryMessage, incoming: Incoming, shutd
             _ = tokio::time::sleep_until(until) => {}
         }
     }
+    // The provider's rate slot before the claim, so waiting for it does not use up the
+    // lease (on shutdown the broker gets the message back).
+    let paced = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        paced = ctx.providers.pace() => paced,
+    };
     // One claim id for this message however often the claim is tried: a retry after a
     // lost reply finds the claim it made.
     let lease = Lease::new(ctx.lease);
@@ -235,7 +254,7 @@ async fn process(ctx: &Context, msg: &DeliveryMessage, incoming: Incoming, shutd
 
     let started_at = OffsetDateTime::now_utc();
     let clock = Instant::now();
-    let dispatched = ctx.providers.send(&job).await;
+    let dispatched = ctx.providers.send(&job, paced).await;
     let record = AttemptRecord {
         provider: dispatched.provider,
         traceparent: bootstrap::telemetry::traceparent(&tracing::Span::current()),
@@ -277,8 +296,9 @@ fn decide(policy: &RetryPolicy, job: &DeliveryJob, outcome: SendOutcome) -> Atte
         SendOutcome::Failed(failure) => {
             let attempt = job.attempt_in_series();
             if failure.kind.is_retryable() && policy.allows_retry_after(attempt) {
-                let at = policy.retry_at(OffsetDateTime::now_utc(), attempt, failure.retry_after);
-                AttemptResult::Retry { at, failure }
+                // A delay, not a time: the database stamps when it is due, by its clock.
+                let after = policy.delay_with_random_jitter(attempt, failure.retry_after);
+                AttemptResult::Retry { after, failure }
             } else {
                 AttemptResult::Failed { failure }
             }
@@ -291,8 +311,8 @@ fn log_result(record: &AttemptRecord) {
         AttemptResult::Sent { provider_message_id, .. } => {
             tracing::info!(provider = %record.provider, %provider_message_id, latency_ms = record.latency_ms, "sent");
         }
-        AttemptResult::Retry { failure, at } => tracing::info!(provider = %record.provider, code = %failure.code,
-            kind = failure.kind.as_str(), retry_at = %at, "attempt failed; will retry"),
+        AttemptResult::Retry { failure, after } => tracing::info!(provider = %record.provider, code = %failure.code,
+            kind = failure.kind.as_str(), retry_in = ?after, "attempt failed; will retry"),
         AttemptResult::Failed { failure } => tracing::warn!(provider = %record.provider, code = %failure.code,
             kind = failure.kind.as_str(), "delivery failed"),
     }

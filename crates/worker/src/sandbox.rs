@@ -49,6 +49,9 @@ pub enum SandboxFailure {
     Config,
 }
 
+/// The sandbox provider's name in `<channel>.providers`.
+pub const SANDBOX: &str = "sandbox";
+
 pub struct SandboxProvider {
     config: SandboxConfig,
     path: PathBuf,
@@ -122,7 +125,7 @@ impl SandboxProvider {
 
 impl Provider for SandboxProvider {
     fn name(&self) -> &str {
-        "sandbox"
+        SANDBOX
     }
 
     fn send<'a>(&'a self, job: &'a DeliveryJob) -> BoxFuture<'a, SendOutcome> {
