@@ -498,7 +498,14 @@ impl<'a> Draft<'a> {
             for &(i, template) in &next.renders {
                 let delivery = &mut self.deliveries[i];
                 let locale = delivery.locale.as_deref().unwrap_or_default();
-                match render_checked(template, delivery.channel, locale, &context, self.http_action_urls, &mut self.fuel) {
+                match render_checked(
+                    template,
+                    delivery.channel,
+                    locale,
+                    &context,
+                    self.http_action_urls,
+                    &mut self.fuel,
+                ) {
                     _ if self.fuel.is_over() => {
                         // Refused: the rest is not rendered.
                         self.errors.extend([self.fuel.over(delivery.channel, locale)]);

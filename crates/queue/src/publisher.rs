@@ -4,7 +4,7 @@ use domain::{Channel, DeliveryMessage};
 use futures_util::future::join_all;
 use lapin::{
     BasicProperties, Channel as AmqpChannel, Confirmation, Connection,
-    options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions},
+    options::{BasicPublishOptions, ConfirmSelectOptions},
     types::{AMQPValue, FieldTable},
 };
 
