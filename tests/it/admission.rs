@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use sqlx::{Postgres, Transaction};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -212,4 +213,83 @@ async fn a_subscriber_polling_the_inbox_is_slowed_down_alone() {
     let count = app.http.get(app.url("/v1/inbox/count")).bearer_auth(&tokens[0]).send().await.unwrap();
     assert_eq!(count.status(), 429, "every inbox endpoint takes from the same bucket");
     assert_eq!(inbox(&tokens[1]).await.unwrap().status(), 200, "another subscriber has its own");
+}
+
+#[tokio::test]
+async fn a_subscriber_over_its_rate_is_refused_before_any_database_read() {
+    let app = TestApp::api_with(|c| c.admission.inbox_rate = notify_api::Rate { per_second: 1, burst: 2 }).await;
+    let (status, _) = app.call("PUT", "/v1/subscribers/u-1", Some(&json!({"email": "a@example.com"}))).await;
+    assert!(status == 200 || status == 201);
+    let (status, token) = app.call("POST", "/v1/subscribers/u-1/token", None).await;
+    assert_eq!(status, 200, "{token}");
+    let token = token["token"].as_str().unwrap().to_owned();
+    let http = impatient();
+    for _ in 0..2 {
+        assert_eq!(http.get(app.url("/v1/inbox/count")).bearer_auth(&token).send().await.unwrap().status(), 200);
+    }
+    // The token's subscriber is checked in `subscribers` (its incarnation): while the table
+    // is locked, a request that reads it waits; one refused for its rate does not.
+    let mut lock = app.env.store.pool().begin().await.unwrap();
+    sqlx::query("LOCK TABLE subscribers IN ACCESS EXCLUSIVE MODE").execute(&mut *lock).await.unwrap();
+    let requests = [
+        http.get(app.url("/v1/inbox")).bearer_auth(&token),
+        http.get(app.url("/v1/inbox/count")).bearer_auth(&token),
+        http.post(app.url("/v1/inbox/read-all")).bearer_auth(&token),
+        http.post(app.url(&format!("/v1/inbox/{}/read", uuid::Uuid::now_v7()))).bearer_auth(&token),
+        // The socket's connect, refused before its upgrade is even looked at.
+        http.get(app.url(&format!("/v1/inbox/ws?token={token}"))),
+    ];
+    for request in requests {
+        let response = request.send().await.expect("refused at once, not held by the lock");
+        let (status, retry_after, code) = refusal(response).await;
+        assert_eq!((status, code), (429, json!("rate_limited")));
+        assert!(retry_after.is_some());
+    }
+    lock.rollback().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_flood_of_new_keys_cannot_take_the_concurrency_limit() {
+    // 2 lookups and 8 waiting for one: a flood holds at most 10 of the 24 places.
+    let app = TestApp::api_with(|c| {
+        c.admission.max_concurrent_requests = 24;
+        c.admission.key_lookups = 2;
+    })
+    .await;
+    wait_listening(&app).await;
+    let http = impatient();
+    assert_eq!(get_types(&http, &app, &app.api_key).await.status(), 200);
+    let id = app.accept(&email("a@example.com")).await;
+
+    let lock = lock_api_keys(&app).await;
+    let held_at_most = 10;
+    let mut flood: futures_util::stream::FuturesUnordered<_> = (0..72)
+        .map(|_| {
+            let (http, url, key) = (reqwest::Client::new(), app.url("/v1/types"), domain::api_key::generate());
+            tokio::spawn(async move {
+                let response = http.get(url).bearer_auth(key).send().await.unwrap();
+                let status = response.status().as_u16();
+                let retry_after = response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+                let body: Value = response.json().await.unwrap();
+                (status, retry_after, body["code"].clone(), body["detail"].as_str().unwrap_or_default().to_owned())
+            })
+        })
+        .collect();
+    // All but those waiting for a lookup are refused at once; none for want of a place: the
+    // flood never held them all.
+    let mut refused = vec![];
+    while flood.len() > held_at_most {
+        refused.push(flood.next().await.unwrap().unwrap());
+    }
+    for (status, retry_after, code, detail) in &refused {
+        assert_eq!((*status, retry_after.as_deref(), code), (503, Some("1"), &json!("overloaded")), "{detail}");
+        assert!(!detail.contains("serving as many requests"), "refused for want of a place: {detail}");
+    }
+    // Meanwhile the tenant's key (cached) is served, reads and accepts alike.
+    assert_eq!(get_types(&http, &app, &app.api_key).await.status(), 200);
+    let response = http.get(app.url(&format!("/v1/notifications/{id}"))).bearer_auth(&app.api_key).send().await;
+    assert_eq!(response.expect("answered in time").status(), 200);
+    let response = http.post(app.url("/v1/notifications")).bearer_auth(&app.api_key).json(&email("b@example.com"));
+    assert_eq!(response.send().await.expect("answered in time").status(), 202);
+    lock.rollback().await.unwrap();
 }

@@ -2,7 +2,8 @@
 //! admission limits"). Requests in flight are bounded (past the bound a `503` at once, not
 //! a queue), each has a deadline, a connection has a deadline to send its headers
 //! ([`crate::serve`]), API keys only the database knows are looked up a few at a time
-//! ([`crate::auth`]), and each subscriber has a request rate on the inbox.
+//! with a short queue ([`crate::auth`]), and each subscriber has a request rate on the
+//! inbox, taken before any database read ([`crate::inbox::token::authorize`]).
 
 use std::{sync::Arc, time::Duration};
 
@@ -35,8 +36,10 @@ pub struct AdmissionSettings {
     /// `Retry-After` at once. `/healthz` and `/readyz` are not counted.
     pub max_concurrent_requests: usize,
     /// API keys looked up in the database at once (keys neither cached nor known to be
-    /// unknown); a request waits up to a second for its turn, then `503` (`overloaded`): a
-    /// flood of made-up keys takes no more of the database's connections than this.
+    /// unknown); up to 4 requests per lookup wait up to a second for their turn, then
+    /// `503` (`overloaded`), and past those a request is refused at once: a flood of
+    /// made-up keys takes no more of the database's connections than this, and no more than
+    /// 5 times this of `max_concurrent_requests`.
     pub key_lookups: usize,
     /// Each subscriber's rate of requests on `/v1/inbox` (its socket's connects included),
     /// on this replica; past it, `429` with `Retry-After`.

@@ -6,6 +6,11 @@ use crate::{AppState, error::ApiError};
 /// How long a request waits for one of the `admission.key_lookups`.
 const KEY_LOOKUP_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How many requests may wait for each of the `admission.key_lookups`; past them a
+/// request is refused at once. Each waiter holds one of `max_concurrent_requests` for up to
+/// [`KEY_LOOKUP_WAIT`]: unbounded, a flood of new made-up keys would hold them all.
+pub(crate) const WAITING_PER_LOOKUP: usize = 4;
+
 /// The caller behind the request's API key (`Authorization: Bearer <key>`), and the
 /// trace of the request.
 pub struct Authenticated(pub Caller, String, Option<String>);
@@ -43,7 +48,12 @@ impl FromRequestParts<AppState> for Authenticated {
                 // Only the database knows: a few lookups at a time, so made-up keys (each
                 // one new) cannot take every pooled connection. A lookup is a millisecond:
                 // a burst of real ones (a cold cache) waits its turn; only a queue that
-                // does not move is refused.
+                // does not move is refused. The queue is short, and past it the answer is
+                // at once: its waiters hold places among `max_concurrent_requests`, and a
+                // flood of made-up keys must not hold them all.
+                let Ok(_queued) = state.key_lookup_queue.try_acquire() else {
+                    return Err(ApiError::Overloaded("too many API keys are waiting to be looked up"));
+                };
                 let lookup = tokio::time::timeout(KEY_LOOKUP_WAIT, state.key_lookups.acquire()).await;
                 let Ok(Ok(_lookup)) = lookup else {
                     return Err(ApiError::Overloaded("too many API keys are being looked up at once"));

@@ -101,8 +101,6 @@ impl Store {
         row.map(Subscriber::try_from).transpose()
     }
 
-    /// The subscriber's preferences (the defaults if never set); `None` if there is no
-    /// such subscriber.
     /// Which incarnation of the subscriber `id` is current: its row's creation time in
     /// microseconds, which an erasure and a later `PUT` of the same id change. `None` if
     /// there is no such subscriber. Subscriber tokens carry it, so that a token issued
@@ -117,6 +115,8 @@ impl Store {
         Ok(created.map(incarnation))
     }
 
+    /// The subscriber's preferences (the defaults if never set); `None` if there is no
+    /// such subscriber.
     pub async fn get_preferences(&self, tenant_id: Uuid, id: &str) -> Result<Option<Preferences>> {
         let row: Option<(serde_json::Value,)> =
             sqlx::query_as("SELECT preferences FROM subscribers WHERE tenant_id = $1 AND id = $2")

@@ -22,6 +22,7 @@ use crate::{
     AppState,
     config::{InboxSettings, MAX_TOKEN_TTL},
     error::ApiError,
+    rate_limit::Decision,
 };
 
 const PREFIX: &str = "v1.";
@@ -139,9 +140,18 @@ impl TokenKey {
 /// The claims of `token` if this API's key signed it, it has not expired, and the
 /// incarnation it names is still the subscriber's: a token outlives neither its expiry nor
 /// its subscriber. For the inbox's REST endpoints and its WebSocket alike.
+///
+/// Each use takes one request from the subscriber's bucket (`admission.inbox_rate`, per
+/// replica) right after the signature check and before the incarnation is read: a page
+/// polling in a loop (or a socket reconnecting in one) gets `429` with `Retry-After` and
+/// costs no pooled connection. A token this key did not sign takes from no bucket.
 pub async fn authorize(state: &AppState, token: &str) -> Result<SubscriberClaims, ApiError> {
     let claims =
         state.tokens.verify(token).ok_or(ApiError::Unauthorized("the subscriber token is invalid or expired"))?;
+    match state.inbox_limiter.take((claims.tenant_id, claims.subscriber_id.clone()), state.inbox_rate, 1) {
+        Decision::Allowed(_) => {}
+        Decision::Limited { quota, retry_after } => return Err(ApiError::SubscriberRateLimited { quota, retry_after }),
+    }
     match state.store.subscriber_incarnation(claims.tenant_id, &claims.subscriber_id).await? {
         Some(current) if current == claims.incarnation => Ok(claims),
         _ => Err(ApiError::Unauthorized("the subscriber token's subscriber was erased")),

@@ -22,17 +22,6 @@ use crate::{
     routes::parse_id,
 };
 
-/// Takes one request from the subscriber's bucket (`admission.inbox_rate`, per replica): a
-/// page polling in a loop gets `429` with `Retry-After`, and leaves the database to the rest.
-pub(crate) fn admit(app: &AppState, me: &crate::SubscriberClaims) -> Result<(), ApiError> {
-    match app.inbox_limiter.take((me.tenant_id, me.subscriber_id.clone()), app.inbox_rate, 1) {
-        crate::rate_limit::Decision::Allowed(_) => Ok(()),
-        crate::rate_limit::Decision::Limited { quota, retry_after } => {
-            Err(ApiError::SubscriberRateLimited { quota, retry_after })
-        }
-    }
-}
-
 /// Page size of the inbox list: default and largest.
 const DEFAULT_PAGE: i64 = 20;
 const MAX_PAGE: i64 = 100;
@@ -110,7 +99,6 @@ pub async fn list(
     InboxCaller(me): InboxCaller,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Json<InboxPage>, ApiError> {
-    admit(&app, &me)?;
     let mut filter = InboxFilter { limit: DEFAULT_PAGE, ..Default::default() };
     let flag = |field: &str, v: &str| match v {
         "true" => Ok(true),
@@ -156,7 +144,6 @@ pub async fn list(
     ))]
 /// `GET /v1/inbox/count`: the badge.
 pub async fn count(State(app): State<AppState>, InboxCaller(me): InboxCaller) -> Result<Json<UnreadCount>, ApiError> {
-    admit(&app, &me)?;
     Ok(Json(UnreadCount { unread_count: app.store.inbox_unread_count(me.tenant_id, &me.subscriber_id).await? }))
 }
 
@@ -168,7 +155,6 @@ async fn mark(
     id: &str,
     change: InboxChange,
 ) -> Result<Json<UnreadCount>, ApiError> {
-    admit(app, me)?;
     let id: Uuid = parse_id(id)?;
     if !app.store.inbox_mark(me.tenant_id, &me.subscriber_id, id, change).await? {
         return Err(ApiError::NotFound);
@@ -269,7 +255,6 @@ pub async fn read_all(
     State(app): State<AppState>,
     InboxCaller(me): InboxCaller,
 ) -> Result<Json<UnreadCount>, ApiError> {
-    admit(&app, &me)?;
     if app.store.inbox_read_all(me.tenant_id, &me.subscriber_id).await? > 0 {
         app.inbox_hub.changed(me.tenant_id, &me.subscriber_id);
     }
