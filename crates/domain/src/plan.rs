@@ -585,7 +585,7 @@ impl Fuel {
             "type",
             format!(
                 "rendering the {channel} template ({locale}) for this request's recipients went over the {} render \
-                 steps a request may take; simplify the template, or send to fewer recipients per request",
+                 steps the request had left; simplify the template, or send to fewer recipients per request",
                 self.left
             ),
         )

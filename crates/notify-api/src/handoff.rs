@@ -11,7 +11,8 @@
 //! the copy (its claim finds the attempt taken).
 
 use std::{
-    sync::{Arc, LazyLock},
+    collections::HashMap,
+    sync::{Arc, LazyLock, Mutex},
     time::Duration,
 };
 
@@ -50,12 +51,7 @@ pub struct HandOffSettings {
 
 impl Default for HandOffSettings {
     fn default() -> Self {
-        Self {
-            enabled: true,
-            confirm_timeout: Duration::from_secs(5),
-            grace: Duration::from_secs(15),
-            max_ready: 1_000,
-        }
+        Self { enabled: true, confirm_timeout: Duration::from_secs(5), grace: Duration::from_secs(15), max_ready: 100 }
     }
 }
 
@@ -147,6 +143,7 @@ async fn publish(
     let mut publisher: Option<Arc<Publisher>> = None;
     let mut backoff = Backoff::default();
     let mut next_connect = Instant::now();
+    let resting = Resting::default();
     loop {
         let slot = Arc::clone(&slots).acquire_owned().await.expect("the semaphore is never closed");
         let mut group = Vec::new();
@@ -181,12 +178,15 @@ async fn publish(
             METRICS.get_or_create(&Outcome { outcome: "left_to_relay" }).inc_by(group.len() as u64);
             continue;
         };
-        let store = store.clone();
+        let (store, resting) = (store.clone(), resting.clone());
         in_flight.spawn(async move {
             // The confirm timeout bounds only the wait for confirms: a broker that blocks
             // publishers (a memory or disk alarm) would hold the frames' writes for ever.
             let count = group.len() as u64;
-            if tokio::time::timeout(2 * confirm_timeout, publish_group(&store, &p, group, max_ready)).await.is_err() {
+            if tokio::time::timeout(2 * confirm_timeout, publish_group(&store, &p, group, max_ready, &resting))
+                .await
+                .is_err()
+            {
                 tracing::warn!(messages = count, "publishing accepted deliveries timed out; the relays will");
                 METRICS.get_or_create(&Outcome { outcome: "left_to_relay" }).inc_by(count);
             }
@@ -211,9 +211,15 @@ async fn connect(amqp_url: &str, confirm_timeout: Duration) -> anyhow::Result<Pu
 /// The longest connecting to the broker, or closing the connection, may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-async fn publish_group(store: &Store, publisher: &Publisher, group: Vec<DeliveryMessage>, max_ready: u32) {
+async fn publish_group(
+    store: &Store,
+    publisher: &Publisher,
+    group: Vec<DeliveryMessage>,
+    max_ready: u32,
+    resting: &Resting,
+) {
     let count = group.len() as u64;
-    let mut group = match leave_full_queues(store, publisher, group, max_ready).await {
+    let mut group = match leave_full_queues(store, publisher, group, max_ready, resting).await {
         Ok(group) => group,
         Err(e) => {
             tracing::warn!(error = %e, messages = count, "reading the queues failed; the relays will publish");
@@ -244,8 +250,8 @@ async fn publish_group(store: &Store, publisher: &Publisher, group: Vec<Delivery
         .filter_map(|(message, outcome)| match outcome {
             Ok(()) => Some(message),
             Err(e) => {
-                if refused == 0 {
-                    tracing::warn!(channel = %message.channel, error = %e, "the broker refused an accepted delivery; the relays will publish it");
+                if resting.start(message.channel) {
+                    tracing::warn!(channel = %message.channel, error = %e, "the broker refused an accepted delivery; the relays will publish this channel's for a while");
                 }
                 refused += 1;
                 None
@@ -275,6 +281,7 @@ async fn leave_full_queues(
     publisher: &Publisher,
     group: Vec<DeliveryMessage>,
     max_ready: u32,
+    resting: &Resting,
 ) -> anyhow::Result<Vec<DeliveryMessage>> {
     let mut room: Vec<(Channel, u32)> = Vec::new();
     let (mut publish, mut left) = (Vec::with_capacity(group.len()), Vec::new());
@@ -282,7 +289,11 @@ async fn leave_full_queues(
         let n = match room.iter_mut().find(|(c, _)| *c == message.channel) {
             Some((_, n)) => n,
             None => {
-                let ready = publisher.ready(message.channel).await?;
+                let ready = if resting.is_resting(message.channel) {
+                    max_ready
+                } else {
+                    publisher.ready(message.channel).await?
+                };
                 room.push((message.channel, max_ready.saturating_sub(ready)));
                 &mut room.last_mut().expect("just pushed").1
             }
@@ -300,4 +311,28 @@ async fn leave_full_queues(
         store.release_to_relays(&left).await?;
     }
     Ok(publish)
+}
+
+/// The channels whose queue refused a message lately: for [`REST`] after a refusal, the
+/// hand-off leaves their messages to the relays (which park them with a backoff) rather
+/// than making every group that holds one wait for the broker's nack or the confirm
+/// timeout. Shared by the groups in flight.
+#[derive(Clone, Default)]
+struct Resting(Arc<Mutex<HashMap<Channel, Instant>>>);
+
+/// How long a refusing channel is left to the relays.
+const REST: Duration = Duration::from_secs(1);
+
+impl Resting {
+    /// Starts (or extends) the channel's rest; whether it was not resting before.
+    fn start(&self, channel: Channel) -> bool {
+        let mut until = self.0.lock().expect("never poisoned");
+        let was_resting = until.get(&channel).is_some_and(|t| Instant::now() < *t);
+        until.insert(channel, Instant::now() + REST);
+        !was_resting
+    }
+
+    fn is_resting(&self, channel: Channel) -> bool {
+        self.0.lock().expect("never poisoned").get(&channel).is_some_and(|t| Instant::now() < *t)
+    }
 }

@@ -168,14 +168,16 @@ impl Slot {
                     let _ = reply.send(Ok(answer));
                 }
             }
-            Err(e) if requests.len() == 1 => {
-                let _ = replies.into_iter().next().expect("one request").send(Err(e));
-            }
+            // Before the one-request case: a lone request whose commit's outcome is unknown
+            // is answered as transient too (the producer retries with its key).
             Err(e) if !wrote_nothing(&e) => {
                 tracing::warn!(error = %e, requests = requests.len(), "a grouped write failed and may have been committed; not running it again");
                 for reply in replies {
                     let _ = reply.send(Err(may_have_written(&e)));
                 }
+            }
+            Err(e) if requests.len() == 1 => {
+                let _ = replies.into_iter().next().expect("one request").send(Err(e));
             }
             Err(e) => {
                 tracing::warn!(error = %e, requests = requests.len(), "a grouped write failed; running its requests one by one");
@@ -324,6 +326,18 @@ mod tests {
             assert!(answer.is_err_and(|e| e.is_transient()), "a transient error for every caller");
         }
         assert_eq!(WRITTEN.load(std::sync::atomic::Ordering::SeqCst), 4, "each request written once");
+    }
+
+    /// Writes its one request, then finds its rows unreadable: not an answer of the server's.
+    fn written_then_unreadable<'a>(_: &'a mut PgConnection, _: &'a [i64]) -> BoxFuture<'a, Result<Vec<i64>>> {
+        Box::pin(async move { Err(StoreError::Corrupt("unreadable rows after the commit".into())) })
+    }
+
+    #[tokio::test]
+    async fn a_lone_request_whose_outcome_is_unknown_is_answered_as_transient() {
+        let grouped = Grouped::holding(pool(), written_then_unreadable, 1, 100, &CancellationToken::new());
+        let answer = grouped.call(1).await;
+        assert!(answer.is_err_and(|e| e.is_transient()), "retried by its caller, with its key");
     }
 
     #[tokio::test]
