@@ -1,5 +1,11 @@
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
 use axum::{extract::FromRequestParts, http::request::Parts};
-use store::{Caller, Origin};
+use store::{Caller, Origin, Store};
+use tokio::sync::Semaphore;
 
 use crate::{AppState, error::ApiError};
 
@@ -44,22 +50,7 @@ impl FromRequestParts<AppState> for Authenticated {
             .ok_or(ApiError::Unauthorized("the Authorization header must be `Bearer <key>`"))?;
         let caller = match state.store.authenticate_cached(key) {
             Some(answer) => answer,
-            None => {
-                // Only the database knows: a few lookups at a time, so made-up keys (each
-                // one new) cannot take every pooled connection. A lookup is a millisecond:
-                // a burst of real ones (a cold cache) waits its turn; only a queue that
-                // does not move is refused. The queue is short, and past it the answer is
-                // at once: its waiters hold places among `max_concurrent_requests`, and a
-                // flood of made-up keys must not hold them all.
-                let Ok(_queued) = state.key_lookup_queue.try_acquire() else {
-                    return Err(ApiError::Overloaded("too many API keys are waiting to be looked up"));
-                };
-                let lookup = tokio::time::timeout(KEY_LOOKUP_WAIT, state.key_lookups.acquire()).await;
-                let Ok(Ok(_lookup)) = lookup else {
-                    return Err(ApiError::Overloaded("too many API keys are being looked up at once"));
-                };
-                state.store.authenticate(key).await?
-            }
+            None => state.key_lookups.lookup(&state.store, key).await?,
         };
         match caller {
             Some(caller) => Ok(Authenticated(
@@ -68,6 +59,74 @@ impl FromRequestParts<AppState> for Authenticated {
                 bootstrap::telemetry::traceparent(&tracing::Span::current()),
             )),
             None => Err(ApiError::Unauthorized("the API key is unknown or revoked")),
+        }
+    }
+}
+
+/// Database lookups of the API keys the cache cannot answer. Only the database knows: a
+/// few lookups at a time, so made-up keys (each one new) cannot take every pooled
+/// connection. A lookup is a millisecond: a burst of real ones waits its turn, and a burst
+/// of requests carrying the same key (a cold cache) makes one lookup, the others waiting
+/// for its answer. Only a queue that does not move is refused. The queue is short, and past
+/// it the answer is at once: its waiters hold places among `max_concurrent_requests`, and
+/// a flood of made-up keys must not hold them all.
+pub(crate) struct KeyLookups {
+    running: Semaphore,
+    queue: Semaphore,
+    /// The keys being looked up, each with a semaphore closed when its lookup ends.
+    in_flight: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl KeyLookups {
+    pub(crate) fn new(lookups: usize) -> Self {
+        Self {
+            running: Semaphore::new(lookups),
+            queue: Semaphore::new(lookups.saturating_mul(1 + WAITING_PER_LOOKUP)),
+            in_flight: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn lookup(&self, store: &Store, key: &str) -> Result<Option<Caller>, ApiError> {
+        let running = {
+            let mut in_flight = self.in_flight.lock().expect("never poisoned");
+            match in_flight.get(key) {
+                Some(done) => Some(Arc::clone(done)),
+                None => {
+                    in_flight.insert(key.to_owned(), Arc::new(Semaphore::new(0)));
+                    None
+                }
+            }
+        };
+        if let Some(done) = running {
+            // Closed when the other request's lookup ends; its answer is then cached
+            // (a known key, or one remembered as unknown).
+            let _ = tokio::time::timeout(KEY_LOOKUP_WAIT, done.acquire()).await;
+            return store
+                .authenticate_cached(key)
+                .ok_or(ApiError::Overloaded("too many API keys are being looked up at once"));
+        }
+        let _ended = LookupEnds { lookups: self, key };
+        let Ok(_queued) = self.queue.try_acquire() else {
+            return Err(ApiError::Overloaded("too many API keys are waiting to be looked up"));
+        };
+        let Ok(Ok(_running)) = tokio::time::timeout(KEY_LOOKUP_WAIT, self.running.acquire()).await else {
+            return Err(ApiError::Overloaded("too many API keys are being looked up at once"));
+        };
+        Ok(store.authenticate(key).await?)
+    }
+}
+
+/// Ends a key's lookup however it ends (answered, refused, or its request dropped): the
+/// requests waiting for it go on.
+struct LookupEnds<'a> {
+    lookups: &'a KeyLookups,
+    key: &'a str,
+}
+
+impl Drop for LookupEnds<'_> {
+    fn drop(&mut self) {
+        if let Some(done) = self.lookups.in_flight.lock().expect("never poisoned").remove(self.key) {
+            done.close();
         }
     }
 }

@@ -61,11 +61,8 @@ pub struct AppState {
     inbox_socket: inbox::socket::SocketSettings,
     /// Publishes accepted deliveries right after their commit; none without a broker.
     hand_off: Option<handoff::HandOff>,
-    /// Database lookups of API keys at once (`admission.key_lookups`).
-    key_lookups: Arc<tokio::sync::Semaphore>,
-    /// Requests looking a key up or waiting to: `key_lookups` x (1 +
-    /// [`auth::WAITING_PER_LOOKUP`]); past it, refused at once.
-    key_lookup_queue: Arc<tokio::sync::Semaphore>,
+    /// Database lookups of API keys (`admission.key_lookups`).
+    key_lookups: Arc<auth::KeyLookups>,
     /// Each subscriber's requests on the inbox (`admission.inbox_rate`).
     inbox_limiter: Arc<rate_limit::RateLimiter<(uuid::Uuid, String)>>,
     inbox_rate: Rate,
@@ -99,10 +96,7 @@ pub fn router(
         inbox_hub,
         inbox_socket: config.inbox_socket.clone(),
         hand_off,
-        key_lookups: Arc::new(tokio::sync::Semaphore::new(config.admission.key_lookups)),
-        key_lookup_queue: Arc::new(tokio::sync::Semaphore::new(
-            config.admission.key_lookups.saturating_mul(1 + auth::WAITING_PER_LOOKUP),
-        )),
+        key_lookups: Arc::new(auth::KeyLookups::new(config.admission.key_lookups)),
         inbox_limiter: Arc::default(),
         inbox_rate: config.admission.inbox_rate,
     };
