@@ -747,6 +747,10 @@ impl tracing::Subscriber for Capture {
 #[tokio::test]
 async fn a_panic_after_the_message_was_settled_does_not_settle_it_again() {
     let seen = Capture::default();
+    // A second live dispatcher: with only one registered, tracing rebuilds the interest of
+    // a call site first met on another test's thread from that thread's (none) and caches
+    // it as uninteresting for every thread; with two, from both.
+    let _second = tracing::Dispatch::new(Capture::default());
     let _thread = tracing::subscriber::set_default(seen.clone());
     let app = TestApp::api_only().await;
     let _relay = app.start_relay(100).await;
