@@ -617,3 +617,252 @@ async fn an_idle_worker_publishes_its_metrics_before_its_first_message() {
         assert!(text.lines().any(|l| l.starts_with(series)), "{series} missing from:\n{text}");
     }
 }
+
+/// A provider that holds its send to `held` until the test lets it go, and sends to every
+/// other recipient at once.
+struct HoldsOne {
+    held: &'static str,
+    called: std::sync::atomic::AtomicBool,
+    release: tokio::sync::Semaphore,
+    sends: std::sync::Mutex<Vec<String>>,
+}
+
+impl worker::Provider for HoldsOne {
+    fn name(&self) -> &str {
+        "holds-one"
+    }
+
+    fn send<'a>(&'a self, job: &'a domain::DeliveryJob) -> futures_util::future::BoxFuture<'a, domain::SendOutcome> {
+        Box::pin(async move {
+            if job.recipient == self.held {
+                self.called.store(true, std::sync::atomic::Ordering::SeqCst);
+                self.release.acquire().await.unwrap().forget();
+            }
+            self.sends.lock().unwrap().push(job.recipient.clone());
+            domain::SendOutcome::Sent(domain::SendReceipt {
+                provider_message_id: format!("p-{}", job.delivery_id),
+                response_excerpt: None,
+            })
+        })
+    }
+}
+
+/// What [`Capture`] saw: the events' messages, and the `delivery` spans by notification.
+#[derive(Default)]
+struct Seen {
+    events: Vec<String>,
+    /// Span id -> (handles alive, its notification id, panics when it closes).
+    spans: std::collections::HashMap<u64, (usize, String, bool)>,
+    /// Notification ids of the `delivery` spans closed, in order.
+    closed: Vec<String>,
+    next_id: u64,
+    /// The next `delivery` span panics when it closes: after its message was settled.
+    arm: bool,
+}
+
+/// A subscriber of this test's thread (the runtime of `#[tokio::test]` runs every task
+/// there) that records what it sees and panics where a test asks.
+#[derive(Clone, Default)]
+struct Capture(std::sync::Arc<std::sync::Mutex<Seen>>);
+
+struct Fields {
+    notification: Option<String>,
+    message: Option<String>,
+}
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        match field.name() {
+            "notification_id" => self.notification = Some(format!("{value:?}")),
+            "message" => self.message = Some(format!("{value:?}")),
+            _ => {}
+        }
+    }
+}
+
+impl tracing::Subscriber for Capture {
+    fn register_callsite(&self, _: &'static tracing::Metadata<'static>) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::sometimes()
+    }
+
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        let mut fields = Fields { notification: None, message: None };
+        span.record(&mut fields);
+        let mut seen = self.0.lock().unwrap();
+        seen.next_id += 1;
+        let id = seen.next_id;
+        let delivery = span.metadata().name() == "delivery";
+        let panics = delivery && std::mem::take(&mut seen.arm);
+        let notification = if delivery { fields.notification.unwrap_or_default() } else { String::new() };
+        seen.spans.insert(id, (1, notification, panics));
+        tracing::span::Id::from_u64(id)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut fields = Fields { notification: None, message: None };
+        event.record(&mut fields);
+        if let Some(message) = fields.message {
+            self.0.lock().unwrap().events.push(message);
+        }
+    }
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
+
+    fn clone_span(&self, id: &tracing::span::Id) -> tracing::span::Id {
+        if let Some(span) = self.0.lock().unwrap().spans.get_mut(&id.into_u64()) {
+            span.0 += 1;
+        }
+        id.clone()
+    }
+
+    fn try_close(&self, id: tracing::span::Id) -> bool {
+        let panics = {
+            let mut seen = self.0.lock().unwrap();
+            let Some(span) = seen.spans.get_mut(&id.into_u64()) else { return false };
+            span.0 -= 1;
+            if span.0 > 0 {
+                return false;
+            }
+            let (_, notification, panics) = seen.spans.remove(&id.into_u64()).unwrap();
+            if !notification.is_empty() {
+                seen.closed.push(notification);
+            }
+            panics
+        };
+        assert!(!panics, "a panic after the message was settled");
+        true
+    }
+}
+
+#[tokio::test]
+async fn a_panic_after_the_message_was_settled_does_not_settle_it_again() {
+    let seen = Capture::default();
+    // A second live dispatcher: with only one registered, tracing rebuilds the interest of
+    // a call site first met on another test's thread from that thread's (none) and caches
+    // it as uninteresting for every thread; with two, from both.
+    let _second = tracing::Dispatch::new(Capture::default());
+    let _thread = tracing::subscriber::set_default(seen.clone());
+    let app = TestApp::api_only().await;
+    let _relay = app.start_relay(100).await;
+    let provider = std::sync::Arc::new(HoldsOne {
+        held: "held@example.com",
+        called: Default::default(),
+        release: tokio::sync::Semaphore::new(0),
+        sends: Default::default(),
+    });
+    let options = WorkerOptions { prefetch: 4, ..Default::default() };
+    let _worker = app.start_worker_with(Channel::Email, options, vec![provider.clone()]).await;
+    // One message in flight, held in its send.
+    let held = app.accept(&email("held@example.com")).await;
+    eventually("the held message sending", || async {
+        provider.called.load(std::sync::atomic::Ordering::SeqCst).then_some(())
+    })
+    .await;
+
+    // The next one panics once it has been acked (the end of its `delivery` span).
+    seen.0.lock().unwrap().arm = true;
+    let panicky = app.accept(&email("a@example.com")).await;
+    app.wait_for_status(panicky, "sent").await;
+    eventually("the panic", || async {
+        let seen = seen.0.lock().unwrap();
+        seen.events.iter().any(|e| e.starts_with("message handler panicked")).then_some(())
+    })
+    .await;
+    let next = app.accept(&email("b@example.com")).await;
+    app.wait_for_status(next, "sent").await;
+
+    // The held message is sent and acked on the channel it came on: had the panic
+    // settled the acked message again, the broker would have closed that channel and
+    // handed the held message out again. Nor is the acked message said (or counted) to be
+    // dead-lettered.
+    let released_at = seen.0.lock().unwrap().closed.len();
+    provider.release.add_permits(1);
+    app.wait_for_status(held, "sent").await;
+    eventually("the held message settled", || async {
+        let seen = seen.0.lock().unwrap();
+        seen.closed[released_at..].contains(&held.to_string()).then_some(())
+    })
+    .await;
+    let trouble: Vec<String> = seen
+        .0
+        .lock()
+        .unwrap()
+        .events
+        .iter()
+        .filter(|e| {
+            ["could not settle", "reconnecting", "dropping a stale", "dead-lettering"].iter().any(|t| e.contains(t))
+        })
+        .cloned()
+        .collect();
+    assert!(trouble.is_empty(), "{trouble:?}");
+    let held_sends = provider.sends.lock().unwrap().iter().filter(|r| *r == "held@example.com").count();
+    assert_eq!(held_sends, 1);
+    assert_eq!(queued_messages(&app, &queue::topology::dead_letter_queue_name(Channel::Email)).await, 0);
+}
+
+#[tokio::test]
+async fn stale_copies_do_not_use_up_a_providers_rate_slots() {
+    const RATE: f64 = 10.0;
+    const STALE: usize = 40;
+    const FRESH: usize = 5;
+    let app = TestApp::api_only().await;
+    // A delivery sent already, and copies of its message (a relay that published twice,
+    // a redelivery): each is dropped by its claim.
+    let done = app.accept(&email("done@example.com")).await;
+    let msg = message_of(&app, done).await;
+    let lease = Lease::new(LEASE);
+    let Claim::Claimed(job, _) = claim(&app, &msg, lease).await else { panic!("claimed") };
+    assert!(app.env.store.record_attempt(&job, lease, &sent("p-1")).await.unwrap());
+    sqlx::query("DELETE FROM outbox").execute(app.env.store.pool()).await.unwrap();
+    let (_conn, amqp) = app.amqp().await;
+    amqp.confirm_select(lapin::options::ConfirmSelectOptions::default()).await.unwrap();
+    for _ in 0..STALE {
+        let confirm = amqp
+            .basic_publish(
+                queue::topology::EXCHANGE.into(),
+                "email".into(),
+                lapin::options::BasicPublishOptions { mandatory: true, ..Default::default() },
+                &msg.to_json(),
+                lapin::BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(confirm.is_ack());
+    }
+    // Then fresh ones, behind the copies in the queue.
+    let relay = app.start_relay(100).await;
+    let mut fresh = vec![];
+    for i in 0..FRESH {
+        let n = app.accept(&email(&format!("u{i}@example.com"))).await;
+        fresh.push((n, wait_queued(&app, n).await));
+    }
+    relay.stop().await;
+
+    let options =
+        WorkerOptions { prefetch: 64, rate_limits: [("sandbox".to_owned(), RATE)].into(), ..Default::default() };
+    let started = std::time::Instant::now();
+    let _worker = app.start_worker(Channel::Email, options).await;
+    for (n, _) in &fresh {
+        app.wait_for_status(*n, "sent").await;
+    }
+    // The fresh sends take FRESH slots; had every copy taken one too, the last of them
+    // could not go before (STALE + FRESH - 1) / RATE.
+    let bound = Duration::from_secs_f64((STALE as f64 / 2.0 + FRESH as f64) / RATE);
+    assert!(started.elapsed() < bound, "{:?} for {FRESH} sends at {RATE}/s behind {STALE} copies", started.elapsed());
+    for (_, delivery_id) in &fresh {
+        assert_eq!(app.sends_of(Channel::Email, &delivery_id.to_string()), 1);
+    }
+    assert_eq!(app.sends_of(Channel::Email, &msg.delivery_id.to_string()), 0);
+}

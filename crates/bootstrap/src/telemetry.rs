@@ -9,6 +9,9 @@
 //! (sampler, headers, timeout) are read by the OpenTelemetry SDK. A notification's trace
 //! crosses processes as a W3C `traceparent`: the API stores it with the outbox row, the
 //! relay puts it in the AMQP headers, the worker continues it.
+//!
+//! A panic is logged at `error` with where it happened and on which thread, never with
+//! its message, which may hold an address or a body ([`log_panics`]).
 
 use std::collections::HashMap;
 
@@ -50,11 +53,30 @@ pub fn init(service: &str) -> Telemetry {
         tracing_opentelemetry::layer().with_tracer(p.tracer(service.to_owned())).with_filter(LevelFilter::INFO)
     });
     tracing_subscriber::registry().with(logs).with(traces).init();
+    log_panics();
     if let Some(e) = export_error {
         tracing::warn!(error = %e, "trace export is configured but could not start; continuing without traces");
     }
     tracing::info!(service, version = env!("CARGO_PKG_VERSION"), traces = provider.is_some(), "starting");
     Telemetry { provider }
+}
+
+/// Replaces the default panic hook, which prints the panic's message to stderr: that
+/// message may hold personal data (an address, a rendered body, a value a failed
+/// assertion printed). The panic is logged at `error` with its location and thread only,
+/// and the backtrace when `RUST_BACKTRACE` asks for one (function names, no data).
+pub fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info.location().map_or_else(|| "unknown".to_owned(), ToString::to_string);
+        let thread = std::thread::current();
+        let thread = thread.name().unwrap_or("unnamed");
+        let backtrace = std::backtrace::Backtrace::capture();
+        if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+            tracing::error!(%location, thread, %backtrace, "panicked (its message is not logged: it may hold personal data)");
+        } else {
+            tracing::error!(%location, thread, "panicked (its message is not logged: it may hold personal data)");
+        }
+    }));
 }
 
 fn exporter(service: &str) -> Result<Option<SdkTracerProvider>, opentelemetry_otlp::ExporterBuildError> {
@@ -100,4 +122,37 @@ pub fn set_parent(span: &tracing::Span, traceparent: Option<&str>) {
     let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
     let context = global::get_text_map_propagator(|p| p.extract(&carrier));
     let _ = span.set_parent(context);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    const CHILD: &str = "NOTIFY_TEST_PANIC_HOOK_CHILD";
+    const SECRET: &str = "ada.lovelace@example.org";
+
+    /// Run in a process of its own (the hook is the process's): a panic's message does not
+    /// reach stderr, its location does.
+    #[test]
+    fn a_panic_is_logged_without_its_message() {
+        if std::env::var_os(CHILD).is_some() {
+            tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(false).init();
+            super::log_panics();
+            let caught = std::panic::catch_unwind(|| panic!("cannot send to {SECRET}"));
+            assert!(caught.is_err());
+            return;
+        }
+        let output = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "telemetry::tests::a_panic_is_logged_without_its_message", "--nocapture"])
+            .env(CHILD, "1")
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains(SECRET), "the panic's message was printed:\n{stderr}");
+        assert!(stderr.contains("panicked"), "the panic was not logged:\n{stderr}");
+        assert!(stderr.contains("telemetry.rs"), "the panic's location was not logged:\n{stderr}");
+        assert!(stderr.contains("ERROR"), "not at error level:\n{stderr}");
+    }
 }

@@ -1,3 +1,5 @@
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use futures_util::StreamExt;
 use lapin::{
     Acker, Channel as AmqpChannel, Connection, Consumer,
@@ -13,8 +15,12 @@ pub struct Subscription {
     consumer: Consumer,
 }
 
-/// One message taken from the queue. Exactly one of `ack`, `dead_letter` or `requeue`
-/// should be called; if none is (the process dies), the broker redelivers it.
+/// One message taken from the queue. Exactly one of `ack` or `dead_letter` should be
+/// called; if none is (the process dies), the broker redelivers it. Only the first takes
+/// effect: settling a delivery tag twice is a protocol error for which the broker closes
+/// the channel, and with it every other message in flight there is redelivered (lapin's
+/// `Acker` ignores a second call as well; this record does not depend on that, and tells
+/// the caller, [`Incoming::is_settled`]).
 pub struct Incoming {
     pub body: Vec<u8>,
     /// The broker delivered it before, to a consumer that did not settle it.
@@ -22,6 +28,7 @@ pub struct Incoming {
     /// The W3C trace context from the message's headers.
     pub traceparent: Option<String>,
     acker: Acker,
+    settled: AtomicBool,
 }
 
 impl Subscription {
@@ -46,7 +53,13 @@ impl Subscription {
                 Some(AMQPValue::LongString(s)) => Some(s.to_string()),
                 _ => None,
             });
-            Incoming { body: d.data, redelivered: d.redelivered, traceparent, acker: d.acker }
+            Incoming {
+                body: d.data,
+                redelivered: d.redelivered,
+                traceparent,
+                acker: d.acker,
+                settled: AtomicBool::new(false),
+            }
         }))
     }
 
@@ -58,14 +71,26 @@ impl Subscription {
 }
 
 impl Incoming {
+    /// Acks it, unless it was settled already (then nothing is sent).
     pub async fn ack(&self) -> Result<()> {
-        self.acker.ack(BasicAckOptions::default()).await?;
+        if !self.settled.swap(true, Ordering::AcqRel) {
+            self.acker.ack(BasicAckOptions::default()).await?;
+        }
         Ok(())
     }
 
-    /// Rejects without requeue: the queue's dead-letter exchange takes it.
+    /// Rejects without requeue: the queue's dead-letter exchange takes it. Nothing is sent
+    /// when it was settled already.
     pub async fn dead_letter(&self) -> Result<()> {
-        self.acker.reject(BasicRejectOptions { requeue: false }).await?;
+        if !self.settled.swap(true, Ordering::AcqRel) {
+            self.acker.reject(BasicRejectOptions { requeue: false }).await?;
+        }
         Ok(())
+    }
+
+    /// Acked or dead-lettered already (or tried to be: a settle that failed is not tried
+    /// again on the same channel).
+    pub fn is_settled(&self) -> bool {
+        self.settled.load(Ordering::Acquire)
     }
 }

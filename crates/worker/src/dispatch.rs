@@ -16,6 +16,9 @@ use crate::{
     metrics::{METRICS, ProviderLabels},
 };
 
+/// Left of a claim's lease after a provider call, to record its outcome.
+const RECORD_MARGIN: Duration = Duration::from_secs(1);
+
 /// What came of an attempt, and which provider it came from.
 pub struct Dispatched {
     pub provider: String,
@@ -26,6 +29,10 @@ struct Slot {
     provider: Arc<dyn Provider>,
     /// Minimum spacing between sends, from the provider's rate limit.
     spacing: Option<Duration>,
+    /// Sends waiting for a paced slot take turns, in the order they came.
+    turn: tokio::sync::Mutex<()>,
+    /// Wakes the send whose turn it is when a slot is given back.
+    given_back: tokio::sync::Notify,
     state: Mutex<SlotState>,
 }
 
@@ -33,12 +40,32 @@ struct Slot {
 struct SlotState {
     next_send: Option<Instant>,
     paused_until: Option<Instant>,
+    /// Slots taken so far: the ticket of the last one.
+    taken: u64,
+    /// Sends waiting for their turn or their time.
+    waiting: u32,
 }
 
 /// A provider's rate slot, taken and waited for before the claim: the wait for a slow
-/// rate limit is spent before the lease starts, so it cannot outlive the lease.
+/// rate limit is spent before the lease starts, so it cannot outlive the lease. Given back
+/// ([`Dispatcher::give_back`]) when the claim finds nothing to send.
 pub struct Paced {
     slot: usize,
+    taken: Taken,
+}
+
+/// One slot of one provider, and what the slot's schedule was before it was taken.
+struct Taken {
+    ticket: u64,
+    before: Option<Instant>,
+}
+
+/// Why a provider has no slot for this send.
+enum NoSlot {
+    /// Paused by its circuit breaker.
+    Paused,
+    /// Its next slot comes too late.
+    Busy,
 }
 
 pub struct Dispatcher {
@@ -56,7 +83,13 @@ impl Dispatcher {
                     .rate_limits
                     .get(provider.name())
                     .map(|per_second| Duration::from_secs_f64(1.0 / per_second));
-                Slot { provider, spacing, state: Mutex::default() }
+                Slot {
+                    provider,
+                    spacing,
+                    turn: tokio::sync::Mutex::new(()),
+                    given_back: tokio::sync::Notify::new(),
+                    state: Mutex::default(),
+                }
             })
             .collect();
         Self { slots, cool_down: settings.circuit_cool_down, timeout }
@@ -94,25 +127,46 @@ impl Dispatcher {
     /// every provider is paused. For the send that follows the claim ([`Self::send`]).
     pub async fn pace(&self) -> Option<Paced> {
         for (i, slot) in self.slots.iter().enumerate() {
-            if let Some(at) = slot.reserve() {
-                tokio::time::sleep_until(at).await;
-                return Some(Paced { slot: i });
+            if let Ok(taken) = slot.take(None).await {
+                return Some(Paced { slot: i, taken });
             }
         }
         None
+    }
+
+    /// Gives back a slot the claim found no use for (a stale copy, an unknown delivery),
+    /// so duplicates do not use up a tightly limited provider's sends: the next send may
+    /// have it, unless a later slot was taken meanwhile (then spacing them would not hold).
+    pub fn give_back(&self, paced: Option<Paced>) {
+        if let Some(paced) = paced {
+            self.slots[paced.slot].give_back(paced.taken);
+        }
     }
 
     /// Tries the providers in order. A success or a permanent or ambiguous failure ends the
     /// attempt (an ambiguous failure may have reached the recipient: another provider
     /// would send a duplicate). A retryable or configuration failure moves on to the next
     /// provider; a configuration failure also pauses its provider for the cool-down.
-    /// `paced`: the slot already taken for this send, used without waiting again.
-    pub async fn send(&self, job: &DeliveryJob, paced: Option<Paced>) -> Dispatched {
+    /// `paced`: the slot already taken for this send, used without waiting again. Any
+    /// other provider's slot is waited for inside the claim's lease, which ends at
+    /// `lease_ends`: a provider whose slot would come too late for its call (and
+    /// [`RECORD_MARGIN`] to record it) to end within the lease is skipped, as if
+    /// unavailable, and the delivery retries.
+    pub async fn send(&self, job: &DeliveryJob, paced: Option<Paced>, lease_ends: Instant) -> Dispatched {
+        let send_by = lease_ends.checked_sub(self.timeout + RECORD_MARGIN).unwrap_or_else(Instant::now);
         let mut last: Option<Dispatched> = None;
+        let mut busy = None;
         for (i, slot) in self.slots.iter().enumerate() {
             if paced.as_ref().is_none_or(|p| p.slot != i) {
-                let Some(wait) = slot.reserve() else { continue };
-                tokio::time::sleep_until(wait).await;
+                match slot.take(Some(send_by)).await {
+                    Ok(_) => {}
+                    Err(NoSlot::Paused) => continue,
+                    Err(NoSlot::Busy) => {
+                        tracing::info!(provider = %slot.provider.name(), "no rate slot within the lease; skipping the provider");
+                        busy.get_or_insert_with(|| slot.provider.name().to_owned());
+                        continue;
+                    }
+                }
             }
             let name = slot.provider.name().to_owned();
             let started = Instant::now();
@@ -151,6 +205,16 @@ impl Dispatcher {
             }
             last = Some(Dispatched { provider: name, outcome });
         }
+        if let (None, Some(provider)) = (&last, busy) {
+            return Dispatched {
+                provider,
+                outcome: SendOutcome::Failed(SendFailure::new(
+                    FailureKind::Retryable,
+                    "rate_limited",
+                    "no provider of the channel had a rate slot within the claim's lease",
+                )),
+            };
+        }
         last.unwrap_or_else(|| Dispatched {
             provider: "none".into(),
             outcome: SendOutcome::Failed(SendFailure::new(
@@ -163,22 +227,89 @@ impl Dispatcher {
 }
 
 impl Slot {
-    /// The time this send may go, or `None` while the provider is paused.
-    fn reserve(&self) -> Option<Instant> {
-        let now = Instant::now();
+    /// Takes the provider's next slot and waits for its time, or fails at once when the
+    /// provider is paused, or when the slot would come after `deadline`.
+    async fn take(&self, deadline: Option<Instant>) -> Result<Taken, NoSlot> {
+        let Some(spacing) = self.spacing else {
+            return if self.is_paused() { Err(NoSlot::Paused) } else { Ok(Taken { ticket: 0, before: None }) };
+        };
+        let waiting = {
+            let mut state = self.state.lock().expect("never poisoned");
+            let now = Instant::now();
+            if state.paused_until.is_some_and(|until| until > now) {
+                return Err(NoSlot::Paused);
+            }
+            // The earliest this send could go, with every send waiting ahead of it.
+            let next = state.next_send.map_or(now, |n| n.max(now)) + spacing * state.waiting;
+            if deadline.is_some_and(|d| next > d) {
+                return Err(NoSlot::Busy);
+            }
+            state.waiting += 1;
+            Waiting(&self.state)
+        };
+        let taken = async {
+            let _turn = self.turn.lock().await;
+            loop {
+                let given_back = self.given_back.notified();
+                let at = {
+                    let mut state = self.state.lock().expect("never poisoned");
+                    let now = Instant::now();
+                    if state.paused_until.is_some_and(|until| until > now) {
+                        return Err(NoSlot::Paused);
+                    }
+                    match state.next_send {
+                        Some(at) if at > now => at,
+                        before => {
+                            // On time, or late by less than a spacing: the schedule holds.
+                            let at = before.filter(|b| *b + spacing > now).unwrap_or(now);
+                            state.next_send = Some(at + spacing);
+                            state.taken += 1;
+                            return Ok(Taken { ticket: state.taken, before });
+                        }
+                    }
+                };
+                if deadline.is_some_and(|d| at > d) {
+                    return Err(NoSlot::Busy);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at) => {}
+                    _ = given_back => {}
+                }
+            }
+        };
+        let taken = match deadline {
+            Some(d) => tokio::time::timeout_at(d, taken).await.unwrap_or(Err(NoSlot::Busy)),
+            None => taken.await,
+        };
+        drop(waiting);
+        taken
+    }
+
+    /// Puts the schedule back as it was before `taken`, if no later slot was taken since.
+    fn give_back(&self, taken: Taken) {
         let mut state = self.state.lock().expect("never poisoned");
-        if state.paused_until.is_some_and(|until| until > now) {
-            return None;
+        if self.spacing.is_some() && state.taken == taken.ticket {
+            state.next_send = taken.before;
+            drop(state);
+            self.given_back.notify_one();
         }
-        let at = state.next_send.map_or(now, |n| n.max(now));
-        if let Some(spacing) = self.spacing {
-            state.next_send = Some(at + spacing);
-        }
-        Some(at)
+    }
+
+    fn is_paused(&self) -> bool {
+        self.state.lock().expect("never poisoned").paused_until.is_some_and(|until| until > Instant::now())
     }
 
     fn pause(&self, cool_down: Duration) {
         self.state.lock().expect("never poisoned").paused_until = Some(Instant::now() + cool_down);
+    }
+}
+
+/// One send counted as waiting for a slot until it has one (or gave up).
+struct Waiting<'a>(&'a Mutex<SlotState>);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.lock().expect("never poisoned").waiting -= 1;
     }
 }
 
@@ -242,17 +373,22 @@ mod tests {
         )
     }
 
+    /// A lease that ends long after anything these tests wait for.
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(3600)
+    }
+
     #[tokio::test]
     async fn a_retryable_failure_fails_over_and_an_ambiguous_one_does_not() {
         let (first, second) = (provider("first", Some(FailureKind::Retryable)), provider("second", None));
         let d = dispatcher(vec![first.clone(), second.clone()], ChannelSettings::default());
-        let result = d.send(&job(), None).await;
+        let result = d.send(&job(), None, far()).await;
         assert_eq!(result.provider, "second");
         assert!(matches!(result.outcome, SendOutcome::Sent(_)));
 
         let (first, second) = (provider("first", Some(FailureKind::Ambiguous)), provider("second", None));
         let d = dispatcher(vec![first, second.clone()], ChannelSettings::default());
-        assert_eq!(d.send(&job(), None).await.provider, "first");
+        assert_eq!(d.send(&job(), None, far()).await.provider, "first");
         assert_eq!(second.calls.load(Ordering::SeqCst), 0);
     }
 
@@ -260,17 +396,17 @@ mod tests {
     async fn a_configuration_error_pauses_the_provider_for_the_cool_down() {
         let broken = provider("broken", Some(FailureKind::Config));
         let d = dispatcher(vec![broken.clone()], ChannelSettings::default());
-        let result = d.send(&job(), None).await;
+        let result = d.send(&job(), None, far()).await;
         assert_eq!(result.provider, "broken");
         assert_eq!(d.paused(), vec!["broken"]);
         assert!(d.all_paused_until().is_some());
         // Paused: not called again.
-        let result = d.send(&job(), None).await;
+        let result = d.send(&job(), None, far()).await;
         assert_eq!(result.provider, "none");
         assert_eq!(broken.calls.load(Ordering::SeqCst), 1);
         tokio::time::advance(Duration::from_secs(61)).await;
         assert!(d.all_paused_until().is_none());
-        d.send(&job(), None).await;
+        d.send(&job(), None, far()).await;
         assert_eq!(broken.calls.load(Ordering::SeqCst), 2);
     }
 
@@ -282,8 +418,81 @@ mod tests {
         let d = dispatcher(vec![p], settings);
         let start = Instant::now();
         for _ in 0..5 {
-            d.send(&job(), None).await;
+            d.send(&job(), None, far()).await;
         }
         assert_eq!(start.elapsed(), Duration::from_millis(400));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slot_given_back_goes_to_the_next_send_at_once() {
+        let mut settings = ChannelSettings::default();
+        settings.rate_limits.insert("paced".into(), 1.0);
+        let d = Arc::new(dispatcher(vec![provider("paced", None)], settings));
+        let start = Instant::now();
+        let stale = d.pace().await;
+        let next = tokio::spawn({
+            let d = d.clone();
+            async move { d.pace().await.map(|_| Instant::now()) }
+        });
+        // The next send waits for its slot, a second away, until the claim of the first
+        // finds nothing to send.
+        tokio::task::yield_now().await;
+        d.give_back(stale);
+        assert_eq!(next.await.unwrap().unwrap(), start);
+        // The one after that keeps the spacing.
+        let _ = d.pace().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slot_is_not_given_back_once_a_later_one_was_taken() {
+        let mut settings = ChannelSettings::default();
+        settings.rate_limits.insert("paced".into(), 1.0);
+        let d = dispatcher(vec![provider("paced", None)], settings);
+        let start = Instant::now();
+        let stale = d.pace().await;
+        let _ = d.pace().await;
+        d.give_back(stale);
+        let _ = d.pace().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failover_provider_whose_slot_comes_after_the_lease_is_skipped() {
+        let first = provider("first", Some(FailureKind::Retryable));
+        let second = provider("second", None);
+        let mut settings = ChannelSettings::default();
+        settings.rate_limits.insert("second".into(), 0.1);
+        let d = dispatcher(vec![first.clone(), second.clone()], settings);
+        // The second's next slot is 10 s away.
+        let _ = d.slots[1].take(None).await;
+        let start = Instant::now();
+        // Its call (5 s at most) and the record would not end within the lease: skipped,
+        // at once, and the attempt is the first's retryable failure.
+        let lease_ends = start + Duration::from_secs(15);
+        let result = d.send(&job(), None, lease_ends).await;
+        assert_eq!(result.provider, "first");
+        assert!(matches!(&result.outcome, SendOutcome::Failed(f) if f.kind == FailureKind::Retryable));
+        assert_eq!(second.calls.load(Ordering::SeqCst), 0);
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        // With room for the wait in the lease, the second is waited for.
+        let result = d.send(&job(), None, start + Duration::from_secs(17)).await;
+        assert_eq!(result.provider, "second");
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_every_provider_skipped_for_its_rate_the_delivery_retries() {
+        let only = provider("only", None);
+        let mut settings = ChannelSettings::default();
+        settings.rate_limits.insert("only".into(), 0.1);
+        let d = dispatcher(vec![only.clone()], settings);
+        let _ = d.pace().await;
+        let result = d.send(&job(), None, Instant::now() + Duration::from_secs(7)).await;
+        assert_eq!(result.provider, "only");
+        assert!(
+            matches!(&result.outcome, SendOutcome::Failed(f) if f.kind == FailureKind::Retryable && f.code == "rate_limited")
+        );
+        assert_eq!(only.calls.load(Ordering::SeqCst), 0);
     }
 }

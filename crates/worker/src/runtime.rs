@@ -180,10 +180,17 @@ async fn handle(ctx: Arc<Context>, incoming: Incoming, shutdown: CancellationTok
     let handled = AssertUnwindSafe(handle_message(&ctx, &incoming, &shutdown)).catch_unwind().await;
     if handled.is_err() {
         // Not the panic's payload, which may hold an address or a body (the panic hook
-        // prints it, with where it happened, to stderr).
-        tracing::error!("message handler panicked: dead-lettering the message");
+        // logs where it happened, without it).
         METRICS.panics.get_or_create(&channel).inc();
-        dead_letter(&ctx, &incoming).await;
+        if incoming.is_settled() {
+            // Acked or dead-lettered before the panic: settling it again would be a
+            // protocol error that closes the channel, and every message in flight on it
+            // would be handed out again.
+            tracing::error!("message handler panicked after its message was settled");
+        } else {
+            tracing::error!("message handler panicked: dead-lettering the message");
+            dead_letter(&ctx, &incoming).await;
+        }
     }
     in_flight.dec();
 }
@@ -230,11 +237,14 @@ async fn process(ctx: &Context, msg: &DeliveryMessage, incoming: &Incoming, shut
     // One claim id for this message however often the claim is tried: a retry after a
     // lost reply finds the claim it made.
     let lease = Lease::new(ctx.lease);
+    // The lease runs from the claim's statement, after this.
+    let lease_ends = tokio::time::Instant::now() + ctx.lease;
     let claim = match with_retries(shutdown, || ctx.store.claim_delivery(msg, lease)).await {
         Retried::Done(claim) => claim,
         // Left unsettled: the broker redelivers it once this consumer's channel closes.
-        Retried::Cancelled => return,
+        Retried::Cancelled => return ctx.providers.give_back(paced),
         Retried::Fatal(e) => {
+            ctx.providers.give_back(paced);
             tracing::error!(error = %e, "cannot read the delivery: dead-lettering the message");
             return dead_letter(ctx, incoming).await;
         }
@@ -242,11 +252,14 @@ async fn process(ctx: &Context, msg: &DeliveryMessage, incoming: &Incoming, shut
     let (job, accepted_at) = match claim {
         Claim::Claimed(job, accepted_at) => (job, accepted_at),
         Claim::Stale(why) => {
+            // Nothing to send: the rate slot is the next message's.
+            ctx.providers.give_back(paced);
             tracing::info!(why, "dropping a stale or duplicate message");
             METRICS.dropped.get_or_create(&ChannelLabel { channel: ctx.channel.as_str() }).inc();
             return settle(incoming.ack().await);
         }
         Claim::Unknown => {
+            ctx.providers.give_back(paced);
             tracing::warn!("no such delivery: dead-lettering the message");
             return dead_letter(ctx, incoming).await;
         }
@@ -254,7 +267,7 @@ async fn process(ctx: &Context, msg: &DeliveryMessage, incoming: &Incoming, shut
 
     let started_at = OffsetDateTime::now_utc();
     let clock = Instant::now();
-    let dispatched = ctx.providers.send(&job, paced).await;
+    let dispatched = ctx.providers.send(&job, paced, lease_ends).await;
     let record = AttemptRecord {
         provider: dispatched.provider,
         traceparent: bootstrap::telemetry::traceparent(&tracing::Span::current()),
