@@ -14,7 +14,7 @@ use std::{collections::BTreeSet, time::Duration};
 use domain::{Channel, DeliveryMessage};
 use lapin::{
     Channel as AmqpChannel, Connection,
-    options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, ConfirmSelectOptions, QueueDeclareOptions},
+    options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, ConfirmSelectOptions},
     types::{AMQPValue, FieldTable},
 };
 
@@ -23,9 +23,7 @@ use crate::{Result, TRACEPARENT, publisher, topology};
 /// The number of messages in `channel`'s dead-letter queue, by a passive declare (the
 /// queue must exist; a missing one closes `amqp` with `NOT_FOUND`).
 pub async fn depth(amqp: &AmqpChannel, channel: Channel) -> Result<u32> {
-    let options = QueueDeclareOptions { passive: true, ..Default::default() };
-    let queue = topology::dead_letter_queue_name(channel);
-    Ok(amqp.queue_declare(queue.as_str().into(), options, FieldTable::default()).await?.message_count())
+    topology::message_count(amqp, &topology::dead_letter_queue_name(channel)).await
 }
 
 /// One message taken from a dead-letter queue and not yet settled.

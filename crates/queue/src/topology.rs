@@ -27,8 +27,13 @@ pub fn dead_letter_queue_name(channel: Channel) -> String {
 /// The messages ready to deliver in `channel`'s queue (not those a consumer holds), by a
 /// passive declare (the queue must exist; a missing one closes `amqp` with `NOT_FOUND`).
 pub async fn ready(amqp: &AmqpChannel, channel: Channel) -> Result<u32> {
+    message_count(amqp, &queue_name(channel)).await
+}
+
+/// The messages ready in `queue` (not those a consumer holds), by a passive declare.
+pub(crate) async fn message_count(amqp: &AmqpChannel, queue: &str) -> Result<u32> {
     let options = QueueDeclareOptions { passive: true, ..Default::default() };
-    Ok(amqp.queue_declare(queue_name(channel).as_str().into(), options, FieldTable::default()).await?.message_count())
+    Ok(amqp.queue_declare(queue.into(), options, FieldTable::default()).await?.message_count())
 }
 
 /// Settings of the topology. Changing one on a queue that exists makes the broker refuse
