@@ -51,7 +51,12 @@ pub struct HandOffSettings {
 
 impl Default for HandOffSettings {
     fn default() -> Self {
-        Self { enabled: true, confirm_timeout: Duration::from_secs(5), grace: Duration::from_secs(15), max_ready: 100 }
+        Self {
+            enabled: true,
+            confirm_timeout: Duration::from_secs(5),
+            grace: Duration::from_secs(15),
+            max_ready: 1_000,
+        }
     }
 }
 
