@@ -6,22 +6,16 @@ use std::sync::{
     atomic::{AtomicBool, Ordering},
 };
 
-use domain::{
-    NewNotification,
-    plan::{Budget, plan_all},
-    request::Limits,
-};
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
-use store::{Accept, Intake, Store};
-use time::OffsetDateTime;
+use store::{Accept, Store};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
 };
 use uuid::Uuid;
 
-use crate::harness::{TestEnv, eventually};
+use crate::harness::{TestEnv, eventually, intake_of};
 
 /// A TCP proxy in front of PostgreSQL that, once, lets through a client's message carrying
 /// `marker` and the server's work on it, then closes the connection instead of passing on
@@ -98,16 +92,9 @@ async fn relay(client: TcpStream, server: TcpStream, marker: &'static [u8], fire
 
 /// A single email notification for `tenant` whose text is `text`, planned as the API does.
 async fn single(store: &Store, tenant: Uuid, text: &str) -> Accept {
-    let request: NewNotification = serde_json::from_value(json!({"type": "commit",
-        "to": [{"email": "ada@example.com"}], "content": {"subject": "Hi", "text": text}}))
-    .unwrap();
-    let n = request.validate(Limits::default(), OffsetDateTime::now_utc()).unwrap();
-    let directory = store.directory(tenant, &[&n]).await.unwrap();
-    let mut data = store.subscriber_data(tenant);
-    let mut plans =
-        plan_all(&[&n], &directory, OffsetDateTime::now_utc(), &mut Budget::default(), 1, &mut data).await.unwrap();
-    let plan = plans.pop().unwrap().unwrap();
-    let intake = Intake { notification: n, plan, idempotency: None, subscribers: vec![] };
+    let request =
+        json!({"type": "commit", "to": [{"email": "ada@example.com"}], "content": {"subject": "Hi", "text": text}});
+    let intake = intake_of(store, tenant, request).await;
     Accept {
         tenant_id: tenant,
         actor: "test".into(),

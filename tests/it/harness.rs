@@ -622,3 +622,17 @@ fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+/// The intake of one notification `request` for `tenant`, validated and planned as the
+/// API does, without an idempotency key.
+pub async fn intake_of(store: &Store, tenant: Uuid, request: Value) -> store::Intake {
+    let request: domain::NewNotification = serde_json::from_value(request).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let n = request.validate(domain::request::Limits::default(), now).unwrap();
+    let directory = store.directory(tenant, &[&n]).await.unwrap();
+    let mut data = store.subscriber_data(tenant);
+    let mut budget = domain::plan::Budget::default();
+    let mut plans = domain::plan::plan_all(&[&n], &directory, now, &mut budget, 1, &mut data).await.unwrap();
+    let plan = plans.pop().unwrap().unwrap();
+    store::Intake { notification: n, plan, idempotency: None, subscribers: vec![] }
+}

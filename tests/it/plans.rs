@@ -14,19 +14,13 @@
 
 use std::process::Stdio;
 
-use domain::{
-    NewNotification,
-    plan::{Budget, plan_all},
-    request::Limits,
-};
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection, postgres::PgPoolOptions};
 use store::{Accept, IdempotencyKey, Intake, Store};
-use time::OffsetDateTime;
 use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
-use crate::harness::TestEnv;
+use crate::harness::{TestEnv, intake_of};
 
 /// The tables whose reads the statements prepared on the accept path are held to: all.
 const PREPARED_TABLES: Option<&[&str]> = None;
@@ -233,18 +227,10 @@ async fn psql_plans(database_url: &str, calls: &str) -> Vec<(String, Value)> {
 async fn prepared_plans(env: &TestEnv, tenant: Uuid) -> Vec<(String, Value)> {
     let pool = PgPoolOptions::new().max_connections(1).connect(&env.database_url).await.unwrap();
     let store = Store::from_pool(pool.clone());
-    let request: NewNotification = serde_json::from_value(json!({"type": "plans",
-        "to": [{"email": "ada@example.com"}, {"subscriber_id": "u-1"}], "channels": ["email", "novu"],
-        "content": {"subject": "Hi", "text": "Hello"}}))
-    .unwrap();
-    let n = request.validate(Limits::default(), OffsetDateTime::now_utc()).unwrap();
-    let directory = store.directory(tenant, &[&n]).await.unwrap();
-    let mut data = store.subscriber_data(tenant);
-    let mut plans =
-        plan_all(&[&n], &directory, OffsetDateTime::now_utc(), &mut Budget::default(), 1, &mut data).await.unwrap();
-    let plan = plans.pop().unwrap().unwrap();
+    let request = json!({"type": "plans", "to": [{"email": "ada@example.com"}, {"subscriber_id": "u-1"}],
+        "channels": ["email", "novu"], "content": {"subject": "Hi", "text": "Hello"}});
     let key = IdempotencyKey { key: Uuid::now_v7().to_string(), request_hash: vec![1] };
-    let intake = Intake { notification: n, plan, idempotency: Some(key), subscribers: vec![] };
+    let intake = Intake { idempotency: Some(key), ..intake_of(&store, tenant, request).await };
     let accept = Accept {
         tenant_id: tenant,
         actor: "test".into(),
