@@ -1,9 +1,10 @@
 //! Process plumbing every binary shares: layered configuration, logging, the shutdown
-//! signal.
+//! signal, and the sealing of secrets stored in the database.
 
 pub mod config;
 pub mod metrics;
 pub mod ops;
+pub mod seal;
 pub mod shutdown;
 pub mod telemetry;
 

@@ -1,6 +1,6 @@
 //! Notify's vocabulary: channels, priorities, statuses, the accepted-notification request
 //! and its validation, subscribers, types, templates, the planning of deliveries, the
-//! broker message, the retry policy and send outcomes.
+//! broker message, the retry policy, send outcomes and the `Provider` that produces them.
 //!
 //! This crate does no I/O and knows nothing of sqlx, lapin, axum or any provider SDK.
 
@@ -15,6 +15,7 @@ pub mod message;
 pub mod notification_type;
 pub mod outcome;
 pub mod plan;
+pub mod provider;
 pub mod request;
 pub mod retry;
 pub mod status;
@@ -26,6 +27,7 @@ pub use channel::{Channel, Priority};
 pub use job::DeliveryJob;
 pub use message::DeliveryMessage;
 pub use outcome::{FailureKind, SendFailure, SendOutcome, SendReceipt};
+pub use provider::Provider;
 pub use plan::{Directory, Plan, PlannedDelivery, PlannedSubscriber, Skip};
 pub use request::{Content, FieldError, NewNotification, Recipient, ValidNotification};
 pub use retry::RetryPolicy;

@@ -4,10 +4,27 @@
 //!
 //! `http` holds what they share (the client, `Retry-After`, transport errors, keeping the
 //! recipient's address out of stored messages); `twilio`, `meta` and `novu` hold one
-//! provider each: its settings (`XConfig`) and its `worker::Provider` (`XProvider`).
+//! provider each: its settings (`XConfig`) and its `domain::Provider` (`XProvider`).
 
 pub mod http;
 pub mod meta;
 pub mod novu;
 mod settings;
 pub mod twilio;
+pub mod unit;
+
+pub use unit::{Checked, Context, Integration, IntegrationRules, ProviderSettings, ProviderUnit, Source};
+
+/// Every provider unit, by channel and in the order a channel's documentation lists them.
+/// The sandbox is the worker runtime's, not listed here.
+pub const CATALOG: &[&dyn ProviderUnit] = &[];
+
+/// The units of one channel.
+pub fn units(channel: domain::Channel) -> impl Iterator<Item = &'static dyn ProviderUnit> {
+    CATALOG.iter().copied().filter(move |u| u.channel() == channel)
+}
+
+/// The unit `name` of `channel`.
+pub fn find(channel: domain::Channel, name: &str) -> Option<&'static dyn ProviderUnit> {
+    units(channel).find(|u| u.name() == name)
+}

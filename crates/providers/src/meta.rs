@@ -165,7 +165,7 @@ impl MetaProvider {
     }
 }
 
-impl worker::Provider for MetaProvider {
+impl domain::Provider for MetaProvider {
     fn name(&self) -> &str {
         "meta"
     }

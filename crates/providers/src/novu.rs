@@ -120,7 +120,7 @@ pub fn subscriber_id(tenant_id: Uuid, subscriber: &str) -> String {
     format!("{tenant_id}:{subscriber}")
 }
 
-impl worker::Provider for NovuProvider {
+impl domain::Provider for NovuProvider {
     fn name(&self) -> &str {
         "novu"
     }

@@ -250,7 +250,7 @@ impl TwilioProvider {
     }
 }
 
-impl worker::Provider for TwilioProvider {
+impl domain::Provider for TwilioProvider {
     fn name(&self) -> &str {
         "twilio"
     }

@@ -13,7 +13,7 @@ use wiremock::{
     Mock, MockServer, ResponseTemplate,
     matchers::{bearer_token, body_json, method, path},
 };
-use worker::Provider;
+use domain::Provider;
 
 const MESSAGES: &str = "/v21.0/106540352242922/messages";
 const TO: &str = "+15551234567";

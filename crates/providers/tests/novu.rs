@@ -13,7 +13,7 @@ use wiremock::{
     Mock, MockServer, ResponseTemplate,
     matchers::{body_json, header, method, path},
 };
-use worker::Provider;
+use domain::Provider;
 
 const TRIGGER: &str = "/v1/events/trigger";
 

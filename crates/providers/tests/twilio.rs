@@ -13,7 +13,7 @@ use wiremock::{
     Mock, MockServer, ResponseTemplate,
     matchers::{basic_auth, body_string, method, path},
 };
-use worker::Provider;
+use domain::Provider;
 
 const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
 const MESSAGES: &str = "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages.json";

@@ -6,7 +6,6 @@ pub mod cli;
 mod config;
 mod dispatch;
 mod metrics;
-mod provider;
 mod runtime;
 mod sandbox;
 
@@ -14,6 +13,6 @@ pub use config::{
     ChannelSettings, WorkerConfig, WorkerSettings, channel_section, missing_provider_settings, provider_settings,
     unknown_provider,
 };
-pub use provider::Provider;
+pub use domain::Provider;
 pub use runtime::run;
 pub use sandbox::{SANDBOX, SandboxConfig, SandboxFailure, SandboxProvider};

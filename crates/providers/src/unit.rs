@@ -1,0 +1,98 @@
+//! One provider = one unit: its channel and name, its settings (the operator's
+//! `[<channel>.<name>]` section, or a tenant's integration), their validation, which of
+//! them are secrets, and how a client and a credentials check are built from them.
+//!
+//! A worker binary is the list of its channel's units ([`crate::catalog`]); the API reads
+//! the same units to validate a tenant's integration and to check its credentials. Adding
+//! a provider is one module with one unit, and one line in the catalog.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use bootstrap::ConfigError;
+use domain::{Channel, Provider};
+use futures_util::future::BoxFuture;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::http::SharedClient;
+
+/// Where a unit's settings come from.
+pub enum Source<'a> {
+    /// The operator's configuration: `[<channel>.<name>]` of the layered config (file and
+    /// `NOTIFY_*` variables). Errors name `<channel>.<name>.<key>` and its variable.
+    Config(&'a figment::Figment),
+    /// A tenant's integration, as stored (secrets already opened). Errors name
+    /// `settings.<key>`, the field of the integration's request body.
+    Integration(&'a Integration<'a>),
+}
+
+/// A tenant's integration as the unit sees it.
+pub struct Integration<'a> {
+    pub tenant_id: Uuid,
+    /// The integration's settings: its JSON body's `settings`, secrets included.
+    pub settings: &'a serde_json::Value,
+    pub rules: &'a IntegrationRules,
+}
+
+/// What the operator allows tenants' integrations (`[integrations]`): a tenant cannot
+/// point a client at an address of its choosing, except where the provider itself has
+/// several (Novu's regions), and then never at a private or loopback address.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IntegrationRules {
+    /// Per provider name (`twilio`, `ses`, `slack`): the API base URL tenants' clients
+    /// use instead of the provider's own. For stand-ins in tests and air-gapped
+    /// deployments; tenants cannot set it.
+    pub base_urls: BTreeMap<String, String>,
+    /// Lets webhook URLs and base URLs of integrations and chat addresses point at private
+    /// and loopback addresses, and at hosts other than the provider's (tests only).
+    pub allow_private_hosts: bool,
+}
+
+/// What building a client may use.
+pub struct Context<'a> {
+    /// The process's one HTTP client: every provider shares its connection pool.
+    pub http: &'a SharedClient,
+    /// The worker's limit on one provider call; SDK timeouts must stay below it.
+    pub provider_timeout: Duration,
+}
+
+/// What a credentials check came to: whether the provider accepted them, and what it said
+/// (an account name, a workspace, its error), never a secret.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct Checked {
+    pub ok: bool,
+    /// The provider's HTTP status, when it answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// The provider's error code, or ours (`connect`, `timeout`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// What the provider said: the account or workspace on success, its message on failure.
+    pub detail: String,
+}
+
+/// One provider. Implementations are unit structs in a `const`.
+pub trait ProviderUnit: Send + Sync + 'static {
+    fn channel(&self) -> Channel;
+
+    /// The name `<channel>.providers` lists and integrations are stored under.
+    fn name(&self) -> &'static str;
+
+    /// The top-level setting keys that are secrets: sealed at rest, never returned, never
+    /// logged (`auth_token`, `secret_access_key`, `webhook_url`).
+    fn secrets(&self) -> &'static [&'static str];
+
+    /// Reads and validates the settings, naming the first one missing or wrong.
+    fn settings(&self, source: Source<'_>) -> Result<Box<dyn ProviderSettings>, ConfigError>;
+}
+
+/// A unit's validated settings.
+pub trait ProviderSettings: Send + Sync + std::fmt::Debug {
+    /// A client that sends with these settings.
+    fn build<'a>(&'a self, ctx: &'a Context<'a>) -> BoxFuture<'a, anyhow::Result<Arc<dyn Provider>>>;
+
+    /// Proves the credentials without sending anything to anyone (SES GetAccount, a
+    /// Twilio account fetch, Slack `auth.test`).
+    fn check<'a>(&'a self, ctx: &'a Context<'a>) -> BoxFuture<'a, Checked>;
+}
