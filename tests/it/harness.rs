@@ -373,6 +373,8 @@ impl TestApp {
                 ..Default::default()
             },
             broker: Topology::default(),
+            secrets: test_secrets(),
+            integrations: providers::IntegrationRules { allow_private_hosts: true, ..Default::default() },
             channel: ChannelSettings {
                 retry: options.retry.clone(),
                 sandbox,
@@ -635,4 +637,12 @@ pub async fn intake_of(store: &Store, tenant: Uuid, request: Value) -> store::In
     let mut plans = domain::plan::plan_all(&[&n], &directory, now, &mut budget, 1, &mut data).await.unwrap();
     let plan = plans.pop().unwrap().unwrap();
     store::Intake { notification: n, plan, idempotency: None, subscribers: vec![] }
+}
+
+/// The tests' key for sealed secrets (integrations, chat webhook addresses).
+pub fn test_secrets() -> bootstrap::seal::SecretsConfig {
+    bootstrap::seal::SecretsConfig {
+        current: Some("test".into()),
+        keys: [("test".to_owned(), SecretString::from("dGVzdC1vbmx5LXNlYWxpbmcta2V5LTMyLWJ5dGVzISE="))].into(),
+    }
 }

@@ -34,6 +34,8 @@ const DEV_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/notify_dev";
 const DEV_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// The dev API's key for subscriber tokens: fixed, so a demo URL printed by one run works
 /// in the next. Never use it anywhere else.
+/// The local platform's key for sealed secrets: 32 bytes in base64.
+const DEV_SECRETS_KEY: &str = "ZGV2LW9ubHktc2VhbGluZy1rZXktMzItYnl0ZXMhISE=";
 const DEV_TOKEN_SECRET: &str = "notify-dev-inbox-token-secret-not-for-production";
 
 /// The side port of the API (9089, `/metrics` only there), the relay (9090) and each
@@ -65,6 +67,8 @@ pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
         ("NOTIFY_DATABASE_URL", DEV_DATABASE_URL.into()),
         ("NOTIFY_AMQP_URL", DEV_AMQP_URL.into()),
         ("NOTIFY_LISTEN", listen.clone()),
+        // A fixed key for the local database's sealed secrets (never for production).
+        ("NOTIFY_SECRETS__KEYS__DEV", DEV_SECRETS_KEY.into()),
         ("RUST_LOG", std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty()).unwrap_or_else(|| "info".into())),
     ];
     let command = |binary: &str, args: &[&str]| {

@@ -36,6 +36,10 @@ pub struct Config {
     /// What one client may take of this replica: timeouts, requests in flight, key
     /// lookups, the inbox's rate per subscriber.
     pub admission: crate::admission::AdmissionSettings,
+    /// The keys that seal tenants' integration secrets and chat webhook URLs at rest.
+    pub secrets: bootstrap::seal::SecretsConfig,
+    /// What tenants' integrations may do (base URLs of stand-ins, private hosts in tests).
+    pub integrations: providers::IntegrationRules,
 }
 
 impl Default for Config {
@@ -55,6 +59,8 @@ impl Default for Config {
             cache: CacheSettings::default(),
             hand_off: Default::default(),
             admission: Default::default(),
+            secrets: Default::default(),
+            integrations: Default::default(),
         }
     }
 }

@@ -20,6 +20,10 @@ pub struct WorkerConfig {
     pub environment: Environment,
     pub worker: WorkerSettings,
     pub broker: Topology,
+    /// The keys that open tenants' integration secrets and sealed chat addresses.
+    pub secrets: bootstrap::seal::SecretsConfig,
+    /// What tenants' integrations may do (base URLs of stand-ins, private hosts in tests).
+    pub integrations: providers::IntegrationRules,
     #[serde(skip)]
     pub channel: ChannelSettings,
 }
@@ -33,6 +37,8 @@ impl Default for WorkerConfig {
             environment: Environment::default(),
             worker: WorkerSettings::default(),
             broker: Topology::default(),
+            secrets: Default::default(),
+            integrations: Default::default(),
             channel: ChannelSettings::default(),
         }
     }
