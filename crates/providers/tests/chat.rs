@@ -388,8 +388,9 @@ async fn teams_gets_the_templates_card_as_it_is_and_200_counts_as_accepted() {
 async fn teams_errors_are_sorted_and_never_show_the_url() {
     let server = MockServer::start().await;
     let url = teams_url(&server);
-    let echoing =
-        json!({"error": {"code": "WorkflowNotFound", "message": format!("The workflow at '{url}' was not found.")}});
+    // Providers quote what they refuse: the URL whole, or parts of it.
+    let message = format!("The workflow at '{url}' was not found: 'abc123def456', signature {WEBHOOK_TOKEN}.");
+    let echoing = json!({"error": {"code": "WorkflowNotFound", "message": message}});
     let cases = [
         (ResponseTemplate::new(400), FailureKind::Permanent, "http_400"),
         (ResponseTemplate::new(401), FailureKind::Permanent, "http_401"),
@@ -512,7 +513,12 @@ async fn discord_errors_are_sorted_and_never_show_the_url() {
     let url = discord_url(&server);
     let cases = [
         (404, json!({"message": "Unknown Webhook", "code": 10015}), FailureKind::Permanent, "unknown_webhook"),
-        (401, json!({"message": "Invalid Webhook Token", "code": 50027}), FailureKind::Permanent, "http_401"),
+        (
+            401,
+            json!({"message": format!("Invalid Webhook Token {WEBHOOK_TOKEN}"), "code": 50027}),
+            FailureKind::Permanent,
+            "http_401",
+        ),
         (403, json!({"message": "Missing Permissions", "code": 50013}), FailureKind::Permanent, "http_403"),
         (400, json!({"message": "Invalid Form Body", "code": 50035}), FailureKind::Permanent, "http_400"),
         (502, json!({"message": format!("upstream {url}")}), FailureKind::Ambiguous, "http_502"),
