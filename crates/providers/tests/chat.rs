@@ -11,7 +11,7 @@ use domain::{Channel, DeliveryJob, FailureKind, Provider, SendFailure};
 use figment::{Figment, providers::Serialized};
 use providers::{
     Context, Integration, IntegrationRules, ProviderSettings, ProviderUnit, Source,
-    chat::{DiscordUnit, SlackUnit, SlackWebhookUnit, TeamsUnit},
+    chat::{DISCORD, SLACK, SLACK_WEBHOOK, TEAMS},
     http::SharedClient,
 };
 use serde_json::{Value, json};
@@ -45,7 +45,7 @@ async fn build(settings: &dyn ProviderSettings) -> Arc<dyn Provider> {
 }
 
 async fn slack(base_url: &str) -> Arc<dyn Provider> {
-    build(&*settings(&SlackUnit, json!({"bot_token": TOKEN}), &rules(Some(base_url)))).await
+    build(&*settings(&SLACK, json!({"bot_token": TOKEN}), &rules(Some(base_url)))).await
 }
 
 async fn webhook(unit: &dyn ProviderUnit) -> Arc<dyn Provider> {
@@ -233,7 +233,7 @@ async fn slacks_check_is_auth_test_with_the_bot_token() {
         .await;
     // From the operator's settings, with their base URL.
     let figment = config(json!({"chat": {"slack": {"bot_token": TOKEN, "base_url": server.uri()}}}));
-    let settings = SlackUnit.settings(Source::Config(&figment)).unwrap();
+    let settings = SLACK.settings(Source::Config(&figment)).unwrap();
     let http = SharedClient::new(Duration::from_secs(5));
     let checked = settings.check(&check_context(&http)).await;
     assert!(checked.ok, "{checked:?}");
@@ -250,7 +250,7 @@ async fn slacks_check_answers_slacks_error_code() {
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"ok": false, "error": "invalid_auth"})))
         .mount(&server)
         .await;
-    let settings = settings(&SlackUnit, json!({"bot_token": TOKEN}), &rules(Some(&server.uri())));
+    let settings = settings(&SLACK, json!({"bot_token": TOKEN}), &rules(Some(&server.uri())));
     let http = SharedClient::new(Duration::from_secs(5));
     let checked = settings.check(&check_context(&http)).await;
     assert!(!checked.ok);
@@ -272,7 +272,7 @@ async fn a_slack_webhook_gets_the_escaped_text_and_blocks_at_its_url() {
         .expect(1)
         .mount(&server)
         .await;
-    let provider = webhook(&SlackWebhookUnit).await;
+    let provider = webhook(&SLACK_WEBHOOK).await;
     assert_eq!(provider.name(), "slack_webhook");
     let job = chat_job(&format!("slack_webhook:{}{hook}", server.uri()), "a <b>", Some(json!({"slack": blocks})));
     let id = sent(provider.send(&job).await).provider_message_id;
@@ -292,7 +292,7 @@ async fn slack_webhook_errors_are_sorted_and_never_show_the_url() {
         (502, "<html>Bad gateway</html>", FailureKind::Ambiguous, "http_502"),
     ];
     let server = MockServer::start().await;
-    let provider = webhook(&SlackWebhookUnit).await;
+    let provider = webhook(&SLACK_WEBHOOK).await;
     let url = format!("{}/services/T000/B000/{WEBHOOK_TOKEN}", server.uri());
     for (status, body, kind, code) in cases {
         server.reset().await;
@@ -327,7 +327,7 @@ async fn slack_webhook_errors_are_sorted_and_never_show_the_url() {
 #[tokio::test]
 async fn the_webhook_providers_check_has_nothing_to_prove() {
     let http = SharedClient::new(Duration::from_secs(5));
-    for unit in [&SlackWebhookUnit as &dyn ProviderUnit, &TeamsUnit, &DiscordUnit] {
+    for unit in [&SLACK_WEBHOOK as &dyn ProviderUnit, &TEAMS, &DISCORD] {
         let checked = settings(unit, json!({}), &rules(None)).check(&check_context(&http)).await;
         assert!(checked.ok && checked.detail.contains("nothing to check"), "{checked:?}");
     }
@@ -365,7 +365,7 @@ async fn teams_gets_the_text_as_an_adaptive_card() {
         .expect(1)
         .mount(&server)
         .await;
-    let provider = webhook(&TeamsUnit).await;
+    let provider = webhook(&TEAMS).await;
     assert_eq!(provider.name(), "teams");
     let id = sent(provider.send(&chat_job(&format!("teams:{}", teams_url(&server)), "Your token expired", None)).await)
         .provider_message_id;
@@ -377,7 +377,7 @@ async fn teams_gets_the_templates_card_as_it_is_and_200_counts_as_accepted() {
     let server = MockServer::start().await;
     let card = json!({"type": "AdaptiveCard", "version": "1.5", "body": [{"type": "TextBlock", "text": "Custom"}]});
     Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).expect(1).mount(&server).await;
-    let provider = webhook(&TeamsUnit).await;
+    let provider = webhook(&TEAMS).await;
     let job = chat_job(&format!("teams:{}", teams_url(&server)), "fallback", Some(json!({"teams": card})));
     sent(provider.send(&job).await);
     let body: Value = serde_json::from_slice(&requests(&server).await[0].body).unwrap();
@@ -399,7 +399,7 @@ async fn teams_errors_are_sorted_and_never_show_the_url() {
         (ResponseTemplate::new(410), FailureKind::Permanent, "http_410"),
         (ResponseTemplate::new(502), FailureKind::Ambiguous, "http_502"),
     ];
-    let provider = webhook(&TeamsUnit).await;
+    let provider = webhook(&TEAMS).await;
     for (response, kind, code) in cases {
         server.reset().await;
         Mock::given(method("POST")).respond_with(response).mount(&server).await;
@@ -419,7 +419,7 @@ async fn teams_errors_are_sorted_and_never_show_the_url() {
 #[tokio::test]
 async fn a_teams_card_over_28_kb_is_refused_without_a_call() {
     let server = MockServer::start().await;
-    let provider = webhook(&TeamsUnit).await;
+    let provider = webhook(&TEAMS).await;
     let job = chat_job(&format!("teams:{}", teams_url(&server)), &"x".repeat(29 * 1024), None);
     failed(provider.send(&job).await, FailureKind::Permanent, "payload_too_large");
     assert!(requests(&server).await.is_empty());
@@ -447,7 +447,7 @@ async fn discord_waits_for_the_message_mentions_nobody_and_returns_its_id() {
         .expect(1)
         .mount(&server)
         .await;
-    let provider = webhook(&DiscordUnit).await;
+    let provider = webhook(&DISCORD).await;
     assert_eq!(provider.name(), "discord");
     let job = chat_job(
         &format!("discord:{}", discord_url(&server)),
@@ -470,13 +470,21 @@ async fn a_discord_thread_in_the_url_is_kept_beside_wait() {
         .mount(&server)
         .await;
     let job = chat_job(&format!("discord:{}?thread_id=555&wait=false", discord_url(&server)), "hi", None);
-    assert_eq!(sent(webhook(&DiscordUnit).await.send(&job).await).provider_message_id, "7");
+    assert_eq!(sent(webhook(&DISCORD).await.send(&job).await).provider_message_id, "7");
+}
+
+#[tokio::test]
+async fn a_discord_success_without_the_message_is_ambiguous() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(204)).mount(&server).await;
+    let job = chat_job(&format!("discord:{}", discord_url(&server)), "hi", None);
+    failed(webhook(&DISCORD).await.send(&job).await, FailureKind::Ambiguous, "no_message_id");
 }
 
 #[tokio::test]
 async fn discord_text_over_2000_characters_is_refused_without_a_call() {
     let server = MockServer::start().await;
-    let provider = webhook(&DiscordUnit).await;
+    let provider = webhook(&DISCORD).await;
     let job = chat_job(&format!("discord:{}", discord_url(&server)), &"é".repeat(2001), None);
     failed(provider.send(&job).await, FailureKind::Permanent, "content_too_long");
     assert!(requests(&server).await.is_empty());
@@ -493,7 +501,7 @@ async fn discords_rate_limit_is_retried_after_its_retry_after() {
         )
         .mount(&server)
         .await;
-    let provider = webhook(&DiscordUnit).await;
+    let provider = webhook(&DISCORD).await;
     let job = chat_job(&format!("discord:{}", discord_url(&server)), "hi", None);
     // The body's float is the precise delay.
     let failure = failed(provider.send(&job).await, FailureKind::Retryable, "rate_limited");
@@ -523,7 +531,7 @@ async fn discord_errors_are_sorted_and_never_show_the_url() {
         (400, json!({"message": "Invalid Form Body", "code": 50035}), FailureKind::Permanent, "http_400"),
         (502, json!({"message": format!("upstream {url}")}), FailureKind::Ambiguous, "http_502"),
     ];
-    let provider = webhook(&DiscordUnit).await;
+    let provider = webhook(&DISCORD).await;
     for (status, body, kind, code) in cases {
         server.reset().await;
         Mock::given(method("POST"))
@@ -541,9 +549,9 @@ async fn discord_errors_are_sorted_and_never_show_the_url() {
 async fn each_chat_provider_serves_its_own_prefix_only() {
     let providers = [
         slack("http://127.0.0.1:9").await,
-        webhook(&SlackWebhookUnit).await,
-        webhook(&TeamsUnit).await,
-        webhook(&DiscordUnit).await,
+        webhook(&SLACK_WEBHOOK).await,
+        webhook(&TEAMS).await,
+        webhook(&DISCORD).await,
     ];
     let recipients = [
         "slack:C024BE91L",
@@ -566,9 +574,9 @@ async fn without_the_private_hosts_rule_a_webhook_must_be_at_the_providers_host(
     let server = MockServer::start().await;
     let strict = IntegrationRules::default();
     for (unit, recipient) in [
-        (&SlackWebhookUnit as &dyn ProviderUnit, format!("slack_webhook:{}/services/T/B/x", server.uri())),
-        (&TeamsUnit, format!("teams:{}", teams_url(&server))),
-        (&DiscordUnit, format!("discord:{}", discord_url(&server))),
+        (&SLACK_WEBHOOK as &dyn ProviderUnit, format!("slack_webhook:{}/services/T/B/x", server.uri())),
+        (&TEAMS, format!("teams:{}", teams_url(&server))),
+        (&DISCORD, format!("discord:{}", discord_url(&server))),
     ] {
         let provider = build(&*settings(unit, json!({}), &strict)).await;
         let failure =
@@ -593,22 +601,21 @@ fn integration_error(unit: &dyn ProviderUnit, settings: Value) -> String {
 #[test]
 fn slack_settings_from_the_operators_config_name_chat_slack_keys() {
     let ok = config(json!({"chat": {"slack": {"bot_token": TOKEN, "base_url": "http://127.0.0.1:1/api/"}}}));
-    assert!(SlackUnit.settings(Source::Config(&ok)).is_ok());
-    let err = config_error(&SlackUnit, &config(json!({})));
+    assert!(SLACK.settings(Source::Config(&ok)).is_ok());
+    let err = config_error(&SLACK, &config(json!({})));
     assert!(err.contains("`chat.slack.bot_token`") && err.contains("NOTIFY_CHAT__SLACK__BOT_TOKEN"), "{err}");
-    let err = config_error(&SlackUnit, &config(json!({"chat": {"slack": {"bot_token": "xoxp-user-token"}}})));
+    let err = config_error(&SLACK, &config(json!({"chat": {"slack": {"bot_token": "xoxp-user-token"}}})));
     assert!(err.contains("chat.slack.bot_token"), "{err}");
-    let err = config_error(&SlackUnit, &config(json!({"chat": {"slack": {"bot_token": TOKEN, "channel": "C1"}}})));
+    let err = config_error(&SLACK, &config(json!({"chat": {"slack": {"bot_token": TOKEN, "channel": "C1"}}})));
     assert!(err.contains("chat.slack.channel"), "{err}");
-    let err =
-        config_error(&SlackUnit, &config(json!({"chat": {"slack": {"bot_token": TOKEN, "base_url": "slack.com"}}})));
+    let err = config_error(&SLACK, &config(json!({"chat": {"slack": {"bot_token": TOKEN, "base_url": "slack.com"}}})));
     assert!(err.contains("chat.slack.base_url"), "{err}");
     assert!(!err.contains("SeCrEtToKeN"), "{err}");
 }
 
 #[test]
 fn webhook_units_take_no_settings() {
-    for unit in [&SlackWebhookUnit as &dyn ProviderUnit, &TeamsUnit, &DiscordUnit] {
+    for unit in [&SLACK_WEBHOOK as &dyn ProviderUnit, &TEAMS, &DISCORD] {
         assert!(unit.settings(Source::Config(&config(json!({})))).is_ok(), "{}", unit.name());
         let section = json!({"chat": {unit.name(): {"url": "https://example.org"}}});
         let err = config_error(unit, &config(section));
@@ -623,7 +630,7 @@ fn webhook_units_take_no_settings() {
 #[test]
 fn slack_settings_from_an_integration_name_settings_keys() {
     assert!(
-        SlackUnit
+        SLACK
             .settings(Source::Integration(&Integration {
                 tenant_id: Uuid::now_v7(),
                 settings: &json!({"bot_token": TOKEN}),
@@ -631,15 +638,15 @@ fn slack_settings_from_an_integration_name_settings_keys() {
             }))
             .is_ok()
     );
-    assert_eq!(SlackUnit.secrets(), ["bot_token"]);
-    let err = integration_error(&SlackUnit, json!({}));
+    assert_eq!(SLACK.secrets(), ["bot_token"]);
+    let err = integration_error(&SLACK, json!({}));
     assert!(err.contains("settings.bot_token"), "{err}");
-    let err = integration_error(&SlackUnit, json!({"bot_token": 42}));
+    let err = integration_error(&SLACK, json!({"bot_token": 42}));
     assert!(err.contains("settings.bot_token"), "{err}");
     // A tenant cannot point its client elsewhere: the base URL is the operator's.
-    let err = integration_error(&SlackUnit, json!({"bot_token": TOKEN, "base_url": "http://10.0.0.1"}));
+    let err = integration_error(&SLACK, json!({"bot_token": TOKEN, "base_url": "http://10.0.0.1"}));
     assert!(err.contains("settings.base_url"), "{err}");
-    let err = integration_error(&SlackUnit, json!({"bot_token": TOKEN, "extra": "x"}));
+    let err = integration_error(&SLACK, json!({"bot_token": TOKEN, "extra": "x"}));
     assert!(err.contains("settings.extra") && !err.contains("SeCrEtToKeN"), "{err}");
 }
 

@@ -9,100 +9,56 @@
 
 use std::time::Duration;
 
-use domain::{Channel, DeliveryJob, FailureKind, Provider, SendOutcome, SendReceipt};
-use futures_util::{FutureExt, future::BoxFuture};
+use domain::{DeliveryJob, FailureKind, SendOutcome, SendReceipt};
+use reqwest::Url;
 use serde_json::{Value, json};
-use uuid::Uuid;
 
-use super::{Webhook, WebhookSettings};
-use crate::{
-    ProviderSettings, ProviderUnit, Source,
-    http::{self, Answer, Client},
-};
+use crate::http::{self, Answer, Client};
 
 pub const NAME: &str = "discord";
 
 /// Discord's limit on `content`, in characters.
 pub const MAX_CONTENT_CHARS: usize = 2000;
 
-/// The `discord` unit: no settings, the URL is in each address.
-pub struct DiscordUnit;
-
-impl ProviderUnit for DiscordUnit {
-    fn channel(&self) -> Channel {
-        Channel::Chat
-    }
-
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn secrets(&self) -> &'static [&'static str] {
-        &[]
-    }
-
-    fn settings(&self, source: Source<'_>) -> Result<Box<dyn ProviderSettings>, bootstrap::ConfigError> {
-        WebhookSettings::read(&source, Webhook::Discord)
-    }
-}
-
-pub struct DiscordProvider {
-    pub(super) http: Client,
-    pub(super) allow_private_hosts: bool,
-}
-
 /// `@everyone` and `@here` with a zero-width space after the `@`: shown alike, never a mention.
 pub fn without_mass_mentions(text: &str) -> String {
     text.replace("@everyone", "@\u{200B}everyone").replace("@here", "@\u{200B}here")
 }
 
-impl DiscordProvider {
-    async fn deliver(&self, job: &DeliveryJob) -> SendOutcome {
-        let (address, mut url) = match super::webhook_address(job, Webhook::Discord, self.allow_private_hosts) {
-            Ok(found) => found,
-            Err(outcome) => return outcome,
-        };
-        let content = without_mass_mentions(super::text(job));
-        let chars = content.chars().count();
-        if chars > MAX_CONTENT_CHARS {
-            let message = format!("the text is {chars} characters, Discord takes at most {MAX_CONTENT_CHARS}");
-            return super::failure(FailureKind::Permanent, "content_too_long", &message, address, None);
-        }
-        let mut body = json!({"content": content, "allowed_mentions": {"parse": []}});
-        if let Some(embeds) = super::structured(job, "discord") {
-            // One embed object or a list of them.
-            body["embeds"] = if embeds.is_array() { embeds.clone() } else { json!([embeds]) };
-        }
-        // `wait=true` whatever the URL says (a `thread_id` in it stays).
-        let kept: Vec<(String, String)> =
-            url.query_pairs().filter(|(k, _)| k != "wait").map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
-        url.query_pairs_mut().clear().extend_pairs(kept).append_pair("wait", "true");
-        match http::send(self.http.post(url).json(&body)).await {
-            Ok(answer) => outcome(&answer, address),
-            Err(failure) => super::transport(failure, address),
-        }
+/// Posts `job` to the webhook `url` (`address`, checked).
+pub(super) async fn post(http: &Client, job: &DeliveryJob, address: &str, mut url: Url) -> SendOutcome {
+    let content = without_mass_mentions(super::text(job));
+    let chars = content.chars().count();
+    if chars > MAX_CONTENT_CHARS {
+        let message = format!("the text is {chars} characters, Discord takes at most {MAX_CONTENT_CHARS}");
+        return super::failure(FailureKind::Permanent, "content_too_long", &message, address, None);
     }
-}
-
-impl Provider for DiscordProvider {
-    fn name(&self) -> &str {
-        NAME
+    let mut body = json!({"content": content, "allowed_mentions": {"parse": []}});
+    if let Some(embeds) = super::structured(job, "discord") {
+        // One embed object or a list of them.
+        body["embeds"] = if embeds.is_array() { embeds.clone() } else { json!([embeds]) };
     }
-
-    fn serves(&self, job: &DeliveryJob) -> bool {
-        super::address(job, NAME).is_some()
-    }
-
-    fn send<'a>(&'a self, job: &'a DeliveryJob) -> BoxFuture<'a, SendOutcome> {
-        self.deliver(job).boxed()
+    // `wait=true` whatever the URL says (a `thread_id` in it stays).
+    let kept: Vec<(String, String)> =
+        url.query_pairs().filter(|(k, _)| k != "wait").map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    url.query_pairs_mut().clear().extend_pairs(kept).append_pair("wait", "true");
+    match http::send(http.post(url).json(&body)).await {
+        Ok(answer) => outcome(&answer, address),
+        Err(failure) => super::transport(failure, address),
     }
 }
 
 fn outcome(answer: &Answer, address: &str) -> SendOutcome {
     let body = answer.json().unwrap_or(Value::Null);
     if answer.status.is_success() {
-        let id = body["id"].as_str().map_or_else(|| format!("{NAME}-{}", Uuid::now_v7()), str::to_owned);
-        return SendOutcome::Sent(SendReceipt { provider_message_id: id, response_excerpt: None });
+        return match body["id"].as_str() {
+            Some(id) => SendOutcome::Sent(SendReceipt { provider_message_id: id.to_owned(), response_excerpt: None }),
+            // With `wait=true` a saved message comes back; without one, whether it was saved is unknown.
+            None => {
+                let message = format!("Discord answered {} without the message", answer.status);
+                super::failure(FailureKind::Ambiguous, "no_message_id", &message, address, None)
+            }
+        };
     }
     let status = answer.status.as_u16();
     // `{"message": "Unknown Webhook", "code": 10015}`; a 429 adds `retry_after` in seconds.
@@ -120,5 +76,5 @@ fn outcome(answer: &Answer, address: &str) -> SendOutcome {
         .or(answer.retry_after);
     let detail = discord_code.map_or_else(String::new, |c| format!(" (code {c})"));
     let message = format!("Discord refused the message ({}): {said}{detail}", answer.status);
-    super::failure(super::webhook_kind(answer.status), code, &message, address, retry_after)
+    super::failure(super::webhook::kind(answer.status), code, &message, address, retry_after)
 }

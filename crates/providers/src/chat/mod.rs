@@ -7,25 +7,29 @@
 //! before every send (https, a host of the provider's) and kept out of every stored
 //! failure message, as the whole URL and as any long part of it.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::collections::BTreeMap;
 
 use bootstrap::ConfigError;
-use domain::{DeliveryJob, FailureKind, Provider, SendFailure, SendOutcome};
-use futures_util::{FutureExt, future::BoxFuture};
+use domain::{DeliveryJob, FailureKind, SendFailure, SendOutcome};
 use reqwest::Url;
 use serde_json::Value;
 
-use crate::{Checked, Context, IntegrationRules, ProviderSettings, Source, http, settings};
+use crate::{IntegrationRules, Source, http, settings};
 
 pub mod discord;
 pub mod slack;
 pub mod slack_webhook;
 pub mod teams;
+pub mod webhook;
 
-pub use discord::{DiscordProvider, DiscordUnit};
 pub use slack::{SlackProvider, SlackUnit};
-pub use slack_webhook::{SlackWebhookProvider, SlackWebhookUnit};
-pub use teams::{TeamsProvider, TeamsUnit};
+pub use webhook::{Webhook, WebhookProvider, WebhookUnit};
+
+/// The chat units, as the catalog lists them.
+pub const SLACK: SlackUnit = SlackUnit;
+pub const SLACK_WEBHOOK: WebhookUnit = WebhookUnit(Webhook::Slack);
+pub const TEAMS: WebhookUnit = WebhookUnit(Webhook::Teams);
+pub const DISCORD: WebhookUnit = WebhookUnit(Webhook::Discord);
 
 /// The address of `job` for the provider `name`: what follows `<name>:` in its recipient.
 pub fn address<'a>(job: &'a DeliveryJob, name: &str) -> Option<&'a str> {
@@ -40,69 +44,11 @@ pub fn check_recipient(recipient: &str, allow_private_hosts: bool) -> Result<(),
     let (provider, address) = recipient.split_once(':').ok_or("must be `<provider>:<address>`".to_owned())?;
     match provider {
         slack::NAME => slack::channel_id(address).map(drop),
-        slack_webhook::NAME => webhook_url(Webhook::Slack, address, allow_private_hosts).map(drop).map_err(Into::into),
-        teams::NAME => webhook_url(Webhook::Teams, address, allow_private_hosts).map(drop).map_err(Into::into),
-        discord::NAME => webhook_url(Webhook::Discord, address, allow_private_hosts).map(drop).map_err(Into::into),
+        slack_webhook::NAME => webhook::url(Webhook::Slack, address, allow_private_hosts).map(drop).map_err(Into::into),
+        teams::NAME => webhook::url(Webhook::Teams, address, allow_private_hosts).map(drop).map_err(Into::into),
+        discord::NAME => webhook::url(Webhook::Discord, address, allow_private_hosts).map(drop).map_err(Into::into),
         _ => Err(format!("`{provider}` is not a chat provider (slack, slack_webhook, teams, discord)")),
     }
-}
-
-/// The kinds of webhook URL, by the hosts their provider issues them on.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Webhook {
-    Slack,
-    Teams,
-    Discord,
-}
-
-impl Webhook {
-    fn name(self) -> &'static str {
-        match self {
-            Webhook::Slack => slack_webhook::NAME,
-            Webhook::Teams => teams::NAME,
-            Webhook::Discord => discord::NAME,
-        }
-    }
-
-    fn host_allowed(self, host: &str) -> bool {
-        let under = |domain: &str| host.strip_suffix(domain).is_some_and(|rest| rest.ends_with('.'));
-        match self {
-            Webhook::Slack => matches!(host, "hooks.slack.com" | "hooks.slack-gov.com"),
-            // Workflows ("When a Teams webhook request is received"): Logic Apps hosts, and
-            // Power Platform environments for newer flows. Office 365 connector URLs are retired.
-            Webhook::Teams => under("logic.azure.com") || under("powerplatform.com"),
-            Webhook::Discord => {
-                matches!(host, "discord.com" | "discordapp.com" | "canary.discord.com" | "ptb.discord.com")
-            }
-        }
-    }
-
-    fn path_allowed(self, path: &str) -> bool {
-        match self {
-            Webhook::Slack | Webhook::Teams => true,
-            Webhook::Discord => path.starts_with("/api/") && path.contains("/webhooks/"),
-        }
-    }
-}
-
-/// A webhook URL the provider `kind` issues: https at one of its hosts on the standard
-/// port, no user info. `allow_private_hosts` (tests only) waives the host, port and scheme.
-pub(crate) fn webhook_url(kind: Webhook, address: &str, allow_private_hosts: bool) -> Result<Url, &'static str> {
-    let url = Url::parse(address).map_err(|_| "is not a URL")?;
-    if !url.username().is_empty() || url.password().is_some() || url.fragment().is_some() {
-        return Err("must not carry user info or a fragment");
-    }
-    let host = url.host_str().ok_or("must have a host")?;
-    if allow_private_hosts {
-        return if matches!(url.scheme(), "https" | "http") { Ok(url) } else { Err("must be an https URL") };
-    }
-    if url.scheme() != "https" || url.port().is_some_and(|p| p != 443) {
-        return Err("must be an https URL on the standard port");
-    }
-    if !kind.host_allowed(&host.to_ascii_lowercase()) || !kind.path_allowed(url.path()) {
-        return Err("is not a webhook URL of this provider");
-    }
-    Ok(url)
 }
 
 /// The provider's own part of the content: `content.structured[key]`, unless absent or null.
@@ -157,28 +103,6 @@ pub(crate) fn failure(
 pub(crate) fn transport(failure: SendFailure, address: &str) -> SendOutcome {
     let message = redact(&failure.message, address);
     SendOutcome::Failed(SendFailure { message, ..failure })
-}
-
-/// A webhook answer's error code: the provider's plain-text code (`no_service`), else
-/// `http_<status>`.
-pub(crate) fn code_or_status(text: &str, status: reqwest::StatusCode) -> String {
-    let text = text.trim();
-    if !text.is_empty() && text.len() <= 64 && text.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
-        text.to_owned()
-    } else {
-        http::status_code(status)
-    }
-}
-
-/// How a webhook's answer without a code of its own is sorted. The URL is this one
-/// address's credential: a refusal (401/403), a removed webhook (404/410) or a bad payload
-/// fails this message for good, and never pauses the provider for every other address.
-pub(crate) fn webhook_kind(status: reqwest::StatusCode) -> FailureKind {
-    match status.as_u16() {
-        429 => FailureKind::Retryable,
-        500.. => FailureKind::Ambiguous,
-        _ => FailureKind::Permanent,
-    }
 }
 
 /// A unit's settings as read from its source, every value text, and how errors name them.
@@ -268,65 +192,6 @@ fn invalid_key(key: &str, message: &str) -> ConfigError {
     ConfigError::Invalid { key: key.to_owned(), message: message.to_owned() }
 }
 
-/// The settings of a webhook unit (`slack_webhook`, `teams`, `discord`): none of their own,
-/// the URL in each address is the credential. Only the operator's rule on private hosts
-/// (`integrations.allow_private_hosts`) applies.
-#[derive(Debug)]
-pub struct WebhookSettings {
-    kind: Webhook,
-    allow_private_hosts: bool,
-}
-
-impl WebhookSettings {
-    pub(crate) fn read(source: &Source<'_>, kind: Webhook) -> Result<Box<dyn ProviderSettings>, ConfigError> {
-        let read = Read::new(source, kind.name(), &[], false)?;
-        Ok(Box::new(Self { kind, allow_private_hosts: read.allow_private_hosts }))
-    }
-}
-
-impl ProviderSettings for WebhookSettings {
-    fn build<'a>(&'a self, ctx: &'a Context<'a>) -> BoxFuture<'a, anyhow::Result<Arc<dyn Provider>>> {
-        async move {
-            let http = ctx.http.get()?;
-            let allow_private_hosts = self.allow_private_hosts;
-            Ok(match self.kind {
-                Webhook::Slack => Arc::new(SlackWebhookProvider { http, allow_private_hosts }) as Arc<dyn Provider>,
-                Webhook::Teams => Arc::new(TeamsProvider { http, allow_private_hosts }),
-                Webhook::Discord => Arc::new(DiscordProvider { http, allow_private_hosts }),
-            })
-        }
-        .boxed()
-    }
-
-    /// Nothing to prove: each address holds its own credential.
-    fn check<'a>(&'a self, _ctx: &'a Context<'a>) -> BoxFuture<'a, Checked> {
-        let detail = "nothing to check: the webhook URL is each chat address's own, checked when it is stored";
-        futures_util::future::ready(Checked { ok: true, status: None, code: None, detail: detail.to_owned() }).boxed()
-    }
-}
-
-/// The webhook URL of `job` for the provider `kind`, or the failure to record without
-/// sending: a recipient of another provider, or a URL that is not the provider's.
-pub(crate) fn webhook_address(
-    job: &DeliveryJob,
-    kind: Webhook,
-    allow_private_hosts: bool,
-) -> Result<(&str, Url), SendOutcome> {
-    let Some(address) = address(job, kind.name()) else {
-        return Err(failure(FailureKind::Permanent, "invalid_address", "not a recipient of this provider", "", None));
-    };
-    match webhook_url(kind, address, allow_private_hosts) {
-        Ok(url) => Ok((address, url)),
-        Err(problem) => Err(failure(
-            FailureKind::Permanent,
-            "invalid_address",
-            &format!("the webhook URL {problem}"),
-            address,
-            None,
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,31 +212,6 @@ mod tests {
             assert!(!redacted.contains(secret), "{redacted}");
         }
         assert!(redacted.starts_with("failed for <recipient>;"), "{redacted}");
-    }
-
-    #[test]
-    fn webhook_urls_must_be_the_providers() {
-        let ok = |kind, url| webhook_url(kind, url, false).is_ok();
-        assert!(ok(Webhook::Slack, "https://hooks.slack.com/services/T0/B0/x"));
-        assert!(!ok(Webhook::Slack, "http://hooks.slack.com/services/T0/B0/x"));
-        assert!(!ok(Webhook::Slack, "https://hooks.slack.com.evil.example/services/x"));
-        assert!(!ok(Webhook::Slack, "https://hooks.slack.com:8443/services/x"));
-        assert!(!ok(Webhook::Slack, "https://user:pw@hooks.slack.com/services/x"));
-        assert!(ok(
-            Webhook::Teams,
-            "https://prod-12.westeurope.logic.azure.com:443/workflows/abc/triggers/manual/paths/invoke?sig=x"
-        ));
-        assert!(ok(
-            Webhook::Teams,
-            "https://default1.environment.api.powerplatform.com/powerautomate/automations/direct/workflows/x"
-        ));
-        assert!(!ok(Webhook::Teams, "https://evillogic.azure.com/workflows"));
-        assert!(!ok(Webhook::Teams, "https://acme.webhook.office.com/webhookb2/x"));
-        assert!(ok(Webhook::Discord, "https://discord.com/api/webhooks/1/t"));
-        assert!(!ok(Webhook::Discord, "https://discord.com/api/users/@me"));
-        assert!(!ok(Webhook::Discord, "https://127.0.0.1/api/webhooks/1/t"));
-        assert!(webhook_url(Webhook::Discord, "http://127.0.0.1:9/api/webhooks/1/t", true).is_ok());
-        assert!(webhook_url(Webhook::Discord, "ftp://127.0.0.1/x", true).is_err());
     }
 
     #[test]

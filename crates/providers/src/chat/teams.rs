@@ -7,47 +7,16 @@
 //! trigger refuses), 401/403 (a bad signature), 404/410 (the flow is gone) fail this
 //! address's message for good.
 
-use domain::{Channel, DeliveryJob, FailureKind, Provider, SendOutcome, SendReceipt};
-use futures_util::{FutureExt, future::BoxFuture};
+use domain::{DeliveryJob, FailureKind, SendOutcome};
+use reqwest::Url;
 use serde_json::{Value, json};
-use uuid::Uuid;
 
-use super::{Webhook, WebhookSettings};
-use crate::{
-    ProviderSettings, ProviderUnit, Source,
-    http::{self, Client},
-};
+use crate::http::{self, Client};
 
 pub const NAME: &str = "teams";
 
 /// Teams refuses a message over about 28 KB; checked before sending, as it cannot pass.
 pub const MAX_PAYLOAD_BYTES: usize = 28 * 1024;
-
-/// The `teams` unit: no settings, the URL is in each address.
-pub struct TeamsUnit;
-
-impl ProviderUnit for TeamsUnit {
-    fn channel(&self) -> Channel {
-        Channel::Chat
-    }
-
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn secrets(&self) -> &'static [&'static str] {
-        &[]
-    }
-
-    fn settings(&self, source: Source<'_>) -> Result<Box<dyn ProviderSettings>, bootstrap::ConfigError> {
-        WebhookSettings::read(&source, Webhook::Teams)
-    }
-}
-
-pub struct TeamsProvider {
-    pub(super) http: Client,
-    pub(super) allow_private_hosts: bool,
-}
 
 /// The message the Workflows template posts: it iterates `attachments` and posts each card.
 pub fn payload(job: &DeliveryJob) -> Value {
@@ -65,53 +34,30 @@ pub fn payload(job: &DeliveryJob) -> Value {
     })
 }
 
-impl TeamsProvider {
-    async fn deliver(&self, job: &DeliveryJob) -> SendOutcome {
-        let (address, url) = match super::webhook_address(job, Webhook::Teams, self.allow_private_hosts) {
-            Ok(found) => found,
-            Err(outcome) => return outcome,
-        };
-        let body = payload(job).to_string();
-        if body.len() > MAX_PAYLOAD_BYTES {
-            let message = format!("the card is {} bytes, Teams takes at most {MAX_PAYLOAD_BYTES}", body.len());
-            return super::failure(FailureKind::Permanent, "payload_too_large", &message, address, None);
+/// Posts `job` to the webhook `url` (`address`, checked).
+pub(super) async fn post(http: &Client, job: &DeliveryJob, address: &str, url: Url) -> SendOutcome {
+    let body = payload(job).to_string();
+    if body.len() > MAX_PAYLOAD_BYTES {
+        let message = format!("the card is {} bytes, Teams takes at most {MAX_PAYLOAD_BYTES}", body.len());
+        return super::failure(FailureKind::Permanent, "payload_too_large", &message, address, None);
+    }
+    let request = http.post(url).header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
+    let answer = match http::send(request).await {
+        Ok(answer) => answer,
+        Err(failure) => return super::transport(failure, address),
+    };
+    if answer.status.is_success() {
+        return super::webhook::accepted(NAME, &answer);
+    }
+    // Logic Apps errors are `{"error": {"code": "WorkflowNotFound", "message": …}}`.
+    let error = answer.json().map(|body| body["error"].clone()).unwrap_or(Value::Null);
+    let code = match error["code"].as_str() {
+        Some(code) if code.len() <= 64 && code.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
+            code.to_owned()
         }
-        let request = self.http.post(url).header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
-        let answer = match http::send(request).await {
-            Ok(answer) => answer,
-            Err(failure) => return super::transport(failure, address),
-        };
-        if answer.status.is_success() {
-            // The flow returns no id: ours names the post in the attempts log.
-            return SendOutcome::Sent(SendReceipt {
-                provider_message_id: format!("{NAME}-{}", Uuid::now_v7()),
-                response_excerpt: Some(format!("status={}", answer.status.as_u16())),
-            });
-        }
-        // Logic Apps errors are `{"error": {"code": "WorkflowNotFound", "message": …}}`.
-        let error = answer.json().map(|body| body["error"].clone()).unwrap_or(Value::Null);
-        let code = match error["code"].as_str() {
-            Some(code) if code.len() <= 64 && code.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
-                code.to_owned()
-            }
-            _ => http::status_code(answer.status),
-        };
-        let said = error["message"].as_str().unwrap_or("no detail");
-        let message = format!("Teams refused the post ({}): {said}", answer.status);
-        super::failure(super::webhook_kind(answer.status), code, &message, address, answer.retry_after)
-    }
-}
-
-impl Provider for TeamsProvider {
-    fn name(&self) -> &str {
-        NAME
-    }
-
-    fn serves(&self, job: &DeliveryJob) -> bool {
-        super::address(job, NAME).is_some()
-    }
-
-    fn send<'a>(&'a self, job: &'a DeliveryJob) -> BoxFuture<'a, SendOutcome> {
-        self.deliver(job).boxed()
-    }
+        _ => http::status_code(answer.status),
+    };
+    let said = error["message"].as_str().unwrap_or("no detail");
+    let message = format!("Teams refused the post ({}): {said}", answer.status);
+    super::failure(super::webhook::kind(answer.status), code, &message, address, answer.retry_after)
 }
