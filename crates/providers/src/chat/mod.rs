@@ -42,13 +42,14 @@ pub fn address<'a>(job: &'a DeliveryJob, name: &str) -> Option<&'a str> {
 /// any host, a stand-in on the loopback.
 pub fn check_recipient(recipient: &str, allow_private_hosts: bool) -> Result<(), String> {
     let (provider, address) = recipient.split_once(':').ok_or("must be `<provider>:<address>`".to_owned())?;
-    match provider {
-        slack::NAME => slack::channel_id(address).map(drop),
-        slack_webhook::NAME => webhook::url(Webhook::Slack, address, allow_private_hosts).map(drop).map_err(Into::into),
-        teams::NAME => webhook::url(Webhook::Teams, address, allow_private_hosts).map(drop).map_err(Into::into),
-        discord::NAME => webhook::url(Webhook::Discord, address, allow_private_hosts).map(drop).map_err(Into::into),
-        _ => Err(format!("`{provider}` is not a chat provider (slack, slack_webhook, teams, discord)")),
-    }
+    let kind = match provider {
+        slack::NAME => return slack::channel_id(address).map(drop),
+        slack_webhook::NAME => Webhook::Slack,
+        teams::NAME => Webhook::Teams,
+        discord::NAME => Webhook::Discord,
+        _ => return Err(format!("`{provider}` is not a chat provider (slack, slack_webhook, teams, discord)")),
+    };
+    webhook::url(kind, address, allow_private_hosts).map(drop).map_err(Into::into)
 }
 
 /// The provider's own part of the content: `content.structured[key]`, unless absent or null.
