@@ -397,6 +397,8 @@ impl TestApp {
                 }
                 Channel::Novu => novu_worker::run(novu_worker::Config { worker, providers: novu }, shutdown).await,
                 Channel::InApp => unreachable!("in-app deliveries have no worker: the intake writes them"),
+                // The chat worker comes with the chat channel's own branch.
+                Channel::Chat => unreachable!("no chat worker here"),
             }
         })
     }

@@ -119,6 +119,10 @@ pub struct Content {
     pub body: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action_url: Option<String>,
+    /// Chat only: per provider (`slack`, `teams`, `discord`), the structured form that
+    /// provider sends beside the text (Block Kit blocks, an Adaptive Card, embeds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub structured: Option<serde_json::Value>,
 }
 
 /// One rejected field, named by its JSON path (`to[2].email`).
@@ -446,6 +450,11 @@ pub fn check_content(channel: Channel, c: &Content, prefix: &str, errors: &mut V
             }
         }
         Channel::Novu => {}
+        Channel::Chat => {
+            if c.text.as_deref().is_none_or(str::is_empty) {
+                missing(errors, "text", "is required for the chat channel".into());
+            }
+        }
     }
 }
 

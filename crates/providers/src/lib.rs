@@ -6,6 +6,7 @@
 //! recipient's address out of stored messages); `twilio`, `meta` and `novu` hold one
 //! provider each: its settings (`XConfig`) and its `domain::Provider` (`XProvider`).
 
+pub mod chat;
 pub mod http;
 pub mod meta;
 pub mod novu;
@@ -17,7 +18,7 @@ pub use unit::{Checked, Context, Integration, IntegrationRules, ProviderSettings
 
 /// Every provider unit, by channel and in the order a channel's documentation lists them.
 /// The sandbox is the worker runtime's, not listed here.
-pub const CATALOG: &[&dyn ProviderUnit] = &[];
+pub const CATALOG: &[&dyn ProviderUnit] = &[&chat::SLACK, &chat::SLACK_WEBHOOK, &chat::TEAMS, &chat::DISCORD];
 
 /// The units of one channel.
 pub fn units(channel: domain::Channel) -> impl Iterator<Item = &'static dyn ProviderUnit> {

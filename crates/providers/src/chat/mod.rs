@@ -1,0 +1,228 @@
+//! The chat providers: Slack through a bot token (`slack`), Slack incoming webhooks
+//! (`slack_webhook`), Microsoft Teams Workflows webhooks (`teams`) and Discord webhooks
+//! (`discord`), one module each; here what they share.
+//!
+//! A chat recipient is `<provider>:<address>` (`slack:C024BE91L`, `discord:https://…`), and
+//! each provider serves only its own prefix. A webhook URL is a credential: it is checked
+//! before every send (https, a host of the provider's) and kept out of every stored
+//! failure message, as the whole URL and as any long part of it.
+
+use std::collections::BTreeMap;
+
+use bootstrap::ConfigError;
+use domain::{DeliveryJob, FailureKind, SendFailure, SendOutcome};
+use reqwest::Url;
+use serde_json::Value;
+
+use crate::{IntegrationRules, Source, http, settings};
+
+pub mod discord;
+pub mod slack;
+pub mod slack_webhook;
+pub mod teams;
+pub mod webhook;
+
+pub use slack::{SlackProvider, SlackUnit};
+pub use webhook::{Webhook, WebhookProvider, WebhookUnit};
+
+/// The chat units, as the catalog lists them.
+pub const SLACK: SlackUnit = SlackUnit;
+pub const SLACK_WEBHOOK: WebhookUnit = WebhookUnit(Webhook::Slack);
+pub const TEAMS: WebhookUnit = WebhookUnit(Webhook::Teams);
+pub const DISCORD: WebhookUnit = WebhookUnit(Webhook::Discord);
+
+/// The address of `job` for the provider `name`: what follows `<name>:` in its recipient.
+pub fn address<'a>(job: &'a DeliveryJob, name: &str) -> Option<&'a str> {
+    job.recipient.strip_prefix(name)?.strip_prefix(':')
+}
+
+/// Checks a chat recipient (`slack:U024BE7LH`, `teams:https://…`) as its provider will
+/// before sending: a Slack channel, user or DM id, or a webhook URL on https at a host of
+/// the provider's. `allow_private_hosts` (tests only) lets a webhook URL be plain http at
+/// any host, a stand-in on the loopback.
+pub fn check_recipient(recipient: &str, allow_private_hosts: bool) -> Result<(), String> {
+    let (provider, address) = recipient.split_once(':').ok_or("must be `<provider>:<address>`".to_owned())?;
+    let kind = match provider {
+        slack::NAME => return slack::channel_id(address).map(drop),
+        slack_webhook::NAME => Webhook::Slack,
+        teams::NAME => Webhook::Teams,
+        discord::NAME => Webhook::Discord,
+        _ => return Err(format!("`{provider}` is not a chat provider (slack, slack_webhook, teams, discord)")),
+    };
+    webhook::url(kind, address, allow_private_hosts).map(drop).map_err(Into::into)
+}
+
+/// The provider's own part of the content: `content.structured[key]`, unless absent or null.
+pub(crate) fn structured<'a>(job: &'a DeliveryJob, key: &str) -> Option<&'a Value> {
+    job.content.structured.as_ref()?.get(key).filter(|v| !v.is_null())
+}
+
+/// The job's text; chat content always has one (checked at accept), empty otherwise.
+pub(crate) fn text(job: &DeliveryJob) -> &str {
+    job.content.text.as_deref().unwrap_or("")
+}
+
+/// Slack's markup escaping: exactly `&`, `<` and `>`, which also disarms `<!channel>` and
+/// `<@U…>` mentions written into the text.
+pub fn escape_slack(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// `text` without the address or any part of it that may hold its secret: the URL whole,
+/// its path and query, and every path segment or query value of 8 characters or more (a
+/// webhook's token, a flow's signature).
+pub(crate) fn redact(text: &str, address: &str) -> String {
+    let mut parts = vec![address.to_owned()];
+    if let Ok(url) = Url::parse(address) {
+        parts.push(url.path().to_owned());
+        parts.extend(url.query().map(str::to_owned));
+        parts.extend(url.path_segments().into_iter().flatten().map(str::to_owned));
+        parts.extend(url.query_pairs().map(|(_, v)| v.into_owned()));
+    }
+    parts.retain(|p| p.chars().count() >= 8);
+    // Longest first, so that a URL goes whole rather than in pieces.
+    parts.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    let mut text = text.to_owned();
+    for part in parts {
+        text = text.replace(&part, "<recipient>");
+    }
+    text
+}
+
+/// A failure for the attempts log, the address and its parts redacted.
+pub(crate) fn failure(
+    kind: FailureKind,
+    code: impl Into<String>,
+    message: &str,
+    address: &str,
+    retry_after: Option<std::time::Duration>,
+) -> SendOutcome {
+    SendOutcome::Failed(http::failure(kind, code, &redact(message, address), address, retry_after))
+}
+
+/// A failure of the HTTP stack ([`http::send`]), redacted as every other.
+pub(crate) fn transport(failure: SendFailure, address: &str) -> SendOutcome {
+    let message = redact(&failure.message, address);
+    SendOutcome::Failed(SendFailure { message, ..failure })
+}
+
+/// A unit's settings as read from its source, every value text, and how errors name them.
+pub(crate) struct Read {
+    values: BTreeMap<String, String>,
+    /// `chat.slack` for the operator's section, `settings` for a tenant's integration.
+    prefix: String,
+    from_config: bool,
+    pub allow_private_hosts: bool,
+    /// The operator's base URL: `chat.<name>.base_url`, or `integrations.base_urls.<name>`.
+    pub base_url: Option<String>,
+}
+
+impl Read {
+    /// Reads `[chat.<name>]` or an integration's settings, refusing a key not in `keys`.
+    /// `operator_base_url`: the operator may set this unit's base URL (never a tenant).
+    pub fn new(source: &Source<'_>, name: &str, keys: &[&str], operator_base_url: bool) -> Result<Self, ConfigError> {
+        let (raw, prefix, from_config, rules) = match source {
+            Source::Config(figment) => {
+                let section = format!("chat.{name}");
+                let raw =
+                    if figment.contains(&section) { figment.extract_inner(&section)? } else { Default::default() };
+                let rules: IntegrationRules = if figment.contains("integrations") {
+                    figment.extract_inner("integrations")?
+                } else {
+                    Default::default()
+                };
+                (raw, section, true, rules)
+            }
+            Source::Integration(integration) => {
+                let raw = match integration.settings {
+                    Value::Null => Default::default(),
+                    Value::Object(map) => map.clone(),
+                    _ => return Err(invalid_key("settings", "must be an object")),
+                };
+                (raw, "settings".to_owned(), false, integration.rules.clone())
+            }
+        };
+        let mut values = BTreeMap::new();
+        let mut base_url = None;
+        for (key, value) in raw {
+            let operator_key = from_config && operator_base_url && key == "base_url";
+            if !keys.contains(&key.as_str()) && !operator_key {
+                let takes = if keys.is_empty() { "none".to_owned() } else { keys.join(", ") };
+                let message = format!("unknown setting; the {name} provider takes: {takes}");
+                return Err(invalid_key(&format!("{prefix}.{key}"), &message));
+            }
+            let Value::String(value) = value else {
+                return Err(invalid_key(&format!("{prefix}.{key}"), "must be text"));
+            };
+            if operator_key {
+                base_url = Some(settings::base_url(&value, &prefix)?);
+            } else {
+                values.insert(key, value);
+            }
+        }
+        if operator_base_url && !from_config {
+            let given = rules.base_urls.get(name);
+            let key = format!("integrations.base_urls.{name}");
+            let checked = given.map(|url| settings::base_url(url, "integrations.base_urls"));
+            // Named as the operator's setting: a tenant cannot set it.
+            base_url =
+                checked.transpose().map_err(|_| invalid_key(&key, "must be an http or https URL with a host"))?;
+        }
+        Ok(Self { values, prefix, from_config, allow_private_hosts: rules.allow_private_hosts, base_url })
+    }
+
+    /// The value of `key`, unless unset or blank.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.values.get(key).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    pub fn required(&self, key: &str) -> Result<&str, ConfigError> {
+        match self.get(key) {
+            Some(value) => Ok(value),
+            None if self.from_config => Err(settings::missing(&self.prefix, key)),
+            None => Err(self.invalid(key, "is required")),
+        }
+    }
+
+    pub fn invalid(&self, key: &str, message: &str) -> ConfigError {
+        invalid_key(&format!("{}.{key}", self.prefix), message)
+    }
+}
+
+fn invalid_key(key: &str, message: &str) -> ConfigError {
+    ConfigError::Invalid { key: key.to_owned(), message: message.to_owned() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slack_text_is_escaped() {
+        assert_eq!(escape_slack("a & b <!channel> <@U1> c>d"), "a &amp; b &lt;!channel&gt; &lt;@U1&gt; c&gt;d");
+    }
+
+    #[test]
+    fn every_part_of_a_webhook_url_is_redacted() {
+        let url = "https://discord.com/api/webhooks/123456789012/sEcReT-ToKeN_abc?thread_id=99887766554";
+        let text = format!(
+            "failed for {url}; token sEcReT-ToKeN_abc; thread 99887766554; path /api/webhooks/123456789012/sEcReT-ToKeN_abc"
+        );
+        let redacted = redact(&text, url);
+        for secret in ["sEcReT-ToKeN_abc", "123456789012", "99887766554"] {
+            assert!(!redacted.contains(secret), "{redacted}");
+        }
+        assert!(redacted.starts_with("failed for <recipient>;"), "{redacted}");
+    }
+
+    #[test]
+    fn recipients_are_checked_by_their_prefix() {
+        assert!(check_recipient("slack:C024BE91L", false).is_ok());
+        assert!(check_recipient("slack:U024BE7LH", false).is_ok());
+        assert!(check_recipient("slack:#general", false).is_err());
+        assert!(check_recipient("teams:https://hooks.slack.com/services/x", false).is_err());
+        assert!(check_recipient("slack_webhook:https://hooks.slack.com/services/x", false).is_ok());
+        assert!(check_recipient("matrix:!room", false).is_err());
+        assert!(check_recipient("C024BE91L", false).is_err());
+    }
+}
