@@ -6,13 +6,18 @@
 //! Pure: the store loads a [`Directory`] for a whole batch in a few statements, and this
 //! module decides; the subscribers' `data` it asks for a page at a time ([`plan_all`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::{
+    borrow::Cow,
+    collections::{BTreeMap, HashMap, HashSet},
+};
 
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 use crate::{
-    Channel, Content, FieldError, Priority, RetryPolicy, ValidNotification, locale,
+    Channel, Content, FieldError, Priority, RetryPolicy, ValidNotification,
+    chat::StoredChat,
+    locale,
     notification_type::NotificationType,
     request::{Recipient, check_action_url, check_content},
     subscriber::{Preferences, Subscriber},
@@ -195,6 +200,9 @@ struct Resolved<'a> {
     email: Option<&'a str>,
     phone: Option<&'a str>,
     whatsapp: Option<&'a str>,
+    /// A Slack id given inline (`slack_channel`), which replaces the stored chat addresses.
+    slack_channel: Option<&'a str>,
+    chat: Option<&'a StoredChat>,
 }
 
 impl<'a> Resolved<'a> {
@@ -208,6 +216,8 @@ impl<'a> Resolved<'a> {
             email: pick(inline.and_then(|r| r.email.as_deref()), &s.email),
             phone: pick(inline.and_then(|r| r.phone.as_deref()), &s.phone),
             whatsapp: pick(inline.and_then(|r| r.whatsapp.as_deref()), &s.whatsapp),
+            slack_channel: inline.and_then(|r| r.slack_channel.as_deref()),
+            chat: Some(&s.chat),
         }
     }
 
@@ -218,16 +228,28 @@ impl<'a> Resolved<'a> {
             email: r.email.as_deref(),
             phone: r.phone.as_deref(),
             whatsapp: r.whatsapp.as_deref(),
+            slack_channel: r.slack_channel.as_deref(),
+            chat: None,
         }
     }
 
-    fn address(&self, channel: Channel) -> Option<&'a str> {
-        match channel {
+    /// The recipient's addresses on `channel`: at most one, except on chat, where each of
+    /// a subscriber's chat addresses (Slack, Teams, Discord, in that order) is one delivery.
+    fn addresses(&self, channel: Channel) -> Vec<Cow<'a, str>> {
+        let one = match channel {
             Channel::Email => self.email,
             Channel::Sms => self.phone,
             Channel::Whatsapp => self.whatsapp,
             Channel::Novu | Channel::InApp => self.id,
-        }
+            Channel::Chat => {
+                return match (self.slack_channel, self.chat) {
+                    (Some(id), _) => vec![Cow::Owned(format!("slack:{id}"))],
+                    (None, Some(chat)) => chat.recipients().map(Cow::Borrowed).collect(),
+                    (None, None) => vec![],
+                };
+            }
+        };
+        one.map(Cow::Borrowed).into_iter().collect()
     }
 }
 
@@ -327,7 +349,7 @@ fn fan_out<'a>(n: &'a ValidNotification, dir: &'a Directory, now: OffsetDateTime
         (None, Some(t)) => t.channels.clone(),
         // The inbox is asked for, not implied by a subscriber id (which already means Novu).
         (None, None) => {
-            Channel::QUEUED.into_iter().filter(|c| recipients.iter().any(|r| r.address(*c).is_some())).collect()
+            Channel::QUEUED.into_iter().filter(|c| recipients.iter().any(|r| !r.addresses(*c).is_empty())).collect()
         }
     };
     // An id that names no subscriber is still a Novu subscriber id; on other channels it
@@ -366,76 +388,80 @@ fn fan_out<'a>(n: &'a ValidNotification, dir: &'a Directory, now: OffsetDateTime
     let mut deliveries = Vec::new();
     // By recipient, so the subscribers' data is asked for in the order they were named.
     let mut awaiting: BTreeMap<usize, Awaiting> = BTreeMap::new();
-    let mut seen: HashSet<(Channel, &str)> = HashSet::new();
+    let mut seen: HashSet<(Channel, Cow<str>)> = HashSet::new();
     'fan_out: for &channel in &channels {
         let type_default = kind.and_then(|t| t.preferences.get(&channel).copied());
         for (at, r) in recipients.iter().enumerate() {
-            let address = r.address(channel);
-            let mut delivery = PlannedDelivery {
-                channel,
-                recipient: address.unwrap_or_default().to_owned(),
-                subscriber_id: r.id.map(str::to_owned),
-                content: None,
-                locale: None,
-                skip: None,
-                not_before: None,
-            };
-            match (address, r.listed) {
-                (None, None) => continue,
-                (None, Some(_)) => delivery.skip = Some(Skip::NoAddress),
-                (Some(address), _) if !seen.insert((channel, address)) => continue,
-                (Some(_), Some(listed)) if !critical => {
-                    let prefs = &listed.preferences;
-                    if !prefs.allows(&n.kind, category, channel, type_default) {
-                        delivery.skip = Some(Skip::OptedOut);
-                    } else if n.priority != Priority::Urgent && channel.is_queued() {
-                        // An inbox item interrupts nobody: quiet hours defer the channels that do.
-                        delivery.not_before = prefs
-                            .quiet_hours
-                            .as_ref()
-                            .and_then(|q| q.defer(listed.subscriber.timezone.as_deref(), start));
-                    }
-                }
-                (Some(_), _) => {}
-            }
-            if deliveries.len() == budget.deliveries {
-                let first = budget.deliveries == MAX_DELIVERIES;
-                errors.push("to", over(first, &format!("{MAX_DELIVERIES} deliveries")));
-                awaiting.clear();
-                break 'fan_out;
-            }
-            if delivery.skip.is_none() && n.content.is_none() && channel != Channel::Novu {
-                match renderer.template(channel, r.listed) {
-                    Ok((template, locale)) => match r.listed {
-                        Some(listed) if template.uses_subscriber() => {
-                            let waiting = awaiting
-                                .entry(at)
-                                .or_insert_with(|| Awaiting { subscriber: &listed.subscriber, renders: vec![] });
-                            waiting.renders.push((deliveries.len(), template));
-                            delivery.locale = Some(locale);
+            let addresses = r.addresses(channel);
+            // No address is one delivery too: skipped as `no_address` for a subscriber.
+            for i in 0..addresses.len().max(1) {
+                let address = addresses.get(i).map(|a| a.as_ref());
+                let mut delivery = PlannedDelivery {
+                    channel,
+                    recipient: address.unwrap_or_default().to_owned(),
+                    subscriber_id: r.id.map(str::to_owned),
+                    content: None,
+                    locale: None,
+                    skip: None,
+                    not_before: None,
+                };
+                match (address, r.listed) {
+                    (None, None) => continue,
+                    (None, Some(_)) => delivery.skip = Some(Skip::NoAddress),
+                    (Some(_), _) if !seen.insert((channel, addresses[i].clone())) => continue,
+                    (Some(_), Some(listed)) if !critical => {
+                        let prefs = &listed.preferences;
+                        if !prefs.allows(&n.kind, category, channel, type_default) {
+                            delivery.skip = Some(Skip::OptedOut);
+                        } else if n.priority != Priority::Urgent && channel.is_queued() {
+                            // An inbox item interrupts nobody: quiet hours defer the channels that do.
+                            delivery.not_before = prefs
+                                .quiet_hours
+                                .as_ref()
+                                .and_then(|q| q.defer(listed.subscriber.timezone.as_deref(), start));
                         }
-                        _ => match renderer.shared(template, channel, &locale) {
-                            _ if renderer.fuel.is_over() => {
-                                errors.extend([renderer.fuel.over(channel, &locale)]);
-                                awaiting.clear();
-                                break 'fan_out;
+                    }
+                    (Some(_), _) => {}
+                }
+                if deliveries.len() == budget.deliveries {
+                    let first = budget.deliveries == MAX_DELIVERIES;
+                    errors.push("to", over(first, &format!("{MAX_DELIVERIES} deliveries")));
+                    awaiting.clear();
+                    break 'fan_out;
+                }
+                if delivery.skip.is_none() && n.content.is_none() && channel != Channel::Novu {
+                    match renderer.template(channel, r.listed) {
+                        Ok((template, locale)) => match r.listed {
+                            Some(listed) if template.uses_subscriber() => {
+                                let waiting = awaiting
+                                    .entry(at)
+                                    .or_insert_with(|| Awaiting { subscriber: &listed.subscriber, renders: vec![] });
+                                waiting.renders.push((deliveries.len(), template));
+                                delivery.locale = Some(locale);
                             }
-                            Ok(content) => {
-                                if !bytes.take(&content) {
-                                    errors.extend([bytes.over()]);
+                            _ => match renderer.shared(template, channel, &locale) {
+                                _ if renderer.fuel.is_over() => {
+                                    errors.extend([renderer.fuel.over(channel, &locale)]);
                                     awaiting.clear();
                                     break 'fan_out;
                                 }
-                                delivery.content = Some(content);
-                                delivery.locale = Some(locale);
-                            }
-                            Err(found) => errors.extend(found),
+                                Ok(content) => {
+                                    if !bytes.take(&content) {
+                                        errors.extend([bytes.over()]);
+                                        awaiting.clear();
+                                        break 'fan_out;
+                                    }
+                                    delivery.content = Some(content);
+                                    delivery.locale = Some(locale);
+                                }
+                                Err(found) => errors.extend(found),
+                            },
                         },
-                    },
-                    Err(found) => errors.extend(found),
+                        Err(found) => errors.extend(found),
+                    }
                 }
+                deliveries.push(delivery);
             }
-            deliveries.push(delivery);
         }
     }
     let awaiting = awaiting.into_values().collect();
@@ -775,6 +801,7 @@ mod tests {
                 email: email.map(Into::into),
                 phone: None,
                 whatsapp: None,
+                chat: Default::default(),
                 locale: locale.map(Into::into),
                 timezone: None,
                 data: Default::default(),
@@ -880,6 +907,41 @@ mod tests {
             planned,
             vec![(Channel::Email, "a@example.com"), (Channel::Sms, "+15551234567"), (Channel::Novu, "u-1")]
         );
+    }
+
+    #[test]
+    fn chat_is_one_delivery_per_chat_address_and_an_inline_slack_channel_replaces_them() {
+        use crate::chat::StoredChatAddress;
+        let mut dir = typed(&[Channel::Chat]);
+        template(
+            &mut dir,
+            Channel::Chat,
+            "en",
+            json!({"text": "Invoice {{ n }}",
+            "structured": {"slack": [{"type": "section", "text": {"type": "mrkdwn", "text": "Invoice {{ n }}"}}]}}),
+        );
+        let mut listed = subscriber("u-1", None, None);
+        let to = |to: &str| Some(StoredChatAddress { to: to.into(), last4: None });
+        listed.subscriber.chat.slack = to("slack:U024BE7LH");
+        listed.subscriber.chat.discord = to("discord:v1.k.sealed");
+        dir.subscribers.insert("u-1".into(), listed);
+        dir.subscribers.insert("u-2".into(), subscriber("u-2", None, None));
+        let n = valid(json!({"type": "invoice.overdue", "to": [{"subscriber_id": "u-1"}, {"subscriber_id": "u-2"},
+            {"slack_channel": "C0123456789"}], "data": {"n": "\"7\""}}));
+        let plan = plan(&n, &dir, now()).unwrap();
+        let planned: Vec<_> = plan.deliveries.iter().map(|d| (d.recipient.as_str(), d.skip)).collect();
+        assert_eq!(
+            planned,
+            [
+                ("slack:U024BE7LH", None),
+                ("discord:v1.k.sealed", None),
+                ("", Some(Skip::NoAddress)),
+                ("slack:C0123456789", None)
+            ]
+        );
+        let content = plan.deliveries[0].content.as_ref().unwrap();
+        assert_eq!(content.text.as_deref(), Some("Invoice \"7\""));
+        assert_eq!(content.structured.as_ref().unwrap()["slack"][0]["text"]["text"], "Invoice \"7\"");
     }
 
     #[test]

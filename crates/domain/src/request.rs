@@ -73,13 +73,15 @@ pub struct Recipient {
     pub phone: Option<String>,
     /// E.164, for WhatsApp.
     pub whatsapp: Option<String>,
+    /// A Slack channel (or user) id for the tenant's Slack bot, for the chat channel.
+    pub slack_channel: Option<String>,
     pub topic: Option<String>,
 }
 
 impl Recipient {
     /// Whether an address is given inline (not just an id or a topic).
     pub fn has_inline_address(&self) -> bool {
-        self.email.is_some() || self.phone.is_some() || self.whatsapp.is_some()
+        self.email.is_some() || self.phone.is_some() || self.whatsapp.is_some() || self.slack_channel.is_some()
     }
 }
 
@@ -102,8 +104,8 @@ impl Audience {
 
 /// Content, given inline or rendered from a template (a template holds the same fields as
 /// minijinja sources). Email needs `subject` and `text` or `html`; SMS and WhatsApp need
-/// `text`; the in-app inbox uses `title`, `body` and `action_url`; Novu renders in its own
-/// workflow and takes `data` as its payload.
+/// `text`; chat needs `text` and may add `structured`; the in-app inbox uses `title`,
+/// `body` and `action_url`; Novu renders in its own workflow and takes `data` as its payload.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Content {
@@ -119,6 +121,12 @@ pub struct Content {
     pub body: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action_url: Option<String>,
+    /// Chat only: per provider, what it shows instead of plain text, as that provider's
+    /// JSON: `{"slack": [Block Kit blocks], "teams": {Adaptive Card}, "discord": [embeds]}`
+    /// (at most 16 KiB). A provider without its key sends `text`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub structured: Option<serde_json::Value>,
 }
 
 /// One rejected field, named by its JSON path (`to[2].email`).
@@ -305,8 +313,13 @@ fn check_recipient(i: usize, r: &Recipient, errors: &mut Vec<FieldError>) {
     if r.subscriber_id.is_none() && !r.has_inline_address() {
         errors.push(FieldError::new(
             format!("to[{i}]"),
-            "needs at least one of subscriber_id, email, phone, whatsapp, topic",
+            "needs at least one of subscriber_id, email, phone, whatsapp, slack_channel, topic",
         ));
+    }
+    if let Some(c) = &r.slack_channel
+        && !crate::chat::is_slack_id(c)
+    {
+        errors.push(FieldError::new(at("slack_channel"), "must be a Slack channel id (C…, G…) or user id (U…, W…)"));
     }
     if let Some(id) = &r.subscriber_id
         && !crate::subscriber::is_valid_subscriber_id(id)
@@ -445,7 +458,19 @@ pub fn check_content(channel: Channel, c: &Content, prefix: &str, errors: &mut V
                 missing(errors, "title", format!("the in_app channel needs {prefix}.title or {prefix}.body"));
             }
         }
+        Channel::Chat => {
+            let found = crate::chat::check_content(c.text.as_deref(), c.structured.as_ref(), prefix);
+            for e in found {
+                if !errors.iter().any(|x| x.field == e.field) {
+                    errors.push(e);
+                }
+            }
+        }
         Channel::Novu => {}
+    }
+    // Only chat shows structured content; elsewhere it would be silently dropped.
+    if c.structured.is_some() && channel != Channel::Chat && channel != Channel::Novu {
+        missing(errors, "structured", format!("is for the chat channel only, not {channel}"));
     }
 }
 
