@@ -126,7 +126,7 @@ impl Serialize for ChatView {
 impl ChatInput {
     /// Checks each address, naming `{prefix}.slack` etc.; `allow_private_hosts` (tests)
     /// lets webhook URLs be `http` and point at any host.
-    pub fn check(&self, prefix: &str, allow_private_hosts: bool, errors: &mut Vec<FieldError>) -> Vec<(Key, Target)> {
+    pub fn check(&self, prefix: &str, allow_private_hosts: bool, errors: &mut Vec<FieldError>) -> Targets {
         let mut targets = Vec::new();
         for (key, value) in [(Key::Slack, &self.slack), (Key::Teams, &self.teams), (Key::Discord, &self.discord)] {
             let Some(value) = value else { continue };
@@ -138,6 +138,9 @@ impl ChatInput {
         targets
     }
 }
+
+/// Chat addresses once checked, each with the key it was given under.
+pub type Targets = Vec<(Key, Target)>;
 
 /// The keys of a subscriber's `chat`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

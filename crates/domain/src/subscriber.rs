@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 
 use crate::{
     Channel, FieldError, address,
-    chat::{self, ChatInput, ChatView, StoredChat, Target},
+    chat::{self, ChatInput, ChatView, StoredChat},
     locale,
     notification_type::is_valid_key,
     request::MAX_DATA_BYTES,
@@ -63,10 +63,7 @@ impl SubscriberInput {
     /// is reported with its field.
     /// `allow_private_hosts` (tests): chat webhook URLs may point at any host.
     /// Answers the input with its chat addresses checked ([`ChatInput::check`]).
-    pub fn validate(
-        mut self,
-        allow_private_hosts: bool,
-    ) -> Result<(SubscriberInput, Vec<(chat::Key, Target)>), Vec<FieldError>> {
+    pub fn validate(mut self, allow_private_hosts: bool) -> Result<(SubscriberInput, chat::Targets), Vec<FieldError>> {
         let mut errors = Vec::new();
         let chat = self.chat.as_ref().map(|c| c.check("chat", allow_private_hosts, &mut errors)).unwrap_or_default();
         if let Some(e) = &self.email
