@@ -60,6 +60,18 @@ async fn a_subscriber_gets_a_chat_delivery_per_chat_address_and_the_worker_opens
     let to: Vec<&str> = sent.iter().map(|m| m["to"].as_str().unwrap()).collect();
     assert_eq!(to, [format!("discord:{DISCORD}").as_str(), "slack:U024BE7LH"]);
     assert_eq!(sent[1]["content"]["structured"], structured);
+
+    // A webhook named inline is sealed at accept just the same.
+    let inline =
+        app.accept(&json!({"type": "t", "to": [{"discord_webhook": DISCORD}], "content": {"text": "inline"}})).await;
+    let n = app.wait_for_status(inline, "sent").await;
+    let recipient = n["deliveries"][0]["recipient"].as_str().unwrap();
+    assert!(recipient.starts_with("discord:v1.test."), "{recipient}");
+    let delivered = column_text(&app, "SELECT string_agg(recipient, ' ') FROM deliveries WHERE tenant_id = $1").await;
+    assert!(!delivered.contains("secret-token"), "{delivered}");
+    let sent = app.sandbox_messages(Channel::Chat);
+    let last = sent.iter().find(|m| m["content"]["text"] == "inline").unwrap();
+    assert_eq!(last["to"], format!("discord:{DISCORD}"));
 }
 
 #[tokio::test]
@@ -116,9 +128,11 @@ async fn bad_chat_addresses_are_refused_naming_the_field() {
     assert_eq!(body["chat"]["slack"]["webhook"], true);
     assert!(!body.to_string().contains("hooks.slack.com"), "{body}");
 
-    let bad_inline = json!({"type": "t", "to": [{"slack_channel": "general"}], "content": {"text": "hi"}});
+    let bad_inline = json!({"type": "t", "to": [{"slack_channel": "general"},
+        {"discord_webhook": "https://evil.example/api/webhooks/1/x"}, {"teams_webhook": "https://localhost/x"}],
+        "content": {"text": "hi"}});
     let (status, body) = app.post(&bad_inline).await;
-    assert_eq!(fields(status, &body), ["to[0].slack_channel"]);
+    assert_eq!(fields(status, &body), ["to[0].slack_channel", "to[1].discord_webhook", "to[2].teams_webhook"]);
 }
 
 #[tokio::test]

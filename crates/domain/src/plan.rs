@@ -200,8 +200,9 @@ struct Resolved<'a> {
     email: Option<&'a str>,
     phone: Option<&'a str>,
     whatsapp: Option<&'a str>,
-    /// A Slack id given inline (`slack_channel`), which replaces the stored chat addresses.
-    slack_channel: Option<&'a str>,
+    /// A chat destination given inline (`slack_channel`, or a webhook, sealed by then),
+    /// which replaces the stored chat addresses.
+    inline_chat: Option<&'a Recipient>,
     chat: Option<&'a StoredChat>,
 }
 
@@ -216,7 +217,7 @@ impl<'a> Resolved<'a> {
             email: pick(inline.and_then(|r| r.email.as_deref()), &s.email),
             phone: pick(inline.and_then(|r| r.phone.as_deref()), &s.phone),
             whatsapp: pick(inline.and_then(|r| r.whatsapp.as_deref()), &s.whatsapp),
-            slack_channel: inline.and_then(|r| r.slack_channel.as_deref()),
+            inline_chat: inline.filter(|r| r.chat_inline()),
             chat: Some(&s.chat),
         }
     }
@@ -228,7 +229,7 @@ impl<'a> Resolved<'a> {
             email: r.email.as_deref(),
             phone: r.phone.as_deref(),
             whatsapp: r.whatsapp.as_deref(),
-            slack_channel: r.slack_channel.as_deref(),
+            inline_chat: Some(r).filter(|r| r.chat_inline()),
             chat: None,
         }
     }
@@ -242,8 +243,8 @@ impl<'a> Resolved<'a> {
             Channel::Whatsapp => self.whatsapp,
             Channel::Novu | Channel::InApp => self.id,
             Channel::Chat => {
-                return match (self.slack_channel, self.chat) {
-                    (Some(id), _) => vec![Cow::Owned(format!("slack:{id}"))],
+                return match (self.inline_chat, self.chat) {
+                    (Some(r), _) => inline_chat(r).map(Cow::Owned).into_iter().collect(),
                     (None, Some(chat)) => chat.recipients().map(Cow::Borrowed).collect(),
                     (None, None) => vec![],
                 };
@@ -251,6 +252,14 @@ impl<'a> Resolved<'a> {
         };
         one.map(Cow::Borrowed).into_iter().collect()
     }
+}
+
+/// The recipient of an inline chat destination: `slack:<id>`, or a webhook's
+/// `<provider>:<value>` (the API sealed the value before planning).
+fn inline_chat(r: &Recipient) -> Option<String> {
+    let webhooks = [("slack_webhook", &r.slack_webhook), ("teams", &r.teams_webhook), ("discord", &r.discord_webhook)];
+    let slack = r.slack_channel.as_ref().map(|id| format!("slack:{id}"));
+    slack.or_else(|| webhooks.into_iter().find_map(|(p, v)| v.as_ref().map(|v| format!("{p}:{v}"))))
 }
 
 /// Where [`plan_all`] reads the `data` of stored subscribers (up to 64 KiB each), which the

@@ -75,13 +75,36 @@ pub struct Recipient {
     pub whatsapp: Option<String>,
     /// A Slack channel (or user) id for the tenant's Slack bot, for the chat channel.
     pub slack_channel: Option<String>,
+    /// A Slack incoming webhook URL, for the chat channel; stored encrypted.
+    pub slack_webhook: Option<String>,
+    /// A Microsoft Teams Workflows webhook URL, for the chat channel; stored encrypted.
+    pub teams_webhook: Option<String>,
+    /// A Discord webhook URL, for the chat channel; stored encrypted.
+    pub discord_webhook: Option<String>,
     pub topic: Option<String>,
 }
 
 impl Recipient {
     /// Whether an address is given inline (not just an id or a topic).
     pub fn has_inline_address(&self) -> bool {
-        self.email.is_some() || self.phone.is_some() || self.whatsapp.is_some() || self.slack_channel.is_some()
+        self.email.is_some() || self.phone.is_some() || self.whatsapp.is_some() || self.chat_inline()
+    }
+
+    /// Whether a chat destination is given inline (it replaces a subscriber's chat addresses).
+    pub fn chat_inline(&self) -> bool {
+        self.slack_channel.is_some()
+            || self.slack_webhook.is_some()
+            || self.teams_webhook.is_some()
+            || self.discord_webhook.is_some()
+    }
+
+    /// The inline webhook URLs (or, once the API sealed them, their sealed values), by field.
+    pub fn webhooks_mut(&mut self) -> [(&'static str, &mut Option<String>); 3] {
+        [
+            ("slack_webhook", &mut self.slack_webhook),
+            ("teams_webhook", &mut self.teams_webhook),
+            ("discord_webhook", &mut self.discord_webhook),
+        ]
     }
 }
 
@@ -177,11 +200,17 @@ pub struct Limits {
     pub max_schedule_ahead: Duration,
     /// Render steps one request may spend on its templates in all (`plan::Budget`).
     pub render_fuel: u64,
+    /// Inline chat webhook URLs may be http and point at any host (tests' stand-ins).
+    pub allow_private_hosts: bool,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_schedule_ahead: Duration::days(90), render_fuel: crate::plan::RENDER_FUEL_PER_REQUEST }
+        Self {
+            max_schedule_ahead: Duration::days(90),
+            render_fuel: crate::plan::RENDER_FUEL_PER_REQUEST,
+            allow_private_hosts: false,
+        }
     }
 }
 
@@ -208,7 +237,7 @@ impl NewNotification {
             (false, None) => {}
         }
         for (i, r) in to.iter().enumerate() {
-            check_recipient(i, r, &mut errors);
+            check_recipient(i, r, limits.allow_private_hosts, &mut errors);
         }
 
         let channels = match self.channels {
@@ -299,7 +328,7 @@ fn dedup(mut v: Vec<Channel>) -> Vec<Channel> {
     v
 }
 
-fn check_recipient(i: usize, r: &Recipient, errors: &mut Vec<FieldError>) {
+fn check_recipient(i: usize, r: &Recipient, allow_private_hosts: bool, errors: &mut Vec<FieldError>) {
     let at = |f: &str| format!("to[{i}].{f}");
     if let Some(topic) = &r.topic {
         if r.subscriber_id.is_some() || r.has_inline_address() {
@@ -313,8 +342,26 @@ fn check_recipient(i: usize, r: &Recipient, errors: &mut Vec<FieldError>) {
     if r.subscriber_id.is_none() && !r.has_inline_address() {
         errors.push(FieldError::new(
             format!("to[{i}]"),
-            "needs at least one of subscriber_id, email, phone, whatsapp, slack_channel, topic",
+            "needs at least one of subscriber_id, email, phone, whatsapp, slack_channel, a chat webhook, topic",
         ));
+    }
+    let given = [&r.slack_channel, &r.slack_webhook, &r.teams_webhook, &r.discord_webhook];
+    if given.iter().filter(|v| v.is_some()).count() > 1 {
+        errors.push(FieldError::new(format!("to[{i}]"), "names at most one chat destination"));
+    }
+    for (field, key, value) in [
+        ("slack_webhook", crate::chat::Key::Slack, &r.slack_webhook),
+        ("teams_webhook", crate::chat::Key::Teams, &r.teams_webhook),
+        ("discord_webhook", crate::chat::Key::Discord, &r.discord_webhook),
+    ] {
+        let Some(url) = value else { continue };
+        match crate::chat::check_address(key, url, allow_private_hosts) {
+            Ok(crate::chat::Target::Webhook { .. }) => {}
+            Ok(crate::chat::Target::SlackId(_)) => {
+                errors.push(FieldError::new(at(field), "must be a webhook URL (a Slack id goes in slack_channel)"))
+            }
+            Err(why) => errors.push(FieldError::new(at(field), why)),
+        }
     }
     if let Some(c) = &r.slack_channel
         && !crate::chat::is_slack_id(c)

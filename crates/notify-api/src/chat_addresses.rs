@@ -3,7 +3,7 @@
 
 use bootstrap::seal::Keyring;
 use domain::{
-    FieldError,
+    FieldError, Recipient,
     chat::{self, Key, StoredChat, Target},
 };
 use uuid::Uuid;
@@ -47,5 +47,24 @@ impl ChatAddresses {
             *slot = Some(address);
         }
         if errors.is_empty() { Ok(stored) } else { Err(errors) }
+    }
+
+    /// Seals the webhook URLs `to` names inline (`to[i].discord_webhook`), in place, so
+    /// the plan writes only their sealed values.
+    pub fn seal_inline(&self, tenant: Uuid, to: &mut [Recipient]) -> Result<(), Vec<FieldError>> {
+        let mut errors = Vec::new();
+        for (i, r) in to.iter_mut().enumerate() {
+            for (field, value) in r.webhooks_mut() {
+                let Some(url) = value.as_mut() else { continue };
+                match &self.keyring {
+                    Some(keyring) => *url = keyring.seal(&tenant, chat::SEAL_PURPOSE, url.as_bytes()),
+                    None => errors.push(FieldError::new(
+                        format!("to[{i}].{field}"),
+                        "webhook URLs are stored encrypted, and this server has no secrets.keys configured",
+                    )),
+                }
+            }
+        }
+        if errors.is_empty() { Ok(()) } else { Err(errors) }
     }
 }

@@ -87,7 +87,10 @@ pub fn router(
     }
     let state = AppState {
         store,
-        limits: config.limits.domain(),
+        limits: domain::request::Limits {
+            allow_private_hosts: config.integrations.allow_private_hosts,
+            ..config.limits.domain()
+        },
         limiter: Arc::default(),
         default_rate: config.rate_limit,
         idempotency_retention: config.idempotency.retention,
