@@ -482,6 +482,15 @@ pub fn check_content(channel: Channel, c: &Content, prefix: &str, errors: &mut V
             missing(errors, name, "must not contain a NUL character".into());
         }
     }
+    // Inline content serves every channel: the others ignore `structured`, but it is
+    // stored, so its limits hold all the same (chat checks it below).
+    if let Some(structured) = c.structured.as_ref().filter(|_| channel != Channel::Chat) {
+        for e in crate::chat::check_structured(structured, &format!("{prefix}.structured")) {
+            if !errors.iter().any(|x| x.field == e.field) {
+                errors.push(e);
+            }
+        }
+    }
     match channel {
         Channel::Email => {
             if c.subject.as_deref().is_none_or(str::is_empty) {
@@ -514,10 +523,6 @@ pub fn check_content(channel: Channel, c: &Content, prefix: &str, errors: &mut V
             }
         }
         Channel::Novu => {}
-    }
-    // Only chat shows structured content; elsewhere it would be silently dropped.
-    if c.structured.is_some() && channel != Channel::Chat && channel != Channel::Novu {
-        missing(errors, "structured", format!("is for the chat channel only, not {channel}"));
     }
 }
 
@@ -568,6 +573,16 @@ mod tests {
 
     fn fields(r: Result<ValidNotification, Vec<FieldError>>) -> Vec<String> {
         r.unwrap_err().into_iter().map(|e| e.field).collect()
+    }
+
+    #[test]
+    fn inline_structured_content_serves_chat_and_is_ignored_elsewhere() {
+        let n = parse(json!({"type": "t", "to": [{"email": "a@example.com", "slack_channel": "C0123456789"}],
+            "channels": ["email", "chat"], "content": {"subject": "s", "text": "x", "structured": {"slack": []}}}));
+        assert!(n.validate(Limits::default(), OffsetDateTime::now_utc()).is_ok());
+        let n = parse(json!({"type": "t", "to": [{"email": "a@example.com"}], "channels": ["email"],
+            "content": {"subject": "s", "text": "x", "structured": {"slack": {}}}}));
+        assert_eq!(fields(n.validate(Limits::default(), OffsetDateTime::now_utc())), vec!["content.structured.slack"]);
     }
 
     #[test]
