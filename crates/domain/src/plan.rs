@@ -1017,6 +1017,25 @@ mod tests {
     }
 
     #[test]
+    fn chat_follows_opt_outs_quiet_hours_and_critical_types_like_every_channel() {
+        use crate::chat::StoredChatAddress;
+        let mut dir = typed(&[Channel::Chat]);
+        let mut listed = subscriber("u-1", None, None);
+        listed.subscriber.chat.slack = Some(StoredChatAddress { to: "slack:U024BE7LH".into(), last4: None });
+        listed.preferences.quiet_hours = Some(QuietHours { start: "11:00".into(), end: "13:30".into() });
+        dir.subscribers.insert("u-1".into(), listed);
+        let n = valid(json!({"type": "invoice.overdue", "to": [{"subscriber_id": "u-1"}], "content": {"text": "x"}}));
+        let planned = &plan(&n, &dir, now()).unwrap().deliveries[0];
+        assert_eq!(planned.not_before, Some(time::macros::datetime!(2026-06-10 13:30 UTC)));
+
+        dir.subscribers.get_mut("u-1").unwrap().preferences.channels.insert(Channel::Chat, false);
+        assert_eq!(plan(&n, &dir, now()).unwrap().deliveries[0].skip, Some(Skip::OptedOut));
+        dir.types.get_mut("invoice.overdue").unwrap().critical = true;
+        let critical = &plan(&n, &dir, now()).unwrap().deliveries[0];
+        assert_eq!((critical.skip, critical.not_before), (None, None));
+    }
+
+    #[test]
     fn templates_render_in_the_best_locale_and_name_missing_variables() {
         let mut dir = typed(&[Channel::Email]);
         dir.subscribers.insert("u-pt".into(), subscriber("u-pt", Some("pt@example.com"), Some("pt-BR")));
