@@ -97,7 +97,8 @@ async fn each_binary_serves_metrics_that_move_with_a_delivery() {
     }
     let id = app
         .accept(&json!({"type": "t", "to": [{"email": "a@example.com", "phone": "+15551234567",
-            "whatsapp": "+15551234567", "subscriber_id": "u-1"}], "content": {"subject": "s", "text": "t"}}))
+            "whatsapp": "+15551234567", "subscriber_id": "u-1", "slack_channel": "C0123456789"}],
+            "content": {"subject": "s", "text": "t"}}))
         .await;
     app.wait_for_status(id, "sent").await;
 

@@ -396,9 +396,11 @@ impl TestApp {
                     whatsapp_worker::run(whatsapp_worker::Config { worker, providers: whatsapp }, shutdown).await
                 }
                 Channel::Novu => novu_worker::run(novu_worker::Config { worker, providers: novu }, shutdown).await,
+                Channel::Chat => {
+                    let sandbox = worker::SandboxProvider::open(channel, worker.channel.sandbox.clone()).await?;
+                    worker::run(channel, worker, vec![std::sync::Arc::new(sandbox)], shutdown).await
+                }
                 Channel::InApp => unreachable!("in-app deliveries have no worker: the intake writes them"),
-                // The chat worker comes with the chat channel's own branch.
-                Channel::Chat => unreachable!("no chat worker here"),
             }
         })
     }
@@ -508,6 +510,8 @@ async fn api_config(env: &TestEnv, broker: bool) -> notify_api::Config {
         config.amqp_url = Some(SecretString::from(env.amqp_url().await));
     }
     config.inbox.token_secret = Some(SecretString::from(TOKEN_SECRET));
+    config.secrets = test_secrets();
+    config.integrations.allow_private_hosts = true;
     config
 }
 

@@ -9,6 +9,7 @@ mod audience;
 mod batch;
 mod bounds;
 mod cache;
+mod chat;
 mod commit;
 mod dead_letters;
 mod delivery;

@@ -8,6 +8,7 @@ pub mod address;
 pub mod api_key;
 pub mod backoff;
 pub mod channel;
+pub mod chat;
 pub mod inbox;
 pub mod job;
 pub mod locale;

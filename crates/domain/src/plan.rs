@@ -6,13 +6,18 @@
 //! Pure: the store loads a [`Directory`] for a whole batch in a few statements, and this
 //! module decides; the subscribers' `data` it asks for a page at a time ([`plan_all`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::{
+    borrow::Cow,
+    collections::{BTreeMap, HashMap, HashSet},
+};
 
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 use crate::{
-    Channel, Content, FieldError, Priority, RetryPolicy, ValidNotification, locale,
+    Channel, Content, FieldError, Priority, RetryPolicy, ValidNotification,
+    chat::StoredChat,
+    locale,
     notification_type::NotificationType,
     request::{Recipient, check_action_url, check_content},
     subscriber::{Preferences, Subscriber},
@@ -195,6 +200,10 @@ struct Resolved<'a> {
     email: Option<&'a str>,
     phone: Option<&'a str>,
     whatsapp: Option<&'a str>,
+    /// A chat destination given inline (`slack_channel`, or a webhook, sealed by then),
+    /// which replaces the stored chat addresses.
+    inline_chat: Option<&'a Recipient>,
+    chat: Option<&'a StoredChat>,
 }
 
 impl<'a> Resolved<'a> {
@@ -208,6 +217,8 @@ impl<'a> Resolved<'a> {
             email: pick(inline.and_then(|r| r.email.as_deref()), &s.email),
             phone: pick(inline.and_then(|r| r.phone.as_deref()), &s.phone),
             whatsapp: pick(inline.and_then(|r| r.whatsapp.as_deref()), &s.whatsapp),
+            inline_chat: inline.filter(|r| r.chat_inline()),
+            chat: Some(&s.chat),
         }
     }
 
@@ -218,18 +229,37 @@ impl<'a> Resolved<'a> {
             email: r.email.as_deref(),
             phone: r.phone.as_deref(),
             whatsapp: r.whatsapp.as_deref(),
+            inline_chat: Some(r).filter(|r| r.chat_inline()),
+            chat: None,
         }
     }
 
-    fn address(&self, channel: Channel) -> Option<&'a str> {
-        match channel {
+    /// The recipient's addresses on `channel`: at most one, except on chat, where each of
+    /// a subscriber's chat addresses (Slack, Teams, Discord, in that order) is one delivery.
+    fn addresses(&self, channel: Channel) -> Vec<Cow<'a, str>> {
+        let one = match channel {
             Channel::Email => self.email,
             Channel::Sms => self.phone,
             Channel::Whatsapp => self.whatsapp,
             Channel::Novu | Channel::InApp => self.id,
-            Channel::Chat => None,
-        }
+            Channel::Chat => {
+                return match (self.inline_chat, self.chat) {
+                    (Some(r), _) => inline_chat(r).map(Cow::Owned).into_iter().collect(),
+                    (None, Some(chat)) => chat.recipients().map(Cow::Borrowed).collect(),
+                    (None, None) => vec![],
+                };
+            }
+        };
+        one.map(Cow::Borrowed).into_iter().collect()
     }
+}
+
+/// The recipient of an inline chat destination: `slack:<id>`, or a webhook's
+/// `<provider>:<value>` (the API sealed the value before planning).
+fn inline_chat(r: &Recipient) -> Option<String> {
+    let webhooks = [("slack_webhook", &r.slack_webhook), ("teams", &r.teams_webhook), ("discord", &r.discord_webhook)];
+    let slack = r.slack_channel.as_ref().map(|id| format!("slack:{id}"));
+    slack.or_else(|| webhooks.into_iter().find_map(|(p, v)| v.as_ref().map(|v| format!("{p}:{v}"))))
 }
 
 /// Where [`plan_all`] reads the `data` of stored subscribers (up to 64 KiB each), which the
@@ -328,7 +358,7 @@ fn fan_out<'a>(n: &'a ValidNotification, dir: &'a Directory, now: OffsetDateTime
         (None, Some(t)) => t.channels.clone(),
         // The inbox is asked for, not implied by a subscriber id (which already means Novu).
         (None, None) => {
-            Channel::QUEUED.into_iter().filter(|c| recipients.iter().any(|r| r.address(*c).is_some())).collect()
+            Channel::QUEUED.into_iter().filter(|c| recipients.iter().any(|r| !r.addresses(*c).is_empty())).collect()
         }
     };
     // An id that names no subscriber is still a Novu subscriber id; on other channels it
@@ -367,76 +397,80 @@ fn fan_out<'a>(n: &'a ValidNotification, dir: &'a Directory, now: OffsetDateTime
     let mut deliveries = Vec::new();
     // By recipient, so the subscribers' data is asked for in the order they were named.
     let mut awaiting: BTreeMap<usize, Awaiting> = BTreeMap::new();
-    let mut seen: HashSet<(Channel, &str)> = HashSet::new();
+    let mut seen: HashSet<(Channel, Cow<str>)> = HashSet::new();
     'fan_out: for &channel in &channels {
         let type_default = kind.and_then(|t| t.preferences.get(&channel).copied());
         for (at, r) in recipients.iter().enumerate() {
-            let address = r.address(channel);
-            let mut delivery = PlannedDelivery {
-                channel,
-                recipient: address.unwrap_or_default().to_owned(),
-                subscriber_id: r.id.map(str::to_owned),
-                content: None,
-                locale: None,
-                skip: None,
-                not_before: None,
-            };
-            match (address, r.listed) {
-                (None, None) => continue,
-                (None, Some(_)) => delivery.skip = Some(Skip::NoAddress),
-                (Some(address), _) if !seen.insert((channel, address)) => continue,
-                (Some(_), Some(listed)) if !critical => {
-                    let prefs = &listed.preferences;
-                    if !prefs.allows(&n.kind, category, channel, type_default) {
-                        delivery.skip = Some(Skip::OptedOut);
-                    } else if n.priority != Priority::Urgent && channel.is_queued() {
-                        // An inbox item interrupts nobody: quiet hours defer the channels that do.
-                        delivery.not_before = prefs
-                            .quiet_hours
-                            .as_ref()
-                            .and_then(|q| q.defer(listed.subscriber.timezone.as_deref(), start));
-                    }
-                }
-                (Some(_), _) => {}
-            }
-            if deliveries.len() == budget.deliveries {
-                let first = budget.deliveries == MAX_DELIVERIES;
-                errors.push("to", over(first, &format!("{MAX_DELIVERIES} deliveries")));
-                awaiting.clear();
-                break 'fan_out;
-            }
-            if delivery.skip.is_none() && n.content.is_none() && channel != Channel::Novu {
-                match renderer.template(channel, r.listed) {
-                    Ok((template, locale)) => match r.listed {
-                        Some(listed) if template.uses_subscriber() => {
-                            let waiting = awaiting
-                                .entry(at)
-                                .or_insert_with(|| Awaiting { subscriber: &listed.subscriber, renders: vec![] });
-                            waiting.renders.push((deliveries.len(), template));
-                            delivery.locale = Some(locale);
+            let addresses = r.addresses(channel);
+            // No address is one delivery too: skipped as `no_address` for a subscriber.
+            for i in 0..addresses.len().max(1) {
+                let address = addresses.get(i).map(|a| a.as_ref());
+                let mut delivery = PlannedDelivery {
+                    channel,
+                    recipient: address.unwrap_or_default().to_owned(),
+                    subscriber_id: r.id.map(str::to_owned),
+                    content: None,
+                    locale: None,
+                    skip: None,
+                    not_before: None,
+                };
+                match (address, r.listed) {
+                    (None, None) => continue,
+                    (None, Some(_)) => delivery.skip = Some(Skip::NoAddress),
+                    (Some(_), _) if !seen.insert((channel, addresses[i].clone())) => continue,
+                    (Some(_), Some(listed)) if !critical => {
+                        let prefs = &listed.preferences;
+                        if !prefs.allows(&n.kind, category, channel, type_default) {
+                            delivery.skip = Some(Skip::OptedOut);
+                        } else if n.priority != Priority::Urgent && channel.is_queued() {
+                            // An inbox item interrupts nobody: quiet hours defer the channels that do.
+                            delivery.not_before = prefs
+                                .quiet_hours
+                                .as_ref()
+                                .and_then(|q| q.defer(listed.subscriber.timezone.as_deref(), start));
                         }
-                        _ => match renderer.shared(template, channel, &locale) {
-                            _ if renderer.fuel.is_over() => {
-                                errors.extend([renderer.fuel.over(channel, &locale)]);
-                                awaiting.clear();
-                                break 'fan_out;
+                    }
+                    (Some(_), _) => {}
+                }
+                if deliveries.len() == budget.deliveries {
+                    let first = budget.deliveries == MAX_DELIVERIES;
+                    errors.push("to", over(first, &format!("{MAX_DELIVERIES} deliveries")));
+                    awaiting.clear();
+                    break 'fan_out;
+                }
+                if delivery.skip.is_none() && n.content.is_none() && channel != Channel::Novu {
+                    match renderer.template(channel, r.listed) {
+                        Ok((template, locale)) => match r.listed {
+                            Some(listed) if template.uses_subscriber() => {
+                                let waiting = awaiting
+                                    .entry(at)
+                                    .or_insert_with(|| Awaiting { subscriber: &listed.subscriber, renders: vec![] });
+                                waiting.renders.push((deliveries.len(), template));
+                                delivery.locale = Some(locale);
                             }
-                            Ok(content) => {
-                                if !bytes.take(&content) {
-                                    errors.extend([bytes.over()]);
+                            _ => match renderer.shared(template, channel, &locale) {
+                                _ if renderer.fuel.is_over() => {
+                                    errors.extend([renderer.fuel.over(channel, &locale)]);
                                     awaiting.clear();
                                     break 'fan_out;
                                 }
-                                delivery.content = Some(content);
-                                delivery.locale = Some(locale);
-                            }
-                            Err(found) => errors.extend(found),
+                                Ok(content) => {
+                                    if !bytes.take(&content) {
+                                        errors.extend([bytes.over()]);
+                                        awaiting.clear();
+                                        break 'fan_out;
+                                    }
+                                    delivery.content = Some(content);
+                                    delivery.locale = Some(locale);
+                                }
+                                Err(found) => errors.extend(found),
+                            },
                         },
-                    },
-                    Err(found) => errors.extend(found),
+                        Err(found) => errors.extend(found),
+                    }
                 }
+                deliveries.push(delivery);
             }
-            deliveries.push(delivery);
         }
     }
     let awaiting = awaiting.into_values().collect();
@@ -776,6 +810,7 @@ mod tests {
                 email: email.map(Into::into),
                 phone: None,
                 whatsapp: None,
+                chat: Default::default(),
                 locale: locale.map(Into::into),
                 timezone: None,
                 data: Default::default(),
@@ -884,6 +919,41 @@ mod tests {
     }
 
     #[test]
+    fn chat_is_one_delivery_per_chat_address_and_an_inline_slack_channel_replaces_them() {
+        use crate::chat::StoredChatAddress;
+        let mut dir = typed(&[Channel::Chat]);
+        template(
+            &mut dir,
+            Channel::Chat,
+            "en",
+            json!({"text": "Invoice {{ n }}",
+            "structured": {"slack": [{"type": "section", "text": {"type": "mrkdwn", "text": "Invoice {{ n }}"}}]}}),
+        );
+        let mut listed = subscriber("u-1", None, None);
+        let to = |to: &str| Some(StoredChatAddress { to: to.into(), last4: None });
+        listed.subscriber.chat.slack = to("slack:U024BE7LH");
+        listed.subscriber.chat.discord = to("discord:v1.k.sealed");
+        dir.subscribers.insert("u-1".into(), listed);
+        dir.subscribers.insert("u-2".into(), subscriber("u-2", None, None));
+        let n = valid(json!({"type": "invoice.overdue", "to": [{"subscriber_id": "u-1"}, {"subscriber_id": "u-2"},
+            {"slack_channel": "C0123456789"}], "data": {"n": "\"7\""}}));
+        let plan = plan(&n, &dir, now()).unwrap();
+        let planned: Vec<_> = plan.deliveries.iter().map(|d| (d.recipient.as_str(), d.skip)).collect();
+        assert_eq!(
+            planned,
+            [
+                ("slack:U024BE7LH", None),
+                ("discord:v1.k.sealed", None),
+                ("", Some(Skip::NoAddress)),
+                ("slack:C0123456789", None)
+            ]
+        );
+        let content = plan.deliveries[0].content.as_ref().unwrap();
+        assert_eq!(content.text.as_deref(), Some("Invoice \"7\""));
+        assert_eq!(content.structured.as_ref().unwrap()["slack"][0]["text"]["text"], "Invoice \"7\"");
+    }
+
+    #[test]
     fn a_recipient_without_an_address_for_the_channels_is_an_error() {
         let n = valid(json!({"type": "t", "to": [{"email": "a@example.com"}], "channels": ["sms"],
             "content": {"text": "x"}}));
@@ -944,6 +1014,25 @@ mod tests {
         let urgent = valid(json!({"type": "invoice.overdue", "to": [{"subscriber_id": "u-1"}], "priority": "urgent",
             "content": {"subject": "s", "text": "x"}}));
         assert_eq!(plan(&urgent, &dir, now()).unwrap().deliveries[0].not_before, None);
+    }
+
+    #[test]
+    fn chat_follows_opt_outs_quiet_hours_and_critical_types_like_every_channel() {
+        use crate::chat::StoredChatAddress;
+        let mut dir = typed(&[Channel::Chat]);
+        let mut listed = subscriber("u-1", None, None);
+        listed.subscriber.chat.slack = Some(StoredChatAddress { to: "slack:U024BE7LH".into(), last4: None });
+        listed.preferences.quiet_hours = Some(QuietHours { start: "11:00".into(), end: "13:30".into() });
+        dir.subscribers.insert("u-1".into(), listed);
+        let n = valid(json!({"type": "invoice.overdue", "to": [{"subscriber_id": "u-1"}], "content": {"text": "x"}}));
+        let planned = &plan(&n, &dir, now()).unwrap().deliveries[0];
+        assert_eq!(planned.not_before, Some(time::macros::datetime!(2026-06-10 13:30 UTC)));
+
+        dir.subscribers.get_mut("u-1").unwrap().preferences.channels.insert(Channel::Chat, false);
+        assert_eq!(plan(&n, &dir, now()).unwrap().deliveries[0].skip, Some(Skip::OptedOut));
+        dir.types.get_mut("invoice.overdue").unwrap().critical = true;
+        let critical = &plan(&n, &dir, now()).unwrap().deliveries[0];
+        assert_eq!((critical.skip, critical.not_before), (None, None));
     }
 
     #[test]

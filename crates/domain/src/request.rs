@@ -73,13 +73,38 @@ pub struct Recipient {
     pub phone: Option<String>,
     /// E.164, for WhatsApp.
     pub whatsapp: Option<String>,
+    /// A Slack channel (or user) id for the tenant's Slack bot, for the chat channel.
+    pub slack_channel: Option<String>,
+    /// A Slack incoming webhook URL, for the chat channel; stored encrypted.
+    pub slack_webhook: Option<String>,
+    /// A Microsoft Teams Workflows webhook URL, for the chat channel; stored encrypted.
+    pub teams_webhook: Option<String>,
+    /// A Discord webhook URL, for the chat channel; stored encrypted.
+    pub discord_webhook: Option<String>,
     pub topic: Option<String>,
 }
 
 impl Recipient {
     /// Whether an address is given inline (not just an id or a topic).
     pub fn has_inline_address(&self) -> bool {
-        self.email.is_some() || self.phone.is_some() || self.whatsapp.is_some()
+        self.email.is_some() || self.phone.is_some() || self.whatsapp.is_some() || self.chat_inline()
+    }
+
+    /// Whether a chat destination is given inline (it replaces a subscriber's chat addresses).
+    pub fn chat_inline(&self) -> bool {
+        self.slack_channel.is_some()
+            || self.slack_webhook.is_some()
+            || self.teams_webhook.is_some()
+            || self.discord_webhook.is_some()
+    }
+
+    /// The inline webhook URLs (or, once the API sealed them, their sealed values), by field.
+    pub fn webhooks_mut(&mut self) -> [(&'static str, &mut Option<String>); 3] {
+        [
+            ("slack_webhook", &mut self.slack_webhook),
+            ("teams_webhook", &mut self.teams_webhook),
+            ("discord_webhook", &mut self.discord_webhook),
+        ]
     }
 }
 
@@ -102,8 +127,8 @@ impl Audience {
 
 /// Content, given inline or rendered from a template (a template holds the same fields as
 /// minijinja sources). Email needs `subject` and `text` or `html`; SMS and WhatsApp need
-/// `text`; the in-app inbox uses `title`, `body` and `action_url`; Novu renders in its own
-/// workflow and takes `data` as its payload.
+/// `text`; chat needs `text` and may add `structured`; the in-app inbox uses `title`,
+/// `body` and `action_url`; Novu renders in its own workflow and takes `data` as its payload.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Content {
@@ -119,9 +144,11 @@ pub struct Content {
     pub body: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action_url: Option<String>,
-    /// Chat only: per provider (`slack`, `teams`, `discord`), the structured form that
-    /// provider sends beside the text (Block Kit blocks, an Adaptive Card, embeds).
+    /// Chat only: per provider, what it shows instead of plain text, as that provider's
+    /// JSON: `{"slack": [Block Kit blocks], "teams": {Adaptive Card}, "discord": [embeds]}`
+    /// (at most 16 KiB). A provider without its key sends `text`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub structured: Option<serde_json::Value>,
 }
 
@@ -173,11 +200,17 @@ pub struct Limits {
     pub max_schedule_ahead: Duration,
     /// Render steps one request may spend on its templates in all (`plan::Budget`).
     pub render_fuel: u64,
+    /// Inline chat webhook URLs may be http and point at any host (tests' stand-ins).
+    pub allow_private_hosts: bool,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_schedule_ahead: Duration::days(90), render_fuel: crate::plan::RENDER_FUEL_PER_REQUEST }
+        Self {
+            max_schedule_ahead: Duration::days(90),
+            render_fuel: crate::plan::RENDER_FUEL_PER_REQUEST,
+            allow_private_hosts: false,
+        }
     }
 }
 
@@ -204,7 +237,7 @@ impl NewNotification {
             (false, None) => {}
         }
         for (i, r) in to.iter().enumerate() {
-            check_recipient(i, r, &mut errors);
+            check_recipient(i, r, limits.allow_private_hosts, &mut errors);
         }
 
         let channels = match self.channels {
@@ -295,7 +328,7 @@ fn dedup(mut v: Vec<Channel>) -> Vec<Channel> {
     v
 }
 
-fn check_recipient(i: usize, r: &Recipient, errors: &mut Vec<FieldError>) {
+fn check_recipient(i: usize, r: &Recipient, allow_private_hosts: bool, errors: &mut Vec<FieldError>) {
     let at = |f: &str| format!("to[{i}].{f}");
     if let Some(topic) = &r.topic {
         if r.subscriber_id.is_some() || r.has_inline_address() {
@@ -309,8 +342,31 @@ fn check_recipient(i: usize, r: &Recipient, errors: &mut Vec<FieldError>) {
     if r.subscriber_id.is_none() && !r.has_inline_address() {
         errors.push(FieldError::new(
             format!("to[{i}]"),
-            "needs at least one of subscriber_id, email, phone, whatsapp, topic",
+            "needs at least one of subscriber_id, email, phone, whatsapp, slack_channel, a chat webhook, topic",
         ));
+    }
+    let given = [&r.slack_channel, &r.slack_webhook, &r.teams_webhook, &r.discord_webhook];
+    if given.iter().filter(|v| v.is_some()).count() > 1 {
+        errors.push(FieldError::new(format!("to[{i}]"), "names at most one chat destination"));
+    }
+    for (field, key, value) in [
+        ("slack_webhook", crate::chat::Key::Slack, &r.slack_webhook),
+        ("teams_webhook", crate::chat::Key::Teams, &r.teams_webhook),
+        ("discord_webhook", crate::chat::Key::Discord, &r.discord_webhook),
+    ] {
+        let Some(url) = value else { continue };
+        match crate::chat::check_address(key, url, allow_private_hosts) {
+            Ok(crate::chat::Target::Webhook { .. }) => {}
+            Ok(crate::chat::Target::SlackId(_)) => {
+                errors.push(FieldError::new(at(field), "must be a webhook URL (a Slack id goes in slack_channel)"))
+            }
+            Err(why) => errors.push(FieldError::new(at(field), why)),
+        }
+    }
+    if let Some(c) = &r.slack_channel
+        && !crate::chat::is_slack_id(c)
+    {
+        errors.push(FieldError::new(at("slack_channel"), "must be a Slack channel id (C…, G…) or user id (U…, W…)"));
     }
     if let Some(id) = &r.subscriber_id
         && !crate::subscriber::is_valid_subscriber_id(id)
@@ -426,6 +482,15 @@ pub fn check_content(channel: Channel, c: &Content, prefix: &str, errors: &mut V
             missing(errors, name, "must not contain a NUL character".into());
         }
     }
+    // Inline content serves every channel: the others ignore `structured`, but it is
+    // stored, so its limits hold all the same (chat checks it below).
+    if let Some(structured) = c.structured.as_ref().filter(|_| channel != Channel::Chat) {
+        for e in crate::chat::check_structured(structured, &format!("{prefix}.structured")) {
+            if !errors.iter().any(|x| x.field == e.field) {
+                errors.push(e);
+            }
+        }
+    }
     match channel {
         Channel::Email => {
             if c.subject.as_deref().is_none_or(str::is_empty) {
@@ -449,12 +514,15 @@ pub fn check_content(channel: Channel, c: &Content, prefix: &str, errors: &mut V
                 missing(errors, "title", format!("the in_app channel needs {prefix}.title or {prefix}.body"));
             }
         }
-        Channel::Novu => {}
         Channel::Chat => {
-            if c.text.as_deref().is_none_or(str::is_empty) {
-                missing(errors, "text", "is required for the chat channel".into());
+            let found = crate::chat::check_content(c.text.as_deref(), c.structured.as_ref(), prefix);
+            for e in found {
+                if !errors.iter().any(|x| x.field == e.field) {
+                    errors.push(e);
+                }
             }
         }
+        Channel::Novu => {}
     }
 }
 
@@ -505,6 +573,16 @@ mod tests {
 
     fn fields(r: Result<ValidNotification, Vec<FieldError>>) -> Vec<String> {
         r.unwrap_err().into_iter().map(|e| e.field).collect()
+    }
+
+    #[test]
+    fn inline_structured_content_serves_chat_and_is_ignored_elsewhere() {
+        let n = parse(json!({"type": "t", "to": [{"email": "a@example.com", "slack_channel": "C0123456789"}],
+            "channels": ["email", "chat"], "content": {"subject": "s", "text": "x", "structured": {"slack": []}}}));
+        assert!(n.validate(Limits::default(), OffsetDateTime::now_utc()).is_ok());
+        let n = parse(json!({"type": "t", "to": [{"email": "a@example.com"}], "channels": ["email"],
+            "content": {"subject": "s", "text": "x", "structured": {"slack": {}}}}));
+        assert_eq!(fields(n.validate(Limits::default(), OffsetDateTime::now_utc())), vec!["content.structured.slack"]);
     }
 
     #[test]

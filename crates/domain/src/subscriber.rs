@@ -13,7 +13,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
-use crate::{Channel, FieldError, address, locale, notification_type::is_valid_key, request::MAX_DATA_BYTES};
+use crate::{
+    Channel, FieldError, address,
+    chat::{self, ChatInput, ChatView, StoredChat},
+    locale,
+    notification_type::is_valid_key,
+    request::MAX_DATA_BYTES,
+};
 
 /// Entries of `types` or `categories` in one preferences document.
 pub const MAX_PREFERENCE_ENTRIES: usize = 500;
@@ -36,6 +42,10 @@ pub struct SubscriberInput {
     /// E.164, for WhatsApp.
     #[serde(default)]
     pub whatsapp: Option<String>,
+    /// Chat addresses: `{"slack": "U024BE7LH", "teams": "<Workflows webhook URL>",
+    /// "discord": "<webhook URL>"}`. Webhook URLs are stored encrypted and never returned.
+    #[serde(default)]
+    pub chat: Option<ChatInput>,
     /// BCP 47 (`de`, `pt-BR`): picks the template; stored in normal form.
     #[serde(default)]
     pub locale: Option<String>,
@@ -51,8 +61,11 @@ pub struct SubscriberInput {
 impl SubscriberInput {
     /// Normalizes the locale and checks addresses, time zone and data size; every problem
     /// is reported with its field.
-    pub fn validate(mut self) -> Result<SubscriberInput, Vec<FieldError>> {
+    /// `allow_private_hosts` (tests): chat webhook URLs may point at any host.
+    /// Answers the input with its chat addresses checked ([`ChatInput::check`]).
+    pub fn validate(mut self, allow_private_hosts: bool) -> Result<(SubscriberInput, chat::Targets), Vec<FieldError>> {
         let mut errors = Vec::new();
+        let chat = self.chat.as_ref().map(|c| c.check("chat", allow_private_hosts, &mut errors)).unwrap_or_default();
         if let Some(e) = &self.email
             && !address::is_valid_email(e)
         {
@@ -85,7 +98,7 @@ impl SubscriberInput {
                 errors.push(FieldError::new("data", format!("at most {} KiB when serialized", MAX_DATA_BYTES / 1024)));
             }
         }
-        if errors.is_empty() { Ok(self) } else { Err(errors) }
+        if errors.is_empty() { Ok((self, chat)) } else { Err(errors) }
     }
 }
 
@@ -101,6 +114,11 @@ pub struct Subscriber {
     pub email: Option<String>,
     pub phone: Option<String>,
     pub whatsapp: Option<String>,
+    /// Chat addresses: a Slack id as is, a webhook as `{"webhook": true, "last4": "…"}`
+    /// (its URL is never returned).
+    #[serde(serialize_with = "chat_view", skip_serializing_if = "StoredChat::is_empty")]
+    #[schema(value_type = Object, example = json!({"slack": "U024BE7LH", "discord": {"webhook": true, "last4": "Xk3q"}}))]
+    pub chat: StoredChat,
     pub locale: Option<String>,
     pub timezone: Option<String>,
     #[schema(value_type = Object)]
@@ -109,6 +127,10 @@ pub struct Subscriber {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+}
+
+fn chat_view<S: serde::Serializer>(chat: &StoredChat, s: S) -> Result<S::Ok, S::Error> {
+    ChatView(chat.clone()).serialize(s)
 }
 
 /// A subscriber's choices, one document: `GET/PUT /v1/subscribers/{id}/preferences`.
@@ -373,11 +395,11 @@ mod tests {
         let ok: SubscriberInput = serde_json::from_value(json!({"email": "a@example.com", "phone": "+15551234567",
             "locale": "pt_br", "timezone": "Europe/Berlin", "data": {"name": "Ada"}}))
         .unwrap();
-        assert_eq!(ok.validate().unwrap().locale.as_deref(), Some("pt-BR"));
+        assert_eq!(ok.validate(false).unwrap().0.locale.as_deref(), Some("pt-BR"));
         let bad: SubscriberInput = serde_json::from_value(json!({"email": "nope", "phone": "555", "whatsapp": "1",
             "locale": "english", "timezone": "Europe/Nowhere"}))
         .unwrap();
-        let fields: Vec<String> = bad.validate().unwrap_err().into_iter().map(|e| e.field).collect();
+        let fields: Vec<String> = bad.validate(false).unwrap_err().into_iter().map(|e| e.field).collect();
         assert_eq!(fields, ["email", "phone", "whatsapp", "locale", "timezone"]);
         assert!(is_valid_subscriber_id("u-42"));
         assert!(!is_valid_subscriber_id("a/b"));

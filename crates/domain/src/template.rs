@@ -6,7 +6,7 @@
 //! naming that variable, never an empty string in a message. Only the `html` field is
 //! HTML-escaped.
 
-use std::sync::Arc;
+use std::{borrow::Cow, sync::Arc};
 
 use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior, syntax::SyntaxConfig, value::Serde};
 use serde::{Deserialize, Serialize};
@@ -69,7 +69,11 @@ pub enum RenderError {
 }
 
 /// The content fields, in a fixed order.
-const FIELDS: [&str; 6] = ["subject", "text", "html", "title", "body", "action_url"];
+const FIELDS: [&str; 7] = ["subject", "text", "html", "title", "body", "action_url", "structured"];
+
+/// The escaping of the `structured` field: its source is a JSON document, and what its
+/// expressions print lands inside JSON strings, so it is escaped as JSON string content.
+const JSON_STRING: &str = "json-string";
 
 /// The fields a template of `channel` may have (`None`: the channel takes no template).
 fn fields_of(channel: Channel) -> Option<&'static [&'static str]> {
@@ -77,21 +81,24 @@ fn fields_of(channel: Channel) -> Option<&'static [&'static str]> {
         Channel::Email => Some(&["subject", "text", "html"]),
         Channel::Sms | Channel::Whatsapp => Some(&["text"]),
         Channel::InApp => Some(&["title", "body", "action_url"]),
+        Channel::Chat => Some(&["text", "structured"]),
         Channel::Novu => None,
-        Channel::Chat => Some(&["text"]),
     }
 }
 
-fn field<'c>(content: &'c Content, name: &str) -> Option<&'c String> {
-    match name {
+/// A field's source; `structured` as its JSON text (expressions sit in its strings).
+fn field<'c>(content: &'c Content, name: &str) -> Option<Cow<'c, str>> {
+    let text = match name {
         "subject" => content.subject.as_ref(),
         "text" => content.text.as_ref(),
         "html" => content.html.as_ref(),
         "title" => content.title.as_ref(),
         "body" => content.body.as_ref(),
         "action_url" => content.action_url.as_ref(),
+        "structured" => return content.structured.as_ref().map(|v| Cow::Owned(v.to_string())),
         _ => unreachable!("not a content field: {name}"),
-    }
+    };
+    text.map(|t| Cow::Borrowed(t.as_str()))
 }
 
 fn field_mut<'c>(content: &'c mut Content, name: &str) -> &'c mut Option<String> {
@@ -128,7 +135,18 @@ impl Template {
         };
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
-        env.set_auto_escape_callback(|name| if name == "html" { AutoEscape::Html } else { AutoEscape::None });
+        env.set_auto_escape_callback(|name| match name {
+            "html" => AutoEscape::Html,
+            "structured" => AutoEscape::Custom(JSON_STRING.into()),
+            _ => AutoEscape::None,
+        });
+        env.set_formatter(|out, state, value| match state.auto_escape() {
+            AutoEscape::Custom(name) if name == JSON_STRING && !value.is_safe() => {
+                let quoted = serde_json::Value::String(value.to_string()).to_string();
+                Ok(out.write_str(&quoted[1..quoted.len() - 1])?)
+            }
+            _ => minijinja::escape_formatter(out, state, value),
+        });
         // A tenant's template runs inside the API's request: bound what one render may do
         // (a loop nested to blow up the output fails instead of stalling intake).
         env.set_fuel(Some(RENDER_FUEL));
@@ -151,7 +169,7 @@ impl Template {
             }
             #[cfg(test)]
             COMPILED_FIELDS.with(|c| c.set(c.get() + 1));
-            if let Err(e) = env.add_template_owned(name, text.clone()) {
+            if let Err(e) = env.add_template_owned(name, text.clone().into_owned()) {
                 errors.push(FieldError::new(format!("content.{name}"), format!("does not compile: {}", describe(&e))));
                 continue;
             }
@@ -204,7 +222,19 @@ impl Template {
             match template.render_captured(&ctx) {
                 Ok(rendered) => {
                     fuel += rendered.state().fuel_levels().map_or(0, |(consumed, _)| consumed);
-                    *field_mut(&mut out, f.name) = Some(rendered.output().to_owned());
+                    if f.name == "structured" {
+                        // Printed values are escaped, but a `| safe` or a `{% raw %}` can
+                        // still break the document: that is the template's failure.
+                        match serde_json::from_str(rendered.output()) {
+                            Ok(value) => out.structured = Some(value),
+                            Err(e) => {
+                                let message = format!("does not render to JSON: {e}");
+                                return (Err(RenderError::Failed { field: f.name.to_owned(), message }), fuel);
+                            }
+                        }
+                    } else {
+                        *field_mut(&mut out, f.name) = Some(rendered.output().to_owned());
+                    }
                 }
                 Err(e) => return (Err(self.render_error(f, &e, context)), fuel + RENDER_FUEL),
             }
@@ -228,7 +258,7 @@ impl Template {
         }
         // Otherwise: a variable the field reads that the context lacks, within the
         // expression that failed when minijinja says where that is.
-        let source = field(&self.inner.source, f.name).map(String::as_str).unwrap_or_default();
+        let source = field(&self.inner.source, f.name).unwrap_or_default();
         let failed_expression = e.range().and_then(|r| source.get(r));
         let candidates = f.paths.iter().filter_map(|p| first_missing(&parse_path(p), context));
         let found = match failed_expression {

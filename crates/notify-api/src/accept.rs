@@ -72,7 +72,8 @@ pub async fn accept(
     let items: Vec<Result<Item, ApiError>> = items
         .into_iter()
         .map(|item| {
-            let item = item?;
+            let mut item = item?;
+            app.chat_addresses.seal_inline(tenant_id, &mut item.notification.to).map_err(ApiError::Validation)?;
             budget.take_members(&item.notification, &sizes).map_err(ApiError::Validation)?;
             Ok(item)
         })

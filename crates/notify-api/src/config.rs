@@ -127,6 +127,7 @@ impl Limits {
         domain::request::Limits {
             max_schedule_ahead: time::Duration::try_from(self.max_schedule_ahead).unwrap_or(time::Duration::MAX),
             render_fuel: self.render_fuel,
+            allow_private_hosts: false,
         }
     }
 }

@@ -4,6 +4,7 @@
 mod accept;
 mod admission;
 mod auth;
+mod chat_addresses;
 mod config;
 pub mod dlq;
 mod error;
@@ -66,6 +67,8 @@ pub struct AppState {
     /// Each subscriber's requests on the inbox (`admission.inbox_rate`).
     inbox_limiter: Arc<rate_limit::RateLimiter<(uuid::Uuid, String)>>,
     inbox_rate: Rate,
+    /// Checks and seals subscribers' chat addresses.
+    chat_addresses: chat_addresses::ChatAddresses,
 }
 
 /// The API's routes and state; fails on receipt and inbox settings that [`Config::validate`] refuses.
@@ -84,7 +87,10 @@ pub fn router(
     }
     let state = AppState {
         store,
-        limits: config.limits.domain(),
+        limits: domain::request::Limits {
+            allow_private_hosts: config.integrations.allow_private_hosts,
+            ..config.limits.domain()
+        },
         limiter: Arc::default(),
         default_rate: config.rate_limit,
         idempotency_retention: config.idempotency.retention,
@@ -99,6 +105,10 @@ pub fn router(
         key_lookups: Arc::new(auth::KeyLookups::new(config.admission.key_lookups)),
         inbox_limiter: Arc::default(),
         inbox_rate: config.admission.inbox_rate,
+        chat_addresses: chat_addresses::ChatAddresses::new(
+            config.secrets.keyring()?,
+            config.integrations.allow_private_hosts,
+        ),
     };
     let admission = admission::Admission::new(&config.admission);
     // `layer`, not `route_layer`: unmatched paths (404) and methods (405) are counted too,

@@ -49,6 +49,7 @@ struct SubscriberRow {
     email: Option<String>,
     phone: Option<String>,
     whatsapp: Option<String>,
+    chat: sqlx::types::Json<domain::chat::StoredChat>,
     locale: Option<String>,
     timezone: Option<String>,
     preferences: serde_json::Value,
@@ -71,7 +72,7 @@ const PREFERENCES: &str = "jsonb_build_object(
 /// The subscribers named (`$2`), by primary key.
 static BY_KEY: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT s.id, s.email, s.phone, s.whatsapp, s.locale, s.timezone, {PREFERENCES} AS preferences,
+        "SELECT s.id, s.email, s.phone, s.whatsapp, s.chat, s.locale, s.timezone, {PREFERENCES} AS preferences,
                     s.created_at, s.updated_at, '{{}}'::text[] AS topics
              FROM unnest($2::text[]) AS w(id) JOIN subscribers s ON s.tenant_id = $1 AND s.id = w.id
              ORDER BY s.id"
@@ -81,7 +82,7 @@ static BY_KEY: LazyLock<String> = LazyLock::new(|| {
 /// The subscribers named (`$2`) and the members of the topics named (`$5`).
 static WITH_TOPICS: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT s.id, s.email, s.phone, s.whatsapp, s.locale, s.timezone, {PREFERENCES} AS preferences,
+        "SELECT s.id, s.email, s.phone, s.whatsapp, s.chat, s.locale, s.timezone, {PREFERENCES} AS preferences,
                     s.created_at, s.updated_at,
                     coalesce(array_agg(m.topic) FILTER (WHERE m.topic IS NOT NULL), '{{}}') AS topics
              FROM subscribers s
@@ -168,6 +169,7 @@ impl Store {
                 email: row.email,
                 phone: row.phone,
                 whatsapp: row.whatsapp,
+                chat: row.chat.0,
                 locale: row.locale,
                 timezone: row.timezone,
                 data: serde_json::Map::new(),

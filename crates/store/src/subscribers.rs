@@ -3,6 +3,7 @@
 
 use domain::{
     Channel,
+    chat::StoredChat,
     subscriber::{Preferences, Subscriber, SubscriberInput},
 };
 use sqlx::types::Json;
@@ -20,6 +21,7 @@ struct SubscriberRow {
     email: Option<String>,
     phone: Option<String>,
     whatsapp: Option<String>,
+    chat: Json<StoredChat>,
     locale: Option<String>,
     timezone: Option<String>,
     data: serde_json::Value,
@@ -27,7 +29,7 @@ struct SubscriberRow {
     updated_at: OffsetDateTime,
 }
 
-const COLUMNS: &str = "id, email, phone, whatsapp, locale, timezone, data, created_at, updated_at";
+const COLUMNS: &str = "id, email, phone, whatsapp, chat, locale, timezone, data, created_at, updated_at";
 
 impl TryFrom<SubscriberRow> for Subscriber {
     type Error = crate::StoreError;
@@ -42,6 +44,7 @@ impl TryFrom<SubscriberRow> for Subscriber {
             email: row.email,
             phone: row.phone,
             whatsapp: row.whatsapp,
+            chat: row.chat.0,
             locale: row.locale,
             timezone: row.timezone,
             data,
@@ -57,12 +60,14 @@ const UNSENT: &str = "('pending', 'queued', 'retrying')";
 
 impl Store {
     /// Creates or replaces the subscriber `id` (fields not given are cleared); its
-    /// preferences and topic memberships stay. `true` when it was created.
+    /// preferences and topic memberships stay. `chat` is its chat addresses as stored
+    /// (webhook URLs sealed by the caller). `true` when it was created.
     pub async fn put_subscriber(
         &self,
         tenant_id: Uuid,
         id: &str,
         input: &SubscriberInput,
+        chat: &StoredChat,
     ) -> Result<(Subscriber, bool)> {
         #[derive(sqlx::FromRow)]
         struct Row {
@@ -71,10 +76,10 @@ impl Store {
             created: bool,
         }
         let row: Row = sqlx::query_as(&format!(
-            "INSERT INTO subscribers AS s (tenant_id, id, email, phone, whatsapp, locale, timezone, data)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            "INSERT INTO subscribers AS s (tenant_id, id, email, phone, whatsapp, locale, timezone, data, chat)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (tenant_id, id) DO UPDATE
-                SET email = EXCLUDED.email, phone = EXCLUDED.phone, whatsapp = EXCLUDED.whatsapp,
+                SET email = EXCLUDED.email, phone = EXCLUDED.phone, whatsapp = EXCLUDED.whatsapp, chat = EXCLUDED.chat,
                     locale = EXCLUDED.locale, timezone = EXCLUDED.timezone, data = EXCLUDED.data, updated_at = now()
              RETURNING {COLUMNS}, (xmax = 0) AS created"
         ))
@@ -86,6 +91,7 @@ impl Store {
         .bind(input.locale.as_deref())
         .bind(input.timezone.as_deref())
         .bind(Json(input.data.clone().unwrap_or_default()))
+        .bind(Json(chat))
         .fetch_one(&self.pool)
         .await?;
         Ok((row.subscriber.try_into()?, row.created))
@@ -157,21 +163,25 @@ impl Store {
         // `FOR KEY SHARE`, which this waits for. An accept that locked it first commits
         // before the erasure goes on (its deliveries are then found below); one that comes
         // later finds it gone and writes nothing.
-        let found: Option<(Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
-            "SELECT email, phone, whatsapp FROM subscribers WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+        type Found = (Option<String>, Option<String>, Option<String>, Json<StoredChat>);
+        let found: Option<Found> = sqlx::query_as(
+            "SELECT email, phone, whatsapp, chat FROM subscribers WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
         )
         .bind(tenant_id)
         .bind(id)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some((email, phone, whatsapp)) = found else { return Ok(false) };
+        let Some((email, phone, whatsapp, Json(chat))) = found else { return Ok(false) };
+        // Sealed webhook URLs are stored as the deliveries carry them, so they compare equal.
+        let chat: Vec<&str> = chat.recipients().collect();
 
         // The deliveries that went to this person, as a condition on `deliveries d`.
         let theirs = "d.tenant_id = $1 AND (d.subscriber_id = $2
                  OR (d.channel = 'email' AND lower(d.recipient) = lower($3))
                  OR (d.channel = 'sms' AND d.recipient = $4)
                  OR (d.channel = 'whatsapp' AND d.recipient = $5)
-                 OR (d.channel = 'novu' AND d.recipient = $2))";
+                 OR (d.channel = 'novu' AND d.recipient = $2)
+                 OR (d.channel = 'chat' AND d.recipient = ANY($7)))";
 
         // Lock order as everywhere: outbox rows, then deliveries, then notifications.
         sqlx::query(&format!(
@@ -183,6 +193,8 @@ impl Store {
         .bind(email.as_deref())
         .bind(phone.as_deref())
         .bind(whatsapp.as_deref())
+        .bind(ERASED)
+        .bind(&chat)
         .execute(&mut *tx)
         .await?;
         let redacted: Vec<(Uuid, Uuid, bool)> = sqlx::query_as(&format!(
@@ -201,6 +213,7 @@ impl Store {
         .bind(phone.as_deref())
         .bind(whatsapp.as_deref())
         .bind(ERASED)
+        .bind(&chat)
         .fetch_all(&mut *tx)
         .await?;
         let delivery_ids: Vec<Uuid> = redacted.iter().map(|r| r.0).collect();
@@ -262,6 +275,7 @@ impl Store {
             (Channel::Novu, Some(id)),
         ]
         .into_iter()
+        .chain(chat.iter().map(|to| (Channel::Chat, Some(*to))))
         .filter_map(|(c, a)| a.map(|a| (c.as_str(), suppression_address(c, a))))
         .unzip();
         let suppressions = sqlx::query(

@@ -2,6 +2,7 @@
 //! delivery, call the provider, record the attempt and the new state in one transaction,
 //! then ack. A worker binary only chooses its channel and builds its provider.
 
+mod chat_address;
 pub mod cli;
 mod config;
 mod dispatch;

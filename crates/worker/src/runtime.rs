@@ -19,7 +19,7 @@ use tracing::{Instrument, info_span};
 
 use crate::{
     Provider, WorkerConfig,
-    dispatch::Dispatcher,
+    dispatch::{Dispatched, Dispatcher},
     metrics::{ChannelLabel, METRICS, OutcomeLabels},
 };
 
@@ -32,6 +32,8 @@ struct Context {
     lease: Duration,
     /// Consuming from the broker right now.
     consuming: AtomicBool,
+    /// Opens sealed chat addresses (`secrets`); `None` without keys.
+    keyring: Option<bootstrap::seal::Keyring>,
 }
 
 /// Consumes the channel's queue until `shutdown` fires, reconnecting to the broker with
@@ -54,6 +56,7 @@ pub async fn run(
         retry: config.channel.retry.clone(),
         lease: config.worker.lease,
         consuming: AtomicBool::new(false),
+        keyring: config.secrets.keyring()?,
     });
     crate::metrics::publish(channel, &ctx.providers.names());
     let ops =
@@ -267,7 +270,15 @@ async fn process(ctx: &Context, msg: &DeliveryMessage, incoming: &Incoming, shut
 
     let started_at = OffsetDateTime::now_utc();
     let clock = Instant::now();
-    let dispatched = ctx.providers.send(&job, paced, lease_ends).await;
+    // The recorded job keeps the sealed address: the plain one goes to the provider only.
+    let dispatched = match crate::chat_address::open(ctx.keyring.as_ref(), &job) {
+        Ok(None) => ctx.providers.send(&job, paced, lease_ends).await,
+        Ok(Some(opened)) => ctx.providers.send(&opened, paced, lease_ends).await,
+        Err(failure) => {
+            ctx.providers.give_back(paced);
+            Dispatched { provider: "none".into(), outcome: SendOutcome::Failed(failure) }
+        }
+    };
     let record = AttemptRecord {
         provider: dispatched.provider,
         traceparent: bootstrap::telemetry::traceparent(&tracing::Span::current()),

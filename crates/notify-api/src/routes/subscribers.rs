@@ -13,7 +13,7 @@ use crate::{AppState, auth::Authenticated, error::ApiError, error::Problem, json
 #[utoipa::path(put, path = "/v1/subscribers/{id}", tag = "subscribers",
     params(("id" = String, Path, description = "Your id for the subscriber: 1 to 200 characters, no `/`", example = "u-42")),
     request_body(content = SubscriberInput, example = json!({"email": "ada@example.com", "phone": "+15551234567",
-        "locale": "de", "timezone": "Europe/Berlin", "data": {"first_name": "Ada"}})),
+        "chat": {"slack": "U024BE7LH"}, "locale": "de", "timezone": "Europe/Berlin", "data": {"first_name": "Ada"}})),
     responses(
         (status = 201, description = "Created", body = Subscriber),
         (status = 200, description = "Replaced (fields left out are cleared; preferences and topics stay)", body = Subscriber),
@@ -30,8 +30,9 @@ pub async fn put(
     if !is_valid_subscriber_id(&id) {
         return Err(ApiError::field("id", "must be 1 to 200 characters, without control characters or `/`"));
     }
-    let input = input.validate().map_err(ApiError::Validation)?;
-    let (subscriber, created) = app.store.put_subscriber(auth.0.tenant_id, &id, &input).await?;
+    let (input, chat) = input.validate(app.chat_addresses.allow_private_hosts).map_err(ApiError::Validation)?;
+    let chat = app.chat_addresses.seal(auth.0.tenant_id, &chat).map_err(ApiError::Validation)?;
+    let (subscriber, created) = app.store.put_subscriber(auth.0.tenant_id, &id, &input, &chat).await?;
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(subscriber)))
 }
 
