@@ -412,7 +412,10 @@ mod tests {
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("whatsapp.meta.template_by_tenant") && err.contains(&tenant.to_string()), "{err}");
         // The former mapping shared by every tenant is refused, naming the one that replaced it.
-        let shared = serde_json::from_value::<MetaConfig>(json!({"template_by_type": {}})).unwrap_err().to_string();
+        let figment = crate::settings::tests::figment(
+            "[whatsapp.meta]\naccess_token = \"t\"\nphone_number_id = 1\ntemplate_by_type = {}\n",
+        );
+        let shared = UNIT.settings(Source::Config(&figment)).unwrap_err().to_string();
         assert!(shared.contains("template_by_type") && shared.contains("template_by_tenant"), "{shared}");
     }
 

@@ -72,7 +72,7 @@ impl ProviderUnit for NovuUnit {
             config.workflow_by_tenant = [(integration.tenant_id, own)].into();
         }
         let (url, authorization) = config.resolve(&section)?;
-        let base = url.trim_end_matches(TRIGGER).to_owned();
+        let base = url.strip_suffix(TRIGGER).unwrap_or(&url).to_owned();
         Ok(Box::new(NovuSettings { base, authorization, workflow_by_tenant: config.workflow_by_tenant }))
     }
 }
@@ -350,6 +350,45 @@ mod tests {
             .to_string();
         assert!(err.contains("novu.novu.workflow_by_tenant") && err.contains(&tenant.to_string()), "{err}");
         assert_eq!(subscriber_id(tenant, "u-42"), format!("{tenant}:u-42"));
+    }
+
+    #[test]
+    fn settings_are_read_from_novu_novu_and_a_mapping_shared_by_every_tenant_is_refused() {
+        let figment = crate::settings::tests::figment(
+            r#"
+            [novu.novu]
+            api_key = "key"
+            base_url = "https://eu.api.novu.co"
+            [novu.novu.workflow_by_tenant."0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"]
+            "order.shipped" = "order-shipped"
+            "#,
+        );
+        assert!(UNIT.settings(Source::Config(&figment)).is_ok());
+        let shared = crate::settings::tests::figment(
+            "[novu.novu]\napi_key = \"key\"\nworkflow_by_type = { \"order.shipped\" = \"order-shipped\" }\n",
+        );
+        let err = UNIT.settings(Source::Config(&shared)).unwrap_err().to_string();
+        assert!(err.contains("workflow_by_type") && err.contains("workflow_by_tenant"), "{err}");
+        let absent = UNIT.settings(Source::Config(&crate::settings::tests::figment(""))).unwrap_err().to_string();
+        assert!(absent.contains("`novu.novu`") && absent.contains("NOTIFY_NOVU__NOVU__*"), "{absent}");
+    }
+
+    #[test]
+    fn a_tenant_picks_its_region_over_https_and_never_a_private_host() {
+        use crate::{IntegrationRules, settings::tests::integration};
+        let strict = IntegrationRules::default();
+        let read = |settings: Value, rules: &IntegrationRules| {
+            UNIT.settings(Source::Integration(&integration(&settings, rules))).err().map(|e| e.to_string())
+        };
+        assert_eq!(read(json!({"api_key": "k", "base_url": "https://eu.api.novu.co"}), &strict), None);
+        assert_eq!(read(json!({"api_key": "k", "workflow_by_type": {"a": "b"}}), &strict), None);
+        for bad in ["http://eu.api.novu.co", "https://127.0.0.1", "https://localhost:3000", "https://[::1]/"] {
+            let err = read(json!({"api_key": "k", "base_url": bad}), &strict).expect(bad);
+            assert!(err.contains("settings.base_url"), "{bad}: {err}");
+        }
+        let lax = IntegrationRules { allow_private_hosts: true, ..Default::default() };
+        assert_eq!(read(json!({"api_key": "k", "base_url": "http://127.0.0.1:9"}), &lax), None);
+        assert!(read(json!({"api_key": "k", "workflow_by_tenant": {}}), &strict).unwrap().contains("settings."));
     }
 
     #[test]

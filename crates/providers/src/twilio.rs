@@ -493,9 +493,30 @@ mod tests {
         assert_eq!(c.content_sid_by_tenant[&tenant]["otp"], "HX1");
         assert!(serde_json::from_value::<TwilioConfig>(serde_json::json!({"acount_sid": "AC1"})).is_err());
         // The former mapping shared by every tenant is refused, naming the one that replaced it.
-        let shared = serde_json::from_value::<TwilioConfig>(serde_json::json!({"content_sid_by_type": {"otp": "HX1"}}));
-        let err = shared.unwrap_err().to_string();
-        assert!(err.contains("content_sid_by_type") && err.contains("content_sid_by_tenant"), "{err}");
+        let figment = crate::settings::tests::figment(
+            "[sms.twilio]\naccount_sid = \"AC1\"\nauth_token = \"t\"\nfrom = \"+1500\"\ncontent_sid_by_type = { otp = \"HX1\" }\n",
+        );
+        let err = SMS_UNIT.settings(Source::Config(&figment)).unwrap_err().to_string();
+        assert!(err.contains("sms.twilio.content_sid_by_type") && err.contains("content_sid_by_tenant"), "{err}");
+    }
+
+    #[test]
+    fn a_tenants_templates_are_its_own_and_its_client_calls_twilio() {
+        use crate::{IntegrationRules, settings::tests::integration};
+        let rules = IntegrationRules::default();
+        let settings = serde_json::json!({"account_sid": "AC1", "auth_token": "t", "from": "+1500",
+            "content_sid_by_type": {"otp": "HX1"}});
+        assert!(SMS_UNIT.settings(Source::Integration(&integration(&settings, &rules))).is_ok());
+        for (key, value) in [("base_url", "http://127.0.0.1"), ("status_callback", "https://x"), ("content_sid_by_tenant", "{}")] {
+            let mut bad = settings.clone();
+            bad[key] = value.into();
+            let err = SMS_UNIT.settings(Source::Integration(&integration(&bad, &rules))).unwrap_err();
+            assert!(matches!(&err, ConfigError::Invalid { key: k, .. } if *k == format!("settings.{key}")), "{err}");
+        }
+        let mut empty = settings.clone();
+        empty["content_sid_by_type"]["otp"] = " ".into();
+        let err = SMS_UNIT.settings(Source::Integration(&integration(&empty, &rules))).unwrap_err();
+        assert!(matches!(&err, ConfigError::Invalid { key, .. } if key == "settings.content_sid_by_type.otp"), "{err}");
     }
 
     #[test]
