@@ -117,20 +117,22 @@ impl ProviderSettings for SesSettings {
         async move { Ok(Arc::new(self.provider(ctx.provider_timeout).await?) as Arc<dyn Provider>) }.boxed()
     }
 
-    /// `GetAccount`: whether the account may send, and how much.
+    /// `GetEmailIdentity` of the sender's domain (moto, our stand-in, has no `GetAccount`):
+    /// the credentials, the region and the endpoint work, and SES knows the sender.
     fn check<'a>(&'a self, ctx: &'a Context<'a>) -> BoxFuture<'a, Checked> {
         async move {
             let provider = match self.provider(ctx.provider_timeout).await {
                 Ok(provider) => provider,
                 Err(e) => return Checked::failed(None, "settings", e.to_string()),
             };
-            aws::checked(provider.client.get_account().send().await, |account| {
-                let quota = account.send_quota.map_or(0.0, |q| q.max24_hour_send);
-                format!(
-                    "sending {}, production access {}, {quota} messages a day",
-                    if account.sending_enabled { "enabled" } else { "disabled" },
-                    if account.production_access_enabled { "granted" } else { "not granted (sandbox)" },
-                )
+            let domain = match mail::mailbox(&self.options.from, &Section::Integration, "from") {
+                Ok(sender) => sender.email.domain().to_owned(),
+                Err(e) => return Checked::failed(None, "settings", e.to_string()),
+            };
+            let identity = provider.client.get_email_identity().email_identity(&domain).send().await;
+            aws::checked(identity, |output| {
+                let verified = if output.verified_for_sending_status { "verified" } else { "not verified" };
+                format!("credentials accepted; the sender's domain `{domain}` is {verified} for sending")
             })
         }
         .boxed()
