@@ -259,4 +259,3 @@ async fn the_smtp_check_connects_without_sending() {
     assert!(checked.ok, "{checked:?}");
     assert!(sink.messages().is_empty());
 }
-

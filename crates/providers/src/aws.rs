@@ -134,7 +134,9 @@ impl Client {
         });
         let role = match settings::given(&config.role_arn) {
             Some(arn) if arn.starts_with("arn:") && arn.contains(":role/") => Some((arn.to_owned(), external_id)),
-            Some(_) => return Err(section.invalid("role_arn", "must be a role ARN, `arn:aws:iam::<account>:role/<name>`")),
+            Some(_) => {
+                return Err(section.invalid("role_arn", "must be a role ARN, `arn:aws:iam::<account>:role/<name>`"));
+            }
             None => None,
         };
         if section.is_integration() && credentials.is_none() && role.is_none() {

@@ -203,7 +203,8 @@ impl SmtpConfig {
         if let Some(value) = &self.list_unsubscribe {
             ListUnsubscribe::parse(value, section)?;
         }
-        let authenticated = settings::both_or_neither((&self.username, "username"), (&self.password, "password"), section)?;
+        let authenticated =
+            settings::both_or_neither((&self.username, "username"), (&self.password, "password"), section)?;
         if authenticated && self.tls == SmtpTls::None {
             return Err(section.invalid("tls", "must be `starttls` or `tls` with a password: it would travel in clear"));
         }
@@ -623,7 +624,8 @@ mod tests {
         let port = scripted_server(HashMap::new()).await;
         let config =
             SmtpConfig { port: Some(port), tls: SmtpTls::Tls, ..SmtpConfig::new("127.0.0.1", "a@example.com") };
-        let SendOutcome::Failed(f) = SmtpProvider::new(&config, &section()).unwrap().send_email(&email_job()).await else {
+        let SendOutcome::Failed(f) = SmtpProvider::new(&config, &section()).unwrap().send_email(&email_job()).await
+        else {
             panic!("sent")
         };
         assert_eq!((f.kind, f.code.as_str()), (FailureKind::Config, "smtp_tls"), "{}", f.message);

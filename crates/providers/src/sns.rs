@@ -293,10 +293,9 @@ mod tests {
 
     #[tokio::test]
     async fn priority_picks_the_sms_type_and_the_sender_is_set_when_configured() {
-        let provider = sns(
-            "[sms.sns]\nregion = \"us-east-1\"\nsender_id = \"Notify\"\norigination_number = \"+15550001111\"\n",
-        )
-        .await;
+        let provider =
+            sns("[sms.sns]\nregion = \"us-east-1\"\nsender_id = \"Notify\"\norigination_number = \"+15550001111\"\n")
+                .await;
         assert_eq!(
             provider.attributes(Priority::Urgent),
             vec![
@@ -312,7 +311,9 @@ mod tests {
 
     #[test]
     fn the_settings_are_checked() {
-        let read = |body: &str| UNIT.settings(Source::Config(&crate::settings::tests::figment(&format!("[sms.sns]\n{body}\n"))));
+        let read = |body: &str| {
+            UNIT.settings(Source::Config(&crate::settings::tests::figment(&format!("[sms.sns]\n{body}\n"))))
+        };
         read("region = \"eu-west-1\"").unwrap();
         let cases = [
             ("region", "region = \"\""),

@@ -15,10 +15,8 @@ const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
 
 /// Checks `settings` as a tenant's integration of `unit`, its client sent to `server`.
 async fn check(unit: &dyn ProviderUnit, server: &MockServer, settings: Value) -> Checked {
-    let rules = IntegrationRules {
-        base_urls: [(unit.name().to_owned(), server.uri())].into(),
-        allow_private_hosts: true,
-    };
+    let rules =
+        IntegrationRules { base_urls: [(unit.name().to_owned(), server.uri())].into(), allow_private_hosts: true };
     let integration = providers::Integration { tenant_id: uuid::Uuid::now_v7(), settings: &settings, rules: &rules };
     let settings = unit.settings(Source::Integration(&integration)).expect("valid settings");
     let http = SharedClient::new(Duration::from_secs(5));
