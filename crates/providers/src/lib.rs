@@ -23,6 +23,7 @@ pub mod sns;
 pub mod twilio;
 pub mod unit;
 
+pub use settings::Section;
 pub use unit::{Checked, Context, Integration, IntegrationRules, ProviderSettings, ProviderUnit, Source};
 
 /// Every provider unit, by channel and in the order a channel's documentation lists them.

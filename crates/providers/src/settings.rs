@@ -12,7 +12,7 @@ use crate::{IntegrationRules, Source};
 
 /// Where a unit's settings were read from, for naming a setting in an error.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Section {
+pub enum Section {
     /// The operator's section, `email.ses`.
     Config(String),
     /// A tenant's integration: its settings are the request body's `settings`.
