@@ -51,6 +51,12 @@ impl<S> Unit<S> {
     }
 }
 
+impl<S> Default for Unit<S> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl<S: Service> ProviderUnit for Unit<S> {
     fn channel(&self) -> Channel {
         S::CHANNEL
