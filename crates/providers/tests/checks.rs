@@ -120,3 +120,32 @@ async fn an_unreachable_provider_is_a_failed_check_naming_the_connection() {
         .await;
     assert_eq!((checked.ok, checked.status, checked.code.as_deref()), (false, None, Some("connect")), "{checked:?}");
 }
+
+/// A unit's settings never show a secret, whichever way they are printed.
+#[test]
+fn settings_never_print_their_secrets() {
+    const SECRET: &str = "s3cr3t-value";
+    let rules = IntegrationRules::default();
+    let cases: [(&dyn ProviderUnit, Value); 6] = [
+        (&providers::twilio::SMS_UNIT, json!({"account_sid": ACCOUNT, "auth_token": SECRET, "from": "+15005550000"})),
+        (&providers::meta::UNIT, json!({"access_token": SECRET, "phone_number_id": "1"})),
+        (&providers::novu::UNIT, json!({"api_key": SECRET})),
+        (
+            &providers::ses::UNIT,
+            json!({"region": "eu-west-1", "from": "a@example.com", "access_key_id": "AKIA", "secret_access_key": SECRET}),
+        ),
+        (&providers::sns::UNIT, json!({"region": "eu-west-1", "access_key_id": "AKIA", "secret_access_key": SECRET})),
+        (
+            &providers::smtp::UNIT,
+            json!({"host": "smtp.example.com", "from": "a@example.com", "username": "u", "password": SECRET}),
+        ),
+    ];
+    for (unit, settings) in cases {
+        let integration =
+            providers::Integration { tenant_id: uuid::Uuid::now_v7(), settings: &settings, rules: &rules };
+        let read = unit.settings(Source::Integration(&integration)).unwrap_or_else(|e| panic!("{}: {e}", unit.name()));
+        let printed = format!("{read:?} {read:#?}");
+        assert!(!printed.contains(SECRET), "{}: {printed}", unit.name());
+        assert!(unit.secrets().iter().all(|key| settings.get(key).is_some() || *key == "api_key_secret"));
+    }
+}
