@@ -2,7 +2,7 @@
 //! `[<channel>.<name>]` section, or a tenant's integration), their validation, which of
 //! them are secrets, and how a client and a credentials check are built from them.
 //!
-//! A worker binary is the list of its channel's units ([`crate::catalog`]); the API reads
+//! A worker binary is the list of its channel's units ([`crate::CATALOG`]); the API reads
 //! the same units to validate a tenant's integration and to check its credentials. Adding
 //! a provider is one module with one unit, and one line in the catalog.
 
@@ -70,6 +70,14 @@ pub struct Checked {
     pub code: Option<String>,
     /// What the provider said: the account or workspace on success, its message on failure.
     pub detail: String,
+}
+
+impl Checked {
+    /// A check that got no answer from the provider (it could not be reached, or its
+    /// answer was unreadable), or that the provider refused without an HTTP status.
+    pub fn failed(status: Option<u16>, code: &str, detail: impl Into<String>) -> Self {
+        Self { ok: false, status, code: Some(code.to_owned()), detail: detail.into() }
+    }
 }
 
 /// One provider. Implementations are unit structs in a `const`.
