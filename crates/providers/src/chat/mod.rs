@@ -155,7 +155,7 @@ impl Read {
                 return Err(invalid_key(&format!("{prefix}.{key}"), "must be text"));
             };
             if operator_key {
-                base_url = Some(settings::base_url(&value, &prefix)?);
+                base_url = Some(settings::base_url(&value, &settings::Section::Config(prefix.clone()), "base_url")?);
             } else {
                 values.insert(key, value);
             }
@@ -163,7 +163,8 @@ impl Read {
         if operator_base_url && !from_config {
             let given = rules.base_urls.get(name);
             let key = format!("integrations.base_urls.{name}");
-            let checked = given.map(|url| settings::base_url(url, "integrations.base_urls"));
+            let section = settings::Section::Config("integrations.base_urls".into());
+            let checked = given.map(|url| settings::base_url(url, &section, name));
             // Named as the operator's setting: a tenant cannot set it.
             base_url =
                 checked.transpose().map_err(|_| invalid_key(&key, "must be an http or https URL with a host"))?;
@@ -179,7 +180,7 @@ impl Read {
     pub fn required(&self, key: &str) -> Result<&str, ConfigError> {
         match self.get(key) {
             Some(value) => Ok(value),
-            None if self.from_config => Err(settings::missing(&self.prefix, key)),
+            None if self.from_config => Err(settings::Section::Config(self.prefix.clone()).missing(key)),
             None => Err(self.invalid(key, "is required")),
         }
     }
