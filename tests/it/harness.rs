@@ -396,6 +396,7 @@ impl TestApp {
                     whatsapp_worker::run(whatsapp_worker::Config { worker, providers: whatsapp }, shutdown).await
                 }
                 Channel::Novu => novu_worker::run(novu_worker::Config { worker, providers: novu }, shutdown).await,
+                Channel::Chat => chat_worker::run(chat_worker::Config { worker }, shutdown).await,
                 Channel::InApp => unreachable!("in-app deliveries have no worker: the intake writes them"),
             }
         })

@@ -11,13 +11,15 @@ pub enum Channel {
     Sms,
     Whatsapp,
     Novu,
+    Chat,
     InApp,
 }
 
 impl Channel {
-    pub const ALL: [Channel; 5] = [Channel::Email, Channel::Sms, Channel::Whatsapp, Channel::Novu, Channel::InApp];
+    pub const ALL: [Channel; 6] =
+        [Channel::Email, Channel::Sms, Channel::Whatsapp, Channel::Novu, Channel::Chat, Channel::InApp];
     /// The channels delivered through a queue and a worker.
-    pub const QUEUED: [Channel; 4] = [Channel::Email, Channel::Sms, Channel::Whatsapp, Channel::Novu];
+    pub const QUEUED: [Channel; 5] = [Channel::Email, Channel::Sms, Channel::Whatsapp, Channel::Novu, Channel::Chat];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -25,6 +27,7 @@ impl Channel {
             Channel::Sms => "sms",
             Channel::Whatsapp => "whatsapp",
             Channel::Novu => "novu",
+            Channel::Chat => "chat",
             Channel::InApp => "in_app",
         }
     }

@@ -227,6 +227,7 @@ impl<'a> Resolved<'a> {
             Channel::Sms => self.phone,
             Channel::Whatsapp => self.whatsapp,
             Channel::Novu | Channel::InApp => self.id,
+            Channel::Chat => None,
         }
     }
 }

@@ -431,7 +431,7 @@ pub fn check_content(channel: Channel, c: &Content, prefix: &str, errors: &mut V
                 missing(errors, "text", format!("email needs {prefix}.text or {prefix}.html"));
             }
         }
-        Channel::Sms | Channel::Whatsapp => match c.text.as_deref() {
+        Channel::Sms | Channel::Whatsapp | Channel::Chat => match c.text.as_deref() {
             None | Some("") => missing(errors, "text", format!("is required for the {channel} channel")),
             Some(t) if t.chars().count() > MAX_TEXT_MESSAGE_CHARS => missing(
                 errors,
