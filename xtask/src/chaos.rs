@@ -427,7 +427,7 @@ impl Procs {
             .env("NOTIFY_WORKER__LEASE", "3s")
             .env("NOTIFY_RELAY__SWEEP_INTERVAL", "1s")
             .env("NOTIFY_RELAY__STRANDED_AFTER", "10s");
-        for channel in ["EMAIL", "SMS", "WHATSAPP", "NOVU"] {
+        for channel in ["EMAIL", "SMS", "WHATSAPP", "NOVU", "CHAT"] {
             command
                 .env(format!("NOTIFY_{channel}__SANDBOX__LATENCY"), "20ms")
                 .env(format!("NOTIFY_{channel}__SANDBOX__FAILURE_RATE"), "0.1")
