@@ -483,7 +483,7 @@ async fn every_channel(client: &reqwest::Client, api: &str, key: &str, sandbox_d
         }
     }
     let channels = EVERY_CHANNEL.map(|(channel, _)| channel).join(", ");
-    println!("smoke: notification {} went out on every channel ({channels})", view["id"]);
+    println!("smoke: notification {} went out on every channel ({channels})", view["id"].as_str().unwrap_or_default());
     Ok(())
 }
 
