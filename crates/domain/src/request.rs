@@ -431,7 +431,7 @@ pub fn check_content(channel: Channel, c: &Content, prefix: &str, errors: &mut V
                 missing(errors, "text", format!("email needs {prefix}.text or {prefix}.html"));
             }
         }
-        Channel::Sms | Channel::Whatsapp | Channel::Chat => match c.text.as_deref() {
+        Channel::Sms | Channel::Whatsapp => match c.text.as_deref() {
             None | Some("") => missing(errors, "text", format!("is required for the {channel} channel")),
             Some(t) if t.chars().count() > MAX_TEXT_MESSAGE_CHARS => missing(
                 errors,
@@ -443,6 +443,11 @@ pub fn check_content(channel: Channel, c: &Content, prefix: &str, errors: &mut V
         Channel::InApp => {
             if c.title.as_deref().is_none_or(str::is_empty) && c.body.as_deref().is_none_or(str::is_empty) {
                 missing(errors, "title", format!("the in_app channel needs {prefix}.title or {prefix}.body"));
+            }
+        }
+        Channel::Chat => {
+            if c.text.as_deref().is_none_or(str::is_empty) {
+                missing(errors, "text", format!("is required for the {channel} channel"));
             }
         }
         Channel::Novu => {}

@@ -75,8 +75,9 @@ const FIELDS: [&str; 6] = ["subject", "text", "html", "title", "body", "action_u
 fn fields_of(channel: Channel) -> Option<&'static [&'static str]> {
     match channel {
         Channel::Email => Some(&["subject", "text", "html"]),
-        Channel::Sms | Channel::Whatsapp | Channel::Chat => Some(&["text"]),
+        Channel::Sms | Channel::Whatsapp => Some(&["text"]),
         Channel::InApp => Some(&["title", "body", "action_url"]),
+        Channel::Chat => Some(&["text"]),
         Channel::Novu => None,
     }
 }
