@@ -13,7 +13,7 @@ dev *ARGS:
 test *ARGS:
     cargo xtask test {{ARGS}}
 
-# Bring the platform up, send one notification, check it is sent, stop.
+# Bring the platform up, send on every channel, check each is sent, stop.
 smoke:
     cargo xtask dev --smoke
 

@@ -1,4 +1,4 @@
-//! `cargo xtask chaos`: the platform's six binaries under load while the faults it
+//! `cargo xtask chaos`: the platform's seven binaries under load while the faults it
 //! promises to survive happen to it, then a check that every accepted notification
 //! reached a final state and none was lost.
 //!
@@ -392,7 +392,7 @@ impl std::fmt::Display for Report {
     }
 }
 
-/// The six binaries, each logging to `logs/<binary>.log` (appended across restarts).
+/// The seven binaries, each logging to `logs/<binary>.log` (appended across restarts).
 struct Procs {
     bin_dir: PathBuf,
     dir: PathBuf,
@@ -427,7 +427,7 @@ impl Procs {
             .env("NOTIFY_WORKER__LEASE", "3s")
             .env("NOTIFY_RELAY__SWEEP_INTERVAL", "1s")
             .env("NOTIFY_RELAY__STRANDED_AFTER", "10s");
-        for channel in ["EMAIL", "SMS", "WHATSAPP", "NOVU"] {
+        for channel in ["EMAIL", "SMS", "WHATSAPP", "NOVU", "CHAT"] {
             command
                 .env(format!("NOTIFY_{channel}__SANDBOX__LATENCY"), "20ms")
                 .env(format!("NOTIFY_{channel}__SANDBOX__FAILURE_RATE"), "0.1")

@@ -26,8 +26,8 @@ pub struct Options {
 }
 
 /// The platform's binaries, in the order they start.
-pub const BINARIES: [&str; 6] =
-    ["notify-api", "outbox-relay", "email-worker", "sms-worker", "whatsapp-worker", "novu-worker"];
+pub const BINARIES: [&str; 7] =
+    ["notify-api", "outbox-relay", "email-worker", "sms-worker", "whatsapp-worker", "novu-worker", "chat-worker"];
 
 const DEV_DATABASE: &str = "notify_dev";
 const DEV_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/notify_dev";
@@ -39,7 +39,7 @@ const DEV_SECRETS_KEY: &str = "ZGV2LW9ubHktc2VhbGluZy1rZXktMzItYnl0ZXMhISE=";
 const DEV_TOKEN_SECRET: &str = "notify-dev-inbox-token-secret-not-for-production";
 
 /// The side port of the API (9089, `/metrics` only there), the relay (9090) and each
-/// worker (9091 to 9094).
+/// worker (9091 to 9095).
 fn side_port(index: usize) -> u16 {
     9089 + index as u16
 }
@@ -132,8 +132,7 @@ pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
     print_banner(&api, &tenant, &sandbox_dir, &inbox_token);
 
     if options.smoke {
-        let sandbox_file = sandbox_dir.join("email.jsonl");
-        return match race(smoke(&client, &api, &tenant.api_key, &sandbox_file), &mut signals, &mut supervisor).await {
+        return match race(smoke(&client, &api, &tenant.api_key, &sandbox_dir), &mut signals, &mut supervisor).await {
             Race::Done(Ok(())) => {
                 if supervisor.stop(STOP_GRACE).await {
                     say!("smoke test passed");
@@ -298,8 +297,29 @@ const EXAMPLE_BODY: &str = r#"{"type":"demo.hello","to":[{"email":"ada@example.c
 const SUBSCRIBER_BODY: &str =
     r#"{"type":"demo.welcome","to":[{"subscriber_id":"demo-user"}],"data":{"product":"Notify"}}"#;
 
+/// One notification of `demo.channels` for `demo-user`: a delivery on every channel, each
+/// rendered from the type's template for it.
+const EVERY_CHANNEL_BODY: &str =
+    r#"{"type":"demo.channels","to":[{"subscriber_id":"demo-user"}],"data":{"product":"Notify"}}"#;
+
+/// The channels of `demo.channels`, and the status of each one's delivery once it went
+/// well (the inbox's is `delivered` at the accept).
+const EVERY_CHANNEL: [(&str, &str); 6] = [
+    ("email", "sent"),
+    ("sms", "sent"),
+    ("whatsapp", "sent"),
+    ("novu", "sent"),
+    ("chat", "sent"),
+    ("in_app", "delivered"),
+];
+
+/// `demo-user`'s chat address: a Slack user id, a direct message.
+const DEMO_CHAT_RECIPIENT: &str = "slack:U024BE7LH";
+
 /// What the demo tenant starts with: the type `demo.welcome`, its email template in
-/// English and German, and the subscriber `demo-user` (German), all through the API.
+/// English and German; the type `demo.channels`, on every channel, with a template for
+/// each (each says "by <channel>"); and the subscriber `demo-user` (German, with an
+/// address on every channel), all through the API.
 async fn seed_directory(client: &reqwest::Client, api: &str, key: &str) -> anyhow::Result<()> {
     let puts = [
         ("/v1/types/demo.welcome", r#"{"channels":["email"]}"#),
@@ -311,7 +331,22 @@ async fn seed_directory(client: &reqwest::Client, api: &str, key: &str) -> anyho
             "/v1/templates/demo.welcome/email?locale=de",
             r#"{"subject":"Willkommen bei {{ product }}","text":"Hallo {{ subscriber.data.name }}, willkommen bei {{ product }}."}"#,
         ),
-        ("/v1/subscribers/demo-user", r#"{"email":"grace@example.com","locale":"de-DE","data":{"name":"Grace"}}"#),
+        ("/v1/types/demo.channels", r#"{"channels":["email","sms","whatsapp","novu","chat","in_app"]}"#),
+        (
+            "/v1/templates/demo.channels/email",
+            r#"{"subject":"Hello from {{ product }}","text":"Hello {{ subscriber.data.name }}, by email."}"#,
+        ),
+        ("/v1/templates/demo.channels/sms", r#"{"text":"Hello {{ subscriber.data.name }}, by sms."}"#),
+        ("/v1/templates/demo.channels/whatsapp", r#"{"text":"Hello {{ subscriber.data.name }}, by whatsapp."}"#),
+        ("/v1/templates/demo.channels/chat", r#"{"text":"Hello {{ subscriber.data.name }}, by chat."}"#),
+        (
+            "/v1/templates/demo.channels/in_app",
+            r#"{"title":"Hello from {{ product }}","body":"Hello {{ subscriber.data.name }}, by in_app."}"#,
+        ),
+        (
+            "/v1/subscribers/demo-user",
+            r#"{"email":"grace@example.com","phone":"+15555550100","whatsapp":"+15555550100","chat":{"slack":"U024BE7LH"},"locale":"de-DE","data":{"name":"Grace"}}"#,
+        ),
     ];
     for (path, body) in puts {
         let response = client
@@ -369,7 +404,7 @@ Notify is running.
   Sandbox folder: {sandbox}
                   (each channel's messages land in <channel>.jsonl there)
   Metrics:        /metrics, /healthz and /readyz at http://127.0.0.1:9089 (API),
-                  :9090 (relay) to :9094 (email, sms, whatsapp, novu)
+                  :9090 (relay) to :9095 (email, sms, whatsapp, novu, chat)
 
 Send a notification:
 
@@ -379,6 +414,11 @@ Send one by subscriber id (type, template and subscriber are set up; the email i
 rendered from the German template):
 
   curl -sS -X POST {api}/v1/notifications -H \"Authorization: Bearer {key}\" -H \"Content-Type: application/json\" -d '{by_subscriber}'
+
+Send one on every channel (email, sms, whatsapp, novu, chat and the inbox), each
+rendered from the type's template for it:
+
+  curl -sS -X POST {api}/v1/notifications -H \"Authorization: Bearer {key}\" -H \"Content-Type: application/json\" -d '{every_channel}'
 
 Read it back: replace <id> with the \"id\" of an answer above:
 
@@ -395,31 +435,60 @@ Press Ctrl-C to stop everything.
         tenant_id = tenant.id,
         sandbox = sandbox_dir.display(),
         by_subscriber = SUBSCRIBER_BODY,
+        every_channel = EVERY_CHANNEL_BODY,
         inbox_body = INBOX_BODY,
     );
 }
 
-/// Sends the example notifications (inline content, then by subscriber id), waits until
-/// each is `sent`, and checks the sandbox file holds what was rendered.
-async fn smoke(client: &reqwest::Client, api: &str, key: &str, sandbox_file: &Path) -> anyhow::Result<()> {
-    send_and_wait(client, api, key, EXAMPLE_BODY, sandbox_file).await?;
-    let recorded = send_and_wait(client, api, key, SUBSCRIBER_BODY, sandbox_file).await?;
-    if !recorded.contains("Willkommen bei Notify") {
-        bail!("{} lacks the German rendering of the subscriber's notification", sandbox_file.display());
+/// Sends the example notifications (inline content, by subscriber id, then on every
+/// channel), waits until each is `sent`, and checks the sandbox files hold what was
+/// rendered.
+async fn smoke(client: &reqwest::Client, api: &str, key: &str, sandbox_dir: &Path) -> anyhow::Result<()> {
+    let email = sandbox_dir.join("email.jsonl");
+    let view = send_and_wait(client, api, key, EXAMPLE_BODY).await?;
+    recorded(&email, &view["deliveries"][0]).await?;
+    let view = send_and_wait(client, api, key, SUBSCRIBER_BODY).await?;
+    let line = recorded(&email, &view["deliveries"][0]).await?;
+    if line["content"]["subject"] != "Willkommen bei Notify" {
+        bail!("{} lacks the German rendering of the subscriber's notification: {line}", email.display());
     }
     println!("smoke: the notification by subscriber id was rendered from the German template");
+    every_channel(client, api, key, sandbox_dir).await
+}
+
+/// Sends `demo.channels` to `demo-user` and checks that each channel's delivery went out
+/// as its template says, recorded in its channel's sandbox file (the inbox has none).
+async fn every_channel(client: &reqwest::Client, api: &str, key: &str, sandbox_dir: &Path) -> anyhow::Result<()> {
+    let view = send_and_wait(client, api, key, EVERY_CHANNEL_BODY).await?;
+    let deliveries = view["deliveries"].as_array().map(Vec::as_slice).unwrap_or_default();
+    for (channel, status) in EVERY_CHANNEL {
+        let delivery = deliveries
+            .iter()
+            .find(|d| d["channel"] == channel)
+            .with_context(|| format!("the notification on every channel has no {channel} delivery: {view}"))?;
+        if delivery["status"] != status {
+            bail!("its {channel} delivery is not {status}: {delivery}");
+        }
+        if channel == "in_app" {
+            continue;
+        }
+        let line = recorded(&sandbox_dir.join(format!("{channel}.jsonl")), delivery).await?;
+        // Novu renders in its own workflow: the job carries no content.
+        let says = format!("Hello Grace, by {channel}.");
+        if channel != "novu" && line["content"]["text"] != says.as_str() {
+            bail!("the {channel} message does not say {says:?}: {line}");
+        }
+        if channel == "chat" && line["to"] != DEMO_CHAT_RECIPIENT {
+            bail!("the chat message did not go to {DEMO_CHAT_RECIPIENT}: {line}");
+        }
+    }
+    let channels = EVERY_CHANNEL.map(|(channel, _)| channel).join(", ");
+    println!("smoke: notification {} went out on every channel ({channels})", view["id"].as_str().unwrap_or_default());
     Ok(())
 }
 
-/// POSTs `body`, polls until the notification is `sent`, checks the sandbox file mentions
-/// it; returns the sandbox file's content.
-async fn send_and_wait(
-    client: &reqwest::Client,
-    api: &str,
-    key: &str,
-    body: &'static str,
-    sandbox_file: &Path,
-) -> anyhow::Result<String> {
+/// POSTs `body`, polls until the notification is `sent`, and returns its view.
+async fn send_and_wait(client: &reqwest::Client, api: &str, key: &str, body: &'static str) -> anyhow::Result<Value> {
     say!("smoke: POST {api}/v1/notifications {body}");
     let started = Instant::now();
     let response = client
@@ -464,14 +533,24 @@ async fn send_and_wait(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let elapsed = started.elapsed();
-    println!("smoke: notification {id} sent {} ms after the POST", elapsed.as_millis());
+    println!("smoke: notification {id} sent {} ms after the POST", started.elapsed().as_millis());
+    Ok(last)
+}
 
+/// The line of `sandbox_file` that records `delivery` (an entry of a notification's
+/// `deliveries`), which must be `sent`.
+async fn recorded(sandbox_file: &Path, delivery: &Value) -> anyhow::Result<Value> {
+    if delivery["status"] != "sent" {
+        bail!("delivery is not sent: {delivery}");
+    }
+    let id = delivery["id"].as_str().with_context(|| format!("delivery without an id: {delivery}"))?;
     let recorded =
         tokio::fs::read_to_string(sandbox_file).await.with_context(|| format!("reading {}", sandbox_file.display()))?;
-    if !recorded.contains(&id) {
-        bail!("{} does not mention notification {id}", sandbox_file.display());
-    }
-    println!("smoke: {} records notification {id}", sandbox_file.display());
-    Ok(recorded)
+    let line = recorded
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|line| line["delivery_id"] == id)
+        .with_context(|| format!("{} does not record delivery {id}", sandbox_file.display()))?;
+    println!("smoke: {} records delivery {id}", sandbox_file.display());
+    Ok(line)
 }

@@ -25,12 +25,12 @@ usage: cargo xtask <task>
 
 tasks:
   dev [--port <port>] [--smoke]   run the whole platform locally (API on 127.0.0.1:<port>, default 8080);
-                                  --smoke sends one notification, checks it is sent, then stops
+                                  --smoke sends on every channel, checks each is sent, then stops
   test [-- <args>]                install Chromium and chromedriver if missing (as root, with apt-get),
                                   start PostgreSQL/RabbitMQ if needed, clean old test leftovers, then
                                   `cargo test --workspace --no-fail-fast <args>` and one closing total
   bench [--smoke] [--history N,N..] [--no-limits] [--only peer] [--peer-count N] [--bin-dir DIR]
-                                  release builds of the six binaries under load from our own generator;
+                                  release builds of the seven binaries under load from our own generator;
                                   prints one table (also target/bench/latest.md and .json): this
                                   machine's ceilings (PostgreSQL inserts, RabbitMQ publish and consume,
                                   a bare axum POST; measured first, unless --no-limits), the peer shape
@@ -41,7 +41,7 @@ tasks:
                                   0,1000000), each as a ratio to the ceilings; --only peer: the peer
                                   shape alone; --bin-dir: run the release binaries in DIR instead of
                                   building; --smoke: tiny counts, ceilings measured briefly (CI)
-  chaos [--notifications <n>]     the six binaries on a PostgreSQL and a RabbitMQ of their own (root), sent
+  chaos [--notifications <n>]     the seven binaries on a PostgreSQL and a RabbitMQ of their own (root), sent
                                   <n> notifications (default 1000) while the relay, workers and API are killed
                                   with SIGKILL, broker connections closed, a queue purged, RabbitMQ
                                   restarted and PostgreSQL crashed; fails unless every accepted

@@ -64,14 +64,15 @@ fn count(haystack: &[u8], needle: &[u8]) -> u64 {
 }
 
 /// One notification to one recipient on one channel; the channel turns with `i`, so the
-/// four workers share the load.
+/// five workers share the load.
 pub fn notification(kind: &str, i: u64, send_at: Option<&str>) -> String {
     let n = i % 10_000_000;
-    let to = match i % 4 {
+    let to = match i % 5 {
         0 => format!(r#"{{"email":"user{n}@example.com"}}"#),
         1 => format!(r#"{{"phone":"+1555{n:07}"}}"#),
         2 => format!(r#"{{"whatsapp":"+1556{n:07}"}}"#),
-        _ => format!(r#"{{"subscriber_id":"subscriber-{n}"}}"#),
+        3 => format!(r#"{{"subscriber_id":"subscriber-{n}"}}"#),
+        _ => format!(r#"{{"slack_channel":"C{n:08}"}}"#),
     };
     let send_at = send_at.map(|at| format!(r#","send_at":"{at}""#)).unwrap_or_default();
     format!(
@@ -320,11 +321,12 @@ mod tests {
 
     #[test]
     fn bodies_are_json_and_turn_channels() {
-        let b: serde_json::Value = serde_json::from_str(&batch("bench.x", 0, 4, Some("2030-01-01T00:00:00Z"))).unwrap();
+        let b: serde_json::Value = serde_json::from_str(&batch("bench.x", 0, 5, Some("2030-01-01T00:00:00Z"))).unwrap();
         let items = b["notifications"].as_array().unwrap();
-        assert_eq!(items.len(), 4);
+        assert_eq!(items.len(), 5);
         assert_eq!(items[1]["to"][0]["phone"], "+15550000001");
         assert_eq!(items[3]["to"][0]["subscriber_id"], "subscriber-3");
+        assert_eq!(items[4]["to"][0]["slack_channel"], "C00000004");
         assert_eq!(items[0]["send_at"], "2030-01-01T00:00:00Z");
         assert_eq!(count(br#"{"status":202,"x":{"status":"pending"}},{"status":202}"#, br#""status":202"#), 2);
     }

@@ -1,4 +1,4 @@
-//! `cargo xtask bench`: the real stack (release binaries, six processes, this machine's
+//! `cargo xtask bench`: the real stack (release binaries, seven processes, this machine's
 //! PostgreSQL and RabbitMQ, sandbox providers but for the peer shape) under load from our
 //! own generator, and one table of what it did, each figure next to this machine's
 //! ceiling for the same shape (`ceilings.rs`, measured in the same run) and, for the peer
@@ -11,7 +11,7 @@
 //! started again behind a counting PostgreSQL proxy (`pg_proxy.rs`); then the stack again
 //! on the sandbox providers: idle memory; intake with single requests (closed loop, 64 in
 //! flight) and with batches of 1,000; end to end, a burst of 100,000 notifications across
-//! the four channels, delivered/s from the database; open loop at 50 % and 100 % of that
+//! the five queued channels, delivered/s from the database; open loop at 50 % and 100 % of that
 //! rate, accept-to-sent latency from the database (`deliveries.sent_at -
 //! notifications.created_at`); then, for each `--history` size, the tables filled with
 //! that many sent notifications, intake and relay again. Nothing is asserted: it measures.
@@ -240,7 +240,7 @@ pub async fn run(options: Options, args: &[String]) -> anyhow::Result<ExitCode> 
 /// generator, the Novu stand-in, the ceilings, the proxy) must run optimized, as the
 /// platform does: unoptimized it takes several times the CPU the platform then lacks, and
 /// measures ceilings a fraction of the machine's. So a debug build builds the release one
-/// (with the six binaries, as `cargo build --release --bins` does; alone under
+/// (with the seven binaries, as `cargo build --release --bins` does; alone under
 /// `--bin-dir`, with the workspace's features so that nothing is compiled twice) and hands
 /// the run over to it.
 async fn hand_over(root: &std::path::Path, options: &Options, args: &[String]) -> anyhow::Result<ExitCode> {
@@ -266,7 +266,7 @@ async fn hand_over(root: &std::path::Path, options: &Options, args: &[String]) -
     })
 }
 
-/// Starts the six binaries, runs `phases` on them (failing if a signal comes or one of
+/// Starts the seven binaries, runs `phases` on them (failing if a signal comes or one of
 /// them exits meanwhile), then stops them. The sampler watches the binaries, PostgreSQL,
 /// RabbitMQ and `xtask` (this process, or its threads). Returns what the phases measured,
 /// and whether every binary stopped cleanly.
@@ -469,7 +469,7 @@ impl Bench {
         expected += batch.accepted;
         self.drain(|| counter.lines(), expected, "the intake phases").await?;
 
-        say!("end to end: {} notifications in batches, across the four channels", num(p.e2e_notifications as f64));
+        say!("end to end: {} notifications in batches, across the five channels", num(p.e2e_notifications as f64));
         let cpu0 = self.sampler.cpu();
         let t0 = Instant::now();
         let e2e_intake = load::closed_loop(
@@ -755,10 +755,11 @@ WITH g AS (
                             provider_message_id, sent_at, created_at, updated_at)
     SELECT (substr(replace(x.id::text, '-', ''), 1, 12) || '7' || substr(md5(x.id::text || 'd'), 1, 19))::uuid,
            $1::uuid, x.id, x.channel,
-           CASE x.channel WHEN 'email' THEN 'user@example.com' WHEN 'novu' THEN 'subscriber-1' ELSE '+15550000001' END,
+           CASE x.channel WHEN 'email' THEN 'user@example.com' WHEN 'novu' THEN 'subscriber-1'
+                          WHEN 'chat' THEN 'slack:C00000001' ELSE '+15550000001' END,
            'sent', 1, 'sandbox', 'sandbox-' || md5(x.id::text), x.created_at + interval '1 second', x.created_at,
            x.created_at + interval '1 second'
-    FROM (SELECT id, created_at, (ARRAY['email', 'sms', 'whatsapp', 'novu'])[1 + abs(hashtext(id::text)) % 4] AS channel
+    FROM (SELECT id, created_at, (ARRAY['email', 'sms', 'whatsapp', 'novu', 'chat'])[1 + abs(hashtext(id::text)) % 5] AS channel
           FROM n) AS x
     RETURNING id, created_at
 ), a AS (

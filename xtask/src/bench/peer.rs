@@ -39,7 +39,7 @@ pub const STAND_IN: &str = "Novu stand-in (xtask thread)";
 const XTASK: &str = "xtask";
 const XTASK_REST: &str = "xtask's other threads (sampling, polling)";
 
-/// The processes shown one by one; the rest of the platform (the three idle workers) is
+/// The processes shown one by one; the rest of the platform (the four idle workers) is
 /// summed.
 const NAMED: [&str; 5] = ["notify-api", "outbox-relay", "novu-worker", "postgres", "rabbitmq (beam.smp)"];
 

@@ -1,4 +1,4 @@
-//! The platform as the benchmark runs it: release binaries, six processes, a database
+//! The platform as the benchmark runs it: release binaries, seven processes, a database
 //! `notify_bench` and a RabbitMQ vhost `notify-bench` of their own (dropped and made again
 //! on each run, so the benchmark never touches dev or test data), the sandbox provider on
 //! every channel writing under `target/bench/sandbox/` (but for the peer shape, whose
@@ -26,7 +26,7 @@ pub const DATABASE: &str = "notify_bench";
 pub const VHOST: &str = "notify-bench";
 /// Not the dev command's 8080, so a running `cargo xtask dev` is no obstacle.
 pub const API_LISTEN: &str = "127.0.0.1:18180";
-pub const CHANNELS: [&str; 4] = ["email", "sms", "whatsapp", "novu"];
+pub const CHANNELS: [&str; 5] = ["email", "sms", "whatsapp", "novu", "chat"];
 
 /// The settings the benchmark changes from the defaults (it reports them).
 #[derive(Clone, Debug)]
@@ -150,7 +150,7 @@ impl Stack {
         Ok(tenant)
     }
 
-    /// Starts the six binaries, each logging to `target/bench/logs/<binary>.log` (appended:
+    /// Starts the seven binaries, each logging to `target/bench/logs/<binary>.log` (appended:
     /// a run starts the stack twice).
     pub fn start(&self, supervisor: &mut Supervisor) -> anyhow::Result<()> {
         for binary in BINARIES {
