@@ -14,6 +14,7 @@ mod metrics;
 mod openapi;
 mod rate_limit;
 mod receipts;
+pub mod rotation;
 mod routes;
 mod serve;
 
@@ -66,6 +67,8 @@ pub struct AppState {
     /// Each subscriber's requests on the inbox (`admission.inbox_rate`).
     inbox_limiter: Arc<rate_limit::RateLimiter<(uuid::Uuid, String)>>,
     inbox_rate: Rate,
+    /// The keyring, rules and HTTP client of tenants' integrations.
+    integrations: Arc<routes::integrations::Integrations>,
 }
 
 /// The API's routes and state; fails on receipt and inbox settings that [`Config::validate`] refuses.
@@ -99,6 +102,7 @@ pub fn router(
         key_lookups: Arc::new(auth::KeyLookups::new(config.admission.key_lookups)),
         inbox_limiter: Arc::default(),
         inbox_rate: config.admission.inbox_rate,
+        integrations: Arc::new(routes::integrations::Integrations::new(config)?),
     };
     let admission = admission::Admission::new(&config.admission);
     // `layer`, not `route_layer`: unmatched paths (404) and methods (405) are counted too,
