@@ -506,6 +506,9 @@ async fn api_config(env: &TestEnv, broker: bool) -> notify_api::Config {
         config.amqp_url = Some(SecretString::from(env.amqp_url().await));
     }
     config.inbox.token_secret = Some(SecretString::from(TOKEN_SECRET));
+    config.secrets = test_secrets();
+    // Tests point integrations' base URLs at wiremock (`integrations.base_urls`), on loopback.
+    config.integrations.allow_private_hosts = true;
     config
 }
 
