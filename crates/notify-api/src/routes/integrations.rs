@@ -198,9 +198,13 @@ fn merge(
     let (mut settings, mut given) = (Map::new(), Map::new());
     for (key, value) in &input.settings {
         match (is_secret(key), value) {
-            (false, _) => drop(settings.insert(key.clone(), value.clone())),
+            (false, _) => {
+                settings.insert(key.clone(), value.clone());
+            }
             (true, Value::Null) => {}
-            (true, _) => drop(given.insert(key.clone(), value.clone())),
+            (true, _) => {
+                given.insert(key.clone(), value.clone());
+            }
         }
     }
     // Kept: stored secrets neither given nor set to null.
