@@ -372,3 +372,20 @@ fn parse_unit(channel: &str, provider: &str) -> Result<(Channel, &'static dyn Pr
     })?;
     Ok((channel, unit))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_complaint_quoting_a_secret_is_not_returned() {
+        let secret = Value::String("tok-0123456789".into());
+        let quoting =
+            ConfigError::Invalid { key: "settings.auth_token".into(), message: "`tok-0123456789` is bad".into() };
+        assert_eq!(field_error(quoting, &[&secret]), FieldError::new("settings.auth_token", "is invalid"));
+        let plain = ConfigError::Invalid { key: "settings.from".into(), message: "must be E.164".into() };
+        assert_eq!(field_error(plain, &[&secret]), FieldError::new("settings.from", "must be E.164"));
+        let missing = ConfigError::Missing { key: "settings.from".into(), env: "NOTIFY_X".into() };
+        assert_eq!(field_error(missing, &[]), FieldError::new("settings.from", "is required"));
+    }
+}
