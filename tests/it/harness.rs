@@ -236,10 +236,9 @@ pub struct WorkerOptions {
     /// How long a claim holds a delivery, and a provider call may take.
     pub lease: Duration,
     pub provider_timeout: Duration,
-    pub email: email_worker::Providers,
-    pub sms: sms_worker::Providers,
-    pub whatsapp: whatsapp_worker::Providers,
-    pub novu: novu_worker::Providers,
+    /// The providers' sections of the channel, as a config file has them under
+    /// `[<channel>]`: `{"twilio": {"account_sid": …}}`, read through the units.
+    pub settings: Value,
 }
 
 impl Default for WorkerOptions {
@@ -253,10 +252,7 @@ impl Default for WorkerOptions {
             listen: None,
             lease: WorkerSettings::default().lease,
             provider_timeout: WorkerSettings::default().provider_timeout,
-            email: Default::default(),
-            sms: Default::default(),
-            whatsapp: Default::default(),
-            novu: Default::default(),
+            settings: serde_json::json!({}),
         }
     }
 }
@@ -385,19 +381,15 @@ impl TestApp {
         }
     }
 
+    /// A worker of `channel` as its binary runs it: the providers `options` lists, read
+    /// from `options.settings` through the channel's units of `providers::CATALOG`.
     pub async fn start_worker(&self, channel: Channel, options: WorkerOptions) -> Service {
         let worker = self.worker_config(&options).await;
-        let (email, sms, whatsapp, novu) = (options.email, options.sms, options.whatsapp, options.novu);
+        let section = serde_json::json!({ channel.as_str(): options.settings });
+        let figment = figment::Figment::from(figment::providers::Serialized::defaults(section));
         Service::spawn(move |shutdown| async move {
-            match channel {
-                Channel::Email => email_worker::run(email_worker::Config { worker, providers: email }, shutdown).await,
-                Channel::Sms => sms_worker::run(sms_worker::Config { worker, providers: sms }, shutdown).await,
-                Channel::Whatsapp => {
-                    whatsapp_worker::run(whatsapp_worker::Config { worker, providers: whatsapp }, shutdown).await
-                }
-                Channel::Novu => novu_worker::run(novu_worker::Config { worker, providers: novu }, shutdown).await,
-                Channel::InApp => unreachable!("in-app deliveries have no worker: the intake writes them"),
-            }
+            let units: Vec<&dyn providers::ProviderUnit> = providers::units(channel).collect();
+            worker::run_units(channel, worker, &figment, &units, shutdown).await
         })
     }
 

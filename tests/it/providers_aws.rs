@@ -1,40 +1,44 @@
 //! The email providers and SNS end to end through the platform (API, outbox, relay,
 //! RabbitMQ, worker) against real stand-ins: moto for SES v2 and SNS, aiosmtpd for SMTP.
 
-use bootstrap::SecretString;
+use std::time::Duration;
+
 use domain::{Channel, Content, DeliveryJob, FailureKind, Priority, SendOutcome};
-use email_worker::{SesConfig, SmtpConfig, SmtpTls};
+use providers::{Checked, Context, ProviderSettings, ProviderUnit, Source, http::SharedClient};
 use serde_json::{Value, json};
-use sms_worker::{SnsConfig, SnsProvider};
 use uuid::Uuid;
-use worker::Provider;
 
 use crate::{
     harness::{TestApp, WorkerOptions, eventually},
     stubs::{Moto, SmtpSink},
 };
 
-fn testing() -> Option<SecretString> {
-    Some(SecretString::from("testing"))
+/// `[email.ses]` calling moto.
+fn ses_config(moto: &Moto) -> Value {
+    json!({
+        "region": "us-east-1", "endpoint_url": moto.url, "from": "Notify <noreply@example.com>",
+        "access_key_id": "testing", "secret_access_key": "testing",
+    })
 }
 
-fn ses_config(moto: &Moto) -> SesConfig {
-    SesConfig {
-        endpoint_url: Some(moto.url.clone()),
-        access_key_id: testing(),
-        secret_access_key: testing(),
-        ..SesConfig::new("us-east-1", "Notify <noreply@example.com>")
-    }
+/// `[sms.sns]` calling moto.
+fn sns_config(moto: &Moto) -> Value {
+    json!({
+        "region": "us-east-1", "endpoint_url": moto.url, "sender_id": "Notify",
+        "access_key_id": "testing", "secret_access_key": "testing",
+    })
 }
 
-fn sns_config(moto: &Moto) -> SnsConfig {
-    SnsConfig {
-        endpoint_url: Some(moto.url.clone()),
-        sender_id: Some("Notify".into()),
-        access_key_id: testing(),
-        secret_access_key: testing(),
-        ..SnsConfig::new("us-east-1")
-    }
+/// The settings `settings` of `unit`, read as the operator's section.
+fn unit_settings(unit: &dyn ProviderUnit, settings: Value) -> Box<dyn ProviderSettings> {
+    let section = json!({unit.channel().as_str(): {unit.name(): settings}});
+    let figment = figment::Figment::from(figment::providers::Serialized::defaults(section));
+    unit.settings(Source::Config(&figment)).expect("valid settings")
+}
+
+async fn check(settings: &dyn ProviderSettings) -> Checked {
+    let http = SharedClient::new(Duration::from_secs(10));
+    settings.check(&Context { http: &http, provider_timeout: Duration::from_secs(10) }).await
 }
 
 /// SES v2 `CreateEmailIdentity`; moto verifies the identity at once. moto checks no
@@ -54,12 +58,9 @@ async fn create_email_identity(moto: &Moto, identity: &str) {
     assert!(response.status().is_success(), "CreateEmailIdentity: {}", response.text().await.unwrap());
 }
 
-async fn start_email_worker(
-    app: &TestApp,
-    provider: &str,
-    settings: email_worker::Providers,
-) -> crate::harness::Service {
-    let options = WorkerOptions { providers: vec![provider.into()], email: settings, ..Default::default() };
+async fn start_email_worker(app: &TestApp, provider: &str, settings: Value) -> crate::harness::Service {
+    let options =
+        WorkerOptions { providers: vec![provider.into()], settings: json!({provider: settings}), ..Default::default() };
     app.start_worker(Channel::Email, options).await
 }
 
@@ -77,8 +78,7 @@ async fn ses_sends_the_email_and_its_message_id_is_recorded() {
     create_email_identity(&moto, "example.com").await;
     let app = TestApp::api_only().await;
     let _relay = app.start_relay(100).await;
-    let settings = email_worker::Providers { ses: Some(ses_config(&moto)), ..Default::default() };
-    let _worker = start_email_worker(&app, "ses", settings).await;
+    let _worker = start_email_worker(&app, "ses", ses_config(&moto)).await;
 
     let id = app.accept(&welcome("user@example.org")).await;
     let n = app.wait_for_status(id, "sent").await;
@@ -101,8 +101,7 @@ async fn ses_rejecting_an_unverified_sender_fails_the_delivery_at_once() {
     let moto = Moto::start().await;
     let app = TestApp::api_only().await;
     let _relay = app.start_relay(100).await;
-    let settings = email_worker::Providers { ses: Some(ses_config(&moto)), ..Default::default() };
-    let _worker = start_email_worker(&app, "ses", settings).await;
+    let _worker = start_email_worker(&app, "ses", ses_config(&moto)).await;
 
     let id = app.accept(&welcome("user@example.org")).await;
     let n = app.wait_for_status(id, "failed").await;
@@ -126,15 +125,11 @@ async fn smtp_delivers_a_multipart_message_with_our_headers() {
     let sink = SmtpSink::start().await;
     let app = TestApp::api_only().await;
     let _relay = app.start_relay(100).await;
-    let smtp = SmtpConfig {
-        port: Some(sink.port),
-        tls: SmtpTls::None,
-        reply_to: Some("support@example.com".into()),
-        list_unsubscribe: Some("https://example.com/unsubscribe/{delivery_id}".into()),
-        ..SmtpConfig::new("127.0.0.1", "Notify <noreply@example.com>")
-    };
-    let _worker =
-        start_email_worker(&app, "smtp", email_worker::Providers { smtp: Some(smtp), ..Default::default() }).await;
+    let smtp = json!({
+        "host": "127.0.0.1", "port": sink.port, "tls": "none", "from": "Notify <noreply@example.com>",
+        "reply_to": "support@example.com", "list_unsubscribe": "https://example.com/unsubscribe/{delivery_id}",
+    });
+    let _worker = start_email_worker(&app, "smtp", smtp).await;
 
     let id = app.accept(&welcome("user@example.org")).await;
     let n = app.wait_for_status(id, "sent").await;
@@ -174,7 +169,7 @@ async fn sns_publishes_the_sms_and_its_message_id_is_recorded() {
     let _relay = app.start_relay(100).await;
     let options = WorkerOptions {
         providers: vec!["sns".into()],
-        sms: sms_worker::Providers { sns: Some(sns_config(&moto)), ..Default::default() },
+        settings: json!({"sns": sns_config(&moto)}),
         ..Default::default()
     };
     let _worker = app.start_worker(Channel::Sms, options).await;
@@ -217,11 +212,47 @@ fn sms_job(recipient: &str, text: String) -> DeliveryJob {
 #[tokio::test]
 async fn sns_refusing_the_number_or_the_text_is_a_permanent_failure() {
     let moto = Moto::start().await;
-    let sns = SnsProvider::new(&sns_config(&moto)).await;
+    let http = SharedClient::new(Duration::from_secs(10));
+    let ctx = Context { http: &http, provider_timeout: Duration::from_secs(10) };
+    let sns = unit_settings(&providers::sns::UNIT, sns_config(&moto)).build(&ctx).await.unwrap();
     for job in [sms_job("+1abc", "hi".into()), sms_job("+15555550100", "x".repeat(1601))] {
         let SendOutcome::Failed(f) = sns.send(&job).await else { panic!("moto took {}", job.recipient) };
         assert_eq!((f.kind, f.code.as_str()), (FailureKind::Permanent, "InvalidParameter"), "{}", f.message);
         assert!(!f.message.contains(&job.recipient), "{}", f.message);
     }
     assert_eq!(moto.data().await["sns"]["SMS"].as_array().map_or(0, Vec::len), 0);
+}
+
+/// The credentials checks against moto: SES `GetAccount` and SNS `GetSMSAttributes` with the
+/// stand-in's keys; nothing is sent.
+#[tokio::test]
+async fn the_aws_checks_read_the_account_and_send_nothing() {
+    let moto = Moto::start().await;
+    let ses = check(&*unit_settings(&providers::ses::UNIT, ses_config(&moto))).await;
+    assert!(ses.ok, "{ses:?}");
+    assert!(ses.detail.contains("sending"), "{ses:?}");
+    let sns = check(&*unit_settings(&providers::sns::UNIT, sns_config(&moto))).await;
+    assert!(sns.ok, "{sns:?}");
+    let data = moto.data().await;
+    assert_eq!(data["ses"]["Message"].as_array().map_or(0, Vec::len), 0);
+    assert_eq!(data["sns"]["SMS"].as_array().map_or(0, Vec::len), 0);
+
+    // Nothing listening: the check says it could not connect, and names no secret.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut nowhere = ses_config(&moto);
+    nowhere["endpoint_url"] = json!(format!("http://127.0.0.1:{port}"));
+    nowhere["secret_access_key"] = json!("s3cr3t-key-value");
+    let failed = check(&*unit_settings(&providers::ses::UNIT, nowhere)).await;
+    assert!(!failed.ok && failed.code.as_deref() == Some("connection_failed"), "{failed:?}");
+    assert!(!format!("{failed:?}").contains("s3cr3t"), "{failed:?}");
+}
+
+/// The SMTP check connects and says EHLO to the sink, and sends no message.
+#[tokio::test]
+async fn the_smtp_check_connects_without_sending() {
+    let sink = SmtpSink::start().await;
+    let smtp = json!({"host": "127.0.0.1", "port": sink.port, "tls": "none", "from": "noreply@example.com"});
+    let checked = check(&*unit_settings(&providers::smtp::UNIT, smtp)).await;
+    assert!(checked.ok, "{checked:?}");
+    assert!(sink.messages().is_empty());
 }

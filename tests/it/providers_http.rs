@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use domain::{Channel, RetryPolicy};
-use providers::{meta::MetaConfig, novu::NovuConfig, twilio::TwilioConfig};
 use serde_json::{Value, json};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use wiremock::{
@@ -18,14 +17,9 @@ const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
 const MESSAGES: &str = "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages.json";
 const PHONE: &str = "+15551234567";
 
-fn twilio(server: &MockServer) -> TwilioConfig {
-    TwilioConfig {
-        account_sid: Some(ACCOUNT.into()),
-        auth_token: Some("test_auth_token".into()),
-        from: Some("+15005550000".into()),
-        base_url: server.uri(),
-        ..Default::default()
-    }
+/// The settings of `[<channel>.twilio]` calling the stand-in.
+fn twilio(server: &MockServer) -> Value {
+    json!({"account_sid": ACCOUNT, "auth_token": "test_auth_token", "from": "+15005550000", "base_url": server.uri()})
 }
 
 fn created(sid: &str) -> ResponseTemplate {
@@ -62,7 +56,7 @@ async fn bodies(server: &MockServer) -> Vec<String> {
 
 async fn sms_worker_app(
     providers: &[&str],
-    twilio: TwilioConfig,
+    twilio: Value,
     retry: RetryPolicy,
 ) -> (TestApp, Vec<crate::harness::Service>) {
     let app = TestApp::api_only().await;
@@ -73,7 +67,7 @@ async fn sms_worker_app(
             WorkerOptions {
                 providers: providers.iter().map(|p| (*p).to_owned()).collect(),
                 retry,
-                sms: sms_worker::Providers { twilio: Some(twilio), ..Default::default() },
+                settings: json!({"twilio": twilio}),
                 ..Default::default()
             },
         )
@@ -194,17 +188,12 @@ async fn whatsapp_is_sent_through_meta() {
         .expect(1)
         .mount(&server)
         .await;
-    let meta = MetaConfig {
-        access_token: Some("meta-token".into()),
-        phone_number_id: Some("106540352242922".into()),
-        base_url: server.uri(),
-        ..Default::default()
-    };
+    let meta = json!({"access_token": "meta-token", "phone_number_id": "106540352242922", "base_url": server.uri()});
     let app = TestApp::api_only().await;
     let _relay = app.start_relay(100).await;
     let options = WorkerOptions {
         providers: vec!["meta".into()],
-        whatsapp: whatsapp_worker::Providers { meta: Some(meta), ..Default::default() },
+        settings: json!({"meta": meta}),
         ..Default::default()
     };
     let _worker = app.start_worker(Channel::Whatsapp, options).await;
@@ -228,12 +217,11 @@ async fn whatsapp_is_sent_through_twilio_with_whatsapp_addresses() {
     Mock::given(method("POST")).and(path(MESSAGES)).respond_with(created("SM4")).expect(1).mount(&server).await;
     let app = TestApp::api_only().await;
     let _relay = app.start_relay(100).await;
+    let mut twilio = twilio(&server);
+    twilio["from"] = json!("whatsapp:+14155238886");
     let options = WorkerOptions {
         providers: vec!["twilio".into()],
-        whatsapp: whatsapp_worker::Providers {
-            twilio: Some(TwilioConfig { from: Some("whatsapp:+14155238886".into()), ..twilio(&server) }),
-            ..Default::default()
-        },
+        settings: json!({"twilio": twilio}),
         ..Default::default()
     };
     let _worker = app.start_worker(Channel::Whatsapp, options).await;
@@ -260,15 +248,14 @@ fn novu_answers(status: &'static str) -> impl Fn(&Request) -> ResponseTemplate +
 async fn novu_app(server: &MockServer) -> (TestApp, Vec<crate::harness::Service>) {
     let app = TestApp::api_only().await;
     let relay = app.start_relay(100).await;
-    let mapping = [("order.shipped".to_owned(), "order-shipped".to_owned())].into();
-    let novu = NovuConfig {
-        api_key: Some("test-key".into()),
-        workflow_by_tenant: [(app.tenant_id, mapping)].into(),
-        base_url: server.uri(),
-    };
+    let novu = json!({
+        "api_key": "test-key",
+        "workflow_by_tenant": {app.tenant_id.to_string(): {"order.shipped": "order-shipped"}},
+        "base_url": server.uri(),
+    });
     let options = WorkerOptions {
         providers: vec!["novu".into()],
-        novu: novu_worker::Providers { novu: Some(novu) },
+        settings: json!({"novu": novu}),
         ..Default::default()
     };
     let worker = app.start_worker(Channel::Novu, options).await;

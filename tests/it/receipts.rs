@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 
 use domain::Channel;
 use notify_api::{MetaReceipts, SesReceipts, TwilioReceipts};
-use providers::twilio::TwilioConfig;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::{
@@ -171,18 +170,14 @@ async fn slow_twilio(app: &TestApp, delay: std::time::Duration) -> (MockServer, 
         )
         .mount(&server)
         .await;
-    let twilio = TwilioConfig {
-        account_sid: Some("AC0123456789abcdef0123456789abcdef".into()),
-        auth_token: Some("test_auth_token".into()),
-        from: Some("+15005550000".into()),
-        base_url: server.uri(),
-        ..Default::default()
-    };
-    let options = WorkerOptions {
-        providers: vec!["twilio".into()],
-        sms: sms_worker::Providers { twilio: Some(twilio), ..Default::default() },
-        ..Default::default()
-    };
+    let twilio = json!({
+        "account_sid": "AC0123456789abcdef0123456789abcdef",
+        "auth_token": "test_auth_token",
+        "from": "+15005550000",
+        "base_url": server.uri(),
+    });
+    let options =
+        WorkerOptions { providers: vec!["twilio".into()], settings: json!({"twilio": twilio}), ..Default::default() };
     let services = vec![app.start_relay(100).await, app.start_worker(Channel::Sms, options).await];
     (server, services)
 }

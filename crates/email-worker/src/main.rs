@@ -1,3 +1,6 @@
+//! The email channel worker: consumes `notify.email` and sends through the providers
+//! `email.providers` names, in order of preference: Amazon SES, an SMTP server, or the sandbox.
+
 fn main() -> std::process::ExitCode {
-    bootstrap::exit_code(worker::cli::main(email_worker::CHANNEL, email_worker::load, email_worker::run))
+    bootstrap::exit_code(worker::cli::main(domain::Channel::Email, &[&providers::ses::UNIT, &providers::smtp::UNIT]))
 }

@@ -153,6 +153,43 @@ fn shorten(text: &str) -> String {
     }
 }
 
+/// A credentials check over HTTP: a read-only request built on the process's client. A 2xx
+/// is accepted, with `describe` saying what the body names (an account, a phone number);
+/// anything else is refused, with the provider's code and message as it gave them.
+pub async fn check(
+    shared: &SharedClient,
+    request: impl FnOnce(&Client) -> RequestBuilder,
+    describe: impl FnOnce(&serde_json::Value) -> String,
+) -> crate::Checked {
+    let client = match shared.get() {
+        Ok(client) => client,
+        Err(e) => return crate::Checked::failed(None, "client", format!("no HTTP client: {e}")),
+    };
+    match send(request(&client)).await {
+        Err(failure) => crate::Checked::failed(None, &failure.code, failure.message),
+        Ok(answer) => {
+            let body = answer.json().unwrap_or_default();
+            if answer.status.is_success() {
+                return crate::Checked { ok: true, status: Some(answer.status.as_u16()), code: None, detail: describe(&body) };
+            }
+            let error = &body["error"];
+            let code = [&body["code"], &error["code"], error]
+                .into_iter()
+                .find_map(|c| c.as_str().map(str::to_owned).or_else(|| c.as_i64().map(|n| n.to_string())));
+            let detail = [&body["message"], &error["message"], &body["detail"], &body["title"]]
+                .into_iter()
+                .find_map(|m| m.as_str())
+                .map_or_else(|| format!("the provider answered {}", answer.status), |m| shorten(m));
+            crate::Checked {
+                ok: false,
+                status: Some(answer.status.as_u16()),
+                code: Some(code.unwrap_or_else(|| status_code(answer.status))),
+                detail,
+            }
+        }
+    }
+}
+
 /// The kind of an answer that carried no error code we know, from its status alone.
 pub fn kind_from_status(status: StatusCode) -> FailureKind {
     match status.as_u16() {

@@ -1,15 +1,25 @@
-//! Providers reached over plain HTTPS with our own small reqwest clients (no vendor SDK):
-//! each has a configurable base URL, keeps the HTTP status and `Retry-After`, and sorts
-//! every failure into the buckets of docs/providers.md §1.
+//! Every provider of Notify, one module each, each a self-describing unit
+//! ([`ProviderUnit`]): its channel and name, its settings from the operator's config or a
+//! tenant's integration, their checks, which are secrets, and how a client and a
+//! credentials check are built from them. Every failure is sorted into the buckets of
+//! docs/providers.md §1.
 //!
-//! `http` holds what they share (the client, `Retry-After`, transport errors, keeping the
-//! recipient's address out of stored messages); `twilio`, `meta` and `novu` hold one
-//! provider each: its settings (`XConfig`) and its `domain::Provider` (`XProvider`).
+//! Over plain HTTPS with our own small reqwest clients (no vendor SDK): `twilio` (SMS and
+//! WhatsApp), `meta` (WhatsApp Cloud API), `novu`; `http` holds what they share (the
+//! client, `Retry-After`, transport errors, the recipient kept out of stored messages).
+//! Through the AWS SDK: `ses`, `sns`, sharing `aws` (client settings, SDK errors). Over
+//! SMTP with lettre: `smtp`, sharing `mail` (addresses, bodies, unsubscribe headers) with
+//! `ses`. This crate knows no database and no broker.
 
+pub mod aws;
 pub mod http;
+mod mail;
 pub mod meta;
 pub mod novu;
+pub mod ses;
 mod settings;
+pub mod smtp;
+pub mod sns;
 pub mod twilio;
 pub mod unit;
 
@@ -17,7 +27,15 @@ pub use unit::{Checked, Context, Integration, IntegrationRules, ProviderSettings
 
 /// Every provider unit, by channel and in the order a channel's documentation lists them.
 /// The sandbox is the worker runtime's, not listed here.
-pub const CATALOG: &[&dyn ProviderUnit] = &[];
+pub const CATALOG: &[&dyn ProviderUnit] = &[
+    &ses::UNIT,
+    &smtp::UNIT,
+    &twilio::SMS_UNIT,
+    &sns::UNIT,
+    &twilio::WHATSAPP_UNIT,
+    &meta::UNIT,
+    &novu::UNIT,
+];
 
 /// The units of one channel.
 pub fn units(channel: domain::Channel) -> impl Iterator<Item = &'static dyn ProviderUnit> {

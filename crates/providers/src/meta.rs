@@ -11,10 +11,10 @@
 //! in the name of the business that owns it: one tenant's type never picks another's
 //! template, and a job with neither a template nor text fails as `template_not_configured`.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use bootstrap::{ConfigError, ExposeSecret, SecretString};
-use domain::{DeliveryJob, FailureKind, SendFailure, SendOutcome, SendReceipt};
+use domain::{Channel, DeliveryJob, FailureKind, SendFailure, SendOutcome, SendReceipt};
 use futures_util::{FutureExt, future::BoxFuture};
 use reqwest::StatusCode;
 use serde::Deserialize;
@@ -22,13 +22,95 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::{
+    Checked, Context, ProviderSettings, ProviderUnit, Source,
     http::{self, Answer, Client},
-    settings,
+    settings::{self, Refused, Section},
 };
 
 pub const DEFAULT_BASE_URL: &str = "https://graph.facebook.com";
 pub const DEFAULT_API_VERSION: &str = "v21.0";
 const SECTION: &str = "whatsapp.meta";
+
+/// Meta's WhatsApp Cloud API (`whatsapp.meta`).
+pub const UNIT: MetaUnit = MetaUnit;
+
+pub struct MetaUnit;
+
+const REFUSED: Refused<'static> = Refused {
+    config: &[("template_by_type", "the operator maps templates per tenant, in `template_by_tenant`")],
+    integration: &[
+        ("base_url", "a tenant's client calls Meta's Graph API"),
+        ("template_by_tenant", "a tenant maps its own types, in `template_by_type`"),
+    ],
+};
+
+impl ProviderUnit for MetaUnit {
+    fn channel(&self) -> Channel {
+        Channel::Whatsapp
+    }
+
+    fn name(&self) -> &'static str {
+        "meta"
+    }
+
+    fn secrets(&self) -> &'static [&'static str] {
+        &["access_token"]
+    }
+
+    fn settings(&self, source: Source<'_>) -> Result<Box<dyn ProviderSettings>, ConfigError> {
+        let (mut config, section) = settings::read::<MetaConfig>(&source, self.channel(), self.name(), &REFUSED)?;
+        if let Source::Integration(integration) = &source {
+            config.base_url = settings::integration_base_url(integration.rules, self.name(), DEFAULT_BASE_URL);
+            // The tenant's own approved templates, for its own notifications only.
+            let own = std::mem::take(&mut config.template_by_type);
+            config.template_by_tenant = [(integration.tenant_id, own)].into();
+        }
+        let resolved = config.resolve(&section)?;
+        Ok(Box::new(MetaSettings { resolved, template_by_tenant: config.template_by_tenant }))
+    }
+}
+
+#[derive(Debug)]
+struct MetaSettings {
+    resolved: Resolved,
+    template_by_tenant: BTreeMap<Uuid, BTreeMap<String, MetaTemplate>>,
+}
+
+impl ProviderSettings for MetaSettings {
+    fn build<'a>(&'a self, ctx: &'a Context<'a>) -> BoxFuture<'a, anyhow::Result<Arc<dyn domain::Provider>>> {
+        async move {
+            let provider = MetaProvider {
+                http: ctx.http.get()?,
+                url: format!("{}/messages", self.resolved.phone_url),
+                token: self.resolved.token.clone(),
+                template_by_tenant: self.template_by_tenant.clone(),
+            };
+            Ok(Arc::new(provider) as Arc<dyn domain::Provider>)
+        }
+        .boxed()
+    }
+
+    /// Reads the sending phone number (`GET /{version}/{phone_number_id}`).
+    fn check<'a>(&'a self, ctx: &'a Context<'a>) -> BoxFuture<'a, Checked> {
+        let r = &self.resolved;
+        http::check(ctx.http, |client| client.get(&r.phone_url).bearer_auth(r.token.expose_secret()), |body| {
+            let number = body["display_phone_number"].as_str().unwrap_or("the phone number");
+            match body["verified_name"].as_str() {
+                Some(name) => format!("{number} ({name})"),
+                None => number.to_owned(),
+            }
+        })
+        .boxed()
+    }
+}
+
+/// The settings, checked: the phone number's URL and the token.
+#[derive(Clone, Debug)]
+struct Resolved {
+    /// `{base_url}/{api_version}/{phone_number_id}`.
+    phone_url: String,
+    token: SecretString,
+}
 
 /// `[whatsapp.meta]`.
 #[derive(Clone, Debug, Deserialize)]
@@ -41,8 +123,11 @@ pub struct MetaConfig {
     pub phone_number_id: Option<String>,
     /// The Graph API version in the URL.
     pub api_version: String,
-    /// Per tenant (by id): notification type -> the approved template to send for it.
+    /// Per tenant (by id): notification type -> the approved template to send for it. The
+    /// operator's settings only.
     pub template_by_tenant: BTreeMap<Uuid, BTreeMap<String, MetaTemplate>>,
+    /// A tenant's own mapping of its types to its approved templates (an integration only).
+    pub template_by_type: BTreeMap<String, MetaTemplate>,
     pub base_url: String,
 }
 
@@ -53,6 +138,7 @@ impl Default for MetaConfig {
             phone_number_id: None,
             api_version: DEFAULT_API_VERSION.to_owned(),
             template_by_tenant: BTreeMap::new(),
+            template_by_type: BTreeMap::new(),
             base_url: DEFAULT_BASE_URL.to_owned(),
         }
     }
@@ -71,32 +157,36 @@ pub struct MetaTemplate {
 }
 
 impl MetaConfig {
-    /// Checks the settings, naming the first one missing or wrong.
+    /// Checks the operator's settings, naming the first one missing or wrong.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.messages_url().map(drop)
+        self.resolve(&Section::Config(SECTION.into())).map(drop)
     }
 
-    fn messages_url(&self) -> Result<String, ConfigError> {
-        settings::required_secret(&self.access_token, SECTION, "access_token")?;
-        let phone_number_id = settings::required(&self.phone_number_id, SECTION, "phone_number_id")?;
+    fn resolve(&self, section: &Section) -> Result<Resolved, ConfigError> {
+        let token = section.required_secret(&self.access_token, "access_token")?.clone();
+        let phone_number_id = section.required(&self.phone_number_id, "phone_number_id")?;
         if !phone_number_id.chars().all(|c| c.is_ascii_digit()) {
-            return Err(settings::invalid(SECTION, "phone_number_id", "must be the number's id, digits only"));
+            return Err(section.invalid("phone_number_id", "must be the number's id, digits only"));
         }
         let version = self.api_version.trim();
         let digits = version.strip_prefix('v').unwrap_or_default();
         if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit() || c == '.') {
-            return Err(settings::invalid(SECTION, "api_version", "must be a Graph API version such as `v21.0`"));
+            return Err(section.invalid("api_version", "must be a Graph API version such as `v21.0`"));
         }
         for (tenant, mapping) in &self.template_by_tenant {
             if let Some((kind, _)) =
                 mapping.iter().find(|(_, t)| t.name.trim().is_empty() || t.language.trim().is_empty())
             {
-                let message = format!("`{tenant}`: `{kind}` needs a template `name` and `language`");
-                return Err(settings::invalid(SECTION, "template_by_tenant", message));
+                let message = "needs a template `name` and `language`";
+                return Err(if section.is_integration() {
+                    section.invalid(&format!("template_by_type.{kind}"), message)
+                } else {
+                    section.invalid("template_by_tenant", format!("`{tenant}`: `{kind}` {message}"))
+                });
             }
         }
-        let base = settings::base_url(&self.base_url, SECTION)?;
-        Ok(format!("{base}/{version}/{phone_number_id}/messages"))
+        let base = settings::base_url(&self.base_url, section, "base_url")?;
+        Ok(Resolved { phone_url: format!("{base}/{version}/{phone_number_id}"), token })
     }
 }
 
@@ -109,9 +199,8 @@ pub struct MetaProvider {
 
 impl MetaProvider {
     pub fn new(config: MetaConfig, http: Client) -> Result<Self, ConfigError> {
-        let url = config.messages_url()?;
-        let token = settings::required_secret(&config.access_token, SECTION, "access_token")?.clone();
-        Ok(Self { http, url, token, template_by_tenant: config.template_by_tenant })
+        let Resolved { phone_url, token } = config.resolve(&Section::Config(SECTION.into()))?;
+        Ok(Self { http, url: format!("{phone_url}/messages"), token, template_by_tenant: config.template_by_tenant })
     }
 
     /// The template of the job's tenant for its type, if that tenant mapped one.
@@ -301,7 +390,8 @@ mod tests {
             phone_number_id: Some("106540352242922".into()),
             ..Default::default()
         };
-        assert_eq!(ok.messages_url().unwrap(), "https://graph.facebook.com/v21.0/106540352242922/messages");
+        let resolved = ok.resolve(&Section::Config(SECTION.into())).unwrap();
+        assert_eq!(resolved.phone_url, "https://graph.facebook.com/v21.0/106540352242922");
         let err = |c: MetaConfig| c.validate().unwrap_err().to_string();
         assert!(err(MetaConfig { access_token: None, ..ok.clone() }).contains("whatsapp.meta.access_token"));
         assert!(err(MetaConfig { phone_number_id: None, ..ok.clone() }).contains("NOTIFY_WHATSAPP__META__PHONE"));
@@ -322,7 +412,10 @@ mod tests {
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("whatsapp.meta.template_by_tenant") && err.contains(&tenant.to_string()), "{err}");
         // The former mapping shared by every tenant is refused, naming the one that replaced it.
-        let shared = serde_json::from_value::<MetaConfig>(json!({"template_by_type": {}})).unwrap_err().to_string();
+        let figment = crate::settings::tests::figment(
+            "[whatsapp.meta]\naccess_token = \"t\"\nphone_number_id = 1\ntemplate_by_type = {}\n",
+        );
+        let shared = UNIT.settings(Source::Config(&figment)).unwrap_err().to_string();
         assert!(shared.contains("template_by_type") && shared.contains("template_by_tenant"), "{shared}");
     }
 

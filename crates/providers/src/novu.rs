@@ -11,10 +11,10 @@
 //! an ambiguous failure triggers the workflow once) and the `Idempotency-Key` header
 //! (where the organization has it enabled, a replay gets the first answer).
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use bootstrap::{ConfigError, ExposeSecret, SecretString};
-use domain::{DeliveryJob, FailureKind, SendOutcome, SendReceipt};
+use domain::{Channel, DeliveryJob, FailureKind, SendOutcome, SendReceipt};
 use futures_util::{FutureExt, future::BoxFuture};
 use reqwest::{StatusCode, header::HeaderValue};
 use serde::Deserialize;
@@ -22,12 +22,95 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::{
+    Checked, Context, ProviderSettings, ProviderUnit, Source,
     http::{self, Answer, Client},
-    settings,
+    settings::{self, Refused, Section},
 };
 
 pub const DEFAULT_BASE_URL: &str = "https://api.novu.co";
 const SECTION: &str = "novu.novu";
+
+/// Novu workflow triggers (`novu.novu`).
+pub const UNIT: NovuUnit = NovuUnit;
+
+pub struct NovuUnit;
+
+const REFUSED: Refused<'static> = Refused {
+    config: &[("workflow_by_type", "the operator maps workflows per tenant, in `workflow_by_tenant`")],
+    integration: &[("workflow_by_tenant", "a tenant maps its own types, in `workflow_by_type`")],
+};
+
+impl ProviderUnit for NovuUnit {
+    fn channel(&self) -> Channel {
+        Channel::Novu
+    }
+
+    fn name(&self) -> &'static str {
+        "novu"
+    }
+
+    fn secrets(&self) -> &'static [&'static str] {
+        &["api_key"]
+    }
+
+    fn settings(&self, source: Source<'_>) -> Result<Box<dyn ProviderSettings>, ConfigError> {
+        let (mut config, section) = settings::read::<NovuConfig>(&source, self.channel(), self.name(), &REFUSED)?;
+        if let Source::Integration(integration) = &source {
+            // A tenant picks its Novu region (EU, US) itself: over https, and never at an
+            // address of ours; the operator's stand-in replaces the default.
+            if config.base_url == DEFAULT_BASE_URL {
+                config.base_url = settings::integration_base_url(integration.rules, self.name(), DEFAULT_BASE_URL);
+            } else {
+                let url = settings::base_url(&config.base_url, &section, "base_url")?;
+                let parsed = reqwest::Url::parse(&url).map_err(|e| section.invalid("base_url", e.to_string()))?;
+                if parsed.scheme() != "https" && !integration.rules.allow_private_hosts {
+                    return Err(section.invalid("base_url", "must be an https URL"));
+                }
+                settings::public_host(parsed.host_str().unwrap_or_default(), integration.rules, &section, "base_url")?;
+            }
+            let own = std::mem::take(&mut config.workflow_by_type);
+            config.workflow_by_tenant = [(integration.tenant_id, own)].into();
+        }
+        let (url, authorization) = config.resolve(&section)?;
+        let base = url.strip_suffix(TRIGGER).unwrap_or(&url).to_owned();
+        Ok(Box::new(NovuSettings { base, authorization, workflow_by_tenant: config.workflow_by_tenant }))
+    }
+}
+
+const TRIGGER: &str = "/v1/events/trigger";
+
+#[derive(Debug)]
+struct NovuSettings {
+    base: String,
+    authorization: HeaderValue,
+    workflow_by_tenant: BTreeMap<Uuid, BTreeMap<String, String>>,
+}
+
+impl ProviderSettings for NovuSettings {
+    fn build<'a>(&'a self, ctx: &'a Context<'a>) -> BoxFuture<'a, anyhow::Result<Arc<dyn domain::Provider>>> {
+        async move {
+            let provider = NovuProvider {
+                http: ctx.http.get()?,
+                url: format!("{}{TRIGGER}", self.base),
+                authorization: self.authorization.clone(),
+                workflow_by_tenant: self.workflow_by_tenant.clone(),
+            };
+            Ok(Arc::new(provider) as Arc<dyn domain::Provider>)
+        }
+        .boxed()
+    }
+
+    /// Reads the environment the key belongs to (`GET /v1/environments/me`).
+    fn check<'a>(&'a self, ctx: &'a Context<'a>) -> BoxFuture<'a, Checked> {
+        let url = format!("{}/v1/environments/me", self.base);
+        http::check(
+            ctx.http,
+            move |client| client.get(url).header(reqwest::header::AUTHORIZATION, self.authorization.clone()),
+            |body| format!("environment {}", body["data"]["name"].as_str().unwrap_or("unnamed")),
+        )
+        .boxed()
+    }
+}
 
 /// `[novu.novu]`.
 #[derive(Clone, Debug, Deserialize)]
@@ -36,36 +119,47 @@ pub struct NovuConfig {
     /// The environment's secret key.
     pub api_key: Option<SecretString>,
     /// Per tenant (by id): notification type -> workflow trigger id, where they differ.
+    /// The operator's settings only.
     pub workflow_by_tenant: BTreeMap<Uuid, BTreeMap<String, String>>,
+    /// A tenant's own mapping of its types to its workflows (an integration only).
+    pub workflow_by_type: BTreeMap<String, String>,
     /// `https://eu.api.novu.co` for the EU region.
     pub base_url: String,
 }
 
 impl Default for NovuConfig {
     fn default() -> Self {
-        Self { api_key: None, workflow_by_tenant: BTreeMap::new(), base_url: DEFAULT_BASE_URL.to_owned() }
+        Self {
+            api_key: None,
+            workflow_by_tenant: BTreeMap::new(),
+            workflow_by_type: BTreeMap::new(),
+            base_url: DEFAULT_BASE_URL.to_owned(),
+        }
     }
 }
 
 impl NovuConfig {
-    /// Checks the settings, naming the first one missing or wrong.
+    /// Checks the operator's settings, naming the first one missing or wrong.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.resolve().map(drop)
+        self.resolve(&Section::Config(SECTION.into())).map(drop)
     }
 
     /// The trigger URL and the `Authorization` header.
-    fn resolve(&self) -> Result<(String, HeaderValue), ConfigError> {
-        let key = settings::required_secret(&self.api_key, SECTION, "api_key")?;
+    fn resolve(&self, section: &Section) -> Result<(String, HeaderValue), ConfigError> {
+        let key = section.required_secret(&self.api_key, "api_key")?;
         let mut authorization = HeaderValue::try_from(format!("ApiKey {}", key.expose_secret().trim()))
-            .map_err(|_| settings::invalid(SECTION, "api_key", "holds characters a header cannot carry"))?;
+            .map_err(|_| section.invalid("api_key", "holds characters a header cannot carry"))?;
         authorization.set_sensitive(true);
         for (tenant, mapping) in &self.workflow_by_tenant {
             if let Some((kind, _)) = mapping.iter().find(|(_, w)| w.trim().is_empty()) {
-                let message = format!("`{tenant}`: `{kind}` maps to an empty workflow");
-                return Err(settings::invalid(SECTION, "workflow_by_tenant", message));
+                return Err(if section.is_integration() {
+                    section.invalid(&format!("workflow_by_type.{kind}"), "must not be empty")
+                } else {
+                    section.invalid("workflow_by_tenant", format!("`{tenant}`: `{kind}` maps to an empty workflow"))
+                });
             }
         }
-        let url = format!("{}/v1/events/trigger", settings::base_url(&self.base_url, SECTION)?);
+        let url = format!("{}{TRIGGER}", settings::base_url(&self.base_url, section, "base_url")?);
         Ok((url, authorization))
     }
 }
@@ -80,7 +174,7 @@ pub struct NovuProvider {
 
 impl NovuProvider {
     pub fn new(config: NovuConfig, http: Client) -> Result<Self, ConfigError> {
-        let (url, authorization) = config.resolve()?;
+        let (url, authorization) = config.resolve(&Section::Config(SECTION.into()))?;
         Ok(Self { http, url, authorization, workflow_by_tenant: config.workflow_by_tenant })
     }
 
@@ -256,6 +350,45 @@ mod tests {
             .to_string();
         assert!(err.contains("novu.novu.workflow_by_tenant") && err.contains(&tenant.to_string()), "{err}");
         assert_eq!(subscriber_id(tenant, "u-42"), format!("{tenant}:u-42"));
+    }
+
+    #[test]
+    fn settings_are_read_from_novu_novu_and_a_mapping_shared_by_every_tenant_is_refused() {
+        let figment = crate::settings::tests::figment(
+            r#"
+            [novu.novu]
+            api_key = "key"
+            base_url = "https://eu.api.novu.co"
+            [novu.novu.workflow_by_tenant."0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"]
+            "order.shipped" = "order-shipped"
+            "#,
+        );
+        assert!(UNIT.settings(Source::Config(&figment)).is_ok());
+        let shared = crate::settings::tests::figment(
+            "[novu.novu]\napi_key = \"key\"\nworkflow_by_type = { \"order.shipped\" = \"order-shipped\" }\n",
+        );
+        let err = UNIT.settings(Source::Config(&shared)).unwrap_err().to_string();
+        assert!(err.contains("workflow_by_type") && err.contains("workflow_by_tenant"), "{err}");
+        let absent = UNIT.settings(Source::Config(&crate::settings::tests::figment(""))).unwrap_err().to_string();
+        assert!(absent.contains("`novu.novu`") && absent.contains("NOTIFY_NOVU__NOVU__*"), "{absent}");
+    }
+
+    #[test]
+    fn a_tenant_picks_its_region_over_https_and_never_a_private_host() {
+        use crate::{IntegrationRules, settings::tests::integration};
+        let strict = IntegrationRules::default();
+        let read = |settings: Value, rules: &IntegrationRules| {
+            UNIT.settings(Source::Integration(&integration(&settings, rules))).err().map(|e| e.to_string())
+        };
+        assert_eq!(read(json!({"api_key": "k", "base_url": "https://eu.api.novu.co"}), &strict), None);
+        assert_eq!(read(json!({"api_key": "k", "workflow_by_type": {"a": "b"}}), &strict), None);
+        for bad in ["http://eu.api.novu.co", "https://127.0.0.1", "https://localhost:3000", "https://[::1]/"] {
+            let err = read(json!({"api_key": "k", "base_url": bad}), &strict).expect(bad);
+            assert!(err.contains("settings.base_url"), "{bad}: {err}");
+        }
+        let lax = IntegrationRules { allow_private_hosts: true, ..Default::default() };
+        assert_eq!(read(json!({"api_key": "k", "base_url": "http://127.0.0.1:9"}), &lax), None);
+        assert!(read(json!({"api_key": "k", "workflow_by_tenant": {}}), &strict).unwrap().contains("settings."));
     }
 
     #[test]

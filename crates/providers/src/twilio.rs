@@ -10,10 +10,10 @@
 //! 24-hour customer-service window takes templates only (Twilio error 63016 otherwise), so
 //! a WhatsApp job with neither a template nor text fails as `template_not_configured`.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use bootstrap::{ConfigError, ExposeSecret, SecretString};
-use domain::{DeliveryJob, FailureKind, SendFailure, SendOutcome, SendReceipt};
+use domain::{Channel, DeliveryJob, FailureKind, SendFailure, SendOutcome, SendReceipt};
 use futures_util::{FutureExt, future::BoxFuture};
 use reqwest::StatusCode;
 use serde::Deserialize;
@@ -21,9 +21,92 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::{
+    Checked, Context, ProviderSettings, ProviderUnit, Source,
     http::{self, Answer, Client},
-    settings,
+    settings::{self, Refused, Section},
 };
+
+/// Twilio for SMS (`sms.twilio`).
+pub const SMS_UNIT: TwilioUnit = TwilioUnit(TwilioMode::Sms);
+/// Twilio for WhatsApp (`whatsapp.twilio`).
+pub const WHATSAPP_UNIT: TwilioUnit = TwilioUnit(TwilioMode::Whatsapp);
+
+/// The Twilio unit of one channel.
+pub struct TwilioUnit(pub TwilioMode);
+
+const REFUSED: Refused<'static> = Refused {
+    config: &[("content_sid_by_type", "the operator maps templates per tenant, in `content_sid_by_tenant`")],
+    integration: &[
+        ("base_url", "a tenant's client calls Twilio's API"),
+        ("status_callback", "status callbacks go to this platform's receipt endpoint"),
+        ("content_sid_by_tenant", "a tenant maps its own types, in `content_sid_by_type`"),
+    ],
+};
+
+impl ProviderUnit for TwilioUnit {
+    fn channel(&self) -> Channel {
+        match self.0 {
+            TwilioMode::Sms => Channel::Sms,
+            TwilioMode::Whatsapp => Channel::Whatsapp,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "twilio"
+    }
+
+    fn secrets(&self) -> &'static [&'static str] {
+        &["auth_token", "api_key_secret"]
+    }
+
+    fn settings(&self, source: Source<'_>) -> Result<Box<dyn ProviderSettings>, ConfigError> {
+        let (mut config, section) = settings::read::<TwilioConfig>(&source, self.channel(), self.name(), &REFUSED)?;
+        if let Source::Integration(integration) = &source {
+            config.base_url = settings::integration_base_url(integration.rules, self.name(), DEFAULT_BASE_URL);
+            // The tenant's own templates, for its own notifications only.
+            let own = std::mem::take(&mut config.content_sid_by_type);
+            config.content_sid_by_tenant = [(integration.tenant_id, own)].into();
+        }
+        let resolved = config.resolve(&section)?;
+        Ok(Box::new(TwilioSettings { mode: self.0, resolved, content_sid_by_tenant: config.content_sid_by_tenant }))
+    }
+}
+
+#[derive(Debug)]
+struct TwilioSettings {
+    mode: TwilioMode,
+    resolved: Resolved,
+    content_sid_by_tenant: BTreeMap<Uuid, BTreeMap<String, String>>,
+}
+
+impl ProviderSettings for TwilioSettings {
+    fn build<'a>(&'a self, ctx: &'a Context<'a>) -> BoxFuture<'a, anyhow::Result<Arc<dyn domain::Provider>>> {
+        async move {
+            let provider = TwilioProvider {
+                http: ctx.http.get()?,
+                mode: self.mode,
+                settings: self.resolved.clone(),
+                content_sid_by_tenant: self.content_sid_by_tenant.clone(),
+            };
+            Ok(Arc::new(provider) as Arc<dyn domain::Provider>)
+        }
+        .boxed()
+    }
+
+    /// Fetches the account (`GET /2010-04-01/Accounts/{sid}.json`): its name and status.
+    fn check<'a>(&'a self, ctx: &'a Context<'a>) -> BoxFuture<'a, Checked> {
+        async move {
+            let r = &self.resolved;
+            let url = format!("{}/2010-04-01/Accounts/{}.json", r.base, r.account_sid);
+            http::check(ctx.http, |client| client.get(url).basic_auth(&r.user, Some(r.password.expose_secret())), |body| {
+                let name = body["friendly_name"].as_str().unwrap_or("the account");
+                format!("{name} ({})", body["status"].as_str().unwrap_or("status unknown"))
+            })
+            .await
+        }
+        .boxed()
+    }
+}
 
 pub const DEFAULT_BASE_URL: &str = "https://api.twilio.com";
 
@@ -73,8 +156,10 @@ pub struct TwilioConfig {
     pub status_callback: Option<String>,
     /// Per tenant (by id): notification type -> Content template sid (`HX…`); that
     /// tenant's notifications of the type are sent as the template with `data` as its
-    /// variables.
+    /// variables. The operator's settings only.
     pub content_sid_by_tenant: BTreeMap<Uuid, BTreeMap<String, String>>,
+    /// A tenant's own mapping of its types to its Content templates (an integration only).
+    pub content_sid_by_type: BTreeMap<String, String>,
     pub base_url: String,
 }
 
@@ -89,13 +174,17 @@ impl Default for TwilioConfig {
             messaging_service_sid: None,
             status_callback: None,
             content_sid_by_tenant: BTreeMap::new(),
+            content_sid_by_type: BTreeMap::new(),
             base_url: DEFAULT_BASE_URL.to_owned(),
         }
     }
 }
 
 /// The settings, checked and resolved.
+#[derive(Clone, Debug)]
 struct Resolved {
+    base: String,
+    account_sid: String,
     url: String,
     user: String,
     password: SecretString,
@@ -105,63 +194,58 @@ struct Resolved {
 }
 
 impl TwilioConfig {
-    /// Checks the settings, naming the first one missing or wrong.
+    /// Checks the operator's settings, naming the first one missing or wrong.
     pub fn validate(&self, mode: TwilioMode) -> Result<(), ConfigError> {
-        self.resolve(mode).map(drop)
+        self.resolve(&Section::Config(mode.section().into())).map(drop)
     }
 
-    fn resolve(&self, mode: TwilioMode) -> Result<Resolved, ConfigError> {
-        let section = mode.section();
-        let account_sid = settings::required(&self.account_sid, section, "account_sid")?;
+    fn resolve(&self, section: &Section) -> Result<Resolved, ConfigError> {
+        let account_sid = section.required(&self.account_sid, "account_sid")?;
         if !account_sid.starts_with("AC") {
-            return Err(settings::invalid(section, "account_sid", "must be an account sid, starting with `AC`"));
+            return Err(section.invalid("account_sid", "must be an account sid, starting with `AC`"));
         }
         settings::path_segment(account_sid, section, "account_sid")?;
         let (user, password) = match (settings::given(&self.api_key_sid), settings::given_secret(&self.api_key_secret))
         {
             (Some(sid), Some(secret)) => (sid.to_owned(), secret.clone()),
-            (Some(_), None) => return Err(settings::missing(section, "api_key_secret")),
-            (None, Some(_)) => return Err(settings::missing(section, "api_key_sid")),
+            (Some(_), None) => return Err(section.missing("api_key_secret")),
+            (None, Some(_)) => return Err(section.missing("api_key_sid")),
             (None, None) => match settings::given_secret(&self.auth_token) {
                 Some(token) => (account_sid.to_owned(), token.clone()),
                 None => {
-                    return Err(settings::invalid(
-                        section,
-                        "auth_token",
-                        format!(
-                            "missing: set `auth_token` ({}), or `api_key_sid` and `api_key_secret`",
-                            settings::env_name(&format!("{section}.auth_token"))
-                        ),
-                    ));
+                    let hint = section.hint("auth_token");
+                    let message = format!("missing: set `auth_token`{hint}, or `api_key_sid` and `api_key_secret`");
+                    return Err(section.invalid("auth_token", message));
                 }
             },
         };
         let from = settings::given(&self.from).map(str::to_owned);
         let messaging_service_sid = settings::given(&self.messaging_service_sid).map(str::to_owned);
         if from.is_none() && messaging_service_sid.is_none() {
-            return Err(settings::invalid(
-                section,
-                "from",
-                format!(
-                    "missing: set `from` ({}) or `messaging_service_sid`",
-                    settings::env_name(&format!("{section}.from"))
-                ),
-            ));
+            let message = format!("missing: set `from`{} or `messaging_service_sid`", section.hint("from"));
+            return Err(section.invalid("from", message));
         }
         let status_callback = settings::given(&self.status_callback).map(str::to_owned);
         if let Some(url) = &status_callback {
-            settings::base_url(url, section)
-                .map_err(|_| settings::invalid(section, "status_callback", "must be an http or https URL"))?;
+            settings::base_url(url, section, "status_callback")
+                .map_err(|_| section.invalid("status_callback", "must be an http or https URL"))?;
         }
         for (tenant, mapping) in &self.content_sid_by_tenant {
             if let Some((kind, _)) = mapping.iter().find(|(_, sid)| sid.trim().is_empty()) {
-                let message = format!("`{tenant}`: `{kind}` maps to an empty sid");
-                return Err(settings::invalid(section, "content_sid_by_tenant", message));
+                // A tenant's own mapping is named as it wrote it.
+                let (key, message) = if section.is_integration() {
+                    (format!("content_sid_by_type.{kind}"), "must not be empty".to_owned())
+                } else {
+                    ("content_sid_by_tenant".to_owned(), format!("`{tenant}`: `{kind}` maps to an empty sid"))
+                };
+                return Err(section.invalid(&key, message));
             }
         }
-        let base = settings::base_url(&self.base_url, section)?;
+        let base = settings::base_url(&self.base_url, section, "base_url")?;
         Ok(Resolved {
             url: format!("{base}/2010-04-01/Accounts/{account_sid}/Messages.json"),
+            base,
+            account_sid: account_sid.to_owned(),
             user,
             password,
             from,
@@ -180,7 +264,7 @@ pub struct TwilioProvider {
 
 impl TwilioProvider {
     pub fn new(config: TwilioConfig, mode: TwilioMode, http: Client) -> Result<Self, ConfigError> {
-        let settings = config.resolve(mode)?;
+        let settings = config.resolve(&Section::Config(mode.section().into()))?;
         Ok(Self { http, mode, settings, content_sid_by_tenant: config.content_sid_by_tenant })
     }
 
@@ -393,7 +477,7 @@ mod tests {
             api_key_secret: Some("secret".into()),
             ..config()
         };
-        let resolved = c.resolve(TwilioMode::Sms).unwrap();
+        let resolved = c.resolve(&Section::Config("sms.twilio".into())).unwrap();
         assert_eq!((resolved.user.as_str(), resolved.password.expose_secret()), ("SK1", "secret"));
     }
 
@@ -409,9 +493,30 @@ mod tests {
         assert_eq!(c.content_sid_by_tenant[&tenant]["otp"], "HX1");
         assert!(serde_json::from_value::<TwilioConfig>(serde_json::json!({"acount_sid": "AC1"})).is_err());
         // The former mapping shared by every tenant is refused, naming the one that replaced it.
-        let shared = serde_json::from_value::<TwilioConfig>(serde_json::json!({"content_sid_by_type": {"otp": "HX1"}}));
-        let err = shared.unwrap_err().to_string();
-        assert!(err.contains("content_sid_by_type") && err.contains("content_sid_by_tenant"), "{err}");
+        let figment = crate::settings::tests::figment(
+            "[sms.twilio]\naccount_sid = \"AC1\"\nauth_token = \"t\"\nfrom = \"+1500\"\ncontent_sid_by_type = { otp = \"HX1\" }\n",
+        );
+        let err = SMS_UNIT.settings(Source::Config(&figment)).unwrap_err().to_string();
+        assert!(err.contains("sms.twilio.content_sid_by_type") && err.contains("content_sid_by_tenant"), "{err}");
+    }
+
+    #[test]
+    fn a_tenants_templates_are_its_own_and_its_client_calls_twilio() {
+        use crate::{IntegrationRules, settings::tests::integration};
+        let rules = IntegrationRules::default();
+        let settings = serde_json::json!({"account_sid": "AC1", "auth_token": "t", "from": "+1500",
+            "content_sid_by_type": {"otp": "HX1"}});
+        assert!(SMS_UNIT.settings(Source::Integration(&integration(&settings, &rules))).is_ok());
+        for (key, value) in [("base_url", "http://127.0.0.1"), ("status_callback", "https://x"), ("content_sid_by_tenant", "{}")] {
+            let mut bad = settings.clone();
+            bad[key] = value.into();
+            let err = SMS_UNIT.settings(Source::Integration(&integration(&bad, &rules))).unwrap_err();
+            assert!(matches!(&err, ConfigError::Invalid { key: k, .. } if *k == format!("settings.{key}")), "{err}");
+        }
+        let mut empty = settings.clone();
+        empty["content_sid_by_type"]["otp"] = " ".into();
+        let err = SMS_UNIT.settings(Source::Integration(&integration(&empty, &rules))).unwrap_err();
+        assert!(matches!(&err, ConfigError::Invalid { key, .. } if key == "settings.content_sid_by_type.otp"), "{err}");
     }
 
     #[test]

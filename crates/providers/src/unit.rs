@@ -72,6 +72,14 @@ pub struct Checked {
     pub detail: String,
 }
 
+impl Checked {
+    /// A check that got no answer from the provider (it could not be reached, or its
+    /// answer was unreadable), or that the provider refused without an HTTP status.
+    pub fn failed(status: Option<u16>, code: &str, detail: impl Into<String>) -> Self {
+        Self { ok: false, status, code: Some(code.to_owned()), detail: detail.into() }
+    }
+}
+
 /// One provider. Implementations are unit structs in a `const`.
 pub trait ProviderUnit: Send + Sync + 'static {
     fn channel(&self) -> Channel;

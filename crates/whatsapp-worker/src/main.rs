@@ -1,3 +1,9 @@
+//! The whatsapp channel worker: consumes `notify.whatsapp` and sends through the providers
+//! `whatsapp.providers` names, in order of preference: Twilio, Meta's Cloud API, or the sandbox.
+
 fn main() -> std::process::ExitCode {
-    bootstrap::exit_code(worker::cli::main(whatsapp_worker::CHANNEL, whatsapp_worker::load, whatsapp_worker::run))
+    bootstrap::exit_code(worker::cli::main(
+        domain::Channel::Whatsapp,
+        &[&providers::twilio::WHATSAPP_UNIT, &providers::meta::UNIT],
+    ))
 }

@@ -83,7 +83,7 @@ impl Default for WorkerSettings {
 }
 
 /// A channel's settings. Each provider's own settings sit beside these, under the
-/// provider's name (`[sms.twilio]`), and are read by the worker binary that knows them.
+/// provider's name (`[sms.twilio]`), and are read by the provider's unit.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default)]
 pub struct ChannelSettings {
@@ -112,25 +112,6 @@ impl Default for ChannelSettings {
     }
 }
 
-/// The channel's section of the configuration as `T`: how a worker binary reads the
-/// settings of its providers (`[sms.twilio]`). An absent section gives `T::default()`.
-pub fn channel_section<T: serde::de::DeserializeOwned + Default>(
-    channel: Channel,
-    file: Option<&Path>,
-) -> Result<T, ConfigError> {
-    let figment = bootstrap::layered(file);
-    if figment.contains(channel.as_str()) { Ok(figment.extract_inner(channel.as_str())?) } else { Ok(T::default()) }
-}
-
-/// The settings of a provider that `<channel>.providers` lists: they must be there.
-pub fn provider_settings<'a, T>(
-    channel: Channel,
-    section: &'a Option<T>,
-    provider: &str,
-) -> Result<&'a T, ConfigError> {
-    section.as_ref().ok_or_else(|| missing_provider_settings(channel, provider))
-}
-
 /// A name in `<channel>.providers` that the worker does not know.
 pub fn unknown_provider(channel: Channel, provider: &str, known: &[&str]) -> ConfigError {
     ConfigError::Invalid {
@@ -139,19 +120,18 @@ pub fn unknown_provider(channel: Channel, provider: &str, known: &[&str]) -> Con
     }
 }
 
-/// A provider named in `<channel>.providers` whose settings are missing.
-pub fn missing_provider_settings(channel: Channel, provider: &str) -> ConfigError {
-    ConfigError::Missing {
-        key: format!("{channel}.{provider}"),
-        env: format!("NOTIFY_{}__{}__*", channel.as_str().to_uppercase(), provider.to_uppercase()),
-    }
-}
-
 impl WorkerConfig {
     /// Loads and validates the configuration of the worker for `channel`.
     pub fn load(channel: Channel, file: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut config: WorkerConfig = bootstrap::layered(file).extract()?;
-        config.channel = channel_section(channel, file)?;
+        Self::from_figment(channel, &bootstrap::layered(file))
+    }
+
+    /// The configuration of the worker for `channel` from the layered settings, validated.
+    pub fn from_figment(channel: Channel, figment: &figment::Figment) -> Result<Self, ConfigError> {
+        let mut config: WorkerConfig = figment.extract()?;
+        if figment.contains(channel.as_str()) {
+            config.channel = figment.extract_inner(channel.as_str())?;
+        }
         config.validate(channel)?;
         Ok(config)
     }

@@ -1,6 +1,6 @@
 //! The runtime every channel worker shares (docs/contract.md §6.3): consume a message, claim its
 //! delivery, call the provider, record the attempt and the new state in one transaction,
-//! then ack. A worker binary only chooses its channel and builds its provider.
+//! then ack. A worker binary only names its channel and the units of its providers.
 
 pub mod cli;
 mod config;
@@ -8,11 +8,10 @@ mod dispatch;
 mod metrics;
 mod runtime;
 mod sandbox;
+mod units;
 
-pub use config::{
-    ChannelSettings, WorkerConfig, WorkerSettings, channel_section, missing_provider_settings, provider_settings,
-    unknown_provider,
-};
+pub use config::{ChannelSettings, WorkerConfig, WorkerSettings, unknown_provider};
 pub use domain::Provider;
 pub use runtime::run;
+pub use units::{Configured, run_units};
 pub use sandbox::{SANDBOX, SandboxConfig, SandboxFailure, SandboxProvider};

@@ -2,51 +2,37 @@
 //! transactional or promotional by the notification's priority, and every failure sorted
 //! into the buckets of docs/providers.md §1.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use aws_sdk_sns::{Client, types::MessageAttributeValue};
-use aws_support::ClientSettings;
-use bootstrap::{ConfigError, SecretString};
-use domain::{DeliveryJob, FailureKind, Priority, SendFailure, SendOutcome, SendReceipt, address::is_valid_e164};
+use bootstrap::ConfigError;
+use domain::{
+    Channel, DeliveryJob, FailureKind, Priority, Provider, SendFailure, SendOutcome, SendReceipt,
+    address::is_valid_e164,
+};
 use futures_util::{FutureExt, future::BoxFuture};
 use serde::{Deserialize, Deserializer};
-use worker::Provider;
 
-const SECTION: &str = "sms.sns";
+use crate::{Checked, Context, ProviderSettings, ProviderUnit, Source, aws, settings::Section};
 
-/// `[sms.sns]`.
-#[derive(Clone, Debug, Deserialize)]
+/// Amazon SNS SMS (`sms.sns`).
+pub const UNIT: SnsUnit = SnsUnit;
+
+pub struct SnsUnit;
+
+/// `[sms.sns]`: the AWS client's settings and SNS's own.
+pub type SnsConfig = aws::AwsConfig<SnsOptions>;
+
+/// What SNS adds to the AWS client's settings.
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SnsConfig {
-    /// The AWS region that sends the SMS (`eu-west-1`).
-    pub region: String,
-    /// Another endpoint than the region's (a VPC endpoint; moto in tests).
-    pub endpoint_url: Option<String>,
+pub struct SnsOptions {
     /// The alphanumeric sender shown where the destination country allows one (1 to 11
     /// letters and digits, at least one letter).
     pub sender_id: Option<String>,
     /// The number to send from (E.164), one of the account's origination numbers.
     #[serde(default, deserialize_with = "e164")]
     pub origination_number: Option<String>,
-    /// Static credentials; without them the standard AWS chain is used (environment,
-    /// profile, web identity, ECS or EC2 instance role).
-    pub access_key_id: Option<SecretString>,
-    pub secret_access_key: Option<SecretString>,
-    /// How long to wait for a connection. Nothing was sent when it runs out.
-    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
-    pub connect_timeout: Duration,
-    /// How long one request may take in all. Must stay below `worker.provider_timeout`, so
-    /// that the SDK, which knows whether the request went out, answers first.
-    #[serde(default = "default_attempt_timeout", with = "humantime_serde")]
-    pub attempt_timeout: Duration,
-}
-
-fn default_connect_timeout() -> Duration {
-    Duration::from_secs(3)
-}
-
-fn default_attempt_timeout() -> Duration {
-    Duration::from_secs(8)
 }
 
 /// serde: a phone number given as a string or as a number. An environment variable
@@ -66,54 +52,89 @@ fn e164<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D:
     }))
 }
 
-fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key: format!("{SECTION}.{key}"), message: message.into() }
-}
-
-impl SnsConfig {
-    /// The settings with only what has no default.
-    pub fn new(region: impl Into<String>) -> Self {
-        Self {
-            region: region.into(),
-            endpoint_url: None,
-            sender_id: None,
-            origination_number: None,
-            access_key_id: None,
-            secret_access_key: None,
-            connect_timeout: default_connect_timeout(),
-            attempt_timeout: default_attempt_timeout(),
-        }
-    }
-
-    fn client(&self) -> ClientSettings<'_> {
-        ClientSettings {
-            section: SECTION,
-            region: &self.region,
-            endpoint_url: self.endpoint_url.as_deref(),
-            access_key_id: self.access_key_id.as_ref(),
-            secret_access_key: self.secret_access_key.as_ref(),
-            connect_timeout: self.connect_timeout,
-            attempt_timeout: self.attempt_timeout,
-        }
-    }
-
-    /// Checks every setting; `provider_timeout` is the worker's limit on a provider call.
-    pub fn validate(&self, provider_timeout: Duration) -> Result<(), ConfigError> {
-        self.client().validate(provider_timeout)?;
+impl SnsOptions {
+    fn validate(&self, section: &Section) -> Result<(), ConfigError> {
         if let Some(id) = &self.sender_id {
             let ok = (1..=11).contains(&id.len())
                 && id.bytes().all(|b| b.is_ascii_alphanumeric())
                 && id.bytes().any(|b| b.is_ascii_alphabetic());
             if !ok {
-                return Err(invalid("sender_id", "must be 1 to 11 letters and digits, at least one a letter"));
+                return Err(section.invalid("sender_id", "must be 1 to 11 letters and digits, at least one a letter"));
             }
         }
         if let Some(number) = &self.origination_number
             && !is_valid_e164(number)
         {
-            return Err(invalid("origination_number", "must be an E.164 number such as `+15551234567`"));
+            return Err(section.invalid("origination_number", "must be an E.164 number such as `+15551234567`"));
         }
         Ok(())
+    }
+}
+
+impl ProviderUnit for SnsUnit {
+    fn channel(&self) -> Channel {
+        Channel::Sms
+    }
+
+    fn name(&self) -> &'static str {
+        "sns"
+    }
+
+    fn secrets(&self) -> &'static [&'static str] {
+        &["secret_access_key"]
+    }
+
+    fn settings(&self, source: Source<'_>) -> Result<Box<dyn ProviderSettings>, ConfigError> {
+        Ok(Box::new(SnsSettings::read(&source)?))
+    }
+}
+
+#[derive(Debug)]
+struct SnsSettings {
+    client: aws::Client,
+    options: SnsOptions,
+}
+
+impl SnsSettings {
+    fn read(source: &Source<'_>) -> Result<Self, ConfigError> {
+        let (config, client, section) = aws::read::<SnsOptions>(source, UNIT.channel(), UNIT.name())?;
+        config.service.validate(&section)?;
+        Ok(Self { client, options: config.service })
+    }
+
+    /// Builds the SDK client, once per process: it holds the connection pool and the
+    /// credentials cache. Credentials are resolved at the first send, so a missing one
+    /// shows as a configuration failure of that send.
+    async fn provider(&self, provider_timeout: Duration) -> Result<SnsProvider, ConfigError> {
+        Ok(SnsProvider {
+            client: Client::new(&self.client.sdk_config(provider_timeout).await?),
+            sender_id: self.options.sender_id.clone(),
+            origination_number: self.options.origination_number.clone(),
+        })
+    }
+}
+
+impl ProviderSettings for SnsSettings {
+    fn build<'a>(&'a self, ctx: &'a Context<'a>) -> BoxFuture<'a, anyhow::Result<Arc<dyn Provider>>> {
+        async move { Ok(Arc::new(self.provider(ctx.provider_timeout).await?) as Arc<dyn Provider>) }.boxed()
+    }
+
+    /// `GetSMSAttributes`: the account's SMS settings, readable only with valid credentials.
+    fn check<'a>(&'a self, ctx: &'a Context<'a>) -> BoxFuture<'a, Checked> {
+        async move {
+            let provider = match self.provider(ctx.provider_timeout).await {
+                Ok(provider) => provider,
+                Err(e) => return Checked::failed(None, "settings", e.to_string()),
+            };
+            aws::checked(provider.client.get_sms_attributes().send().await, |output| {
+                let attributes = output.attributes.unwrap_or_default();
+                match attributes.get("DefaultSMSType") {
+                    Some(kind) => format!("SMS settings readable, default type {kind}"),
+                    None => "SMS settings readable".to_owned(),
+                }
+            })
+        }
+        .boxed()
     }
 }
 
@@ -124,15 +145,6 @@ pub struct SnsProvider {
 }
 
 impl SnsProvider {
-    /// Builds the SDK client, once per process: it holds the connection pool and the
-    /// credentials cache. Credentials are resolved at the first send, so a missing one
-    /// shows as a configuration failure of that send.
-    pub async fn new(config: &SnsConfig) -> Self {
-        let client = Client::new(&config.client().sdk_config().await);
-        tracing::info!(region = %config.region, endpoint = ?config.endpoint_url, "SNS provider ready");
-        Self { client, sender_id: config.sender_id.clone(), origination_number: config.origination_number.clone() }
-    }
-
     /// Publishes the job's text to its phone number.
     pub async fn publish(&self, job: &DeliveryJob) -> SendOutcome {
         let Some(text) = job.content.text.as_deref().filter(|t| !t.is_empty()) else {
@@ -158,7 +170,7 @@ impl SnsProvider {
                     "SNS accepted the message but returned no MessageId",
                 )),
             },
-            Err(err) => SendOutcome::Failed(aws_support::failure(&err, classify, |text| redact(text, &job.recipient))),
+            Err(err) => SendOutcome::Failed(aws::failure(&err, classify, |text| redact(text, &job.recipient))),
         }
     }
 
@@ -274,14 +286,17 @@ mod tests {
         );
     }
 
+    async fn sns(toml: &str) -> SnsProvider {
+        let settings = SnsSettings::read(&Source::Config(&crate::settings::tests::figment(toml))).unwrap();
+        settings.provider(Duration::from_secs(10)).await.unwrap()
+    }
+
     #[tokio::test]
     async fn priority_picks_the_sms_type_and_the_sender_is_set_when_configured() {
-        let config = SnsConfig {
-            sender_id: Some("Notify".into()),
-            origination_number: Some("+15550001111".into()),
-            ..SnsConfig::new("us-east-1")
-        };
-        let provider = SnsProvider::new(&config).await;
+        let provider = sns(
+            "[sms.sns]\nregion = \"us-east-1\"\nsender_id = \"Notify\"\norigination_number = \"+15550001111\"\n",
+        )
+        .await;
         assert_eq!(
             provider.attributes(Priority::Urgent),
             vec![
@@ -292,27 +307,24 @@ mod tests {
         );
         assert_eq!(provider.attributes(Priority::High)[0].1, "Transactional");
         assert_eq!(provider.attributes(Priority::Normal)[0].1, "Promotional");
-        assert_eq!(SnsProvider::new(&SnsConfig::new("us-east-1")).await.attributes(Priority::Low).len(), 1);
+        assert_eq!(sns("[sms.sns]\nregion = \"us-east-1\"\n").await.attributes(Priority::Low).len(), 1);
     }
 
     #[test]
     fn the_settings_are_checked() {
-        let ok = SnsConfig::new("eu-west-1");
-        let limit = Duration::from_secs(10);
-        ok.validate(limit).unwrap();
-        let cases: [(&str, SnsConfig); 5] = [
-            ("region", SnsConfig { region: String::new(), ..ok.clone() }),
-            ("sender_id", SnsConfig { sender_id: Some("Notify Inc".into()), ..ok.clone() }),
-            ("sender_id", SnsConfig { sender_id: Some("123".into()), ..ok.clone() }),
-            ("origination_number", SnsConfig { origination_number: Some("5551234".into()), ..ok.clone() }),
-            ("access_key_id", SnsConfig { secret_access_key: Some("s".into()), ..ok.clone() }),
+        let read = |body: &str| UNIT.settings(Source::Config(&crate::settings::tests::figment(&format!("[sms.sns]\n{body}\n"))));
+        read("region = \"eu-west-1\"").unwrap();
+        let cases = [
+            ("region", "region = \"\""),
+            ("sender_id", "region = \"eu-west-1\"\nsender_id = \"Notify Inc\""),
+            ("sender_id", "region = \"eu-west-1\"\nsender_id = \"123\""),
+            ("origination_number", "region = \"eu-west-1\"\norigination_number = \"5551234\""),
+            ("access_key_id", "region = \"eu-west-1\"\nsecret_access_key = \"s\""),
         ];
-        for (key, config) in cases {
-            let err = config.validate(limit).unwrap_err().to_string();
+        for (key, body) in cases {
+            let err = read(body).unwrap_err().to_string();
             assert!(err.contains(&format!("sms.sns.{key}")), "{key}: {err}");
         }
-        let err = SnsConfig { attempt_timeout: limit, ..ok }.validate(limit).unwrap_err().to_string();
-        assert!(err.contains("sms.sns.attempt_timeout"), "{err}");
     }
 
     #[test]

@@ -2,10 +2,10 @@
 //! transport with rustls: one message per delivery, failures sorted by the server's reply
 //! code (RFC 5321 §4.2.1) and by where the conversation broke off.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use bootstrap::{ConfigError, ExposeSecret, SecretString};
-use domain::{DeliveryJob, FailureKind, SendFailure, SendOutcome, SendReceipt};
+use domain::{Channel, DeliveryJob, FailureKind, Provider, SendFailure, SendOutcome, SendReceipt};
 use futures_util::{FutureExt, future::BoxFuture};
 use lettre::{
     AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
@@ -16,11 +16,101 @@ use lettre::{
     transport::smtp::{self, authentication::Credentials, response::Response},
 };
 use serde::Deserialize;
-use worker::Provider;
 
-use crate::mail::{self, EmailBody, ListUnsubscribe, invalid, redact};
+use crate::{
+    Checked, Context, ProviderSettings, ProviderUnit, Source,
+    mail::{self, EmailBody, ListUnsubscribe, redact},
+    settings::{self, Refused, Section},
+};
 
-const SECTION: &str = "email.smtp";
+/// Any SMTP server (`email.smtp`).
+pub const UNIT: SmtpUnit = SmtpUnit;
+
+pub struct SmtpUnit;
+
+const REFUSED: Refused<'static> = Refused {
+    config: &[],
+    integration: &[("connect_timeout", "the operator sets timeouts"), ("timeout", "the operator sets timeouts")],
+};
+
+impl ProviderUnit for SmtpUnit {
+    fn channel(&self) -> Channel {
+        Channel::Email
+    }
+
+    fn name(&self) -> &'static str {
+        "smtp"
+    }
+
+    fn secrets(&self) -> &'static [&'static str] {
+        &["password"]
+    }
+
+    fn settings(&self, source: Source<'_>) -> Result<Box<dyn ProviderSettings>, ConfigError> {
+        let (config, section) = settings::read::<SmtpConfig>(&source, self.channel(), self.name(), &REFUSED)?;
+        config.validate(&section)?;
+        if let Source::Integration(integration) = &source {
+            // A tenant's server is somewhere on the internet, never one of ours.
+            settings::public_host(&config.host, integration.rules, &section, "host")?;
+        }
+        Ok(Box::new(SmtpSettings { config, section }))
+    }
+}
+
+#[derive(Debug)]
+struct SmtpSettings {
+    config: SmtpConfig,
+    section: Section,
+}
+
+impl SmtpSettings {
+    /// The conversation's bound must end before the worker gives up on the call, so that
+    /// this provider, which knows how far it got, answers first. A tenant cannot set it:
+    /// its client takes the default, shortened below the worker's limit where needed.
+    fn provider(&self, provider_timeout: Duration) -> Result<SmtpProvider, ConfigError> {
+        let mut config = self.config.clone();
+        if config.timeout >= provider_timeout {
+            if !self.section.is_integration() {
+                let message = format!("must be below worker.provider_timeout ({provider_timeout:?})");
+                return Err(self.section.invalid("timeout", message));
+            }
+            config.timeout = provider_timeout.mul_f64(0.8);
+        }
+        SmtpProvider::new(&config, &self.section)
+    }
+}
+
+impl ProviderSettings for SmtpSettings {
+    fn build<'a>(&'a self, ctx: &'a Context<'a>) -> BoxFuture<'a, anyhow::Result<Arc<dyn Provider>>> {
+        async move { Ok(Arc::new(self.provider(ctx.provider_timeout)?) as Arc<dyn Provider>) }.boxed()
+    }
+
+    /// Connects, says EHLO, upgrades to TLS and authenticates as a send would, then quits
+    /// without a message.
+    fn check<'a>(&'a self, ctx: &'a Context<'a>) -> BoxFuture<'a, Checked> {
+        async move {
+            let provider = match self.provider(ctx.provider_timeout) {
+                Ok(provider) => provider,
+                Err(e) => return Checked::failed(None, "settings", e.to_string()),
+            };
+            match tokio::time::timeout(provider.timeout, provider.transport.test_connection()).await {
+                Ok(Ok(true)) => Checked {
+                    ok: true,
+                    status: None,
+                    code: None,
+                    detail: format!("{}:{} accepted the connection", self.config.host, self.config.port()),
+                },
+                Ok(Ok(false)) => Checked::failed(None, "smtp_noop", "the server did not answer NOOP"),
+                Ok(Err(err)) => {
+                    let (_, code) = classify(&err);
+                    Checked::failed(err.status().map(u16::from), &code, err.to_string())
+                }
+                Err(_) => Checked::failed(None, "timeout", format!("no answer within {:?}", provider.timeout)),
+            }
+        }
+        .boxed()
+    }
+}
 
 /// How the connection is encrypted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -101,35 +191,24 @@ impl SmtpConfig {
         self.port.unwrap_or_else(|| self.tls.default_port())
     }
 
-    /// Checks every setting; `provider_timeout` is the worker's limit on a provider call.
-    pub fn validate(&self, provider_timeout: Duration) -> Result<(), ConfigError> {
+    /// Checks every setting but the timeout (see [`SmtpSettings::provider`]).
+    fn validate(&self, section: &Section) -> Result<(), ConfigError> {
         if self.host.is_empty() || self.host.contains(|c: char| c.is_whitespace() || c == '/') {
-            return Err(invalid(SECTION, "host", "must be a host name or IP address"));
+            return Err(section.invalid("host", "must be a host name or IP address"));
         }
-        mail::mailbox(&self.from, SECTION, "from")?;
+        mail::mailbox(&self.from, section, "from")?;
         if let Some(reply_to) = &self.reply_to {
-            mail::mailbox(reply_to, SECTION, "reply_to")?;
+            mail::mailbox(reply_to, section, "reply_to")?;
         }
         if let Some(value) = &self.list_unsubscribe {
-            ListUnsubscribe::parse(value, SECTION)?;
+            ListUnsubscribe::parse(value, section)?;
         }
-        let authenticated = mail::both_or_neither((&self.username, "username"), (&self.password, "password"), SECTION)?;
+        let authenticated = settings::both_or_neither((&self.username, "username"), (&self.password, "password"), section)?;
         if authenticated && self.tls == SmtpTls::None {
-            return Err(invalid(
-                SECTION,
-                "tls",
-                "must be `starttls` or `tls` with a password: it would travel in clear",
-            ));
+            return Err(section.invalid("tls", "must be `starttls` or `tls` with a password: it would travel in clear"));
         }
         if self.connect_timeout.is_zero() || self.timeout.is_zero() {
-            return Err(invalid(SECTION, "timeout", "timeouts must be above zero"));
-        }
-        if self.timeout >= provider_timeout {
-            return Err(invalid(
-                SECTION,
-                "timeout",
-                format!("must be below worker.provider_timeout ({provider_timeout:?})"),
-            ));
+            return Err(section.invalid("timeout", "timeouts must be above zero"));
         }
         Ok(())
     }
@@ -146,13 +225,13 @@ pub struct SmtpProvider {
 impl SmtpProvider {
     /// Builds the transport; it connects at each send. (No connection pool: see the
     /// workspace's `lettre` dependency.)
-    pub fn new(config: &SmtpConfig) -> Result<Self, ConfigError> {
+    fn new(config: &SmtpConfig, section: &Section) -> Result<Self, ConfigError> {
         let builder = match config.tls {
             SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host),
             SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&config.host)
-                .map_err(|e| invalid(SECTION, "tls", e.to_string()))?,
+                .map_err(|e| section.invalid("tls", e.to_string()))?,
             SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&config.host)
-                .map_err(|e| invalid(SECTION, "tls", e.to_string()))?,
+                .map_err(|e| section.invalid("tls", e.to_string()))?,
         };
         let mut builder = builder.port(config.port()).timeout(Some(config.connect_timeout));
         if let (Some(user), Some(password)) = (&config.username, &config.password) {
@@ -160,13 +239,13 @@ impl SmtpProvider {
             builder = builder.credentials(credentials);
         }
         let list_unsubscribe =
-            config.list_unsubscribe.as_deref().map(|v| ListUnsubscribe::parse(v, SECTION)).transpose()?;
-        tracing::info!(host = %config.host, port = config.port(), tls = ?config.tls, "SMTP provider ready");
+            config.list_unsubscribe.as_deref().map(|v| ListUnsubscribe::parse(v, section)).transpose()?;
+        tracing::debug!(host = %config.host, port = config.port(), tls = ?config.tls, "SMTP provider ready");
         Ok(Self {
             transport: builder.build(),
             timeout: config.timeout,
-            from: mail::mailbox(&config.from, SECTION, "from")?,
-            reply_to: config.reply_to.as_deref().map(|r| mail::mailbox(r, SECTION, "reply_to")).transpose()?,
+            from: mail::mailbox(&config.from, section, "from")?,
+            reply_to: config.reply_to.as_deref().map(|r| mail::mailbox(r, section, "reply_to")).transpose()?,
             list_unsubscribe,
         })
     }
@@ -351,13 +430,17 @@ mod tests {
         assert_eq!(classify_client_error("STARTTLS is not supported on this server").0, FailureKind::Config);
     }
 
+    fn section() -> Section {
+        Section::Config("email.smtp".into())
+    }
+
     #[test]
     fn the_settings_are_checked() {
         let ok = SmtpConfig::new("smtp.example.com", "Notify <noreply@example.com>");
         let limit = Duration::from_secs(10);
-        ok.validate(limit).unwrap();
+        ok.validate(&section()).unwrap();
         assert_eq!((ok.port(), SmtpConfig { tls: SmtpTls::Tls, ..ok.clone() }.port()), (587, 465));
-        let cases: [(&str, SmtpConfig); 5] = [
+        let cases: [(&str, SmtpConfig); 4] = [
             ("host", SmtpConfig { host: "smtp example".into(), ..ok.clone() }),
             ("from", SmtpConfig { from: "nobody".into(), ..ok.clone() }),
             ("password", SmtpConfig { username: Some("u".into()), ..ok.clone() }),
@@ -365,12 +448,51 @@ mod tests {
                 "tls",
                 SmtpConfig { tls: SmtpTls::None, username: Some("u".into()), password: Some("p".into()), ..ok.clone() },
             ),
-            ("timeout", SmtpConfig { timeout: limit, ..ok.clone() }),
         ];
         for (key, config) in cases {
-            let err = config.validate(limit).unwrap_err().to_string();
+            let err = config.validate(&section()).unwrap_err().to_string();
             assert!(err.contains(&format!("email.smtp.{key}")), "{key}: {err}");
         }
+        let slow = SmtpSettings { config: SmtpConfig { timeout: limit, ..ok.clone() }, section: section() };
+        let err = slow.provider(limit).err().unwrap().to_string();
+        assert!(err.contains("email.smtp.timeout"), "{err}");
+        // A tenant's server gets a bound below the worker's.
+        let tenant = SmtpSettings { config: SmtpConfig { timeout: limit, ..ok }, section: Section::Integration };
+        assert!(tenant.provider(limit).unwrap().timeout < limit);
+    }
+
+    #[test]
+    fn a_tenants_server_is_never_a_private_address() {
+        use crate::{IntegrationRules, settings::tests::integration};
+        let strict = IntegrationRules::default();
+        let settings = serde_json::json!({"host": "127.0.0.1", "port": 2525, "tls": "none", "from": "a@example.com"});
+        let err = UNIT.settings(Source::Integration(&integration(&settings, &strict))).unwrap_err().to_string();
+        assert!(err.contains("settings.host"), "{err}");
+        let lax = IntegrationRules { allow_private_hosts: true, ..Default::default() };
+        assert!(UNIT.settings(Source::Integration(&integration(&settings, &lax))).is_ok());
+        let timeout = serde_json::json!({"host": "smtp.example.com", "from": "a@example.com", "timeout": "1s"});
+        let err = UNIT.settings(Source::Integration(&integration(&timeout, &lax))).unwrap_err().to_string();
+        assert!(err.contains("settings.timeout"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_check_authenticates_without_sending() {
+        let port = scripted_server(HashMap::from([("MAIL", Some("550 nothing is sent during a check"))])).await;
+        let settings = SmtpSettings {
+            config: SmtpConfig {
+                port: Some(port),
+                tls: SmtpTls::None,
+                ..SmtpConfig::new("127.0.0.1", "noreply@example.com")
+            },
+            section: section(),
+        };
+        let http = crate::http::SharedClient::new(Duration::from_secs(10));
+        let checked = settings.check(&Context { http: &http, provider_timeout: Duration::from_secs(10) }).await;
+        assert!(checked.ok, "{checked:?}");
+        let refused = provider_settings(scripted_server(HashMap::from([("AUTH", Some("535 5.7.8 no"))])).await);
+        let checked = refused.check(&Context { http: &http, provider_timeout: Duration::from_secs(10) }).await;
+        assert_eq!((checked.ok, checked.code.as_deref(), checked.status), (false, Some("smtp_535"), Some(535)));
+        assert!(!checked.detail.contains("wrong"), "no secret in {checked:?}");
     }
 
     /// An SMTP server on loopback that answers each command with `replies[verb]`, else
@@ -410,17 +532,25 @@ mod tests {
         port
     }
 
-    fn provider(port: u16, credentials: bool) -> SmtpProvider {
+    fn config(port: u16, credentials: bool) -> SmtpConfig {
         let secret = |v: &str| credentials.then(|| SecretString::from(v));
-        let config = SmtpConfig {
+        SmtpConfig {
             port: Some(port),
             tls: SmtpTls::None,
             username: secret("user"),
             password: secret("wrong"),
             timeout: Duration::from_millis(500),
             ..SmtpConfig::new("127.0.0.1", "noreply@example.com")
-        };
-        SmtpProvider::new(&config).unwrap()
+        }
+    }
+
+    fn provider(port: u16, credentials: bool) -> SmtpProvider {
+        SmtpProvider::new(&config(port, credentials), &section()).unwrap()
+    }
+
+    /// Settings with credentials over plain text: the scripted server has no TLS.
+    fn provider_settings(port: u16) -> SmtpSettings {
+        SmtpSettings { config: config(port, true), section: section() }
     }
 
     fn email_job() -> DeliveryJob {
@@ -493,7 +623,7 @@ mod tests {
         let port = scripted_server(HashMap::new()).await;
         let config =
             SmtpConfig { port: Some(port), tls: SmtpTls::Tls, ..SmtpConfig::new("127.0.0.1", "a@example.com") };
-        let SendOutcome::Failed(f) = SmtpProvider::new(&config).unwrap().send_email(&email_job()).await else {
+        let SendOutcome::Failed(f) = SmtpProvider::new(&config, &section()).unwrap().send_email(&email_job()).await else {
             panic!("sent")
         };
         assert_eq!((f.kind, f.code.as_str()), (FailureKind::Config, "smtp_tls"), "{}", f.message);

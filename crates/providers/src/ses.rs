@@ -2,32 +2,36 @@
 //! delivery, tagged with our ids so that SES events can be matched to deliveries, and
 //! every failure sorted into the buckets of docs/providers.md §1.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use aws_sdk_sesv2::{
     Client,
     error::BuildError,
     types::{Body, Content, Destination, EmailContent, Message, MessageHeader, MessageTag},
 };
-use aws_support::ClientSettings;
-use bootstrap::{ConfigError, SecretString};
-use domain::{DeliveryJob, FailureKind, SendFailure, SendOutcome, SendReceipt};
+use bootstrap::ConfigError;
+use domain::{Channel, DeliveryJob, FailureKind, Provider, SendFailure, SendOutcome, SendReceipt};
 use futures_util::{FutureExt, future::BoxFuture};
 use serde::Deserialize;
-use worker::Provider;
 
-use crate::mail::{self, ListUnsubscribe, invalid, redact};
+use crate::{
+    Checked, Context, ProviderSettings, ProviderUnit, Source, aws,
+    mail::{self, ListUnsubscribe, redact},
+    settings::Section,
+};
 
-const SECTION: &str = "email.ses";
+/// Amazon SES (`email.ses`).
+pub const UNIT: SesUnit = SesUnit;
 
-/// `[email.ses]`.
+pub struct SesUnit;
+
+/// `[email.ses]`: the AWS client's settings and SES's own.
+pub type SesConfig = aws::AwsConfig<SesOptions>;
+
+/// What SES adds to the AWS client's settings.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SesConfig {
-    /// The AWS region of the SES account (`eu-west-1`).
-    pub region: String,
-    /// Another endpoint than the region's (a VPC endpoint; moto in tests).
-    pub endpoint_url: Option<String>,
+pub struct SesOptions {
     /// The sender, a verified SES identity: `noreply@example.com` or
     /// `Notify <noreply@example.com>` (ASCII: SES wants a non-ASCII name MIME-encoded).
     pub from: String,
@@ -37,78 +41,99 @@ pub struct SesConfig {
     /// An https, http or mailto URL for the `List-Unsubscribe` header; `{delivery_id}` in
     /// it is replaced by the delivery's id.
     pub list_unsubscribe: Option<String>,
-    /// Static credentials; without them the standard AWS chain is used (environment,
-    /// profile, web identity, ECS or EC2 instance role).
-    pub access_key_id: Option<SecretString>,
-    pub secret_access_key: Option<SecretString>,
-    /// How long to wait for a connection. Nothing was sent when it runs out.
-    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
-    pub connect_timeout: Duration,
-    /// How long one request may take in all. Must stay below `worker.provider_timeout`, so
-    /// that the SDK, which knows whether the request went out, answers first.
-    #[serde(default = "default_attempt_timeout", with = "humantime_serde")]
-    pub attempt_timeout: Duration,
 }
 
-fn default_connect_timeout() -> Duration {
-    Duration::from_secs(3)
-}
-
-fn default_attempt_timeout() -> Duration {
-    Duration::from_secs(8)
-}
-
-impl SesConfig {
-    /// The settings with only what has no default.
-    pub fn new(region: impl Into<String>, from: impl Into<String>) -> Self {
-        Self {
-            region: region.into(),
-            endpoint_url: None,
-            from: from.into(),
-            reply_to: None,
-            configuration_set: None,
-            list_unsubscribe: None,
-            access_key_id: None,
-            secret_access_key: None,
-            connect_timeout: default_connect_timeout(),
-            attempt_timeout: default_attempt_timeout(),
-        }
+impl SesOptions {
+    /// The options with only the sender.
+    pub fn from(from: impl Into<String>) -> Self {
+        Self { from: from.into(), reply_to: None, configuration_set: None, list_unsubscribe: None }
     }
 
-    fn client(&self) -> ClientSettings<'_> {
-        ClientSettings {
-            section: SECTION,
-            region: &self.region,
-            endpoint_url: self.endpoint_url.as_deref(),
-            access_key_id: self.access_key_id.as_ref(),
-            secret_access_key: self.secret_access_key.as_ref(),
-            connect_timeout: self.connect_timeout,
-            attempt_timeout: self.attempt_timeout,
-        }
-    }
-
-    /// Checks every setting; `provider_timeout` is the worker's limit on a provider call.
-    pub fn validate(&self, provider_timeout: Duration) -> Result<(), ConfigError> {
-        self.client().validate(provider_timeout)?;
+    fn validate(&self, section: &Section) -> Result<Option<ListUnsubscribe>, ConfigError> {
         for (key, value) in [("from", Some(&self.from)), ("reply_to", self.reply_to.as_ref())] {
             if let Some(value) = value {
-                mail::mailbox(value, SECTION, key)?;
+                mail::mailbox(value, section, key)?;
                 if !value.is_ascii() {
-                    return Err(invalid(
-                        SECTION,
-                        key,
-                        "must be ASCII; MIME-encode a non-ASCII display name (RFC 2047)",
-                    ));
+                    return Err(section.invalid(key, "must be ASCII; MIME-encode a non-ASCII display name (RFC 2047)"));
                 }
             }
         }
         if self.configuration_set.as_deref().is_some_and(str::is_empty) {
-            return Err(invalid(SECTION, "configuration_set", "must not be empty"));
+            return Err(section.invalid("configuration_set", "must not be empty"));
         }
-        if let Some(value) = &self.list_unsubscribe {
-            ListUnsubscribe::parse(value, SECTION)?;
+        self.list_unsubscribe.as_deref().map(|v| ListUnsubscribe::parse(v, section)).transpose()
+    }
+}
+
+impl ProviderUnit for SesUnit {
+    fn channel(&self) -> Channel {
+        Channel::Email
+    }
+
+    fn name(&self) -> &'static str {
+        "ses"
+    }
+
+    fn secrets(&self) -> &'static [&'static str] {
+        &["secret_access_key"]
+    }
+
+    fn settings(&self, source: Source<'_>) -> Result<Box<dyn ProviderSettings>, ConfigError> {
+        Ok(Box::new(SesSettings::read(&source)?))
+    }
+}
+
+#[derive(Debug)]
+struct SesSettings {
+    client: aws::Client,
+    options: SesOptions,
+    list_unsubscribe: Option<ListUnsubscribe>,
+}
+
+impl SesSettings {
+    fn read(source: &Source<'_>) -> Result<Self, ConfigError> {
+        let (config, client, section) = aws::read::<SesOptions>(source, UNIT.channel(), UNIT.name())?;
+        let list_unsubscribe = config.service.validate(&section)?;
+        Ok(Self { client, options: config.service, list_unsubscribe })
+    }
+
+    /// Builds the SDK client, once per process: it holds the connection pool and the
+    /// credentials cache. Credentials are resolved at the first send, so a missing one
+    /// shows as a configuration failure of that send.
+    async fn provider(&self, provider_timeout: Duration) -> Result<SesProvider, ConfigError> {
+        let client = Client::new(&self.client.sdk_config(provider_timeout).await?);
+        Ok(SesProvider {
+            client,
+            from: self.options.from.clone(),
+            reply_to: self.options.reply_to.clone(),
+            configuration_set: self.options.configuration_set.clone(),
+            list_unsubscribe: self.list_unsubscribe.clone(),
+        })
+    }
+}
+
+impl ProviderSettings for SesSettings {
+    fn build<'a>(&'a self, ctx: &'a Context<'a>) -> BoxFuture<'a, anyhow::Result<Arc<dyn Provider>>> {
+        async move { Ok(Arc::new(self.provider(ctx.provider_timeout).await?) as Arc<dyn Provider>) }.boxed()
+    }
+
+    /// `GetAccount`: whether the account may send, and how much.
+    fn check<'a>(&'a self, ctx: &'a Context<'a>) -> BoxFuture<'a, Checked> {
+        async move {
+            let provider = match self.provider(ctx.provider_timeout).await {
+                Ok(provider) => provider,
+                Err(e) => return Checked::failed(None, "settings", e.to_string()),
+            };
+            aws::checked(provider.client.get_account().send().await, |account| {
+                let quota = account.send_quota.map_or(0.0, |q| q.max24_hour_send);
+                format!(
+                    "sending {}, production access {}, {quota} messages a day",
+                    if account.sending_enabled { "enabled" } else { "disabled" },
+                    if account.production_access_enabled { "granted" } else { "not granted (sandbox)" },
+                )
+            })
         }
-        Ok(())
+        .boxed()
     }
 }
 
@@ -121,23 +146,6 @@ pub struct SesProvider {
 }
 
 impl SesProvider {
-    /// Builds the SDK client, once per process: it holds the connection pool and the
-    /// credentials cache. Credentials are resolved at the first send, so a missing one
-    /// shows as a configuration failure of that send.
-    pub async fn new(config: &SesConfig) -> Result<Self, ConfigError> {
-        let list_unsubscribe =
-            config.list_unsubscribe.as_deref().map(|v| ListUnsubscribe::parse(v, SECTION)).transpose()?;
-        let client = Client::new(&config.client().sdk_config().await);
-        tracing::info!(region = %config.region, endpoint = ?config.endpoint_url, "SES provider ready");
-        Ok(Self {
-            client,
-            from: config.from.clone(),
-            reply_to: config.reply_to.clone(),
-            configuration_set: config.configuration_set.clone(),
-            list_unsubscribe,
-        })
-    }
-
     async fn send_email(&self, job: &DeliveryJob) -> SendOutcome {
         let content = match self.content(job) {
             Ok(content) => content,
@@ -169,7 +177,7 @@ impl SesProvider {
                     "SES accepted the message but returned no MessageId",
                 )),
             },
-            Err(err) => SendOutcome::Failed(aws_support::failure(&err, classify, |text| redact(text, &job.recipient))),
+            Err(err) => SendOutcome::Failed(aws::failure(&err, classify, |text| redact(text, &job.recipient))),
         }
     }
 
@@ -291,16 +299,25 @@ mod tests {
         }
     }
 
+    fn settings(toml: &str) -> Result<Box<dyn ProviderSettings>, ConfigError> {
+        UNIT.settings(Source::Config(&crate::settings::tests::figment(toml)))
+    }
+
+    const TESTING: &str = "access_key_id = \"testing\"\nsecret_access_key = \"testing\"\n";
+
+    /// The SES provider of these settings, and its concrete type.
+    async fn provider(toml: &str) -> SesProvider {
+        let settings = SesSettings::read(&Source::Config(&crate::settings::tests::figment(toml))).unwrap();
+        settings.provider(Duration::from_secs(10)).await.unwrap()
+    }
+
     #[tokio::test]
     async fn nothing_listening_is_a_retryable_failure() {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let config = SesConfig {
-            endpoint_url: Some(format!("http://127.0.0.1:{port}")),
-            access_key_id: Some("testing".into()),
-            secret_access_key: Some("testing".into()),
-            ..SesConfig::new("us-east-1", "noreply@example.com")
-        };
-        let provider = SesProvider::new(&config).await.unwrap();
+        let provider = provider(&format!(
+            "[email.ses]\nregion = \"us-east-1\"\nfrom = \"noreply@example.com\"\n{TESTING}endpoint_url = \"http://127.0.0.1:{port}\"\n"
+        ))
+        .await;
         let content =
             domain::Content { subject: Some("S".into()), text: Some("T".into()), html: None, ..Default::default() };
         let SendOutcome::Failed(f) = provider.send_email(&mail::tests::job("user@example.org", content)).await else {
@@ -310,34 +327,60 @@ mod tests {
         assert!(f.message.contains("Connection refused"), "the cause is named: {}", f.message);
     }
 
-    #[test]
-    fn the_settings_are_checked() {
-        let ok = SesConfig::new("eu-west-1", "Notify <noreply@example.com>");
-        let limit = Duration::from_secs(10);
-        ok.validate(limit).unwrap();
-        let cases: [(&str, SesConfig); 6] = [
-            ("region", SesConfig { region: "EU West".into(), ..ok.clone() }),
-            ("from", SesConfig { from: "not an address".into(), ..ok.clone() }),
-            ("from", SesConfig { from: "Zoë <noreply@example.com>".into(), ..ok.clone() }),
-            ("endpoint_url", SesConfig { endpoint_url: Some("localhost:4566".into()), ..ok.clone() }),
-            ("secret_access_key", SesConfig { access_key_id: Some("AKIA".into()), ..ok.clone() }),
-            ("attempt_timeout", SesConfig { attempt_timeout: limit, ..ok.clone() }),
+    #[tokio::test]
+    async fn the_settings_are_checked() {
+        let ok = "[email.ses]\nregion = \"eu-west-1\"\nfrom = \"Notify <noreply@example.com>\"\n";
+        settings(ok).unwrap();
+        let cases = [
+            ("region", "region = \"EU West\"\nfrom = \"a@example.com\""),
+            ("from", "region = \"eu-west-1\"\nfrom = \"not an address\""),
+            ("from", "region = \"eu-west-1\"\nfrom = \"Zoë <noreply@example.com>\""),
+            ("endpoint_url", "region = \"eu-west-1\"\nfrom = \"a@example.com\"\nendpoint_url = \"localhost:4566\""),
+            ("secret_access_key", "region = \"eu-west-1\"\nfrom = \"a@example.com\"\naccess_key_id = \"AKIA\""),
+            ("role_arn", "region = \"eu-west-1\"\nfrom = \"a@example.com\"\nrole_arn = \"notify\""),
         ];
-        for (key, config) in cases {
-            let err = config.validate(limit).unwrap_err().to_string();
+        for (key, section) in cases {
+            let err = settings(&format!("[email.ses]\n{section}\n")).unwrap_err().to_string();
             assert!(err.contains(&format!("email.ses.{key}")), "{key}: {err}");
         }
+        let err = settings("[email.ses]\nregion = \"eu-west-1\"\nfrom = \"a@example.com\"\nregoin = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("regoin"), "{err}");
+        // The attempt must end before the worker gives up on the call.
+        let slow = settings(&format!("{ok}attempt_timeout = \"10s\"\n")).unwrap();
+        let http = crate::http::SharedClient::new(Duration::from_secs(10));
+        let ctx = Context { http: &http, provider_timeout: Duration::from_secs(10) };
+        let err = slow.build(&ctx).await.err().unwrap().to_string();
+        assert!(err.contains("email.ses.attempt_timeout"), "{err}");
+    }
+
+    #[test]
+    fn a_tenant_brings_its_keys_and_never_an_endpoint() {
+        use crate::{IntegrationRules, settings::tests::integration};
+        let rules = IntegrationRules::default();
+        let read = |settings: serde_json::Value| {
+            UNIT.settings(Source::Integration(&integration(&settings, &rules))).err().map(|e| e.to_string())
+        };
+        let keys = serde_json::json!({"region": "eu-west-1", "from": "a@example.com",
+            "access_key_id": "AKIA", "secret_access_key": "s", "configuration_set": "events"});
+        assert_eq!(read(keys.clone()), None);
+        let mut endpoint = keys.clone();
+        endpoint["endpoint_url"] = "http://169.254.169.254".into();
+        assert!(read(endpoint).unwrap().contains("settings.endpoint_url"));
+        let no_keys = serde_json::json!({"region": "eu-west-1", "from": "a@example.com"});
+        assert!(read(no_keys).unwrap().contains("settings.access_key_id"));
+        let role = serde_json::json!({"region": "eu-west-1", "from": "a@example.com",
+            "role_arn": "arn:aws:iam::123456789012:role/notify"});
+        assert_eq!(read(role), None);
     }
 
     #[tokio::test]
     async fn the_content_carries_both_bodies_and_the_unsubscribe_headers() {
-        let config = SesConfig {
-            list_unsubscribe: Some("https://example.com/u/{delivery_id}".into()),
-            access_key_id: Some("testing".into()),
-            secret_access_key: Some("testing".into()),
-            ..SesConfig::new("us-east-1", "noreply@example.com")
-        };
-        let provider = SesProvider::new(&config).await.unwrap();
+        let provider = provider(&format!(
+            "[email.ses]\nregion = \"us-east-1\"\nfrom = \"noreply@example.com\"\n{TESTING}list_unsubscribe = \"https://example.com/u/{{delivery_id}}\"\n"
+        ))
+        .await;
         let content = domain::Content {
             subject: Some("S".into()),
             text: Some("T".into()),

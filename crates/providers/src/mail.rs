@@ -1,34 +1,15 @@
 //! What the SES and SMTP providers share: checking the configured addresses, the
 //! unsubscribe headers, and keeping the recipient's address out of the attempt log.
 
-use bootstrap::{ConfigError, ExposeSecret, SecretString};
+use bootstrap::ConfigError;
 use domain::{DeliveryJob, FailureKind, SendFailure};
 use lettre::message::Mailbox;
 
-/// The setting `key` of the provider section `section` (`email.ses`) is wrong.
-pub(crate) fn invalid(section: &str, key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key: format!("{section}.{key}"), message: message.into() }
-}
+use crate::settings::Section;
 
 /// A configured mailbox, `noreply@example.com` or `Notify <noreply@example.com>`.
-pub(crate) fn mailbox(value: &str, section: &str, key: &str) -> Result<Mailbox, ConfigError> {
-    value.parse().map_err(|e| invalid(section, key, format!("not an address like `Notify <noreply@example.com>`: {e}")))
-}
-
-/// Two settings that only make sense together (a key id and its secret, a user name and
-/// its password): both or neither, so that half a credential is not silently ignored.
-pub(crate) fn both_or_neither(
-    (first, first_key): (&Option<SecretString>, &str),
-    (second, second_key): (&Option<SecretString>, &str),
-    section: &str,
-) -> Result<bool, ConfigError> {
-    let given = |s: &Option<SecretString>| s.as_ref().is_some_and(|s| !s.expose_secret().is_empty());
-    match (given(first), given(second)) {
-        (true, true) => Ok(true),
-        (false, false) => Ok(false),
-        (true, false) => Err(invalid(section, second_key, format!("is required with `{first_key}`"))),
-        (false, true) => Err(invalid(section, first_key, format!("is required with `{second_key}`"))),
-    }
+pub(crate) fn mailbox(value: &str, section: &Section, key: &str) -> Result<Mailbox, ConfigError> {
+    value.parse().map_err(|e| section.invalid(key, format!("not an address like `Notify <noreply@example.com>`: {e}")))
 }
 
 /// Where a recipient unsubscribes: the `List-Unsubscribe` header (RFC 2369), plus
@@ -44,15 +25,14 @@ pub(crate) struct ListUnsubscribe {
 const DELIVERY_ID: &str = "{delivery_id}";
 
 impl ListUnsubscribe {
-    pub(crate) fn parse(value: &str, section: &str) -> Result<Self, ConfigError> {
+    pub(crate) fn parse(value: &str, section: &Section) -> Result<Self, ConfigError> {
         let value = value.trim();
         let scheme_ok = ["https://", "http://", "mailto:"].iter().any(|s| value.starts_with(s));
         // Header-safe: printable ASCII without the characters that delimit the header's
         // `<uri>, <uri>` list.
         let chars_ok = value.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b'<' | b'>' | b','));
         if !scheme_ok || !chars_ok {
-            return Err(invalid(
-                section,
+            return Err(section.invalid(
                 "list_unsubscribe",
                 "must be an https, http or mailto URL in printable ASCII without `<`, `>` or `,`",
             ));
@@ -148,6 +128,10 @@ pub(crate) mod tests {
 
     use super::*;
 
+    fn ses() -> Section {
+        Section::Config("email.ses".into())
+    }
+
     pub(crate) fn job(recipient: &str, content: Content) -> DeliveryJob {
         DeliveryJob {
             delivery_id: Uuid::now_v7(),
@@ -186,7 +170,7 @@ pub(crate) mod tests {
     #[test]
     fn https_unsubscribe_urls_get_one_click_and_the_delivery_id() {
         let job = job("a@example.org", Content::default());
-        let https = ListUnsubscribe::parse("https://example.com/u/{delivery_id}", "email.ses").unwrap();
+        let https = ListUnsubscribe::parse("https://example.com/u/{delivery_id}", &ses()).unwrap();
         assert_eq!(
             https.headers(&job),
             vec![
@@ -194,10 +178,10 @@ pub(crate) mod tests {
                 ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click".to_owned()),
             ]
         );
-        let mailto = ListUnsubscribe::parse("mailto:unsubscribe@example.com", "email.ses").unwrap();
+        let mailto = ListUnsubscribe::parse("mailto:unsubscribe@example.com", &ses()).unwrap();
         assert_eq!(mailto.headers(&job), vec![("List-Unsubscribe", "<mailto:unsubscribe@example.com>".to_owned())]);
         for bad in ["example.com/u", "https://a b", "https://x>, <https://y", "ftp://x"] {
-            let err = ListUnsubscribe::parse(bad, "email.ses").unwrap_err().to_string();
+            let err = ListUnsubscribe::parse(bad, &ses()).unwrap_err().to_string();
             assert!(err.contains("email.ses.list_unsubscribe"), "{bad}: {err}");
         }
     }
@@ -211,14 +195,5 @@ pub(crate) mod tests {
             let failure = EmailParts::of(&job("a@example.org", c)).err().unwrap();
             assert_eq!((failure.kind, failure.code.as_str()), (FailureKind::Permanent, "content_invalid"));
         }
-    }
-
-    #[test]
-    fn credentials_come_in_pairs() {
-        let s = |v: &str| Some(SecretString::from(v));
-        assert!(both_or_neither((&s("id"), "a"), (&s("secret"), "b"), "email.ses").unwrap());
-        assert!(!both_or_neither((&None, "a"), (&None, "b"), "email.ses").unwrap());
-        let err = both_or_neither((&s("id"), "a"), (&None, "b"), "email.ses").unwrap_err().to_string();
-        assert!(err.contains("email.ses.b") && err.contains("required with `a`"), "{err}");
     }
 }
