@@ -317,10 +317,21 @@ async fn rotation_reseals_every_secret_with_the_current_key_once() {
         tenants.push((tenant, name));
     }
 
+    // One sealed with a key no longer configured: reported, skipped, never looped on.
+    let lost = keys("k0", &[("k0", 9)]).keyring().unwrap().unwrap();
+    let orphan = env.store.create_tenant("orphan").await.unwrap().tenant_id;
+    let (secrets, hints) =
+        seal_secrets(&lost, orphan, Channel::Sms, "twilio", json!({"auth_token": TOKEN}).as_object().unwrap());
+    let write = IntegrationWrite { settings: &settings, secrets: &secrets, hints: &hints, active: true, position: 0 };
+    env.store.put_integration(orphan, Channel::Sms, "twilio", &write, None).await.unwrap().unwrap();
+    let before = env.store.get_integration(tenants[0].0, Channel::Sms, "twilio").await.unwrap().unwrap();
+
     let both = keys("k2", &[("k1", 1), ("k2", 2)]).keyring().unwrap().unwrap();
     // Batches of two: the second batch starts after the first.
     let done = notify_api::rotation::rotate(&env.store, &both, 2).await.unwrap();
-    assert_eq!(done, notify_api::rotation::Rotated { resealed: 3, changed: 0, unreadable: 0 });
+    assert_eq!(done, notify_api::rotation::Rotated { resealed: 3, changed: 0, unreadable: 1 });
+    // A row is re-sealed only as it was read: a stale copy changes nothing.
+    assert!(!env.store.reseal_integration(&before, &before.secrets).await.unwrap());
 
     let new = keys("k2", &[("k2", 2)]).keyring().unwrap().unwrap();
     for (tenant, name) in &tenants {
@@ -336,5 +347,49 @@ async fn rotation_reseals_every_secret_with_the_current_key_once() {
         assert_eq!(key_ids.0, ["k2"]);
     }
     let again = notify_api::rotation::rotate(&env.store, &both, 2).await.unwrap();
-    assert_eq!(again, notify_api::rotation::Rotated::default(), "idempotent");
+    assert_eq!(again, notify_api::rotation::Rotated { unreadable: 1, ..Default::default() }, "idempotent");
+}
+
+#[tokio::test]
+async fn a_secret_set_to_null_is_removed_and_one_that_no_longer_opens_must_be_sent_again() {
+    if !twilio_unit() {
+        return;
+    }
+    let app = TestApp::api_only().await;
+    assert_eq!(app.call("PUT", PATH, Some(&twilio("+15550001111"))).await.0, 201);
+    // Without its token the integration is incomplete: refused, and the stored one stays.
+    let without = json!({"settings": {"account_sid": SID, "auth_token": null, "from": "+15550001111"}});
+    let (status, body) = app.call("PUT", PATH, Some(&without)).await;
+    assert_eq!((status, body["errors"][0]["field"].as_str()), (422, Some("settings.auth_token")), "{body}");
+    assert_eq!(app.call("GET", PATH, None).await.1["secrets"]["auth_token"]["set"], true);
+    // An API key instead of the token: the token is removed.
+    let key = json!({"settings": {"account_sid": SID, "auth_token": null, "api_key_sid": "SK0123456789abcdef0123456789abcdef",
+        "api_key_secret": "key-secret-0123456789-ab77", "from": "+15550001111"}});
+    let (status, body) = app.call("PUT", PATH, Some(&key)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["secrets"],
+        json!({"auth_token": {"set": false}, "api_key_secret": {"set": true, "last4": "ab77"}})
+    );
+
+    // Sealed with a key the API no longer has (removed before rotating): a change that
+    // keeps it cannot be checked, and says to send it again.
+    let lost = keys("gone", &[("gone", 7)]).keyring().unwrap().unwrap();
+    let plain = json!({"api_key_secret": "key-secret-0123456789-ab77"});
+    let (secrets, hints) = seal_secrets(&lost, app.tenant_id, Channel::Sms, "twilio", plain.as_object().unwrap());
+    sqlx::query("UPDATE integrations SET secrets = $2, hints = $3 WHERE tenant_id = $1")
+        .bind(app.tenant_id)
+        .bind(sqlx::types::Json(&secrets))
+        .bind(sqlx::types::Json(&hints))
+        .execute(app.env.store.pool())
+        .await
+        .unwrap();
+    let change = json!({"settings": {"account_sid": SID, "api_key_sid": "SK0123456789abcdef0123456789abcdef", "from": "+15550002222"}});
+    let (status, body) = app.call("PUT", PATH, Some(&change)).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("secret_unreadable")), "{body}");
+    let (status, body) = app.call("POST", &format!("{PATH}/check"), None).await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("secret_unreadable")), "{body}");
+    let resend = json!({"settings": {"account_sid": SID, "api_key_sid": "SK0123456789abcdef0123456789abcdef",
+        "api_key_secret": "key-secret-0123456789-ab77", "from": "+15550002222"}});
+    assert_eq!(app.call("PUT", PATH, Some(&resend)).await.0, 200);
 }
