@@ -43,8 +43,19 @@ fn twilio(from: &str) -> Value {
 #[derive(Clone, Default)]
 struct Logs(Arc<Mutex<Vec<u8>>>);
 
+/// Keeps the capture on for as long as it lives.
+struct Capturing {
+    _default: tracing::subscriber::DefaultGuard,
+    _second: tracing::Dispatch,
+}
+
 impl Logs {
-    fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
+    fn capture() -> (Self, Capturing) {
+        // With a single dispatcher registered, tracing takes it for the global one and sets
+        // each call site's interest from whatever thread reaches it first: one of the tests
+        // running beside this one, which has none, would switch it off for good. A second
+        // dispatcher, kept alive, makes it ask every live dispatcher, this one included.
+        let second = tracing::Dispatch::new(tracing_subscriber::registry());
         let logs = Logs::default();
         let subscriber = tracing_subscriber::fmt()
             .with_max_level(tracing::Level::TRACE)
@@ -54,7 +65,7 @@ impl Logs {
                 move || logs.clone()
             })
             .finish();
-        (logs, tracing::subscriber::set_default(subscriber))
+        (logs, Capturing { _default: tracing::subscriber::set_default(subscriber), _second: second })
     }
 
     fn text(&self) -> String {
@@ -139,7 +150,10 @@ async fn an_integration_round_trips_and_its_secret_is_never_shown_logged_or_stor
     assert_eq!(app.call("GET", "/v1/integrations", None).await.1, json!([]));
 
     let logs = logs.text();
-    assert!(logs.contains("integration stored"), "the API's logs were captured");
+    assert!(
+        logs.contains("integration stored") && logs.contains("integration deleted"),
+        "the API's logs were captured"
+    );
     assert!(!logs.contains(TOKEN), "the token is in the logs");
 }
 
