@@ -223,14 +223,17 @@ async fn sns_refusing_the_number_or_the_text_is_a_permanent_failure() {
     assert_eq!(moto.data().await["sns"]["SMS"].as_array().map_or(0, Vec::len), 0);
 }
 
-/// The credentials checks against moto: SES `GetAccount` and SNS `GetSMSAttributes` with the
-/// stand-in's keys; nothing is sent.
+/// The credentials checks against moto: SES `GetEmailIdentity` of the sender's domain (moto
+/// has no `GetAccount`) and SNS `GetSMSAttributes` with the stand-in's keys; nothing is sent.
 #[tokio::test]
 async fn the_aws_checks_read_the_account_and_send_nothing() {
     let moto = Moto::start().await;
+    let unknown = check(&*unit_settings(&providers::ses::UNIT, ses_config(&moto))).await;
+    assert_eq!((unknown.ok, unknown.code.as_deref()), (false, Some("NotFoundException")), "{unknown:?}");
+    create_email_identity(&moto, "example.com").await;
     let ses = check(&*unit_settings(&providers::ses::UNIT, ses_config(&moto))).await;
     assert!(ses.ok, "{ses:?}");
-    assert!(ses.detail.contains("sending"), "{ses:?}");
+    assert!(ses.detail.contains("`example.com` is"), "{ses:?}");
     let sns = check(&*unit_settings(&providers::sns::UNIT, sns_config(&moto))).await;
     assert!(sns.ok, "{sns:?}");
     let data = moto.data().await;

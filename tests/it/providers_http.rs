@@ -191,11 +191,8 @@ async fn whatsapp_is_sent_through_meta() {
     let meta = json!({"access_token": "meta-token", "phone_number_id": "106540352242922", "base_url": server.uri()});
     let app = TestApp::api_only().await;
     let _relay = app.start_relay(100).await;
-    let options = WorkerOptions {
-        providers: vec!["meta".into()],
-        settings: json!({"meta": meta}),
-        ..Default::default()
-    };
+    let options =
+        WorkerOptions { providers: vec!["meta".into()], settings: json!({"meta": meta}), ..Default::default() };
     let _worker = app.start_worker(Channel::Whatsapp, options).await;
 
     let id = app.accept(&json!({"type": "chat", "to": [{"whatsapp": PHONE}], "content": {"text": "hello"}})).await;
@@ -219,11 +216,8 @@ async fn whatsapp_is_sent_through_twilio_with_whatsapp_addresses() {
     let _relay = app.start_relay(100).await;
     let mut twilio = twilio(&server);
     twilio["from"] = json!("whatsapp:+14155238886");
-    let options = WorkerOptions {
-        providers: vec!["twilio".into()],
-        settings: json!({"twilio": twilio}),
-        ..Default::default()
-    };
+    let options =
+        WorkerOptions { providers: vec!["twilio".into()], settings: json!({"twilio": twilio}), ..Default::default() };
     let _worker = app.start_worker(Channel::Whatsapp, options).await;
 
     let id = app.accept(&json!({"type": "chat", "to": [{"whatsapp": PHONE}], "content": {"text": "hello"}})).await;
@@ -253,11 +247,8 @@ async fn novu_app(server: &MockServer) -> (TestApp, Vec<crate::harness::Service>
         "workflow_by_tenant": {app.tenant_id.to_string(): {"order.shipped": "order-shipped"}},
         "base_url": server.uri(),
     });
-    let options = WorkerOptions {
-        providers: vec!["novu".into()],
-        settings: json!({"novu": novu}),
-        ..Default::default()
-    };
+    let options =
+        WorkerOptions { providers: vec!["novu".into()], settings: json!({"novu": novu}), ..Default::default() };
     let worker = app.start_worker(Channel::Novu, options).await;
     (app, vec![relay, worker])
 }

@@ -85,7 +85,9 @@ impl SecretsConfig {
         }
         let current = match (&self.current, keys.len()) {
             (Some(id), _) if keys.contains_key(id) => id.clone(),
-            (Some(id), _) => return Err(invalid("secrets.current".into(), &format!("names `{id}`, not in secrets.keys"))),
+            (Some(id), _) => {
+                return Err(invalid("secrets.current".into(), &format!("names `{id}`, not in secrets.keys")));
+            }
             (None, 1) => keys.keys().next().expect("one key").clone(),
             (None, _) => return Err(invalid("secrets.current".into(), "must name the key to seal with")),
         };

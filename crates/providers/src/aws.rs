@@ -4,7 +4,7 @@
 //! retries and an attempt must be one request; explicit timeouts; static credentials or the
 //! standard chain) and the sorting of a failed call into the buckets of docs/providers.md §1.
 
-use std::{error::Error, time::Duration};
+use std::{error::Error, fmt::Debug, marker::PhantomData, sync::Arc, time::Duration};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig, retry::RetryConfig, timeout::TimeoutConfig};
 use aws_credential_types::{Credentials, provider::SharedCredentialsProvider};
@@ -14,14 +14,103 @@ use aws_smithy_runtime_api::{
 };
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use bootstrap::{ConfigError, ExposeSecret, SecretString};
-use domain::{FailureKind, SendFailure};
-use serde::Deserialize;
+use domain::{Channel, FailureKind, Provider, SendFailure};
+use futures_util::{FutureExt, future::BoxFuture};
+use serde::{Deserialize, de::DeserializeOwned};
 use uuid::Uuid;
 
 use crate::{
-    Checked, Source,
+    Checked, Context, ProviderSettings, ProviderUnit, Source,
     settings::{self, Refused, Section},
 };
+
+/// What one AWS service adds to the client settings every AWS provider shares: its own
+/// settings, the provider made from the SDK's configuration, and its credentials check.
+pub trait Service: Debug + Send + Sync + 'static {
+    const CHANNEL: Channel;
+    const NAME: &'static str;
+    type Options: DeserializeOwned + Debug + Send + Sync + 'static;
+    type Provider: Provider + 'static;
+
+    fn validate(options: &Self::Options, section: &Section) -> Result<(), ConfigError>;
+
+    /// The provider, with the SDK client it builds once per process (the client holds
+    /// the connection pool and the credentials cache).
+    fn provider(sdk: &SdkConfig, options: &Self::Options, section: &Section) -> Result<Self::Provider, ConfigError>;
+
+    /// A read that proves the credentials, sending nothing.
+    fn check<'a>(provider: &'a Self::Provider, options: &'a Self::Options) -> BoxFuture<'a, Checked>;
+}
+
+/// The unit of an AWS service.
+pub struct Unit<S>(PhantomData<S>);
+
+impl<S> Unit<S> {
+    pub const fn new() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<S> Default for Unit<S> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S: Service> ProviderUnit for Unit<S> {
+    fn channel(&self) -> Channel {
+        S::CHANNEL
+    }
+
+    fn name(&self) -> &'static str {
+        S::NAME
+    }
+
+    fn secrets(&self) -> &'static [&'static str] {
+        &["secret_access_key"]
+    }
+
+    fn settings(&self, source: Source<'_>) -> Result<Box<dyn ProviderSettings>, ConfigError> {
+        Ok(Box::new(Settings::<S>::read(&source)?))
+    }
+}
+
+/// An AWS unit's settings, checked.
+#[derive(Debug)]
+pub(crate) struct Settings<S: Service> {
+    client: Client,
+    options: S::Options,
+}
+
+impl<S: Service> Settings<S> {
+    pub(crate) fn read(source: &Source<'_>) -> Result<Self, ConfigError> {
+        let (config, client, section) = read::<S::Options>(source, S::CHANNEL, S::NAME)?;
+        S::validate(&config.service, &section)?;
+        Ok(Self { client, options: config.service })
+    }
+
+    /// Credentials are resolved at the first call, so a missing one shows as a
+    /// configuration failure of that call.
+    pub(crate) async fn provider(&self, provider_timeout: Duration) -> Result<S::Provider, ConfigError> {
+        S::provider(&self.client.sdk_config(provider_timeout).await?, &self.options, &self.client.section)
+    }
+}
+
+impl<S: Service> ProviderSettings for Settings<S> {
+    fn build<'a>(&'a self, ctx: &'a Context<'a>) -> BoxFuture<'a, anyhow::Result<Arc<dyn Provider>>> {
+        async move { Ok(Arc::new(self.provider(ctx.provider_timeout).await?) as Arc<dyn Provider>) }.boxed()
+    }
+
+    fn check<'a>(&'a self, ctx: &'a Context<'a>) -> BoxFuture<'a, Checked> {
+        async move {
+            match self.provider(ctx.provider_timeout).await {
+                Ok(provider) => S::check(&provider, &self.options).await,
+                Err(e) => Checked::failed(None, "settings", e.to_string()),
+            }
+        }
+        .boxed()
+    }
+}
 
 /// An AWS provider's section (`[email.ses]`, `[sms.sns]`) or a tenant's settings: the
 /// client settings every AWS provider has, and the service's own (`T`) beside them.
@@ -88,7 +177,7 @@ const REFUSED: Refused<'static> = Refused {
 };
 
 /// Reads an AWS unit's settings from either source and checks the client's.
-pub(crate) fn read<T: serde::de::DeserializeOwned>(
+fn read<T: DeserializeOwned>(
     source: &Source<'_>,
     channel: domain::Channel,
     name: &str,
@@ -134,7 +223,9 @@ impl Client {
         });
         let role = match settings::given(&config.role_arn) {
             Some(arn) if arn.starts_with("arn:") && arn.contains(":role/") => Some((arn.to_owned(), external_id)),
-            Some(_) => return Err(section.invalid("role_arn", "must be a role ARN, `arn:aws:iam::<account>:role/<name>`")),
+            Some(_) => {
+                return Err(section.invalid("role_arn", "must be a role ARN, `arn:aws:iam::<account>:role/<name>`"));
+            }
             None => None,
         };
         if section.is_integration() && credentials.is_none() && role.is_none() {

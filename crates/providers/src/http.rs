@@ -170,7 +170,12 @@ pub async fn check(
         Ok(answer) => {
             let body = answer.json().unwrap_or_default();
             if answer.status.is_success() {
-                return crate::Checked { ok: true, status: Some(answer.status.as_u16()), code: None, detail: describe(&body) };
+                return crate::Checked {
+                    ok: true,
+                    status: Some(answer.status.as_u16()),
+                    code: None,
+                    detail: describe(&body),
+                };
             }
             let error = &body["error"];
             let code = [&body["code"], &error["code"], error]
@@ -179,7 +184,7 @@ pub async fn check(
             let detail = [&body["message"], &error["message"], &body["detail"], &body["title"]]
                 .into_iter()
                 .find_map(|m| m.as_str())
-                .map_or_else(|| format!("the provider answered {}", answer.status), |m| shorten(m));
+                .map_or_else(|| format!("the provider answered {}", answer.status), shorten);
             crate::Checked {
                 ok: false,
                 status: Some(answer.status.as_u16()),

@@ -23,19 +23,13 @@ pub mod sns;
 pub mod twilio;
 pub mod unit;
 
+pub use settings::Section;
 pub use unit::{Checked, Context, Integration, IntegrationRules, ProviderSettings, ProviderUnit, Source};
 
 /// Every provider unit, by channel and in the order a channel's documentation lists them.
 /// The sandbox is the worker runtime's, not listed here.
-pub const CATALOG: &[&dyn ProviderUnit] = &[
-    &ses::UNIT,
-    &smtp::UNIT,
-    &twilio::SMS_UNIT,
-    &sns::UNIT,
-    &twilio::WHATSAPP_UNIT,
-    &meta::UNIT,
-    &novu::UNIT,
-];
+pub const CATALOG: &[&dyn ProviderUnit] =
+    &[&ses::UNIT, &smtp::UNIT, &twilio::SMS_UNIT, &sns::UNIT, &twilio::WHATSAPP_UNIT, &meta::UNIT, &novu::UNIT];
 
 /// The units of one channel.
 pub fn units(channel: domain::Channel) -> impl Iterator<Item = &'static dyn ProviderUnit> {

@@ -93,13 +93,17 @@ impl ProviderSettings for MetaSettings {
     /// Reads the sending phone number (`GET /{version}/{phone_number_id}`).
     fn check<'a>(&'a self, ctx: &'a Context<'a>) -> BoxFuture<'a, Checked> {
         let r = &self.resolved;
-        http::check(ctx.http, |client| client.get(&r.phone_url).bearer_auth(r.token.expose_secret()), |body| {
-            let number = body["display_phone_number"].as_str().unwrap_or("the phone number");
-            match body["verified_name"].as_str() {
-                Some(name) => format!("{number} ({name})"),
-                None => number.to_owned(),
-            }
-        })
+        http::check(
+            ctx.http,
+            |client| client.get(&r.phone_url).bearer_auth(r.token.expose_secret()),
+            |body| {
+                let number = body["display_phone_number"].as_str().unwrap_or("the phone number");
+                match body["verified_name"].as_str() {
+                    Some(name) => format!("{number} ({name})"),
+                    None => number.to_owned(),
+                }
+            },
+        )
         .boxed()
     }
 }

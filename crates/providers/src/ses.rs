@@ -2,8 +2,7 @@
 //! delivery, tagged with our ids so that SES events can be matched to deliveries, and
 //! every failure sorted into the buckets of docs/providers.md §1.
 
-use std::{sync::Arc, time::Duration};
-
+use aws_config::SdkConfig;
 use aws_sdk_sesv2::{
     Client,
     error::BuildError,
@@ -15,15 +14,16 @@ use futures_util::{FutureExt, future::BoxFuture};
 use serde::Deserialize;
 
 use crate::{
-    Checked, Context, ProviderSettings, ProviderUnit, Source, aws,
+    Checked, aws,
     mail::{self, ListUnsubscribe, redact},
     settings::Section,
 };
 
 /// Amazon SES (`email.ses`).
-pub const UNIT: SesUnit = SesUnit;
+pub const UNIT: aws::Unit<Ses> = aws::Unit::new();
 
-pub struct SesUnit;
+#[derive(Debug)]
+pub struct Ses;
 
 /// `[email.ses]`: the AWS client's settings and SES's own.
 pub type SesConfig = aws::AwsConfig<SesOptions>;
@@ -65,72 +65,38 @@ impl SesOptions {
     }
 }
 
-impl ProviderUnit for SesUnit {
-    fn channel(&self) -> Channel {
-        Channel::Email
+impl aws::Service for Ses {
+    const CHANNEL: Channel = Channel::Email;
+    const NAME: &'static str = "ses";
+    type Options = SesOptions;
+    type Provider = SesProvider;
+
+    fn validate(options: &SesOptions, section: &Section) -> Result<(), ConfigError> {
+        options.validate(section).map(drop)
     }
 
-    fn name(&self) -> &'static str {
-        "ses"
-    }
-
-    fn secrets(&self) -> &'static [&'static str] {
-        &["secret_access_key"]
-    }
-
-    fn settings(&self, source: Source<'_>) -> Result<Box<dyn ProviderSettings>, ConfigError> {
-        Ok(Box::new(SesSettings::read(&source)?))
-    }
-}
-
-#[derive(Debug)]
-struct SesSettings {
-    client: aws::Client,
-    options: SesOptions,
-    list_unsubscribe: Option<ListUnsubscribe>,
-}
-
-impl SesSettings {
-    fn read(source: &Source<'_>) -> Result<Self, ConfigError> {
-        let (config, client, section) = aws::read::<SesOptions>(source, UNIT.channel(), UNIT.name())?;
-        let list_unsubscribe = config.service.validate(&section)?;
-        Ok(Self { client, options: config.service, list_unsubscribe })
-    }
-
-    /// Builds the SDK client, once per process: it holds the connection pool and the
-    /// credentials cache. Credentials are resolved at the first send, so a missing one
-    /// shows as a configuration failure of that send.
-    async fn provider(&self, provider_timeout: Duration) -> Result<SesProvider, ConfigError> {
-        let client = Client::new(&self.client.sdk_config(provider_timeout).await?);
+    fn provider(sdk: &SdkConfig, options: &SesOptions, section: &Section) -> Result<SesProvider, ConfigError> {
         Ok(SesProvider {
-            client,
-            from: self.options.from.clone(),
-            reply_to: self.options.reply_to.clone(),
-            configuration_set: self.options.configuration_set.clone(),
-            list_unsubscribe: self.list_unsubscribe.clone(),
+            client: Client::new(sdk),
+            from: options.from.clone(),
+            reply_to: options.reply_to.clone(),
+            configuration_set: options.configuration_set.clone(),
+            list_unsubscribe: options.validate(section)?,
         })
     }
-}
 
-impl ProviderSettings for SesSettings {
-    fn build<'a>(&'a self, ctx: &'a Context<'a>) -> BoxFuture<'a, anyhow::Result<Arc<dyn Provider>>> {
-        async move { Ok(Arc::new(self.provider(ctx.provider_timeout).await?) as Arc<dyn Provider>) }.boxed()
-    }
-
-    /// `GetAccount`: whether the account may send, and how much.
-    fn check<'a>(&'a self, ctx: &'a Context<'a>) -> BoxFuture<'a, Checked> {
+    /// `GetEmailIdentity` of the sender's domain (moto, our stand-in, has no `GetAccount`):
+    /// the credentials, the region and the endpoint work, and SES knows the sender.
+    fn check<'a>(provider: &'a SesProvider, options: &'a SesOptions) -> BoxFuture<'a, Checked> {
         async move {
-            let provider = match self.provider(ctx.provider_timeout).await {
-                Ok(provider) => provider,
+            let domain = match mail::mailbox(&options.from, &Section::Integration, "from") {
+                Ok(sender) => sender.email.domain().to_owned(),
                 Err(e) => return Checked::failed(None, "settings", e.to_string()),
             };
-            aws::checked(provider.client.get_account().send().await, |account| {
-                let quota = account.send_quota.map_or(0.0, |q| q.max24_hour_send);
-                format!(
-                    "sending {}, production access {}, {quota} messages a day",
-                    if account.sending_enabled { "enabled" } else { "disabled" },
-                    if account.production_access_enabled { "granted" } else { "not granted (sandbox)" },
-                )
+            let identity = provider.client.get_email_identity().email_identity(&domain).send().await;
+            aws::checked(identity, |output| {
+                let verified = if output.verified_for_sending_status { "verified" } else { "not verified" };
+                format!("credentials accepted; the sender's domain `{domain}` is {verified} for sending")
             })
         }
         .boxed()
@@ -271,7 +237,10 @@ fn classify(code: Option<&str>, status: u16) -> FailureKind {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::{Context, ProviderSettings, ProviderUnit, Source};
 
     #[test]
     fn ses_error_codes_fall_into_the_providers_md_buckets() {
@@ -307,7 +276,7 @@ mod tests {
 
     /// The SES provider of these settings, and its concrete type.
     async fn provider(toml: &str) -> SesProvider {
-        let settings = SesSettings::read(&Source::Config(&crate::settings::tests::figment(toml))).unwrap();
+        let settings = aws::Settings::<Ses>::read(&Source::Config(&crate::settings::tests::figment(toml))).unwrap();
         settings.provider(Duration::from_secs(10)).await.unwrap()
     }
 

@@ -12,7 +12,7 @@ use crate::{IntegrationRules, Source};
 
 /// Where a unit's settings were read from, for naming a setting in an error.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Section {
+pub enum Section {
     /// The operator's section, `email.ses`.
     Config(String),
     /// A tenant's integration: its settings are the request body's `settings`.
@@ -339,10 +339,13 @@ pub(crate) mod tests {
         let unknown = json!({"name": "a", "nmae": "b"});
         let err = read::<Settings>(&Source::Integration(&integration(&unknown, &rules)), Channel::Sms, "x", &REFUSED)
             .unwrap_err();
-        assert!(matches!(&err, ConfigError::Invalid { key, message } if key.starts_with("settings") && message.contains("nmae")), "{err}");
+        assert!(
+            matches!(&err, ConfigError::Invalid { key, message } if key.starts_with("settings") && message.contains("nmae")),
+            "{err}"
+        );
         let base = json!({"name": "a", "base_url": "http://evil"});
-        let err =
-            read::<Settings>(&Source::Integration(&integration(&base, &rules)), Channel::Sms, "x", &REFUSED).unwrap_err();
+        let err = read::<Settings>(&Source::Integration(&integration(&base, &rules)), Channel::Sms, "x", &REFUSED)
+            .unwrap_err();
         assert!(matches!(&err, ConfigError::Invalid { key, .. } if key == "settings.base_url"), "{err}");
     }
 

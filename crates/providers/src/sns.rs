@@ -2,8 +2,7 @@
 //! transactional or promotional by the notification's priority, and every failure sorted
 //! into the buckets of docs/providers.md §1.
 
-use std::{sync::Arc, time::Duration};
-
+use aws_config::SdkConfig;
 use aws_sdk_sns::{Client, types::MessageAttributeValue};
 use bootstrap::ConfigError;
 use domain::{
@@ -13,12 +12,13 @@ use domain::{
 use futures_util::{FutureExt, future::BoxFuture};
 use serde::{Deserialize, Deserializer};
 
-use crate::{Checked, Context, ProviderSettings, ProviderUnit, Source, aws, settings::Section};
+use crate::{Checked, aws, settings::Section};
 
 /// Amazon SNS SMS (`sms.sns`).
-pub const UNIT: SnsUnit = SnsUnit;
+pub const UNIT: aws::Unit<Sns> = aws::Unit::new();
 
-pub struct SnsUnit;
+#[derive(Debug)]
+pub struct Sns;
 
 /// `[sms.sns]`: the AWS client's settings and SNS's own.
 pub type SnsConfig = aws::AwsConfig<SnsOptions>;
@@ -71,64 +71,29 @@ impl SnsOptions {
     }
 }
 
-impl ProviderUnit for SnsUnit {
-    fn channel(&self) -> Channel {
-        Channel::Sms
+impl aws::Service for Sns {
+    const CHANNEL: Channel = Channel::Sms;
+    const NAME: &'static str = "sns";
+    type Options = SnsOptions;
+    type Provider = SnsProvider;
+
+    fn validate(options: &SnsOptions, section: &Section) -> Result<(), ConfigError> {
+        options.validate(section)
     }
 
-    fn name(&self) -> &'static str {
-        "sns"
-    }
-
-    fn secrets(&self) -> &'static [&'static str] {
-        &["secret_access_key"]
-    }
-
-    fn settings(&self, source: Source<'_>) -> Result<Box<dyn ProviderSettings>, ConfigError> {
-        Ok(Box::new(SnsSettings::read(&source)?))
-    }
-}
-
-#[derive(Debug)]
-struct SnsSettings {
-    client: aws::Client,
-    options: SnsOptions,
-}
-
-impl SnsSettings {
-    fn read(source: &Source<'_>) -> Result<Self, ConfigError> {
-        let (config, client, section) = aws::read::<SnsOptions>(source, UNIT.channel(), UNIT.name())?;
-        config.service.validate(&section)?;
-        Ok(Self { client, options: config.service })
-    }
-
-    /// Builds the SDK client, once per process: it holds the connection pool and the
-    /// credentials cache. Credentials are resolved at the first send, so a missing one
-    /// shows as a configuration failure of that send.
-    async fn provider(&self, provider_timeout: Duration) -> Result<SnsProvider, ConfigError> {
+    fn provider(sdk: &SdkConfig, options: &SnsOptions, _: &Section) -> Result<SnsProvider, ConfigError> {
         Ok(SnsProvider {
-            client: Client::new(&self.client.sdk_config(provider_timeout).await?),
-            sender_id: self.options.sender_id.clone(),
-            origination_number: self.options.origination_number.clone(),
+            client: Client::new(sdk),
+            sender_id: options.sender_id.clone(),
+            origination_number: options.origination_number.clone(),
         })
-    }
-}
-
-impl ProviderSettings for SnsSettings {
-    fn build<'a>(&'a self, ctx: &'a Context<'a>) -> BoxFuture<'a, anyhow::Result<Arc<dyn Provider>>> {
-        async move { Ok(Arc::new(self.provider(ctx.provider_timeout).await?) as Arc<dyn Provider>) }.boxed()
     }
 
     /// `GetSMSAttributes`: the account's SMS settings, readable only with valid credentials.
-    fn check<'a>(&'a self, ctx: &'a Context<'a>) -> BoxFuture<'a, Checked> {
+    fn check<'a>(provider: &'a SnsProvider, _: &'a SnsOptions) -> BoxFuture<'a, Checked> {
         async move {
-            let provider = match self.provider(ctx.provider_timeout).await {
-                Ok(provider) => provider,
-                Err(e) => return Checked::failed(None, "settings", e.to_string()),
-            };
             aws::checked(provider.client.get_sms_attributes().send().await, |output| {
-                let attributes = output.attributes.unwrap_or_default();
-                match attributes.get("DefaultSMSType") {
+                match output.attributes.unwrap_or_default().get("DefaultSMSType") {
                     Some(kind) => format!("SMS settings readable, default type {kind}"),
                     None => "SMS settings readable".to_owned(),
                 }
@@ -254,7 +219,10 @@ fn redact(text: &str, recipient: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::{ProviderUnit, Source};
 
     #[test]
     fn sns_error_codes_fall_into_the_providers_md_buckets() {
@@ -287,16 +255,15 @@ mod tests {
     }
 
     async fn sns(toml: &str) -> SnsProvider {
-        let settings = SnsSettings::read(&Source::Config(&crate::settings::tests::figment(toml))).unwrap();
+        let settings = aws::Settings::<Sns>::read(&Source::Config(&crate::settings::tests::figment(toml))).unwrap();
         settings.provider(Duration::from_secs(10)).await.unwrap()
     }
 
     #[tokio::test]
     async fn priority_picks_the_sms_type_and_the_sender_is_set_when_configured() {
-        let provider = sns(
-            "[sms.sns]\nregion = \"us-east-1\"\nsender_id = \"Notify\"\norigination_number = \"+15550001111\"\n",
-        )
-        .await;
+        let provider =
+            sns("[sms.sns]\nregion = \"us-east-1\"\nsender_id = \"Notify\"\norigination_number = \"+15550001111\"\n")
+                .await;
         assert_eq!(
             provider.attributes(Priority::Urgent),
             vec![
@@ -312,7 +279,9 @@ mod tests {
 
     #[test]
     fn the_settings_are_checked() {
-        let read = |body: &str| UNIT.settings(Source::Config(&crate::settings::tests::figment(&format!("[sms.sns]\n{body}\n"))));
+        let read = |body: &str| {
+            UNIT.settings(Source::Config(&crate::settings::tests::figment(&format!("[sms.sns]\n{body}\n"))))
+        };
         read("region = \"eu-west-1\"").unwrap();
         let cases = [
             ("region", "region = \"\""),

@@ -98,10 +98,14 @@ impl ProviderSettings for TwilioSettings {
         async move {
             let r = &self.resolved;
             let url = format!("{}/2010-04-01/Accounts/{}.json", r.base, r.account_sid);
-            http::check(ctx.http, |client| client.get(url).basic_auth(&r.user, Some(r.password.expose_secret())), |body| {
-                let name = body["friendly_name"].as_str().unwrap_or("the account");
-                format!("{name} ({})", body["status"].as_str().unwrap_or("status unknown"))
-            })
+            http::check(
+                ctx.http,
+                |client| client.get(url).basic_auth(&r.user, Some(r.password.expose_secret())),
+                |body| {
+                    let name = body["friendly_name"].as_str().unwrap_or("the account");
+                    format!("{name} ({})", body["status"].as_str().unwrap_or("status unknown"))
+                },
+            )
             .await
         }
         .boxed()
@@ -507,7 +511,9 @@ mod tests {
         let settings = serde_json::json!({"account_sid": "AC1", "auth_token": "t", "from": "+1500",
             "content_sid_by_type": {"otp": "HX1"}});
         assert!(SMS_UNIT.settings(Source::Integration(&integration(&settings, &rules))).is_ok());
-        for (key, value) in [("base_url", "http://127.0.0.1"), ("status_callback", "https://x"), ("content_sid_by_tenant", "{}")] {
+        for (key, value) in
+            [("base_url", "http://127.0.0.1"), ("status_callback", "https://x"), ("content_sid_by_tenant", "{}")]
+        {
             let mut bad = settings.clone();
             bad[key] = value.into();
             let err = SMS_UNIT.settings(Source::Integration(&integration(&bad, &rules))).unwrap_err();

@@ -2,7 +2,7 @@
 //! `[<channel>.<name>]` section, or a tenant's integration), their validation, which of
 //! them are secrets, and how a client and a credentials check are built from them.
 //!
-//! A worker binary is the list of its channel's units ([`crate::catalog`]); the API reads
+//! A worker binary is the list of its channel's units ([`crate::CATALOG`]); the API reads
 //! the same units to validate a tenant's integration and to check its credentials. Adding
 //! a provider is one module with one unit, and one line in the catalog.
 

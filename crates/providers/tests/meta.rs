@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{client, failed, job, refusing_base_url, sent};
+use domain::Provider;
 use domain::{Channel, FailureKind};
 use providers::meta::{MetaConfig, MetaProvider, MetaTemplate};
 use serde_json::json;
@@ -13,7 +14,6 @@ use wiremock::{
     Mock, MockServer, ResponseTemplate,
     matchers::{bearer_token, body_json, method, path},
 };
-use domain::Provider;
 
 const MESSAGES: &str = "/v21.0/106540352242922/messages";
 const TO: &str = "+15551234567";

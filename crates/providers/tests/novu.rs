@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{client, failed, job, refusing_base_url, sent};
+use domain::Provider;
 use domain::{Channel, DeliveryJob, FailureKind};
 use providers::novu::{NovuConfig, NovuProvider};
 use serde_json::json;
@@ -13,7 +14,6 @@ use wiremock::{
     Mock, MockServer, ResponseTemplate,
     matchers::{body_json, header, method, path},
 };
-use domain::Provider;
 
 const TRIGGER: &str = "/v1/events/trigger";
 

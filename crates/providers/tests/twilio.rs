@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{client, failed, job, refusing_base_url, sent};
+use domain::Provider;
 use domain::{Channel, FailureKind};
 use providers::twilio::{TwilioConfig, TwilioMode, TwilioProvider};
 use serde_json::json;
@@ -13,7 +14,6 @@ use wiremock::{
     Mock, MockServer, ResponseTemplate,
     matchers::{basic_auth, body_string, method, path},
 };
-use domain::Provider;
 
 const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
 const MESSAGES: &str = "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages.json";

@@ -13,5 +13,5 @@ mod units;
 pub use config::{ChannelSettings, WorkerConfig, WorkerSettings, unknown_provider};
 pub use domain::Provider;
 pub use runtime::run;
-pub use units::{Configured, run_units};
 pub use sandbox::{SANDBOX, SandboxConfig, SandboxFailure, SandboxProvider};
+pub use units::{Configured, run_units};

@@ -83,8 +83,7 @@ mod tests {
 
     fn read(channel: Channel, toml: &str) -> Result<Configured, ConfigError> {
         let figment = figment::Figment::from(Toml::string(toml));
-        let mut config = WorkerConfig::default();
-        config.channel = figment.extract_inner(channel.as_str()).unwrap();
+        let config = WorkerConfig { channel: figment.extract_inner(channel.as_str()).unwrap(), ..Default::default() };
         let units: Vec<_> = providers::units(channel).collect();
         Configured::read(channel, &config, &figment, &units)
     }
