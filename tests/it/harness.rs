@@ -499,7 +499,12 @@ async fn api_config(env: &TestEnv, broker: bool) -> notify_api::Config {
     }
     config.inbox.token_secret = Some(SecretString::from(TOKEN_SECRET));
     config.secrets = test_secrets();
+    // No test reaches a real provider: integrations call a closed local port unless a test
+    // points them at its wiremock stand-in (`integrations.base_urls`), on loopback.
     config.integrations.allow_private_hosts = true;
+    for unit in providers::CATALOG {
+        config.integrations.base_urls.insert(unit.name().to_owned(), "http://127.0.0.1:9".to_owned());
+    }
     config
 }
 

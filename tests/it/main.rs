@@ -20,6 +20,7 @@ mod harness;
 mod idempotency;
 mod inbox;
 mod inbox_live;
+mod integrations;
 mod limits;
 mod listing;
 mod messages;

@@ -117,5 +117,5 @@ async fn every_documented_example_succeeds() {
         );
         checked += 1;
     }
-    assert_eq!(checked, 31, "every operation was tried");
+    assert_eq!(checked, 36, "every operation was tried");
 }

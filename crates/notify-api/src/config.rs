@@ -268,6 +268,7 @@ impl Config {
         self.admission.validate()?;
         self.hand_off.validate()?;
         crate::inbox::token::TokenKey::from_settings(&self.inbox)?;
+        self.secrets.keyring()?;
         Ok(())
     }
 }

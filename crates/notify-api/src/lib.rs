@@ -15,6 +15,7 @@ mod metrics;
 mod openapi;
 mod rate_limit;
 mod receipts;
+pub mod rotation;
 mod routes;
 mod serve;
 
@@ -69,6 +70,8 @@ pub struct AppState {
     inbox_rate: Rate,
     /// Checks and seals subscribers' chat addresses.
     chat_addresses: chat_addresses::ChatAddresses,
+    /// The keyring, rules and HTTP client of tenants' integrations.
+    integrations: Arc<routes::integrations::Integrations>,
 }
 
 /// The API's routes and state; fails on receipt and inbox settings that [`Config::validate`] refuses.
@@ -109,6 +112,7 @@ pub fn router(
             config.secrets.keyring()?,
             config.integrations.allow_private_hosts,
         ),
+        integrations: Arc::new(routes::integrations::Integrations::new(config)?),
     };
     let admission = admission::Admission::new(&config.admission);
     // `layer`, not `route_layer`: unmatched paths (404) and methods (405) are counted too,

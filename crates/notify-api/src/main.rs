@@ -64,6 +64,13 @@ enum Admin {
         #[arg(long)]
         http_action_urls: Option<bool>,
     },
+    /// Re-seal every integration secret not sealed with `secrets.current` (opening it with
+    /// any key of `secrets.keys`); afterwards the old key can be removed. Safe to run again.
+    RotateIntegrationKey {
+        /// Rows read and re-sealed at a time.
+        #[arg(long, default_value_t = 500)]
+        batch: i64,
+    },
     /// A channel's dead-letter queue (`notify.<channel>.dead`); needs `amqp_url`.
     #[command(subcommand)]
     Dlq(Dlq),
@@ -139,6 +146,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let url = bootstrap::require(&config.amqp_url, "amqp_url")?;
             dead_letters(bootstrap::ExposeSecret::expose_secret(url), command).await
         }
+        Command::Admin(Admin::RotateIntegrationKey { batch }) => {
+            let keyring = config.secrets.keyring()?.ok_or_else(|| anyhow!("secrets.keys is not configured"))?;
+            let store = connect(&config)?;
+            let done = notify_api::rotation::rotate(&store, &keyring, batch.max(1)).await;
+            store.close().await;
+            let done = done?;
+            println!("{} integrations re-sealed with key {}", done.resealed, keyring.current());
+            if done.changed > 0 {
+                println!("{} changed meanwhile (sealed by their writer; run again to be sure)", done.changed);
+            }
+            if done.unreadable > 0 {
+                bail!("{} integrations have a secret that does not open with the configured keys", done.unreadable);
+            }
+            Ok(())
+        }
         Command::Admin(admin) => {
             let store = connect(&config)?;
             let done = administer(&store, admin).await;
@@ -198,7 +220,7 @@ async fn administer(store: &Store, admin: Admin) -> anyhow::Result<()> {
             }
             println!("tenant {tenant_id}: updated");
         }
-        Admin::Dlq(_) => unreachable!("needs no database: run handles it"),
+        Admin::Dlq(_) | Admin::RotateIntegrationKey { .. } => unreachable!("run handles it"),
     }
     Ok(())
 }

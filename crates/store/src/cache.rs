@@ -50,6 +50,30 @@ const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const UNKNOWN_KEYS: usize = 10_000;
 pub const UNKNOWN_KEY_TTL: Duration = Duration::from_secs(30);
 
+/// What a notification on [`CACHE_CHANNEL`] says changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CacheEvent {
+    /// A row the API caches (tenant, key, type, template) of this tenant: payload `<tenant id>`.
+    Tenant(Uuid),
+    /// The tenant's integrations of this channel (migration 20261208000200): payload
+    /// `integration:<tenant id>:<channel>`. Workers drop the clients they built from them.
+    Integration { tenant_id: Uuid, channel: String },
+    /// Anything (a TRUNCATE, or a payload not understood): drop everything.
+    All,
+}
+
+impl CacheEvent {
+    pub fn parse(payload: &str) -> Self {
+        if let Some(rest) = payload.strip_prefix("integration:")
+            && let Some((tenant, channel)) = rest.split_once(':')
+            && let Ok(tenant_id) = tenant.parse()
+        {
+            return CacheEvent::Integration { tenant_id, channel: channel.to_owned() };
+        }
+        payload.parse().map_or(CacheEvent::All, CacheEvent::Tenant)
+    }
+}
+
 /// The tenant's settings the intake reads.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct TenantSettings {
@@ -247,9 +271,11 @@ impl Cache {
 
     /// A notification's payload: a tenant id, else everything goes.
     fn invalidate(&self, payload: &str) {
-        match payload.parse() {
-            Ok(tenant_id) => self.evict(tenant_id),
-            Err(_) => self.clear(),
+        match CacheEvent::parse(payload) {
+            CacheEvent::Tenant(tenant_id) => self.evict(tenant_id),
+            // Nothing here is built from integrations: that event is the workers'.
+            CacheEvent::Integration { .. } => {}
+            CacheEvent::All => self.clear(),
         }
     }
 
@@ -470,6 +496,22 @@ mod tests {
             *at = at.checked_sub(Duration::from_secs(60)).unwrap();
         }
         assert!(!cache.unknown_key(&[3]), "expired");
+    }
+
+    #[test]
+    fn payloads_name_a_tenant_an_integration_or_everything() {
+        let tenant = Uuid::now_v7();
+        assert_eq!(CacheEvent::parse(&tenant.to_string()), CacheEvent::Tenant(tenant));
+        assert_eq!(
+            CacheEvent::parse(&format!("integration:{tenant}:sms")),
+            CacheEvent::Integration { tenant_id: tenant, channel: "sms".into() }
+        );
+        assert_eq!(CacheEvent::parse("*"), CacheEvent::All);
+        assert_eq!(CacheEvent::parse("integration:nope:sms"), CacheEvent::All);
+        let cache = listening(10);
+        cache.put_settings(cache.fill(), tenant, settings());
+        cache.invalidate(&format!("integration:{tenant}:sms"));
+        assert_eq!(cache.settings(tenant), Some(settings()), "the API caches nothing of integrations");
     }
 
     #[test]

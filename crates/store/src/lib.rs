@@ -9,6 +9,7 @@ mod directory;
 mod group;
 mod inbox;
 mod intake;
+pub mod integrations;
 mod named;
 mod notifications;
 mod outbox;
@@ -29,10 +30,11 @@ use sqlx::{
 };
 
 pub use actions::{Cancelled, Retried};
-pub use cache::{CACHE_CHANNEL, CACHE_LISTENER_NAME, UNKNOWN_KEY_TTL, UNKNOWN_KEYS};
+pub use cache::{CACHE_CHANNEL, CACHE_LISTENER_NAME, CacheEvent, UNKNOWN_KEY_TTL, UNKNOWN_KEYS};
 pub use deliveries::{AttemptRecord, AttemptResult, Claim, Lease};
 pub use inbox::{InboxChange, InboxFilter};
 pub use intake::{Accept, Accepted, IdempotencyKey, Intake, IntakeResult, Origin};
+pub use integrations::{IntegrationWrite, StoredIntegration};
 pub use notifications::ListFilter;
 pub use outbox::{ClaimedBatch, OUTBOX_CHANNEL};
 pub use receipts::{

@@ -1,6 +1,7 @@
 pub mod deliveries;
 pub mod health;
 pub mod inbox;
+pub mod integrations;
 pub mod notifications;
 pub mod providers;
 pub mod subscribers;
@@ -51,6 +52,12 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/topics/{key}/subscribers", axum::routing::put(topics::change).get(topics::list))
         .route("/v1/types", get(types::list))
         .route("/v1/types/{key}", axum::routing::put(types::put).get(types::get))
+        .route("/v1/integrations", get(integrations::list))
+        .route(
+            "/v1/integrations/{channel}/{provider}",
+            axum::routing::put(integrations::put).get(integrations::get).delete(integrations::delete),
+        )
+        .route("/v1/integrations/{channel}/{provider}/check", post(integrations::check))
         .route("/v1/providers/twilio/status", post(providers::twilio_status))
         .route("/v1/providers/ses/events", post(providers::ses_events))
         .route("/v1/providers/meta/webhook", get(providers::meta_verify).post(providers::meta_webhook))
