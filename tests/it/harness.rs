@@ -239,6 +239,8 @@ pub struct WorkerOptions {
     /// The providers' sections of the channel, as a config file has them under
     /// `[<channel>]`: `{"twilio": {"account_sid": …}}`, read through the units.
     pub settings: Value,
+    /// The keys that open sealed secrets; [`test_secrets`] unless set.
+    pub secrets: Option<bootstrap::seal::SecretsConfig>,
 }
 
 impl Default for WorkerOptions {
@@ -253,6 +255,7 @@ impl Default for WorkerOptions {
             lease: WorkerSettings::default().lease,
             provider_timeout: WorkerSettings::default().provider_timeout,
             settings: serde_json::json!({}),
+            secrets: None,
         }
     }
 }
@@ -369,7 +372,7 @@ impl TestApp {
                 ..Default::default()
             },
             broker: Topology::default(),
-            secrets: test_secrets(),
+            secrets: options.secrets.clone().unwrap_or_else(test_secrets),
             integrations: providers::IntegrationRules { allow_private_hosts: true, ..Default::default() },
             channel: ChannelSettings {
                 retry: options.retry.clone(),

@@ -302,7 +302,8 @@ async fn a_change_names_the_tenant_and_channel_on_notify_cache() {
     assert_eq!(heard.payload(), format!("integration:{tenant}:sms"));
 }
 
-fn keys(current: &str, keys: &[(&str, u8)]) -> SecretsConfig {
+/// Keys `(id, byte)` of 32 times that byte, sealing with `current`.
+pub(crate) fn keys(current: &str, keys: &[(&str, u8)]) -> SecretsConfig {
     use base64::Engine;
     SecretsConfig {
         current: Some(current.into()),
@@ -343,7 +344,7 @@ async fn rotation_reseals_every_secret_with_the_current_key_once() {
     let both = keys("k2", &[("k1", 1), ("k2", 2)]).keyring().unwrap().unwrap();
     // Batches of two: the second batch starts after the first.
     let done = notify_api::rotation::rotate(&env.store, &both, 2).await.unwrap();
-    assert_eq!(done, notify_api::rotation::Rotated { resealed: 3, changed: 0, unreadable: 1 });
+    assert_eq!(done.integrations, notify_api::rotation::Counts { resealed: 3, changed: 0, unreadable: 1 });
     // A row is re-sealed only as it was read: a stale copy changes nothing.
     assert!(!env.store.reseal_integration(&before, &before.secrets).await.unwrap());
 
@@ -361,7 +362,7 @@ async fn rotation_reseals_every_secret_with_the_current_key_once() {
         assert_eq!(key_ids.0, ["k2"]);
     }
     let again = notify_api::rotation::rotate(&env.store, &both, 2).await.unwrap();
-    assert_eq!(again, notify_api::rotation::Rotated { unreadable: 1, ..Default::default() }, "idempotent");
+    assert_eq!(again.integrations, notify_api::rotation::Counts { unreadable: 1, ..Default::default() }, "idempotent");
 }
 
 #[tokio::test]

@@ -35,6 +35,7 @@ mod receipts;
 mod recovery;
 mod relay;
 mod rendering;
+mod rotation;
 mod schemathesis;
 mod statuses;
 mod stubs;

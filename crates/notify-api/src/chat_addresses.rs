@@ -1,6 +1,8 @@
 //! Subscribers' chat addresses as the API stores them: checked against each provider's
 //! hosts, webhook URLs sealed for the tenant (they are secrets: whoever has one can post).
 
+use std::sync::Arc;
+
 use bootstrap::seal::Keyring;
 use domain::{
     FieldError, Recipient,
@@ -11,13 +13,13 @@ use uuid::Uuid;
 #[derive(Clone)]
 pub struct ChatAddresses {
     /// `None` without `secrets.keys`: webhook URLs cannot be stored then.
-    keyring: Option<Keyring>,
+    keyring: Option<Arc<Keyring>>,
     /// `integrations.allow_private_hosts` (tests): webhook URLs may point anywhere.
     pub allow_private_hosts: bool,
 }
 
 impl ChatAddresses {
-    pub fn new(keyring: Option<Keyring>, allow_private_hosts: bool) -> Self {
+    pub fn new(keyring: Option<Arc<Keyring>>, allow_private_hosts: bool) -> Self {
         Self { keyring, allow_private_hosts }
     }
 

@@ -88,6 +88,8 @@ pub fn router(
              so they verify only on this replica and only until it restarts"
         );
     }
+    // One keyring for the process: chat addresses and integrations seal with the same keys.
+    let keyring = config.secrets.keyring()?.map(Arc::new);
     let state = AppState {
         store,
         limits: domain::request::Limits {
@@ -108,11 +110,8 @@ pub fn router(
         key_lookups: Arc::new(auth::KeyLookups::new(config.admission.key_lookups)),
         inbox_limiter: Arc::default(),
         inbox_rate: config.admission.inbox_rate,
-        chat_addresses: chat_addresses::ChatAddresses::new(
-            config.secrets.keyring()?,
-            config.integrations.allow_private_hosts,
-        ),
-        integrations: Arc::new(routes::integrations::Integrations::new(config)?),
+        chat_addresses: chat_addresses::ChatAddresses::new(keyring.clone(), config.integrations.allow_private_hosts),
+        integrations: Arc::new(routes::integrations::Integrations::new(config, keyring)),
     };
     let admission = admission::Admission::new(&config.admission);
     // `layer`, not `route_layer`: unmatched paths (404) and methods (405) are counted too,

@@ -64,8 +64,10 @@ enum Admin {
         #[arg(long)]
         http_action_urls: Option<bool>,
     },
-    /// Re-seal every integration secret not sealed with `secrets.current` (opening it with
-    /// any key of `secrets.keys`); afterwards the old key can be removed. Safe to run again.
+    /// Re-seal every secret not sealed with `secrets.current` (opening it with any key of
+    /// `secrets.keys`): integration secrets, subscribers' chat webhook addresses and those of
+    /// chat deliveries that may still be sent; afterwards the old key can be removed. Safe to
+    /// run again.
     RotateIntegrationKey {
         /// Rows read and re-sealed at a time.
         #[arg(long, default_value_t = 500)]
@@ -152,12 +154,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let done = notify_api::rotation::rotate(&store, &keyring, batch.max(1)).await;
             store.close().await;
             let done = done?;
-            println!("{} integrations re-sealed with key {}", done.resealed, keyring.current());
-            if done.changed > 0 {
-                println!("{} changed meanwhile (sealed by their writer; run again to be sure)", done.changed);
+            println!(
+                "re-sealed with key {}: {} integrations, {} subscribers' chat addresses, {} deliveries' chat addresses",
+                keyring.current(),
+                done.integrations.resealed,
+                done.subscribers.resealed,
+                done.deliveries.resealed
+            );
+            if done.changed() > 0 {
+                println!("{} rows changed meanwhile (sealed by their writer; run again to be sure)", done.changed());
             }
-            if done.unreadable > 0 {
-                bail!("{} integrations have a secret that does not open with the configured keys", done.unreadable);
+            if done.unreadable() > 0 {
+                bail!(
+                    "secrets that do not open with the configured keys: {} integrations, {} subscribers, {} deliveries",
+                    done.integrations.unreadable,
+                    done.subscribers.unreadable,
+                    done.deliveries.unreadable
+                );
             }
             Ok(())
         }

@@ -108,6 +108,32 @@ pub(crate) fn read<T: DeserializeOwned>(
     Ok((value, section))
 }
 
+/// As [`read`], for a unit whose settings may all be left out: an operator's section that
+/// is absent holds the defaults.
+pub(crate) fn read_or_default<T: DeserializeOwned + Default>(
+    source: &Source<'_>,
+    channel: Channel,
+    name: &str,
+    refused: &Refused<'_>,
+) -> Result<(T, Section), ConfigError> {
+    match source {
+        Source::Config(figment) if !figment.contains(&format!("{channel}.{name}")) => {
+            Ok((T::default(), Section::Config(format!("{channel}.{name}"))))
+        }
+        _ => read(source, channel, name, refused),
+    }
+}
+
+/// The operator's rules on integrations as a unit sees them: the worker's own
+/// (`[integrations]`) for its configured providers, those of the reader for a tenant's.
+pub(crate) fn rules(source: &Source<'_>) -> Result<IntegrationRules, ConfigError> {
+    match source {
+        Source::Config(figment) if figment.contains("integrations") => Ok(figment.extract_inner("integrations")?),
+        Source::Config(_) => Ok(IntegrationRules::default()),
+        Source::Integration(integration) => Ok(integration.rules.clone()),
+    }
+}
+
 /// `NOTIFY_` + the dotted path in capitals with `__` between levels.
 pub(crate) fn env_name(key: &str) -> String {
     format!("NOTIFY_{}", key.to_uppercase().replace('.', "__"))
@@ -340,13 +366,29 @@ pub(crate) mod tests {
         let err = read::<Settings>(&Source::Integration(&integration(&unknown, &rules)), Channel::Sms, "x", &REFUSED)
             .unwrap_err();
         assert!(
-            matches!(&err, ConfigError::Invalid { key, message } if key.starts_with("settings") && message.contains("nmae")),
+            matches!(&err, ConfigError::Invalid { key, message } if key == "settings.nmae" && message.contains("nmae")),
             "{err}"
         );
         let base = json!({"name": "a", "base_url": "http://evil"});
         let err = read::<Settings>(&Source::Integration(&integration(&base, &rules)), Channel::Sms, "x", &REFUSED)
             .unwrap_err();
         assert!(matches!(&err, ConfigError::Invalid { key, .. } if key == "settings.base_url"), "{err}");
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Nothing {}
+
+    #[test]
+    fn a_unit_without_required_settings_reads_an_absent_section_as_its_defaults() {
+        let none = Refused { config: &[], integration: &[] };
+        let empty = figment("[integrations]\nallow_private_hosts = true\n");
+        let (_, section) = read_or_default::<Nothing>(&Source::Config(&empty), Channel::Chat, "teams", &none).unwrap();
+        assert_eq!(section, Section::Config("chat.teams".into()));
+        assert!(rules(&Source::Config(&empty)).unwrap().allow_private_hosts);
+        let keyed = figment("[chat.teams]\nurl = \"https://x\"\n");
+        let err = read_or_default::<Nothing>(&Source::Config(&keyed), Channel::Chat, "teams", &none).unwrap_err();
+        assert!(matches!(&err, ConfigError::Invalid { key, .. } if key == "chat.teams.url"), "{err}");
     }
 
     #[test]

@@ -603,6 +603,8 @@ fn slack_settings_from_the_operators_config_name_chat_slack_keys() {
     let ok = config(json!({"chat": {"slack": {"bot_token": TOKEN, "base_url": "http://127.0.0.1:1/api/"}}}));
     assert!(SLACK.settings(Source::Config(&ok)).is_ok());
     let err = config_error(&SLACK, &config(json!({})));
+    assert!(err.contains("`chat.slack`") && err.contains("NOTIFY_CHAT__SLACK__*"), "{err}");
+    let err = config_error(&SLACK, &config(json!({"chat": {"slack": {"base_url": "https://slack.com/api"}}})));
     assert!(err.contains("`chat.slack.bot_token`") && err.contains("NOTIFY_CHAT__SLACK__BOT_TOKEN"), "{err}");
     let err = config_error(&SLACK, &config(json!({"chat": {"slack": {"bot_token": "xoxp-user-token"}}})));
     assert!(err.contains("chat.slack.bot_token"), "{err}");

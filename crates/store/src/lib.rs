@@ -15,6 +15,7 @@ mod notifications;
 mod outbox;
 mod receipts;
 mod recovery;
+pub mod resealing;
 mod subscribers;
 mod templates;
 mod tenants;

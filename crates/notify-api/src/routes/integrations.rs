@@ -5,7 +5,7 @@
 //! keyring (`secrets`) before they are stored, and never returned, logged or put in an
 //! error message: an answer says only that one is set, and its last four characters.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use axum::{
     Json,
@@ -40,23 +40,20 @@ const PUT_ATTEMPTS: usize = 3;
 /// What the integration routes need of the API's settings.
 pub struct Integrations {
     /// `None`: no `secrets.keys`, so nothing can be stored.
-    keyring: Option<Keyring>,
+    keyring: Option<Arc<Keyring>>,
     rules: IntegrationRules,
     /// One client for every check, as a worker has one for its providers.
     http: SharedClient,
 }
 
 impl Integrations {
-    pub fn new(config: &crate::Config) -> Result<Self, ConfigError> {
-        Ok(Self {
-            keyring: config.secrets.keyring()?,
-            rules: config.integrations.clone(),
-            http: SharedClient::new(CHECK_TIMEOUT),
-        })
+    /// `keyring`: the API's one keyring (`secrets`), shared with chat addresses.
+    pub fn new(config: &crate::Config, keyring: Option<Arc<Keyring>>) -> Self {
+        Self { keyring, rules: config.integrations.clone(), http: SharedClient::new(CHECK_TIMEOUT) }
     }
 
     fn keyring(&self) -> Result<&Keyring, ApiError> {
-        self.keyring.as_ref().ok_or_else(|| ApiError::Conflict {
+        self.keyring.as_deref().ok_or_else(|| ApiError::Conflict {
             code: "secrets_not_configured",
             detail: "this deployment cannot store integration secrets: the operator must configure secrets.keys".into(),
         })

@@ -7,14 +7,11 @@
 //! before every send (https, a host of the provider's) and kept out of every stored
 //! failure message, as the whole URL and as any long part of it.
 
-use std::collections::BTreeMap;
-
-use bootstrap::ConfigError;
 use domain::{DeliveryJob, FailureKind, SendFailure, SendOutcome};
 use reqwest::Url;
 use serde_json::Value;
 
-use crate::{IntegrationRules, Source, http, settings};
+use crate::http;
 
 pub mod discord;
 pub mod slack;
@@ -104,94 +101,6 @@ pub(crate) fn failure(
 pub(crate) fn transport(failure: SendFailure, address: &str) -> SendOutcome {
     let message = redact(&failure.message, address);
     SendOutcome::Failed(SendFailure { message, ..failure })
-}
-
-/// A unit's settings as read from its source, every value text, and how errors name them.
-pub(crate) struct Read {
-    values: BTreeMap<String, String>,
-    /// `chat.slack` for the operator's section, `settings` for a tenant's integration.
-    prefix: String,
-    from_config: bool,
-    pub allow_private_hosts: bool,
-    /// The operator's base URL: `chat.<name>.base_url`, or `integrations.base_urls.<name>`.
-    pub base_url: Option<String>,
-}
-
-impl Read {
-    /// Reads `[chat.<name>]` or an integration's settings, refusing a key not in `keys`.
-    /// `operator_base_url`: the operator may set this unit's base URL (never a tenant).
-    pub fn new(source: &Source<'_>, name: &str, keys: &[&str], operator_base_url: bool) -> Result<Self, ConfigError> {
-        let (raw, prefix, from_config, rules) = match source {
-            Source::Config(figment) => {
-                let section = format!("chat.{name}");
-                let raw =
-                    if figment.contains(&section) { figment.extract_inner(&section)? } else { Default::default() };
-                let rules: IntegrationRules = if figment.contains("integrations") {
-                    figment.extract_inner("integrations")?
-                } else {
-                    Default::default()
-                };
-                (raw, section, true, rules)
-            }
-            Source::Integration(integration) => {
-                let raw = match integration.settings {
-                    Value::Null => Default::default(),
-                    Value::Object(map) => map.clone(),
-                    _ => return Err(invalid_key("settings", "must be an object")),
-                };
-                (raw, "settings".to_owned(), false, integration.rules.clone())
-            }
-        };
-        let mut values = BTreeMap::new();
-        let mut base_url = None;
-        for (key, value) in raw {
-            let operator_key = from_config && operator_base_url && key == "base_url";
-            if !keys.contains(&key.as_str()) && !operator_key {
-                let takes = if keys.is_empty() { "none".to_owned() } else { keys.join(", ") };
-                let message = format!("unknown setting; the {name} provider takes: {takes}");
-                return Err(invalid_key(&format!("{prefix}.{key}"), &message));
-            }
-            let Value::String(value) = value else {
-                return Err(invalid_key(&format!("{prefix}.{key}"), "must be text"));
-            };
-            if operator_key {
-                base_url = Some(settings::base_url(&value, &settings::Section::Config(prefix.clone()), "base_url")?);
-            } else {
-                values.insert(key, value);
-            }
-        }
-        if operator_base_url && !from_config {
-            let given = rules.base_urls.get(name);
-            let key = format!("integrations.base_urls.{name}");
-            let section = settings::Section::Config("integrations.base_urls".into());
-            let checked = given.map(|url| settings::base_url(url, &section, name));
-            // Named as the operator's setting: a tenant cannot set it.
-            base_url =
-                checked.transpose().map_err(|_| invalid_key(&key, "must be an http or https URL with a host"))?;
-        }
-        Ok(Self { values, prefix, from_config, allow_private_hosts: rules.allow_private_hosts, base_url })
-    }
-
-    /// The value of `key`, unless unset or blank.
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.values.get(key).map(|v| v.trim()).filter(|v| !v.is_empty())
-    }
-
-    pub fn required(&self, key: &str) -> Result<&str, ConfigError> {
-        match self.get(key) {
-            Some(value) => Ok(value),
-            None if self.from_config => Err(settings::Section::Config(self.prefix.clone()).missing(key)),
-            None => Err(self.invalid(key, "is required")),
-        }
-    }
-
-    pub fn invalid(&self, key: &str, message: &str) -> ConfigError {
-        invalid_key(&format!("{}.{key}", self.prefix), message)
-    }
-}
-
-fn invalid_key(key: &str, message: &str) -> ConfigError {
-    ConfigError::Invalid { key: key.to_owned(), message: message.to_owned() }
 }
 
 #[cfg(test)]

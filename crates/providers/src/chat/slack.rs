@@ -8,23 +8,37 @@
 
 use std::sync::Arc;
 
-use bootstrap::ConfigError;
+use bootstrap::{ConfigError, ExposeSecret, SecretString};
 use domain::{Channel, DeliveryJob, FailureKind, Provider, SendOutcome, SendReceipt};
 use futures_util::{FutureExt, future::BoxFuture};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::Read;
 use crate::{
     Checked, Context, ProviderSettings, ProviderUnit, Source,
     http::{self, Answer, Client},
+    settings::{self, Refused},
 };
 
 pub const NAME: &str = "slack";
 pub const DEFAULT_BASE_URL: &str = "https://slack.com/api";
 
-/// The `slack` unit: `[chat.slack]` `bot_token`, `base_url`; an integration's `bot_token`.
+/// The `slack` unit: `[chat.slack]`, or a tenant's integration.
 pub struct SlackUnit;
+
+const REFUSED: Refused<'static> =
+    Refused { config: &[], integration: &[("base_url", "a tenant's client calls Slack's API")] };
+
+/// `[chat.slack]`, and a tenant's integration but for `base_url`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct SlackConfig {
+    /// The app's bot token, `xoxb-…`.
+    bot_token: Option<SecretString>,
+    /// Slack's Web API, `https://slack.com/api`; the operator's only, for a stand-in.
+    base_url: Option<String>,
+}
 
 impl ProviderUnit for SlackUnit {
     fn channel(&self) -> Channel {
@@ -40,19 +54,23 @@ impl ProviderUnit for SlackUnit {
     }
 
     fn settings(&self, source: Source<'_>) -> Result<Box<dyn ProviderSettings>, ConfigError> {
-        let read = Read::new(&source, NAME, &["bot_token"], true)?;
-        let token = read.required("bot_token")?;
+        let (config, section) = settings::read::<SlackConfig>(&source, Channel::Chat, NAME, &REFUSED)?;
+        let base_url = match (&source, settings::given(&config.base_url)) {
+            (Source::Integration(integration), _) => {
+                settings::integration_base_url(integration.rules, NAME, DEFAULT_BASE_URL)
+            }
+            (Source::Config(_), Some(url)) => settings::base_url(url, &section, "base_url")?,
+            (Source::Config(_), None) => DEFAULT_BASE_URL.to_owned(),
+        };
+        let token = section.required_secret(&config.bot_token, "bot_token")?.expose_secret().trim();
         // `xoxe.xoxb-` is a bot token of an app with token rotation.
         if !(token.starts_with("xoxb-") || token.starts_with("xoxe.xoxb-")) {
-            return Err(read.invalid("bot_token", "must be a Slack bot token (`xoxb-…`)"));
+            return Err(section.invalid("bot_token", "must be a Slack bot token (`xoxb-…`)"));
         }
         let mut authorization = HeaderValue::try_from(format!("Bearer {token}"))
-            .map_err(|_| read.invalid("bot_token", "holds characters a header cannot carry"))?;
+            .map_err(|_| section.invalid("bot_token", "holds characters a header cannot carry"))?;
         authorization.set_sensitive(true);
-        Ok(Box::new(SlackSettings {
-            authorization,
-            base_url: read.base_url.clone().unwrap_or_else(|| DEFAULT_BASE_URL.to_owned()),
-        }))
+        Ok(Box::new(SlackSettings { authorization, base_url }))
     }
 }
 

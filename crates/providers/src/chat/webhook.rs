@@ -10,10 +10,13 @@ use futures_util::{FutureExt, future::BoxFuture};
 use reqwest::Url;
 use uuid::Uuid;
 
-use super::{Read, discord, failure, slack_webhook, teams};
+use serde::Deserialize;
+
+use super::{discord, failure, slack_webhook, teams};
 use crate::{
     Checked, Context, ProviderSettings, ProviderUnit, Source,
     http::{self, Client},
+    settings::{self, Refused},
 };
 
 /// The kinds of webhook URL, by the hosts their provider issues them on.
@@ -79,6 +82,11 @@ pub(crate) fn url(kind: Webhook, address: &str, allow_private_hosts: bool) -> Re
 /// its own is refused.
 pub struct WebhookUnit(pub Webhook);
 
+/// `[chat.<name>]` and a tenant's integration: empty, each address holds its own URL.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookConfig {}
+
 impl ProviderUnit for WebhookUnit {
     fn channel(&self) -> Channel {
         Channel::Chat
@@ -93,8 +101,10 @@ impl ProviderUnit for WebhookUnit {
     }
 
     fn settings(&self, source: Source<'_>) -> Result<Box<dyn ProviderSettings>, ConfigError> {
-        let read = Read::new(&source, self.0.name(), &[], false)?;
-        Ok(Box::new(WebhookSettings { kind: self.0, allow_private_hosts: read.allow_private_hosts }))
+        let nothing = Refused { config: &[], integration: &[] };
+        settings::read_or_default::<WebhookConfig>(&source, Channel::Chat, self.0.name(), &nothing)?;
+        let allow_private_hosts = settings::rules(&source)?.allow_private_hosts;
+        Ok(Box::new(WebhookSettings { kind: self.0, allow_private_hosts }))
     }
 }
 
