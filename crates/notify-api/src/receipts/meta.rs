@@ -55,7 +55,8 @@ fn signs(key: &hmac::Key, header: Option<&str>, body: &[u8]) -> bool {
 pub fn same_token(given: &str, expected: &str) -> bool {
     let given_digest = digest::digest(&digest::SHA256, given.as_bytes());
     let expected_digest = digest::digest(&digest::SHA256, expected.as_bytes());
-    !expected.is_empty() && constant_time::verify_slices_are_equal(given_digest.as_ref(), expected_digest.as_ref()).is_ok()
+    !expected.is_empty()
+        && constant_time::verify_slices_are_equal(given_digest.as_ref(), expected_digest.as_ref()).is_ok()
 }
 
 #[derive(Deserialize)]
