@@ -534,6 +534,11 @@ mod tests {
         let mut rules = crate::IntegrationRules::default();
         assert_eq!(rules.twilio_status_callback(tenant), None);
         rules.receipts_url = Some("https://notify.example.com/".into());
+        assert!(rules.validate().is_ok());
+        for bad in ["notify.example.com", "ftp://notify.example.com", "https://notify.example.com/?x=1"] {
+            let bad = crate::IntegrationRules { receipts_url: Some(bad.into()), ..Default::default() };
+            assert!(bad.validate().is_err(), "{:?}", bad.receipts_url);
+        }
         assert_eq!(
             rules.twilio_status_callback(tenant).unwrap(),
             format!("https://notify.example.com/v1/providers/twilio/status/{tenant}")

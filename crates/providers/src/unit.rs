@@ -55,6 +55,22 @@ pub struct IntegrationRules {
 }
 
 impl IntegrationRules {
+    /// Checks `receipts_url`: an http(s) URL with a host and nothing after its path, as
+    /// Twilio signs the URL it is given.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let Some(value) = &self.receipts_url else { return Ok(()) };
+        let invalid =
+            |message: &str| ConfigError::Invalid { key: "integrations.receipts_url".into(), message: message.into() };
+        let url = reqwest::Url::parse(value.trim()).map_err(|_| invalid("must be an http or https URL"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(invalid("must be an http or https URL with a host"));
+        }
+        if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
+            return Err(invalid("must have no query, fragment or credentials"));
+        }
+        Ok(())
+    }
+
     /// The tenant's own Twilio receipt route (`POST /v1/providers/twilio/status/{tenant}`)
     /// under `receipts_url`: the URL a tenant's client gives Twilio and the one the API
     /// checks Twilio's signature against, so the two never differ.
