@@ -47,6 +47,7 @@ use crate::{error::Problem, routes};
         routes::providers::meta_verify,
         routes::providers::meta_webhook,
         routes::providers::tenant_twilio_status,
+        routes::providers::tenant_ses_events,
         routes::providers::tenant_meta_verify,
         routes::providers::tenant_meta_webhook,
         routes::inbox::issue_token,

@@ -128,14 +128,69 @@ pub async fn ses_events(State(app): State<AppState>, headers: HeaderMap, body: B
         return Err(ApiError::InvalidSignature("x-amz-sns-message-type differs from the signed Type"));
     }
     sns.verify(&envelope).await?;
+    take_sns(&app, sns, &envelope, None).await
+}
+
+#[utoipa::path(post, path = "/v1/providers/ses/events/{tenant_id}", tag = "providers", security(()),
+    params(("tenant_id" = Uuid, Path, description = "The tenant whose SES integration sent the messages"),
+        ("x-amz-sns-message-type" = Option<String>, Header,
+        description = "`Notification`, `SubscriptionConfirmation` or `UnsubscribeConfirmation`; must agree with the signed `Type`")),
+    request_body(content = String, content_type = "text/plain",
+        description = "An SNS message signed by SNS, of the topic named by the tenant's `ses` integration (`events_topic_arn`)"),
+    responses(
+        (status = 200, description = "Taken: a subscription confirmed, or an SES event applied to the tenant's deliveries (never another tenant's)"),
+        (status = 403, description = "Not signed by SNS, or not of the tenant's events topic", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "SES receipts are not configured", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "The signing certificate or the subscription URL could not be reached; SNS sends again", body = Problem, content_type = "application/problem+json"),
+    ))]
+/// `POST /v1/providers/ses/events/{tenant_id}`: SES events of a tenant's own configuration
+/// set, through the tenant's own SNS topic.
+pub async fn tenant_ses_events(
+    State(app): State<AppState>,
+    Path(tenant_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let tenant_id = Uuid::parse_str(&tenant_id).map_err(|_| ApiError::NotFound)?;
+    // SNS's certificates are checked under the operator's settings (hosts, issuers).
+    let sns = app.receipts.ses.as_ref().ok_or(ApiError::NotFound)?;
+    let envelope: Envelope = serde_json::from_slice(&body)
+        .map_err(|_| ApiError::InvalidSignature("the body is not a signed SNS message"))?;
+    if header_str(&headers, "x-amz-sns-message-type").is_some_and(|kind| kind != envelope.kind) {
+        return Err(ApiError::InvalidSignature("x-amz-sns-message-type differs from the signed Type"));
+    }
+    // Anyone can have SNS sign a message of a topic of their own: only the tenant's topic
+    // is taken, and its events move only the tenant's deliveries.
+    let topics: Vec<String> = app
+        .store
+        .list_integrations(tenant_id)
+        .await?
+        .into_iter()
+        .filter(|i| i.channel == Channel::Email && i.provider == ses::PROVIDER)
+        .filter_map(|i| i.settings.get("events_topic_arn").and_then(serde_json::Value::as_str).map(str::to_owned))
+        .collect();
+    sns.verify_for(&envelope, &topics).await?;
+    take_sns(&app, sns, &envelope, Some(tenant_id)).await
+}
+
+/// Acts on a verified SNS message: confirms a subscription, or applies an SES event,
+/// scoped to `tenant` when it came on a tenant's route.
+async fn take_sns(
+    app: &AppState,
+    sns: &crate::receipts::sns::Sns,
+    envelope: &Envelope,
+    tenant: Option<Uuid>,
+) -> Result<StatusCode, ApiError> {
     match envelope.kind.as_str() {
         "SubscriptionConfirmation" => {
-            sns.confirm(&envelope).await?;
+            sns.confirm(envelope).await?;
             tracing::info!(topic_arn = envelope.topic_arn, "SNS subscription confirmed");
         }
         "Notification" => match ses::receipt(&envelope.message) {
             // SNS repeats a message under its MessageId (signed).
-            Ok(Some(receipt)) => apply_once(&app, receipt, Some(&envelope.message_id)).await?,
+            Ok(Some(receipt)) => {
+                apply_once(app, Receipt { tenant_id: tenant, ..receipt }, Some(&envelope.message_id)).await?
+            }
             Ok(None) => tracing::debug!(message_id = envelope.message_id, "SES event changes nothing"),
             // Sending it again would not make it readable: take it, and say so.
             Err(e) => tracing::warn!(message_id = envelope.message_id, error = %e, "SNS message is not an SES event"),
