@@ -135,7 +135,10 @@ fn settings_never_print_their_secrets() {
     let rules = IntegrationRules::default();
     let cases: [(&dyn ProviderUnit, Value); 6] = [
         (&providers::twilio::SMS_UNIT, json!({"account_sid": ACCOUNT, "auth_token": SECRET, "from": "+15005550000"})),
-        (&providers::meta::UNIT, json!({"access_token": SECRET, "phone_number_id": "1"})),
+        (
+            &providers::meta::UNIT,
+            json!({"access_token": SECRET, "phone_number_id": "1", "app_secret": SECRET, "verify_token": SECRET}),
+        ),
         (&providers::novu::UNIT, json!({"api_key": SECRET})),
         (
             &providers::ses::UNIT,
