@@ -41,4 +41,5 @@ mod statuses;
 mod stubs;
 mod subscribers;
 mod templates;
+mod tenant_receipts;
 mod traces;

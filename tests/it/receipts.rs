@@ -628,3 +628,76 @@ async fn a_subscription_confirmation_not_signed_by_sns_is_refused_and_not_follow
     assert_eq!(sns_post(&app, &unsigned).await, (403, "invalid_signature".into()));
     assert!(!edge.requests().iter().any(|r| r.contains("/confirm")), "{:?}", edge.requests());
 }
+
+/// A tenant's SES events come through its own SNS topic to its own route: only that topic
+/// is taken there (anyone can have SNS sign a message of a topic of theirs), and its events
+/// move only the tenant's deliveries.
+#[tokio::test]
+async fn ses_events_on_a_tenants_route_take_only_its_topic_and_move_only_its_deliveries() {
+    let moto = Moto::start().await;
+    let mut edge = SnsEdge::start(&moto).await;
+    let operator_topic = create_topic(&moto, "ses-events").await;
+    let (topic_a, topic_b) =
+        (create_topic(&moto, "tenant-a-events").await, create_topic(&moto, "tenant-b-events").await);
+    let app = TestApp::api_with(|config| {
+        config.receipts.ses = Some(SesReceipts {
+            cert_host_pattern: r"^127\.0\.0\.1$".into(),
+            allow_http_certs: true,
+            topic_arns: vec![operator_topic.clone()],
+            cert_issuers: vec!["Amazon".into()],
+        })
+    })
+    .await;
+    for t in [&operator_topic, &topic_a, &topic_b] {
+        let endpoint = format!("{}/sns", edge.url);
+        sns_call(&moto, &[("Action", "Subscribe"), ("TopicArn", t), ("Protocol", "http"), ("Endpoint", &endpoint)])
+            .await;
+    }
+    let b = app.env.store.create_tenant("b").await.unwrap();
+    for (key, topic) in [(&app.api_key, &topic_a), (&b.api_key, &topic_b)] {
+        let settings = json!({"region": "us-east-1", "access_key_id": "AKIAEXAMPLE", "secret_access_key": "s3cr3t",
+            "from": "noreply@example.com", "events_topic_arn": topic});
+        let put =
+            app.http.put(app.url("/v1/integrations/email/ses")).bearer_auth(key).json(&json!({"settings": settings}));
+        let response = put.send().await.unwrap();
+        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    }
+    // B's message, recorded as a worker would have.
+    let accepted = app.http.post(app.url("/v1/notifications")).bearer_auth(&b.api_key).json(&email("bo@example.com"));
+    let of_b: Uuid =
+        accepted.send().await.unwrap().json::<Value>().await.unwrap()["id"].as_str().unwrap().parse().unwrap();
+    sqlx::query("UPDATE deliveries SET status = 'sent', provider = 'ses', provider_message_id = '0100-b' WHERE notification_id = $1")
+        .bind(of_b)
+        .execute(app.env.store.pool())
+        .await
+        .unwrap();
+    let status_of_b = || async {
+        let response = app.http.get(app.url(&format!("/v1/notifications/{of_b}"))).bearer_auth(&b.api_key).send().await;
+        response.unwrap().json::<Value>().await.unwrap()["deliveries"][0]["status"].as_str().unwrap().to_owned()
+    };
+    let post = |tenant: Uuid, envelope: Value| {
+        let request = app
+            .http
+            .post(app.url(&format!("/v1/providers/ses/events/{tenant}")))
+            .header("x-amz-sns-message-type", "Notification")
+            .body(envelope.to_string());
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+
+    // A's own topic, on A's route, bouncing B's message: taken, and nothing of B's changes.
+    let from_a = edge.publish(&moto, &topic_a, &bounce("0100-b", "bo@example.com")).await;
+    assert_eq!(post(app.tenant_id, from_a.clone()).await, 200);
+    assert_eq!(status_of_b().await, "sent");
+    let suppressed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM suppressions").fetch_one(app.env.store.pool()).await.unwrap();
+    assert_eq!(suppressed, 0);
+    // Neither A's topic nor the operator's is taken on B's route.
+    assert_eq!(post(b.tenant_id, from_a).await, 403);
+    let from_operator = edge.publish(&moto, &operator_topic, &delivered("0100-b", "bo@example.com")).await;
+    assert_eq!(post(b.tenant_id, from_operator).await, 403);
+    assert_eq!(status_of_b().await, "sent");
+
+    let from_b = edge.publish(&moto, &topic_b, &delivered("0100-b", "bo@example.com")).await;
+    assert_eq!(post(b.tenant_id, from_b).await, 200);
+    assert_eq!(status_of_b().await, "delivered");
+}

@@ -264,6 +264,7 @@ impl Config {
             return Err(invalid("rate_limit", "per_second and burst must be at least 1"));
         }
         crate::receipts::Receipts::new(&self.receipts)?;
+        self.integrations.validate()?;
         self.inbox_socket.validate()?;
         self.admission.validate()?;
         self.hand_off.validate()?;

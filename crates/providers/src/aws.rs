@@ -168,7 +168,7 @@ impl<T> AwsConfig<T> {
 /// What a tenant cannot set: where its client connects and how long it waits are the
 /// operator's.
 const REFUSED: Refused<'static> = Refused {
-    config: &[],
+    config: &[("events_topic_arn", "the operator's SES event topics are `receipts.ses.topic_arns`")],
     integration: &[
         ("endpoint_url", "a tenant's client calls its region's endpoint"),
         ("connect_timeout", "the operator sets timeouts"),

@@ -37,7 +37,11 @@ pub const UNIT: MetaUnit = MetaUnit;
 pub struct MetaUnit;
 
 const REFUSED: Refused<'static> = Refused {
-    config: &[("template_by_type", "the operator maps templates per tenant, in `template_by_tenant`")],
+    config: &[
+        ("template_by_type", "the operator maps templates per tenant, in `template_by_tenant`"),
+        ("app_secret", "the operator's webhook is checked with `receipts.meta.app_secret`"),
+        ("verify_token", "the operator's webhook is verified with `receipts.meta.verify_token`"),
+    ],
     integration: &[
         ("base_url", "a tenant's client calls Meta's Graph API"),
         ("template_by_tenant", "a tenant maps its own types, in `template_by_type`"),
@@ -54,7 +58,7 @@ impl ProviderUnit for MetaUnit {
     }
 
     fn secrets(&self) -> &'static [&'static str] {
-        &["access_token"]
+        &["access_token", "app_secret", "verify_token"]
     }
 
     fn settings(&self, source: Source<'_>) -> Result<Box<dyn ProviderSettings>, ConfigError> {
@@ -133,6 +137,11 @@ pub struct MetaConfig {
     /// A tenant's own mapping of its types to its approved templates (an integration only).
     pub template_by_type: BTreeMap<String, MetaTemplate>,
     pub base_url: String,
+    /// The tenant's Meta app secret, which signs its webhook's `X-Hub-Signature-256`
+    /// (an integration only: the API's tenant receipt route reads it; sending does not).
+    pub app_secret: Option<SecretString>,
+    /// The token Meta echoes when it verifies the tenant's webhook (an integration only).
+    pub verify_token: Option<SecretString>,
 }
 
 impl Default for MetaConfig {
@@ -144,6 +153,8 @@ impl Default for MetaConfig {
             template_by_tenant: BTreeMap::new(),
             template_by_type: BTreeMap::new(),
             base_url: DEFAULT_BASE_URL.to_owned(),
+            app_secret: None,
+            verify_token: None,
         }
     }
 }

@@ -41,12 +41,22 @@ pub struct SesOptions {
     /// An https, http or mailto URL for the `List-Unsubscribe` header; `{delivery_id}` in
     /// it is replaced by the delivery's id.
     pub list_unsubscribe: Option<String>,
+    /// The SNS topic the tenant's configuration set publishes its SES events to (an
+    /// integration only): the API takes events on the tenant's own receipt route
+    /// (`/v1/providers/ses/events/{tenant_id}`) from this topic alone.
+    pub events_topic_arn: Option<String>,
 }
 
 impl SesOptions {
     /// The options with only the sender.
     pub fn from(from: impl Into<String>) -> Self {
-        Self { from: from.into(), reply_to: None, configuration_set: None, list_unsubscribe: None }
+        Self {
+            from: from.into(),
+            reply_to: None,
+            configuration_set: None,
+            list_unsubscribe: None,
+            events_topic_arn: None,
+        }
     }
 
     fn validate(&self, section: &Section) -> Result<Option<ListUnsubscribe>, ConfigError> {
@@ -60,6 +70,13 @@ impl SesOptions {
         }
         if self.configuration_set.as_deref().is_some_and(str::is_empty) {
             return Err(section.invalid("configuration_set", "must not be empty"));
+        }
+        if self
+            .events_topic_arn
+            .as_deref()
+            .is_some_and(|arn| !arn.starts_with("arn:") || arn.contains(char::is_whitespace))
+        {
+            return Err(section.invalid("events_topic_arn", "must be an SNS topic ARN (`arn:aws:sns:…`)"));
         }
         self.list_unsubscribe.as_deref().map(|v| ListUnsubscribe::parse(v, section)).transpose()
     }

@@ -66,6 +66,9 @@ impl ProviderUnit for TwilioUnit {
             // The tenant's own templates, for its own notifications only.
             let own = std::mem::take(&mut config.content_sid_by_type);
             config.content_sid_by_tenant = [(integration.tenant_id, own)].into();
+            // Its statuses come back on the tenant's own receipt route, checked with its
+            // own auth token (a tenant cannot choose the URL: `status_callback` is refused).
+            config.status_callback = integration.rules.twilio_status_callback(integration.tenant_id);
         }
         let resolved = config.resolve(&section)?;
         Ok(Box::new(TwilioSettings { mode: self.0, resolved, content_sid_by_tenant: config.content_sid_by_tenant }))
@@ -523,6 +526,23 @@ mod tests {
         empty["content_sid_by_type"]["otp"] = " ".into();
         let err = SMS_UNIT.settings(Source::Integration(&integration(&empty, &rules))).unwrap_err();
         assert!(matches!(&err, ConfigError::Invalid { key, .. } if key == "settings.content_sid_by_type.otp"), "{err}");
+    }
+
+    #[test]
+    fn a_tenants_status_callback_is_its_own_receipt_route_when_the_api_url_is_set() {
+        let tenant = Uuid::now_v7();
+        let mut rules = crate::IntegrationRules::default();
+        assert_eq!(rules.twilio_status_callback(tenant), None);
+        rules.receipts_url = Some("https://notify.example.com/".into());
+        assert!(rules.validate().is_ok());
+        for bad in ["notify.example.com", "ftp://notify.example.com", "https://notify.example.com/?x=1"] {
+            let bad = crate::IntegrationRules { receipts_url: Some(bad.into()), ..Default::default() };
+            assert!(bad.validate().is_err(), "{:?}", bad.receipts_url);
+        }
+        assert_eq!(
+            rules.twilio_status_callback(tenant).unwrap(),
+            format!("https://notify.example.com/v1/providers/twilio/status/{tenant}")
+        );
     }
 
     #[test]

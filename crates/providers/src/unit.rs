@@ -47,6 +47,37 @@ pub struct IntegrationRules {
     /// Lets webhook URLs and base URLs of integrations and chat addresses point at private
     /// and loopback addresses, and at hosts other than the provider's (tests only).
     pub allow_private_hosts: bool,
+    /// The API's public base URL (`https://notify.example.com`), where providers post the
+    /// receipts of messages sent through tenants' integrations: a tenant's Twilio client
+    /// sets `StatusCallback` to [`IntegrationRules::twilio_status_callback`]. Unset: a
+    /// tenant's Twilio messages ask for no status callback.
+    pub receipts_url: Option<String>,
+}
+
+impl IntegrationRules {
+    /// Checks `receipts_url`: an http(s) URL with a host and nothing after its path, as
+    /// Twilio signs the URL it is given.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let Some(value) = &self.receipts_url else { return Ok(()) };
+        let invalid =
+            |message: &str| ConfigError::Invalid { key: "integrations.receipts_url".into(), message: message.into() };
+        let url = reqwest::Url::parse(value.trim()).map_err(|_| invalid("must be an http or https URL"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(invalid("must be an http or https URL with a host"));
+        }
+        if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
+            return Err(invalid("must have no query, fragment or credentials"));
+        }
+        Ok(())
+    }
+
+    /// The tenant's own Twilio receipt route (`POST /v1/providers/twilio/status/{tenant}`)
+    /// under `receipts_url`: the URL a tenant's client gives Twilio and the one the API
+    /// checks Twilio's signature against, so the two never differ.
+    pub fn twilio_status_callback(&self, tenant_id: Uuid) -> Option<String> {
+        let base = self.receipts_url.as_deref().map(str::trim).filter(|u| !u.is_empty())?;
+        Some(format!("{}/v1/providers/twilio/status/{tenant_id}", base.trim_end_matches('/')))
+    }
 }
 
 /// What building a client may use.

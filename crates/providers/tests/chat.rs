@@ -30,6 +30,7 @@ fn rules(slack_base_url: Option<&str>) -> IntegrationRules {
     IntegrationRules {
         base_urls: slack_base_url.map(|url| [("slack".to_owned(), url.to_owned())].into()).unwrap_or_default(),
         allow_private_hosts: true,
+        ..Default::default()
     }
 }
 

@@ -15,8 +15,11 @@ const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
 
 /// Checks `settings` as a tenant's integration of `unit`, its client sent to `server`.
 async fn check(unit: &dyn ProviderUnit, server: &MockServer, settings: Value) -> Checked {
-    let rules =
-        IntegrationRules { base_urls: [(unit.name().to_owned(), server.uri())].into(), allow_private_hosts: true };
+    let rules = IntegrationRules {
+        base_urls: [(unit.name().to_owned(), server.uri())].into(),
+        allow_private_hosts: true,
+        ..Default::default()
+    };
     let integration = providers::Integration { tenant_id: uuid::Uuid::now_v7(), settings: &settings, rules: &rules };
     let settings = unit.settings(Source::Integration(&integration)).expect("valid settings");
     let http = SharedClient::new(Duration::from_secs(5));
@@ -108,7 +111,11 @@ async fn novu_reads_the_environment_of_its_key() {
 async fn an_unreachable_provider_is_a_failed_check_naming_the_connection() {
     // A port that was free a moment ago (wiremock reuses its servers, so not a dropped one).
     let uri = format!("http://{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap());
-    let rules = IntegrationRules { base_urls: [("novu".to_owned(), uri)].into(), allow_private_hosts: true };
+    let rules = IntegrationRules {
+        base_urls: [("novu".to_owned(), uri)].into(),
+        allow_private_hosts: true,
+        ..Default::default()
+    };
     let settings = json!({"api_key": "k"});
     let integration = providers::Integration { tenant_id: uuid::Uuid::now_v7(), settings: &settings, rules: &rules };
     let unit = providers::find(domain::Channel::Novu, "novu").expect("in the catalog");
@@ -128,7 +135,10 @@ fn settings_never_print_their_secrets() {
     let rules = IntegrationRules::default();
     let cases: [(&dyn ProviderUnit, Value); 6] = [
         (&providers::twilio::SMS_UNIT, json!({"account_sid": ACCOUNT, "auth_token": SECRET, "from": "+15005550000"})),
-        (&providers::meta::UNIT, json!({"access_token": SECRET, "phone_number_id": "1"})),
+        (
+            &providers::meta::UNIT,
+            json!({"access_token": SECRET, "phone_number_id": "1", "app_secret": SECRET, "verify_token": SECRET}),
+        ),
         (&providers::novu::UNIT, json!({"api_key": SECRET})),
         (
             &providers::ses::UNIT,

@@ -22,6 +22,10 @@ pub struct Receipt {
     /// The provider's name as the worker recorded it on the delivery (`twilio`, `ses`, ...).
     pub provider: &'static str,
     pub provider_message_id: String,
+    /// The tenant whose own integration sent the message, when the receipt came through
+    /// that tenant's receipt route (signed with its secret): it moves and suppresses only
+    /// that tenant's deliveries. `None`: the operator's provider account, any tenant's.
+    pub tenant_id: Option<Uuid>,
     /// The delivery's new status: `delivered`, `bounced`, `undelivered` or `failed`.
     /// `None` changes no status (the receipt may still suppress addresses).
     pub status: Option<DeliveryStatus>,
@@ -57,7 +61,8 @@ impl SuppressionReason {
 /// What applying a receipt did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ReceiptApplied {
-    /// Some delivery has the receipt's provider message id.
+    /// Some delivery the receipt may touch (its tenant's, when it has one) has its
+    /// provider message id.
     pub known: bool,
     /// None has it yet: the receipt is kept until an outcome records the id.
     pub pending: bool,
@@ -108,6 +113,7 @@ pub const RECEIPT_TOKEN_RETENTION: std::time::Duration = std::time::Duration::fr
 struct Report<'a> {
     provider: &'a str,
     provider_message_id: &'a str,
+    tenant_id: Option<Uuid>,
     status: Option<DeliveryStatus>,
     error_code: Option<&'a str>,
     error_message: Option<&'a str>,
@@ -119,6 +125,7 @@ impl Receipt {
         Report {
             provider: self.provider,
             provider_message_id: &self.provider_message_id,
+            tenant_id: self.tenant_id,
             status: self.status,
             error_code: self.error_code.as_deref(),
             error_message: self.error_message.as_deref(),
@@ -217,8 +224,8 @@ async fn keep_pending(tx: &mut sqlx::PgConnection, receipt: &Receipt) -> Result<
     let suppress = receipt.suppress.as_ref();
     let (id,): (i64,) = sqlx::query_as(
         "INSERT INTO pending_receipts (provider, provider_message_id, status, error_code, error_message,
-                                       suppress_channel, suppress_reason, suppress_addresses)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+                                       suppress_channel, suppress_reason, suppress_addresses, tenant_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
     )
     .bind(receipt.provider)
     .bind(&receipt.provider_message_id)
@@ -228,6 +235,7 @@ async fn keep_pending(tx: &mut sqlx::PgConnection, receipt: &Receipt) -> Result<
     .bind(suppress.map(|s| s.channel.as_str()))
     .bind(suppress.map(|s| s.reason.as_str()))
     .bind(suppress.map(|s| &s.addresses))
+    .bind(receipt.tenant_id)
     .fetch_one(&mut *tx)
     .await?;
     sqlx::query("DELETE FROM pending_receipts WHERE id <= $1")
@@ -237,8 +245,16 @@ async fn keep_pending(tx: &mut sqlx::PgConnection, receipt: &Receipt) -> Result<
     Ok(())
 }
 
-type PendingRow =
-    (i64, Option<String>, Option<String>, Option<String>, Option<String>, Option<String>, Option<Vec<String>>);
+type PendingRow = (
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<Vec<String>>,
+    Option<Uuid>,
+);
 
 /// Applies, in one transaction, the pending receipts of one message, in the order they
 /// arrived, then `new` (if any); or, when no delivery has the message yet, keeps `new` as
@@ -280,7 +296,8 @@ pub(crate) async fn apply_reports(
     }
     let mut rows: Vec<PendingRow> = sqlx::query_as(
         "DELETE FROM pending_receipts WHERE provider = $1 AND provider_message_id = $2
-         RETURNING id, status, error_code, error_message, suppress_channel, suppress_reason, suppress_addresses",
+         RETURNING id, status, error_code, error_message, suppress_channel, suppress_reason, suppress_addresses,
+                   tenant_id",
     )
     .bind(provider)
     .bind(provider_message_id)
@@ -289,7 +306,7 @@ pub(crate) async fn apply_reports(
     rows.sort_by_key(|r| r.0);
     let mut applied = ReceiptApplied { known: true, ..Default::default() };
     let mut notifications = BTreeSet::new();
-    for (_, status, error_code, error_message, channel, reason, addresses) in rows {
+    for (_, status, error_code, error_message, channel, reason, addresses, tenant_id) in rows {
         let suppress = match (channel, reason, addresses) {
             (Some(channel), Some(reason), Some(addresses)) => Some(Suppression {
                 channel: channel.parse().map_err(|_| corrupt(format!("pending receipt channel {channel}")))?,
@@ -308,6 +325,7 @@ pub(crate) async fn apply_reports(
         let report = Report {
             provider,
             provider_message_id,
+            tenant_id,
             status,
             error_code: error_code.as_deref(),
             error_message: error_message.as_deref(),
@@ -317,6 +335,7 @@ pub(crate) async fn apply_reports(
         notifications.extend(changed);
     }
     if let Some(receipt) = new {
+        applied.known = names_a_delivery(&mut tx, &receipt.report()).await?;
         let (changed, suppressed) = apply(&mut tx, &receipt.report()).await?;
         applied.changed = changed.len() as u64;
         applied.suppressed = suppressed;
@@ -326,6 +345,24 @@ pub(crate) async fn apply_reports(
     refresh_notification_statuses(&mut tx, &notifications).await?;
     tx.commit().await?;
     Ok(applied)
+}
+
+/// Whether a delivery the report may touch has its message: one of its tenant's, or any
+/// when it is the operator's. Another tenant's delivery of the same id stays untouched, and
+/// the receipt is not kept for later either (provider ids are unique: it names nothing of
+/// this tenant's, ever).
+async fn names_a_delivery(tx: &mut sqlx::PgConnection, report: &Report<'_>) -> Result<bool> {
+    let found: Option<i32> = sqlx::query_scalar(
+        "SELECT 1 FROM deliveries
+         WHERE provider = $1 AND provider_message_id = $2 AND ($3::uuid IS NULL OR tenant_id = $3)
+         LIMIT 1",
+    )
+    .bind(report.provider)
+    .bind(report.provider_message_id)
+    .bind(report.tenant_id)
+    .fetch_optional(tx)
+    .await?;
+    Ok(found.is_some())
 }
 
 /// Moves the report's deliveries forwards and suppresses its addresses; returns the
@@ -348,6 +385,7 @@ async fn move_forward(tx: &mut sqlx::PgConnection, report: &Report<'_>, status: 
     let rows: Vec<(Uuid,)> = sqlx::query_as(
         "UPDATE deliveries SET status = $3, last_error_code = $4, last_error_message = $5, updated_at = now()
          WHERE provider = $1 AND provider_message_id = $2 AND status = ANY($6)
+           AND ($7::uuid IS NULL OR tenant_id = $7)
          RETURNING notification_id",
     )
     .bind(report.provider)
@@ -356,13 +394,15 @@ async fn move_forward(tx: &mut sqlx::PgConnection, report: &Report<'_>, status: 
     .bind(report.error_code)
     .bind(report.error_message.map(|m| truncate(m, 1000)))
     .bind(replaceable_by(status))
+    .bind(report.tenant_id)
     .fetch_all(tx)
     .await?;
     Ok(rows.into_iter().map(|r| r.0).collect())
 }
 
 /// Puts the addresses on the suppression list of each tenant with a delivery of the
-/// report's message on the suppression's channel; returns how many were new.
+/// report's message on the suppression's channel (only the report's tenant when it has
+/// one); returns how many were new.
 async fn suppress(tx: &mut sqlx::PgConnection, report: &Report<'_>, suppression: &Suppression) -> Result<u64> {
     let addresses: BTreeSet<String> =
         suppression.addresses.iter().map(|a| suppression_address(suppression.channel, a)).collect();
@@ -375,6 +415,7 @@ async fn suppress(tx: &mut sqlx::PgConnection, report: &Report<'_>, suppression:
          SELECT DISTINCT d.tenant_id, d.channel, a.address, $4, $1
          FROM deliveries d CROSS JOIN unnest($5::text[]) AS a(address)
          WHERE d.provider = $1 AND d.provider_message_id = $2 AND d.channel = $3
+           AND ($6::uuid IS NULL OR d.tenant_id = $6)
          ON CONFLICT (tenant_id, channel, address) DO NOTHING",
     )
     .bind(report.provider)
@@ -382,6 +423,7 @@ async fn suppress(tx: &mut sqlx::PgConnection, report: &Report<'_>, suppression:
     .bind(suppression.channel.as_str())
     .bind(suppression.reason.as_str())
     .bind(&addresses)
+    .bind(report.tenant_id)
     .execute(tx)
     .await?;
     Ok(done.rows_affected())

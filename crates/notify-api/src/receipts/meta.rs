@@ -29,18 +29,34 @@ impl Meta {
     /// Whether the `X-Hub-Signature-256` header signs exactly these body bytes. Constant
     /// time in the signature.
     pub fn verify(&self, header: Option<&str>, body: &[u8]) -> bool {
-        let Some(hex_tag) = header.and_then(|h| h.trim().strip_prefix("sha256=")) else { return false };
-        let Ok(tag) = hex::decode(hex_tag) else { return false };
-        hmac::verify(&self.key, body, &tag).is_ok()
+        signs(&self.key, header, body)
     }
 
-    /// Whether `token` is the configured verify token. The digests are compared, so the
-    /// time taken says nothing of the token, its length included.
+    /// Whether `token` is the configured verify token.
     pub fn is_verify_token(&self, token: &str) -> bool {
-        let given = digest::digest(&digest::SHA256, token.as_bytes());
-        let expected = digest::digest(&digest::SHA256, self.verify_token.expose_secret().as_bytes());
-        constant_time::verify_slices_are_equal(given.as_ref(), expected.as_ref()).is_ok()
+        same_token(token, self.verify_token.expose_secret())
     }
+}
+
+/// Whether the `X-Hub-Signature-256` header signs exactly these body bytes with the app
+/// secret `app_secret` (a tenant's). Constant time in the signature.
+pub fn signed_with(app_secret: &[u8], header: Option<&str>, body: &[u8]) -> bool {
+    !app_secret.is_empty() && signs(&hmac::Key::new(hmac::HMAC_SHA256, app_secret), header, body)
+}
+
+fn signs(key: &hmac::Key, header: Option<&str>, body: &[u8]) -> bool {
+    let Some(hex_tag) = header.and_then(|h| h.trim().strip_prefix("sha256=")) else { return false };
+    let Ok(tag) = hex::decode(hex_tag) else { return false };
+    hmac::verify(key, body, &tag).is_ok()
+}
+
+/// Whether `given` is the verify token `expected`. The digests are compared, so the time
+/// taken says nothing of the token, its length included; an empty token is never one.
+pub fn same_token(given: &str, expected: &str) -> bool {
+    let given_digest = digest::digest(&digest::SHA256, given.as_bytes());
+    let expected_digest = digest::digest(&digest::SHA256, expected.as_bytes());
+    !expected.is_empty()
+        && constant_time::verify_slices_are_equal(given_digest.as_ref(), expected_digest.as_ref()).is_ok()
 }
 
 #[derive(Deserialize)]
@@ -108,6 +124,7 @@ fn receipt(status: Status) -> Option<Receipt> {
     Some(Receipt {
         provider: PROVIDER,
         provider_message_id: status.id,
+        tenant_id: None,
         status: Some(new_status),
         error_code,
         error_message,

@@ -62,6 +62,7 @@ pub fn receipt(message: &str) -> Result<Option<Receipt>, serde_json::Error> {
     let receipt = |status, error_code, error_message, suppress| Receipt {
         provider: PROVIDER,
         provider_message_id: event.mail.message_id.clone(),
+        tenant_id: None,
         status: Some(status),
         error_code,
         error_message,

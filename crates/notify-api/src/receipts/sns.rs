@@ -155,11 +155,19 @@ impl Sns {
     /// Accepts the message only if its topic is allowed, it is not older than
     /// [`MAX_MESSAGE_AGE`], and SNS signed it under a certificate from an allowed URL.
     pub async fn verify(&self, envelope: &Envelope) -> Result<(), Refusal> {
-        self.verify_at(envelope, OffsetDateTime::now_utc()).await
+        let allowed = self.topic_arns.contains(&envelope.topic_arn);
+        self.verify_at(envelope, allowed, OffsetDateTime::now_utc()).await
     }
 
-    async fn verify_at(&self, envelope: &Envelope, now: OffsetDateTime) -> Result<(), Refusal> {
-        if !self.topic_arns.contains(&envelope.topic_arn) {
+    /// As [`Sns::verify`], for a tenant's route: the topic must be one of `topics` (the
+    /// tenant's own), not the operator's.
+    pub async fn verify_for(&self, envelope: &Envelope, topics: &[String]) -> Result<(), Refusal> {
+        let allowed = topics.iter().any(|t| t.trim() == envelope.topic_arn);
+        self.verify_at(envelope, allowed, OffsetDateTime::now_utc()).await
+    }
+
+    async fn verify_at(&self, envelope: &Envelope, topic_allowed: bool, now: OffsetDateTime) -> Result<(), Refusal> {
+        if !topic_allowed {
             return Err(Refusal::Signature("the topic is not on the allow-list"));
         }
         // Checked before anything is fetched; the signature below proves the timestamp.
@@ -465,14 +473,14 @@ mod tests {
         const URL: &str = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-test.pem";
         let (sns, envelope) = cached(URL, URL);
         let signed_at = OffsetDateTime::parse(&envelope.timestamp, &Rfc3339).unwrap();
-        assert!(sns.verify_at(&envelope, signed_at + time::Duration::minutes(59)).await.is_ok());
-        match sns.verify_at(&envelope, signed_at + time::Duration::minutes(61)).await {
+        assert!(sns.verify_at(&envelope, true, signed_at + time::Duration::minutes(59)).await.is_ok());
+        match sns.verify_at(&envelope, true, signed_at + time::Duration::minutes(61)).await {
             Err(Refusal::Signature(why)) => assert!(why.contains("an hour"), "{why}"),
             other => panic!("{other:?}"),
         }
         let mut unreadable = envelope.clone();
         unreadable.timestamp = "yesterday".into();
-        assert!(matches!(sns.verify_at(&unreadable, signed_at).await, Err(Refusal::Signature(_))));
+        assert!(matches!(sns.verify_at(&unreadable, true, signed_at).await, Err(Refusal::Signature(_))));
     }
 
     #[tokio::test]
@@ -480,11 +488,11 @@ mod tests {
         const URL: &str = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-test.pem";
         let (sns, envelope) = cached(URL, URL);
         let signed_at = OffsetDateTime::parse(&envelope.timestamp, &Rfc3339).unwrap();
-        assert!(sns.verify_at(&envelope, signed_at).await.is_ok());
+        assert!(sns.verify_at(&envelope, true, signed_at).await.is_ok());
         assert_eq!(sns.keys.lock().unwrap().len(), 1);
         // A query would make one certificate many cache entries (and fetches): refused.
         let (sns, envelope) = cached(URL, &format!("{URL}?v=2"));
-        assert!(matches!(sns.verify_at(&envelope, signed_at).await, Err(Refusal::Signature(_))));
+        assert!(matches!(sns.verify_at(&envelope, true, signed_at).await, Err(Refusal::Signature(_))));
         assert_eq!(sns.keys.lock().unwrap().len(), 1);
     }
 

@@ -26,8 +26,14 @@ pub struct Twilio {
 impl Twilio {
     pub fn new(config: &TwilioReceipts) -> Result<Self, ConfigError> {
         let token = secret(&config.auth_token, "receipts.twilio.auth_token")?;
-        let urls = url_forms(&config.public_url).map_err(|why| invalid("receipts.twilio.public_url", why))?;
-        Ok(Self { key: hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, token), urls })
+        Self::signed_with(token, &config.public_url).map_err(|why| invalid("receipts.twilio.public_url", why))
+    }
+
+    /// A checker of callbacks Twilio posts to `public_url`, signed with `auth_token`: a
+    /// tenant's, for its own receipt route.
+    pub fn signed_with(auth_token: &[u8], public_url: &str) -> Result<Self, String> {
+        let urls = url_forms(public_url)?;
+        Ok(Self { key: hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, auth_token), urls })
     }
 
     /// Whether `signature` (the `X-Twilio-Signature` header) signs a callback with the raw
@@ -113,6 +119,7 @@ pub fn receipt(params: &[(String, String)]) -> Result<Option<Receipt>, &'static 
     Ok(Some(Receipt {
         provider: PROVIDER,
         provider_message_id: sid,
+        tenant_id: None,
         status: Some(status),
         error_code,
         error_message: None,

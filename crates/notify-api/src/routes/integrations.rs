@@ -13,7 +13,7 @@ use axum::{
     http::StatusCode,
 };
 use bootstrap::{
-    ConfigError,
+    ConfigError, SecretString,
     seal::{Keyring, SealError},
 };
 use domain::{Channel, FieldError};
@@ -50,6 +50,36 @@ impl Integrations {
     /// `keyring`: the API's one keyring (`secrets`), shared with chat addresses.
     pub fn new(config: &crate::Config, keyring: Option<Arc<Keyring>>) -> Self {
         Self { keyring, rules: config.integrations.clone(), http: SharedClient::new(CHECK_TIMEOUT) }
+    }
+
+    pub fn rules(&self) -> &IntegrationRules {
+        &self.rules
+    }
+
+    /// The secret `key` of each of the tenant's integrations of `provider` on `channels`,
+    /// opened: what the tenant's receipt routes check a provider's signature with. Paused
+    /// integrations count too: their messages sent before still have receipts to come.
+    /// Empty when the tenant has none (or this deployment stores no secrets).
+    pub async fn receipt_secrets(
+        &self,
+        store: &store::Store,
+        tenant_id: Uuid,
+        provider: &str,
+        channels: &[Channel],
+        key: &str,
+    ) -> Result<Vec<SecretString>, ApiError> {
+        let Some(keyring) = &self.keyring else { return Ok(vec![]) };
+        let mut secrets = vec![];
+        for integration in store.list_integrations(tenant_id).await? {
+            if integration.provider != provider || !channels.contains(&integration.channel) {
+                continue;
+            }
+            let opened = integration.open_secrets(keyring).map_err(unreadable)?;
+            if let Some(secret) = opened.get(key).and_then(Value::as_str).filter(|s| !s.is_empty()) {
+                secrets.push(SecretString::from(secret.to_owned()));
+            }
+        }
+        Ok(secrets)
     }
 
     fn keyring(&self) -> Result<&Keyring, ApiError> {

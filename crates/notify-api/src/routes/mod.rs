@@ -61,6 +61,12 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/providers/twilio/status", post(providers::twilio_status))
         .route("/v1/providers/ses/events", post(providers::ses_events))
         .route("/v1/providers/meta/webhook", get(providers::meta_verify).post(providers::meta_webhook))
+        .route("/v1/providers/twilio/status/{tenant_id}", post(providers::tenant_twilio_status))
+        .route("/v1/providers/ses/events/{tenant_id}", post(providers::tenant_ses_events))
+        .route(
+            "/v1/providers/meta/webhook/{tenant_id}",
+            get(providers::tenant_meta_verify).post(providers::tenant_meta_webhook),
+        )
         .route("/inbox-demo", get(crate::inbox::demo::page))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
