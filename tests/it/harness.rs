@@ -239,6 +239,10 @@ pub struct WorkerOptions {
     /// The providers' sections of the channel, as a config file has them under
     /// `[<channel>]`: `{"twilio": {"account_sid": …}}`, read through the units.
     pub settings: Value,
+    /// Where tenants' integrations call, by provider (`integrations.base_urls`): a stand-in.
+    pub integration_base_urls: std::collections::BTreeMap<String, String>,
+    /// `<channel>.tenant_fallback`: tenants may use the operator's providers.
+    pub tenant_fallback: bool,
 }
 
 impl Default for WorkerOptions {
@@ -253,6 +257,8 @@ impl Default for WorkerOptions {
             lease: WorkerSettings::default().lease,
             provider_timeout: WorkerSettings::default().provider_timeout,
             settings: serde_json::json!({}),
+            integration_base_urls: Default::default(),
+            tenant_fallback: true,
         }
     }
 }
@@ -370,12 +376,16 @@ impl TestApp {
             },
             broker: Topology::default(),
             secrets: test_secrets(),
-            integrations: providers::IntegrationRules { allow_private_hosts: true, ..Default::default() },
+            integrations: providers::IntegrationRules {
+                allow_private_hosts: true,
+                base_urls: options.integration_base_urls.clone(),
+            },
             channel: ChannelSettings {
                 retry: options.retry.clone(),
                 sandbox,
                 providers: options.providers.clone(),
                 rate_limits: options.rate_limits.clone(),
+                tenant_fallback: options.tenant_fallback,
                 ..Default::default()
             },
         }

@@ -40,4 +40,5 @@ mod statuses;
 mod stubs;
 mod subscribers;
 mod templates;
+mod tenant_sending;
 mod traces;
