@@ -127,6 +127,11 @@ impl Dispatcher {
         }
     }
 
+    /// Whether tenants' deliveries may use the operator's providers at all.
+    pub fn tenant_fallback(&self) -> bool {
+        self.tenant_fallback
+    }
+
     /// The providers' names, in order.
     pub fn names(&self) -> Vec<&str> {
         self.slots.iter().map(|s| s.provider.name()).collect()
@@ -319,6 +324,14 @@ impl Dispatcher {
                 *paced = None;
             } else {
                 match slot.take(Some(send_by)).await {
+                    // The calls before this one (a tenant's integrations) used up the
+                    // lease: no time is left for this one's.
+                    Ok(taken) if Instant::now() > send_by => {
+                        slot.give_back(taken);
+                        tracing::info!(provider = %slot.provider.name(), "no time left in the lease; skipping the provider");
+                        busy.get_or_insert_with(|| slot.provider.name().to_owned());
+                        continue;
+                    }
                     Ok(_) => {}
                     Err(NoSlot::Paused) => continue,
                     Err(NoSlot::Busy) => {
@@ -764,5 +777,30 @@ mod tests {
         // The operator's next send has the slot at once.
         let _ = d.pace().await;
         assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_operators_provider_is_skipped_when_the_tenants_calls_used_up_the_lease() {
+        struct Slow;
+        impl Provider for Slow {
+            fn name(&self) -> &str {
+                "twilio"
+            }
+            fn send<'a>(&'a self, _: &'a DeliveryJob) -> BoxFuture<'a, SendOutcome> {
+                async {
+                    tokio::time::sleep(Duration::from_secs(4)).await;
+                    SendOutcome::Failed(SendFailure::new(FailureKind::Retryable, "busy", "slow"))
+                }
+                .boxed()
+            }
+        }
+        let operator = provider("sandbox", None);
+        let d = dispatcher(vec![operator.clone()], fallback(true));
+        let slow = TenantIntegration { provider: "twilio".into(), version: 1, client: Ok(Arc::new(Slow)) };
+        // 5 s per call and 1 s to record: after 4 s of the tenant's call, a 9 s lease has
+        // no room left for another.
+        let result = d.send_for_tenant(&job(), &[slow], None, Instant::now() + Duration::from_secs(9)).await;
+        assert!(matches!(&result.outcome, SendOutcome::Failed(f) if f.kind == FailureKind::Retryable));
+        assert_eq!(operator.calls.load(Ordering::SeqCst), 0);
     }
 }

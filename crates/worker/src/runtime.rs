@@ -238,9 +238,10 @@ async fn dead_letter(ctx: &Context, incoming: &Incoming) {
 }
 
 async fn process(ctx: &Context, msg: &DeliveryMessage, incoming: &Incoming, shutdown: &CancellationToken) {
-    // A tenant whose own integrations are at hand sends through them first: neither the
-    // operator's paused providers nor their rate limits hold its message.
-    let own = ctx.tenants.kept(msg.tenant_id).is_some_and(|own| !own.is_empty());
+    // A tenant whose own integrations are at hand sends through them first, and without
+    // fallback the operator's providers serve no tenant: neither their pauses nor their
+    // rate limits hold the message then.
+    let own = !ctx.providers.tenant_fallback() || ctx.tenants.kept(msg.tenant_id).is_some_and(|own| !own.is_empty());
     // Every provider paused after configuration errors: hold the message until one
     // resumes rather than spend its attempts (on shutdown the broker gets it back).
     while !own && let Some(until) = ctx.providers.all_paused_until() {
