@@ -180,3 +180,53 @@ impl CacheListener for TenantClients {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clients() -> TenantClients {
+        let store = Store::connect_lazy("postgres://127.0.0.1:1/none", 2).unwrap();
+        TenantClients::new(Channel::Sms, store, None, IntegrationRules::default(), Duration::from_secs(5))
+    }
+
+    fn keep(clients: &TenantClients, tenant: Uuid, at: Instant) {
+        let one = TenantIntegration {
+            provider: "twilio".into(),
+            version: 1,
+            client: Err(SendFailure::new(FailureKind::Config, "x", "x")),
+        };
+        clients.state().entries.insert(tenant, (at, Arc::from(vec![one])));
+    }
+
+    #[tokio::test]
+    async fn a_tenants_clients_go_when_its_integrations_of_this_channel_change() {
+        let clients = clients();
+        clients.set_listening(true);
+        let (tenant, other) = (Uuid::now_v7(), Uuid::now_v7());
+        keep(&clients, tenant, Instant::now());
+        keep(&clients, other, Instant::now());
+        clients.changed(CacheEvent::Integration { tenant_id: tenant, channel: "email".into() });
+        clients.changed(CacheEvent::Tenant(tenant));
+        assert!(clients.kept(tenant).is_some(), "another channel's or the API's change keeps them");
+        clients.changed(CacheEvent::Integration { tenant_id: tenant, channel: "sms".into() });
+        assert!(clients.kept(tenant).is_none());
+        assert!(clients.kept(other).is_some(), "another tenant's stay");
+        clients.changed(CacheEvent::All);
+        assert!(clients.kept(other).is_none());
+    }
+
+    #[tokio::test]
+    async fn nothing_is_kept_without_listen_nor_past_its_age() {
+        let clients = clients();
+        clients.set_listening(true);
+        let tenant = Uuid::now_v7();
+        keep(&clients, tenant, Instant::now());
+        clients.set_listening(false);
+        assert!(clients.kept(tenant).is_none(), "a lost LISTEN drops everything");
+        clients.set_listening(true);
+        keep(&clients, tenant, Instant::now().checked_sub(MAX_AGE).unwrap());
+        assert!(clients.kept(tenant).is_none(), "too old");
+        assert!(clients.state().entries.is_empty());
+    }
+}
