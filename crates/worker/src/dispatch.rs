@@ -319,13 +319,17 @@ impl Dispatcher {
             if !slot.provider.serves(job) {
                 continue;
             }
+            if Instant::now() > send_by {
+                // The calls before (a tenant's integrations) used up the lease.
+                busy.get_or_insert_with(|| slot.provider.name().to_owned());
+                continue;
+            }
             if paced.as_ref().is_some_and(|p| p.slot == i) {
                 // The slot taken before the claim is used now.
                 *paced = None;
             } else {
                 match slot.take(Some(send_by)).await {
-                    // The calls before this one (a tenant's integrations) used up the
-                    // lease: no time is left for this one's.
+                    // Its slot came, but too late for its call within the lease.
                     Ok(taken) if Instant::now() > send_by => {
                         slot.give_back(taken);
                         tracing::info!(provider = %slot.provider.name(), "no time left in the lease; skipping the provider");
