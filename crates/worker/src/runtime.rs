@@ -10,6 +10,7 @@ use std::{
 use bootstrap::ExposeSecret;
 use domain::{Channel, DeliveryJob, DeliveryMessage, RetryPolicy, SendOutcome, backoff::Backoff};
 use futures_util::FutureExt;
+use providers::http::SharedClient;
 use queue::{Incoming, Subscription, topology};
 use store::{AttemptRecord, AttemptResult, Claim, Lease, Store, StoreError};
 use time::OffsetDateTime;
@@ -48,6 +49,19 @@ pub async fn run(
     providers: Vec<Arc<dyn Provider>>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let http = Arc::new(SharedClient::new(config.worker.provider_timeout));
+    run_sharing(channel, config, providers, http, shutdown).await
+}
+
+/// As [`run`], building the clients of tenants' integrations with `http`, the client the
+/// operator's `providers` were built with, so all share one connection pool.
+pub(crate) async fn run_sharing(
+    channel: Channel,
+    config: WorkerConfig,
+    providers: Vec<Arc<dyn Provider>>,
+    http: Arc<SharedClient>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     config.validate(channel)?;
     let database_url = bootstrap::require(&config.database_url, "database_url")?;
     let amqp_url = bootstrap::require(&config.amqp_url, "amqp_url")?.expose_secret().to_owned();
@@ -65,6 +79,7 @@ pub async fn run(
             store.clone(),
             config.secrets.keyring()?,
             config.integrations.clone(),
+            http,
             config.worker.provider_timeout,
         ),
     });

@@ -1,7 +1,7 @@
 //! The clients a worker builds from tenants' own integrations: per tenant (a worker has one
 //! channel), its active integrations of the channel in failover order, each opened with
 //! the worker's keyring, read through its provider's unit as `Source::Integration` and
-//! built with one HTTP client shared by every tenant.
+//! built with the worker's one HTTP client, which its operator's providers share.
 //!
 //! Kept until `notify_cache` says the tenant's integrations of this channel changed
 //! ([`store::CacheEvent::Integration`]), in a bounded LRU, each entry at most [`MAX_AGE`]
@@ -43,7 +43,8 @@ pub struct TenantClients {
     store: Store,
     keyring: Option<Keyring>,
     rules: IntegrationRules,
-    http: SharedClient,
+    /// The worker's one HTTP client, its operator's providers' too.
+    http: Arc<SharedClient>,
     provider_timeout: Duration,
     state: Mutex<State>,
 }
@@ -62,18 +63,11 @@ impl TenantClients {
         store: Store,
         keyring: Option<Keyring>,
         rules: IntegrationRules,
+        http: Arc<SharedClient>,
         provider_timeout: Duration,
     ) -> Self {
         let state = State { listening: false, epoch: 0, entries: hashlink::LruCache::new(CAPACITY) };
-        Self {
-            channel,
-            store,
-            keyring,
-            rules,
-            http: SharedClient::new(provider_timeout),
-            provider_timeout,
-            state: Mutex::new(state),
-        }
+        Self { channel, store, keyring, rules, http, provider_timeout, state: Mutex::new(state) }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -187,7 +181,8 @@ mod tests {
 
     fn clients() -> TenantClients {
         let store = Store::connect_lazy("postgres://127.0.0.1:1/none", 2).unwrap();
-        TenantClients::new(Channel::Sms, store, None, IntegrationRules::default(), Duration::from_secs(5))
+        let http = Arc::new(SharedClient::new(Duration::from_secs(5)));
+        TenantClients::new(Channel::Sms, store, None, IntegrationRules::default(), http, Duration::from_secs(5))
     }
 
     fn keep(clients: &TenantClients, tenant: Uuid, at: Instant) {
