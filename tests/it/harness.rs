@@ -241,6 +241,10 @@ pub struct WorkerOptions {
     pub settings: Value,
     /// The keys that open sealed secrets; [`test_secrets`] unless set.
     pub secrets: Option<bootstrap::seal::SecretsConfig>,
+    /// Where tenants' integrations call, by provider (`integrations.base_urls`): a stand-in.
+    pub integration_base_urls: std::collections::BTreeMap<String, String>,
+    /// `<channel>.tenant_fallback`: tenants may use the operator's providers.
+    pub tenant_fallback: bool,
 }
 
 impl Default for WorkerOptions {
@@ -256,6 +260,8 @@ impl Default for WorkerOptions {
             provider_timeout: WorkerSettings::default().provider_timeout,
             settings: serde_json::json!({}),
             secrets: None,
+            integration_base_urls: Default::default(),
+            tenant_fallback: true,
         }
     }
 }
@@ -373,12 +379,17 @@ impl TestApp {
             },
             broker: Topology::default(),
             secrets: options.secrets.clone().unwrap_or_else(test_secrets),
-            integrations: providers::IntegrationRules { allow_private_hosts: true, ..Default::default() },
+            integrations: providers::IntegrationRules {
+                allow_private_hosts: true,
+                base_urls: options.integration_base_urls.clone(),
+                ..Default::default()
+            },
             channel: ChannelSettings {
                 retry: options.retry.clone(),
                 sandbox,
                 providers: options.providers.clone(),
                 rate_limits: options.rate_limits.clone(),
+                tenant_fallback: options.tenant_fallback,
                 ..Default::default()
             },
         }

@@ -41,16 +41,16 @@ fn twilio(from: &str) -> Value {
 
 /// Every log line of this test's thread (the API it spawned runs on it), at every level.
 #[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct Logs(Arc<Mutex<Vec<u8>>>);
 
 /// Keeps the capture on for as long as it lives.
-struct Capturing {
+pub(crate) struct Capturing {
     _default: tracing::subscriber::DefaultGuard,
     _second: tracing::Dispatch,
 }
 
 impl Logs {
-    fn capture() -> (Self, Capturing) {
+    pub(crate) fn capture() -> (Self, Capturing) {
         // With a single dispatcher registered, tracing takes it for the global one and sets
         // each call site's interest from whatever thread reaches it first: one of the tests
         // running beside this one, which has none, would switch it off for good. A second
@@ -68,7 +68,7 @@ impl Logs {
         (logs, Capturing { _default: tracing::subscriber::set_default(subscriber), _second: second })
     }
 
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
 }

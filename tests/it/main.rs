@@ -42,4 +42,5 @@ mod stubs;
 mod subscribers;
 mod templates;
 mod tenant_receipts;
+mod tenant_sending;
 mod traces;

@@ -141,7 +141,7 @@ impl Seed {
                     "SELECT * FROM record_outcomes('{{{d1},{d2}}}', '{{1,1}}', '{{sent,retrying}}', '{{sandbox,sandbox}}',
                         '{{m-1,NULL}}', '{{NULL,busy}}', '{{NULL,busy}}', '{{NULL,1000}}'::bigint[], '{{{t},{t}}}',
                         '{{sent,retryable}}', '{{NULL,NULL}}', '{{1,1}}', ARRAY[now(), now()], '{{{n1},{n2}}}',
-                        '{{email,email}}', '{{1,1}}', '{{NULL,NULL}}', '{{{c1},{c2}}}', '[erased]');"
+                        '{{email,email}}', '{{1,1}}', '{{NULL,NULL}}', '{{{c1},{c2}}}', '[erased]', '{{false,true}}');"
                 ),
                 vec!["SELECT coalesce(array_agg(l.id)", "WITH r AS", "UPDATE notifications n SET status = agg.status"],
             ),

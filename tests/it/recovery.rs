@@ -44,6 +44,7 @@ async fn claim(app: &TestApp, msg: &DeliveryMessage, lease: Lease) -> Claim {
 fn sent(id: &str) -> AttemptRecord {
     AttemptRecord {
         provider: "sandbox".into(),
+        integration: false,
         traceparent: None,
         started_at: OffsetDateTime::now_utc(),
         latency_ms: 1,

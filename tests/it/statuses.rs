@@ -85,6 +85,7 @@ async fn claim(app: &TestApp, msg: &DeliveryMessage, lease: Lease) -> Box<Delive
 async fn record(app: &TestApp, job: &DeliveryJob, lease: Lease, result: AttemptResult) -> bool {
     let record = AttemptRecord {
         provider: "sandbox".into(),
+        integration: false,
         traceparent: None,
         started_at: OffsetDateTime::now_utc(),
         latency_ms: 1,

@@ -138,6 +138,9 @@ pub struct AttemptView {
     pub started_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub finished_at: OffsetDateTime,
+    /// `true` when the tenant's own integration of `provider` sent it, `false` when the
+    /// operator's configured provider did.
+    pub integration: bool,
 }
 
 /// A state change a user or operator caused.

@@ -270,19 +270,31 @@ impl Cache {
     }
 
     /// A notification's payload: a tenant id, else everything goes.
+    #[cfg(test)]
     fn invalidate(&self, payload: &str) {
-        match CacheEvent::parse(payload) {
-            CacheEvent::Tenant(tenant_id) => self.evict(tenant_id),
-            // Nothing here is built from integrations: that event is the workers'.
-            CacheEvent::Integration { .. } => {}
-            CacheEvent::All => self.clear(),
-        }
+        self.changed(CacheEvent::parse(payload));
     }
 
     fn clear(&self) {
         self.state().clear();
     }
 
+    fn listening(&self) -> bool {
+        self.state().listening
+    }
+}
+
+/// What follows `notify_cache` through [`Store::follow_cache_events`]: the API's cache, a
+/// worker's clients built from tenants' integrations.
+pub trait CacheListener: Send + Sync {
+    /// LISTEN is up (what was kept before may have missed a change: drop it and keep
+    /// from now on) or lost (drop everything and keep nothing until it is back).
+    fn set_listening(&self, listening: bool);
+    /// A change was heard.
+    fn changed(&self, event: CacheEvent);
+}
+
+impl CacheListener for Cache {
     /// Empties the cache, and serves (or stops serving) from now on.
     fn set_listening(&self, listening: bool) {
         let mut state = self.state();
@@ -290,8 +302,13 @@ impl Cache {
         state.listening = listening;
     }
 
-    fn listening(&self) -> bool {
-        self.state().listening
+    fn changed(&self, event: CacheEvent) {
+        match event {
+            CacheEvent::Tenant(tenant_id) => self.evict(tenant_id),
+            // Nothing here is built from integrations: that event is the workers'.
+            CacheEvent::Integration { .. } => {}
+            CacheEvent::All => self.clear(),
+        }
     }
 }
 
@@ -330,6 +347,13 @@ impl Store {
         if self.cache.capacity == 0 {
             return;
         }
+        self.follow_cache_events(&*self.cache, stop).await;
+    }
+
+    /// Tells `listener` of every change heard on [`CACHE_CHANNEL`] until `stop`, over a
+    /// connection of its own (named [`CACHE_LISTENER_NAME`]), and whether LISTEN is up:
+    /// after a lost connection it is told `false`, then `true` once LISTEN is back.
+    pub async fn follow_cache_events(&self, listener: &dyn CacheListener, stop: impl Future<Output = ()>) {
         let options = (*self.pool.connect_options()).clone().application_name(CACHE_LISTENER_NAME);
         let pool = PgPoolOptions::new()
             .max_connections(1)
@@ -339,14 +363,14 @@ impl Store {
             .connect_lazy_with(options);
         tokio::select! {
             () = stop => {}
-            () = listen(&pool, &self.cache) => {}
+            () = listen(&pool, listener) => {}
         }
-        self.cache.set_listening(false);
+        listener.set_listening(false);
         pool.close().await;
     }
 }
 
-async fn listen(pool: &PgPool, cache: &Cache) {
+async fn listen(pool: &PgPool, cache: &dyn CacheListener) {
     let mut backoff = Backoff::default();
     loop {
         match subscribe(pool).await {
@@ -373,11 +397,11 @@ async fn subscribe(pool: &PgPool) -> sqlx::Result<PgListener> {
 }
 
 /// Applies notifications until the connection is lost.
-async fn follow(listener: &mut PgListener, cache: &Cache) {
+async fn follow(listener: &mut PgListener, cache: &dyn CacheListener) {
     loop {
         let why = match tokio::time::timeout(HEARTBEAT, listener.try_recv()).await {
             Ok(Ok(Some(notification))) => {
-                cache.invalidate(notification.payload());
+                cache.changed(CacheEvent::parse(notification.payload()));
                 continue;
             }
             Ok(Ok(None)) => "connection lost".to_owned(),

@@ -41,7 +41,10 @@ pub enum Claim {
 /// The outcome of one attempt, as the worker records it.
 #[derive(Debug, Clone)]
 pub struct AttemptRecord {
+    /// The provider unit's name (`twilio`), as receipts match it.
     pub provider: String,
+    /// Sent through the tenant's own integration of that provider, not the operator's.
+    pub integration: bool,
     /// The trace of the attempt, carried by the retry's outbox row.
     pub traceparent: Option<String>,
     pub started_at: OffsetDateTime,
@@ -300,13 +303,15 @@ fn record_group<'a>(conn: &'a mut PgConnection, outcomes: &'a [Outcome]) -> BoxF
             c.ranks.push(o.rank);
             c.traceparents.push(o.record.traceparent.as_deref());
             c.claims.push(o.claim);
+            c.integrations.push(o.record.integration);
         }
         // One call, committed on its own: the locks, the record and the aggregates are
         // statements of `record_outcomes` (migrations/20261206000014_generic_plans.sql;
-        // a retry's delay made a time by the database, 20261207000001).
+        // a retry's delay made a time by the database, 20261207000001; the integration
+        // that sent, 20261208000300).
         let applied: Vec<(Uuid, Option<String>, Option<String>, bool)> = sqlx::query_as(
             "SELECT * FROM record_outcomes($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                                           $17, $18, $19)",
+                                           $17, $18, $19, $20)",
         )
         .bind(&c.delivery_ids)
         .bind(&c.attempts)
@@ -327,6 +332,7 @@ fn record_group<'a>(conn: &'a mut PgConnection, outcomes: &'a [Outcome]) -> BoxF
         .bind(&c.traceparents)
         .bind(&c.claims)
         .bind(crate::ERASED)
+        .bind(&c.integrations)
         .fetch_all(&mut *conn)
         .await?;
         // Receipts that came before their send was recorded. Applied after the record
@@ -365,6 +371,7 @@ struct OutcomeColumns<'a> {
     ranks: Vec<i16>,
     traceparents: Vec<Option<&'a str>>,
     claims: Vec<Uuid>,
+    integrations: Vec<bool>,
 }
 
 /// Recomputes the status of the notifications `ids` from their deliveries (docs/contract.md §4.2),

@@ -31,7 +31,7 @@ use sqlx::{
 };
 
 pub use actions::{Cancelled, Retried};
-pub use cache::{CACHE_CHANNEL, CACHE_LISTENER_NAME, CacheEvent, UNKNOWN_KEY_TTL, UNKNOWN_KEYS};
+pub use cache::{CACHE_CHANNEL, CACHE_LISTENER_NAME, CacheEvent, CacheListener, UNKNOWN_KEY_TTL, UNKNOWN_KEYS};
 pub use deliveries::{AttemptRecord, AttemptResult, Claim, Lease};
 pub use inbox::{InboxChange, InboxFilter};
 pub use intake::{Accept, Accepted, IdempotencyKey, Intake, IntakeResult, Origin};

@@ -61,7 +61,8 @@ struct DeliveryRow {
     updated_at: OffsetDateTime,
 }
 
-type AttemptRow = (Uuid, i32, String, String, Option<String>, Option<String>, i32, OffsetDateTime, OffsetDateTime);
+type AttemptRow =
+    (Uuid, i32, String, String, Option<String>, Option<String>, i32, OffsetDateTime, OffsetDateTime, bool);
 
 impl Store {
     /// The notification with its delivery counts, its first [`VIEW_DELIVERIES`] deliveries
@@ -177,7 +178,7 @@ impl Store {
         let ids: Vec<Uuid> = deliveries.iter().map(|d| d.id).collect();
         let attempts: Vec<AttemptRow> = sqlx::query_as(
             "SELECT delivery_id, number, provider, outcome, error_code, error_message, latency_ms, started_at,
-                    finished_at
+                    finished_at, integration
              FROM delivery_attempts WHERE delivery_id = ANY ($1) ORDER BY id",
         )
         .bind(&ids)
@@ -204,6 +205,7 @@ impl Store {
                 latency_ms: a.6,
                 started_at: a.7,
                 finished_at: a.8,
+                integration: a.9,
             });
         }
         let mut events_of: HashMap<Uuid, Vec<AuditEventView>> = HashMap::new();

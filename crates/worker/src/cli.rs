@@ -1,6 +1,8 @@
+use std::sync::Arc;
+
 use clap::{Args, Command, FromArgMatches};
 use domain::Channel;
-use providers::ProviderUnit;
+use providers::{ProviderUnit, http::SharedClient};
 
 use crate::{Configured, WorkerConfig};
 
@@ -19,7 +21,8 @@ pub fn main(channel: Channel, units: &[&dyn ProviderUnit]) -> anyhow::Result<()>
     let configured = Configured::read(channel, &config, &figment, units)?;
     let _telemetry = bootstrap::telemetry::init(&name);
     tokio::runtime::Runtime::new()?.block_on(async {
-        let providers = configured.build(channel, &config).await?;
-        crate::run(channel, config, providers, bootstrap::shutdown_on_signal()).await
+        let http = Arc::new(SharedClient::new(config.worker.provider_timeout));
+        let providers = configured.build(channel, &config, &http).await?;
+        crate::runtime::run_sharing(channel, config, providers, http, bootstrap::shutdown_on_signal()).await
     })
 }

@@ -98,6 +98,11 @@ pub struct ChannelSettings {
     /// How long a provider is paused after a configuration or account error.
     #[serde(with = "humantime_serde")]
     pub circuit_cool_down: Duration,
+    /// Whether a tenant's delivery may go through the providers above after the tenant's
+    /// own integrations of the channel failed or when it has none. `false`: a tenant
+    /// sends only through its own integrations, and one without any gets
+    /// `no_integration` (retried, so connecting one later delivers).
+    pub tenant_fallback: bool,
 }
 
 impl Default for ChannelSettings {
@@ -108,6 +113,7 @@ impl Default for ChannelSettings {
             sandbox: SandboxConfig::default(),
             rate_limits: BTreeMap::new(),
             circuit_cool_down: Duration::from_secs(60),
+            tenant_fallback: true,
         }
     }
 }

@@ -1,8 +1,11 @@
 //! How one attempt reaches a provider: in the channel's order of preference, skipping a
 //! provider paused by its circuit breaker, pacing each to its rate limit, and moving on
-//! to the next after a failure that did not reach the recipient.
+//! to the next after a failure that did not reach the recipient. A tenant's own
+//! integrations come first, under the same rules, then the operator's providers where
+//! `<channel>.tenant_fallback` allows.
 
 use std::{
+    collections::HashMap,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -10,10 +13,12 @@ use std::{
 use domain::{DeliveryJob, FailureKind, SendFailure, SendOutcome};
 use tokio::time::Instant;
 use tracing::Instrument;
+use uuid::Uuid;
 
 use crate::{
     ChannelSettings, Provider,
     metrics::{METRICS, ProviderLabels},
+    tenant_clients::TenantIntegration,
 };
 
 /// Left of a claim's lease after a provider call, to record its outcome.
@@ -22,7 +27,23 @@ const RECORD_MARGIN: Duration = Duration::from_secs(1);
 /// What came of an attempt, and which provider it came from.
 pub struct Dispatched {
     pub provider: String,
+    /// The tenant's own integration of `provider`, not the operator's provider.
+    pub integration: bool,
     pub outcome: SendOutcome,
+}
+
+impl Dispatched {
+    fn operator(provider: impl Into<String>, outcome: SendOutcome) -> Self {
+        Self { provider: provider.into(), integration: false, outcome }
+    }
+}
+
+/// What comes of one provider's answer: whether the attempt moves on to the next.
+fn moves_on(outcome: &SendOutcome) -> bool {
+    match outcome {
+        SendOutcome::Sent(_) => false,
+        SendOutcome::Failed(f) => matches!(f.kind, FailureKind::Retryable | FailureKind::Config),
+    }
 }
 
 struct Slot {
@@ -72,6 +93,11 @@ pub struct Dispatcher {
     slots: Vec<Slot>,
     cool_down: Duration,
     timeout: Duration,
+    /// Whether a tenant's delivery may use `slots` (`<channel>.tenant_fallback`).
+    tenant_fallback: bool,
+    /// Tenants' integrations paused after a configuration error: (tenant, provider) ->
+    /// the integration's version and until when. Pruned of expired ones as it grows.
+    tenant_pauses: Mutex<HashMap<(Uuid, String), (i64, Instant)>>,
 }
 
 impl Dispatcher {
@@ -92,7 +118,18 @@ impl Dispatcher {
                 }
             })
             .collect();
-        Self { slots, cool_down: settings.circuit_cool_down, timeout }
+        Self {
+            slots,
+            cool_down: settings.circuit_cool_down,
+            timeout,
+            tenant_fallback: settings.tenant_fallback,
+            tenant_pauses: Mutex::default(),
+        }
+    }
+
+    /// Whether tenants' deliveries may use the operator's providers at all.
+    pub fn tenant_fallback(&self) -> bool {
+        self.tenant_fallback
     }
 
     /// The providers' names, in order.
@@ -152,13 +189,153 @@ impl Dispatcher {
     /// `lease_ends`: a provider whose slot would come too late for its call (and
     /// [`RECORD_MARGIN`] to record it) to end within the lease is skipped, as if
     /// unavailable, and the delivery retries.
+    #[cfg(test)]
     pub async fn send(&self, job: &DeliveryJob, paced: Option<Paced>, lease_ends: Instant) -> Dispatched {
+        let mut paced = paced;
+        let dispatched = self.send_operator(job, &mut paced, lease_ends).await;
+        self.give_back(paced);
+        dispatched
+    }
+
+    /// As the operator's providers alone (`send`), the tenant's own integrations (`own`, in order) first: the same
+    /// failover rules, a configuration error pausing that integration alone (not the
+    /// operator's provider of its name, not another tenant's), a client whose `serves` is
+    /// false skipped, one that could not be built counted as its configuration failure.
+    /// Then the operator's providers if `<channel>.tenant_fallback` allows; without it, a
+    /// tenant with no integration gets `no_integration` (a `config` failure, retried). The
+    /// rate slot `paced` is the operator's first provider's: given back unless used.
+    pub async fn send_for_tenant(
+        &self,
+        job: &DeliveryJob,
+        own: &[TenantIntegration],
+        paced: Option<Paced>,
+        lease_ends: Instant,
+    ) -> Dispatched {
+        let mut paced = paced;
+        let dispatched = self.send_tenant(job, own, &mut paced, lease_ends).await;
+        self.give_back(paced);
+        dispatched
+    }
+
+    async fn send_tenant(
+        &self,
+        job: &DeliveryJob,
+        own: &[TenantIntegration],
+        paced: &mut Option<Paced>,
+        lease_ends: Instant,
+    ) -> Dispatched {
+        let send_by = lease_ends.checked_sub(self.timeout + RECORD_MARGIN).unwrap_or_else(Instant::now);
+        let mut last: Option<Dispatched> = None;
+        for integration in own {
+            let own_failure =
+                |outcome| Dispatched { provider: integration.provider.clone(), integration: true, outcome };
+            let client = match &integration.client {
+                Ok(client) => client,
+                Err(unusable) => {
+                    last = Some(own_failure(SendOutcome::Failed(unusable.clone())));
+                    continue;
+                }
+            };
+            if !client.serves(job) || self.tenant_paused(job.tenant_id, integration) {
+                continue;
+            }
+            if Instant::now() > send_by {
+                tracing::info!(provider = %integration.provider, "no time left in the lease for the tenant's integration");
+                break;
+            }
+            let outcome = self.call(client.as_ref(), job).await;
+            if let SendOutcome::Failed(f) = &outcome
+                && f.kind == FailureKind::Config
+            {
+                self.pause_tenant(job.tenant_id, integration);
+                tracing::warn!(provider = %integration.provider, code = %f.code, cool_down = ?self.cool_down,
+                    "configuration or account error: the tenant's integration paused");
+            }
+            if !moves_on(&outcome) {
+                return own_failure(outcome);
+            }
+            if let SendOutcome::Failed(f) = &outcome {
+                tracing::info!(provider = %integration.provider, code = %f.code, "tenant's integration failed; trying the next");
+            }
+            last = Some(own_failure(outcome));
+        }
+        if self.tenant_fallback {
+            let operator = self.send_operator(job, paced, lease_ends).await;
+            // Nothing of the operator's was tried: the tenant's last failure says more.
+            return match (last, operator.provider.as_str()) {
+                (Some(own), "none") => own,
+                (_, _) => operator,
+            };
+        }
+        last.unwrap_or_else(|| {
+            let (code, message) = if own.is_empty() {
+                ("no_integration", "the tenant has no active integration for this channel, and the operator's providers are not used for tenants (tenant_fallback = false)")
+            } else {
+                ("integrations_unavailable", "none of the tenant's integrations could take this delivery (paused or not serving its address), and the operator's providers are not used for tenants (tenant_fallback = false)")
+            };
+            Dispatched::operator("none", SendOutcome::Failed(SendFailure::new(FailureKind::Config, code, message)))
+        })
+    }
+
+    fn tenant_paused(&self, tenant_id: Uuid, integration: &TenantIntegration) -> bool {
+        let pauses = self.tenant_pauses.lock().expect("never poisoned");
+        pauses
+            .get(&(tenant_id, integration.provider.clone()))
+            .is_some_and(|(version, until)| *version == integration.version && *until > Instant::now())
+    }
+
+    fn pause_tenant(&self, tenant_id: Uuid, integration: &TenantIntegration) {
+        let mut pauses = self.tenant_pauses.lock().expect("never poisoned");
+        let now = Instant::now();
+        pauses.retain(|_, (_, until)| *until > now);
+        pauses.insert((tenant_id, integration.provider.clone()), (integration.version, now + self.cool_down));
+    }
+
+    /// One provider call, bounded by the provider timeout (no answer: ambiguous).
+    async fn call(&self, provider: &dyn Provider, job: &DeliveryJob) -> SendOutcome {
+        let name = provider.name();
+        let started = Instant::now();
+        let span = tracing::info_span!("provider", provider = %name);
+        let outcome =
+            tokio::time::timeout(self.timeout, provider.send(job).instrument(span)).await.unwrap_or_else(|_| {
+                SendOutcome::Failed(SendFailure::new(
+                    FailureKind::Ambiguous,
+                    "timeout",
+                    format!("no answer from the provider within {:?}", self.timeout),
+                ))
+            });
+        METRICS
+            .provider_latency
+            .get_or_create(&ProviderLabels { channel: job.channel.as_str(), provider: name.to_owned() })
+            .observe(started.elapsed().as_secs_f64());
+        outcome
+    }
+
+    async fn send_operator(&self, job: &DeliveryJob, paced: &mut Option<Paced>, lease_ends: Instant) -> Dispatched {
         let send_by = lease_ends.checked_sub(self.timeout + RECORD_MARGIN).unwrap_or_else(Instant::now);
         let mut last: Option<Dispatched> = None;
         let mut busy = None;
         for (i, slot) in self.slots.iter().enumerate() {
-            if paced.as_ref().is_none_or(|p| p.slot != i) {
+            if !slot.provider.serves(job) {
+                continue;
+            }
+            if Instant::now() > send_by {
+                // The calls before (a tenant's integrations) used up the lease.
+                busy.get_or_insert_with(|| slot.provider.name().to_owned());
+                continue;
+            }
+            if paced.as_ref().is_some_and(|p| p.slot == i) {
+                // The slot taken before the claim is used now.
+                *paced = None;
+            } else {
                 match slot.take(Some(send_by)).await {
+                    // Its slot came, but too late for its call within the lease.
+                    Ok(taken) if Instant::now() > send_by => {
+                        slot.give_back(taken);
+                        tracing::info!(provider = %slot.provider.name(), "no time left in the lease; skipping the provider");
+                        busy.get_or_insert_with(|| slot.provider.name().to_owned());
+                        continue;
+                    }
                     Ok(_) => {}
                     Err(NoSlot::Paused) => continue,
                     Err(NoSlot::Busy) => {
@@ -169,59 +346,41 @@ impl Dispatcher {
                 }
             }
             let name = slot.provider.name().to_owned();
-            let started = Instant::now();
-            let call = tracing::info_span!("provider", provider = %name);
-            let outcome = tokio::time::timeout(self.timeout, slot.provider.send(job).instrument(call))
-                .await
-                .unwrap_or_else(|_| {
-                    SendOutcome::Failed(SendFailure::new(
-                        FailureKind::Ambiguous,
-                        "timeout",
-                        format!("no answer from the provider within {:?}", self.timeout),
-                    ))
-                });
-            METRICS
-                .provider_latency
-                .get_or_create(&ProviderLabels { channel: job.channel.as_str(), provider: name.clone() })
-                .observe(started.elapsed().as_secs_f64());
-            let next = match &outcome {
-                SendOutcome::Sent(_) => false,
-                SendOutcome::Failed(f) => match f.kind {
-                    FailureKind::Permanent | FailureKind::Ambiguous => false,
-                    FailureKind::Retryable => true,
-                    FailureKind::Config => {
-                        slot.pause(self.cool_down);
-                        tracing::warn!(provider = %name, code = %f.code, cool_down = ?self.cool_down,
-                            "configuration or account error: provider paused");
-                        true
-                    }
-                },
-            };
-            if !next {
-                return Dispatched { provider: name, outcome };
+            let outcome = self.call(slot.provider.as_ref(), job).await;
+            if let SendOutcome::Failed(f) = &outcome
+                && f.kind == FailureKind::Config
+            {
+                slot.pause(self.cool_down);
+                tracing::warn!(provider = %name, code = %f.code, cool_down = ?self.cool_down,
+                    "configuration or account error: provider paused");
+            }
+            if !moves_on(&outcome) {
+                return Dispatched::operator(name, outcome);
             }
             if let SendOutcome::Failed(f) = &outcome {
                 tracing::info!(provider = %name, code = %f.code, "provider failed; trying the next one");
             }
-            last = Some(Dispatched { provider: name, outcome });
+            last = Some(Dispatched::operator(name, outcome));
         }
         if let (None, Some(provider)) = (&last, busy) {
-            return Dispatched {
+            return Dispatched::operator(
                 provider,
-                outcome: SendOutcome::Failed(SendFailure::new(
+                SendOutcome::Failed(SendFailure::new(
                     FailureKind::Retryable,
                     "rate_limited",
                     "no provider of the channel had a rate slot within the claim's lease",
                 )),
-            };
+            );
         }
-        last.unwrap_or_else(|| Dispatched {
-            provider: "none".into(),
-            outcome: SendOutcome::Failed(SendFailure::new(
-                FailureKind::Config,
-                "providers_paused",
-                "every provider of the channel is paused after configuration errors",
-            )),
+        last.unwrap_or_else(|| {
+            Dispatched::operator(
+                "none",
+                SendOutcome::Failed(SendFailure::new(
+                    FailureKind::Config,
+                    "providers_paused",
+                    "every provider of the channel serving this address is paused after configuration errors",
+                )),
+            )
         })
     }
 }
@@ -494,5 +653,158 @@ mod tests {
             matches!(&result.outcome, SendOutcome::Failed(f) if f.kind == FailureKind::Retryable && f.code == "rate_limited")
         );
         assert_eq!(only.calls.load(Ordering::SeqCst), 0);
+    }
+
+    fn own(provider: &'static str, kind: Option<FailureKind>, version: i64) -> (Arc<Scripted>, TenantIntegration) {
+        let p = provider_named(provider, kind);
+        let client: Arc<dyn Provider> = p.clone();
+        (p, TenantIntegration { provider: provider.into(), version, client: Ok(client) })
+    }
+
+    fn provider_named(name: &'static str, kind: Option<FailureKind>) -> Arc<Scripted> {
+        provider(name, kind)
+    }
+
+    fn fallback(allowed: bool) -> ChannelSettings {
+        ChannelSettings { tenant_fallback: allowed, ..Default::default() }
+    }
+
+    #[tokio::test]
+    async fn a_tenants_integrations_fail_over_in_order_before_the_operators() {
+        let operator = provider("twilio", None);
+        let d = dispatcher(vec![operator.clone()], fallback(true));
+        let (first, a) = own("twilio", Some(FailureKind::Retryable), 1);
+        let (second, b) = own("sns", None, 1);
+        let result = d.send_for_tenant(&job(), &[a, b], None, far()).await;
+        assert_eq!((result.provider.as_str(), result.integration), ("sns", true));
+        assert!(matches!(result.outcome, SendOutcome::Sent(_)));
+        assert_eq!((first.calls.load(Ordering::SeqCst), second.calls.load(Ordering::SeqCst)), (1, 1));
+        assert_eq!(operator.calls.load(Ordering::SeqCst), 0);
+
+        // An ambiguous answer stops there: neither the next integration nor the operator.
+        let (_, a) = own("twilio", Some(FailureKind::Ambiguous), 1);
+        let (second, b) = own("sns", None, 1);
+        let result = d.send_for_tenant(&job(), &[a, b], None, far()).await;
+        assert_eq!((result.provider.as_str(), result.integration), ("twilio", true));
+        assert_eq!(second.calls.load(Ordering::SeqCst), 0);
+        assert_eq!(operator.calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn the_operators_providers_take_over_only_where_fallback_is_allowed() {
+        let operator = provider("twilio", None);
+        let d = dispatcher(vec![operator.clone()], fallback(true));
+        let (_, a) = own("twilio", Some(FailureKind::Retryable), 1);
+        let result = d.send_for_tenant(&job(), &[a], None, far()).await;
+        assert_eq!((result.provider.as_str(), result.integration), ("twilio", false));
+        assert!(matches!(result.outcome, SendOutcome::Sent(_)));
+        let result = d.send_for_tenant(&job(), &[], None, far()).await;
+        assert_eq!((result.provider.as_str(), result.integration), ("twilio", false));
+
+        let operator = provider("twilio", None);
+        let d = dispatcher(vec![operator.clone()], fallback(false));
+        let (_, a) = own("twilio", Some(FailureKind::Retryable), 1);
+        let result = d.send_for_tenant(&job(), &[a], None, far()).await;
+        assert!(matches!(&result.outcome, SendOutcome::Failed(f) if f.kind == FailureKind::Retryable));
+        assert!(result.integration);
+        let result = d.send_for_tenant(&job(), &[], None, far()).await;
+        assert!(
+            matches!(&result.outcome, SendOutcome::Failed(f) if f.kind == FailureKind::Config && f.code == "no_integration" && f.message.contains("no active integration")),
+        );
+        assert_eq!(operator.calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_configuration_error_pauses_that_tenants_integration_only() {
+        let operator = provider("twilio", None);
+        let d = dispatcher(vec![operator.clone()], fallback(true));
+        let (broken, a) = own("twilio", Some(FailureKind::Config), 3);
+        let job_a = job();
+        let result = d.send_for_tenant(&job_a, &[a], None, far()).await;
+        assert_eq!((result.provider.as_str(), result.integration), ("twilio", false), "failed over");
+        assert!(d.paused().is_empty(), "the operator's provider of that name is not paused");
+        let (_, a) = own("twilio", Some(FailureKind::Config), 3);
+        d.send_for_tenant(&job_a, &[a], None, far()).await;
+        assert_eq!(broken.calls.load(Ordering::SeqCst), 1, "paused: not called again");
+        // Another tenant's integration of that name, and a changed one, are not paused.
+        let (other, b) = own("twilio", Some(FailureKind::Config), 3);
+        d.send_for_tenant(&job(), &[b], None, far()).await;
+        assert_eq!(other.calls.load(Ordering::SeqCst), 1);
+        let (changed, c) = own("twilio", None, 4);
+        let result = d.send_for_tenant(&job_a, &[c], None, far()).await;
+        assert_eq!(changed.calls.load(Ordering::SeqCst), 1);
+        assert!(result.integration);
+    }
+
+    #[tokio::test]
+    async fn an_unusable_integration_or_one_not_serving_the_address_is_skipped() {
+        let d = dispatcher(vec![], fallback(false));
+        let unusable = TenantIntegration {
+            provider: "twilio".into(),
+            version: 1,
+            client: Err(SendFailure::new(FailureKind::Config, "integration_unusable", "named")),
+        };
+        let result = d.send_for_tenant(&job(), &[unusable], None, far()).await;
+        assert!(matches!(&result.outcome, SendOutcome::Failed(f) if f.code == "integration_unusable"));
+        assert_eq!((result.provider.as_str(), result.integration), ("twilio", true));
+
+        struct Picky(Arc<Scripted>);
+        impl Provider for Picky {
+            fn name(&self) -> &str {
+                self.0.name()
+            }
+            fn serves(&self, job: &DeliveryJob) -> bool {
+                job.recipient.starts_with("slack:")
+            }
+            fn send<'a>(&'a self, job: &'a DeliveryJob) -> BoxFuture<'a, SendOutcome> {
+                self.0.send(job)
+            }
+        }
+        let slack = provider("slack", None);
+        let picky =
+            TenantIntegration { provider: "slack".into(), version: 1, client: Ok(Arc::new(Picky(slack.clone()))) };
+        let (discord, other) = own("discord", None, 1);
+        let result = d.send_for_tenant(&job(), &[picky, other], None, far()).await;
+        assert_eq!(result.provider, "discord");
+        assert_eq!((slack.calls.load(Ordering::SeqCst), discord.calls.load(Ordering::SeqCst)), (0, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slot_taken_before_the_claim_is_given_back_when_the_tenants_integration_sends() {
+        let mut settings = ChannelSettings::default();
+        settings.rate_limits.insert("paced".into(), 1.0);
+        let d = dispatcher(vec![provider("paced", None)], settings);
+        let start = Instant::now();
+        let paced = d.pace().await;
+        let (_, a) = own("twilio", None, 1);
+        assert!(d.send_for_tenant(&job(), &[a], paced, far()).await.integration);
+        // The operator's next send has the slot at once.
+        let _ = d.pace().await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_operators_provider_is_skipped_when_the_tenants_calls_used_up_the_lease() {
+        struct Slow;
+        impl Provider for Slow {
+            fn name(&self) -> &str {
+                "twilio"
+            }
+            fn send<'a>(&'a self, _: &'a DeliveryJob) -> BoxFuture<'a, SendOutcome> {
+                async {
+                    tokio::time::sleep(Duration::from_secs(4)).await;
+                    SendOutcome::Failed(SendFailure::new(FailureKind::Retryable, "busy", "slow"))
+                }
+                .boxed()
+            }
+        }
+        let operator = provider("sandbox", None);
+        let d = dispatcher(vec![operator.clone()], fallback(true));
+        let slow = TenantIntegration { provider: "twilio".into(), version: 1, client: Ok(Arc::new(Slow)) };
+        // 5 s per call and 1 s to record: after 4 s of the tenant's call, a 9 s lease has
+        // no room left for another.
+        let result = d.send_for_tenant(&job(), &[slow], None, Instant::now() + Duration::from_secs(9)).await;
+        assert!(matches!(&result.outcome, SendOutcome::Failed(f) if f.kind == FailureKind::Retryable));
+        assert_eq!(operator.calls.load(Ordering::SeqCst), 0);
     }
 }

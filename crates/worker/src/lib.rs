@@ -9,6 +9,7 @@ mod dispatch;
 mod metrics;
 mod runtime;
 mod sandbox;
+mod tenant_clients;
 mod units;
 
 pub use config::{ChannelSettings, WorkerConfig, WorkerSettings, unknown_provider};

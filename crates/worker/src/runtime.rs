@@ -10,6 +10,7 @@ use std::{
 use bootstrap::ExposeSecret;
 use domain::{Channel, DeliveryJob, DeliveryMessage, RetryPolicy, SendOutcome, backoff::Backoff};
 use futures_util::FutureExt;
+use providers::http::SharedClient;
 use queue::{Incoming, Subscription, topology};
 use store::{AttemptRecord, AttemptResult, Claim, Lease, Store, StoreError};
 use time::OffsetDateTime;
@@ -21,6 +22,7 @@ use crate::{
     Provider, WorkerConfig,
     dispatch::{Dispatched, Dispatcher},
     metrics::{ChannelLabel, METRICS, OutcomeLabels},
+    tenant_clients::TenantClients,
 };
 
 struct Context {
@@ -34,6 +36,8 @@ struct Context {
     consuming: AtomicBool,
     /// Opens sealed chat addresses (`secrets`); `None` without keys.
     keyring: Option<bootstrap::seal::Keyring>,
+    /// The clients built from tenants' own integrations of the channel.
+    tenants: TenantClients,
 }
 
 /// Consumes the channel's queue until `shutdown` fires, reconnecting to the broker with
@@ -43,6 +47,19 @@ pub async fn run(
     channel: Channel,
     config: WorkerConfig,
     providers: Vec<Arc<dyn Provider>>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let http = Arc::new(SharedClient::new(config.worker.provider_timeout));
+    run_sharing(channel, config, providers, http, shutdown).await
+}
+
+/// As [`run`], building the clients of tenants' integrations with `http`, the client the
+/// operator's `providers` were built with, so all share one connection pool.
+pub(crate) async fn run_sharing(
+    channel: Channel,
+    config: WorkerConfig,
+    providers: Vec<Arc<dyn Provider>>,
+    http: Arc<SharedClient>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     config.validate(channel)?;
@@ -57,8 +74,21 @@ pub async fn run(
         lease: config.worker.lease,
         consuming: AtomicBool::new(false),
         keyring: config.secrets.keyring()?,
+        tenants: TenantClients::new(
+            channel,
+            store.clone(),
+            config.secrets.keyring()?,
+            config.integrations.clone(),
+            http,
+            config.worker.provider_timeout,
+        ),
     });
     crate::metrics::publish(channel, &ctx.providers.names());
+    // Drops a tenant's clients when its integrations change, on any replica's write.
+    let follow = tokio::spawn({
+        let (ctx, stop) = (ctx.clone(), shutdown.clone());
+        async move { ctx.store.follow_cache_events(&ctx.tenants, stop.cancelled()).await }
+    });
     let ops =
         config.worker.listen.map(|addr| tokio::spawn(bootstrap::ops::serve(addr, readiness(&ctx), shutdown.clone())));
     let queue_name = topology::queue_name(channel);
@@ -141,6 +171,7 @@ pub async fn run(
     if let Some(ops) = ops {
         let _ = ops.await;
     }
+    let _ = follow.await;
     store.close().await;
     tracing::info!("worker stopped");
     Ok(())
@@ -222,9 +253,13 @@ async fn dead_letter(ctx: &Context, incoming: &Incoming) {
 }
 
 async fn process(ctx: &Context, msg: &DeliveryMessage, incoming: &Incoming, shutdown: &CancellationToken) {
+    // A tenant whose own integrations are at hand sends through them first, and without
+    // fallback the operator's providers serve no tenant: neither their pauses nor their
+    // rate limits hold the message then.
+    let own = !ctx.providers.tenant_fallback() || ctx.tenants.kept(msg.tenant_id).is_some_and(|own| !own.is_empty());
     // Every provider paused after configuration errors: hold the message until one
     // resumes rather than spend its attempts (on shutdown the broker gets it back).
-    while let Some(until) = ctx.providers.all_paused_until() {
+    while !own && let Some(until) = ctx.providers.all_paused_until() {
         tracing::warn!(paused = ?ctx.providers.paused(), "every provider is paused; holding the message");
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -233,9 +268,13 @@ async fn process(ctx: &Context, msg: &DeliveryMessage, incoming: &Incoming, shut
     }
     // The provider's rate slot before the claim, so waiting for it does not use up the
     // lease (on shutdown the broker gets the message back).
-    let paced = tokio::select! {
-        _ = shutdown.cancelled() => return,
-        paced = ctx.providers.pace() => paced,
+    let paced = if own {
+        None
+    } else {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            paced = ctx.providers.pace() => paced,
+        }
     };
     // One claim id for this message however often the claim is tried: a retry after a
     // lost reply finds the claim it made.
@@ -271,16 +310,23 @@ async fn process(ctx: &Context, msg: &DeliveryMessage, incoming: &Incoming, shut
     let started_at = OffsetDateTime::now_utc();
     let clock = Instant::now();
     // The recorded job keeps the sealed address: the plain one goes to the provider only.
-    let dispatched = match crate::chat_address::open(ctx.keyring.as_ref(), &job) {
-        Ok(None) => ctx.providers.send(&job, paced, lease_ends).await,
-        Ok(Some(opened)) => ctx.providers.send(&opened, paced, lease_ends).await,
+    // The tenant's own integrations of the channel, then (where allowed) the operator's.
+    let ready = match crate::chat_address::open(ctx.keyring.as_ref(), &job) {
+        Ok(opened) => ctx.tenants.of(job.tenant_id).await.map(|own| (opened, own)),
+        Err(failure) => Err(failure),
+    };
+    let dispatched = match ready {
+        Ok((opened, own)) => {
+            ctx.providers.send_for_tenant(opened.as_ref().unwrap_or(&job), &own, paced, lease_ends).await
+        }
         Err(failure) => {
             ctx.providers.give_back(paced);
-            Dispatched { provider: "none".into(), outcome: SendOutcome::Failed(failure) }
+            Dispatched { provider: "none".into(), integration: false, outcome: SendOutcome::Failed(failure) }
         }
     };
     let record = AttemptRecord {
         provider: dispatched.provider,
+        integration: dispatched.integration,
         traceparent: bootstrap::telemetry::traceparent(&tracing::Span::current()),
         started_at,
         latency_ms: i32::try_from(clock.elapsed().as_millis()).unwrap_or(i32::MAX),
@@ -333,7 +379,8 @@ fn decide(policy: &RetryPolicy, job: &DeliveryJob, outcome: SendOutcome) -> Atte
 fn log_result(record: &AttemptRecord) {
     match &record.result {
         AttemptResult::Sent { provider_message_id, .. } => {
-            tracing::info!(provider = %record.provider, %provider_message_id, latency_ms = record.latency_ms, "sent");
+            tracing::info!(provider = %record.provider, integration = record.integration, %provider_message_id,
+                latency_ms = record.latency_ms, "sent");
         }
         AttemptResult::Retry { failure, after } => tracing::info!(provider = %record.provider, code = %failure.code,
             kind = failure.kind.as_str(), retry_in = ?after, "attempt failed; will retry"),

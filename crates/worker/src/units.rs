@@ -47,10 +47,15 @@ impl Configured {
         Ok(Self(entries))
     }
 
-    /// Builds the providers in order, sharing one HTTP client (and its connection pool).
-    pub async fn build(&self, channel: Channel, config: &WorkerConfig) -> anyhow::Result<Vec<Arc<dyn Provider>>> {
-        let http = SharedClient::new(config.worker.provider_timeout);
-        let ctx = Context { http: &http, provider_timeout: config.worker.provider_timeout };
+    /// Builds the providers in order, sharing one HTTP client (and its connection pool),
+    /// which the clients of tenants' integrations share too.
+    pub async fn build(
+        &self,
+        channel: Channel,
+        config: &WorkerConfig,
+        http: &SharedClient,
+    ) -> anyhow::Result<Vec<Arc<dyn Provider>>> {
+        let ctx = Context { http, provider_timeout: config.worker.provider_timeout };
         let mut built = Vec::with_capacity(self.0.len());
         for entry in &self.0 {
             built.push(match entry {
@@ -71,8 +76,9 @@ pub async fn run_units(
     units: &[&dyn ProviderUnit],
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let providers = Configured::read(channel, &config, figment, units)?.build(channel, &config).await?;
-    crate::run(channel, config, providers, shutdown).await
+    let http = Arc::new(SharedClient::new(config.worker.provider_timeout));
+    let providers = Configured::read(channel, &config, figment, units)?.build(channel, &config, &http).await?;
+    crate::runtime::run_sharing(channel, config, providers, http, shutdown).await
 }
 
 #[cfg(test)]
@@ -162,7 +168,8 @@ mod tests {
             "#,
         )
         .unwrap();
-        let built = configured.build(Channel::Email, &WorkerConfig::default()).await.unwrap();
+        let http = SharedClient::new(WorkerConfig::default().worker.provider_timeout);
+        let built = configured.build(Channel::Email, &WorkerConfig::default(), &http).await.unwrap();
         let names: Vec<&str> = built.iter().map(|p| p.name()).collect();
         assert_eq!(names, ["smtp", "ses"]);
     }
