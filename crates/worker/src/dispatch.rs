@@ -192,7 +192,7 @@ impl Dispatcher {
     #[cfg(test)]
     pub async fn send(&self, job: &DeliveryJob, paced: Option<Paced>, lease_ends: Instant) -> Dispatched {
         let mut paced = paced;
-        let dispatched = self.send_operator(job, &mut paced, lease_ends).await;
+        let dispatched = self.send_operator(job, &mut paced, lease_ends, false).await;
         self.give_back(paced);
         dispatched
     }
@@ -226,6 +226,9 @@ impl Dispatcher {
     ) -> Dispatched {
         let send_by = lease_ends.checked_sub(self.timeout + RECORD_MARGIN).unwrap_or_else(Instant::now);
         let mut last: Option<Dispatched> = None;
+        // The first call of an attempt always fits: the lease is checked at start to hold
+        // every provider's call. Only later ones can find it used up.
+        let mut called = false;
         for integration in own {
             let own_failure =
                 |outcome| Dispatched { provider: integration.provider.clone(), integration: true, outcome };
@@ -239,10 +242,11 @@ impl Dispatcher {
             if !client.serves(job) || self.tenant_paused(job.tenant_id, integration) {
                 continue;
             }
-            if Instant::now() > send_by {
+            if called && Instant::now() > send_by {
                 tracing::info!(provider = %integration.provider, "no time left in the lease for the tenant's integration");
                 break;
             }
+            called = true;
             let outcome = self.call(client.as_ref(), job).await;
             if let SendOutcome::Failed(f) = &outcome
                 && f.kind == FailureKind::Config
@@ -260,7 +264,7 @@ impl Dispatcher {
             last = Some(own_failure(outcome));
         }
         if self.tenant_fallback {
-            let operator = self.send_operator(job, paced, lease_ends).await;
+            let operator = self.send_operator(job, paced, lease_ends, called).await;
             // Nothing of the operator's was tried: the tenant's last failure says more.
             return match (last, operator.provider.as_str()) {
                 (Some(own), "none") => own,
@@ -311,7 +315,14 @@ impl Dispatcher {
         outcome
     }
 
-    async fn send_operator(&self, job: &DeliveryJob, paced: &mut Option<Paced>, lease_ends: Instant) -> Dispatched {
+    /// `called`: a provider was already called in this attempt (a tenant's integration).
+    async fn send_operator(
+        &self,
+        job: &DeliveryJob,
+        paced: &mut Option<Paced>,
+        lease_ends: Instant,
+        mut called: bool,
+    ) -> Dispatched {
         let send_by = lease_ends.checked_sub(self.timeout + RECORD_MARGIN).unwrap_or_else(Instant::now);
         let mut last: Option<Dispatched> = None;
         let mut busy = None;
@@ -319,8 +330,8 @@ impl Dispatcher {
             if !slot.provider.serves(job) {
                 continue;
             }
-            if Instant::now() > send_by {
-                // The calls before (a tenant's integrations) used up the lease.
+            if called && Instant::now() > send_by {
+                // The calls before used up the lease.
                 busy.get_or_insert_with(|| slot.provider.name().to_owned());
                 continue;
             }
@@ -330,7 +341,7 @@ impl Dispatcher {
             } else {
                 match slot.take(Some(send_by)).await {
                     // Its slot came, but too late for its call within the lease.
-                    Ok(taken) if Instant::now() > send_by => {
+                    Ok(taken) if called && Instant::now() > send_by => {
                         slot.give_back(taken);
                         tracing::info!(provider = %slot.provider.name(), "no time left in the lease; skipping the provider");
                         busy.get_or_insert_with(|| slot.provider.name().to_owned());
@@ -346,6 +357,7 @@ impl Dispatcher {
                 }
             }
             let name = slot.provider.name().to_owned();
+            called = true;
             let outcome = self.call(slot.provider.as_ref(), job).await;
             if let SendOutcome::Failed(f) = &outcome
                 && f.kind == FailureKind::Config
