@@ -172,7 +172,7 @@ async fn a_structured_template_renders_values_with_quotes_as_valid_json() {
                        "discord": [{"title": "{{ service }}", "description": "by {{ who }}"}]}});
     let (status, body) = app.call("PUT", "/v1/templates/deploy.done/chat", Some(&template)).await;
     assert_eq!(status, 200, "{body}");
-    let tricky = r#"api "edge" \ {"x": 1}"#;
+    let tricky = r#"api "edge" \ {"x": 1} <!channel> & <https://evil|Click>"#;
     let id = app
         .accept(&json!({"type": "deploy.done", "to": [{"slack_channel": "C0123456789"}],
             "data": {"service": tricky, "who": "Ada\n"}}))
@@ -181,7 +181,9 @@ async fn a_structured_template_renders_values_with_quotes_as_valid_json() {
     let content = &deliveries[0]["content"];
     assert_eq!(deliveries[0]["recipient"], "slack:C0123456789");
     assert_eq!(content["text"], format!("Deployed {tricky}"));
-    assert_eq!(content["structured"]["slack"][0]["text"]["text"], format!("Deployed *{tricky}*"));
+    // Slack's markup is escaped too: no mention, no link from the data.
+    let slack_escaped = tricky.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    assert_eq!(content["structured"]["slack"][0]["text"]["text"], format!("Deployed *{slack_escaped}*"));
     assert_eq!(content["structured"]["discord"][0]["title"], tricky);
     assert_eq!(content["structured"]["discord"][0]["description"], "by Ada\n");
 
