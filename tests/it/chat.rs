@@ -54,11 +54,14 @@ async fn a_subscriber_gets_a_chat_delivery_per_chat_address_and_the_worker_opens
     let delivered = column_text(&app, "SELECT string_agg(recipient, ' ') FROM deliveries WHERE tenant_id = $1").await;
     assert!(!delivered.contains("secret-token"), "{delivered}");
 
-    // The provider (here the sandbox) is given the plain URL, and the content as sent.
+    // The provider (here the sandbox) is given the opened URL (a sealed one would show as
+    // `discord:v1.…`), which the sandbox's file does not keep, and the content as sent.
     let mut sent: Vec<Value> = app.sandbox_messages(Channel::Chat);
     sent.sort_by_key(|m| m["to"].as_str().unwrap().to_owned());
     let to: Vec<&str> = sent.iter().map(|m| m["to"].as_str().unwrap()).collect();
-    assert_eq!(to, [format!("discord:{DISCORD}").as_str(), "slack:U024BE7LH"]);
+    assert_eq!(to, ["discord:<webhook>", "slack:U024BE7LH"]);
+    let file = std::fs::read_to_string(app.sandbox_file(Channel::Chat)).unwrap();
+    assert!(!file.contains("secret-token"), "{file}");
     assert_eq!(sent[1]["content"]["structured"], structured);
 
     // A webhook named inline is sealed at accept just the same.
@@ -71,7 +74,7 @@ async fn a_subscriber_gets_a_chat_delivery_per_chat_address_and_the_worker_opens
     assert!(!delivered.contains("secret-token"), "{delivered}");
     let sent = app.sandbox_messages(Channel::Chat);
     let last = sent.iter().find(|m| m["content"]["text"] == "inline").unwrap();
-    assert_eq!(last["to"], format!("discord:{DISCORD}"));
+    assert_eq!(last["to"], "discord:<webhook>");
 }
 
 #[tokio::test]
