@@ -209,7 +209,10 @@ impl Template {
             let mut compiled = true;
             for (part, part_text) in parts {
                 if let Err(e) = env.add_template_owned(part, part_text) {
-                    errors.push(FieldError::new(format!("content.{name}"), format!("does not compile: {}", describe(&e))));
+                    errors.push(FieldError::new(
+                        format!("content.{name}"),
+                        format!("does not compile: {}", describe(&e)),
+                    ));
                     compiled = false;
                     break;
                 }
@@ -295,7 +298,8 @@ impl Template {
         ctx: &minijinja::Value,
         fuel: &mut u64,
     ) -> Result<Value, Result<String, minijinja::Error>> {
-        let parse = |text: &str| serde_json::from_str::<Value>(text).map_err(|e| Ok(format!("does not render to JSON: {e}")));
+        let parse =
+            |text: &str| serde_json::from_str::<Value>(text).map_err(|e| Ok(format!("does not render to JSON: {e}")));
         let mut value = parse(rendered)?;
         if let Ok(slack) = self.inner.env.get_template(SLACK_PART) {
             let rendered = slack.render_captured(ctx).map_err(Err)?;
