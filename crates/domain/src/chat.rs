@@ -21,6 +21,53 @@ pub const MAX_STRUCTURED_BYTES: usize = 16 * 1024;
 pub const MAX_SLACK_BLOCKS: usize = 50;
 /// Discord's limit on embeds per message.
 pub const MAX_DISCORD_EMBEDS: usize = 10;
+/// Discord's limit on a message's `content`, in characters.
+pub const MAX_DISCORD_TEXT_CHARS: usize = 2000;
+/// Teams refuses a message over about 28 KB.
+pub const MAX_TEAMS_PAYLOAD_BYTES: usize = 28 * 1024;
+
+/// The text Discord is sent: `@everyone` and `@here` with a zero-width space after the
+/// `@`, shown alike, never a mention.
+pub fn discord_text(text: &str) -> String {
+    text.replace("@everyone", "@\u{200B}everyone").replace("@here", "@\u{200B}here")
+}
+
+/// The message a Teams Workflows webhook is posted: `structured` (the `teams` card) as
+/// given, else an Adaptive Card 1.4 of `text`.
+pub fn teams_payload(text: &str, card: Option<&serde_json::Value>) -> serde_json::Value {
+    let card = card.cloned().unwrap_or_else(|| {
+        serde_json::json!({
+            "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+            "type": "AdaptiveCard",
+            "version": "1.4",
+            "body": [{"type": "TextBlock", "text": text, "wrap": true}],
+        })
+    });
+    serde_json::json!({
+        "type": "message",
+        "attachments": [{"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": null, "content": card}],
+    })
+}
+
+/// Why `text`/`structured` cannot be sent by the chat `provider` as a message, if so: over
+/// Discord's 2,000 characters, or a Teams message over 28 KB. The provider checks the
+/// same before sending; the API checks inline content against inline webhooks at accept.
+pub fn over_provider_limit(provider: &str, text: &str, structured: Option<&serde_json::Value>) -> Option<String> {
+    match provider {
+        "discord" => {
+            let chars = discord_text(text).chars().count();
+            (chars > MAX_DISCORD_TEXT_CHARS)
+                .then(|| format!("the text is {chars} characters, Discord takes at most {MAX_DISCORD_TEXT_CHARS}"))
+        }
+        "teams" => {
+            let card = structured.and_then(|s| s.get("teams")).filter(|v| !v.is_null());
+            let bytes = teams_payload(text, card).to_string().len();
+            (bytes > MAX_TEAMS_PAYLOAD_BYTES)
+                .then(|| format!("the card is {bytes} bytes, Teams takes at most {MAX_TEAMS_PAYLOAD_BYTES}"))
+        }
+        _ => None,
+    }
+}
 
 /// A subscriber's chat addresses as given (`"chat": {"slack": "U024BE7LH"}`), all optional.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, utoipa::ToSchema)]
