@@ -239,9 +239,8 @@ impl NewNotification {
         for (i, r) in to.iter().enumerate() {
             check_recipient(i, r, limits.allow_private_hosts, &mut errors);
             // Inline content to an inline webhook: a provider's own limit is known now, so a
-            // message it would refuse is refused here rather than failed at send. (Webhooks of
-            // subscribers and rendered templates are met when planning: a message past the
-            // limit there fails its delivery at send, `content_too_long`/`payload_too_large`.)
+            // message it would refuse is refused here rather than failed at send (subscribers'
+            // webhooks and rendered templates are checked when planning).
             if let Some(content) = &self.content {
                 let text = content.text.as_deref().unwrap_or("");
                 for (provider, given) in [("discord", &r.discord_webhook), ("teams", &r.teams_webhook)] {
