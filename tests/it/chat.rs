@@ -136,6 +136,21 @@ async fn bad_chat_addresses_are_refused_naming_the_field() {
         "content": {"text": "hi"}});
     let (status, body) = app.post(&bad_inline).await;
     assert_eq!(fields(status, &body), ["to[0].slack_channel", "to[1].discord_webhook", "to[2].teams_webhook"]);
+
+    // A retired Teams connector URL is refused when given, as the provider refuses it.
+    let legacy = json!({"chat": {"teams": "https://contoso.webhook.office.com/webhookb2/x"}});
+    let (status, body) = app.call("PUT", "/v1/subscribers/u-2", Some(&legacy)).await;
+    assert_eq!(fields(status, &body), ["chat.teams"]);
+    // Text Discord would refuse (over 2,000 characters) is a 422 now, not a failure at send;
+    // the subscriber's Discord webhook is met when planning, an inline one when validating.
+    let long = json!({"type": "t", "to": [{"discord_webhook": "https://discord.com/api/webhooks/1/tok"}],
+        "content": {"text": "x".repeat(2001)}});
+    let (status, body) = app.post(&long).await;
+    assert_eq!(fields(status, &body), ["content.text"]);
+    let long = json!({"type": "t", "to": [{"subscriber_id": "u-1"}], "channels": ["chat"],
+        "content": {"text": "x".repeat(2001)}});
+    let (status, body) = app.post(&long).await;
+    assert_eq!(fields(status, &body), ["content.text"]);
 }
 
 #[tokio::test]
