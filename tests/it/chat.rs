@@ -54,11 +54,14 @@ async fn a_subscriber_gets_a_chat_delivery_per_chat_address_and_the_worker_opens
     let delivered = column_text(&app, "SELECT string_agg(recipient, ' ') FROM deliveries WHERE tenant_id = $1").await;
     assert!(!delivered.contains("secret-token"), "{delivered}");
 
-    // The provider (here the sandbox) is given the plain URL, and the content as sent.
+    // The provider (here the sandbox) is given the opened URL (a sealed one would show as
+    // `discord:v1.…`), which the sandbox's file does not keep, and the content as sent.
     let mut sent: Vec<Value> = app.sandbox_messages(Channel::Chat);
     sent.sort_by_key(|m| m["to"].as_str().unwrap().to_owned());
     let to: Vec<&str> = sent.iter().map(|m| m["to"].as_str().unwrap()).collect();
-    assert_eq!(to, [format!("discord:{DISCORD}").as_str(), "slack:U024BE7LH"]);
+    assert_eq!(to, ["discord:<webhook>", "slack:U024BE7LH"]);
+    let file = std::fs::read_to_string(app.sandbox_file(Channel::Chat)).unwrap();
+    assert!(!file.contains("secret-token"), "{file}");
     assert_eq!(sent[1]["content"]["structured"], structured);
 
     // A webhook named inline is sealed at accept just the same.
@@ -71,7 +74,7 @@ async fn a_subscriber_gets_a_chat_delivery_per_chat_address_and_the_worker_opens
     assert!(!delivered.contains("secret-token"), "{delivered}");
     let sent = app.sandbox_messages(Channel::Chat);
     let last = sent.iter().find(|m| m["content"]["text"] == "inline").unwrap();
-    assert_eq!(last["to"], format!("discord:{DISCORD}"));
+    assert_eq!(last["to"], "discord:<webhook>");
 }
 
 #[tokio::test]
@@ -133,6 +136,21 @@ async fn bad_chat_addresses_are_refused_naming_the_field() {
         "content": {"text": "hi"}});
     let (status, body) = app.post(&bad_inline).await;
     assert_eq!(fields(status, &body), ["to[0].slack_channel", "to[1].discord_webhook", "to[2].teams_webhook"]);
+
+    // A retired Teams connector URL is refused when given, as the provider refuses it.
+    let legacy = json!({"chat": {"teams": "https://contoso.webhook.office.com/webhookb2/x"}});
+    let (status, body) = app.call("PUT", "/v1/subscribers/u-2", Some(&legacy)).await;
+    assert_eq!(fields(status, &body), ["chat.teams"]);
+    // Text Discord would refuse (over 2,000 characters) is a 422 now, not a failure at send;
+    // the subscriber's Discord webhook is met when planning, an inline one when validating.
+    let long = json!({"type": "t", "to": [{"discord_webhook": "https://discord.com/api/webhooks/1/tok"}],
+        "content": {"text": "x".repeat(2001)}});
+    let (status, body) = app.post(&long).await;
+    assert_eq!(fields(status, &body), ["content.text"]);
+    let long = json!({"type": "t", "to": [{"subscriber_id": "u-1"}], "channels": ["chat"],
+        "content": {"text": "x".repeat(2001)}});
+    let (status, body) = app.post(&long).await;
+    assert_eq!(fields(status, &body), ["content.text"]);
 }
 
 #[tokio::test]
@@ -172,7 +190,7 @@ async fn a_structured_template_renders_values_with_quotes_as_valid_json() {
                        "discord": [{"title": "{{ service }}", "description": "by {{ who }}"}]}});
     let (status, body) = app.call("PUT", "/v1/templates/deploy.done/chat", Some(&template)).await;
     assert_eq!(status, 200, "{body}");
-    let tricky = r#"api "edge" \ {"x": 1}"#;
+    let tricky = r#"api "edge" \ {"x": 1} <!channel> & <https://evil|Click>"#;
     let id = app
         .accept(&json!({"type": "deploy.done", "to": [{"slack_channel": "C0123456789"}],
             "data": {"service": tricky, "who": "Ada\n"}}))
@@ -181,7 +199,9 @@ async fn a_structured_template_renders_values_with_quotes_as_valid_json() {
     let content = &deliveries[0]["content"];
     assert_eq!(deliveries[0]["recipient"], "slack:C0123456789");
     assert_eq!(content["text"], format!("Deployed {tricky}"));
-    assert_eq!(content["structured"]["slack"][0]["text"]["text"], format!("Deployed *{tricky}*"));
+    // Slack's markup is escaped too: no mention, no link from the data.
+    let slack_escaped = tricky.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    assert_eq!(content["structured"]["slack"][0]["text"]["text"], format!("Deployed *{slack_escaped}*"));
     assert_eq!(content["structured"]["discord"][0]["title"], tricky);
     assert_eq!(content["structured"]["discord"][0]["description"], "by Ada\n");
 

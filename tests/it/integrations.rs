@@ -3,8 +3,7 @@
 //! stand-in of the provider, announced on `notify_cache`, and re-sealed by the key rotation.
 //!
 //! Written against the Twilio SMS unit (`sms`/`twilio`, check = `GET
-//! /2010-04-01/Accounts/{sid}.json` with Basic auth); the tests that need it say so and
-//! pass without checking anything while the catalog lacks it.
+//! /2010-04-01/Accounts/{sid}.json` with Basic auth).
 
 use std::{
     io::Write,
@@ -25,15 +24,6 @@ use crate::harness::{TestApp, TestEnv, test_secrets};
 const SID: &str = "AC0123456789abcdef0123456789abcdef";
 const TOKEN: &str = "tok-secret-0123456789-zz91";
 const PATH: &str = "/v1/integrations/sms/twilio";
-
-/// Whether the catalog has the unit these tests are written against.
-fn twilio_unit() -> bool {
-    let found = providers::find(Channel::Sms, "twilio").is_some();
-    if !found {
-        eprintln!("no `twilio` unit on `sms` in the provider catalog: nothing to test yet");
-    }
-    found
-}
 
 fn twilio(from: &str) -> Value {
     json!({"settings": {"account_sid": SID, "auth_token": TOKEN, "from": from}, "active": true, "order": 0})
@@ -104,9 +94,6 @@ async fn call_as(app: &TestApp, key: &str, method: reqwest::Method, path: &str) 
 
 #[tokio::test]
 async fn an_integration_round_trips_and_its_secret_is_never_shown_logged_or_stored_in_clear() {
-    if !twilio_unit() {
-        return;
-    }
     let (logs, _guard) = Logs::capture();
     let app = TestApp::api_only().await;
 
@@ -159,9 +146,6 @@ async fn an_integration_round_trips_and_its_secret_is_never_shown_logged_or_stor
 
 #[tokio::test]
 async fn invalid_settings_are_a_422_naming_the_field_and_store_nothing() {
-    if !twilio_unit() {
-        return;
-    }
     let app = TestApp::api_only().await;
     let field = |body: &Value| body["errors"][0]["field"].as_str().unwrap_or_default().to_owned();
 
@@ -191,9 +175,6 @@ async fn invalid_settings_are_a_422_naming_the_field_and_store_nothing() {
 
 #[tokio::test]
 async fn another_tenant_can_neither_see_nor_change_an_integration() {
-    if !twilio_unit() {
-        return;
-    }
     let app = TestApp::api_only().await;
     assert_eq!(app.call("PUT", PATH, Some(&twilio("+15550001111"))).await.0, 201);
     let other = app.env.store.create_tenant("other").await.unwrap();
@@ -224,9 +205,6 @@ async fn another_tenant_can_neither_see_nor_change_an_integration() {
 
 #[tokio::test]
 async fn a_check_answers_what_the_provider_said_and_sends_nothing() {
-    if !twilio_unit() {
-        return;
-    }
     let twilio_api = MockServer::start().await;
     let account = format!("/2010-04-01/Accounts/{SID}.json");
     Mock::given(method("GET"))
@@ -269,9 +247,6 @@ async fn a_check_answers_what_the_provider_said_and_sends_nothing() {
 
 #[tokio::test]
 async fn without_a_sealing_key_an_integration_cannot_be_stored() {
-    if !twilio_unit() {
-        return;
-    }
     let app = TestApp::api_with(|c| c.secrets = SecretsConfig::default()).await;
     let (status, body) = app.call("PUT", PATH, Some(&twilio("+15550001111"))).await;
     assert_eq!((status, body["code"].as_str()), (409, Some("secrets_not_configured")), "{body}");
@@ -367,9 +342,6 @@ async fn rotation_reseals_every_secret_with_the_current_key_once() {
 
 #[tokio::test]
 async fn a_secret_set_to_null_is_removed_and_one_that_no_longer_opens_must_be_sent_again() {
-    if !twilio_unit() {
-        return;
-    }
     let app = TestApp::api_only().await;
     assert_eq!(app.call("PUT", PATH, Some(&twilio("+15550001111"))).await.0, 201);
     // Without its token the integration is incomplete: refused, and the stored one stays.

@@ -21,6 +21,53 @@ pub const MAX_STRUCTURED_BYTES: usize = 16 * 1024;
 pub const MAX_SLACK_BLOCKS: usize = 50;
 /// Discord's limit on embeds per message.
 pub const MAX_DISCORD_EMBEDS: usize = 10;
+/// Discord's limit on a message's `content`, in characters.
+pub const MAX_DISCORD_TEXT_CHARS: usize = 2000;
+/// Teams refuses a message over about 28 KB.
+pub const MAX_TEAMS_PAYLOAD_BYTES: usize = 28 * 1024;
+
+/// The text Discord is sent: `@everyone` and `@here` with a zero-width space after the
+/// `@`, shown alike, never a mention.
+pub fn discord_text(text: &str) -> String {
+    text.replace("@everyone", "@\u{200B}everyone").replace("@here", "@\u{200B}here")
+}
+
+/// The message a Teams Workflows webhook is posted: `structured` (the `teams` card) as
+/// given, else an Adaptive Card 1.4 of `text`.
+pub fn teams_payload(text: &str, card: Option<&serde_json::Value>) -> serde_json::Value {
+    let card = card.cloned().unwrap_or_else(|| {
+        serde_json::json!({
+            "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+            "type": "AdaptiveCard",
+            "version": "1.4",
+            "body": [{"type": "TextBlock", "text": text, "wrap": true}],
+        })
+    });
+    serde_json::json!({
+        "type": "message",
+        "attachments": [{"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": null, "content": card}],
+    })
+}
+
+/// Why `text`/`structured` cannot be sent by the chat `provider` as a message, if so: over
+/// Discord's 2,000 characters, or a Teams message over 28 KB. The provider checks the
+/// same before sending; the API checks inline content against inline webhooks at accept.
+pub fn over_provider_limit(provider: &str, text: &str, structured: Option<&serde_json::Value>) -> Option<String> {
+    match provider {
+        "discord" => {
+            let chars = discord_text(text).chars().count();
+            (chars > MAX_DISCORD_TEXT_CHARS)
+                .then(|| format!("the text is {chars} characters, Discord takes at most {MAX_DISCORD_TEXT_CHARS}"))
+        }
+        "teams" => {
+            let card = structured.and_then(|s| s.get("teams")).filter(|v| !v.is_null());
+            let bytes = teams_payload(text, card).to_string().len();
+            (bytes > MAX_TEAMS_PAYLOAD_BYTES)
+                .then(|| format!("the card is {bytes} bytes, Teams takes at most {MAX_TEAMS_PAYLOAD_BYTES}"))
+        }
+        _ => None,
+    }
+}
 
 /// A subscriber's chat addresses as given (`"chat": {"slack": "U024BE7LH"}`), all optional.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, utoipa::ToSchema)]
@@ -162,30 +209,20 @@ impl Key {
 
 /// Checks one chat address given under `key`.
 pub fn check_address(key: Key, value: &str, allow_private_hosts: bool) -> Result<Target, &'static str> {
+    let webhook = |kind: Webhook| {
+        kind.url(value, allow_private_hosts).map(|_| Target::Webhook { provider: kind.name(), url: value.to_owned() })
+    };
     match key {
         Key::Slack if is_slack_id(value) => Ok(Target::SlackId(value.to_owned())),
-        Key::Slack if value.contains("://") => {
-            check_webhook(value, &["hooks.slack.com"], &[], "/services/", allow_private_hosts)
-                .map(|url| Target::Webhook { provider: "slack_webhook", url })
-        }
+        Key::Slack if value.contains("://") => webhook(Webhook::Slack),
         Key::Slack => Err("must be a Slack channel id (C…, G…), a user id (U…, W…) or an https://hooks.slack.com/ URL"),
-        Key::Teams => check_webhook(
-            value,
-            &[],
-            &[".logic.azure.com", ".api.powerplatform.com", ".webhook.office.com"],
-            "/",
-            allow_private_hosts,
-        )
-        .map(|url| Target::Webhook { provider: "teams", url }),
-        Key::Discord => {
-            check_webhook(value, &["discord.com", "discordapp.com"], &[], "/api/webhooks/", allow_private_hosts)
-                .map(|url| Target::Webhook { provider: "discord", url })
-        }
+        Key::Teams => webhook(Webhook::Teams),
+        Key::Discord => webhook(Webhook::Discord),
     }
 }
 
 /// A Slack conversation or user id: a capital C, G, D (conversations) or U, W (users)
-/// followed by 8 to 20 capital letters and digits.
+/// followed by 8 to 20 capital letters and digits. The one rule, at accept and at send.
 pub fn is_slack_id(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some('C' | 'G' | 'D' | 'U' | 'W'))
@@ -193,45 +230,79 @@ pub fn is_slack_id(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
 }
 
-/// `url` if it is an https URL on one of `hosts` (exactly) or a subdomain ending in one of
-/// `suffixes`, whose path starts with `path`. No user info, no IP literal, no `localhost`
-/// (a host of the provider's is neither). With `allow_private_hosts` any http(s) URL with a
-/// host will do: stand-ins in tests run on loopback.
-fn check_webhook(
-    url: &str,
-    hosts: &[&str],
-    suffixes: &[&str],
-    path: &str,
-    allow_private_hosts: bool,
-) -> Result<String, &'static str> {
-    if url.len() > 2048 || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("must be a URL of at most 2048 characters, without spaces");
+/// The kinds of chat webhook, by the hosts their provider issues them on. Their URL rule
+/// ([`Webhook::url`]) is the one the API applies when an address is given and the
+/// provider applies again before each send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Webhook {
+    Slack,
+    Teams,
+    Discord,
+}
+
+impl Webhook {
+    /// Its provider's name, the recipient's prefix.
+    pub fn name(self) -> &'static str {
+        match self {
+            Webhook::Slack => "slack_webhook",
+            Webhook::Teams => "teams",
+            Webhook::Discord => "discord",
+        }
     }
-    let rest = match url.strip_prefix("https://") {
-        Some(rest) => rest,
-        None if allow_private_hosts && url.starts_with("http://") => &url["http://".len()..],
-        None => return Err("must be an https URL"),
-    };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    if authority.contains('@') || authority.is_empty() {
-        return Err("must name a host, without user info");
+
+    fn host_allowed(self, host: &str) -> bool {
+        let under = |domain: &str| host.strip_suffix(domain).is_some_and(|rest| rest.len() > 1 && rest.ends_with('.'));
+        match self {
+            Webhook::Slack => matches!(host, "hooks.slack.com" | "hooks.slack-gov.com"),
+            // Workflows ("When a Teams webhook request is received"): Logic Apps hosts, and
+            // Power Platform environments for newer flows. Office 365 connector URLs
+            // (`*.webhook.office.com`) are refused: Microsoft retired them.
+            Webhook::Teams => under("logic.azure.com") || under("powerplatform.com"),
+            Webhook::Discord => {
+                matches!(host, "discord.com" | "discordapp.com" | "canary.discord.com" | "ptb.discord.com")
+            }
+        }
     }
-    if allow_private_hosts {
-        return Ok(url.to_owned());
+
+    fn path_allowed(self, path: &str) -> bool {
+        match self {
+            Webhook::Slack => path.strip_prefix("/services/").is_some_and(|rest| !rest.is_empty()),
+            Webhook::Teams => path.len() > 1,
+            // `/api/webhooks/…` and the versioned `/api/v10/webhooks/…`.
+            Webhook::Discord => path.starts_with("/api/") && path.contains("/webhooks/"),
+        }
     }
-    let host = authority.split(':').next().unwrap_or_default().to_ascii_lowercase();
-    let ours = hosts.contains(&host.as_str())
-        || suffixes
-            .iter()
-            .any(|s| host.ends_with(s) && host.len() > s.len() && !host[..host.len() - s.len()].ends_with('.'));
-    if !ours {
-        return Err("must be a webhook URL on the provider's own host");
+
+    /// `address` if it is a webhook URL this provider issues: at most 2048 characters
+    /// without spaces, https on the standard port at one of its hosts, on its path, no
+    /// user info or fragment. `allow_private_hosts` (tests only: stand-ins on the loopback)
+    /// waives the host, path, port and https.
+    pub fn url(self, address: &str, allow_private_hosts: bool) -> Result<url::Url, &'static str> {
+        if address.len() > 2048 || address.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err("must be a URL of at most 2048 characters, without spaces");
+        }
+        let url = url::Url::parse(address).map_err(|_| "must be an https URL")?;
+        if !matches!(url.scheme(), "https" | "http") {
+            return Err("must be an https URL");
+        }
+        if !url.username().is_empty() || url.password().is_some() || url.fragment().is_some() {
+            return Err("must not carry user info or a fragment");
+        }
+        let Some(host) = url.host_str() else { return Err("must name a host") };
+        if allow_private_hosts {
+            return Ok(url);
+        }
+        if url.scheme() != "https" || url.port().is_some() {
+            return Err("must be an https URL on the standard port");
+        }
+        if !self.host_allowed(&host.to_ascii_lowercase()) {
+            return Err("must be a webhook URL on the provider's own host");
+        }
+        if !self.path_allowed(url.path()) {
+            return Err("is not a webhook URL of this provider (unexpected path)");
+        }
+        Ok(url)
     }
-    if !tail.starts_with(path) || tail.len() <= path.len() {
-        return Err("is not a webhook URL of this provider (unexpected path)");
-    }
-    Ok(url.to_owned())
 }
 
 /// The provider prefix and the address of a chat recipient (`discord:v1.…`).
@@ -317,7 +388,9 @@ mod tests {
             (Key::Discord, "https://discordapp.com/api/webhooks/1/abc", "discord"),
             (Key::Teams, "https://prod-01.westus.logic.azure.com/workflows/x?sig=y", "teams"),
             (Key::Teams, "https://x.api.powerplatform.com/powerautomate/y", "teams"),
-            (Key::Teams, "https://contoso.webhook.office.com/webhookb2/z", "teams"),
+            (Key::Slack, "https://hooks.slack-gov.com/services/T0/B0/XXXX", "slack_webhook"),
+            (Key::Discord, "https://discord.com/api/v10/webhooks/1/abc", "discord"),
+            (Key::Discord, "https://discord.com:443/api/webhooks/1/abc", "discord"),
         ];
         for (key, url, provider) in good {
             assert_eq!(check_address(key, url, false), Ok(Target::Webhook { provider, url: url.into() }), "{url}");
@@ -334,6 +407,13 @@ mod tests {
             (Key::Teams, "https://evil-logic.azure.com.example/x"),
             (Key::Slack, "https://hooks.slack.com.evil.example/services/x"),
             (Key::Slack, "https://10.0.0.1/services/x"),
+            (Key::Slack, "https://hooks.slack.com/other/x"),
+            // The port counts: a provider's host on another port is not the provider.
+            (Key::Discord, "https://discord.com:8443/api/webhooks/1/abc"),
+            (Key::Slack, "https://hooks.slack.com:444/services/T0/B0/XXXX"),
+            // Office 365 connector URLs, retired by Microsoft: refused when given, as at send.
+            (Key::Teams, "https://contoso.webhook.office.com/webhookb2/z"),
+            (Key::Discord, "https://discord.com/api/webhooks/1/abc#frag"),
         ];
         for (key, url) in bad {
             assert!(check_address(key, url, false).is_err(), "{url}");

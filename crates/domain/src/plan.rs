@@ -349,7 +349,8 @@ fn fan_out<'a>(n: &'a ValidNotification, dir: &'a Directory, now: OffsetDateTime
         errors.push("type", format!("no notification type `{}`; define it with PUT /v1/types/{}", n.kind, n.kind));
         let (context, deliveries, awaiting, rendered) = (Value::Null, vec![], vec![], 0);
         let http_action_urls = dir.http_action_urls;
-        return Draft { kind, context, deliveries, awaiting, rendered, bytes, fuel, errors, http_action_urls };
+        let inline = n.content.as_ref();
+        return Draft { kind, inline, context, deliveries, awaiting, rendered, bytes, fuel, errors, http_action_urls };
     }
 
     let (recipients, unknown) = resolve(n, dir);
@@ -476,13 +477,16 @@ fn fan_out<'a>(n: &'a ValidNotification, dir: &'a Directory, now: OffsetDateTime
     let awaiting = awaiting.into_values().collect();
     let http_action_urls = dir.http_action_urls;
     let (context, fuel) = (renderer.context, renderer.fuel);
-    Draft { kind, context, deliveries, awaiting, rendered: 0, bytes, fuel, errors, http_action_urls }
+    let inline = n.content.as_ref();
+    Draft { kind, inline, context, deliveries, awaiting, rendered: 0, bytes, fuel, errors, http_action_urls }
 }
 
 /// A notification fanned out, with the content still to render of the deliveries whose
 /// template uses the subscriber (they need its `data`).
 struct Draft<'a> {
     kind: Option<&'a NotificationType>,
+    /// The notification's inline content, if any.
+    inline: Option<&'a Content>,
     /// The template context without `subscriber`: the notification's `data`.
     context: Value,
     deliveries: Vec<PlannedDelivery>,
@@ -568,6 +572,7 @@ impl<'a> Draft<'a> {
         // Spent whether or not the plan stands: the renders ran.
         budget.render_fuel = budget.render_fuel.saturating_sub(self.fuel.used);
         let mut errors = self.errors;
+        check_chat_limits(&self.deliveries, self.inline, &mut errors);
         if self.deliveries.is_empty() && errors.0.is_empty() {
             errors.push("to", "no recipient has an address for any of the requested channels");
         }
@@ -581,6 +586,26 @@ impl<'a> Draft<'a> {
             workflow: self.kind.and_then(|t| t.novu_workflow.clone()),
             retry: self.kind.and_then(|t| t.retry.clone()),
         })
+    }
+}
+
+/// Refuses chat content its provider would refuse (Discord's 2,000 characters, a Teams
+/// message over 28 KB), now that each delivery's provider and content are known: a `422`
+/// on `content.text` for inline content, on `to` naming the subscriber for rendered.
+fn check_chat_limits(deliveries: &[PlannedDelivery], inline: Option<&Content>, errors: &mut Errors) {
+    for d in deliveries.iter().filter(|d| d.channel == Channel::Chat && d.skip.is_none()) {
+        let Some((provider, _)) = crate::chat::split(&d.recipient) else { continue };
+        let Some(content) = d.content.as_ref().or(inline) else { continue };
+        let text = content.text.as_deref().unwrap_or("");
+        let Some(why) = crate::chat::over_provider_limit(provider, text, content.structured.as_ref()) else { continue };
+        let whose = d.subscriber_id.as_deref().map_or(String::new(), |id| format!(" of subscriber `{id}`"));
+        let message = format!("{why} (the {provider} webhook{whose})");
+        if d.content.is_some() {
+            errors.push("to", format!("the chat template renders a message its provider refuses: {message}"));
+        } else {
+            errors.push("content.text", message);
+        }
+        return;
     }
 }
 
@@ -951,6 +976,27 @@ mod tests {
         let content = plan.deliveries[0].content.as_ref().unwrap();
         assert_eq!(content.text.as_deref(), Some("Invoice \"7\""));
         assert_eq!(content.structured.as_ref().unwrap()["slack"][0]["text"]["text"], "Invoice \"7\"");
+    }
+
+    #[test]
+    fn chat_text_past_a_subscribers_discord_webhook_limit_is_refused_when_planning() {
+        use crate::chat::StoredChatAddress;
+        let mut dir = typed(&[Channel::Chat]);
+        template(&mut dir, Channel::Chat, "en", json!({"text": "{{ long }}"}));
+        let mut listed = subscriber("u-1", None, None);
+        listed.subscriber.chat.slack = Some(StoredChatAddress { to: "slack:U024BE7LH".into(), last4: None });
+        listed.subscriber.chat.discord = Some(StoredChatAddress { to: "discord:v1.k.sealed".into(), last4: None });
+        dir.subscribers.insert("u-1".into(), listed);
+        let rendered = |text: &str| {
+            let n = valid(json!({"type": "invoice.overdue", "to": [{"subscriber_id": "u-1"}], "data": {"long": text}}));
+            plan(&n, &dir, now())
+        };
+        assert!(rendered(&"x".repeat(2000)).is_ok());
+        assert_eq!(fields(rendered(&"x".repeat(2001))), ["to"]);
+        // Inline content names its field.
+        let n = valid(json!({"type": "invoice.overdue", "to": [{"subscriber_id": "u-1"}], "channels": ["chat"],
+            "content": {"text": "x".repeat(2001)}}));
+        assert_eq!(fields(plan(&n, &dir, now())), ["content.text"]);
     }
 
     #[test]

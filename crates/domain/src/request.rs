@@ -238,6 +238,22 @@ impl NewNotification {
         }
         for (i, r) in to.iter().enumerate() {
             check_recipient(i, r, limits.allow_private_hosts, &mut errors);
+            // Inline content to an inline webhook: a provider's own limit is known now, so a
+            // message it would refuse is refused here rather than failed at send (subscribers'
+            // webhooks and rendered templates are checked when planning).
+            if let Some(content) = &self.content {
+                let text = content.text.as_deref().unwrap_or("");
+                for (provider, given) in [("discord", &r.discord_webhook), ("teams", &r.teams_webhook)] {
+                    if given.is_none() {
+                        continue;
+                    }
+                    if let Some(why) = crate::chat::over_provider_limit(provider, text, content.structured.as_ref()) {
+                        // Structured content is small (16 KiB): only the text can be too long.
+                        errors
+                            .push(FieldError::new("content.text", format!("{why} (to[{i}] is a {provider} webhook)")));
+                    }
+                }
+            }
         }
 
         let channels = match self.channels {
@@ -583,6 +599,24 @@ mod tests {
         let n = parse(json!({"type": "t", "to": [{"email": "a@example.com"}], "channels": ["email"],
             "content": {"subject": "s", "text": "x", "structured": {"slack": {}}}}));
         assert_eq!(fields(n.validate(Limits::default(), OffsetDateTime::now_utc())), vec!["content.structured.slack"]);
+    }
+
+    #[test]
+    fn inline_text_past_an_inline_webhooks_limit_is_refused_at_accept() {
+        let check = |to: serde_json::Value, text: String| {
+            let n = parse(json!({"type": "t", "to": [to], "channels": ["chat"], "content": {"text": text}}));
+            n.validate(Limits::default(), OffsetDateTime::now_utc())
+        };
+        let discord = json!({"discord_webhook": "https://discord.com/api/webhooks/1/abc"});
+        let teams = json!({"teams_webhook": "https://prod-01.westus.logic.azure.com/workflows/x?sig=y"});
+        assert!(check(discord.clone(), "x".repeat(2000)).is_ok());
+        let errors = check(discord, "x".repeat(2001)).unwrap_err();
+        assert_eq!(errors.iter().map(|e| e.field.as_str()).collect::<Vec<_>>(), ["content.text"]);
+        assert!(errors[0].message.contains("to[0]") && errors[0].message.contains("2000"), "{errors:?}");
+        assert!(check(teams.clone(), "x".repeat(20_000)).is_ok());
+        assert_eq!(fields(check(teams, "x".repeat(30_000))), ["content.text"]);
+        // Slack takes the text as it is (40,000 characters at most, for every chat provider).
+        assert!(check(json!({"slack_channel": "C0123456789"}), "x".repeat(30_000)).is_ok());
     }
 
     #[test]

@@ -75,6 +75,34 @@ const FIELDS: [&str; 7] = ["subject", "text", "html", "title", "body", "action_u
 /// expressions print lands inside JSON strings, so it is escaped as JSON string content.
 const JSON_STRING: &str = "json-string";
 
+/// The escaping of `structured.slack` (Block Kit, where `<…>` is a mention or a link and
+/// `&` starts an entity): Slack's markup escape (`&amp;`, `&lt;`, `&gt;`), then JSON string
+/// content, so data such as `<!channel>` prints as text.
+const SLACK_JSON_STRING: &str = "slack-json-string";
+
+/// The template of the `slack` subtree of `structured`, compiled on its own so its printed
+/// values get Slack's escape too.
+const SLACK_PART: &str = "structured.slack";
+
+/// The templates the `structured` source compiles to: the document without its `slack` key
+/// (`structured`), and that key's subtree ([`SLACK_PART`]) when present.
+fn structured_parts(structured: &Value) -> Vec<(&'static str, String)> {
+    match structured.as_object() {
+        Some(map) if map.contains_key("slack") => {
+            let mut rest = map.clone();
+            let slack = rest.remove("slack").expect("the key is there");
+            vec![("structured", Value::Object(rest).to_string()), (SLACK_PART, slack.to_string())]
+        }
+        _ => vec![("structured", structured.to_string())],
+    }
+}
+
+/// Writes `text` as the content of a JSON string.
+fn write_json_string(out: &mut minijinja::Output, text: &str) -> std::fmt::Result {
+    let quoted = Value::String(text.to_owned()).to_string();
+    out.write_str(&quoted[1..quoted.len() - 1])
+}
+
 /// The fields a template of `channel` may have (`None`: the channel takes no template).
 fn fields_of(channel: Channel) -> Option<&'static [&'static str]> {
     match channel {
@@ -138,12 +166,16 @@ impl Template {
         env.set_auto_escape_callback(|name| match name {
             "html" => AutoEscape::Html,
             "structured" => AutoEscape::Custom(JSON_STRING.into()),
+            SLACK_PART => AutoEscape::Custom(SLACK_JSON_STRING.into()),
             _ => AutoEscape::None,
         });
         env.set_formatter(|out, state, value| match state.auto_escape() {
             AutoEscape::Custom(name) if name == JSON_STRING && !value.is_safe() => {
-                let quoted = serde_json::Value::String(value.to_string()).to_string();
-                Ok(out.write_str(&quoted[1..quoted.len() - 1])?)
+                Ok(write_json_string(out, &value.to_string())?)
+            }
+            AutoEscape::Custom(name) if name == SLACK_JSON_STRING && !value.is_safe() => {
+                let escaped = value.to_string().replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+                Ok(write_json_string(out, &escaped)?)
             }
             _ => minijinja::escape_formatter(out, state, value),
         });
@@ -169,11 +201,28 @@ impl Template {
             }
             #[cfg(test)]
             COMPILED_FIELDS.with(|c| c.set(c.get() + 1));
-            if let Err(e) = env.add_template_owned(name, text.clone().into_owned()) {
-                errors.push(FieldError::new(format!("content.{name}"), format!("does not compile: {}", describe(&e))));
+            let parts = match (name, &source.structured) {
+                ("structured", Some(structured)) => structured_parts(structured),
+                _ => vec![(name, text.clone().into_owned())],
+            };
+            let (mut variables, mut paths) = (std::collections::HashSet::new(), std::collections::HashSet::new());
+            let mut compiled = true;
+            for (part, part_text) in parts {
+                if let Err(e) = env.add_template_owned(part, part_text) {
+                    errors.push(FieldError::new(
+                        format!("content.{name}"),
+                        format!("does not compile: {}", describe(&e)),
+                    ));
+                    compiled = false;
+                    break;
+                }
+                let template = env.get_template(part).expect("the template just added");
+                variables.extend(template.undeclared_variables(false));
+                paths.extend(template.undeclared_variables(true));
+            }
+            if !compiled {
                 continue;
             }
-            let template = env.get_template(name).expect("the template just added");
             let globals: Vec<String> = env.globals().map(|(g, _)| g.to_owned()).collect();
             let by_position = |set: std::collections::HashSet<String>| {
                 let mut names: Vec<String> =
@@ -181,8 +230,8 @@ impl Template {
                 names.sort_by_key(|v| (text.find(head(v)).unwrap_or(usize::MAX), v.clone()));
                 names
             };
-            let variables = by_position(template.undeclared_variables(false));
-            let paths = by_position(template.undeclared_variables(true));
+            let variables = by_position(variables);
+            let paths = by_position(paths);
             fields.push(CompiledField { name, variables, paths });
         }
         check_content(channel, source, "content", &mut errors);
@@ -223,14 +272,12 @@ impl Template {
                 Ok(rendered) => {
                     fuel += rendered.state().fuel_levels().map_or(0, |(consumed, _)| consumed);
                     if f.name == "structured" {
-                        // Printed values are escaped, but a `| safe` or a `{% raw %}` can
-                        // still break the document: that is the template's failure.
-                        match serde_json::from_str(rendered.output()) {
+                        match self.render_structured(rendered.output(), &ctx, &mut fuel) {
                             Ok(value) => out.structured = Some(value),
-                            Err(e) => {
-                                let message = format!("does not render to JSON: {e}");
+                            Err(Ok(message)) => {
                                 return (Err(RenderError::Failed { field: f.name.to_owned(), message }), fuel);
                             }
+                            Err(Err(e)) => return (Err(self.render_error(f, &e, context)), fuel + RENDER_FUEL),
                         }
                     } else {
                         *field_mut(&mut out, f.name) = Some(rendered.output().to_owned());
@@ -240,6 +287,27 @@ impl Template {
             }
         }
         (Ok(out), fuel)
+    }
+
+    /// The `structured` document from its rendered text, with its `slack` subtree rendered
+    /// by its own template. Printed values are escaped, but a `| safe` or a `{% raw %}` can
+    /// still break the document: that is the template's failure (`Err(Ok(message))`).
+    fn render_structured(
+        &self,
+        rendered: &str,
+        ctx: &minijinja::Value,
+        fuel: &mut u64,
+    ) -> Result<Value, Result<String, minijinja::Error>> {
+        let parse =
+            |text: &str| serde_json::from_str::<Value>(text).map_err(|e| Ok(format!("does not render to JSON: {e}")));
+        let mut value = parse(rendered)?;
+        if let Ok(slack) = self.inner.env.get_template(SLACK_PART) {
+            let rendered = slack.render_captured(ctx).map_err(Err)?;
+            *fuel += rendered.state().fuel_levels().map_or(0, |(consumed, _)| consumed);
+            let slack = parse(rendered.output())?;
+            value.as_object_mut().expect("the document without `slack` is an object").insert("slack".to_owned(), slack);
+        }
+        Ok(value)
     }
 
     fn render_error(&self, f: &CompiledField, e: &minijinja::Error, context: &Value) -> RenderError {
@@ -391,6 +459,30 @@ mod tests {
         let (rendered, fuel) = Template::compile(Channel::Email, &missing).unwrap().render_metered(&json!({}));
         assert!(rendered.is_err());
         assert!(fuel >= RENDER_FUEL, "{fuel}");
+    }
+
+    #[test]
+    fn values_printed_into_slack_blocks_are_escaped_for_slack_markup_and_json() {
+        let source = Content {
+            text: Some("{{ who }}".into()),
+            structured: Some(json!({
+                "slack": [{"type": "section", "text": {"type": "mrkdwn", "text": "by *{{ who }}* {{ n }}"}}],
+                "discord": [{"title": "{{ who }}"}]})),
+            ..Default::default()
+        };
+        let template = Template::compile(Channel::Chat, &source).unwrap();
+        let who = r#"<!channel> <https://evil|Click> & "q""#;
+        let content = template.render(&json!({"who": who, "n": 7})).unwrap();
+        let structured = content.structured.unwrap();
+        assert_eq!(
+            structured["slack"][0]["text"]["text"],
+            r#"by *&lt;!channel&gt; &lt;https://evil|Click&gt; &amp; "q"* 7"#
+        );
+        // Other providers' subtrees and the plain text keep the value as it is.
+        assert_eq!(structured["discord"][0]["title"], who);
+        assert_eq!(content.text.as_deref(), Some(who));
+        // A variable missing in the `slack` subtree is named like any other.
+        assert_eq!(template.render(&json!({"who": "x"})).unwrap_err(), missing("structured", "n"));
     }
 
     fn email(subject: &str, text: &str, html: Option<&str>) -> Content {

@@ -149,22 +149,6 @@ fn default_attempt_timeout() -> Duration {
     Duration::from_secs(8)
 }
 
-impl<T> AwsConfig<T> {
-    /// The settings with only what has no default.
-    pub fn new(region: impl Into<String>, service: T) -> Self {
-        Self {
-            region: region.into(),
-            endpoint_url: None,
-            access_key_id: None,
-            secret_access_key: None,
-            role_arn: None,
-            connect_timeout: default_connect_timeout(),
-            attempt_timeout: default_attempt_timeout(),
-            service,
-        }
-    }
-}
-
 /// What a tenant cannot set: where its client connects and how long it waits are the
 /// operator's.
 const REFUSED: Refused<'static> = Refused {

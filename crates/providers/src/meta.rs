@@ -29,6 +29,7 @@ use crate::{
 
 pub const DEFAULT_BASE_URL: &str = "https://graph.facebook.com";
 pub const DEFAULT_API_VERSION: &str = "v21.0";
+#[cfg(test)]
 const SECTION: &str = "whatsapp.meta";
 
 /// Meta's WhatsApp Cloud API (`whatsapp.meta`).
@@ -172,8 +173,10 @@ pub struct MetaTemplate {
 }
 
 impl MetaConfig {
-    /// Checks the operator's settings, naming the first one missing or wrong.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks the operator's settings, naming the first one missing or wrong (the units'
+    /// `settings` is the one way in; this is its check, for the tests of the rules).
+    #[cfg(test)]
+    fn validate(&self) -> Result<(), ConfigError> {
         self.resolve(&Section::Config(SECTION.into())).map(drop)
     }
 
@@ -213,11 +216,6 @@ pub struct MetaProvider {
 }
 
 impl MetaProvider {
-    pub fn new(config: MetaConfig, http: Client) -> Result<Self, ConfigError> {
-        let Resolved { phone_url, token } = config.resolve(&Section::Config(SECTION.into()))?;
-        Ok(Self { http, url: format!("{phone_url}/messages"), token, template_by_tenant: config.template_by_tenant })
-    }
-
     /// The template of the job's tenant for its type, if that tenant mapped one.
     fn template(&self, job: &DeliveryJob) -> Option<&MetaTemplate> {
         self.template_by_tenant.get(&job.tenant_id)?.get(&job.kind)

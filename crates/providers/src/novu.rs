@@ -28,6 +28,7 @@ use crate::{
 };
 
 pub const DEFAULT_BASE_URL: &str = "https://api.novu.co";
+#[cfg(test)]
 const SECTION: &str = "novu.novu";
 
 /// Novu workflow triggers (`novu.novu`).
@@ -139,8 +140,10 @@ impl Default for NovuConfig {
 }
 
 impl NovuConfig {
-    /// Checks the operator's settings, naming the first one missing or wrong.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks the operator's settings, naming the first one missing or wrong (the units'
+    /// `settings` is the one way in; this is its check, for the tests of the rules).
+    #[cfg(test)]
+    fn validate(&self) -> Result<(), ConfigError> {
         self.resolve(&Section::Config(SECTION.into())).map(drop)
     }
 
@@ -173,11 +176,6 @@ pub struct NovuProvider {
 }
 
 impl NovuProvider {
-    pub fn new(config: NovuConfig, http: Client) -> Result<Self, ConfigError> {
-        let (url, authorization) = config.resolve(&Section::Config(SECTION.into()))?;
-        Ok(Self { http, url, authorization, workflow_by_tenant: config.workflow_by_tenant })
-    }
-
     /// The type's own workflow key first, then this worker's mapping for the job's tenant,
     /// then the type's key.
     fn workflow<'a>(&'a self, job: &'a DeliveryJob) -> &'a str {

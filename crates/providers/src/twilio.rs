@@ -201,8 +201,10 @@ struct Resolved {
 }
 
 impl TwilioConfig {
-    /// Checks the operator's settings, naming the first one missing or wrong.
-    pub fn validate(&self, mode: TwilioMode) -> Result<(), ConfigError> {
+    /// Checks the operator's settings, naming the first one missing or wrong (the units'
+    /// `settings` is the one way in; this is its check, for the tests of the rules).
+    #[cfg(test)]
+    fn validate(&self, mode: TwilioMode) -> Result<(), ConfigError> {
         self.resolve(&Section::Config(mode.section().into())).map(drop)
     }
 
@@ -270,11 +272,6 @@ pub struct TwilioProvider {
 }
 
 impl TwilioProvider {
-    pub fn new(config: TwilioConfig, mode: TwilioMode, http: Client) -> Result<Self, ConfigError> {
-        let settings = config.resolve(&Section::Config(mode.section().into()))?;
-        Ok(Self { http, mode, settings, content_sid_by_tenant: config.content_sid_by_tenant })
-    }
-
     /// The Content template of the job's tenant for its type, if that tenant mapped one.
     fn content_sid(&self, job: &DeliveryJob) -> Option<&String> {
         self.content_sid_by_tenant.get(&job.tenant_id)?.get(&job.kind)

@@ -5,11 +5,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{client, failed, job, refusing_base_url, sent};
+use std::sync::Arc;
+
+use common::{built, failed, job, refusing_base_url, sent, with};
 use domain::Provider;
 use domain::{Channel, FailureKind};
-use providers::meta::{MetaConfig, MetaProvider, MetaTemplate};
-use serde_json::json;
+use providers::meta::UNIT;
+use serde_json::{Value, json};
 use wiremock::{
     Mock, MockServer, ResponseTemplate,
     matchers::{bearer_token, body_json, method, path},
@@ -18,13 +20,8 @@ use wiremock::{
 const MESSAGES: &str = "/v21.0/106540352242922/messages";
 const TO: &str = "+15551234567";
 
-fn config(base_url: &str) -> MetaConfig {
-    MetaConfig {
-        access_token: Some("meta-token".into()),
-        phone_number_id: Some("106540352242922".into()),
-        base_url: base_url.into(),
-        ..Default::default()
-    }
+fn config(base_url: &str) -> Value {
+    json!({"access_token": "meta-token", "phone_number_id": "106540352242922", "base_url": base_url})
 }
 
 fn accepted(id: &str) -> ResponseTemplate {
@@ -43,10 +40,10 @@ fn error(status: u16, code: u32, message: &str) -> ResponseTemplate {
     }}))
 }
 
-async fn answer_with(response: ResponseTemplate) -> (MockServer, MetaProvider) {
+async fn answer_with(response: ResponseTemplate) -> (MockServer, Arc<dyn Provider>) {
     let server = MockServer::start().await;
     Mock::given(method("POST")).and(path(MESSAGES)).respond_with(response).mount(&server).await;
-    let provider = MetaProvider::new(config(&server.uri()), client()).unwrap();
+    let provider = built(&UNIT, config(&server.uri())).await;
     (server, provider)
 }
 
@@ -68,7 +65,7 @@ async fn a_text_message_is_posted_with_the_bearer_token_and_its_wamid_is_the_mes
         .expect(1)
         .mount(&server)
         .await;
-    let provider = MetaProvider::new(config(&server.uri()), client()).unwrap();
+    let provider = built(&UNIT, config(&server.uri())).await;
     assert_eq!(provider.name(), "meta");
     assert_eq!(sent(provider.send(&text_job()).await).provider_message_id, "wamid.TEST");
 }
@@ -89,18 +86,11 @@ async fn a_mapped_type_is_sent_as_its_template_with_parameters_from_data() {
         .expect(1)
         .mount(&server)
         .await;
-    let template = MetaTemplate {
-        name: "order_shipped".into(),
-        language: "en_US".into(),
-        body_parameters: vec!["order".into(), "days".into()],
-    };
+    let template = json!({"name": "order_shipped", "language": "en_US", "body_parameters": ["order", "days"]});
     let job = job(Channel::Whatsapp, TO, "order.shipped", Some("unused"), json!({"order": "A-1", "days": 2}));
-    let config = MetaConfig {
-        template_by_tenant: [(job.tenant_id, [("order.shipped".to_owned(), template)].into())].into(),
-        api_version: "v21.0".into(),
-        ..config(&server.uri())
-    };
-    let provider = MetaProvider::new(config, client()).unwrap();
+    let mapping = json!({"template_by_tenant": {job.tenant_id.to_string(): {"order.shipped": template}},
+        "api_version": "v21.0"});
+    let provider = built(&UNIT, with(config(&server.uri()), mapping)).await;
     assert_eq!(sent(provider.send(&job).await).provider_message_id, "wamid.T2");
 }
 
@@ -121,13 +111,9 @@ async fn another_tenant_never_gets_a_tenants_template() {
         job(Channel::Whatsapp, TO, "order.shipped", Some("A's text"), json!({})),
         job(Channel::Whatsapp, TO, "order.shipped", Some("B's text"), json!({})),
     );
-    let template =
-        MetaTemplate { name: "acme_order_shipped".into(), language: "en_US".into(), body_parameters: vec![] };
-    let config = MetaConfig {
-        template_by_tenant: [(a.tenant_id, [("order.shipped".to_owned(), template)].into())].into(),
-        ..config(&server.uri())
-    };
-    let provider = MetaProvider::new(config, client()).unwrap();
+    let template = json!({"name": "acme_order_shipped", "language": "en_US", "body_parameters": []});
+    let mapping = json!({"template_by_tenant": {a.tenant_id.to_string(): {"order.shipped": template}}});
+    let provider = built(&UNIT, with(config(&server.uri()), mapping)).await;
     // B, with no template of its own, sends its own text, never A's template.
     assert_eq!(sent(provider.send(&b).await).provider_message_id, "wamid.B");
     // Without text it cannot go at all: it fails for good, and nothing is sent.
@@ -171,7 +157,7 @@ async fn a_server_error_without_a_body_is_ambiguous() {
 
 #[tokio::test]
 async fn a_refused_connection_is_retryable() {
-    let provider = MetaProvider::new(config(&refusing_base_url()), client()).unwrap();
+    let provider = built(&UNIT, config(&refusing_base_url())).await;
     failed(provider.send(&text_job()).await, FailureKind::Retryable, "connect");
 }
 

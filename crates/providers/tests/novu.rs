@@ -5,11 +5,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{client, failed, job, refusing_base_url, sent};
+use std::sync::Arc;
+
+use common::{built, failed, job, refusing_base_url, sent, with};
 use domain::Provider;
 use domain::{Channel, DeliveryJob, FailureKind};
-use providers::novu::{NovuConfig, NovuProvider};
-use serde_json::json;
+use providers::novu::UNIT;
+use serde_json::{Value, json};
 use wiremock::{
     Mock, MockServer, ResponseTemplate,
     matchers::{body_json, header, method, path},
@@ -17,8 +19,8 @@ use wiremock::{
 
 const TRIGGER: &str = "/v1/events/trigger";
 
-fn config(base_url: &str) -> NovuConfig {
-    NovuConfig { api_key: Some("test-key".into()), base_url: base_url.into(), ..Default::default() }
+fn config(base_url: &str) -> Value {
+    json!({"api_key": "test-key", "base_url": base_url})
 }
 
 fn trigger_job() -> DeliveryJob {
@@ -31,10 +33,10 @@ fn answered(status: &str, transaction_id: &str) -> ResponseTemplate {
     }}))
 }
 
-async fn answer_with(response: ResponseTemplate) -> (MockServer, NovuProvider) {
+async fn answer_with(response: ResponseTemplate) -> (MockServer, Arc<dyn Provider>) {
     let server = MockServer::start().await;
     Mock::given(method("POST")).and(path(TRIGGER)).respond_with(response).mount(&server).await;
-    let provider = NovuProvider::new(config(&server.uri()), client()).unwrap();
+    let provider = built(&UNIT, config(&server.uri())).await;
     (server, provider)
 }
 
@@ -55,11 +57,8 @@ async fn a_trigger_carries_the_delivery_id_as_transaction_id_and_idempotency_key
         .expect(1)
         .mount(&server)
         .await;
-    let config = NovuConfig {
-        workflow_by_tenant: [(job.tenant_id, [("order.shipped".to_owned(), "order-shipped".to_owned())].into())].into(),
-        ..config(&server.uri())
-    };
-    let provider = NovuProvider::new(config, client()).unwrap();
+    let mapping = json!({"workflow_by_tenant": {job.tenant_id.to_string(): {"order.shipped": "order-shipped"}}});
+    let provider = built(&UNIT, with(config(&server.uri()), mapping)).await;
     assert_eq!(provider.name(), "novu");
     let receipt = sent(provider.send(&job).await);
     assert_eq!(receipt.provider_message_id, id);
@@ -74,7 +73,7 @@ async fn without_a_mapping_the_type_is_the_workflow() {
         .expect(1)
         .mount(&server)
         .await;
-    let provider = NovuProvider::new(config(&server.uri()), client()).unwrap();
+    let provider = built(&UNIT, config(&server.uri())).await;
     assert_eq!(sent(provider.send(&trigger_job()).await).provider_message_id, "tx-from-novu");
     let request = &server.received_requests().await.unwrap()[0];
     let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
@@ -90,7 +89,7 @@ async fn bodies(server: &MockServer) -> Vec<serde_json::Value> {
 async fn two_tenants_with_the_same_subscriber_id_reach_two_novu_subscribers() {
     let server = MockServer::start().await;
     Mock::given(method("POST")).and(path(TRIGGER)).respond_with(answered("processed", "tx")).mount(&server).await;
-    let provider = NovuProvider::new(config(&server.uri()), client()).unwrap();
+    let provider = built(&UNIT, config(&server.uri())).await;
     let (a, b) = (trigger_job(), trigger_job());
     assert_ne!(a.tenant_id, b.tenant_id);
     sent(provider.send(&a).await);
@@ -110,9 +109,9 @@ async fn a_tenants_workflow_mapping_applies_to_that_tenant_alone() {
     let server = MockServer::start().await;
     Mock::given(method("POST")).and(path(TRIGGER)).respond_with(answered("processed", "tx")).mount(&server).await;
     let (mapped, other) = (trigger_job(), trigger_job());
-    let mapping = [("order.shipped".to_owned(), "acme-order-shipped".to_owned())].into();
-    let config = NovuConfig { workflow_by_tenant: [(mapped.tenant_id, mapping)].into(), ..config(&server.uri()) };
-    let provider = NovuProvider::new(config, client()).unwrap();
+    let mapping =
+        json!({"workflow_by_tenant": {mapped.tenant_id.to_string(): {"order.shipped": "acme-order-shipped"}}});
+    let provider = built(&UNIT, with(config(&server.uri()), mapping)).await;
     sent(provider.send(&mapped).await);
     sent(provider.send(&other).await);
     // The type's own workflow (its `novu_workflow`) comes before the mapping.
@@ -162,6 +161,6 @@ async fn a_server_error_is_ambiguous() {
 
 #[tokio::test]
 async fn a_refused_connection_is_retryable() {
-    let provider = NovuProvider::new(config(&refusing_base_url()), client()).unwrap();
+    let provider = built(&UNIT, config(&refusing_base_url())).await;
     failed(provider.send(&trigger_job()).await, FailureKind::Retryable, "connect");
 }

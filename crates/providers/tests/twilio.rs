@@ -5,11 +5,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{client, failed, job, refusing_base_url, sent};
+use common::{built, built_with, failed, job, refusing_base_url, sent, with};
 use domain::Provider;
 use domain::{Channel, FailureKind};
-use providers::twilio::{TwilioConfig, TwilioMode, TwilioProvider};
-use serde_json::json;
+use providers::twilio::{SMS_UNIT, WHATSAPP_UNIT};
+use serde_json::{Value, json};
+use std::sync::Arc;
 use wiremock::{
     Mock, MockServer, ResponseTemplate,
     matchers::{basic_auth, body_string, method, path},
@@ -19,18 +20,12 @@ const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
 const MESSAGES: &str = "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages.json";
 const TO: &str = "+15005550006";
 
-fn config(base_url: &str) -> TwilioConfig {
-    TwilioConfig {
-        account_sid: Some(ACCOUNT.into()),
-        auth_token: Some("test_auth_token".into()),
-        from: Some("+15005550000".into()),
-        base_url: base_url.into(),
-        ..Default::default()
-    }
+fn config(base_url: &str) -> Value {
+    json!({"account_sid": ACCOUNT, "auth_token": "test_auth_token", "from": "+15005550000", "base_url": base_url})
 }
 
-fn sms(server: &MockServer) -> TwilioProvider {
-    TwilioProvider::new(config(&server.uri()), TwilioMode::Sms, client()).unwrap()
+async fn sms(server: &MockServer) -> Arc<dyn Provider> {
+    built(&SMS_UNIT, config(&server.uri())).await
 }
 
 fn created(sid: &str) -> ResponseTemplate {
@@ -47,10 +42,10 @@ fn error(status: u16, code: u32, message: &str) -> ResponseTemplate {
     }))
 }
 
-async fn answer_with(response: ResponseTemplate) -> (MockServer, TwilioProvider) {
+async fn answer_with(response: ResponseTemplate) -> (MockServer, Arc<dyn Provider>) {
     let server = MockServer::start().await;
     Mock::given(method("POST")).and(path(MESSAGES)).respond_with(response).mount(&server).await;
-    let provider = sms(&server);
+    let provider = sms(&server).await;
     (server, provider)
 }
 
@@ -64,12 +59,8 @@ async fn an_sms_is_a_form_post_with_basic_auth_and_its_sid_is_the_message_id() {
         .expect(1)
         .mount(&server)
         .await;
-    let provider = TwilioProvider::new(
-        TwilioConfig { status_callback: Some("https://example.com/cb".into()), ..config(&server.uri()) },
-        TwilioMode::Sms,
-        client(),
-    )
-    .unwrap();
+    let provider =
+        built(&SMS_UNIT, with(config(&server.uri()), json!({"status_callback": "https://example.com/cb"}))).await;
     assert_eq!(provider.name(), "twilio");
 
     let receipt = sent(provider.send(&job(Channel::Sms, TO, "otp", Some("hi there"), json!({}))).await);
@@ -97,15 +88,12 @@ async fn an_api_key_and_a_messaging_service_replace_the_token_and_the_number() {
         .expect(1)
         .mount(&server)
         .await;
-    let config = TwilioConfig {
-        auth_token: None,
-        api_key_sid: Some("SK0123".into()),
-        api_key_secret: Some("key-secret".into()),
-        from: None,
-        messaging_service_sid: Some("MG0123".into()),
-        ..config(&server.uri())
-    };
-    let provider = TwilioProvider::new(config, TwilioMode::Sms, client()).unwrap();
+    let config = with(
+        config(&server.uri()),
+        json!({"auth_token": null, "api_key_sid": "SK0123", "api_key_secret": "key-secret", "from": null,
+            "messaging_service_sid": "MG0123"}),
+    );
+    let provider = built(&SMS_UNIT, config).await;
     sent(provider.send(&job(Channel::Sms, TO, "otp", Some("hi"), json!({}))).await);
 }
 
@@ -114,12 +102,8 @@ async fn whatsapp_addresses_carry_the_prefix_and_a_tenants_mapped_type_is_sent_a
     let server = MockServer::start().await;
     Mock::given(method("POST")).and(path(MESSAGES)).respond_with(created("SM3")).mount(&server).await;
     let template = job(Channel::Whatsapp, TO, "order.shipped", Some("ignored"), json!({"1": "A-1", "2": "Friday"}));
-    let config = TwilioConfig {
-        content_sid_by_tenant: [(template.tenant_id, [("order.shipped".to_owned(), "HX0123".to_owned())].into())]
-            .into(),
-        ..config(&server.uri())
-    };
-    let provider = TwilioProvider::new(config, TwilioMode::Whatsapp, client()).unwrap();
+    let mapping = json!({"content_sid_by_tenant": {template.tenant_id.to_string(): {"order.shipped": "HX0123"}}});
+    let provider = built(&WHATSAPP_UNIT, with(config(&server.uri()), mapping)).await;
 
     let free_form = domain::DeliveryJob { kind: "chat".into(), content: text("hello"), ..template.clone() };
     sent(provider.send(&free_form).await);
@@ -142,11 +126,8 @@ async fn another_tenant_never_gets_a_tenants_template() {
         job(Channel::Whatsapp, TO, "order.shipped", Some("A's text"), json!({"1": "A-1"})),
         job(Channel::Whatsapp, TO, "order.shipped", Some("B's text"), json!({"1": "B-1"})),
     );
-    let config = TwilioConfig {
-        content_sid_by_tenant: [(a.tenant_id, [("order.shipped".to_owned(), "HX-A".to_owned())].into())].into(),
-        ..config(&server.uri())
-    };
-    let provider = TwilioProvider::new(config, TwilioMode::Whatsapp, client()).unwrap();
+    let mapping = json!({"content_sid_by_tenant": {a.tenant_id.to_string(): {"order.shipped": "HX-A"}}});
+    let provider = built(&WHATSAPP_UNIT, with(config(&server.uri()), mapping)).await;
     sent(provider.send(&b).await);
     sent(provider.send(&a).await);
     // B, with no template of its own, sends its own text, never A's template.
@@ -160,7 +141,7 @@ async fn another_tenant_never_gets_a_tenants_template() {
     assert!(failure.message.contains("order.shipped"), "{}", failure.message);
     assert_eq!(server.received_requests().await.unwrap().len(), 2);
     // An SMS without text is just a message without a body.
-    let sms = sms(&server);
+    let sms = sms(&server).await;
     failed(
         sms.send(&domain::DeliveryJob { channel: Channel::Sms, ..textless }).await,
         FailureKind::Permanent,
@@ -235,7 +216,7 @@ async fn the_rfc_9457_error_shape_is_read_too() {
 
 #[tokio::test]
 async fn a_refused_connection_is_retryable() {
-    let provider = TwilioProvider::new(config(&refusing_base_url()), TwilioMode::Sms, client()).unwrap();
+    let provider = built(&SMS_UNIT, config(&refusing_base_url())).await;
     failed(
         provider.send(&job(Channel::Sms, TO, "otp", Some("hi"), json!({}))).await,
         FailureKind::Retryable,
@@ -251,8 +232,7 @@ async fn no_answer_in_time_is_ambiguous() {
         .respond_with(created("SM4").set_delay(Duration::from_secs(2)))
         .mount(&server)
         .await;
-    let http = providers::http::client(Duration::from_millis(200)).unwrap();
-    let provider = TwilioProvider::new(config(&server.uri()), TwilioMode::Sms, http).unwrap();
+    let provider = built_with(&SMS_UNIT, config(&server.uri()), Duration::from_millis(200)).await;
     failed(
         provider.send(&job(Channel::Sms, TO, "otp", Some("hi"), json!({}))).await,
         FailureKind::Ambiguous,

@@ -158,6 +158,8 @@ impl WorkerConfig {
             );
             return Err(invalid("database_max_connections".into(), message));
         }
+        // The same rules as the API's: a tenant's client asks for receipts at this URL.
+        self.integrations.validate()?;
         if self.channel.providers.is_empty() {
             return Err(invalid(format!("{channel}.providers"), "must name at least one provider".into()));
         }
@@ -224,6 +226,19 @@ mod tests {
     fn a_missing_setting_is_named() {
         let err = WorkerConfig::default().validate(Channel::Email).unwrap_err().to_string();
         assert!(err.contains("`database_url`") && err.contains("NOTIFY_DATABASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn integration_rules_are_checked_as_the_api_checks_them() {
+        let mut config = WorkerConfig {
+            database_url: Some("postgres://db/notify".into()),
+            amqp_url: Some("amqp://broker".into()),
+            ..Default::default()
+        };
+        assert!(config.validate(Channel::Sms).is_ok());
+        config.integrations.receipts_url = Some("https://user:pw@notify.example.com".into());
+        let err = config.validate(Channel::Sms).unwrap_err().to_string();
+        assert!(err.contains("integrations.receipts_url"), "{err}");
     }
 
     #[test]

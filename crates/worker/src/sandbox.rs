@@ -92,6 +92,7 @@ impl SandboxProvider {
             return SendOutcome::Failed(failure);
         }
         let id = format!("sandbox-{}", Uuid::new_v4());
+        let to = recorded_recipient(job);
         let line = serde_json::json!({
             "provider_message_id": id,
             "recorded_at": time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).ok(),
@@ -100,7 +101,7 @@ impl SandboxProvider {
             "delivery_id": job.delivery_id,
             "attempt": job.attempt,
             "channel": job.channel,
-            "to": job.recipient,
+            "to": to,
             "type": job.kind,
             "content": job.content,
             "data": job.data,
@@ -118,8 +119,19 @@ impl SandboxProvider {
             return SendOutcome::Failed(SendFailure::new(FailureKind::Retryable, "sandbox_io", e.to_string()));
         }
         tracing::info!(provider_message_id = %id, file = %self.path.display(), "sandbox recorded the message");
-        tracing::debug!(to = %job.recipient, content = ?job.content, "sandbox message");
+        tracing::debug!(to = %to, content = ?job.content, "sandbox message");
         SendOutcome::Sent(SendReceipt { provider_message_id: id, response_excerpt: None })
+    }
+}
+
+/// The recipient as the sandbox writes it: a chat webhook URL (a secret, opened after the
+/// claim) becomes `<provider>:<webhook>`, so the file holds no secret at rest.
+fn recorded_recipient(job: &DeliveryJob) -> std::borrow::Cow<'_, str> {
+    match domain::chat::split(&job.recipient) {
+        Some((provider, address)) if job.channel == Channel::Chat && address.contains("://") => {
+            format!("{provider}:<webhook>").into()
+        }
+        _ => job.recipient.as_str().into(),
     }
 }
 

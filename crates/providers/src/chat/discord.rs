@@ -18,11 +18,11 @@ use crate::http::{self, Answer, Client};
 pub const NAME: &str = "discord";
 
 /// Discord's limit on `content`, in characters.
-pub const MAX_CONTENT_CHARS: usize = 2000;
+pub const MAX_CONTENT_CHARS: usize = domain::chat::MAX_DISCORD_TEXT_CHARS;
 
 /// `@everyone` and `@here` with a zero-width space after the `@`: shown alike, never a mention.
 pub fn without_mass_mentions(text: &str) -> String {
-    text.replace("@everyone", "@\u{200B}everyone").replace("@here", "@\u{200B}here")
+    domain::chat::discord_text(text)
 }
 
 /// Posts `job` to the webhook `url` (`address`, checked).

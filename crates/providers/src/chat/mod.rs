@@ -33,22 +33,6 @@ pub fn address<'a>(job: &'a DeliveryJob, name: &str) -> Option<&'a str> {
     job.recipient.strip_prefix(name)?.strip_prefix(':')
 }
 
-/// Checks a chat recipient (`slack:U024BE7LH`, `teams:https://…`) as its provider will
-/// before sending: a Slack channel, user or DM id, or a webhook URL on https at a host of
-/// the provider's. `allow_private_hosts` (tests only) lets a webhook URL be plain http at
-/// any host, a stand-in on the loopback.
-pub fn check_recipient(recipient: &str, allow_private_hosts: bool) -> Result<(), String> {
-    let (provider, address) = recipient.split_once(':').ok_or("must be `<provider>:<address>`".to_owned())?;
-    let kind = match provider {
-        slack::NAME => return slack::channel_id(address).map(drop),
-        slack_webhook::NAME => Webhook::Slack,
-        teams::NAME => Webhook::Teams,
-        discord::NAME => Webhook::Discord,
-        _ => return Err(format!("`{provider}` is not a chat provider (slack, slack_webhook, teams, discord)")),
-    };
-    webhook::url(kind, address, allow_private_hosts).map(drop).map_err(Into::into)
-}
-
 /// The provider's own part of the content: `content.structured[key]`, unless absent or null.
 pub(crate) fn structured<'a>(job: &'a DeliveryJob, key: &str) -> Option<&'a Value> {
     job.content.structured.as_ref()?.get(key).filter(|v| !v.is_null())
@@ -123,16 +107,5 @@ mod tests {
             assert!(!redacted.contains(secret), "{redacted}");
         }
         assert!(redacted.starts_with("failed for <recipient>;"), "{redacted}");
-    }
-
-    #[test]
-    fn recipients_are_checked_by_their_prefix() {
-        assert!(check_recipient("slack:C024BE91L", false).is_ok());
-        assert!(check_recipient("slack:U024BE7LH", false).is_ok());
-        assert!(check_recipient("slack:#general", false).is_err());
-        assert!(check_recipient("teams:https://hooks.slack.com/services/x", false).is_err());
-        assert!(check_recipient("slack_webhook:https://hooks.slack.com/services/x", false).is_ok());
-        assert!(check_recipient("matrix:!room", false).is_err());
-        assert!(check_recipient("C024BE91L", false).is_err());
     }
 }

@@ -205,15 +205,10 @@ impl Provider for SlackProvider {
 }
 
 /// A conversation id `chat.postMessage` takes: a channel (`C…`, `G…`), a DM (`D…`) or a
-/// user (`U…`, `W…`) to write to directly. Names (`#general`) are refused: they change.
+/// user (`U…`, `W…`) to write to directly, by the rule the API checks it with when given.
+/// Names (`#general`) are refused: they change.
 pub(crate) fn channel_id(address: &str) -> Result<&str, String> {
-    let mut chars = address.chars();
-    let first_ok = chars.next().is_some_and(|c| matches!(c, 'C' | 'G' | 'D' | 'U' | 'W'));
-    if first_ok
-        && address.len() >= 3
-        && address.len() <= 32
-        && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
-    {
+    if domain::chat::is_slack_id(address) {
         Ok(address)
     } else {
         Err("a Slack address is a channel id (C…, G…) or a user id (U…, W…)".to_owned())

@@ -9,29 +9,18 @@
 
 use domain::{DeliveryJob, FailureKind, SendOutcome};
 use reqwest::Url;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::http::{self, Client};
 
 pub const NAME: &str = "teams";
 
 /// Teams refuses a message over about 28 KB; checked before sending, as it cannot pass.
-pub const MAX_PAYLOAD_BYTES: usize = 28 * 1024;
+pub const MAX_PAYLOAD_BYTES: usize = domain::chat::MAX_TEAMS_PAYLOAD_BYTES;
 
 /// The message the Workflows template posts: it iterates `attachments` and posts each card.
 pub fn payload(job: &DeliveryJob) -> Value {
-    let card = super::structured(job, "teams").cloned().unwrap_or_else(|| {
-        json!({
-            "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
-            "type": "AdaptiveCard",
-            "version": "1.4",
-            "body": [{"type": "TextBlock", "text": super::text(job), "wrap": true}],
-        })
-    });
-    json!({
-        "type": "message",
-        "attachments": [{"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": null, "content": card}],
-    })
+    domain::chat::teams_payload(super::text(job), super::structured(job, "teams"))
 }
 
 /// Posts `job` to the webhook `url` (`address`, checked).

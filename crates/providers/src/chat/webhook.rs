@@ -19,62 +19,13 @@ use crate::{
     settings::{self, Refused},
 };
 
-/// The kinds of webhook URL, by the hosts their provider issues them on.
-#[derive(Clone, Copy, Debug)]
-pub enum Webhook {
-    Slack,
-    Teams,
-    Discord,
-}
+/// The kinds of webhook URL and their one URL rule, shared with the API's check of an
+/// address when it is given.
+pub use domain::chat::Webhook;
 
-impl Webhook {
-    pub fn name(self) -> &'static str {
-        match self {
-            Webhook::Slack => slack_webhook::NAME,
-            Webhook::Teams => teams::NAME,
-            Webhook::Discord => discord::NAME,
-        }
-    }
-
-    fn host_allowed(self, host: &str) -> bool {
-        let under = |domain: &str| host.strip_suffix(domain).is_some_and(|rest| rest.ends_with('.'));
-        match self {
-            Webhook::Slack => matches!(host, "hooks.slack.com" | "hooks.slack-gov.com"),
-            // Workflows ("When a Teams webhook request is received"): Logic Apps hosts, and
-            // Power Platform environments for newer flows. Office 365 connector URLs are retired.
-            Webhook::Teams => under("logic.azure.com") || under("powerplatform.com"),
-            Webhook::Discord => {
-                matches!(host, "discord.com" | "discordapp.com" | "canary.discord.com" | "ptb.discord.com")
-            }
-        }
-    }
-
-    fn path_allowed(self, path: &str) -> bool {
-        match self {
-            Webhook::Slack | Webhook::Teams => true,
-            Webhook::Discord => path.starts_with("/api/") && path.contains("/webhooks/"),
-        }
-    }
-}
-
-/// A webhook URL the provider `kind` issues: https at one of its hosts on the standard
-/// port, no user info. `allow_private_hosts` (tests only) waives the host, port and scheme.
+/// A webhook URL the provider `kind` issues ([`Webhook::url`]), checked again before each send.
 pub(crate) fn url(kind: Webhook, address: &str, allow_private_hosts: bool) -> Result<Url, &'static str> {
-    let url = Url::parse(address).map_err(|_| "is not a URL")?;
-    if !url.username().is_empty() || url.password().is_some() || url.fragment().is_some() {
-        return Err("must not carry user info or a fragment");
-    }
-    let host = url.host_str().ok_or("must have a host")?;
-    if allow_private_hosts {
-        return if matches!(url.scheme(), "https" | "http") { Ok(url) } else { Err("must be an https URL") };
-    }
-    if url.scheme() != "https" || url.port().is_some_and(|p| p != 443) {
-        return Err("must be an https URL on the standard port");
-    }
-    if !kind.host_allowed(&host.to_ascii_lowercase()) || !kind.path_allowed(url.path()) {
-        return Err("is not a webhook URL of this provider");
-    }
-    Ok(url)
+    kind.url(address, allow_private_hosts)
 }
 
 /// The unit of one kind of webhook. Its only setting is the operator's rule on private

@@ -52,3 +52,39 @@ pub fn failed(outcome: SendOutcome, kind: FailureKind, code: &str) -> SendFailur
         SendOutcome::Sent(receipt) => panic!("expected a {kind:?} failure, got a send: {receipt:?}"),
     }
 }
+
+/// `base` with the keys of `changes` set, a `null` removing the key.
+pub fn with(mut base: Value, changes: Value) -> Value {
+    let map = base.as_object_mut().expect("settings are an object");
+    for (key, value) in changes.as_object().expect("changes are an object") {
+        if value.is_null() {
+            map.remove(key);
+        } else {
+            map.insert(key.clone(), value.clone());
+        }
+    }
+    base
+}
+
+/// The provider `unit` builds from the operator's `[<channel>.<name>]` section `settings`,
+/// as a worker builds it, with HTTP requests timing out after `timeout`.
+pub async fn built_with(
+    unit: &dyn providers::ProviderUnit,
+    settings: Value,
+    timeout: Duration,
+) -> std::sync::Arc<dyn domain::Provider> {
+    let mut channel = serde_json::Map::new();
+    channel.insert(unit.name().to_owned(), settings);
+    let mut config = serde_json::Map::new();
+    config.insert(unit.channel().as_str().to_owned(), Value::Object(channel));
+    let figment = figment::Figment::from(figment::providers::Serialized::defaults(Value::Object(config)));
+    let settings = unit.settings(providers::Source::Config(&figment)).expect("valid settings");
+    let http = providers::http::SharedClient::new(timeout);
+    let ctx = providers::Context { http: &http, provider_timeout: timeout };
+    settings.build(&ctx).await.expect("the provider builds")
+}
+
+/// [`built_with`] with the usual 5 s timeout.
+pub async fn built(unit: &dyn providers::ProviderUnit, settings: Value) -> std::sync::Arc<dyn domain::Provider> {
+    built_with(unit, settings, Duration::from_secs(5)).await
+}
