@@ -2,10 +2,19 @@
 //! with its status and `Retry-After`, transport errors sorted into the failure buckets
 //! of docs/providers.md §1, and failure messages without the recipient's address.
 
-use std::{error::Error as _, sync::OnceLock, time::Duration};
+use std::{
+    error::Error as _,
+    net::{IpAddr, SocketAddr},
+    sync::OnceLock,
+    time::Duration,
+};
 
 use domain::{FailureKind, SendFailure};
-use reqwest::{RequestBuilder, StatusCode, header::HeaderMap};
+use reqwest::{
+    RequestBuilder, StatusCode,
+    dns::{Name, Resolve, Resolving},
+    header::HeaderMap,
+};
 
 pub use reqwest::Client;
 
@@ -20,32 +29,112 @@ const MAX_MESSAGE_CHARS: usize = 300;
 /// provider API does not redirect; following one would send the message, or turn the
 /// POST into a GET, somewhere we did not configure).
 pub fn client(request_timeout: Duration) -> reqwest::Result<Client> {
+    builder(request_timeout).build()
+}
+
+fn builder(request_timeout: Duration) -> reqwest::ClientBuilder {
     Client::builder()
         .connect_timeout(CONNECT_TIMEOUT.min(request_timeout))
         .timeout(request_timeout)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("notify/", env!("CARGO_PKG_VERSION")))
-        .build()
 }
+
+/// A client for tenants' integrations: as [`client`], but names resolve through
+/// [`PublicResolver`], so a tenant's host that resolves to one of our networks is refused
+/// before anything connects (a tenant could otherwise probe internal services with a
+/// credentials check). Literal IP hosts never reach a resolver: they are refused as text
+/// when the settings are read (`public_host`).
+pub fn tenant_client(request_timeout: Duration, allow_private_hosts: bool) -> reqwest::Result<Client> {
+    let mut builder = builder(request_timeout);
+    if !allow_private_hosts {
+        builder = builder.dns_resolver(PublicResolver);
+    }
+    builder.build()
+}
+
+/// Resolves names with the system resolver and keeps only public addresses
+/// ([`crate::settings::is_private`]); a name with none left fails with [`PrivateHost`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PublicResolver;
+
+impl Resolve for PublicResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs = resolve_public(&host, 0).await?;
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// `host`'s addresses (a literal IP is its own), none of them private. Any private one
+/// refuses the whole name: a name that mixes public and private addresses is not a
+/// provider's.
+pub async fn resolve_public(host: &str, port: u16) -> Result<Vec<SocketAddr>, Box<dyn std::error::Error + Send + Sync>> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => tokio::net::lookup_host((bare, port)).await?.collect(),
+    };
+    public_only(host, addrs)
+}
+
+/// The filter of [`resolve_public`], on addresses already resolved.
+pub fn public_only(
+    host: &str,
+    addrs: Vec<SocketAddr>,
+) -> Result<Vec<SocketAddr>, Box<dyn std::error::Error + Send + Sync>> {
+    if addrs.is_empty() || addrs.iter().any(|a| crate::settings::is_private(a.ip())) {
+        return Err(Box::new(PrivateHost(host.to_owned())));
+    }
+    Ok(addrs)
+}
+
+/// A tenant's host that resolves to a private, loopback or otherwise internal address.
+#[derive(Debug)]
+pub struct PrivateHost(pub String);
+
+impl std::fmt::Display for PrivateHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the host `{}` resolves to a private or internal address, which integrations may not use", self.0)
+    }
+}
+
+impl std::error::Error for PrivateHost {}
 
 /// The one client of a worker process, shared by its providers so they share its
 /// connection pool; built when the first provider asks for it, so a worker with only the
 /// sandbox builds none.
+///
+/// Tenants' integrations get their own ([`SharedClient::for_tenants`]): the `Context` an
+/// integration is built or checked with carries it as its `http`.
 pub struct SharedClient {
     request_timeout: Duration,
+    /// `Some(allow_private_hosts)`: a [`tenant_client`].
+    tenants: Option<bool>,
     client: OnceLock<Client>,
 }
 
 impl SharedClient {
+    /// The client of the operator's providers.
     pub fn new(request_timeout: Duration) -> Self {
-        Self { request_timeout, client: OnceLock::new() }
+        Self { request_timeout, tenants: None, client: OnceLock::new() }
+    }
+
+    /// The client of tenants' integrations: [`tenant_client`] under the operator's rules.
+    pub fn for_tenants(request_timeout: Duration, rules: &crate::IntegrationRules) -> Self {
+        Self { request_timeout, tenants: Some(rules.allow_private_hosts), client: OnceLock::new() }
     }
 
     pub fn get(&self) -> reqwest::Result<Client> {
         if let Some(client) = self.client.get() {
             return Ok(client.clone());
         }
-        let built = client(self.request_timeout)?;
+        let built = match self.tenants {
+            None => client(self.request_timeout)?,
+            Some(allow_private_hosts) => tenant_client(self.request_timeout, allow_private_hosts)?,
+        };
         Ok(self.client.get_or_init(|| built).clone())
     }
 }
@@ -93,7 +182,9 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 /// have accepted the message: ambiguous.
 pub fn transport_failure(error: &reqwest::Error) -> SendFailure {
     let causes = causes(error);
-    if error.is_builder() {
+    if let Some(private) = private_host(error) {
+        SendFailure::new(FailureKind::Config, "private_host", private.to_string())
+    } else if error.is_builder() {
         SendFailure::new(FailureKind::Config, "invalid_request", format!("the request could not be built: {causes}"))
     } else if error.is_connect() {
         SendFailure::new(FailureKind::Retryable, "connect", format!("could not connect to the provider: {causes}"))
@@ -106,6 +197,17 @@ pub fn transport_failure(error: &reqwest::Error) -> SendFailure {
             format!("the connection failed after the request was sent: {causes}"),
         )
     }
+}
+
+fn private_host(error: &reqwest::Error) -> Option<&PrivateHost> {
+    let mut source = error.source();
+    while let Some(cause) = source {
+        if let Some(private) = cause.downcast_ref::<PrivateHost>() {
+            return Some(private);
+        }
+        source = cause.source();
+    }
+    None
 }
 
 /// The error's causes, innermost last. reqwest's own message names the URL, which says
@@ -147,7 +249,11 @@ pub fn without_address(text: &str, address: &str) -> String {
 }
 
 fn shorten(text: &str) -> String {
-    match text.char_indices().nth(MAX_MESSAGE_CHARS) {
+    shorten_to(text, MAX_MESSAGE_CHARS)
+}
+
+fn shorten_to(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text.to_owned(),
     }
@@ -177,14 +283,12 @@ pub async fn check(
                     detail: describe(&body),
                 };
             }
-            let error = &body["error"];
-            let code = [&body["code"], &error["code"], error]
-                .into_iter()
-                .find_map(|c| c.as_str().map(str::to_owned).or_else(|| c.as_i64().map(|n| n.to_string())));
-            let detail = [&body["message"], &error["message"], &body["detail"], &body["title"]]
-                .into_iter()
-                .find_map(|m| m.as_str())
-                .map_or_else(|| format!("the provider answered {}", answer.status), shorten);
+            let (code, detail) = match provider_error(&body) {
+                Some((code, message)) => (code, shorten_to(message, MAX_CHECK_CHARS)),
+                // Not the provider's error shape: the answer may be some other host's, whose
+                // body is not the tenant's to read.
+                None => (None, format!("the provider answered {}", answer.status)),
+            };
             crate::Checked {
                 ok: false,
                 status: Some(answer.status.as_u16()),
@@ -193,6 +297,21 @@ pub async fn check(
             }
         }
     }
+}
+
+/// A check's detail is kept this short: enough for the provider's own error message.
+const MAX_CHECK_CHARS: usize = 160;
+
+/// The code and message of a provider's JSON error: `{"code", "message"}` (Twilio),
+/// `{"error": {"code", "message"}}` (Meta), `{"statusCode", "message", "error"}` (Novu).
+/// An answer without both a code and a message is not one, and says nothing more.
+fn provider_error(body: &serde_json::Value) -> Option<(Option<String>, &str)> {
+    let error = &body["error"];
+    let code = [&body["code"], &error["code"], error, &body["statusCode"]]
+        .into_iter()
+        .find_map(|c| c.as_str().map(str::to_owned).or_else(|| c.as_i64().map(|n| n.to_string())))?;
+    let message = [&body["message"], &error["message"]].into_iter().find_map(|m| m.as_str())?;
+    Some((Some(code), message))
 }
 
 /// The kind of an answer that carried no error code we know, from its status alone.
