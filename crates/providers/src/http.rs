@@ -392,4 +392,65 @@ mod tests {
         let failure = send(client.get(format!("http://127.0.0.1:{port}/"))).await.unwrap_err();
         assert_eq!((failure.kind, failure.code.as_str()), (FailureKind::Retryable, "connect"), "{failure:?}");
     }
+
+    #[test]
+    fn resolved_addresses_that_are_internal_refuse_the_name() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        for internal in [
+            "10.0.0.5:0",
+            "127.0.0.1:0",
+            "169.254.169.254:0",
+            "100.64.0.1:0",
+            "192.168.1.1:0",
+            "172.16.0.1:0",
+            "0.0.0.0:0",
+            "224.0.0.1:0",
+            "192.0.2.1:0",
+            "[::1]:0",
+            "[fd00::1]:0",
+            "[fe80::1]:0",
+            "[::ffff:10.0.0.5]:0",
+            "[2001:db8::1]:0",
+            "[ff02::1]:0",
+        ] {
+            let err = public_only("10.0.0.5.nip.io", vec![addr(internal)]).unwrap_err();
+            assert!(err.to_string().contains("`10.0.0.5.nip.io`"), "{internal}: {err}");
+        }
+        // One internal address among public ones refuses the name; none at all too.
+        assert!(public_only("mixed.example", vec![addr("93.184.216.34:0"), addr("10.0.0.5:0")]).is_err());
+        assert!(public_only("empty.example", vec![]).is_err());
+        let public = vec![addr("93.184.216.34:0"), addr("[2606:2800:220:1::1]:0")];
+        assert_eq!(public_only("example.com", public.clone()).unwrap(), public);
+    }
+
+    #[tokio::test]
+    async fn a_tenant_client_refuses_a_name_resolving_to_loopback() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://localhost:{}/", listener.local_addr().unwrap().port());
+        let strict = SharedClient::for_tenants(Duration::from_secs(2), &crate::IntegrationRules::default());
+        let failure = send(strict.get().unwrap().get(&url)).await.unwrap_err();
+        assert_eq!((failure.kind, failure.code.as_str()), (FailureKind::Config, "private_host"), "{failure:?}");
+        assert!(failure.message.contains("`localhost`"), "{failure:?}");
+        // The operator's rules may allow it (tests): the request reaches the listener.
+        let lax = crate::IntegrationRules { allow_private_hosts: true, ..Default::default() };
+        let client = SharedClient::for_tenants(Duration::from_secs(2), &lax).get().unwrap();
+        let request = tokio::spawn(async move { send(client.get(&url)).await });
+        let _accepted = listener.accept().await.unwrap();
+        drop(request);
+    }
+
+    #[test]
+    fn only_a_providers_error_shape_is_echoed() {
+        let twilio = serde_json::json!({"code": 20003, "message": "Authenticate"});
+        assert_eq!(provider_error(&twilio), Some((Some("20003".into()), "Authenticate")));
+        let meta = serde_json::json!({"error": {"code": 190, "message": "Invalid OAuth access token"}});
+        assert_eq!(provider_error(&meta), Some((Some("190".into()), "Invalid OAuth access token")));
+        for other in [
+            serde_json::json!({"message": "internal service says hello"}),
+            serde_json::json!({"title": "Not Found", "detail": "admin panel"}),
+            serde_json::Value::Null,
+        ] {
+            assert_eq!(provider_error(&other), None, "{other}");
+        }
+    }
 }
