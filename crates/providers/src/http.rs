@@ -307,11 +307,12 @@ const MAX_CHECK_CHARS: usize = 160;
 /// An answer without both a code and a message is not one, and says nothing more.
 fn provider_error(body: &serde_json::Value) -> Option<(Option<String>, &str)> {
     let error = &body["error"];
-    let code = [&body["code"], &error["code"], error, &body["statusCode"]]
+    let code = [&body["code"], &error["code"], error]
         .into_iter()
-        .find_map(|c| c.as_str().map(str::to_owned).or_else(|| c.as_i64().map(|n| n.to_string())))?;
+        .find_map(|c| c.as_str().map(str::to_owned).or_else(|| c.as_i64().map(|n| n.to_string())));
     let message = [&body["message"], &error["message"]].into_iter().find_map(|m| m.as_str())?;
-    Some((Some(code), message))
+    // Novu names no code of its own: its `statusCode` repeats the status.
+    (code.is_some() || body["statusCode"].is_u64()).then_some((code, message))
 }
 
 /// The kind of an answer that carried no error code we know, from its status alone.
@@ -445,6 +446,8 @@ mod tests {
         assert_eq!(provider_error(&twilio), Some((Some("20003".into()), "Authenticate")));
         let meta = serde_json::json!({"error": {"code": 190, "message": "Invalid OAuth access token"}});
         assert_eq!(provider_error(&meta), Some((Some("190".into()), "Invalid OAuth access token")));
+        let novu = serde_json::json!({"statusCode": 401, "message": "API Key not found"});
+        assert_eq!(provider_error(&novu), Some((None, "API Key not found")));
         for other in [
             serde_json::json!({"message": "internal service says hello"}),
             serde_json::json!({"title": "Not Found", "detail": "admin panel"}),
