@@ -442,9 +442,7 @@ async fn a_tenants_smtp_server_takes_a_mail_port_and_tls() {
     let app = TestApp::api_with(|c| c.integrations.allow_private_hosts = false).await;
     let field = |body: &Value| body["errors"][0]["field"].as_str().unwrap_or_default().to_owned();
     let path = "/v1/integrations/email/smtp";
-    let smtp = |port: u16, tls: &str| {
-        json!({"settings": {"host": "smtp.example.com", "port": port, "tls": tls, "from": "noreply@example.com"}})
-    };
+    let smtp = |port: u16, tls: &str| json!({"settings": {"host": "smtp.example.com", "port": port, "tls": tls, "from": "noreply@example.com"}});
     let (status, body) = app.call("PUT", path, Some(&smtp(6379, "starttls"))).await;
     assert_eq!((status, field(&body).as_str()), (422, "settings.port"), "{body}");
     let (status, body) = app.call("PUT", path, Some(&smtp(25, "none"))).await;

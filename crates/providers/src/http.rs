@@ -71,7 +71,10 @@ impl Resolve for PublicResolver {
 /// `host`'s addresses (a literal IP is its own), none of them private. Any private one
 /// refuses the whole name: a name that mixes public and private addresses is not a
 /// provider's.
-pub async fn resolve_public(host: &str, port: u16) -> Result<Vec<SocketAddr>, Box<dyn std::error::Error + Send + Sync>> {
+pub async fn resolve_public(
+    host: &str,
+    port: u16,
+) -> Result<Vec<SocketAddr>, Box<dyn std::error::Error + Send + Sync>> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],

@@ -299,7 +299,11 @@ impl SmtpProvider {
             if e.downcast_ref::<crate::http::PrivateHost>().is_some() {
                 SendFailure::new(FailureKind::Config, "private_host", e.to_string())
             } else {
-                SendFailure::new(FailureKind::Retryable, "connection_failed", format!("could not resolve the server: {e}"))
+                SendFailure::new(
+                    FailureKind::Retryable,
+                    "connection_failed",
+                    format!("could not resolve the server: {e}"),
+                )
             }
         })?;
         let addr = addrs.iter().find(|a| a.is_ipv4()).unwrap_or(&addrs[0]);
@@ -383,7 +387,8 @@ fn transport(config: &SmtpConfig, server: &str) -> Result<AsyncSmtpTransport<Tok
         SmtpTls::Tls => builder.tls(Tls::Wrapper(TlsParameters::new(config.host.clone())?)),
     };
     if let (Some(user), Some(password)) = (&config.username, &config.password) {
-        builder = builder.credentials(Credentials::new(user.expose_secret().to_owned(), password.expose_secret().to_owned()));
+        builder =
+            builder.credentials(Credentials::new(user.expose_secret().to_owned(), password.expose_secret().to_owned()));
     }
     Ok(builder.build())
 }
@@ -525,11 +530,19 @@ mod tests {
             let err = config.validate(&section()).unwrap_err().to_string();
             assert!(err.contains(&format!("email.smtp.{key}")), "{key}: {err}");
         }
-        let slow = SmtpSettings { config: SmtpConfig { timeout: limit, ..ok.clone() }, section: section(), resolve_public: false };
+        let slow = SmtpSettings {
+            config: SmtpConfig { timeout: limit, ..ok.clone() },
+            section: section(),
+            resolve_public: false,
+        };
         let err = slow.provider(limit).err().unwrap().to_string();
         assert!(err.contains("email.smtp.timeout"), "{err}");
         // A tenant's server gets a bound below the worker's.
-        let tenant = SmtpSettings { config: SmtpConfig { timeout: limit, ..ok }, section: Section::Integration, resolve_public: false };
+        let tenant = SmtpSettings {
+            config: SmtpConfig { timeout: limit, ..ok },
+            section: Section::Integration,
+            resolve_public: false,
+        };
         assert!(tenant.provider(limit).unwrap().timeout < limit);
     }
 
@@ -556,7 +569,8 @@ mod tests {
         };
         let port = read(serde_json::json!({"host": "smtp.example.com", "port": 6379, "from": "a@example.com"}));
         assert!(port.unwrap_err().contains("settings.port"));
-        let plain = read(serde_json::json!({"host": "smtp.example.com", "port": 25, "tls": "none", "from": "a@example.com"}));
+        let plain =
+            read(serde_json::json!({"host": "smtp.example.com", "port": 25, "tls": "none", "from": "a@example.com"}));
         assert!(plain.unwrap_err().contains("settings.tls"));
         for port in TENANT_PORTS {
             read(serde_json::json!({"host": "smtp.example.com", "port": port, "from": "a@example.com"})).unwrap();
@@ -731,7 +745,8 @@ mod tests {
         let port = scripted_server(HashMap::new()).await;
         let config =
             SmtpConfig { port: Some(port), tls: SmtpTls::Tls, ..SmtpConfig::new("127.0.0.1", "a@example.com") };
-        let SendOutcome::Failed(f) = SmtpProvider::new(&config, &section(), false).unwrap().send_email(&email_job()).await
+        let SendOutcome::Failed(f) =
+            SmtpProvider::new(&config, &section(), false).unwrap().send_email(&email_job()).await
         else {
             panic!("sent")
         };
