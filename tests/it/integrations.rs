@@ -380,3 +380,62 @@ async fn a_secret_set_to_null_is_removed_and_one_that_no_longer_opens_must_be_se
         "api_key_secret": "key-secret-0123456789-ab77", "from": "+15550002222"}});
     assert_eq!(app.call("PUT", PATH, Some(&resend)).await.0, 200);
 }
+
+/// A tenant's client resolves hosts itself and refuses internal addresses: a name that
+/// resolves to loopback (`localhost`, here the operator's stand-in base URL) is never
+/// reached by a check unless `integrations.allow_private_hosts`.
+#[tokio::test]
+async fn a_check_never_reaches_a_host_that_resolves_to_an_internal_address() {
+    if !twilio_unit() {
+        return;
+    }
+    let stand_in = MockServer::start().await;
+    Mock::given(method("GET")).respond_with(ResponseTemplate::new(200)).mount(&stand_in).await;
+    let internal = format!("http://localhost:{}", stand_in.address().port());
+    let app = TestApp::api_with(|c| {
+        c.integrations.allow_private_hosts = false;
+        c.integrations.base_urls.insert("twilio".into(), internal);
+    })
+    .await;
+    assert_eq!(app.call("PUT", PATH, Some(&twilio("+15550001111"))).await.0, 201);
+    let (status, checked) = app.call("POST", &format!("{PATH}/check"), None).await;
+    assert_eq!(status, 200, "{checked}");
+    assert_eq!((checked["ok"].clone(), checked["code"].clone()), (json!(false), json!("private_host")), "{checked}");
+    assert!(checked["detail"].as_str().unwrap().contains("`localhost`"), "{checked}");
+    assert!(stand_in.received_requests().await.unwrap().is_empty(), "nothing reached the internal host");
+}
+
+/// A tenant's SMTP server listens on a mail port and is reached with TLS.
+#[tokio::test]
+async fn a_tenants_smtp_server_takes_a_mail_port_and_tls() {
+    if providers::find(Channel::Email, "smtp").is_none() {
+        return;
+    }
+    let app = TestApp::api_with(|c| c.integrations.allow_private_hosts = false).await;
+    let field = |body: &Value| body["errors"][0]["field"].as_str().unwrap_or_default().to_owned();
+    let path = "/v1/integrations/email/smtp";
+    let smtp = |port: u16, tls: &str| json!({"settings": {"host": "smtp.example.com", "port": port, "tls": tls, "from": "noreply@example.com"}});
+    let (status, body) = app.call("PUT", path, Some(&smtp(6379, "starttls"))).await;
+    assert_eq!((status, field(&body).as_str()), (422, "settings.port"), "{body}");
+    let (status, body) = app.call("PUT", path, Some(&smtp(25, "none"))).await;
+    assert_eq!((status, field(&body).as_str()), (422, "settings.tls"), "{body}");
+    assert_eq!(app.call("GET", "/v1/integrations", None).await.1, json!([]), "nothing was stored");
+    assert_eq!(app.call("PUT", path, Some(&smtp(2525, "starttls"))).await.0, 201);
+}
+
+/// Each check calls the provider: a tenant's checks are rate-limited (`admission.check_rate`).
+#[tokio::test]
+async fn checks_past_the_tenants_rate_are_a_429() {
+    if !twilio_unit() {
+        return;
+    }
+    let app = TestApp::api_with(|c| c.admission.check_rate = notify_api::Rate { per_second: 1, burst: 1 }).await;
+    assert_eq!(app.call("PUT", PATH, Some(&twilio("+15550001111"))).await.0, 201);
+    let check = format!("{PATH}/check");
+    assert_eq!(app.call("POST", &check, None).await.0, 200);
+    let response = app.http.post(app.url(&check)).bearer_auth(&app.api_key).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 429);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "rate_limited", "{body}");
+}

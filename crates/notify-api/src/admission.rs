@@ -44,6 +44,9 @@ pub struct AdmissionSettings {
     /// Each subscriber's rate of requests on `/v1/inbox` (its socket's connects included),
     /// on this replica; past it, `429` with `Retry-After`.
     pub inbox_rate: Rate,
+    /// Each tenant's rate of `POST /v1/integrations/{channel}/{provider}/check` (each one
+    /// calls the provider), on this replica; past it, `429` with `Retry-After`.
+    pub check_rate: Rate,
 }
 
 impl Default for AdmissionSettings {
@@ -54,6 +57,7 @@ impl Default for AdmissionSettings {
             max_concurrent_requests: 512,
             key_lookups: 4,
             inbox_rate: Rate { per_second: 10, burst: 50 },
+            check_rate: Rate { per_second: 1, burst: 10 },
         }
     }
 }
@@ -76,6 +80,9 @@ impl AdmissionSettings {
         }
         if self.inbox_rate.per_second == 0 || self.inbox_rate.burst == 0 {
             return Err(invalid("admission.inbox_rate", "per_second and burst must be at least 1"));
+        }
+        if self.check_rate.per_second == 0 || self.check_rate.burst == 0 {
+            return Err(invalid("admission.check_rate", "per_second and burst must be at least 1"));
         }
         Ok(())
     }

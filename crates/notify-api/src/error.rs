@@ -64,6 +64,11 @@ pub enum ApiError {
         quota: Quota,
         retry_after: u64,
     },
+    /// The tenant's rate of integration checks is exhausted.
+    CheckRateLimited {
+        quota: Quota,
+        retry_after: u64,
+    },
 }
 
 impl ApiError {
@@ -140,6 +145,12 @@ impl ApiError {
                 "Too many requests",
                 format!("the subscriber's inbox request rate is exhausted; retry in {retry_after} s"),
             ),
+            CheckRateLimited { retry_after, .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "Too many requests",
+                format!("the tenant's rate of integration checks is exhausted; retry in {retry_after} s"),
+            ),
             Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -198,7 +209,9 @@ impl IntoResponse for ApiError {
             ApiError::Unavailable(_) | ApiError::Overloaded(_) | ApiError::TimedOut(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
-            ApiError::RateLimited { quota, retry_after } | ApiError::SubscriberRateLimited { quota, retry_after } => {
+            ApiError::RateLimited { quota, retry_after }
+            | ApiError::SubscriberRateLimited { quota, retry_after }
+            | ApiError::CheckRateLimited { quota, retry_after } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
                 rate_limit_headers(headers, quota);
             }

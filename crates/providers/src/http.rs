@@ -2,10 +2,19 @@
 //! with its status and `Retry-After`, transport errors sorted into the failure buckets
 //! of docs/providers.md §1, and failure messages without the recipient's address.
 
-use std::{error::Error as _, sync::OnceLock, time::Duration};
+use std::{
+    error::Error as _,
+    net::{IpAddr, SocketAddr},
+    sync::OnceLock,
+    time::Duration,
+};
 
 use domain::{FailureKind, SendFailure};
-use reqwest::{RequestBuilder, StatusCode, header::HeaderMap};
+use reqwest::{
+    RequestBuilder, StatusCode,
+    dns::{Name, Resolve, Resolving},
+    header::HeaderMap,
+};
 
 pub use reqwest::Client;
 
@@ -20,32 +29,115 @@ const MAX_MESSAGE_CHARS: usize = 300;
 /// provider API does not redirect; following one would send the message, or turn the
 /// POST into a GET, somewhere we did not configure).
 pub fn client(request_timeout: Duration) -> reqwest::Result<Client> {
+    builder(request_timeout).build()
+}
+
+fn builder(request_timeout: Duration) -> reqwest::ClientBuilder {
     Client::builder()
         .connect_timeout(CONNECT_TIMEOUT.min(request_timeout))
         .timeout(request_timeout)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("notify/", env!("CARGO_PKG_VERSION")))
-        .build()
 }
+
+/// A client for tenants' integrations: as [`client`], but names resolve through
+/// [`PublicResolver`], so a tenant's host that resolves to one of our networks is refused
+/// before anything connects (a tenant could otherwise probe internal services with a
+/// credentials check). Literal IP hosts never reach a resolver: they are refused as text
+/// when the settings are read (`public_host`).
+pub fn tenant_client(request_timeout: Duration, allow_private_hosts: bool) -> reqwest::Result<Client> {
+    let mut builder = builder(request_timeout);
+    if !allow_private_hosts {
+        builder = builder.dns_resolver(PublicResolver);
+    }
+    builder.build()
+}
+
+/// Resolves names with the system resolver and keeps only public addresses
+/// ([`crate::settings::is_private`]); a name with none left fails with [`PrivateHost`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PublicResolver;
+
+impl Resolve for PublicResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs = resolve_public(&host, 0).await?;
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// `host`'s addresses (a literal IP is its own), none of them private. Any private one
+/// refuses the whole name: a name that mixes public and private addresses is not a
+/// provider's.
+pub async fn resolve_public(
+    host: &str,
+    port: u16,
+) -> Result<Vec<SocketAddr>, Box<dyn std::error::Error + Send + Sync>> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => tokio::net::lookup_host((bare, port)).await?.collect(),
+    };
+    public_only(host, addrs)
+}
+
+/// The filter of [`resolve_public`], on addresses already resolved.
+pub fn public_only(
+    host: &str,
+    addrs: Vec<SocketAddr>,
+) -> Result<Vec<SocketAddr>, Box<dyn std::error::Error + Send + Sync>> {
+    if addrs.is_empty() || addrs.iter().any(|a| crate::settings::is_private(a.ip())) {
+        return Err(Box::new(PrivateHost(host.to_owned())));
+    }
+    Ok(addrs)
+}
+
+/// A tenant's host that resolves to a private, loopback or otherwise internal address.
+#[derive(Debug)]
+pub struct PrivateHost(pub String);
+
+impl std::fmt::Display for PrivateHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the host `{}` resolves to a private or internal address, which integrations may not use", self.0)
+    }
+}
+
+impl std::error::Error for PrivateHost {}
 
 /// The one client of a worker process, shared by its providers so they share its
 /// connection pool; built when the first provider asks for it, so a worker with only the
 /// sandbox builds none.
+///
+/// Tenants' integrations get their own ([`SharedClient::for_tenants`]): the `Context` an
+/// integration is built or checked with carries it as its `http`.
 pub struct SharedClient {
     request_timeout: Duration,
+    /// `Some(allow_private_hosts)`: a [`tenant_client`].
+    tenants: Option<bool>,
     client: OnceLock<Client>,
 }
 
 impl SharedClient {
+    /// The client of the operator's providers.
     pub fn new(request_timeout: Duration) -> Self {
-        Self { request_timeout, client: OnceLock::new() }
+        Self { request_timeout, tenants: None, client: OnceLock::new() }
+    }
+
+    /// The client of tenants' integrations: [`tenant_client`] under the operator's rules.
+    pub fn for_tenants(request_timeout: Duration, rules: &crate::IntegrationRules) -> Self {
+        Self { request_timeout, tenants: Some(rules.allow_private_hosts), client: OnceLock::new() }
     }
 
     pub fn get(&self) -> reqwest::Result<Client> {
         if let Some(client) = self.client.get() {
             return Ok(client.clone());
         }
-        let built = client(self.request_timeout)?;
+        let built = match self.tenants {
+            None => client(self.request_timeout)?,
+            Some(allow_private_hosts) => tenant_client(self.request_timeout, allow_private_hosts)?,
+        };
         Ok(self.client.get_or_init(|| built).clone())
     }
 }
@@ -93,7 +185,9 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 /// have accepted the message: ambiguous.
 pub fn transport_failure(error: &reqwest::Error) -> SendFailure {
     let causes = causes(error);
-    if error.is_builder() {
+    if let Some(private) = private_host(error) {
+        SendFailure::new(FailureKind::Config, "private_host", private.to_string())
+    } else if error.is_builder() {
         SendFailure::new(FailureKind::Config, "invalid_request", format!("the request could not be built: {causes}"))
     } else if error.is_connect() {
         SendFailure::new(FailureKind::Retryable, "connect", format!("could not connect to the provider: {causes}"))
@@ -106,6 +200,17 @@ pub fn transport_failure(error: &reqwest::Error) -> SendFailure {
             format!("the connection failed after the request was sent: {causes}"),
         )
     }
+}
+
+fn private_host(error: &reqwest::Error) -> Option<&PrivateHost> {
+    let mut source = error.source();
+    while let Some(cause) = source {
+        if let Some(private) = cause.downcast_ref::<PrivateHost>() {
+            return Some(private);
+        }
+        source = cause.source();
+    }
+    None
 }
 
 /// The error's causes, innermost last. reqwest's own message names the URL, which says
@@ -147,7 +252,11 @@ pub fn without_address(text: &str, address: &str) -> String {
 }
 
 fn shorten(text: &str) -> String {
-    match text.char_indices().nth(MAX_MESSAGE_CHARS) {
+    shorten_to(text, MAX_MESSAGE_CHARS)
+}
+
+fn shorten_to(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text.to_owned(),
     }
@@ -177,14 +286,12 @@ pub async fn check(
                     detail: describe(&body),
                 };
             }
-            let error = &body["error"];
-            let code = [&body["code"], &error["code"], error]
-                .into_iter()
-                .find_map(|c| c.as_str().map(str::to_owned).or_else(|| c.as_i64().map(|n| n.to_string())));
-            let detail = [&body["message"], &error["message"], &body["detail"], &body["title"]]
-                .into_iter()
-                .find_map(|m| m.as_str())
-                .map_or_else(|| format!("the provider answered {}", answer.status), shorten);
+            let (code, detail) = match provider_error(&body) {
+                Some((code, message)) => (code, shorten_to(message, MAX_CHECK_CHARS)),
+                // Not the provider's error shape: the answer may be some other host's, whose
+                // body is not the tenant's to read.
+                None => (None, format!("the provider answered {}", answer.status)),
+            };
             crate::Checked {
                 ok: false,
                 status: Some(answer.status.as_u16()),
@@ -193,6 +300,22 @@ pub async fn check(
             }
         }
     }
+}
+
+/// A check's detail is kept this short: enough for the provider's own error message.
+const MAX_CHECK_CHARS: usize = 160;
+
+/// The code and message of a provider's JSON error: `{"code", "message"}` (Twilio),
+/// `{"error": {"code", "message"}}` (Meta), `{"statusCode", "message", "error"}` (Novu).
+/// An answer without both a code and a message is not one, and says nothing more.
+fn provider_error(body: &serde_json::Value) -> Option<(Option<String>, &str)> {
+    let error = &body["error"];
+    let code = [&body["code"], &error["code"], error]
+        .into_iter()
+        .find_map(|c| c.as_str().map(str::to_owned).or_else(|| c.as_i64().map(|n| n.to_string())));
+    let message = [&body["message"], &error["message"]].into_iter().find_map(|m| m.as_str())?;
+    // Novu names no code of its own: its `statusCode` repeats the status.
+    (code.is_some() || body["statusCode"].is_u64()).then_some((code, message))
 }
 
 /// The kind of an answer that carried no error code we know, from its status alone.
@@ -272,5 +395,68 @@ mod tests {
         let client = client(Duration::from_secs(2)).unwrap();
         let failure = send(client.get(format!("http://127.0.0.1:{port}/"))).await.unwrap_err();
         assert_eq!((failure.kind, failure.code.as_str()), (FailureKind::Retryable, "connect"), "{failure:?}");
+    }
+
+    #[test]
+    fn resolved_addresses_that_are_internal_refuse_the_name() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        for internal in [
+            "10.0.0.5:0",
+            "127.0.0.1:0",
+            "169.254.169.254:0",
+            "100.64.0.1:0",
+            "192.168.1.1:0",
+            "172.16.0.1:0",
+            "0.0.0.0:0",
+            "224.0.0.1:0",
+            "192.0.2.1:0",
+            "[::1]:0",
+            "[fd00::1]:0",
+            "[fe80::1]:0",
+            "[::ffff:10.0.0.5]:0",
+            "[2001:db8::1]:0",
+            "[ff02::1]:0",
+        ] {
+            let err = public_only("10.0.0.5.nip.io", vec![addr(internal)]).unwrap_err();
+            assert!(err.to_string().contains("`10.0.0.5.nip.io`"), "{internal}: {err}");
+        }
+        // One internal address among public ones refuses the name; none at all too.
+        assert!(public_only("mixed.example", vec![addr("93.184.216.34:0"), addr("10.0.0.5:0")]).is_err());
+        assert!(public_only("empty.example", vec![]).is_err());
+        let public = vec![addr("93.184.216.34:0"), addr("[2606:2800:220:1::1]:0")];
+        assert_eq!(public_only("example.com", public.clone()).unwrap(), public);
+    }
+
+    #[tokio::test]
+    async fn a_tenant_client_refuses_a_name_resolving_to_loopback() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://localhost:{}/", listener.local_addr().unwrap().port());
+        let strict = SharedClient::for_tenants(Duration::from_secs(2), &crate::IntegrationRules::default());
+        let failure = send(strict.get().unwrap().get(&url)).await.unwrap_err();
+        assert_eq!((failure.kind, failure.code.as_str()), (FailureKind::Config, "private_host"), "{failure:?}");
+        assert!(failure.message.contains("`localhost`"), "{failure:?}");
+        // The operator's rules may allow it (tests): the request reaches the listener.
+        let lax = crate::IntegrationRules { allow_private_hosts: true, ..Default::default() };
+        let client = SharedClient::for_tenants(Duration::from_secs(2), &lax).get().unwrap();
+        let request = tokio::spawn(async move { send(client.get(&url)).await });
+        let _accepted = listener.accept().await.unwrap();
+        drop(request);
+    }
+
+    #[test]
+    fn only_a_providers_error_shape_is_echoed() {
+        let twilio = serde_json::json!({"code": 20003, "message": "Authenticate"});
+        assert_eq!(provider_error(&twilio), Some((Some("20003".into()), "Authenticate")));
+        let meta = serde_json::json!({"error": {"code": 190, "message": "Invalid OAuth access token"}});
+        assert_eq!(provider_error(&meta), Some((Some("190".into()), "Invalid OAuth access token")));
+        let novu = serde_json::json!({"statusCode": 401, "message": "API Key not found"});
+        assert_eq!(provider_error(&novu), Some((None, "API Key not found")));
+        for other in [
+            serde_json::json!({"message": "internal service says hello"}),
+            serde_json::json!({"title": "Not Found", "detail": "admin panel"}),
+            serde_json::Value::Null,
+        ] {
+            assert_eq!(provider_error(&other), None, "{other}");
+        }
     }
 }

@@ -49,18 +49,37 @@ impl ProviderUnit for SmtpUnit {
     fn settings(&self, source: Source<'_>) -> Result<Box<dyn ProviderSettings>, ConfigError> {
         let (config, section) = settings::read::<SmtpConfig>(&source, self.channel(), self.name(), &REFUSED)?;
         config.validate(&section)?;
+        let mut resolve_public = false;
         if let Source::Integration(integration) = &source {
-            // A tenant's server is somewhere on the internet, never one of ours.
+            // A tenant's server is somewhere on the internet, never one of ours: its name is
+            // resolved at each connection and refused if any address is internal, and it is
+            // reached on a mail port, encrypted (unless the operator allows private hosts,
+            // for tests' plain-text stand-ins on loopback).
             settings::public_host(&config.host, integration.rules, &section, "host")?;
+            if !integration.rules.allow_private_hosts {
+                if !TENANT_PORTS.contains(&config.port()) {
+                    return Err(section.invalid("port", "must be one of 25, 465, 587 and 2525"));
+                }
+                if config.tls == SmtpTls::None {
+                    return Err(section.invalid("tls", "must be `starttls` or `tls`: a tenant's mail is encrypted"));
+                }
+                resolve_public = true;
+            }
         }
-        Ok(Box::new(SmtpSettings { config, section }))
+        Ok(Box::new(SmtpSettings { config, section, resolve_public }))
     }
 }
+
+/// The ports a tenant's SMTP server may listen on: SMTP, SMTPS, submission and the common
+/// alternative submission port.
+const TENANT_PORTS: [u16; 4] = [25, 465, 587, 2525];
 
 #[derive(Debug)]
 struct SmtpSettings {
     config: SmtpConfig,
     section: Section,
+    /// A tenant's server: resolved at each connection, never to an internal address.
+    resolve_public: bool,
 }
 
 impl SmtpSettings {
@@ -76,7 +95,7 @@ impl SmtpSettings {
             }
             config.timeout = provider_timeout.mul_f64(0.8);
         }
-        SmtpProvider::new(&config, &self.section)
+        SmtpProvider::new(&config, &self.section, self.resolve_public)
     }
 }
 
@@ -93,7 +112,11 @@ impl ProviderSettings for SmtpSettings {
                 Ok(provider) => provider,
                 Err(e) => return Checked::failed(None, "settings", e.to_string()),
             };
-            match tokio::time::timeout(provider.timeout, provider.transport.test_connection()).await {
+            let transport = match provider.transport().await {
+                Ok(transport) => transport,
+                Err(failure) => return Checked::failed(None, &failure.code, failure.message),
+            };
+            match tokio::time::timeout(provider.timeout, transport.test_connection()).await {
                 Ok(Ok(true)) => Checked {
                     ok: true,
                     status: None,
@@ -102,7 +125,8 @@ impl ProviderSettings for SmtpSettings {
                 },
                 Ok(Ok(false)) => Checked::failed(None, "smtp_noop", "the server did not answer NOOP"),
                 // The reply code is in `code` (`smtp_535`): `status` is an HTTP status.
-                Ok(Err(err)) => Checked::failed(None, &classify(&err).1, err.to_string()),
+                // The server's reply, kept short: a tenant reads it.
+                Ok(Err(err)) => Checked::failed(None, &classify(&err).1, shorten(&err.to_string())),
                 Err(_) => Checked::failed(None, "timeout", format!("no answer within {:?}", provider.timeout)),
             }
         }
@@ -214,7 +238,7 @@ impl SmtpConfig {
 }
 
 pub struct SmtpProvider {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    transport: Transport,
     timeout: Duration,
     from: Mailbox,
     reply_to: Option<Mailbox>,
@@ -223,25 +247,15 @@ pub struct SmtpProvider {
 
 impl SmtpProvider {
     /// Builds the transport; it connects at each send. (No connection pool: see the
-    /// workspace's `lettre` dependency.)
-    fn new(config: &SmtpConfig, section: &Section) -> Result<Self, ConfigError> {
-        let builder = match config.tls {
-            SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host),
-            SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&config.host)
-                .map_err(|e| section.invalid("tls", e.to_string()))?,
-            SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&config.host)
-                .map_err(|e| section.invalid("tls", e.to_string()))?,
-        };
-        let mut builder = builder.port(config.port()).timeout(Some(config.connect_timeout));
-        if let (Some(user), Some(password)) = (&config.username, &config.password) {
-            let credentials = Credentials::new(user.expose_secret().to_owned(), password.expose_secret().to_owned());
-            builder = builder.credentials(credentials);
-        }
+    /// workspace's `lettre` dependency.) `resolve_public`: a tenant's server, see [`Transport`].
+    fn new(config: &SmtpConfig, section: &Section, resolve_public: bool) -> Result<Self, ConfigError> {
+        let fixed = transport(config, &config.host).map_err(|e| section.invalid("tls", e.to_string()))?;
+        let transport = if resolve_public { Transport::Tenant(config.clone()) } else { Transport::Fixed(fixed) };
         let list_unsubscribe =
             config.list_unsubscribe.as_deref().map(|v| ListUnsubscribe::parse(v, section)).transpose()?;
         tracing::debug!(host = %config.host, port = config.port(), tls = ?config.tls, "SMTP provider ready");
         Ok(Self {
-            transport: builder.build(),
+            transport,
             timeout: config.timeout,
             from: mail::mailbox(&config.from, section, "from")?,
             reply_to: config.reply_to.as_deref().map(|r| mail::mailbox(r, section, "reply_to")).transpose()?,
@@ -254,7 +268,11 @@ impl SmtpProvider {
             Ok(built) => built,
             Err(failure) => return SendOutcome::Failed(failure),
         };
-        match tokio::time::timeout(self.timeout, self.transport.send(message)).await {
+        let transport = match self.transport().await {
+            Ok(transport) => transport,
+            Err(failure) => return SendOutcome::Failed(failure),
+        };
+        match tokio::time::timeout(self.timeout, transport.send(message)).await {
             Ok(Ok(response)) => SendOutcome::Sent(SendReceipt {
                 provider_message_id: message_id,
                 response_excerpt: Some(redact(&excerpt(&response), &job.recipient)),
@@ -268,6 +286,30 @@ impl SmtpProvider {
                 format!("the SMTP conversation took longer than {:?}", self.timeout),
             )),
         }
+    }
+
+    /// The transport of this connection: the operator's, or one to the tenant's server at
+    /// an address just resolved and checked.
+    async fn transport(&self) -> Result<std::borrow::Cow<'_, AsyncSmtpTransport<Tokio1Executor>>, SendFailure> {
+        let config = match &self.transport {
+            Transport::Fixed(transport) => return Ok(std::borrow::Cow::Borrowed(transport)),
+            Transport::Tenant(config) => config,
+        };
+        let addrs = crate::http::resolve_public(&config.host, config.port()).await.map_err(|e| {
+            if e.downcast_ref::<crate::http::PrivateHost>().is_some() {
+                SendFailure::new(FailureKind::Config, "private_host", e.to_string())
+            } else {
+                SendFailure::new(
+                    FailureKind::Retryable,
+                    "connection_failed",
+                    format!("could not resolve the server: {e}"),
+                )
+            }
+        })?;
+        let addr = addrs.iter().find(|a| a.is_ipv4()).unwrap_or(&addrs[0]);
+        transport(config, &addr.ip().to_string())
+            .map(std::borrow::Cow::Owned)
+            .map_err(|e| SendFailure::new(FailureKind::Config, "smtp_tls", e.to_string()))
     }
 
     /// The message and its `Message-ID`, which is our provider message id. The id is the
@@ -321,6 +363,42 @@ impl Provider for SmtpProvider {
 fn excerpt(response: &Response) -> String {
     let lines: Vec<&str> = response.message().collect();
     format!("{} {}", response.code(), lines.join(" "))
+}
+
+/// Where a provider connects.
+enum Transport {
+    /// The operator's server, or a tenant's where private hosts are allowed: built once.
+    Fixed(AsyncSmtpTransport<Tokio1Executor>),
+    /// A tenant's server: its name is resolved at each connection, refused if any address
+    /// is internal, and the connection goes to the address checked (so a second lookup
+    /// cannot answer differently); TLS still verifies the certificate against the name.
+    Tenant(SmtpConfig),
+}
+
+/// A transport to `server` (the host, or an address of it), TLS verified against the host.
+fn transport(config: &SmtpConfig, server: &str) -> Result<AsyncSmtpTransport<Tokio1Executor>, smtp::Error> {
+    use smtp::client::{Tls, TlsParameters};
+    let builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(server)
+        .port(config.port())
+        .timeout(Some(config.connect_timeout));
+    let mut builder = match config.tls {
+        SmtpTls::None => builder,
+        SmtpTls::Starttls => builder.tls(Tls::Required(TlsParameters::new(config.host.clone())?)),
+        SmtpTls::Tls => builder.tls(Tls::Wrapper(TlsParameters::new(config.host.clone())?)),
+    };
+    if let (Some(user), Some(password)) = (&config.username, &config.password) {
+        builder =
+            builder.credentials(Credentials::new(user.expose_secret().to_owned(), password.expose_secret().to_owned()));
+    }
+    Ok(builder.build())
+}
+
+/// A server's reply for a tenant's check, cut short.
+fn shorten(text: &str) -> String {
+    match text.char_indices().nth(160) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
 }
 
 fn failure(err: &smtp::Error, recipient: &str) -> SendFailure {
@@ -452,11 +530,19 @@ mod tests {
             let err = config.validate(&section()).unwrap_err().to_string();
             assert!(err.contains(&format!("email.smtp.{key}")), "{key}: {err}");
         }
-        let slow = SmtpSettings { config: SmtpConfig { timeout: limit, ..ok.clone() }, section: section() };
+        let slow = SmtpSettings {
+            config: SmtpConfig { timeout: limit, ..ok.clone() },
+            section: section(),
+            resolve_public: false,
+        };
         let err = slow.provider(limit).err().unwrap().to_string();
         assert!(err.contains("email.smtp.timeout"), "{err}");
         // A tenant's server gets a bound below the worker's.
-        let tenant = SmtpSettings { config: SmtpConfig { timeout: limit, ..ok }, section: Section::Integration };
+        let tenant = SmtpSettings {
+            config: SmtpConfig { timeout: limit, ..ok },
+            section: Section::Integration,
+            resolve_public: false,
+        };
         assert!(tenant.provider(limit).unwrap().timeout < limit);
     }
 
@@ -474,6 +560,42 @@ mod tests {
         assert!(err.contains("settings.timeout"), "{err}");
     }
 
+    #[test]
+    fn a_tenants_server_takes_a_mail_port_and_tls() {
+        use crate::{IntegrationRules, settings::tests::integration};
+        let strict = IntegrationRules::default();
+        let read = |settings: serde_json::Value| {
+            UNIT.settings(Source::Integration(&integration(&settings, &strict))).map(|_| ()).map_err(|e| e.to_string())
+        };
+        let port = read(serde_json::json!({"host": "smtp.example.com", "port": 6379, "from": "a@example.com"}));
+        assert!(port.unwrap_err().contains("settings.port"));
+        let plain =
+            read(serde_json::json!({"host": "smtp.example.com", "port": 25, "tls": "none", "from": "a@example.com"}));
+        assert!(plain.unwrap_err().contains("settings.tls"));
+        for port in TENANT_PORTS {
+            read(serde_json::json!({"host": "smtp.example.com", "port": port, "from": "a@example.com"})).unwrap();
+        }
+    }
+
+    /// A name that passes the text check but resolves to loopback is refused when it is
+    /// resolved, at the check and at a send, before anything connects.
+    #[tokio::test]
+    async fn a_tenants_server_resolving_to_loopback_is_refused() {
+        let port = scripted_server(HashMap::new()).await;
+        let settings = SmtpSettings {
+            config: SmtpConfig { port: Some(port), ..SmtpConfig::new("localhost", "noreply@example.com") },
+            section: Section::Integration,
+            resolve_public: true,
+        };
+        let http = crate::http::SharedClient::new(Duration::from_secs(10));
+        let checked = settings.check(&Context { http: &http, provider_timeout: Duration::from_secs(10) }).await;
+        assert_eq!((checked.ok, checked.code.as_deref()), (false, Some("private_host")), "{checked:?}");
+        assert!(checked.detail.contains("`localhost`"), "{checked:?}");
+        let provider = settings.provider(Duration::from_secs(10)).unwrap();
+        let SendOutcome::Failed(f) = provider.send_email(&email_job()).await else { panic!("sent") };
+        assert_eq!((f.kind, f.code.as_str()), (FailureKind::Config, "private_host"), "{f:?}");
+    }
+
     #[tokio::test]
     async fn the_check_authenticates_without_sending() {
         let port = scripted_server(HashMap::from([("MAIL", Some("550 nothing is sent during a check"))])).await;
@@ -484,6 +606,7 @@ mod tests {
                 ..SmtpConfig::new("127.0.0.1", "noreply@example.com")
             },
             section: section(),
+            resolve_public: false,
         };
         let http = crate::http::SharedClient::new(Duration::from_secs(10));
         let checked = settings.check(&Context { http: &http, provider_timeout: Duration::from_secs(10) }).await;
@@ -544,12 +667,12 @@ mod tests {
     }
 
     fn provider(port: u16, credentials: bool) -> SmtpProvider {
-        SmtpProvider::new(&config(port, credentials), &section()).unwrap()
+        SmtpProvider::new(&config(port, credentials), &section(), false).unwrap()
     }
 
     /// Settings with credentials over plain text: the scripted server has no TLS.
     fn provider_settings(port: u16) -> SmtpSettings {
-        SmtpSettings { config: config(port, true), section: section() }
+        SmtpSettings { config: config(port, true), section: section(), resolve_public: false }
     }
 
     fn email_job() -> DeliveryJob {
@@ -622,7 +745,8 @@ mod tests {
         let port = scripted_server(HashMap::new()).await;
         let config =
             SmtpConfig { port: Some(port), tls: SmtpTls::Tls, ..SmtpConfig::new("127.0.0.1", "a@example.com") };
-        let SendOutcome::Failed(f) = SmtpProvider::new(&config, &section()).unwrap().send_email(&email_job()).await
+        let SendOutcome::Failed(f) =
+            SmtpProvider::new(&config, &section(), false).unwrap().send_email(&email_job()).await
         else {
             panic!("sent")
         };

@@ -30,6 +30,7 @@ use crate::{
     auth::Authenticated,
     error::{ApiError, Problem},
     json::{self, JsonBody},
+    rate_limit::{Decision, Rate, RateLimiter},
 };
 
 /// A credentials check may take this long, as a worker's provider call.
@@ -42,14 +43,24 @@ pub struct Integrations {
     /// `None`: no `secrets.keys`, so nothing can be stored.
     keyring: Option<Arc<Keyring>>,
     rules: IntegrationRules,
-    /// One client for every check, as a worker has one for its providers.
+    /// One client for every check, as a worker has one for its providers; it resolves
+    /// hosts as tenants' clients do, refusing internal addresses.
     http: SharedClient,
+    /// Each tenant's checks (`admission.check_rate`): each one calls the provider.
+    check_limiter: RateLimiter,
+    check_rate: Rate,
 }
 
 impl Integrations {
     /// `keyring`: the API's one keyring (`secrets`), shared with chat addresses.
     pub fn new(config: &crate::Config, keyring: Option<Arc<Keyring>>) -> Self {
-        Self { keyring, rules: config.integrations.clone(), http: SharedClient::new(CHECK_TIMEOUT) }
+        Self {
+            keyring,
+            rules: config.integrations.clone(),
+            http: SharedClient::for_tenants(CHECK_TIMEOUT, &config.integrations),
+            check_limiter: RateLimiter::default(),
+            check_rate: config.admission.check_rate,
+        }
     }
 
     pub fn rules(&self) -> &IntegrationRules {
@@ -354,6 +365,7 @@ pub async fn delete(
         (status = 404, description = "The tenant has no such integration", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`secrets_not_configured` or `secret_unreadable`, as for PUT", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Unknown channel or provider, or stored settings the provider no longer accepts (`settings.<key>`)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The tenant's rate of checks (`admission.check_rate`) is exhausted; `Retry-After` says when to try again", body = Problem, content_type = "application/problem+json"),
     ))]
 /// `POST /v1/integrations/{channel}/{provider}/check`: proves the stored credentials with
 /// a call that sends nothing (a Twilio account fetch, SES GetAccount, Slack `auth.test`).
@@ -364,6 +376,11 @@ pub async fn check(
 ) -> Result<Json<Checked>, ApiError> {
     let tenant = auth.0.tenant_id;
     let (channel, unit) = parse_unit(&channel, &provider)?;
+    if let Decision::Limited { quota, retry_after } =
+        app.integrations.check_limiter.take(tenant, app.integrations.check_rate, 1)
+    {
+        return Err(ApiError::CheckRateLimited { quota, retry_after });
+    }
     let stored = app.store.get_integration(tenant, channel, &provider).await?.ok_or(ApiError::NotFound)?;
     let keyring = app.integrations.keyring()?;
     let full = stored.open(keyring).map_err(unreadable)?;
