@@ -386,9 +386,6 @@ async fn a_secret_set_to_null_is_removed_and_one_that_no_longer_opens_must_be_se
 /// reached by a check unless `integrations.allow_private_hosts`.
 #[tokio::test]
 async fn a_check_never_reaches_a_host_that_resolves_to_an_internal_address() {
-    if !twilio_unit() {
-        return;
-    }
     let stand_in = MockServer::start().await;
     Mock::given(method("GET")).respond_with(ResponseTemplate::new(200)).mount(&stand_in).await;
     let internal = format!("http://localhost:{}", stand_in.address().port());
@@ -426,9 +423,6 @@ async fn a_tenants_smtp_server_takes_a_mail_port_and_tls() {
 /// Each check calls the provider: a tenant's checks are rate-limited (`admission.check_rate`).
 #[tokio::test]
 async fn checks_past_the_tenants_rate_are_a_429() {
-    if !twilio_unit() {
-        return;
-    }
     let app = TestApp::api_with(|c| c.admission.check_rate = notify_api::Rate { per_second: 1, burst: 1 }).await;
     assert_eq!(app.call("PUT", PATH, Some(&twilio("+15550001111"))).await.0, 201);
     let check = format!("{PATH}/check");

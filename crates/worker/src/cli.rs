@@ -23,6 +23,6 @@ pub fn main(channel: Channel, units: &[&dyn ProviderUnit]) -> anyhow::Result<()>
     tokio::runtime::Runtime::new()?.block_on(async {
         let http = Arc::new(SharedClient::new(config.worker.provider_timeout));
         let providers = configured.build(channel, &config, &http).await?;
-        crate::runtime::run_sharing(channel, config, providers, http, bootstrap::shutdown_on_signal()).await
+        crate::runtime::run(channel, config, providers, bootstrap::shutdown_on_signal()).await
     })
 }

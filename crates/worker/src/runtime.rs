@@ -49,19 +49,6 @@ pub async fn run(
     providers: Vec<Arc<dyn Provider>>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let http = Arc::new(SharedClient::new(config.worker.provider_timeout));
-    run_sharing(channel, config, providers, http, shutdown).await
-}
-
-/// As [`run`], building the clients of tenants' integrations with `http`, the client the
-/// operator's `providers` were built with, so all share one connection pool.
-pub(crate) async fn run_sharing(
-    channel: Channel,
-    config: WorkerConfig,
-    providers: Vec<Arc<dyn Provider>>,
-    http: Arc<SharedClient>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
     config.validate(channel)?;
     let database_url = bootstrap::require(&config.database_url, "database_url")?;
     let amqp_url = bootstrap::require(&config.amqp_url, "amqp_url")?.expose_secret().to_owned();
@@ -79,7 +66,9 @@ pub(crate) async fn run_sharing(
             store.clone(),
             config.secrets.keyring()?,
             config.integrations.clone(),
-            http,
+            // Tenants' clients resolve through a resolver that refuses internal addresses;
+            // the operator's providers keep the shared client `http`.
+            Arc::new(SharedClient::for_tenants(config.worker.provider_timeout, &config.integrations)),
             config.worker.provider_timeout,
         ),
     });

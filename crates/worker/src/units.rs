@@ -78,7 +78,7 @@ pub async fn run_units(
 ) -> anyhow::Result<()> {
     let http = Arc::new(SharedClient::new(config.worker.provider_timeout));
     let providers = Configured::read(channel, &config, figment, units)?.build(channel, &config, &http).await?;
-    crate::runtime::run_sharing(channel, config, providers, http, shutdown).await
+    crate::runtime::run(channel, config, providers, shutdown).await
 }
 
 #[cfg(test)]
