@@ -1,7 +1,8 @@
 //! The clients a worker builds from tenants' own integrations: per tenant (a worker has one
 //! channel), its active integrations of the channel in failover order, each opened with
 //! the worker's keyring, read through its provider's unit as `Source::Integration` and
-//! built with the worker's one HTTP client, which its operator's providers share.
+//! built with the worker's one client for tenants, whose resolver refuses internal
+//! addresses (`SharedClient::for_tenants`).
 //!
 //! Kept until `notify_cache` says the tenant's integrations of this channel changed
 //! ([`store::CacheEvent::Integration`]), in a bounded LRU, each entry at most [`MAX_AGE`]
@@ -43,7 +44,7 @@ pub struct TenantClients {
     store: Store,
     keyring: Option<Keyring>,
     rules: IntegrationRules,
-    /// The worker's one HTTP client, its operator's providers' too.
+    /// The worker's one HTTP client for tenants' integrations (internal addresses refused).
     http: Arc<SharedClient>,
     provider_timeout: Duration,
     state: Mutex<State>,
