@@ -121,12 +121,7 @@ async fn take_twilio(
 /// `POST /v1/providers/ses/events`: SES events through an SNS topic subscribed over HTTPS.
 pub async fn ses_events(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<StatusCode, ApiError> {
     let sns = app.receipts.ses.as_ref().ok_or(ApiError::NotFound)?;
-    // Anything but a whole SNS message carries no signature to check.
-    let envelope: Envelope = serde_json::from_slice(&body)
-        .map_err(|_| ApiError::InvalidSignature("the body is not a signed SNS message"))?;
-    if header_str(&headers, "x-amz-sns-message-type").is_some_and(|kind| kind != envelope.kind) {
-        return Err(ApiError::InvalidSignature("x-amz-sns-message-type differs from the signed Type"));
-    }
+    let envelope = sns_envelope(&headers, &body)?;
     sns.verify(&envelope).await?;
     take_sns(&app, sns, &envelope, None).await
 }
@@ -154,11 +149,7 @@ pub async fn tenant_ses_events(
     let tenant_id = Uuid::parse_str(&tenant_id).map_err(|_| ApiError::NotFound)?;
     // SNS's certificates are checked under the operator's settings (hosts, issuers).
     let sns = app.receipts.ses.as_ref().ok_or(ApiError::NotFound)?;
-    let envelope: Envelope = serde_json::from_slice(&body)
-        .map_err(|_| ApiError::InvalidSignature("the body is not a signed SNS message"))?;
-    if header_str(&headers, "x-amz-sns-message-type").is_some_and(|kind| kind != envelope.kind) {
-        return Err(ApiError::InvalidSignature("x-amz-sns-message-type differs from the signed Type"));
-    }
+    let envelope = sns_envelope(&headers, &body)?;
     // Anyone can have SNS sign a message of a topic of their own: only the tenant's topic
     // is taken, and its events move only the tenant's deliveries.
     let topics: Vec<String> = app
@@ -375,4 +366,15 @@ async fn apply(app: &AppState, receipt: Receipt) -> Result<(), ApiError> {
     }
     tracing::debug!(provider = receipt.provider, provider_message_id = receipt.provider_message_id, "receipt");
     Ok(())
+}
+
+/// The SNS message of a receipt's body, its type agreeing with the header's: anything but
+/// a whole SNS message carries no signature to check.
+fn sns_envelope(headers: &HeaderMap, body: &[u8]) -> Result<Envelope, ApiError> {
+    let envelope: Envelope =
+        serde_json::from_slice(body).map_err(|_| ApiError::InvalidSignature("the body is not a signed SNS message"))?;
+    if header_str(headers, "x-amz-sns-message-type").is_some_and(|kind| kind != envelope.kind) {
+        return Err(ApiError::InvalidSignature("x-amz-sns-message-type differs from the signed Type"));
+    }
+    Ok(envelope)
 }
