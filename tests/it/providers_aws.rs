@@ -204,6 +204,7 @@ fn sms_job(recipient: &str, text: String) -> DeliveryJob {
         data: Default::default(),
         workflow: None,
         retry: None,
+        device: None,
     }
 }
 

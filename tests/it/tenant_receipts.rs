@@ -273,6 +273,7 @@ async fn a_tenants_twilio_client_asks_for_callbacks_on_the_route_that_checks_its
         data: Default::default(),
         workflow: None,
         retry: None,
+        device: None,
     };
     assert!(matches!(provider.send(&job).await, SendOutcome::Sent(_)));
 

@@ -12,14 +12,16 @@ pub enum Channel {
     Whatsapp,
     Novu,
     Chat,
+    Push,
     InApp,
 }
 
 impl Channel {
-    pub const ALL: [Channel; 6] =
-        [Channel::Email, Channel::Sms, Channel::Whatsapp, Channel::Novu, Channel::Chat, Channel::InApp];
+    pub const ALL: [Channel; 7] =
+        [Channel::Email, Channel::Sms, Channel::Whatsapp, Channel::Novu, Channel::Chat, Channel::Push, Channel::InApp];
     /// The channels delivered through a queue and a worker.
-    pub const QUEUED: [Channel; 5] = [Channel::Email, Channel::Sms, Channel::Whatsapp, Channel::Novu, Channel::Chat];
+    pub const QUEUED: [Channel; 6] =
+        [Channel::Email, Channel::Sms, Channel::Whatsapp, Channel::Novu, Channel::Chat, Channel::Push];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -28,6 +30,7 @@ impl Channel {
             Channel::Whatsapp => "whatsapp",
             Channel::Novu => "novu",
             Channel::Chat => "chat",
+            Channel::Push => "push",
             Channel::InApp => "in_app",
         }
     }

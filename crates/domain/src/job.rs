@@ -1,6 +1,6 @@
 use uuid::Uuid;
 
-use crate::{Channel, Content, Priority, RetryPolicy};
+use crate::{Channel, Content, Priority, RetryPolicy, push::PushDevice};
 
 /// One claimed delivery attempt: everything a provider needs to send it.
 #[derive(Clone, Debug)]
@@ -25,6 +25,9 @@ pub struct DeliveryJob {
     pub workflow: Option<String>,
     /// The type's retry policy, overriding the channel's.
     pub retry: Option<RetryPolicy>,
+    /// Push only: the device `recipient` names, as stored when the delivery was claimed
+    /// (`None` on other channels, and when the device is gone since the accept).
+    pub device: Option<PushDevice>,
 }
 
 impl DeliveryJob {

@@ -17,6 +17,7 @@ pub mod notification_type;
 pub mod outcome;
 pub mod plan;
 pub mod provider;
+pub mod push;
 pub mod request;
 pub mod retry;
 pub mod status;

@@ -51,10 +51,20 @@ pub struct SendFailure {
     pub message: String,
     /// The provider's `Retry-After`, when it sent one.
     pub retry_after: Option<Duration>,
+    /// The address itself is dead (bucket D of docs/providers.md §1: a push token the
+    /// provider reports unregistered, a subscription gone): the delivery fails and the
+    /// stored address is removed in the transaction that records it (`kind` is
+    /// `Permanent`).
+    pub address_gone: bool,
 }
 
 impl SendFailure {
     pub fn new(kind: FailureKind, code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { kind, code: code.into(), message: message.into(), retry_after: None }
+        Self { kind, code: code.into(), message: message.into(), retry_after: None, address_gone: false }
+    }
+
+    /// A permanent failure because the address is dead: see [`SendFailure::address_gone`].
+    pub fn gone(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { address_gone: true, ..Self::new(FailureKind::Permanent, code, message) }
     }
 }

@@ -242,6 +242,7 @@ impl<'a> Resolved<'a> {
             Channel::Sms => self.phone,
             Channel::Whatsapp => self.whatsapp,
             Channel::Novu | Channel::InApp => self.id,
+            Channel::Push => None,
             Channel::Chat => {
                 return match (self.inline_chat, self.chat) {
                     (Some(r), _) => inline_chat(r).map(Cow::Owned).into_iter().collect(),

@@ -128,7 +128,9 @@ impl Audience {
 /// Content, given inline or rendered from a template (a template holds the same fields as
 /// minijinja sources). Email needs `subject` and `text` or `html`; SMS and WhatsApp need
 /// `text`; chat needs `text` and may add `structured`; the in-app inbox uses `title`,
-/// `body` and `action_url`; Novu renders in its own workflow and takes `data` as its payload.
+/// `body` and `action_url`; push uses `title`, `body`, `action_url`, `image`, `sound`,
+/// `badge` and `data`; Novu renders in its own workflow and takes the notification's
+/// `data` as its payload.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Content {
@@ -150,6 +152,19 @@ pub struct Content {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub structured: Option<serde_json::Value>,
+    /// Push only: an image URL shown with the notification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Push only: the sound to play (`default`, or a sound file the app bundles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sound: Option<String>,
+    /// Push only: the app icon's badge count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub badge: Option<u32>,
+    /// Push only: key/value pairs the app receives with the notification (strings only,
+    /// as FCM requires).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// One rejected field, named by its JSON path (`to[2].email`).
@@ -525,9 +540,9 @@ pub fn check_content(channel: Channel, c: &Content, prefix: &str, errors: &mut V
             ),
             Some(_) => {}
         },
-        Channel::InApp => {
+        Channel::InApp | Channel::Push => {
             if c.title.as_deref().is_none_or(str::is_empty) && c.body.as_deref().is_none_or(str::is_empty) {
-                missing(errors, "title", format!("the in_app channel needs {prefix}.title or {prefix}.body"));
+                missing(errors, "title", format!("the {channel} channel needs {prefix}.title or {prefix}.body"));
             }
         }
         Channel::Chat => {

@@ -110,6 +110,7 @@ fn fields_of(channel: Channel) -> Option<&'static [&'static str]> {
         Channel::Sms | Channel::Whatsapp => Some(&["text"]),
         Channel::InApp => Some(&["title", "body", "action_url"]),
         Channel::Chat => Some(&["text", "structured"]),
+        Channel::Push => Some(&["title", "body", "action_url"]),
         Channel::Novu => None,
     }
 }

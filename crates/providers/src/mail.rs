@@ -147,6 +147,7 @@ pub(crate) mod tests {
             data: Default::default(),
             workflow: None,
             retry: None,
+            device: None,
         }
     }
 

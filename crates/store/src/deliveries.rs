@@ -251,6 +251,7 @@ fn job(msg: &DeliveryMessage, row: ClaimRow) -> Result<Claim> {
             data,
             workflow: row.workflow,
             retry,
+            device: None,
         }),
         row.accepted_at.ok_or_else(|| missing("accepted_at"))?,
     ))

@@ -62,6 +62,7 @@ mod tests {
             data: Default::default(),
             workflow: None,
             retry: None,
+            device: None,
         }
     }
 

@@ -533,6 +533,7 @@ mod tests {
             data: Default::default(),
             workflow: None,
             retry: None,
+            device: None,
         }
     }
 

@@ -23,6 +23,7 @@ pub fn job(channel: Channel, recipient: &str, kind: &str, text: Option<&str>, da
         data: data.as_object().cloned().unwrap_or_default(),
         workflow: None,
         retry: None,
+        device: None,
     }
 }
 
