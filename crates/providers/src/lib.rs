@@ -18,6 +18,7 @@ pub mod http;
 mod mail;
 pub mod meta;
 pub mod novu;
+pub mod push;
 pub mod ses;
 mod settings;
 pub mod smtp;

@@ -1,0 +1,1 @@
+//! Placeholder: the apns unit is written on its own branch.

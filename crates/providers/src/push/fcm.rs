@@ -1,0 +1,1 @@
+//! Placeholder: the fcm unit is written on its own branch.

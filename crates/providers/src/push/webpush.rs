@@ -1,0 +1,1 @@
+//! Placeholder: the webpush unit is written on its own branch.
