@@ -102,7 +102,10 @@ async fn build(settings: &dyn providers::ProviderSettings) -> Arc<dyn Provider> 
     settings.build(&ctx).await.expect("the provider builds")
 }
 
-fn integration_settings(settings: &Value, rules: &IntegrationRules) -> Result<Box<dyn providers::ProviderSettings>, String> {
+fn integration_settings(
+    settings: &Value,
+    rules: &IntegrationRules,
+) -> Result<Box<dyn providers::ProviderSettings>, String> {
     let integration = Integration { tenant_id: Uuid::now_v7(), settings, rules };
     UNIT.settings(Source::Integration(&integration)).map_err(|e| e.to_string())
 }
@@ -120,7 +123,11 @@ fn endpoint(server: &MockServer) -> String {
 }
 
 async fn push_service(server: &MockServer, response: ResponseTemplate) {
-    Mock::given(method("POST")).and(path(format!("/wpush/v2/{ENDPOINT_SECRET}"))).respond_with(response).mount(server).await;
+    Mock::given(method("POST"))
+        .and(path(format!("/wpush/v2/{ENDPOINT_SECRET}")))
+        .respond_with(response)
+        .mount(server)
+        .await;
 }
 
 async fn requests(server: &MockServer) -> Vec<Request> {
@@ -313,7 +320,11 @@ async fn every_answer_is_sorted_and_no_failure_names_the_endpoint() {
 async fn a_push_service_that_cannot_be_reached_is_retried() {
     let provider = operator(&vapid(), json!({})).await;
     let endpoint = format!("{}/wpush/{ENDPOINT_SECRET}", refusing_base_url());
-    let failure = failed(provider.send(&push_job(Browser::new().subscription(&endpoint))).await, FailureKind::Retryable, "connect");
+    let failure = failed(
+        provider.send(&push_job(Browser::new().subscription(&endpoint))).await,
+        FailureKind::Retryable,
+        "connect",
+    );
     assert!(!failure.message.contains(ENDPOINT_SECRET), "{failure:?}");
 }
 
@@ -332,7 +343,8 @@ async fn a_subscription_that_does_not_parse_or_a_push_too_large_fails_without_a_
     let mut no_auth = good.clone();
     no_auth["keys"].as_object_mut().unwrap().remove("auth");
     for token in ["not json".to_owned(), short_key.to_string(), off_curve.to_string(), no_auth.to_string()] {
-        let failure = failed(provider.send(&push_job(token.clone())).await, FailureKind::Permanent, "invalid_subscription");
+        let failure =
+            failed(provider.send(&push_job(token.clone())).await, FailureKind::Permanent, "invalid_subscription");
         assert!(!failure.address_gone && !failure.message.contains(ENDPOINT_SECRET), "{failure:?}");
     }
 
@@ -359,7 +371,11 @@ async fn a_private_endpoint_is_refused_unless_the_operator_allows_private_hosts(
         format!("https://localhost:{port}/wpush/v2/{ENDPOINT_SECRET}"),
         format!("https://[::1]:{port}/wpush/v2/{ENDPOINT_SECRET}"),
     ] {
-        let failure = failed(provider.send(&push_job(browser.subscription(&endpoint))).await, FailureKind::Permanent, "invalid_subscription");
+        let failure = failed(
+            provider.send(&push_job(browser.subscription(&endpoint))).await,
+            FailureKind::Permanent,
+            "invalid_subscription",
+        );
         assert!(!failure.message.contains(ENDPOINT_SECRET), "{failure:?}");
     }
     assert!(requests(&server).await.is_empty());
@@ -393,7 +409,13 @@ async fn settings_are_checked_and_the_check_names_the_public_key() {
     assert!(checked.detail.contains(&URL_SAFE_NO_PAD.encode(&vapid.public)), "{checked:?}");
     assert!(!format!("{settings:?}").contains(&vapid.private), "the key is not printed");
 
-    assert!(integration_settings(&json!({"vapid_private_key": vapid.private, "subject": "https://notify.example/contact"}), &rules).is_ok());
+    assert!(
+        integration_settings(
+            &json!({"vapid_private_key": vapid.private, "subject": "https://notify.example/contact"}),
+            &rules
+        )
+        .is_ok()
+    );
     for (bad, key) in [
         (json!({"subject": SUBJECT}), "settings.vapid_private_key"),
         (json!({"vapid_private_key": "bm90IGEga2V5", "subject": SUBJECT}), "settings.vapid_private_key"),

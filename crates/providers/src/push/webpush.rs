@@ -113,8 +113,8 @@ impl ProviderUnit for WebpushUnit {
         let (config, section) = settings::read::<WebpushConfig>(&source, Channel::Push, NAME, &REFUSED)?;
         let allow_private_hosts = settings::rules(&source)?.allow_private_hosts;
         let key = section.required_secret(&config.vapid_private_key, "vapid_private_key")?;
-        let key = VapidKey::parse(key.expose_secret())
-            .map_err(|message| section.invalid("vapid_private_key", message))?;
+        let key =
+            VapidKey::parse(key.expose_secret()).map_err(|message| section.invalid("vapid_private_key", message))?;
         let subject = section.required(&config.subject, "subject")?;
         if !(subject.starts_with("mailto:") && subject.len() > "mailto:".len()
             || Url::parse(subject).is_ok_and(|u| u.scheme() == "https" && u.host_str().is_some()))
@@ -272,8 +272,9 @@ fn target(token: &str, allow_private_hosts: bool) -> Result<Target, String> {
     let p256dh = decode_b64(&subscription.keys.p256dh)
         .filter(|k| k.len() == 65 && k[0] == 4)
         .ok_or("`keys.p256dh` is not a base64url uncompressed P-256 point")?;
-    let auth =
-        decode_b64(&subscription.keys.auth).filter(|a| a.len() == 16).ok_or("`keys.auth` is not 16 bytes of base64url")?;
+    let auth = decode_b64(&subscription.keys.auth)
+        .filter(|a| a.len() == 16)
+        .ok_or("`keys.auth` is not 16 bytes of base64url")?;
     Ok(Target { endpoint, p256dh, auth })
 }
 
@@ -436,8 +437,7 @@ impl WebpushProvider {
         };
         let plaintext = payload(job);
         if plaintext.len() > MAX_PLAINTEXT {
-            let message =
-                format!("the push is {} bytes of JSON, over Web Push's {MAX_PLAINTEXT}", plaintext.len());
+            let message = format!("the push is {} bytes of JSON, over Web Push's {MAX_PLAINTEXT}", plaintext.len());
             return failed(FailureKind::Permanent, "payload_too_large", &message, secret, None);
         }
         let body = match encrypt(&target.p256dh, &target.auth, &plaintext) {
@@ -479,9 +479,8 @@ impl WebpushProvider {
         let location = response.headers().get(LOCATION).and_then(|l| l.to_str().ok()).map(str::to_owned);
         if status.is_success() {
             // The message is queued; its resource names it (`Location`), else our id does.
-            let provider_message_id = location
-                .map(|l| l.chars().take(512).collect())
-                .unwrap_or_else(|| job.delivery_id.to_string());
+            let provider_message_id =
+                location.map(|l| l.chars().take(512).collect()).unwrap_or_else(|| job.delivery_id.to_string());
             return SendOutcome::Sent(SendReceipt {
                 provider_message_id,
                 response_excerpt: Some(format!("status={}", status.as_u16())),
@@ -493,13 +492,7 @@ impl WebpushProvider {
 }
 
 /// A failure for the attempts log, without the subscription or its endpoint.
-fn failed(
-    kind: FailureKind,
-    code: &str,
-    message: &str,
-    token: &str,
-    retry_after: Option<Duration>,
-) -> SendOutcome {
+fn failed(kind: FailureKind, code: &str, message: &str, token: &str, retry_after: Option<Duration>) -> SendOutcome {
     SendOutcome::Failed(http::failure(kind, code, message, token, retry_after))
 }
 
@@ -580,12 +573,10 @@ mod tests {
     /// RFC 8291 appendix A: the application server's key and salt fixed, the body is the RFC's.
     #[test]
     fn the_rfc_8291_example_encrypts_to_the_rfc_body() {
-        let as_private = PrivateKey::from_private_key(&ECDH_P256, &b64("yfWPiYE-n46HLnH0KqZOF1fJJU3MYrct3AELtAQ-oRw"))
-            .unwrap();
+        let as_private =
+            PrivateKey::from_private_key(&ECDH_P256, &b64("yfWPiYE-n46HLnH0KqZOF1fJJU3MYrct3AELtAQ-oRw")).unwrap();
         let salt: [u8; 16] = b64("DGv6ra1nlYgDCS1FRnbzlw").try_into().unwrap();
-        let ua_public = b64(
-            "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4",
-        );
+        let ua_public = b64("BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4");
         let auth = b64("BTBZMqHH6r4Tts7J_aSIgg");
         let body =
             encrypt_with(&as_private, &salt, &ua_public, &auth, b"When I grow up, I want to be a watermelon").unwrap();
@@ -639,14 +630,21 @@ mod tests {
         let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
         let public = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
         let pkcs8 = pair.to_pkcs8v1().unwrap();
-        let pem = format!("-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n", STANDARD.encode(pkcs8.as_ref()));
+        let pem =
+            format!("-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n", STANDARD.encode(pkcs8.as_ref()));
         assert_eq!(VapidKey::parse(&pem).unwrap().public_key(), public);
         let sec1 = AsDer::<aws_lc_rs::encoding::EcPrivateKeyRfc5915Der<'_>>::as_der(&pair.private_key()).unwrap();
-        let pem = format!("-----BEGIN EC PRIVATE KEY-----\n{}\n-----END EC PRIVATE KEY-----", STANDARD.encode(sec1.as_ref()));
+        let pem =
+            format!("-----BEGIN EC PRIVATE KEY-----\n{}\n-----END EC PRIVATE KEY-----", STANDARD.encode(sec1.as_ref()));
         assert_eq!(VapidKey::parse(&pem).unwrap().public_key(), public);
         let scalar = AsBigEndian::<aws_lc_rs::encoding::EcPrivateKeyBin<'_>>::as_be_bytes(&pair.private_key()).unwrap();
         assert_eq!(VapidKey::parse(&URL_SAFE_NO_PAD.encode(scalar.as_ref())).unwrap().public_key(), public);
-        for bad in ["", "abc", "-----BEGIN PRIVATE KEY-----\n!!\n-----END PRIVATE KEY-----", &URL_SAFE_NO_PAD.encode([0u8; 31])] {
+        for bad in [
+            "",
+            "abc",
+            "-----BEGIN PRIVATE KEY-----\n!!\n-----END PRIVATE KEY-----",
+            &URL_SAFE_NO_PAD.encode([0u8; 31]),
+        ] {
             assert!(VapidKey::parse(bad).is_err(), "{bad}");
         }
     }
