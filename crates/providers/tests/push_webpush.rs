@@ -451,3 +451,35 @@ async fn a_send_outcome_is_never_sent_twice_by_one_call() {
     assert!(matches!(outcome, SendOutcome::Failed(_)));
     assert_eq!(requests(&server).await.len(), 1);
 }
+
+#[tokio::test]
+async fn two_tenants_sign_with_their_own_keys() {
+    let server = MockServer::start().await;
+    push_service(&server, ResponseTemplate::new(201)).await;
+    let rules = IntegrationRules { allow_private_hosts: true, ..Default::default() };
+    let (a, b) = (vapid(), vapid());
+    let browser = Browser::new();
+    for key in [&a, &b] {
+        let settings = json!({"vapid_private_key": key.private, "subject": SUBJECT});
+        let provider = build(&*integration_settings(&settings, &rules).unwrap()).await;
+        sent(provider.send(&push_job(browser.subscription(&endpoint(&server)))).await);
+    }
+    let requests = requests(&server).await;
+    for (request, key) in requests.iter().zip([&a, &b]) {
+        let (jwt, k) = vapid_header(request);
+        assert_eq!(k, URL_SAFE_NO_PAD.encode(&key.public));
+        verified_claims(&jwt, &k, &server.uri());
+    }
+    // A's token does not verify with B's key.
+    let (jwt_a, _) = vapid_header(&requests[0]);
+    let k_b = URL_SAFE_NO_PAD.encode(&b.public);
+    let point = URL_SAFE_NO_PAD.decode(&k_b).unwrap();
+    let key_b = jsonwebtoken::DecodingKey::from_ec_components(
+        &URL_SAFE_NO_PAD.encode(&point[1..33]),
+        &URL_SAFE_NO_PAD.encode(&point[33..]),
+    )
+    .unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    validation.set_audience(&[server.uri()]);
+    assert!(jsonwebtoken::decode::<Value>(&jwt_a, &key_b, &validation).is_err());
+}

@@ -522,9 +522,9 @@ fn outcome(
     let said = if said.is_empty() { String::new() } else { format!(": {said}") };
     let message = crate::chat::redact(&format!("the push service answered {status}{said}"), endpoint);
     if matches!(status.as_u16(), 404 | 410) {
-        // The browser unsubscribed, or the subscription expired: remove the device.
-        let message = http::failure(FailureKind::Permanent, "", &message, token, None).message;
-        return SendOutcome::Failed(SendFailure::gone(code, message));
+        // The browser unsubscribed, or the subscription expired: the device is removed.
+        let failure = http::failure(FailureKind::Permanent, code, &message, token, None);
+        return SendOutcome::Failed(SendFailure::gone(failure.code, failure.message));
     }
     let kind = match status.as_u16() {
         429 => FailureKind::Retryable,
