@@ -116,9 +116,7 @@ impl ProviderUnit for WebpushUnit {
         let key =
             VapidKey::parse(key.expose_secret()).map_err(|message| section.invalid("vapid_private_key", message))?;
         let subject = section.required(&config.subject, "subject")?;
-        if !(subject.starts_with("mailto:") && subject.len() > "mailto:".len()
-            || Url::parse(subject).is_ok_and(|u| u.scheme() == "https" && u.host_str().is_some()))
-        {
+        if !is_contact(subject) {
             return Err(section.invalid("subject", "must be a `mailto:` or `https:` URL to contact the sender"));
         }
         let ttl = config.ttl.unwrap_or(DEFAULT_TTL);
@@ -126,6 +124,14 @@ impl ProviderUnit for WebpushUnit {
             return Err(section.invalid("ttl", "must be at most 28 days (push services keep a message no longer)"));
         }
         Ok(Box::new(WebpushSettings { key: Arc::new(key), subject: subject.to_owned(), ttl, allow_private_hosts }))
+    }
+}
+
+/// VAPID's `sub`: a `mailto:` address or an `https:` URL (RFC 8292 §2.1).
+fn is_contact(subject: &str) -> bool {
+    match subject.strip_prefix("mailto:") {
+        Some(address) => address.contains('@'),
+        None => Url::parse(subject).is_ok_and(|u| u.scheme() == "https" && u.host_str().is_some()),
     }
 }
 
@@ -261,9 +267,10 @@ fn target(token: &str, allow_private_hosts: bool) -> Result<Target, String> {
     if !allow_private_hosts {
         // A literal address never reaches the guarded resolver: it is checked here.
         let host = endpoint.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
         let private = match host.parse::<IpAddr>() {
             Ok(ip) => settings::is_private(ip),
-            Err(_) => host.eq_ignore_ascii_case("localhost") || host.to_ascii_lowercase().ends_with(".localhost"),
+            Err(_) => host == "localhost" || host.ends_with(".localhost"),
         };
         if private {
             return Err("the endpoint names a private or loopback address".into());
@@ -617,12 +624,27 @@ mod tests {
             subscription_json("https://127.0.0.1/s/1", &p256dh, &[1; 16]),
             subscription_json("https://localhost/s/1", &p256dh, &[1; 16]),
             subscription_json("https://[::1]/s/1", &p256dh, &[1; 16]),
+            subscription_json("https://LocalHost./s/1", &p256dh, &[1; 16]),
+            subscription_json("https://[::ffff:10.0.0.1]/s/1", &p256dh, &[1; 16]),
+            subscription_json("https://user:pw@push.example/s/1", &p256dh, &[1; 16]),
             subscription_json("https://push.example/s/1", &p256dh[..64], &[1; 16]),
             subscription_json("https://push.example/s/1", &p256dh, &[1; 15]),
         ] {
             assert!(target(&bad, false).is_err(), "{bad}");
         }
         assert!(target(&subscription_json("http://127.0.0.1:9/s", &p256dh, &[1; 16]), true).is_ok());
+    }
+
+    #[test]
+    fn a_name_resolving_to_a_private_address_fails_the_message_not_the_provider() {
+        let endpoint = "https://push.example/s/sUbScRiPtIoN-0123456789";
+        let private = SendFailure::new(FailureKind::Config, "private_host", format!("no: {endpoint}"));
+        let SendOutcome::Failed(failure) = transport(private, "{}", endpoint) else { panic!("a failure") };
+        assert_eq!((failure.kind, failure.code.as_str()), (FailureKind::Permanent, "private_host"));
+        assert!(!failure.message.contains("sUbScRiPtIoN"), "{failure:?}");
+        let refused = SendFailure::new(FailureKind::Retryable, "connect", "refused");
+        let SendOutcome::Failed(failure) = transport(refused, "{}", endpoint) else { panic!("a failure") };
+        assert_eq!(failure.kind, FailureKind::Retryable);
     }
 
     #[test]
