@@ -483,3 +483,25 @@ async fn two_tenants_sign_with_their_own_keys() {
     validation.set_audience(&[server.uri()]);
     assert!(jsonwebtoken::decode::<Value>(&jwt_a, &key_b, &validation).is_err());
 }
+
+#[tokio::test]
+async fn the_largest_push_fills_a_4096_byte_body_that_still_decrypts() {
+    let server = MockServer::start().await;
+    push_service(&server, ResponseTemplate::new(201)).await;
+    let provider = operator(&vapid(), json!({})).await;
+    let browser = Browser::new();
+    let mut job = push_job(browser.subscription(&endpoint(&server)));
+    job.content.body = Some(String::new());
+    let overhead = webpush::payload(&job).len();
+    job.content.body = Some("x".repeat(webpush::MAX_PLAINTEXT - overhead));
+    assert_eq!(webpush::payload(&job).len(), webpush::MAX_PLAINTEXT);
+    sent(provider.send(&job).await);
+    let request = &requests(&server).await[0];
+    assert_eq!(request.body.len(), 4096);
+    assert_eq!(browser.decrypt(&request.body)["body"].as_str().map(str::len), Some(webpush::MAX_PLAINTEXT - overhead));
+
+    // One byte more is refused before sending.
+    job.content.body = Some("x".repeat(webpush::MAX_PLAINTEXT - overhead + 1));
+    failed(provider.send(&job).await, FailureKind::Permanent, "payload_too_large");
+    assert_eq!(requests(&server).await.len(), 1);
+}
