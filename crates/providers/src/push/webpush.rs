@@ -117,7 +117,10 @@ impl ProviderUnit for WebpushUnit {
             VapidKey::parse(key.expose_secret()).map_err(|message| section.invalid("vapid_private_key", message))?;
         let subject = section.required(&config.subject, "subject")?;
         if !is_contact(subject) {
-            return Err(section.invalid("subject", "must be a `mailto:` or `https:` URL to contact the sender"));
+            return Err(section.invalid(
+                "subject",
+                "must be a `mailto:` or `https:` URL where the sender can be reached (not `localhost` or `.invalid`)",
+            ));
         }
         let ttl = config.ttl.unwrap_or(DEFAULT_TTL);
         if ttl > MAX_TTL {
@@ -127,12 +130,20 @@ impl ProviderUnit for WebpushUnit {
     }
 }
 
-/// VAPID's `sub`: a `mailto:` address or an `https:` URL (RFC 8292 §2.1).
+/// VAPID's `sub`: a `mailto:` address or an `https:` URL (RFC 8292 §2.1) on a host that
+/// can be a contact: Apple's push service refuses `localhost` or an `.invalid` domain
+/// (403 `BadJwtToken`) while others take it, so such a key would fail Safari only.
 fn is_contact(subject: &str) -> bool {
-    match subject.strip_prefix("mailto:") {
-        Some(address) => address.contains('@'),
-        None => Url::parse(subject).is_ok_and(|u| u.scheme() == "https" && u.host_str().is_some()),
-    }
+    let host = match subject.strip_prefix("mailto:") {
+        Some(address) => address.rsplit_once('@').map(|(_, domain)| domain.to_owned()),
+        None => {
+            Url::parse(subject).ok().filter(|u| u.scheme() == "https").and_then(|u| u.host_str().map(str::to_owned))
+        }
+    };
+    let Some(host) = host.map(|h| h.trim_end_matches('.').to_ascii_lowercase()) else { return false };
+    !host.is_empty()
+        && host != "localhost"
+        && ![".localhost", ".invalid", ".local"].iter().any(|suffix| host.ends_with(suffix))
 }
 
 /// The VAPID key pair. Its public key is the `applicationServerKey` the browser subscribed
