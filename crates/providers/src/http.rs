@@ -145,12 +145,8 @@ impl SharedClient {
     /// TLS offers `h2` alone, over `http` it opens with the HTTP/2 preface (h2c, a stand-in).
     /// Same timeouts as this one; it resolves through [`PublicResolver`] when this is the
     /// tenants' client or `guard` says the settings are a tenant's (`Some(allow_private_hosts)`),
-    /// unless private hosts are allowed. `extra_root`: a CA trusted beside the system's (tests).
-    pub fn http2_only(
-        &self,
-        guard: Option<bool>,
-        extra_root: Option<&reqwest::Certificate>,
-    ) -> reqwest::Result<Client> {
+    /// unless private hosts are allowed. `extra_roots`: CAs trusted beside the system's (tests).
+    pub fn http2_only(&self, guard: Option<bool>, extra_roots: &[reqwest::Certificate]) -> reqwest::Result<Client> {
         let mut builder = builder(self.request_timeout)
             .http2_prior_knowledge()
             // Apple asks for long-lived connections: pings find a dead one before a send does.
@@ -163,8 +159,8 @@ impl SharedClient {
         if allow_private_hosts == Some(false) {
             builder = builder.dns_resolver(PublicResolver);
         }
-        if let Some(root) = extra_root {
-            builder = builder.tls_certs_merge([root.clone()]);
+        if !extra_roots.is_empty() {
+            builder = builder.tls_certs_merge(extra_roots.iter().cloned());
         }
         builder.build()
     }

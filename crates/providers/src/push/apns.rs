@@ -148,11 +148,11 @@ impl ProviderUnit for ApnsUnit {
             return Err(section.invalid("push_type", format!("must be one of {}", PUSH_TYPES.join(", "))));
         }
         let ca_cert = match settings::given(&config.ca_cert) {
-            None => None,
-            Some(pem) => Some(
-                Certificate::from_pem(pem.as_bytes())
-                    .map_err(|e| section.invalid("ca_cert", format!("must be a PEM certificate: {e}")))?,
-            ),
+            None => Vec::new(),
+            Some(pem) => match Certificate::from_pem_bundle(pem.as_bytes()) {
+                Ok(roots) if !roots.is_empty() => roots,
+                _ => return Err(section.invalid("ca_cert", "must hold a PEM certificate")),
+            },
         };
         Ok(Box::new(ApnsSettings {
             shared: Arc::new(Shared {
@@ -196,12 +196,13 @@ pub struct ApnsSettings {
     shared: Arc<Shared>,
     /// `Some(allow_private_hosts)`: a tenant's, whose client resolves through the guard.
     guard: Option<bool>,
-    ca_cert: Option<Certificate>,
+    /// `ca_cert`: roots trusted beside the system's (a test's TLS stand-in).
+    ca_cert: Vec<Certificate>,
 }
 
 impl ApnsSettings {
     fn provider(&self, http: &SharedClient) -> reqwest::Result<ApnsProvider> {
-        let client = http.http2_only(self.guard, self.ca_cert.as_ref())?;
+        let client = http.http2_only(self.guard, &self.ca_cert)?;
         Ok(ApnsProvider { http: client, shared: self.shared.clone() })
     }
 }
