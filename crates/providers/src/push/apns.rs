@@ -462,7 +462,7 @@ fn failed(kind: FailureKind, code: &str, message: &str) -> SendOutcome {
 
 /// A device token as APNs issues them: an even number of hex digits (32 bytes today).
 fn is_device_token(token: &str) -> bool {
-    !token.is_empty() && token.len() <= 200 && token.len() % 2 == 0 && token.chars().all(|c| c.is_ascii_hexdigit())
+    !token.is_empty() && token.len() <= 200 && token.len().is_multiple_of(2) && token.chars().all(|c| c.is_ascii_hexdigit())
 }
 
 /// `apns-id`: the delivery's id, so a push is found in APNs' delivery log by it.
