@@ -212,10 +212,9 @@ impl ProviderSettings for ApnsSettings {
         async move { Ok(Arc::new(self.provider(ctx.http)?) as Arc<dyn Provider>) }.boxed()
     }
 
-    /// A push to a device token of zeros, which no device has: APNs checks the provider
-    /// token before the device token, so `400 BadDeviceToken` says the key, key id and
-    /// team id were accepted, and a 403 names what is wrong with them. Nothing reaches a
-    /// device.
+    /// A push to a device token of zeros, which no device has, so nothing reaches a device:
+    /// a 403 names what is wrong with the key, key id or team id, and `400 BadDeviceToken`
+    /// is taken as the provider token accepted (docs/providers.md §13).
     fn check<'a>(&'a self, ctx: &'a Context<'a>) -> BoxFuture<'a, Checked> {
         async move {
             match self.provider(ctx.http) {
