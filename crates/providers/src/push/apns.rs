@@ -328,7 +328,7 @@ struct Answer {
 }
 
 impl ApnsProvider {
-    async fn post(&self, token: &str, headers: &HeaderMap, body: &str) -> Result<(Answer, HeaderValue), SendFailure> {
+    async fn post(&self, token: &str, headers: &HeaderMap, body: &str) -> Result<Answer, SendFailure> {
         let mut answer = None;
         let mut rejected = None;
         // Twice at most: once more with a new provider token when APNs refused the first.
@@ -355,7 +355,7 @@ impl ApnsProvider {
             };
             let refused_token = status == StatusCode::FORBIDDEN
                 && matches!(reason.as_deref(), Some("ExpiredProviderToken" | "InvalidProviderToken"));
-            answer = Some((Answer { status, apns_id, retry_after, reason }, authorization.authorization.clone()));
+            answer = Some(Answer { status, apns_id, retry_after, reason });
             if !refused_token {
                 break;
             }
@@ -394,7 +394,7 @@ impl ApnsProvider {
             Err(failure) => return SendOutcome::Failed(failure),
         };
         let answer = match self.post(token, &headers, &body).await {
-            Ok((answer, _)) => answer,
+            Ok(answer) => answer,
             Err(failure) => return SendOutcome::Failed(failure),
         };
         if answer.status.is_success() {
@@ -416,7 +416,7 @@ impl ApnsProvider {
             headers.insert("apns-topic", topic);
         }
         let body = json!({"aps": {"alert": {"title": "check"}}}).to_string();
-        let (answer, _) = match self.post(&"0".repeat(64), &headers, &body).await {
+        let answer = match self.post(&"0".repeat(64), &headers, &body).await {
             Ok(answer) => answer,
             Err(failure) => return Checked::failed(None, &failure.code, failure.message),
         };
@@ -461,7 +461,10 @@ fn failed(kind: FailureKind, code: &str, message: &str) -> SendOutcome {
 
 /// A device token as APNs issues them: an even number of hex digits (32 bytes today).
 fn is_device_token(token: &str) -> bool {
-    !token.is_empty() && token.len() <= 200 && token.len().is_multiple_of(2) && token.chars().all(|c| c.is_ascii_hexdigit())
+    !token.is_empty()
+        && token.len() <= 200
+        && token.len().is_multiple_of(2)
+        && token.chars().all(|c| c.is_ascii_hexdigit())
 }
 
 /// `apns-id`: the delivery's id, so a push is found in APNs' delivery log by it.
