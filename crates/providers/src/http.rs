@@ -140,6 +140,30 @@ impl SharedClient {
         };
         Ok(self.client.get_or_init(|| built).clone())
     }
+
+    /// A client of its own for a provider that speaks HTTP/2 only (APNs): over `https` its
+    /// TLS offers `h2` alone, over `http` it opens with the HTTP/2 preface (h2c, a stand-in).
+    /// Same timeouts as this one; it resolves through [`PublicResolver`] when this is the
+    /// tenants' client or `guard` says the settings are a tenant's (`Some(allow_private_hosts)`),
+    /// unless private hosts are allowed. `extra_roots`: CAs trusted beside the system's (tests).
+    pub fn http2_only(&self, guard: Option<bool>, extra_roots: &[reqwest::Certificate]) -> reqwest::Result<Client> {
+        let mut builder = builder(self.request_timeout)
+            .http2_prior_knowledge()
+            // Apple asks for long-lived connections: pings find a dead one before a send does.
+            .http2_keep_alive_interval(Duration::from_secs(60))
+            .http2_keep_alive_timeout(Duration::from_secs(10));
+        let allow_private_hosts = match (self.tenants, guard) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(true) && b.unwrap_or(true)),
+        };
+        if allow_private_hosts == Some(false) {
+            builder = builder.dns_resolver(PublicResolver);
+        }
+        if !extra_roots.is_empty() {
+            builder = builder.tls_certs_merge(extra_roots.iter().cloned());
+        }
+        builder.build()
+    }
 }
 
 /// A provider's answer, read whole.
