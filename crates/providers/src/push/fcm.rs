@@ -627,7 +627,9 @@ fn outcome(answer: &Answer, token: &str) -> SendOutcome {
     let body = answer.json();
     if answer.status.is_success() {
         return match body.as_ref().and_then(|b| b["name"].as_str()) {
-            Some(name) => SendOutcome::Sent(SendReceipt { provider_message_id: name.to_owned(), response_excerpt: None }),
+            Some(name) => {
+                SendOutcome::Sent(SendReceipt { provider_message_id: name.to_owned(), response_excerpt: None })
+            }
             None => SendOutcome::Failed(http::failure(
                 FailureKind::Ambiguous,
                 "no_message_id",
