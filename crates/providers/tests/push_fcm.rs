@@ -312,6 +312,25 @@ async fn concurrent_sends_wait_for_one_grant() {
 }
 
 #[tokio::test]
+async fn concurrent_sends_share_the_failure_of_the_one_grant() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(ResponseTemplate::new(503).set_delay(Duration::from_millis(300)))
+        .mount(&server)
+        .await;
+    let provider = fcm_provider(&server).await;
+    let jobs: Vec<DeliveryJob> = (0..6).map(|_| push_job(DEVICE_TOKEN, None)).collect();
+    for outcome in futures_util::future::join_all(jobs.iter().map(|job| provider.send(job))).await {
+        failed(outcome, FailureKind::Retryable, "token_http_503");
+    }
+    assert_eq!(requests(&server, "/token").await.len(), 1);
+    // A later send asks again.
+    failed(provider.send(&jobs[0]).await, FailureKind::Retryable, "token_http_503");
+    assert_eq!(requests(&server, "/token").await.len(), 2);
+}
+
+#[tokio::test]
 async fn a_token_is_refreshed_once_it_is_within_five_minutes_of_its_expiry() {
     let server = MockServer::start().await;
     // The first token lives 300 s: used for the send it was asked for, then replaced.
@@ -684,6 +703,9 @@ fn settings_name_what_is_wrong_and_a_tenant_sets_no_address() {
     };
     let good = service_account(&keys()[0], PROJECT, "https://oauth2.googleapis.com/token");
     assert!(integration(&json!({"service_account": good, "ttl": "4w"})).is_ok());
+    // The JSON written out as an object is taken too.
+    let object: Value = serde_json::from_str(&good).unwrap();
+    assert!(integration(&json!({"service_account": object})).is_ok());
     let key_of = |settings: Value| match integration(&settings).unwrap_err() {
         bootstrap::ConfigError::Invalid { key, message } => {
             assert!(!message.contains("PRIVATE KEY") && !message.contains(&keys()[0].pem[40..80]), "{message}");
@@ -697,6 +719,7 @@ fn settings_name_what_is_wrong_and_a_tenant_sets_no_address() {
         (json!({"service_account": good, "ttl": "29d"}), "settings.ttl"),
         (json!({}), "settings.service_account"),
         (json!({"service_account": "{not json"}), "settings.service_account"),
+        (json!({"service_account": 42}), "settings.service_account"),
         (json!({"service_account": "{\"type\": \"authorized_user\"}"}), "settings.service_account"),
     ] {
         assert_eq!(key_of(settings.clone()).0, key, "{settings}");

@@ -6,7 +6,7 @@
 //! `private_key` (`kid` = `private_key_id`; `iss` = `client_email`, `scope` = FCM's,
 //! `aud` = the token URI, one hour), posted to the token URI. The provider keeps it until
 //! five minutes before `expires_in` ends; concurrent sends wait for one refresh rather than
-//! each asking for a token (the lock is held across the grant). A 401 from FCM drops the
+//! each asking for a token (the lock is held across the grant), and share its failure. A 401 from FCM drops the
 //! token it was sent with and the send is retried once with a fresh one; a second 401 is
 //! `Config`.
 //!
@@ -77,7 +77,8 @@ const REFUSED: Refused<'static> = Refused {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct FcmConfig {
-    /// The service account's JSON key file, as a string.
+    /// The service account's JSON key file, as a string (or, written out, an object).
+    #[serde(deserialize_with = "json_text")]
     service_account: Option<SecretString>,
     /// Replaces the JSON's `token_uri` (a stand-in); the operator's only.
     token_uri: Option<String>,
@@ -86,6 +87,26 @@ struct FcmConfig {
     /// How long FCM keeps a message for an offline device (at most 28 days).
     #[serde(with = "humantime_serde")]
     ttl: Option<Duration>,
+}
+
+/// serde: JSON given as a string, or as the object itself (a TOML table, a tenant's JSON
+/// body), kept as its text in a secret so that it never prints.
+fn json_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<SecretString>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        Text(String),
+        Object(Map<String, Value>),
+    }
+    match Option::<Form>::deserialize(deserializer) {
+        Ok(form) => Ok(form.map(|form| match form {
+            Form::Text(text) => SecretString::from(text),
+            Form::Object(object) => SecretString::from(Value::Object(object).to_string()),
+        })),
+        Err(_) => {
+            Err(serde::de::Error::custom("must be the service account's JSON key file, as a string or an object"))
+        }
+    }
 }
 
 /// The fields of a service-account JSON the grant needs (the file has more).
@@ -258,7 +279,7 @@ impl ProviderSettings for FcmSettings {
                 account: self.account.clone(),
                 send_url: self.send_url.clone(),
                 ttl: self.ttl,
-                token: tokio::sync::Mutex::new(None),
+                token: tokio::sync::Mutex::new(TokenState::default()),
             };
             Ok(Arc::new(provider) as Arc<dyn Provider>)
         }
@@ -390,29 +411,48 @@ pub struct FcmProvider {
     ttl: Duration,
     /// The access token, while it is fresh. A tokio mutex, held across a grant, so that
     /// sends that find no token wait for the one grant in flight.
-    token: tokio::sync::Mutex<Option<AccessToken>>,
+    token: tokio::sync::Mutex<TokenState>,
+}
+
+#[derive(Default)]
+struct TokenState {
+    token: Option<AccessToken>,
+    /// The last grant that failed, and when it ended: the sends that were waiting for it
+    /// share its failure instead of each asking again in turn.
+    failed: Option<(Instant, SendFailure)>,
 }
 
 impl FcmProvider {
     /// The cached token, or a new one (single-flight: the lock is held across the grant).
     async fn authorization(&self) -> Result<HeaderValue, SendFailure> {
-        let mut cached = self.token.lock().await;
-        if let Some(token) = cached.as_ref().filter(|t| Instant::now() < t.refresh_at) {
+        let asked = Instant::now();
+        let mut state = self.token.lock().await;
+        if let Some(token) = state.token.as_ref().filter(|t| Instant::now() < t.refresh_at) {
             return Ok(token.authorization.clone());
         }
-        *cached = None;
-        let token = grant(&self.http, &self.account).await.map_err(|refused| refused.failure)?;
-        // Used for this send even when Google gave it a life shorter than the margin.
-        let authorization = token.authorization.clone();
-        *cached = Some(token);
-        Ok(authorization)
+        if let Some((_, failure)) = state.failed.as_ref().filter(|(at, _)| *at >= asked) {
+            return Err(failure.clone());
+        }
+        state.token = None;
+        match grant(&self.http, &self.account).await {
+            Ok(token) => {
+                // Used for this send even when Google gave it a life shorter than the margin.
+                let authorization = token.authorization.clone();
+                *state = TokenState { token: Some(token), failed: None };
+                Ok(authorization)
+            }
+            Err(refused) => {
+                state.failed = Some((Instant::now(), refused.failure.clone()));
+                Err(refused.failure)
+            }
+        }
     }
 
     /// Forgets `used`, unless another send already replaced it.
     async fn forget(&self, used: &HeaderValue) {
-        let mut cached = self.token.lock().await;
-        if cached.as_ref().is_some_and(|t| t.authorization == *used) {
-            *cached = None;
+        let mut state = self.token.lock().await;
+        if state.token.as_ref().is_some_and(|t| t.authorization == *used) {
+            state.token = None;
         }
     }
 
