@@ -542,6 +542,13 @@ async fn a_refused_or_unreachable_grant_sends_nothing() {
     let failure = failed(provider.send(&push_job(DEVICE_TOKEN, None)).await, FailureKind::Retryable, "token_http_503");
     assert_eq!(failure.retry_after, Some(Duration::from_secs(7)));
 
+    // A slow token endpoint has a third of the send's time: nothing was sent, so retryable.
+    let slow = MockServer::start().await;
+    mount_tokens(&slow, &[3599], Duration::from_secs(2)).await;
+    let settings = operator_settings(&slow, &keys()[0], PROJECT);
+    let provider = common::built_with(&fcm::UNIT, settings, Duration::from_secs(3)).await;
+    failed(provider.send(&push_job(DEVICE_TOKEN, None)).await, FailureKind::Retryable, "token_timeout");
+
     // Nothing listens at the token URI: nothing was sent, so it is retryable.
     let settings = common::with(
         operator_settings(&server, &keys()[0], PROJECT),

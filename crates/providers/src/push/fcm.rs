@@ -279,6 +279,7 @@ impl ProviderSettings for FcmSettings {
                 account: self.account.clone(),
                 send_url: self.send_url.clone(),
                 ttl: self.ttl,
+                grant_timeout: (ctx.provider_timeout / 3).max(Duration::from_secs(1)),
                 token: tokio::sync::Mutex::new(TokenState::default()),
             };
             Ok(Arc::new(provider) as Arc<dyn Provider>)
@@ -294,7 +295,7 @@ impl ProviderSettings for FcmSettings {
                 Err(e) => return Checked::failed(None, "client", format!("no HTTP client: {e}")),
             };
             let account = &self.account;
-            match grant(&http, account).await {
+            match grant(&http, account, None).await {
                 Ok(_) => Checked {
                     ok: true,
                     status: Some(200),
@@ -342,7 +343,7 @@ struct Granted {
 /// Asks `account.token_uri` for an access token. Nothing has reached FCM yet, so whatever
 /// goes wrong is `Retryable` (the endpoint down or slow, a rate limit) or `Config` (the
 /// key or the account refused, an answer that is not a token endpoint's).
-async fn grant(http: &Client, account: &Account) -> Result<AccessToken, GrantRefused> {
+async fn grant(http: &Client, account: &Account, timeout: Option<Duration>) -> Result<AccessToken, GrantRefused> {
     let refused = |status: Option<u16>, kind: FailureKind, code: String, message: String| GrantRefused {
         status,
         failure: SendFailure::new(kind, code, format!("the OAuth2 token endpoint: {message}")),
@@ -350,7 +351,10 @@ async fn grant(http: &Client, account: &Account) -> Result<AccessToken, GrantRef
     let assertion = account.assertion().map_err(|e| {
         refused(None, FailureKind::Config, "assertion".into(), format!("the grant could not be signed: {e}"))
     })?;
-    let request = http.post(&account.token_uri).form(&[("grant_type", GRANT_TYPE), ("assertion", &assertion)]);
+    let mut request = http.post(&account.token_uri).form(&[("grant_type", GRANT_TYPE), ("assertion", &assertion)]);
+    if let Some(timeout) = timeout {
+        request = request.timeout(timeout);
+    }
     let answer = match http::send(request).await {
         Ok(answer) => answer,
         Err(failure) => {
@@ -409,6 +413,10 @@ pub struct FcmProvider {
     account: Arc<Account>,
     send_url: String,
     ttl: Duration,
+    /// A grant's share of the worker's limit on one send, which also covers FCM's answer
+    /// (and, after a 401, a second grant and send): a slow token endpoint fails the send
+    /// as `retryable` (nothing sent) before the worker's limit would call it `ambiguous`.
+    grant_timeout: Duration,
     /// The access token, while it is fresh. A tokio mutex, held across a grant, so that
     /// sends that find no token wait for the one grant in flight.
     token: tokio::sync::Mutex<TokenState>,
@@ -434,7 +442,7 @@ impl FcmProvider {
             return Err(failure.clone());
         }
         state.token = None;
-        match grant(&self.http, &self.account).await {
+        match grant(&self.http, &self.account, Some(self.grant_timeout)).await {
             Ok(token) => {
                 // Used for this send even when Google gave it a life shorter than the margin.
                 let authorization = token.authorization.clone();
