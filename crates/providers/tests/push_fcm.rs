@@ -436,6 +436,19 @@ async fn every_error_is_sorted_and_a_dead_token_is_gone() {
             "INVALID_ARGUMENT",
             false,
         ),
+        // Google's status alone, the token quoted: gone, and the token kept out of the message.
+        case(
+            400,
+            Some(fcm_error(
+                400,
+                "INVALID_ARGUMENT",
+                None,
+                &format!("The registration token {DEVICE_TOKEN} is not a valid FCM registration token"),
+            )),
+            Permanent,
+            "INVALID_ARGUMENT",
+            true,
+        ),
         case(
             401,
             Some(fcm_error(

@@ -346,7 +346,8 @@ struct Granted {
 async fn grant(http: &Client, account: &Account, timeout: Option<Duration>) -> Result<AccessToken, GrantRefused> {
     let refused = |status: Option<u16>, kind: FailureKind, code: String, message: String| GrantRefused {
         status,
-        failure: SendFailure::new(kind, code, format!("the OAuth2 token endpoint: {message}")),
+        // Shortened as every stored message; there is no recipient to keep out of it.
+        failure: http::failure(kind, code, &format!("the OAuth2 token endpoint: {message}"), "", None),
     };
     let assertion = account.assertion().map_err(|e| {
         refused(None, FailureKind::Config, "assertion".into(), format!("the grant could not be signed: {e}"))
@@ -396,16 +397,8 @@ async fn grant(http: &Client, account: &Account, timeout: Option<Duration>) -> R
         _ => format!("answered {status}"),
     };
     let mut refused = refused(Some(status.as_u16()), kind, code, message);
-    refused.failure.message = shorten(&refused.failure.message);
     refused.failure.retry_after = answer.retry_after;
     Err(refused)
-}
-
-fn shorten(text: &str) -> String {
-    match text.char_indices().nth(300) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_owned(),
-    }
 }
 
 pub struct FcmProvider {
