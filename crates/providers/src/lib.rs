@@ -43,6 +43,7 @@ pub const CATALOG: &[&dyn ProviderUnit] = &[
     &chat::SLACK_WEBHOOK,
     &chat::TEAMS,
     &chat::DISCORD,
+    &push::fcm::UNIT,
     &push::apns::UNIT,
     &push::webpush::UNIT,
 ];

@@ -3,8 +3,6 @@
 //! (`DeliveryJob::device`); a provider serves only devices of its platform. A device the
 //! provider reports gone is a [`SendFailure::gone`], so the worker's record removes it.
 
-#![allow(dead_code)] // until the three units land (removed at merge)
-
 pub mod apns;
 pub mod fcm;
 pub mod webpush;
