@@ -1,4 +1,4 @@
-//! `cargo xtask chaos`: the platform's seven binaries under load while the faults it
+//! `cargo xtask chaos`: the platform's eight binaries under load while the faults it
 //! promises to survive happen to it, then a check that every accepted notification
 //! reached a final state and none was lost.
 //!
@@ -392,7 +392,7 @@ impl std::fmt::Display for Report {
     }
 }
 
-/// The seven binaries, each logging to `logs/<binary>.log` (appended across restarts).
+/// The eight binaries, each logging to `logs/<binary>.log` (appended across restarts).
 struct Procs {
     bin_dir: PathBuf,
     dir: PathBuf,

@@ -38,11 +38,13 @@ impl Dispatched {
     }
 }
 
-/// What comes of one provider's answer: whether the attempt moves on to the next.
+/// What comes of one provider's answer: whether the attempt moves on to the next. An
+/// address the provider reported gone ends it whatever its kind: it is dead for every
+/// provider, and the record removes it.
 fn moves_on(outcome: &SendOutcome) -> bool {
     match outcome {
         SendOutcome::Sent(_) => false,
-        SendOutcome::Failed(f) => matches!(f.kind, FailureKind::Retryable | FailureKind::Config),
+        SendOutcome::Failed(f) => !f.address_gone && matches!(f.kind, FailureKind::Retryable | FailureKind::Config),
     }
 }
 
