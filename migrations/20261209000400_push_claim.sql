@@ -66,8 +66,12 @@ BEGIN
            n.type, coalesce(c.content, n.content), n.data, n.priority, n.created_at, n.workflow, n.retry,
            v.platform, v.token, v.app
     FROM claimed c JOIN notifications n ON n.id = c.notification_id
-    LEFT JOIN devices v ON c.channel = _push AND v.tenant_id = c.tenant_id AND v.subscriber_id = c.subscriber_id
-                       AND v.device_id = c.recipient;
+    -- LATERAL: the device is one probe of its primary key per claimed push delivery.
+    LEFT JOIN LATERAL (
+        SELECT v.platform, v.token, v.app FROM devices v
+        WHERE c.channel = _push AND v.tenant_id = c.tenant_id AND v.subscriber_id = c.subscriber_id
+          AND v.device_id = c.recipient
+        LIMIT 1) v ON true;
 
     GET DIAGNOSTICS _claimed = ROW_COUNT;
     IF _claimed < cardinality(_ids) THEN
@@ -93,6 +97,10 @@ LANGUAGE plpgsql
 SET plan_cache_mode = force_generic_plan SET enable_seqscan = off SET enable_bitmapscan = off
 SET enable_hashjoin = off SET enable_mergejoin = off
 AS $$
+DECLARE
+    _gone record;
+    _subscriber text;
+    _platform text;
 BEGIN
     -- The record first: its locks come in the order every writer of deliveries takes them.
     RETURN QUERY
@@ -101,23 +109,24 @@ BEGIN
                                   _started_at, _notification_ids, _channels, _ranks, _traceparents, _claims,
                                   _erased, _integrations);
 
-    IF EXISTS (SELECT 1 FROM unnest(_gone_devices) AS g(device_id) WHERE g.device_id IS NOT NULL) THEN
-        WITH g AS (
-            SELECT * FROM unnest(_delivery_ids, _tenant_ids, _notification_ids, _gone_devices, _gone_tokens, _codes)
-                 AS g(delivery_id, tenant_id, notification_id, device_id, token, code)
-            WHERE g.device_id IS NOT NULL),
-         removed AS (
-            DELETE FROM devices v
-            USING g JOIN deliveries d ON d.id = g.delivery_id
-            WHERE v.tenant_id = g.tenant_id AND v.subscriber_id = d.subscriber_id AND v.device_id = g.device_id
-              AND v.token = g.token
-            RETURNING v.tenant_id, v.subscriber_id, v.device_id, v.platform, g.delivery_id, g.notification_id,
-                      g.code)
-        INSERT INTO audit_events (tenant_id, subscriber_id, delivery_id, notification_id, action, actor, detail)
-        SELECT r.tenant_id, r.subscriber_id, r.delivery_id, r.notification_id, 'device_removed', 'worker',
-               jsonb_strip_nulls(jsonb_build_object('device_id', r.device_id, 'platform', r.platform,
-                                                    'reason', 'gone', 'code', r.code))
-        FROM removed r;
-    END IF;
+    -- Rare (a provider reported a device gone): one delete by primary key each.
+    FOR _gone IN
+        SELECT g.delivery_id, g.tenant_id, g.notification_id, g.device_id, g.token, g.code
+        FROM unnest(_delivery_ids, _tenant_ids, _notification_ids, _gone_devices, _gone_tokens, _codes)
+             AS g(delivery_id, tenant_id, notification_id, device_id, token, code)
+        WHERE g.device_id IS NOT NULL
+    LOOP
+        SELECT d.subscriber_id INTO _subscriber FROM deliveries d WHERE d.id = _gone.delivery_id;
+        DELETE FROM devices v
+        WHERE v.tenant_id = _gone.tenant_id AND v.subscriber_id = _subscriber AND v.device_id = _gone.device_id
+          AND v.token = _gone.token
+        RETURNING v.platform INTO _platform;
+        IF FOUND THEN
+            INSERT INTO audit_events (tenant_id, subscriber_id, delivery_id, notification_id, action, actor, detail)
+            VALUES (_gone.tenant_id, _subscriber, _gone.delivery_id, _gone.notification_id, 'device_removed', 'worker',
+                    jsonb_strip_nulls(jsonb_build_object('device_id', _gone.device_id, 'platform', _platform,
+                                                         'reason', 'gone', 'code', _gone.code)));
+        END IF;
+    END LOOP;
 END
 $$;

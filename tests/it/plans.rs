@@ -149,7 +149,8 @@ impl Seed {
                     "SELECT coalesce(array_agg(l.id)",
                     "WITH r AS",
                     "UPDATE notifications n SET status = agg.status",
-                    "WITH g AS",
+                    "SELECT d.subscriber_id FROM deliveries d",
+                    "DELETE FROM devices v",
                 ],
             ),
         ]
