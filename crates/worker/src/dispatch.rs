@@ -516,6 +516,15 @@ mod tests {
         }
     }
 
+    #[test]
+    fn an_address_gone_ends_the_attempt_whatever_its_kind() {
+        let gone = SendFailure::gone("UNREGISTERED", "not registered");
+        assert!(!moves_on(&SendOutcome::Failed(gone.clone())));
+        // Even one a provider would sort as retryable: the address is dead for all of them.
+        assert!(!moves_on(&SendOutcome::Failed(SendFailure { kind: FailureKind::Retryable, ..gone })));
+        assert!(moves_on(&SendOutcome::Failed(SendFailure::new(FailureKind::Retryable, "busy", "429"))));
+    }
+
     fn provider(name: &'static str, kind: Option<FailureKind>) -> Arc<Scripted> {
         Arc::new(Scripted { name, kind, calls: AtomicUsize::new(0) })
     }
