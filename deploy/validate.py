@@ -31,7 +31,7 @@ from kubernetes_validate import utils as kv
 from kubernetes_validate.version import __version__ as kv_version
 
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
-CHANNELS = ["email", "sms", "whatsapp", "novu", "chat"]
+CHANNELS = ["email", "sms", "whatsapp", "novu", "chat", "push"]
 WORKERS = [f"{c}-worker" for c in CHANNELS]
 BINARIES = ["notify-api", "outbox-relay", *WORKERS]
 OPS_PORT = 9090

@@ -4,7 +4,7 @@ the resolved file that command prints.
 
     docker-compose config > resolved.yaml && validate_compose.py resolved.yaml
 
-Every published port is bound to 127.0.0.1; the seven binaries and the two one-shot jobs
+Every published port is bound to 127.0.0.1; the eight binaries and the two one-shot jobs
 exist, run the right command, and wait for what they need (`service_healthy`,
 `service_completed_successfully`); every long-running service has a health check;
 `postgres` and `rabbitmq` keep the ports `cargo xtask dev` and the tests use.
@@ -24,6 +24,7 @@ BINARIES = [
     "whatsapp-worker",
     "novu-worker",
     "chat-worker",
+    "push-worker",
 ]
 ONE_SHOTS = {"migrate": ["notify-api", "migrate"], "declare-topology": ["outbox-relay", "declare-topology"]}
 INFRA = {"postgres": "5432", "rabbitmq": "5672"}

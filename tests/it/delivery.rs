@@ -101,6 +101,10 @@ async fn each_binary_serves_metrics_that_move_with_a_delivery() {
             "content": {"subject": "s", "text": "t"}}))
         .await;
     app.wait_for_status(id, "sent").await;
+    // A push to a device of u-1, written as the accept's fan-out to devices writes it.
+    crate::push_worker::register(&app, "u-1", "phone", "fcm-token").await;
+    let push = crate::push_worker::push_delivery(&app, "u-1", "phone").await;
+    app.wait_for_status(push.notification_id, "sent").await;
 
     let scrape = |url: String| async move { reqwest::get(url).await.unwrap().text().await.unwrap() };
     let counter = |text: &str, series: &str| -> f64 {

@@ -135,15 +135,23 @@ impl Seed {
                 ),
                 vec!["WITH m AS", "SELECT d.id, m.claim, false"],
             ),
-            // One notification with one delivery, one with two (its aggregate is read).
+            // One notification with one delivery, one with two (its aggregate is read); the
+            // second outcome names a device gone, whose removal is looked up.
             (
                 format!(
                     "SELECT * FROM record_outcomes('{{{d1},{d2}}}', '{{1,1}}', '{{sent,retrying}}', '{{sandbox,sandbox}}',
                         '{{m-1,NULL}}', '{{NULL,busy}}', '{{NULL,busy}}', '{{NULL,1000}}'::bigint[], '{{{t},{t}}}',
                         '{{sent,retryable}}', '{{NULL,NULL}}', '{{1,1}}', ARRAY[now(), now()], '{{{n1},{n2}}}',
-                        '{{email,email}}', '{{1,1}}', '{{NULL,NULL}}', '{{{c1},{c2}}}', '[erased]', '{{false,true}}');"
+                        '{{email,email}}', '{{1,1}}', '{{NULL,NULL}}', '{{{c1},{c2}}}', '[erased]', '{{false,true}}',
+                        '{{NULL,phone-1}}', '{{NULL,token-1}}');"
                 ),
-                vec!["SELECT coalesce(array_agg(l.id)", "WITH r AS", "UPDATE notifications n SET status = agg.status"],
+                vec![
+                    "SELECT coalesce(array_agg(l.id)",
+                    "WITH r AS",
+                    "UPDATE notifications n SET status = agg.status",
+                    "SELECT d.subscriber_id FROM deliveries d",
+                    "DELETE FROM devices v",
+                ],
             ),
         ]
     }

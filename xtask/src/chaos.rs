@@ -1,4 +1,4 @@
-//! `cargo xtask chaos`: the platform's seven binaries under load while the faults it
+//! `cargo xtask chaos`: the platform's eight binaries under load while the faults it
 //! promises to survive happen to it, then a check that every accepted notification
 //! reached a final state and none was lost.
 //!
@@ -9,7 +9,8 @@
 //! email and SMS workers, then of the API (which publishes what it accepts after the
 //! commit); `rabbitmqctl close_all_connections`; a purged queue; a RabbitMQ
 //! restart; a PostgreSQL crash (`pg_ctl stop -m immediate`, losing the commits that did
-//! not wait for the disk); `kill -9` of the workers again.
+//! not wait for the disk); `kill -9` of the workers again (email, SMS and push). The
+//! notifications are email, SMS and push (to one registered phone) in turn.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -93,6 +94,8 @@ async fn chaos(
     let client = services::http_client()?;
     dev::wait_healthy(&client, &api).await?;
 
+    register_phone(&client, &api, &tenant.api_key).await?;
+
     let started = Instant::now();
     let sending = Arc::new(AtomicBool::new(true));
     let producer = tokio::spawn(produce(client.clone(), api.clone(), tenant.api_key.clone(), options.notifications));
@@ -156,15 +159,30 @@ async fn inject_faults(
     postgres.stop("immediate").await;
     postgres.start().await?;
     pause().await;
-    step("kill -9 email-worker and sms-worker");
-    procs.lock().await.kill_and_restart(&["email-worker", "sms-worker"]).await?;
+    step("kill -9 email-worker, sms-worker and push-worker");
+    procs.lock().await.kill_and_restart(&["email-worker", "sms-worker", "push-worker"]).await?;
     if sending.load(Ordering::Relaxed) {
         step("faults done; the producer is still sending");
     }
     Ok(())
 }
 
-/// Sends `n` notifications, email and SMS in turn, eight requests at a time, over about
+/// The subscriber `chaos-phones` and its phone (an FCM device): the push notifications'
+/// recipient.
+async fn register_phone(client: &reqwest::Client, api: &str, key: &str) -> anyhow::Result<()> {
+    for (path, body) in [
+        ("/v1/subscribers/chaos-phones", json!({})),
+        ("/v1/subscribers/chaos-phones/devices/phone", json!({"platform": "fcm", "token": "chaos-fcm-token"})),
+    ] {
+        let response = client.put(format!("{api}{path}")).bearer_auth(key).json(&body).send().await?;
+        if !response.status().is_success() {
+            bail!("PUT {path} answered {}", response.status());
+        }
+    }
+    Ok(())
+}
+
+/// Sends `n` notifications, email, SMS and push in turn, eight requests at a time, over about
 /// half a minute. Each has an idempotency key and is sent again until it is answered
 /// `202` (an outage answers 5xx or drops the connection), so every one is accepted once.
 async fn produce(client: reqwest::Client, api: String, key: String, n: usize) -> anyhow::Result<Vec<Uuid>> {
@@ -175,11 +193,13 @@ async fn produce(client: reqwest::Client, api: String, key: String, n: usize) ->
             let (client, api, key) = (client.clone(), api.clone(), key.clone());
             async move {
                 tokio::time::sleep_until((started + gap * u32::try_from(i).unwrap_or(u32::MAX)).into()).await;
-                let body = if i % 2 == 0 {
-                    json!({"type": "chaos", "to": [{"email": format!("user{i}@example.com")}],
-                           "content": {"subject": "Chaos", "text": "Still here"}})
-                } else {
-                    json!({"type": "chaos", "to": [{"phone": format!("+1555{i:07}")}], "content": {"text": "Still here"}})
+                let body = match i % 3 {
+                    0 => json!({"type": "chaos", "to": [{"email": format!("user{i}@example.com")}],
+                                "content": {"subject": "Chaos", "text": "Still here"}}),
+                    1 => json!({"type": "chaos", "to": [{"phone": format!("+1555{i:07}")}],
+                                "content": {"text": "Still here"}}),
+                    _ => json!({"type": "chaos", "to": [{"subscriber_id": "chaos-phones"}], "channels": ["push"],
+                                "content": {"title": "Chaos", "body": "Still here"}}),
                 };
                 accept(&client, &api, &key, &format!("chaos-{i}"), &body).await
             }
@@ -392,7 +412,7 @@ impl std::fmt::Display for Report {
     }
 }
 
-/// The seven binaries, each logging to `logs/<binary>.log` (appended across restarts).
+/// The eight binaries, each logging to `logs/<binary>.log` (appended across restarts).
 struct Procs {
     bin_dir: PathBuf,
     dir: PathBuf,

@@ -26,8 +26,16 @@ pub struct Options {
 }
 
 /// The platform's binaries, in the order they start.
-pub const BINARIES: [&str; 7] =
-    ["notify-api", "outbox-relay", "email-worker", "sms-worker", "whatsapp-worker", "novu-worker", "chat-worker"];
+pub const BINARIES: [&str; 8] = [
+    "notify-api",
+    "outbox-relay",
+    "email-worker",
+    "sms-worker",
+    "whatsapp-worker",
+    "novu-worker",
+    "chat-worker",
+    "push-worker",
+];
 
 const DEV_DATABASE: &str = "notify_dev";
 const DEV_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/notify_dev";
@@ -39,7 +47,7 @@ const DEV_SECRETS_KEY: &str = "ZGV2LW9ubHktc2VhbGluZy1rZXktMzItYnl0ZXMhISE=";
 const DEV_TOKEN_SECRET: &str = "notify-dev-inbox-token-secret-not-for-production";
 
 /// The side port of the API (9089, `/metrics` only there), the relay (9090) and each
-/// worker (9091 to 9095).
+/// worker (9091 to 9096).
 fn side_port(index: usize) -> u16 {
     9089 + index as u16
 }
@@ -304,22 +312,27 @@ const EVERY_CHANNEL_BODY: &str =
 
 /// The channels of `demo.channels`, and the status of each one's delivery once it went
 /// well (the inbox's is `delivered` at the accept).
-const EVERY_CHANNEL: [(&str, &str); 6] = [
+const EVERY_CHANNEL: [(&str, &str); 7] = [
     ("email", "sent"),
     ("sms", "sent"),
     ("whatsapp", "sent"),
     ("novu", "sent"),
     ("chat", "sent"),
+    ("push", "sent"),
     ("in_app", "delivered"),
 ];
 
 /// `demo-user`'s chat address: a Slack user id, a direct message.
 const DEMO_CHAT_RECIPIENT: &str = "slack:U024BE7LH";
 
+/// `demo-user`'s phone, as its app registers it (`PUT .../devices/demo-phone`): a push
+/// delivery's recipient is the device's id, and the sandbox records it (never the token).
+const DEMO_DEVICE: &str = "demo-phone";
+
 /// What the demo tenant starts with: the type `demo.welcome`, its email template in
 /// English and German; the type `demo.channels`, on every channel, with a template for
-/// each (each says "by <channel>"); and the subscriber `demo-user` (German, with an
-/// address on every channel), all through the API.
+/// each (each says "by <channel>"); the subscriber `demo-user` (German, with an address
+/// on every channel) and its phone `demo-phone` (an FCM device), all through the API.
 async fn seed_directory(client: &reqwest::Client, api: &str, key: &str) -> anyhow::Result<()> {
     let puts = [
         ("/v1/types/demo.welcome", r#"{"channels":["email"]}"#),
@@ -331,7 +344,7 @@ async fn seed_directory(client: &reqwest::Client, api: &str, key: &str) -> anyho
             "/v1/templates/demo.welcome/email?locale=de",
             r#"{"subject":"Willkommen bei {{ product }}","text":"Hallo {{ subscriber.data.name }}, willkommen bei {{ product }}."}"#,
         ),
-        ("/v1/types/demo.channels", r#"{"channels":["email","sms","whatsapp","novu","chat","in_app"]}"#),
+        ("/v1/types/demo.channels", r#"{"channels":["email","sms","whatsapp","novu","chat","push","in_app"]}"#),
         (
             "/v1/templates/demo.channels/email",
             r#"{"subject":"Hello from {{ product }}","text":"Hello {{ subscriber.data.name }}, by email."}"#,
@@ -340,12 +353,20 @@ async fn seed_directory(client: &reqwest::Client, api: &str, key: &str) -> anyho
         ("/v1/templates/demo.channels/whatsapp", r#"{"text":"Hello {{ subscriber.data.name }}, by whatsapp."}"#),
         ("/v1/templates/demo.channels/chat", r#"{"text":"Hello {{ subscriber.data.name }}, by chat."}"#),
         (
+            "/v1/templates/demo.channels/push",
+            r#"{"title":"Hello from {{ product }}","body":"Hello {{ subscriber.data.name }}, by push."}"#,
+        ),
+        (
             "/v1/templates/demo.channels/in_app",
             r#"{"title":"Hello from {{ product }}","body":"Hello {{ subscriber.data.name }}, by in_app."}"#,
         ),
         (
             "/v1/subscribers/demo-user",
             r#"{"email":"grace@example.com","phone":"+15555550100","whatsapp":"+15555550100","chat":{"slack":"U024BE7LH"},"locale":"de-DE","data":{"name":"Grace"}}"#,
+        ),
+        (
+            "/v1/subscribers/demo-user/devices/demo-phone",
+            r#"{"platform":"fcm","token":"demo-fcm-registration-token:APA91bDemoOnly","app":"notify-demo"}"#,
         ),
     ];
     for (path, body) in puts {
@@ -404,7 +425,7 @@ Notify is running.
   Sandbox folder: {sandbox}
                   (each channel's messages land in <channel>.jsonl there)
   Metrics:        /metrics, /healthz and /readyz at http://127.0.0.1:9089 (API),
-                  :9090 (relay) to :9095 (email, sms, whatsapp, novu, chat)
+                  :9090 (relay) to :9096 (email, sms, whatsapp, novu, chat, push)
 
 Send a notification:
 
@@ -415,8 +436,8 @@ rendered from the German template):
 
   curl -sS -X POST {api}/v1/notifications -H \"Authorization: Bearer {key}\" -H \"Content-Type: application/json\" -d '{by_subscriber}'
 
-Send one on every channel (email, sms, whatsapp, novu, chat and the inbox), each
-rendered from the type's template for it:
+Send one on every channel (email, sms, whatsapp, novu, chat, push to demo-user's
+phone and the inbox), each rendered from the type's template for it:
 
   curl -sS -X POST {api}/v1/notifications -H \"Authorization: Bearer {key}\" -H \"Content-Type: application/json\" -d '{every_channel}'
 
@@ -473,10 +494,15 @@ async fn every_channel(client: &reqwest::Client, api: &str, key: &str, sandbox_d
             continue;
         }
         let line = recorded(&sandbox_dir.join(format!("{channel}.jsonl")), delivery).await?;
-        // Novu renders in its own workflow: the job carries no content.
+        // Novu renders in its own workflow: the job carries no content. A push shows a
+        // title and a body.
         let says = format!("Hello Grace, by {channel}.");
-        if channel != "novu" && line["content"]["text"] != says.as_str() {
+        let text = if channel == "push" { &line["content"]["body"] } else { &line["content"]["text"] };
+        if channel != "novu" && text != says.as_str() {
             bail!("the {channel} message does not say {says:?}: {line}");
+        }
+        if channel == "push" && (line["device"]["id"] != DEMO_DEVICE || line["device"]["platform"] != "fcm") {
+            bail!("the push did not go to {DEMO_DEVICE}'s fcm token: {line}");
         }
         if channel == "chat" && line["to"] != DEMO_CHAT_RECIPIENT {
             bail!("the chat message did not go to {DEMO_CHAT_RECIPIENT}: {line}");

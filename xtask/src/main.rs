@@ -30,7 +30,7 @@ tasks:
                                   start PostgreSQL/RabbitMQ if needed, clean old test leftovers, then
                                   `cargo test --workspace --no-fail-fast <args>` and one closing total
   bench [--smoke] [--history N,N..] [--no-limits] [--only peer] [--peer-count N] [--bin-dir DIR]
-                                  release builds of the seven binaries under load from our own generator;
+                                  release builds of the eight binaries under load from our own generator;
                                   prints one table (also target/bench/latest.md and .json): this
                                   machine's ceilings (PostgreSQL inserts, RabbitMQ publish and consume,
                                   a bare axum POST; measured first, unless --no-limits), the peer shape
@@ -41,7 +41,7 @@ tasks:
                                   0,1000000), each as a ratio to the ceilings; --only peer: the peer
                                   shape alone; --bin-dir: run the release binaries in DIR instead of
                                   building; --smoke: tiny counts, ceilings measured briefly (CI)
-  chaos [--notifications <n>]     the seven binaries on a PostgreSQL and a RabbitMQ of their own (root), sent
+  chaos [--notifications <n>]     the eight binaries on a PostgreSQL and a RabbitMQ of their own (root), sent
                                   <n> notifications (default 1000) while the relay, workers and API are killed
                                   with SIGKILL, broker connections closed, a queue purged, RabbitMQ
                                   restarted and PostgreSQL crashed; fails unless every accepted

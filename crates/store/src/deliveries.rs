@@ -1,6 +1,9 @@
 use std::{borrow::Cow, collections::HashMap};
 
-use domain::{Channel, Content, DeliveryJob, DeliveryMessage, DeliveryStatus, Priority, SendFailure};
+use domain::{
+    Channel, Content, DeliveryJob, DeliveryMessage, DeliveryStatus, Priority, SendFailure,
+    push::{Platform, PushDevice},
+};
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -100,6 +103,12 @@ impl Store {
     /// back where the claim found it), so a send is never forgotten. It does not apply
     /// when another claim has taken the delivery over or it is final: then only the
     /// attempt is logged (a duplicate send shows there) and `false` is returned.
+    ///
+    /// A push attempt whose provider reported its device gone ([`SendFailure::address_gone`])
+    /// removes that device in the same transaction, if it still has the token the attempt
+    /// used (a token registered again meanwhile is kept), with a `device_removed` audit
+    /// event (`reason: gone`, the provider's code): later notifications do not target it.
+    /// It is removed whether or not the outcome applied: the provider said that token is dead.
     pub async fn record_attempt(&self, job: &DeliveryJob, lease: Lease, rec: &AttemptRecord) -> Result<bool> {
         let records = self.groups.records.get_or_init(|| {
             let closing = &self.groups.closing;
@@ -113,6 +122,7 @@ impl Store {
             attempt: job.attempt,
             rank: job.priority.rank(),
             claim: lease.claim,
+            gone: gone_device(job, rec),
             record: rec.clone(),
         };
         let applied = records.call(outcome).await?;
@@ -157,6 +167,10 @@ struct ClaimRow {
     accepted_at: Option<OffsetDateTime>,
     workflow: Option<String>,
     retry: Option<serde_json::Value>,
+    /// A push delivery's device, as registered now (`None`: removed since the accept).
+    device_platform: Option<String>,
+    device_token: Option<String>,
+    device_app: Option<String>,
 }
 
 /// The attempt a takeover logs for the claim it replaces: the holder may have sent it
@@ -165,9 +179,10 @@ const ABANDONED: &str = "the worker sending this attempt stopped before recordin
                          the provider may have sent it";
 
 /// Claims a group of messages in one call of `claim_deliveries`
-/// (migrations/20261206000014_generic_plans.sql), which also returns the state of the
-/// deliveries it could not claim, to tell stale messages from unknown ones. A claim that
-/// takes over an expired one logs the replaced attempt as `ambiguous` (`worker_lost`).
+/// (migrations/20261206000014_generic_plans.sql; a push delivery's device,
+/// 20261209000400_push_claim.sql), which also returns the state of the deliveries it could
+/// not claim, to tell stale messages from unknown ones. A claim that takes over an expired
+/// one logs the replaced attempt as `ambiguous` (`worker_lost`).
 fn claim_group<'a>(
     conn: &'a mut PgConnection,
     messages: &'a [(DeliveryMessage, Lease)],
@@ -236,6 +251,15 @@ fn job(msg: &DeliveryMessage, row: ClaimRow) -> Result<Claim> {
         .transpose()
         .map_err(|e| corrupt(format!("notification retry policy: {e}")))?;
     let priority = row.priority.ok_or_else(|| missing("priority"))?;
+    let device = match (msg.channel, row.device_platform) {
+        (Channel::Push, Some(platform)) => Some(PushDevice {
+            id: row.recipient.clone(),
+            platform: Platform::parse(&platform).ok_or_else(|| corrupt(format!("device platform {platform}")))?,
+            token: row.device_token.ok_or_else(|| missing("device token"))?,
+            app: row.device_app,
+        }),
+        _ => None,
+    };
     Ok(Claim::Claimed(
         Box::new(DeliveryJob {
             delivery_id: msg.delivery_id,
@@ -251,10 +275,20 @@ fn job(msg: &DeliveryMessage, row: ClaimRow) -> Result<Claim> {
             data,
             workflow: row.workflow,
             retry,
-            device: None,
+            device,
         }),
         row.accepted_at.ok_or_else(|| missing("accepted_at"))?,
     ))
+}
+
+/// The device (id, token) a push attempt found gone, to remove with the record.
+fn gone_device(job: &DeliveryJob, rec: &AttemptRecord) -> Option<(String, String)> {
+    let failure = match &rec.result {
+        AttemptResult::Failed { failure } | AttemptResult::Retry { failure, .. } => failure,
+        AttemptResult::Sent { .. } => return None,
+    };
+    let device = job.device.as_ref().filter(|_| job.channel == Channel::Push && failure.address_gone)?;
+    Some((device.id.clone(), device.token.clone()))
 }
 
 /// An attempt's outcome with what recording it needs of its job.
@@ -266,6 +300,8 @@ pub(crate) struct Outcome {
     attempt: i32,
     rank: i16,
     claim: Uuid,
+    /// The push device to remove: (device id, the token the attempt used).
+    gone: Option<(String, String)>,
     record: AttemptRecord,
 }
 
@@ -305,14 +341,16 @@ fn record_group<'a>(conn: &'a mut PgConnection, outcomes: &'a [Outcome]) -> BoxF
             c.traceparents.push(o.record.traceparent.as_deref());
             c.claims.push(o.claim);
             c.integrations.push(o.record.integration);
+            c.gone_devices.push(o.gone.as_ref().map(|(id, _)| id.as_str()));
+            c.gone_tokens.push(o.gone.as_ref().map(|(_, token)| token.as_str()));
         }
         // One call, committed on its own: the locks, the record and the aggregates are
         // statements of `record_outcomes` (migrations/20261206000014_generic_plans.sql;
         // a retry's delay made a time by the database, 20261207000001; the integration
-        // that sent, 20261208000300).
+        // that sent, 20261208000300; gone push devices removed, 20261209000400).
         let applied: Vec<(Uuid, Option<String>, Option<String>, bool)> = sqlx::query_as(
             "SELECT * FROM record_outcomes($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                                           $17, $18, $19, $20)",
+                                           $17, $18, $19, $20, $21, $22)",
         )
         .bind(&c.delivery_ids)
         .bind(&c.attempts)
@@ -334,6 +372,8 @@ fn record_group<'a>(conn: &'a mut PgConnection, outcomes: &'a [Outcome]) -> BoxF
         .bind(&c.claims)
         .bind(crate::ERASED)
         .bind(&c.integrations)
+        .bind(&c.gone_devices)
+        .bind(&c.gone_tokens)
         .fetch_all(&mut *conn)
         .await?;
         // Receipts that came before their send was recorded. Applied after the record
@@ -373,6 +413,8 @@ struct OutcomeColumns<'a> {
     traceparents: Vec<Option<&'a str>>,
     claims: Vec<Uuid>,
     integrations: Vec<bool>,
+    gone_devices: Vec<Option<&'a str>>,
+    gone_tokens: Vec<Option<&'a str>>,
 }
 
 /// Recomputes the status of the notifications `ids` from their deliveries (docs/contract.md §4.2),

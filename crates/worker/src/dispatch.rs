@@ -38,11 +38,13 @@ impl Dispatched {
     }
 }
 
-/// What comes of one provider's answer: whether the attempt moves on to the next.
+/// What comes of one provider's answer: whether the attempt moves on to the next. An
+/// address the provider reported gone ends it whatever its kind: it is dead for every
+/// provider, and the record removes it.
 fn moves_on(outcome: &SendOutcome) -> bool {
     match outcome {
         SendOutcome::Sent(_) => false,
-        SendOutcome::Failed(f) => matches!(f.kind, FailureKind::Retryable | FailureKind::Config),
+        SendOutcome::Failed(f) => !f.address_gone && matches!(f.kind, FailureKind::Retryable | FailureKind::Config),
     }
 }
 
@@ -512,6 +514,15 @@ mod tests {
             };
             async move { outcome }.boxed()
         }
+    }
+
+    #[test]
+    fn an_address_gone_ends_the_attempt_whatever_its_kind() {
+        let gone = SendFailure::gone("UNREGISTERED", "not registered");
+        assert!(!moves_on(&SendOutcome::Failed(gone.clone())));
+        // Even one a provider would sort as retryable: the address is dead for all of them.
+        assert!(!moves_on(&SendOutcome::Failed(SendFailure { kind: FailureKind::Retryable, ..gone })));
+        assert!(moves_on(&SendOutcome::Failed(SendFailure::new(FailureKind::Retryable, "busy", "429"))));
     }
 
     fn provider(name: &'static str, kind: Option<FailureKind>) -> Arc<Scripted> {

@@ -7,6 +7,7 @@ pub mod cli;
 mod config;
 mod dispatch;
 mod metrics;
+mod push_device;
 mod runtime;
 mod sandbox;
 mod tenant_clients;

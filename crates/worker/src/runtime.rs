@@ -299,8 +299,10 @@ async fn process(ctx: &Context, msg: &DeliveryMessage, incoming: &Incoming, shut
     let started_at = OffsetDateTime::now_utc();
     let clock = Instant::now();
     // The recorded job keeps the sealed address: the plain one goes to the provider only.
+    // A push job whose device was removed since the accept fails without a provider call.
     // The tenant's own integrations of the channel, then (where allowed) the operator's.
-    let ready = match crate::chat_address::open(ctx.keyring.as_ref(), &job) {
+    let opened = crate::push_device::check(&job).and_then(|()| crate::chat_address::open(ctx.keyring.as_ref(), &job));
+    let ready = match opened {
         Ok(opened) => ctx.tenants.of(job.tenant_id).await.map(|own| (opened, own)),
         Err(failure) => Err(failure),
     };

@@ -47,6 +47,9 @@ pub enum SandboxFailure {
     Permanent,
     /// As a provider whose credentials are wrong: the worker pauses it.
     Config,
+    /// As a provider reporting the address dead (a push device unregistered): the
+    /// worker's record removes a push delivery's device.
+    Gone,
 }
 
 /// The sandbox provider's name in `<channel>.providers`.
@@ -75,12 +78,14 @@ impl SandboxProvider {
         let first = i64::from(attempt) <= i64::from(self.config.fail_first_attempts);
         let random = self.config.failure_rate > 0.0 && rand::random::<f64>() < self.config.failure_rate;
         (first || random).then(|| {
+            let message = "the sandbox provider is configured to fail this attempt";
             let (kind, code) = match self.config.failure_kind {
                 SandboxFailure::Retryable => (FailureKind::Retryable, "sandbox_retryable"),
                 SandboxFailure::Permanent => (FailureKind::Permanent, "sandbox_permanent"),
                 SandboxFailure::Config => (FailureKind::Config, "sandbox_config"),
+                SandboxFailure::Gone => return SendFailure::gone("sandbox_gone", message),
             };
-            SendFailure::new(kind, code, "the sandbox provider is configured to fail this attempt")
+            SendFailure::new(kind, code, message)
         })
     }
 
@@ -93,7 +98,7 @@ impl SandboxProvider {
         }
         let id = format!("sandbox-{}", Uuid::new_v4());
         let to = recorded_recipient(job);
-        let line = serde_json::json!({
+        let mut line = serde_json::json!({
             "provider_message_id": id,
             "recorded_at": time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).ok(),
             "tenant_id": job.tenant_id,
@@ -106,6 +111,11 @@ impl SandboxProvider {
             "content": job.content,
             "data": job.data,
         });
+        // A push delivery's device as the claim read it; never its token.
+        if let (Some(device), serde_json::Value::Object(line)) = (&job.device, &mut line) {
+            let device = serde_json::json!({"id": device.id, "platform": device.platform.as_str(), "app": device.app});
+            line.insert("device".into(), device);
+        }
         let mut bytes = serde_json::to_vec(&line).expect("a JSON value serializes");
         bytes.push(b'\n');
         let written = {

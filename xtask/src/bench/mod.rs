@@ -1,4 +1,4 @@
-//! `cargo xtask bench`: the real stack (release binaries, seven processes, this machine's
+//! `cargo xtask bench`: the real stack (release binaries, eight processes, this machine's
 //! PostgreSQL and RabbitMQ, sandbox providers but for the peer shape) under load from our
 //! own generator, and one table of what it did, each figure next to this machine's
 //! ceiling for the same shape (`ceilings.rs`, measured in the same run) and, for the peer
@@ -240,7 +240,7 @@ pub async fn run(options: Options, args: &[String]) -> anyhow::Result<ExitCode> 
 /// generator, the Novu stand-in, the ceilings, the proxy) must run optimized, as the
 /// platform does: unoptimized it takes several times the CPU the platform then lacks, and
 /// measures ceilings a fraction of the machine's. So a debug build builds the release one
-/// (with the seven binaries, as `cargo build --release --bins` does; alone under
+/// (with the eight binaries, as `cargo build --release --bins` does; alone under
 /// `--bin-dir`, with the workspace's features so that nothing is compiled twice) and hands
 /// the run over to it.
 async fn hand_over(root: &std::path::Path, options: &Options, args: &[String]) -> anyhow::Result<ExitCode> {
@@ -266,7 +266,7 @@ async fn hand_over(root: &std::path::Path, options: &Options, args: &[String]) -
     })
 }
 
-/// Starts the seven binaries, runs `phases` on them (failing if a signal comes or one of
+/// Starts the eight binaries, runs `phases` on them (failing if a signal comes or one of
 /// them exits meanwhile), then stops them. The sampler watches the binaries, PostgreSQL,
 /// RabbitMQ and `xtask` (this process, or its threads). Returns what the phases measured,
 /// and whether every binary stopped cleanly.

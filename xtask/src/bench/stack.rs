@@ -1,4 +1,4 @@
-//! The platform as the benchmark runs it: release binaries, seven processes, a database
+//! The platform as the benchmark runs it: release binaries, eight processes, a database
 //! `notify_bench` and a RabbitMQ vhost `notify-bench` of their own (dropped and made again
 //! on each run, so the benchmark never touches dev or test data), the sandbox provider on
 //! every channel writing under `target/bench/sandbox/` (but for the peer shape, whose
@@ -150,7 +150,7 @@ impl Stack {
         Ok(tenant)
     }
 
-    /// Starts the seven binaries, each logging to `target/bench/logs/<binary>.log` (appended:
+    /// Starts the eight binaries, each logging to `target/bench/logs/<binary>.log` (appended:
     /// a run starts the stack twice).
     pub fn start(&self, supervisor: &mut Supervisor) -> anyhow::Result<()> {
         for binary in BINARIES {
