@@ -4,8 +4,9 @@
 //! may send to it.
 
 fn main() -> std::process::ExitCode {
-    // MERGE: the units land on their own branches; then this list is
-    // `&[&providers::push::fcm::UNIT, &providers::push::apns::UNIT, &providers::push::webpush::UNIT]`.
-    let units: &[&dyn providers::ProviderUnit] = &[];
-    bootstrap::exit_code(worker::cli::main(domain::Channel::Push, units))
+    use providers::push;
+    bootstrap::exit_code(worker::cli::main(
+        domain::Channel::Push,
+        &[&push::fcm::UNIT, &push::apns::UNIT, &push::webpush::UNIT],
+    ))
 }
