@@ -31,6 +31,7 @@ mod plans;
 mod providers_aws;
 mod providers_http;
 mod publishing;
+mod push_plan;
 mod receipts;
 mod recovery;
 mod relay;
