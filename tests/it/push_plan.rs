@@ -88,8 +88,8 @@ async fn a_push_goes_to_each_device_in_its_locale_and_a_subscriber_without_one_i
         [
             row("in_app", "u-1", "u-1", "delivered", "en".into(), Value::Null),
             row("in_app", "u-2", "u-2", "delivered", "en".into(), Value::Null),
-            row("push", "u-1", "phone", "queued", "pt".into(), Value::Null),
-            row("push", "u-1", "tablet", "queued", "en".into(), Value::Null),
+            row("push", "u-1", "phone", "pending", "pt".into(), Value::Null),
+            row("push", "u-1", "tablet", "pending", "en".into(), Value::Null),
             row("push", "u-2", "", "suppressed", Value::Null, "no_address".into()),
         ]
     );
@@ -150,7 +150,7 @@ async fn push_follows_each_devices_quiet_hours_preferences_and_critical_types() 
     put(&app, "/v1/types/order.shipped", json!({"channels": ["in_app", "push"], "critical": true})).await;
     let statuses: Vec<_> =
         planned(&app, app.accept(&body).await).await.into_iter().map(|(_, _, _, status, ..)| status).collect();
-    assert_eq!(statuses, ["queued", "queued"]);
+    assert_eq!(statuses, ["pending", "pending"]);
 }
 
 #[tokio::test]
@@ -177,7 +177,7 @@ async fn push_content_is_checked_at_accept_and_at_template_put_naming_the_field(
         .post(&json!({"type": "order.shipped", "to": [{"subscriber_id": "u-1"}], "channels": ["push"],
             "data": {"order": "x".repeat(4000)}}))
         .await;
-    assert_eq!(fields(status, &body), ["content.title", "content.image"]);
+    assert_eq!(fields(status, &body), ["content.title", "content.data"]);
     assert!(body.to_string().contains("rendered from the push template (pt)"), "{body}");
     let (status, _) = app.call("GET", "/v1/notifications?limit=10", None).await;
     assert_eq!(status, 200);
