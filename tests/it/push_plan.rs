@@ -64,7 +64,14 @@ async fn planned(app: &TestApp, id: uuid::Uuid) -> Vec<(String, String, String, 
         .iter()
         .map(|d| {
             let s = |k: &str| d[k].as_str().unwrap_or_default().to_owned();
-            (s("channel"), s("subscriber_id"), s("recipient"), s("status"), d["locale"].clone(), d["last_error_code"].clone())
+            (
+                s("channel"),
+                s("subscriber_id"),
+                s("recipient"),
+                s("status"),
+                d["locale"].clone(),
+                d["last_error_code"].clone(),
+            )
         })
         .collect();
     planned.sort_by(|a, b| (&a.0, &a.1, &a.2).cmp(&(&b.0, &b.1, &b.2)));
@@ -157,9 +164,7 @@ async fn push_follows_each_devices_quiet_hours_preferences_and_critical_types() 
 async fn push_content_is_checked_at_accept_and_at_template_put_naming_the_field() {
     let app = TestApp::api_only().await;
     shop(&app).await;
-    let to_u1 = |content: Value| {
-        json!({"type": "order.shipped", "to": [{"subscriber_id": "u-1"}], "channels": ["push"], "content": content})
-    };
+    let to_u1 = |content: Value| json!({"type": "order.shipped", "to": [{"subscriber_id": "u-1"}], "channels": ["push"], "content": content});
     // Over 4 KB of push fields (less the providers' share), inline: the largest field.
     let (status, body) = app.post(&to_u1(json!({"title": "t", "body": "b".repeat(3900)}))).await;
     assert_eq!(fields(status, &body), ["content.body"]);

@@ -1213,8 +1213,13 @@ mod tests {
     /// and `u-1` (locale en) with a phone (`pt-BR`, timezone Tokyo) and a tablet (neither).
     fn with_devices(channels: &[Channel]) -> Directory {
         let mut dir = typed(channels);
-        template(&mut dir, Channel::Push, "en", json!({"title": "Invoice {{ n }}", "badge": 2,
-            "data": {"invoice": "{{ n }}"}, "image": "https://cdn.example.com/{{ n }}.png"}));
+        template(
+            &mut dir,
+            Channel::Push,
+            "en",
+            json!({"title": "Invoice {{ n }}", "badge": 2,
+            "data": {"invoice": "{{ n }}"}, "image": "https://cdn.example.com/{{ n }}.png"}),
+        );
         template(&mut dir, Channel::Push, "pt", json!({"title": "Fatura {{ n }}"}));
         template(&mut dir, Channel::InApp, "en", json!({"title": "Invoice {{ n }}"}));
         dir.subscribers.insert("u-1".into(), subscriber("u-1", None, Some("en")));
@@ -1235,7 +1240,9 @@ mod tests {
         let planned: Vec<_> = planned_plan
             .deliveries
             .iter()
-            .map(|d| (d.channel, d.recipient.as_str(), d.subscriber_id.as_deref().unwrap(), d.skip, d.locale.as_deref()))
+            .map(|d| {
+                (d.channel, d.recipient.as_str(), d.subscriber_id.as_deref().unwrap(), d.skip, d.locale.as_deref())
+            })
             .collect();
         assert_eq!(
             planned,

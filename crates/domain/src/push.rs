@@ -71,8 +71,13 @@ fn reserved_data_key(key: &str) -> bool {
 /// decides; its size is held to [`MAX_CONTENT_BYTES`].
 pub fn content_payload(c: &crate::Content) -> serde_json::Value {
     let mut payload = serde_json::Map::new();
-    let strings =
-        [("title", &c.title), ("body", &c.body), ("image", &c.image), ("action_url", &c.action_url), ("sound", &c.sound)];
+    let strings = [
+        ("title", &c.title),
+        ("body", &c.body),
+        ("image", &c.image),
+        ("action_url", &c.action_url),
+        ("sound", &c.sound),
+    ];
     for (name, value) in strings {
         if let Some(value) = value {
             payload.insert(name.into(), value.clone().into());
@@ -186,7 +191,8 @@ mod tests {
 
     #[test]
     fn reserved_data_keys_and_bad_sounds_are_refused() {
-        let data = |k: &str| Content { data: Some(BTreeMap::from([(k.to_owned(), "v".to_owned())])), ..Default::default() };
+        let data =
+            |k: &str| Content { data: Some(BTreeMap::from([(k.to_owned(), "v".to_owned())])), ..Default::default() };
         assert!(fields(&data("order_id"), true).is_empty());
         for reserved in ["from", "message_type", "google.sent_time", "GCM_x"] {
             assert_eq!(fields(&data(reserved), true), [format!("content.data.{reserved}")]);

@@ -696,8 +696,11 @@ mod tests {
                 "content": content}));
             n.validate(Limits::default(), OffsetDateTime::now_utc())
         };
-        assert!(check(json!({"title": "t", "image": "https://x.example/i.png", "badge": 2,
-            "data": {"order": "1"}})).is_ok());
+        assert!(
+            check(json!({"title": "t", "image": "https://x.example/i.png", "badge": 2,
+            "data": {"order": "1"}}))
+            .is_ok()
+        );
         assert_eq!(fields(check(json!({"subject": "s"}))), ["content.title"]);
         assert_eq!(
             fields(check(json!({"body": "b", "image": "javascript:x", "data": {"google.x": "1"}}))),

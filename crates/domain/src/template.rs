@@ -223,10 +223,9 @@ impl Template {
             #[cfg(test)]
             COMPILED_FIELDS.with(|c| c.set(c.get() + 1));
             let parts = match (name.as_str(), &source.structured) {
-                ("structured", Some(structured)) => structured_parts(structured)
-                    .into_iter()
-                    .map(|(part, text)| (part.to_owned(), text))
-                    .collect(),
+                ("structured", Some(structured)) => {
+                    structured_parts(structured).into_iter().map(|(part, text)| (part.to_owned(), text)).collect()
+                }
                 _ => vec![(name.clone(), text.clone().into_owned())],
             };
             let (mut variables, mut paths) = (std::collections::HashSet::new(), std::collections::HashSet::new());
@@ -711,7 +710,8 @@ mod tests {
     fn a_push_template_renders_its_data_values_and_takes_its_badge_as_it_is() {
         let source: Content = serde_json::from_value(json!({"title": "Order {{ id }}", "sound": "default",
             "image": "https://cdn.example.com/{{ id }}.png", "badge": 3,
-            "data": {"order_id": "{{ id }}", "screen": "orders"}})).unwrap();
+            "data": {"order_id": "{{ id }}", "screen": "orders"}}))
+        .unwrap();
         let t = Template::compile(Channel::Push, &source).unwrap();
         let out = t.render(&json!({"id": 42})).unwrap();
         assert_eq!(out.title.as_deref(), Some("Order 42"));
@@ -729,13 +729,15 @@ mod tests {
     #[test]
     fn push_fields_are_refused_elsewhere_and_checked_on_push() {
         let push: Content = serde_json::from_value(json!({"title": "t", "badge": 1, "data": {"a": "b"},
-            "image": "https://x.example/i.png"})).unwrap();
+            "image": "https://x.example/i.png"}))
+        .unwrap();
         assert_eq!(
             fields(Template::compile(Channel::InApp, &push).unwrap_err()),
             ["content.data", "content.badge", "content.image"]
         );
         let bad: Content = serde_json::from_value(json!({"body": "b", "image": "http://x.example/{{ i }}",
-            "data": {"from": "x", "ok": "{{"}})).unwrap();
+            "data": {"from": "x", "ok": "{{"}}))
+        .unwrap();
         assert_eq!(
             fields(Template::compile(Channel::Push, &bad).unwrap_err()),
             ["content.data.ok", "content.data.from", "content.image"]

@@ -208,8 +208,7 @@ impl Store {
         if ids.is_empty() {
             return Ok(());
         }
-        let rows: Vec<DeviceRow> =
-            sqlx::query_as(DEVICES).bind(tenant_id).bind(&ids).fetch_all(&self.indexed).await?;
+        let rows: Vec<DeviceRow> = sqlx::query_as(DEVICES).bind(tenant_id).bind(&ids).fetch_all(&self.indexed).await?;
         for row in rows {
             let platform = Platform::parse(&row.platform)
                 .ok_or_else(|| corrupt(format!("device {} has platform {}", row.device_id, row.platform)))?;
