@@ -1328,4 +1328,23 @@ mod tests {
         assert!(errors[0].message.starts_with("rendered from the push template (pt)"), "{errors:?}");
         assert!(errors[1].message.starts_with("rendered from the push template (en)"), "{errors:?}");
     }
+
+    #[test]
+    fn an_adhoc_type_pushes_to_subscribers_with_devices_and_inline_content_must_suit_push() {
+        let mut dir = adhoc();
+        dir.subscribers.insert("u-1".into(), subscriber("u-1", Some("a@example.com"), None));
+        dir.devices.insert("u-1".into(), vec![device("phone", None, None)]);
+        let n = valid(json!({"type": "t", "to": [{"subscriber_id": "u-1"}],
+            "content": {"subject": "s", "text": "x", "title": "t"}}));
+        let planned: Vec<_> =
+            plan(&n, &dir, now()).unwrap().deliveries.iter().map(|d| (d.channel, d.recipient.clone())).collect();
+        let novu = (Channel::Novu, "u-1".into());
+        assert_eq!(planned, [(Channel::Email, "a@example.com".into()), novu, (Channel::Push, "phone".into())]);
+        let n = valid(json!({"type": "t", "to": [{"subscriber_id": "u-1"}], "content": {"subject": "s", "text": "x"}}));
+        assert_eq!(fields(plan(&n, &dir, now())), ["content.title"]);
+        // Addresses alone have no device.
+        let n = valid(json!({"type": "t", "to": [{"email": "b@example.com"}], "channels": ["push"],
+            "content": {"title": "t"}}));
+        assert_eq!(fields(plan(&n, &dir, now())), ["to"]);
+    }
 }
