@@ -31,6 +31,7 @@ mod plans;
 mod providers_aws;
 mod providers_http;
 mod publishing;
+mod push_plan;
 mod push_worker;
 mod receipts;
 mod recovery;

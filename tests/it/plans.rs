@@ -187,6 +187,14 @@ async fn fill(conn: &mut PgConnection, tenant: Uuid, notifications: i32) {
             "INSERT INTO pending_receipts (provider, provider_message_id, status)
              SELECT 'sandbox', gen_random_uuid()::text, 'delivered' FROM generate_series(1, {notifications} / 10)"
         ),
+        format!(
+            "INSERT INTO subscribers (tenant_id, id) SELECT '{tenant}', 'fill-' || i
+             FROM generate_series(1, {notifications}) AS i"
+        ),
+        "INSERT INTO devices (tenant_id, subscriber_id, device_id, platform, token, token_hash)
+         SELECT s.tenant_id, s.id, d, 'fcm', s.id || d, sha256(convert_to(s.id || d, 'UTF8'))
+         FROM subscribers s CROSS JOIN (VALUES ('phone'), ('tablet')) AS v(d) WHERE s.id LIKE 'fill-%'"
+            .to_owned(),
     ];
     for statement in statements {
         sqlx::query(&statement).execute(&mut *conn).await.unwrap();
@@ -235,8 +243,15 @@ async fn psql_plans(database_url: &str, calls: &str) -> Vec<(String, Value)> {
 async fn prepared_plans(env: &TestEnv, tenant: Uuid) -> Vec<(String, Value)> {
     let pool = PgPoolOptions::new().max_connections(1).connect(&env.database_url).await.unwrap();
     let store = Store::from_pool(pool.clone());
-    let request = json!({"type": "plans", "to": [{"email": "ada@example.com"}, {"subscriber_id": "u-1"}],
-        "channels": ["email", "novu"], "content": {"subject": "Hi", "text": "Hello"}});
+    // A stored subscriber, so its push devices are read too.
+    sqlx::query("INSERT INTO subscribers (tenant_id, id) VALUES ($1, 'stored') ON CONFLICT DO NOTHING")
+        .bind(tenant)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let request = json!({"type": "plans",
+        "to": [{"email": "ada@example.com"}, {"subscriber_id": "u-1"}, {"subscriber_id": "stored"}],
+        "channels": ["email", "novu", "push"], "content": {"subject": "Hi", "text": "Hello", "title": "Hi"}});
     let key = IdempotencyKey { key: Uuid::now_v7().to_string(), request_hash: vec![1] };
     let intake = Intake { idempotency: Some(key), ..intake_of(&store, tenant, request).await };
     let accept = Accept {
@@ -256,7 +271,7 @@ async fn prepared_plans(env: &TestEnv, tenant: Uuid) -> Vec<(String, Value)> {
     .fetch_all(&mut *conn)
     .await
     .unwrap();
-    for part in ["INSERT INTO notifications", "FROM unnest($2::text[]) AS w(id) JOIN subscribers"] {
+    for part in ["INSERT INTO notifications", "FROM unnest($2::text[]) AS w(id) JOIN subscribers", "JOIN devices d"] {
         assert!(prepared.iter().any(|(_, statement, _)| statement.contains(part)), "{part} is prepared: {prepared:#?}");
     }
     sqlx::query("SET plan_cache_mode = force_generic_plan").execute(&mut *conn).await.unwrap();

@@ -102,6 +102,21 @@ pub struct Directory {
     pub subscribers: HashMap<String, Listed>,
     /// Each topic's member ids, in a stable order.
     pub topics: HashMap<String, Vec<String>>,
+    /// The push devices of the subscribers listed, by subscriber id, in a stable order
+    /// (loaded only when the batch may go out as a push).
+    pub devices: HashMap<String, Vec<ListedDevice>>,
+}
+
+/// A subscriber's device, as planning needs it (no token: the worker's claim reads it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedDevice {
+    /// The app's id for the device: a push delivery's recipient.
+    pub id: String,
+    pub platform: crate::push::Platform,
+    /// Override the subscriber's for the deliveries to this device: the template's locale
+    /// and the quiet hours' clock.
+    pub locale: Option<String>,
+    pub timezone: Option<String>,
 }
 
 /// A stored subscriber with its preferences.
@@ -204,11 +219,13 @@ struct Resolved<'a> {
     /// which replaces the stored chat addresses.
     inline_chat: Option<&'a Recipient>,
     chat: Option<&'a StoredChat>,
+    /// A stored subscriber's push devices.
+    devices: &'a [ListedDevice],
 }
 
 impl<'a> Resolved<'a> {
     /// A stored subscriber, with the addresses given inline (if any) taking precedence.
-    fn listed(listed: &'a Listed, inline: Option<&'a Recipient>) -> Self {
+    fn listed(listed: &'a Listed, inline: Option<&'a Recipient>, dir: &'a Directory) -> Self {
         let s = &listed.subscriber;
         let pick = |inline: Option<&'a str>, stored: &'a Option<String>| inline.or(stored.as_deref());
         Self {
@@ -219,6 +236,7 @@ impl<'a> Resolved<'a> {
             whatsapp: pick(inline.and_then(|r| r.whatsapp.as_deref()), &s.whatsapp),
             inline_chat: inline.filter(|r| r.chat_inline()),
             chat: Some(&s.chat),
+            devices: dir.devices.get(&s.id).map_or(&[], Vec::as_slice),
         }
     }
 
@@ -231,18 +249,20 @@ impl<'a> Resolved<'a> {
             whatsapp: r.whatsapp.as_deref(),
             inline_chat: Some(r).filter(|r| r.chat_inline()),
             chat: None,
+            devices: &[],
         }
     }
 
     /// The recipient's addresses on `channel`: at most one, except on chat, where each of
-    /// a subscriber's chat addresses (Slack, Teams, Discord, in that order) is one delivery.
+    /// a subscriber's chat addresses (Slack, Teams, Discord, in that order) is one delivery,
+    /// and on push, where each of a stored subscriber's devices is (its id).
     fn addresses(&self, channel: Channel) -> Vec<Cow<'a, str>> {
         let one = match channel {
             Channel::Email => self.email,
             Channel::Sms => self.phone,
             Channel::Whatsapp => self.whatsapp,
             Channel::Novu | Channel::InApp => self.id,
-            Channel::Push => None,
+            Channel::Push => return self.devices.iter().map(|d| Cow::Borrowed(d.id.as_str())).collect(),
             Channel::Chat => {
                 return match (self.inline_chat, self.chat) {
                     (Some(r), _) => inline_chat(r).map(Cow::Owned).into_iter().collect(),
@@ -407,6 +427,11 @@ fn fan_out<'a>(n: &'a ValidNotification, dir: &'a Directory, now: OffsetDateTime
             // No address is one delivery too: skipped as `no_address` for a subscriber.
             for i in 0..addresses.len().max(1) {
                 let address = addresses.get(i).map(|a| a.as_ref());
+                // A push delivery goes to one device, whose locale and timezone (when it has
+                // them) are the subscriber's for it.
+                let device = r.devices.get(i).filter(|_| channel == Channel::Push);
+                let locale = device.and_then(|d| d.locale.as_deref());
+                let locale = locale.or(r.listed.and_then(|l| l.subscriber.locale.as_deref()));
                 let mut delivery = PlannedDelivery {
                     channel,
                     recipient: address.unwrap_or_default().to_owned(),
@@ -419,17 +444,19 @@ fn fan_out<'a>(n: &'a ValidNotification, dir: &'a Directory, now: OffsetDateTime
                 match (address, r.listed) {
                     (None, None) => continue,
                     (None, Some(_)) => delivery.skip = Some(Skip::NoAddress),
-                    (Some(_), _) if !seen.insert((channel, addresses[i].clone())) => continue,
+                    // A device id is the subscriber's own (each subscriber is planned once).
+                    (Some(_), _) if channel != Channel::Push && !seen.insert((channel, addresses[i].clone())) => {
+                        continue;
+                    }
                     (Some(_), Some(listed)) if !critical => {
                         let prefs = &listed.preferences;
                         if !prefs.allows(&n.kind, category, channel, type_default) {
                             delivery.skip = Some(Skip::OptedOut);
                         } else if n.priority != Priority::Urgent && channel.is_queued() {
                             // An inbox item interrupts nobody: quiet hours defer the channels that do.
-                            delivery.not_before = prefs
-                                .quiet_hours
-                                .as_ref()
-                                .and_then(|q| q.defer(listed.subscriber.timezone.as_deref(), start));
+                            let timezone = device.and_then(|d| d.timezone.as_deref());
+                            let timezone = timezone.or(listed.subscriber.timezone.as_deref());
+                            delivery.not_before = prefs.quiet_hours.as_ref().and_then(|q| q.defer(timezone, start));
                         }
                     }
                     (Some(_), _) => {}
@@ -441,7 +468,7 @@ fn fan_out<'a>(n: &'a ValidNotification, dir: &'a Directory, now: OffsetDateTime
                     break 'fan_out;
                 }
                 if delivery.skip.is_none() && n.content.is_none() && channel != Channel::Novu {
-                    match renderer.template(channel, r.listed) {
+                    match renderer.template(channel, locale) {
                         Ok((template, locale)) => match r.listed {
                             Some(listed) if template.uses_subscriber() => {
                                 let waiting = awaiting
@@ -678,7 +705,7 @@ fn resolve<'a>(n: &'a ValidNotification, dir: &'a Directory) -> (Vec<Resolved<'a
                 if let Some(listed) = dir.subscribers.get(id)
                     && listed_seen.insert(id)
                 {
-                    recipients.push(Resolved::listed(listed, None));
+                    recipients.push(Resolved::listed(listed, None, dir));
                 }
             }
             continue;
@@ -686,7 +713,7 @@ fn resolve<'a>(n: &'a ValidNotification, dir: &'a Directory) -> (Vec<Resolved<'a
         match r.subscriber_id.as_deref().and_then(|id| dir.subscribers.get_key_value(id)) {
             Some((id, listed)) => {
                 if listed_seen.insert(id) {
-                    recipients.push(Resolved::listed(listed, Some(r)));
+                    recipients.push(Resolved::listed(listed, Some(r), dir));
                 }
             }
             None => {
@@ -716,11 +743,10 @@ impl<'a> Renderer<'a> {
         Self { n, dir, context: Value::Object(n.data.clone()), shared: HashMap::new(), fuel }
     }
 
-    /// The template for `channel` in the first locale of the recipient's fallback chain
-    /// that has one, and that locale.
-    fn template(&self, channel: Channel, listed: Option<&Listed>) -> Result<(&'a Template, String), Vec<FieldError>> {
-        let subscriber_locale = listed.and_then(|l| l.subscriber.locale.as_deref());
-        let chain = locale::fallback_chain(subscriber_locale, &self.dir.default_locale);
+    /// The template for `channel` in the first locale of the fallback chain of the
+    /// recipient's `locale` (a device's, else the subscriber's) that has one, and that locale.
+    fn template(&self, channel: Channel, locale: Option<&str>) -> Result<(&'a Template, String), Vec<FieldError>> {
+        let chain = locale::fallback_chain(locale, &self.dir.default_locale);
         let templates = &self.dir.templates;
         let found = chain
             .iter()
@@ -751,11 +777,13 @@ impl<'a> Renderer<'a> {
 
 /// The bytes of a delivery's content, as its deliveries row will hold them (about).
 fn content_bytes(c: &Content) -> usize {
-    [&c.subject, &c.text, &c.html, &c.title, &c.body, &c.action_url]
+    let data = c.data.iter().flatten().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+    [&c.subject, &c.text, &c.html, &c.title, &c.body, &c.action_url, &c.image, &c.sound]
         .iter()
         .filter_map(|f| f.as_ref())
         .map(String::len)
-        .sum()
+        .sum::<usize>()
+        + data
 }
 
 /// Renders and checks the result is sendable on `channel` (an SMS within its length).
@@ -904,8 +932,18 @@ mod tests {
         page: usize,
         stored: &mut Stored,
     ) -> Vec<Result<Plan, Vec<FieldError>>> {
-        let mut budget = Budget::default();
-        let planning = std::pin::pin!(plan_all(items, dir, now(), &mut budget, page, stored));
+        plan_within(items, dir, page, stored, &mut Budget::default())
+    }
+
+    /// [`plan_pages`] within `budget`.
+    fn plan_within(
+        items: &[&ValidNotification],
+        dir: &Directory,
+        page: usize,
+        stored: &mut Stored,
+        budget: &mut Budget,
+    ) -> Vec<Result<Plan, Vec<FieldError>>> {
+        let planning = std::pin::pin!(plan_all(items, dir, now(), budget, page, stored));
         match planning.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
             std::task::Poll::Ready(Ok(plans)) => plans,
             std::task::Poll::Ready(Err(never)) => match never {},
@@ -1160,5 +1198,153 @@ mod tests {
         let plan = plan_pages(&[&n], &dir, 10, &mut stored).pop().unwrap().unwrap();
         let rendered: Vec<_> = plan.deliveries.iter().map(|d| d.content.is_some()).collect();
         assert_eq!(rendered, [true, false, true, false]);
+    }
+
+    fn device(id: &str, locale: Option<&str>, timezone: Option<&str>) -> ListedDevice {
+        ListedDevice {
+            id: id.into(),
+            platform: crate::push::Platform::Fcm,
+            locale: locale.map(Into::into),
+            timezone: timezone.map(Into::into),
+        }
+    }
+
+    /// `dir` with the type `invoice.overdue` on `channels`, push templates in en and pt,
+    /// and `u-1` (locale en) with a phone (`pt-BR`, timezone Tokyo) and a tablet (neither).
+    fn with_devices(channels: &[Channel]) -> Directory {
+        let mut dir = typed(channels);
+        template(
+            &mut dir,
+            Channel::Push,
+            "en",
+            json!({"title": "Invoice {{ n }}", "badge": 2,
+            "data": {"invoice": "{{ n }}"}, "image": "https://cdn.example.com/{{ n }}.png"}),
+        );
+        template(&mut dir, Channel::Push, "pt", json!({"title": "Fatura {{ n }}"}));
+        template(&mut dir, Channel::InApp, "en", json!({"title": "Invoice {{ n }}"}));
+        dir.subscribers.insert("u-1".into(), subscriber("u-1", None, Some("en")));
+        dir.subscribers.insert("u-2".into(), subscriber("u-2", None, None));
+        dir.devices.insert(
+            "u-1".into(),
+            vec![device("phone", Some("pt-BR"), Some("Asia/Tokyo")), device("tablet", None, None)],
+        );
+        dir
+    }
+
+    #[test]
+    fn push_is_one_delivery_per_device_in_the_devices_locale_and_none_is_no_address() {
+        let dir = with_devices(&[Channel::InApp, Channel::Push]);
+        let n = valid(json!({"type": "invoice.overdue", "to": [{"subscriber_id": "u-1"}, {"subscriber_id": "u-2"}],
+            "data": {"n": 7}}));
+        let planned_plan = plan(&n, &dir, now()).unwrap();
+        let planned: Vec<_> = planned_plan
+            .deliveries
+            .iter()
+            .map(|d| {
+                (d.channel, d.recipient.as_str(), d.subscriber_id.as_deref().unwrap(), d.skip, d.locale.as_deref())
+            })
+            .collect();
+        assert_eq!(
+            planned,
+            [
+                (Channel::InApp, "u-1", "u-1", None, Some("en")),
+                (Channel::InApp, "u-2", "u-2", None, Some("en")),
+                (Channel::Push, "phone", "u-1", None, Some("pt")),
+                (Channel::Push, "tablet", "u-1", None, Some("en")),
+                (Channel::Push, "", "u-2", Some(Skip::NoAddress), None),
+            ]
+        );
+        let phone = planned_plan.deliveries[2].content.as_ref().unwrap();
+        assert_eq!(phone.title.as_deref(), Some("Fatura 7"));
+        let tablet = planned_plan.deliveries[3].content.as_ref().unwrap();
+        assert_eq!(tablet.title.as_deref(), Some("Invoice 7"));
+        assert_eq!(tablet.badge, Some(2));
+        assert_eq!(tablet.image.as_deref(), Some("https://cdn.example.com/7.png"));
+        assert_eq!(tablet.data.as_ref().unwrap()["invoice"], "7");
+
+        // Two subscribers may name their devices alike: each is its own delivery.
+        let mut dir = dir;
+        dir.devices.insert("u-2".into(), vec![device("phone", None, None)]);
+        let n = valid(json!({"type": "invoice.overdue", "to": [{"subscriber_id": "u-1"}, {"subscriber_id": "u-2"}],
+            "channels": ["push"], "content": {"title": "Hi"}}));
+        let planned: Vec<_> = plan(&n, &dir, now())
+            .unwrap()
+            .deliveries
+            .iter()
+            .map(|d| (d.recipient.clone(), d.subscriber_id.clone().unwrap()))
+            .collect();
+        assert_eq!(planned.len(), 3, "{planned:?}");
+        assert_eq!(planned[2], ("phone".into(), "u-2".into()));
+    }
+
+    #[test]
+    fn push_follows_preferences_critical_types_and_each_devices_quiet_hours() {
+        let mut dir = with_devices(&[Channel::Push]);
+        let listed = dir.subscribers.get_mut("u-1").unwrap();
+        // 12:00 UTC: outside the subscriber's (UTC) window, 21:00 in Tokyo, the phone's.
+        listed.preferences.quiet_hours = Some(QuietHours { start: "20:00".into(), end: "22:00".into() });
+        let n = valid(json!({"type": "invoice.overdue", "to": [{"subscriber_id": "u-1"}], "content": {"body": "x"}}));
+        let deferred: Vec<_> = plan(&n, &dir, now()).unwrap().deliveries.iter().map(|d| d.not_before).collect();
+        assert_eq!(deferred, [Some(time::macros::datetime!(2026-06-10 13:00 UTC)), None]);
+        let urgent = valid(json!({"type": "invoice.overdue", "to": [{"subscriber_id": "u-1"}], "priority": "urgent",
+            "content": {"body": "x"}}));
+        assert!(plan(&urgent, &dir, now()).unwrap().deliveries.iter().all(|d| d.not_before.is_none()));
+
+        dir.subscribers.get_mut("u-1").unwrap().preferences.channels.insert(Channel::Push, false);
+        let skips: Vec<_> = plan(&n, &dir, now()).unwrap().deliveries.iter().map(|d| d.skip).collect();
+        assert_eq!(skips, [Some(Skip::OptedOut), Some(Skip::OptedOut)]);
+        dir.types.get_mut("invoice.overdue").unwrap().critical = true;
+        let critical: Vec<_> =
+            plan(&n, &dir, now()).unwrap().deliveries.iter().map(|d| (d.skip, d.not_before)).collect();
+        assert_eq!(critical, [(None, None), (None, None)]);
+    }
+
+    #[test]
+    fn devices_count_against_the_requests_deliveries() {
+        let mut dir = with_devices(&[Channel::Push]);
+        dir.devices.get_mut("u-1").unwrap().push(device("watch", None, None));
+        let n = valid(json!({"type": "invoice.overdue", "to": [{"subscriber_id": "u-1"}], "content": {"body": "x"}}));
+        let with = |deliveries: usize| {
+            let mut budget = Budget { deliveries, ..Budget::default() };
+            let planned = plan_within(&[&n], &dir, 10, &mut Stored::default(), &mut budget).pop().unwrap();
+            (planned.map(|p| p.deliveries.len()), budget.deliveries)
+        };
+        assert_eq!(with(3), (Ok(3), 0));
+        let (refused, left) = with(2);
+        assert_eq!(refused.unwrap_err()[0].field, "to");
+        assert_eq!(left, 2);
+    }
+
+    #[test]
+    fn a_push_payload_over_the_limit_is_refused_inline_and_rendered() {
+        let dir = with_devices(&[Channel::Push]);
+        let long = "x".repeat(crate::push::MAX_CONTENT_BYTES);
+        let n = valid(json!({"type": "invoice.overdue", "to": [{"subscriber_id": "u-1"}], "content": {"body": long}}));
+        assert_eq!(fields(plan(&n, &dir, now())), ["content.body"]);
+        let n = valid(json!({"type": "invoice.overdue", "to": [{"subscriber_id": "u-1"}], "data": {"n": long}}));
+        let errors = plan(&n, &dir, now()).unwrap_err();
+        // The phone's template (pt) has only a title; the tablet's (en) is largest in its image.
+        assert_eq!(errors.iter().map(|e| e.field.as_str()).collect::<Vec<_>>(), ["content.title", "content.image"]);
+        assert!(errors[0].message.starts_with("rendered from the push template (pt)"), "{errors:?}");
+        assert!(errors[1].message.starts_with("rendered from the push template (en)"), "{errors:?}");
+    }
+
+    #[test]
+    fn an_adhoc_type_pushes_to_subscribers_with_devices_and_inline_content_must_suit_push() {
+        let mut dir = adhoc();
+        dir.subscribers.insert("u-1".into(), subscriber("u-1", Some("a@example.com"), None));
+        dir.devices.insert("u-1".into(), vec![device("phone", None, None)]);
+        let n = valid(json!({"type": "t", "to": [{"subscriber_id": "u-1"}],
+            "content": {"subject": "s", "text": "x", "title": "t"}}));
+        let planned: Vec<_> =
+            plan(&n, &dir, now()).unwrap().deliveries.iter().map(|d| (d.channel, d.recipient.clone())).collect();
+        let novu = (Channel::Novu, "u-1".into());
+        assert_eq!(planned, [(Channel::Email, "a@example.com".into()), novu, (Channel::Push, "phone".into())]);
+        let n = valid(json!({"type": "t", "to": [{"subscriber_id": "u-1"}], "content": {"subject": "s", "text": "x"}}));
+        assert_eq!(fields(plan(&n, &dir, now())), ["content.title"]);
+        // Addresses alone have no device.
+        let n = valid(json!({"type": "t", "to": [{"email": "b@example.com"}], "channels": ["push"],
+            "content": {"title": "t"}}));
+        assert_eq!(fields(plan(&n, &dir, now())), ["to"]);
     }
 }

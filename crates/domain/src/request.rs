@@ -424,14 +424,19 @@ fn check_recipient(i: usize, r: &Recipient, allow_private_hosts: bool, errors: &
     }
 }
 
-/// Checks the in-app `action_url` of `c`, if any, naming `{prefix}.action_url`: the inbox
-/// page puts it in a link, so it must be an `https` URL, an `http` one where the tenant
-/// allows it (`http_allowed`), or a path on the tenant's own site (`/…`, but not `//…`,
-/// which names another host). Never `javascript:`, `data:` or any other scheme.
+/// Checks the URLs of `c`, naming `{prefix}.action_url` or `{prefix}.image`. The in-app
+/// and push `action_url`: the inbox page puts it in a link, so it must be an `https` URL,
+/// an `http` one where the tenant allows it (`http_allowed`), or a path on the tenant's own
+/// site (`/…`, but not `//…`, which names another host); never `javascript:`, `data:` or
+/// any other scheme. Push's `image`, which the push services fetch: an `https` URL.
 pub fn check_action_url(c: &Content, prefix: &str, http_allowed: bool, errors: &mut Vec<FieldError>) {
-    let Some(url) = c.action_url.as_deref() else { return };
-    if let Some(why) = action_url_problem(url, http_allowed) {
-        let field = format!("{prefix}.action_url");
+    let problems = [
+        ("action_url", c.action_url.as_deref().and_then(|url| action_url_problem(url, http_allowed))),
+        ("image", c.image.as_deref().and_then(crate::push::image_problem)),
+    ];
+    for (name, why) in problems {
+        let Some(why) = why else { continue };
+        let field = format!("{prefix}.{name}");
         if !errors.iter().any(|e| e.field == field) {
             errors.push(FieldError::new(field, why));
         }
@@ -465,25 +470,29 @@ fn action_url_problem(url: &str, http_allowed: bool) -> Option<&'static str> {
     }
 }
 
-/// Checks that a template's `action_url` source can only render an allowed URL as far as
-/// its literal start tells: `https://`, `http://` or `/`, unless it starts with an
-/// expression (its rendering is checked by [`check_action_url`]).
+/// Checks that a template's `action_url` and `image` sources can only render an allowed
+/// URL as far as their literal start tells: `https://`, `http://` or `/` for the action
+/// URL, `https://` for the image, unless it starts with an expression (the rendering is
+/// checked by [`check_action_url`]).
 pub fn check_action_url_source(source: &Content, errors: &mut Vec<FieldError>) {
-    let Some(url) = source.action_url.as_deref() else { return };
-    let literal = url.split('{').next().unwrap_or_default();
-    if literal.is_empty() {
-        return;
-    }
-    let starts = |prefix: &str| {
+    let literal = |url: &Option<String>| url.as_deref().map(|u| u.split('{').next().unwrap_or_default().to_owned());
+    let starts = |literal: &str, prefix: &str| {
         let n = prefix.len().min(literal.len());
         literal.get(..n).is_some_and(|s| s.eq_ignore_ascii_case(&prefix[..n]))
     };
-    let path = literal.starts_with('/') && !literal[1..].starts_with(['/', '\\']);
-    if !(starts("https://") || starts("http://") || path) {
-        errors.push(FieldError::new(
-            "content.action_url",
-            "must start with `https://`, `http://`, `/` or a template expression",
-        ));
+    if let Some(literal) = literal(&source.action_url).filter(|l| !l.is_empty()) {
+        let path = literal.starts_with('/') && !literal[1..].starts_with(['/', '\\']);
+        if !(starts(&literal, "https://") || starts(&literal, "http://") || path) {
+            errors.push(FieldError::new(
+                "content.action_url",
+                "must start with `https://`, `http://`, `/` or a template expression",
+            ));
+        }
+    }
+    if let Some(literal) = literal(&source.image).filter(|l| !l.is_empty())
+        && !starts(&literal, "https://")
+    {
+        errors.push(FieldError::new("content.image", "must start with `https://` or a template expression"));
     }
 }
 
@@ -503,6 +512,8 @@ pub fn check_content(channel: Channel, c: &Content, prefix: &str, errors: &mut V
         ("title", &c.title),
         ("body", &c.body),
         ("action_url", &c.action_url),
+        ("image", &c.image),
+        ("sound", &c.sound),
     ];
     for (name, value) in fields {
         let Some(value) = value else { continue };
@@ -513,6 +524,16 @@ pub fn check_content(channel: Channel, c: &Content, prefix: &str, errors: &mut V
             missing(errors, name, "must not contain a NUL character".into());
         }
     }
+    for value in c.data.iter().flat_map(|d| d.values()) {
+        if value.len() > MAX_CONTENT_FIELD_BYTES {
+            missing(errors, "data", format!("values of at most {} KiB", MAX_CONTENT_FIELD_BYTES / 1024));
+        } else if value.contains('\0') {
+            missing(errors, "data", "values must not contain a NUL character".into());
+        }
+    }
+    // Push's own fields are checked on every channel (inline content serves them all and
+    // is stored whole); the payload limit holds where the content goes out as a push.
+    crate::push::check_content(c, prefix, channel == Channel::Push, errors);
     // Inline content serves every channel: the others ignore `structured`, but it is
     // stored, so its limits hold all the same (chat checks it below).
     if let Some(structured) = c.structured.as_ref().filter(|_| channel != Channel::Chat) {
@@ -666,5 +687,25 @@ mod tests {
         let mut n = parse(json!({"type": "t", "to": [{"subscriber_id": "u"}]}));
         n.send_at = Some(now - Duration::hours(1));
         assert_eq!(n.validate(Limits::default(), now).unwrap().send_at, None);
+    }
+
+    #[test]
+    fn inline_push_content_is_checked_at_accept() {
+        let check = |content: serde_json::Value| {
+            let n = parse(json!({"type": "t", "to": [{"subscriber_id": "u-1"}], "channels": ["push"],
+                "content": content}));
+            n.validate(Limits::default(), OffsetDateTime::now_utc())
+        };
+        assert!(
+            check(json!({"title": "t", "image": "https://x.example/i.png", "badge": 2,
+            "data": {"order": "1"}}))
+            .is_ok()
+        );
+        assert_eq!(fields(check(json!({"subject": "s"}))), ["content.title"]);
+        assert_eq!(
+            fields(check(json!({"body": "b", "image": "javascript:x", "data": {"google.x": "1"}}))),
+            ["content.data.google.x", "content.image"]
+        );
+        assert_eq!(fields(check(json!({"body": "b".repeat(4000)}))), ["content.body"]);
     }
 }

@@ -48,7 +48,8 @@ struct Compiled {
 }
 
 struct CompiledField {
-    name: &'static str,
+    /// A content field (`subject`), or `data.<key>` for a value of push's `data`.
+    name: String,
     /// The variables the field looks up in the context (`order`), and the same with the
     /// attributes it reads of them (`order.id`), in the order they first appear.
     variables: Vec<String>,
@@ -68,8 +69,9 @@ pub enum RenderError {
     Failed { field: String, message: String },
 }
 
-/// The content fields, in a fixed order.
-const FIELDS: [&str; 7] = ["subject", "text", "html", "title", "body", "action_url", "structured"];
+/// The content fields that are templates, in a fixed order; push's `data` values follow
+/// as `data.<key>` (a template each), and its `badge` is a number, taken as it is.
+const FIELDS: [&str; 9] = ["subject", "text", "html", "title", "body", "action_url", "image", "sound", "structured"];
 
 /// The escaping of the `structured` field: its source is a JSON document, and what its
 /// expressions print lands inside JSON strings, so it is escaped as JSON string content.
@@ -110,13 +112,17 @@ fn fields_of(channel: Channel) -> Option<&'static [&'static str]> {
         Channel::Sms | Channel::Whatsapp => Some(&["text"]),
         Channel::InApp => Some(&["title", "body", "action_url"]),
         Channel::Chat => Some(&["text", "structured"]),
-        Channel::Push => Some(&["title", "body", "action_url"]),
+        Channel::Push => Some(&["title", "body", "action_url", "image", "sound", "data", "badge"]),
         Channel::Novu => None,
     }
 }
 
-/// A field's source; `structured` as its JSON text (expressions sit in its strings).
+/// A field's source; `structured` as its JSON text (expressions sit in its strings), and
+/// `data.<key>` a value of push's `data`.
 fn field<'c>(content: &'c Content, name: &str) -> Option<Cow<'c, str>> {
+    if let Some(key) = name.strip_prefix("data.") {
+        return content.data.as_ref()?.get(key).map(|v| Cow::Borrowed(v.as_str()));
+    }
     let text = match name {
         "subject" => content.subject.as_ref(),
         "text" => content.text.as_ref(),
@@ -124,6 +130,8 @@ fn field<'c>(content: &'c Content, name: &str) -> Option<Cow<'c, str>> {
         "title" => content.title.as_ref(),
         "body" => content.body.as_ref(),
         "action_url" => content.action_url.as_ref(),
+        "image" => content.image.as_ref(),
+        "sound" => content.sound.as_ref(),
         "structured" => return content.structured.as_ref().map(|v| Cow::Owned(v.to_string())),
         _ => unreachable!("not a content field: {name}"),
     };
@@ -138,6 +146,8 @@ fn field_mut<'c>(content: &'c mut Content, name: &str) -> &'c mut Option<String>
         "title" => &mut content.title,
         "body" => &mut content.body,
         "action_url" => &mut content.action_url,
+        "image" => &mut content.image,
+        "sound" => &mut content.sound,
         _ => unreachable!("not a content field: {name}"),
     }
 }
@@ -191,25 +201,37 @@ impl Template {
 
         let mut errors = Vec::new();
         let mut fields = Vec::new();
-        for name in FIELDS {
-            let Some(text) = field(source, name) else { continue };
-            if !allowed.contains(&name) {
-                errors.push(FieldError::new(
-                    format!("content.{name}"),
-                    format!("is not used by the {channel} channel, which takes {}", allowed.join(", ")),
-                ));
+        let refuse = |errors: &mut Vec<FieldError>, name: &str| {
+            errors.push(FieldError::new(
+                format!("content.{name}"),
+                format!("is not used by the {channel} channel, which takes {}", allowed.join(", ")),
+            ))
+        };
+        for (given, name) in [(source.data.is_some(), "data"), (source.badge.is_some(), "badge")] {
+            if given && !allowed.contains(&name) {
+                refuse(&mut errors, name);
+            }
+        }
+        let data_keys = source.data.iter().flat_map(|d| d.keys()).filter(|_| allowed.contains(&"data"));
+        let names = FIELDS.iter().map(|n| n.to_string()).chain(data_keys.map(|k| format!("data.{k}")));
+        for name in names {
+            let Some(text) = field(source, &name) else { continue };
+            if !name.starts_with("data.") && !allowed.contains(&name.as_str()) {
+                refuse(&mut errors, &name);
                 continue;
             }
             #[cfg(test)]
             COMPILED_FIELDS.with(|c| c.set(c.get() + 1));
-            let parts = match (name, &source.structured) {
-                ("structured", Some(structured)) => structured_parts(structured),
-                _ => vec![(name, text.clone().into_owned())],
+            let parts = match (name.as_str(), &source.structured) {
+                ("structured", Some(structured)) => {
+                    structured_parts(structured).into_iter().map(|(part, text)| (part.to_owned(), text)).collect()
+                }
+                _ => vec![(name.clone(), text.clone().into_owned())],
             };
             let (mut variables, mut paths) = (std::collections::HashSet::new(), std::collections::HashSet::new());
             let mut compiled = true;
             for (part, part_text) in parts {
-                if let Err(e) = env.add_template_owned(part, part_text) {
+                if let Err(e) = env.add_template_owned(part.clone(), part_text) {
                     errors.push(FieldError::new(
                         format!("content.{name}"),
                         format!("does not compile: {}", describe(&e)),
@@ -217,7 +239,7 @@ impl Template {
                     compiled = false;
                     break;
                 }
-                let template = env.get_template(part).expect("the template just added");
+                let template = env.get_template(&part).expect("the template just added");
                 variables.extend(template.undeclared_variables(false));
                 paths.extend(template.undeclared_variables(true));
             }
@@ -268,7 +290,7 @@ impl Template {
         let mut out = Content::default();
         let mut fuel = 0u64;
         for f in &self.inner.fields {
-            let template = self.inner.env.get_template(f.name).expect("every compiled field is in the environment");
+            let template = self.inner.env.get_template(&f.name).expect("every compiled field is in the environment");
             match template.render_captured(&ctx) {
                 Ok(rendered) => {
                     fuel += rendered.state().fuel_levels().map_or(0, |(consumed, _)| consumed);
@@ -276,17 +298,20 @@ impl Template {
                         match self.render_structured(rendered.output(), &ctx, &mut fuel) {
                             Ok(value) => out.structured = Some(value),
                             Err(Ok(message)) => {
-                                return (Err(RenderError::Failed { field: f.name.to_owned(), message }), fuel);
+                                return (Err(RenderError::Failed { field: f.name.clone(), message }), fuel);
                             }
                             Err(Err(e)) => return (Err(self.render_error(f, &e, context)), fuel + RENDER_FUEL),
                         }
+                    } else if let Some(key) = f.name.strip_prefix("data.") {
+                        out.data.get_or_insert_default().insert(key.to_owned(), rendered.output().to_owned());
                     } else {
-                        *field_mut(&mut out, f.name) = Some(rendered.output().to_owned());
+                        *field_mut(&mut out, &f.name) = Some(rendered.output().to_owned());
                     }
                 }
                 Err(e) => return (Err(self.render_error(f, &e, context)), fuel + RENDER_FUEL),
             }
         }
+        out.badge = self.inner.source.badge;
         (Ok(out), fuel)
     }
 
@@ -312,11 +337,11 @@ impl Template {
     }
 
     fn render_error(&self, f: &CompiledField, e: &minijinja::Error, context: &Value) -> RenderError {
-        let failed = || RenderError::Failed { field: f.name.to_owned(), message: describe(e) };
+        let failed = || RenderError::Failed { field: f.name.clone(), message: describe(e) };
         if e.kind() != ErrorKind::UndefinedError {
             return failed();
         }
-        let missing = |variable: String| RenderError::MissingVariable { field: f.name.to_owned(), variable };
+        let missing = |variable: String| RenderError::MissingVariable { field: f.name.clone(), variable };
         // In debug mode minijinja names the expression: "... `order.id` is undefined".
         if let Some(path) = e.detail().and_then(undefined_expression).map(|expr| parse_path(&expr))
             && let Some(Segment::Key(first)) = path.first()
@@ -327,7 +352,7 @@ impl Template {
         }
         // Otherwise: a variable the field reads that the context lacks, within the
         // expression that failed when minijinja says where that is.
-        let source = field(&self.inner.source, f.name).unwrap_or_default();
+        let source = field(&self.inner.source, &f.name).unwrap_or_default();
         let failed_expression = e.range().and_then(|r| source.get(r));
         let candidates = f.paths.iter().filter_map(|p| first_missing(&parse_path(p), context));
         let found = match failed_expression {
@@ -679,5 +704,43 @@ mod tests {
         assert_eq!(parse_path("(...).name"), []);
         assert_eq!(parse_path("f(x).y"), [Key("f".into())]);
         assert_eq!(undefined_expression("undefined value (`order.id` is undefined)").as_deref(), Some("order.id"));
+    }
+
+    #[test]
+    fn a_push_template_renders_its_data_values_and_takes_its_badge_as_it_is() {
+        let source: Content = serde_json::from_value(json!({"title": "Order {{ id }}", "sound": "default",
+            "image": "https://cdn.example.com/{{ id }}.png", "badge": 3,
+            "data": {"order_id": "{{ id }}", "screen": "orders"}}))
+        .unwrap();
+        let t = Template::compile(Channel::Push, &source).unwrap();
+        let out = t.render(&json!({"id": 42})).unwrap();
+        assert_eq!(out.title.as_deref(), Some("Order 42"));
+        assert_eq!(out.image.as_deref(), Some("https://cdn.example.com/42.png"));
+        assert_eq!((out.sound.as_deref(), out.badge), (Some("default"), Some(3)));
+        let data = out.data.unwrap();
+        assert_eq!((data["order_id"].as_str(), data["screen"].as_str()), ("42", "orders"));
+        assert_eq!(t.render(&json!({})), Err(missing("title", "id")));
+        let only_data: Content =
+            serde_json::from_value(json!({"body": "b", "data": {"order_id": "{{ nope }}"}})).unwrap();
+        let t = Template::compile(Channel::Push, &only_data).unwrap();
+        assert_eq!(t.render(&json!({})), Err(missing("data.order_id", "nope")));
+    }
+
+    #[test]
+    fn push_fields_are_refused_elsewhere_and_checked_on_push() {
+        let push: Content = serde_json::from_value(json!({"title": "t", "badge": 1, "data": {"a": "b"},
+            "image": "https://x.example/i.png"}))
+        .unwrap();
+        assert_eq!(
+            fields(Template::compile(Channel::InApp, &push).unwrap_err()),
+            ["content.data", "content.badge", "content.image"]
+        );
+        let bad: Content = serde_json::from_value(json!({"body": "b", "image": "http://x.example/{{ i }}",
+            "data": {"from": "x", "ok": "{{"}}))
+        .unwrap();
+        assert_eq!(
+            fields(Template::compile(Channel::Push, &bad).unwrap_err()),
+            ["content.data.ok", "content.data.from", "content.image"]
+        );
     }
 }

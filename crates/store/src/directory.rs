@@ -1,6 +1,7 @@
 //! Loading what a batch of notifications refers to (the tenant's settings, the types it
-//! names, their templates, the subscribers it names directly or through topics) in at
-//! most three statements, however many notifications and topic members there are; and the
+//! names, their templates, the subscribers it names directly or through topics, and their
+//! push devices when the batch may go out as a push) in at most four statements, however
+//! many notifications and topic members there are; and the
 //! subscribers' `data` (up to 64 KiB each), which planning reads a page at a time. The
 //! tenant, its types and their compiled templates come from the cache when it has them
 //! (`cache.rs`).
@@ -13,7 +14,8 @@ use std::{
 use domain::{
     Channel, ValidNotification,
     notification_type::NotificationType,
-    plan::{Directory, Listed, SubscriberData},
+    plan::{Directory, Listed, ListedDevice, SubscriberData},
+    push::Platform,
     subscriber::{Preferences, Subscriber},
     template::Template,
 };
@@ -68,6 +70,22 @@ const PREFERENCES: &str = "jsonb_build_object(
                        WHERE s.preferences->'types' ? k), '{}'),
     'categories', coalesce((SELECT jsonb_object_agg(c, s.preferences->'categories'->c)
                             FROM unnest($4::text[]) c WHERE s.preferences->'categories' ? c), '{}'))";
+
+/// A push device of a listed subscriber.
+#[derive(sqlx::FromRow)]
+struct DeviceRow {
+    subscriber_id: String,
+    device_id: String,
+    platform: String,
+    locale: Option<String>,
+    timezone: Option<String>,
+}
+
+/// The devices of the subscribers `$2`, by primary key (no token: the worker's claim reads
+/// it), in a stable order.
+const DEVICES: &str = "SELECT d.subscriber_id, d.device_id, d.platform, d.locale, d.timezone
+     FROM unnest($2::text[]) AS w(id) JOIN devices d ON d.tenant_id = $1 AND d.subscriber_id = w.id
+     ORDER BY d.subscriber_id, d.device_id";
 
 /// The subscribers named (`$2`), by primary key.
 static BY_KEY: LazyLock<String> = LazyLock::new(|| {
@@ -178,7 +196,26 @@ impl Store {
             };
             directory.subscribers.insert(subscriber.id.clone(), Listed { subscriber, preferences });
         }
+        if items.iter().any(|n| may_push(n, &directory)) {
+            self.add_devices(tenant_id, &mut directory).await?;
+        }
         Ok(directory)
+    }
+
+    /// The push devices of the directory's subscribers, in one statement.
+    async fn add_devices(&self, tenant_id: Uuid, directory: &mut Directory) -> Result<()> {
+        let ids: Vec<&str> = directory.subscribers.keys().map(String::as_str).collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<DeviceRow> = sqlx::query_as(DEVICES).bind(tenant_id).bind(&ids).fetch_all(&self.indexed).await?;
+        for row in rows {
+            let platform = Platform::parse(&row.platform)
+                .ok_or_else(|| corrupt(format!("device {} has platform {}", row.device_id, row.platform)))?;
+            let device = ListedDevice { id: row.device_id, platform, locale: row.locale, timezone: row.timezone };
+            directory.devices.entry(row.subscriber_id).or_default().push(device);
+        }
+        Ok(())
     }
 
     /// Where [`domain::plan::plan_all`] reads the `data` of `tenant_id`'s subscribers, a
@@ -333,6 +370,16 @@ impl Store {
             self.cache.put_templates(fill, tenant_id, kind, templates);
         }
         Ok(())
+    }
+}
+
+/// Whether `n` may go out as a push: asked for, on its type's channels, or a type the
+/// tenant has not defined (then every channel a recipient has an address on).
+fn may_push(n: &ValidNotification, directory: &Directory) -> bool {
+    match (&n.channels, directory.types.get(&n.kind)) {
+        (Some(channels), _) => channels.contains(&Channel::Push),
+        (None, Some(kind)) => kind.channels.contains(&Channel::Push),
+        (None, None) => directory.adhoc_types,
     }
 }
 

@@ -27,7 +27,7 @@ use crate::{
 #[utoipa::path(put, path = "/v1/templates/{type}/{channel}", tag = "templates",
     params(
         ("type" = String, Path, description = "A notification type of the tenant", example = "invoice.overdue"),
-        ("channel" = Channel, Path, description = "`email` (subject, text, html), `sms` or `whatsapp` (text), `chat` (text, structured: a JSON document whose strings may hold expressions), `in_app` (title, body, action_url)", example = "email"),
+        ("channel" = Channel, Path, description = "`email` (subject, text, html), `sms` or `whatsapp` (text), `chat` (text, structured: a JSON document whose strings may hold expressions), `in_app` (title, body, action_url), `push` (title, body, action_url, image, sound, data: an object whose values are templates, badge: a number)", example = "email"),
         ("locale" = Option<String>, Query, description = "BCP 47 tag, normalized (`pt-br` -> `pt-BR`); default: the tenant's default locale", example = "de"),
     ),
     request_body(content = Content, description = "The minijinja sources of the channel's fields. Variables come from the notification's `data`, and `subscriber` (its stored fields) when it goes to a subscriber; a variable missing at send time is a `422`. Only `html` is HTML-escaped.",
