@@ -63,20 +63,25 @@ fn count(haystack: &[u8], needle: &[u8]) -> u64 {
     haystack.windows(needle.len()).filter(|w| *w == needle).count() as u64
 }
 
+/// The stored subscribers the push share of the load goes to (`push-1` ...), each with one
+/// device when the phases start (the bench writes them first).
+pub const PUSH_AUDIENCE: u64 = 1_000;
+
 /// One notification to one recipient on one channel; the channel turns with `i`, so the
-/// five workers share the load.
+/// six workers share the load. The push share goes to a stored subscriber with one device.
 pub fn notification(kind: &str, i: u64, send_at: Option<&str>) -> String {
     let n = i % 10_000_000;
-    let to = match i % 5 {
+    let to = match i % 6 {
         0 => format!(r#"{{"email":"user{n}@example.com"}}"#),
         1 => format!(r#"{{"phone":"+1555{n:07}"}}"#),
         2 => format!(r#"{{"whatsapp":"+1556{n:07}"}}"#),
         3 => format!(r#"{{"subscriber_id":"subscriber-{n}"}}"#),
-        _ => format!(r#"{{"slack_channel":"C{n:08}"}}"#),
+        4 => format!(r#"{{"slack_channel":"C{n:08}"}}"#),
+        _ => format!(r#"{{"subscriber_id":"push-{}"}}"#, 1 + n % PUSH_AUDIENCE),
     };
     let send_at = send_at.map(|at| format!(r#","send_at":"{at}""#)).unwrap_or_default();
     format!(
-        r#"{{"type":"{kind}","to":[{to}],"content":{{"subject":"Your order shipped","text":"It is on its way: order {i}."}},"data":{{"order":"{i}"}}{send_at}}}"#
+        r#"{{"type":"{kind}","to":[{to}],"content":{{"subject":"Your order shipped","text":"It is on its way: order {i}.","title":"Your order shipped","body":"Order {i} is on its way."}},"data":{{"order":"{i}"}}{send_at}}}"#
     )
 }
 
@@ -324,6 +329,8 @@ mod tests {
         let b: serde_json::Value = serde_json::from_str(&batch("bench.x", 0, 5, Some("2030-01-01T00:00:00Z"))).unwrap();
         let items = b["notifications"].as_array().unwrap();
         assert_eq!(items.len(), 5);
+        let push: serde_json::Value = serde_json::from_str(&notification("bench.x", 1_005, None)).unwrap();
+        assert_eq!(push["to"][0]["subscriber_id"], "push-6");
         assert_eq!(items[1]["to"][0]["phone"], "+15550000001");
         assert_eq!(items[3]["to"][0]["subscriber_id"], "subscriber-3");
         assert_eq!(items[4]["to"][0]["slack_channel"], "C00000004");

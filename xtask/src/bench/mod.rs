@@ -11,13 +11,16 @@
 //! started again behind a counting PostgreSQL proxy (`pg_proxy.rs`); then the stack again
 //! on the sandbox providers: idle memory; intake with single requests (closed loop, 64 in
 //! flight) and with batches of 1,000; end to end, a burst of 100,000 notifications across
-//! the five queued channels, delivered/s from the database; open loop at 50 % and 100 % of that
+//! the six queued channels, delivered/s from the database; open loop at 50 % and 100 % of that
 //! rate, accept-to-sent latency from the database (`deliveries.sent_at -
 //! notifications.created_at`); then, for each `--history` size, the tables filled with
-//! that many sent notifications, intake and relay again. Nothing is asserted: it measures.
+//! that many sent notifications, intake and relay again; last, a push broadcast to a topic of
+//! members with two FCM devices each, through the tenant's FCM integration at an FCM stand-in
+//! (`fcm.rs`). Nothing is asserted: it measures.
 
 mod ceilings;
 mod client;
+mod fcm;
 mod load;
 mod novu;
 mod peer;
@@ -41,6 +44,7 @@ use sqlx::PgConnection;
 use self::{
     ceilings::{Budget, Ceilings},
     load::{Body, Stop, Target},
+    fcm::FcmStandIn,
     novu::NovuStandIn,
     report::{Report, Row, num},
     resources::{Sampler, Watched, Who},
@@ -87,6 +91,8 @@ struct Plan {
     history_intake_secs: u64,
     relay_backlog: u64,
     drain_deadline: Duration,
+    /// Members of the push broadcast's topic (two devices each).
+    broadcast_members: u64,
 }
 
 impl Plan {
@@ -108,6 +114,7 @@ impl Plan {
                 history_intake_secs: 1,
                 relay_backlog: 2_000,
                 drain_deadline: Duration::from_secs(60),
+                broadcast_members: 1_000,
             }
         } else {
             Plan {
@@ -124,9 +131,60 @@ impl Plan {
                 history_intake_secs: 5,
                 relay_backlog: 20_000,
                 drain_deadline: Duration::from_secs(900),
+                broadcast_members: 10_000,
             }
         }
     }
+}
+
+/// The key that seals the bench tenant's integration secrets (32 bytes, base64; the run's
+/// database is dropped at the next run).
+const BENCH_SECRETS_KEY: &str = "YmVuY2gtb25seS1zZWFsaW5nLWtleS0zMi1ieXRlcyE=";
+
+/// The push broadcast's topic.
+const BROADCAST_TOPIC: &str = "bench-push-broadcast";
+
+/// The push audience, set-based, before the phases: `$2` subscribers `push-<n>` in the
+/// broadcast's topic, each with an FCM device (`phone-1`) whose token has the shape and
+/// length of a real one; the burst's push share goes to the first `load::PUSH_AUDIENCE`.
+const PUSH_AUDIENCE_SQL: [&str; 3] = [
+    "INSERT INTO subscribers (tenant_id, id) SELECT $1::uuid, 'push-' || g FROM generate_series(1, $2) g",
+    "INSERT INTO topic_members (tenant_id, topic, subscriber_id)
+     SELECT $1::uuid, 'bench-push-broadcast', 'push-' || g FROM generate_series(1, $2) g",
+    DEVICE_SQL_1,
+];
+const DEVICE_SQL_1: &str = "INSERT INTO devices (tenant_id, subscriber_id, device_id, platform, token, token_hash)
+     SELECT $1::uuid, 'push-' || g, 'phone-1', 'fcm', t.token, sha256(convert_to('fcm:' || t.token, 'UTF8'))
+     FROM generate_series(1, $2) g,
+          LATERAL (SELECT 'bench' || lpad(g::text, 8, '0') || '1:APA91b' || repeat('Xy_-', 34) AS token) t";
+/// The broadcast's second device per member (`phone-2`).
+const DEVICE_SQL_2: &str = "INSERT INTO devices (tenant_id, subscriber_id, device_id, platform, token, token_hash)
+     SELECT $1::uuid, 'push-' || g, 'phone-2', 'fcm', t.token, sha256(convert_to('fcm:' || t.token, 'UTF8'))
+     FROM generate_series(1, $2) g,
+          LATERAL (SELECT 'bench' || lpad(g::text, 8, '0') || '2:APA91b' || repeat('Xy_-', 34) AS token) t";
+
+/// A service-account JSON as Google issues it, with an RSA key made for the run (by the
+/// `openssl` command) and the stand-in as its token URI.
+async fn service_account(base_url: &str) -> anyhow::Result<String> {
+    let output = tokio::process::Command::new("openssl")
+        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"])
+        .output()
+        .await
+        .context("running openssl genpkey for the broadcast's service account")?;
+    if !output.status.success() {
+        bail!("openssl genpkey: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    let key = String::from_utf8(output.stdout).context("openssl's PEM")?;
+    Ok(json!({
+        "type": "service_account",
+        "project_id": "bench-project",
+        "private_key_id": "bench-key-1",
+        "private_key": key,
+        "client_email": "notify@bench-project.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": format!("{base_url}/token"),
+    })
+    .to_string())
 }
 
 /// How long the release build took, from a debug build that handed the run over.
@@ -206,8 +264,21 @@ pub async fn run(options: Options, args: &[String]) -> anyhow::Result<ExitCode> 
     let (main, main_clean) = if peer.is_err() || round_trips.is_err() || options.only_peer {
         (Ok(None), true)
     } else {
-        let xtask = vec![Watched { name: "load generator (xtask)".into(), who: Who::Pid(std::process::id()) }];
-        on_stack(&stack, &tenant, &plan, &mut signals, xtask, async |bench: &Bench| bench.measure().await.map(Some))
+        let fcm = FcmStandIn::start().await?;
+        let xtask = vec![
+            Watched { name: "load generator (xtask)".into(), who: Who::Pid(std::process::id()) },
+            Watched { name: "FCM stand-in (xtask thread)".into(), who: Who::Thread(fcm.tid) },
+        ];
+        // Tenants' FCM clients go to the stand-in (the operator's stand-in rule), and the
+        // tenant's integration secrets are sealed with a key of the run's.
+        let main_stack = stack.with_env(vec![
+            ("NOTIFY_INTEGRATIONS__BASE_URLS__FCM", fcm.base_url.clone()),
+            ("NOTIFY_SECRETS__KEYS__BENCH", BENCH_SECRETS_KEY.into()),
+            ("NO_PROXY", "127.0.0.1,localhost".into()),
+        ]);
+        on_stack(&main_stack, &tenant, &plan, &mut signals, xtask, async |bench: &Bench| {
+            bench.measure(&fcm).await.map(Some)
+        })
             .await
     };
     let clean = peer_clean && round_trips_clean && main_clean;
@@ -411,6 +482,15 @@ struct Phases {
     peak: BTreeMap<String, resources::Memory>,
     history: Vec<HistoryPoint>,
     sandbox_bytes: u64,
+    broadcast: Broadcast,
+}
+
+/// The push broadcast through the FCM stand-in.
+struct Broadcast {
+    members: u64,
+    accept_ms: f64,
+    delivered: Delivered,
+    grants: u64,
 }
 
 impl Bench {
@@ -418,12 +498,23 @@ impl Bench {
         services::connect_postgres(&self.stack.database_url).await
     }
 
-    async fn measure(&self) -> anyhow::Result<Phases> {
+    async fn measure(&self, fcm: &FcmStandIn) -> anyhow::Result<Phases> {
         let client = services::http_client()?;
         dev::wait_healthy(&client, &self.stack.api).await?;
         let target = Target::new(&self.stack.api, &self.api_key)?;
         let mut counter = SandboxCounter::new(&self.stack.sandbox_dir());
         let mut expected = 0u64;
+        let members = self.plan.broadcast_members.max(load::PUSH_AUDIENCE);
+        let mut db = self.db().await?;
+        for statement in PUSH_AUDIENCE_SQL {
+            sqlx::query(statement)
+                .bind(&self.tenant_id)
+                .bind(members as i64)
+                .execute(&mut db)
+                .await
+                .context("writing the push audience")?;
+        }
+        drop(db);
 
         tokio::time::sleep(Duration::from_secs(2)).await;
         let idle = self.sampler.memory();
@@ -469,7 +560,7 @@ impl Bench {
         expected += batch.accepted;
         self.drain(|| counter.lines(), expected, "the intake phases").await?;
 
-        say!("end to end: {} notifications in batches, across the five channels", num(p.e2e_notifications as f64));
+        say!("end to end: {} notifications in batches, across the six channels", num(p.e2e_notifications as f64));
         let cpu0 = self.sampler.cpu();
         let t0 = Instant::now();
         let e2e_intake = load::closed_loop(
@@ -558,6 +649,8 @@ impl Bench {
             });
         }
 
+        let broadcast = self.push_broadcast(&client, fcm).await?;
+
         let peak = self.sampler.memory();
         let sandbox_bytes = stack::CHANNELS
             .iter()
@@ -577,7 +670,50 @@ impl Bench {
             peak,
             history,
             sandbox_bytes,
+            broadcast,
         })
+    }
+
+    /// A tenant's broadcast to a topic whose members have two FCM devices each, through its
+    /// own FCM integration (a service account made for the run) at the FCM stand-in: one
+    /// request, `2 × members` push deliveries. Last, since the integration then takes the
+    /// tenant's push deliveries from the sandbox.
+    async fn push_broadcast(&self, client: &reqwest::Client, fcm: &FcmStandIn) -> anyhow::Result<Broadcast> {
+        const KIND: &str = "bench.push.broadcast";
+        let members = self.plan.broadcast_members.max(load::PUSH_AUDIENCE);
+        say!("push broadcast: a topic of {} members, two FCM devices each, through the FCM stand-in", num(members as f64));
+        let mut db = self.db().await?;
+        sqlx::query(DEVICE_SQL_2)
+            .bind(&self.tenant_id)
+            .bind(members as i64)
+            .execute(&mut db)
+            .await
+            .context("writing the broadcast's second devices")?;
+        let settings = json!({"settings": {"service_account": service_account(&fcm.base_url).await?}});
+        let url = format!("{}/v1/integrations/push/fcm", self.stack.api);
+        let answer = client.put(&url).bearer_auth(&self.api_key).json(&settings).send().await?;
+        if !answer.status().is_success() {
+            bail!("PUT {url}: {} {}", answer.status(), answer.text().await.unwrap_or_default());
+        }
+        let body = json!({"type": KIND, "to": [{"topic": BROADCAST_TOPIC}], "channels": ["push"],
+                          "content": {"title": "Flash sale", "body": "Everything is 20 % off until midnight."}});
+        let started = Instant::now();
+        let answer = client.post(format!("{}/v1/notifications", self.stack.api)).bearer_auth(&self.api_key).json(&body).send().await?;
+        let accept_ms = started.elapsed().as_secs_f64() * 1000.0;
+        if answer.status() != reqwest::StatusCode::ACCEPTED {
+            bail!("the broadcast: {} {}", answer.status(), answer.text().await.unwrap_or_default());
+        }
+        self.drain(|| fcm.messages(), 2 * members, "the push broadcast").await?;
+        let delivered = self.delivered(KIND).await?;
+        say!(
+            "  {} delivered/s; accept-to-sent p50 {} ms, p99 {} ms; accept {} ms; {} token grants",
+            num(delivered.rate()),
+            num(delivered.p50_ms),
+            num(delivered.p99_ms),
+            num(accept_ms),
+            fcm.grants()
+        );
+        Ok(Broadcast { members, accept_ms, delivered, grants: fcm.grants() })
     }
 
     /// Waits until `sent` (the sandbox's lines, or the Novu stand-in's triggers) reaches
@@ -830,7 +966,7 @@ fn context_report(
     ];
     let mut notes = vec![
         format!("ratio = measured / ceiling; a ceiling is the fastest this machine does that shape with nothing of Notify in the way, measured by the bench before the stack starts (`xtask/src/bench/ceilings.rs`). The ceilings' own ratios are to the reference medians of {}: these machines differ by up to 2x from day to day, so judge a figure on a run whose ceilings are within 20 % of the reference, or scale it by the ceilings of its run.", ceilings::REFERENCE_DATE),
-        "peer shape: run first, on fresh tables; each concurrency sends its notifications on an empty pipeline, waits until the stand-in has them all and the database has every outcome, and its CPU (utime + stime from /proc, as for resources) runs over that span, divided by its notifications. The platform is the API, the relay, the five workers, PostgreSQL (its server-wide processes and the backends of `notify_bench`) and RabbitMQ (the whole node); the load generator (its own thread, our HTTP/1.1 client on a current-thread runtime), the Novu stand-in (the provider, its own thread) and the rest of the bench's process are counted apart. End to end: the stand-in's arrival minus the generator's clock before the POST, matched by the request number the notification's `data` carries to the trigger's payload. The intake ceilings: `http_json_post_axum_c64`, and the single-row commit rate measured with the fewest clients at least the concurrency (measured: 1, 16 and 64). Targets are issue 21's, printed, not asserted.".to_owned(),
+        "peer shape: run first, on fresh tables; each concurrency sends its notifications on an empty pipeline, waits until the stand-in has them all and the database has every outcome, and its CPU (utime + stime from /proc, as for resources) runs over that span, divided by its notifications. The platform is the API, the relay, the six workers, PostgreSQL (its server-wide processes and the backends of `notify_bench`) and RabbitMQ (the whole node); the load generator (its own thread, our HTTP/1.1 client on a current-thread runtime), the Novu stand-in (the provider, its own thread) and the rest of the bench's process are counted apart. End to end: the stand-in's arrival minus the generator's clock before the POST, matched by the request number the notification's `data` carries to the trigger's payload. The intake ceilings: `http_json_post_axum_c64`, and the single-row commit rate measured with the fewest clients at least the concurrency (measured: 1, 16 and 64). Targets are issue 21's, printed, not asserted.".to_owned(),
         "round trips: the stack started again with its binaries' `database_url` at a TCP proxy in the bench that counts the frontend messages after which a client waits (`Query`, and `Sync`, which ends every extended-protocol statement and is sqlx's ping on acquiring and releasing a pooled connection); over the stack's whole life (start, load, idle polling, stop) divided by the phase's notifications. `xact_commit` of `notify_bench` and `pg_stat_wal.wal_sync` over the same span; wal_sync is server-wide, so another database's commits during the run count too. Not part of the figures above: the proxy adds a hop to each round trip.".to_owned(),
     ];
     if let Some(main) = &m.main {
@@ -961,6 +1097,30 @@ fn main_rows(m: &Phases, c: &Ceilings, cores: usize) -> Vec<Row> {
         );
     }
 
+    let b = &m.broadcast;
+    rows.push(
+        Row::new(
+            "push broadcast",
+            format!(
+                "one notification to a topic of {} members with two FCM devices each, through the tenant's FCM integration at the FCM stand-in: delivered/s",
+                num(b.members as f64)
+            ),
+            format!("{}/s", num(b.delivered.rate())),
+        )
+        .against(b.delivered.rate(), [c.get("amqp_publish_confirmed_pipelined")]),
+    );
+    rows.push(Row::new(
+        "push broadcast",
+        "accept-to-sent p50 / p99; the request's latency; OAuth2 token grants",
+        format!(
+            "{} / {} ms; {} ms; {}",
+            num(b.delivered.p50_ms),
+            num(b.delivered.p99_ms),
+            num(b.accept_ms),
+            b.grants
+        ),
+    ));
+
     let per_k = (m.e2e_intake.accepted as f64 / 1000.0).max(1e-9);
     for name in m.peak.keys().chain(m.e2e_cpu.keys().filter(|k| !m.peak.contains_key(*k))) {
         let idle = m.idle.get(name).map_or(f64::NAN, |x| x.rss_mib);
@@ -1021,7 +1181,9 @@ fn main_notes(m: &Phases) -> Vec<String> {
         "resources: RSS from /proc/<pid>/status (peak: VmHWM; for PostgreSQL and RabbitMQ, the largest sampled sum of their processes' PSS, so shared buffers count once); CPU = utime + stime from /proc/<pid>/stat over the burst phase (its intake and its delivery) divided by its notifications. PostgreSQL's backends that exit are not counted. PostgreSQL is its server-wide processes (WAL writer, checkpointer, ...) and the backends of `notify_bench`, not other databases' backends (though its server-wide processes serve them too); RabbitMQ is the whole node: anything else using it during the run is counted too.".to_owned(),
         "history: the tables filled with N sent notifications (one delivery, attempt and audit event each), set-based, then VACUUM ANALYZE; relay = a backlog of scheduled notifications falling due at once, over the time until the outbox is empty (the workers run meanwhile).".to_owned(),
     ];
-    let sent_failed: i64 = m.open.iter().map(|o| o.4.not_sent).sum::<i64>() + m.e2e.not_sent;
+    notes.push("push broadcast: the bench tenant's own FCM integration (`PUT /v1/integrations/push/fcm`, a service account with an RSA key made by `openssl genpkey` for the run), its client sent to an FCM stand-in on a thread of the bench (`integrations.base_urls.fcm`) that grants a token and answers each `messages:send` with 200; the topic's subscribers and devices written by SQL before; one `POST /v1/notifications`; delivered/s and accept-to-sent as for the burst.".to_owned());
+    let sent_failed: i64 =
+        m.open.iter().map(|o| o.4.not_sent).sum::<i64>() + m.e2e.not_sent + m.broadcast.delivered.not_sent;
     if sent_failed > 0 {
         notes.push(format!("{sent_failed} deliveries of the end-to-end phases ended other than `sent`."));
     }
@@ -1047,6 +1209,10 @@ fn main_json(m: &Phases) -> serde_json::Value {
                 "delivered_per_s": d.rate(), "sent": d.sent, "accept_to_sent_p50_ms": d.p50_ms, "accept_to_sent_p99_ms": d.p99_ms,
             })).collect::<Vec<_>>(),
         },
+        "push_broadcast": {"members": m.broadcast.members, "sent": m.broadcast.delivered.sent, "not_sent": m.broadcast.delivered.not_sent,
+                           "delivered_per_s": m.broadcast.delivered.rate(), "accept_ms": m.broadcast.accept_ms,
+                           "accept_to_sent_p50_ms": m.broadcast.delivered.p50_ms, "accept_to_sent_p99_ms": m.broadcast.delivered.p99_ms,
+                           "token_grants": m.broadcast.grants},
         "history": m.history.iter().map(|h| json!({
             "history": h.history, "fill_s": h.fill_secs, "intake_per_s": h.intake, "intake_p99_ms": h.intake_p99_ms,
             "relay_per_s": h.relay, "relay_note": h.relay_note,

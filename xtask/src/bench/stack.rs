@@ -26,7 +26,7 @@ pub const DATABASE: &str = "notify_bench";
 pub const VHOST: &str = "notify-bench";
 /// Not the dev command's 8080, so a running `cargo xtask dev` is no obstacle.
 pub const API_LISTEN: &str = "127.0.0.1:18180";
-pub const CHANNELS: [&str; 5] = ["email", "sms", "whatsapp", "novu", "chat"];
+pub const CHANNELS: [&str; 6] = ["email", "sms", "whatsapp", "novu", "chat", "push"];
 
 /// The settings the benchmark changes from the defaults (it reports them).
 #[derive(Clone, Debug)]
@@ -63,6 +63,8 @@ pub struct Stack {
     tuning: Tuning,
     /// The novu-worker's own settings (its provider), when not the sandbox.
     novu_env: Vec<(&'static str, String)>,
+    /// Settings every binary is given besides the defaults.
+    env: Vec<(&'static str, String)>,
 }
 
 impl Stack {
@@ -79,12 +81,18 @@ impl Stack {
             api: format!("http://{API_LISTEN}"),
             tuning,
             novu_env: Vec::new(),
+            env: Vec::new(),
         })
     }
 
     /// The same stack, its novu-worker configured with `env` instead of the sandbox.
     pub fn with_novu(&self, env: Vec<(&'static str, String)>) -> Self {
         Self { novu_env: env, ..self.clone() }
+    }
+
+    /// The same stack, every binary given `env` too.
+    pub fn with_env(&self, env: Vec<(&'static str, String)>) -> Self {
+        Self { env, ..self.clone() }
     }
 
     /// The same stack, its binaries reaching the database at `url`.
@@ -103,7 +111,8 @@ impl Stack {
             // No trace export during a benchmark, whatever the shell has.
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            .envs(self.tuning.env());
+            .envs(self.tuning.env())
+            .envs(self.env.iter().map(|(k, v)| (*k, v)));
         command
     }
 
