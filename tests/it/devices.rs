@@ -87,13 +87,17 @@ async fn devices_are_registered_listed_replaced_and_deleted_with_the_api_key() {
 
     let sub = json!({"endpoint": "https://push.example.com/send/abc", "expirationTime": null,
                      "keys": {"p256dh": P256DH, "auth": AUTH}});
-    let (status, web) =
-        app.call("PUT", "/v1/subscribers/u-1/devices/browser", Some(&json!({"platform": "webpush", "token": sub}))).await;
+    let (status, web) = app
+        .call("PUT", "/v1/subscribers/u-1/devices/browser", Some(&json!({"platform": "webpush", "token": sub})))
+        .await;
     assert_eq!(status, 201, "{web}");
     assert_eq!(web["token_hint"], "push.example.com");
     // Stored as compact JSON of the members a sender needs.
     let stored: Value = serde_json::from_str(&stored_token(&app, "u-1", "browser").await.unwrap()).unwrap();
-    assert_eq!(stored, json!({"endpoint": "https://push.example.com/send/abc", "keys": {"p256dh": P256DH, "auth": AUTH}}));
+    assert_eq!(
+        stored,
+        json!({"endpoint": "https://push.example.com/send/abc", "keys": {"p256dh": P256DH, "auth": AUTH}})
+    );
 
     let (status, list) = app.call("GET", "/v1/subscribers/u-1/devices", None).await;
     assert_eq!(status, 200, "{list}");
@@ -150,9 +154,7 @@ async fn devices_are_registered_listed_replaced_and_deleted_with_the_api_key() {
 async fn tokens_are_checked_by_platform_naming_the_field() {
     let app = TestApp::api_with(|c| c.integrations.allow_private_hosts = false).await;
     put_subscriber(&app, &app.api_key, "u-1").await;
-    let sub = |endpoint: &str, p256dh: &str, auth: &str| {
-        json!({"platform": "webpush", "token": {"endpoint": endpoint, "keys": {"p256dh": p256dh, "auth": auth}}})
-    };
+    let sub = |endpoint: &str, p256dh: &str, auth: &str| json!({"platform": "webpush", "token": {"endpoint": endpoint, "keys": {"p256dh": p256dh, "auth": auth}}});
     let https = "https://push.example.com/x";
     for (body, field) in [
         (json!({"platform": "fcm", "token": "has spaces"}), "token"),
@@ -341,10 +343,9 @@ async fn browsers_of_the_configured_origins_may_call_the_device_and_inbox_routes
 
     // The actual request from the page, with the subscriber's token, and the inbox too.
     let mine = token(&app, "u-1").await;
-    for (method, path, body) in [
-        ("PUT", "/v1/subscribers/u-1/devices/web", Some(fcm("cors-token"))),
-        ("GET", "/v1/inbox/count", None),
-    ] {
+    for (method, path, body) in
+        [("PUT", "/v1/subscribers/u-1/devices/web", Some(fcm("cors-token"))), ("GET", "/v1/inbox/count", None)]
+    {
         let mut request = app
             .http
             .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), app.url(path))

@@ -36,7 +36,11 @@ pub fn routes(cors: Option<tower_http::cors::CorsLayer>) -> Router<AppState> {
         .route("/v1/inbox/{id}", axum::routing::delete(inbox::delete))
         .route("/v1/inbox/{id}/read", post(inbox::read))
         .route("/v1/inbox/{id}/unread", post(inbox::unread))
-        .route("/v1/inbox/{id}/archive", post(inbox::archive));
+        .route("/v1/inbox/{id}/archive", post(inbox::archive))
+        // Set before the CORS layer so that it wraps it too: a preflight (`OPTIONS`, which
+        // no route has) reaches the layer through it. Set after, on the whole router, it
+        // would replace the layered one.
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
     if let Some(cors) = cors {
         browser = browser.layer(cors);
     }
