@@ -359,3 +359,30 @@ async fn browsers_of_the_configured_origins_may_call_the_device_and_inbox_routes
         assert_eq!(response.headers()["access-control-allow-origin"], "https://app.example.com");
     }
 }
+
+#[tokio::test]
+async fn concurrent_registrations_of_one_token_leave_it_on_one_device() {
+    let app = TestApp::api_only().await;
+    let subscribers: Vec<String> = (0..6).map(|i| format!("s-{i}")).collect();
+    for s in &subscribers {
+        put_subscriber(&app, &app.api_key, s).await;
+    }
+    let answers = futures_util::future::join_all(subscribers.iter().map(|s| {
+        let path = format!("/v1/subscribers/{s}/devices/phone");
+        let app = &app;
+        async move { app.call("PUT", &path, Some(&fcm("raced-token"))).await }
+    }))
+    .await;
+    for (status, body) in &answers {
+        assert_eq!(*status, 201, "{body}");
+    }
+    let holders: i64 = sqlx::query_scalar("SELECT count(*) FROM devices WHERE tenant_id = $1")
+        .bind(app.tenant_id)
+        .fetch_one(app.env.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(holders, 1);
+    let events = removals(&app, app.tenant_id).await;
+    assert_eq!(events.len(), subscribers.len() - 1, "{events:?}");
+    assert!(events.iter().all(|e| e.2["reason"] == "moved"));
+}

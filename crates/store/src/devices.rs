@@ -10,6 +10,9 @@ use uuid::Uuid;
 
 use crate::{Result, Store, StoreError, corrupt};
 
+/// The class of the advisory locks of push tokens (apart from the receipts' 1316).
+const TOKEN_LOCK_CLASS: i32 = 2401;
+
 /// How often a registration is tried when a concurrent one took the same token first.
 const REGISTER_TRIES: usize = 3;
 
@@ -140,9 +143,11 @@ impl Store {
             tries += 1;
             match self.try_register(tenant_id, subscriber_id, device_id, device, max_devices, actor).await {
                 // Another registration of the same token committed between our removal of
-                // its other rows and our insert: move it again.
+                // its other rows and our insert: move it again. Or two registrations each
+                // moving a token from the other's subscriber deadlocked: one goes on.
                 Err(StoreError::Db(sqlx::Error::Database(e)))
-                    if tries < REGISTER_TRIES && e.constraint() == Some("devices_token") => {}
+                    if tries < REGISTER_TRIES
+                        && (e.constraint() == Some("devices_token") || e.code().as_deref() == Some("40P01")) => {}
                 other => return other,
             }
         }
@@ -158,6 +163,14 @@ impl Store {
         actor: &str,
     ) -> Result<Option<(Device, bool)>> {
         let mut tx = self.pool.begin().await?;
+        // Registrations of one token take turns (whichever subscribers they are for): each
+        // then finds the one before it and moves the token, where racing inserts would
+        // fail on the unique `token_hash` one after the other.
+        sqlx::query(&format!("SELECT pg_advisory_xact_lock({TOKEN_LOCK_CLASS}, hashtext($1 || ':' || $2))"))
+            .bind(device.platform.as_str())
+            .bind(&device.token)
+            .execute(&mut *tx)
+            .await?;
         // Registrations of one subscriber take turns (the bound counts its devices); an
         // accept's `FOR KEY SHARE` is not blocked, an erasure's `FOR UPDATE` is.
         let exists: Option<i32> =
