@@ -307,6 +307,13 @@ async fn erasure_removes_every_device() {
         .await
         .unwrap();
     assert_eq!(left, 0);
+    let erased: Value =
+        sqlx::query_scalar("SELECT detail FROM audit_events WHERE tenant_id = $1 AND action = 'subscriber_erased'")
+            .bind(app.tenant_id)
+            .fetch_one(app.env.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(erased["devices_removed"], 2, "{erased}");
     // A namesake made later starts with none, and its tokens register freely.
     put_subscriber(&app, &app.api_key, "u-1").await;
     let (_, list) = app.call("GET", "/v1/subscribers/u-1/devices", None).await;
