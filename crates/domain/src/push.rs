@@ -163,7 +163,8 @@ pub fn check_token(
         }
         Platform::Apns => {
             let t = token.as_str().unwrap_or_default();
-            let ok = (64..=200).contains(&t.len()) && t.len().is_multiple_of(2) && t.bytes().all(|b| b.is_ascii_hexdigit());
+            let ok =
+                (64..=200).contains(&t.len()) && t.len().is_multiple_of(2) && t.bytes().all(|b| b.is_ascii_hexdigit());
             if ok {
                 Ok(t.to_ascii_lowercase())
             } else {
