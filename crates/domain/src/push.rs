@@ -78,7 +78,7 @@ pub struct DeviceInput {
     /// FCM: the registration token. APNs: the device token in hex. Web Push: the browser's
     /// `PushSubscription` as JSON (`{"endpoint", "keys": {"p256dh", "auth"}}`), as an
     /// object or a string holding it.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub token: serde_json::Value,
     /// The APNs bundle id (`apns-topic`) or the FCM project id; left out: the provider's.
     #[serde(default)]
