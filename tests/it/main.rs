@@ -13,6 +13,7 @@ mod chat;
 mod commit;
 mod dead_letters;
 mod delivery;
+mod devices;
 mod erasure_race;
 mod failures;
 mod handoff;

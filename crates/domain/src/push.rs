@@ -3,7 +3,11 @@
 //! unique per subscriber); the worker's claim reads the device it names, so a token the
 //! app refreshed since the accept is the one used.
 
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::{FieldError, locale, subscriber::is_valid_timezone};
 
 /// Which push service a device's token belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -152,6 +156,248 @@ pub fn image_problem(url: &str) -> Option<&'static str> {
     }
 }
 
+
+// ---- Devices: what an app registers (`PUT /v1/subscribers/{id}/devices/{device_id}`) ----
+
+
+/// The devices a subscriber keeps by default (`limits.max_devices_per_subscriber`):
+/// registering one more evicts the one updated least recently.
+pub const MAX_DEVICES_PER_SUBSCRIBER: usize = 20;
+
+/// The longest FCM registration token accepted.
+const MAX_FCM_TOKEN: usize = 4096;
+/// The longest `app` (a bundle id or an FCM project id).
+const MAX_APP: usize = 255;
+/// The longest Web Push endpoint URL.
+const MAX_ENDPOINT: usize = 2048;
+
+/// A device id (the app's own): 1 to 200 characters, no control characters and no `/`
+/// (it is a path segment), as a subscriber id.
+pub fn is_valid_device_id(id: &str) -> bool {
+    crate::subscriber::is_valid_subscriber_id(id)
+}
+
+/// `PUT /v1/subscribers/{id}/devices/{device_id}`: the device as it shall be.
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceInput {
+    pub platform: Platform,
+    /// FCM: the registration token. APNs: the device token in hex. Web Push: the browser's
+    /// `PushSubscription` as JSON (`{"endpoint", "keys": {"p256dh", "auth"}}`), as an
+    /// object or a string holding it.
+    #[schema(value_type = Value)]
+    pub token: serde_json::Value,
+    /// The APNs bundle id (`apns-topic`) or the FCM project id; left out: the provider's.
+    #[serde(default)]
+    pub app: Option<String>,
+    /// BCP 47; overrides the subscriber's for what is sent to this device.
+    #[serde(default)]
+    pub locale: Option<String>,
+    /// IANA time zone name; overrides the subscriber's for quiet hours on this device.
+    #[serde(default)]
+    pub timezone: Option<String>,
+}
+
+/// A device's registration, checked: its token in the form it is stored and sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewDevice {
+    pub platform: Platform,
+    /// FCM as given; APNs in lower case; Web Push as compact JSON
+    /// `{"endpoint":…,"keys":{"auth":…,"p256dh":…}}` (keys sorted).
+    pub token: String,
+    pub app: Option<String>,
+    pub locale: Option<String>,
+    pub timezone: Option<String>,
+}
+
+impl DeviceInput {
+    /// Checks the token's shape for its platform, `app`, locale (normalized) and time
+    /// zone, naming every bad field. `allow_private_hosts` (tests): a Web Push endpoint may
+    /// be `http` and name a private or loopback host.
+    pub fn validate(self, allow_private_hosts: bool) -> Result<NewDevice, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let token = match check_token(self.platform, &self.token, allow_private_hosts) {
+            Ok(token) => token,
+            Err(e) => {
+                errors.push(e);
+                String::new()
+            }
+        };
+        if let Some(app) = &self.app
+            && (app.is_empty() || app.chars().count() > MAX_APP || app.chars().any(char::is_control))
+        {
+            errors.push(FieldError::new("app", format!("must be 1 to {MAX_APP} characters")));
+        }
+        let mut normal_locale = None;
+        if let Some(l) = &self.locale {
+            match locale::normalize(l) {
+                Some(normal) => normal_locale = Some(normal),
+                None => errors.push(FieldError::new("locale", "must be a BCP 47 tag such as `de` or `pt-BR`")),
+            }
+        }
+        if let Some(tz) = &self.timezone
+            && !is_valid_timezone(tz)
+        {
+            errors.push(FieldError::new("timezone", "must be an IANA time zone name such as `Europe/Berlin`"));
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(NewDevice { platform: self.platform, token, app: self.app, locale: normal_locale, timezone: self.timezone })
+    }
+}
+
+/// The token as stored, or what is wrong with it (naming `token` or the subscription's
+/// field under it).
+pub fn check_token(
+    platform: Platform,
+    token: &serde_json::Value,
+    allow_private_hosts: bool,
+) -> Result<String, FieldError> {
+    match platform {
+        Platform::Fcm => {
+            let t = token.as_str().unwrap_or_default();
+            let ok = (1..=MAX_FCM_TOKEN).contains(&t.len())
+                && t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b':' | b'.' | b'-'));
+            if ok {
+                Ok(t.to_owned())
+            } else {
+                Err(FieldError::new(
+                    "token",
+                    format!("must be an FCM registration token: 1 to {MAX_FCM_TOKEN} of A-Z a-z 0-9 _ : . -"),
+                ))
+            }
+        }
+        Platform::Apns => {
+            let t = token.as_str().unwrap_or_default();
+            let ok =
+                (64..=200).contains(&t.len()) && t.len().is_multiple_of(2) && t.bytes().all(|b| b.is_ascii_hexdigit());
+            if ok {
+                Ok(t.to_ascii_lowercase())
+            } else {
+                Err(FieldError::new("token", "must be an APNs device token: 64 to 200 hex digits, an even number"))
+            }
+        }
+        Platform::Webpush => webpush_subscription(token, allow_private_hosts),
+    }
+}
+
+#[derive(Deserialize)]
+struct Subscription {
+    endpoint: Option<serde_json::Value>,
+    keys: Option<SubscriptionKeys>,
+}
+
+#[derive(Deserialize)]
+struct SubscriptionKeys {
+    p256dh: Option<serde_json::Value>,
+    auth: Option<serde_json::Value>,
+}
+
+/// A browser's `PushSubscription` (its `toJSON()`; other members such as
+/// `expirationTime` are dropped) as compact JSON.
+fn webpush_subscription(token: &serde_json::Value, allow_private_hosts: bool) -> Result<String, FieldError> {
+    let shape = || {
+        FieldError::new("token", "must be a Web Push subscription: {\"endpoint\", \"keys\": {\"p256dh\", \"auth\"}}")
+    };
+    let value = match token {
+        serde_json::Value::String(s) => serde_json::from_str(s).map_err(|_| shape())?,
+        serde_json::Value::Object(_) => token.clone(),
+        _ => return Err(shape()),
+    };
+    let sub: Subscription = serde_json::from_value(value).map_err(|_| shape())?;
+    let endpoint = sub.endpoint.as_ref().and_then(|e| e.as_str()).ok_or_else(shape)?;
+    check_endpoint(endpoint, allow_private_hosts).map_err(|m| FieldError::new("token.endpoint", m))?;
+    let keys = sub.keys.ok_or_else(shape)?;
+    let key = |field: &str, value: Option<&serde_json::Value>, len: usize| -> Result<String, FieldError> {
+        let text = value.and_then(|v| v.as_str()).unwrap_or_default();
+        // Browsers give unpadded base64url; some libraries pad it.
+        let unpadded = text.trim_end_matches('=');
+        match URL_SAFE_NO_PAD.decode(unpadded) {
+            Ok(bytes) if bytes.len() == len && (len != 65 || bytes[0] == 0x04) => Ok(unpadded.to_owned()),
+            _ => Err(FieldError::new(
+                format!("token.keys.{field}"),
+                if len == 65 {
+                    "must be base64url of an uncompressed P-256 point (65 bytes starting 0x04)".to_owned()
+                } else {
+                    format!("must be base64url of {len} bytes")
+                },
+            )),
+        }
+    };
+    let p256dh = key("p256dh", keys.p256dh.as_ref(), 65)?;
+    let auth = key("auth", keys.auth.as_ref(), 16)?;
+    Ok(serde_json::json!({"endpoint": endpoint, "keys": {"p256dh": p256dh, "auth": auth}}).to_string())
+}
+
+/// A push service's endpoint: an https URL without user info or fragment, at most 2048
+/// characters, on a public host; `allow_private_hosts` (tests) admits http and private
+/// or loopback hosts. A name that resolves to a private address is refused when the
+/// worker connects (its resolver is the guarded one).
+fn check_endpoint(endpoint: &str, allow_private_hosts: bool) -> Result<(), &'static str> {
+    if endpoint.len() > MAX_ENDPOINT || endpoint.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must be a URL of at most 2048 characters, without spaces");
+    }
+    let url = url::Url::parse(endpoint).map_err(|_| "must be an https URL")?;
+    if !url.username().is_empty() || url.password().is_some() || url.fragment().is_some() {
+        return Err("must not carry user info or a fragment");
+    }
+    let host = match url.host() {
+        Some(url::Host::Domain(d)) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            d == "localhost" || d.ends_with(".localhost")
+        }
+        Some(url::Host::Ipv4(ip)) => crate::address::is_private_ip(ip.into()),
+        Some(url::Host::Ipv6(ip)) => crate::address::is_private_ip(ip.into()),
+        None => return Err("must name a host"),
+    };
+    if allow_private_hosts {
+        return if matches!(url.scheme(), "https" | "http") { Ok(()) } else { Err("must be an https URL") };
+    }
+    if url.scheme() != "https" {
+        return Err("must be an https URL");
+    }
+    if host {
+        return Err("must not name a private, loopback or link-local address");
+    }
+    Ok(())
+}
+
+/// A registered device as the API shows it: never its token, only a hint of it.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct Device {
+    /// The app's id for the device.
+    pub device_id: String,
+    pub platform: Platform,
+    /// FCM and APNs: the token's last 8 characters; Web Push: the endpoint's host.
+    pub token_hint: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// What a device's listing shows of its stored token.
+pub fn token_hint(platform: Platform, token: &str) -> String {
+    match platform {
+        Platform::Webpush => serde_json::from_str::<serde_json::Value>(token)
+            .ok()
+            .and_then(|v| v["endpoint"].as_str().and_then(|e| url::Url::parse(e).ok()))
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_default(),
+        Platform::Fcm | Platform::Apns => {
+            let start = token.len().saturating_sub(8);
+            token.get(start..).unwrap_or_default().to_owned()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -210,5 +456,100 @@ mod tests {
         for bad in ["http://cdn.example.com/a.png", "/a.png", "data:image/png;base64,xx", "https:// x", ""] {
             assert!(image_problem(bad).is_some(), "{bad}");
         }
+    }
+}
+
+#[cfg(test)]
+mod device_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const P256DH: &str = "BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQtUbVlUls0VJXg7A8u-Ts1XbjhazAkj7I99e8QcYP7DkM";
+    const AUTH: &str = "tBHItJI5svbpez7KI4CCXg";
+
+    fn input(platform: &str, token: serde_json::Value) -> DeviceInput {
+        serde_json::from_value(json!({"platform": platform, "token": token})).unwrap()
+    }
+
+    fn fields(r: Result<NewDevice, Vec<FieldError>>) -> Vec<String> {
+        r.unwrap_err().into_iter().map(|e| e.field).collect()
+    }
+
+    #[test]
+    fn fcm_tokens_are_checked_by_shape() {
+        let ok = input("fcm", json!("dGVzdA:APA91bH-x_y.z")).validate(false).unwrap();
+        assert_eq!(ok.token, "dGVzdA:APA91bH-x_y.z");
+        for bad in [json!(""), json!("with space"), json!("a/b"), json!("x".repeat(4097)), json!(42)] {
+            assert_eq!(fields(input("fcm", bad.clone()).validate(false)), ["token"], "{bad}");
+        }
+        assert!(input("fcm", json!("x".repeat(4096))).validate(false).is_ok());
+    }
+
+    #[test]
+    fn apns_tokens_are_hex_and_stored_lower_case() {
+        let token = "A1".repeat(32);
+        assert_eq!(input("apns", json!(token)).validate(false).unwrap().token, "a1".repeat(32));
+        assert!(input("apns", json!("ab".repeat(100))).validate(false).is_ok());
+        for bad in ["ab".repeat(31), "abc".repeat(23), "zz".repeat(32), "ab".repeat(101)] {
+            assert_eq!(fields(input("apns", json!(bad)).validate(false)), ["token"], "{bad}");
+        }
+    }
+
+    #[test]
+    fn webpush_subscriptions_are_checked_and_stored_compact() {
+        let sub = json!({"endpoint": "https://fcm.googleapis.com/fcm/send/abc", "expirationTime": null,
+                         "keys": {"p256dh": P256DH, "auth": AUTH}});
+        let stored = input("webpush", sub.clone()).validate(false).unwrap().token;
+        assert_eq!(
+            stored,
+            format!(
+                r#"{{"endpoint":"https://fcm.googleapis.com/fcm/send/abc","keys":{{"auth":"{AUTH}","p256dh":"{P256DH}"}}}}"#
+            )
+        );
+        // The same as a string holding it, padded keys accepted.
+        let padded = json!({"endpoint": "https://fcm.googleapis.com/fcm/send/abc",
+                            "keys": {"p256dh": format!("{P256DH}="), "auth": format!("{AUTH}==")}});
+        assert_eq!(input("webpush", json!(padded.to_string())).validate(false).unwrap().token, stored);
+        assert_eq!(token_hint(Platform::Webpush, &stored), "fcm.googleapis.com");
+
+        let with = |endpoint: &str, p256dh: &str, auth: &str| {
+            input("webpush", json!({"endpoint": endpoint, "keys": {"p256dh": p256dh, "auth": auth}}))
+        };
+        let https = "https://push.example.com/x";
+        assert_eq!(fields(with("http://push.example.com/x", P256DH, AUTH).validate(false)), ["token.endpoint"]);
+        assert_eq!(fields(with("https://127.0.0.1/x", P256DH, AUTH).validate(false)), ["token.endpoint"]);
+        assert_eq!(fields(with("https://[::1]:8443/x", P256DH, AUTH).validate(false)), ["token.endpoint"]);
+        assert_eq!(fields(with("https://localhost/x", P256DH, AUTH).validate(false)), ["token.endpoint"]);
+        assert_eq!(fields(with("https://u:p@push.example.com/x", P256DH, AUTH).validate(false)), ["token.endpoint"]);
+        assert!(with("http://127.0.0.1:9999/x", P256DH, AUTH).validate(true).is_ok());
+        // p256dh: 65 bytes starting 0x04; auth: 16 bytes.
+        let compressed = URL_SAFE_NO_PAD.encode([2u8; 33]);
+        let not_04 = URL_SAFE_NO_PAD.encode([5u8; 65]);
+        assert_eq!(fields(with(https, &compressed, AUTH).validate(false)), ["token.keys.p256dh"]);
+        assert_eq!(fields(with(https, &not_04, AUTH).validate(false)), ["token.keys.p256dh"]);
+        assert_eq!(fields(with(https, "not base64!", AUTH).validate(false)), ["token.keys.p256dh"]);
+        assert_eq!(
+            fields(with(https, P256DH, &URL_SAFE_NO_PAD.encode([1u8; 15])).validate(false)),
+            ["token.keys.auth"]
+        );
+        for bad in [json!("not json"), json!(7), json!({"endpoint": https}), json!({"keys": {}}), json!("[]")] {
+            assert_eq!(fields(input("webpush", bad.clone()).validate(false)), ["token"], "{bad}");
+        }
+    }
+
+    #[test]
+    fn app_locale_and_timezone_are_checked() {
+        let bad: DeviceInput = serde_json::from_value(json!({"platform": "fcm", "token": "abc", "app": "",
+            "locale": "english", "timezone": "Europe/Nowhere"}))
+        .unwrap();
+        assert_eq!(fields(bad.validate(false)), ["app", "locale", "timezone"]);
+        let good: DeviceInput = serde_json::from_value(json!({"platform": "fcm", "token": "abc",
+            "app": "com.example.app", "locale": "pt_br", "timezone": "Europe/Berlin"}))
+        .unwrap();
+        let good = good.validate(false).unwrap();
+        assert_eq!(good.locale.as_deref(), Some("pt-BR"));
+        assert_eq!(token_hint(Platform::Fcm, "0123456789abcdef"), "89abcdef");
+        assert!(is_valid_device_id("iphone-1") && !is_valid_device_id("a/b") && !is_valid_device_id(""));
     }
 }

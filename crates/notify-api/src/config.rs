@@ -106,6 +106,9 @@ pub struct Limits {
     /// Render steps (minijinja's fuel) one request may spend on its templates in all, for
     /// every recipient of its topics: past it, the request is a `422` on `type`.
     pub render_fuel: u64,
+    /// Push devices a subscriber keeps: registering one more removes the one updated least
+    /// recently (audited as `evicted`).
+    pub max_devices_per_subscriber: usize,
 }
 
 impl Default for Limits {
@@ -115,6 +118,7 @@ impl Default for Limits {
             stranded_after: STRANDED_AFTER,
             subscriber_data_page: 500,
             render_fuel: domain::plan::RENDER_FUEL_PER_REQUEST,
+            max_devices_per_subscriber: domain::push::MAX_DEVICES_PER_SUBSCRIBER,
         }
     }
 }
@@ -160,6 +164,10 @@ pub struct InboxSettings {
     /// How long a subscriber token is valid (at most 24 h).
     #[serde(with = "humantime_serde")]
     pub token_ttl: Duration,
+    /// Origins (`https://app.example.com`, scheme, host and port as a browser sends them in
+    /// `Origin`) whose pages may call the endpoints a subscriber token opens (the inbox and
+    /// the subscriber's devices) from the browser; none by default (no CORS headers).
+    pub cors_origins: Vec<String>,
 }
 
 /// The longest a subscriber token may live.
@@ -167,7 +175,7 @@ pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
 impl Default for InboxSettings {
     fn default() -> Self {
-        Self { token_secret: None, token_ttl: Duration::from_secs(3600) }
+        Self { token_secret: None, token_ttl: Duration::from_secs(3600), cors_origins: Vec::new() }
     }
 }
 
@@ -257,6 +265,10 @@ impl Config {
             );
             return Err(ConfigError::Invalid { key: "database_max_connections".into(), message });
         }
+        if self.limits.max_devices_per_subscriber == 0 {
+            return Err(invalid("limits.max_devices_per_subscriber", "must be at least 1"));
+        }
+        crate::cors::layer(&self.inbox.cors_origins)?;
         if self.limits.subscriber_data_page == 0 {
             return Err(invalid("limits.subscriber_data_page", "must be at least 1"));
         }

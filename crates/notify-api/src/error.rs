@@ -35,6 +35,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     PayloadTooLarge,
     Unauthorized(&'static str),
+    /// A valid credential that does not open this resource (another subscriber's token).
+    Forbidden(&'static str),
     /// A provider's request without a valid signature, or from a source not allowed.
     InvalidSignature(&'static str),
     NotFound,
@@ -99,6 +101,7 @@ impl ApiError {
                 format!("the body may be at most {} KiB", crate::MAX_BODY_BYTES / 1024),
             ),
             Unauthorized(why) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized", (*why).into()),
+            Forbidden(why) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden", (*why).into()),
             InvalidSignature(why) => (StatusCode::FORBIDDEN, "invalid_signature", "Invalid signature", (*why).into()),
             NotFound => (StatusCode::NOT_FOUND, "not_found", "Not found", "no such resource".into()),
             MethodNotAllowed => (

@@ -6,6 +6,7 @@ mod admission;
 mod auth;
 mod chat_addresses;
 mod config;
+mod cors;
 pub mod dlq;
 mod error;
 mod handoff;
@@ -68,6 +69,8 @@ pub struct AppState {
     /// Each subscriber's requests on the inbox (`admission.inbox_rate`).
     inbox_limiter: Arc<rate_limit::RateLimiter<(uuid::Uuid, String)>>,
     inbox_rate: Rate,
+    /// Push devices a subscriber keeps (`limits.max_devices_per_subscriber`).
+    max_devices_per_subscriber: usize,
     /// Checks and seals subscribers' chat addresses.
     chat_addresses: chat_addresses::ChatAddresses,
     /// The keyring, rules and HTTP client of tenants' integrations.
@@ -110,13 +113,14 @@ pub fn router(
         key_lookups: Arc::new(auth::KeyLookups::new(config.admission.key_lookups)),
         inbox_limiter: Arc::default(),
         inbox_rate: config.admission.inbox_rate,
+        max_devices_per_subscriber: config.limits.max_devices_per_subscriber,
         chat_addresses: chat_addresses::ChatAddresses::new(keyring.clone(), config.integrations.allow_private_hosts),
         integrations: Arc::new(routes::integrations::Integrations::new(config, keyring)),
     };
     let admission = admission::Admission::new(&config.admission);
     // `layer`, not `route_layer`: unmatched paths (404) and methods (405) are counted too,
     // and so are the requests admission refuses.
-    Ok(routes::routes()
+    Ok(routes::routes(cors::layer(&config.inbox.cors_origins)?)
         .layer(axum::middleware::from_fn_with_state(admission, admission::admit))
         .layer(axum::middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

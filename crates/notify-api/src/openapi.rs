@@ -32,6 +32,10 @@ use crate::{error::Problem, routes};
         routes::subscribers::erase,
         routes::subscribers::get_preferences,
         routes::subscribers::put_preferences,
+        routes::devices::put,
+        routes::devices::list,
+        routes::devices::get,
+        routes::devices::delete,
         routes::topics::change,
         routes::topics::list,
         routes::types::put,
@@ -71,6 +75,7 @@ use crate::{error::Problem, routes};
         (name = "subscribers", description = "The people you notify, by your own ids: addresses, locale, time zone, preferences; erasure"),
         (name = "topics", description = "Named sets of subscribers: a notification to a topic goes to each member"),
         (name = "types", description = "Notification types: default channels, critical flag, category, Novu workflow, retry policy, default preferences"),
+        (name = "devices", description = "A subscriber's push devices (FCM, APNs, Web Push), registered with the tenant's API key or by the subscriber's own app with its subscriber token"),
         (name = "inbox", description = "The end-user inbox: a subscriber token from `POST /v1/subscribers/{id}/token` (API key) reads and changes one subscriber's items"),
         (name = "integrations", description = "The tenant's own provider credentials and senders, per channel and provider, in failover order; secrets are sealed at rest and never returned"),
         (name = "providers", description = "Delivery receipts from the providers: signed by the provider, no API key"),
@@ -101,7 +106,7 @@ impl Modify for Security {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some(
-                        "A subscriber token from `POST /v1/subscribers/{id}/token`, for that subscriber's inbox only: \
+                        "A subscriber token from `POST /v1/subscribers/{id}/token`, for that subscriber's inbox and devices only: \
                          `Authorization: Bearer <token>`",
                     ))
                     .build(),
@@ -174,6 +179,10 @@ mod tests {
             ("/v1/subscribers/{id}", "delete"),
             ("/v1/subscribers/{id}/preferences", "get"),
             ("/v1/subscribers/{id}/preferences", "put"),
+            ("/v1/subscribers/{id}/devices", "get"),
+            ("/v1/subscribers/{id}/devices/{device_id}", "put"),
+            ("/v1/subscribers/{id}/devices/{device_id}", "get"),
+            ("/v1/subscribers/{id}/devices/{device_id}", "delete"),
             ("/v1/topics/{key}/subscribers", "put"),
             ("/v1/topics/{key}/subscribers", "get"),
             ("/v1/types", "get"),

@@ -207,50 +207,10 @@ pub(crate) fn public_host(
     Ok(())
 }
 
-/// An address a tenant's client must not reach: private, loopback, link-local,
-/// unique-local, carrier-grade NAT, unspecified, broadcast, multicast or documentation
-/// ranges, in IPv4 or IPv6 (an IPv4-mapped IPv6 address as its IPv4 address).
+/// An address a tenant's client must not reach (`domain::address::is_private_ip`, which
+/// the API's checks of browser-given URLs share).
 pub fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, c, _] = v4.octets();
-            v4.is_private()
-                || v4.is_loopback()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                // "This network" (0/8) and IETF protocol assignments (192.0.0/24).
-                || a == 0
-                || (a, b, c) == (192, 0, 0)
-                // Carrier-grade NAT, shared address space (RFC 6598).
-                || (a == 100 && (64..128).contains(&b))
-                // Benchmarking (198.18/15) and reserved (240/4).
-                || (a == 198 && (b & 0xfe) == 18)
-                || a >= 240
-        }
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => is_private(IpAddr::V4(v4)),
-            None => {
-                let [first, second, ..] = v6.segments();
-                v6.is_loopback()
-                    || v6.is_unspecified()
-                    || v6.is_multicast()
-                    // Unique-local fc00::/7, link-local fe80::/10, site-local fec0::/10.
-                    || (first & 0xfe00) == 0xfc00
-                    || (first & 0xffc0) == 0xfe80
-                    || (first & 0xffc0) == 0xfec0
-                        // Documentation 2001:db8::/32.
-                    || (first, second) == (0x2001, 0x0db8)
-                    // NAT64 (64:ff9b::/96) reaches the IPv4 address inside it.
-                    || ((first, second) == (0x0064, 0xff9b) && {
-                        let [.., a, b, c, d] = v6.octets();
-                        is_private(IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, d)))
-                    })
-            }
-        },
-    }
+    domain::address::is_private_ip(ip)
 }
 
 /// An id that goes into a URL path: letters, digits, `-`, `_` and `.` only, so that a

@@ -5,6 +5,7 @@
 mod actions;
 mod cache;
 mod deliveries;
+mod devices;
 mod directory;
 mod group;
 mod inbox;
@@ -33,6 +34,7 @@ use sqlx::{
 pub use actions::{Cancelled, Retried};
 pub use cache::{CACHE_CHANNEL, CACHE_LISTENER_NAME, CacheEvent, CacheListener, UNKNOWN_KEY_TTL, UNKNOWN_KEYS};
 pub use deliveries::{AttemptRecord, AttemptResult, Claim, Lease};
+pub use devices::{OTHER_TENANT, RemovalReason};
 pub use inbox::{InboxChange, InboxFilter};
 pub use intake::{Accept, Accepted, IdempotencyKey, Intake, IntakeResult, Origin};
 pub use integrations::{IntegrationWrite, StoredIntegration};

@@ -154,7 +154,7 @@ impl Store {
     /// error messages and response excerpts; a notification whose every delivery went to
     /// the subscriber loses its data and inline content; stored idempotent answers lose
     /// the recipients; the subscriber's addresses leave the suppression list; its inbox items
-    /// are deleted. Deliveries
+    /// and push devices are deleted. Deliveries
     /// not yet handed to a provider are cancelled. An audit event `subscriber_erased`
     /// records the counts. `false` if there is no such subscriber.
     pub async fn erase_subscriber(&self, tenant_id: Uuid, id: &str, actor: &str) -> Result<bool> {
@@ -295,6 +295,13 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        // Its push devices: deleted here to be counted (the cascade would too).
+        let devices = sqlx::query("DELETE FROM devices WHERE tenant_id = $1 AND subscriber_id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         // Topic memberships go with it (ON DELETE CASCADE).
         sqlx::query("DELETE FROM subscribers WHERE tenant_id = $1 AND id = $2")
             .bind(tenant_id)
@@ -306,7 +313,7 @@ impl Store {
              VALUES ($1, NULL, $2, 'subscriber_erased', $3,
                      jsonb_build_object('deliveries_redacted', $4::bigint, 'deliveries_cancelled', $5::bigint,
                                         'notifications_redacted', $6::bigint, 'suppressions_removed', $7::bigint,
-                                        'inbox_items_deleted', $8::bigint))",
+                                        'inbox_items_deleted', $8::bigint, 'devices_removed', $9::bigint))",
         )
         .bind(tenant_id)
         .bind(id)
@@ -316,6 +323,7 @@ impl Store {
         .bind(notifications_redacted as i64)
         .bind(suppressions as i64)
         .bind(inbox as i64)
+        .bind(devices as i64)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

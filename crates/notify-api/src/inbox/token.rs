@@ -265,6 +265,7 @@ mod tests {
         let settings = |secret: Option<&str>, ttl: u64| InboxSettings {
             token_secret: secret.map(bootstrap::SecretString::from),
             token_ttl: Duration::from_secs(ttl),
+            cors_origins: Vec::new(),
         };
         assert!(TokenKey::from_settings(&settings(None, 3600)).is_ok());
         assert!(TokenKey::from_settings(&settings(Some(std::str::from_utf8(SECRET).unwrap()), 86_400)).is_ok());

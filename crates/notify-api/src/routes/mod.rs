@@ -1,4 +1,5 @@
 pub mod deliveries;
+pub mod devices;
 pub mod health;
 pub mod inbox;
 pub mod integrations;
@@ -19,8 +20,32 @@ use axum::{
 
 use crate::{AppState, error::ApiError};
 
-pub fn routes() -> Router<AppState> {
+/// Every route; `cors` (from `inbox.cors_origins`) on those a browser calls with a
+/// subscriber token, the inbox and the subscriber's devices.
+pub fn routes(cors: Option<tower_http::cors::CorsLayer>) -> Router<AppState> {
+    let mut browser = Router::new()
+        .route("/v1/subscribers/{id}/devices", get(devices::list))
+        .route(
+            "/v1/subscribers/{id}/devices/{device_id}",
+            axum::routing::put(devices::put).get(devices::get).delete(devices::delete),
+        )
+        .route("/v1/inbox", get(inbox::list))
+        .route("/v1/inbox/count", get(inbox::count))
+        .route("/v1/inbox/ws", get(crate::inbox::socket::connect))
+        .route("/v1/inbox/read-all", post(inbox::read_all))
+        .route("/v1/inbox/{id}", axum::routing::delete(inbox::delete))
+        .route("/v1/inbox/{id}/read", post(inbox::read))
+        .route("/v1/inbox/{id}/unread", post(inbox::unread))
+        .route("/v1/inbox/{id}/archive", post(inbox::archive))
+        // Set before the CORS layer so that it wraps it too: a preflight (`OPTIONS`, which
+        // no route has) reaches the layer through it. Set after, on the whole router, it
+        // would replace the layered one.
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
+    if let Some(cors) = cors {
+        browser = browser.layer(cors);
+    }
     Router::new()
+        .merge(browser)
         .route("/v1/notifications", post(notifications::create).get(notifications::list))
         .route("/v1/notifications/batch", post(notifications::batch))
         .route("/v1/notifications/{id}", get(notifications::get))
@@ -41,14 +66,6 @@ pub fn routes() -> Router<AppState> {
             axum::routing::put(subscribers::put_preferences).get(subscribers::get_preferences),
         )
         .route("/v1/subscribers/{id}/token", post(inbox::issue_token))
-        .route("/v1/inbox", get(inbox::list))
-        .route("/v1/inbox/count", get(inbox::count))
-        .route("/v1/inbox/ws", get(crate::inbox::socket::connect))
-        .route("/v1/inbox/read-all", post(inbox::read_all))
-        .route("/v1/inbox/{id}", axum::routing::delete(inbox::delete))
-        .route("/v1/inbox/{id}/read", post(inbox::read))
-        .route("/v1/inbox/{id}/unread", post(inbox::unread))
-        .route("/v1/inbox/{id}/archive", post(inbox::archive))
         .route("/v1/topics/{key}/subscribers", axum::routing::put(topics::change).get(topics::list))
         .route("/v1/types", get(types::list))
         .route("/v1/types/{key}", axum::routing::put(types::put).get(types::get))
