@@ -156,9 +156,7 @@ pub fn image_problem(url: &str) -> Option<&'static str> {
     }
 }
 
-
 // ---- Devices: what an app registers (`PUT /v1/subscribers/{id}/devices/{device_id}`) ----
-
 
 /// The devices a subscriber keeps by default (`limits.max_devices_per_subscriber`):
 /// registering one more evicts the one updated least recently.

@@ -43,8 +43,8 @@ use sqlx::PgConnection;
 
 use self::{
     ceilings::{Budget, Ceilings},
-    load::{Body, Stop, Target},
     fcm::FcmStandIn,
+    load::{Body, Stop, Target},
     novu::NovuStandIn,
     report::{Report, Row, num},
     resources::{Sampler, Watched, Who},
@@ -279,7 +279,7 @@ pub async fn run(options: Options, args: &[String]) -> anyhow::Result<ExitCode> 
         on_stack(&main_stack, &tenant, &plan, &mut signals, xtask, async |bench: &Bench| {
             bench.measure(&fcm).await.map(Some)
         })
-            .await
+        .await
     };
     let clean = peer_clean && round_trips_clean && main_clean;
     if let Err(e) = RabbitApi::new(&endpoints.rabbitmq_api)?.delete_vhost(stack::VHOST).await {
@@ -681,7 +681,10 @@ impl Bench {
     async fn push_broadcast(&self, client: &reqwest::Client, fcm: &FcmStandIn) -> anyhow::Result<Broadcast> {
         const KIND: &str = "bench.push.broadcast";
         let members = self.plan.broadcast_members.max(load::PUSH_AUDIENCE);
-        say!("push broadcast: a topic of {} members, two FCM devices each, through the FCM stand-in", num(members as f64));
+        say!(
+            "push broadcast: a topic of {} members, two FCM devices each, through the FCM stand-in",
+            num(members as f64)
+        );
         let mut db = self.db().await?;
         sqlx::query(DEVICE_SQL_2)
             .bind(&self.tenant_id)
@@ -698,7 +701,12 @@ impl Bench {
         let body = json!({"type": KIND, "to": [{"topic": BROADCAST_TOPIC}], "channels": ["push"],
                           "content": {"title": "Flash sale", "body": "Everything is 20 % off until midnight."}});
         let started = Instant::now();
-        let answer = client.post(format!("{}/v1/notifications", self.stack.api)).bearer_auth(&self.api_key).json(&body).send().await?;
+        let answer = client
+            .post(format!("{}/v1/notifications", self.stack.api))
+            .bearer_auth(&self.api_key)
+            .json(&body)
+            .send()
+            .await?;
         let accept_ms = started.elapsed().as_secs_f64() * 1000.0;
         if answer.status() != reqwest::StatusCode::ACCEPTED {
             bail!("the broadcast: {} {}", answer.status(), answer.text().await.unwrap_or_default());
@@ -1112,13 +1120,7 @@ fn main_rows(m: &Phases, c: &Ceilings, cores: usize) -> Vec<Row> {
     rows.push(Row::new(
         "push broadcast",
         "accept-to-sent p50 / p99; the request's latency; OAuth2 token grants",
-        format!(
-            "{} / {} ms; {} ms; {}",
-            num(b.delivered.p50_ms),
-            num(b.delivered.p99_ms),
-            num(b.accept_ms),
-            b.grants
-        ),
+        format!("{} / {} ms; {} ms; {}", num(b.delivered.p50_ms), num(b.delivered.p99_ms), num(b.accept_ms), b.grants),
     ));
 
     let per_k = (m.e2e_intake.accepted as f64 / 1000.0).max(1e-9);
