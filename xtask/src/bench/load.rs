@@ -329,8 +329,8 @@ mod tests {
         let b: serde_json::Value = serde_json::from_str(&batch("bench.x", 0, 5, Some("2030-01-01T00:00:00Z"))).unwrap();
         let items = b["notifications"].as_array().unwrap();
         assert_eq!(items.len(), 5);
-        let push: serde_json::Value = serde_json::from_str(&notification("bench.x", 1_005, None)).unwrap();
-        assert_eq!(push["to"][0]["subscriber_id"], "push-6");
+        let push: serde_json::Value = serde_json::from_str(&notification("bench.x", 1_001, None)).unwrap();
+        assert_eq!(push["to"][0]["subscriber_id"], "push-2");
         assert_eq!(items[1]["to"][0]["phone"], "+15550000001");
         assert_eq!(items[3]["to"][0]["subscriber_id"], "subscriber-3");
         assert_eq!(items[4]["to"][0]["slack_channel"], "C00000004");
