@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use domain::{DeliveryJob, FailureKind, SendFailure, SendOutcome};
+use domain::{Channel, DeliveryJob, FailureKind, SendFailure, SendOutcome};
 use tokio::time::Instant;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -36,6 +36,20 @@ impl Dispatched {
     fn operator(provider: impl Into<String>, outcome: SendOutcome) -> Self {
         Self { provider: provider.into(), integration: false, outcome }
     }
+}
+
+/// The failure of a delivery no provider of the channel serves: no unit configured for its
+/// address's kind (a push device of a platform the worker has no provider of, a chat
+/// address of a provider not configured). Retrying would not change it.
+fn no_provider() -> Dispatched {
+    Dispatched::operator(
+        "none",
+        SendOutcome::Failed(SendFailure::new(
+            FailureKind::Permanent,
+            "no_provider",
+            "no provider of this channel sends to this kind of address (none configured serves it)",
+        )),
+    )
 }
 
 /// What comes of one provider's answer: whether the attempt moves on to the next. An
@@ -194,7 +208,7 @@ impl Dispatcher {
     #[cfg(test)]
     pub async fn send(&self, job: &DeliveryJob, paced: Option<Paced>, lease_ends: Instant) -> Dispatched {
         let mut paced = paced;
-        let dispatched = self.send_operator(job, &mut paced, lease_ends, false).await;
+        let dispatched = self.send_operator(job, &mut paced, lease_ends, false, false).await;
         self.give_back(paced);
         dispatched
     }
@@ -231,6 +245,8 @@ impl Dispatcher {
         // The first call of an attempt always fits: the lease is checked at start to hold
         // every provider's call. Only later ones can find it used up.
         let mut called = false;
+        // Whether one of the tenant's integrations serves the address, paused or not.
+        let mut served = false;
         for integration in own {
             let own_failure =
                 |outcome| Dispatched { provider: integration.provider.clone(), integration: true, outcome };
@@ -241,7 +257,11 @@ impl Dispatcher {
                     continue;
                 }
             };
-            if !client.serves(job) || self.tenant_paused(job.tenant_id, integration) {
+            if !client.serves(job) {
+                continue;
+            }
+            served = true;
+            if self.tenant_paused(job.tenant_id, integration) {
                 continue;
             }
             if called && Instant::now() > send_by {
@@ -265,8 +285,13 @@ impl Dispatcher {
             }
             last = Some(own_failure(outcome));
         }
-        if self.tenant_fallback {
-            let operator = self.send_operator(job, paced, lease_ends, called).await;
+        // A push token works only with the credentials it was issued for (an FCM project,
+        // an APNs team and topic, a VAPID key): the operator's providers would be refused,
+        // or answer that the token belongs to another sender, which can read as a dead
+        // device. So a tenant whose integration serves the device never falls back.
+        let bound = served && job.channel == Channel::Push;
+        if self.tenant_fallback && !bound {
+            let operator = self.send_operator(job, paced, lease_ends, called, served).await;
             // Nothing of the operator's was tried: the tenant's last failure says more.
             return match (last, operator.provider.as_str()) {
                 (Some(own), "none") => own,
@@ -317,13 +342,15 @@ impl Dispatcher {
         outcome
     }
 
-    /// `called`: a provider was already called in this attempt (a tenant's integration).
+    /// `called`: a provider was already called in this attempt (a tenant's integration);
+    /// `served`: one of the tenant's integrations serves the address (paused or not).
     async fn send_operator(
         &self,
         job: &DeliveryJob,
         paced: &mut Option<Paced>,
         lease_ends: Instant,
         mut called: bool,
+        mut served: bool,
     ) -> Dispatched {
         let send_by = lease_ends.checked_sub(self.timeout + RECORD_MARGIN).unwrap_or_else(Instant::now);
         let mut last: Option<Dispatched> = None;
@@ -332,6 +359,7 @@ impl Dispatcher {
             if !slot.provider.serves(job) {
                 continue;
             }
+            served = true;
             if called && Instant::now() > send_by {
                 // The calls before used up the lease.
                 busy.get_or_insert_with(|| slot.provider.name().to_owned());
@@ -385,6 +413,9 @@ impl Dispatcher {
                     "no provider of the channel had a rate slot within the claim's lease",
                 )),
             );
+        }
+        if !served {
+            return no_provider();
         }
         last.unwrap_or_else(|| {
             Dispatched::operator(
@@ -791,6 +822,60 @@ mod tests {
         let result = d.send_for_tenant(&job(), &[picky, other], None, far()).await;
         assert_eq!(result.provider, "discord");
         assert_eq!((slack.calls.load(Ordering::SeqCst), discord.calls.load(Ordering::SeqCst)), (0, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_push_device_a_tenants_integration_serves_never_goes_to_the_operators_provider() {
+        let operator = provider("fcm", None);
+        let d = dispatcher(vec![operator.clone()], fallback(true));
+        let push = DeliveryJob { channel: Channel::Push, recipient: "phone-1".into(), ..job() };
+        // The tenant's credentials refused: its integration is paused, and the device waits
+        // for it (retried) rather than going to the operator's project, which would refuse it.
+        let (broken, a) = own("fcm", Some(FailureKind::Config), 1);
+        let result = d.send_for_tenant(&push, &[a], None, far()).await;
+        assert_eq!((result.provider.as_str(), result.integration), ("fcm", true));
+        assert!(matches!(&result.outcome, SendOutcome::Failed(f) if f.kind == FailureKind::Config));
+        let (_, a) = own("fcm", Some(FailureKind::Config), 1);
+        let result = d.send_for_tenant(&push, &[a], None, far()).await;
+        assert!(matches!(&result.outcome, SendOutcome::Failed(f) if f.kind == FailureKind::Config), "paused");
+        assert_eq!((broken.calls.load(Ordering::SeqCst), operator.calls.load(Ordering::SeqCst)), (1, 0));
+        // A tenant without a push integration still uses the operator's.
+        let result = d.send_for_tenant(&push, &[], None, far()).await;
+        assert_eq!((result.provider.as_str(), result.integration), ("fcm", false));
+        // Other channels fail over to the operator as before.
+        let (_, a) = own("twilio", Some(FailureKind::Config), 1);
+        let result = d.send_for_tenant(&job(), &[a], None, far()).await;
+        assert!(!result.integration);
+    }
+
+    #[tokio::test]
+    async fn an_address_no_provider_serves_fails_at_once() {
+        struct Never(Arc<Scripted>);
+        impl Provider for Never {
+            fn name(&self) -> &str {
+                self.0.name()
+            }
+            fn serves(&self, _: &DeliveryJob) -> bool {
+                false
+            }
+            fn send<'a>(&'a self, job: &'a DeliveryJob) -> BoxFuture<'a, SendOutcome> {
+                self.0.send(job)
+            }
+        }
+        let apns = provider("apns", None);
+        let d = Dispatcher::new(vec![Arc::new(Never(apns.clone()))], &fallback(true), Duration::from_secs(5));
+        let no_provider = |r: &Dispatched| {
+            matches!(&r.outcome, SendOutcome::Failed(f) if f.kind == FailureKind::Permanent && f.code == "no_provider")
+        };
+        assert!(no_provider(&d.send(&job(), None, far()).await));
+        assert!(no_provider(&d.send_for_tenant(&job(), &[], None, far()).await));
+        // One of the tenant's integrations serves it but is paused: that is worth waiting for.
+        let client: Arc<dyn Provider> = provider("fcm", Some(FailureKind::Config));
+        let paused = TenantIntegration { provider: "fcm".into(), version: 1, client: Ok(client) };
+        d.send_for_tenant(&job(), std::slice::from_ref(&paused), None, far()).await;
+        let result = d.send_for_tenant(&job(), &[paused], None, far()).await;
+        assert!(matches!(&result.outcome, SendOutcome::Failed(f) if f.kind == FailureKind::Config), "{:?}", result.outcome);
+        assert_eq!(apns.calls.load(Ordering::SeqCst), 0);
     }
 
     #[tokio::test(start_paused = true)]
