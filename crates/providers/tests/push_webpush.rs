@@ -287,8 +287,10 @@ async fn every_answer_is_sorted_and_no_failure_names_the_endpoint() {
         (410, None, FailureKind::Permanent, true),
         (400, None, FailureKind::Permanent, false),
         (413, None, FailureKind::Permanent, false),
-        (401, None, FailureKind::Config, false),
-        (403, None, FailureKind::Config, false),
+        // One subscription's refusal (an earlier VAPID key, an endpoint a user controls):
+        // this message fails, the provider is not paused, the device stays.
+        (401, None, FailureKind::Permanent, false),
+        (403, None, FailureKind::Permanent, false),
         (429, Some(7), FailureKind::Retryable, false),
         (500, None, FailureKind::Ambiguous, false),
         (503, Some(30), FailureKind::Ambiguous, false),

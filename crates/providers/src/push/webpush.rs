@@ -547,9 +547,11 @@ fn outcome(
     let kind = match status.as_u16() {
         429 => FailureKind::Retryable,
         500.. => FailureKind::Ambiguous,
-        // The VAPID token or key was refused (403 also when the subscription was made with
-        // another applicationServerKey): ours to fix.
-        401 | 403 => FailureKind::Config,
+        // The VAPID token was refused for this one subscription: typically one made with an
+        // earlier applicationServerKey, or an endpoint whoever registered it controls. It
+        // fails this message only; pausing the provider would stop every other browser.
+        // (A key we cannot sign with is found locally, and is `Config`.)
+        401 | 403 => FailureKind::Permanent,
         // 400 (headers or encryption), 413 (too large), and a redirect or any other answer
         // of this one endpoint.
         _ => FailureKind::Permanent,
