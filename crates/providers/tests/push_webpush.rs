@@ -194,7 +194,8 @@ async fn a_push_is_encrypted_for_the_browser_and_signed_for_its_push_service() {
     assert!(provider.serves(&job));
 
     let receipt = sent(provider.send(&job).await);
-    assert_eq!(receipt.provider_message_id, "/m/msg-1");
+    // Only the last segment of a `Location` on the endpoint's origin is kept.
+    assert_eq!(receipt.provider_message_id, "msg-1");
 
     let requests = requests(&server).await;
     assert_eq!(requests.len(), 1);
@@ -314,7 +315,9 @@ async fn every_answer_is_sorted_and_no_failure_names_the_endpoint() {
         assert_eq!(failure.address_gone, gone, "{status}");
         assert_eq!(failure.retry_after, retry_after.map(Duration::from_secs), "{status}");
         assert!(!failure.message.contains(ENDPOINT_SECRET), "{failure:?}");
-        assert!(failure.message.contains("no such subscription"), "{failure:?}");
+        // The status and the known code only: the push service's text is not kept.
+        assert!(!failure.message.contains("no such subscription"), "{failure:?}");
+        assert!(failure.message.contains(&status.to_string()) && failure.message.contains("errno 106"), "{failure:?}");
     }
 }
 
@@ -509,4 +512,22 @@ async fn the_largest_push_fills_a_4096_byte_body_that_still_decrypts() {
     job.content.body = Some("x".repeat(webpush::MAX_PLAINTEXT - overhead + 1));
     failed(provider.send(&job).await, FailureKind::Permanent, "payload_too_large");
     assert_eq!(requests(&server).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_location_quoting_the_subscription_or_off_its_origin_is_not_kept() {
+    let server = MockServer::start().await;
+    let provider = operator(&vapid(), json!({})).await;
+    let browser = Browser::new();
+    let job = push_job(browser.subscription(&endpoint(&server)));
+    for location in [
+        format!("/wpush/v2/{ENDPOINT_SECRET}"),
+        format!("/m/{ENDPOINT_SECRET}:1"),
+        "https://elsewhere.example/m/1".into(),
+    ] {
+        server.reset().await;
+        push_service(&server, ResponseTemplate::new(201).insert_header("location", location.as_str())).await;
+        let receipt = sent(provider.send(&job).await);
+        assert_eq!(receipt.provider_message_id, job.delivery_id.to_string(), "{location}");
+    }
 }

@@ -478,6 +478,7 @@ impl WebpushProvider {
         };
         authorization.set_sensitive(true);
         let endpoint = target.endpoint.as_str().to_owned();
+        let endpoint_url = target.endpoint.clone();
         let request = self
             .http
             .post(target.endpoint)
@@ -498,7 +499,7 @@ impl WebpushProvider {
         if status.is_success() {
             // The message is queued; its resource names it (`Location`), else our id does.
             let provider_message_id =
-                location.map(|l| l.chars().take(512).collect()).unwrap_or_else(|| job.delivery_id.to_string());
+                message_id(location.as_deref(), &endpoint_url).unwrap_or_else(|| job.delivery_id.to_string());
             return SendOutcome::Sent(SendReceipt {
                 provider_message_id,
                 response_excerpt: Some(format!("status={}", status.as_u16())),
@@ -507,6 +508,59 @@ impl WebpushProvider {
         let text = response.bytes().await.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
         outcome(status, &text, retry_after, secret, &endpoint)
     }
+}
+
+/// The provider message id `Location` gives, when it can be kept: the push service
+/// controls it, and may quote the subscription's path (a capability). Only a `Location`
+/// on the endpoint's origin is read, and only its last path segment is kept, unless that
+/// holds a part of the endpoint's path; `None`: the delivery id names the message.
+fn message_id(location: Option<&str>, endpoint: &Url) -> Option<String> {
+    let url = endpoint.join(location?.trim()).ok()?;
+    if url.origin() != endpoint.origin() {
+        return None;
+    }
+    let last = url.path_segments()?.rfind(|s| !s.is_empty())?;
+    let quotes_endpoint = endpoint
+        .path_segments()
+        .into_iter()
+        .flatten()
+        .filter(|part| part.len() >= 8 || part.len() >= last.len())
+        .any(|part| last.contains(part) || part.contains(last));
+    let plain = last.len() <= 256 && last.chars().all(|c| c.is_ascii_graphic());
+    (plain && !quotes_endpoint).then(|| last.to_owned())
+}
+
+/// Error codes push services document (Apple's `reason`s), kept in a stored message; any
+/// other text of the answer is the push service's, and is not kept.
+const KNOWN_REASONS: &[&str] = &[
+    "BadJwtToken",
+    "BadWebPushTopic",
+    "BadDeviceToken",
+    "BadExpirationDate",
+    "BadPriority",
+    "ExpiredJwtToken",
+    "ExpiredSubscription",
+    "InvalidToken",
+    "MissingTopic",
+    "PayloadEmpty",
+    "PayloadTooLarge",
+    "TooManyRequests",
+    "Unregistered",
+    "VapidPkHashMismatch",
+    "InternalServerError",
+    "ServiceUnavailable",
+];
+
+/// The known error code of a push service's answer: Apple's `reason` when it is one of
+/// [`KNOWN_REASONS`], autopush's `errno` (a number).
+fn known_code(text: &str) -> Option<String> {
+    let body = serde_json::from_str::<Map<String, Value>>(text).ok()?;
+    if let Some(reason) = body.get("reason").and_then(Value::as_str)
+        && let Some(known) = KNOWN_REASONS.iter().find(|k| **k == reason)
+    {
+        return Some((*known).to_owned());
+    }
+    body.get("errno").and_then(Value::as_u64).map(|errno| format!("errno {errno}"))
 }
 
 /// A failure for the attempts log, without the subscription or its endpoint.
@@ -523,8 +577,8 @@ fn transport(failure: SendFailure, token: &str, endpoint: &str) -> SendOutcome {
     SendOutcome::Failed(SendFailure { kind, message, ..failure })
 }
 
-/// The push service's refusal (RFC 8030 §5, §7, §8; autopush and FCM add a JSON body with
-/// `message`/`reason`, or plain text).
+/// The push service's refusal (RFC 8030 §5, §7, §8; autopush answers JSON with `errno`,
+/// Apple with `reason`, FCM plain text): its status and known code only.
 fn outcome(
     status: reqwest::StatusCode,
     text: &str,
@@ -533,11 +587,9 @@ fn outcome(
     endpoint: &str,
 ) -> SendOutcome {
     let code = format!("webpush_{}", status.as_u16());
-    let said = serde_json::from_str::<Map<String, Value>>(text)
-        .ok()
-        .and_then(|body| ["message", "reason", "error"].iter().find_map(|k| body.get(*k)?.as_str().map(str::to_owned)))
-        .unwrap_or_else(|| text.trim().chars().take(200).collect());
-    let said = if said.is_empty() { String::new() } else { format!(": {said}") };
+    // The status and a known code only: the rest of the body is the push service's text,
+    // which may quote the subscription or say anything its operator likes.
+    let said = known_code(text).map(|code| format!(" ({code})")).unwrap_or_default();
     let message = crate::chat::redact(&format!("the push service answered {status}{said}"), endpoint);
     if matches!(status.as_u16(), 404 | 410) {
         // The browser unsubscribed, or the subscription expired: the device is removed.
@@ -658,6 +710,27 @@ mod tests {
         let refused = SendFailure::new(FailureKind::Retryable, "connect", "refused");
         let SendOutcome::Failed(failure) = transport(refused, "{}", endpoint) else { panic!("a failure") };
         assert_eq!(failure.kind, FailureKind::Retryable);
+    }
+
+    #[test]
+    fn only_a_location_on_the_endpoints_origin_gives_its_last_segment() {
+        let endpoint = Url::parse("https://push.example/wpush/v2/sUbScRiPtIoN-0123456789").unwrap();
+        let id = |l: &str| message_id(Some(l), &endpoint);
+        assert_eq!(id("/m/msg-1").as_deref(), Some("msg-1"));
+        assert_eq!(id("https://push.example/m/gAAAAABmsg").as_deref(), Some("gAAAAABmsg"));
+        assert_eq!(id("https://other.example/m/msg-1"), None);
+        assert_eq!(id("/wpush/v2/sUbScRiPtIoN-0123456789"), None);
+        assert_eq!(id("/m/sUbScRiPtIoN-0123456789:1"), None);
+        assert_eq!(id("/"), None);
+        assert_eq!(message_id(None, &endpoint), None);
+    }
+
+    #[test]
+    fn only_known_codes_of_an_answer_are_kept() {
+        assert_eq!(known_code(r#"{"reason": "VapidPkHashMismatch"}"#).as_deref(), Some("VapidPkHashMismatch"));
+        assert_eq!(known_code(r#"{"reason": "see https://evil.example"}"#), None);
+        assert_eq!(known_code(r#"{"errno": 106, "message": "x"}"#).as_deref(), Some("errno 106"));
+        assert_eq!(known_code("plain text"), None);
     }
 
     #[test]
