@@ -130,6 +130,12 @@ impl SharedClient {
         Self { request_timeout, tenants: Some(rules.allow_private_hosts), client: OnceLock::new() }
     }
 
+    /// `Some(allow_private_hosts)` when this is the tenants' client ([`SharedClient::for_tenants`]),
+    /// whose names resolve through [`PublicResolver`] unless private hosts are allowed.
+    pub fn tenants(&self) -> Option<bool> {
+        self.tenants
+    }
+
     pub fn get(&self) -> reqwest::Result<Client> {
         if let Some(client) = self.client.get() {
             return Ok(client.clone());

@@ -531,3 +531,27 @@ async fn a_location_quoting_the_subscription_or_off_its_origin_is_not_kept() {
         assert_eq!(receipt.provider_message_id, job.delivery_id.to_string(), "{location}");
     }
 }
+
+#[tokio::test]
+async fn a_tenants_provider_sends_through_the_contexts_guarded_client() {
+    // The push service answers in 1 s: the context's client (a 200 ms limit) gives up, a
+    // client of the provider's own (the 5 s `provider_timeout`) would wait.
+    let server = MockServer::start().await;
+    push_service(&server, ResponseTemplate::new(201).set_delay(Duration::from_secs(1))).await;
+    let rules = IntegrationRules { allow_private_hosts: true, ..Default::default() };
+    let key = vapid();
+    let settings =
+        integration_settings(&json!({"vapid_private_key": key.private, "subject": SUBJECT}), &rules).unwrap();
+    let job = push_job(Browser::new().subscription(&endpoint(&server)));
+
+    let tenants = SharedClient::for_tenants(Duration::from_millis(200), &rules);
+    let ctx = Context { http: &tenants, provider_timeout: Duration::from_secs(5) };
+    let provider = settings.build(&ctx).await.expect("the provider builds");
+    failed(provider.send(&job).await, FailureKind::Ambiguous, "timeout");
+
+    // The operator's (unguarded) client is never used: the provider builds a guarded one.
+    let operators = SharedClient::new(Duration::from_millis(200));
+    let ctx = Context { http: &operators, provider_timeout: Duration::from_secs(5) };
+    let provider = settings.build(&ctx).await.expect("the provider builds");
+    sent(provider.send(&job).await);
+}

@@ -204,11 +204,19 @@ pub struct WebpushSettings {
 }
 
 impl ProviderSettings for WebpushSettings {
-    /// Always the guarded client ([`http::tenant_client`]): the endpoint is the browser's.
+    /// Always a guarded client ([`http::tenant_client`]): the endpoint is the browser's. The
+    /// context's, with its connection pool, when it is the tenants' client under the same
+    /// rule; a client of its own only for the operator's provider (whose context carries
+    /// the unguarded client).
     fn build<'a>(&'a self, ctx: &'a Context<'a>) -> BoxFuture<'a, anyhow::Result<Arc<dyn Provider>>> {
         async move {
+            let http = if ctx.http.tenants() == Some(self.allow_private_hosts) {
+                ctx.http.get()?
+            } else {
+                http::tenant_client(ctx.provider_timeout, self.allow_private_hosts)?
+            };
             let provider = WebpushProvider {
-                http: http::tenant_client(ctx.provider_timeout, self.allow_private_hosts)?,
+                http,
                 key: self.key.clone(),
                 subject: self.subject.clone(),
                 ttl: self.ttl,
