@@ -416,12 +416,14 @@ async fn every_error_is_sorted_and_a_dead_token_is_gone() {
             "UNREGISTERED",
             true,
         ),
+        // A device that did not name its project: the account may be the wrong one, the
+        // device is kept (see the test below for one that did).
         case(
             403,
             Some(fcm_error(403, "PERMISSION_DENIED", Some("SENDER_ID_MISMATCH"), "SenderId mismatch")),
             Permanent,
             "SENDER_ID_MISMATCH",
-            true,
+            false,
         ),
         case(400, Some(bad_token), Permanent, "INVALID_ARGUMENT", true),
         case(
@@ -766,4 +768,26 @@ fn settings_name_what_is_wrong_and_a_tenant_sets_no_address() {
     let missing = figment(&json!({"push": {"fcm": {"ttl": "1d"}}}).to_string());
     let err = unit.settings(Source::Config(&missing)).unwrap_err().to_string();
     assert!(err.contains("push.fcm.service_account") && err.contains("NOTIFY_PUSH__FCM__SERVICE_ACCOUNT"), "{err}");
+}
+
+#[tokio::test]
+async fn a_sender_id_mismatch_removes_only_a_device_that_named_this_project() {
+    let server = MockServer::start().await;
+    mount_tokens(&server, &[3599], Duration::ZERO).await;
+    let refusal = fcm_error(403, "PERMISSION_DENIED", Some("SENDER_ID_MISMATCH"), "SenderId mismatch");
+    Mock::given(method("POST"))
+        .and(path(send_path(PROJECT)))
+        .respond_with(ResponseTemplate::new(403).set_body_json(refusal))
+        .mount(&server)
+        .await;
+    let provider = fcm_provider(&server).await;
+    let named = failed(
+        provider.send(&push_job(DEVICE_TOKEN, Some(PROJECT))).await,
+        FailureKind::Permanent,
+        "SENDER_ID_MISMATCH",
+    );
+    assert!(named.address_gone, "{named:?}");
+    let unnamed =
+        failed(provider.send(&push_job(DEVICE_TOKEN, None)).await, FailureKind::Permanent, "SENDER_ID_MISMATCH");
+    assert!(!unnamed.address_gone, "{unnamed:?}");
 }

@@ -12,7 +12,8 @@
 //! and sends again once; a second refusal is `Config`, which pauses a tenant's integration.
 //!
 //! A device APNs reports gone (410 `Unregistered`/`ExpiredToken`, 400 `BadDeviceToken`,
-//! `DeviceTokenNotForTopic`) is a [`SendFailure::gone`]: the worker removes it.
+//! and `DeviceTokenNotForTopic` when the topic was the device's own `app`) is a
+//! [`SendFailure::gone`]: the worker removes it.
 
 use std::{
     sync::{Arc, Mutex},
@@ -376,8 +377,8 @@ impl ApnsProvider {
             ));
         }
         let shared = &self.shared;
-        let Some(topic) = device.app.as_deref().map(str::trim).filter(|a| !a.is_empty()).or(shared.topic.as_deref())
-        else {
+        let device_topic = device.app.as_deref().map(str::trim).filter(|a| !a.is_empty());
+        let Some(topic) = device_topic.or(shared.topic.as_deref()) else {
             return failed(FailureKind::Permanent, "MissingTopic", "the device has no `app` and `topic` is not set");
         };
         if !is_topic(topic) {
@@ -403,7 +404,7 @@ impl ApnsProvider {
                 response_excerpt: None,
             });
         }
-        SendOutcome::Failed(classify(&answer, token))
+        SendOutcome::Failed(classify(&answer, token, device_topic.is_some()))
     }
 
     async fn check(&self) -> Checked {
@@ -545,7 +546,10 @@ pub fn payload(job: &DeliveryJob, push_type: &str) -> Value {
 }
 
 /// APNs' refusal in the failure buckets (docs/providers.md §13), its `reason` as the code.
-fn classify(answer: &Answer, device_token: &str) -> SendFailure {
+/// `device_topic`: the push went to the topic the device named (its `app`); only then is
+/// `DeviceTokenNotForTopic` the device's fault rather than a wrong `topic` setting's (which
+/// would otherwise remove every device of the tenant it is sent to).
+fn classify(answer: &Answer, device_token: &str, device_topic: bool) -> SendFailure {
     let status = answer.status;
     let Some(reason) = answer.reason.as_deref() else {
         let kind = http::kind_from_status(status);
@@ -554,7 +558,13 @@ fn classify(answer: &Answer, device_token: &str) -> SendFailure {
     };
     let message = format!("APNs refused the push ({status}): {reason}");
     let kind = match (status.as_u16(), reason) {
-        (410, _) | (400, "BadDeviceToken" | "DeviceTokenNotForTopic") => {
+        (410, "Unregistered" | "ExpiredToken") | (400, "BadDeviceToken") => {
+            return SendFailure {
+                retry_after: None,
+                ..SendFailure::gone(reason, http::without_address(&message, device_token))
+            };
+        }
+        (400, "DeviceTokenNotForTopic") if device_topic => {
             return SendFailure {
                 retry_after: None,
                 ..SendFailure::gone(reason, http::without_address(&message, device_token))

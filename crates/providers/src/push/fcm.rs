@@ -486,7 +486,11 @@ impl FcmProvider {
                 refreshed = true;
                 continue;
             }
-            return outcome(&answer, &device.token);
+            // `SENDER_ID_MISMATCH` proves the token dead only when the device said which
+            // project it belongs to, and it is this account's: else the account may be the
+            // wrong one, and the tenant's devices are kept.
+            let app_matched = device.app.as_deref().map(str::trim).is_some_and(|app| app == self.account.project_id);
+            return outcome(&answer, &device.token, app_matched);
         }
     }
 }
@@ -631,11 +635,15 @@ enum Verdict {
 }
 
 /// The buckets of docs/providers.md §12: by FCM's own code first, then Google's status,
-/// then the HTTP status.
-fn classify(status: StatusCode, error: &Value) -> Verdict {
+/// then the HTTP status. `app_matched`: the device named its project (`app`), and it is
+/// the account's; only then is `SENDER_ID_MISMATCH` the device's fault rather than a
+/// misconfigured account's.
+fn classify(status: StatusCode, error: &Value, app_matched: bool) -> Verdict {
     use FailureKind::*;
     match fcm_error_code(error) {
-        Some("UNREGISTERED" | "SENDER_ID_MISMATCH") => return Verdict::Gone,
+        Some("UNREGISTERED") => return Verdict::Gone,
+        Some("SENDER_ID_MISMATCH") if app_matched => return Verdict::Gone,
+        Some("SENDER_ID_MISMATCH") => return Verdict::Failed(Permanent),
         Some("INVALID_ARGUMENT") if token_is_invalid(error) => return Verdict::Gone,
         Some("INVALID_ARGUMENT") => return Verdict::Failed(Permanent),
         Some("THIRD_PARTY_AUTH_ERROR" | "APNS_AUTH_ERROR") => return Verdict::Failed(Config),
@@ -664,7 +672,7 @@ fn classify(status: StatusCode, error: &Value) -> Verdict {
 
 /// Reads FCM's answer: `200 {"name": "projects/{p}/messages/{id}"}`, or Google's error
 /// `{"error": {code, message, status, details}}`.
-fn outcome(answer: &Answer, token: &str) -> SendOutcome {
+fn outcome(answer: &Answer, token: &str, app_matched: bool) -> SendOutcome {
     let body = answer.json();
     if answer.status.is_success() {
         return match body.as_ref().and_then(|b| b["name"].as_str()) {
@@ -688,7 +696,7 @@ fn outcome(answer: &Answer, token: &str) -> SendOutcome {
         Some(message) => format!("FCM refused the message ({}): {message}", answer.status),
         None => format!("FCM answered {}", answer.status),
     };
-    let failure = match classify(answer.status, error) {
+    let failure = match classify(answer.status, error, app_matched) {
         Verdict::Gone => {
             let failure = http::failure(FailureKind::Permanent, code, &message, token, None);
             SendFailure::gone(failure.code, failure.message)
@@ -736,8 +744,17 @@ mod tests {
             (502, Value::Null, Verdict::Failed(Ambiguous)),
         ];
         for (status, error, verdict) in cases {
-            assert_eq!(classify(s(status), &error), verdict, "{status} {error}");
+            assert_eq!(classify(s(status), &error, true), verdict, "{status} {error}");
         }
+    }
+
+    #[test]
+    fn a_sender_id_mismatch_is_gone_only_for_a_device_that_named_its_project() {
+        let error = error("PERMISSION_DENIED", Some("SENDER_ID_MISMATCH"));
+        assert_eq!(classify(StatusCode::FORBIDDEN, &error, true), Verdict::Gone);
+        assert_eq!(classify(StatusCode::FORBIDDEN, &error, false), Verdict::Failed(FailureKind::Permanent));
+        let unregistered = super::tests::error("NOT_FOUND", Some("UNREGISTERED"));
+        assert_eq!(classify(StatusCode::NOT_FOUND, &unregistered, false), Verdict::Gone);
     }
 
     #[test]
@@ -746,12 +763,12 @@ mod tests {
         by_field["details"].as_array_mut().unwrap().push(json!({
             "@type": BAD_REQUEST, "fieldViolations": [{"field": "message.token", "description": "Invalid registration token"}]
         }));
-        assert_eq!(classify(StatusCode::BAD_REQUEST, &by_field), Verdict::Gone);
+        assert_eq!(classify(StatusCode::BAD_REQUEST, &by_field, false), Verdict::Gone);
         let mut by_message = error("INVALID_ARGUMENT", None);
         by_message["message"] = "The registration token is not a valid FCM registration token".into();
-        assert_eq!(classify(StatusCode::BAD_REQUEST, &by_message), Verdict::Gone);
+        assert_eq!(classify(StatusCode::BAD_REQUEST, &by_message, false), Verdict::Gone);
         let mut data = error("INVALID_ARGUMENT", Some("INVALID_ARGUMENT"));
         data["message"] = "Invalid value at 'message.data[0].value' (TYPE_STRING)".into();
-        assert_eq!(classify(StatusCode::BAD_REQUEST, &data), Verdict::Failed(FailureKind::Permanent));
+        assert_eq!(classify(StatusCode::BAD_REQUEST, &data, false), Verdict::Failed(FailureKind::Permanent));
     }
 }
