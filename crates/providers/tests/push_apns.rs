@@ -524,3 +524,28 @@ async fn device_token_not_for_topic_removes_only_a_device_that_named_its_app() {
     let unnamed = failed(apns.send(&push_job(&token, None)).await, FailureKind::Permanent, "DeviceTokenNotForTopic");
     assert!(!unnamed.address_gone, "{unnamed:?}");
 }
+
+#[tokio::test]
+async fn providers_rebuilt_from_the_same_settings_reuse_one_provider_token() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST")).respond_with(ok("A")).expect(3).mount(&server).await;
+    let key = team_key();
+    // Each rebuild reads the settings anew: the key's token is the process's, not the
+    // provider's, so Apple never sees it refreshed more often than every 20 minutes.
+    for n in 0..3 {
+        let apns = provider(settings(&key, &server.uri())).await;
+        sent(apns.send(&push_job(&device_token(n), None)).await);
+    }
+    let requests = server.received_requests().await.unwrap();
+    let first = header_of(&requests[0], "authorization");
+    verified_token(first, &key.public);
+    assert!(requests.iter().all(|r| header_of(r, "authorization") == first), "one provider token");
+    // Another key of the same team and key id (a rotated key) signs its own.
+    let other = team_key();
+    let server2 = MockServer::start().await;
+    Mock::given(method("POST")).respond_with(ok("B")).expect(1).mount(&server2).await;
+    let apns = provider(settings(&other, &server2.uri())).await;
+    sent(apns.send(&push_job(&device_token(9), None)).await);
+    let rotated = server2.received_requests().await.unwrap();
+    verified_token(header_of(&rotated[0], "authorization"), &other.public);
+}

@@ -7,7 +7,8 @@
 //! A tenant's client resolves names through the guarded resolver, as every tenant's does.
 //!
 //! The provider token is reused for [`TOKEN_LIFETIME`] (Apple refuses a token refreshed more
-//! often than every 20 minutes and one older than an hour). A 403 that says the token
+//! often than every 20 minutes and one older than an hour), by every provider of the key in
+//! the process (a cache keyed by team id, key id and the key), rebuilt ones too. A 403 that says the token
 //! expired or is invalid regenerates it (once for all the sends that saw the same token)
 //! and sends again once; a second refusal is `Config`, which pauses a tenant's integration.
 //!
@@ -136,6 +137,7 @@ impl ProviderUnit for ApnsUnit {
         let key_id = identifier(&config.key_id, "key_id", &section)?;
         let team_id = identifier(&config.team_id, "team_id", &section)?;
         let pem = pem(section.required_secret(&config.key, "key")?.expose_secret());
+        let tokens = TOKENS.get(&super::identity(&[team_id.as_bytes(), key_id.as_bytes(), pem.as_bytes()]));
         let signer = Signer::new(&pem, key_id, team_id)
             .map_err(|e| section.invalid("key", format!("must be the `.p8` key's PEM (EC P-256, PKCS#8): {e}")))?;
         let topic = match settings::given(&config.topic) {
@@ -162,7 +164,7 @@ impl ProviderUnit for ApnsUnit {
                 topic,
                 push_type,
                 ttl: config.ttl.unwrap_or(DEFAULT_TTL),
-                tokens: TokenCache::default(),
+                tokens,
             }),
             guard,
             ca_cert,
@@ -235,7 +237,8 @@ struct Shared {
     topic: Option<String>,
     push_type: String,
     ttl: Duration,
-    tokens: TokenCache,
+    /// The key's provider token, shared by every provider of this key in the process.
+    tokens: Arc<TokenCache>,
 }
 
 /// Signs provider tokens: `{"alg": "ES256", "kid": key_id}`, `{"iss": team_id, "iat": now}`.
@@ -273,6 +276,11 @@ impl Signer {
         jsonwebtoken::encode(&header, &Claims { iss: &self.team_id, iat }, &self.key)
     }
 }
+
+/// The provider tokens of every key (team id, key id, key), shared by the providers built
+/// from it: a provider rebuilt from the same settings keeps the token, as Apple refuses one
+/// refreshed more often than every 20 minutes.
+static TOKENS: super::Registry<TokenCache> = super::Registry::new();
 
 /// The provider token in use and when it was signed.
 #[derive(Debug, Default)]

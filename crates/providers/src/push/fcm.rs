@@ -5,7 +5,9 @@
 //! The token comes from the JWT-bearer grant: an RS256 assertion signed with the JSON's
 //! `private_key` (`kid` = `private_key_id`; `iss` = `client_email`, `scope` = FCM's,
 //! `aud` = the token URI, one hour), posted to the token URI. The provider keeps it until
-//! five minutes before `expires_in` ends; concurrent sends wait for one refresh rather than
+//! five minutes before `expires_in` ends, in a cache of the process keyed by the account
+//! (email, key id, token URI, key), so a provider rebuilt from the same settings keeps it;
+//! concurrent sends wait for one refresh rather than
 //! each asking for a token (the lock is held across the grant), and share its failure. A 401 from FCM drops the
 //! token it was sent with and the send is retried once with a fresh one; a second 401 is
 //! `Config`.
@@ -121,8 +123,13 @@ struct ServiceAccountJson {
     token_uri: Option<String>,
 }
 
+/// The access tokens of every service account, shared by the providers built from it.
+static TOKENS: super::Registry<tokio::sync::Mutex<TokenState>> = super::Registry::new();
+
 /// A service account, read and checked: what a grant is made of.
 struct Account {
+    /// The account's key in [`TOKENS`]: its email, key id, token URI and key.
+    identity: String,
     project_id: String,
     client_email: String,
     key_id: Option<String>,
@@ -193,7 +200,13 @@ impl Account {
                 None => DEFAULT_TOKEN_URI.to_owned(),
             },
         };
-        let account = Account { project_id, client_email, key_id, key: rsa, token_uri };
+        let identity = super::identity(&[
+            client_email.as_bytes(),
+            key_id.as_deref().unwrap_or_default().as_bytes(),
+            token_uri.as_bytes(),
+            pem.as_bytes(),
+        ]);
+        let account = Account { identity, project_id, client_email, key_id, key: rsa, token_uri };
         // A key that parses may still not sign (a truncated modulus): find out now.
         account.assertion().map_err(|_| invalid("`private_key` cannot sign an RS256 token".into()))?;
         Ok(account)
@@ -280,7 +293,7 @@ impl ProviderSettings for FcmSettings {
                 send_url: self.send_url.clone(),
                 ttl: self.ttl,
                 grant_timeout: (ctx.provider_timeout / 3).max(Duration::from_secs(1)),
-                token: tokio::sync::Mutex::new(TokenState::default()),
+                token: TOKENS.get(&self.account.identity),
             };
             Ok(Arc::new(provider) as Arc<dyn Provider>)
         }
@@ -410,9 +423,10 @@ pub struct FcmProvider {
     /// (and, after a 401, a second grant and send): a slow token endpoint fails the send
     /// as `retryable` (nothing sent) before the worker's limit would call it `ambiguous`.
     grant_timeout: Duration,
-    /// The access token, while it is fresh. A tokio mutex, held across a grant, so that
+    /// The access token, while it is fresh: the account's, shared by every provider built
+    /// from it in this process ([`TOKENS`]). A tokio mutex, held across a grant, so that
     /// sends that find no token wait for the one grant in flight.
-    token: tokio::sync::Mutex<TokenState>,
+    token: Arc<tokio::sync::Mutex<TokenState>>,
 }
 
 #[derive(Default)]

@@ -153,7 +153,13 @@ pub struct VapidKey {
     encoding: jsonwebtoken::EncodingKey,
     /// The public key, base64url of the uncompressed point: VAPID's `k`.
     public: String,
+    /// A hash of the private key: its tokens' key in [`TOKENS`].
+    identity: String,
 }
+
+/// Signed VAPID tokens by key and subject, then by audience, with when they expire: shared
+/// by every provider of the key in the process, rebuilt ones too.
+static TOKENS: super::Registry<Mutex<HashMap<String, (String, Instant)>>> = super::Registry::new();
 
 impl std::fmt::Debug for VapidKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -184,6 +190,7 @@ impl VapidKey {
         };
         let pkcs8 = pair.to_pkcs8v1().map_err(|_| "could not be encoded".to_owned())?;
         Ok(Self {
+            identity: super::identity(&[pkcs8.as_ref()]),
             encoding: jsonwebtoken::EncodingKey::from_ec_der(pkcs8.as_ref()),
             public: URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()),
         })
@@ -221,7 +228,7 @@ impl ProviderSettings for WebpushSettings {
                 subject: self.subject.clone(),
                 ttl: self.ttl,
                 allow_private_hosts: self.allow_private_hosts,
-                tokens: Mutex::new(HashMap::new()),
+                tokens: TOKENS.get(&super::identity(&[self.key.identity.as_bytes(), self.subject.as_bytes()])),
             };
             Ok(Arc::new(provider) as Arc<dyn Provider>)
         }
@@ -244,8 +251,9 @@ pub struct WebpushProvider {
     subject: String,
     ttl: Duration,
     allow_private_hosts: bool,
-    /// Signed VAPID tokens by audience, with when they expire.
-    tokens: Mutex<HashMap<String, (String, Instant)>>,
+    /// Signed VAPID tokens by audience, with when they expire: the key's and subject's,
+    /// shared in the process ([`TOKENS`]).
+    tokens: Arc<Mutex<HashMap<String, (String, Instant)>>>,
 }
 
 /// A browser's subscription, as `PushSubscription.toJSON()` gives it.
