@@ -54,8 +54,11 @@ const UNUSED_FOR: Duration = Duration::from_secs(24 * 60 * 60);
 /// one refresh rather than each asking anew: Apple refuses a provider token refreshed more
 /// often than every 20 minutes (429 `TooManyProviderTokenUpdates`).
 pub(crate) struct Registry<T> {
-    entries: OnceLock<Mutex<HashMap<String, (Arc<T>, Instant)>>>,
+    entries: OnceLock<Mutex<Entries<T>>>,
 }
+
+/// A [`Registry`]'s caches by credential, each with when it was last asked for.
+type Entries<T> = HashMap<String, (Arc<T>, Instant)>;
 
 impl<T: Default> Registry<T> {
     pub(crate) const fn new() -> Self {
