@@ -37,8 +37,9 @@ impl Platform {
     }
 }
 
-/// A device as a push provider needs it: claimed with its delivery.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A device as a push provider needs it: claimed with its delivery. Its `Debug` shows the
+/// token's length only (a job may be logged with `?job`).
+#[derive(Clone, PartialEq, Eq)]
 pub struct PushDevice {
     /// The app's id for the device (the delivery's recipient).
     pub id: String,
@@ -48,6 +49,54 @@ pub struct PushDevice {
     pub token: String,
     /// The APNs bundle id (`apns-topic`) or the FCM project; `None`: the provider's default.
     pub app: Option<String>,
+}
+
+/// A token as `Debug` shows it: its length, never its text.
+struct Redacted(usize);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<redacted, {} bytes>", self.0)
+    }
+}
+
+impl std::fmt::Debug for PushDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushDevice")
+            .field("id", &self.id)
+            .field("platform", &self.platform)
+            .field("token", &Redacted(self.token.len()))
+            .field("app", &self.app)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for DeviceInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let token_len = match &self.token {
+            serde_json::Value::String(text) => text.len(),
+            other => other.to_string().len(),
+        };
+        f.debug_struct("DeviceInput")
+            .field("platform", &self.platform)
+            .field("token", &Redacted(token_len))
+            .field("app", &self.app)
+            .field("locale", &self.locale)
+            .field("timezone", &self.timezone)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for NewDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewDevice")
+            .field("platform", &self.platform)
+            .field("token", &Redacted(self.token.len()))
+            .field("app", &self.app)
+            .field("locale", &self.locale)
+            .field("timezone", &self.timezone)
+            .finish()
+    }
 }
 
 /// The largest payload a push service takes: FCM's and APNs's 4 KB (a Web Push message
@@ -175,8 +224,9 @@ pub fn is_valid_device_id(id: &str) -> bool {
     crate::subscriber::is_valid_subscriber_id(id)
 }
 
-/// `PUT /v1/subscribers/{id}/devices/{device_id}`: the device as it shall be.
-#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
+/// `PUT /v1/subscribers/{id}/devices/{device_id}`: the device as it shall be. Its `Debug`
+/// hides the token.
+#[derive(Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceInput {
     pub platform: Platform,
@@ -196,8 +246,9 @@ pub struct DeviceInput {
     pub timezone: Option<String>,
 }
 
-/// A device's registration, checked: its token in the form it is stored and sent.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A device's registration, checked: its token in the form it is stored and sent. Its
+/// `Debug` shows the token's length only.
+#[derive(Clone, PartialEq, Eq)]
 pub struct NewDevice {
     pub platform: Platform,
     /// FCM as given; APNs in lower case; Web Push as compact JSON
@@ -462,6 +513,29 @@ mod device_tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn debug_never_shows_a_token() {
+        let secret = "fcm-token:APA91bSeCrEt_0123456789";
+        let device = PushDevice {
+            id: "phone-1".into(),
+            platform: Platform::Fcm,
+            token: secret.into(),
+            app: Some("proj".into()),
+        };
+        let shown = format!("{device:?}");
+        assert!(!shown.contains("SeCrEt") && shown.contains("phone-1") && shown.contains("33 bytes"), "{shown}");
+        let input = DeviceInput {
+            platform: Platform::Webpush,
+            token: json!({"endpoint": "https://push.example/SeCrEt", "keys": {"p256dh": "SeCrEt", "auth": "SeCrEt"}}),
+            app: None,
+            locale: None,
+            timezone: None,
+        };
+        assert!(!format!("{input:?}").contains("SeCrEt"), "{input:?}");
+        let new = NewDevice { platform: Platform::Apns, token: secret.into(), app: None, locale: None, timezone: None };
+        assert!(!format!("{new:?}").contains("SeCrEt"), "{new:?}");
+    }
 
     const P256DH: &str = "BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQtUbVlUls0VJXg7A8u-Ts1XbjhazAkj7I99e8QcYP7DkM";
     const AUTH: &str = "tBHItJI5svbpez7KI4CCXg";

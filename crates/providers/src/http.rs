@@ -130,6 +130,12 @@ impl SharedClient {
         Self { request_timeout, tenants: Some(rules.allow_private_hosts), client: OnceLock::new() }
     }
 
+    /// `Some(allow_private_hosts)` when this is the tenants' client ([`SharedClient::for_tenants`]),
+    /// whose names resolve through [`PublicResolver`] unless private hosts are allowed.
+    pub fn tenants(&self) -> Option<bool> {
+        self.tenants
+    }
+
     pub fn get(&self) -> reqwest::Result<Client> {
         if let Some(client) = self.client.get() {
             return Ok(client.clone());
@@ -149,9 +155,14 @@ impl SharedClient {
     pub fn http2_only(&self, guard: Option<bool>, extra_roots: &[reqwest::Certificate]) -> reqwest::Result<Client> {
         let mut builder = builder(self.request_timeout)
             .http2_prior_knowledge()
-            // Apple asks for long-lived connections: pings find a dead one before a send does.
+            // Apple asks for long-lived connections (it treats rapid reconnects as a
+            // denial of service): an idle connection stays in the pool (reqwest drops one
+            // idle for 90 s by default), and pings every 60 s, idle or not, find a dead one
+            // before a send does.
+            .pool_idle_timeout(None)
             .http2_keep_alive_interval(Duration::from_secs(60))
-            .http2_keep_alive_timeout(Duration::from_secs(10));
+            .http2_keep_alive_timeout(Duration::from_secs(10))
+            .http2_keep_alive_while_idle(true);
         let allow_private_hosts = match (self.tenants, guard) {
             (None, None) => None,
             (a, b) => Some(a.unwrap_or(true) && b.unwrap_or(true)),

@@ -249,7 +249,9 @@ async fn every_answer_is_sorted_and_dead_devices_are_gone() {
     use FailureKind::*;
     let cases: &[(u16, &str, FailureKind, bool)] = &[
         (400, "BadDeviceToken", Permanent, true),
-        (400, "DeviceTokenNotForTopic", Permanent, true),
+        // Sent to the configured `topic` (the device named no app): the setting may be
+        // wrong, the device is kept (see the test below for one that named its app).
+        (400, "DeviceTokenNotForTopic", Permanent, false),
         (410, "Unregistered", Permanent, true),
         (410, "ExpiredToken", Permanent, true),
         (400, "BadCollapseId", Permanent, false),
@@ -505,4 +507,45 @@ async fn over_tls_it_negotiates_h2_with_a_root_trusted_through_ca_cert() {
     assert_eq!(sent(apns.send(&push_job(&token, None)).await).provider_message_id, "TLS-ID");
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen, [(hyper::Version::HTTP_2, format!("/3/device/{token}"), TOPIC.to_owned())]);
+}
+
+#[tokio::test]
+async fn device_token_not_for_topic_removes_only_a_device_that_named_its_app() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST")).respond_with(refusal(400, "DeviceTokenNotForTopic")).mount(&server).await;
+    let apns = provider(settings(&team_key(), &server.uri())).await;
+    let token = device_token(3);
+    let named = failed(
+        apns.send(&push_job(&token, Some("com.example.other"))).await,
+        FailureKind::Permanent,
+        "DeviceTokenNotForTopic",
+    );
+    assert!(named.address_gone, "{named:?}");
+    let unnamed = failed(apns.send(&push_job(&token, None)).await, FailureKind::Permanent, "DeviceTokenNotForTopic");
+    assert!(!unnamed.address_gone, "{unnamed:?}");
+}
+
+#[tokio::test]
+async fn providers_rebuilt_from_the_same_settings_reuse_one_provider_token() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST")).respond_with(ok("A")).expect(3).mount(&server).await;
+    let key = team_key();
+    // Each rebuild reads the settings anew: the key's token is the process's, not the
+    // provider's, so Apple never sees it refreshed more often than every 20 minutes.
+    for n in 0..3 {
+        let apns = provider(settings(&key, &server.uri())).await;
+        sent(apns.send(&push_job(&device_token(n), None)).await);
+    }
+    let requests = server.received_requests().await.unwrap();
+    let first = header_of(&requests[0], "authorization");
+    verified_token(first, &key.public);
+    assert!(requests.iter().all(|r| header_of(r, "authorization") == first), "one provider token");
+    // Another key of the same team and key id (a rotated key) signs its own.
+    let other = team_key();
+    let server2 = MockServer::start().await;
+    Mock::given(method("POST")).respond_with(ok("B")).expect(1).mount(&server2).await;
+    let apns = provider(settings(&other, &server2.uri())).await;
+    sent(apns.send(&push_job(&device_token(9), None)).await);
+    let rotated = server2.received_requests().await.unwrap();
+    verified_token(header_of(&rotated[0], "authorization"), &other.public);
 }

@@ -96,6 +96,13 @@ fn operator_settings(server: &MockServer, key: &TestKey, project: &str) -> Value
     })
 }
 
+/// A server of its own, not one of wiremock's pool: the token cache is the process's,
+/// keyed by the account and its token URI, so a pooled server (the same URI) would find
+/// the token an earlier test was granted.
+async fn fresh_server() -> MockServer {
+    MockServer::builder().start().await
+}
+
 async fn fcm_provider(server: &MockServer) -> Arc<dyn Provider> {
     common::built(&fcm::UNIT, operator_settings(server, &keys()[0], PROJECT)).await
 }
@@ -196,7 +203,7 @@ fn message_of(request: &Request) -> Value {
 
 #[tokio::test]
 async fn a_push_is_the_v1_message_sent_with_a_token_the_signed_grant_obtained() {
-    let server = MockServer::start().await;
+    let server = fresh_server().await;
     mount_tokens(&server, &[3599], Duration::ZERO).await;
     mount_send(&server, PROJECT, &["tok-1"]).await;
     let provider = fcm_provider(&server).await;
@@ -256,7 +263,7 @@ async fn a_push_is_the_v1_message_sent_with_a_token_the_signed_grant_obtained() 
 
 #[tokio::test]
 async fn priority_and_ttl_set_each_platforms_headers() {
-    let server = MockServer::start().await;
+    let server = fresh_server().await;
     mount_tokens(&server, &[3599], Duration::ZERO).await;
     mount_send(&server, PROJECT, &["tok-1"]).await;
     let settings = common::with(operator_settings(&server, &keys()[0], PROJECT), json!({"ttl": "1h"}));
@@ -285,7 +292,7 @@ async fn priority_and_ttl_set_each_platforms_headers() {
 
 #[tokio::test]
 async fn the_token_is_kept_across_sends() {
-    let server = MockServer::start().await;
+    let server = fresh_server().await;
     mount_tokens(&server, &[3599], Duration::ZERO).await;
     mount_send(&server, PROJECT, &["tok-1"]).await;
     let provider = fcm_provider(&server).await;
@@ -298,7 +305,7 @@ async fn the_token_is_kept_across_sends() {
 
 #[tokio::test]
 async fn concurrent_sends_wait_for_one_grant() {
-    let server = MockServer::start().await;
+    let server = fresh_server().await;
     mount_tokens(&server, &[3599], Duration::from_millis(300)).await;
     mount_send(&server, PROJECT, &["tok-1"]).await;
     let provider = fcm_provider(&server).await;
@@ -313,7 +320,7 @@ async fn concurrent_sends_wait_for_one_grant() {
 
 #[tokio::test]
 async fn concurrent_sends_share_the_failure_of_the_one_grant() {
-    let server = MockServer::start().await;
+    let server = fresh_server().await;
     Mock::given(method("POST"))
         .and(path("/token"))
         .respond_with(ResponseTemplate::new(503).set_delay(Duration::from_millis(300)))
@@ -332,7 +339,7 @@ async fn concurrent_sends_share_the_failure_of_the_one_grant() {
 
 #[tokio::test]
 async fn a_token_is_refreshed_once_it_is_within_five_minutes_of_its_expiry() {
-    let server = MockServer::start().await;
+    let server = fresh_server().await;
     // The first token lives 300 s: used for the send it was asked for, then replaced.
     mount_tokens(&server, &[300, 3599], Duration::ZERO).await;
     mount_send(&server, PROJECT, &["tok-1", "tok-2"]).await;
@@ -348,7 +355,7 @@ async fn a_token_is_refreshed_once_it_is_within_five_minutes_of_its_expiry() {
 
 #[tokio::test]
 async fn a_401_drops_the_token_and_the_send_is_retried_once_with_a_new_one() {
-    let server = MockServer::start().await;
+    let server = fresh_server().await;
     mount_tokens(&server, &[3599], Duration::ZERO).await;
     let unauthenticated = json!({"error": {"code": 401, "status": "UNAUTHENTICATED",
         "message": "Request had invalid authentication credentials. Expected OAuth 2 access token"}});
@@ -369,7 +376,7 @@ async fn a_401_drops_the_token_and_the_send_is_retried_once_with_a_new_one() {
     assert_eq!(requests(&server, &send_path(PROJECT)).await.len(), 3);
 
     // Refused again with the new token: the account is wrong, not the token.
-    let server = MockServer::start().await;
+    let server = fresh_server().await;
     mount_tokens(&server, &[3599], Duration::ZERO).await;
     Mock::given(method("POST"))
         .and(path(send_path(PROJECT)))
@@ -416,12 +423,14 @@ async fn every_error_is_sorted_and_a_dead_token_is_gone() {
             "UNREGISTERED",
             true,
         ),
+        // A device that did not name its project: the account may be the wrong one, the
+        // device is kept (see the test below for one that did).
         case(
             403,
             Some(fcm_error(403, "PERMISSION_DENIED", Some("SENDER_ID_MISMATCH"), "SenderId mismatch")),
             Permanent,
             "SENDER_ID_MISMATCH",
-            true,
+            false,
         ),
         case(400, Some(bad_token), Permanent, "INVALID_ARGUMENT", true),
         case(
@@ -505,7 +514,7 @@ async fn every_error_is_sorted_and_a_dead_token_is_gone() {
         case(404, None, Config, "http_404", false),
     ];
     for case in cases {
-        let server = MockServer::start().await;
+        let server = fresh_server().await;
         mount_tokens(&server, &[3599], Duration::ZERO).await;
         let mut response = ResponseTemplate::new(case.status);
         response = match &case.body {
@@ -526,7 +535,7 @@ async fn every_error_is_sorted_and_a_dead_token_is_gone() {
 
 #[tokio::test]
 async fn a_refused_or_unreachable_grant_sends_nothing() {
-    let server = MockServer::start().await;
+    let server = fresh_server().await;
     Mock::given(method("POST"))
         .and(path("/token"))
         .respond_with(
@@ -545,7 +554,7 @@ async fn a_refused_or_unreachable_grant_sends_nothing() {
     let failure = failed(provider.send(&push_job(DEVICE_TOKEN, None)).await, FailureKind::Config, "invalid_grant");
     assert!(failure.message.contains("Invalid JWT Signature."), "{failure:?}");
 
-    let busy = MockServer::start().await;
+    let busy = fresh_server().await;
     Mock::given(method("POST"))
         .and(path("/token"))
         .respond_with(ResponseTemplate::new(503).insert_header("retry-after", "7"))
@@ -556,7 +565,7 @@ async fn a_refused_or_unreachable_grant_sends_nothing() {
     assert_eq!(failure.retry_after, Some(Duration::from_secs(7)));
 
     // A slow token endpoint has a third of the send's time: nothing was sent, so retryable.
-    let slow = MockServer::start().await;
+    let slow = fresh_server().await;
     mount_tokens(&slow, &[3599], Duration::from_secs(2)).await;
     let settings = operator_settings(&slow, &keys()[0], PROJECT);
     let provider = common::built_with(&fcm::UNIT, settings, Duration::from_secs(3)).await;
@@ -573,7 +582,7 @@ async fn a_refused_or_unreachable_grant_sends_nothing() {
 
 #[tokio::test]
 async fn two_service_accounts_each_use_their_own_token() {
-    let server = MockServer::start().await;
+    let server = fresh_server().await;
     // One token endpoint for both: it answers by the assertion's issuer.
     struct ByIssuer;
     impl Respond for ByIssuer {
@@ -644,7 +653,7 @@ async fn build(settings: &dyn ProviderSettings) -> Arc<dyn Provider> {
 
 #[tokio::test]
 async fn the_check_is_a_grant_and_sends_nothing() {
-    let server = MockServer::start().await;
+    let server = fresh_server().await;
     mount_tokens(&server, &[3599], Duration::ZERO).await;
     Mock::given(method("POST"))
         .and(path(send_path(PROJECT)))
@@ -667,7 +676,7 @@ async fn the_check_is_a_grant_and_sends_nothing() {
     assert!(checked.detail.contains(&email(PROJECT)) && checked.detail.contains(PROJECT), "{checked:?}");
     assert_eq!(requests(&server, "/token").await.len(), 1);
 
-    let refusing = MockServer::start().await;
+    let refusing = fresh_server().await;
     Mock::given(method("POST"))
         .and(path("/token"))
         .respond_with(
@@ -696,7 +705,7 @@ async fn the_check_is_a_grant_and_sends_nothing() {
 
 #[tokio::test]
 async fn a_job_without_an_fcm_device_is_not_served() {
-    let server = MockServer::start().await;
+    let server = fresh_server().await;
     let provider = fcm_provider(&server).await;
     let mut none = push_job(DEVICE_TOKEN, None);
     none.device = None;
@@ -766,4 +775,47 @@ fn settings_name_what_is_wrong_and_a_tenant_sets_no_address() {
     let missing = figment(&json!({"push": {"fcm": {"ttl": "1d"}}}).to_string());
     let err = unit.settings(Source::Config(&missing)).unwrap_err().to_string();
     assert!(err.contains("push.fcm.service_account") && err.contains("NOTIFY_PUSH__FCM__SERVICE_ACCOUNT"), "{err}");
+}
+
+#[tokio::test]
+async fn a_sender_id_mismatch_removes_only_a_device_that_named_this_project() {
+    let server = fresh_server().await;
+    mount_tokens(&server, &[3599], Duration::ZERO).await;
+    let refusal = fcm_error(403, "PERMISSION_DENIED", Some("SENDER_ID_MISMATCH"), "SenderId mismatch");
+    Mock::given(method("POST"))
+        .and(path(send_path(PROJECT)))
+        .respond_with(ResponseTemplate::new(403).set_body_json(refusal))
+        .mount(&server)
+        .await;
+    let provider = fcm_provider(&server).await;
+    let named = failed(
+        provider.send(&push_job(DEVICE_TOKEN, Some(PROJECT))).await,
+        FailureKind::Permanent,
+        "SENDER_ID_MISMATCH",
+    );
+    assert!(named.address_gone, "{named:?}");
+    let unnamed =
+        failed(provider.send(&push_job(DEVICE_TOKEN, None)).await, FailureKind::Permanent, "SENDER_ID_MISMATCH");
+    assert!(!unnamed.address_gone, "{unnamed:?}");
+}
+
+#[tokio::test]
+async fn providers_rebuilt_from_the_same_settings_share_one_token() {
+    let server = fresh_server().await;
+    mount_tokens(&server, &[3599], Duration::ZERO).await;
+    mount_send(&server, PROJECT, &["tok-1"]).await;
+    // A worker rebuilds a tenant's providers every few minutes: each rebuild reads the
+    // settings anew and builds a new provider, which finds the account's token.
+    for _ in 0..3 {
+        let provider = fcm_provider(&server).await;
+        sent(provider.send(&push_job(DEVICE_TOKEN, None)).await);
+    }
+    // Two at once, concurrent sends: still the one grant.
+    let (a, b) = (fcm_provider(&server).await, fcm_provider(&server).await);
+    let (job_a, job_b) = (push_job(DEVICE_TOKEN, None), push_job(DEVICE_TOKEN, None));
+    let (x, y) = tokio::join!(a.send(&job_a), b.send(&job_b));
+    sent(x);
+    sent(y);
+    assert_eq!(requests(&server, "/token").await.len(), 1);
+    assert_eq!(requests(&server, &send_path(PROJECT)).await.len(), 5);
 }

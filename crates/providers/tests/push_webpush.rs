@@ -194,7 +194,8 @@ async fn a_push_is_encrypted_for_the_browser_and_signed_for_its_push_service() {
     assert!(provider.serves(&job));
 
     let receipt = sent(provider.send(&job).await);
-    assert_eq!(receipt.provider_message_id, "/m/msg-1");
+    // Only the last segment of a `Location` on the endpoint's origin is kept.
+    assert_eq!(receipt.provider_message_id, "msg-1");
 
     let requests = requests(&server).await;
     assert_eq!(requests.len(), 1);
@@ -287,8 +288,10 @@ async fn every_answer_is_sorted_and_no_failure_names_the_endpoint() {
         (410, None, FailureKind::Permanent, true),
         (400, None, FailureKind::Permanent, false),
         (413, None, FailureKind::Permanent, false),
-        (401, None, FailureKind::Config, false),
-        (403, None, FailureKind::Config, false),
+        // One subscription's refusal (an earlier VAPID key, an endpoint a user controls):
+        // this message fails, the provider is not paused, the device stays.
+        (401, None, FailureKind::Permanent, false),
+        (403, None, FailureKind::Permanent, false),
         (429, Some(7), FailureKind::Retryable, false),
         (500, None, FailureKind::Ambiguous, false),
         (503, Some(30), FailureKind::Ambiguous, false),
@@ -312,7 +315,9 @@ async fn every_answer_is_sorted_and_no_failure_names_the_endpoint() {
         assert_eq!(failure.address_gone, gone, "{status}");
         assert_eq!(failure.retry_after, retry_after.map(Duration::from_secs), "{status}");
         assert!(!failure.message.contains(ENDPOINT_SECRET), "{failure:?}");
-        assert!(failure.message.contains("no such subscription"), "{failure:?}");
+        // The status and the known code only: the push service's text is not kept.
+        assert!(!failure.message.contains("no such subscription"), "{failure:?}");
+        assert!(failure.message.contains(&status.to_string()) && failure.message.contains("errno 106"), "{failure:?}");
     }
 }
 
@@ -507,4 +512,46 @@ async fn the_largest_push_fills_a_4096_byte_body_that_still_decrypts() {
     job.content.body = Some("x".repeat(webpush::MAX_PLAINTEXT - overhead + 1));
     failed(provider.send(&job).await, FailureKind::Permanent, "payload_too_large");
     assert_eq!(requests(&server).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_location_quoting_the_subscription_or_off_its_origin_is_not_kept() {
+    let server = MockServer::start().await;
+    let provider = operator(&vapid(), json!({})).await;
+    let browser = Browser::new();
+    let job = push_job(browser.subscription(&endpoint(&server)));
+    for location in [
+        format!("/wpush/v2/{ENDPOINT_SECRET}"),
+        format!("/m/{ENDPOINT_SECRET}:1"),
+        "https://elsewhere.example/m/1".into(),
+    ] {
+        server.reset().await;
+        push_service(&server, ResponseTemplate::new(201).insert_header("location", location.as_str())).await;
+        let receipt = sent(provider.send(&job).await);
+        assert_eq!(receipt.provider_message_id, job.delivery_id.to_string(), "{location}");
+    }
+}
+
+#[tokio::test]
+async fn a_tenants_provider_sends_through_the_contexts_guarded_client() {
+    // The push service answers in 1 s: the context's client (a 200 ms limit) gives up, a
+    // client of the provider's own (the 5 s `provider_timeout`) would wait.
+    let server = MockServer::start().await;
+    push_service(&server, ResponseTemplate::new(201).set_delay(Duration::from_secs(1))).await;
+    let rules = IntegrationRules { allow_private_hosts: true, ..Default::default() };
+    let key = vapid();
+    let settings =
+        integration_settings(&json!({"vapid_private_key": key.private, "subject": SUBJECT}), &rules).unwrap();
+    let job = push_job(Browser::new().subscription(&endpoint(&server)));
+
+    let tenants = SharedClient::for_tenants(Duration::from_millis(200), &rules);
+    let ctx = Context { http: &tenants, provider_timeout: Duration::from_secs(5) };
+    let provider = settings.build(&ctx).await.expect("the provider builds");
+    failed(provider.send(&job).await, FailureKind::Ambiguous, "timeout");
+
+    // The operator's (unguarded) client is never used: the provider builds a guarded one.
+    let operators = SharedClient::new(Duration::from_millis(200));
+    let ctx = Context { http: &operators, provider_timeout: Duration::from_secs(5) };
+    let provider = settings.build(&ctx).await.expect("the provider builds");
+    sent(provider.send(&job).await);
 }

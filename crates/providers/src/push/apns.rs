@@ -7,12 +7,14 @@
 //! A tenant's client resolves names through the guarded resolver, as every tenant's does.
 //!
 //! The provider token is reused for [`TOKEN_LIFETIME`] (Apple refuses a token refreshed more
-//! often than every 20 minutes and one older than an hour). A 403 that says the token
+//! often than every 20 minutes and one older than an hour), by every provider of the key in
+//! the process (a cache keyed by team id, key id and the key), rebuilt ones too. A 403 that says the token
 //! expired or is invalid regenerates it (once for all the sends that saw the same token)
 //! and sends again once; a second refusal is `Config`, which pauses a tenant's integration.
 //!
 //! A device APNs reports gone (410 `Unregistered`/`ExpiredToken`, 400 `BadDeviceToken`,
-//! `DeviceTokenNotForTopic`) is a [`SendFailure::gone`]: the worker removes it.
+//! and `DeviceTokenNotForTopic` when the topic was the device's own `app`) is a
+//! [`SendFailure::gone`]: the worker removes it.
 
 use std::{
     sync::{Arc, Mutex},
@@ -135,6 +137,7 @@ impl ProviderUnit for ApnsUnit {
         let key_id = identifier(&config.key_id, "key_id", &section)?;
         let team_id = identifier(&config.team_id, "team_id", &section)?;
         let pem = pem(section.required_secret(&config.key, "key")?.expose_secret());
+        let tokens = TOKENS.get(&super::identity(&[team_id.as_bytes(), key_id.as_bytes(), pem.as_bytes()]));
         let signer = Signer::new(&pem, key_id, team_id)
             .map_err(|e| section.invalid("key", format!("must be the `.p8` key's PEM (EC P-256, PKCS#8): {e}")))?;
         let topic = match settings::given(&config.topic) {
@@ -161,7 +164,7 @@ impl ProviderUnit for ApnsUnit {
                 topic,
                 push_type,
                 ttl: config.ttl.unwrap_or(DEFAULT_TTL),
-                tokens: TokenCache::default(),
+                tokens,
             }),
             guard,
             ca_cert,
@@ -234,7 +237,8 @@ struct Shared {
     topic: Option<String>,
     push_type: String,
     ttl: Duration,
-    tokens: TokenCache,
+    /// The key's provider token, shared by every provider of this key in the process.
+    tokens: Arc<TokenCache>,
 }
 
 /// Signs provider tokens: `{"alg": "ES256", "kid": key_id}`, `{"iss": team_id, "iat": now}`.
@@ -272,6 +276,11 @@ impl Signer {
         jsonwebtoken::encode(&header, &Claims { iss: &self.team_id, iat }, &self.key)
     }
 }
+
+/// The provider tokens of every key (team id, key id, key), shared by the providers built
+/// from it: a provider rebuilt from the same settings keeps the token, as Apple refuses one
+/// refreshed more often than every 20 minutes.
+static TOKENS: super::Registry<TokenCache> = super::Registry::new();
 
 /// The provider token in use and when it was signed.
 #[derive(Debug, Default)]
@@ -376,8 +385,8 @@ impl ApnsProvider {
             ));
         }
         let shared = &self.shared;
-        let Some(topic) = device.app.as_deref().map(str::trim).filter(|a| !a.is_empty()).or(shared.topic.as_deref())
-        else {
+        let device_topic = device.app.as_deref().map(str::trim).filter(|a| !a.is_empty());
+        let Some(topic) = device_topic.or(shared.topic.as_deref()) else {
             return failed(FailureKind::Permanent, "MissingTopic", "the device has no `app` and `topic` is not set");
         };
         if !is_topic(topic) {
@@ -403,7 +412,7 @@ impl ApnsProvider {
                 response_excerpt: None,
             });
         }
-        SendOutcome::Failed(classify(&answer, token))
+        SendOutcome::Failed(classify(&answer, token, device_topic.is_some()))
     }
 
     async fn check(&self) -> Checked {
@@ -545,7 +554,10 @@ pub fn payload(job: &DeliveryJob, push_type: &str) -> Value {
 }
 
 /// APNs' refusal in the failure buckets (docs/providers.md §13), its `reason` as the code.
-fn classify(answer: &Answer, device_token: &str) -> SendFailure {
+/// `device_topic`: the push went to the topic the device named (its `app`); only then is
+/// `DeviceTokenNotForTopic` the device's fault rather than a wrong `topic` setting's (which
+/// would otherwise remove every device of the tenant it is sent to).
+fn classify(answer: &Answer, device_token: &str, device_topic: bool) -> SendFailure {
     let status = answer.status;
     let Some(reason) = answer.reason.as_deref() else {
         let kind = http::kind_from_status(status);
@@ -554,7 +566,13 @@ fn classify(answer: &Answer, device_token: &str) -> SendFailure {
     };
     let message = format!("APNs refused the push ({status}): {reason}");
     let kind = match (status.as_u16(), reason) {
-        (410, _) | (400, "BadDeviceToken" | "DeviceTokenNotForTopic") => {
+        (410, "Unregistered" | "ExpiredToken") | (400, "BadDeviceToken") => {
+            return SendFailure {
+                retry_after: None,
+                ..SendFailure::gone(reason, http::without_address(&message, device_token))
+            };
+        }
+        (400, "DeviceTokenNotForTopic") if device_topic => {
             return SendFailure {
                 retry_after: None,
                 ..SendFailure::gone(reason, http::without_address(&message, device_token))

@@ -5,7 +5,9 @@
 //! The token comes from the JWT-bearer grant: an RS256 assertion signed with the JSON's
 //! `private_key` (`kid` = `private_key_id`; `iss` = `client_email`, `scope` = FCM's,
 //! `aud` = the token URI, one hour), posted to the token URI. The provider keeps it until
-//! five minutes before `expires_in` ends; concurrent sends wait for one refresh rather than
+//! five minutes before `expires_in` ends, in a cache of the process keyed by the account
+//! (email, key id, token URI, key), so a provider rebuilt from the same settings keeps it;
+//! concurrent sends wait for one refresh rather than
 //! each asking for a token (the lock is held across the grant), and share its failure. A 401 from FCM drops the
 //! token it was sent with and the send is retried once with a fresh one; a second 401 is
 //! `Config`.
@@ -121,8 +123,13 @@ struct ServiceAccountJson {
     token_uri: Option<String>,
 }
 
+/// The access tokens of every service account, shared by the providers built from it.
+static TOKENS: super::Registry<tokio::sync::Mutex<TokenState>> = super::Registry::new();
+
 /// A service account, read and checked: what a grant is made of.
 struct Account {
+    /// The account's key in [`TOKENS`]: its email, key id, token URI and key.
+    identity: String,
     project_id: String,
     client_email: String,
     key_id: Option<String>,
@@ -193,7 +200,13 @@ impl Account {
                 None => DEFAULT_TOKEN_URI.to_owned(),
             },
         };
-        let account = Account { project_id, client_email, key_id, key: rsa, token_uri };
+        let identity = super::identity(&[
+            client_email.as_bytes(),
+            key_id.as_deref().unwrap_or_default().as_bytes(),
+            token_uri.as_bytes(),
+            pem.as_bytes(),
+        ]);
+        let account = Account { identity, project_id, client_email, key_id, key: rsa, token_uri };
         // A key that parses may still not sign (a truncated modulus): find out now.
         account.assertion().map_err(|_| invalid("`private_key` cannot sign an RS256 token".into()))?;
         Ok(account)
@@ -280,7 +293,7 @@ impl ProviderSettings for FcmSettings {
                 send_url: self.send_url.clone(),
                 ttl: self.ttl,
                 grant_timeout: (ctx.provider_timeout / 3).max(Duration::from_secs(1)),
-                token: tokio::sync::Mutex::new(TokenState::default()),
+                token: TOKENS.get(&self.account.identity),
             };
             Ok(Arc::new(provider) as Arc<dyn Provider>)
         }
@@ -410,9 +423,10 @@ pub struct FcmProvider {
     /// (and, after a 401, a second grant and send): a slow token endpoint fails the send
     /// as `retryable` (nothing sent) before the worker's limit would call it `ambiguous`.
     grant_timeout: Duration,
-    /// The access token, while it is fresh. A tokio mutex, held across a grant, so that
+    /// The access token, while it is fresh: the account's, shared by every provider built
+    /// from it in this process ([`TOKENS`]). A tokio mutex, held across a grant, so that
     /// sends that find no token wait for the one grant in flight.
-    token: tokio::sync::Mutex<TokenState>,
+    token: Arc<tokio::sync::Mutex<TokenState>>,
 }
 
 #[derive(Default)]
@@ -486,7 +500,11 @@ impl FcmProvider {
                 refreshed = true;
                 continue;
             }
-            return outcome(&answer, &device.token);
+            // `SENDER_ID_MISMATCH` proves the token dead only when the device said which
+            // project it belongs to, and it is this account's: else the account may be the
+            // wrong one, and the tenant's devices are kept.
+            let app_matched = device.app.as_deref().map(str::trim).is_some_and(|app| app == self.account.project_id);
+            return outcome(&answer, &device.token, app_matched);
         }
     }
 }
@@ -631,11 +649,15 @@ enum Verdict {
 }
 
 /// The buckets of docs/providers.md §12: by FCM's own code first, then Google's status,
-/// then the HTTP status.
-fn classify(status: StatusCode, error: &Value) -> Verdict {
+/// then the HTTP status. `app_matched`: the device named its project (`app`), and it is
+/// the account's; only then is `SENDER_ID_MISMATCH` the device's fault rather than a
+/// misconfigured account's.
+fn classify(status: StatusCode, error: &Value, app_matched: bool) -> Verdict {
     use FailureKind::*;
     match fcm_error_code(error) {
-        Some("UNREGISTERED" | "SENDER_ID_MISMATCH") => return Verdict::Gone,
+        Some("UNREGISTERED") => return Verdict::Gone,
+        Some("SENDER_ID_MISMATCH") if app_matched => return Verdict::Gone,
+        Some("SENDER_ID_MISMATCH") => return Verdict::Failed(Permanent),
         Some("INVALID_ARGUMENT") if token_is_invalid(error) => return Verdict::Gone,
         Some("INVALID_ARGUMENT") => return Verdict::Failed(Permanent),
         Some("THIRD_PARTY_AUTH_ERROR" | "APNS_AUTH_ERROR") => return Verdict::Failed(Config),
@@ -664,7 +686,7 @@ fn classify(status: StatusCode, error: &Value) -> Verdict {
 
 /// Reads FCM's answer: `200 {"name": "projects/{p}/messages/{id}"}`, or Google's error
 /// `{"error": {code, message, status, details}}`.
-fn outcome(answer: &Answer, token: &str) -> SendOutcome {
+fn outcome(answer: &Answer, token: &str, app_matched: bool) -> SendOutcome {
     let body = answer.json();
     if answer.status.is_success() {
         return match body.as_ref().and_then(|b| b["name"].as_str()) {
@@ -688,7 +710,7 @@ fn outcome(answer: &Answer, token: &str) -> SendOutcome {
         Some(message) => format!("FCM refused the message ({}): {message}", answer.status),
         None => format!("FCM answered {}", answer.status),
     };
-    let failure = match classify(answer.status, error) {
+    let failure = match classify(answer.status, error, app_matched) {
         Verdict::Gone => {
             let failure = http::failure(FailureKind::Permanent, code, &message, token, None);
             SendFailure::gone(failure.code, failure.message)
@@ -736,8 +758,17 @@ mod tests {
             (502, Value::Null, Verdict::Failed(Ambiguous)),
         ];
         for (status, error, verdict) in cases {
-            assert_eq!(classify(s(status), &error), verdict, "{status} {error}");
+            assert_eq!(classify(s(status), &error, true), verdict, "{status} {error}");
         }
+    }
+
+    #[test]
+    fn a_sender_id_mismatch_is_gone_only_for_a_device_that_named_its_project() {
+        let error = error("PERMISSION_DENIED", Some("SENDER_ID_MISMATCH"));
+        assert_eq!(classify(StatusCode::FORBIDDEN, &error, true), Verdict::Gone);
+        assert_eq!(classify(StatusCode::FORBIDDEN, &error, false), Verdict::Failed(FailureKind::Permanent));
+        let unregistered = super::tests::error("NOT_FOUND", Some("UNREGISTERED"));
+        assert_eq!(classify(StatusCode::NOT_FOUND, &unregistered, false), Verdict::Gone);
     }
 
     #[test]
@@ -746,12 +777,12 @@ mod tests {
         by_field["details"].as_array_mut().unwrap().push(json!({
             "@type": BAD_REQUEST, "fieldViolations": [{"field": "message.token", "description": "Invalid registration token"}]
         }));
-        assert_eq!(classify(StatusCode::BAD_REQUEST, &by_field), Verdict::Gone);
+        assert_eq!(classify(StatusCode::BAD_REQUEST, &by_field, false), Verdict::Gone);
         let mut by_message = error("INVALID_ARGUMENT", None);
         by_message["message"] = "The registration token is not a valid FCM registration token".into();
-        assert_eq!(classify(StatusCode::BAD_REQUEST, &by_message), Verdict::Gone);
+        assert_eq!(classify(StatusCode::BAD_REQUEST, &by_message, false), Verdict::Gone);
         let mut data = error("INVALID_ARGUMENT", Some("INVALID_ARGUMENT"));
         data["message"] = "Invalid value at 'message.data[0].value' (TYPE_STRING)".into();
-        assert_eq!(classify(StatusCode::BAD_REQUEST, &data), Verdict::Failed(FailureKind::Permanent));
+        assert_eq!(classify(StatusCode::BAD_REQUEST, &data, false), Verdict::Failed(FailureKind::Permanent));
     }
 }

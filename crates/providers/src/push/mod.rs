@@ -7,6 +7,12 @@ pub mod apns;
 pub mod fcm;
 pub mod webpush;
 
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, OnceLock, PoisonError},
+    time::{Duration, Instant},
+};
+
 use domain::{
     DeliveryJob, Priority, SendFailure,
     push::{Platform, PushDevice},
@@ -37,4 +43,73 @@ pub(crate) fn no_device(platform: Platform) -> SendFailure {
         "no_device",
         format!("the delivery has no {} device to send to", platform.as_str()),
     )
+}
+
+/// A cache entry that no provider holds and none asked for this long is dropped.
+const UNUSED_FOR: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Process-wide token caches, one per credential (FCM's access token, APNs' provider token,
+/// VAPID's tokens), so that providers rebuilt from the same settings (a worker rebuilds a
+/// tenant's every few minutes and on every change of its integrations) share one token and
+/// one refresh rather than each asking anew: Apple refuses a provider token refreshed more
+/// often than every 20 minutes (429 `TooManyProviderTokenUpdates`).
+pub(crate) struct Registry<T> {
+    entries: OnceLock<Mutex<Entries<T>>>,
+}
+
+/// A [`Registry`]'s caches by credential, each with when it was last asked for.
+type Entries<T> = HashMap<String, (Arc<T>, Instant)>;
+
+impl<T: Default> Registry<T> {
+    pub(crate) const fn new() -> Self {
+        Self { entries: OnceLock::new() }
+    }
+
+    /// The cache of the credential `key` ([`identity`]), made on first use. Entries
+    /// unused for a day and held by no provider are dropped on the way.
+    pub(crate) fn get(&self, key: &str) -> Arc<T> {
+        let now = Instant::now();
+        let mut entries = self.entries.get_or_init(Default::default).lock().unwrap_or_else(PoisonError::into_inner);
+        entries.retain(|_, (cache, used)| {
+            Arc::strong_count(cache) > 1 || now.saturating_duration_since(*used) < UNUSED_FOR
+        });
+        let (cache, used) = entries.entry(key.to_owned()).or_insert_with(|| (Arc::new(T::default()), now));
+        *used = now;
+        cache.clone()
+    }
+}
+
+/// A credential's identity as a [`Registry`] key: SHA-256 of its parts (each with its
+/// length), in hex, so no secret is kept as a key.
+pub(crate) fn identity(parts: &[&[u8]]) -> String {
+    let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for part in parts {
+        digest.update(&(part.len() as u64).to_be_bytes());
+        digest.update(part);
+    }
+    digest.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_credential_one_cache_and_unheld_old_ones_are_dropped() {
+        static CACHES: Registry<Mutex<u32>> = Registry::new();
+        let (a, b) = (identity(&[b"team", b"key"]), identity(&[b"teamk", b"ey"]));
+        assert_ne!(a, b);
+        let first = CACHES.get(&a);
+        *first.lock().unwrap() = 7;
+        assert_eq!(*CACHES.get(&a).lock().unwrap(), 7);
+        assert_eq!(*CACHES.get(&b).lock().unwrap(), 0);
+        // Unheld and unused for a day: dropped at the next lookup.
+        drop(first);
+        let old = Instant::now().checked_sub(UNUSED_FOR + Duration::from_secs(1));
+        if let Some(old) = old {
+            CACHES.entries.get().unwrap().lock().unwrap().get_mut(&a).unwrap().1 = old;
+            let _ = CACHES.get(&b);
+            assert!(!CACHES.entries.get().unwrap().lock().unwrap().contains_key(&a));
+        }
+    }
 }

@@ -153,7 +153,13 @@ pub struct VapidKey {
     encoding: jsonwebtoken::EncodingKey,
     /// The public key, base64url of the uncompressed point: VAPID's `k`.
     public: String,
+    /// A hash of the private key: its tokens' key in [`TOKENS`].
+    identity: String,
 }
+
+/// Signed VAPID tokens by key and subject, then by audience, with when they expire: shared
+/// by every provider of the key in the process, rebuilt ones too.
+static TOKENS: super::Registry<Mutex<HashMap<String, (String, Instant)>>> = super::Registry::new();
 
 impl std::fmt::Debug for VapidKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -184,6 +190,7 @@ impl VapidKey {
         };
         let pkcs8 = pair.to_pkcs8v1().map_err(|_| "could not be encoded".to_owned())?;
         Ok(Self {
+            identity: super::identity(&[pkcs8.as_ref()]),
             encoding: jsonwebtoken::EncodingKey::from_ec_der(pkcs8.as_ref()),
             public: URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()),
         })
@@ -204,16 +211,24 @@ pub struct WebpushSettings {
 }
 
 impl ProviderSettings for WebpushSettings {
-    /// Always the guarded client ([`http::tenant_client`]): the endpoint is the browser's.
+    /// Always a guarded client ([`http::tenant_client`]): the endpoint is the browser's. The
+    /// context's, with its connection pool, when it is the tenants' client under the same
+    /// rule; a client of its own only for the operator's provider (whose context carries
+    /// the unguarded client).
     fn build<'a>(&'a self, ctx: &'a Context<'a>) -> BoxFuture<'a, anyhow::Result<Arc<dyn Provider>>> {
         async move {
+            let http = if ctx.http.tenants() == Some(self.allow_private_hosts) {
+                ctx.http.get()?
+            } else {
+                http::tenant_client(ctx.provider_timeout, self.allow_private_hosts)?
+            };
             let provider = WebpushProvider {
-                http: http::tenant_client(ctx.provider_timeout, self.allow_private_hosts)?,
+                http,
                 key: self.key.clone(),
                 subject: self.subject.clone(),
                 ttl: self.ttl,
                 allow_private_hosts: self.allow_private_hosts,
-                tokens: Mutex::new(HashMap::new()),
+                tokens: TOKENS.get(&super::identity(&[self.key.identity.as_bytes(), self.subject.as_bytes()])),
             };
             Ok(Arc::new(provider) as Arc<dyn Provider>)
         }
@@ -236,8 +251,9 @@ pub struct WebpushProvider {
     subject: String,
     ttl: Duration,
     allow_private_hosts: bool,
-    /// Signed VAPID tokens by audience, with when they expire.
-    tokens: Mutex<HashMap<String, (String, Instant)>>,
+    /// Signed VAPID tokens by audience, with when they expire: the key's and subject's,
+    /// shared in the process ([`TOKENS`]).
+    tokens: Arc<Mutex<HashMap<String, (String, Instant)>>>,
 }
 
 /// A browser's subscription, as `PushSubscription.toJSON()` gives it.
@@ -478,6 +494,7 @@ impl WebpushProvider {
         };
         authorization.set_sensitive(true);
         let endpoint = target.endpoint.as_str().to_owned();
+        let endpoint_url = target.endpoint.clone();
         let request = self
             .http
             .post(target.endpoint)
@@ -498,7 +515,7 @@ impl WebpushProvider {
         if status.is_success() {
             // The message is queued; its resource names it (`Location`), else our id does.
             let provider_message_id =
-                location.map(|l| l.chars().take(512).collect()).unwrap_or_else(|| job.delivery_id.to_string());
+                message_id(location.as_deref(), &endpoint_url).unwrap_or_else(|| job.delivery_id.to_string());
             return SendOutcome::Sent(SendReceipt {
                 provider_message_id,
                 response_excerpt: Some(format!("status={}", status.as_u16())),
@@ -507,6 +524,59 @@ impl WebpushProvider {
         let text = response.bytes().await.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
         outcome(status, &text, retry_after, secret, &endpoint)
     }
+}
+
+/// The provider message id `Location` gives, when it can be kept: the push service
+/// controls it, and may quote the subscription's path (a capability). Only a `Location`
+/// on the endpoint's origin is read, and only its last path segment is kept, unless that
+/// holds a part of the endpoint's path; `None`: the delivery id names the message.
+fn message_id(location: Option<&str>, endpoint: &Url) -> Option<String> {
+    let url = endpoint.join(location?.trim()).ok()?;
+    if url.origin() != endpoint.origin() {
+        return None;
+    }
+    let last = url.path_segments()?.rfind(|s| !s.is_empty())?;
+    let quotes_endpoint = endpoint
+        .path_segments()
+        .into_iter()
+        .flatten()
+        .filter(|part| part.len() >= 8 || part.len() >= last.len())
+        .any(|part| last.contains(part) || part.contains(last));
+    let plain = last.len() <= 256 && last.chars().all(|c| c.is_ascii_graphic());
+    (plain && !quotes_endpoint).then(|| last.to_owned())
+}
+
+/// Error codes push services document (Apple's `reason`s), kept in a stored message; any
+/// other text of the answer is the push service's, and is not kept.
+const KNOWN_REASONS: &[&str] = &[
+    "BadJwtToken",
+    "BadWebPushTopic",
+    "BadDeviceToken",
+    "BadExpirationDate",
+    "BadPriority",
+    "ExpiredJwtToken",
+    "ExpiredSubscription",
+    "InvalidToken",
+    "MissingTopic",
+    "PayloadEmpty",
+    "PayloadTooLarge",
+    "TooManyRequests",
+    "Unregistered",
+    "VapidPkHashMismatch",
+    "InternalServerError",
+    "ServiceUnavailable",
+];
+
+/// The known error code of a push service's answer: Apple's `reason` when it is one of
+/// [`KNOWN_REASONS`], autopush's `errno` (a number).
+fn known_code(text: &str) -> Option<String> {
+    let body = serde_json::from_str::<Map<String, Value>>(text).ok()?;
+    if let Some(reason) = body.get("reason").and_then(Value::as_str)
+        && let Some(known) = KNOWN_REASONS.iter().find(|k| **k == reason)
+    {
+        return Some((*known).to_owned());
+    }
+    body.get("errno").and_then(Value::as_u64).map(|errno| format!("errno {errno}"))
 }
 
 /// A failure for the attempts log, without the subscription or its endpoint.
@@ -523,8 +593,8 @@ fn transport(failure: SendFailure, token: &str, endpoint: &str) -> SendOutcome {
     SendOutcome::Failed(SendFailure { kind, message, ..failure })
 }
 
-/// The push service's refusal (RFC 8030 §5, §7, §8; autopush and FCM add a JSON body with
-/// `message`/`reason`, or plain text).
+/// The push service's refusal (RFC 8030 §5, §7, §8; autopush answers JSON with `errno`,
+/// Apple with `reason`, FCM plain text): its status and known code only.
 fn outcome(
     status: reqwest::StatusCode,
     text: &str,
@@ -533,11 +603,9 @@ fn outcome(
     endpoint: &str,
 ) -> SendOutcome {
     let code = format!("webpush_{}", status.as_u16());
-    let said = serde_json::from_str::<Map<String, Value>>(text)
-        .ok()
-        .and_then(|body| ["message", "reason", "error"].iter().find_map(|k| body.get(*k)?.as_str().map(str::to_owned)))
-        .unwrap_or_else(|| text.trim().chars().take(200).collect());
-    let said = if said.is_empty() { String::new() } else { format!(": {said}") };
+    // The status and a known code only: the rest of the body is the push service's text,
+    // which may quote the subscription or say anything its operator likes.
+    let said = known_code(text).map(|code| format!(" ({code})")).unwrap_or_default();
     let message = crate::chat::redact(&format!("the push service answered {status}{said}"), endpoint);
     if matches!(status.as_u16(), 404 | 410) {
         // The browser unsubscribed, or the subscription expired: the device is removed.
@@ -547,9 +615,11 @@ fn outcome(
     let kind = match status.as_u16() {
         429 => FailureKind::Retryable,
         500.. => FailureKind::Ambiguous,
-        // The VAPID token or key was refused (403 also when the subscription was made with
-        // another applicationServerKey): ours to fix.
-        401 | 403 => FailureKind::Config,
+        // The VAPID token was refused for this one subscription: typically one made with an
+        // earlier applicationServerKey, or an endpoint whoever registered it controls. It
+        // fails this message only; pausing the provider would stop every other browser.
+        // (A key we cannot sign with is found locally, and is `Config`.)
+        401 | 403 => FailureKind::Permanent,
         // 400 (headers or encryption), 413 (too large), and a redirect or any other answer
         // of this one endpoint.
         _ => FailureKind::Permanent,
@@ -656,6 +726,27 @@ mod tests {
         let refused = SendFailure::new(FailureKind::Retryable, "connect", "refused");
         let SendOutcome::Failed(failure) = transport(refused, "{}", endpoint) else { panic!("a failure") };
         assert_eq!(failure.kind, FailureKind::Retryable);
+    }
+
+    #[test]
+    fn only_a_location_on_the_endpoints_origin_gives_its_last_segment() {
+        let endpoint = Url::parse("https://push.example/wpush/v2/sUbScRiPtIoN-0123456789").unwrap();
+        let id = |l: &str| message_id(Some(l), &endpoint);
+        assert_eq!(id("/m/msg-1").as_deref(), Some("msg-1"));
+        assert_eq!(id("https://push.example/m/gAAAAABmsg").as_deref(), Some("gAAAAABmsg"));
+        assert_eq!(id("https://other.example/m/msg-1"), None);
+        assert_eq!(id("/wpush/v2/sUbScRiPtIoN-0123456789"), None);
+        assert_eq!(id("/m/sUbScRiPtIoN-0123456789:1"), None);
+        assert_eq!(id("/"), None);
+        assert_eq!(message_id(None, &endpoint), None);
+    }
+
+    #[test]
+    fn only_known_codes_of_an_answer_are_kept() {
+        assert_eq!(known_code(r#"{"reason": "VapidPkHashMismatch"}"#).as_deref(), Some("VapidPkHashMismatch"));
+        assert_eq!(known_code(r#"{"reason": "see https://evil.example"}"#), None);
+        assert_eq!(known_code(r#"{"errno": 106, "message": "x"}"#).as_deref(), Some("errno 106"));
+        assert_eq!(known_code("plain text"), None);
     }
 
     #[test]
