@@ -234,6 +234,8 @@ async fn a_device_fcm_reports_unregistered_is_removed_and_the_next_push_skips_it
     assert_eq!(tablet["status"], "failed", "{n:#}");
     assert_eq!(tablet["last_error_code"], "UNREGISTERED");
     assert_eq!(tablet["attempts"].as_array().unwrap().len(), 1, "a dead token is not retried: {n:#}");
+    let message = tablet["last_error_message"].as_str().unwrap();
+    assert!(!message.contains(TABLET_TOKEN), "the token is in a stored message: {message}");
     // What FCM got for the phone: the notification's title and body.
     let sent = requests_to(&fcm, &send_path("shop-app")).await;
     let to_phone: Value =
