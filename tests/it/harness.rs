@@ -399,7 +399,12 @@ impl TestApp {
     /// from `options.settings` through the channel's units of `providers::CATALOG`.
     pub async fn start_worker(&self, channel: Channel, options: WorkerOptions) -> Service {
         let worker = self.worker_config(&options).await;
-        let section = serde_json::json!({ channel.as_str(): options.settings });
+        // `[integrations]` as the binary's configuration has it next to the channel's (the
+        // operator's Web Push reads `allow_private_hosts`: wiremock is on loopback).
+        let section = serde_json::json!({
+            channel.as_str(): options.settings,
+            "integrations": {"allow_private_hosts": true, "base_urls": options.integration_base_urls},
+        });
         let figment = figment::Figment::from(figment::providers::Serialized::defaults(section));
         Service::spawn(move |shutdown| async move {
             let units: Vec<&dyn providers::ProviderUnit> = providers::units(channel).collect();

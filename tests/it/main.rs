@@ -32,6 +32,7 @@ mod plans;
 mod providers_aws;
 mod providers_http;
 mod publishing;
+mod push_delivery;
 mod push_plan;
 mod push_worker;
 mod receipts;

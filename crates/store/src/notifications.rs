@@ -69,6 +69,7 @@ impl Store {
     /// (without rendered content) and its first [`VIEW_EVENTS`] audit events: a bounded
     /// read whatever its fan-out.
     pub async fn get_notification(&self, tenant_id: Uuid, id: Uuid) -> Result<Option<NotificationView>> {
+        let mut tx = self.snapshot().await?;
         let row: Option<NotificationRow> = sqlx::query_as(
             "SELECT id, type, status, priority, correlation_id, idempotency_key, data, content, send_at, created_at,
                     updated_at
@@ -76,7 +77,7 @@ impl Store {
         )
         .bind(tenant_id)
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
         let Some(n) = row else { return Ok(None) };
 
@@ -86,7 +87,7 @@ impl Store {
         )
         .bind(tenant_id)
         .bind(id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
         let mut delivery_counts: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
         for (channel, status, count) in counts {
@@ -94,7 +95,7 @@ impl Store {
         }
         let delivery_count = delivery_counts.values().flat_map(BTreeMap::values).sum();
 
-        let mut deliveries = self.deliveries_of(tenant_id, id, None, VIEW_DELIVERIES + 1, false).await?;
+        let mut deliveries = Self::deliveries_of(&mut tx, tenant_id, id, None, VIEW_DELIVERIES + 1, false).await?;
         let deliveries_cursor = more(&mut deliveries, VIEW_DELIVERIES).map(|last| last.id.to_string());
         let mut events: Vec<AuditEventView> = sqlx::query_as::<_, EventRow>(
             "SELECT action, delivery_id, actor, detail, created_at FROM audit_events
@@ -103,12 +104,13 @@ impl Store {
         .bind(tenant_id)
         .bind(id)
         .bind(VIEW_EVENTS as i64 + 1)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?
         .into_iter()
         .map(EventRow::view)
         .collect();
         let events_truncated = more(&mut events, VIEW_EVENTS).is_some();
+        tx.commit().await?;
         Ok(Some(NotificationView {
             id: n.0,
             kind: n.1,
@@ -141,19 +143,31 @@ impl Store {
         limit: usize,
         content: bool,
     ) -> Result<Option<Vec<DeliveryView>>> {
+        let mut tx = self.snapshot().await?;
         let exists: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM notifications WHERE tenant_id = $1 AND id = $2")
             .bind(tenant_id)
             .bind(notification_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?;
         if exists.is_none() {
             return Ok(None);
         }
-        self.deliveries_of(tenant_id, notification_id, after, limit, content).await.map(Some)
+        let deliveries = Self::deliveries_of(&mut tx, tenant_id, notification_id, after, limit, content).await?;
+        tx.commit().await?;
+        Ok(Some(deliveries))
+    }
+
+    /// A read-only transaction on one snapshot: a view made of several statements shows
+    /// the deliveries, their attempts and the notification's status as one commit left
+    /// them (a delivery never `sending` with the attempt that ended it already listed).
+    async fn snapshot(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+        Ok(tx)
     }
 
     async fn deliveries_of(
-        &self,
+        conn: &mut sqlx::PgConnection,
         tenant_id: Uuid,
         notification_id: Uuid,
         after: Option<Uuid>,
@@ -173,7 +187,7 @@ impl Store {
         .bind(after)
         .bind(content)
         .bind(limit as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *conn)
         .await?;
         let ids: Vec<Uuid> = deliveries.iter().map(|d| d.id).collect();
         let attempts: Vec<AttemptRow> = sqlx::query_as(
@@ -182,7 +196,7 @@ impl Store {
              FROM delivery_attempts WHERE delivery_id = ANY ($1) ORDER BY id",
         )
         .bind(&ids)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *conn)
         .await?;
         let events: Vec<EventRow> = sqlx::query_as(
             "SELECT action, delivery_id, actor, detail, created_at FROM audit_events
@@ -190,7 +204,7 @@ impl Store {
         )
         .bind(tenant_id)
         .bind(&ids)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *conn)
         .await?;
 
         let mut attempts_of: HashMap<Uuid, Vec<AttemptView>> = HashMap::new();
