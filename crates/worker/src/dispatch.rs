@@ -864,9 +864,7 @@ mod tests {
         }
         let apns = provider("apns", None);
         let d = Dispatcher::new(vec![Arc::new(Never(apns.clone()))], &fallback(true), Duration::from_secs(5));
-        let no_provider = |r: &Dispatched| {
-            matches!(&r.outcome, SendOutcome::Failed(f) if f.kind == FailureKind::Permanent && f.code == "no_provider")
-        };
+        let no_provider = |r: &Dispatched| matches!(&r.outcome, SendOutcome::Failed(f) if f.kind == FailureKind::Permanent && f.code == "no_provider");
         assert!(no_provider(&d.send(&job(), None, far()).await));
         assert!(no_provider(&d.send_for_tenant(&job(), &[], None, far()).await));
         // One of the tenant's integrations serves it but is paused: that is worth waiting for.
@@ -874,7 +872,11 @@ mod tests {
         let paused = TenantIntegration { provider: "fcm".into(), version: 1, client: Ok(client) };
         d.send_for_tenant(&job(), std::slice::from_ref(&paused), None, far()).await;
         let result = d.send_for_tenant(&job(), &[paused], None, far()).await;
-        assert!(matches!(&result.outcome, SendOutcome::Failed(f) if f.kind == FailureKind::Config), "{:?}", result.outcome);
+        assert!(
+            matches!(&result.outcome, SendOutcome::Failed(f) if f.kind == FailureKind::Config),
+            "{:?}",
+            result.outcome
+        );
         assert_eq!(apns.calls.load(Ordering::SeqCst), 0);
     }
 
