@@ -79,9 +79,11 @@ pub fn notification(kind: &str, i: u64, send_at: Option<&str>) -> String {
         4 => format!(r#"{{"slack_channel":"C{n:08}"}}"#),
         _ => format!(r#"{{"subscriber_id":"push-{}"}}"#, 1 + n % PUSH_AUDIENCE),
     };
+    // A stored subscriber has a Novu address too (its id): the push share names its channel.
+    let channels = if i % 6 == 5 { r#""channels":["push"],"# } else { "" };
     let send_at = send_at.map(|at| format!(r#","send_at":"{at}""#)).unwrap_or_default();
     format!(
-        r#"{{"type":"{kind}","to":[{to}],"content":{{"subject":"Your order shipped","text":"It is on its way: order {i}.","title":"Your order shipped","body":"Order {i} is on its way."}},"data":{{"order":"{i}"}}{send_at}}}"#
+        r#"{{"type":"{kind}","to":[{to}],{channels}"content":{{"subject":"Your order shipped","text":"It is on its way: order {i}.","title":"Your order shipped","body":"Order {i} is on its way."}},"data":{{"order":"{i}"}}{send_at}}}"#
     )
 }
 
@@ -331,6 +333,7 @@ mod tests {
         assert_eq!(items.len(), 5);
         let push: serde_json::Value = serde_json::from_str(&notification("bench.x", 1_001, None)).unwrap();
         assert_eq!(push["to"][0]["subscriber_id"], "push-2");
+        assert_eq!(push["channels"], serde_json::json!(["push"]));
         assert_eq!(items[1]["to"][0]["phone"], "+15550000001");
         assert_eq!(items[3]["to"][0]["subscriber_id"], "subscriber-3");
         assert_eq!(items[4]["to"][0]["slack_channel"], "C00000004");
