@@ -140,9 +140,11 @@ impl Respond for Grants {
 }
 
 /// The FCM stand-in: Google's token endpoint at `/token` (where a tenant's client asks when
-/// `integrations.base_urls.fcm` is set).
+/// `integrations.base_urls.fcm` is set). A server of its own, not one of wiremock's pool: the
+/// tests' accounts share keys, and FCM tokens are cached per process by account and token
+/// URI, so a pooled server's URI would find the token an earlier test was granted.
 async fn fcm_stand_in() -> MockServer {
-    let server = MockServer::start().await;
+    let server = MockServer::builder().start().await;
     Mock::given(method("POST")).and(path("/token")).respond_with(Grants).mount(&server).await;
     server
 }
