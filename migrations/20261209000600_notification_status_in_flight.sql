@@ -16,13 +16,17 @@ BEGIN
     UPDATE notifications n SET status = agg.status, updated_at = now()
     FROM unnest(ids) AS i(id)
     CROSS JOIN LATERAL (
-        SELECT CASE
-            WHEN EXISTS (SELECT 1 FROM deliveries u
-                         WHERE u.notification_id = i.id AND u.status IN ('pending', 'queued', 'sending', 'retrying'))
-                THEN 'processing'
-            ELSE (SELECT notification_status(array_agg(d.status))
-                  FROM deliveries d WHERE d.notification_id = i.id HAVING count(*) > 0)
-        END AS status) agg
+        -- A scalar subquery with LIMIT, not EXISTS: the planner may turn an EXISTS into a
+        -- hashed subplan that reads every in-flight delivery of every notification. COALESCE
+        -- reads the whole aggregate only when no delivery is in flight, and OFFSET 0 keeps
+        -- the subquery from being pulled up and evaluated twice.
+        SELECT COALESCE(
+            (SELECT 'processing' FROM deliveries u
+             WHERE u.notification_id = i.id AND u.status IN ('pending', 'queued', 'sending', 'retrying')
+             LIMIT 1),
+            (SELECT notification_status(array_agg(d.status))
+             FROM deliveries d WHERE d.notification_id = i.id HAVING count(*) > 0)) AS status
+        OFFSET 0) agg
     WHERE n.id = i.id AND agg.status IS NOT NULL AND n.status IS DISTINCT FROM agg.status;
 END
 $$;
