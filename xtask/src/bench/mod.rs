@@ -851,15 +851,26 @@ impl Bench {
             num(k as f64),
             lead.as_secs_f64()
         );
+        // Half the intake's batches: with `send_at` on each item a full one exceeds the
+        // API's body limit (256 KiB).
+        let size = (self.plan.batch_size / 2).max(1);
         let submitted = load::closed_loop(
             target,
             &format!("bench.history{history}.relay"),
             self.plan.batch_concurrency,
-            Body::Batch(self.plan.batch_size),
-            Stop::Requests(k.div_ceil(self.plan.batch_size)),
+            Body::Batch(size),
+            Stop::Requests(k.div_ceil(size)),
             Some(send_at),
         )
         .await?;
+        if submitted.errors > 0 {
+            bail!(
+                "the relay backlog: {} of {} requests refused, the first: {}",
+                submitted.errors,
+                submitted.requests,
+                submitted.first_error.unwrap_or_default()
+            );
+        }
         let mut note = None;
         if Instant::now() > due_at {
             note = Some("the backlog was still being accepted when it fell due: the relay rate is understated".into());
