@@ -151,3 +151,26 @@ async fn an_urgent_notification_overtakes_a_backlog_of_normal_ones() {
     // Behind at most what the queue held ready, and what the worker had taken.
     assert!(position <= MAX_READY as usize + 2, "the urgent email was sent after {position} others");
 }
+
+#[tokio::test]
+async fn a_backlog_behind_a_full_queue_moves_as_the_workers_take_messages() {
+    // The relay polls only once a minute: a backlog that waited for the poll would not be
+    // sent within the deadline. It is rechecked soon after a full queue held rows back.
+    const MAX_READY: u32 = 10;
+    let app = TestApp::api_with_broker(|c| c.hand_off.max_ready = MAX_READY).await;
+    let _relay = app
+        .start_relay_with(outbox_relay::RelaySettings {
+            max_ready: MAX_READY,
+            poll_interval: std::time::Duration::from_secs(60),
+            ..Default::default()
+        })
+        .await;
+    let _worker = app.start_worker(Channel::Email, WorkerOptions::default()).await;
+    let items: Vec<Value> = (0..200).map(|i| email(&format!("user{i}@example.com"))).collect();
+    let (status, batch) = app.call("POST", "/v1/notifications/batch", Some(&json!({"notifications": items}))).await;
+    assert_eq!(status, 200, "{batch}");
+    eventually("the whole backlog sent", || async {
+        (app.sandbox_messages(Channel::Email).len() == 200).then_some(())
+    })
+    .await;
+}

@@ -447,11 +447,7 @@ async fn a_browser_registered_with_its_subscriber_token_decrypts_the_web_push() 
     let id = push_as(&app, &app.api_key, "Your order shipped").await;
     let n = app.wait_for_status(id, "sent").await;
     let d = delivery(&n, "browser");
-    assert_eq!(
-        (d["provider"].as_str(), d["provider_message_id"].as_str()),
-        (Some("webpush"), Some("msg-7")),
-        "{n:#}"
-    );
+    assert_eq!((d["provider"].as_str(), d["provider_message_id"].as_str()), (Some("webpush"), Some("msg-7")), "{n:#}");
 
     let requests = push_service.received_requests().await.unwrap();
     assert_eq!(requests.len(), 1);

@@ -292,9 +292,10 @@ async fn relay(
             None => config.relay.poll_interval,
         }
         .min(config.relay.poll_interval);
-        if held_back && wait.is_zero() {
-            // Rows are due and a full queue held some back. No NOTIFY says a worker took
-            // messages: look at the queues again soon (not while nothing waits).
+        if held_back && store.outbox_has_due().await? {
+            // A full queue held rows back and rows are due. No NOTIFY says a worker took
+            // messages: look at the queues again soon (not while nothing waits). The next
+            // due time above counts only rows not yet due, so it cannot tell this.
             wait = FULL_QUEUE_RECHECK;
         }
         tokio::select! {

@@ -125,6 +125,14 @@ impl Store {
         Ok(at)
     }
 
+    /// Whether any row is due now (locked by a relay or not).
+    pub async fn outbox_has_due(&self) -> Result<bool> {
+        let (due,): (bool,) = sqlx::query_as("SELECT EXISTS (SELECT 1 FROM outbox WHERE available_at <= now())")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(due)
+    }
+
     /// How long the oldest due row has waited, in seconds (0 when none is due): the
     /// outbox lag.
     pub async fn outbox_lag_seconds(&self) -> Result<f64> {
