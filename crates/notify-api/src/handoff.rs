@@ -87,6 +87,7 @@ const GROUPS_IN_FLIGHT: usize = 4;
 #[derive(Clone)]
 pub struct HandOff {
     queue: mpsc::Sender<DeliveryMessage>,
+    store: Store,
 }
 
 impl HandOff {
@@ -101,17 +102,31 @@ impl HandOff {
         finish: CancellationToken,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (queue, waiting) = mpsc::channel(QUEUED_MAX);
-        let task = tokio::spawn(publish(store, amqp_url, settings.clone(), waiting, finish));
-        (Self { queue }, task)
+        let task = tokio::spawn(publish(store.clone(), amqp_url, settings.clone(), waiting, finish));
+        (Self { queue, store }, task)
     }
 
-    /// Publishes `messages` soon; returns at once. What cannot wait here is left to the relays.
+    /// Publishes `messages` soon; returns at once. What cannot wait here is left to the
+    /// relays at once (a broadcast to a large topic hands off more than this holds): its
+    /// rows are made due now rather than after the grace.
     pub fn send(&self, messages: Vec<DeliveryMessage>) {
+        let mut left = Vec::new();
         for message in messages {
-            if self.queue.try_send(message).is_err() {
-                METRICS.get_or_create(&Outcome { outcome: "left_to_relay" }).inc();
+            if let Err(full) = self.queue.try_send(message) {
+                left.push(full.into_inner());
             }
         }
+        if left.is_empty() {
+            return;
+        }
+        METRICS.get_or_create(&Outcome { outcome: "left_to_relay" }).inc_by(left.len() as u64);
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.release_to_relays(&left).await {
+                // Not released, the rows fall due after the grace all the same.
+                tracing::warn!(error = %e, "cannot release deliveries to the relays; they fall due after the grace");
+            }
+        });
     }
 }
 
