@@ -1,4 +1,4 @@
--- Delivery receipts and suppression (providers.md §1, §3, §4): providers report what became
+-- Delivery receipts and suppression (docs/providers.md §9): providers report what became
 -- of a message they accepted, by their own id for it; hard bounces and complaints put the
 -- address on the tenant's suppression list, and later deliveries to it are not sent.
 

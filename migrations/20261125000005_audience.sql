@@ -1,4 +1,4 @@
--- Who gets what (DESIGN.md §4, §5): subscribers, topics, notification types, templates,
+-- Who gets what (docs/contract.md §2, §3, §4): subscribers, topics, notification types, templates,
 -- preferences; the rendered content of each delivery; erasure on request.
 
 -- A tenant's fallback locale for templates, and whether a notification may name a type

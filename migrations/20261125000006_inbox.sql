@@ -1,4 +1,4 @@
--- The in-app channel (DESIGN.md §5): deliveries written to the subscriber's inbox in the
+-- The in-app channel (docs/contract.md §3): deliveries written to the subscriber's inbox in the
 -- accept transaction, read by the subscriber with a short-lived token.
 
 ALTER TABLE deliveries

@@ -3,7 +3,7 @@
 -- what the one before waited for), and a function runs them as one call, committed on its
 -- own, instead of BEGIN, three statements and COMMIT from the client.
 
--- The aggregate status of the notifications `ids` from their deliveries (DESIGN.md §4):
+-- The aggregate status of the notifications `ids` from their deliveries (docs/contract.md §4):
 -- `processing` while any is in flight; then `sent` if some succeeded and none failed,
 -- `partial` if both, `failed` if only failures, `cancelled` if all were cancelled.
 -- Suppressed deliveries count for nothing, so a notification whose deliveries were all

@@ -25,6 +25,7 @@ mod integrations;
 mod limits;
 mod listing;
 mod messages;
+mod migrations;
 mod notification_view;
 mod openapi;
 mod parameters;

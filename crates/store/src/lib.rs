@@ -17,6 +17,7 @@ mod outbox;
 mod receipts;
 mod recovery;
 pub mod resealing;
+mod reworded;
 mod subscribers;
 mod templates;
 mod tenants;
@@ -208,7 +209,10 @@ impl Store {
         &self.indexed
     }
 
+    /// Applies the pending migrations (a database migrated before some comments were
+    /// reworded is accepted, see [`reworded`]).
     pub async fn migrate(&self) -> Result<()> {
+        reworded::accept_reworded(&self.pool).await?;
         MIGRATOR.run(&self.pool).await?;
         Ok(())
     }
