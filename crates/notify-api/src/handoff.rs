@@ -119,11 +119,9 @@ impl HandOff {
         if left.is_empty() {
             return;
         }
-        METRICS.get_or_create(&Outcome { outcome: "left_to_relay" }).inc_by(left.len() as u64);
         let store = self.store.clone();
         tokio::spawn(async move {
-            if let Err(e) = store.release_to_relays(&left).await {
-                // Not released, the rows fall due after the grace all the same.
+            if let Err(e) = leave_to_relays(&store, &left).await {
                 tracing::warn!(error = %e, "cannot release deliveries to the relays; they fall due after the grace");
             }
         });
@@ -326,11 +324,17 @@ async fn leave_full_queues(
         }
     }
     if !left.is_empty() {
-        METRICS.get_or_create(&Outcome { outcome: "left_to_relay" }).inc_by(left.len() as u64);
-        // Not released, the rows fall due after the grace all the same.
-        store.release_to_relays(&left).await?;
+        leave_to_relays(store, &left).await?;
     }
     Ok(publish)
+}
+
+/// Gives `left` to the relays at once: their rows fall due now. If that fails they still
+/// fall due after the grace.
+async fn leave_to_relays(store: &Store, left: &[DeliveryMessage]) -> store::Result<()> {
+    METRICS.get_or_create(&Outcome { outcome: "left_to_relay" }).inc_by(left.len() as u64);
+    store.release_to_relays(left).await?;
+    Ok(())
 }
 
 /// The channels whose queue refused a message lately: for [`REST`] after a refusal, the

@@ -287,15 +287,15 @@ async fn relay(
             publisher.close().await;
             return Ok(());
         }
-        let mut wait = match store.next_outbox_due().await? {
+        let due = store.outbox_due().await?;
+        let mut wait = match due.next {
             Some(at) => Duration::try_from(at - OffsetDateTime::now_utc()).unwrap_or_default(),
             None => config.relay.poll_interval,
         }
         .min(config.relay.poll_interval);
-        if held_back && store.outbox_has_due().await? {
+        if held_back && due.due_now {
             // A full queue held rows back and rows are due. No NOTIFY says a worker took
-            // messages: look at the queues again soon (not while nothing waits). The next
-            // due time above counts only rows not yet due, so it cannot tell this.
+            // messages: look at the queues again soon (not while nothing waits).
             wait = FULL_QUEUE_RECHECK;
         }
         tokio::select! {

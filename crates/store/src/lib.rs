@@ -40,7 +40,7 @@ pub use inbox::{InboxChange, InboxFilter};
 pub use intake::{Accept, Accepted, IdempotencyKey, Intake, IntakeResult, Origin};
 pub use integrations::{IntegrationWrite, StoredIntegration};
 pub use notifications::ListFilter;
-pub use outbox::{ClaimedBatch, OUTBOX_CHANNEL};
+pub use outbox::{ClaimedBatch, OUTBOX_CHANNEL, OutboxDue};
 pub use receipts::{
     PENDING_RECEIPT_RETENTION, RECEIPT_TOKEN_RETENTION, Receipt, ReceiptApplied, Suppression, SuppressionReason,
 };

@@ -115,22 +115,17 @@ impl Store {
         Ok(ClaimedBatch { tx, relaxed: self.relaxed.clone(), messages, priorities })
     }
 
-    /// When the earliest row that is not yet due becomes due, so the relay can sleep until
-    /// then. Rows due now but locked by another relay are that relay's to publish.
-    pub async fn next_outbox_due(&self) -> Result<Option<OffsetDateTime>> {
-        let (at,): (Option<OffsetDateTime>,) =
-            sqlx::query_as("SELECT min(available_at) FROM outbox WHERE available_at > now()")
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(at)
-    }
-
-    /// Whether any row is due now (locked by a relay or not).
-    pub async fn outbox_has_due(&self) -> Result<bool> {
-        let (due,): (bool,) = sqlx::query_as("SELECT EXISTS (SELECT 1 FROM outbox WHERE available_at <= now())")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(due)
+    /// What the relay needs to know to sleep: whether rows are due now (locked by a relay
+    /// or not; rows due now but locked by another relay are that relay's to publish), and
+    /// when the earliest row not yet due becomes due. One round trip.
+    pub async fn outbox_due(&self) -> Result<OutboxDue> {
+        let (due_now, next): (bool, Option<OffsetDateTime>) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM outbox WHERE available_at <= now()),
+                    (SELECT min(available_at) FROM outbox WHERE available_at > now())",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(OutboxDue { due_now, next })
     }
 
     /// How long the oldest due row has waited, in seconds (0 when none is due): the
@@ -155,4 +150,13 @@ impl Store {
         listener.listen(OUTBOX_CHANNEL).await?;
         Ok(listener)
     }
+}
+
+/// See [`Store::outbox_due`].
+#[derive(Debug, Clone, Copy)]
+pub struct OutboxDue {
+    /// Some row is due now.
+    pub due_now: bool,
+    /// When the earliest row not yet due becomes due.
+    pub next: Option<OffsetDateTime>,
 }
