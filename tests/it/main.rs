@@ -49,3 +49,4 @@ mod templates;
 mod tenant_receipts;
 mod tenant_sending;
 mod traces;
+mod webhooks;

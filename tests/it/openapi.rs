@@ -43,12 +43,17 @@ async fn every_documented_example_succeeds() {
     let (status, token) = app.call("POST", "/v1/subscribers/u-42/token", None).await;
     assert_eq!(status, 200, "{token}");
     let token = token["token"].as_str().unwrap().to_owned();
+    // A webhook endpoint for the operations on one.
+    let (status, endpoint) =
+        app.call("POST", "/v1/webhooks", Some(&serde_json::json!({"url": "https://hooks.example.com/openapi"}))).await;
+    assert_eq!(status, 201, "{endpoint}");
+    let endpoint = endpoint["id"].as_str().unwrap().to_owned();
 
     let doc: Value = app.http.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     // Writes before reads before deletes, so each operation finds what it names; the
     // subscriber's erasure last (its devices and inbox go with it, and its token).
-    let rank = |method: &str| ["put", "post", "get", "delete"].iter().position(|m| *m == method).unwrap_or(4);
+    let rank = |method: &str| ["put", "post", "patch", "get", "delete"].iter().position(|m| *m == method).unwrap_or(4);
     let mut operations: Vec<(&String, &String, &Value)> = doc["paths"]
         .as_object()
         .unwrap()
@@ -72,6 +77,7 @@ async fn every_documented_example_succeeds() {
                 ("id", _) if path.starts_with("/v1/deliveries/") => failed_delivery.clone(),
                 ("id", _) if path.starts_with("/v1/notifications/") => scheduled.clone(),
                 ("id", _) if path.starts_with("/v1/inbox/") => item.clone(),
+                ("id", _) if path.starts_with("/v1/webhooks/") => endpoint.clone(),
                 (_, Some(example)) => example.to_owned(),
                 _ => panic!("{method} {path}: path parameter `{name}` has no example"),
             };
@@ -120,5 +126,5 @@ async fn every_documented_example_succeeds() {
         );
         checked += 1;
     }
-    assert_eq!(checked, 40, "every operation was tried");
+    assert_eq!(checked, 46, "every operation was tried");
 }

@@ -24,6 +24,7 @@ pub mod status;
 pub mod subscriber;
 pub mod template;
 pub mod view;
+pub mod webhook;
 
 pub use channel::{Channel, Priority};
 pub use job::DeliveryJob;

@@ -40,6 +40,8 @@ pub struct Config {
     pub secrets: bootstrap::seal::SecretsConfig,
     /// What tenants' integrations may do (base URLs of stand-ins, private hosts in tests).
     pub integrations: providers::IntegrationRules,
+    /// What tenants' webhook endpoints may be (`http://` URLs).
+    pub webhooks: crate::routes::webhooks::WebhookSettings,
 }
 
 impl Default for Config {
@@ -61,6 +63,7 @@ impl Default for Config {
             admission: Default::default(),
             secrets: Default::default(),
             integrations: Default::default(),
+            webhooks: Default::default(),
         }
     }
 }

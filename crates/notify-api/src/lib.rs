@@ -75,6 +75,8 @@ pub struct AppState {
     chat_addresses: chat_addresses::ChatAddresses,
     /// The keyring, rules and HTTP client of tenants' integrations.
     integrations: Arc<routes::integrations::Integrations>,
+    /// What tenants' webhook endpoints may be.
+    webhooks: routes::webhooks::WebhookSettings,
 }
 
 /// The API's routes and state; fails on receipt and inbox settings that [`Config::validate`] refuses.
@@ -116,6 +118,7 @@ pub fn router(
         max_devices_per_subscriber: config.limits.max_devices_per_subscriber,
         chat_addresses: chat_addresses::ChatAddresses::new(keyring.clone(), config.integrations.allow_private_hosts),
         integrations: Arc::new(routes::integrations::Integrations::new(config, keyring)),
+        webhooks: config.webhooks.clone(),
     };
     let admission = admission::Admission::new(&config.admission);
     // `layer`, not `route_layer`: unmatched paths (404) and methods (405) are counted too,
@@ -205,7 +208,7 @@ fn readiness(store: &Store) -> bootstrap::ops::Check {
     })
 }
 
-/// Deletes expired idempotency keys and pending receipts now and then. Every replica may
+/// Deletes expired idempotency keys, pending receipts and webhook events now and then. Every replica may
 /// run it; deleting twice is harmless, and a key past retention counts as unused even
 /// before it goes.
 async fn purge_expired(store: Store, settings: Idempotency, shutdown: CancellationToken) {
@@ -228,6 +231,11 @@ async fn purge_expired(store: Store, settings: Idempotency, shutdown: Cancellati
         }
         if let Err(e) = store.purge_receipt_tokens(store::RECEIPT_TOKEN_RETENTION).await {
             tracing::warn!(error = %e, "purging receipt tokens failed");
+        }
+        match store.purge_webhook_events(store::webhooks::EVENT_RETENTION).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "webhook events past their retention deleted"),
+            Err(e) => tracing::warn!(error = %e, "purging webhook events failed"),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -46,6 +46,12 @@ use crate::{error::Problem, routes};
         routes::integrations::get,
         routes::integrations::delete,
         routes::integrations::check,
+        routes::webhooks::create,
+        routes::webhooks::list,
+        routes::webhooks::get,
+        routes::webhooks::patch,
+        routes::webhooks::delete,
+        routes::webhooks::rotate_secret,
         routes::providers::twilio_status,
         routes::providers::ses_events,
         routes::providers::meta_verify,
@@ -78,6 +84,7 @@ use crate::{error::Problem, routes};
         (name = "devices", description = "A subscriber's push devices (FCM, APNs, Web Push), registered with the tenant's API key or by the subscriber's own app with its subscriber token"),
         (name = "inbox", description = "The end-user inbox: a subscriber token from `POST /v1/subscribers/{id}/token` (API key) reads and changes one subscriber's items"),
         (name = "integrations", description = "The tenant's own provider credentials and senders, per channel and provider, in failover order; secrets are sealed at rest and never returned"),
+        (name = "webhooks", description = "Endpoints that receive the tenant's events (outcomes of notifications and deliveries, inbox reads), signed per Standard Webhooks"),
         (name = "providers", description = "Delivery receipts from the providers: signed by the provider, no API key"),
         (name = "operations", description = "Health of the process"),
     )
@@ -116,7 +123,9 @@ impl Modify for Security {
             if !path.starts_with("/v1/") {
                 continue;
             }
-            for operation in [&mut item.get, &mut item.post, &mut item.put, &mut item.delete].into_iter().flatten() {
+            for operation in
+                [&mut item.get, &mut item.post, &mut item.put, &mut item.patch, &mut item.delete].into_iter().flatten()
+            {
                 let keyless = operation.security.as_ref().is_some_and(|s| s.iter().all(is_empty_requirement));
                 for (status, description) in [
                     ("401", "Missing, unknown or revoked API key"),

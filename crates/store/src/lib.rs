@@ -24,6 +24,7 @@ mod tenants;
 mod topics;
 mod types;
 mod wake;
+pub mod webhooks;
 
 use std::{sync::Arc, time::Duration};
 
@@ -50,6 +51,7 @@ pub use subscribers::ERASED;
 pub use templates::StoredTemplate;
 pub use tenants::{ApiKeyInfo, Caller, NewTenant};
 pub use topics::TopicChange;
+pub use webhooks::{NewWebhookEndpoint, WebhookEndpoint, WebhookEndpointChange, WebhookEvent};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
 

@@ -93,7 +93,7 @@ impl Integrations {
         Ok(secrets)
     }
 
-    fn keyring(&self) -> Result<&Keyring, ApiError> {
+    pub(crate) fn keyring(&self) -> Result<&Keyring, ApiError> {
         self.keyring.as_deref().ok_or_else(|| ApiError::Conflict {
             code: "secrets_not_configured",
             detail: "this deployment cannot store integration secrets: the operator must configure secrets.keys".into(),

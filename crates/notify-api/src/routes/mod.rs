@@ -9,6 +9,7 @@ pub mod subscribers;
 pub mod templates;
 pub mod topics;
 pub mod types;
+pub mod webhooks;
 
 use axum::{
     Router,
@@ -75,6 +76,9 @@ pub fn routes(cors: Option<tower_http::cors::CorsLayer>) -> Router<AppState> {
             axum::routing::put(integrations::put).get(integrations::get).delete(integrations::delete),
         )
         .route("/v1/integrations/{channel}/{provider}/check", post(integrations::check))
+        .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
+        .route("/v1/webhooks/{id}", get(webhooks::get).patch(webhooks::patch).delete(webhooks::delete))
+        .route("/v1/webhooks/{id}/rotate-secret", post(webhooks::rotate_secret))
         .route("/v1/providers/twilio/status", post(providers::twilio_status))
         .route("/v1/providers/ses/events", post(providers::ses_events))
         .route("/v1/providers/meta/webhook", get(providers::meta_verify).post(providers::meta_webhook))
