@@ -25,6 +25,7 @@ pub mod smtp;
 pub mod sns;
 pub mod twilio;
 pub mod unit;
+pub mod webhook_endpoint;
 
 pub use settings::Section;
 pub use unit::{Checked, Context, Integration, IntegrationRules, ProviderSettings, ProviderUnit, Source};
