@@ -73,6 +73,7 @@ async fn after_rotation_the_old_key_can_go_and_chat_addresses_still_open() {
             integrations: Counts::default(),
             subscribers: Counts { resealed: 2, ..Default::default() },
             deliveries: Counts { resealed: 1, ..Default::default() },
+            webhooks: Counts::default(),
         }
     );
     assert_eq!(rotate(&app.env.store, &both, 1).await.unwrap(), Rotated::default(), "idempotent");

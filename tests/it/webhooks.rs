@@ -241,3 +241,32 @@ async fn a_change_rolled_back_writes_no_event_a_tenant_without_endpoints_gets_no
     assert_eq!(store.purge_webhook_events(std::time::Duration::ZERO).await.unwrap(), 1);
     assert!(event_types(&app).await.is_empty());
 }
+
+#[tokio::test]
+async fn a_key_rotation_reseals_current_and_previous_secrets_so_the_old_key_can_go() {
+    let k1 = crate::integrations::keys("k1", &[("k1", 1)]);
+    let app = TestApp::api_with(|c| c.secrets = k1).await;
+    let plain = create(&app, json!({"url": URL})).await;
+    let rotated = create(&app, json!({"url": URL})).await;
+    let id = rotated["id"].as_str().unwrap();
+    let (_, new) = app.call("POST", &format!("/v1/webhooks/{id}/rotate-secret"), None).await;
+
+    let both = crate::integrations::keys("k2", &[("k1", 1), ("k2", 2)]).keyring().unwrap().unwrap();
+    let done = notify_api::rotation::rotate(&app.env.store, &both, 1).await.unwrap();
+    assert_eq!(done.webhooks, notify_api::rotation::Counts { resealed: 2, ..Default::default() });
+    let again = notify_api::rotation::rotate(&app.env.store, &both, 1).await.unwrap();
+    assert_eq!(again.webhooks, notify_api::rotation::Counts::default(), "idempotent");
+
+    let k2 = crate::integrations::keys("k2", &[("k2", 2)]).keyring().unwrap().unwrap();
+    let open = |endpoint: &store::WebhookEndpoint, sealed: &str| {
+        assert!(sealed.starts_with("v1.k2."), "{sealed}");
+        let purpose = store::webhooks::purpose(endpoint.id);
+        String::from_utf8(k2.open(&app.tenant_id, &purpose, sealed).unwrap()).unwrap()
+    };
+    let read = |id: &str| app.env.store.get_webhook_endpoint(app.tenant_id, id.parse().unwrap());
+    let first = read(plain["id"].as_str().unwrap()).await.unwrap().unwrap();
+    assert_eq!(open(&first, &first.secret), plain["secret"].as_str().unwrap());
+    let second = read(id).await.unwrap().unwrap();
+    assert_eq!(open(&second, &second.secret), new["secret"].as_str().unwrap());
+    assert_eq!(open(&second, second.previous_secret.as_deref().unwrap()), rotated["secret"].as_str().unwrap());
+}

@@ -155,21 +155,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             store.close().await;
             let done = done?;
             println!(
-                "re-sealed with key {}: {} integrations, {} subscribers' chat addresses, {} deliveries' chat addresses",
+                "re-sealed with key {}: {} integrations, {} subscribers' chat addresses, {} deliveries' chat addresses, \
+                 {} webhook endpoints",
                 keyring.current(),
                 done.integrations.resealed,
                 done.subscribers.resealed,
-                done.deliveries.resealed
+                done.deliveries.resealed,
+                done.webhooks.resealed
             );
             if done.changed() > 0 {
                 println!("{} rows changed meanwhile (sealed by their writer; run again to be sure)", done.changed());
             }
             if done.unreadable() > 0 {
                 bail!(
-                    "secrets that do not open with the configured keys: {} integrations, {} subscribers, {} deliveries",
+                    "secrets that do not open with the configured keys: {} integrations, {} subscribers, {} deliveries, \
+                     {} webhook endpoints",
                     done.integrations.unreadable,
                     done.subscribers.unreadable,
-                    done.deliveries.unreadable
+                    done.deliveries.unreadable,
+                    done.webhooks.unreadable
                 );
             }
             Ok(())

@@ -2,7 +2,8 @@
 //! sealed with `secrets.current`, opening it with whichever configured key sealed it, so
 //! the old key can then be removed from `secrets.keys`. The secrets are the integrations'
 //! (purpose `integration:<channel>/<provider>`), subscribers' chat webhook addresses and
-//! the recipients of chat deliveries that may still be sent (purpose `chat-address`).
+//! the recipients of chat deliveries that may still be sent (purpose `chat-address`), and
+//! webhook endpoints' signing secrets, current and previous (purpose `webhook:<id>`).
 //! Final deliveries keep the recipient they were sent to: it is history, and once its key
 //! is removed it no longer opens (nothing needs it to).
 //!
@@ -23,6 +24,8 @@ pub struct Rotated {
     pub subscribers: Counts,
     /// Chat deliveries to a webhook that may still be sent.
     pub deliveries: Counts,
+    /// Webhook endpoints.
+    pub webhooks: Counts,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -49,11 +52,14 @@ impl Counts {
 
 impl Rotated {
     pub fn changed(&self) -> u64 {
-        self.integrations.changed + self.subscribers.changed + self.deliveries.changed
+        self.integrations.changed + self.subscribers.changed + self.deliveries.changed + self.webhooks.changed
     }
 
     pub fn unreadable(&self) -> u64 {
-        self.integrations.unreadable + self.subscribers.unreadable + self.deliveries.unreadable
+        self.integrations.unreadable
+            + self.subscribers.unreadable
+            + self.deliveries.unreadable
+            + self.webhooks.unreadable
     }
 }
 
@@ -63,7 +69,41 @@ pub async fn rotate(store: &Store, keyring: &Keyring, batch: i64) -> anyhow::Res
         integrations: integrations(store, keyring, batch).await?,
         subscribers: subscribers(store, keyring, batch).await?,
         deliveries: deliveries(store, keyring, batch).await?,
+        webhooks: webhooks(store, keyring, batch).await?,
     })
+}
+
+async fn webhooks(store: &Store, keyring: &Keyring, batch: i64) -> anyhow::Result<Counts> {
+    let mut done = Counts::default();
+    let mut after = None;
+    loop {
+        let page = store.webhook_endpoints_to_reseal(keyring.current(), after, batch).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        for endpoint in &page {
+            let purpose = store::webhooks::purpose(endpoint.id);
+            let reseal = |sealed: &str| -> Result<String, SealError> {
+                if !keyring.needs_reseal(sealed) {
+                    return Ok(sealed.to_owned());
+                }
+                Ok(keyring.seal(&endpoint.tenant_id, &purpose, &keyring.open(&endpoint.tenant_id, &purpose, sealed)?))
+            };
+            let resealed = reseal(&endpoint.secret)
+                .and_then(|secret| Ok((secret, endpoint.previous_secret.as_deref().map(reseal).transpose()?)));
+            let written = match resealed {
+                Ok((secret, previous)) => {
+                    Ok(store.reseal_webhook_endpoint(endpoint, &secret, previous.as_deref()).await?)
+                }
+                Err(e) => {
+                    tracing::warn!(tenant_id = %endpoint.tenant_id, endpoint_id = %endpoint.id, error = %e,
+                        "a webhook secret not re-sealed");
+                    Err(e)
+                }
+            };
+            done.add(written);
+        }
+    }
+    Ok(done)
 }
 
 async fn integrations(store: &Store, keyring: &Keyring, batch: i64) -> anyhow::Result<Counts> {

@@ -232,6 +232,50 @@ impl Store {
         }
     }
 
+    /// Up to `limit` endpoints, of any tenant, with a secret (current or previous) not
+    /// sealed with the key `current` (`v1.<key id>.…`), after the id `after`: the key
+    /// rotation's batches.
+    pub async fn webhook_endpoints_to_reseal(
+        &self,
+        current: &str,
+        after: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<WebhookEndpoint>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM webhook_endpoints
+             WHERE (split_part(secret, '.', 2) <> $1 OR split_part(previous_secret, '.', 2) <> $1)
+               AND ($2::uuid IS NULL OR id > $2)
+             ORDER BY id LIMIT $3"
+        ))
+        .bind(current)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Replaces the endpoint's sealed secrets (re-sealed with another key) if they are as
+    /// `read`; `false` when they changed meanwhile (a rotation sealed with the current key).
+    pub async fn reseal_webhook_endpoint(
+        &self,
+        read: &WebhookEndpoint,
+        secret: &str,
+        previous_secret: Option<&str>,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE webhook_endpoints SET secret = $3, previous_secret = $4
+             WHERE id = $1 AND secret = $2 AND previous_secret IS NOT DISTINCT FROM $5",
+        )
+        .bind(read.id)
+        .bind(&read.secret)
+        .bind(secret)
+        .bind(previous_secret)
+        .bind(&read.previous_secret)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// The tenant's events, oldest first. For tests and operators.
     pub async fn webhook_events(&self, tenant_id: Uuid) -> Result<Vec<WebhookEvent>> {
         Ok(sqlx::query_as(
