@@ -106,7 +106,11 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 
 -- Records one event for the tenant if an endpoint takes it, and a message for each
--- enabled endpoint that does. `data` gets `sequence`; the payload gets `type` and
+-- enabled endpoint that does, with the outbox row (route `webhooks`: its `delivery_id`
+-- and `notification_id` hold the message's id) that the relay publishes to
+-- `notify.webhooks`. No NOTIFY here: it would make these transactions commit one at a
+-- time (store/src/wake.rs); the relays find the rows on their next turn, at the latest
+-- after `relay.poll_interval`. `data` gets `sequence`; the payload gets `type` and
 -- `timestamp` (the database's clock).
 CREATE FUNCTION record_webhook_event(_tenant_id uuid, _type text, _notification_type text,
                                      _notification_id uuid, _delivery_id uuid, _data jsonb)
@@ -132,12 +136,16 @@ BEGIN
                 'timestamp', webhook_time(_now),
                 'data', _data || jsonb_build_object('sequence', nextval('webhook_event_sequence'))),
             _now);
-    INSERT INTO webhook_messages (id, tenant_id, endpoint_id, event_id, created_at, updated_at)
-    SELECT gen_random_uuid(), _tenant_id, e.id, _event, _now, _now
-    FROM webhook_endpoints e
-    WHERE e.tenant_id = _tenant_id AND e.enabled
-      AND (e.events @> ARRAY[_type] OR e.events @> ARRAY['*'])
-      AND (e.types IS NULL OR _notification_type = ANY (e.types));
+    WITH m AS (
+        INSERT INTO webhook_messages (id, tenant_id, endpoint_id, event_id, created_at, updated_at)
+        SELECT gen_random_uuid(), _tenant_id, e.id, _event, _now, _now
+        FROM webhook_endpoints e
+        WHERE e.tenant_id = _tenant_id AND e.enabled
+          AND (e.events @> ARRAY[_type] OR e.events @> ARRAY['*'])
+          AND (e.types IS NULL OR _notification_type = ANY (e.types))
+        RETURNING id)
+    INSERT INTO outbox (tenant_id, notification_id, delivery_id, channel, attempt, priority)
+    SELECT _tenant_id, m.id, m.id, 'webhooks', 1, 1 FROM m;
 END
 $$;
 

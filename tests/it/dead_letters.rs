@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use domain::{Channel, DeliveryMessage};
+use domain::{Channel, DeliveryMessage, Publishable};
 use lapin::{
     BasicProperties,
     options::{BasicGetOptions, BasicPublishOptions, BasicRejectOptions, ConfirmSelectOptions},

@@ -1,7 +1,7 @@
 //! Messages a worker must not act on: poison goes to the dead-letter queue, duplicates
 //! and stale attempts are dropped.
 
-use domain::{Channel, DeliveryMessage};
+use domain::{Channel, DeliveryMessage, Publishable};
 use lapin::{
     BasicProperties,
     options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions},

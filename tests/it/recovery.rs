@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use domain::{Channel, DeliveryMessage, FailureKind, SendFailure};
+use domain::{Channel, DeliveryMessage, FailureKind, Publishable, SendFailure};
 use lapin::options::{QueueDeclareOptions, QueuePurgeOptions};
 use serde_json::{Value, json};
 use store::{AttemptRecord, AttemptResult, Claim, Lease};

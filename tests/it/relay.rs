@@ -81,8 +81,9 @@ async fn urgent_work_is_claimed_before_a_backlog() {
     let mut urgent = crate::harness::email("vip@example.com");
     urgent["priority"] = "urgent".into();
     let urgent = app.accept(&urgent).await;
-    let batch = app.env.store.claim_outbox(10, &[(Channel::Email, 100)]).await.unwrap();
-    assert_eq!(batch.messages[0].notification_id, urgent);
+    let batch = app.env.store.claim_outbox(10, &[(domain::Route::Channel(Channel::Email), 100)]).await.unwrap();
+    let domain::OutboxMessage::Delivery(first) = &batch.messages[0] else { panic!("a delivery") };
+    assert_eq!(first.notification_id, urgent);
     assert_eq!(batch.messages.len(), 10);
 }
 

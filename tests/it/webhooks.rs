@@ -270,3 +270,40 @@ async fn a_key_rotation_reseals_current_and_previous_secrets_so_the_old_key_can_
     assert_eq!(open(&second, &second.secret), new["secret"].as_str().unwrap());
     assert_eq!(open(&second, second.previous_secret.as_deref().unwrap()), rotated["secret"].as_str().unwrap());
 }
+
+#[tokio::test]
+async fn the_relay_carries_each_message_to_the_webhooks_queue_and_leaves_no_outbox_row() {
+    let (app, _services) = TestApp::spawn().await;
+    let endpoint = create(&app, json!({"url": URL, "events": ["delivery.sent", "notification.completed"]})).await;
+    let endpoint: Uuid = endpoint["id"].as_str().unwrap().parse().unwrap();
+    let id = app.accept(&email("ada@example.com")).await;
+    app.wait_for_status(id, "sent").await;
+    let expected: BTreeSet<Uuid> =
+        sqlx::query_scalar("SELECT id FROM webhook_messages WHERE endpoint_id = $1 AND tenant_id = $2")
+            .bind(endpoint)
+            .bind(app.tenant_id)
+            .fetch_all(app.env.store.pool())
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+    assert_eq!(expected.len(), 2);
+
+    let (_conn, amqp) = app.amqp().await;
+    let queue = queue::topology::route_queue_name(domain::Route::Webhooks);
+    assert_eq!(queue, "notify.webhooks");
+    let carried = std::sync::Mutex::new(BTreeSet::new());
+    crate::harness::eventually("both messages in notify.webhooks", || async {
+        let options = lapin::options::BasicGetOptions { no_ack: true };
+        if let Some(message) = amqp.basic_get(queue.as_str().into(), options).await.unwrap() {
+            let message = domain::WebhookMessage::parse(&message.delivery.data).unwrap();
+            assert_eq!((message.tenant_id, message.attempt), (app.tenant_id, 1));
+            carried.lock().unwrap().insert(message.message_id);
+        }
+        (carried.lock().unwrap().len() == 2).then_some(())
+    })
+    .await;
+    let carried = carried.into_inner().unwrap();
+    assert_eq!(carried, expected);
+    assert_eq!(app.env.store.outbox_len().await.unwrap(), 0);
+}

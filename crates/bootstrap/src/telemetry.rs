@@ -106,12 +106,15 @@ pub fn traceparent(span: &tracing::Span) -> Option<String> {
 /// The span of publishing `message`: a child of the trace that asked for it (its
 /// `traceparent`), which the message then carries on to the worker as this span's. Open
 /// until the broker confirmed the message.
-pub fn publish_span(message: &mut domain::DeliveryMessage) -> tracing::Span {
-    let span = tracing::info_span!("publish", delivery_id = %message.delivery_id, channel = %message.channel,
-        attempt = message.attempt);
-    set_parent(&span, message.traceparent.as_deref());
+pub fn publish_span<M: domain::Publishable>(message: &mut M) -> tracing::Span {
+    let (id, attempt) = (message.id(), message.attempt());
+    let span = match message.route() {
+        domain::Route::Channel(channel) => tracing::info_span!("publish", delivery_id = %id, %channel, attempt),
+        domain::Route::Webhooks => tracing::info_span!("publish", webhook_message_id = %id, attempt),
+    };
+    set_parent(&span, message.traceparent());
     if let Some(traceparent) = traceparent(&span) {
-        message.traceparent = Some(traceparent);
+        *message.traceparent_mut() = Some(traceparent);
     }
     span
 }

@@ -28,7 +28,7 @@ pub mod webhook;
 
 pub use channel::{Channel, Priority};
 pub use job::DeliveryJob;
-pub use message::DeliveryMessage;
+pub use message::{DeliveryMessage, OutboxMessage, Publishable, Route, WebhookMessage};
 pub use outcome::{FailureKind, SendFailure, SendOutcome, SendReceipt};
 pub use plan::{Directory, Plan, PlannedDelivery, PlannedSubscriber, Skip};
 pub use provider::Provider;

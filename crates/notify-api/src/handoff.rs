@@ -310,7 +310,7 @@ async fn leave_full_queues(
                 let ready = if resting.is_resting(message.channel) {
                     max_ready
                 } else {
-                    publisher.ready(message.channel).await?
+                    publisher.ready(domain::Route::Channel(message.channel)).await?
                 };
                 room.push((message.channel, max_ready.saturating_sub(ready)));
                 &mut room.last_mut().expect("just pushed").1

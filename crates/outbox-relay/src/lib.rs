@@ -19,7 +19,7 @@ use std::{
 };
 
 use bootstrap::{ConfigError, ExposeSecret, SecretString};
-use domain::{Channel, backoff::Backoff};
+use domain::{Channel, Publishable, Route, backoff::Backoff};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
@@ -323,7 +323,7 @@ async fn sweep(
 ) -> anyhow::Result<()> {
     let mut drained = vec![];
     for channel in Channel::QUEUED {
-        if parking.is_refusing(channel) || publisher.ready(channel).await? > 0 {
+        if parking.is_refusing(Route::Channel(channel)) || publisher.ready(Route::Channel(channel)).await? > 0 {
             drained_since.remove(&channel);
             continue;
         }
@@ -414,36 +414,36 @@ async fn publish_due(
     Ok(room.any_full())
 }
 
-/// How many more messages each channel's queue may take before it holds `max_ready`
-/// ready ones, read from the broker once per [`publish_due`] and counted down as batches
-/// are claimed. Other relays and the API publish too, so together they may go past it by
-/// what each publishes between two reads.
+/// How many more messages each queue (a channel's, the webhooks') may take before it
+/// holds `max_ready` ready ones, read from the broker once per [`publish_due`] and counted
+/// down as batches are claimed. Other relays and the API publish too, so together they
+/// may go past it by what each publishes between two reads.
 struct Room {
-    left: Vec<(Channel, i64)>,
+    left: Vec<(Route, i64)>,
 }
 
 impl Room {
     async fn read(publisher: &Publisher, max_ready: u32, parking: &Parking) -> anyhow::Result<Self> {
-        let mut left = Vec::with_capacity(Channel::QUEUED.len());
-        for channel in Channel::QUEUED {
-            if parking.is_resting(channel) {
-                left.push((channel, 0));
+        let mut left = Vec::with_capacity(Route::ALL.len());
+        for route in Route::ALL {
+            if parking.is_resting(route) {
+                left.push((route, 0));
                 continue;
             }
-            let ready = publisher.ready(channel).await?;
-            left.push((channel, i64::from(max_ready.saturating_sub(ready))));
+            let ready = publisher.ready(route).await?;
+            left.push((route, i64::from(max_ready.saturating_sub(ready))));
         }
         Ok(Self { left })
     }
 
-    /// The channels that may take more, with how many.
-    fn open(&self) -> Vec<(Channel, i64)> {
+    /// The queues that may take more, with how many.
+    fn open(&self) -> Vec<(Route, i64)> {
         self.left.iter().copied().filter(|(_, n)| *n > 0).collect()
     }
 
-    fn take(&mut self, messages: &[domain::DeliveryMessage]) {
+    fn take(&mut self, messages: &[domain::OutboxMessage]) {
         for message in messages {
-            if let Some((_, n)) = self.left.iter_mut().find(|(c, _)| *c == message.channel) {
+            if let Some((_, n)) = self.left.iter_mut().find(|(r, _)| *r == message.route()) {
                 *n -= 1;
             }
         }
@@ -456,58 +456,58 @@ impl Room {
 
 /// The rows of messages the broker refused (a queue at its `max-length` with
 /// `reject-publish`, a queue without a quorum, no binding), parked rather than retried at
-/// once: written back due a backoff later, per channel, so one channel's queue does not
-/// hold up the others, and a refusing queue is tried again less and less often (up to
-/// every 10 s) until it takes messages again.
+/// once: written back due a backoff later, per queue, so one queue does not hold up the
+/// others, and a refusing queue is tried again less and less often (up to every 10 s)
+/// until it takes messages again.
 #[derive(Default)]
 struct Parking {
-    /// Per refusing channel: its backoff, and until when it is left alone.
-    backoff: HashMap<Channel, (Backoff, tokio::time::Instant)>,
+    /// Per refusing queue: its backoff, and until when it is left alone.
+    backoff: HashMap<Route, (Backoff, tokio::time::Instant)>,
 }
 
 impl Parking {
-    /// Whether the broker refused the channel's last messages (its backoff is running).
-    fn is_refusing(&self, channel: Channel) -> bool {
-        self.backoff.contains_key(&channel)
+    /// Whether the broker refused the queue's last messages (its backoff is running).
+    fn is_refusing(&self, route: Route) -> bool {
+        self.backoff.contains_key(&route)
     }
 
-    /// Whether the channel's backoff still runs: none of its rows is claimed meanwhile, so
-    /// its new messages do not make other channels' batches wait for its nacks or
-    /// timeouts; once it ends, its rows are tried again.
-    fn is_resting(&self, channel: Channel) -> bool {
-        self.backoff.get(&channel).is_some_and(|(_, until)| tokio::time::Instant::now() < *until)
+    /// Whether the queue's backoff still runs: none of its rows is claimed meanwhile, so
+    /// its new messages do not make other queues' batches wait for its nacks or timeouts;
+    /// once it ends, its rows are tried again.
+    fn is_resting(&self, route: Route) -> bool {
+        self.backoff.get(&route).is_some_and(|(_, until)| tokio::time::Instant::now() < *until)
     }
 
     async fn park_refused(&mut self, batch: &mut ClaimedBatch, outcomes: &[queue::Outcome]) -> anyhow::Result<()> {
-        let mut refused: BTreeMap<Channel, (Vec<usize>, &queue::QueueError)> = BTreeMap::new();
+        let mut refused: BTreeMap<Route, (Vec<usize>, &queue::QueueError)> = BTreeMap::new();
         for (i, (message, outcome)) in batch.messages.iter().zip(outcomes).enumerate() {
             if let Err(e) = outcome {
-                refused.entry(message.channel).or_insert_with(|| (Vec::new(), e)).0.push(i);
+                refused.entry(message.route()).or_insert_with(|| (Vec::new(), e)).0.push(i);
             }
         }
-        for channel in batch.messages.iter().map(|m| m.channel) {
-            if !refused.contains_key(&channel) {
-                self.backoff.remove(&channel);
+        for route in batch.messages.iter().map(Publishable::route) {
+            if !refused.contains_key(&route) {
+                self.backoff.remove(&route);
             }
         }
         if refused.is_empty() {
             return Ok(());
         }
         let mut parked = Vec::new();
-        for (channel, (rows, error)) in refused {
+        for (route, (rows, error)) in refused {
             let (backoff, until) =
-                self.backoff.entry(channel).or_insert_with(|| (Backoff::default(), tokio::time::Instant::now()));
+                self.backoff.entry(route).or_insert_with(|| (Backoff::default(), tokio::time::Instant::now()));
             let delay = backoff.next_delay();
             *until = tokio::time::Instant::now() + delay;
             tracing::warn!(
-                channel = %channel,
-                queue = %queue::topology::queue_name(channel),
+                channel = %route,
+                queue = %queue::topology::route_queue_name(route),
                 rows = rows.len(),
                 retry_in = ?delay,
                 error = %error,
-                "the broker refused messages of this channel; their outbox rows are parked"
+                "the broker refused messages of this queue; their outbox rows are parked"
             );
-            METRICS.parked.get_or_create(&ChannelLabels { channel: channel.as_str() }).inc_by(rows.len() as u64);
+            METRICS.parked.get_or_create(&ChannelLabels { channel: route.as_str() }).inc_by(rows.len() as u64);
             parked.extend(rows.into_iter().map(|i| (i, delay)));
         }
         batch.park(&parked).await?;

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use domain::{Channel, DeliveryMessage};
+use domain::{Publishable, Route};
 use futures_util::future::join_all;
 use lapin::{
     BasicProperties, Channel as AmqpChannel, Confirmation, Connection,
@@ -38,14 +38,14 @@ impl Publisher {
     /// a return as unroutable, no confirm within the timeout). One queue refusing its
     /// messages does not fail the others'. An `Err` is a lost channel or connection: then
     /// nothing is known of any message.
-    pub async fn publish_each(&self, messages: &[DeliveryMessage]) -> Result<Vec<Outcome>> {
+    pub async fn publish_each<M: Publishable>(&self, messages: &[M]) -> Result<Vec<Outcome>> {
         publish_each(&self.channel, messages, self.confirm_timeout).await
     }
 
-    /// Messages ready in `channel`'s queue: published, not yet delivered to a consumer
+    /// Messages ready in `route`'s queue: published, not yet delivered to a consumer
     /// (what consumers hold unacknowledged is not counted).
-    pub async fn ready(&self, channel: Channel) -> Result<u32> {
-        topology::ready(&self.channel, channel).await
+    pub async fn ready(&self, route: Route) -> Result<u32> {
+        topology::ready(&self.channel, route).await
     }
 
     pub async fn close(self) {
@@ -57,9 +57,9 @@ impl Publisher {
 pub type Outcome = std::result::Result<(), QueueError>;
 
 /// [`publish_each`] of messages that stand or fall together: the first refusal is the error.
-pub(crate) async fn publish_confirmed(
+pub(crate) async fn publish_confirmed<M: Publishable>(
     channel: &AmqpChannel,
-    messages: &[DeliveryMessage],
+    messages: &[M],
     confirm_timeout: Duration,
 ) -> Result<usize> {
     publish_each(channel, messages, confirm_timeout).await?.into_iter().collect::<Result<Vec<()>>>()?;
@@ -67,11 +67,11 @@ pub(crate) async fn publish_confirmed(
 }
 
 /// [`Publisher::publish_each`] on a channel in confirm mode: to [`topology::EXCHANGE`] with
-/// the message's channel as routing key, persistent and `mandatory`, its trace context in
-/// the headers.
-pub(crate) async fn publish_each(
+/// the message's route (its channel, or `webhooks`) as routing key, persistent and
+/// `mandatory`, its trace context in the headers.
+pub(crate) async fn publish_each<M: Publishable>(
     channel: &AmqpChannel,
-    messages: &[DeliveryMessage],
+    messages: &[M],
     confirm_timeout: Duration,
 ) -> Result<Vec<Outcome>> {
     let mut confirms = Vec::with_capacity(messages.len());
@@ -80,15 +80,15 @@ pub(crate) async fn publish_each(
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
             .with_message_id(msg.message_id().into());
-        if let Some(traceparent) = &msg.traceparent {
+        if let Some(traceparent) = msg.traceparent() {
             let mut headers = FieldTable::default();
-            headers.insert(TRACEPARENT.into(), AMQPValue::LongString(traceparent.as_str().into()));
+            headers.insert(TRACEPARENT.into(), AMQPValue::LongString(traceparent.into()));
             props = props.with_headers(headers);
         }
         let confirm = channel
             .basic_publish(
                 topology::EXCHANGE.into(),
-                msg.channel.as_str().into(),
+                msg.route().as_str().into(),
                 BasicPublishOptions { mandatory: true, ..Default::default() },
                 &msg.to_json(),
                 props,

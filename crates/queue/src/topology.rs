@@ -1,9 +1,10 @@
 //! docs/contract.md §5: exchange `notify.deliveries` (direct) routes by channel to the quorum
 //! queue `notify.<channel>`, which dead-letters to `notify.dead` and on to
-//! `notify.<channel>.dead`. Declaring is idempotent; every binary that touches the broker
+//! `notify.<channel>.dead`; webhook messages take the same way with the routing key
+//! `webhooks` (`notify.webhooks`, `notify.webhooks.dead`). Declaring is idempotent; every binary that touches the broker
 //! declares at start, and `outbox-relay declare-topology` does it for operators.
 
-use domain::Channel;
+use domain::{Channel, Route};
 use lapin::{
     Channel as AmqpChannel, ExchangeKind,
     options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
@@ -17,17 +18,25 @@ pub const EXCHANGE: &str = "notify.deliveries";
 pub const DEAD_LETTER_EXCHANGE: &str = "notify.dead";
 
 pub fn queue_name(channel: Channel) -> String {
-    format!("notify.{channel}")
+    route_queue_name(Route::Channel(channel))
+}
+
+pub fn route_queue_name(route: Route) -> String {
+    format!("notify.{route}")
 }
 
 pub fn dead_letter_queue_name(channel: Channel) -> String {
-    format!("notify.{channel}.dead")
+    route_dead_letter_queue_name(Route::Channel(channel))
 }
 
-/// The messages ready to deliver in `channel`'s queue (not those a consumer holds), by a
+pub fn route_dead_letter_queue_name(route: Route) -> String {
+    format!("notify.{route}.dead")
+}
+
+/// The messages ready to deliver in `route`'s queue (not those a consumer holds), by a
 /// passive declare (the queue must exist; a missing one closes `amqp` with `NOT_FOUND`).
-pub async fn ready(amqp: &AmqpChannel, channel: Channel) -> Result<u32> {
-    message_count(amqp, &queue_name(channel)).await
+pub async fn ready(amqp: &AmqpChannel, route: Route) -> Result<u32> {
+    message_count(amqp, &route_queue_name(route)).await
 }
 
 /// The messages ready in `queue` (not those a consumer holds), by a passive declare.
@@ -57,14 +66,14 @@ impl Topology {
         let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
         ch.exchange_declare(EXCHANGE.into(), ExchangeKind::Direct, durable, FieldTable::default()).await?;
         ch.exchange_declare(DEAD_LETTER_EXCHANGE.into(), ExchangeKind::Direct, durable, FieldTable::default()).await?;
-        for channel in Channel::QUEUED {
-            let queue = queue_name(channel);
-            let dead = dead_letter_queue_name(channel);
+        for route in Route::ALL {
+            let queue = route_queue_name(route);
+            let dead = route_dead_letter_queue_name(route);
             ch.queue_declare(queue.as_str().into(), QueueDeclareOptions::durable(), self.work_queue_args()).await?;
             ch.queue_bind(
                 queue.as_str().into(),
                 EXCHANGE.into(),
-                channel.as_str().into(),
+                route.as_str().into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
             )
@@ -73,7 +82,7 @@ impl Topology {
             ch.queue_bind(
                 dead.as_str().into(),
                 DEAD_LETTER_EXCHANGE.into(),
-                channel.as_str().into(),
+                route.as_str().into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
             )

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use domain::{Channel, DeliveryMessage};
+use domain::{DeliveryMessage, OutboxMessage, Publishable, Route, WebhookMessage};
 use sqlx::{PgPool, Postgres, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -21,7 +21,7 @@ pub struct ClaimedBatch {
     tx: Transaction<'static, Postgres>,
     /// The store's relaxed pool, for the `queued` mark.
     relaxed: PgPool,
-    pub messages: Vec<DeliveryMessage>,
+    pub messages: Vec<OutboxMessage>,
     /// Each message's outbox priority, for writing back the rows it parks.
     priorities: Vec<i16>,
 }
@@ -35,11 +35,11 @@ impl ClaimedBatch {
         if refused.is_empty() {
             return Ok(());
         }
-        let parked: Vec<&DeliveryMessage> = refused.iter().map(|&(i, _)| &self.messages[i]).collect();
-        let column = |f: fn(&DeliveryMessage) -> Uuid| parked.iter().map(|m| f(m)).collect::<Vec<Uuid>>();
-        let channels: Vec<&str> = parked.iter().map(|m| m.channel.as_str()).collect();
-        let attempts: Vec<i32> = parked.iter().map(|m| m.attempt).collect();
-        let traceparents: Vec<Option<&str>> = parked.iter().map(|m| m.traceparent.as_deref()).collect();
+        let parked: Vec<&OutboxMessage> = refused.iter().map(|&(i, _)| &self.messages[i]).collect();
+        let column = |f: fn(&OutboxMessage) -> Uuid| parked.iter().map(|m| f(m)).collect::<Vec<Uuid>>();
+        let channels: Vec<&str> = parked.iter().map(|m| m.route().as_str()).collect();
+        let attempts: Vec<i32> = parked.iter().map(|m| m.attempt()).collect();
+        let traceparents: Vec<Option<&str>> = parked.iter().map(|m| m.traceparent()).collect();
         let priorities: Vec<i16> = refused.iter().map(|&(i, _)| self.priorities[i]).collect();
         let delays_ms: Vec<i64> = refused.iter().map(|(_, delay)| delay.as_millis() as i64).collect();
         sqlx::query(
@@ -51,9 +51,9 @@ impl ClaimedBatch {
                          $8::bigint[])
                   AS p(tenant_id, notification_id, delivery_id, channel, attempt, priority, traceparent, delay_ms)",
         )
-        .bind(column(|m| m.tenant_id))
-        .bind(column(|m| m.notification_id))
-        .bind(column(|m| m.delivery_id))
+        .bind(column(OutboxMessage::tenant_id))
+        .bind(column(outbox_notification_id))
+        .bind(column(|m| m.id()))
         .bind(&channels)
         .bind(&attempts)
         .bind(&priorities)
@@ -79,7 +79,17 @@ impl ClaimedBatch {
     /// the workers claim all the same.
     pub async fn commit(self) -> Result<()> {
         self.tx.commit().await?;
-        let ids: Vec<Uuid> = self.messages.iter().map(|m| m.delivery_id).collect();
+        let ids: Vec<Uuid> = self
+            .messages
+            .iter()
+            .filter_map(|m| match m {
+                OutboxMessage::Delivery(d) => Some(d.delivery_id),
+                OutboxMessage::Webhook(_) => None,
+            })
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
         // The function's statement is planned once per connection
         // (migrations/20261206000014_generic_plans.sql).
         sqlx::query("SELECT mark_queued($1)").bind(&ids).execute(&self.relaxed).await?;
@@ -87,13 +97,22 @@ impl ClaimedBatch {
     }
 }
 
+/// The outbox row's `notification_id`: a webhook message's row holds the message's own id
+/// there (the column is the delivery's notification for a delivery).
+fn outbox_notification_id(message: &OutboxMessage) -> Uuid {
+    match message {
+        OutboxMessage::Delivery(d) => d.notification_id,
+        OutboxMessage::Webhook(w) => w.message_id,
+    }
+}
+
 impl Store {
     /// Claims up to `limit` due rows, most urgent first, skipping rows another relay holds,
-    /// of the channels in `room` and at most as many of each as its room says (what its
+    /// of the routes in `room` and at most as many of each as its room says (what its
     /// queue may still take). The same statement deletes them; that takes effect only when
     /// the batch commits. The statement is the SQL function `claim_outbox`, planned once
     /// per connection (migrations/20261207000011_outbox_room.sql).
-    pub async fn claim_outbox(&self, limit: i64, room: &[(Channel, i64)]) -> Result<ClaimedBatch> {
+    pub async fn claim_outbox(&self, limit: i64, room: &[(Route, i64)]) -> Result<ClaimedBatch> {
         let mut tx = self.pool.begin().await?;
         let channels: Vec<&str> = room.iter().map(|(c, _)| c.as_str()).collect();
         let rooms: Vec<i64> = room.iter().map(|(_, n)| *n).collect();
@@ -106,10 +125,18 @@ impl Store {
         let priorities = rows.iter().map(|row| row.6).collect();
         let messages = rows
             .into_iter()
-            .map(|(tenant_id, notification_id, delivery_id, channel, attempt, traceparent, _)| {
-                let channel: Channel = channel.parse().map_err(|_| corrupt(format!("outbox channel {channel}")))?;
-                let message = DeliveryMessage::new(delivery_id, notification_id, tenant_id, channel, attempt);
-                Ok(DeliveryMessage { traceparent, ..message })
+            .map(|(tenant_id, notification_id, id, route, attempt, traceparent, _)| {
+                Ok(match Route::parse(&route) {
+                    Some(Route::Channel(channel)) => {
+                        let message = DeliveryMessage::new(id, notification_id, tenant_id, channel, attempt);
+                        OutboxMessage::Delivery(DeliveryMessage { traceparent, ..message })
+                    }
+                    Some(Route::Webhooks) => OutboxMessage::Webhook(WebhookMessage {
+                        traceparent,
+                        ..WebhookMessage::new(id, tenant_id, attempt)
+                    }),
+                    None => return Err(corrupt(format!("outbox route {route}"))),
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(ClaimedBatch { tx, relaxed: self.relaxed.clone(), messages, priorities })
