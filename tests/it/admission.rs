@@ -293,3 +293,19 @@ async fn a_flood_of_new_keys_cannot_take_the_concurrency_limit() {
     assert_eq!(response.send().await.expect("answered in time").status(), 202);
     lock.rollback().await.unwrap();
 }
+
+#[tokio::test]
+async fn requests_that_waited_for_a_keys_lookup_the_cache_did_not_keep_look_it_up_themselves() {
+    // No cache, as on a replica whose cache does not serve yet: the lookup that ran for
+    // a burst of requests with one key leaves nothing for the others to read.
+    let app = TestApp::api_with(|c| c.cache.capacity = 0).await;
+    let burst: Vec<_> = (0..12)
+        .map(|_| {
+            let (http, url, key) = (reqwest::Client::new(), app.url("/v1/types"), app.api_key.clone());
+            tokio::spawn(async move { http.get(url).bearer_auth(key).send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    for request in burst {
+        assert_eq!(request.await.unwrap(), 200);
+    }
+}

@@ -98,14 +98,22 @@ impl KeyLookups {
             }
         };
         if let Some(done) = running {
-            // Closed when the other request's lookup ends; its answer is then cached
-            // (a known key, or one remembered as unknown).
+            // Closed when the other request's lookup ends; its answer is then cached (a
+            // known key, or one remembered as unknown), unless the cache does not serve
+            // yet (a replica just started) or the lookup failed: then this request looks
+            // the key up itself, within the same bounds.
             let _ = tokio::time::timeout(KEY_LOOKUP_WAIT, done.acquire()).await;
-            return store
-                .authenticate_cached(key)
-                .ok_or(ApiError::Overloaded("too many API keys are being looked up at once"));
+            if let Some(answer) = store.authenticate_cached(key) {
+                return Ok(answer);
+            }
+            return self.bounded(store, key).await;
         }
         let _ended = LookupEnds { lookups: self, key };
+        self.bounded(store, key).await
+    }
+
+    /// A lookup in the database, if one of the `admission.key_lookups` frees up in time.
+    async fn bounded(&self, store: &Store, key: &str) -> Result<Option<Caller>, ApiError> {
         let Ok(_queued) = self.queue.try_acquire() else {
             return Err(ApiError::Overloaded("too many API keys are waiting to be looked up"));
         };
