@@ -5,6 +5,7 @@
 mod chat_address;
 pub mod cli;
 mod config;
+mod consume;
 mod dispatch;
 mod metrics;
 mod push_device;

@@ -1,5 +1,4 @@
 use std::{
-    panic::AssertUnwindSafe,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -9,17 +8,16 @@ use std::{
 
 use bootstrap::ExposeSecret;
 use domain::{Channel, DeliveryJob, DeliveryMessage, RetryPolicy, SendOutcome, backoff::Backoff};
-use futures_util::FutureExt;
 use providers::http::SharedClient;
-use queue::{Incoming, Subscription, topology};
+use queue::{Incoming, topology};
 use store::{AttemptRecord, AttemptResult, Claim, Lease, Store, StoreError};
 use time::OffsetDateTime;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info_span};
 
 use crate::{
     Provider, WorkerConfig,
+    consume::{self, BoxFuture, Consumer, Handler, consume, settle},
     dispatch::{Dispatched, Dispatcher},
     metrics::{ChannelLabel, METRICS, OutcomeLabels},
     tenant_clients::TenantClients,
@@ -33,7 +31,7 @@ struct Context {
     /// How long a claim holds a delivery against other messages for it.
     lease: Duration,
     /// Consuming from the broker right now.
-    consuming: AtomicBool,
+    consuming: Arc<AtomicBool>,
     /// Opens sealed chat addresses (`secrets`); `None` without keys.
     keyring: Option<bootstrap::seal::Keyring>,
     /// The clients built from tenants' own integrations of the channel.
@@ -59,7 +57,7 @@ pub async fn run(
         providers: Dispatcher::new(providers, &config.channel, config.worker.provider_timeout),
         retry: config.channel.retry.clone(),
         lease: config.worker.lease,
-        consuming: AtomicBool::new(false),
+        consuming: Arc::default(),
         keyring: config.secrets.keyring()?,
         tenants: TenantClients::new(
             channel,
@@ -80,83 +78,16 @@ pub async fn run(
     });
     let ops =
         config.worker.listen.map(|addr| tokio::spawn(bootstrap::ops::serve(addr, readiness(&ctx), shutdown.clone())));
-    let queue_name = topology::queue_name(channel);
-    let name = format!("{channel}-worker");
-    let mut in_flight = JoinSet::new();
-    let mut backoff = Backoff::default();
-
-    // On shutdown the connection and the consumer's channel outlive the loop, so the
-    // messages in flight can still be acked while draining.
-    let mut live = None;
-    'connect: while !shutdown.is_cancelled() {
-        let Some(conn) = queue::connect_with_backoff(&amqp_url, &name, &shutdown).await else { break };
-        let opened = async {
-            let setup = conn.create_channel().await?;
-            config.broker.declare(&setup).await?;
-            let _ = setup.close(200, "declared".into()).await;
-            Subscription::open(&conn, &queue_name, config.worker.prefetch, &name).await
-        }
-        .await;
-        let mut subscription = match opened {
-            Ok(s) => s,
-            Err(e) => {
-                let delay = backoff.next_delay();
-                tracing::warn!(error = %e, retry_in = ?delay, "cannot consume from the broker");
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(delay) => continue,
-                }
-            }
-        };
-        backoff.reset();
-        ctx.consuming.store(true, Ordering::Relaxed);
-        tracing::info!(queue = %queue_name, prefetch = config.worker.prefetch, "consuming");
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => {
-                    if let Err(e) = subscription.cancel().await {
-                        tracing::warn!(error = %e, "cancelling the consumer failed");
-                    }
-                    live = Some((conn, subscription));
-                    break 'connect;
-                }
-                next = subscription.next() => match next {
-                    Some(Ok(incoming)) => {
-                        in_flight.spawn(handle(ctx.clone(), incoming, shutdown.clone()));
-                    }
-                    Some(Err(e)) => {
-                        ctx.consuming.store(false, Ordering::Relaxed);
-                        tracing::warn!(error = %e, "lost the broker; reconnecting");
-                        continue 'connect;
-                    }
-                    None => {
-                        ctx.consuming.store(false, Ordering::Relaxed);
-                        tracing::warn!("the broker ended the consumer; reconnecting");
-                        continue 'connect;
-                    }
-                },
-                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => log_panic(done),
-            }
-        }
-    }
-
-    let drained = tokio::time::timeout(config.worker.shutdown_grace, async {
-        while let Some(done) = in_flight.join_next().await {
-            log_panic(done);
-        }
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(
-            abandoned = in_flight.len(),
-            "shutdown grace over: the broker will redeliver what was in flight"
-        );
-        in_flight.shutdown().await;
-    }
-    if let Some((conn, subscription)) = live {
-        let _ = subscription.channel().close(200, "shutting down".into()).await;
-        let _ = conn.close(200, "shutting down".into()).await;
-    }
+    let consumer = Consumer {
+        amqp_url,
+        topology: config.broker.clone(),
+        queue: topology::queue_name(channel),
+        name: format!("{channel}-worker"),
+        prefetch: config.worker.prefetch,
+        shutdown_grace: config.worker.shutdown_grace,
+        consuming: ctx.consuming.clone(),
+    };
+    consume(consumer, ctx.clone(), shutdown.clone()).await;
     if let Some(ops) = ops {
         let _ = ops.await;
     }
@@ -183,39 +114,18 @@ fn readiness(ctx: &Arc<Context>) -> bootstrap::ops::Check {
     })
 }
 
-fn log_panic(done: Result<(), tokio::task::JoinError>) {
-    if let Err(e) = done
-        && e.is_panic()
-    {
-        // `handle` catches the handler's panics; this would be one of its own.
-        tracing::error!(error = %e, "message task panicked");
+impl Handler for Context {
+    fn label(&self) -> &'static str {
+        self.channel.as_str()
+    }
+
+    fn handle<'a>(&'a self, incoming: &'a Incoming, shutdown: &'a CancellationToken) -> BoxFuture<'a, ()> {
+        Box::pin(handle_message(self, incoming, shutdown))
     }
 }
 
-async fn handle(ctx: Arc<Context>, incoming: Incoming, shutdown: CancellationToken) {
-    let channel = ChannelLabel { channel: ctx.channel.as_str() };
-    let in_flight = METRICS.in_flight.get_or_create(&channel).clone();
-    in_flight.inc();
-    // A panic must not leak the message and its prefetch slot (after `prefetch` of them
-    // the worker would consume nothing more): it is dead-lettered and counted. A delivery
-    // it had claimed is recovered by the sweeper once the lease runs out, and failed as
-    // `stranded` if it keeps doing so.
-    let handled = AssertUnwindSafe(handle_message(&ctx, &incoming, &shutdown)).catch_unwind().await;
-    if handled.is_err() {
-        // Not the panic's payload, which may hold an address or a body (the panic hook
-        // logs where it happened, without it).
-        METRICS.panics.get_or_create(&channel).inc();
-        if incoming.is_settled() {
-            // Acked or dead-lettered before the panic: settling it again would be a
-            // protocol error that closes the channel, and every message in flight on it
-            // would be handed out again.
-            tracing::error!("message handler panicked after its message was settled");
-        } else {
-            tracing::error!("message handler panicked: dead-lettering the message");
-            dead_letter(&ctx, &incoming).await;
-        }
-    }
-    in_flight.dec();
+async fn dead_letter(ctx: &Context, incoming: &Incoming) {
+    consume::dead_letter(ctx.channel.as_str(), incoming).await
 }
 
 async fn handle_message(ctx: &Context, incoming: &Incoming, shutdown: &CancellationToken) {
@@ -234,11 +144,6 @@ async fn handle_message(ctx: &Context, incoming: &Incoming, shutdown: &Cancellat
         delivery_id = %msg.delivery_id, channel = %msg.channel, attempt = msg.attempt);
     bootstrap::telemetry::set_parent(&span, incoming.traceparent.as_deref());
     process(ctx, &msg, incoming, shutdown).instrument(span).await
-}
-
-async fn dead_letter(ctx: &Context, incoming: &Incoming) {
-    METRICS.dead_lettered.get_or_create(&ChannelLabel { channel: ctx.channel.as_str() }).inc();
-    settle(incoming.dead_letter().await);
 }
 
 async fn process(ctx: &Context, msg: &DeliveryMessage, incoming: &Incoming, shutdown: &CancellationToken) {
@@ -392,13 +297,6 @@ fn observe(channel: Channel, record: &AttemptRecord, accepted_at: OffsetDateTime
     };
     let labels = OutcomeLabels { channel: channel.as_str(), provider: record.provider.clone(), outcome };
     METRICS.attempts.get_or_create(&labels).inc();
-}
-
-fn settle(result: queue::Result<()>) {
-    if let Err(e) = result {
-        // The broker redelivers an unsettled message; the claim drops it as a duplicate.
-        tracing::warn!(error = %e, "could not settle the message with the broker");
-    }
 }
 
 enum Retried<T> {
