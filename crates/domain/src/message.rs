@@ -45,12 +45,14 @@ impl std::fmt::Display for Route {
 /// What the broker carries: ids only, the worker reads the rest. Publishing needs no more.
 pub trait Publishable {
     fn route(&self) -> Route;
-    /// The AMQP `message_id`: `<id>/<attempt>`.
-    fn message_id(&self) -> String;
     fn to_json(&self) -> Vec<u8>;
     /// The delivery's or the webhook message's id.
     fn id(&self) -> Uuid;
     fn attempt(&self) -> i32;
+    /// The AMQP `message_id`: `<id>/<attempt>`.
+    fn message_id(&self) -> String {
+        format!("{}/{}", self.id(), self.attempt())
+    }
     /// The W3C trace context it carries in the AMQP headers.
     fn traceparent(&self) -> Option<&str>;
     fn traceparent_mut(&mut self) -> &mut Option<String>;
@@ -93,23 +95,25 @@ impl DeliveryMessage {
 
     pub fn parse(body: &[u8]) -> Result<Self, MessageError> {
         let msg: DeliveryMessage = serde_json::from_slice(body)?;
-        if msg.v != Self::VERSION {
-            return Err(MessageError::Version(msg.v));
-        }
-        if msg.attempt < 1 {
-            return Err(MessageError::Attempt(msg.attempt));
-        }
+        check(msg.v, msg.attempt)?;
         Ok(msg)
     }
+}
+
+/// What every broker message of the v1 contract must hold: its version, an attempt from 1.
+fn check(v: u32, attempt: i32) -> Result<(), MessageError> {
+    if v != DeliveryMessage::VERSION {
+        return Err(MessageError::Version(v));
+    }
+    if attempt < 1 {
+        return Err(MessageError::Attempt(attempt));
+    }
+    Ok(())
 }
 
 impl Publishable for DeliveryMessage {
     fn route(&self) -> Route {
         Route::Channel(self.channel)
-    }
-
-    fn message_id(&self) -> String {
-        format!("{}/{}", self.delivery_id, self.attempt)
     }
 
     fn to_json(&self) -> Vec<u8> {
@@ -154,12 +158,7 @@ impl WebhookMessage {
 
     pub fn parse(body: &[u8]) -> Result<Self, MessageError> {
         let msg: WebhookMessage = serde_json::from_slice(body)?;
-        if msg.v != DeliveryMessage::VERSION {
-            return Err(MessageError::Version(msg.v));
-        }
-        if msg.attempt < 1 {
-            return Err(MessageError::Attempt(msg.attempt));
-        }
+        check(msg.v, msg.attempt)?;
         Ok(msg)
     }
 }
@@ -167,10 +166,6 @@ impl WebhookMessage {
 impl Publishable for WebhookMessage {
     fn route(&self) -> Route {
         Route::Webhooks
-    }
-
-    fn message_id(&self) -> String {
-        format!("{}/{}", self.message_id, self.attempt)
     }
 
     fn to_json(&self) -> Vec<u8> {
@@ -209,6 +204,13 @@ impl OutboxMessage {
         }
     }
 
+    fn inner_mut(&mut self) -> &mut dyn Publishable {
+        match self {
+            OutboxMessage::Delivery(m) => m,
+            OutboxMessage::Webhook(m) => m,
+        }
+    }
+
     pub fn tenant_id(&self) -> Uuid {
         match self {
             OutboxMessage::Delivery(m) => m.tenant_id,
@@ -220,10 +222,6 @@ impl OutboxMessage {
 impl Publishable for OutboxMessage {
     fn route(&self) -> Route {
         self.inner().route()
-    }
-
-    fn message_id(&self) -> String {
-        self.inner().message_id()
     }
 
     fn to_json(&self) -> Vec<u8> {
@@ -243,10 +241,7 @@ impl Publishable for OutboxMessage {
     }
 
     fn traceparent_mut(&mut self) -> &mut Option<String> {
-        match self {
-            OutboxMessage::Delivery(m) => &mut m.traceparent,
-            OutboxMessage::Webhook(m) => &mut m.traceparent,
-        }
+        self.inner_mut().traceparent_mut()
     }
 }
 

@@ -5,11 +5,12 @@
 use std::{
     error::Error as _,
     net::{IpAddr, SocketAddr},
-    sync::OnceLock,
+    sync::{Arc, OnceLock},
     time::Duration,
 };
 
 use domain::{FailureKind, SendFailure};
+use ipnet::IpNet;
 use reqwest::{
     RequestBuilder, StatusCode,
     dns::{Name, Resolve, Resolving},
@@ -48,24 +49,47 @@ fn builder(request_timeout: Duration) -> reqwest::ClientBuilder {
 pub fn tenant_client(request_timeout: Duration, allow_private_hosts: bool) -> reqwest::Result<Client> {
     let mut builder = builder(request_timeout);
     if !allow_private_hosts {
-        builder = builder.dns_resolver(PublicResolver);
+        builder = builder.dns_resolver(PublicResolver::default());
     }
     builder.build()
 }
 
-/// Resolves names with the system resolver and keeps only public addresses
-/// ([`crate::settings::is_private`]); a name with none left fails with [`PrivateHost`].
-#[derive(Clone, Copy, Debug, Default)]
-pub struct PublicResolver;
+/// Resolves names with the system resolver and refuses a name with any internal address
+/// ([`crate::settings::is_private`]) outside the `allowed` subnets, with [`PrivateHost`]:
+/// the address checked is the one dialled, so an answer of DNS that changes between a
+/// check and the connect cannot slip through.
+#[derive(Clone, Debug, Default)]
+pub struct PublicResolver {
+    allowed: Arc<[IpNet]>,
+}
+
+impl PublicResolver {
+    /// Also lets names resolve into `allowed` (the operator's subnets for tests and private
+    /// deployments).
+    pub fn allowing(allowed: Vec<IpNet>) -> Self {
+        Self { allowed: allowed.into() }
+    }
+}
 
 impl Resolve for PublicResolver {
     fn resolve(&self, name: Name) -> Resolving {
-        let host = name.as_str().to_owned();
+        let (host, allowed) = (name.as_str().to_owned(), self.allowed.clone());
         Box::pin(async move {
-            let addrs = resolve_public(&host, 0).await?;
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addrs = public_only_except(&host, addrs, &allowed)?;
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
         })
     }
+}
+
+/// Whether a tenant's request may reach `ip`: a public address, or one in an `allowed`
+/// subnet (an IPv4-mapped IPv6 address counts as its IPv4 address).
+pub fn reachable(ip: IpAddr, allowed: &[IpNet]) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    !crate::settings::is_private(ip) || allowed.iter().any(|net| net.contains(&ip))
 }
 
 /// `host`'s addresses (a literal IP is its own), none of them private. Any private one
@@ -88,7 +112,15 @@ pub fn public_only(
     host: &str,
     addrs: Vec<SocketAddr>,
 ) -> Result<Vec<SocketAddr>, Box<dyn std::error::Error + Send + Sync>> {
-    if addrs.is_empty() || addrs.iter().any(|a| crate::settings::is_private(a.ip())) {
+    public_only_except(host, addrs, &[])
+}
+
+fn public_only_except(
+    host: &str,
+    addrs: Vec<SocketAddr>,
+    allowed: &[IpNet],
+) -> Result<Vec<SocketAddr>, Box<dyn std::error::Error + Send + Sync>> {
+    if addrs.is_empty() || addrs.iter().any(|a| !reachable(a.ip(), allowed)) {
         return Err(Box::new(PrivateHost(host.to_owned())));
     }
     Ok(addrs)
@@ -100,7 +132,11 @@ pub struct PrivateHost(pub String);
 
 impl std::fmt::Display for PrivateHost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "the host `{}` resolves to a private or internal address, which integrations may not use", self.0)
+        write!(
+            f,
+            "the host `{}` resolves to a private or internal address, which a tenant's requests may not reach",
+            self.0
+        )
     }
 }
 
@@ -168,7 +204,7 @@ impl SharedClient {
             (a, b) => Some(a.unwrap_or(true) && b.unwrap_or(true)),
         };
         if allow_private_hosts == Some(false) {
-            builder = builder.dns_resolver(PublicResolver);
+            builder = builder.dns_resolver(PublicResolver::default());
         }
         if !extra_roots.is_empty() {
             builder = builder.tls_certs_merge(extra_roots.iter().cloned());
@@ -237,7 +273,7 @@ pub fn transport_failure(error: &reqwest::Error) -> SendFailure {
     }
 }
 
-fn private_host(error: &reqwest::Error) -> Option<&PrivateHost> {
+pub(crate) fn private_host(error: &reqwest::Error) -> Option<&PrivateHost> {
     let mut source = error.source();
     while let Some(cause) = source {
         if let Some(private) = cause.downcast_ref::<PrivateHost>() {
@@ -250,7 +286,7 @@ fn private_host(error: &reqwest::Error) -> Option<&PrivateHost> {
 
 /// The error's causes, innermost last. reqwest's own message names the URL, which says
 /// nothing the log does not; the causes say what went wrong.
-fn causes(error: &reqwest::Error) -> String {
+pub(crate) fn causes(error: &reqwest::Error) -> String {
     let mut parts = Vec::new();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -430,6 +466,19 @@ mod tests {
         let client = client(Duration::from_secs(2)).unwrap();
         let failure = send(client.get(format!("http://127.0.0.1:{port}/"))).await.unwrap_err();
         assert_eq!((failure.kind, failure.code.as_str()), (FailureKind::Retryable, "connect"), "{failure:?}");
+    }
+
+    #[test]
+    fn internal_addresses_are_refused_unless_their_subnet_is_allowed() {
+        for internal in ["127.0.0.1", "10.1.2.3", "169.254.169.254", "::1", "::ffff:127.0.0.1", "fd00:ec2::254"] {
+            let ip: IpAddr = internal.parse().unwrap();
+            assert!(!reachable(ip, &[]), "{internal}");
+        }
+        assert!(reachable("93.184.216.34".parse().unwrap(), &[]));
+        let loopback: Vec<ipnet::IpNet> = vec!["127.0.0.0/8".parse().unwrap()];
+        assert!(reachable("127.0.0.1".parse().unwrap(), &loopback));
+        assert!(reachable("::ffff:127.0.0.1".parse().unwrap(), &loopback));
+        assert!(!reachable("169.254.169.254".parse().unwrap(), &loopback));
     }
 
     #[test]

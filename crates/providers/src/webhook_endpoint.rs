@@ -4,26 +4,25 @@
 //! after `Retry-After` when the receiver gave one.
 //!
 //! The URL is the tenant's, so the request must not reach our own networks: the host is
-//! resolved when the request is made, by the resolver the client dials with, and refused
-//! when any of its addresses is loopback, private, link-local (cloud metadata at
-//! 169.254.169.254 included), multicast or otherwise internal, IPv4-mapped IPv6 forms
-//! included; a literal IP, which no resolver sees, is checked before. The operator may
-//! allow subnets (`webhooks.allowed_subnets`) for tests and private deployments. Redirects
-//! are not followed, and at most [`BODY_READ_MAX`] bytes of an answer are read.
+//! resolved when the request is made, by the resolver the client dials with
+//! ([`crate::http::PublicResolver`], as for tenants' integrations), and refused when any of
+//! its addresses is loopback, private, link-local (cloud metadata at 169.254.169.254
+//! included), multicast or otherwise internal, IPv4-mapped IPv6 forms included; a literal
+//! IP, which no resolver sees, is checked before. The operator may allow subnets
+//! (`webhooks.allowed_subnets`) for tests and private deployments. Redirects are not
+//! followed, and at most [`BODY_READ_MAX`] bytes of an answer are read.
 
 use std::{
-    net::{IpAddr, SocketAddr},
+    net::IpAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use domain::webhook::{WebhookSecret, signature_header};
 use ipnet::IpNet;
-use reqwest::{
-    Client, StatusCode,
-    dns::{Name, Resolve, Resolving},
-    header::CONTENT_TYPE,
-};
+use reqwest::{Client, StatusCode, header::CONTENT_TYPE};
+
+use crate::http::{PublicResolver, causes, private_host, reachable};
 
 /// Bytes of an answer read at most; the rest is left unread.
 pub const BODY_READ_MAX: usize = 64 * 1024;
@@ -68,22 +67,21 @@ pub enum Verdict {
 #[derive(Clone)]
 pub struct EndpointClient {
     client: Client,
-    allowed: Arc<Vec<IpNet>>,
+    allowed: Arc<[IpNet]>,
 }
 
 impl EndpointClient {
     /// `timeout` bounds each attempt, from connect to the end of the answer's head;
     /// `allowed` lists the internal subnets the operator lets endpoints reach.
     pub fn new(timeout: Duration, allowed: Vec<IpNet>) -> reqwest::Result<Self> {
-        let allowed = Arc::new(allowed);
         let client = Client::builder()
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
-            .dns_resolver(Guard { allowed: allowed.clone() })
+            .dns_resolver(PublicResolver::allowing(allowed.clone()))
             .user_agent(concat!("notify-webhooks/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Self { client, allowed })
+        Ok(Self { client, allowed: allowed.into() })
     }
 
     /// Signs `post` for this moment and sends it.
@@ -96,7 +94,7 @@ impl EndpointClient {
             _ => None,
         });
         if let Some(ip) = literal
-            && !allowed(ip, &self.allowed)
+            && !reachable(ip, &self.allowed)
         {
             return done(None, Verdict::Refused, Some(format!("{ip} is an internal address")));
         }
@@ -111,7 +109,7 @@ impl EndpointClient {
             .body(post.body.to_vec());
         let mut response = match request.send().await {
             Ok(response) => response,
-            Err(e) if refused(&e) => return done(None, Verdict::Refused, Some(causes(&e))),
+            Err(e) if private_host(&e).is_some() => return done(None, Verdict::Refused, Some(causes(&e))),
             Err(e) => return done(None, Verdict::Retry { retry_after: None }, Some(causes(&e))),
         };
         let status = response.status();
@@ -140,88 +138,5 @@ fn excerpt(body: &[u8]) -> String {
     match text.char_indices().nth(EXCERPT_CHARS) {
         Some((cut, _)) => text[..cut].to_owned(),
         None => text.into_owned(),
-    }
-}
-
-/// Whether an endpoint may reach `ip`: a public address, or one in an allowed subnet.
-pub fn allowed(ip: IpAddr, subnets: &[IpNet]) -> bool {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    };
-    !domain::address::is_private_ip(ip) || subnets.iter().any(|net| net.contains(&ip))
-}
-
-/// Resolves with the system resolver and refuses the whole name if any address is
-/// internal and not allowed: the address checked is the one dialled, so an answer of DNS
-/// that changes between a check and the connect cannot slip through.
-struct Guard {
-    allowed: Arc<Vec<IpNet>>,
-}
-
-impl Resolve for Guard {
-    fn resolve(&self, name: Name) -> Resolving {
-        let (host, subnets) = (name.as_str().to_owned(), self.allowed.clone());
-        Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            if addrs.is_empty() || addrs.iter().any(|a| !allowed(a.ip(), &subnets)) {
-                return Err(Box::new(InternalHost(host)) as Box<dyn std::error::Error + Send + Sync>);
-            }
-            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
-        })
-    }
-}
-
-#[derive(Debug)]
-struct InternalHost(String);
-
-impl std::fmt::Display for InternalHost {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} resolves to an internal address", self.0)
-    }
-}
-
-impl std::error::Error for InternalHost {}
-
-fn refused(error: &reqwest::Error) -> bool {
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        if cause.is::<InternalHost>() {
-            return true;
-        }
-        source = cause.source();
-    }
-    false
-}
-
-/// The error's causes: reqwest's own message names the URL, which may carry a token.
-fn causes(error: &reqwest::Error) -> String {
-    let mut parts = Vec::new();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        parts.push(cause.to_string());
-        source = cause.source();
-    }
-    if error.is_timeout() {
-        parts.insert(0, "timed out".to_owned());
-    }
-    if parts.is_empty() { "request failed".to_owned() } else { parts.join(": ") }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn internal_addresses_are_refused_unless_their_subnet_is_allowed() {
-        for internal in ["127.0.0.1", "10.1.2.3", "169.254.169.254", "::1", "::ffff:127.0.0.1", "fd00:ec2::254"] {
-            let ip: IpAddr = internal.parse().unwrap();
-            assert!(!allowed(ip, &[]), "{internal}");
-        }
-        assert!(allowed("93.184.216.34".parse().unwrap(), &[]));
-        let loopback: Vec<IpNet> = vec!["127.0.0.0/8".parse().unwrap()];
-        assert!(allowed("127.0.0.1".parse().unwrap(), &loopback));
-        assert!(allowed("::ffff:127.0.0.1".parse().unwrap(), &loopback));
-        assert!(!allowed("169.254.169.254".parse().unwrap(), &loopback));
     }
 }
