@@ -13,7 +13,10 @@ use serde_json::json;
 
 use crate::{bounds::topic_of, harness::TestApp};
 
-#[tokio::test]
+// On a multi-thread runtime, as the binaries run (a current-thread one plans in place:
+// notify-api/src/accept.rs, `plan_off_runtime`), with one worker thread, so a render on
+// it would hold /healthz.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn a_template_too_heavy_for_a_large_topic_is_422_and_healthz_answers_meanwhile() {
     // A budget of some 100 of these renders: over a second in a debug build.
     let app = TestApp::api_with(|c| c.limits.render_fuel = 6_000_000).await;

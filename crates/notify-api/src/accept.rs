@@ -16,7 +16,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use store::{Accept, IdempotencyKey, Intake, IntakeResult, StoreError};
 use time::OffsetDateTime;
-use tokio::sync::Semaphore;
+use tokio::{runtime::RuntimeFlavor, sync::Semaphore};
 
 use crate::{AppState, auth::Authenticated, error::ApiError, json};
 
@@ -158,6 +158,11 @@ type Planned = (Vec<Result<Item, ApiError>>, Directory, Result<Vec<Result<Plan, 
 /// runtime thread (and `/healthz` with it) for as long. At most one such request per core
 /// plans at once; the others wait here. The subscribers' `data` pages are still read
 /// through the runtime. Inline content renders nothing: planned in place.
+///
+/// On a current-thread runtime (tests' `#[tokio::test]`) everything is planned in place:
+/// there `Handle::block_on` from another thread depends on the runtime's one thread to
+/// drive its I/O, and can hang (tokio documents it; tokio-rs/tokio#7441). The binaries
+/// run a multi-thread runtime.
 async fn plan_off_runtime(
     app: &AppState,
     tenant_id: uuid::Uuid,
@@ -166,7 +171,8 @@ async fn plan_off_runtime(
     mut budget: Budget,
 ) -> Result<Planned, ApiError> {
     let valid = || items.iter().filter_map(|i| i.as_ref().ok()).map(|i| &i.notification);
-    if valid().all(|n| n.content.is_some()) {
+    let current_thread = tokio::runtime::Handle::current().runtime_flavor() == RuntimeFlavor::CurrentThread;
+    if current_thread || valid().all(|n| n.content.is_some()) {
         let valid: Vec<&ValidNotification> = valid().collect();
         let mut data = app.store.subscriber_data(tenant_id);
         let now = OffsetDateTime::now_utc();
