@@ -14,7 +14,7 @@ use store::Store;
 use tokio::{sync::OnceCell, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-use worker::{ChannelSettings, SandboxConfig, WorkerConfig, WorkerSettings};
+use worker::{ChannelSettings, SandboxConfig, WorkerConfig, WorkerSettings, webhooks::WebhookWorkerConfig};
 
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -410,6 +410,28 @@ impl TestApp {
             let units: Vec<&dyn providers::ProviderUnit> = providers::units(channel).collect();
             worker::run_units(channel, worker, &figment, &units, shutdown).await
         })
+    }
+
+    /// A webhook-worker that may reach loopback (the tests' receivers), retrying after
+    /// 100 ms three times, with `configure` applied.
+    pub async fn start_webhook_worker(&self, configure: impl FnOnce(&mut WebhookWorkerConfig)) -> Service {
+        let mut config = WebhookWorkerConfig {
+            database_url: Some(SecretString::from(self.env.database_url.clone())),
+            amqp_url: Some(SecretString::from(self.env.amqp_url().await)),
+            database_max_connections: 4,
+            worker: WorkerSettings { prefetch: 16, lease: Duration::from_secs(20), ..Default::default() },
+            broker: Topology::default(),
+            secrets: test_secrets(),
+            webhooks: providers::webhook_endpoint::WebhookSettings {
+                allowed_subnets: vec!["127.0.0.0/8".parse().unwrap()],
+                timeout: Duration::from_secs(5),
+                retry_schedule: vec![Duration::from_millis(100).into(); 3],
+                retry_jitter: 0.0,
+                ..Default::default()
+            },
+        };
+        configure(&mut config);
+        Service::spawn(|shutdown| worker::webhooks::run(config, shutdown))
     }
 
     pub fn url(&self, path: &str) -> String {

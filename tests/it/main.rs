@@ -49,4 +49,5 @@ mod templates;
 mod tenant_receipts;
 mod tenant_sending;
 mod traces;
+mod webhook_sending;
 mod webhooks;

@@ -176,9 +176,83 @@ pub fn validate_description(description: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
+/// The longest `Retry-After` a receiver can ask for: a longer one waits this long.
+pub const RETRY_AFTER_MAX: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// When a message whose attempt failed is tried again: the first attempt goes at once,
+/// each next one after the delay the schedule has for it, moved at random by up to
+/// ±`jitter` of it so the retries of a burst spread out. A receiver's `Retry-After` is
+/// a floor (at most [`RETRY_AFTER_MAX`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetrySchedule {
+    /// The delay before the second attempt, the third, ...: one attempt more than delays.
+    pub delays: Vec<std::time::Duration>,
+    pub jitter: f64,
+}
+
+impl Default for RetrySchedule {
+    /// At once, then after 5 s, 5 min, 30 min, 2 h, 5 h, 10 h and 10 h: 8 attempts over
+    /// some 28 hours.
+    fn default() -> Self {
+        let delays = [5, 300, 1800, 7200, 18_000, 36_000, 36_000];
+        Self { delays: delays.into_iter().map(std::time::Duration::from_secs).collect(), jitter: 0.2 }
+    }
+}
+
+impl RetrySchedule {
+    /// The delay before the attempt after `attempt` (1-based), or `None` when `attempt`
+    /// was the last. `unit` is a uniform random number in [0, 1) that places the jitter.
+    pub fn retry_in(
+        &self,
+        attempt: i32,
+        retry_after: Option<std::time::Duration>,
+        unit: f64,
+    ) -> Option<std::time::Duration> {
+        let index = usize::try_from(attempt).ok()?.checked_sub(1)?;
+        let base = self.delays.get(index)?.as_secs_f64();
+        let jittered = base * (1.0 + self.jitter * (2.0 * unit - 1.0));
+        let delay = std::time::Duration::try_from_secs_f64(jittered.max(0.0)).unwrap_or(RETRY_AFTER_MAX);
+        Some(match retry_after {
+            Some(floor) => delay.max(floor.min(RETRY_AFTER_MAX)),
+            None => delay,
+        })
+    }
+
+    /// The first problem, naming the setting.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if self.delays.len() > 20 {
+            return Err(FieldError::new("retry_schedule", "must list at most 20 delays"));
+        }
+        if self.delays.iter().any(|d| *d > 7 * RETRY_AFTER_MAX) {
+            return Err(FieldError::new("retry_schedule", "each delay must be at most 7 days"));
+        }
+        if !(0.0..1.0).contains(&self.jitter) {
+            return Err(FieldError::new("retry_jitter", "must be in [0, 1)"));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_schedule_tries_eight_times_within_the_jitter_band() {
+        use std::time::Duration;
+        let schedule = RetrySchedule::default();
+        assert_eq!(schedule.retry_in(1, None, 0.5), Some(Duration::from_secs(5)));
+        assert_eq!(schedule.retry_in(2, None, 0.0), Some(Duration::from_secs(240)));
+        let high = schedule.retry_in(7, None, 0.999_999).unwrap();
+        assert!(high > Duration::from_secs(43_199) && high <= Duration::from_secs(43_200), "{high:?}");
+        assert_eq!(schedule.retry_in(8, None, 0.5), None, "the eighth attempt is the last");
+        assert_eq!(schedule.retry_in(0, None, 0.5), None);
+        // Retry-After is a floor, at most a day.
+        assert_eq!(schedule.retry_in(1, Some(Duration::from_secs(60)), 0.5), Some(Duration::from_secs(60)));
+        assert_eq!(schedule.retry_in(1, Some(Duration::from_secs(3)), 0.5), Some(Duration::from_secs(5)));
+        assert_eq!(schedule.retry_in(1, Some(Duration::from_secs(10 * 86_400)), 0.5), Some(RETRY_AFTER_MAX));
+        assert!(RetrySchedule { jitter: 1.0, ..RetrySchedule::default() }.validate().is_err());
+    }
 
     // The specification's own vector.
     const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";

@@ -283,6 +283,7 @@ impl Config {
         self.inbox_socket.validate()?;
         self.admission.validate()?;
         self.hand_off.validate()?;
+        self.webhooks.validate().map_err(|e| ConfigError::Invalid { key: e.field, message: e.message })?;
         crate::inbox::token::TokenKey::from_settings(&self.inbox)?;
         self.secrets.keyring()?;
         Ok(())

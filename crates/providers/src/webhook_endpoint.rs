@@ -140,3 +140,80 @@ fn excerpt(body: &[u8]) -> String {
         None => text.into_owned(),
     }
 }
+
+/// The `[webhooks]` settings, read by the API (which URLs it accepts) and the
+/// webhook-worker (how it sends).
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Accept `http://` endpoint URLs besides `https://`: for local receivers and private
+    /// deployments.
+    pub allow_http: bool,
+    /// Internal subnets endpoints may reach (`["10.0.0.0/8"]`): none by default.
+    pub allowed_subnets: Vec<IpNet>,
+    /// An attempt without an answer in this time failed (and is retried).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// The delays before the second attempt, the third, ... (the first goes at once).
+    pub retry_schedule: Vec<humantime_serde::Serde<Duration>>,
+    /// Each delay moves at random by up to this fraction of it.
+    pub retry_jitter: f64,
+    /// An endpoint whose every attempt failed for this long is disabled.
+    #[serde(with = "humantime_serde")]
+    pub disable_after: Duration,
+    /// Messages of one endpoint a worker sends at once; more wait in the outbox.
+    pub endpoint_concurrency: u32,
+    /// Messages per second a worker sends to one endpoint; none: no limit.
+    pub endpoint_rate: Option<f64>,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        let schedule = domain::webhook::RetrySchedule::default();
+        Self {
+            allow_http: false,
+            allowed_subnets: Vec::new(),
+            timeout: Duration::from_secs(15),
+            retry_schedule: schedule.delays.into_iter().map(Into::into).collect(),
+            retry_jitter: schedule.jitter,
+            disable_after: Duration::from_secs(5 * 24 * 3600),
+            endpoint_concurrency: 8,
+            endpoint_rate: None,
+        }
+    }
+}
+
+impl WebhookSettings {
+    pub fn url_rules(&self) -> domain::webhook::UrlRules {
+        domain::webhook::UrlRules { allow_http: self.allow_http }
+    }
+
+    pub fn schedule(&self) -> domain::webhook::RetrySchedule {
+        domain::webhook::RetrySchedule {
+            delays: self.retry_schedule.iter().map(|d| **d).collect(),
+            jitter: self.retry_jitter,
+        }
+    }
+
+    /// The first problem, naming the setting (`webhooks.timeout`).
+    pub fn validate(&self) -> Result<(), domain::FieldError> {
+        let named = |e: domain::FieldError| domain::FieldError::new(format!("webhooks.{}", e.field), e.message);
+        self.schedule().validate().map_err(named)?;
+        if self.timeout.is_zero() || self.timeout > Duration::from_secs(120) {
+            return Err(domain::FieldError::new("webhooks.timeout", "must be above 0 and at most 2 minutes"));
+        }
+        if self.disable_after < Duration::from_secs(60) {
+            return Err(domain::FieldError::new("webhooks.disable_after", "must be at least a minute"));
+        }
+        if self.endpoint_concurrency == 0 {
+            return Err(domain::FieldError::new("webhooks.endpoint_concurrency", "must be at least 1"));
+        }
+        if self.endpoint_rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+            return Err(domain::FieldError::new(
+                "webhooks.endpoint_rate",
+                "must be a number of messages per second above 0",
+            ));
+        }
+        Ok(())
+    }
+}

@@ -24,6 +24,7 @@ mod tenants;
 mod topics;
 mod types;
 mod wake;
+mod webhook_sending;
 pub mod webhooks;
 
 use std::{sync::Arc, time::Duration};
@@ -51,6 +52,9 @@ pub use subscribers::ERASED;
 pub use templates::StoredTemplate;
 pub use tenants::{ApiKeyInfo, Caller, NewTenant};
 pub use topics::TopicChange;
+pub use webhook_sending::{
+    WebhookAttempt, WebhookAttemptRecord, WebhookClaim, WebhookOutcome, WebhookPost, WebhookState,
+};
 pub use webhooks::{NewWebhookEndpoint, WebhookEndpoint, WebhookEndpointChange, WebhookEvent};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");

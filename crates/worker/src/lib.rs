@@ -9,10 +9,12 @@ mod consume;
 mod dispatch;
 mod metrics;
 mod push_device;
+mod retried;
 mod runtime;
 mod sandbox;
 mod tenant_clients;
 mod units;
+pub mod webhooks;
 
 pub use config::{ChannelSettings, WorkerConfig, WorkerSettings, unknown_provider};
 pub use domain::Provider;

@@ -2,8 +2,6 @@
 
 use std::sync::LazyLock;
 
-use domain::Channel;
-
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -80,11 +78,11 @@ pub static METRICS: LazyLock<WorkerMetrics> = LazyLock::new(|| {
     metrics
 });
 
-/// Creates every series of a worker of `channel` calling `providers`, at zero, so an idle
-/// worker's `/metrics` has them before its first message (a series missing until then
-/// reads as "no data" rather than "nothing happened").
-pub fn publish(channel: Channel, providers: &[&str]) {
-    let label = ChannelLabel { channel: channel.as_str() };
+/// Creates every series of a worker of `channel` (`email`, `webhooks`) calling
+/// `providers`, at zero, so an idle worker's `/metrics` has them before its first message
+/// (a series missing until then reads as "no data" rather than "nothing happened").
+pub fn publish(channel: &'static str, providers: &[&str]) {
+    let label = ChannelLabel { channel };
     for family in [&METRICS.dead_lettered, &METRICS.dropped, &METRICS.panics] {
         let _ = family.get_or_create(&label);
     }

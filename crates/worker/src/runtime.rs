@@ -7,10 +7,10 @@ use std::{
 };
 
 use bootstrap::ExposeSecret;
-use domain::{Channel, DeliveryJob, DeliveryMessage, RetryPolicy, SendOutcome, backoff::Backoff};
+use domain::{Channel, DeliveryJob, DeliveryMessage, RetryPolicy, SendOutcome};
 use providers::http::SharedClient;
 use queue::{Incoming, topology};
-use store::{AttemptRecord, AttemptResult, Claim, Lease, Store, StoreError};
+use store::{AttemptRecord, AttemptResult, Claim, Lease, Store};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info_span};
@@ -20,6 +20,7 @@ use crate::{
     consume::{self, BoxFuture, Consumer, Handler, consume, settle},
     dispatch::{Dispatched, Dispatcher},
     metrics::{ChannelLabel, METRICS, OutcomeLabels},
+    retried::{Retried, with_retries},
     tenant_clients::TenantClients,
 };
 
@@ -70,7 +71,7 @@ pub async fn run(
             config.worker.provider_timeout,
         ),
     });
-    crate::metrics::publish(channel, &ctx.providers.names());
+    crate::metrics::publish(channel.as_str(), &ctx.providers.names());
     // Drops a tenant's clients when its integrations change, on any replica's write.
     let follow = tokio::spawn({
         let (ctx, stop) = (ctx.clone(), shutdown.clone());
@@ -297,37 +298,4 @@ fn observe(channel: Channel, record: &AttemptRecord, accepted_at: OffsetDateTime
     };
     let labels = OutcomeLabels { channel: channel.as_str(), provider: record.provider.clone(), outcome };
     METRICS.attempts.get_or_create(&labels).inc();
-}
-
-enum Retried<T> {
-    Done(T),
-    Cancelled,
-    Fatal(StoreError),
-}
-
-/// Retries a store operation with backoff while the database is unreachable or failing
-/// for a passing reason, so a database outage holds messages instead of failing or
-/// dead-lettering them. An error that would come back every time (stored data that cannot
-/// be read, a constraint or data error) is not retried: the caller dead-letters the
-/// message.
-async fn with_retries<T, F, Fut>(cancel: &CancellationToken, mut op: F) -> Retried<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = store::Result<T>>,
-{
-    let mut backoff = Backoff::default();
-    loop {
-        match op().await {
-            Ok(v) => return Retried::Done(v),
-            Err(e) if !e.is_transient() => return Retried::Fatal(e),
-            Err(e) => {
-                let delay = backoff.next_delay();
-                tracing::warn!(error = %e, retry_in = ?delay, "database operation failed");
-                tokio::select! {
-                    _ = cancel.cancelled() => return Retried::Cancelled,
-                    _ = tokio::time::sleep(delay) => {}
-                }
-            }
-        }
-    }
 }

@@ -33,20 +33,8 @@ use crate::{
 /// How long a replaced secret keeps signing beside the new one.
 pub const ROTATION_OVERLAP: Duration = Duration::from_secs(24 * 3600);
 
-/// The webhooks' settings (`webhooks.*`).
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct WebhookSettings {
-    /// Accept `http://` endpoint URLs besides `https://`: for local receivers and private
-    /// deployments.
-    pub allow_http: bool,
-}
-
-impl WebhookSettings {
-    pub fn url_rules(&self) -> UrlRules {
-        UrlRules { allow_http: self.allow_http }
-    }
-}
+/// The webhooks' settings (`webhooks.*`), which the webhook-worker reads too.
+pub use providers::webhook_endpoint::WebhookSettings;
 
 /// `POST /v1/webhooks`.
 #[derive(Deserialize, ToSchema)]
@@ -332,4 +320,199 @@ pub async fn rotate_secret(
         app.store.rotate_webhook_secret(tenant, id, &sealed, ROTATION_OVERLAP).await?.ok_or(ApiError::NotFound)?;
     tracing::info!(tenant_id = %tenant, endpoint_id = %id, "webhook secret rotated");
     Ok(Json(view(rotated, Some(&secret))))
+}
+
+/// Attempts per page at most, and by default.
+const ATTEMPTS_PAGE_MAX: i64 = 100;
+const ATTEMPTS_PAGE: i64 = 20;
+
+/// One attempt to send an event to the endpoint.
+#[derive(Serialize, ToSchema)]
+pub struct WebhookAttemptView {
+    id: i64,
+    /// The event's message to this endpoint; a replay sends an event in a new message.
+    message_id: Uuid,
+    event_id: Uuid,
+    /// `webhook-id` of the request: the same on every attempt and replay of the event.
+    webhook_id: String,
+    event_type: String,
+    /// The message's attempt, from 1.
+    attempt: i32,
+    /// The endpoint's status code; absent when it did not answer.
+    status_code: Option<i32>,
+    /// `sent` (a 2xx), `retryable` (another status, no answer or a timeout), `gone` (a
+    /// 410: the endpoint was disabled) or `refused` (its host is an internal address).
+    outcome: String,
+    error: Option<String>,
+    /// The start of the answer's body.
+    response_excerpt: Option<String>,
+    latency_ms: i32,
+    /// When the message is tried again, if this attempt failed and one is left.
+    #[serde(with = "time::serde::rfc3339::option")]
+    next_attempt_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    started_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    finished_at: OffsetDateTime,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WebhookAttemptPage {
+    /// Newest first.
+    attempts: Vec<WebhookAttemptView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/webhooks/{id}/attempts", tag = "webhooks",
+    params(
+        ("id" = Uuid, Path, description = "The endpoint's id"),
+        ("limit" = Option<i64>, Query, description = "1 to 100, default 20", example = 20),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of the endpoint's attempts, newest first", body = WebhookAttemptPage),
+        (status = 404, description = "The tenant has no such endpoint", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A query parameter is invalid or unknown", body = Problem, content_type = "application/problem+json"),
+    ))]
+/// `GET /v1/webhooks/{id}/attempts?limit=&cursor=`.
+pub async fn attempts(
+    State(app): State<AppState>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+    axum::extract::Query(params): axum::extract::Query<Vec<(String, String)>>,
+) -> Result<Json<WebhookAttemptPage>, ApiError> {
+    let tenant = auth.0.tenant_id;
+    let id = super::parse_id(&id)?;
+    let (mut limit, mut before) = (ATTEMPTS_PAGE, None);
+    for (name, value) in &params {
+        match name.as_str() {
+            "limit" => limit = super::page_limit(value, ATTEMPTS_PAGE_MAX)?,
+            "cursor" => {
+                before = Some(value.parse().map_err(|_| ApiError::field("cursor", "is not a cursor this API gave"))?)
+            }
+            other => return Err(ApiError::field(other, "unknown query parameter")),
+        }
+    }
+    app.store.get_webhook_endpoint(tenant, id).await?.ok_or(ApiError::NotFound)?;
+    let mut rows = app.store.webhook_attempts(tenant, id, before, limit + 1).await?;
+    let next_cursor = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|last| last.id.to_string())
+    } else {
+        None
+    };
+    let attempts = rows
+        .into_iter()
+        .map(|a| WebhookAttemptView {
+            id: a.id,
+            message_id: a.message_id,
+            event_id: a.event_id,
+            webhook_id: webhook::message_id(a.event_id),
+            event_type: a.event_type,
+            attempt: a.number,
+            status_code: a.status_code,
+            outcome: a.outcome,
+            error: a.error,
+            response_excerpt: a.response_excerpt,
+            latency_ms: a.latency_ms,
+            next_attempt_at: a.next_attempt_at,
+            started_at: a.started_at,
+            finished_at: a.finished_at,
+        })
+        .collect();
+    Ok(Json(WebhookAttemptPage { attempts, next_cursor }))
+}
+
+/// An enabled endpoint of the tenant, or why not: 404, or 409 `endpoint_disabled`.
+async fn enabled_endpoint(app: &AppState, tenant: Uuid, id: Uuid) -> Result<WebhookEndpoint, ApiError> {
+    let endpoint = app.store.get_webhook_endpoint(tenant, id).await?.ok_or(ApiError::NotFound)?;
+    if !endpoint.enabled {
+        return Err(ApiError::Conflict {
+            code: "endpoint_disabled",
+            detail: "the endpoint is disabled: enable it with PATCH {\"enabled\": true} first".into(),
+        });
+    }
+    Ok(endpoint)
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TestSent {
+    /// The `webhook.test` event written for the endpoint.
+    event_id: Uuid,
+    /// Its `webhook-id`.
+    webhook_id: String,
+}
+
+#[utoipa::path(post, path = "/v1/webhooks/{id}/test", tag = "webhooks",
+    params(("id" = Uuid, Path, description = "The endpoint's id")),
+    responses(
+        (status = 202, description = "A `webhook.test` event is on its way to the endpoint, whatever its filters; its attempts show how it went", body = TestSent),
+        (status = 404, description = "The tenant has no such endpoint", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`endpoint_disabled`: enable the endpoint first", body = Problem, content_type = "application/problem+json"),
+    ))]
+/// `POST /v1/webhooks/{id}/test`.
+pub async fn test(
+    State(app): State<AppState>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<TestSent>), ApiError> {
+    let tenant = auth.0.tenant_id;
+    let id = super::parse_id(&id)?;
+    enabled_endpoint(&app, tenant, id).await?;
+    // Disabled (or deleted) in between: as if it had been before.
+    let event_id = app.store.send_webhook_test(tenant, id).await?.ok_or(ApiError::NotFound)?;
+    Ok((StatusCode::ACCEPTED, Json(TestSent { event_id, webhook_id: webhook::message_id(event_id) })))
+}
+
+/// The window of a replay.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayInput {
+    /// The window's start: within the last 14 days (events are kept that long).
+    #[serde(with = "time::serde::rfc3339")]
+    since: OffsetDateTime,
+    /// The window's end (excluded); now when left out.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    until: Option<OffsetDateTime>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Replayed {
+    /// Events of the window that the endpoint's filters take, each on its way again.
+    replayed: i64,
+}
+
+#[utoipa::path(post, path = "/v1/webhooks/{id}/replay", tag = "webhooks",
+    params(("id" = Uuid, Path, description = "The endpoint's id")),
+    request_body = ReplayInput,
+    responses(
+        (status = 202, description = "The window's events that the endpoint takes are sent again, with their own `webhook-id`s (a receiver that has one can tell)", body = Replayed),
+        (status = 404, description = "The tenant has no such endpoint", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`endpoint_disabled`: enable the endpoint first", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`since` older than 14 days, or `until` not after it", body = Problem, content_type = "application/problem+json"),
+    ))]
+/// `POST /v1/webhooks/{id}/replay`.
+pub async fn replay(
+    State(app): State<AppState>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<(StatusCode, Json<Replayed>), ApiError> {
+    let tenant = auth.0.tenant_id;
+    let id = super::parse_id(&id)?;
+    let input: ReplayInput = json::from_value(body)?;
+    let now = OffsetDateTime::now_utc();
+    if input.since < now - store::webhooks::EVENT_RETENTION {
+        return Err(ApiError::field("since", "must be within the last 14 days: events are kept that long"));
+    }
+    let until = input.until.unwrap_or(now);
+    if until <= input.since {
+        return Err(ApiError::field("until", "must be after since"));
+    }
+    enabled_endpoint(&app, tenant, id).await?;
+    let replayed = app.store.replay_webhook_events(tenant, id, input.since, until).await?.ok_or(ApiError::NotFound)?;
+    tracing::info!(tenant_id = %tenant, endpoint_id = %id, replayed, "webhook events replayed");
+    Ok((StatusCode::ACCEPTED, Json(Replayed { replayed })))
 }

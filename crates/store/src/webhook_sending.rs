@@ -1,0 +1,335 @@
+//! Sending webhook messages: the webhook-worker's claim, record and deferral (the SQL
+//! functions of migrations/20261211000100_webhook_sending.sql, one statement each), and
+//! what the API reads and writes around them: an endpoint's attempts, a test event and a
+//! replay.
+
+use std::time::Duration;
+
+use domain::WebhookMessage;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::{Lease, Result, Store, corrupt};
+
+/// What the webhook-worker may do with a message.
+#[derive(Debug)]
+pub enum WebhookClaim {
+    /// The message is `sending` for this attempt: post it.
+    Claimed(Box<WebhookPost>),
+    /// Final already, another attempt's, or held by a live claim: drop the message.
+    Stale,
+    /// Its endpoint is disabled: the message was cancelled (its event stays for a replay).
+    Disabled,
+    /// No such message (deleted with its endpoint, or aged out): the message is poison.
+    Unknown,
+}
+
+/// A claimed message, with what its post needs.
+#[derive(Debug)]
+pub struct WebhookPost {
+    pub endpoint_id: Uuid,
+    pub url: String,
+    /// The endpoint's signing secret, sealed (`crate::webhooks::purpose`).
+    pub secret: String,
+    /// The secret before the last rotation, sealed, while it still signs.
+    pub previous_secret: Option<String>,
+    pub event_id: Uuid,
+    /// The body to send: the event's payload as stored (with the address where the
+    /// endpoint takes addresses).
+    pub body: String,
+    /// When the message was written: with its event.
+    pub created_at: OffsetDateTime,
+}
+
+/// How an attempt went, as the attempts log says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookOutcome {
+    /// A 2xx.
+    Sent,
+    /// Another status, no answer or a timeout.
+    Retryable,
+    /// A 410: the endpoint is disabled.
+    Gone,
+    /// The URL resolved to an internal address: nothing was sent.
+    Refused,
+}
+
+impl WebhookOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookOutcome::Sent => "sent",
+            WebhookOutcome::Retryable => "retryable",
+            WebhookOutcome::Gone => "gone",
+            WebhookOutcome::Refused => "refused",
+        }
+    }
+}
+
+/// One attempt of a message, as the worker records it.
+#[derive(Debug, Clone)]
+pub struct WebhookAttemptRecord {
+    pub number: i32,
+    pub status_code: Option<u16>,
+    pub outcome: WebhookOutcome,
+    /// What went wrong, for an attempt that was not sent.
+    pub error: Option<String>,
+    pub excerpt: Option<String>,
+    pub latency_ms: i32,
+    pub started_at: OffsetDateTime,
+    /// When the message is tried again, from now; `None` when it is not (sent, or no
+    /// attempt left).
+    pub retry_in: Option<Duration>,
+    /// How long an endpoint may fail before it is disabled.
+    pub disable_after: Duration,
+}
+
+/// A message's state after a recorded attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookState {
+    Sent,
+    Retrying,
+    Failed,
+    /// The claim no longer held the message (its lease ran out and another took it over):
+    /// only the attempt was logged.
+    Taken,
+}
+
+/// An attempt as `GET /v1/webhooks/{id}/attempts` lists it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WebhookAttempt {
+    pub id: i64,
+    pub message_id: Uuid,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub number: i32,
+    pub status_code: Option<i32>,
+    pub outcome: String,
+    pub error: Option<String>,
+    pub response_excerpt: Option<String>,
+    pub latency_ms: i32,
+    pub next_attempt_at: Option<OffsetDateTime>,
+    pub started_at: OffsetDateTime,
+    pub finished_at: OffsetDateTime,
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+type ClaimRow = (
+    String,
+    Option<Uuid>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<OffsetDateTime>,
+    Option<Uuid>,
+    Option<String>,
+    Option<OffsetDateTime>,
+);
+
+impl Store {
+    /// Claims the message `msg` names for its attempt under `lease` (see [`WebhookClaim`]).
+    pub async fn claim_webhook_message(&self, msg: &WebhookMessage, lease: Lease) -> Result<WebhookClaim> {
+        let row: ClaimRow = sqlx::query_as("SELECT * FROM claim_webhook_message($1, $2, $3, $4)")
+            .bind(msg.message_id)
+            .bind(msg.attempt)
+            .bind(lease.claim)
+            .bind(millis(lease.duration))
+            .fetch_one(&self.pool)
+            .await?;
+        let (state, endpoint_id, url, secret, previous_secret, previous_until, event_id, body, created_at) = row;
+        Ok(match state.as_str() {
+            "claimed" => {
+                let missing = || corrupt(format!("webhook message {} claimed without its endpoint", msg.message_id));
+                let still_signs = previous_until.is_some_and(|until| until > OffsetDateTime::now_utc());
+                WebhookClaim::Claimed(Box::new(WebhookPost {
+                    endpoint_id: endpoint_id.ok_or_else(missing)?,
+                    url: url.ok_or_else(missing)?,
+                    secret: secret.ok_or_else(missing)?,
+                    previous_secret: previous_secret.filter(|_| still_signs),
+                    event_id: event_id.ok_or_else(missing)?,
+                    body: body.ok_or_else(missing)?,
+                    created_at: created_at.ok_or_else(missing)?,
+                }))
+            }
+            "stale" => WebhookClaim::Stale,
+            "disabled" => WebhookClaim::Disabled,
+            "unknown" => WebhookClaim::Unknown,
+            other => return Err(corrupt(format!("claim_webhook_message answered {other}"))),
+        })
+    }
+
+    /// Records `rec`, the attempt of message `id` made under `claim`, with the message's
+    /// new state and its endpoint's health, in one statement; a retry's outbox row
+    /// wakes the relays.
+    pub async fn record_webhook_attempt(
+        &self,
+        id: Uuid,
+        claim: Uuid,
+        rec: &WebhookAttemptRecord,
+    ) -> Result<WebhookState> {
+        let state: String =
+            sqlx::query_scalar("SELECT record_webhook_attempt($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
+                .bind(id)
+                .bind(claim)
+                .bind(rec.number)
+                .bind(rec.status_code.map(i32::from))
+                .bind(rec.outcome.as_str())
+                .bind(rec.error.as_deref())
+                .bind(rec.excerpt.as_deref())
+                .bind(rec.latency_ms)
+                .bind(rec.started_at)
+                .bind(rec.retry_in.map(millis))
+                .bind(millis(rec.disable_after))
+                .fetch_one(&self.pool)
+                .await?;
+        let state = match state.as_str() {
+            "sent" => WebhookState::Sent,
+            "retrying" => WebhookState::Retrying,
+            "failed" => WebhookState::Failed,
+            "taken" => WebhookState::Taken,
+            other => return Err(corrupt(format!("record_webhook_attempt answered {other}"))),
+        };
+        if state == WebhookState::Retrying {
+            self.wake_relays();
+        }
+        Ok(state)
+    }
+
+    /// Gives the claimed message back for the same attempt after `delay`, without an
+    /// attempt (its endpoint is at its cap); false when the claim no longer held it.
+    pub async fn defer_webhook_message(&self, msg: &WebhookMessage, claim: Uuid, delay: Duration) -> Result<bool> {
+        let deferred: bool = sqlx::query_scalar("SELECT defer_webhook_message($1, $2, $3, $4)")
+            .bind(msg.message_id)
+            .bind(claim)
+            .bind(msg.attempt)
+            .bind(millis(delay))
+            .fetch_one(&self.pool)
+            .await?;
+        if deferred {
+            self.wake_relays();
+        }
+        Ok(deferred)
+    }
+
+    /// Up to `limit` attempts of the tenant's endpoint, newest first, older than the
+    /// attempt `before` when given (the page's cursor).
+    pub async fn webhook_attempts(
+        &self,
+        tenant_id: Uuid,
+        endpoint_id: Uuid,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<WebhookAttempt>> {
+        Ok(sqlx::query_as(
+            "SELECT a.id, a.message_id, m.event_id, e.type AS event_type, a.number, a.status_code, a.outcome,
+                    a.error, a.response_excerpt, a.latency_ms, a.next_attempt_at, a.started_at, a.finished_at
+             FROM webhook_attempts a
+             JOIN webhook_messages m ON m.id = a.message_id
+             JOIN webhook_events e ON e.id = m.event_id
+             WHERE a.endpoint_id = $2 AND a.tenant_id = $1 AND ($3::bigint IS NULL OR a.id < $3)
+             ORDER BY a.id DESC LIMIT $4",
+        )
+        .bind(tenant_id)
+        .bind(endpoint_id)
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Writes a `webhook.test` event for the tenant's endpoint and its message, whatever
+    /// the endpoint's filters; the event's id, or `None` when the tenant has no such
+    /// enabled endpoint.
+    pub async fn send_webhook_test(&self, tenant_id: Uuid, endpoint_id: Uuid) -> Result<Option<Uuid>> {
+        let event: Option<Uuid> = sqlx::query_scalar(
+            "WITH e AS (
+                 SELECT id FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2 AND enabled),
+             ev AS (
+                 INSERT INTO webhook_events (id, tenant_id, type, payload)
+                 SELECT gen_random_uuid(), $1, $3, jsonb_build_object(
+                     'type', $3::text, 'timestamp', webhook_time(now()),
+                     'data', jsonb_build_object('endpoint_id', e.id, 'sequence', nextval('webhook_event_sequence')))
+                 FROM e
+                 RETURNING id),
+             m AS (
+                 INSERT INTO webhook_messages (id, tenant_id, endpoint_id, event_id)
+                 SELECT gen_random_uuid(), $1, $2, ev.id FROM ev
+                 RETURNING id),
+             o AS (
+                 INSERT INTO outbox (tenant_id, notification_id, delivery_id, channel, attempt, priority)
+                 SELECT $1, m.id, m.id, 'webhooks', 1, 1 FROM m)
+             SELECT id FROM ev",
+        )
+        .bind(tenant_id)
+        .bind(endpoint_id)
+        .bind(domain::webhook::TEST_EVENT)
+        .fetch_optional(&self.pool)
+        .await?;
+        if event.is_some() {
+            self.wake_relays();
+        }
+        Ok(event)
+    }
+
+    /// Sends the endpoint the tenant's events of `[since, until)` that its filters take
+    /// again, as new messages of the same events (the same `webhook-id`, so a receiver
+    /// that has one already can tell). `None` when the tenant has no such enabled
+    /// endpoint; else how many.
+    pub async fn replay_webhook_events(
+        &self,
+        tenant_id: Uuid,
+        endpoint_id: Uuid,
+        since: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Result<Option<i64>> {
+        let mut tx = self.pool.begin().await?;
+        let endpoint: Option<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2 AND enabled FOR SHARE",
+        )
+        .bind(tenant_id)
+        .bind(endpoint_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if endpoint.is_none() {
+            return Ok(None);
+        }
+        let replayed: i64 = sqlx::query_scalar(
+            "WITH m AS (
+                 INSERT INTO webhook_messages (id, tenant_id, endpoint_id, event_id)
+                 SELECT gen_random_uuid(), $1, w.id, ev.id
+                 FROM webhook_endpoints w
+                 JOIN webhook_events ev ON ev.tenant_id = w.tenant_id
+                 WHERE w.id = $2 AND ev.created_at >= $3 AND ev.created_at < $4
+                   AND ev.type <> $5
+                   AND (w.events @> ARRAY[ev.type] OR w.events @> ARRAY['*'])
+                   AND (w.types IS NULL OR ev.notification_type = ANY (w.types))
+                 RETURNING id),
+             o AS (
+                 INSERT INTO outbox (tenant_id, notification_id, delivery_id, channel, attempt, priority)
+                 SELECT $1, m.id, m.id, 'webhooks', 1, 0 FROM m)
+             SELECT count(*) FROM m",
+        )
+        .bind(tenant_id)
+        .bind(endpoint_id)
+        .bind(since)
+        .bind(until)
+        .bind(domain::webhook::TEST_EVENT)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        if replayed > 0 {
+            self.wake_relays();
+        }
+        Ok(Some(replayed))
+    }
+
+    /// The state and attempts of a webhook message, for tests and operators.
+    pub async fn webhook_message_state(&self, id: Uuid) -> Result<Option<(String, i32)>> {
+        Ok(sqlx::query_as("SELECT status, attempts FROM webhook_messages WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+}
