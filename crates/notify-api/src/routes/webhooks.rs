@@ -486,7 +486,8 @@ pub struct Replayed {
 
 #[utoipa::path(post, path = "/v1/webhooks/{id}/replay", tag = "webhooks",
     params(("id" = Uuid, Path, description = "The endpoint's id")),
-    request_body = ReplayInput,
+    request_body(content = ReplayInput,
+        example = json!({"since": "2026-12-07T00:00:00Z", "until": "2026-12-07T12:00:00Z"})),
     responses(
         (status = 202, description = "The window's events that the endpoint takes are sent again, with their own `webhook-id`s (a receiver that has one can tell)", body = Replayed),
         (status = 404, description = "The tenant has no such endpoint", body = Problem, content_type = "application/problem+json"),
