@@ -25,6 +25,7 @@ BINARIES = [
     "novu-worker",
     "chat-worker",
     "push-worker",
+    "webhook-worker",
 ]
 ONE_SHOTS = {"migrate": ["notify-api", "migrate"], "declare-topology": ["outbox-relay", "declare-topology"]}
 INFRA = {"postgres": "5432", "rabbitmq": "5672"}

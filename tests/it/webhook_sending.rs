@@ -360,3 +360,54 @@ async fn a_replay_sends_the_windows_events_again_with_their_ids() {
     again.sort();
     assert_eq!(first, again, "the same events, by their webhook-id");
 }
+
+#[tokio::test]
+async fn a_message_lost_from_the_queue_or_with_its_worker_is_recovered_by_the_sweeper() {
+    let app = TestApp::api_with_broker(|c| c.webhooks.allow_http = true).await;
+    let sweeping = outbox_relay::RelaySettings {
+        batch_size: 100,
+        sweep_interval: Duration::from_millis(100),
+        stranded_after: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let _relay = app.start_relay_with(sweeping).await;
+    let receiver = Receiver::answering(vec![ResponseTemplate::new(200)]).await;
+    let (id, _) = endpoint(&app, json!({"url": receiver.url()})).await;
+
+    // Lost from the queue: published (its outbox row gone), then purged, with no worker.
+    let lost = test_event(&app, &id).await;
+    let (_conn, amqp) = app.amqp().await;
+    let queue = queue::topology::route_queue_name(domain::Route::Webhooks);
+    eventually("the message published", || async {
+        let rows: (i64,) = sqlx::query_as("SELECT count(*) FROM outbox").fetch_one(app.env.store.pool()).await.unwrap();
+        (rows.0 == 0).then_some(())
+    })
+    .await;
+    let purged = amqp.queue_purge(queue.as_str().into(), lapin::options::QueuePurgeOptions::default()).await.unwrap();
+    assert_eq!(purged, 1);
+    // Lost with its worker: claimed under a lease that ran out, nothing left to consume.
+    let held = test_event(&app, &id).await;
+    eventually("the second message published", || async {
+        let rows: (i64,) = sqlx::query_as("SELECT count(*) FROM outbox").fetch_one(app.env.store.pool()).await.unwrap();
+        (rows.0 == 0).then_some(())
+    })
+    .await;
+    amqp.queue_purge(queue.as_str().into(), lapin::options::QueuePurgeOptions::default()).await.unwrap();
+    sqlx::query(
+        "UPDATE webhook_messages m SET status = 'sending', claimed_by = gen_random_uuid(),
+             lease_until = now() - interval '1 second'
+         FROM webhook_events e WHERE e.id = m.event_id AND e.id = $1::uuid",
+    )
+    .bind(held["event_id"].as_str().unwrap())
+    .execute(app.env.store.pool())
+    .await
+    .unwrap();
+
+    let _worker = app.start_webhook_worker(|_| {}).await;
+    let requests = receiver.wait_for(2).await;
+    let mut ids: Vec<&str> = requests.iter().map(|r| r.headers["webhook-id"].to_str().unwrap()).collect();
+    ids.sort();
+    let mut sent = vec![lost["webhook_id"].as_str().unwrap(), held["webhook_id"].as_str().unwrap()];
+    sent.sort();
+    assert_eq!(ids, sent);
+}

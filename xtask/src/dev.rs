@@ -9,12 +9,14 @@ use std::{
 };
 
 use anyhow::{Context, bail};
+use domain::webhook::WebhookSecret;
 use serde_json::Value;
 use tokio::process::Command;
 
 use crate::{
     cargo,
     procs::{Exit, Signals, Supervisor, describe},
+    receiver::Receiver,
     say,
     services::{self, Endpoints},
     workspace_root,
@@ -26,7 +28,7 @@ pub struct Options {
 }
 
 /// The platform's binaries, in the order they start.
-pub const BINARIES: [&str; 8] = [
+pub const BINARIES: [&str; 9] = [
     "notify-api",
     "outbox-relay",
     "email-worker",
@@ -35,6 +37,7 @@ pub const BINARIES: [&str; 8] = [
     "novu-worker",
     "chat-worker",
     "push-worker",
+    "webhook-worker",
 ];
 
 const DEV_DATABASE: &str = "notify_dev";
@@ -47,7 +50,7 @@ const DEV_SECRETS_KEY: &str = "ZGV2LW9ubHktc2VhbGluZy1rZXktMzItYnl0ZXMhISE=";
 const DEV_TOKEN_SECRET: &str = "notify-dev-inbox-token-secret-not-for-production";
 
 /// The side port of the API (9089, `/metrics` only there), the relay (9090) and each
-/// worker (9091 to 9096).
+/// worker (9091 to 9097).
 fn side_port(index: usize) -> u16 {
     9089 + index as u16
 }
@@ -77,6 +80,9 @@ pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
         ("NOTIFY_LISTEN", listen.clone()),
         // A fixed key for the local database's sealed secrets (never for production).
         ("NOTIFY_SECRETS__KEYS__DEV", DEV_SECRETS_KEY.into()),
+        // The demo tenant's webhook endpoint is the local receiver: http, on loopback.
+        ("NOTIFY_WEBHOOKS__ALLOW_HTTP", "true".into()),
+        ("NOTIFY_WEBHOOKS__ALLOWED_SUBNETS", r#"["127.0.0.0/8"]"#.into()),
         ("RUST_LOG", std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty()).unwrap_or_else(|| "info".into())),
     ];
     let command = |binary: &str, args: &[&str]| {
@@ -119,6 +125,7 @@ pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
     }
 
     let client = services::http_client()?;
+    let receiver = Receiver::start().await?;
     say!("waiting for {api}/healthz (at most {}s)", HEALTH_DEADLINE.as_secs());
     match race(wait_healthy(&client, &api), &mut signals, &mut supervisor).await {
         Race::Done(Ok(())) => {}
@@ -129,6 +136,7 @@ pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
 
     let seed = async {
         seed_directory(&client, &api, &tenant.api_key).await?;
+        receiver.set_secret(webhook_endpoint(&client, &api, &tenant.api_key, &receiver.url).await?);
         inbox_demo_token(&client, &api, &tenant.api_key).await
     };
     let inbox_token = match race(seed, &mut signals, &mut supervisor).await {
@@ -137,10 +145,11 @@ pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
         Race::Signal(name) => return interrupted(&mut supervisor, name).await,
         Race::Exited(exit) => return died(&mut supervisor, exit).await,
     };
-    print_banner(&api, &tenant, &sandbox_dir, &inbox_token);
+    print_banner(&api, &tenant, &sandbox_dir, &inbox_token, &receiver.url);
 
     if options.smoke {
-        return match race(smoke(&client, &api, &tenant.api_key, &sandbox_dir), &mut signals, &mut supervisor).await {
+        let smoke = smoke(&client, &api, &tenant.api_key, &sandbox_dir, &receiver);
+        return match race(smoke, &mut signals, &mut supervisor).await {
             Race::Done(Ok(())) => {
                 if supervisor.stop(STOP_GRACE).await {
                     say!("smoke test passed");
@@ -386,6 +395,22 @@ async fn seed_directory(client: &reqwest::Client, api: &str, key: &str) -> anyho
     Ok(())
 }
 
+/// The demo tenant's webhook endpoint, taking every event, at the local receiver `url`;
+/// returns its signing secret.
+async fn webhook_endpoint(client: &reqwest::Client, api: &str, key: &str, url: &str) -> anyhow::Result<WebhookSecret> {
+    let body = serde_json::json!({"url": url, "events": ["*"], "description": "cargo xtask dev's local receiver"});
+    let response = client.post(format!("{api}/v1/webhooks")).bearer_auth(key).json(&body).send().await;
+    let response = response.context("POST /v1/webhooks")?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    if !status.is_success() {
+        bail!("POST /v1/webhooks answered {status}: {text}");
+    }
+    let created: Value = serde_json::from_str(&text).with_context(|| format!("POST /v1/webhooks answered {text}"))?;
+    let secret = created["secret"].as_str().unwrap_or_default();
+    WebhookSecret::parse(secret).with_context(|| format!("POST /v1/webhooks answered no secret: {text}"))
+}
+
 /// An in-app notification for `demo-user`: it appears on the inbox demo page at once.
 const INBOX_BODY: &str = r#"{"type":"demo.inbox","to":[{"subscriber_id":"demo-user"}],"channels":["in_app"],"content":{"title":"Hello","body":"Hello from Notify"}}"#;
 
@@ -411,7 +436,7 @@ async fn inbox_demo_token(client: &reqwest::Client, api: &str, key: &str) -> any
     Ok(token)
 }
 
-fn print_banner(api: &str, tenant: &Tenant, sandbox_dir: &Path, inbox_token: &str) {
+fn print_banner(api: &str, tenant: &Tenant, sandbox_dir: &Path, inbox_token: &str, receiver: &str) {
     let key = &tenant.api_key;
     let body = EXAMPLE_BODY;
     println!(
@@ -425,7 +450,10 @@ Notify is running.
   Sandbox folder: {sandbox}
                   (each channel's messages land in <channel>.jsonl there)
   Metrics:        /metrics, /healthz and /readyz at http://127.0.0.1:9089 (API),
-                  :9090 (relay) to :9096 (email, sms, whatsapp, novu, chat, push)
+                  :9090 (relay) to :9097 (email, sms, whatsapp, novu, chat, push,
+                  webhooks)
+  Webhooks:       every event of the demo tenant goes to a local receiver,
+                  {receiver}, which checks its signature and prints a line
 
 Send a notification:
 
@@ -464,10 +492,17 @@ Press Ctrl-C to stop everything.
 /// Sends the example notifications (inline content, by subscriber id, then on every
 /// channel), waits until each is `sent`, and checks the sandbox files hold what was
 /// rendered.
-async fn smoke(client: &reqwest::Client, api: &str, key: &str, sandbox_dir: &Path) -> anyhow::Result<()> {
+async fn smoke(
+    client: &reqwest::Client,
+    api: &str,
+    key: &str,
+    sandbox_dir: &Path,
+    receiver: &Receiver,
+) -> anyhow::Result<()> {
     let email = sandbox_dir.join("email.jsonl");
     let view = send_and_wait(client, api, key, EXAMPLE_BODY).await?;
     recorded(&email, &view["deliveries"][0]).await?;
+    signed_event(receiver, "delivery.sent", &view["deliveries"][0]).await?;
     let view = send_and_wait(client, api, key, SUBSCRIBER_BODY).await?;
     let line = recorded(&email, &view["deliveries"][0]).await?;
     if line["content"]["subject"] != "Willkommen bei Notify" {
@@ -510,6 +545,31 @@ async fn every_channel(client: &reqwest::Client, api: &str, key: &str, sandbox_d
     }
     let channels = EVERY_CHANNEL.map(|(channel, _)| channel).join(", ");
     println!("smoke: notification {} went out on every channel ({channels})", view["id"].as_str().unwrap_or_default());
+    Ok(())
+}
+
+/// Waits until the receiver took a `kind` event of `delivery` whose signature verifies.
+async fn signed_event(receiver: &Receiver, kind: &str, delivery: &Value) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let received = receiver.received();
+        let event = received.iter().find(|r| r.body["type"] == kind && r.body["data"]["delivery_id"] == delivery["id"]);
+        match event {
+            Some(event) if event.verified => break,
+            Some(event) => {
+                bail!("the receiver's {kind} event does not verify with the endpoint's secret: {}", event.body)
+            }
+            None if started.elapsed() > SMOKE_DEADLINE => {
+                bail!(
+                    "no {kind} event of delivery {} at the receiver within {}s",
+                    delivery["id"],
+                    SMOKE_DEADLINE.as_secs()
+                )
+            }
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    println!("smoke: the receiver took a signed {kind} event {} ms later", started.elapsed().as_millis());
     Ok(())
 }
 

@@ -10,6 +10,7 @@ mod bench;
 mod chaos;
 mod dev;
 mod procs;
+mod receiver;
 mod services;
 mod test;
 

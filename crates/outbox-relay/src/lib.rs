@@ -142,6 +142,7 @@ struct RelayMetrics {
     publish_failures: Counter,
     lag_seconds: Gauge<f64, AtomicU64>,
     recovered: Family<RecoveredLabels, Counter>,
+    webhooks_recovered: Counter,
     parked: Family<ChannelLabels, Counter>,
 }
 
@@ -161,6 +162,7 @@ static METRICS: LazyLock<RelayMetrics> = LazyLock::new(|| {
         publish_failures: Counter::default(),
         lag_seconds: Gauge::default(),
         recovered: Family::default(),
+        webhooks_recovered: Counter::default(),
         parked: Family::default(),
     };
     bootstrap::metrics::register(|r| {
@@ -175,6 +177,11 @@ static METRICS: LazyLock<RelayMetrics> = LazyLock::new(|| {
             "deliveries_recovered",
             "Stranded deliveries the sweeper queued again (requeued), failed or cancelled",
             metrics.recovered.clone(),
+        );
+        r.register(
+            "webhook_messages_recovered",
+            "Stranded webhook messages the sweeper queued again",
+            metrics.webhooks_recovered.clone(),
         );
         r.register(
             "outbox_parked",
@@ -319,17 +326,36 @@ async fn sweep(
     publisher: &Publisher,
     settings: &RelaySettings,
     parking: &Parking,
-    drained_since: &mut HashMap<Channel, tokio::time::Instant>,
+    drained_since: &mut HashMap<Route, tokio::time::Instant>,
 ) -> anyhow::Result<()> {
     let mut drained = vec![];
-    for channel in Channel::QUEUED {
-        if parking.is_refusing(Route::Channel(channel)) || publisher.ready(Route::Channel(channel)).await? > 0 {
-            drained_since.remove(&channel);
+    for route in Route::ALL {
+        if parking.is_refusing(route) || publisher.ready(route).await? > 0 {
+            drained_since.remove(&route);
             continue;
         }
-        let since = *drained_since.entry(channel).or_insert_with(tokio::time::Instant::now);
+        let since = *drained_since.entry(route).or_insert_with(tokio::time::Instant::now);
         if since.elapsed() >= settings.stranded_after {
-            drained.push(channel);
+            drained.push(route);
+        }
+    }
+    let webhooks_drained = drained.contains(&Route::Webhooks);
+    let drained: Vec<Channel> = drained
+        .into_iter()
+        .filter_map(|route| match route {
+            Route::Channel(channel) => Some(channel),
+            Route::Webhooks => None,
+        })
+        .collect();
+    loop {
+        let requeued =
+            store.recover_stranded_webhooks(settings.stranded_after, webhooks_drained, settings.batch_size).await?;
+        if requeued > 0 {
+            METRICS.webhooks_recovered.inc_by(requeued);
+            tracing::warn!(requeued, "recovered stranded webhook messages");
+        }
+        if (requeued as i64) < settings.batch_size {
+            break;
         }
     }
     loop {

@@ -325,6 +325,46 @@ impl Store {
         Ok(Some(replayed))
     }
 
+    /// One sweep of webhook messages, by the recovery rule of deliveries
+    /// (`crate::recovery`): up to `limit` messages not final and without an outbox row
+    /// that are `sending` under a lease that ran out (their holder died), or, when
+    /// `drained` (`notify.webhooks` held no ready message for `after`), have not changed
+    /// for `after` (their broker message was lost). Each is queued again for the attempt
+    /// its lost message carried, its claim cleared (a late outcome of the old holder only
+    /// logs its attempt). Returns how many.
+    pub async fn recover_stranded_webhooks(&self, after: Duration, drained: bool, limit: i64) -> Result<u64> {
+        let requeued: i64 = sqlx::query_scalar(
+            "WITH s AS (
+                 SELECT m.id FROM webhook_messages m
+                 WHERE m.status IN ('pending', 'sending', 'retrying')
+                   AND ((m.status = 'sending' AND m.lease_until < now())
+                        OR ($2 AND m.updated_at < now() - $1 * interval '1 millisecond'))
+                   AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.delivery_id = m.id)
+                 ORDER BY m.updated_at LIMIT $3
+                 FOR UPDATE OF m SKIP LOCKED),
+             changed AS (
+                 UPDATE webhook_messages m
+                 SET status = CASE WHEN m.attempts = 0 THEN 'pending' ELSE 'retrying' END, claimed_by = NULL,
+                     lease_until = NULL, updated_at = now()
+                 FROM s WHERE m.id = s.id
+                 RETURNING m.id, m.tenant_id, m.attempts),
+             queued AS (
+                 INSERT INTO outbox (tenant_id, notification_id, delivery_id, channel, attempt, priority)
+                 SELECT c.tenant_id, c.id, c.id, 'webhooks', c.attempts + 1, 1 FROM changed c)
+             SELECT count(*) FROM changed",
+        )
+        .persistent(false)
+        .bind(millis(after))
+        .bind(drained)
+        .bind(limit)
+        .fetch_one(&self.pool)
+        .await?;
+        if requeued > 0 {
+            self.wake_relays();
+        }
+        Ok(u64::try_from(requeued).unwrap_or_default())
+    }
+
     /// The state and attempts of a webhook message, for tests and operators.
     pub async fn webhook_message_state(&self, id: Uuid) -> Result<Option<(String, i32)>> {
         Ok(sqlx::query_as("SELECT status, attempts FROM webhook_messages WHERE id = $1")
