@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use domain::{Channel, DeliveryMessage, Publishable};
+use domain::{Channel, DeliveryMessage, Publishable, Route};
 use lapin::{
     BasicProperties,
     options::{BasicGetOptions, BasicPublishOptions, BasicRejectOptions, ConfirmSelectOptions},
@@ -14,6 +14,9 @@ use notify_api::dlq::{self, Replayed, Selection};
 use uuid::Uuid;
 
 use crate::harness::{TestApp, WorkerOptions, email, eventually};
+
+const EMAIL: Route = Route::Channel(Channel::Email);
+const SMS: Route = Route::Channel(Channel::Sms);
 
 const ALL: Selection = Selection { limit: None, delivery: None };
 
@@ -48,7 +51,7 @@ async fn reject(amqp: &lapin::Channel, channel: Channel, n: usize) {
         amqp.basic_reject(got.delivery.delivery_tag, BasicRejectOptions { requeue: false }).await.unwrap();
     }
     eventually("the rejected messages dead-lettered", || async {
-        (queue::dead_letters::depth(amqp, channel).await.unwrap() as usize >= n).then_some(())
+        (queue::dead_letters::depth(amqp, Route::Channel(channel)).await.unwrap() as usize >= n).then_some(())
     })
     .await;
 }
@@ -71,7 +74,7 @@ async fn dead_deliveries(app: &TestApp, amqp: &lapin::Channel, n: usize) -> Vec<
 }
 
 fn delivery_ids(letters: &[queue::DeadLetter]) -> Vec<Option<Uuid>> {
-    letters.iter().map(|l| l.message.as_ref().ok().map(|m| m.delivery_id)).collect()
+    letters.iter().map(|l| l.message.as_ref().ok().map(|m| m.id())).collect()
 }
 
 #[tokio::test]
@@ -85,31 +88,31 @@ async fn a_dead_letter_is_listed_replayed_delivered_and_the_unreadable_one_disca
     assert_eq!(app.get(id).await["deliveries"][0]["status"], "queued");
 
     // Listed with its ids and the broker's reason, and left where it was.
-    let listed = dlq::list(&url, Channel::Email, ALL).await.unwrap();
+    let listed = dlq::list(&url, EMAIL, ALL).await.unwrap();
     assert_eq!(delivery_ids(&listed), [None, Some(delivery)]);
     assert!(listed[0].message.as_ref().unwrap_err().contains("not valid JSON"), "{:?}", listed[0].message);
     let message = listed[1].message.as_ref().unwrap();
-    assert_eq!((message.attempt, message.tenant_id), (1, app.tenant_id));
+    assert_eq!((message.attempt(), message.tenant_id()), (1, app.tenant_id));
     let death = &listed[1].deaths[0];
     assert_eq!((death.reason.as_str(), death.count, death.queue.as_str()), ("rejected", 1, "notify.email"));
     assert!(death.time.is_some());
-    assert_eq!(delivery_ids(&dlq::list(&url, Channel::Email, ALL).await.unwrap()), [None, Some(delivery)]);
+    assert_eq!(delivery_ids(&dlq::list(&url, EMAIL, ALL).await.unwrap()), [None, Some(delivery)]);
     let first = Selection { limit: Some(1), delivery: None };
-    assert_eq!(dlq::list(&url, Channel::Email, first).await.unwrap().len(), 1);
+    assert_eq!(dlq::list(&url, EMAIL, first).await.unwrap().len(), 1);
 
     // Replayed: a worker delivers it once; the unreadable message stays in the queue.
-    let done = dlq::replay(&url, Channel::Email, ALL).await.unwrap();
+    let done = dlq::replay(&url, EMAIL, ALL).await.unwrap();
     assert_eq!(done, Replayed { replayed: 1, unreadable: 1 });
     let _worker = app.start_worker(Channel::Email, WorkerOptions::default()).await;
     let n = app.wait_for_status(id, "sent").await;
     assert_eq!(n["deliveries"][0]["attempt_count"], 1);
     assert_eq!(app.sends_of(Channel::Email, &delivery.to_string()), 1);
-    assert_eq!(delivery_ids(&dlq::list(&url, Channel::Email, ALL).await.unwrap()), [None]);
+    assert_eq!(delivery_ids(&dlq::list(&url, EMAIL, ALL).await.unwrap()), [None]);
 
     // Discarded: gone for good.
-    assert_eq!(dlq::discard(&url, Channel::Email, ALL).await.unwrap(), 1);
-    assert!(dlq::list(&url, Channel::Email, ALL).await.unwrap().is_empty());
-    assert_eq!(queue::dead_letters::depth(&amqp, Channel::Email).await.unwrap(), 0);
+    assert_eq!(dlq::discard(&url, EMAIL, ALL).await.unwrap(), 1);
+    assert!(dlq::list(&url, EMAIL, ALL).await.unwrap().is_empty());
+    assert_eq!(queue::dead_letters::depth(&amqp, EMAIL).await.unwrap(), 0);
 }
 
 #[tokio::test]
@@ -130,8 +133,8 @@ async fn a_replay_keeps_the_trace_and_one_delivery_can_be_picked() {
 
     // One delivery only: b goes back to the work queue, a and c stay, in their order.
     let only_b = Selection { limit: None, delivery: Some(b.delivery_id) };
-    assert_eq!(dlq::replay(&url, Channel::Sms, only_b).await.unwrap(), Replayed { replayed: 1, unreadable: 0 });
-    let left = dlq::list(&url, Channel::Sms, ALL).await.unwrap();
+    assert_eq!(dlq::replay(&url, SMS, only_b).await.unwrap(), Replayed { replayed: 1, unreadable: 0 });
+    let left = dlq::list(&url, SMS, ALL).await.unwrap();
     assert_eq!(delivery_ids(&left), [Some(a.delivery_id), Some(c.delivery_id)]);
     let work = queue::topology::queue_name(Channel::Sms);
     let replayed = amqp.basic_get(work.as_str().into(), BasicGetOptions { no_ack: true }).await.unwrap().unwrap();
@@ -142,14 +145,14 @@ async fn a_replay_keeps_the_trace_and_one_delivery_can_be_picked() {
 
     // A limit counts what was acted on; a discard of one delivery leaves the others.
     let only_c = Selection { limit: None, delivery: Some(c.delivery_id) };
-    assert_eq!(dlq::discard(&url, Channel::Sms, only_c).await.unwrap(), 1);
+    assert_eq!(dlq::discard(&url, SMS, only_c).await.unwrap(), 1);
     let unknown = Selection { limit: None, delivery: Some(Uuid::now_v7()) };
-    assert_eq!(dlq::discard(&url, Channel::Sms, unknown).await.unwrap(), 0);
-    assert_eq!(delivery_ids(&dlq::list(&url, Channel::Sms, ALL).await.unwrap()), [Some(a.delivery_id)]);
+    assert_eq!(dlq::discard(&url, SMS, unknown).await.unwrap(), 0);
+    assert_eq!(delivery_ids(&dlq::list(&url, SMS, ALL).await.unwrap()), [Some(a.delivery_id)]);
     let one = Selection { limit: Some(1), delivery: None };
-    assert_eq!(dlq::replay(&url, Channel::Sms, one).await.unwrap().replayed, 1);
-    assert!(dlq::list(&url, Channel::Sms, ALL).await.unwrap().is_empty());
-    assert!(dlq::list(&url, Channel::InApp, ALL).await.is_err(), "in_app has no queue");
+    assert_eq!(dlq::replay(&url, SMS, one).await.unwrap().replayed, 1);
+    assert!(dlq::list(&url, SMS, ALL).await.unwrap().is_empty());
+    assert!("in_app".parse::<Route>().is_err(), "in_app has no queue");
 }
 
 #[tokio::test]
@@ -161,18 +164,18 @@ async fn a_message_dead_again_after_its_replay_ends_the_pass_in_the_queue() {
     publish(&amqp, "email", &unknown.to_json(), FieldTable::default()).await;
     let _worker = app.start_worker(Channel::Email, WorkerOptions::default()).await;
     eventually("the unknown delivery dead-lettered", || async {
-        (queue::dead_letters::depth(&amqp, Channel::Email).await.unwrap() == 1).then_some(())
+        (queue::dead_letters::depth(&amqp, EMAIL).await.unwrap() == 1).then_some(())
     })
     .await;
 
     // The worker dead-letters it again at once; the pass took only what was there.
-    assert_eq!(dlq::replay(&url, Channel::Email, ALL).await.unwrap().replayed, 1);
+    assert_eq!(dlq::replay(&url, EMAIL, ALL).await.unwrap().replayed, 1);
     let again = eventually("the replayed message dead again", || async {
-        let listed = dlq::list(&url, Channel::Email, ALL).await.unwrap();
+        let listed = dlq::list(&url, EMAIL, ALL).await.unwrap();
         (listed.len() == 1).then_some(listed)
     })
     .await;
-    assert_eq!(again[0].message.as_ref().unwrap(), &unknown);
+    assert_eq!(again[0].message.as_ref().unwrap(), &domain::OutboxMessage::Delivery(unknown.clone()));
     assert_eq!(again[0].deaths[0].reason, "rejected");
 }
 
@@ -206,6 +209,34 @@ async fn the_relay_reports_the_depth_of_each_dead_letter_queue() {
     };
     eventually("the gauge at 3", || shows(3)).await;
     let two = Selection { limit: Some(2), delivery: None };
-    assert_eq!(dlq::discard(&url, Channel::Whatsapp, two).await.unwrap(), 2);
+    assert_eq!(dlq::discard(&url, Route::Channel(Channel::Whatsapp), two).await.unwrap(), 2);
     eventually("the gauge at 1", || shows(1)).await;
+}
+
+#[tokio::test]
+async fn a_webhook_message_the_worker_cannot_act_on_is_dead_lettered_and_redriven_by_dlq_webhooks() {
+    let app = TestApp::api_only().await;
+    let (_conn, amqp) = app.amqp().await;
+    let url = app.env.amqp_url().await;
+    let worker = app.start_webhook_worker(|_| {}).await;
+    // A message of no stored webhook message, and one that is not a message at all.
+    let unknown = domain::WebhookMessage::new(Uuid::now_v7(), app.tenant_id, 1);
+    publish(&amqp, "webhooks", &unknown.to_json(), FieldTable::default()).await;
+    publish(&amqp, "webhooks", b"not json", FieldTable::default()).await;
+    eventually("both dead-lettered by the worker", || async {
+        (queue::dead_letters::depth(&amqp, Route::Webhooks).await.unwrap() == 2).then_some(())
+    })
+    .await;
+    worker.stop().await;
+
+    // In the order the worker gave up on them, which may be either.
+    let mut listed = delivery_ids(&dlq::list(&url, Route::Webhooks, ALL).await.unwrap());
+    listed.sort();
+    assert_eq!(listed, [None, Some(unknown.message_id)]);
+    let only = Selection { limit: None, delivery: Some(unknown.message_id) };
+    assert_eq!(dlq::replay(&url, Route::Webhooks, only).await.unwrap(), Replayed { replayed: 1, unreadable: 0 });
+    let work = queue::topology::route_queue_name(Route::Webhooks);
+    let got = amqp.basic_get(work.as_str().into(), BasicGetOptions { no_ack: true }).await.unwrap().unwrap();
+    assert_eq!(domain::WebhookMessage::parse(&got.delivery.data).unwrap(), unknown);
+    assert_eq!(dlq::discard(&url, Route::Webhooks, ALL).await.unwrap(), 1);
 }

@@ -1,4 +1,4 @@
-//! `cargo xtask chaos`: the platform's eight binaries under load while the faults it
+//! `cargo xtask chaos`: the platform's binaries under load while the faults it
 //! promises to survive happen to it, then a check that every accepted notification
 //! reached a final state and none was lost.
 //!
@@ -9,8 +9,10 @@
 //! email and SMS workers, then of the API (which publishes what it accepts after the
 //! commit); `rabbitmqctl close_all_connections`; a purged queue; a RabbitMQ
 //! restart; a PostgreSQL crash (`pg_ctl stop -m immediate`, losing the commits that did
-//! not wait for the disk); `kill -9` of the workers again (email, SMS and push). The
-//! notifications are email, SMS and push (to one registered phone) in turn.
+//! not wait for the disk); `kill -9` of the workers again (email, SMS, push and webhooks).
+//! The notifications are email, SMS and push (to one registered phone) in turn. The
+//! tenant has a webhook endpoint for `notification.completed` at a local receiver, which
+//! must get every accepted notification's event, signed, at least once.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -33,6 +35,7 @@ use uuid::Uuid;
 
 use crate::{
     dev::{self, BINARIES},
+    receiver::Receiver,
     say,
     services::{self, find_program},
     workspace_root,
@@ -95,6 +98,10 @@ async fn chaos(
     dev::wait_healthy(&client, &api).await?;
 
     register_phone(&client, &api, &tenant.api_key).await?;
+    let receiver = Receiver::start(false).await?;
+    receiver.set_secret(
+        dev::webhook_endpoint(&client, &api, &tenant.api_key, &receiver.url, &["notification.completed"]).await?,
+    );
 
     let started = Instant::now();
     let sending = Arc::new(AtomicBool::new(true));
@@ -120,7 +127,16 @@ async fn chaos(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let report = Report::gather(&mut conn, dir, &accepted, unsettled, settle_started.elapsed(), rabbit).await?;
+    // Each final notification's `notification.completed` event, signed, at the receiver.
+    let webhooks = loop {
+        let webhooks = Webhooks::count(&receiver, &accepted);
+        if webhooks.missing == 0 || settle_started.elapsed() > SETTLE_DEADLINE {
+            break webhooks;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let settled_in = settle_started.elapsed();
+    let report = Report::gather(&mut conn, dir, &accepted, (unsettled, settled_in), rabbit, webhooks).await?;
     procs.lock().await.stop_all().await;
     Ok(report)
 }
@@ -159,8 +175,8 @@ async fn inject_faults(
     postgres.stop("immediate").await;
     postgres.start().await?;
     pause().await;
-    step("kill -9 email-worker, sms-worker and push-worker");
-    procs.lock().await.kill_and_restart(&["email-worker", "sms-worker", "push-worker"]).await?;
+    step("kill -9 email-worker, sms-worker, push-worker and webhook-worker");
+    procs.lock().await.kill_and_restart(&["email-worker", "sms-worker", "push-worker", "webhook-worker"]).await?;
     if sending.load(Ordering::Relaxed) {
         step("faults done; the producer is still sending");
     }
@@ -278,6 +294,33 @@ struct Report {
     unlogged_duplicates: usize,
     recovered: i64,
     dead_letters: String,
+    webhooks: Webhooks,
+}
+
+/// What the tenant's webhook receiver took: a `notification.completed` event of each
+/// accepted notification, signed with the endpoint's secret.
+#[derive(Default)]
+struct Webhooks {
+    /// Requests taken, duplicates (at least once) included.
+    received: usize,
+    /// Accepted notifications without a verified `notification.completed` event.
+    missing: usize,
+    /// Requests whose signature did not verify.
+    unverified: usize,
+}
+
+impl Webhooks {
+    fn count(receiver: &Receiver, accepted: &[Uuid]) -> Self {
+        let received = receiver.received();
+        let completed: std::collections::HashSet<&str> = received
+            .iter()
+            .filter(|r| r.verified && r.body["type"] == "notification.completed")
+            .filter_map(|r| r.body["data"]["notification_id"].as_str())
+            .collect();
+        let missing = accepted.iter().filter(|id| !completed.contains(id.to_string().as_str())).count();
+        let unverified = received.iter().filter(|r| !r.verified).count();
+        Self { received: received.len(), missing, unverified }
+    }
 }
 
 impl Report {
@@ -285,9 +328,9 @@ impl Report {
         conn: &mut sqlx::PgConnection,
         dir: &Path,
         accepted: &[Uuid],
-        unsettled: i64,
-        settled_in: Duration,
+        (unsettled, settled_in): (i64, Duration),
         rabbit: &Rabbit,
+        webhooks: Webhooks,
     ) -> anyhow::Result<Self> {
         let (lost,): (i64,) = sqlx::query_as(
             "SELECT count(*) FROM unnest($1::uuid[]) AS a(id) WHERE NOT EXISTS (SELECT 1 FROM notifications n WHERE n.id = a.id)",
@@ -348,6 +391,7 @@ impl Report {
                 .filter(|(id, n)| **n > 1 && logged.get(*id).copied().unwrap_or(0) < **n as i64)
                 .count(),
             recovered,
+            webhooks,
             dead_letters: dead_letters
                 .lines()
                 .filter(|l| l.contains(".dead"))
@@ -368,6 +412,8 @@ impl Report {
             && self.unlogged_duplicates == 0
             && self.stranded == 0
             && self.duplicate_ratio() < MAX_DUPLICATE_RATIO
+            && self.webhooks.missing == 0
+            && self.webhooks.unverified == 0
     }
 }
 
@@ -399,6 +445,12 @@ impl std::fmt::Display for Report {
             "chaos: recovered by the sweeper {}, failed as stranded {}; dead-letter queues: {}",
             self.recovered, self.stranded, self.dead_letters
         )?;
+        writeln!(
+            f,
+            "chaos: webhooks: {} requests at the receiver; notifications without a signed notification.completed \
+             event {}, requests whose signature did not verify {}",
+            self.webhooks.received, self.webhooks.missing, self.webhooks.unverified
+        )?;
         write!(
             f,
             "chaos: {}",
@@ -406,7 +458,8 @@ impl std::fmt::Display for Report {
                 "passed"
             } else {
                 "FAILED: an accepted notification was lost or never finished, a delivery failed as stranded, \
-                 duplicates reached the bar, or a duplicate send is not in the attempts log"
+                 duplicates reached the bar, a duplicate send is not in the attempts log, or a notification's \
+                 webhook event never arrived signed"
             }
         )
     }
@@ -446,7 +499,10 @@ impl Procs {
             .env("NOTIFY_WORKER__PROVIDER_TIMEOUT", "1s")
             .env("NOTIFY_WORKER__LEASE", "3s")
             .env("NOTIFY_RELAY__SWEEP_INTERVAL", "1s")
-            .env("NOTIFY_RELAY__STRANDED_AFTER", "10s");
+            .env("NOTIFY_RELAY__STRANDED_AFTER", "10s")
+            .envs(dev::LOCAL_WEBHOOKS)
+            .env("NOTIFY_WEBHOOKS__TIMEOUT", "1s")
+            .env("NOTIFY_WEBHOOKS__RETRY_SCHEDULE", r#"["200ms", "1s", "1s", "1s", "1s", "1s"]"#);
         for channel in ["EMAIL", "SMS", "WHATSAPP", "NOVU", "CHAT"] {
             command
                 .env(format!("NOTIFY_{channel}__SANDBOX__LATENCY"), "20ms")

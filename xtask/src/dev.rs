@@ -47,6 +47,13 @@ const DEV_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// in the next. Never use it anywhere else.
 /// The local platform's key for sealed secrets: 32 bytes in base64.
 const DEV_SECRETS_KEY: &str = "ZGV2LW9ubHktc2VhbGluZy1rZXktMzItYnl0ZXMhISE=";
+/// Webhook endpoints of a stack on this machine (dev, bench, chaos): a local receiver,
+/// over http on loopback, and the key that seals their secrets.
+pub const LOCAL_WEBHOOKS: [(&str, &str); 3] = [
+    ("NOTIFY_WEBHOOKS__ALLOW_HTTP", "true"),
+    ("NOTIFY_WEBHOOKS__ALLOWED_SUBNETS", r#"["127.0.0.0/8"]"#),
+    ("NOTIFY_SECRETS__KEYS__DEV", DEV_SECRETS_KEY),
+];
 const DEV_TOKEN_SECRET: &str = "notify-dev-inbox-token-secret-not-for-production";
 
 /// The side port of the API (9089, `/metrics` only there), the relay (9090) and each
@@ -78,16 +85,12 @@ pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
         ("NOTIFY_DATABASE_URL", DEV_DATABASE_URL.into()),
         ("NOTIFY_AMQP_URL", DEV_AMQP_URL.into()),
         ("NOTIFY_LISTEN", listen.clone()),
-        // A fixed key for the local database's sealed secrets (never for production).
-        ("NOTIFY_SECRETS__KEYS__DEV", DEV_SECRETS_KEY.into()),
-        // The demo tenant's webhook endpoint is the local receiver: http, on loopback.
-        ("NOTIFY_WEBHOOKS__ALLOW_HTTP", "true".into()),
-        ("NOTIFY_WEBHOOKS__ALLOWED_SUBNETS", r#"["127.0.0.0/8"]"#.into()),
         ("RUST_LOG", std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty()).unwrap_or_else(|| "info".into())),
     ];
     let command = |binary: &str, args: &[&str]| {
         let mut command = Command::new(bin_dir.join(binary));
         command.args(args).current_dir(&dev_dir).envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+        command.envs(LOCAL_WEBHOOKS);
         command
     };
 
@@ -125,7 +128,7 @@ pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
     }
 
     let client = services::http_client()?;
-    let receiver = Receiver::start().await?;
+    let receiver = Receiver::start(true).await?;
     say!("waiting for {api}/healthz (at most {}s)", HEALTH_DEADLINE.as_secs());
     match race(wait_healthy(&client, &api), &mut signals, &mut supervisor).await {
         Race::Done(Ok(())) => {}
@@ -136,7 +139,7 @@ pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
 
     let seed = async {
         seed_directory(&client, &api, &tenant.api_key).await?;
-        receiver.set_secret(webhook_endpoint(&client, &api, &tenant.api_key, &receiver.url).await?);
+        receiver.set_secret(webhook_endpoint(&client, &api, &tenant.api_key, &receiver.url, &["*"]).await?);
         inbox_demo_token(&client, &api, &tenant.api_key).await
     };
     let inbox_token = match race(seed, &mut signals, &mut supervisor).await {
@@ -395,10 +398,16 @@ async fn seed_directory(client: &reqwest::Client, api: &str, key: &str) -> anyho
     Ok(())
 }
 
-/// The demo tenant's webhook endpoint, taking every event, at the local receiver `url`;
-/// returns its signing secret.
-async fn webhook_endpoint(client: &reqwest::Client, api: &str, key: &str, url: &str) -> anyhow::Result<WebhookSecret> {
-    let body = serde_json::json!({"url": url, "events": ["*"], "description": "cargo xtask dev's local receiver"});
+/// A webhook endpoint of the tenant of `key`, taking `events`, at the local receiver
+/// `url`; returns its signing secret.
+pub async fn webhook_endpoint(
+    client: &reqwest::Client,
+    api: &str,
+    key: &str,
+    url: &str,
+    events: &[&str],
+) -> anyhow::Result<WebhookSecret> {
+    let body = serde_json::json!({"url": url, "events": events, "description": "a local receiver of cargo xtask"});
     let response = client.post(format!("{api}/v1/webhooks")).bearer_auth(key).json(&body).send().await;
     let response = response.context("POST /v1/webhooks")?;
     let status = response.status();

@@ -1,6 +1,6 @@
-//! A local webhook receiver for `cargo xtask dev`: the demo tenant's endpoint posts its
-//! events here. Each is checked against the endpoint's secret as a receiver would (the
-//! Standard Webhooks signature), printed in a line, and kept for the smoke run.
+//! A local webhook receiver for `cargo xtask dev` and `cargo xtask chaos`: a tenant's
+//! endpoint posts its events here. Each is checked against the endpoint's secret as a
+//! receiver would (the Standard Webhooks signature), and kept for the checks.
 
 use std::{
     net::SocketAddr,
@@ -23,6 +23,8 @@ pub struct Received {
 struct Shared {
     secret: Arc<OnceLock<WebhookSecret>>,
     received: Arc<Mutex<Vec<Received>>>,
+    /// Print a line per request.
+    announce: bool,
 }
 
 pub struct Receiver {
@@ -31,11 +33,12 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    /// Listens on a free port of 127.0.0.1 until the process ends.
-    pub async fn start() -> anyhow::Result<Self> {
+    /// Listens on a free port of 127.0.0.1 until the process ends; prints a line per
+    /// request when `announce`.
+    pub async fn start(announce: bool) -> anyhow::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr: SocketAddr = listener.local_addr()?;
-        let shared = Shared::default();
+        let shared = Shared { announce, ..Shared::default() };
         let app = Router::new().route("/webhooks", post(take)).with_state(shared.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
         Ok(Self { url: format!("http://{addr}/webhooks"), shared })
@@ -59,12 +62,14 @@ async fn take(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> 
         header("webhook-signature").split(' ').any(|signature| signature == expected)
     });
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    println!(
-        "webhook receiver: {} {} ({})",
-        body["type"].as_str().unwrap_or("?"),
-        id,
-        if verified { "signature verified" } else { "SIGNATURE DOES NOT VERIFY" }
-    );
+    if shared.announce {
+        println!(
+            "webhook receiver: {} {} ({})",
+            body["type"].as_str().unwrap_or("?"),
+            id,
+            if verified { "signature verified" } else { "SIGNATURE DOES NOT VERIFY" }
+        );
+    }
     shared.received.lock().expect("no panic while locked").push(Received { body, verified });
     StatusCode::NO_CONTENT
 }

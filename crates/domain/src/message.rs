@@ -36,6 +36,18 @@ impl Route {
     }
 }
 
+/// A name that is no channel's queue nor `webhooks`.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown queue `{0}` (a channel's name, or `webhooks`)")]
+pub struct UnknownRoute(pub String);
+
+impl std::str::FromStr for Route {
+    type Err = UnknownRoute;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Route::parse(s).ok_or_else(|| UnknownRoute(s.to_owned()))
+    }
+}
+
 impl std::fmt::Display for Route {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())

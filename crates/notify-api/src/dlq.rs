@@ -1,4 +1,4 @@
-//! `notify-api admin dlq list|replay|discard <channel>`: an operator's look at a channel's
+//! `notify-api admin dlq list|replay|discard <channel|webhooks>`: an operator's look at a
 //! dead-letter queue, and its redrive. The broker mechanics are `queue::dead_letters`;
 //! this picks the messages and counts what was done.
 //!
@@ -7,14 +7,15 @@
 
 use std::time::Duration;
 
-use domain::Channel;
+use domain::{Publishable, Route};
 use queue::{DeadLetter, DeadLetters};
 use uuid::Uuid;
 
 /// How long a replay waits for the broker to confirm one republished message.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Which dead letters a command acts on: all, or those of one delivery, at most `limit`.
+/// Which dead letters a command acts on: all, or those of one delivery (or webhook
+/// message), at most `limit`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Selection {
     pub limit: Option<usize>,
@@ -26,7 +27,7 @@ impl Selection {
     fn takes(&self, letter: &DeadLetter) -> bool {
         match (self.delivery, &letter.message) {
             (None, _) => true,
-            (Some(id), Ok(message)) => message.delivery_id == id,
+            (Some(id), Ok(message)) => message.id() == id,
             (Some(_), Err(_)) => false,
         }
     }
@@ -41,10 +42,10 @@ pub struct Replayed {
     pub unreadable: usize,
 }
 
-/// The first `limit` dead letters of `channel` (all when `None`), left in the queue.
-pub async fn list(amqp_url: &str, channel: Channel, selection: Selection) -> anyhow::Result<Vec<DeadLetter>> {
+/// The first `limit` dead letters of `route` (all when `None`), left in the queue.
+pub async fn list(amqp_url: &str, route: Route, selection: Selection) -> anyhow::Result<Vec<DeadLetter>> {
     let mut listed = Vec::new();
-    pass(amqp_url, channel, selection, async |_, letter| {
+    pass(amqp_url, route, selection, async |_, letter| {
         listed.push(letter);
         Ok(true)
     })
@@ -52,11 +53,11 @@ pub async fn list(amqp_url: &str, channel: Channel, selection: Selection) -> any
     Ok(listed)
 }
 
-/// Publishes the selected dead letters to their channel's queue again, removing each from
+/// Publishes the selected dead letters to their queue again, removing each from
 /// the dead-letter queue once the broker confirmed its copy. Unreadable ones stay.
-pub async fn replay(amqp_url: &str, channel: Channel, selection: Selection) -> anyhow::Result<Replayed> {
+pub async fn replay(amqp_url: &str, route: Route, selection: Selection) -> anyhow::Result<Replayed> {
     let mut done = Replayed::default();
-    pass(amqp_url, channel, selection, async |dlq, letter| {
+    pass(amqp_url, route, selection, async |dlq, letter| {
         if letter.message.is_err() {
             done.unreadable += 1;
             return Ok(false);
@@ -70,9 +71,9 @@ pub async fn replay(amqp_url: &str, channel: Channel, selection: Selection) -> a
 }
 
 /// Deletes the selected dead letters, unreadable ones included; returns how many.
-pub async fn discard(amqp_url: &str, channel: Channel, selection: Selection) -> anyhow::Result<usize> {
+pub async fn discard(amqp_url: &str, route: Route, selection: Selection) -> anyhow::Result<usize> {
     let mut discarded = 0;
-    pass(amqp_url, channel, selection, async |dlq, letter| {
+    pass(amqp_url, route, selection, async |dlq, letter| {
         dlq.remove(&letter).await?;
         discarded += 1;
         Ok(true)
@@ -86,13 +87,12 @@ pub async fn discard(amqp_url: &str, channel: Channel, selection: Selection) -> 
 /// at the end, errors included.
 async fn pass(
     amqp_url: &str,
-    channel: Channel,
+    route: Route,
     selection: Selection,
     mut act: impl AsyncFnMut(&mut DeadLetters, DeadLetter) -> queue::Result<bool>,
 ) -> anyhow::Result<()> {
-    anyhow::ensure!(channel.is_queued(), "`{channel}` has no queue, so no dead letters");
     let conn = queue::connect(amqp_url, "notify-api-dlq").await?;
-    let mut dlq = DeadLetters::open(&conn, channel, CONFIRM_TIMEOUT).await?;
+    let mut dlq = DeadLetters::open(&conn, route, CONFIRM_TIMEOUT).await?;
     let walked = async {
         let (mut left, mut counted) = (dlq.depth(), 0);
         while left > 0 && selection.limit.is_none_or(|limit| counted < limit) {

@@ -1,6 +1,6 @@
 use anyhow::{anyhow, bail};
 use clap::{Parser, Subcommand};
-use domain::Channel;
+use domain::{OutboxMessage, Route};
 use notify_api::Config;
 use store::Store;
 use uuid::Uuid;
@@ -73,7 +73,7 @@ enum Admin {
         #[arg(long, default_value_t = 500)]
         batch: i64,
     },
-    /// A channel's dead-letter queue (`notify.<channel>.dead`); needs `amqp_url`.
+    /// A dead-letter queue (`notify.<channel>.dead`, `notify.webhooks.dead`); needs `amqp_url`.
     #[command(subcommand)]
     Dlq(Dlq),
 }
@@ -82,7 +82,8 @@ enum Admin {
 enum Dlq {
     /// Show the dead letters, oldest first, leaving them in the queue.
     List {
-        channel: Channel,
+        /// A channel's name, or `webhooks`.
+        queue: Route,
         /// Show at most this many.
         #[arg(long, default_value_t = 100)]
         limit: usize,
@@ -90,13 +91,15 @@ enum Dlq {
     /// Publish the dead letters to the channel's queue again (each removed once the broker
     /// confirmed its copy); unreadable ones stay.
     Replay {
-        channel: Channel,
+        /// A channel's name, or `webhooks`.
+        queue: Route,
         #[command(flatten)]
         selection: Selection,
     },
     /// Delete dead letters for good, unreadable ones included.
     Discard {
-        channel: Channel,
+        /// A channel's name, or `webhooks`.
+        queue: Route,
         #[command(flatten)]
         selection: Selection,
         /// Confirms the deletion.
@@ -110,7 +113,7 @@ struct Selection {
     /// Act on at most this many.
     #[arg(long)]
     limit: Option<usize>,
-    /// Only the messages of this delivery.
+    /// Only the messages of this delivery (or webhook message).
     #[arg(long)]
     delivery: Option<Uuid>,
 }
@@ -245,25 +248,25 @@ async fn administer(store: &Store, admin: Admin) -> anyhow::Result<()> {
 async fn dead_letters(amqp_url: &str, command: Dlq) -> anyhow::Result<()> {
     use notify_api::dlq;
     match command {
-        Dlq::List { channel, limit } => {
-            let letters = dlq::list(amqp_url, channel, dlq::Selection { limit: Some(limit), delivery: None }).await?;
+        Dlq::List { queue, limit } => {
+            let letters = dlq::list(amqp_url, queue, dlq::Selection { limit: Some(limit), delivery: None }).await?;
             for letter in &letters {
                 println!("{}", describe(letter));
             }
             println!("{} listed", letters.len());
         }
-        Dlq::Replay { channel, selection } => {
-            let done = dlq::replay(amqp_url, channel, selection.into()).await?;
+        Dlq::Replay { queue, selection } => {
+            let done = dlq::replay(amqp_url, queue, selection.into()).await?;
             println!("{} replayed", done.replayed);
             if done.unreadable > 0 {
                 println!("{} unreadable, left in the queue (remove them with discard)", done.unreadable);
             }
         }
-        Dlq::Discard { channel, selection, yes } => {
+        Dlq::Discard { queue, selection, yes } => {
             if !yes {
                 bail!("discard deletes dead letters for good: add --yes");
             }
-            println!("{} discarded", dlq::discard(amqp_url, channel, selection.into()).await?);
+            println!("{} discarded", dlq::discard(amqp_url, queue, selection.into()).await?);
         }
     }
     Ok(())
@@ -272,10 +275,13 @@ async fn dead_letters(amqp_url: &str, command: Dlq) -> anyhow::Result<()> {
 /// One line per dead letter: its ids (never content), and the broker's latest `x-death`.
 fn describe(letter: &queue::DeadLetter) -> String {
     let what = match &letter.message {
-        Ok(m) => format!(
+        Ok(OutboxMessage::Delivery(m)) => format!(
             "delivery={} notification={} tenant={} attempt={}",
             m.delivery_id, m.notification_id, m.tenant_id, m.attempt
         ),
+        Ok(OutboxMessage::Webhook(m)) => {
+            format!("webhook_message={} tenant={} attempt={}", m.message_id, m.tenant_id, m.attempt)
+        }
         Err(e) => format!("unreadable ({} bytes): {e}", letter.body.len()),
     };
     let death = match letter.deaths.first() {

@@ -1,11 +1,12 @@
-//! The depth of every channel's dead-letter queue as the gauge `notify_dead_letters`.
+//! The depth of every dead-letter queue (each channel's, the webhooks') as the gauge
+//! `notify_dead_letters`.
 //! Nothing consumes those queues, so without a look nobody learns that one fills: every
 //! `relay.dead_letter_interval` a passive declare of each reads its message count. Every
 //! relay replica reports the same broker-wide numbers.
 
 use std::{sync::LazyLock, time::Duration};
 
-use domain::Channel;
+use domain::Route;
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{family::Family, gauge::Gauge},
@@ -22,7 +23,7 @@ static DEPTH: LazyLock<Family<ChannelLabel, Gauge>> = LazyLock::new(|| {
     bootstrap::metrics::register(|r| {
         r.register(
             "dead_letters",
-            "Messages in the channel's dead-letter queue (notify.<channel>.dead)",
+            "Messages in the dead-letter queue (notify.<channel>.dead, notify.webhooks.dead)",
             depth.clone(),
         );
     });
@@ -57,9 +58,9 @@ async fn measure(conn: &queue::AmqpConnection) -> queue::Result<()> {
     // A channel per look: a passive declare of a missing queue closes its channel.
     let amqp = conn.create_channel().await?;
     let measured = async {
-        for channel in Channel::QUEUED {
-            let depth = queue::dead_letters::depth(&amqp, channel).await?;
-            DEPTH.get_or_create(&ChannelLabel { channel: channel.as_str() }).set(i64::from(depth));
+        for route in Route::ALL {
+            let depth = queue::dead_letters::depth(&amqp, route).await?;
+            DEPTH.get_or_create(&ChannelLabel { channel: route.as_str() }).set(i64::from(depth));
         }
         Ok(())
     }

@@ -1,6 +1,6 @@
-//! The dead-letter queues `notify.<channel>.dead`, which nothing consumes: how deep each
-//! is, and one operator's pass over one of them (`notify-api admin dlq`), taking messages
-//! one at a time, each then replayed to its channel's queue, removed, or kept.
+//! The dead-letter queues `notify.<channel>.dead` and `notify.webhooks.dead`, which nothing
+//! consumes: how deep each is, and one operator's pass over one of them (`notify-api admin
+//! dlq`), taking messages one at a time, each then replayed to its queue, removed, or kept.
 //!
 //! A message taken and neither replayed nor removed stays unacknowledged, so the same pass
 //! cannot take it twice, until [`DeadLetters::release`] gives all of them back at once, in
@@ -11,7 +11,7 @@
 
 use std::{collections::BTreeSet, time::Duration};
 
-use domain::{Channel, DeliveryMessage};
+use domain::{DeliveryMessage, OutboxMessage, Publishable, Route, WebhookMessage};
 use lapin::{
     Channel as AmqpChannel, Connection,
     options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, ConfirmSelectOptions},
@@ -20,17 +20,17 @@ use lapin::{
 
 use crate::{Result, TRACEPARENT, publisher, topology};
 
-/// The number of messages in `channel`'s dead-letter queue, by a passive declare (the
+/// The number of messages in `route`'s dead-letter queue, by a passive declare (the
 /// queue must exist; a missing one closes `amqp` with `NOT_FOUND`).
-pub async fn depth(amqp: &AmqpChannel, channel: Channel) -> Result<u32> {
-    topology::message_count(amqp, &topology::dead_letter_queue_name(channel)).await
+pub async fn depth(amqp: &AmqpChannel, route: Route) -> Result<u32> {
+    topology::message_count(amqp, &topology::route_dead_letter_queue_name(route)).await
 }
 
 /// One message taken from a dead-letter queue and not yet settled.
 #[derive(Debug)]
 pub struct DeadLetter {
-    /// The delivery message, or why the body is not one.
-    pub message: std::result::Result<DeliveryMessage, String>,
+    /// The message (a delivery's, or a webhook message's), or why the body is not one.
+    pub message: std::result::Result<OutboxMessage, String>,
     pub body: Vec<u8>,
     /// The `x-death` entries the broker added, most recent first.
     pub deaths: Vec<Death>,
@@ -50,6 +50,7 @@ pub struct Death {
 
 /// One pass over a dead-letter queue, on a channel of its own in confirm mode.
 pub struct DeadLetters {
+    route: Route,
     channel: AmqpChannel,
     queue: String,
     depth: u32,
@@ -59,12 +60,12 @@ pub struct DeadLetters {
 }
 
 impl DeadLetters {
-    pub async fn open(conn: &Connection, channel: Channel, confirm_timeout: Duration) -> Result<Self> {
+    pub async fn open(conn: &Connection, route: Route, confirm_timeout: Duration) -> Result<Self> {
         let amqp = conn.create_channel().await?;
-        let depth = depth(&amqp, channel).await?;
+        let depth = depth(&amqp, route).await?;
         amqp.confirm_select(ConfirmSelectOptions::default()).await?;
-        let queue = topology::dead_letter_queue_name(channel);
-        Ok(Self { channel: amqp, queue, depth, confirm_timeout, held: BTreeSet::new() })
+        let queue = topology::route_dead_letter_queue_name(route);
+        Ok(Self { route, channel: amqp, queue, depth, confirm_timeout, held: BTreeSet::new() })
     }
 
     /// The messages in the queue when the pass began.
@@ -79,9 +80,13 @@ impl DeadLetters {
         let delivery = got.delivery;
         self.held.insert(delivery.delivery_tag);
         let headers = delivery.properties.headers().clone().unwrap_or_default();
-        let message = DeliveryMessage::parse(&delivery.data)
+        let message = match self.route {
+            Route::Channel(_) => DeliveryMessage::parse(&delivery.data).map(OutboxMessage::Delivery),
+            Route::Webhooks => WebhookMessage::parse(&delivery.data).map(OutboxMessage::Webhook),
+        };
+        let message = message
             .map(|mut m| {
-                m.traceparent = match headers.inner().get(TRACEPARENT) {
+                *m.traceparent_mut() = match headers.inner().get(TRACEPARENT) {
                     Some(AMQPValue::LongString(s)) => Some(s.to_string()),
                     _ => None,
                 };
@@ -92,7 +97,7 @@ impl DeadLetters {
     }
 
     /// Publishes the message again, as the relay does (to `notify.deliveries`, routed by its
-    /// channel, persistent, `mandatory`, with its `traceparent`), and removes it from the
+    /// route, persistent, `mandatory`, with its `traceparent`), and removes it from the
     /// dead-letter queue only once the broker confirmed the new copy. An unreadable message
     /// is refused and stays.
     pub async fn replay(&mut self, letter: &DeadLetter) -> Result<()> {

@@ -111,6 +111,7 @@ impl Stack {
             // No trace export during a benchmark, whatever the shell has.
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .envs(dev::LOCAL_WEBHOOKS)
             .envs(self.tuning.env())
             .envs(self.env.iter().map(|(k, v)| (*k, v)));
         command

@@ -107,7 +107,7 @@ pub fn main() -> anyhow::Result<()> {
     let args = bootstrap::ConfigArg::from_arg_matches(&command.get_matches())?;
     let config = WebhookWorkerConfig::load(args.config.as_deref())?;
     let _telemetry = bootstrap::telemetry::init("webhook-worker");
-    tokio::runtime::Runtime::new()?.block_on(run(config, bootstrap::shutdown_on_signal()))
+    tokio::runtime::Runtime::new()?.block_on(async { run(config, bootstrap::shutdown_on_signal()).await })
 }
 
 struct Sender {
