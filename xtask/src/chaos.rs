@@ -501,6 +501,7 @@ impl Procs {
             .env("NOTIFY_RELAY__SWEEP_INTERVAL", "1s")
             .env("NOTIFY_RELAY__STRANDED_AFTER", "10s")
             .envs(dev::LOCAL_WEBHOOKS)
+            .env("NOTIFY_SECRETS__KEYS__DEV", dev::DEV_SECRETS_KEY)
             .env("NOTIFY_WEBHOOKS__TIMEOUT", "1s")
             .env("NOTIFY_WEBHOOKS__RETRY_SCHEDULE", r#"["200ms", "1s", "1s", "1s", "1s", "1s"]"#);
         for channel in ["EMAIL", "SMS", "WHATSAPP", "NOVU", "CHAT"] {

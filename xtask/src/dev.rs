@@ -46,14 +46,11 @@ const DEV_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// The dev API's key for subscriber tokens: fixed, so a demo URL printed by one run works
 /// in the next. Never use it anywhere else.
 /// The local platform's key for sealed secrets: 32 bytes in base64.
-const DEV_SECRETS_KEY: &str = "ZGV2LW9ubHktc2VhbGluZy1rZXktMzItYnl0ZXMhISE=";
+pub const DEV_SECRETS_KEY: &str = "ZGV2LW9ubHktc2VhbGluZy1rZXktMzItYnl0ZXMhISE=";
 /// Webhook endpoints of a stack on this machine (dev, bench, chaos): a local receiver,
-/// over http on loopback, and the key that seals their secrets.
-pub const LOCAL_WEBHOOKS: [(&str, &str); 3] = [
-    ("NOTIFY_WEBHOOKS__ALLOW_HTTP", "true"),
-    ("NOTIFY_WEBHOOKS__ALLOWED_SUBNETS", r#"["127.0.0.0/8"]"#),
-    ("NOTIFY_SECRETS__KEYS__DEV", DEV_SECRETS_KEY),
-];
+/// over http on loopback. Their secrets are sealed with the stack's key.
+pub const LOCAL_WEBHOOKS: [(&str, &str); 2] =
+    [("NOTIFY_WEBHOOKS__ALLOW_HTTP", "true"), ("NOTIFY_WEBHOOKS__ALLOWED_SUBNETS", r#"["127.0.0.0/8"]"#)];
 const DEV_TOKEN_SECRET: &str = "notify-dev-inbox-token-secret-not-for-production";
 
 /// The side port of the API (9089, `/metrics` only there), the relay (9090) and each
@@ -90,7 +87,7 @@ pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
     let command = |binary: &str, args: &[&str]| {
         let mut command = Command::new(bin_dir.join(binary));
         command.args(args).current_dir(&dev_dir).envs(env.iter().map(|(k, v)| (*k, v.as_str())));
-        command.envs(LOCAL_WEBHOOKS);
+        command.envs(LOCAL_WEBHOOKS).env("NOTIFY_SECRETS__KEYS__DEV", DEV_SECRETS_KEY);
         command
     };
 

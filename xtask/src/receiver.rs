@@ -15,6 +15,7 @@ use serde_json::Value;
 #[derive(Clone, Debug)]
 pub struct Received {
     pub body: Value,
+    pub received_at: time::OffsetDateTime,
     /// Whether one of its signatures is the endpoint secret's, for its id, timestamp and body.
     pub verified: bool,
 }
@@ -70,6 +71,7 @@ async fn take(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> 
             if verified { "signature verified" } else { "SIGNATURE DOES NOT VERIFY" }
         );
     }
-    shared.received.lock().expect("no panic while locked").push(Received { body, verified });
+    let received_at = time::OffsetDateTime::now_utc();
+    shared.received.lock().expect("no panic while locked").push(Received { body, received_at, verified });
     StatusCode::NO_CONTENT
 }

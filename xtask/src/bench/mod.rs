@@ -14,7 +14,8 @@
 //! the six queued channels, delivered/s from the database; open loop at 50 % and 100 % of that
 //! rate, accept-to-sent latency from the database (`deliveries.sent_at -
 //! notifications.created_at`); then, for each `--history` size, the tables filled with
-//! that many sent notifications, intake and relay again; last, a push broadcast to a topic of
+//! that many sent notifications, intake and relay again; webhooks, a burst whose every sent
+//! delivery's event goes to one endpoint at a receiver in the bench; last, a push broadcast to a topic of
 //! members with two FCM devices each, through the tenant's FCM integration at an FCM stand-in
 //! (`fcm.rs`). Nothing is asserted: it measures.
 
@@ -53,6 +54,7 @@ use self::{
 use crate::{
     dev::{self, STOP_GRACE, Tenant},
     procs::{Signals, Supervisor},
+    receiver::{self, Receiver},
     say,
     services::{self, Endpoints, RabbitApi},
     workspace_root,
@@ -93,6 +95,8 @@ struct Plan {
     drain_deadline: Duration,
     /// Members of the push broadcast's topic (two devices each).
     broadcast_members: u64,
+    /// Notifications of the webhooks phase.
+    webhook_notifications: u64,
 }
 
 impl Plan {
@@ -115,6 +119,7 @@ impl Plan {
                 relay_backlog: 2_000,
                 drain_deadline: Duration::from_secs(60),
                 broadcast_members: 1_000,
+                webhook_notifications: 2_000,
             }
         } else {
             Plan {
@@ -132,14 +137,11 @@ impl Plan {
                 relay_backlog: 20_000,
                 drain_deadline: Duration::from_secs(900),
                 broadcast_members: 10_000,
+                webhook_notifications: 100_000,
             }
         }
     }
 }
-
-/// The key that seals the bench tenant's integration secrets (32 bytes, base64; the run's
-/// database is dropped at the next run).
-const BENCH_SECRETS_KEY: &str = "YmVuY2gtb25seS1zZWFsaW5nLWtleS0zMi1ieXRlcyE=";
 
 /// The push broadcast's topic.
 const BROADCAST_TOPIC: &str = "bench-push-broadcast";
@@ -269,11 +271,9 @@ pub async fn run(options: Options, args: &[String]) -> anyhow::Result<ExitCode> 
             Watched { name: "load generator (xtask)".into(), who: Who::Pid(std::process::id()) },
             Watched { name: "FCM stand-in (xtask thread)".into(), who: Who::Thread(fcm.tid) },
         ];
-        // Tenants' FCM clients go to the stand-in (the operator's stand-in rule), and the
-        // tenant's integration secrets are sealed with a key of the run's.
+        // Tenants' FCM clients go to the stand-in (the operator's stand-in rule).
         let main_stack = stack.with_env(vec![
             ("NOTIFY_INTEGRATIONS__BASE_URLS__FCM", fcm.base_url.clone()),
-            ("NOTIFY_SECRETS__KEYS__BENCH", BENCH_SECRETS_KEY.into()),
             ("NO_PROXY", "127.0.0.1,localhost".into()),
         ]);
         on_stack(&main_stack, &tenant, &plan, &mut signals, xtask, async |bench: &Bench| {
@@ -337,7 +337,7 @@ async fn hand_over(root: &std::path::Path, options: &Options, args: &[String]) -
     })
 }
 
-/// Starts the eight binaries, runs `phases` on them (failing if a signal comes or one of
+/// Starts the binaries, runs `phases` on them (failing if a signal comes or one of
 /// them exits meanwhile), then stops them. The sampler watches the binaries, PostgreSQL,
 /// RabbitMQ and `xtask` (this process, or its threads). Returns what the phases measured,
 /// and whether every binary stopped cleanly.
@@ -482,7 +482,30 @@ struct Phases {
     peak: BTreeMap<String, resources::Memory>,
     history: Vec<HistoryPoint>,
     sandbox_bytes: u64,
+    webhooks: Webhooks,
     broadcast: Broadcast,
+}
+
+/// The webhooks phase: a burst whose every sent delivery's `delivery.sent` event goes to
+/// one endpoint.
+struct Webhooks {
+    notifications: u64,
+    /// Verified `delivery.sent` events of the phase's deliveries at the receiver.
+    events: u64,
+    /// Requests whose signature did not verify.
+    unverified: u64,
+    /// From the first request of the burst to the last event received.
+    wall_secs: f64,
+    /// From the event's write (its `timestamp`) to its arrival, ms.
+    p50_ms: f64,
+    p99_ms: f64,
+    cpu: BTreeMap<String, f64>,
+}
+
+impl Webhooks {
+    fn rate(&self) -> f64 {
+        self.events as f64 / self.wall_secs.max(1e-9)
+    }
 }
 
 /// The push broadcast through the FCM stand-in.
@@ -654,6 +677,7 @@ impl Bench {
             });
         }
 
+        let webhooks = self.webhooks(&client, &target, &mut counter, &mut expected).await?;
         let broadcast = self.push_broadcast(&client, fcm).await?;
 
         let peak = self.sampler.memory();
@@ -675,8 +699,101 @@ impl Bench {
             peak,
             history,
             sandbox_bytes,
+            webhooks,
             broadcast,
         })
+    }
+
+    /// The tenant's webhook endpoint for `delivery.sent` at a receiver on this process,
+    /// then a burst of notifications in batches across the channels: every sent delivery's
+    /// event must reach the receiver, signed. The endpoint is deleted after, so the
+    /// broadcast that follows sends no events.
+    async fn webhooks(
+        &self,
+        client: &reqwest::Client,
+        target: &Target,
+        counter: &mut SandboxCounter,
+        expected: &mut u64,
+    ) -> anyhow::Result<Webhooks> {
+        const KIND: &str = "bench.webhooks";
+        let p = &self.plan;
+        say!(
+            "webhooks: {} notifications in batches, each sent delivery's delivery.sent to one endpoint",
+            num(p.webhook_notifications as f64)
+        );
+        let receiver = Receiver::start(false).await?;
+        let api = &self.stack.api;
+        let secret = dev::webhook_endpoint(client, api, &self.api_key, &receiver.url, &["delivery.sent"]).await?;
+        receiver.set_secret(secret);
+        let cpu0 = self.sampler.cpu();
+        let started = Instant::now();
+        let intake = load::closed_loop(
+            target,
+            KIND,
+            p.batch_concurrency,
+            Body::Batch(p.batch_size),
+            Stop::Requests(p.webhook_notifications.div_ceil(p.batch_size)),
+            None,
+        )
+        .await?;
+        *expected += intake.accepted;
+        self.drain(|| counter.lines(), *expected, "the webhooks burst").await?;
+        let sent = self.delivered(KIND).await?.sent as u64;
+        let ours = |r: &&receiver::Received| r.body["data"]["notification_type"] == KIND;
+        let mut said = Instant::now();
+        let received = loop {
+            let received = receiver.received();
+            let events = received.iter().filter(ours).filter(|r| r.verified).count() as u64;
+            if events >= sent {
+                break received;
+            }
+            if started.elapsed() > p.drain_deadline {
+                bail!("webhooks: {events} of {sent} events at the receiver after {}s", p.drain_deadline.as_secs());
+            }
+            if said.elapsed() > Duration::from_secs(5) {
+                say!("  waiting for events: {} of {}", num(events as f64), num(sent as f64));
+                said = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let wall_secs = started.elapsed().as_secs_f64();
+        let cpu: BTreeMap<String, f64> =
+            self.sampler.cpu().since(&cpu0).into_iter().map(|(k, v)| (k, v / wall_secs)).collect();
+        let mut latency = load::histogram();
+        let rfc3339 = &time::format_description::well_known::Rfc3339;
+        for r in received.iter().filter(ours) {
+            if let Some(written) =
+                r.body["timestamp"].as_str().and_then(|t| time::OffsetDateTime::parse(t, rfc3339).ok())
+            {
+                let us = (r.received_at - written).whole_microseconds().clamp(1, 600_000_000_000);
+                latency.saturating_record(u64::try_from(us).unwrap_or(1));
+            }
+        }
+        let phase = Webhooks {
+            notifications: intake.accepted,
+            events: received.iter().filter(ours).filter(|r| r.verified).count() as u64,
+            unverified: received.iter().filter(|r| !r.verified).count() as u64,
+            wall_secs,
+            p50_ms: latency.value_at_quantile(0.5) as f64 / 1000.0,
+            p99_ms: latency.value_at_quantile(0.99) as f64 / 1000.0,
+            cpu,
+        };
+        say!(
+            "  {} events/s ({} events, {} more: duplicates or unverified); event written to received p50 {} ms, p99 {} ms",
+            num(phase.rate()),
+            num(phase.events as f64),
+            received.iter().filter(ours).count() as u64 - phase.events,
+            num(phase.p50_ms),
+            num(phase.p99_ms)
+        );
+        say!("  CPU during the phase, % of one core: {}", cpu_line(&phase.cpu));
+        let list = client.get(format!("{api}/v1/webhooks")).bearer_auth(&self.api_key).send().await?;
+        let endpoints: serde_json::Value = list.json().await?;
+        for endpoint in endpoints.as_array().into_iter().flatten() {
+            let id = endpoint["id"].as_str().unwrap_or_default();
+            client.delete(format!("{api}/v1/webhooks/{id}")).bearer_auth(&self.api_key).send().await?;
+        }
+        Ok(phase)
     }
 
     /// A tenant's broadcast to a topic whose members have two FCM devices each, through its
@@ -1164,6 +1281,25 @@ fn main_rows(m: &Phases, c: &Ceilings, cores: usize) -> Vec<Row> {
     ));
     rows.push(Row::new("push broadcast", "CPU during the broadcast, % of one core", cpu_line(&b.cpu)));
 
+    let w = &m.webhooks;
+    rows.push(
+        Row::new(
+            "webhooks",
+            format!(
+                "{} notifications in batches across the channels, each sent delivery's `delivery.sent` event to one endpoint (a receiver in the bench that checks every signature): events/s",
+                num(w.notifications as f64)
+            ),
+            format!("{}/s", num(w.rate())),
+        )
+        .against(w.rate(), [c.get("amqp_publish_confirmed_pipelined")]),
+    );
+    rows.push(Row::new(
+        "webhooks",
+        "event written to received p50 / p99; events; requests that did not verify",
+        format!("{} / {} ms; {}; {}", num(w.p50_ms), num(w.p99_ms), num(w.events as f64), w.unverified),
+    ));
+    rows.push(Row::new("webhooks", "CPU during the phase, % of one core", cpu_line(&w.cpu)));
+
     let per_k = (m.e2e_intake.accepted as f64 / 1000.0).max(1e-9);
     for name in m.peak.keys().chain(m.e2e_cpu.keys().filter(|k| !m.peak.contains_key(*k))) {
         let idle = m.idle.get(name).map_or(f64::NAN, |x| x.rss_mib);
@@ -1252,6 +1388,10 @@ fn main_json(m: &Phases) -> serde_json::Value {
                 "delivered_per_s": d.rate(), "sent": d.sent, "accept_to_sent_p50_ms": d.p50_ms, "accept_to_sent_p99_ms": d.p99_ms,
             })).collect::<Vec<_>>(),
         },
+        "webhooks": {"notifications": m.webhooks.notifications, "events": m.webhooks.events, "unverified": m.webhooks.unverified,
+                     "events_per_s": m.webhooks.rate(), "wall_s": m.webhooks.wall_secs,
+                     "written_to_received_p50_ms": m.webhooks.p50_ms, "written_to_received_p99_ms": m.webhooks.p99_ms,
+                     "cpu_cores": m.webhooks.cpu},
         "push_broadcast": {"members": m.broadcast.members, "sent": m.broadcast.delivered.sent, "not_sent": m.broadcast.delivered.not_sent,
                            "delivered_per_s": m.broadcast.delivered.rate(), "accept_ms": m.broadcast.accept_ms,
                            "accept_to_sent_p50_ms": m.broadcast.delivered.p50_ms, "accept_to_sent_p99_ms": m.broadcast.delivered.p99_ms,

@@ -28,6 +28,10 @@ pub const VHOST: &str = "notify-bench";
 pub const API_LISTEN: &str = "127.0.0.1:18180";
 pub const CHANNELS: [&str; 6] = ["email", "sms", "whatsapp", "novu", "chat", "push"];
 
+/// The key that seals the bench tenant's secrets (its integrations', its webhook
+/// endpoint's; 32 bytes, base64; the run's database is dropped at the next run).
+const BENCH_SECRETS_KEY: &str = "YmVuY2gtb25seS1zZWFsaW5nLWtleS0zMi1ieXRlcyE=";
+
 /// The settings the benchmark changes from the defaults (it reports them).
 #[derive(Clone, Debug)]
 pub struct Tuning {
@@ -112,6 +116,7 @@ impl Stack {
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
             .envs(dev::LOCAL_WEBHOOKS)
+            .env("NOTIFY_SECRETS__KEYS__BENCH", BENCH_SECRETS_KEY)
             .envs(self.tuning.env())
             .envs(self.env.iter().map(|(k, v)| (*k, v)));
         command
@@ -160,7 +165,7 @@ impl Stack {
         Ok(tenant)
     }
 
-    /// Starts the eight binaries, each logging to `target/bench/logs/<binary>.log` (appended:
+    /// Starts the binaries, each logging to `target/bench/logs/<binary>.log` (appended:
     /// a run starts the stack twice).
     pub fn start(&self, supervisor: &mut Supervisor) -> anyhow::Result<()> {
         for binary in BINARIES {
