@@ -186,15 +186,7 @@ async fn a_failing_endpoint_is_retried_on_the_schedule_after_its_retry_after_and
     let waited = time(&first["next_attempt_at"]) - time(&first["finished_at"]);
     assert!(waited >= time::Duration::milliseconds(990), "{waited}");
     assert!(time(&listed[1]["started_at"]) >= time(&first["next_attempt_at"]));
-    let (state, tries) = eventually("the message sent", || async {
-        let rows: Vec<(String, i32)> = sqlx::query_as("SELECT status, attempts FROM webhook_messages")
-            .fetch_all(app.env.store.pool())
-            .await
-            .unwrap();
-        rows.into_iter().next().filter(|(s, _)| s == "sent")
-    })
-    .await;
-    assert_eq!((state.as_str(), tries), ("sent", 3));
+    assert_eq!(a_message(&app, "sent").await, 3);
 }
 
 #[tokio::test]
@@ -204,18 +196,32 @@ async fn a_message_out_of_attempts_fails_and_the_endpoint_stays_enabled() {
     let (id, _) = endpoint(&app, json!({"url": receiver.url()})).await;
     test_event(&app, &id).await;
     receiver.wait_for(2).await;
-    eventually("the message failed", || async {
-        let rows: Vec<(String,)> = sqlx::query_as("SELECT status FROM webhook_messages WHERE status = 'failed'")
-            .fetch_all(app.env.store.pool())
-            .await
-            .unwrap();
-        (!rows.is_empty()).then_some(())
-    })
-    .await;
+    assert_eq!(a_message(&app, "failed").await, 2);
     let (_, shown) = app.call("GET", &format!("/v1/webhooks/{id}"), None).await;
     assert_eq!((shown["enabled"].as_bool(), shown["failing_since"].is_string()), (Some(true), true), "{shown}");
     assert_eq!(attempts(&app, &id).await[0]["next_attempt_at"], Value::Null);
     assert_eq!(receiver.requests().len(), 2, "two attempts in all");
+}
+
+/// The endpoint once it is disabled.
+async fn disabled(app: &TestApp, id: &str) -> Value {
+    eventually("the endpoint disabled", || async {
+        let (_, shown) = app.call("GET", &format!("/v1/webhooks/{id}"), None).await;
+        (shown["enabled"] == false).then_some(shown)
+    })
+    .await
+}
+
+/// Waits until a webhook message has `status`; its attempts.
+async fn a_message(app: &TestApp, status: &str) -> i32 {
+    eventually(&format!("a {status} message"), || async {
+        sqlx::query_scalar("SELECT attempts FROM webhook_messages WHERE status = $1 LIMIT 1")
+            .bind(status)
+            .fetch_optional(app.env.store.pool())
+            .await
+            .unwrap()
+    })
+    .await
 }
 
 async fn audit_details(app: &TestApp) -> Vec<Value> {
@@ -235,11 +241,7 @@ async fn a_410_disables_the_endpoint_with_an_audit_event_and_its_events_are_kept
     let (id, _) = endpoint(&app, json!({"url": receiver.url(), "events": ["notification.accepted"]})).await;
     test_event(&app, &id).await;
     receiver.wait_for(1).await;
-    let shown = eventually("the endpoint disabled", || async {
-        let (_, shown) = app.call("GET", &format!("/v1/webhooks/{id}"), None).await;
-        (shown["enabled"] == false).then_some(shown)
-    })
-    .await;
+    let shown = disabled(&app, &id).await;
     assert_eq!(shown["disabled_reason"], "gone");
     assert_eq!(audit_details(&app).await, [json!({"endpoint_id": id, "reason": "gone", "status_code": 410})]);
     assert_eq!(attempts(&app, &id).await[0]["outcome"], "gone");
@@ -269,23 +271,12 @@ async fn an_endpoint_failing_for_longer_than_disable_after_is_disabled() {
         .unwrap();
     test_event(&app, &id).await;
     receiver.wait_for(1).await;
-    let shown = eventually("the endpoint disabled", || async {
-        let (_, shown) = app.call("GET", &format!("/v1/webhooks/{id}"), None).await;
-        (shown["enabled"] == false).then_some(shown)
-    })
-    .await;
+    let shown = disabled(&app, &id).await;
     assert_eq!(shown["disabled_reason"], "failing");
     let details = audit_details(&app).await;
     assert_eq!((details.len(), details[0]["reason"].as_str()), (1, Some("failing")), "{details:?}");
     // Its retry is cancelled when it comes: nothing more is sent.
-    eventually("the message cancelled", || async {
-        let rows: Vec<(String,)> = sqlx::query_as("SELECT status FROM webhook_messages WHERE status = 'cancelled'")
-            .fetch_all(app.env.store.pool())
-            .await
-            .unwrap();
-        (!rows.is_empty()).then_some(())
-    })
-    .await;
+    a_message(&app, "cancelled").await;
     assert_eq!(receiver.requests().len(), 1);
 
     // Enabled again, it ends the streak and takes events.

@@ -161,7 +161,8 @@ pub struct WebhookSettings {
     /// An endpoint whose every attempt failed for this long is disabled.
     #[serde(with = "humantime_serde")]
     pub disable_after: Duration,
-    /// Messages of one endpoint a worker sends at once; more wait in the outbox.
+    /// Messages of one endpoint a worker sends at once; as many again wait in the worker
+    /// for a slot, and more in the outbox.
     pub endpoint_concurrency: u32,
     /// Messages per second a worker sends to one endpoint; none: no limit.
     pub endpoint_rate: Option<f64>,
@@ -177,7 +178,7 @@ impl Default for WebhookSettings {
             retry_schedule: schedule.delays.into_iter().map(Into::into).collect(),
             retry_jitter: schedule.jitter,
             disable_after: Duration::from_secs(5 * 24 * 3600),
-            endpoint_concurrency: 8,
+            endpoint_concurrency: 16,
             endpoint_rate: None,
         }
     }

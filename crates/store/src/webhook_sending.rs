@@ -20,7 +20,7 @@ pub enum WebhookClaim {
     Stale,
     /// Its endpoint is disabled: the message was cancelled (its event stays for a replay).
     Disabled,
-    /// No such message (deleted with its endpoint, or aged out): the message is poison.
+    /// No such message: deleted with its endpoint, or with its event when it aged out.
     Unknown,
 }
 

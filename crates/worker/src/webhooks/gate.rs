@@ -1,18 +1,22 @@
 //! Per-endpoint caps (`webhooks.endpoint_concurrency`, `webhooks.endpoint_rate`): one slow
-//! or busy receiver must not take the worker's prefetch. A message over its endpoint's cap
-//! is not held here: it goes back to the outbox to come again after [`Refused`]'s delay,
-//! without counting an attempt. The caps are each worker replica's own.
+//! or busy receiver must not take the worker's prefetch. An endpoint has at most its
+//! concurrency of messages in flight in a worker, and as many again waiting for one of
+//! those to finish; a message past that, or over the endpoint's rate, is not held here:
+//! it goes back to the outbox to come again after [`Refused`]'s delay, without counting an
+//! attempt. The caps are each worker replica's own.
 
 use std::{
     collections::HashMap,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
-/// How long a message waits when its endpoint has as many in flight as it may: about the
-/// time a send takes, spread so deferred messages do not all come back at once.
+/// How long a message waits when its endpoint has as many in flight and waiting as it
+/// may: about the time a send takes, spread so deferred messages do not all come back at
+/// once.
 const BUSY_DELAY: Duration = Duration::from_millis(500);
 /// The shortest wait for a rate slot.
 const RATE_DELAY_MIN: Duration = Duration::from_millis(50);
@@ -27,7 +31,9 @@ pub(crate) struct Gates {
 }
 
 struct Gate {
-    in_flight: u32,
+    slots: Arc<Semaphore>,
+    /// Messages waiting for a slot.
+    waiting: u32,
     tokens: f64,
     refilled: Instant,
 }
@@ -36,10 +42,9 @@ struct Gate {
 #[derive(Debug, PartialEq)]
 pub(crate) struct Refused(pub Duration);
 
-/// A message's place among its endpoint's in flight, given back when dropped.
-pub(crate) struct Pass<'a> {
-    gates: &'a Gates,
-    endpoint: Uuid,
+/// A message's slot among its endpoint's in flight, given back when dropped.
+pub(crate) struct Pass {
+    _slot: OwnedSemaphorePermit,
 }
 
 impl Gates {
@@ -51,43 +56,52 @@ impl Gates {
         rate.max(1.0)
     }
 
-    pub(crate) fn enter(&self, endpoint: Uuid) -> Result<Pass<'_>, Refused> {
-        let mut open = self.open.lock().expect("no panic while the gates are locked");
-        let now = Instant::now();
-        if open.len() >= KEPT {
-            let rate = self.rate;
-            open.retain(|_, g| {
-                g.in_flight > 0
-                    || rate.is_some_and(|r| g.tokens + r * (now - g.refilled).as_secs_f64() < Self::burst(r))
+    /// A slot for a message to `endpoint`, at once or once one is free; refused when as
+    /// many messages as its concurrency wait already, or its rate is used up.
+    pub(crate) async fn enter(&self, endpoint: Uuid) -> Result<Pass, Refused> {
+        let slots = {
+            let mut open = self.open.lock().expect("no panic while the gates are locked");
+            let now = Instant::now();
+            if open.len() >= KEPT {
+                let (cap, rate) = (self.concurrency as usize, self.rate);
+                open.retain(|_, g| {
+                    let idle = g.waiting == 0 && g.slots.available_permits() == cap;
+                    let refilled =
+                        rate.is_none_or(|r| g.tokens + r * (now - g.refilled).as_secs_f64() >= Self::burst(r));
+                    !(idle && refilled)
+                });
+            }
+            let full = self.rate.map_or(0.0, Self::burst);
+            let cap = self.concurrency;
+            let gate = open.entry(endpoint).or_insert_with(|| Gate {
+                slots: Arc::new(Semaphore::new(cap as usize)),
+                waiting: 0,
+                tokens: full,
+                refilled: now,
             });
-        }
-        let full = self.rate.map_or(0.0, Self::burst);
-        let gate = open.entry(endpoint).or_insert(Gate { in_flight: 0, tokens: full, refilled: now });
-        if gate.in_flight >= self.concurrency {
-            return Err(Refused(BUSY_DELAY.mul_f64(0.5 + rand::random::<f64>())));
-        }
-        if let Some(rate) = self.rate {
-            gate.tokens = (gate.tokens + rate * (now - gate.refilled).as_secs_f64()).min(full);
-            gate.refilled = now;
-            if gate.tokens < 1.0 {
-                return Err(Refused(Duration::from_secs_f64((1.0 - gate.tokens) / rate).max(RATE_DELAY_MIN)));
+            if let Some(rate) = self.rate {
+                gate.tokens = (gate.tokens + rate * (now - gate.refilled).as_secs_f64()).min(full);
+                gate.refilled = now;
+                if gate.tokens < 1.0 {
+                    return Err(Refused(Duration::from_secs_f64((1.0 - gate.tokens) / rate).max(RATE_DELAY_MIN)));
+                }
             }
+            if let Ok(permit) = Arc::clone(&gate.slots).try_acquire_owned() {
+                gate.tokens -= 1.0;
+                return Ok(Pass { _slot: permit });
+            }
+            if gate.waiting >= cap {
+                return Err(Refused(BUSY_DELAY.mul_f64(0.5 + rand::random::<f64>())));
+            }
+            gate.waiting += 1;
             gate.tokens -= 1.0;
+            Arc::clone(&gate.slots)
+        };
+        let permit = slots.acquire_owned().await.expect("a gate's semaphore is never closed");
+        if let Some(gate) = self.open.lock().expect("no panic while the gates are locked").get_mut(&endpoint) {
+            gate.waiting -= 1;
         }
-        gate.in_flight += 1;
-        Ok(Pass { gates: self, endpoint })
-    }
-}
-
-impl Drop for Pass<'_> {
-    fn drop(&mut self) {
-        let mut open = self.gates.open.lock().expect("no panic while the gates are locked");
-        if let Some(gate) = open.get_mut(&self.endpoint) {
-            gate.in_flight -= 1;
-            if gate.in_flight == 0 && self.gates.rate.is_none() {
-                open.remove(&self.endpoint);
-            }
-        }
+        Ok(Pass { _slot: permit })
     }
 }
 
@@ -95,27 +109,32 @@ impl Drop for Pass<'_> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn an_endpoint_at_its_concurrency_is_refused_until_one_finishes_and_others_are_not() {
+    #[tokio::test]
+    async fn an_endpoint_at_its_concurrency_queues_as_many_again_then_refuses_and_others_are_not() {
         let gates = Gates::new(2, None);
         let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
-        let first = gates.enter(a).unwrap();
-        let _second = gates.enter(a).unwrap();
-        let Err(Refused(wait)) = gates.enter(a) else { panic!("a third of a is over the cap") };
+        let first = gates.enter(a).await.unwrap();
+        let _second = gates.enter(a).await.unwrap();
+        let (waiting_1, waiting_2) = (gates.enter(a), gates.enter(a));
+        let mut waiting = Box::pin(async { tokio::join!(waiting_1, waiting_2) });
+        assert!(futures_util::poll!(&mut waiting).is_pending(), "two wait for a slot");
+        let Err(Refused(wait)) = gates.enter(a).await else { panic!("a fifth of a is over the cap") };
         assert!(wait >= BUSY_DELAY / 2 && wait <= BUSY_DELAY * 3 / 2, "{wait:?}");
-        let _other = gates.enter(b).expect("b has its own cap");
+        let _other = gates.enter(b).await.expect("b has its own cap");
         drop(first);
-        let _third = gates.enter(a).expect("a has room again");
+        drop(_second);
+        let (third, fourth) = waiting.await;
+        assert!(third.is_ok() && fourth.is_ok(), "the waiting ones took the freed slots");
     }
 
-    #[test]
-    fn an_endpoint_over_its_rate_waits_for_the_next_slot() {
+    #[tokio::test]
+    async fn an_endpoint_over_its_rate_waits_for_the_next_slot() {
         let gates = Gates::new(100, Some(2.0));
         let a = Uuid::now_v7();
         // A burst of one second's worth, then one slot every half second.
-        drop(gates.enter(a).unwrap());
-        drop(gates.enter(a).unwrap());
-        let Err(Refused(wait)) = gates.enter(a) else { panic!("the burst is used up") };
+        drop(gates.enter(a).await.unwrap());
+        drop(gates.enter(a).await.unwrap());
+        let Err(Refused(wait)) = gates.enter(a).await else { panic!("the burst is used up") };
         assert!(wait > Duration::from_millis(400) && wait <= Duration::from_millis(500), "{wait:?}");
     }
 }

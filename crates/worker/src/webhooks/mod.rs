@@ -62,8 +62,12 @@ impl Default for WebhookWorkerConfig {
         Self {
             database_url: None,
             amqp_url: None,
-            database_max_connections: 8,
-            worker: WorkerSettings::default(),
+            // A claim and a record are one statement each, on no held slot: a few
+            // connections carry thousands a second.
+            database_max_connections: 4,
+            // Sends wait on the receivers, not on this machine: more at once than a
+            // channel's, so an endpoint's cap (and as many waiting) takes a share only.
+            worker: WorkerSettings { prefetch: 128, ..WorkerSettings::default() },
             broker: Topology::default(),
             secrets: Default::default(),
             webhooks: WebhookSettings::default(),
@@ -205,14 +209,13 @@ impl Sender {
         let lease = Lease::new(self.lease);
         let post = match with_retries(shutdown, || self.store.claim_webhook_message(msg, lease)).await {
             Retried::Done(WebhookClaim::Claimed(post)) => post,
-            Retried::Done(claim @ (WebhookClaim::Stale | WebhookClaim::Disabled)) => {
-                tracing::info!(?claim, "dropping a stale message, or one of a disabled endpoint");
+            // Unlike a delivery, a webhook message may be deleted while its broker message
+            // waits: with its endpoint, or with its event when it ages out. Nothing is left
+            // to send.
+            Retried::Done(claim @ (WebhookClaim::Stale | WebhookClaim::Disabled | WebhookClaim::Unknown)) => {
+                tracing::info!(?claim, "dropping a stale message, one of a disabled endpoint, or a deleted one");
                 METRICS.dropped.get_or_create(&ChannelLabel { channel: LABEL }).inc();
                 return settle(incoming.ack().await);
-            }
-            Retried::Done(WebhookClaim::Unknown) => {
-                tracing::warn!("no such webhook message: dead-lettering it");
-                return consume::dead_letter(LABEL, incoming).await;
             }
             // Left unsettled: the broker redelivers it once this consumer's channel closes.
             Retried::Cancelled => return,
@@ -221,7 +224,7 @@ impl Sender {
                 return consume::dead_letter(LABEL, incoming).await;
             }
         };
-        let _pass = match self.gates.enter(post.endpoint_id) {
+        let _pass = match self.gates.enter(post.endpoint_id).await {
             Ok(pass) => pass,
             Err(Refused(wait)) => return self.defer(msg, lease, wait, incoming).await,
         };
