@@ -313,10 +313,10 @@ async fn relay(
     }
 }
 
-/// Queues stranded deliveries again (their outbox rows are published on the next turn),
-/// a batch at a time until none is left. A delivery that waits is recovered only once its
-/// channel's queue has held no ready message for `stranded_after` (`store::recovery`, the
-/// recovery rule): a copy a worker took before the queue drained is claimed within a
+/// Queues stranded webhook messages, then stranded deliveries, again (their outbox rows
+/// are published on the next turn), a batch at a time until none is left. One that waits
+/// is recovered only once its queue has held no ready message for `stranded_after`
+/// (`store::recovery`, the recovery rule): a copy a worker took before the queue drained is claimed within a
 /// lease, which is shorter. `drained_since`, kept across sweeps, is when each queue was
 /// first seen empty in a row of sweeps that found it so. A queue that refuses messages
 /// (parked) is never drained: a quorum queue without a leader reports no ready message
