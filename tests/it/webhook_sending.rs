@@ -402,3 +402,45 @@ async fn a_message_lost_from_the_queue_or_with_its_worker_is_recovered_by_the_sw
     sent.sort();
     assert_eq!(ids, sent);
 }
+
+#[tokio::test]
+async fn a_receiver_that_hangs_does_not_delay_another_endpoints_events() {
+    let (app, _services) = platform(|c| {
+        c.webhooks.timeout = Duration::from_secs(30);
+        c.webhooks.endpoint_concurrency = 2;
+        c.worker.lease = Duration::from_secs(60);
+    })
+    .await;
+    let hanging = Receiver::answering(vec![ResponseTemplate::new(200).set_delay(Duration::from_secs(60))]).await;
+    let fast = Receiver::answering(vec![ResponseTemplate::new(200)]).await;
+    let (slow_id, _) = endpoint(&app, json!({"url": hanging.url()})).await;
+    let (fast_id, _) = endpoint(&app, json!({"url": fast.url()})).await;
+    // More of the hanging endpoint's messages than the worker's prefetch (16), first.
+    for _ in 0..20 {
+        test_event(&app, &slow_id).await;
+    }
+    for _ in 0..10 {
+        test_event(&app, &fast_id).await;
+    }
+    fast.wait_for(10).await;
+    // Every one of them while the hanging endpoint had not answered once.
+    assert!(attempts(&app, &slow_id).await.is_empty());
+    assert!(hanging.requests().len() <= 2, "at most its concurrency at once: {}", hanging.requests().len());
+}
+
+#[tokio::test]
+async fn after_a_rotation_each_request_verifies_with_the_old_secret_and_the_new() {
+    let (app, _services) = platform(|_| {}).await;
+    let receiver = Receiver::answering(vec![ResponseTemplate::new(200)]).await;
+    let (id, old) = endpoint(&app, json!({"url": receiver.url()})).await;
+    let (status, rotated) = app.call("POST", &format!("/v1/webhooks/{id}/rotate-secret"), None).await;
+    assert_eq!(status, 200, "{rotated}");
+    let new = rotated["secret"].as_str().unwrap();
+    assert_ne!(new, old);
+    test_event(&app, &id).await;
+    let request = receiver.wait_for(1).await.remove(0);
+    verify(&old, &request);
+    verify(new, &request);
+    let signatures = request.headers["webhook-signature"].to_str().unwrap();
+    assert_eq!(signatures.split(' ').count(), 2, "{signatures}");
+}

@@ -32,7 +32,7 @@ mod stack;
 mod threads;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     path::PathBuf,
     process::ExitCode,
     time::{Duration, Instant},
@@ -499,6 +499,9 @@ struct Webhooks {
     /// From the event's write (its `timestamp`) to its arrival, ms.
     p50_ms: f64,
     p99_ms: f64,
+    /// From the notification's acceptance to its event's arrival, ms.
+    accept_p50_ms: f64,
+    accept_p99_ms: f64,
     cpu: BTreeMap<String, f64>,
 }
 
@@ -759,14 +762,30 @@ impl Bench {
         let wall_secs = started.elapsed().as_secs_f64();
         let cpu: BTreeMap<String, f64> =
             self.sampler.cpu().since(&cpu0).into_iter().map(|(k, v)| (k, v / wall_secs)).collect();
-        let mut latency = load::histogram();
+        let (mut latency, mut from_accept) = (load::histogram(), load::histogram());
+        let micros = |d: time::Duration| u64::try_from(d.whole_microseconds().clamp(1, 600_000_000_000)).unwrap_or(1);
         let rfc3339 = &time::format_description::well_known::Rfc3339;
+        let ids: Vec<String> = received
+            .iter()
+            .filter(ours)
+            .filter_map(|r| r.body["data"]["notification_id"].as_str().map(str::to_owned))
+            .collect();
+        let accepted: HashMap<String, time::OffsetDateTime> =
+            sqlx::query_as("SELECT id::text, created_at FROM notifications WHERE id = ANY($1::uuid[])")
+                .bind(&ids)
+                .fetch_all(&mut self.db().await?)
+                .await
+                .context("reading the webhooks phase's acceptance times")?
+                .into_iter()
+                .collect();
         for r in received.iter().filter(ours) {
             if let Some(written) =
                 r.body["timestamp"].as_str().and_then(|t| time::OffsetDateTime::parse(t, rfc3339).ok())
             {
-                let us = (r.received_at - written).whole_microseconds().clamp(1, 600_000_000_000);
-                latency.saturating_record(u64::try_from(us).unwrap_or(1));
+                latency.saturating_record(micros(r.received_at - written));
+            }
+            if let Some(at) = r.body["data"]["notification_id"].as_str().and_then(|id| accepted.get(id)) {
+                from_accept.saturating_record(micros(r.received_at - *at));
             }
         }
         let phase = Webhooks {
@@ -776,13 +795,17 @@ impl Bench {
             wall_secs,
             p50_ms: latency.value_at_quantile(0.5) as f64 / 1000.0,
             p99_ms: latency.value_at_quantile(0.99) as f64 / 1000.0,
+            accept_p50_ms: from_accept.value_at_quantile(0.5) as f64 / 1000.0,
+            accept_p99_ms: from_accept.value_at_quantile(0.99) as f64 / 1000.0,
             cpu,
         };
         say!(
-            "  {} events/s ({} events, {} more: duplicates or unverified); event written to received p50 {} ms, p99 {} ms",
+            "  {} events/s ({} events, {} more: duplicates or unverified); accept to event received p50 {} ms, p99 {} ms; event written to received p50 {} ms, p99 {} ms",
             num(phase.rate()),
             num(phase.events as f64),
             received.iter().filter(ours).count() as u64 - phase.events,
+            num(phase.accept_p50_ms),
+            num(phase.accept_p99_ms),
             num(phase.p50_ms),
             num(phase.p99_ms)
         );
@@ -1295,8 +1318,16 @@ fn main_rows(m: &Phases, c: &Ceilings, cores: usize) -> Vec<Row> {
     );
     rows.push(Row::new(
         "webhooks",
-        "event written to received p50 / p99; events; requests that did not verify",
-        format!("{} / {} ms; {}; {}", num(w.p50_ms), num(w.p99_ms), num(w.events as f64), w.unverified),
+        "accept to event received p50 / p99; event written to received p50 / p99; events; requests that did not verify",
+        format!(
+            "{} / {} ms; {} / {} ms; {}; {}",
+            num(w.accept_p50_ms),
+            num(w.accept_p99_ms),
+            num(w.p50_ms),
+            num(w.p99_ms),
+            num(w.events as f64),
+            w.unverified
+        ),
     ));
     rows.push(Row::new("webhooks", "CPU during the phase, % of one core", cpu_line(&w.cpu)));
 
@@ -1391,6 +1422,7 @@ fn main_json(m: &Phases) -> serde_json::Value {
         "webhooks": {"notifications": m.webhooks.notifications, "events": m.webhooks.events, "unverified": m.webhooks.unverified,
                      "events_per_s": m.webhooks.rate(), "wall_s": m.webhooks.wall_secs,
                      "written_to_received_p50_ms": m.webhooks.p50_ms, "written_to_received_p99_ms": m.webhooks.p99_ms,
+                     "accept_to_received_p50_ms": m.webhooks.accept_p50_ms, "accept_to_received_p99_ms": m.webhooks.accept_p99_ms,
                      "cpu_cores": m.webhooks.cpu},
         "push_broadcast": {"members": m.broadcast.members, "sent": m.broadcast.delivered.sent, "not_sent": m.broadcast.delivered.not_sent,
                            "delivered_per_s": m.broadcast.delivered.rate(), "accept_ms": m.broadcast.accept_ms,
