@@ -8,7 +8,7 @@ use opentelemetry_sdk::{
 };
 use tracing_subscriber::prelude::*;
 
-use crate::harness::{TestApp, email};
+use crate::harness::{TestApp, email, eventually};
 
 fn attribute(span: &SpanData, key: &str) -> Option<String> {
     span.attributes.iter().find(|kv| kv.key.as_str() == key).map(|kv| kv.value.to_string())
@@ -29,9 +29,17 @@ async fn one_trace_runs_from_the_request_to_the_provider_call() {
     let (app, _services) = TestApp::spawn().await;
     let id = app.accept(&email("a@example.com")).await;
     app.wait_for_status(id, "sent").await;
-    provider.force_flush().unwrap();
-
-    let spans = exporter.get_finished_spans().unwrap();
+    // The worker's `delivery` span ends after the outcome is recorded (with the ack):
+    // the notification can read `sent` a moment before it is exported.
+    let spans = eventually("the delivery span exported", || async {
+        provider.force_flush().unwrap();
+        let spans = exporter.get_finished_spans().unwrap();
+        let done = spans.iter().any(|s| {
+            s.name == "delivery" && attribute(s, "notification_id").as_deref() == Some(id.to_string().as_str())
+        });
+        done.then_some(spans)
+    })
+    .await;
     let ours = |name: &str, key: &str, value: &str| {
         spans
             .iter()

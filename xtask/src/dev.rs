@@ -95,6 +95,7 @@ pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
     run_step(command("notify-api", &["migrate"]), "notify-api migrate").await?;
     say!("declaring the RabbitMQ topology");
     run_step(command("outbox-relay", &["declare-topology"]), "outbox-relay declare-topology").await?;
+    forget_local_receivers().await?;
     say!("creating the demo tenant");
     let tenant = create_tenant(command("notify-api", &["admin", "create-tenant", "demo"])).await?;
 
@@ -395,6 +396,21 @@ async fn seed_directory(client: &reqwest::Client, api: &str, key: &str) -> anyho
     Ok(())
 }
 
+/// What the local receivers' endpoints are described as.
+const LOCAL_RECEIVER: &str = "a local receiver of cargo xtask";
+
+/// Deletes the endpoints earlier runs made for their receivers, which ended with them: a
+/// message of theirs still to be retried would fail against a closed port for a day.
+async fn forget_local_receivers() -> anyhow::Result<()> {
+    let mut conn = services::connect_postgres(DEV_DATABASE_URL).await?;
+    sqlx::query("DELETE FROM webhook_endpoints WHERE description = $1")
+        .bind(LOCAL_RECEIVER)
+        .execute(&mut conn)
+        .await
+        .context("deleting the endpoints of earlier runs' receivers")?;
+    Ok(())
+}
+
 /// A webhook endpoint of the tenant of `key`, taking `events`, at the local receiver
 /// `url`; returns its signing secret.
 pub async fn webhook_endpoint(
@@ -404,7 +420,7 @@ pub async fn webhook_endpoint(
     url: &str,
     events: &[&str],
 ) -> anyhow::Result<WebhookSecret> {
-    let body = serde_json::json!({"url": url, "events": events, "description": "a local receiver of cargo xtask"});
+    let body = serde_json::json!({"url": url, "events": events, "description": LOCAL_RECEIVER});
     let response = client.post(format!("{api}/v1/webhooks")).bearer_auth(key).json(&body).send().await;
     let response = response.context("POST /v1/webhooks")?;
     let status = response.status();

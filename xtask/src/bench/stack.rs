@@ -44,6 +44,10 @@ impl Tuning {
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("NOTIFY_WORKER__PREFETCH", self.worker_prefetch.to_string()),
+            // The webhooks phase's one endpoint may take the webhook-worker's whole
+            // prefetch: the phase measures the machinery, not the cap that protects a
+            // receiver.
+            ("NOTIFY_WEBHOOKS__ENDPOINT_CONCURRENCY", self.worker_prefetch.to_string()),
             ("NOTIFY_RELAY__BATCH_SIZE", self.relay_batch_size.to_string()),
             // The open loop keeps up to 4,096 requests in flight: the benchmark measures
             // how fast the stack goes, not the API's admission bound (512 by default).
