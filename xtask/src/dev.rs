@@ -491,6 +491,12 @@ phone and the inbox), each rendered from the type's template for it:
 
   curl -sS -X POST {api}/v1/notifications -H \"Authorization: Bearer {key}\" -H \"Content-Type: application/json\" -d '{every_channel}'
 
+Point a webhook at a receiver of your own (http on this machine is allowed here; the
+answer's \"secret\" verifies its signatures, docs/webhooks.md), then see its attempts:
+
+  curl -sS -X POST {api}/v1/webhooks -H \"Authorization: Bearer {key}\" -H \"Content-Type: application/json\" -d '{{\"url\":\"http://127.0.0.1:9999/hooks\",\"events\":[\"delivery.sent\",\"delivery.failed\"]}}'
+  curl -sS {api}/v1/webhooks/<id>/attempts -H \"Authorization: Bearer {key}\"
+
 Read it back: replace <id> with the \"id\" of an answer above:
 
   curl -sS {api}/v1/notifications/<id> -H \"Authorization: Bearer {key}\"

@@ -1135,7 +1135,7 @@ fn context_report(
         (
             "Configuration".into(),
             format!(
-                "release binaries; `NOTIFY_WORKER__PREFETCH={}` (default 32; 128 for the webhook-worker) and `NOTIFY_WEBHOOKS__ENDPOINT_CONCURRENCY` the same (default 16), `NOTIFY_RELAY__BATCH_SIZE={}` (default 500), `RUST_LOG={}`; other settings default; peer shape: the novu provider at a Novu stand-in on a thread of the bench's process (`NOTIFY_NOVU__PROVIDERS=[\"novu\"]`, `NOTIFY_NOVU__NOVU__BASE_URL`); other phases: sandbox provider on every channel, files under target/bench/sandbox ({})",
+                "release binaries; `NOTIFY_WORKER__PREFETCH={}` (default 32; 128 for the webhook-worker) and `NOTIFY_WEBHOOKS__ENDPOINT_CONCURRENCY` the same (default 16), the webhook-worker's `NOTIFY_DATABASE_MAX_CONNECTIONS=2` (default 4: with every pool full PostgreSQL's 100 connections run out), `NOTIFY_RELAY__BATCH_SIZE={}` (default 500), `RUST_LOG={}`; other settings default; peer shape: the novu provider at a Novu stand-in on a thread of the bench's process (`NOTIFY_NOVU__PROVIDERS=[\"novu\"]`, `NOTIFY_NOVU__NOVU__BASE_URL`); other phases: sandbox provider on every channel, files under target/bench/sandbox ({})",
                 tuning.worker_prefetch,
                 tuning.relay_batch_size,
                 tuning.rust_log,

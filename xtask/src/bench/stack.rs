@@ -183,6 +183,11 @@ impl Stack {
             if binary == "novu-worker" {
                 command.envs(self.novu_env.iter().map(|(k, v)| (*k, v)));
             }
+            // Every pool at its size, and the bench's own connection, would pass
+            // PostgreSQL's 100 during the webhooks phase: the webhook-worker takes 2.
+            if binary == "webhook-worker" {
+                command.env("NOTIFY_DATABASE_MAX_CONNECTIONS", "2");
+            }
             command.stdout(log.try_clone()?).stderr(log);
             supervisor.spawn(binary, command)?;
         }
