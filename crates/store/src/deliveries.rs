@@ -188,8 +188,7 @@ fn claim_group<'a>(
     messages: &'a [(DeliveryMessage, Lease)],
 ) -> BoxFuture<'a, Result<Vec<Result<Claim>>>> {
     Box::pin(async move {
-        let lease_ms: Vec<i64> =
-            messages.iter().map(|(_, l)| i64::try_from(l.duration.as_millis()).unwrap_or(i64::MAX)).collect();
+        let lease_ms: Vec<i64> = messages.iter().map(|(_, l)| crate::millis(l.duration)).collect();
         // The claim does not wait for its commit to reach the disk (the slot's connection
         // is from the relaxed pool): the outcome record that follows it waits for the log
         // up to and past it. If the database loses the claim in a crash, the outcome
@@ -317,7 +316,7 @@ fn record_group<'a>(conn: &'a mut PgConnection, outcomes: &'a [Outcome]) -> BoxF
                     ("sent", "sent", Some(provider_message_id.as_str()), response_excerpt.as_deref(), None, None)
                 }
                 AttemptResult::Retry { failure, after } => {
-                    let ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+                    let ms = crate::millis(*after);
                     ("retrying", failure.kind.as_str(), None, None, Some(failure), Some(ms))
                 }
                 AttemptResult::Failed { failure } => ("failed", failure.kind.as_str(), None, None, Some(failure), None),

@@ -257,6 +257,11 @@ fn pool_options(max_connections: u32) -> PgPoolOptions {
         })
 }
 
+/// A duration as the whole milliseconds SQL takes (`$1 * interval '1 millisecond'`).
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 fn corrupt(what: impl Into<String>) -> StoreError {
     StoreError::Corrupt(what.into())
 }

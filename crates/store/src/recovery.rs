@@ -13,7 +13,7 @@ use std::time::Duration;
 use domain::{Channel, Priority};
 use uuid::Uuid;
 
-use crate::{ERASED, Result, Store, corrupt, deliveries::refresh_notification_statuses};
+use crate::{ERASED, Result, Store, corrupt, deliveries::refresh_notification_statuses, millis};
 
 /// The recovery rule: a delivery is stranded when it is not final, has no outbox row, and
 /// either
@@ -246,8 +246,4 @@ async fn settle(
     settled_notifications.dedup();
     refresh_notification_statuses(tx, &settled_notifications).await?;
     Ok(recovered)
-}
-
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }

@@ -9,7 +9,7 @@ use domain::WebhookMessage;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::{Lease, Result, Store, corrupt};
+use crate::{Lease, Result, Store, corrupt, millis};
 
 /// What the webhook-worker may do with a message.
 #[derive(Debug)]
@@ -110,10 +110,6 @@ pub struct WebhookAttempt {
     pub next_attempt_at: Option<OffsetDateTime>,
     pub started_at: OffsetDateTime,
     pub finished_at: OffsetDateTime,
-}
-
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 type ClaimRow = (

@@ -196,7 +196,7 @@ impl Store {
         sealed: &str,
         overlap: std::time::Duration,
     ) -> Result<Option<WebhookEndpoint>> {
-        let overlap_ms = i64::try_from(overlap.as_millis()).unwrap_or(i64::MAX);
+        let overlap_ms = crate::millis(overlap);
         Ok(sqlx::query_as(&format!(
             "UPDATE webhook_endpoints SET previous_secret = secret, secret = $3,
                  previous_until = now() + $4 * interval '1 millisecond', updated_at = now()

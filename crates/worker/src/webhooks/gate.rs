@@ -86,15 +86,18 @@ impl Gates {
                     return Err(Refused(Duration::from_secs_f64((1.0 - gate.tokens) / rate).max(RATE_DELAY_MIN)));
                 }
             }
-            if let Ok(permit) = Arc::clone(&gate.slots).try_acquire_owned() {
-                gate.tokens -= 1.0;
-                return Ok(Pass { _slot: permit });
-            }
-            if gate.waiting >= cap {
+            let slot = Arc::clone(&gate.slots).try_acquire_owned().ok();
+            if slot.is_none() && gate.waiting >= cap {
                 return Err(Refused(BUSY_DELAY.mul_f64(0.5 + rand::random::<f64>())));
             }
+            // Let through, at once or after a wait: it takes its rate token now.
+            if self.rate.is_some() {
+                gate.tokens -= 1.0;
+            }
+            if let Some(permit) = slot {
+                return Ok(Pass { _slot: permit });
+            }
             gate.waiting += 1;
-            gate.tokens -= 1.0;
             Arc::clone(&gate.slots)
         };
         let permit = slots.acquire_owned().await.expect("a gate's semaphore is never closed");
