@@ -62,3 +62,44 @@ async fn what_the_api_cannot_publish_a_relay_publishes_once_it_falls_due() {
     assert!(started - accepted_at >= grace, "sent {} after the accept, before its row fell due", started - accepted_at);
     assert_eq!(app.sends_of(Channel::Email, n["deliveries"][0]["id"].as_str().unwrap()), 1);
 }
+
+#[tokio::test]
+async fn a_notification_larger_than_the_hand_off_takes_leaves_the_rest_to_the_relays_at_once() {
+    // The hand-off publishes at most `max_ready` deliveries of a notification; a broadcast's
+    // others are written due now, so the relays send them without waiting out the grace.
+    let app = TestApp::api_with_broker(|c| c.hand_off.max_ready = 3).await;
+    let (conn, _) = app.amqp().await;
+    let _ = conn.close(200, "declared".into()).await;
+    let to: Vec<_> = (0..5).map(|i| json!({"email": format!("user{i}@example.com")})).collect();
+    let mut body = email("unused@example.com");
+    body["to"] = to.into();
+    let accepted_at = time::OffsetDateTime::now_utc();
+    let id = app.accept(&body).await;
+
+    let (due_now, later): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE available_at <= now()), count(*) FILTER (WHERE available_at > now()) FROM outbox",
+    )
+    .fetch_one(app.env.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(due_now, 2, "the two beyond the hand-off's three are due at once");
+    assert!(later <= 3, "only the handed-off rows wait out the grace ({later})");
+
+    let _relay = app.start_relay(100).await;
+    let _worker = app.start_worker(Channel::Email, WorkerOptions::default()).await;
+    let n = app.wait_for_status(id, "sent").await;
+    let grace = HandOffSettings::default().grace;
+    for delivery in n["deliveries"].as_array().unwrap() {
+        let started = time::OffsetDateTime::parse(
+            delivery["attempts"][0]["started_at"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        assert!(
+            started - accepted_at < grace,
+            "sent {} after the accept: it waited out the grace",
+            started - accepted_at
+        );
+        assert_eq!(app.sends_of(Channel::Email, delivery["id"].as_str().unwrap()), 1);
+    }
+}

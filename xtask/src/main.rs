@@ -2,7 +2,7 @@
 //!
 //! - `cargo xtask dev [--port 8080] [--smoke]`: the whole platform on this machine.
 //! - `cargo xtask test [-- <cargo test args>]`: the test suite on real PostgreSQL and RabbitMQ.
-//! - `cargo xtask bench [--smoke] [--history 0,1000000] [--no-limits] [--only peer] [--peer-count N] [--bin-dir DIR]`:
+//! - `cargo xtask bench [--smoke] [--history 0,1000000] [--no-limits] [--only peer] [--peer-count N] [--broadcast-members N] [--bin-dir DIR]`:
 //!   the stack under load, one table.
 //! - `cargo xtask chaos [--notifications N]`: the stack under load through crashes and restarts.
 
@@ -30,7 +30,7 @@ tasks:
   test [-- <args>]                install Chromium and chromedriver if missing (as root, with apt-get),
                                   start PostgreSQL/RabbitMQ if needed, clean old test leftovers, then
                                   `cargo test --workspace --no-fail-fast <args>` and one closing total
-  bench [--smoke] [--history N,N..] [--no-limits] [--only peer] [--peer-count N] [--bin-dir DIR]
+  bench [--smoke] [--history N,N..] [--no-limits] [--only peer] [--peer-count N] [--broadcast-members N] [--bin-dir DIR]
                                   release builds of the eight binaries under load from our own generator;
                                   prints one table (also target/bench/latest.md and .json): this
                                   machine's ceilings (PostgreSQL inserts, RabbitMQ publish and consume,
@@ -40,8 +40,10 @@ tasks:
                                   per notification through a counting proxy), intake, end to end,
                                   memory and CPU, cost with N historical notifications (default
                                   0,1000000), each as a ratio to the ceilings; --only peer: the peer
-                                  shape alone; --bin-dir: run the release binaries in DIR instead of
-                                  building; --smoke: tiny counts, ceilings measured briefly (CI)
+                                  shape alone; --broadcast-members: the push broadcast's topic size
+                                  (default 10000; 1000 with --smoke); --bin-dir: run the release
+                                  binaries in DIR instead of building; --smoke: tiny counts, ceilings
+                                  measured briefly (CI)
   chaos [--notifications <n>]     the eight binaries on a PostgreSQL and a RabbitMQ of their own (root), sent
                                   <n> notifications (default 1000) while the relay, workers and API are killed
                                   with SIGKILL, broker connections closed, a queue purged, RabbitMQ
@@ -123,6 +125,7 @@ fn parse_bench_args(args: &[String]) -> anyhow::Result<bench::Options> {
         no_limits: false,
         only_peer: false,
         peer_count: None,
+        broadcast_members: None,
         bin_dir: None,
     };
     let mut args = args.iter();
@@ -154,6 +157,12 @@ fn parse_bench_args(args: &[String]) -> anyhow::Result<bench::Options> {
                     bail!("--peer-count must be at least 1");
                 }
                 options.peer_count = Some(count);
+            }
+            "--broadcast-members" => {
+                let count = value("a number")?;
+                let count =
+                    count.replace('_', "").parse::<u64>().with_context(|| format!("invalid count `{count}`"))?;
+                options.broadcast_members = Some(count);
             }
             "--bin-dir" => options.bin_dir = Some(PathBuf::from(value("a directory")?)),
             "--history" => {
@@ -215,6 +224,8 @@ mod tests {
         let options = parse_bench_args(&args("--smoke --no-limits --only=peer --peer-count 5")).unwrap();
         assert!(options.smoke && options.no_limits && options.only_peer);
         assert_eq!(options.peer_count, Some(5));
+        let options = parse_bench_args(&args("--smoke --broadcast-members 10_000")).unwrap();
+        assert_eq!(options.broadcast_members, Some(10_000));
         for wrong in ["--only intake", "--peer-count 0", "--peer-count", "--smoke=yes", "--history 1,x", "--fast"] {
             assert!(parse_bench_args(&args(wrong)).is_err(), "{wrong}");
         }

@@ -45,7 +45,9 @@ pub struct HandOffSettings {
     pub grace: Duration,
     /// Publish to a channel's queue only while it holds fewer ready messages than this
     /// (the relays' `relay.max_ready`, set the same); beyond, the messages are left to the
-    /// relays at once, which claim the outbox most urgent first.
+    /// relays at once, which claim the outbox most urgent first. Also the most deliveries
+    /// of one notification handed off: a broadcast's others are written due at once, for
+    /// the relays (`store::Store::with_hand_off`).
     pub max_ready: u32,
 }
 

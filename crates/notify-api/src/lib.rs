@@ -152,7 +152,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let handed_off = CancellationToken::new();
     let (hand_off, publishing) = match &amqp_url {
         Some(url) if config.hand_off.enabled => {
-            store = store.with_hand_off(config.hand_off.grace);
+            store = store.with_hand_off(config.hand_off.grace, config.hand_off.max_ready as usize);
             let (hand_off, task) =
                 handoff::HandOff::start(store.clone(), url.clone(), &config.hand_off, handed_off.clone());
             (Some(hand_off), Some(task))

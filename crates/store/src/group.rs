@@ -45,7 +45,7 @@ pub(crate) const IDLE_BEFORE_PING: Duration = Duration::from_secs(5);
 /// The store's grouped operations, each started on first use (it needs a runtime).
 #[derive(Default)]
 pub(crate) struct Groups {
-    pub(crate) accepts: OnceLock<Grouped<(crate::Accept, std::time::Duration), crate::Accepted>>,
+    pub(crate) accepts: OnceLock<Grouped<(crate::Accept, Option<crate::HandOff>), crate::Accepted>>,
     pub(crate) claims: OnceLock<Grouped<(domain::DeliveryMessage, crate::Lease), Result<crate::Claim>>>,
     pub(crate) records: OnceLock<Grouped<crate::deliveries::Outcome, bool>>,
     /// Cancelled by [`crate::Store::close`]: the slots give their connections back, as the

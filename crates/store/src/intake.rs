@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::{
-    Result, Store,
+    HandOff, Result, Store,
     group::{BoxFuture, Grouped},
     named::{self, Columns, Named},
     receipts::suppression_address,
@@ -81,6 +81,8 @@ pub enum IntakeResult {
 pub struct Accepted {
     pub results: Vec<IntakeResult>,
     pub due: Vec<DeliveryMessage>,
+    /// Deliveries due now were written for the relays to publish (woken by the store).
+    left_to_relays: bool,
 }
 
 impl Store {
@@ -97,8 +99,9 @@ impl Store {
     ///
     /// Every delivery that waits gets an outbox row. Without a hand-off, and for a batch,
     /// the rows due now are due at once and the relays are woken; for a single
-    /// notification with one, they fall due a grace period later, and their messages are
-    /// returned for the caller to publish at once.
+    /// notification with one, up to its limit fall due a grace period later, and their
+    /// messages are returned for the caller to publish at once (the rest are due at once,
+    /// and the relays woken).
     pub async fn accept(&self, request: Accept) -> Result<Accepted> {
         if request.items.is_empty() {
             return Ok(Accepted::default());
@@ -106,27 +109,25 @@ impl Store {
         // A batch is left to the relays, which publish a thousand rows per confirm: handed
         // off, a burst of batches outran the hand-off and waited out its grace.
         let hand_off = if request.items.len() == 1 { self.hand_off } else { None };
-        let grace = hand_off.unwrap_or_default();
         // A batch is a statement of its own already, and grouping several would make one
         // statement of any size.
         let keyed = request.items.iter().any(|i| i.idempotency.is_some());
-        let mut accepted = if keyed {
-            accept_keyed(&self.indexed, request, grace).await?
+        let accepted = if keyed {
+            accept_keyed(&self.indexed, request, hand_off).await?
         } else if request.items.len() == 1 {
             let accepts = self.groups.accepts.get_or_init(|| {
                 let closing = &self.groups.closing;
                 Grouped::holding(self.indexed.clone(), accept_group, ACCEPT_GROUPS_IN_FLIGHT, ACCEPT_GROUP_MAX, closing)
             });
-            accepts.call((request, grace)).await?
+            accepts.call((request, hand_off)).await?
         } else {
             // A batch without keys: a group of its own.
             let mut conn = self.indexed.acquire().await?;
-            let mut alone = accept_group(&mut conn, std::slice::from_ref(&(request, grace))).await?;
+            let mut alone = accept_group(&mut conn, std::slice::from_ref(&(request, hand_off))).await?;
             alone.pop().expect("one answer for one request")
         };
-        if hand_off.is_none() && !accepted.due.is_empty() {
+        if accepted.left_to_relays {
             self.wake_relays();
-            accepted.due.clear();
         }
         Ok(accepted)
     }
@@ -190,34 +191,34 @@ const ACCEPT_GROUPS_IN_FLIGHT: usize = crate::ACCEPT_SLOTS as usize;
 const ACCEPT_GROUP_MAX: usize = 1_000;
 
 /// Writes the requests of a group (single notifications without keys, or one batch
-/// without keys) in one statement, committed on its own. `grace` is the same for all: a store's groups serve only stores
-/// with its hand-off (see [`Store::with_hand_off`]).
+/// without keys) in one statement, committed on its own. The grace is the same for all: a
+/// store's groups serve only stores with its hand-off (see [`Store::with_hand_off`]).
 fn accept_group<'a>(
     conn: &'a mut PgConnection,
-    requests: &'a [(Accept, Duration)],
+    requests: &'a [(Accept, Option<HandOff>)],
 ) -> BoxFuture<'a, Result<Vec<Accepted>>> {
     Box::pin(async move {
-        let grace = requests.first().map(|(_, g)| *g).unwrap_or_default();
+        let grace = requests.iter().find_map(|(_, h)| h.map(|h| h.grace)).unwrap_or_default();
         let now = now_micros();
         let mut planned: Vec<Vec<AcceptedNotification>> =
             requests.iter().map(|(r, _)| r.items.iter().map(|i| answer(&i.plan, now)).collect()).collect();
         let rows: Vec<Row> = requests
             .iter()
             .zip(&planned)
-            .flat_map(|((r, _), answers)| {
-                r.items.iter().zip(answers).map(move |(intake, answer)| row(r, intake, answer))
+            .flat_map(|((r, hand_off), answers)| {
+                r.items.iter().zip(answers).map(move |(intake, answer)| row(r, intake, answer, *hand_off))
             })
             .collect();
         let inserted = insert(conn, &rows, grace).await?;
         Ok(requests
             .iter()
             .zip(planned.iter_mut())
-            .map(|((request, _), answers)| {
+            .map(|((request, hand_off), answers)| {
                 let all: Vec<usize> = (0..answers.len()).collect();
                 mark_suppressed(answers, &all, &inserted.suppressed);
-                let due = due_now(request, answers, &all, &inserted);
+                let (due, left_to_relays) = due_now(request, answers, &all, &inserted, *hand_off);
                 let results = std::mem::take(answers).into_iter().map(|a| inserted.result(a)).collect();
-                Accepted { results, due }
+                Accepted { results, due, left_to_relays }
             })
             .collect())
     })
@@ -226,7 +227,7 @@ fn accept_group<'a>(
 /// Accepts a request with idempotency keys in a transaction of its own. The first item
 /// with a key claims it for the request; later ones with the same key are answered as a
 /// concurrent request would be. A key older than the request's retention counts as unused.
-async fn accept_keyed(pool: &PgPool, request: Accept, grace: Duration) -> Result<Accepted> {
+async fn accept_keyed(pool: &PgPool, request: Accept, hand_off: Option<HandOff>) -> Result<Accepted> {
     let items = &request.items;
     let tenant_id = request.tenant_id;
     let now = now_micros();
@@ -308,7 +309,8 @@ async fn accept_keyed(pool: &PgPool, request: Accept, grace: Duration) -> Result
             None => IntakeResult::KeyReused,
         }));
     }
-    let rows: Vec<Row> = to_insert.iter().map(|&i| row(&request, &items[i], &planned[i])).collect();
+    let rows: Vec<Row> = to_insert.iter().map(|&i| row(&request, &items[i], &planned[i], hand_off)).collect();
+    let grace = hand_off.map(|h| h.grace).unwrap_or_default();
     let inserted = insert(&mut tx, &rows, grace).await?;
     if !inserted.erased.is_empty() {
         // Nothing was written for these: their keys stay unused (a retry plans afresh),
@@ -346,41 +348,68 @@ async fn accept_keyed(pool: &PgPool, request: Accept, grace: Duration) -> Result
         }
     }
     tx.commit().await?;
-    let due = due_now(&request, &planned, &to_insert, &inserted);
+    let (due, left_to_relays) = due_now(&request, &planned, &to_insert, &inserted, hand_off);
     let results = results
         .into_iter()
         .zip(planned)
         .map(|(result, planned)| result.unwrap_or_else(|| inserted.result(planned)))
         .collect();
-    Ok(Accepted { results, due })
+    Ok(Accepted { results, due, left_to_relays })
 }
 
-/// The messages of the deliveries of items `which` that were written and wait for nothing:
-/// not suppressed, not in the inbox, neither scheduled nor deferred by quiet hours.
+/// The messages of the deliveries of items `which` that were written, wait for nothing
+/// (not suppressed, not in the inbox, neither scheduled nor deferred by quiet hours) and
+/// are handed off ([`handed_off`]); and whether any other such delivery was written due
+/// now, for the relays.
 fn due_now(
     request: &Accept,
     answers: &[AcceptedNotification],
     which: &[usize],
     inserted: &Inserted,
-) -> Vec<DeliveryMessage> {
-    let mut due = Vec::new();
+    hand_off: Option<HandOff>,
+) -> (Vec<DeliveryMessage>, bool) {
+    let (mut due, mut left) = (Vec::new(), false);
     for &i in which {
         let (intake, answer) = (&request.items[i], &answers[i]);
         if !inserted.written(answer) || intake.notification.send_at.is_some() {
             continue;
         }
-        for (delivery, planned) in answer.deliveries.iter().zip(&intake.plan.deliveries) {
+        let handed = handed_off(intake, hand_off);
+        for ((delivery, planned), handed) in answer.deliveries.iter().zip(&intake.plan.deliveries).zip(handed) {
             if delivery.status == DeliveryStatus::Pending && planned.not_before.is_none() {
-                let message = DeliveryMessage::new(delivery.id, answer.id, request.tenant_id, delivery.channel, 1);
-                due.push(DeliveryMessage { traceparent: request.traceparent.clone(), ..message });
+                if handed {
+                    let message = DeliveryMessage::new(delivery.id, answer.id, request.tenant_id, delivery.channel, 1);
+                    due.push(DeliveryMessage { traceparent: request.traceparent.clone(), ..message });
+                } else {
+                    left = true;
+                }
             }
         }
     }
-    due
+    (due, left)
 }
 
-fn row<'a>(request: &'a Accept, intake: &'a Intake, answer: &'a AcceptedNotification) -> Row<'a> {
+/// For each of a notification's planned deliveries, whether the accept hands it off: the
+/// first [`HandOff::most`] the plan sends now (neither scheduled, deferred nor skipped).
+/// The insert (which writes the others' outbox rows due at once) and [`due_now`] both
+/// ask here, so they agree.
+fn handed_off(intake: &Intake, hand_off: Option<HandOff>) -> impl Iterator<Item = bool> + '_ {
+    let mut left = if intake.notification.send_at.is_none() { hand_off.map_or(0, |h| h.most) } else { 0 };
+    intake.plan.deliveries.iter().map(move |planned| {
+        let handed = left > 0 && planned.not_before.is_none() && planned.skip.is_none();
+        left -= usize::from(handed);
+        handed
+    })
+}
+
+fn row<'a>(
+    request: &'a Accept,
+    intake: &'a Intake,
+    answer: &'a AcceptedNotification,
+    hand_off: Option<HandOff>,
+) -> Row<'a> {
     Row {
+        hand_off,
         tenant_id: request.tenant_id,
         actor: &request.actor,
         traceparent: request.traceparent.as_deref(),
@@ -477,6 +506,8 @@ async fn store_answers(
 
 /// One notification to write: whose, on whose behalf, as planned and as answered.
 struct Row<'a> {
+    /// Of the store, for a single notification: which deliveries [`handed_off`].
+    hand_off: Option<HandOff>,
     tenant_id: Uuid,
     actor: &'a str,
     traceparent: Option<&'a str>,
@@ -489,7 +520,7 @@ static ACCEPT: LazyLock<Named> = LazyLock::new(|| Named::parse(include_str!("sql
 
 /// Inserts `rows` (of any tenants), their deliveries, outbox rows and `accepted` audit
 /// events in one statement (`sql/accept.sql` says what it decides). The outbox rows of
-/// deliveries due now fall due `grace` from now.
+/// deliveries due now and handed off fall due `grace` from now; the others' at once.
 async fn insert(conn: &mut PgConnection, rows: &[Row<'_>], grace: Duration) -> Result<Inserted> {
     if rows.is_empty() {
         return Ok(Inserted { suppressed: HashSet::new(), erased: HashMap::new() });
@@ -519,7 +550,9 @@ async fn insert(conn: &mut PgConnection, rows: &[Row<'_>], grace: Duration) -> R
         n.tags.push(Json(&v.tags));
         n.actors.push(row.actor);
         n.traceparents.push(row.traceparent);
-        for (delivery, planned) in p.deliveries.iter().zip(&plan.deliveries) {
+        let handed = handed_off(row.intake, row.hand_off);
+        for ((delivery, planned), handed) in p.deliveries.iter().zip(&plan.deliveries).zip(handed) {
+            d.handed.push(handed);
             d.ids.push(delivery.id);
             d.notification_ids.push(p.id);
             d.channels.push(delivery.channel.as_str());
@@ -663,6 +696,9 @@ struct DeliveryColumns<'a> {
     skip_messages: Vec<Option<&'static str>>,
     /// When quiet hours end, for a deferred delivery.
     deferred: Vec<Option<OffsetDateTime>>,
+    /// Whether the caller publishes it ([`handed_off`]): its outbox row is due after the
+    /// grace, not at once.
+    handed: Vec<bool>,
 }
 
 impl Columns for DeliveryColumns<'_> {
@@ -681,6 +717,7 @@ impl Columns for DeliveryColumns<'_> {
             "d_skip" => named::add(args, &self.skips),
             "d_skip_message" => named::add(args, &self.skip_messages),
             "d_deferred" => named::add(args, &self.deferred),
+            "d_handed" => named::add(args, &self.handed),
             _ => Ok(false),
         }
     }

@@ -124,9 +124,17 @@ pub struct Store {
     groups: Arc<group::Groups>,
     /// Off unless [`Store::with_cache`] turned it on (the API does; the CLI does not).
     cache: Arc<cache::Cache>,
-    /// Set by [`Store::with_hand_off`]: how long after an accept its outbox rows due now
-    /// fall due, while the caller publishes their messages itself.
-    hand_off: Option<Duration>,
+    /// Set by [`Store::with_hand_off`].
+    hand_off: Option<HandOff>,
+}
+
+/// How an accept hands its deliveries due now to its caller: at most `most` of a
+/// notification's, whose outbox rows fall due `grace` later while the caller publishes
+/// their messages itself; the rest are due at once, for the relays.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HandOff {
+    grace: Duration,
+    most: usize,
 }
 
 /// The session settings of the indexed pool: as migrations/20261206000014_generic_plans.sql
@@ -200,9 +208,13 @@ impl Store {
     /// fall due `grace` later, for the relay to publish if the caller could not (it
     /// crashed, or the broker was down). `grace` must outlast the caller's wait for the
     /// broker's confirms, or the relay publishes a copy of what is being confirmed.
-    pub fn with_hand_off(self, grace: Duration) -> Self {
+    ///
+    /// A notification hands off at most `most` deliveries (the most its caller publishes
+    /// to a queue at once); the rest of a broadcast are written due now, for the relays,
+    /// rather than each made due again by an update after the caller found the queue full.
+    pub fn with_hand_off(self, grace: Duration, most: usize) -> Self {
         // Groups of its own: a group writes all its requests with one grace.
-        Self { hand_off: Some(grace), groups: Default::default(), ..self }
+        Self { hand_off: Some(HandOff { grace, most }), groups: Default::default(), ..self }
     }
 
     pub fn pool(&self) -> &PgPool {

@@ -70,6 +70,8 @@ pub struct Options {
     pub only_peer: bool,
     /// Notifications per concurrency of the peer shape, instead of the plan's.
     pub peer_count: Option<u64>,
+    /// Members of the push broadcast's topic, instead of the plan's.
+    pub broadcast_members: Option<u64>,
     /// Prebuilt release binaries to run instead of building this checkout's.
     pub bin_dir: Option<PathBuf>,
 }
@@ -118,7 +120,7 @@ impl Plan {
                 history_intake_secs: 1,
                 relay_backlog: 2_000,
                 drain_deadline: Duration::from_secs(60),
-                broadcast_members: 1_000,
+                broadcast_members: options.broadcast_members.unwrap_or(1_000),
                 webhook_notifications: 2_000,
             }
         } else {
@@ -136,7 +138,7 @@ impl Plan {
                 history_intake_secs: 5,
                 relay_backlog: 20_000,
                 drain_deadline: Duration::from_secs(900),
-                broadcast_members: 10_000,
+                broadcast_members: options.broadcast_members.unwrap_or(10_000),
                 webhook_notifications: 100_000,
             }
         }

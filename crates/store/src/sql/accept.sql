@@ -3,8 +3,9 @@
 -- of requests and tenants, in one statement. Parameters are parallel arrays: `:n_*` one
 -- element per notification, `:d_*` one per delivery, `:h_*` one per stored subscriber a
 -- notification's plan sends to; `:grace` is how much later than now the outbox rows of
--- deliveries due now fall due (the API publishes those itself right after the commit, and
--- the relay only if it did not).
+-- deliveries due now and handed off (`:d_handed`) fall due (the API publishes those itself
+-- right after the commit, and the relay only if it did not); the other deliveries due now
+-- are due at once, for the relays.
 --
 -- A notification one of whose stored subscribers is gone, or was erased and created again
 -- (another `created_at`), since the directory was read is not written at all: `w` locks
@@ -48,16 +49,16 @@ WITH given AS (
     SELECT g.* FROM given g
     WHERE g.id <> ALL (ARRAY(SELECT w.nid FROM w WHERE NOT w.held))),
  p AS (
-    SELECT x.id, x.nid, u.tenant_id, u.created_at, u.traceparent, x.channel, x.recipient, x.rank, x.at,
+    SELECT x.id, x.nid, u.tenant_id, u.created_at, u.traceparent, x.channel, x.recipient, x.rank, x.at, x.handed,
            x.subscriber_id, x.content, x.locale, x.deferred, x.skip, coalesce(x.skip, s.reason) AS reason,
            CASE WHEN x.skip IS NOT NULL THEN x.skip_message
                 WHEN s.reason IS NOT NULL THEN 'the address is on the suppression list' END AS message
     FROM unnest(:d_id::uuid[], :d_notification_id::uuid[], :d_channel::text[], :d_recipient::text[],
                 :d_rank::smallint[], :d_at::timestamptz[], :d_address::text[], :d_subscriber_id::text[],
                 :d_content::jsonb[], :d_locale::text[], :d_skip::text[], :d_skip_message::text[],
-                :d_deferred::timestamptz[])
+                :d_deferred::timestamptz[], :d_handed::boolean[])
          AS x(id, nid, channel, recipient, rank, at, address, subscriber_id, content, locale, skip,
-              skip_message, deferred)
+              skip_message, deferred, handed)
     JOIN u ON u.id = x.nid
     LEFT JOIN LATERAL (
         SELECT s.reason FROM suppressions s
@@ -97,7 +98,7 @@ WITH given AS (
  o AS (
     INSERT INTO outbox (tenant_id, notification_id, delivery_id, channel, attempt, priority, available_at,
                         traceparent)
-    SELECT p.tenant_id, p.nid, p.id, p.channel, 1, p.rank, coalesce(p.at, now() + :grace::interval),
+    SELECT p.tenant_id, p.nid, p.id, p.channel, 1, p.rank, coalesce(p.at, CASE WHEN p.handed THEN now() + :grace::interval ELSE now() END),
            p.traceparent
     FROM p
     WHERE p.reason IS NULL AND p.channel <> 'in_app'),
