@@ -1,5 +1,6 @@
 //! The served OpenAPI document matches the handlers: a request built from each
-//! documented operation and its examples gets one of its documented success answers.
+//! documented operation and its examples gets one of its documented success answers. It
+//! is the committed `openapi.json`, which an OpenAPI validator accepts.
 
 use domain::Channel;
 use serde_json::Value;
@@ -134,4 +135,55 @@ async fn every_documented_example_succeeds() {
         checked += 1;
     }
     assert_eq!(checked, 49, "every operation was tried");
+}
+
+#[tokio::test]
+async fn every_operation_has_a_unique_operation_id_a_tag_and_the_crate_version() {
+    let app = TestApp::api_only().await;
+    let doc: Value = app.http.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"), "info.version is the crates' version");
+    let mut ids = std::collections::HashMap::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let where_ = format!("{method} {path}");
+            let id = operation["operationId"].as_str().unwrap_or_else(|| panic!("{where_}: no operationId"));
+            // Client generators turn these into method names: camelCase, starting lower.
+            assert!(
+                id.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+                    && id.chars().all(|c| c.is_ascii_alphanumeric()),
+                "{where_}: operationId {id:?}"
+            );
+            assert!(operation["tags"].as_array().is_some_and(|t| t.len() == 1), "{where_}: one tag");
+            if let Some(other) = ids.insert(id.to_owned(), where_.clone()) {
+                panic!("operationId {id} of both {other} and {where_}");
+            }
+        }
+    }
+    assert!(ids.len() >= 57, "{} operations", ids.len());
+}
+
+#[tokio::test]
+async fn the_committed_openapi_json_is_the_served_document() {
+    let app = TestApp::api_only().await;
+    let served: Value = app.http.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../openapi.json");
+    let committed: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert!(served == committed, "{} is not the served document: run `cargo xtask openapi`", path.display());
+}
+
+#[test]
+fn an_openapi_validator_accepts_the_committed_document() {
+    // Installed beside schemathesis by `cargo xtask test`.
+    let validator = crate::schemathesis::schemathesis().with_file_name("openapi-spec-validator");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../openapi.json");
+    let output = std::process::Command::new(&validator)
+        .arg(&path)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e} (`cargo xtask test` installs it)", validator.display()));
+    assert!(
+        output.status.success(),
+        "openapi-spec-validator refuses openapi.json:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

@@ -12,7 +12,7 @@ use crate::harness::TestApp;
 /// few enough that the run takes a minute or so.
 const MAX_EXAMPLES: &str = "30";
 
-fn schemathesis() -> PathBuf {
+pub(crate) fn schemathesis() -> PathBuf {
     if let Ok(st) = std::env::var("NOTIFY_TEST_SCHEMATHESIS") {
         return st.into();
     }

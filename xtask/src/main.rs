@@ -5,6 +5,7 @@
 //! - `cargo xtask bench [--smoke] [--history 0,1000000] [--no-limits] [--only peer] [--peer-count N] [--broadcast-members N] [--bin-dir DIR]`:
 //!   the stack under load, one table.
 //! - `cargo xtask chaos [--notifications N]`: the stack under load through crashes and restarts.
+//! - `cargo xtask openapi`: `openapi.json` at the root, the document the API serves.
 
 mod bench;
 mod chaos;
@@ -49,6 +50,8 @@ tasks:
                                   with SIGKILL, broker connections closed, a queue purged, RabbitMQ
                                   restarted and PostgreSQL crashed; fails unless every accepted
                                   notification ends final and none is lost
+  openapi                         write the OpenAPI document the API serves to openapi.json at the
+                                  repository's root (a test fails while the two differ)
   help                            this text
 ";
 
@@ -73,6 +76,7 @@ async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
         "test" => test::run(test_args(rest)).await,
         "bench" => bench::run(parse_bench_args(rest)?, rest).await,
         "chaos" => chaos::run(parse_chaos_args(rest)?).await,
+        "openapi" if rest.is_empty() => openapi().await,
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)
@@ -82,6 +86,26 @@ async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(2))
         }
     }
+}
+
+/// Writes `openapi.json` at the repository's root from `notify-api openapi`, which prints
+/// the document the API serves: the committed contract that clients are generated from.
+async fn openapi() -> anyhow::Result<ExitCode> {
+    let root = workspace_root();
+    let output = tokio::process::Command::new(cargo())
+        .args(["run", "--quiet", "--package", "notify-api", "--", "openapi"])
+        .current_dir(&root)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .await
+        .context("running cargo run --package notify-api -- openapi")?;
+    if !output.status.success() {
+        bail!("notify-api openapi failed ({})", output.status);
+    }
+    let path = root.join("openapi.json");
+    std::fs::write(&path, &output.stdout).with_context(|| format!("writing {}", path.display()))?;
+    say!("wrote {}", path.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn parse_dev_args(args: &[String]) -> anyhow::Result<dev::Options> {

@@ -211,31 +211,42 @@ async fn ensure_stubs() -> anyhow::Result<std::path::PathBuf> {
 /// The schemathesis version tests/it/schemathesis.rs runs: pinned, so its generated cases
 /// (seeded) and checks do not change under the suite.
 const SCHEMATHESIS: &str = "schemathesis==4.32.5";
+/// The validator of the committed `openapi.json` (tests/it/openapi.rs), beside it.
+const OPENAPI_SPEC_VALIDATOR: &str = "openapi-spec-validator==0.7.2";
 
 /// schemathesis (PyPI), which fuzzes the served OpenAPI document (tests/it/schemathesis.rs),
-/// in a venv of its own, `.venv-schemathesis` (its dependencies and moto's need not agree);
-/// returns its `st` program.
+/// and openapi-spec-validator, in a venv of their own, `.venv-schemathesis` (their
+/// dependencies and moto's need not agree); returns its `st` program.
 async fn ensure_schemathesis() -> anyhow::Result<std::path::PathBuf> {
     let venv = workspace_root().join(".venv-schemathesis");
     let st = venv.join("bin").join("st");
+    let validator = venv.join("bin").join("openapi-spec-validator");
     let wanted = SCHEMATHESIS.split("==").nth(1).expect("a pinned version");
-    let ready = |st: std::path::PathBuf| async move {
-        tokio::process::Command::new(st)
-            .arg("--version")
-            .output()
-            .await
-            .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains(wanted))
+    let ready = |st: std::path::PathBuf| async {
+        let pip = venv.join("bin").join("pip");
+        let validator_pinned =
+            tokio::process::Command::new(pip).args(["show", "openapi-spec-validator"]).output().await.is_ok_and(|o| {
+                let version = OPENAPI_SPEC_VALIDATOR.split("==").nth(1).expect("a pinned version");
+                String::from_utf8_lossy(&o.stdout).lines().any(|l| l == format!("Version: {version}"))
+            });
+        validator_pinned
+            && validator.is_file()
+            && tokio::process::Command::new(st)
+                .arg("--version")
+                .output()
+                .await
+                .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains(wanted))
     };
     if ready(st.clone()).await {
         return Ok(st);
     }
-    say!("installing {SCHEMATHESIS} into {}", venv.display());
+    say!("installing {SCHEMATHESIS} and {OPENAPI_SPEC_VALIDATOR} into {}", venv.display());
     let created = tokio::process::Command::new("python3").arg("-m").arg("venv").arg(&venv).status().await;
     if !created.is_ok_and(|s| s.success()) {
         bail!("could not create {} (Debian: apt-get install python3-venv)", venv.display());
     }
     let installed = tokio::process::Command::new(venv.join("bin").join("pip"))
-        .args(["install", "--quiet", "--disable-pip-version-check", SCHEMATHESIS])
+        .args(["install", "--quiet", "--disable-pip-version-check", SCHEMATHESIS, OPENAPI_SPEC_VALIDATOR])
         .status()
         .await
         .context("running pip")?;

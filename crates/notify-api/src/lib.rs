@@ -36,7 +36,7 @@ pub use config::{
 pub use handoff::HandOffSettings;
 pub use inbox::socket::SocketSettings as InboxSocket;
 pub use inbox::token::{SubscriberClaims, TokenKey};
-pub use openapi::ApiDoc;
+pub use openapi::{ApiDoc, openapi_json};
 pub use rate_limit::Rate;
 
 /// Request bodies larger than this are refused with `413`.

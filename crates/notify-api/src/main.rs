@@ -21,6 +21,9 @@ enum Command {
     Serve,
     /// Apply the database migrations, then exit.
     Migrate,
+    /// Print the OpenAPI document the API serves at /openapi.json (as `openapi.json` at the
+    /// repository's root holds it), then exit.
+    Openapi,
     /// Administration.
     #[command(subcommand)]
     Admin(Admin),
@@ -134,12 +137,18 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(Command::Openapi) = cli.command {
+        // Needs no configuration: the document is the code's.
+        print!("{}", notify_api::openapi_json());
+        return Ok(());
+    }
     let config = Config::load(cli.config.config.as_deref())?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let listener = tokio::net::TcpListener::bind(config.listen).await?;
             notify_api::run(config, listener, bootstrap::shutdown_on_signal()).await
         }
+        Command::Openapi => unreachable!("answered before the configuration is read"),
         Command::Migrate => {
             let store = connect(&config)?;
             store.migrate().await?;

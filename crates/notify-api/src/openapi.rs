@@ -167,6 +167,12 @@ pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
 
+/// The document as `openapi.json` at the repository's root holds it (`cargo xtask
+/// openapi` writes it): pretty-printed, with a final newline.
+pub fn openapi_json() -> String {
+    serde_json::to_string_pretty(&ApiDoc::openapi()).expect("the document serializes") + "\n"
+}
+
 #[cfg(test)]
 mod tests {
     use utoipa::OpenApi;

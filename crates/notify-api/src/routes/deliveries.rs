@@ -13,7 +13,7 @@ use crate::{
     routes::parse_id,
 };
 
-#[utoipa::path(post, path = "/v1/deliveries/{id}/retry", tag = "deliveries",
+#[utoipa::path(post, path = "/v1/deliveries/{id}/retry", operation_id = "retryDelivery", tag = "deliveries",
     params(("id" = Uuid, Path, description = "The delivery's id")),
     responses(
         (status = 202, description = "Queued again: the notification as it now is", body = NotificationView),

@@ -76,7 +76,7 @@ fn check_device_id(device_id: &str) -> Result<(), ApiError> {
     }
 }
 
-#[utoipa::path(put, path = "/v1/subscribers/{id}/devices/{device_id}", tag = "devices",
+#[utoipa::path(put, path = "/v1/subscribers/{id}/devices/{device_id}", operation_id = "putDevice", tag = "devices",
     security(("api_key" = []), ("subscriber_token" = [])),
     params(
         ("id" = String, Path, description = "Your id for the subscriber", example = "u-42"),
@@ -118,7 +118,7 @@ pub async fn put(
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(device)))
 }
 
-#[utoipa::path(get, path = "/v1/subscribers/{id}/devices", tag = "devices",
+#[utoipa::path(get, path = "/v1/subscribers/{id}/devices", operation_id = "listDevices", tag = "devices",
     security(("api_key" = []), ("subscriber_token" = [])),
     params(("id" = String, Path, description = "Your id for the subscriber", example = "u-42")),
     responses(
@@ -138,7 +138,7 @@ pub async fn list(
     Ok(Json(DeviceList { devices }))
 }
 
-#[utoipa::path(get, path = "/v1/subscribers/{id}/devices/{device_id}", tag = "devices",
+#[utoipa::path(get, path = "/v1/subscribers/{id}/devices/{device_id}", operation_id = "getDevice", tag = "devices",
     security(("api_key" = []), ("subscriber_token" = [])),
     params(
         ("id" = String, Path, description = "Your id for the subscriber", example = "u-42"),
@@ -160,7 +160,7 @@ pub async fn get(
     app.store.get_device(tenant_id, &id, &device_id).await?.map(Json).ok_or(ApiError::NotFound)
 }
 
-#[utoipa::path(delete, path = "/v1/subscribers/{id}/devices/{device_id}", tag = "devices",
+#[utoipa::path(delete, path = "/v1/subscribers/{id}/devices/{device_id}", operation_id = "deleteDevice", tag = "devices",
     security(("api_key" = []), ("subscriber_token" = [])),
     params(
         ("id" = String, Path, description = "Your id for the subscriber", example = "u-42"),

@@ -3,14 +3,14 @@ use serde_json::json;
 
 use crate::AppState;
 
-#[utoipa::path(get, path = "/healthz", tag = "operations", security(),
+#[utoipa::path(get, path = "/healthz", operation_id = "getHealth", tag = "operations", security(),
     responses((status = 200, description = "The process answers")))]
 /// Alive: the process answers.
 pub async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
-#[utoipa::path(get, path = "/readyz", tag = "operations", security(),
+#[utoipa::path(get, path = "/readyz", operation_id = "getReadiness", tag = "operations", security(),
     responses((status = 200, description = "The database answers"), (status = 503, description = "The database is unreachable")))]
 /// Ready: the database answers. The API uses the broker only for the inbox push between
 /// replicas, which is best effort (it reconnects on its own, and meanwhile a replica's own

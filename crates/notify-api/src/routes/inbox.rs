@@ -37,7 +37,7 @@ pub struct IssuedToken {
     subscriber_id: String,
 }
 
-#[utoipa::path(post, path = "/v1/subscribers/{id}/token", tag = "inbox",
+#[utoipa::path(post, path = "/v1/subscribers/{id}/token", operation_id = "issueSubscriberToken", tag = "inbox",
     params(("id" = String, Path, description = "Your id for the subscriber", example = "u-42")),
     responses(
         (status = 200, description = "A token for this subscriber's inbox, valid for `inbox.token_ttl` (1 h by default)",
@@ -76,7 +76,7 @@ pub struct UnreadCount {
     unread_count: i64,
 }
 
-#[utoipa::path(get, path = "/v1/inbox", tag = "inbox",
+#[utoipa::path(get, path = "/v1/inbox", operation_id = "listInboxItems", tag = "inbox",
     security(("subscriber_token" = [])),
     params(
         ("unread_only" = Option<bool>, Query, description = "`true`: only items not yet read", example = true),
@@ -134,7 +134,7 @@ pub async fn list(
     Ok(Json(InboxPage { items, next_cursor, unread_count }))
 }
 
-#[utoipa::path(get, path = "/v1/inbox/count", tag = "inbox",
+#[utoipa::path(get, path = "/v1/inbox/count", operation_id = "countInboxItems", tag = "inbox",
     security(("subscriber_token" = [])),
     responses(
         (status = 200, description = "The subscriber's unread count", body = UnreadCount),
@@ -164,7 +164,7 @@ async fn mark(
     Ok(Json(UnreadCount { unread_count: app.store.inbox_unread_count(me.tenant_id, &me.subscriber_id).await? }))
 }
 
-#[utoipa::path(post, path = "/v1/inbox/{id}/read", tag = "inbox",
+#[utoipa::path(post, path = "/v1/inbox/{id}/read", operation_id = "readInboxItem", tag = "inbox",
     security(("subscriber_token" = [])),
     params(("id" = Uuid, Path, description = "The item's id", example = "0193a5b0-7e1c-7cc0-9a1e-5f0c3b2a4d10")),
     responses(
@@ -183,7 +183,7 @@ pub async fn read(
     mark(&app, &me, &id, InboxChange::Read).await
 }
 
-#[utoipa::path(post, path = "/v1/inbox/{id}/unread", tag = "inbox",
+#[utoipa::path(post, path = "/v1/inbox/{id}/unread", operation_id = "unreadInboxItem", tag = "inbox",
     security(("subscriber_token" = [])),
     params(("id" = Uuid, Path, description = "The item's id", example = "0193a5b0-7e1c-7cc0-9a1e-5f0c3b2a4d10")),
     responses(
@@ -202,7 +202,7 @@ pub async fn unread(
     mark(&app, &me, &id, InboxChange::Unread).await
 }
 
-#[utoipa::path(post, path = "/v1/inbox/{id}/archive", tag = "inbox",
+#[utoipa::path(post, path = "/v1/inbox/{id}/archive", operation_id = "archiveInboxItem", tag = "inbox",
     security(("subscriber_token" = [])),
     params(("id" = Uuid, Path, description = "The item's id", example = "0193a5b0-7e1c-7cc0-9a1e-5f0c3b2a4d10")),
     responses(
@@ -222,7 +222,7 @@ pub async fn archive(
     mark(&app, &me, &id, InboxChange::Archive).await
 }
 
-#[utoipa::path(delete, path = "/v1/inbox/{id}", tag = "inbox",
+#[utoipa::path(delete, path = "/v1/inbox/{id}", operation_id = "deleteInboxItem", tag = "inbox",
     security(("subscriber_token" = [])),
     params(("id" = Uuid, Path, description = "The item's id", example = "0193a5b0-7e1c-7cc0-9a1e-5f0c3b2a4d10")),
     responses(
@@ -241,7 +241,7 @@ pub async fn delete(
     mark(&app, &me, &id, InboxChange::Delete).await
 }
 
-#[utoipa::path(post, path = "/v1/inbox/read-all", tag = "inbox",
+#[utoipa::path(post, path = "/v1/inbox/read-all", operation_id = "readAllInboxItems", tag = "inbox",
     security(("subscriber_token" = [])),
     responses(
         (status = 200, description = "Every item is read; the unread count after it (0 unless items arrived meanwhile)",

@@ -167,7 +167,7 @@ fn view(stored: StoredIntegration) -> IntegrationView {
     }
 }
 
-#[utoipa::path(put, path = "/v1/integrations/{channel}/{provider}", tag = "integrations",
+#[utoipa::path(put, path = "/v1/integrations/{channel}/{provider}", operation_id = "putIntegration", tag = "integrations",
     params(
         ("channel" = Channel, Path, description = "The channel the provider sends on", example = "sms"),
         ("provider" = String, Path, description = "A provider of the channel (`twilio`, `ses`, `slack`, ...)", example = "twilio"),
@@ -301,7 +301,7 @@ fn unreadable(e: SealError) -> ApiError {
     }
 }
 
-#[utoipa::path(get, path = "/v1/integrations", tag = "integrations",
+#[utoipa::path(get, path = "/v1/integrations", operation_id = "listIntegrations", tag = "integrations",
     responses((status = 200, description = "The tenant's integrations, by channel, in failover order; never a secret", body = [IntegrationView])))]
 /// `GET /v1/integrations`.
 pub async fn list(State(app): State<AppState>, auth: Authenticated) -> Result<Json<Vec<IntegrationView>>, ApiError> {
@@ -309,7 +309,7 @@ pub async fn list(State(app): State<AppState>, auth: Authenticated) -> Result<Js
     Ok(Json(stored.into_iter().map(view).collect()))
 }
 
-#[utoipa::path(get, path = "/v1/integrations/{channel}/{provider}", tag = "integrations",
+#[utoipa::path(get, path = "/v1/integrations/{channel}/{provider}", operation_id = "getIntegration", tag = "integrations",
     params(
         ("channel" = Channel, Path, example = "sms"),
         ("provider" = String, Path, example = "twilio"),
@@ -330,7 +330,7 @@ pub async fn get(
     stored.map(|s| Json(view(s))).ok_or(ApiError::NotFound)
 }
 
-#[utoipa::path(delete, path = "/v1/integrations/{channel}/{provider}", tag = "integrations",
+#[utoipa::path(delete, path = "/v1/integrations/{channel}/{provider}", operation_id = "deleteIntegration", tag = "integrations",
     params(
         ("channel" = Channel, Path, example = "sms"),
         ("provider" = String, Path, example = "twilio"),
@@ -355,7 +355,7 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(post, path = "/v1/integrations/{channel}/{provider}/check", tag = "integrations",
+#[utoipa::path(post, path = "/v1/integrations/{channel}/{provider}/check", operation_id = "checkIntegration", tag = "integrations",
     params(
         ("channel" = Channel, Path, example = "sms"),
         ("provider" = String, Path, example = "twilio"),

@@ -34,7 +34,7 @@ const MAX_PAGE: i64 = 200;
 const DEFAULT_DELIVERIES: i64 = 100;
 const MAX_DELIVERIES: i64 = 500;
 
-#[utoipa::path(post, path = "/v1/notifications", tag = "notifications",
+#[utoipa::path(post, path = "/v1/notifications", operation_id = "createNotification", tag = "notifications",
     params(("Idempotency-Key" = Option<String>, Header,
         description = "Makes a retried request safe: the same key and body answer the first request's result.")),
     request_body(content = NewNotification, example = json!({"type": "order.shipped",
@@ -111,7 +111,7 @@ pub struct BatchItem {
     error: Option<Problem>,
 }
 
-#[utoipa::path(post, path = "/v1/notifications/batch", tag = "notifications",
+#[utoipa::path(post, path = "/v1/notifications/batch", operation_id = "createNotificationBatch", tag = "notifications",
     params(("Idempotency-Key" = Option<String>, Header,
         description = "Refused (`422`): a key names one notification, so give each item its own `idempotency_key`.")),
     request_body(content = BatchRequest, example = json!({"notifications": [
@@ -173,7 +173,7 @@ pub async fn batch(
     Ok(response)
 }
 
-#[utoipa::path(get, path = "/v1/notifications/{id}", tag = "notifications",
+#[utoipa::path(get, path = "/v1/notifications/{id}", operation_id = "getNotification", tag = "notifications",
     params(("id" = Uuid, Path, description = "The notification's id")),
     responses(
         (status = 200, description = "The notification, its delivery counts by channel and status, its first 100 deliveries \
@@ -190,7 +190,7 @@ pub async fn get(
     app.store.get_notification(auth.0.tenant_id, parse_id(&id)?).await?.map(Json).ok_or(ApiError::NotFound)
 }
 
-#[utoipa::path(get, path = "/v1/notifications/{id}/deliveries", tag = "notifications",
+#[utoipa::path(get, path = "/v1/notifications/{id}/deliveries", operation_id = "listNotificationDeliveries", tag = "notifications",
     params(
         ("id" = Uuid, Path, description = "The notification's id"),
         ("limit" = Option<i64>, Query, description = "1 to 500, default 100", example = 100),
@@ -235,7 +235,7 @@ pub async fn deliveries(
     Ok(Json(DeliveryPage { items, next_cursor }))
 }
 
-#[utoipa::path(post, path = "/v1/notifications/{id}/cancel", tag = "notifications",
+#[utoipa::path(post, path = "/v1/notifications/{id}/cancel", operation_id = "cancelNotification", tag = "notifications",
     params(("id" = Uuid, Path, description = "The notification's id")),
     responses(
         (status = 200, description = "Cancelled: the notification as it now is (bounded as `GET /v1/notifications/{id}` answers it)", body = NotificationView),
@@ -271,7 +271,7 @@ pub struct Page {
     next_cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/notifications", tag = "notifications",
+#[utoipa::path(get, path = "/v1/notifications", operation_id = "listNotifications", tag = "notifications",
     params(
         ("status" = Option<NotificationStatus>, Query, example = "pending"),
         ("type" = Option<String>, Query, example = "order.shipped"),

@@ -24,7 +24,7 @@ use crate::{
     receipts::{meta, ses, sns::Envelope, twilio},
 };
 
-#[utoipa::path(post, path = "/v1/providers/twilio/status", tag = "providers", security(()),
+#[utoipa::path(post, path = "/v1/providers/twilio/status", operation_id = "receiveTwilioStatus", tag = "providers", security(()),
     params(("X-Twilio-Signature" = String, Header,
         description = "Base64 HMAC-SHA1, keyed with the auth token, of the public URL and the sorted parameters")),
     request_body(content = std::collections::HashMap<String, String>, content_type = "application/x-www-form-urlencoded",
@@ -52,7 +52,7 @@ pub async fn twilio_status(
     take_twilio(&app, &params, &headers, None).await
 }
 
-#[utoipa::path(post, path = "/v1/providers/twilio/status/{tenant_id}", tag = "providers", security(()),
+#[utoipa::path(post, path = "/v1/providers/twilio/status/{tenant_id}", operation_id = "receiveTenantTwilioStatus", tag = "providers", security(()),
     params(("tenant_id" = Uuid, Path, description = "The tenant whose Twilio integration sent the message"),
         ("X-Twilio-Signature" = String, Header,
         description = "Base64 HMAC-SHA1, keyed with the auth token of one of the tenant's `twilio` integrations, of this route's public URL and the sorted parameters")),
@@ -107,7 +107,7 @@ async fn take_twilio(
     Ok(StatusCode::OK)
 }
 
-#[utoipa::path(post, path = "/v1/providers/ses/events", tag = "providers", security(()),
+#[utoipa::path(post, path = "/v1/providers/ses/events", operation_id = "receiveSesEvents", tag = "providers", security(()),
     params(("x-amz-sns-message-type" = Option<String>, Header,
         description = "`Notification`, `SubscriptionConfirmation` or `UnsubscribeConfirmation`; must agree with the signed `Type`")),
     request_body(content = String, content_type = "text/plain",
@@ -126,7 +126,7 @@ pub async fn ses_events(State(app): State<AppState>, headers: HeaderMap, body: B
     take_sns(&app, sns, &envelope, None).await
 }
 
-#[utoipa::path(post, path = "/v1/providers/ses/events/{tenant_id}", tag = "providers", security(()),
+#[utoipa::path(post, path = "/v1/providers/ses/events/{tenant_id}", operation_id = "receiveTenantSesEvents", tag = "providers", security(()),
     params(("tenant_id" = Uuid, Path, description = "The tenant whose SES integration sent the messages"),
         ("x-amz-sns-message-type" = Option<String>, Header,
         description = "`Notification`, `SubscriptionConfirmation` or `UnsubscribeConfirmation`; must agree with the signed `Type`")),
@@ -191,7 +191,7 @@ async fn take_sns(
     Ok(StatusCode::OK)
 }
 
-#[utoipa::path(get, path = "/v1/providers/meta/webhook", tag = "providers", security(()),
+#[utoipa::path(get, path = "/v1/providers/meta/webhook", operation_id = "verifyMetaWebhook", tag = "providers", security(()),
     params(
         ("hub.mode" = String, Query, description = "`subscribe`"),
         ("hub.verify_token" = String, Query, description = "The configured verify token"),
@@ -217,7 +217,7 @@ pub async fn meta_verify(
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], challenge.to_owned()).into_response())
 }
 
-#[utoipa::path(post, path = "/v1/providers/meta/webhook", tag = "providers", security(()),
+#[utoipa::path(post, path = "/v1/providers/meta/webhook", operation_id = "receiveMetaWebhook", tag = "providers", security(()),
     params(("X-Hub-Signature-256" = String, Header, description = "`sha256=` and the hex HMAC-SHA256 of the raw body, keyed with the app secret")),
     request_body(content = Object, content_type = "application/json",
         description = "A WhatsApp Cloud API webhook; `entry[].changes[].value.statuses[]` are applied"),
@@ -239,7 +239,7 @@ pub async fn meta_webhook(
     take_meta(&app, &body, None).await
 }
 
-#[utoipa::path(get, path = "/v1/providers/meta/webhook/{tenant_id}", tag = "providers", security(()),
+#[utoipa::path(get, path = "/v1/providers/meta/webhook/{tenant_id}", operation_id = "verifyTenantMetaWebhook", tag = "providers", security(()),
     params(
         ("tenant_id" = Uuid, Path, description = "The tenant whose Meta integration's webhook this is"),
         ("hub.mode" = String, Query, description = "`subscribe`"),
@@ -268,7 +268,7 @@ pub async fn tenant_meta_verify(
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], challenge.to_owned()).into_response())
 }
 
-#[utoipa::path(post, path = "/v1/providers/meta/webhook/{tenant_id}", tag = "providers", security(()),
+#[utoipa::path(post, path = "/v1/providers/meta/webhook/{tenant_id}", operation_id = "receiveTenantMetaWebhook", tag = "providers", security(()),
     params(("tenant_id" = Uuid, Path, description = "The tenant whose Meta integration sent the messages"),
         ("X-Hub-Signature-256" = String, Header, description = "`sha256=` and the hex HMAC-SHA256 of the raw body, keyed with the `app_secret` of the tenant's `meta` integration")),
     request_body(content = Object, content_type = "application/json",

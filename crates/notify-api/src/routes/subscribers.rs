@@ -10,7 +10,7 @@ use domain::subscriber::{Preferences, Subscriber, SubscriberInput, is_valid_subs
 
 use crate::{AppState, auth::Authenticated, error::ApiError, error::Problem, json::JsonBody};
 
-#[utoipa::path(put, path = "/v1/subscribers/{id}", tag = "subscribers",
+#[utoipa::path(put, path = "/v1/subscribers/{id}", operation_id = "putSubscriber", tag = "subscribers",
     params(("id" = String, Path, description = "Your id for the subscriber: 1 to 200 characters, no `/`", example = "u-42")),
     request_body(content = SubscriberInput, example = json!({"email": "ada@example.com", "phone": "+15551234567",
         "chat": {"slack": "U024BE7LH"}, "locale": "de", "timezone": "Europe/Berlin", "data": {"first_name": "Ada"}})),
@@ -36,7 +36,7 @@ pub async fn put(
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(subscriber)))
 }
 
-#[utoipa::path(get, path = "/v1/subscribers/{id}", tag = "subscribers",
+#[utoipa::path(get, path = "/v1/subscribers/{id}", operation_id = "getSubscriber", tag = "subscribers",
     params(("id" = String, Path, description = "Your id for the subscriber", example = "u-42")),
     responses(
         (status = 200, description = "The subscriber", body = Subscriber),
@@ -51,7 +51,7 @@ pub async fn get(
     app.store.get_subscriber(auth.0.tenant_id, &id).await?.map(Json).ok_or(ApiError::NotFound)
 }
 
-#[utoipa::path(delete, path = "/v1/subscribers/{id}", tag = "subscribers",
+#[utoipa::path(delete, path = "/v1/subscribers/{id}", operation_id = "eraseSubscriber", tag = "subscribers",
     params(("id" = String, Path, description = "Your id for the subscriber", example = "u-42")),
     responses(
         (status = 204, description = "Erased: the subscriber, its preferences and topic memberships are deleted; \
@@ -74,7 +74,7 @@ pub async fn erase(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(get, path = "/v1/subscribers/{id}/preferences", tag = "subscribers",
+#[utoipa::path(get, path = "/v1/subscribers/{id}/preferences", operation_id = "getPreferences", tag = "subscribers",
     params(("id" = String, Path, description = "Your id for the subscriber", example = "u-42")),
     responses(
         (status = 200, description = "The subscriber's preferences (empty if never set)", body = Preferences),
@@ -89,7 +89,7 @@ pub async fn get_preferences(
     app.store.get_preferences(auth.0.tenant_id, &id).await?.map(Json).ok_or(ApiError::NotFound)
 }
 
-#[utoipa::path(put, path = "/v1/subscribers/{id}/preferences", tag = "subscribers",
+#[utoipa::path(put, path = "/v1/subscribers/{id}/preferences", operation_id = "putPreferences", tag = "subscribers",
     params(("id" = String, Path, description = "Your id for the subscriber", example = "u-42")),
     request_body(content = Preferences, example = json!({"channels": {"sms": false},
         "types": {"invoice.overdue": {"sms": true}}, "categories": {"marketing": {"email": false}},

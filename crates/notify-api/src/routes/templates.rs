@@ -24,7 +24,7 @@ use crate::{
     json::{self, JsonBody},
 };
 
-#[utoipa::path(put, path = "/v1/templates/{type}/{channel}", tag = "templates",
+#[utoipa::path(put, path = "/v1/templates/{type}/{channel}", operation_id = "putTemplate", tag = "templates",
     params(
         ("type" = String, Path, description = "A notification type of the tenant", example = "invoice.overdue"),
         ("channel" = Channel, Path, description = "`email` (subject, text, html), `sms` or `whatsapp` (text), `chat` (text, structured: a JSON document whose strings may hold expressions), `in_app` (title, body, action_url), `push` (title, body, action_url, image, sound, data: an object whose values are templates, badge: a number)", example = "email"),
@@ -63,7 +63,7 @@ pub async fn put(
     }
 }
 
-#[utoipa::path(get, path = "/v1/templates/{type}/{channel}", tag = "templates",
+#[utoipa::path(get, path = "/v1/templates/{type}/{channel}", operation_id = "getTemplate", tag = "templates",
     params(
         ("type" = String, Path, description = "A notification type of the tenant", example = "invoice.overdue"),
         ("channel" = Channel, Path, example = "email"),
@@ -87,7 +87,7 @@ pub async fn get(
     app.store.get_template(tenant, &kind, channel, &locale).await?.map(Json).ok_or(ApiError::NotFound)
 }
 
-#[utoipa::path(delete, path = "/v1/templates/{type}/{channel}", tag = "templates",
+#[utoipa::path(delete, path = "/v1/templates/{type}/{channel}", operation_id = "deleteTemplate", tag = "templates",
     params(
         ("type" = String, Path, description = "A notification type of the tenant", example = "invoice.overdue"),
         ("channel" = Channel, Path, example = "email"),
@@ -149,7 +149,7 @@ pub struct Preview {
     content: Content,
 }
 
-#[utoipa::path(post, path = "/v1/templates/preview", tag = "templates",
+#[utoipa::path(post, path = "/v1/templates/preview", operation_id = "previewTemplate", tag = "templates",
     request_body(content = PreviewRequest, description = "Either `content` (inline sources) or `type` (a stored template, found by `locale` with fallback to its shorter forms and the tenant's default locale), with the `data` (and optionally `subscriber`) to render them with.",
         example = json!({"channel": "email",
             "content": {"subject": "Invoice {{ invoice.number }} is overdue",

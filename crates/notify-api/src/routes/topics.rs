@@ -38,7 +38,7 @@ pub struct TopicChangeResponse {
     removed: u64,
 }
 
-#[utoipa::path(put, path = "/v1/topics/{key}/subscribers", tag = "topics",
+#[utoipa::path(put, path = "/v1/topics/{key}/subscribers", operation_id = "changeTopicSubscribers", tag = "topics",
     params(("key" = String, Path, description = "The topic: 1 to 200 letters, digits and . _ - : /", example = "support")),
     request_body(content = TopicChangeRequest, example = json!({"add": ["u-42"], "remove": []})),
     responses(
@@ -95,7 +95,7 @@ pub struct MemberPage {
     next_cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/topics/{key}/subscribers", tag = "topics",
+#[utoipa::path(get, path = "/v1/topics/{key}/subscribers", operation_id = "listTopicSubscribers", tag = "topics",
     params(
         ("key" = String, Path, description = "The topic", example = "support"),
         ("limit" = Option<i64>, Query, description = "1 to 1,000, default 100", example = 50),

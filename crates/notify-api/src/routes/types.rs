@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use crate::{AppState, auth::Authenticated, error::ApiError, error::Problem, json::JsonBody};
 
-#[utoipa::path(put, path = "/v1/types/{key}", tag = "types",
+#[utoipa::path(put, path = "/v1/types/{key}", operation_id = "putType", tag = "types",
     params(("key" = String, Path, description = "The type: 1 to 200 letters, digits and . _ - : / (`/` percent-encoded)",
         example = "invoice.overdue")),
     request_body(content = NotificationTypeInput, example = json!({"channels": ["email", "sms"], "category": "billing",
@@ -37,7 +37,7 @@ pub async fn put(
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(stored)))
 }
 
-#[utoipa::path(get, path = "/v1/types/{key}", tag = "types",
+#[utoipa::path(get, path = "/v1/types/{key}", operation_id = "getType", tag = "types",
     params(("key" = String, Path, description = "The type", example = "invoice.overdue")),
     responses(
         (status = 200, description = "The type", body = NotificationType),
@@ -58,7 +58,7 @@ pub struct TypeList {
     items: Vec<NotificationType>,
 }
 
-#[utoipa::path(get, path = "/v1/types", tag = "types",
+#[utoipa::path(get, path = "/v1/types", operation_id = "listTypes", tag = "types",
     responses((status = 200, description = "Every type of the tenant, by key", body = TypeList)))]
 /// `GET /v1/types`.
 pub async fn list(State(app): State<AppState>, auth: Authenticated) -> Result<Json<TypeList>, ApiError> {

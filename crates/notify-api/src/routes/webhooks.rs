@@ -169,7 +169,7 @@ fn check(
     if errors.is_empty() { Ok(()) } else { Err(ApiError::Validation(errors)) }
 }
 
-#[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks",
+#[utoipa::path(post, path = "/v1/webhooks", operation_id = "createWebhook", tag = "webhooks",
     request_body(content = WebhookInput, description = "The endpoint; its signing secret is generated and shown in the answer",
         example = json!({"url": "https://hooks.example.com/notify", "events": ["delivery.sent", "delivery.failed", "notification.completed"], "description": "order service"})),
     responses(
@@ -214,7 +214,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view(created, Some(&secret)))))
 }
 
-#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks",
+#[utoipa::path(get, path = "/v1/webhooks", operation_id = "listWebhooks", tag = "webhooks",
     responses((status = 200, description = "The tenant's endpoints, oldest first; never a secret", body = [WebhookView])))]
 /// `GET /v1/webhooks`.
 pub async fn list(State(app): State<AppState>, auth: Authenticated) -> Result<Json<Vec<WebhookView>>, ApiError> {
@@ -222,7 +222,7 @@ pub async fn list(State(app): State<AppState>, auth: Authenticated) -> Result<Js
     Ok(Json(endpoints.into_iter().map(|e| view(e, None)).collect()))
 }
 
-#[utoipa::path(get, path = "/v1/webhooks/{id}", tag = "webhooks",
+#[utoipa::path(get, path = "/v1/webhooks/{id}", operation_id = "getWebhook", tag = "webhooks",
     params(("id" = Uuid, Path, description = "The endpoint's id")),
     responses(
         (status = 200, description = "The endpoint; never its secret", body = WebhookView),
@@ -239,7 +239,7 @@ pub async fn get(
     Ok(Json(view(endpoint, None)))
 }
 
-#[utoipa::path(patch, path = "/v1/webhooks/{id}", tag = "webhooks",
+#[utoipa::path(patch, path = "/v1/webhooks/{id}", operation_id = "updateWebhook", tag = "webhooks",
     params(("id" = Uuid, Path, description = "The endpoint's id")),
     request_body(content = WebhookPatch, description = "The fields to change",
         example = json!({"enabled": true, "events": ["*"]})),
@@ -278,7 +278,7 @@ pub async fn patch(
     Ok(Json(view(changed, None)))
 }
 
-#[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks",
+#[utoipa::path(delete, path = "/v1/webhooks/{id}", operation_id = "deleteWebhook", tag = "webhooks",
     params(("id" = Uuid, Path, description = "The endpoint's id")),
     responses(
         (status = 204, description = "Deleted, with its messages and attempts; nothing more is sent to it"),
@@ -298,7 +298,7 @@ pub async fn delete(
     }
 }
 
-#[utoipa::path(post, path = "/v1/webhooks/{id}/rotate-secret", tag = "webhooks",
+#[utoipa::path(post, path = "/v1/webhooks/{id}/rotate-secret", operation_id = "rotateWebhookSecret", tag = "webhooks",
     params(("id" = Uuid, Path, description = "The endpoint's id")),
     responses(
         (status = 200, description = "The new secret, shown this once; the one it replaces signs beside it for 24 hours (`previous_secret_until`)", body = WebhookView),
@@ -365,7 +365,7 @@ pub struct WebhookAttemptPage {
     next_cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/webhooks/{id}/attempts", tag = "webhooks",
+#[utoipa::path(get, path = "/v1/webhooks/{id}/attempts", operation_id = "listWebhookAttempts", tag = "webhooks",
     params(
         ("id" = Uuid, Path, description = "The endpoint's id"),
         ("limit" = Option<i64>, Query, description = "1 to 100, default 20", example = 20),
@@ -445,7 +445,7 @@ pub struct TestSent {
     webhook_id: String,
 }
 
-#[utoipa::path(post, path = "/v1/webhooks/{id}/test", tag = "webhooks",
+#[utoipa::path(post, path = "/v1/webhooks/{id}/test", operation_id = "testWebhook", tag = "webhooks",
     params(("id" = Uuid, Path, description = "The endpoint's id")),
     responses(
         (status = 202, description = "A `webhook.test` event is on its way to the endpoint, whatever its filters; its attempts show how it went", body = TestSent),
@@ -484,7 +484,7 @@ pub struct Replayed {
     replayed: i64,
 }
 
-#[utoipa::path(post, path = "/v1/webhooks/{id}/replay", tag = "webhooks",
+#[utoipa::path(post, path = "/v1/webhooks/{id}/replay", operation_id = "replayWebhookEvents", tag = "webhooks",
     params(("id" = Uuid, Path, description = "The endpoint's id")),
     request_body(content = ReplayInput,
         example = json!({"since": "2026-12-07T00:00:00Z", "until": "2026-12-07T12:00:00Z"})),
