@@ -48,6 +48,10 @@ pub(crate) struct Groups {
     pub(crate) accepts: OnceLock<Grouped<(crate::Accept, Option<crate::HandOff>), crate::Accepted>>,
     pub(crate) claims: OnceLock<Grouped<(domain::DeliveryMessage, crate::Lease), Result<crate::Claim>>>,
     pub(crate) records: OnceLock<Grouped<crate::deliveries::Outcome, bool>>,
+    pub(crate) webhook_claims:
+        OnceLock<Grouped<(domain::WebhookMessage, crate::Lease), Result<crate::webhook_sending::WebhookClaim>>>,
+    pub(crate) webhook_records:
+        OnceLock<Grouped<crate::webhook_sending::RecordRequest, crate::webhook_sending::WebhookState>>,
     /// Cancelled by [`crate::Store::close`]: the slots give their connections back, as the
     /// pools close only once every connection is back.
     pub(crate) closing: CancellationToken,

@@ -53,7 +53,7 @@ pub use templates::StoredTemplate;
 pub use tenants::{ApiKeyInfo, Caller, NewTenant};
 pub use topics::TopicChange;
 pub use webhook_sending::{
-    WebhookAttempt, WebhookAttemptRecord, WebhookClaim, WebhookOutcome, WebhookPost, WebhookState,
+    WEBHOOK_SLOTS, WebhookAttempt, WebhookAttemptRecord, WebhookClaim, WebhookOutcome, WebhookPost, WebhookState,
 };
 pub use webhooks::{NewWebhookEndpoint, WebhookEndpoint, WebhookEndpointChange, WebhookEvent};
 

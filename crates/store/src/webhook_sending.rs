@@ -1,15 +1,31 @@
 //! Sending webhook messages: the webhook-worker's claim, record and deferral (the SQL
-//! functions of migrations/20261211000100_webhook_sending.sql, one statement each), and
+//! functions of migrations/20261211000100_webhook_sending.sql; concurrent claims, and
+//! concurrent records, share one statement and its commit, see [`crate::group`]), and
 //! what the API reads and writes around them: an endpoint's attempts, a test event and a
 //! replay.
 
 use std::time::Duration;
 
 use domain::WebhookMessage;
+use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::{Lease, Result, Store, corrupt, millis};
+use crate::{
+    Lease, Result, Store, corrupt,
+    group::{BoxFuture, Grouped},
+    millis,
+};
+
+/// Groups of claims, and of records, in flight at once: one each, so the webhook-worker's
+/// two held connections leave the rest of its pool to deferrals; a group takes all that
+/// queued while the one before ran.
+const WEBHOOK_GROUPS_IN_FLIGHT: usize = 1;
+const WEBHOOK_GROUP_MAX: usize = 500;
+
+/// Connections the webhook-worker's group slots hold for good (a claim slot and a record
+/// slot): its pool needs more than this.
+pub const WEBHOOK_SLOTS: u32 = 2 * WEBHOOK_GROUPS_IN_FLIGHT as u32;
 
 /// What the webhook-worker may do with a message.
 #[derive(Debug)]
@@ -113,6 +129,7 @@ pub struct WebhookAttempt {
 }
 
 type ClaimRow = (
+    i64,
     String,
     Option<Uuid>,
     Option<String>,
@@ -124,69 +141,39 @@ type ClaimRow = (
     Option<OffsetDateTime>,
 );
 
+/// A record of an attempt, as a group takes it.
+pub(crate) struct RecordRequest {
+    id: Uuid,
+    claim: Uuid,
+    endpoint_id: Uuid,
+    rec: WebhookAttemptRecord,
+}
+
 impl Store {
     /// Claims the message `msg` names for its attempt under `lease` (see [`WebhookClaim`]).
     pub async fn claim_webhook_message(&self, msg: &WebhookMessage, lease: Lease) -> Result<WebhookClaim> {
-        let row: ClaimRow = sqlx::query_as("SELECT * FROM claim_webhook_message($1, $2, $3, $4)")
-            .bind(msg.message_id)
-            .bind(msg.attempt)
-            .bind(lease.claim)
-            .bind(millis(lease.duration))
-            .fetch_one(&self.pool)
-            .await?;
-        let (state, endpoint_id, url, secret, previous_secret, previous_until, event_id, body, created_at) = row;
-        Ok(match state.as_str() {
-            "claimed" => {
-                let missing = || corrupt(format!("webhook message {} claimed without its endpoint", msg.message_id));
-                let still_signs = previous_until.is_some_and(|until| until > OffsetDateTime::now_utc());
-                WebhookClaim::Claimed(Box::new(WebhookPost {
-                    endpoint_id: endpoint_id.ok_or_else(missing)?,
-                    url: url.ok_or_else(missing)?,
-                    secret: secret.ok_or_else(missing)?,
-                    previous_secret: previous_secret.filter(|_| still_signs),
-                    event_id: event_id.ok_or_else(missing)?,
-                    body: body.ok_or_else(missing)?,
-                    created_at: created_at.ok_or_else(missing)?,
-                }))
-            }
-            "stale" => WebhookClaim::Stale,
-            "disabled" => WebhookClaim::Disabled,
-            "unknown" => WebhookClaim::Unknown,
-            other => return Err(corrupt(format!("claim_webhook_message answered {other}"))),
-        })
+        let claims = self.groups.webhook_claims.get_or_init(|| {
+            let closing = &self.groups.closing;
+            Grouped::holding(self.pool.clone(), claim_group, WEBHOOK_GROUPS_IN_FLIGHT, WEBHOOK_GROUP_MAX, closing)
+        });
+        claims.call((msg.clone(), lease)).await?
     }
 
-    /// Records `rec`, the attempt of message `id` made under `claim`, with the message's
-    /// new state and its endpoint's health, in one statement; a retry's outbox row
-    /// wakes the relays.
+    /// Records `rec`, the attempt of message `id` (to endpoint `endpoint_id`) made under
+    /// `claim`, with the message's new state and its endpoint's health; a retry's outbox
+    /// row wakes the relays.
     pub async fn record_webhook_attempt(
         &self,
         id: Uuid,
         claim: Uuid,
+        endpoint_id: Uuid,
         rec: &WebhookAttemptRecord,
     ) -> Result<WebhookState> {
-        let state: String =
-            sqlx::query_scalar("SELECT record_webhook_attempt($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
-                .bind(id)
-                .bind(claim)
-                .bind(rec.number)
-                .bind(rec.status_code.map(i32::from))
-                .bind(rec.outcome.as_str())
-                .bind(rec.error.as_deref())
-                .bind(rec.excerpt.as_deref())
-                .bind(rec.latency_ms)
-                .bind(rec.started_at)
-                .bind(rec.retry_in.map(millis))
-                .bind(millis(rec.disable_after))
-                .fetch_one(&self.pool)
-                .await?;
-        let state = match state.as_str() {
-            "sent" => WebhookState::Sent,
-            "retrying" => WebhookState::Retrying,
-            "failed" => WebhookState::Failed,
-            "taken" => WebhookState::Taken,
-            other => return Err(corrupt(format!("record_webhook_attempt answered {other}"))),
-        };
+        let records = self.groups.webhook_records.get_or_init(|| {
+            let closing = &self.groups.closing;
+            Grouped::holding(self.pool.clone(), record_group, WEBHOOK_GROUPS_IN_FLIGHT, WEBHOOK_GROUP_MAX, closing)
+        });
+        let state = records.call(RecordRequest { id, claim, endpoint_id, rec: rec.clone() }).await?;
         if state == WebhookState::Retrying {
             self.wake_relays();
         }
@@ -368,4 +355,108 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?)
     }
+}
+
+/// Claims a group's messages in one statement, committed on its own: each with
+/// `claim_webhook_message`, in message order (as every writer locks messages), one answer
+/// per request. Two copies of one message in a group: the first claims it, the second
+/// finds it taken (stale).
+fn claim_group<'a>(
+    conn: &'a mut PgConnection,
+    requests: &'a [(WebhookMessage, Lease)],
+) -> BoxFuture<'a, Result<Vec<Result<WebhookClaim>>>> {
+    Box::pin(async move {
+        let mut order: Vec<usize> = (0..requests.len()).collect();
+        order.sort_by_key(|&i| requests[i].0.message_id);
+        let mut rows: Vec<ClaimRow> = sqlx::query_as(
+            "SELECT m.i, c.* FROM unnest($1::uuid[], $2::int[], $3::uuid[], $4::bigint[], $5::bigint[])
+                 AS m(id, attempt, claim, lease_ms, i)
+             CROSS JOIN LATERAL claim_webhook_message(m.id, m.attempt, m.claim, m.lease_ms) c",
+        )
+        .bind(order.iter().map(|&i| requests[i].0.message_id).collect::<Vec<_>>())
+        .bind(order.iter().map(|&i| requests[i].0.attempt).collect::<Vec<_>>())
+        .bind(order.iter().map(|&i| requests[i].1.claim).collect::<Vec<_>>())
+        .bind(order.iter().map(|&i| millis(requests[i].1.duration)).collect::<Vec<_>>())
+        .bind(order.iter().map(|&i| i as i64).collect::<Vec<_>>())
+        .fetch_all(conn)
+        .await?;
+        if rows.len() != requests.len() {
+            return Err(corrupt(format!("{} claims answered for {} messages", rows.len(), requests.len())));
+        }
+        rows.sort_by_key(|row| row.0);
+        Ok(requests.iter().zip(rows).map(|((msg, _), row)| webhook_claim(msg, row)).collect())
+    })
+}
+
+/// What a claim's row says.
+fn webhook_claim(msg: &WebhookMessage, row: ClaimRow) -> Result<WebhookClaim> {
+    let (_, state, endpoint_id, url, secret, previous_secret, previous_until, event_id, body, created_at) = row;
+    Ok(match state.as_str() {
+        "claimed" => {
+            let missing = || corrupt(format!("webhook message {} claimed without its endpoint", msg.message_id));
+            let still_signs = previous_until.is_some_and(|until| until > OffsetDateTime::now_utc());
+            WebhookClaim::Claimed(Box::new(WebhookPost {
+                endpoint_id: endpoint_id.ok_or_else(missing)?,
+                url: url.ok_or_else(missing)?,
+                secret: secret.ok_or_else(missing)?,
+                previous_secret: previous_secret.filter(|_| still_signs),
+                event_id: event_id.ok_or_else(missing)?,
+                body: body.ok_or_else(missing)?,
+                created_at: created_at.ok_or_else(missing)?,
+            }))
+        }
+        "stale" => WebhookClaim::Stale,
+        "disabled" => WebhookClaim::Disabled,
+        "unknown" => WebhookClaim::Unknown,
+        other => return Err(corrupt(format!("claim_webhook_message answered {other}"))),
+    })
+}
+
+/// Records a group's attempts in one statement, committed on its own: each with
+/// `record_webhook_attempt`, in endpoint then message order (a failure locks its endpoint
+/// to count the failing streak), one state per request.
+fn record_group<'a>(
+    conn: &'a mut PgConnection,
+    requests: &'a [RecordRequest],
+) -> BoxFuture<'a, Result<Vec<WebhookState>>> {
+    Box::pin(async move {
+        let mut order: Vec<usize> = (0..requests.len()).collect();
+        order.sort_by_key(|&i| (requests[i].endpoint_id, requests[i].id));
+        let rec = |i: usize| &requests[i].rec;
+        let mut rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT m.i, record_webhook_attempt(m.id, m.claim, m.number, m.status_code, m.outcome, m.error,
+                                                m.excerpt, m.latency_ms, m.started_at, m.retry_ms, m.disable_ms)
+             FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::int[], $5::text[], $6::text[], $7::text[],
+                         $8::int[], $9::timestamptz[], $10::bigint[], $11::bigint[], $12::bigint[])
+                 AS m(id, claim, number, status_code, outcome, error, excerpt, latency_ms, started_at, retry_ms,
+                      disable_ms, i)",
+        )
+        .bind(order.iter().map(|&i| requests[i].id).collect::<Vec<_>>())
+        .bind(order.iter().map(|&i| requests[i].claim).collect::<Vec<_>>())
+        .bind(order.iter().map(|&i| rec(i).number).collect::<Vec<_>>())
+        .bind(order.iter().map(|&i| rec(i).status_code.map(i32::from)).collect::<Vec<_>>())
+        .bind(order.iter().map(|&i| rec(i).outcome.as_str()).collect::<Vec<_>>())
+        .bind(order.iter().map(|&i| rec(i).error.as_deref()).collect::<Vec<_>>())
+        .bind(order.iter().map(|&i| rec(i).excerpt.as_deref()).collect::<Vec<_>>())
+        .bind(order.iter().map(|&i| rec(i).latency_ms).collect::<Vec<_>>())
+        .bind(order.iter().map(|&i| rec(i).started_at).collect::<Vec<_>>())
+        .bind(order.iter().map(|&i| rec(i).retry_in.map(millis)).collect::<Vec<_>>())
+        .bind(order.iter().map(|&i| millis(rec(i).disable_after)).collect::<Vec<_>>())
+        .bind(order.iter().map(|&i| i as i64).collect::<Vec<_>>())
+        .fetch_all(conn)
+        .await?;
+        if rows.len() != requests.len() {
+            return Err(corrupt(format!("{} records answered for {} attempts", rows.len(), requests.len())));
+        }
+        rows.sort_by_key(|row| row.0);
+        rows.into_iter()
+            .map(|(_, state)| match state.as_str() {
+                "sent" => Ok(WebhookState::Sent),
+                "retrying" => Ok(WebhookState::Retrying),
+                "failed" => Ok(WebhookState::Failed),
+                "taken" => Ok(WebhookState::Taken),
+                other => Err(corrupt(format!("record_webhook_attempt answered {other}"))),
+            })
+            .collect()
+    })
 }

@@ -746,11 +746,10 @@ impl Bench {
         let sent = self.delivered(KIND).await?.sent as u64;
         let ours = |r: &&receiver::Received| r.body["data"]["notification_type"] == KIND;
         let mut said = Instant::now();
-        let received = loop {
-            let received = receiver.received();
-            let events = received.iter().filter(ours).filter(|r| r.verified).count() as u64;
+        loop {
+            let events = receiver.count(|r| ours(&r) && r.verified) as u64;
             if events >= sent {
-                break received;
+                break;
             }
             if started.elapsed() > p.drain_deadline {
                 bail!("webhooks: {events} of {sent} events at the receiver after {}s", p.drain_deadline.as_secs());
@@ -760,8 +759,9 @@ impl Bench {
                 said = Instant::now();
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        }
         let wall_secs = started.elapsed().as_secs_f64();
+        let received = receiver.received();
         let cpu: BTreeMap<String, f64> =
             self.sampler.cpu().since(&cpu0).into_iter().map(|(k, v)| (k, v / wall_secs)).collect();
         let (mut latency, mut from_accept) = (load::histogram(), load::histogram());
@@ -1137,7 +1137,7 @@ fn context_report(
         (
             "Configuration".into(),
             format!(
-                "release binaries; `NOTIFY_WORKER__PREFETCH={}` (default 32; 128 for the webhook-worker) and `NOTIFY_WEBHOOKS__ENDPOINT_CONCURRENCY` the same (default 16), the webhook-worker's `NOTIFY_DATABASE_MAX_CONNECTIONS=2` (default 4: with every pool full PostgreSQL's 100 connections run out), `NOTIFY_RELAY__BATCH_SIZE={}` (default 500), `RUST_LOG={}`; other settings default; peer shape: the novu provider at a Novu stand-in on a thread of the bench's process (`NOTIFY_NOVU__PROVIDERS=[\"novu\"]`, `NOTIFY_NOVU__NOVU__BASE_URL`); other phases: sandbox provider on every channel, files under target/bench/sandbox ({})",
+                "release binaries; `NOTIFY_WORKER__PREFETCH={}` (default 32; 128 for the webhook-worker) and `NOTIFY_WEBHOOKS__ENDPOINT_CONCURRENCY` the same (default 16), the webhook-worker's `NOTIFY_DATABASE_MAX_CONNECTIONS=3` (default 4: with every pool full PostgreSQL's 100 connections run out), `NOTIFY_RELAY__BATCH_SIZE={}` (default 500), `RUST_LOG={}`; other settings default; peer shape: the novu provider at a Novu stand-in on a thread of the bench's process (`NOTIFY_NOVU__PROVIDERS=[\"novu\"]`, `NOTIFY_NOVU__NOVU__BASE_URL`); other phases: sandbox provider on every channel, files under target/bench/sandbox ({})",
                 tuning.worker_prefetch,
                 tuning.relay_batch_size,
                 tuning.rust_log,

@@ -184,9 +184,10 @@ impl Stack {
                 command.envs(self.novu_env.iter().map(|(k, v)| (*k, v)));
             }
             // Every pool at its size, and the bench's own connection, would pass
-            // PostgreSQL's 100 during the webhooks phase: the webhook-worker takes 2.
+            // PostgreSQL's 100 during the webhooks phase: the webhook-worker takes 3, the
+            // least it runs with (two held by its group slots).
             if binary == "webhook-worker" {
-                command.env("NOTIFY_DATABASE_MAX_CONNECTIONS", "2");
+                command.env("NOTIFY_DATABASE_MAX_CONNECTIONS", "3");
             }
             command.stdout(log.try_clone()?).stderr(log);
             supervisor.spawn(binary, command)?;

@@ -62,8 +62,9 @@ impl Default for WebhookWorkerConfig {
         Self {
             database_url: None,
             amqp_url: None,
-            // A claim and a record are one statement each, on no held slot: a few
-            // connections carry thousands a second.
+            // Concurrent claims share a statement, and concurrent records another, each on
+            // a connection its group slot holds (`store::WEBHOOK_SLOTS`); the rest serve
+            // deferrals.
             database_max_connections: 4,
             // Sends wait on the receivers, not on this machine: more at once than a
             // channel's, so an endpoint's cap (and as many waiting) takes a share only.
@@ -89,6 +90,13 @@ impl WebhookWorkerConfig {
         self.webhooks.validate().map_err(|e| invalid(&e.field, e.message))?;
         if self.worker.prefetch == 0 {
             return Err(invalid("worker.prefetch", "must be at least 1".into()));
+        }
+        if self.database_max_connections <= store::WEBHOOK_SLOTS {
+            let message = format!(
+                "must be above {}: the claims' and the records' group slots hold that many",
+                store::WEBHOOK_SLOTS
+            );
+            return Err(invalid("database_max_connections", message));
         }
         if self.secrets.keyring()?.is_none() {
             return Err(invalid("secrets.keys", "must hold the keys that sealed the endpoints' secrets".into()));
@@ -247,7 +255,7 @@ impl Sender {
         // The endpoint has been called: keep trying to record that until it is recorded,
         // or until the shutdown grace runs out and the task is dropped.
         let recorded = with_retries(&CancellationToken::new(), || {
-            self.store.record_webhook_attempt(msg.message_id, lease.claim, &record)
+            self.store.record_webhook_attempt(msg.message_id, lease.claim, post.endpoint_id, &record)
         })
         .await;
         match recorded {
@@ -352,4 +360,28 @@ fn observe(record: &WebhookAttemptRecord, created_at: OffsetDateTime) {
     METRICS.attempts.get_or_create(&labels).inc();
     let latency = METRICS.provider_latency.get_or_create(&ProviderLabels { channel: LABEL, provider: ENDPOINT.into() });
     latency.observe(f64::from(record.latency_ms) / 1000.0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> WebhookWorkerConfig {
+        // 32 zero bytes in base64: a key of the right shape.
+        let key = SecretString::from("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
+        WebhookWorkerConfig {
+            database_url: Some(SecretString::from("postgres://localhost/notify")),
+            amqp_url: Some(SecretString::from("amqp://localhost")),
+            secrets: bootstrap::seal::SecretsConfig { current: None, keys: [("k1".to_owned(), key)].into() },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_pool_no_larger_than_the_group_slots_is_refused_naming_the_setting() {
+        valid().validate().unwrap();
+        let config = WebhookWorkerConfig { database_max_connections: store::WEBHOOK_SLOTS, ..valid() };
+        let refused = config.validate().unwrap_err().to_string();
+        assert!(refused.contains("database_max_connections"), "{refused}");
+    }
 }
