@@ -137,10 +137,10 @@ async fn every_documented_example_succeeds() {
     assert_eq!(checked, 49, "every operation was tried");
 }
 
-#[tokio::test]
-async fn every_operation_has_a_unique_operation_id_a_tag_and_the_crate_version() {
-    let app = TestApp::api_only().await;
-    let doc: Value = app.http.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+#[test]
+fn every_operation_has_a_unique_operation_id_a_tag_and_the_crate_version() {
+    // The document itself (the served one is compared with the committed one below).
+    let doc: Value = serde_json::from_str(&notify_api::openapi_json()).unwrap();
     assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"), "info.version is the crates' version");
     let mut ids = std::collections::HashMap::new();
     for (path, item) in doc["paths"].as_object().unwrap() {

@@ -142,6 +142,11 @@ fn parse_chaos_args(args: &[String]) -> anyhow::Result<chaos::Options> {
     Ok(options)
 }
 
+/// A count as the bench's flags take it: digits, `_` allowed between them (`20_000`).
+fn parse_count(value: &str) -> anyhow::Result<u64> {
+    value.replace('_', "").parse().with_context(|| format!("invalid count `{value}`"))
+}
+
 fn parse_bench_args(args: &[String]) -> anyhow::Result<bench::Options> {
     let mut options = bench::Options {
         smoke: false,
@@ -174,20 +179,13 @@ fn parse_bench_args(args: &[String]) -> anyhow::Result<bench::Options> {
                 options.only_peer = true;
             }
             "--peer-count" => {
-                let count = value("a number")?;
-                let count =
-                    count.replace('_', "").parse::<u64>().with_context(|| format!("invalid count `{count}`"))?;
+                let count = parse_count(value("a number")?)?;
                 if count == 0 {
                     bail!("--peer-count must be at least 1");
                 }
                 options.peer_count = Some(count);
             }
-            "--broadcast-members" => {
-                let count = value("a number")?;
-                let count =
-                    count.replace('_', "").parse::<u64>().with_context(|| format!("invalid count `{count}`"))?;
-                options.broadcast_members = Some(count);
-            }
+            "--broadcast-members" => options.broadcast_members = Some(parse_count(value("a number")?)?),
             "--bin-dir" => options.bin_dir = Some(PathBuf::from(value("a directory")?)),
             "--history" => {
                 let mut sizes = value("a value, such as 0,1000000")?

@@ -220,24 +220,23 @@ const OPENAPI_SPEC_VALIDATOR: &str = "openapi-spec-validator==0.7.2";
 async fn ensure_schemathesis() -> anyhow::Result<std::path::PathBuf> {
     let venv = workspace_root().join(".venv-schemathesis");
     let st = venv.join("bin").join("st");
-    let validator = venv.join("bin").join("openapi-spec-validator");
-    let wanted = SCHEMATHESIS.split("==").nth(1).expect("a pinned version");
-    let ready = |st: std::path::PathBuf| async {
-        let pip = venv.join("bin").join("pip");
-        let validator_pinned =
-            tokio::process::Command::new(pip).args(["show", "openapi-spec-validator"]).output().await.is_ok_and(|o| {
-                let version = OPENAPI_SPEC_VALIDATOR.split("==").nth(1).expect("a pinned version");
-                String::from_utf8_lossy(&o.stdout).lines().any(|l| l == format!("Version: {version}"))
-            });
-        validator_pinned
-            && validator.is_file()
-            && tokio::process::Command::new(st)
-                .arg("--version")
-                .output()
-                .await
-                .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains(wanted))
+    // Both pins installed, read with one `pip show` (its records say `Name:` then `Version:`).
+    let ready = || async {
+        let shown = tokio::process::Command::new(venv.join("bin").join("pip"))
+            .args(["show", "schemathesis", "openapi-spec-validator"])
+            .output()
+            .await;
+        let Ok(shown) = shown.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()) else { return false };
+        let installed: Vec<String> = shown
+            .lines()
+            .filter_map(|l| l.strip_prefix("Name: ").or_else(|| l.strip_prefix("Version: ")))
+            .collect::<Vec<_>>()
+            .chunks(2)
+            .map(|pair| pair.join("==").to_lowercase())
+            .collect();
+        [SCHEMATHESIS, OPENAPI_SPEC_VALIDATOR].iter().all(|pin| installed.iter().any(|i| i == pin))
     };
-    if ready(st.clone()).await {
+    if ready().await {
         return Ok(st);
     }
     say!("installing {SCHEMATHESIS} and {OPENAPI_SPEC_VALIDATOR} into {}", venv.display());
@@ -250,8 +249,8 @@ async fn ensure_schemathesis() -> anyhow::Result<std::path::PathBuf> {
         .status()
         .await
         .context("running pip")?;
-    if !installed.success() || !ready(st.clone()).await {
-        bail!("installing {SCHEMATHESIS} into {} failed", venv.display());
+    if !installed.success() || !ready().await {
+        bail!("installing {SCHEMATHESIS} and {OPENAPI_SPEC_VALIDATOR} into {} failed", venv.display());
     }
     Ok(st)
 }
