@@ -64,12 +64,24 @@ async fn answer(response: reqwest::Response) -> (u16, String) {
     (status, body["code"].as_str().unwrap_or_default().to_owned())
 }
 
+/// A route whose provider is not configured answers 404 to a request that carries the
+/// provider's signature header; without the header it is refused as unsigned (403) first,
+/// configured or not.
 #[tokio::test]
 async fn unconfigured_providers_answer_404() {
     let app = TestApp::api_only().await;
-    for path in ["/v1/providers/twilio/status", "/v1/providers/ses/events", "/v1/providers/meta/webhook"] {
-        let response = app.http.post(app.url(path)).body("x").send().await.unwrap();
-        assert_eq!(response.status(), 404, "{path}");
+    for (path, signature) in [
+        ("/v1/providers/twilio/status", Some("X-Twilio-Signature")),
+        ("/v1/providers/ses/events", None),
+        ("/v1/providers/meta/webhook", Some("X-Hub-Signature-256")),
+    ] {
+        let mut request = app.http.post(app.url(path)).body("x");
+        if let Some(header) = signature {
+            let (status, code) = answer(app.http.post(app.url(path)).body("x").send().await.unwrap()).await;
+            assert_eq!((status, code.as_str()), (403, "invalid_signature"), "{path} unsigned");
+            request = request.header(header, "c2lnbmVk");
+        }
+        assert_eq!(request.send().await.unwrap().status(), 404, "{path}");
     }
     let verify = "/v1/providers/meta/webhook?hub.mode=subscribe&hub.verify_token=x&hub.challenge=1";
     assert_eq!(app.http.get(app.url(verify)).send().await.unwrap().status(), 404);

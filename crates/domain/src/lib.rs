@@ -14,6 +14,7 @@ pub mod job;
 pub mod locale;
 pub mod message;
 pub mod notification_type;
+pub mod object;
 pub mod outcome;
 pub mod plan;
 pub mod provider;

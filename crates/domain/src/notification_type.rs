@@ -21,19 +21,22 @@ pub fn is_valid_key(s: &str) -> bool {
 #[serde(deny_unknown_fields)]
 pub struct NotificationTypeInput {
     /// The channels a notification of this type goes to when it names none; at least one.
+    #[schema(min_items = 1)]
     pub channels: Vec<Channel>,
     /// Critical notifications ignore opt-outs and quiet hours (security alerts, receipts).
     #[serde(default)]
     pub critical: bool,
     /// Novu's workflow key; default: the type's key.
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9._:/-]{1,200}$")]
     pub novu_workflow: Option<String>,
     /// Overrides the channel's retry policy (`{"max_attempts": 6, "initial_delay": "30s"}`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::object::optional")]
     #[schema(value_type = Option<Object>)]
     pub retry: Option<RetryPolicy>,
     /// Subscribers can opt out of a whole category (`marketing`).
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9._:/-]{1,200}$")]
     pub category: Option<String>,
     /// The tenant's default per channel for this type, where the subscriber said nothing:
     /// `{"sms": false}` makes SMS opt-in.

@@ -25,10 +25,11 @@ pub const MAX_CONTENT_FIELD_BYTES: usize = 128 * 1024;
 pub struct NewNotification {
     /// What happened, as a dotted name (`invoice.overdue`); Novu's workflow key.
     #[serde(rename = "type")]
+    #[schema(pattern = "^[A-Za-z0-9._:/-]{1,200}$")]
     pub kind: String,
     /// 1 to 100 recipients: addresses, subscribers by id, topics. Required unless
     /// `audience` is given.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::object::list")]
     pub to: Vec<Recipient>,
     /// Instead of `to`: every member of the tenant's `customer` or `support` topic.
     #[serde(default)]
@@ -36,13 +37,14 @@ pub struct NewNotification {
     /// Default: the type's channels; for a type the tenant has not defined, every channel
     /// some recipient has an address for.
     #[serde(default)]
+    #[schema(min_items = 1)]
     pub channels: Option<Vec<Channel>>,
     /// Free data, at most 64 KiB; Novu's payload.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub data: Option<serde_json::Map<String, serde_json::Value>>,
     /// Inline content for every channel; without it, the type's templates render it.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::object::optional")]
     pub content: Option<Content>,
     #[serde(default)]
     pub priority: Priority,
@@ -51,6 +53,7 @@ pub struct NewNotification {
     pub send_at: Option<OffsetDateTime>,
     /// Labels of the in-app inbox items (at most 10), which the inbox can filter by.
     #[serde(default)]
+    #[schema(max_items = 10)]
     pub tags: Vec<String>,
     /// Your own reference, to find the notification again (`GET /v1/notifications?correlation_id=`).
     #[serde(default)]
@@ -58,6 +61,7 @@ pub struct NewNotification {
     /// Makes a retried request safe: the same key and body answer the first request's
     /// result. Also accepted as the `Idempotency-Key` header.
     #[serde(default)]
+    #[schema(pattern = "^[!-~]{1,255}$")]
     pub idempotency_key: Option<String>,
 }
 
@@ -70,8 +74,10 @@ pub struct Recipient {
     pub subscriber_id: Option<String>,
     pub email: Option<String>,
     /// E.164, for SMS.
+    #[schema(pattern = "^\\+[1-9][0-9]{1,14}$")]
     pub phone: Option<String>,
     /// E.164, for WhatsApp.
+    #[schema(pattern = "^\\+[1-9][0-9]{1,14}$")]
     pub whatsapp: Option<String>,
     /// A Slack channel (or user) id for the tenant's Slack bot, for the chat channel.
     pub slack_channel: Option<String>,
@@ -160,6 +166,7 @@ pub struct Content {
     pub sound: Option<String>,
     /// Push only: the app icon's badge count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = Int64, maximum = 4294967295.0)]
     pub badge: Option<u32>,
     /// Push only: key/value pairs the app receives with the notification (strings only,
     /// as FCM requires).

@@ -44,7 +44,7 @@ pub struct SubscriberInput {
     pub whatsapp: Option<String>,
     /// Chat addresses: `{"slack": "U024BE7LH", "teams": "<Workflows webhook URL>",
     /// "discord": "<webhook URL>"}`. Webhook URLs are stored encrypted and never returned.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::object::optional")]
     pub chat: Option<ChatInput>,
     /// BCP 47 (`de`, `pt-BR`): picks the template; stored in normal form.
     #[serde(default)]
@@ -149,7 +149,7 @@ pub struct Preferences {
     pub categories: BTreeMap<String, BTreeMap<Channel, bool>>,
     /// Nothing is sent in this window (critical types excepted); what falls in it waits
     /// for its end.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::object::optional")]
     pub quiet_hours: Option<QuietHours>,
 }
 
@@ -189,9 +189,9 @@ impl Preferences {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuietHours {
-    #[schema(example = "22:00")]
+    #[schema(example = "22:00", pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$")]
     pub start: String,
-    #[schema(example = "07:00")]
+    #[schema(example = "07:00", pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$")]
     pub end: String,
 }
 

@@ -70,6 +70,11 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 }
 
 fn parse_shape<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        // Well-formed but not an object is a `422`, else the syntax error's `400`.
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+        require_object(&value)?;
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(shape_error)?;
     de.end().map_err(|e| ApiError::MalformedJson(e.to_string()))?;
@@ -78,8 +83,18 @@ fn parse_shape<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 
 /// Like [`parse`], from a JSON value already parsed (the items of a batch).
 pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
+    require_object(&value)?;
     reject_nul(&value)?;
     serde_path_to_error::deserialize(value).map_err(shape_error)
+}
+
+/// Every body (and every item of a batch) is a JSON object. serde would also fill a
+/// struct from an array of its fields in order, which no client means.
+fn require_object(value: &Value) -> Result<(), ApiError> {
+    match value {
+        Value::Object(_) => Ok(()),
+        _ => Err(ApiError::Validation(vec![FieldError::new("(body)", "must be a JSON object")])),
+    }
 }
 
 /// PostgreSQL's `text` and `jsonb` cannot hold U+0000: a string (or key) with one is a

@@ -6,6 +6,8 @@ use utoipa::{
     Modify, OpenApi,
     openapi::{
         Content, RefOr, Response,
+        path::ParameterIn,
+        schema::{ObjectBuilder, Schema, SchemaType, Type},
         security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
     },
 };
@@ -14,7 +16,9 @@ use crate::{error::Problem, routes};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Notify", description = "Notification delivery: accept over HTTP, deliver reliably over email, SMS, WhatsApp and Novu."),
+    info(title = "Notify", description = "Notification delivery: accept over HTTP, deliver reliably over email, SMS, WhatsApp, chat, push, \
+        Novu and the in-app inbox. No string, in a parameter or a JSON body, may hold a NUL character (U+0000): \
+        the answer is `422` naming the field. Every JSON body is an object."),
     paths(
         routes::notifications::create,
         routes::notifications::batch,
@@ -122,6 +126,7 @@ impl Modify for Security {
                     .build(),
             ),
         );
+        declare_preference_keys(components);
         for (path, item) in openapi.paths.paths.iter_mut() {
             if !path.starts_with("/v1/") {
                 continue;
@@ -144,9 +149,90 @@ impl Modify for Security {
                     }
                     operation.responses.responses.entry(status.into()).or_insert_with(|| problem(description));
                 }
+                declare_refusals(path, operation);
             }
         }
     }
+}
+
+/// What the API refuses of every operation alike, declared on each: a JSON body without
+/// its content type or over the size limit (`JsonBody`; the providers' receipts read
+/// theirs raw, to check its signature), and a NUL character in a path or query parameter
+/// (`routes::refuse_nul`, as PostgreSQL's text cannot hold one).
+fn declare_refusals(path: &str, operation: &mut utoipa::openapi::path::Operation) {
+    let json_body = operation.request_body.as_ref().is_some_and(|b| match b {
+        RefOr::T(body) => body.content.contains_key("application/json"),
+        RefOr::Ref(_) => true,
+    }) && !operation.tags.as_ref().is_some_and(|t| t.iter().any(|t| t == "providers"));
+    if json_body {
+        for (status, description) in [
+            ("413", "The body is over the size limit"),
+            ("415", "The body is not sent as `Content-Type: application/json`"),
+        ] {
+            operation.responses.responses.entry(status.into()).or_insert_with(|| problem(description));
+        }
+    }
+    let mut any_string = false;
+    for parameter in operation.parameters.iter_mut().flatten() {
+        let RefOr::T(parameter) = parameter else { continue };
+        if matches!(parameter.parameter_in, ParameterIn::Path | ParameterIn::Query)
+            && let Some(RefOr::T(Schema::Object(schema))) = &mut parameter.schema
+            && is_free_string(schema)
+        {
+            let own = PATH_IDS.iter().find(|(prefix, name, _)| {
+                parameter.parameter_in == ParameterIn::Path && path.starts_with(prefix) && parameter.name == *name
+            });
+            schema.pattern = Some(own.map_or(NO_NUL, |(_, _, pattern)| pattern).to_owned());
+            any_string = true;
+        }
+    }
+    if any_string {
+        operation
+            .responses
+            .responses
+            .entry("422".into())
+            .or_insert_with(|| problem("A parameter is invalid; `errors` names it"));
+    }
+}
+
+/// The shapes of the ids the paths carry, as the domain checks them: a subscriber id
+/// (`domain::subscriber::is_valid_subscriber_id`) and a key of a type, topic or template
+/// (`domain::notification_type::is_valid_key`). A path under the prefix with the named
+/// parameter takes its pattern.
+const PATH_IDS: [(&str, &str, &str); 4] = [
+    ("/v1/subscribers/{id}", "id", "^[^\\u0000-\\u001F\\u007F-\\u009F/]{1,200}$"),
+    ("/v1/types/{key}", "key", KEY),
+    ("/v1/topics/{key}", "key", KEY),
+    ("/v1/templates/{type}", "type", KEY),
+];
+const KEY: &str = "^[A-Za-z0-9._:/-]{1,200}$";
+
+/// The keys of a subscriber's `types` and `categories` preferences: type keys, at most
+/// `domain::subscriber::MAX_PREFERENCE_ENTRIES` of each (a map's keys have no attribute
+/// of their own to say so).
+fn declare_preference_keys(components: &mut utoipa::openapi::Components) {
+    let Some(RefOr::T(Schema::Object(preferences))) = components.schemas.get_mut("Preferences") else {
+        return;
+    };
+    for field in ["types", "categories"] {
+        if let Some(RefOr::T(Schema::Object(map))) = preferences.properties.get_mut(field) {
+            map.property_names = Some(Box::new(ObjectBuilder::new().schema_type(Type::String).pattern(Some(KEY)).into()));
+            map.max_properties = Some(domain::subscriber::MAX_PREFERENCE_ENTRIES);
+        }
+    }
+}
+
+/// Any string but one holding a NUL character.
+const NO_NUL: &str = "^[^\\u0000]*$";
+
+/// A string schema with no pattern, format or list of values of its own.
+fn is_free_string(schema: &utoipa::openapi::schema::Object) -> bool {
+    let string = match &schema.schema_type {
+        SchemaType::Type(t) => *t == Type::String,
+        SchemaType::Array(types) => types.contains(&Type::String),
+        SchemaType::AnyValue => false,
+    };
+    string && schema.pattern.is_none() && schema.format.is_none() && schema.enum_values.is_none()
 }
 
 /// `security(())`: the operation takes no credentials.

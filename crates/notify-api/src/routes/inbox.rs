@@ -83,8 +83,8 @@ pub struct UnreadCount {
         ("type" = Option<String>, Query, description = "Only items of this notification type", example = "order.shipped"),
         ("tag" = Option<String>, Query, description = "Only items carrying this tag", example = "orders"),
         ("include_archived" = Option<bool>, Query, description = "`true`: archived items too (left out by default)"),
-        ("limit" = Option<i64>, Query, description = "1 to 100, default 20", example = 20),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "1 to 100, default 20", example = 20),
+        ("cursor" = Option<Uuid>, Query, description = "`next_cursor` of the previous page: the id of the last item it held"),
     ),
     responses(
         (status = 200, description = "A page of the subscriber's items, newest first, and its unread count", body = InboxPage),

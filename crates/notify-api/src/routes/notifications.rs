@@ -35,8 +35,9 @@ const DEFAULT_DELIVERIES: i64 = 100;
 const MAX_DELIVERIES: i64 = 500;
 
 #[utoipa::path(post, path = "/v1/notifications", operation_id = "createNotification", tag = "notifications",
-    params(("Idempotency-Key" = Option<String>, Header,
-        description = "Makes a retried request safe: the same key and body answer the first request's result.")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$",
+        description = "Makes a retried request safe: the same key and body answer the first request's result. \
+            1 to 255 printable ASCII characters, no space.")),
     request_body(content = NewNotification, example = json!({"type": "order.shipped",
             "to": [{"email": "ada@example.com", "phone": "+15551234567"}],
             "content": {"subject": "Your order shipped", "text": "It is on its way."},
@@ -86,7 +87,7 @@ pub async fn create(
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
     /// 1 to 1,000 notifications; each may carry its own `idempotency_key`.
-    #[schema(value_type = Vec<NewNotification>)]
+    #[schema(value_type = Vec<NewNotification>, min_items = 1, max_items = 1000)]
     notifications: Vec<Value>,
 }
 
@@ -112,8 +113,6 @@ pub struct BatchItem {
 }
 
 #[utoipa::path(post, path = "/v1/notifications/batch", operation_id = "createNotificationBatch", tag = "notifications",
-    params(("Idempotency-Key" = Option<String>, Header,
-        description = "Refused (`422`): a key names one notification, so give each item its own `idempotency_key`.")),
     request_body(content = BatchRequest, example = json!({"notifications": [
             {"type": "order.shipped", "to": [{"email": "ada@example.com"}],
              "content": {"subject": "Shipped", "text": "It is on its way."}, "idempotency_key": "order-991-shipped"},
@@ -193,9 +192,9 @@ pub async fn get(
 #[utoipa::path(get, path = "/v1/notifications/{id}/deliveries", operation_id = "listNotificationDeliveries", tag = "notifications",
     params(
         ("id" = Uuid, Path, description = "The notification's id"),
-        ("limit" = Option<i64>, Query, description = "1 to 500, default 100", example = 100),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page, or the notification's `deliveries_cursor`"),
-        ("include" = Option<String>, Query, description = "`content`: each delivery's rendered content too (left out by default)", example = "content"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "1 to 500, default 100", example = 100),
+        ("cursor" = Option<Uuid>, Query, description = "`next_cursor` of the previous page, or the notification's `deliveries_cursor`: the id of the last delivery it held"),
+        ("include" = Option<String>, Query, pattern = "^content$", description = "`content`: each delivery's rendered content too (left out by default)", example = "content"),
     ),
     responses(
         (status = 200, description = "A page of the notification's deliveries by id, each with its attempts and audit events", body = DeliveryPage),
@@ -278,8 +277,9 @@ pub struct Page {
         ("correlation_id" = Option<String>, Query, example = "order-991"),
         ("created_after" = Option<String>, Query, format = DateTime, description = "RFC 3339, inclusive"),
         ("created_before" = Option<String>, Query, format = DateTime, description = "RFC 3339, exclusive"),
-        ("limit" = Option<i64>, Query, description = "1 to 200, default 50", example = 20),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "1 to 200, default 50", example = 20),
+        ("cursor" = Option<String>, Query, pattern = "^[0-9a-fA-F]{48}$",
+            description = "`next_cursor` of the previous page: a position (creation time and id of the last item it held), in hex"),
     ),
     responses(
         (status = 200, description = "A page of notifications, newest first", body = Page),
@@ -335,10 +335,14 @@ fn encode_cursor(created_at: OffsetDateTime, id: Uuid) -> String {
     hex::encode(bytes)
 }
 
+/// 9999-12-31T23:59:59.999999Z, in microseconds since 1970.
+const LAST_MICROS: i64 = 253_402_300_799_999_999;
+
 fn decode_cursor(cursor: &str) -> Option<(OffsetDateTime, Uuid)> {
     let bytes = hex::decode(cursor).ok()?;
     let (micros, id) = bytes.split_at_checked(8)?;
-    let micros = i64::from_be_bytes(micros.try_into().ok()?);
+    // Any time is a position; those before 1970 or after 9999 are the ends of the list.
+    let micros = i64::from_be_bytes(micros.try_into().ok()?).clamp(0, LAST_MICROS);
     let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000).ok()?;
     Some((at, Uuid::from_slice(id).ok()?))
 }

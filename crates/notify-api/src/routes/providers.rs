@@ -42,10 +42,11 @@ pub async fn twilio_status(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
-    let twilio = app.receipts.twilio.as_ref().ok_or(ApiError::NotFound)?;
-    let params: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+    // An unsigned request is refused first, whether or not the route is configured.
     let signature = header_str(&headers, "x-twilio-signature")
         .ok_or(ApiError::InvalidSignature("X-Twilio-Signature is missing"))?;
+    let twilio = app.receipts.twilio.as_ref().ok_or(ApiError::NotFound)?;
+    let params: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
     if !twilio.verify(uri.query(), &params, signature) {
         return Err(ApiError::InvalidSignature("X-Twilio-Signature does not sign this request"));
     }
@@ -232,8 +233,11 @@ pub async fn meta_webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
+    // An unsigned request is refused first, whether or not the route is configured.
+    let signature = header_str(&headers, "x-hub-signature-256")
+        .ok_or(ApiError::InvalidSignature("X-Hub-Signature-256 is missing"))?;
     let meta = app.receipts.meta.as_ref().ok_or(ApiError::NotFound)?;
-    if !meta.verify(header_str(&headers, "x-hub-signature-256"), &body) {
+    if !meta.verify(Some(signature), &body) {
         return Err(ApiError::InvalidSignature("X-Hub-Signature-256 does not sign this body"));
     }
     take_meta(&app, &body, None).await
@@ -250,6 +254,7 @@ pub async fn meta_webhook(
         (status = 200, description = "`hub.challenge`, as text", body = String, content_type = "text/plain"),
         (status = 400, description = "`hub.challenge` is missing", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a subscription, or not the verify token of the tenant's Meta integration", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`tenant_id` is not a tenant id", body = Problem, content_type = "application/problem+json"),
     ))]
 /// `GET /v1/providers/meta/webhook/{tenant_id}`: Meta verifying a tenant's webhook.
 pub async fn tenant_meta_verify(
@@ -276,6 +281,7 @@ pub async fn tenant_meta_verify(
     responses(
         (status = 200, description = "Taken: statuses moved the tenant's deliveries forwards (never another tenant's), anything else changed nothing"),
         (status = 403, description = "Not signed with the app secret of the tenant's Meta integration", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`tenant_id` is not a tenant id", body = Problem, content_type = "application/problem+json"),
     ))]
 /// `POST /v1/providers/meta/webhook/{tenant_id}`: statuses of messages a tenant's Meta
 /// integration sent.

@@ -129,6 +129,7 @@ pub struct PreviewRequest {
     /// default). Default: the tenant's default locale.
     locale: Option<String>,
     /// Template sources to preview instead of a stored template.
+    #[serde(default, deserialize_with = "domain::object::optional")]
     content: Option<Content>,
     /// The notification's `data`: the template's variables.
     #[serde(default)]

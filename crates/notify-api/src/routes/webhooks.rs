@@ -368,8 +368,8 @@ pub struct WebhookAttemptPage {
 #[utoipa::path(get, path = "/v1/webhooks/{id}/attempts", operation_id = "listWebhookAttempts", tag = "webhooks",
     params(
         ("id" = Uuid, Path, description = "The endpoint's id"),
-        ("limit" = Option<i64>, Query, description = "1 to 100, default 20", example = 20),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "1 to 100, default 20", example = 20),
+        ("cursor" = Option<String>, Query, pattern = "^[0-9]{1,18}$", description = "`next_cursor` of the previous page: the number of the last attempt it held"),
     ),
     responses(
         (status = 200, description = "A page of the endpoint's attempts, newest first", body = WebhookAttemptPage),
