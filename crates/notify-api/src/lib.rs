@@ -123,7 +123,8 @@ pub fn router(
     let admission = admission::Admission::new(&config.admission);
     // `layer`, not `route_layer`: unmatched paths (404) and methods (405) are counted too,
     // and so are the requests admission refuses.
-    Ok(routes::routes(cors::layer(&config.inbox.cors_origins)?)
+    let (routes, _) = routes::routes(cors::layer(&config.inbox.cors_origins)?);
+    Ok(routes
         .layer(axum::middleware::from_fn_with_state(admission, admission::admit))
         .layer(axum::middleware::from_fn(metrics::track))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

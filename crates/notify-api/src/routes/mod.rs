@@ -11,33 +11,39 @@ pub mod topics;
 pub mod types;
 pub mod webhooks;
 
+use std::sync::Arc;
+
 use axum::{
-    Router,
+    Json, Router,
     extract::{MatchedPath, Request},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::get,
 };
+use utoipa::OpenApi;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{AppState, error::ApiError};
+use crate::{AppState, error::ApiError, openapi::ApiDoc};
 
-/// Every route; `cors` (from `inbox.cors_origins`) on those a browser calls with a
-/// subscriber token, the inbox and the subscriber's devices.
-pub fn routes(cors: Option<tower_http::cors::CorsLayer>) -> Router<AppState> {
-    let mut browser = Router::new()
-        .route("/v1/subscribers/{id}/devices", get(devices::list))
-        .route(
-            "/v1/subscribers/{id}/devices/{device_id}",
-            axum::routing::put(devices::put).get(devices::get).delete(devices::delete),
-        )
-        .route("/v1/inbox", get(inbox::list))
-        .route("/v1/inbox/count", get(inbox::count))
+/// Every route, and the OpenAPI document of the API's: one list, so no operation of the
+/// API can exist undocumented, or be documented and not exist. Beside it only the inbox's
+/// WebSocket (which OpenAPI cannot describe: README, "The inbox"), the demo page and the
+/// document itself. `cors` (from `inbox.cors_origins`) goes on the routes a browser calls
+/// with a subscriber token: the inbox and the subscriber's devices.
+pub fn routes(cors: Option<tower_http::cors::CorsLayer>) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (browser, browser_doc) = OpenApiRouter::new()
+        .routes(routes!(devices::list))
+        .routes(routes!(devices::put, devices::get, devices::delete))
+        .routes(routes!(inbox::list))
+        .routes(routes!(inbox::count))
+        .routes(routes!(inbox::read_all))
+        .routes(routes!(inbox::delete))
+        .routes(routes!(inbox::read))
+        .routes(routes!(inbox::unread))
+        .routes(routes!(inbox::archive))
+        .split_for_parts();
+    let mut browser = browser
         .route("/v1/inbox/ws", get(crate::inbox::socket::connect))
-        .route("/v1/inbox/read-all", post(inbox::read_all))
-        .route("/v1/inbox/{id}", axum::routing::delete(inbox::delete))
-        .route("/v1/inbox/{id}/read", post(inbox::read))
-        .route("/v1/inbox/{id}/unread", post(inbox::unread))
-        .route("/v1/inbox/{id}/archive", post(inbox::archive))
         // Set before the CORS layer so that it wraps it too: a preflight (`OPTIONS`, which
         // no route has) reaches the layer through it. Set after, on the whole router, it
         // would replace the layered one.
@@ -45,59 +51,51 @@ pub fn routes(cors: Option<tower_http::cors::CorsLayer>) -> Router<AppState> {
     if let Some(cors) = cors {
         browser = browser.layer(cors);
     }
-    Router::new()
+    let (api, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(notifications::create, notifications::list))
+        .routes(routes!(notifications::batch))
+        .routes(routes!(notifications::get))
+        .routes(routes!(notifications::deliveries))
+        .routes(routes!(notifications::cancel))
+        .routes(routes!(deliveries::retry))
+        .routes(routes!(templates::put, templates::get, templates::delete))
+        .routes(routes!(templates::preview))
+        .routes(routes!(subscribers::put, subscribers::get, subscribers::erase))
+        .routes(routes!(subscribers::put_preferences, subscribers::get_preferences))
+        .routes(routes!(inbox::issue_token))
+        .routes(routes!(topics::change, topics::list))
+        .routes(routes!(types::list))
+        .routes(routes!(types::put, types::get))
+        .routes(routes!(integrations::list))
+        .routes(routes!(integrations::put, integrations::get, integrations::delete))
+        .routes(routes!(integrations::check))
+        .routes(routes!(webhooks::create, webhooks::list))
+        .routes(routes!(webhooks::get, webhooks::patch, webhooks::delete))
+        .routes(routes!(webhooks::rotate_secret))
+        .routes(routes!(webhooks::attempts))
+        .routes(routes!(webhooks::test))
+        .routes(routes!(webhooks::replay))
+        .routes(routes!(providers::twilio_status))
+        .routes(routes!(providers::ses_events))
+        .routes(routes!(providers::meta_verify, providers::meta_webhook))
+        .routes(routes!(providers::tenant_twilio_status))
+        .routes(routes!(providers::tenant_ses_events))
+        .routes(routes!(providers::tenant_meta_verify, providers::tenant_meta_webhook))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .split_for_parts();
+    doc.merge(browser_doc);
+    crate::openapi::complete(&mut doc);
+    let served = Arc::new(doc.clone());
+    let router = Router::new()
         .merge(browser)
-        .route("/v1/notifications", post(notifications::create).get(notifications::list))
-        .route("/v1/notifications/batch", post(notifications::batch))
-        .route("/v1/notifications/{id}", get(notifications::get))
-        .route("/v1/notifications/{id}/deliveries", get(notifications::deliveries))
-        .route("/v1/notifications/{id}/cancel", post(notifications::cancel))
-        .route("/v1/deliveries/{id}/retry", post(deliveries::retry))
-        .route(
-            "/v1/templates/{type}/{channel}",
-            axum::routing::put(templates::put).get(templates::get).delete(templates::delete),
-        )
-        .route("/v1/templates/preview", post(templates::preview))
-        .route(
-            "/v1/subscribers/{id}",
-            axum::routing::put(subscribers::put).get(subscribers::get).delete(subscribers::erase),
-        )
-        .route(
-            "/v1/subscribers/{id}/preferences",
-            axum::routing::put(subscribers::put_preferences).get(subscribers::get_preferences),
-        )
-        .route("/v1/subscribers/{id}/token", post(inbox::issue_token))
-        .route("/v1/topics/{key}/subscribers", axum::routing::put(topics::change).get(topics::list))
-        .route("/v1/types", get(types::list))
-        .route("/v1/types/{key}", axum::routing::put(types::put).get(types::get))
-        .route("/v1/integrations", get(integrations::list))
-        .route(
-            "/v1/integrations/{channel}/{provider}",
-            axum::routing::put(integrations::put).get(integrations::get).delete(integrations::delete),
-        )
-        .route("/v1/integrations/{channel}/{provider}/check", post(integrations::check))
-        .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
-        .route("/v1/webhooks/{id}", get(webhooks::get).patch(webhooks::patch).delete(webhooks::delete))
-        .route("/v1/webhooks/{id}/rotate-secret", post(webhooks::rotate_secret))
-        .route("/v1/webhooks/{id}/attempts", get(webhooks::attempts))
-        .route("/v1/webhooks/{id}/test", post(webhooks::test))
-        .route("/v1/webhooks/{id}/replay", post(webhooks::replay))
-        .route("/v1/providers/twilio/status", post(providers::twilio_status))
-        .route("/v1/providers/ses/events", post(providers::ses_events))
-        .route("/v1/providers/meta/webhook", get(providers::meta_verify).post(providers::meta_webhook))
-        .route("/v1/providers/twilio/status/{tenant_id}", post(providers::tenant_twilio_status))
-        .route("/v1/providers/ses/events/{tenant_id}", post(providers::tenant_ses_events))
-        .route(
-            "/v1/providers/meta/webhook/{tenant_id}",
-            get(providers::tenant_meta_verify).post(providers::tenant_meta_webhook),
-        )
+        .merge(api)
         .route("/inbox-demo", get(crate::inbox::demo::page))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/openapi.json", get(crate::openapi::serve))
+        .route("/openapi.json", get(move || async move { Json(served) }))
         .route_layer(middleware::from_fn(refuse_nul))
         .fallback(|| async { ApiError::NotFound })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
+    (router, doc)
 }
 
 /// Refuses a request with a NUL character in a path or query parameter with a `422` naming
