@@ -364,7 +364,7 @@ def check_platform(docs: list[dict], report: Report) -> None:
         for j in jobs.values()
         for c in pod_spec(j).get("initContainers", []) + pod_spec(j)["containers"]
     ]
-    report.check(["notify-api", "migrate"] in commands, "output", "no Job runs `notify-api migrate`")
+    report.check(["notify-admin", "migrate"] in commands, "output", "no Job runs `notify-admin migrate`")
     report.check(
         ["outbox-relay", "declare-topology"] in commands, "output", "no Job runs `outbox-relay declare-topology`"
     )

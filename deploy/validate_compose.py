@@ -27,7 +27,7 @@ BINARIES = [
     "push-worker",
     "webhook-worker",
 ]
-ONE_SHOTS = {"migrate": ["notify-api", "migrate"], "declare-topology": ["outbox-relay", "declare-topology"]}
+ONE_SHOTS = {"migrate": ["notify-admin", "migrate"], "declare-topology": ["outbox-relay", "declare-topology"]}
 INFRA = {"postgres": "5432", "rabbitmq": "5672"}
 
 

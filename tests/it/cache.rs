@@ -72,7 +72,7 @@ async fn a_change_from_another_process_is_seen_right_after() {
     let app = TestApp::api_only().await;
     wait_listening(&app, &app.api_url).await;
 
-    // A key revoked through the store, as `notify-api admin revoke-key` does, while the
+    // A key revoked through the store, as `notify-admin revoke-key` does, while the
     // API has it cached.
     let (key_id, key) = app.env.store.create_api_key(app.tenant_id).await.unwrap().unwrap();
     let post = || app.http.post(app.url("/v1/notifications")).bearer_auth(&key).json(&crate::harness::email("a@x.io"));

@@ -1,4 +1,4 @@
-//! The dead-letter queues' redrive (`notify-api admin dlq`): what is dead is listed and
+//! The dead-letter queues' redrive (`notify-admin dlq`): what is dead is listed and
 //! left in place, replayed to a worker that then delivers it, or discarded; the relay
 //! reports each queue's depth.
 

@@ -85,11 +85,11 @@ async fn chaos(
 ) -> anyhow::Result<Report> {
     let database_url = format!("postgres://postgres@127.0.0.1:{PG_PORT}/postgres");
     let mut procs = Procs::new(bin_dir, dir, &database_url);
-    dev::run_step(procs.command("notify-api", &["migrate"]), "notify-api migrate").await?;
+    dev::run_step(procs.command("notify-admin", &["migrate"]), "notify-admin migrate").await?;
     dev::run_step(procs.command("outbox-relay", &["declare-topology"]), "outbox-relay declare-topology").await?;
-    let tenant = dev::create_tenant(procs.command("notify-api", &["admin", "create-tenant", "chaos"])).await?;
-    let limit = ["admin", "set-rate-limit", &tenant.id, "--per-second", "100000", "--burst", "100000"];
-    dev::run_step(procs.command("notify-api", &limit), "notify-api admin set-rate-limit").await?;
+    let tenant = dev::create_tenant(procs.command("notify-admin", &["create-tenant", "chaos"])).await?;
+    let limit = ["set-rate-limit", &tenant.id, "--per-second", "100000", "--burst", "100000"];
+    dev::run_step(procs.command("notify-admin", &limit), "notify-admin set-rate-limit").await?;
     for binary in BINARIES {
         procs.spawn(binary)?;
     }

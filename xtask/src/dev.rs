@@ -92,12 +92,12 @@ pub async fn run(options: Options) -> anyhow::Result<ExitCode> {
     };
 
     say!("applying migrations to {DEV_DATABASE}");
-    run_step(command("notify-api", &["migrate"]), "notify-api migrate").await?;
+    run_step(command("notify-admin", &["migrate"]), "notify-admin migrate").await?;
     say!("declaring the RabbitMQ topology");
     run_step(command("outbox-relay", &["declare-topology"]), "outbox-relay declare-topology").await?;
     forget_local_receivers().await?;
     say!("creating the demo tenant");
-    let tenant = create_tenant(command("notify-api", &["admin", "create-tenant", "demo"])).await?;
+    let tenant = create_tenant(command("notify-admin", &["create-tenant", "demo"])).await?;
 
     if tokio::net::TcpStream::connect(&listen).await.is_ok() {
         bail!("something already listens on {listen} (another `cargo xtask dev`?): stop it, or pass --port <other>");
@@ -241,16 +241,16 @@ pub struct Tenant {
 }
 
 pub async fn create_tenant(mut command: Command) -> anyhow::Result<Tenant> {
-    let output = command.stderr(Stdio::inherit()).output().await.context("running notify-api admin create-tenant")?;
+    let output = command.stderr(Stdio::inherit()).output().await.context("running notify-admin create-tenant")?;
     if !output.status.success() {
-        bail!("notify-api admin create-tenant failed ({})", describe(&output.status));
+        bail!("notify-admin create-tenant failed ({})", describe(&output.status));
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
     let field = |key: &str| {
         stdout
             .lines()
             .find_map(|line| line.trim().strip_prefix(key)?.strip_prefix('=').map(str::to_owned))
-            .with_context(|| format!("notify-api admin create-tenant printed no `{key}=` line"))
+            .with_context(|| format!("notify-admin create-tenant printed no `{key}=` line"))
     };
     Ok(Tenant { id: field("tenant_id")?, api_key: field("api_key")? })
 }

@@ -2,7 +2,7 @@
 //! sealed with XChaCha20-Poly1305 (a random 24-byte nonce per value, so no nonce is ever
 //! reused under one key). Each sealed value names the key that sealed it,
 //! `v1.<key id>.<base64url(nonce ‖ ciphertext)>`, so keys can be rotated: new values are
-//! sealed with the current key, and `notify-api admin rotate-integration-key` re-seals the
+//! sealed with the current key, and `notify-admin rotate-integration-key` re-seals the
 //! old ones, after which the old key can be removed.
 //!
 //! The keys come from configuration (`[secrets]`, see [`SecretsConfig`]). A value sealed

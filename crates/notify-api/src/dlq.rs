@@ -1,4 +1,4 @@
-//! `notify-api admin dlq list|replay|discard <channel|webhooks>`: an operator's look at a
+//! `notify-admin dlq list|replay|discard <channel|webhooks>`: an operator's look at a
 //! dead-letter queue, and its redrive. The broker mechanics are `queue::dead_letters`;
 //! this picks the messages and counts what was done.
 //!

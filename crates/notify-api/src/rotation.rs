@@ -1,4 +1,4 @@
-//! `notify-api admin rotate-integration-key`: re-seals every stored secret that was not
+//! `notify-admin rotate-integration-key`: re-seals every stored secret that was not
 //! sealed with `secrets.current`, opening it with whichever configured key sealed it, so
 //! the old key can then be removed from `secrets.keys`. The secrets are the integrations'
 //! (purpose `integration:<channel>/<provider>`), subscribers' chat webhook addresses and

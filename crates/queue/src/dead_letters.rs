@@ -1,5 +1,5 @@
 //! The dead-letter queues `notify.<channel>.dead` and `notify.webhooks.dead`, which nothing
-//! consumes: how deep each is, and one operator's pass over one of them (`notify-api admin
+//! consumes: how deep each is, and one operator's pass over one of them (`notify-admin
 //! dlq`), taking messages one at a time, each then replayed to its queue, removed, or kept.
 //!
 //! A message taken and neither replayed nor removed stays unacknowledged, so the same pass

@@ -153,19 +153,19 @@ impl Stack {
             std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
         }
 
-        let mut migrate = self.command("notify-api", &["migrate"]);
+        let mut migrate = self.command("notify-admin", &["migrate"]);
         migrate.stdout(Stdio::null());
-        dev::run_step(migrate, "notify-api migrate").await?;
+        dev::run_step(migrate, "notify-admin migrate").await?;
         let mut declare = self.command("outbox-relay", &["declare-topology"]);
         declare.stdout(Stdio::null());
         dev::run_step(declare, "outbox-relay declare-topology").await?;
-        let tenant = dev::create_tenant(self.command("notify-api", &["admin", "create-tenant", "bench"])).await?;
+        let tenant = dev::create_tenant(self.command("notify-admin", &["create-tenant", "bench"])).await?;
         let mut limit = self.command(
             "notify-api",
-            &["admin", "set-rate-limit", &tenant.id, "--per-second", "1000000", "--burst", "1000000"],
+            &["set-rate-limit", &tenant.id, "--per-second", "1000000", "--burst", "1000000"],
         );
         limit.stdout(Stdio::null());
-        dev::run_step(limit, "notify-api admin set-rate-limit").await?;
+        dev::run_step(limit, "notify-admin set-rate-limit").await?;
         Ok(tenant)
     }
 
