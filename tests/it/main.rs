@@ -10,6 +10,7 @@ mod batch;
 mod bounds;
 mod cache;
 mod chat;
+mod classification;
 mod commit;
 mod dead_letters;
 mod delivery;

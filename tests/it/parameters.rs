@@ -92,7 +92,9 @@ async fn bodies_cursors_and_keys_are_taken_as_the_document_declares() {
     assert_eq!(status, 404, "a refused body wrote nothing");
 
     // Any cursor of the declared shape is a position in the list, far past or far ahead.
-    let id = app.accept(&json!({"type": "t", "to": [{"email": "a@example.com"}], "content": {"subject": "s", "text": "t"}})).await;
+    let id = app
+        .accept(&json!({"type": "t", "to": [{"email": "a@example.com"}], "content": {"subject": "s", "text": "t"}}))
+        .await;
     let far_ahead = format!("7f{}", "f".repeat(46));
     let (status, page) = app.call("GET", &format!("/v1/notifications?cursor={far_ahead}"), None).await;
     assert_eq!((status, &page["items"][0]["id"]), (200, &json!(id.to_string())), "{page}");

@@ -79,7 +79,6 @@ async fn fuzz(app: &TestApp, bearer: &str, filter: &[&str]) -> Option<String> {
         .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(Duration::from_secs(600), run).await.expect("schemathesis ends").unwrap();
-    (!output.status.success()).then(|| {
-        format!("{}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
-    })
+    (!output.status.success())
+        .then(|| format!("{}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)))
 }

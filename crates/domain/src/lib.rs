@@ -9,6 +9,7 @@ pub mod api_key;
 pub mod backoff;
 pub mod channel;
 pub mod chat;
+pub mod classification;
 pub mod inbox;
 pub mod job;
 pub mod locale;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::{Channel, FieldError, RetryPolicy};
+use crate::{Channel, FieldError, RetryPolicy, request::Audience};
 
 /// A type key (also a notification's `type`, a topic key, a category): 1 to 200
 /// characters, each an ASCII letter or digit or one of `. _ - : /`.
@@ -42,6 +42,15 @@ pub struct NotificationTypeInput {
     /// `{"sms": false}` makes SMS opt-in.
     #[serde(default)]
     pub preferences: BTreeMap<Channel, bool>,
+    /// Who its notifications are for when they name no recipients: the tenant's `customer`
+    /// or `support` topic (after the classification of their error class).
+    #[serde(default)]
+    pub audience: Option<Audience>,
+    /// The class of error its notifications report when they name none
+    /// (`PUT /v1/classifications` maps a class to an audience and a priority).
+    #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9._:/-]{1,200}$")]
+    pub error_class: Option<String>,
 }
 
 impl NotificationTypeInput {
@@ -65,10 +74,10 @@ impl NotificationTypeInput {
         {
             errors.push(FieldError::new(format!("retry.{}", e.field), e.message));
         }
-        if let Some(c) = &self.category
-            && !is_valid_key(c)
-        {
-            errors.push(FieldError::new("category", "must be 1 to 200 letters, digits and . _ - : /"));
+        for (field, value) in [("category", &self.category), ("error_class", &self.error_class)] {
+            if value.as_ref().is_some_and(|v| !is_valid_key(v)) {
+                errors.push(FieldError::new(field, "must be 1 to 200 letters, digits and . _ - : /"));
+            }
         }
         if errors.is_empty() { Ok(self) } else { Err(errors) }
     }
@@ -85,6 +94,8 @@ pub struct NotificationType {
     pub retry: Option<RetryPolicy>,
     pub category: Option<String>,
     pub preferences: BTreeMap<Channel, bool>,
+    pub audience: Option<Audience>,
+    pub error_class: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]

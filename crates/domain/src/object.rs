@@ -3,7 +3,7 @@
 //! API's document does not allow and no client means. A field deserialized with these
 //! reads the struct through the same map access, so an error inside it keeps its path.
 
-use std::{fmt, marker::PhantomData};
+use std::{collections::BTreeMap, fmt, marker::PhantomData};
 
 use serde::{
     Deserialize, Deserializer,
@@ -18,6 +18,30 @@ pub fn optional<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<
 /// `#[serde(deserialize_with = "crate::object::list")]` on a `Vec<T>` field.
 pub fn list<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
     d.deserialize_seq(List(PhantomData))
+}
+
+/// `#[serde(deserialize_with = "crate::object::map")]` on a `BTreeMap<String, T>` field.
+pub fn map<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<BTreeMap<String, T>, D::Error> {
+    d.deserialize_map(Map(PhantomData))
+}
+
+struct Map<T>(PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for Map<T> {
+    type Value = BTreeMap<String, T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object of objects")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut entries = BTreeMap::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value = map.next_value_seed(Object(PhantomData))?;
+            entries.insert(key, value);
+        }
+        Ok(entries)
+    }
 }
 
 /// A `T` from a JSON object only.

@@ -888,6 +888,8 @@ mod tests {
                 retry: None,
                 category: None,
                 preferences: Default::default(),
+                audience: None,
+                error_class: None,
                 created_at: now(),
                 updated_at: now(),
             },

@@ -46,8 +46,24 @@ pub struct NewNotification {
     /// Inline content for every channel; without it, the type's templates render it.
     #[serde(default, deserialize_with = "crate::object::optional")]
     pub content: Option<Content>,
+    /// Default: the priority the tenant's classification gives the error class, else the
+    /// severity's (`critical` urgent, `high` high, `medium` normal, `low` low), else `normal`.
     #[serde(default)]
-    pub priority: Priority,
+    pub priority: Option<Priority>,
+    /// How bad the condition this notification reports is; stored, shown and filterable.
+    #[serde(default)]
+    pub severity: Option<Severity>,
+    /// Your code for the error this notification reports (`VENDOR_NAME_MISSING`); stored,
+    /// shown and filterable.
+    #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9._:/-]{1,200}$")]
+    pub error_code: Option<String>,
+    /// The class of that error (`validation`, `mapping`, `auth`, `system`, or your own);
+    /// default: the type's. Without `to` or `audience`, the tenant's classification of it
+    /// (`PUT /v1/classifications`) names the audience, and its priority is the default.
+    #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9._:/-]{1,200}$")]
+    pub error_class: Option<String>,
     /// When to send; in the past means now; at most 90 days ahead (configurable).
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub send_at: Option<OffsetDateTime>,
@@ -115,7 +131,7 @@ impl Recipient {
 }
 
 /// Who a notification without `to` goes to: the members of the tenant's topic of that name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Audience {
     Customer,
@@ -123,11 +139,20 @@ pub enum Audience {
 }
 
 impl Audience {
+    /// Its topic, which is also its name.
     pub fn topic(self) -> &'static str {
+        self.as_str()
+    }
+
+    pub fn as_str(self) -> &'static str {
         match self {
             Audience::Customer => "customer",
             Audience::Support => "support",
         }
+    }
+
+    pub fn parse(s: &str) -> Option<Audience> {
+        [Audience::Customer, Audience::Support].into_iter().find(|a| a.as_str() == s)
     }
 }
 
@@ -187,11 +212,52 @@ impl FieldError {
     }
 }
 
+/// How bad the condition a notification reports is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Severity> {
+        [Severity::Low, Severity::Medium, Severity::High, Severity::Critical].into_iter().find(|v| v.as_str() == s)
+    }
+
+    /// The priority a notification of this severity gets when nothing else sets one.
+    pub fn priority(self) -> Priority {
+        match self {
+            Severity::Low => Priority::Low,
+            Severity::Medium => Priority::Normal,
+            Severity::High => Priority::High,
+            Severity::Critical => Priority::Urgent,
+        }
+    }
+}
+
 /// A notification that passed the checks that need no database.
 #[derive(Clone, Debug)]
 pub struct ValidNotification {
     pub kind: String,
+    /// The request's, else its severity's, else `normal`; a classification may still set
+    /// it when the request named none ([`ValidNotification::priority_given`]).
     pub priority: Priority,
+    pub priority_given: bool,
+    pub severity: Option<Severity>,
+    pub error_code: Option<String>,
+    pub error_class: Option<String>,
     pub data: serde_json::Map<String, serde_json::Value>,
     /// Inline content; `None`: the type's templates.
     pub content: Option<Content>,
@@ -248,7 +314,9 @@ impl NewNotification {
 
         let mut to = self.to;
         match (to.is_empty(), self.audience) {
-            (true, None) => errors.push(FieldError::new("to", "must name at least one recipient, or give `audience`")),
+            // The audience of its error class or type, which the accept reads (or it is
+            // refused there, naming `to`).
+            (true, None) => {}
             (true, Some(audience)) => {
                 to.push(Recipient { topic: Some(audience.topic().to_owned()), ..Default::default() })
             }
@@ -328,6 +396,11 @@ impl NewNotification {
         {
             errors.push(FieldError::new("correlation_id", "must be 1 to 200 characters"));
         }
+        for (field, value) in [("error_code", &self.error_code), ("error_class", &self.error_class)] {
+            if value.as_ref().is_some_and(|v| !crate::notification_type::is_valid_key(v)) {
+                errors.push(FieldError::new(field, "must be 1 to 200 letters, digits and . _ - : /"));
+            }
+        }
         if let Some(k) = &self.idempotency_key
             && !is_valid_idempotency_key(k)
         {
@@ -339,7 +412,11 @@ impl NewNotification {
         }
         Ok(ValidNotification {
             kind: self.kind,
-            priority: self.priority,
+            priority: self.priority.or(self.severity.map(Severity::priority)).unwrap_or_default(),
+            priority_given: self.priority.is_some(),
+            severity: self.severity,
+            error_code: self.error_code,
+            error_class: self.error_class,
             data,
             content: self.content,
             send_at: self.send_at.filter(|at| *at > now),
@@ -670,8 +747,15 @@ mod tests {
             fields(n.validate(Limits::default(), OffsetDateTime::now_utc())),
             vec!["to[0].email", "to[1].phone", "content.subject"]
         );
-        let n = parse(json!({"type": "t", "to": []}));
-        assert_eq!(fields(n.validate(Limits::default(), OffsetDateTime::now_utc())), vec!["to"]);
+        // No recipients is for the accept to settle: its error class's or type's audience.
+        let n = parse(json!({"type": "t", "to": [], "severity": "critical", "error_class": "system"}));
+        let n = n.validate(Limits::default(), OffsetDateTime::now_utc()).unwrap();
+        assert!(n.to.is_empty());
+        assert_eq!((n.priority, n.priority_given), (Priority::Urgent, false), "the severity's, for want of another");
+        let n = parse(json!({"type": "t", "to": [], "severity": "critical", "priority": "low"}));
+        assert_eq!(n.validate(Limits::default(), OffsetDateTime::now_utc()).unwrap().priority, Priority::Low);
+        let n = parse(json!({"type": "t", "error_code": "no spaces", "error_class": ""}));
+        assert_eq!(fields(n.validate(Limits::default(), OffsetDateTime::now_utc())), vec!["error_code", "error_class"]);
     }
 
     #[test]

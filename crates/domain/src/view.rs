@@ -48,6 +48,10 @@ pub struct NotificationView {
     pub status: NotificationStatus,
     pub priority: Priority,
     pub correlation_id: Option<String>,
+    /// What the request said of the error it reports, if it did.
+    pub severity: Option<crate::request::Severity>,
+    pub error_code: Option<String>,
+    pub error_class: Option<String>,
     pub idempotency_key: Option<String>,
     #[schema(value_type = Object)]
     pub data: serde_json::Value,
@@ -166,6 +170,10 @@ pub struct NotificationSummary {
     pub status: NotificationStatus,
     pub priority: Priority,
     pub correlation_id: Option<String>,
+    /// What the request said of the error it reports, if it did.
+    pub severity: Option<crate::request::Severity>,
+    pub error_code: Option<String>,
+    pub error_class: Option<String>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub send_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339")]

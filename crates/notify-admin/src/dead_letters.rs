@@ -56,4 +56,3 @@ fn describe(letter: &queue::DeadLetter) -> String {
     };
     format!("{what}{death}")
 }
-

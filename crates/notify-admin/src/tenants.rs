@@ -62,4 +62,3 @@ pub async fn administer(store: &Store, command: Command) -> anyhow::Result<()> {
     }
     Ok(())
 }
-

@@ -35,6 +35,55 @@ pub enum Outcome {
     Refused(ApiError),
 }
 
+/// Settles what the tenant's classification decides (`domain::classification`) for the
+/// items that name no recipients or an error class: the audience of one without
+/// recipients (its error class's, else its type's; with neither it is refused, naming
+/// `to`), the priority of one that named none, and the error class itself (else the
+/// type's). One statement for those items; none when no item needs it, which is every
+/// request that names its recipients and no error class.
+async fn classify(
+    app: &AppState,
+    tenant_id: uuid::Uuid,
+    mut items: Vec<Result<Item, ApiError>>,
+) -> Result<Vec<Result<Item, ApiError>>, ApiError> {
+    let asking: Vec<(usize, String, Option<String>)> = items
+        .iter()
+        .enumerate()
+        .filter_map(|(n, item)| Some((n, &item.as_ref().ok()?.notification)))
+        .filter(|(_, v)| v.to.is_empty() || v.error_class.is_some())
+        .map(|(n, v)| (n, v.kind.clone(), v.error_class.clone()))
+        .collect();
+    if asking.is_empty() {
+        return Ok(items);
+    }
+    let kinds: Vec<&str> = asking.iter().map(|(_, kind, _)| kind.as_str()).collect();
+    let classes: Vec<Option<&str>> = asking.iter().map(|(_, _, class)| class.as_deref()).collect();
+    let answers = app.store.classify(tenant_id, &kinds, &classes).await?;
+    for ((n, _, _), classified) in asking.iter().zip(answers) {
+        let Ok(item) = &mut items[*n] else { continue };
+        let v = &mut item.notification;
+        v.error_class = classified.error_class;
+        if let Some(priority) = classified.priority.filter(|_| !v.priority_given) {
+            v.priority = priority;
+        }
+        if v.to.is_empty() {
+            match classified.audience {
+                Some(audience) => {
+                    v.to.push(Recipient { topic: Some(audience.topic().to_owned()), ..Default::default() })
+                }
+                None => {
+                    items[*n] = Err(ApiError::field(
+                        "to",
+                        "must name at least one recipient, or give `audience`, or the notification's error class \
+                         (`PUT /v1/classifications`) or its type must have an audience",
+                    ))
+                }
+            }
+        }
+    }
+    Ok(items)
+}
+
 /// Parses and validates one notification; with an idempotency key (the header's or the
 /// body's), binds the key to the SHA-256 of the request without the key.
 pub fn parse(app: &AppState, mut body: Value, header_key: Option<String>) -> Result<Item, ApiError> {
@@ -66,6 +115,7 @@ pub async fn accept(
     items: Vec<Result<Item, ApiError>>,
 ) -> Result<Vec<Outcome>, ApiError> {
     let tenant_id = auth.0.tenant_id;
+    let items = classify(app, tenant_id, items).await?;
     let mut budget = Budget { render_fuel: app.limits.render_fuel, ..Budget::default() };
     let topics = topics_of(items.iter().filter_map(|i| i.as_ref().ok()).map(|i| &i.notification));
     let sizes = app.store.topic_sizes(tenant_id, &topics, MAX_DELIVERIES).await?;
@@ -93,7 +143,11 @@ pub async fn accept(
             let plan: Plan = plans.next().expect("one plan per valid item").map_err(ApiError::Validation)?;
             let subscribers = plan.subscribers(&directory);
             let to = if subscribers.is_empty() { vec![] } else { item.notification.to.clone() };
-            intakes.push(Intake { notification: item.notification, plan, idempotency: item.key, subscribers });
+            let mut notification = item.notification;
+            if notification.error_class.is_none() {
+                notification.error_class = directory.types.get(&notification.kind).and_then(|t| t.error_class.clone());
+            }
+            intakes.push(Intake { notification, plan, idempotency: item.key, subscribers });
             Ok(to)
         });
         planned.push(planned_item);

@@ -26,7 +26,8 @@ use crate::error::Problem;
         (name = "templates", description = "Content of a notification type per channel and locale, as minijinja sources"),
         (name = "subscribers", description = "The people you notify, by your own ids: addresses, locale, time zone, preferences; erasure"),
         (name = "topics", description = "Named sets of subscribers: a notification to a topic goes to each member"),
-        (name = "types", description = "Notification types: default channels, critical flag, category, Novu workflow, retry policy, default preferences"),
+        (name = "types", description = "Notification types: default channels, critical flag, category, Novu workflow, retry policy, default preferences, audience and error class"),
+        (name = "classifications", description = "The tenant's error classes: a notification that names no recipients goes to the audience of its error class (or its type's), with the class's priority"),
         (name = "devices", description = "A subscriber's push devices (FCM, APNs, Web Push), registered with the tenant's API key or by the subscriber's own app with its subscriber token"),
         (name = "inbox", description = "The end-user inbox: a subscriber token from `POST /v1/subscribers/{id}/token` (API key) reads and changes one subscriber's items"),
         (name = "integrations", description = "The tenant's own provider credentials and senders, per channel and provider, in failover order; secrets are sealed at rest and never returned"),
@@ -64,7 +65,7 @@ pub(crate) fn complete(openapi: &mut utoipa::openapi::OpenApi) {
                     .build(),
             ),
         );
-        declare_preference_keys(components);
+        declare_map_keys(components);
         for (path, item) in openapi.paths.paths.iter_mut() {
             if !path.starts_with("/v1/") {
                 continue;
@@ -145,18 +146,25 @@ const PATH_IDS: [(&str, &str, &str); 4] = [
 ];
 const KEY: &str = "^[A-Za-z0-9._:/-]{1,200}$";
 
-/// The keys of a subscriber's `types` and `categories` preferences: type keys, at most
-/// `domain::subscriber::MAX_PREFERENCE_ENTRIES` of each (a map's keys have no attribute
-/// of their own to say so).
-fn declare_preference_keys(components: &mut utoipa::openapi::Components) {
+/// The keys of a subscriber's `types` and `categories` preferences, and of the error
+/// classes of a classification: keys, as many as the domain allows (a map's keys have no
+/// attribute of their own to say so).
+fn declare_map_keys(components: &mut utoipa::openapi::Components) {
     let Some(RefOr::T(Schema::Object(preferences))) = components.schemas.get_mut("Preferences") else {
         return;
     };
     for field in ["types", "categories"] {
         if let Some(RefOr::T(Schema::Object(map))) = preferences.properties.get_mut(field) {
-            map.property_names = Some(Box::new(ObjectBuilder::new().schema_type(Type::String).pattern(Some(KEY)).into()));
+            map.property_names =
+                Some(Box::new(ObjectBuilder::new().schema_type(Type::String).pattern(Some(KEY)).into()));
             map.max_properties = Some(domain::subscriber::MAX_PREFERENCE_ENTRIES);
         }
+    }
+    if let Some(RefOr::T(Schema::Object(table))) = components.schemas.get_mut("Classifications")
+        && let Some(RefOr::T(Schema::Object(map))) = table.properties.get_mut("classes")
+    {
+        map.property_names = Some(Box::new(ObjectBuilder::new().schema_type(Type::String).pattern(Some(KEY)).into()));
+        map.max_properties = Some(domain::classification::MAX_CLASSES);
     }
 }
 

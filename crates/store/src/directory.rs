@@ -41,6 +41,8 @@ struct TypeRow {
     retry: Option<serde_json::Value>,
     category: Option<String>,
     preferences: Option<serde_json::Value>,
+    audience: Option<String>,
+    error_class: Option<String>,
     created_at: Option<OffsetDateTime>,
     updated_at: Option<OffsetDateTime>,
 }
@@ -268,6 +270,8 @@ fn notification_type(row: TypeRow) -> Result<Option<NotificationType>> {
         retry: row.retry,
         category: row.category,
         preferences,
+        audience: row.audience,
+        error_class: row.error_class,
         created_at,
         updated_at,
     };
@@ -296,7 +300,8 @@ impl Store {
                 let fill = self.cache.fill();
                 let rows: Vec<TypeRow> = sqlx::query_as(
                     "SELECT t.default_locale, t.adhoc_types, t.http_action_urls, nt.key, nt.channels, nt.critical, nt.novu_workflow,
-                            nt.retry, nt.category, nt.preferences, nt.created_at, nt.updated_at
+                            nt.retry, nt.category, nt.preferences, nt.audience, nt.error_class, nt.created_at,
+                            nt.updated_at
                      FROM tenants t LEFT JOIN notification_types nt ON nt.tenant_id = t.id AND nt.key = ANY($2)
                      WHERE t.id = $1",
                 )

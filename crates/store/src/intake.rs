@@ -543,6 +543,9 @@ async fn insert(conn: &mut PgConnection, rows: &[Row<'_>], grace: Duration) -> R
         n.data.push(Json(&v.data));
         n.content.push(v.content.as_ref().map(Json));
         n.correlation_ids.push(v.correlation_id.as_deref());
+        n.severities.push(v.severity.map(domain::request::Severity::as_str));
+        n.error_codes.push(v.error_code.as_deref());
+        n.error_classes.push(v.error_class.as_deref());
         n.send_ats.push(v.send_at);
         n.keys.push(row.intake.idempotency.as_ref().map(|k| k.key.as_str()));
         n.workflows.push(plan.workflow.as_deref());
@@ -644,6 +647,9 @@ struct NotificationColumns<'a> {
     data: Vec<Json<&'a serde_json::Map<String, serde_json::Value>>>,
     content: Vec<Option<Json<&'a domain::Content>>>,
     correlation_ids: Vec<Option<&'a str>>,
+    severities: Vec<Option<&'static str>>,
+    error_codes: Vec<Option<&'a str>>,
+    error_classes: Vec<Option<&'a str>>,
     send_ats: Vec<Option<OffsetDateTime>>,
     keys: Vec<Option<&'a str>>,
     workflows: Vec<Option<&'a str>>,
@@ -665,6 +671,9 @@ impl Columns for NotificationColumns<'_> {
             "n_data" => named::add(args, &self.data),
             "n_content" => named::add(args, &self.content),
             "n_correlation_id" => named::add(args, &self.correlation_ids),
+            "n_severity" => named::add(args, &self.severities),
+            "n_error_code" => named::add(args, &self.error_codes),
+            "n_error_class" => named::add(args, &self.error_classes),
             "n_send_at" => named::add(args, &self.send_ats),
             "n_key" => named::add(args, &self.keys),
             "n_workflow" => named::add(args, &self.workflows),

@@ -4,6 +4,7 @@
 
 mod actions;
 mod cache;
+mod classifications;
 mod deliveries;
 mod devices;
 mod directory;

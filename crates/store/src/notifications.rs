@@ -20,6 +20,9 @@ pub struct ListFilter {
     pub status: Option<NotificationStatus>,
     pub kind: Option<String>,
     pub correlation_id: Option<String>,
+    pub severity: Option<domain::request::Severity>,
+    pub error_code: Option<String>,
+    pub error_class: Option<String>,
     pub created_after: Option<OffsetDateTime>,
     pub created_before: Option<OffsetDateTime>,
     /// Continue after this (created_at, id): the last item of the previous page.
@@ -39,6 +42,9 @@ type NotificationRow = (
     Option<OffsetDateTime>,
     OffsetDateTime,
     OffsetDateTime,
+    Option<String>,
+    Option<String>,
+    Option<String>,
 );
 
 #[derive(sqlx::FromRow)]
@@ -72,7 +78,7 @@ impl Store {
         let mut tx = self.snapshot().await?;
         let row: Option<NotificationRow> = sqlx::query_as(
             "SELECT id, type, status, priority, correlation_id, idempotency_key, data, content, send_at, created_at,
-                    updated_at
+                    updated_at, severity, error_code, error_class
              FROM notifications WHERE tenant_id = $1 AND id = $2",
         )
         .bind(tenant_id)
@@ -117,6 +123,9 @@ impl Store {
             status: parse_status(&n.2)?,
             priority: parse_priority(&n.3)?,
             correlation_id: n.4,
+            severity: parse_severity(n.11.as_deref())?,
+            error_code: n.12,
+            error_class: n.13,
             idempotency_key: n.5,
             data: n.6,
             content: n.7,
@@ -260,10 +269,22 @@ impl Store {
     /// Newest first. Paging by (created_at, id) keeps pages stable while notifications
     /// are added: new ones sort before the position already reached.
     pub async fn list_notifications(&self, tenant_id: Uuid, f: &ListFilter) -> Result<Vec<NotificationSummary>> {
-        type Row =
-            (Uuid, String, String, String, Option<String>, Option<OffsetDateTime>, OffsetDateTime, OffsetDateTime);
+        type Row = (
+            Uuid,
+            String,
+            String,
+            String,
+            Option<String>,
+            Option<OffsetDateTime>,
+            OffsetDateTime,
+            OffsetDateTime,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
         let rows: Vec<Row> = sqlx::query_as(
-            "SELECT id, type, status, priority, correlation_id, send_at, created_at, updated_at
+            "SELECT id, type, status, priority, correlation_id, send_at, created_at, updated_at, severity, error_code,
+                    error_class
              FROM notifications
              WHERE tenant_id = $1
                AND ($2::text IS NULL OR status = $2)
@@ -272,6 +293,9 @@ impl Store {
                AND ($5::timestamptz IS NULL OR created_at >= $5)
                AND ($6::timestamptz IS NULL OR created_at < $6)
                AND ($7::timestamptz IS NULL OR (created_at, id) < ($7, $8::uuid))
+               AND ($10::text IS NULL OR severity = $10)
+               AND ($11::text IS NULL OR error_code = $11)
+               AND ($12::text IS NULL OR error_class = $12)
              ORDER BY created_at DESC, id DESC
              LIMIT $9",
         )
@@ -284,6 +308,9 @@ impl Store {
         .bind(f.after.map(|a| a.0))
         .bind(f.after.map(|a| a.1))
         .bind(f.limit)
+        .bind(f.severity.map(domain::request::Severity::as_str))
+        .bind(&f.error_code)
+        .bind(&f.error_class)
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
@@ -294,6 +321,9 @@ impl Store {
                     status: parse_status(&r.2)?,
                     priority: parse_priority(&r.3)?,
                     correlation_id: r.4,
+                    severity: parse_severity(r.8.as_deref())?,
+                    error_code: r.9,
+                    error_class: r.10,
                     send_at: r.5,
                     created_at: r.6,
                     updated_at: r.7,
@@ -337,6 +367,10 @@ impl EventRow {
 
 fn parse_channel(s: &str) -> Result<Channel> {
     s.parse().map_err(|_| corrupt(format!("channel {s}")))
+}
+
+fn parse_severity(s: Option<&str>) -> Result<Option<domain::request::Severity>> {
+    s.map(|s| domain::request::Severity::parse(s).ok_or_else(|| corrupt(format!("severity {s}")))).transpose()
 }
 
 fn parse_status(s: &str) -> Result<NotificationStatus> {

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use domain::{
     Channel,
     notification_type::{NotificationType, NotificationTypeInput},
+    request::Audience,
 };
 use sqlx::types::Json;
 use time::OffsetDateTime;
@@ -21,11 +22,13 @@ pub(crate) struct TypeRow {
     pub(crate) retry: Option<serde_json::Value>,
     pub(crate) category: Option<String>,
     pub(crate) preferences: serde_json::Value,
+    pub(crate) audience: Option<String>,
+    pub(crate) error_class: Option<String>,
     pub(crate) created_at: OffsetDateTime,
     pub(crate) updated_at: OffsetDateTime,
 }
 
-const COLUMNS: &str = "key, channels, critical, novu_workflow, retry, category, preferences, created_at, updated_at";
+const COLUMNS: &str = "key, channels, critical, novu_workflow, retry, category, preferences, audience, error_class, created_at, updated_at";
 
 impl TryFrom<TypeRow> for NotificationType {
     type Error = crate::StoreError;
@@ -37,6 +40,7 @@ impl TryFrom<TypeRow> for NotificationType {
             row.channels.iter().map(|c| c.parse::<Channel>().map_err(|e| bad(&e))).collect::<Result<Vec<_>>>()?;
         let retry = row.retry.map(serde_json::from_value).transpose().map_err(|e| bad(&e))?;
         let preferences: BTreeMap<Channel, bool> = serde_json::from_value(row.preferences).map_err(|e| bad(&e))?;
+        let audience = row.audience.map(|a| Audience::parse(&a).ok_or_else(|| bad(&a))).transpose()?;
         Ok(NotificationType {
             key,
             channels,
@@ -45,6 +49,8 @@ impl TryFrom<TypeRow> for NotificationType {
             retry,
             category: row.category,
             preferences,
+            audience,
+            error_class: row.error_class,
             created_at: row.created_at,
             updated_at: row.updated_at,
         })
@@ -68,12 +74,14 @@ impl Store {
         let channels: Vec<&str> = input.channels.iter().map(|c| c.as_str()).collect();
         let row: Row = sqlx::query_as(&format!(
             "INSERT INTO notification_types AS t
-                (tenant_id, key, channels, critical, novu_workflow, retry, category, preferences)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                (tenant_id, key, channels, critical, novu_workflow, retry, category, preferences, audience,
+                 error_class)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
              ON CONFLICT (tenant_id, key) DO UPDATE
                 SET channels = EXCLUDED.channels, critical = EXCLUDED.critical,
                     novu_workflow = EXCLUDED.novu_workflow, retry = EXCLUDED.retry, category = EXCLUDED.category,
-                    preferences = EXCLUDED.preferences, updated_at = now()
+                    preferences = EXCLUDED.preferences, audience = EXCLUDED.audience,
+                    error_class = EXCLUDED.error_class, updated_at = now()
              RETURNING {COLUMNS}, (xmax = 0) AS created"
         ))
         .bind(tenant_id)
@@ -84,6 +92,8 @@ impl Store {
         .bind(input.retry.as_ref().map(Json))
         .bind(input.category.as_deref())
         .bind(Json(&input.preferences))
+        .bind(input.audience.map(Audience::as_str))
+        .bind(input.error_class.as_deref())
         .fetch_one(&self.pool)
         .await?;
         self.cache.evict(tenant_id);

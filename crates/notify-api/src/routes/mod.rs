@@ -1,3 +1,4 @@
+pub mod classifications;
 pub mod deliveries;
 pub mod devices;
 pub mod health;
@@ -66,6 +67,7 @@ pub fn routes(cors: Option<tower_http::cors::CorsLayer>) -> (Router<AppState>, u
         .routes(routes!(topics::change, topics::list))
         .routes(routes!(types::list))
         .routes(routes!(types::put, types::get))
+        .routes(routes!(classifications::put, classifications::get))
         .routes(routes!(integrations::list))
         .routes(routes!(integrations::put, integrations::get, integrations::delete))
         .routes(routes!(integrations::check))

@@ -6,7 +6,7 @@ use axum::{
 };
 use domain::{
     NewNotification, NotificationStatus,
-    request::is_valid_idempotency_key,
+    request::{Severity, is_valid_idempotency_key},
     view::{AcceptedNotification, DeliveryPage, NotificationSummary, NotificationView},
 };
 use serde::{Deserialize, Serialize};
@@ -275,6 +275,9 @@ pub struct Page {
         ("status" = Option<NotificationStatus>, Query, example = "pending"),
         ("type" = Option<String>, Query, example = "order.shipped"),
         ("correlation_id" = Option<String>, Query, example = "order-991"),
+        ("severity" = Option<Severity>, Query, example = "high"),
+        ("error_code" = Option<String>, Query, example = "VENDOR_NAME_MISSING"),
+        ("error_class" = Option<String>, Query, example = "mapping"),
         ("created_after" = Option<String>, Query, format = DateTime, description = "RFC 3339, inclusive"),
         ("created_before" = Option<String>, Query, format = DateTime, description = "RFC 3339, exclusive"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 200, description = "1 to 200, default 50", example = 20),
@@ -304,6 +307,12 @@ pub async fn list(
             }
             "type" => filter.kind = Some(value.clone()),
             "correlation_id" => filter.correlation_id = Some(value.clone()),
+            "severity" => {
+                filter.severity =
+                    Some(Severity::parse(value).ok_or_else(|| ApiError::field("severity", "unknown severity"))?)
+            }
+            "error_code" => filter.error_code = Some(value.clone()),
+            "error_class" => filter.error_class = Some(value.clone()),
             "created_after" => filter.created_after = Some(time("created_after", value)?),
             "created_before" => filter.created_before = Some(time("created_before", value)?),
             "limit" => filter.limit = super::page_limit(value, MAX_PAGE)?,

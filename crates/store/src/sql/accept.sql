@@ -32,9 +32,10 @@ WITH given AS (
     SELECT * FROM unnest(:n_id::uuid[], :n_tenant_id::uuid[], :n_created_at::timestamptz[], :n_type::text[],
                          :n_priority::text[], :n_data::jsonb[], :n_content::jsonb[], :n_correlation_id::text[],
                          :n_send_at::timestamptz[], :n_key::text[], :n_workflow::text[], :n_retry::jsonb[],
-                         :n_tags::jsonb[], :n_actor::text[], :n_traceparent::text[])
+                         :n_tags::jsonb[], :n_actor::text[], :n_traceparent::text[], :n_severity::text[],
+                         :n_error_code::text[], :n_error_class::text[])
          AS u(id, tenant_id, created_at, type, priority, data, content, correlation_id, send_at, key,
-              workflow, retry, tags, actor, traceparent)),
+              workflow, retry, tags, actor, traceparent, severity, error_code, error_class)),
  w AS (
     SELECT w.nid, w.subscriber_id, s.id IS NOT NULL AS held
     FROM unnest(:h_notification_id::uuid[], :h_subscriber_id::text[], :h_created_at::timestamptz[])
@@ -71,10 +72,11 @@ WITH given AS (
     FROM p),
  n AS (
     INSERT INTO notifications (id, tenant_id, type, priority, data, content, correlation_id, send_at,
-                               idempotency_key, workflow, retry, status, delivery_count, created_at, updated_at)
+                               idempotency_key, workflow, retry, status, delivery_count, created_at, updated_at,
+                               severity, error_code, error_class)
     SELECT u.id, u.tenant_id, u.type, u.priority, u.data, coalesce(u.content, '{}'), u.correlation_id,
            u.send_at, u.key, u.workflow, u.retry, notification_initial_status(coalesce(g.statuses, '{}')),
-           g.deliveries, u.created_at, u.created_at
+           g.deliveries, u.created_at, u.created_at, u.severity, u.error_code, u.error_class
     FROM u LEFT JOIN (SELECT s.nid, array_agg(s.status) AS statuses, count(*)::int AS deliveries
                       FROM s GROUP BY s.nid) g
            ON g.nid = u.id),
