@@ -11,6 +11,7 @@ mod bounds;
 mod cache;
 mod chat;
 mod classification;
+mod client;
 mod commit;
 mod dead_letters;
 mod delivery;

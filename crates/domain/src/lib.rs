@@ -18,6 +18,7 @@ pub mod notification_type;
 pub mod object;
 pub mod outcome;
 pub mod plan;
+pub mod problem;
 pub mod provider;
 pub mod push;
 pub mod request;

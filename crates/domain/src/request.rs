@@ -19,8 +19,9 @@ pub const MAX_TEXT_MESSAGE_CHARS: usize = 1600;
 /// a message past 102 KB).
 pub const MAX_CONTENT_FIELD_BYTES: usize = 128 * 1024;
 
+// `notify-client` sends this same type (hence `Serialize`).
 /// A notification to send: what happened, to whom, over which channels, with what.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewNotification {
     /// What happened, as a dotted name (`invoice.overdue`); Novu's workflow key.
@@ -84,7 +85,7 @@ pub struct NewNotification {
 /// One entry of `to`: a subscriber by id (its stored addresses, which addresses given
 /// here override), addresses alone, or every member of a topic (`{"topic": "support"}`,
 /// nothing else). A `subscriber_id` is also the recipient's id in Novu.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Recipient {
     pub subscriber_id: Option<String>,
@@ -200,7 +201,7 @@ pub struct Content {
 }
 
 /// One rejected field, named by its JSON path (`to[2].email`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,

@@ -7,26 +7,10 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use domain::FieldError;
-use serde::Serialize;
 
 use crate::rate_limit::Quota;
 
-/// An RFC 9457 problem (`application/problem+json`).
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Problem {
-    /// `/problems/<code>`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub title: String,
-    pub status: u16,
-    pub detail: String,
-    /// Stable machine-readable cause: `validation_failed`, `unauthorized`, `not_found`,
-    /// `idempotency_key_reused`, `nothing_to_cancel`, `not_retryable`, `rate_limited`,
-    /// `overloaded`, `timeout`, `invalid_signature`, ...
-    pub code: String,
-    /// For `validation_failed`: each rejected field, by its JSON path.
-    pub errors: Vec<FieldError>,
-}
+pub use domain::problem::Problem;
 
 #[derive(Clone, Debug)]
 pub enum ApiError {
