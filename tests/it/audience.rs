@@ -334,7 +334,7 @@ async fn unknown_types_are_refused_when_the_tenant_requires_defined_types() {
         json!({"type": "made.up", "to": [{"email": "a@example.com"}], "content": {"subject": "s", "text": "t"}});
     app.accept(&adhoc).await;
 
-    // Changed from another process (as `admin set-tenant`): the API hears of it through
+    // Changed from another process (as `notify-admin set-tenant`): the API hears of it through
     // the change notification.
     app.env.store.set_tenant_settings(app.tenant_id, None, Some(false), None).await.unwrap();
     let answer = within(NOTIFIED, "the setting applied", || async {
@@ -510,7 +510,7 @@ async fn an_in_app_action_url_is_https_a_path_or_http_where_the_tenant_allows_it
         let (status, answer) = app.post(&inline(good)).await;
         assert_eq!(status, 202, "{good:?}: {answer}");
     }
-    // A tenant that allows http (set from another process, as `admin set-tenant`: the API
+    // A tenant that allows http (set from another process, as `notify-admin set-tenant`: the API
     // hears of it through the change notification).
     assert!(app.env.store.set_tenant_settings(app.tenant_id, None, None, Some(true)).await.unwrap());
     within(NOTIFIED, "http allowed", || async {

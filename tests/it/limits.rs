@@ -34,7 +34,7 @@ async fn a_revoked_key_is_refused() {
     let (key_id, key) = app.env.store.create_api_key(app.tenant_id).await.unwrap().unwrap();
     let post = || app.http.post(app.url("/v1/notifications")).bearer_auth(&key).json(&email("a@example.com")).send();
     assert_eq!(post().await.unwrap().status(), 202);
-    // Revoked from another process (as `admin revoke-key`): the API hears of it through
+    // Revoked from another process (as `notify-admin revoke-key`): the API hears of it through
     // the change notification (tests/it/cache.rs).
     assert!(app.env.store.revoke_api_key(key_id).await.unwrap());
     let refused = within(NOTIFIED, "the revoked key refused", || async {

@@ -26,6 +26,7 @@ mod inbox_live;
 mod integrations;
 mod limits;
 mod listing;
+mod me;
 mod messages;
 mod migrations;
 mod notification_view;

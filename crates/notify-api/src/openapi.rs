@@ -29,7 +29,7 @@ use crate::error::Problem;
         (name = "types", description = "Notification types: default channels, critical flag, category, Novu workflow, retry policy, default preferences, audience and error class"),
         (name = "classifications", description = "The tenant's error classes: a notification that names no recipients goes to the audience of its error class (or its type's), with the class's priority"),
         (name = "devices", description = "A subscriber's push devices (FCM, APNs, Web Push), registered with the tenant's API key or by the subscriber's own app with its subscriber token"),
-        (name = "inbox", description = "The end-user inbox: a subscriber token from `POST /v1/subscribers/{id}/token` (API key) reads and changes one subscriber's items"),
+        (name = "inbox", description = "What end users manage themselves, with a subscriber token from `POST /v1/subscribers/{id}/token` (API key): their inbox's items and their preferences"),
         (name = "integrations", description = "The tenant's own provider credentials and senders, per channel and provider, in failover order; secrets are sealed at rest and never returned"),
         (name = "webhooks", description = "Endpoints that receive the tenant's events (outcomes of notifications and deliveries, inbox reads), signed per Standard Webhooks"),
         (name = "providers", description = "Delivery receipts from the providers: signed by the provider, no API key"),

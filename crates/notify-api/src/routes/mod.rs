@@ -4,6 +4,7 @@ pub mod devices;
 pub mod health;
 pub mod inbox;
 pub mod integrations;
+pub mod me;
 pub mod notifications;
 pub mod providers;
 pub mod subscribers;
@@ -30,7 +31,7 @@ use crate::{AppState, error::ApiError, openapi::ApiDoc};
 /// API can exist undocumented, or be documented and not exist. Beside it only the inbox's
 /// WebSocket (which OpenAPI cannot describe: README, "The inbox"), the demo page and the
 /// document itself. `cors` (from `inbox.cors_origins`) goes on the routes a browser calls
-/// with a subscriber token: the inbox and the subscriber's devices.
+/// with a subscriber token: the inbox, the caller's preferences and the subscriber's devices.
 pub fn routes(cors: Option<tower_http::cors::CorsLayer>) -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (browser, browser_doc) = OpenApiRouter::new()
         .routes(routes!(devices::list))
@@ -42,6 +43,7 @@ pub fn routes(cors: Option<tower_http::cors::CorsLayer>) -> (Router<AppState>, u
         .routes(routes!(inbox::read))
         .routes(routes!(inbox::unread))
         .routes(routes!(inbox::archive))
+        .routes(routes!(me::put_preferences, me::get_preferences))
         .split_for_parts();
     let mut browser = browser
         .route("/v1/inbox/ws", get(crate::inbox::socket::connect))
