@@ -30,6 +30,7 @@ mod me;
 mod messages;
 mod migrations;
 mod notification_view;
+mod offline_tokens;
 mod openapi;
 mod parameters;
 mod plans;

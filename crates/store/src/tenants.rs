@@ -124,6 +124,26 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Registers (or with `None` removes) the public key that verifies the tenant's own
+    /// subscriber tokens: an Ed25519 JWK's `x`. `false` if there is no such tenant.
+    pub async fn set_subscriber_token_key(&self, tenant_id: Uuid, x: Option<&str>) -> Result<bool> {
+        let done = sqlx::query("UPDATE tenants SET subscriber_token_key = $2 WHERE id = $1")
+            .bind(tenant_id)
+            .bind(x)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The tenant's subscriber token key (`set_subscriber_token_key`), if it registered one.
+    pub async fn subscriber_token_key(&self, tenant_id: Uuid) -> Result<Option<String>> {
+        let key: Option<Option<String>> = sqlx::query_scalar("SELECT subscriber_token_key FROM tenants WHERE id = $1")
+            .bind(tenant_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(key.flatten())
+    }
+
     /// The answer for a key without reading the database, when there is one: a key not of
     /// the form keys are made in, or found unknown within `unknown_key_ttl`, is refused
     /// (`Some(None)`); a cached one is its caller. `None`: only the database knows. Records

@@ -2,5 +2,6 @@
 
 pub mod demo;
 pub mod hub;
+pub mod offline;
 pub mod socket;
 pub mod token;

@@ -145,16 +145,32 @@ impl TokenKey {
 /// replica) right after the signature check and before the incarnation is read: a page
 /// polling in a loop (or a socket reconnecting in one) gets `429` with `Retry-After` and
 /// costs no pooled connection. A token this key did not sign takes from no bucket.
+///
+/// A tenant's own token (`inbox::offline`, a JWT) is checked alike, and holds for the
+/// subscriber as it is now: it names no incarnation.
 pub async fn authorize(state: &AppState, token: &str) -> Result<SubscriberClaims, ApiError> {
+    if super::offline::is_jwt(token) {
+        let (tenant_id, subscriber_id, expires_at) = super::offline::verify(state, token).await?;
+        take_rate(state, tenant_id, &subscriber_id)?;
+        let incarnation = state.store.subscriber_incarnation(tenant_id, &subscriber_id).await?;
+        let incarnation =
+            incarnation.ok_or(ApiError::Unauthorized("the subscriber token's subscriber does not exist"))?;
+        return Ok(SubscriberClaims { tenant_id, subscriber_id, incarnation, expires_at });
+    }
     let claims =
         state.tokens.verify(token).ok_or(ApiError::Unauthorized("the subscriber token is invalid or expired"))?;
-    match state.inbox_limiter.take((claims.tenant_id, claims.subscriber_id.clone()), state.inbox_rate, 1) {
-        Decision::Allowed(_) => {}
-        Decision::Limited { quota, retry_after } => return Err(ApiError::SubscriberRateLimited { quota, retry_after }),
-    }
+    take_rate(state, claims.tenant_id, &claims.subscriber_id)?;
     match state.store.subscriber_incarnation(claims.tenant_id, &claims.subscriber_id).await? {
         Some(current) if current == claims.incarnation => Ok(claims),
         _ => Err(ApiError::Unauthorized("the subscriber token's subscriber was erased")),
+    }
+}
+
+/// One request from the subscriber's bucket (`admission.inbox_rate`).
+fn take_rate(state: &AppState, tenant_id: Uuid, subscriber_id: &str) -> Result<(), ApiError> {
+    match state.inbox_limiter.take((tenant_id, subscriber_id.to_owned()), state.inbox_rate, 1) {
+        Decision::Allowed(_) => Ok(()),
+        Decision::Limited { quota, retry_after } => Err(ApiError::SubscriberRateLimited { quota, retry_after }),
     }
 }
 

@@ -7,6 +7,7 @@ pub mod integrations;
 pub mod me;
 pub mod notifications;
 pub mod providers;
+pub mod subscriber_token_key;
 pub mod subscribers;
 pub mod templates;
 pub mod topics;
@@ -66,6 +67,7 @@ pub fn routes(cors: Option<tower_http::cors::CorsLayer>) -> (Router<AppState>, u
         .routes(routes!(subscribers::put, subscribers::get, subscribers::erase))
         .routes(routes!(subscribers::put_preferences, subscribers::get_preferences))
         .routes(routes!(inbox::issue_token))
+        .routes(routes!(subscriber_token_key::put, subscriber_token_key::get, subscriber_token_key::delete))
         .routes(routes!(topics::change, topics::list))
         .routes(routes!(types::list))
         .routes(routes!(types::put, types::get))
