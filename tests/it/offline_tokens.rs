@@ -52,6 +52,10 @@ async fn a_tenant_mints_subscriber_tokens_with_its_own_key() {
     assert_eq!(count(&app, &token).await, 200);
     let response = app.http.get(app.url("/v1/me/preferences")).bearer_auth(&token).send().await.unwrap();
     assert_eq!(response.status(), 200, "it opens what an issued token opens");
+    let response = app.http.get(app.url("/v1/subscribers/u-1/devices")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(response.status(), 200, "the subscriber's devices too");
+    let response = app.http.get(app.url("/v1/subscribers/u-2/devices")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(response.status(), 403, "and only its own");
 
     for (why, refused) in [
         ("expired", mint(&pair, json!({"tid": tenant, "sub": "u-1", "exp": in_seconds(-5)}))),
