@@ -53,5 +53,6 @@ mod templates;
 mod tenant_receipts;
 mod tenant_sending;
 mod traces;
+mod typescript_client;
 mod webhook_sending;
 mod webhooks;

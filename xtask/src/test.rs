@@ -37,6 +37,7 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
 
     let python = ensure_stubs().await?;
     let schemathesis = ensure_schemathesis().await?;
+    let typescript = ensure_typescript_client().await?;
     let mut command = tokio::process::Command::new(cargo());
     // --no-fail-fast: every test binary runs, not only those before the first failure.
     command
@@ -45,6 +46,7 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
         .current_dir(workspace_root())
         .env("NOTIFY_TEST_PYTHON", &python)
         .env("NOTIFY_TEST_SCHEMATHESIS", &schemathesis)
+        .env("NOTIFY_TEST_TS_CLIENT", &typescript)
         .envs(browser.iter().map(|(tool, path)| (tool.env, path)))
         .stdout(Stdio::piped());
     say!("running: cargo test --workspace --no-fail-fast {}", args.join(" "));
@@ -253,6 +255,37 @@ async fn ensure_schemathesis() -> anyhow::Result<std::path::PathBuf> {
         bail!("installing {SCHEMATHESIS} and {OPENAPI_SPEC_VALIDATOR} into {} failed", venv.display());
     }
     Ok(st)
+}
+
+/// The TypeScript client (`clients/typescript`), installed from its lock file when its
+/// `node_modules` is missing or older than the lock, and built (`tsc`): its tests run
+/// against an API in tests/it/typescript_client.rs. Needs Node.js 20+ and npm.
+async fn ensure_typescript_client() -> anyhow::Result<std::path::PathBuf> {
+    let dir = workspace_root().join("clients").join("typescript");
+    let npm = |args: &'static [&'static str]| {
+        let dir = dir.clone();
+        async move {
+            let status = tokio::process::Command::new("npm")
+                .args(args)
+                .current_dir(&dir)
+                .stdout(Stdio::null())
+                .status()
+                .await
+                .context("running npm (Node.js 20+ and npm are needed: Debian's nodejs and npm, or nodejs.org)")?;
+            if !status.success() {
+                bail!("npm {} in {} failed ({})", args.join(" "), dir.display(), describe(&status));
+            }
+            anyhow::Ok(())
+        }
+    };
+    let modified = |path: std::path::PathBuf| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let installed = modified(dir.join("node_modules").join(".package-lock.json"));
+    if installed.is_none() || installed < modified(dir.join("package-lock.json")) {
+        say!("installing the TypeScript client's dependencies: npm ci in {}", dir.display());
+        npm(&["ci", "--no-audit", "--no-fund"]).await?;
+    }
+    npm(&["run", "build"]).await?;
+    Ok(dir)
 }
 
 /// The sum of cargo test's `test result: ok. N passed; N failed; N ignored; ...` lines,

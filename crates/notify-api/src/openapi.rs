@@ -6,7 +6,7 @@ use utoipa::{
     openapi::{
         Content, RefOr, Response,
         path::ParameterIn,
-        schema::{ObjectBuilder, Schema, SchemaType, Type},
+        schema::{AdditionalProperties, ArrayItems, ObjectBuilder, Schema, SchemaType, Type},
         security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
     },
 };
@@ -66,6 +66,11 @@ pub(crate) fn complete(openapi: &mut utoipa::openapi::OpenApi) {
             ),
         );
         declare_map_keys(components);
+        for schema in components.schemas.values_mut() {
+            if let RefOr::T(schema) = schema {
+                declare_free_form(schema);
+            }
+        }
         for (path, item) in openapi.paths.paths.iter_mut() {
             if !path.starts_with("/v1/") {
                 continue;
@@ -165,6 +170,47 @@ fn declare_map_keys(components: &mut utoipa::openapi::Components) {
     {
         map.property_names = Some(Box::new(ObjectBuilder::new().schema_type(Type::String).pattern(Some(KEY)).into()));
         map.max_properties = Some(domain::classification::MAX_CLASSES);
+    }
+}
+
+/// An object with no properties of its own (`data`, a template's content, a retry policy
+/// given as `Object`) takes any: say so (`additionalProperties: true`), or a generator
+/// reads it as an object with nothing in it (TypeScript's `Record<string, never>`).
+fn declare_free_form(schema: &mut Schema) {
+    match schema {
+        Schema::Object(object) => {
+            let is_object = match &object.schema_type {
+                SchemaType::Type(t) => *t == Type::Object,
+                SchemaType::Array(types) => types.contains(&Type::Object),
+                SchemaType::AnyValue => false,
+            };
+            if is_object && object.properties.is_empty() && object.additional_properties.is_none() {
+                object.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(true)));
+            }
+            for property in object.properties.values_mut() {
+                if let RefOr::T(property) = property {
+                    declare_free_form(property);
+                }
+            }
+        }
+        Schema::Array(array) => {
+            if let ArrayItems::RefOrSchema(items) = &mut array.items
+                && let RefOr::T(items) = items.as_mut()
+            {
+                declare_free_form(items);
+            }
+        }
+        Schema::OneOf(one_of) => one_of.items.iter_mut().for_each(|item| {
+            if let RefOr::T(item) = item {
+                declare_free_form(item);
+            }
+        }),
+        Schema::AllOf(all_of) => all_of.items.iter_mut().for_each(|item| {
+            if let RefOr::T(item) = item {
+                declare_free_form(item);
+            }
+        }),
+        _ => {}
     }
 }
 
