@@ -17,6 +17,7 @@ mod dead_letters;
 mod delivery;
 mod devices;
 mod erasure_race;
+mod example_service;
 mod failures;
 mod handoff;
 mod harness;

@@ -259,33 +259,40 @@ async fn ensure_schemathesis() -> anyhow::Result<std::path::PathBuf> {
 
 /// The TypeScript client (`clients/typescript`), installed from its lock file when its
 /// `node_modules` is missing or older than the lock, and built (`tsc`): its tests run
-/// against an API in tests/it/typescript_client.rs. Needs Node.js 20+ and npm.
+/// against an API in tests/it/typescript_client.rs. Then the example service built on it
+/// (`examples/vendor-import`, tests/it/example_service.rs), installed likewise. Needs
+/// Node.js 20+ and npm.
 async fn ensure_typescript_client() -> anyhow::Result<std::path::PathBuf> {
     let dir = workspace_root().join("clients").join("typescript");
-    let npm = |args: &'static [&'static str]| {
-        let dir = dir.clone();
-        async move {
-            let status = tokio::process::Command::new("npm")
-                .args(args)
-                .current_dir(&dir)
-                .stdout(Stdio::null())
-                .status()
-                .await
-                .context("running npm (Node.js 20+ and npm are needed: Debian's nodejs and npm, or nodejs.org)")?;
-            if !status.success() {
-                bail!("npm {} in {} failed ({})", args.join(" "), dir.display(), describe(&status));
-            }
-            anyhow::Ok(())
-        }
-    };
+    install_npm_package(&dir).await?;
+    run_npm(&dir, &["run", "build"]).await?;
+    install_npm_package(&workspace_root().join("examples").join("vendor-import")).await?;
+    Ok(dir)
+}
+
+/// `npm ci` in `dir` when its `node_modules` is missing or older than its lock file.
+async fn install_npm_package(dir: &std::path::Path) -> anyhow::Result<()> {
     let modified = |path: std::path::PathBuf| std::fs::metadata(path).and_then(|m| m.modified()).ok();
     let installed = modified(dir.join("node_modules").join(".package-lock.json"));
     if installed.is_none() || installed < modified(dir.join("package-lock.json")) {
-        say!("installing the TypeScript client's dependencies: npm ci in {}", dir.display());
-        npm(&["ci", "--no-audit", "--no-fund"]).await?;
+        say!("installing npm dependencies: npm ci in {}", dir.display());
+        run_npm(dir, &["ci", "--no-audit", "--no-fund"]).await?;
     }
-    npm(&["run", "build"]).await?;
-    Ok(dir)
+    Ok(())
+}
+
+async fn run_npm(dir: &std::path::Path, args: &[&str]) -> anyhow::Result<()> {
+    let status = tokio::process::Command::new("npm")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .status()
+        .await
+        .context("running npm (Node.js 20+ and npm are needed: Debian's nodejs and npm, or nodejs.org)")?;
+    if !status.success() {
+        bail!("npm {} in {} failed ({})", args.join(" "), dir.display(), describe(&status));
+    }
+    Ok(())
 }
 
 /// The sum of cargo test's `test result: ok. N passed; N failed; N ignored; ...` lines,
