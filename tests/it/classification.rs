@@ -85,19 +85,29 @@ async fn a_notification_that_names_only_its_error_reaches_the_classified_audienc
         (vec!["ops@example.com".to_owned()], &json!("low"), &json!("system"))
     );
 
+    // Recipients named and no error class: nothing is classified (no statement is spent on
+    // it); the type's error class is stored, and the priority is the severity's.
+    let (to, named) =
+        accept(&app, report("vendor.mapping", json!({"severity": "critical", "to": [{"email": "ops@example.com"}]})))
+            .await;
+    assert_eq!(
+        (to, &named["priority"], &named["error_class"]),
+        (vec!["ops@example.com".to_owned()], &json!("urgent"), &json!("mapping"))
+    );
+
     // Nothing to go on: refused, naming `to`, and nothing written.
     for body in [report("vendor.error", json!({})), report("vendor.error", json!({"error_class": "unclassified"}))] {
         let (status, problem) = app.call("POST", "/v1/notifications", Some(&body)).await;
         assert_eq!((status, &problem["errors"][0]["field"]), (422, &json!("to")), "{problem}");
     }
     let (_, all) = app.call("GET", "/v1/notifications", None).await;
-    assert_eq!(ids(&all).len(), 4);
+    assert_eq!(ids(&all).len(), 5);
 
     // Filterable by each.
     for (query, expected) in [
         ("severity=low", vec![&system]),
         ("error_code=VENDOR_DOWN", vec![&system]),
-        ("error_class=mapping", vec![&mapping]),
+        ("error_class=mapping", vec![&named, &mapping]),
         ("error_class=system", vec![&given, &system]),
     ] {
         let (status, page) = app.call("GET", &format!("/v1/notifications?{query}"), None).await;

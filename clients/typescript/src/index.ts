@@ -3,8 +3,8 @@
 // (`src/schema.d.ts`, `npm run generate`), so they cannot drift from the server.
 //
 // - `send(notification)` gives each request an idempotency key unless it has one, and
-//   retries 429, 503 and connection errors after `Retry-After` (else a jittered
-//   exponential backoff), a bounded number of times.
+//   retries 429, 503 and connection errors after `Retry-After` (up to a minute; else a
+//   jittered exponential backoff), a bounded number of times.
 // - Any other refusal throws a `NotifyError` with the API's problem: `status`, `code` and
 //   the fields it names.
 // - `notify()` from the task's context is `@notify/client/context` (Node: AsyncLocalStorage).
@@ -57,6 +57,8 @@ export interface ClientOptions {
 }
 
 const DEFAULT_RETRIES: Retries = { attempts: 5, firstDelayMs: 200, maxDelayMs: 10_000 };
+/** The longest `Retry-After` waited for: the API's own are seconds; a longer one is not waited out inside a call. */
+export const MAX_RETRY_AFTER_MS = 60_000;
 
 export class NotifyClient {
   readonly baseUrl: string;
@@ -108,7 +110,8 @@ export class NotifyClient {
         if ((response.status !== 429 && response.status !== 503) || attempt >= this.retries.attempts) {
           throw new NotifyError(problem);
         }
-        wait = retryAfterMs(response.headers) ?? backoffMs(this.retries, attempt);
+        const after = retryAfterMs(response.headers);
+        wait = after === undefined ? backoffMs(this.retries, attempt) : Math.min(after, MAX_RETRY_AFTER_MS);
       } catch (error) {
         // A request that may have reached the API is sent again: its key makes the
         // second the first's answer.
@@ -117,7 +120,7 @@ export class NotifyClient {
         }
         wait = backoffMs(this.retries, attempt);
       }
-      await new Promise((resolve) => setTimeout(resolve, Math.min(wait, this.retries.maxDelayMs)));
+      await new Promise((resolve) => setTimeout(resolve, wait));
     }
   }
 }
@@ -143,7 +146,7 @@ export function retryAfterMs(headers: Headers): number | undefined {
   return Number.isFinite(seconds) && seconds >= 0 ? seconds * 1000 : undefined;
 }
 
-/** Exponential, capped, with jitter over its upper half, so clients refused together come back apart. */
+/** Exponential, capped, with equal jitter (half fixed, half random), so clients refused together come back apart. */
 export function backoffMs(retries: Retries, attempt: number): number {
   const ceiling = Math.min(retries.firstDelayMs * 2 ** Math.min(attempt - 1, 16), retries.maxDelayMs);
   return ceiling / 2 + Math.random() * (ceiling / 2);

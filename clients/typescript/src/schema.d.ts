@@ -1221,8 +1221,8 @@ export interface components {
             /** @description Labels of the in-app inbox items (at most 10), which the inbox can filter by. */
             tags?: string[];
             /**
-             * @description 1 to 100 recipients: addresses, subscribers by id, topics. Required unless
-             *     `audience` is given.
+             * @description 1 to 100 recipients: addresses, subscribers by id, topics. Without it and without
+             *     `audience`, the audience of the error class (`PUT /v1/classifications`) or of the type.
              */
             to?: components["schemas"]["Recipient"][];
             /** @description What happened, as a dotted name (`invoice.overdue`); Novu's workflow key. */
@@ -1435,7 +1435,10 @@ export interface components {
              */
             code: string;
             detail: string;
-            /** @description For `validation_failed`: each rejected field, by its JSON path. */
+            /**
+             * @description For `validation_failed`: each rejected field, by its JSON path. Always present in
+             *     the API's answers; read as empty when another server leaves it out.
+             */
             errors: components["schemas"]["FieldError"][];
             /** Format: int32 */
             status: number;

@@ -42,12 +42,22 @@ test("a refusal is a NotifyError naming the field", async () => {
 });
 
 test("429 is retried after Retry-After, each notification accepted once", async () => {
-  const limited = new NotifyClient({ baseUrl: env("NOTIFY_LIMITED_URL"), apiKey: env("NOTIFY_LIMITED_API_KEY") });
+  const statuses = [];
+  const counting = async (url, init) => {
+    const response = await fetch(url, init);
+    statuses.push(response.status);
+    return response;
+  };
+  const options = { baseUrl: env("NOTIFY_LIMITED_URL"), apiKey: env("NOTIFY_LIMITED_API_KEY") };
+  const limited = new NotifyClient({ ...options, fetch: counting });
   const ids = [];
   for (const to of ["u0@example.com", "u1@example.com", "u2@example.com"]) {
     ids.push((await limited.send(email(to))).id);
   }
   assert.equal(new Set(ids).size, 3);
+  assert.ok(statuses.includes(429), `one a second: some were refused first (${statuses})`);
+  const listed = await fetch(`${options.baseUrl}/v1/notifications`, { headers: { Authorization: `Bearer ${options.apiKey}` } });
+  assert.equal((await listed.json()).items.length, 3, "each written once");
 });
 
 test("notify() turns a business error into a notification of the context", async () => {

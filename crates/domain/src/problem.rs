@@ -17,6 +17,9 @@ pub struct Problem {
     /// `idempotency_key_reused`, `nothing_to_cancel`, `not_retryable`, `rate_limited`,
     /// `overloaded`, `timeout`, `invalid_signature`, ...
     pub code: String,
-    /// For `validation_failed`: each rejected field, by its JSON path.
+    /// For `validation_failed`: each rejected field, by its JSON path. Always present in
+    /// the API's answers; read as empty when another server leaves it out.
+    #[serde(default)]
+    #[schema(required = true)]
     pub errors: Vec<FieldError>,
 }

@@ -28,8 +28,8 @@ pub struct NewNotification {
     #[serde(rename = "type")]
     #[schema(pattern = "^[A-Za-z0-9._:/-]{1,200}$")]
     pub kind: String,
-    /// 1 to 100 recipients: addresses, subscribers by id, topics. Required unless
-    /// `audience` is given.
+    /// 1 to 100 recipients: addresses, subscribers by id, topics. Without it and without
+    /// `audience`, the audience of the error class (`PUT /v1/classifications`) or of the type.
     #[serde(default, deserialize_with = "crate::object::list")]
     pub to: Vec<Recipient>,
     /// Instead of `to`: every member of the tenant's `customer` or `support` topic.
@@ -47,7 +47,8 @@ pub struct NewNotification {
     /// Inline content for every channel; without it, the type's templates render it.
     #[serde(default, deserialize_with = "crate::object::optional")]
     pub content: Option<Content>,
-    /// Default: the priority the tenant's classification gives the error class, else the
+    /// Default: the priority the tenant's classification gives the error class (of a
+    /// notification that names no recipients, or names its error class), else the
     /// severity's (`critical` urgent, `high` high, `medium` normal, `low` low), else `normal`.
     #[serde(default)]
     pub priority: Option<Priority>,

@@ -1,5 +1,5 @@
-//! CORS for the endpoints a browser calls with a subscriber token (the inbox and the
-//! subscriber's devices): only the origins `inbox.cors_origins` lists, never `*`. The
+//! CORS for the endpoints a browser calls with a subscriber token (the inbox, the
+//! caller's preferences and the subscriber's devices): only the origins `inbox.cors_origins` lists, never `*`. The
 //! producer endpoints get no CORS headers: an API key belongs on the tenant's backend.
 
 use std::time::Duration;

@@ -42,59 +42,58 @@ pub struct ApiDoc;
 /// answers every `/v1/` operation can give (`401` only those that take the key), and the
 /// refusals and shapes no handler's annotation states alone.
 pub(crate) fn complete(openapi: &mut utoipa::openapi::OpenApi) {
-    {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "api_key",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("An API key of the tenant: `Authorization: Bearer <key>`"))
-                    .build(),
-            ),
-        );
-        components.add_security_scheme(
-            "subscriber_token",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .description(Some(
-                        "A subscriber token from `POST /v1/subscribers/{id}/token`, for that subscriber's inbox and devices only: \
-                         `Authorization: Bearer <token>`",
-                    ))
-                    .build(),
-            ),
-        );
-        declare_map_keys(components);
-        for schema in components.schemas.values_mut() {
-            if let RefOr::T(schema) = schema {
-                declare_free_form(schema);
-            }
+    let components = openapi.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "api_key",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some("An API key of the tenant: `Authorization: Bearer <key>`"))
+                .build(),
+        ),
+    );
+    components.add_security_scheme(
+        "subscriber_token",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some(
+                    "A subscriber token, from `POST /v1/subscribers/{id}/token` or a JWT the tenant signs with the key of \
+                     `PUT /v1/subscriber-token-key`, for that subscriber's inbox, preferences and devices only: \
+                     `Authorization: Bearer <token>`",
+                ))
+                .build(),
+        ),
+    );
+    declare_map_keys(components);
+    for schema in components.schemas.values_mut() {
+        if let RefOr::T(schema) = schema {
+            declare_free_form(schema);
         }
-        for (path, item) in openapi.paths.paths.iter_mut() {
-            if !path.starts_with("/v1/") {
-                continue;
-            }
-            for operation in
-                [&mut item.get, &mut item.post, &mut item.put, &mut item.patch, &mut item.delete].into_iter().flatten()
-            {
-                let keyless = operation.security.as_ref().is_some_and(|s| s.iter().all(is_empty_requirement));
-                for (status, description) in [
-                    ("401", "Missing, unknown or revoked API key"),
-                    ("500", "Internal error (logged)"),
-                    (
-                        "503",
-                        "Database unreachable (`unavailable`), this replica at its admission limits (`overloaded`), \
-                         or the request outlived `admission.request_timeout` (`timeout`); retry after `Retry-After`",
-                    ),
-                ] {
-                    if keyless && status == "401" {
-                        continue;
-                    }
-                    operation.responses.responses.entry(status.into()).or_insert_with(|| problem(description));
+    }
+    for (path, item) in openapi.paths.paths.iter_mut() {
+        if !path.starts_with("/v1/") {
+            continue;
+        }
+        for operation in
+            [&mut item.get, &mut item.post, &mut item.put, &mut item.patch, &mut item.delete].into_iter().flatten()
+        {
+            let keyless = operation.security.as_ref().is_some_and(|s| s.iter().all(is_empty_requirement));
+            for (status, description) in [
+                ("401", "Missing, unknown or revoked API key"),
+                ("500", "Internal error (logged)"),
+                (
+                    "503",
+                    "Database unreachable (`unavailable`), this replica at its admission limits (`overloaded`), \
+                     or the request outlived `admission.request_timeout` (`timeout`); retry after `Retry-After`",
+                ),
+            ] {
+                if keyless && status == "401" {
+                    continue;
                 }
-                declare_refusals(path, operation);
+                operation.responses.responses.entry(status.into()).or_insert_with(|| problem(description));
             }
+            declare_refusals(path, operation);
         }
     }
 }

@@ -4,7 +4,8 @@
 //!   without an idempotency key gets one, so its retries are safe; `429`, `503` and
 //!   connection errors are retried after `Retry-After` (else a jittered exponential
 //!   backoff), a bounded number of times. Any other refusal is a [`Error::Problem`] with the
-//!   API's problem: its `code` and the fields it names.
+//!   API's problem: its `code` and the fields it names. A `Retry-After` is waited out up
+//!   to a minute ([`MAX_RETRY_AFTER`]).
 //! - [`with_notify_context`] runs a future with a [`NotifyContext`] (the tenant's key, the
 //!   record and correlation ids, an audience, data), and [`notify`] in it turns a business
 //!   error into a notification, as seed 000's `await Notify("Vendor Name is missing", "HIGH")`.
@@ -22,7 +23,7 @@ pub use domain::{
     view::AcceptedNotification,
 };
 use reqwest::StatusCode;
-pub use retry::Retries;
+pub use retry::{MAX_RETRY_AFTER, Retries};
 
 /// What went wrong with a call.
 #[derive(Debug)]

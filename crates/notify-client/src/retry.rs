@@ -29,26 +29,32 @@ impl Retries {
     }
 }
 
+/// The longest `Retry-After` waited for: the API's own are seconds (its rate limits and
+/// admission); a longer one is not waited out inside a call.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
 pub(crate) struct Backoff {
     retries: Retries,
     tried: u32,
 }
 
 impl Backoff {
-    /// How long to wait before the next try (`after`, the API's `Retry-After`, capped), or
-    /// `None` when the tries are spent.
+    /// How long to wait before the next try (`after`, the API's `Retry-After`, up to
+    /// [`MAX_RETRY_AFTER`]), or `None` when the tries are spent.
     pub(crate) fn next(&mut self, after: Option<Duration>) -> Option<Duration> {
         if self.tried >= self.retries.attempts {
             return None;
         }
         let exponential = self.retries.first_delay.saturating_mul(1 << (self.tried - 1).min(16));
         self.tried += 1;
-        let wait = after.unwrap_or_else(|| {
-            // Full jitter over the upper half, so clients refused together come back apart.
-            let ceiling = exponential.min(self.retries.max_delay);
-            ceiling / 2 + ceiling.mul_f64(rand::rng().random_range(0.0..0.5))
-        });
-        Some(wait.min(self.retries.max_delay))
+        Some(match after {
+            Some(after) => after.min(MAX_RETRY_AFTER),
+            None => {
+                // Equal jitter (half fixed, half random), so clients refused together come back apart.
+                let ceiling = exponential.min(self.retries.max_delay);
+                ceiling / 2 + ceiling.mul_f64(rand::rng().random_range(0.0..0.5))
+            }
+        })
     }
 }
 
@@ -73,10 +79,16 @@ mod tests {
         let mut backoff = retries.backoff();
         let first = backoff.next(None).unwrap();
         assert!((Duration::from_millis(50)..=Duration::from_millis(100)).contains(&first), "{first:?}");
-        assert_eq!(backoff.next(Some(Duration::from_secs(30))), Some(Duration::from_secs(1)), "capped");
+        assert_eq!(
+            backoff.next(Some(Duration::from_secs(30))),
+            Some(Duration::from_secs(30)),
+            "Retry-After is honoured"
+        );
         let third = backoff.next(None).unwrap();
         assert!((Duration::from_millis(200)..=Duration::from_millis(400)).contains(&third), "{third:?}");
         assert_eq!(backoff.next(None), None, "four tries in all");
+        let mut backoff = retries.backoff();
+        assert_eq!(backoff.next(Some(Duration::from_secs(3600))), Some(MAX_RETRY_AFTER), "up to a minute");
 
         let mut headers = HeaderMap::new();
         headers.insert(reqwest::header::RETRY_AFTER, "2".parse().unwrap());

@@ -92,6 +92,7 @@ enum Key {
     Tenant(Uuid),
     Type(Uuid, String),
     Templates(Uuid, String),
+    SubscriberToken(Uuid),
 }
 
 enum Entry {
@@ -104,12 +105,14 @@ enum Entry {
     /// `None`: the tenant has no such type.
     Type(Option<NotificationType>),
     Templates(Templates),
+    /// The public key of the tenant's own subscriber tokens, if it registered one.
+    SubscriberTokenKey(Option<String>),
 }
 
 fn of_tenant(key: &Key, entry: &Entry, tenant_id: Uuid) -> bool {
     match (key, entry) {
         (_, Entry::Caller { caller, .. }) => caller.tenant_id == tenant_id,
-        (Key::Tenant(t) | Key::Type(t, _) | Key::Templates(t, _), _) => *t == tenant_id,
+        (Key::Tenant(t) | Key::Type(t, _) | Key::Templates(t, _) | Key::SubscriberToken(t), _) => *t == tenant_id,
         (Key::Caller(_), _) => false,
     }
 }
@@ -254,6 +257,18 @@ impl Cache {
 
     pub(crate) fn put_templates(&self, fill: Fill, tenant_id: Uuid, kind: String, templates: Templates) {
         self.put(fill, Key::Templates(tenant_id, kind), Entry::Templates(templates));
+    }
+
+    /// `Some(None)`: the tenant registered no key.
+    pub(crate) fn subscriber_token_key(&self, tenant_id: Uuid) -> Option<Option<String>> {
+        match self.state().entries.get(&Key::SubscriberToken(tenant_id))? {
+            Entry::SubscriberTokenKey(key) => Some(key.clone()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn put_subscriber_token_key(&self, fill: Fill, tenant_id: Uuid, key: Option<String>) {
+        self.put(fill, Key::SubscriberToken(tenant_id), Entry::SubscriberTokenKey(key));
     }
 
     /// Drops every entry of the tenant, its callers included, and every unknown key (one

@@ -132,15 +132,26 @@ impl Store {
             .bind(x)
             .execute(&self.pool)
             .await?;
+        self.cache.evict(tenant_id);
         Ok(done.rows_affected() == 1)
     }
 
-    /// The tenant's subscriber token key (`set_subscriber_token_key`), if it registered one.
+    /// The tenant's subscriber token key (`set_subscriber_token_key`), if it registered
+    /// one: from the cache (kept true by the `tenants` trigger's NOTIFY), else one
+    /// primary-key read, remembered only for a tenant that exists (tokens naming random
+    /// tenants fill nothing).
     pub async fn subscriber_token_key(&self, tenant_id: Uuid) -> Result<Option<String>> {
+        if let Some(key) = self.cache.subscriber_token_key(tenant_id) {
+            return Ok(key);
+        }
+        let fill = self.cache.fill();
         let key: Option<Option<String>> = sqlx::query_scalar("SELECT subscriber_token_key FROM tenants WHERE id = $1")
             .bind(tenant_id)
             .fetch_optional(&self.pool)
             .await?;
+        if let Some(key) = &key {
+            self.cache.put_subscriber_token_key(fill, tenant_id, key.clone());
+        }
         Ok(key.flatten())
     }
 

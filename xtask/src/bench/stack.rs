@@ -161,7 +161,7 @@ impl Stack {
         dev::run_step(declare, "outbox-relay declare-topology").await?;
         let tenant = dev::create_tenant(self.command("notify-admin", &["create-tenant", "bench"])).await?;
         let mut limit = self
-            .command("notify-api", &["set-rate-limit", &tenant.id, "--per-second", "1000000", "--burst", "1000000"]);
+            .command("notify-admin", &["set-rate-limit", &tenant.id, "--per-second", "1000000", "--burst", "1000000"]);
         limit.stdout(Stdio::null());
         dev::run_step(limit, "notify-admin set-rate-limit").await?;
         Ok(tenant)

@@ -30,7 +30,13 @@ const PREFIX: &str = "v1.";
 pub const MIN_SECRET_BYTES: usize = 32;
 /// Longer tokens are refused before any work: real ones stay far below (a subscriber id
 /// has at most 200 characters).
-const MAX_TOKEN_LEN: usize = 2048;
+pub(crate) const MAX_TOKEN_LEN: usize = 2048;
+
+/// Whether a bearer credential is a subscriber token (one of ours, `v1.…`, or a tenant's
+/// own JWT) rather than an API key (`nk_…`), which never looks like either.
+pub fn is_subscriber_token(token: &str) -> bool {
+    token.starts_with(PREFIX) || super::offline::is_jwt(token)
+}
 
 /// Who an inbox request is for, from a valid subscriber token.
 #[derive(Clone, Debug, PartialEq)]

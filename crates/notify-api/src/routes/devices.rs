@@ -17,7 +17,7 @@ use crate::{
     AppState,
     auth::Authenticated,
     error::{ApiError, Problem},
-    inbox::token::{SubscriberClaims, authorize},
+    inbox::token::{SubscriberClaims, authorize, is_subscriber_token},
     json::JsonBody,
 };
 
@@ -38,11 +38,7 @@ impl FromRequestParts<AppState> for DeviceCaller {
             .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .map(str::trim);
         match bearer {
-            // A subscriber token (`v1.<claims>.<tag>`, or a tenant's own JWT) never looks like
-            // an API key (`nk_…`).
-            Some(token) if token.starts_with("v1.") || crate::inbox::offline::is_jwt(token) => {
-                authorize(state, token).await.map(DeviceCaller::Subscriber)
-            }
+            Some(token) if is_subscriber_token(token) => authorize(state, token).await.map(DeviceCaller::Subscriber),
             _ => Authenticated::from_request_parts(parts, state).await.map(DeviceCaller::Tenant),
         }
     }

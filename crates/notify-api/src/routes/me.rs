@@ -41,7 +41,7 @@ pub async fn get_preferences(
 ) -> Result<Json<MyPreferences>, ApiError> {
     // A valid token of an erased subscriber is refused when it is checked (`authorize`).
     let preferences = app.store.get_preferences(me.tenant_id, &me.subscriber_id).await?.unwrap_or_default();
-    mine(&app, me.tenant_id, preferences).await
+    Ok(mine(preferences, app.store.list_types(me.tenant_id).await?))
 }
 
 #[utoipa::path(put, path = "/v1/me/preferences", operation_id = "putMyPreferences", tag = "inbox",
@@ -82,18 +82,13 @@ pub async fn put_preferences(
     if !app.store.put_preferences(me.tenant_id, &me.subscriber_id, &preferences).await? {
         return Err(ApiError::NotFound);
     }
-    mine(&app, me.tenant_id, preferences).await
+    Ok(mine(preferences, types))
 }
 
-async fn mine(
-    app: &AppState,
-    tenant_id: uuid::Uuid,
-    preferences: Preferences,
-) -> Result<Json<MyPreferences>, ApiError> {
-    let types = app.store.list_types(tenant_id).await?;
+fn mine(preferences: Preferences, types: Vec<domain::notification_type::NotificationType>) -> Json<MyPreferences> {
     let types = types
         .into_iter()
         .map(|t| TypeChoice { key: t.key, category: t.category, channels: t.channels, critical: t.critical })
         .collect();
-    Ok(Json(MyPreferences { preferences, types }))
+    Json(MyPreferences { preferences, types })
 }
