@@ -3707,6 +3707,32 @@ export interface operations {
         /** @description A WhatsApp Cloud API webhook; `entry[].changes[].value.statuses[]` are applied */
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "entry": [
+                 *         {
+                 *           "changes": [
+                 *             {
+                 *               "field": "messages",
+                 *               "value": {
+                 *                 "messaging_product": "whatsapp",
+                 *                 "statuses": [
+                 *                   {
+                 *                     "id": "wamid.HBgLMTU1NTEyMzQ1NjcVAgARGBI",
+                 *                     "recipient_id": "15551234567",
+                 *                     "status": "delivered",
+                 *                     "timestamp": "1765108800"
+                 *                   }
+                 *                 ]
+                 *               }
+                 *             }
+                 *           ],
+                 *           "id": "102290129340398"
+                 *         }
+                 *       ],
+                 *       "object": "whatsapp_business_account"
+                 *     }
+                 */
                 "application/json": Record<string, never>;
             };
         };
@@ -3856,6 +3882,32 @@ export interface operations {
         /** @description A WhatsApp Cloud API webhook of the tenant's own app; `entry[].changes[].value.statuses[]` are applied */
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "entry": [
+                 *         {
+                 *           "changes": [
+                 *             {
+                 *               "field": "messages",
+                 *               "value": {
+                 *                 "messaging_product": "whatsapp",
+                 *                 "statuses": [
+                 *                   {
+                 *                     "id": "wamid.HBgLMTU1NTEyMzQ1NjcVAgARGBI",
+                 *                     "recipient_id": "15551234567",
+                 *                     "status": "delivered",
+                 *                     "timestamp": "1765108800"
+                 *                   }
+                 *                 ]
+                 *               }
+                 *             }
+                 *           ],
+                 *           "id": "102290129340398"
+                 *         }
+                 *       ],
+                 *       "object": "whatsapp_business_account"
+                 *     }
+                 */
                 "application/json": Record<string, never>;
             };
         };
@@ -3918,6 +3970,7 @@ export interface operations {
         /** @description An SNS message (JSON, sent as text) signed by SNS; a `Notification`'s `Message` is an SES event */
         requestBody: {
             content: {
+                /** @example {"Type": "Notification", "MessageId": "22b80b92-fdea-4c2c-8f9d-bdfb0c7bf324", "TopicArn": "arn:aws:sns:eu-west-1:123456789012:ses-events", "Timestamp": "2026-12-07T12:00:00.000Z", "SignatureVersion": "2", "Signature": "...", "SigningCertURL": "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-example.pem", "Message": "{\"eventType\":\"Delivery\",\"mail\":{\"messageId\":\"0102018f-example\"}}"} */
                 "text/plain": string;
             };
         };
@@ -3992,6 +4045,7 @@ export interface operations {
         /** @description An SNS message signed by SNS, of the topic named by the tenant's `ses` integration (`events_topic_arn`) */
         requestBody: {
             content: {
+                /** @example {"Type": "Notification", "MessageId": "22b80b92-fdea-4c2c-8f9d-bdfb0c7bf324", "TopicArn": "arn:aws:sns:eu-west-1:123456789012:ses-events", "Timestamp": "2026-12-07T12:00:00.000Z", "SignatureVersion": "2", "Signature": "...", "SigningCertURL": "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-example.pem", "Message": "{\"eventType\":\"Delivery\",\"mail\":{\"messageId\":\"0102018f-example\"}}"} */
                 "text/plain": string;
             };
         };
@@ -4063,6 +4117,14 @@ export interface operations {
         /** @description Twilio's status callback: `MessageSid`, `MessageStatus`, `ErrorCode`, ... */
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "AccountSid": "AC0123456789abcdef0123456789abcdef",
+                 *       "MessageSid": "SM0123456789abcdef0123456789abcdef",
+                 *       "MessageStatus": "delivered",
+                 *       "To": "+15551234567"
+                 *     }
+                 */
                 "application/x-www-form-urlencoded": {
                     [key: string]: string;
                 };
@@ -4139,6 +4201,14 @@ export interface operations {
         /** @description Twilio's status callback for a message sent through the tenant's own integration */
         requestBody: {
             content: {
+                /**
+                 * @example {
+                 *       "AccountSid": "AC0123456789abcdef0123456789abcdef",
+                 *       "MessageSid": "SM0123456789abcdef0123456789abcdef",
+                 *       "MessageStatus": "delivered",
+                 *       "To": "+15551234567"
+                 *     }
+                 */
                 "application/x-www-form-urlencoded": {
                     [key: string]: string;
                 };

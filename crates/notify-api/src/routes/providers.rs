@@ -28,7 +28,8 @@ use crate::{
     params(("X-Twilio-Signature" = String, Header,
         description = "Base64 HMAC-SHA1, keyed with the auth token, of the public URL and the sorted parameters")),
     request_body(content = std::collections::HashMap<String, String>, content_type = "application/x-www-form-urlencoded",
-        description = "Twilio's status callback: `MessageSid`, `MessageStatus`, `ErrorCode`, ..."),
+        description = "Twilio's status callback: `MessageSid`, `MessageStatus`, `ErrorCode`, ...", example = json!({"MessageSid": "SM0123456789abcdef0123456789abcdef", "MessageStatus": "delivered",
+            "AccountSid": "AC0123456789abcdef0123456789abcdef", "To": "+15551234567"})),
     responses(
         (status = 200, description = "Taken: a `delivered`, `undelivered` or `failed` status moved the delivery forwards, anything else changed nothing"),
         (status = 400, description = "`MessageSid` or `MessageStatus` is missing", body = Problem, content_type = "application/problem+json"),
@@ -58,7 +59,8 @@ pub async fn twilio_status(
         ("X-Twilio-Signature" = String, Header,
         description = "Base64 HMAC-SHA1, keyed with the auth token of one of the tenant's `twilio` integrations, of this route's public URL and the sorted parameters")),
     request_body(content = std::collections::HashMap<String, String>, content_type = "application/x-www-form-urlencoded",
-        description = "Twilio's status callback for a message sent through the tenant's own integration"),
+        description = "Twilio's status callback for a message sent through the tenant's own integration", example = json!({"MessageSid": "SM0123456789abcdef0123456789abcdef", "MessageStatus": "delivered",
+            "AccountSid": "AC0123456789abcdef0123456789abcdef", "To": "+15551234567"})),
     responses(
         (status = 200, description = "Taken: a `delivered`, `undelivered` or `failed` status moved the tenant's delivery forwards (never another tenant's), anything else changed nothing"),
         (status = 400, description = "`MessageSid` or `MessageStatus` is missing", body = Problem, content_type = "application/problem+json"),
@@ -112,7 +114,7 @@ async fn take_twilio(
     params(("x-amz-sns-message-type" = Option<String>, Header,
         description = "`Notification`, `SubscriptionConfirmation` or `UnsubscribeConfirmation`; must agree with the signed `Type`")),
     request_body(content = String, content_type = "text/plain",
-        description = "An SNS message (JSON, sent as text) signed by SNS; a `Notification`'s `Message` is an SES event"),
+        description = "An SNS message (JSON, sent as text) signed by SNS; a `Notification`'s `Message` is an SES event", example = json!(r#"{"Type": "Notification", "MessageId": "22b80b92-fdea-4c2c-8f9d-bdfb0c7bf324", "TopicArn": "arn:aws:sns:eu-west-1:123456789012:ses-events", "Timestamp": "2026-12-07T12:00:00.000Z", "SignatureVersion": "2", "Signature": "...", "SigningCertURL": "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-example.pem", "Message": "{\"eventType\":\"Delivery\",\"mail\":{\"messageId\":\"0102018f-example\"}}"}"#)),
     responses(
         (status = 200, description = "Taken: a subscription confirmed, or an SES event applied (a `Delivery`, a permanent `Bounce` or a `Complaint`; anything else changes nothing)"),
         (status = 403, description = "Not signed by SNS under a certificate from an allowed host, or of a topic not on the allow-list", body = Problem, content_type = "application/problem+json"),
@@ -132,7 +134,7 @@ pub async fn ses_events(State(app): State<AppState>, headers: HeaderMap, body: B
         ("x-amz-sns-message-type" = Option<String>, Header,
         description = "`Notification`, `SubscriptionConfirmation` or `UnsubscribeConfirmation`; must agree with the signed `Type`")),
     request_body(content = String, content_type = "text/plain",
-        description = "An SNS message signed by SNS, of the topic named by the tenant's `ses` integration (`events_topic_arn`)"),
+        description = "An SNS message signed by SNS, of the topic named by the tenant's `ses` integration (`events_topic_arn`)", example = json!(r#"{"Type": "Notification", "MessageId": "22b80b92-fdea-4c2c-8f9d-bdfb0c7bf324", "TopicArn": "arn:aws:sns:eu-west-1:123456789012:ses-events", "Timestamp": "2026-12-07T12:00:00.000Z", "SignatureVersion": "2", "Signature": "...", "SigningCertURL": "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-example.pem", "Message": "{\"eventType\":\"Delivery\",\"mail\":{\"messageId\":\"0102018f-example\"}}"}"#)),
     responses(
         (status = 200, description = "Taken: a subscription confirmed, or an SES event applied to the tenant's deliveries (never another tenant's)"),
         (status = 403, description = "Not signed by SNS, or not of the tenant's events topic", body = Problem, content_type = "application/problem+json"),
@@ -221,7 +223,9 @@ pub async fn meta_verify(
 #[utoipa::path(post, path = "/v1/providers/meta/webhook", operation_id = "receiveMetaWebhook", tag = "providers", security(()),
     params(("X-Hub-Signature-256" = String, Header, description = "`sha256=` and the hex HMAC-SHA256 of the raw body, keyed with the app secret")),
     request_body(content = Object, content_type = "application/json",
-        description = "A WhatsApp Cloud API webhook; `entry[].changes[].value.statuses[]` are applied"),
+        description = "A WhatsApp Cloud API webhook; `entry[].changes[].value.statuses[]` are applied", example = json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "changes": [{"field": "messages",
+            "value": {"messaging_product": "whatsapp", "statuses": [{"id": "wamid.HBgLMTU1NTEyMzQ1NjcVAgARGBI", "status": "delivered",
+            "timestamp": "1765108800", "recipient_id": "15551234567"}]}}]}]})),
     responses(
         (status = 200, description = "Taken: `delivered`/`read` and `failed` statuses moved their deliveries forwards, anything else changed nothing"),
         (status = 403, description = "Unsigned or mis-signed", body = Problem, content_type = "application/problem+json"),
@@ -277,7 +281,9 @@ pub async fn tenant_meta_verify(
     params(("tenant_id" = Uuid, Path, description = "The tenant whose Meta integration sent the messages"),
         ("X-Hub-Signature-256" = String, Header, description = "`sha256=` and the hex HMAC-SHA256 of the raw body, keyed with the `app_secret` of the tenant's `meta` integration")),
     request_body(content = Object, content_type = "application/json",
-        description = "A WhatsApp Cloud API webhook of the tenant's own app; `entry[].changes[].value.statuses[]` are applied"),
+        description = "A WhatsApp Cloud API webhook of the tenant's own app; `entry[].changes[].value.statuses[]` are applied", example = json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "changes": [{"field": "messages",
+            "value": {"messaging_product": "whatsapp", "statuses": [{"id": "wamid.HBgLMTU1NTEyMzQ1NjcVAgARGBI", "status": "delivered",
+            "timestamp": "1765108800", "recipient_id": "15551234567"}]}}]}]})),
     responses(
         (status = 200, description = "Taken: statuses moved the tenant's deliveries forwards (never another tenant's), anything else changed nothing"),
         (status = 403, description = "Not signed with the app secret of the tenant's Meta integration", body = Problem, content_type = "application/problem+json"),
