@@ -117,8 +117,17 @@ impl DeadLetters {
     pub async fn release(self) -> Result<()> {
         // `multiple` up to the highest held: the broker refuses a tag already settled.
         if let Some(&last) = self.held.last() {
+            let waiting = depth(&self.channel, self.route).await?;
             let options = BasicNackOptions { multiple: true, requeue: true };
             self.channel.basic_nack(last, options).await?;
+            // A quorum queue takes them back through its log, after the nack's answer:
+            // wait (boundedly) until it counts them, so that a pass right after this one
+            // (a `list`, then a `replay`) finds every message.
+            let back = waiting as usize + self.held.len();
+            let deadline = tokio::time::Instant::now() + self.confirm_timeout;
+            while (depth(&self.channel, self.route).await? as usize) < back && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
         }
         self.channel.close(200, "done".into()).await?;
         Ok(())
